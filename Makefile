@@ -1,0 +1,30 @@
+# Two entry points (see README): `make demo` and `make test`. Both create .venv/ on first use.
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+# The CPU build here; a CUDA machine that already has torch>=2.11 in the venv keeps its own.
+TORCH_VERSION ?= 2.13.0
+EXTRAS ?= live,aws,k8s,postgres,dev
+
+.PHONY: setup demo test ui clean
+
+setup: $(VENV)/.installed
+
+$(VENV)/.installed: pyproject.toml
+	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "Tenali needs Python 3.11 or newer: set PYTHON=python3.11")'
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -c 'import torch' 2>/dev/null || $(BIN)/pip install --disable-pip-version-check -q "torch==$(TORCH_VERSION)"
+	$(BIN)/pip install --disable-pip-version-check -q -e ".[$(EXTRAS)]"
+	touch $@
+
+demo: setup
+	$(BIN)/tenali demo
+
+ui: setup
+	$(BIN)/tenali ui
+
+test: setup
+	$(BIN)/python -m pytest -q
+
+clean:
+	rm -rf var

@@ -1,0 +1,327 @@
+"""Checkpoints: save, find and load them, atomically and without unpickling code.
+
+CHECKPOINT LAYOUT, version 1 (a contract between the trainer, the pipeline and serving):
+
+    <out_dir>/
+      latest                  text file: the directory name of the newest complete checkpoint
+      step_00001000/          one directory per saved step (8-digit, zero-padded)
+        model.safetensors     weights (float32 as trained); with tied embeddings only
+                              tok_embeddings.weight is stored, lm_head.weight is the same tensor
+        config.json           the ModelConfig fields + "checkpoint_format_version": 1
+        train_state.pt        optimizer state, step, tokens_seen, loader state, RNG states
+                              (python, numpy, torch, cuda); only tensors, dicts, lists, numbers and
+                              strings, so torch.load(weights_only=True) reads it
+        meta.json             checkpoint_format_version, step, tokens_seen, loss, val_loss,
+                              model_sha256 (of model.safetensors), num_params, created (UTC ISO 8601),
+                              and the training config when known
+
+A checkpoint directory is written under a temporary name in out_dir and renamed into place, then
+`latest` is replaced atomically: a reader sees either the old checkpoint or the complete new one.
+Loading verifies model.safetensors against meta.json's sha256 and never unpickles code.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import random
+import re
+import shutil
+import tempfile
+import time
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from safetensors import SafetensorError
+from safetensors.torch import load_file, save_file
+
+from .config import ModelConfig, atomic_write_text
+from .model import Transformer
+
+CHECKPOINT_FORMAT_VERSION = 1
+_STEP_DIR = re.compile(r"^step_(\d{8,})$")
+
+
+class CheckpointError(RuntimeError):
+    """A checkpoint that is missing, incomplete, corrupt or of another format version."""
+
+
+def step_dir_name(step: int) -> str:
+    return f"step_{step:08d}"
+
+
+def unwrap(model: torch.nn.Module) -> torch.nn.Module:
+    """The plain Transformer inside DDP and/or torch.compile wrappers."""
+    while True:
+        if hasattr(model, "module"):  # DistributedDataParallel
+            model = model.module
+        elif hasattr(model, "_orig_mod"):  # torch.compile
+            model = model._orig_mod
+        else:
+            return model
+
+
+def sha256_file(path: str | os.PathLike, chunk: int = 1 << 24) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        while block := f.read(chunk):
+            h.update(block)
+    return h.hexdigest()
+
+
+# --- RNG state as plain tensors / lists, so train_state.pt loads with weights_only=True --------
+
+def capture_rng() -> dict[str, Any]:
+    version, state, gauss = random.getstate()
+    np_state = np.random.get_state()
+    rng = {
+        "python": {"version": version, "state": list(state), "gauss": gauss},
+        "numpy": {"kind": np_state[0], "keys": torch.from_numpy(np_state[1].astype(np.int64)),
+                  "pos": int(np_state[2]), "has_gauss": int(np_state[3]),
+                  "cached_gaussian": float(np_state[4])},
+        "torch": torch.get_rng_state(),
+    }
+    if torch.cuda.is_available():
+        rng["cuda"] = torch.cuda.get_rng_state_all()
+    return rng
+
+
+def restore_rng(rng: dict[str, Any]) -> None:
+    py = rng["python"]
+    random.setstate((py["version"], tuple(py["state"]), py["gauss"]))
+    nps = rng["numpy"]
+    np.random.set_state((nps["kind"], nps["keys"].numpy().astype(np.uint32), nps["pos"],
+                         nps["has_gauss"], nps["cached_gaussian"]))
+    torch.set_rng_state(rng["torch"])
+    if "cuda" in rng and torch.cuda.is_available() and len(rng["cuda"]) == torch.cuda.device_count():
+        torch.cuda.set_rng_state_all(rng["cuda"])
+
+
+# --- saving ------------------------------------------------------------------------------------
+
+def save_checkpoint(out_dir: str | os.PathLike, *, step: int, model: torch.nn.Module,
+                    optimizer: torch.optim.Optimizer | None = None, tokens_seen: int = 0,
+                    loader_state: dict | None = None, loss: float | None = None,
+                    val_loss: float | None = None, train_config: dict | None = None,
+                    extra_state: dict | None = None, keep_last: int = 0) -> Path:
+    """Write <out_dir>/step_<step>/ atomically, point `latest` at it, prune old ones.
+
+    keep_last > 0 keeps that many newest step directories (never the one `latest` names).
+    Returns the checkpoint directory.
+    """
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    model = unwrap(model)
+    cfg: ModelConfig = model.config
+    final = out_dir / step_dir_name(step)
+    tmp = Path(tempfile.mkdtemp(prefix=f".tmp-{final.name}-", dir=out_dir))
+    try:
+        state = {k: v.detach().to("cpu").contiguous() for k, v in model.state_dict().items()}
+        if cfg.tie_embeddings:
+            state.pop("lm_head.weight")  # the same tensor as tok_embeddings.weight
+        weights = tmp / "model.safetensors"
+        save_file(state, str(weights), metadata={"format": "pt"})
+        _fsync(weights)
+        digest = sha256_file(weights)
+
+        atomic_write_text(tmp / "config.json", json.dumps(
+            {**asdict(cfg), "checkpoint_format_version": CHECKPOINT_FORMAT_VERSION}, indent=2) + "\n")
+        train_state = {
+            "checkpoint_format_version": CHECKPOINT_FORMAT_VERSION,
+            "step": int(step),
+            "tokens_seen": int(tokens_seen),
+            "optimizer": optimizer.state_dict() if optimizer is not None else None,
+            "loader": loader_state,
+            "rng": capture_rng(),
+            **(extra_state or {}),
+        }
+        torch.save(train_state, tmp / "train_state.pt")
+        _fsync(tmp / "train_state.pt")
+        meta = {
+            "checkpoint_format_version": CHECKPOINT_FORMAT_VERSION,
+            "step": int(step),
+            "tokens_seen": int(tokens_seen),
+            "loss": loss,
+            "val_loss": val_loss,
+            "model_sha256": digest,
+            "num_params": model.num_params(),
+            "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        }
+        if train_config is not None:
+            meta["train_config"] = train_config
+        atomic_write_text(tmp / "meta.json", json.dumps(meta, indent=2) + "\n")
+
+        if final.exists():  # re-saving a step: move the old one aside, never leave a gap in `latest`
+            old = Path(tempfile.mkdtemp(prefix=f".old-{final.name}-", dir=out_dir))
+            os.replace(final, old / final.name)
+            os.replace(tmp, final)
+            shutil.rmtree(old, ignore_errors=True)
+        else:
+            os.replace(tmp, final)
+        _fsync_dir(out_dir)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    atomic_write_text(out_dir / "latest", final.name + "\n")
+    if keep_last > 0:
+        prune_checkpoints(out_dir, keep_last)
+    return final
+
+
+def prune_checkpoints(out_dir: str | os.PathLike, keep_last: int) -> list[Path]:
+    """Delete all but the newest keep_last complete checkpoints (and the one `latest` names)."""
+    out_dir = Path(out_dir)
+    keep = {p.name for p in list_checkpoints(out_dir)[-keep_last:]}
+    latest = out_dir / "latest"
+    if latest.exists():
+        keep.add(latest.read_text().strip())
+    removed = []
+    for p in list_checkpoints(out_dir):
+        if p.name not in keep:
+            shutil.rmtree(p)
+            removed.append(p)
+    return removed
+
+
+def _fsync(path: Path) -> None:
+    with open(path, "rb") as f:
+        os.fsync(f.fileno())
+
+
+def _fsync_dir(path: Path) -> None:
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass  # some filesystems refuse fsync on directories
+    finally:
+        os.close(fd)
+
+
+# --- finding -----------------------------------------------------------------------------------
+
+def list_checkpoints(out_dir: str | os.PathLike) -> list[Path]:
+    """Complete checkpoint directories (meta.json present), oldest step first."""
+    out_dir = Path(out_dir)
+    if not out_dir.is_dir():
+        return []
+    found = [(int(m.group(1)), p) for p in out_dir.iterdir()
+             if (m := _STEP_DIR.match(p.name)) and (p / "meta.json").is_file()]
+    return [p for _, p in sorted(found)]
+
+
+def latest_checkpoint(out_dir: str | os.PathLike) -> Path | None:
+    """The directory `latest` names; if that is missing or incomplete, the newest complete one."""
+    out_dir = Path(out_dir)
+    pointer = out_dir / "latest"
+    if pointer.is_file():
+        candidate = out_dir / pointer.read_text().strip()
+        if (candidate / "meta.json").is_file():
+            return candidate
+    found = list_checkpoints(out_dir)
+    return found[-1] if found else None
+
+
+def resolve_checkpoint(path: str | os.PathLike) -> Path:
+    """A checkpoint directory itself, or the latest checkpoint of an out_dir."""
+    path = Path(path)
+    if (path / "meta.json").is_file():
+        return path
+    found = latest_checkpoint(path)
+    if found is None:
+        raise CheckpointError(f"{path} is neither a checkpoint directory nor holds any checkpoint")
+    return found
+
+
+# --- loading -----------------------------------------------------------------------------------
+
+def _read_json(path: Path) -> dict:
+    try:
+        return json.loads(path.read_text())
+    except FileNotFoundError:
+        raise CheckpointError(f"checkpoint file {path} is missing") from None
+    except json.JSONDecodeError as e:
+        raise CheckpointError(f"checkpoint file {path} is not valid JSON: {e}") from e
+
+
+def _check_version(path: Path, d: dict) -> None:
+    version = d.get("checkpoint_format_version")
+    if version != CHECKPOINT_FORMAT_VERSION:
+        raise CheckpointError(f"{path}: checkpoint_format_version {version!r} is not supported "
+                              f"(this tenali_model reads version {CHECKPOINT_FORMAT_VERSION})")
+
+
+def load_meta(ckpt_dir: str | os.PathLike) -> dict:
+    path = Path(ckpt_dir) / "meta.json"
+    meta = _read_json(path)
+    _check_version(path, meta)
+    return meta
+
+
+def load_config(ckpt_dir: str | os.PathLike) -> ModelConfig:
+    path = Path(ckpt_dir) / "config.json"
+    d = _read_json(path)
+    _check_version(path, d)
+    d.pop("checkpoint_format_version")
+    return ModelConfig.from_dict(d)
+
+
+def load_weights(model: torch.nn.Module, ckpt_dir: str | os.PathLike, verify: bool = True) -> dict:
+    """Load model.safetensors into an existing model (checking the sha256 first); returns meta."""
+    ckpt_dir = Path(ckpt_dir)
+    meta = load_meta(ckpt_dir)
+    weights = ckpt_dir / "model.safetensors"
+    if not weights.is_file():
+        raise CheckpointError(f"checkpoint {ckpt_dir}: model.safetensors is missing")
+    if verify:
+        digest = sha256_file(weights)
+        if digest != meta.get("model_sha256"):
+            raise CheckpointError(
+                f"checkpoint {ckpt_dir}: model.safetensors sha256 mismatch: meta.json records "
+                f"{meta.get('model_sha256')}, the file hashes to {digest} (corrupt or replaced)")
+    try:
+        state = load_file(str(weights))
+    except (SafetensorError, OSError, ValueError) as e:
+        raise CheckpointError(f"checkpoint {ckpt_dir}: cannot read model.safetensors: {e}") from e
+    model = unwrap(model)
+    if model.config.tie_embeddings:
+        state["lm_head.weight"] = state["tok_embeddings.weight"]
+    missing, unexpected = model.load_state_dict(state, strict=False)
+    if missing or unexpected:
+        raise CheckpointError(f"checkpoint {ckpt_dir}: weights do not match the model: "
+                              f"missing {missing}, unexpected {unexpected}")
+    return meta
+
+
+def load_model(ckpt_dir: str | os.PathLike, device: str | torch.device = "cpu",
+               verify: bool = True) -> Transformer:
+    """Build the Transformer a checkpoint describes and load its (verified) weights; eval mode."""
+    ckpt_dir = resolve_checkpoint(ckpt_dir)
+    cfg = load_config(ckpt_dir)
+    with torch.device("meta"):
+        model = Transformer(cfg)
+    model = model.to_empty(device=device)  # no random init: the weights are overwritten next
+    model.tie_weights()
+    model.init_rope()
+    load_weights(model, ckpt_dir, verify=verify)
+    return model.eval()
+
+
+def load_train_state(ckpt_dir: str | os.PathLike) -> dict:
+    """train_state.pt read with weights_only=True (plain containers and tensors only)."""
+    path = Path(ckpt_dir) / "train_state.pt"
+    if not path.is_file():
+        raise CheckpointError(f"checkpoint {ckpt_dir}: train_state.pt is missing")
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:  # a truncated zip, or a forbidden pickled global
+        raise CheckpointError(f"checkpoint {ckpt_dir}: cannot read train_state.pt: {e}") from e
+    _check_version(path, state)
+    return state

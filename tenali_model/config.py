@@ -1,0 +1,305 @@
+"""Model and training configuration: small dataclasses, plain JSON.
+
+The training config is one of the three contracts between the Dagster pipeline and the GPU box
+(with the token-shard format in `data.py` and the checkpoint layout in `checkpoint.py`).
+
+TRAINING CONFIG, format version 1 (`TrainConfig.to_json` / `TrainConfig.from_json`):
+a JSON object whose keys are exactly the `TrainConfig` fields. `format_version` must be 1.
+`model` is either a preset name from `MODEL_PRESETS` (e.g. "tiny") or an object: every
+`ModelConfig` field, or {"preset": "demo", <any ModelConfig field to override>...}.
+A top-level `vocab_size` > 0 overrides the model's vocabulary (the tokenizer decides it).
+Unknown keys, missing required keys (`train_shards`, `out_dir`) and other versions are errors,
+so a pipeline built against another version fails loudly instead of training the wrong thing.
+
+This module imports only the standard library: the pipeline can build configs without torch.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import os
+import tempfile
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+TRAIN_CONFIG_FORMAT_VERSION = 1
+
+
+class ConfigError(ValueError):
+    """A config that cannot be used; the message names the offending field."""
+
+
+@dataclass
+class ModelConfig:
+    """Shape of a decoder-only LLaMA-style Transformer."""
+
+    vocab_size: int = 512
+    dim: int = 64
+    n_layers: int = 2
+    n_heads: int = 4
+    n_kv_heads: int = 0  # grouped-query attention; 0 = n_heads (plain multi-head)
+    ffn_hidden: int = 0  # 0 = derived from dim (SwiGLU: 8/3*dim, GELU: 4*dim), rounded up
+    multiple_of: int = 32  # ffn_hidden is rounded up to this, for friendly matmul shapes
+    max_seq_len: int = 128
+    norm_eps: float = 1e-5
+    rope_theta: float = 10000.0
+    tie_embeddings: bool = True
+    activation: str = "swiglu"  # "swiglu" | "gelu"
+
+    def __post_init__(self) -> None:
+        if self.n_kv_heads == 0:
+            self.n_kv_heads = self.n_heads
+        if self.ffn_hidden == 0:
+            # SwiGLU has three matrices instead of two: 8/3*dim keeps the MLP at ~8*dim^2 params.
+            hidden = 8 * self.dim / 3 if self.activation == "swiglu" else 4 * self.dim
+            self.ffn_hidden = self.multiple_of * math.ceil(hidden / self.multiple_of)
+        self.validate()
+
+    @property
+    def head_dim(self) -> int:
+        return self.dim // self.n_heads
+
+    def validate(self) -> None:
+        for name in ("vocab_size", "dim", "n_layers", "n_heads", "n_kv_heads", "ffn_hidden",
+                     "multiple_of", "max_seq_len"):
+            if getattr(self, name) <= 0:
+                raise ConfigError(f"model.{name} must be > 0, got {getattr(self, name)}")
+        if self.dim % self.n_heads:
+            raise ConfigError(f"model.dim ({self.dim}) must be divisible by n_heads ({self.n_heads})")
+        if self.head_dim % 2:
+            raise ConfigError(f"model head_dim ({self.head_dim}) must be even for RoPE")
+        if self.n_heads % self.n_kv_heads:
+            raise ConfigError(
+                f"model.n_heads ({self.n_heads}) must be a multiple of n_kv_heads ({self.n_kv_heads})")
+        if self.activation not in ("swiglu", "gelu"):
+            raise ConfigError(f"model.activation must be 'swiglu' or 'gelu', got {self.activation!r}")
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> ModelConfig:
+        """A ModelConfig from a dict: all fields, or {"preset": name, **overrides}."""
+        d = dict(d)
+        base: dict[str, Any] = {}
+        if "preset" in d:
+            base = asdict(preset(d.pop("preset")))
+        _check_keys("model", d, {f.name for f in fields(cls)}, required=set())
+        for f in fields(cls):
+            if f.name in d:
+                d[f.name] = _check_type(f, d[f.name], prefix="model.")
+        base.update(d)
+        return cls(**base)
+
+
+# Named shapes. vocab_size is a default: the trained tokenizer usually overrides it.
+MODEL_PRESETS: dict[str, ModelConfig] = {
+    # Unit tests and smoke runs: trains in seconds on a laptop CPU.
+    "tiny": ModelConfig(vocab_size=512, dim=64, n_layers=2, n_heads=4, n_kv_heads=2, max_seq_len=128),
+    # The demo profile: trains on CPU in minutes on the sample corpus.
+    "demo": ModelConfig(vocab_size=4096, dim=128, n_layers=4, n_heads=4, n_kv_heads=2, max_seq_len=128),
+    # The 51M seed design: pre-norm RMSNorm, RoPE, GELU MLP, tied embeddings, 256-token context;
+    # 50.8M parameters with a 50k vocabulary (dim 512, 8 layers, 8 heads, MLP 4x).
+    "51m": ModelConfig(vocab_size=50000, dim=512, n_layers=8, n_heads=8, n_kv_heads=8, ffn_hidden=2048,
+                       max_seq_len=256, activation="gelu"),
+    # LLaMA-2-7B-like: 32 layers, dim 4096, 32 heads, 4096 context, 50k vocab, untied head.
+    "7b": ModelConfig(vocab_size=50000, dim=4096, n_layers=32, n_heads=32, n_kv_heads=32,
+                      ffn_hidden=11008, max_seq_len=4096, tie_embeddings=False),
+}
+
+
+def preset(name: str) -> ModelConfig:
+    """A fresh copy of a named preset (callers may mutate it)."""
+    if name not in MODEL_PRESETS:
+        raise ConfigError(f"unknown model preset {name!r}; known: {sorted(MODEL_PRESETS)}")
+    return dataclasses.replace(MODEL_PRESETS[name])
+
+
+def num_params(cfg: ModelConfig) -> int:
+    """Analytic parameter count; equals sum(p.numel()) of the built model (tied weights once)."""
+    d, hd = cfg.dim, cfg.head_dim
+    attn = d * cfg.n_heads * hd + 2 * d * cfg.n_kv_heads * hd + cfg.n_heads * hd * d
+    mlp = (3 if cfg.activation == "swiglu" else 2) * d * cfg.ffn_hidden
+    per_layer = attn + mlp + 2 * d  # two RMSNorm weights
+    embed = cfg.vocab_size * d
+    head = 0 if cfg.tie_embeddings else cfg.vocab_size * d
+    return embed + cfg.n_layers * per_layer + d + head  # + final norm
+
+
+@dataclass
+class TrainConfig:
+    """Everything one training run needs; serialised as the training-config contract."""
+
+    train_shards: list[str]
+    out_dir: str
+    format_version: int = TRAIN_CONFIG_FORMAT_VERSION
+    model: ModelConfig | str = "tiny"  # a ModelConfig or a MODEL_PRESETS name
+    vocab_size: int = 0  # > 0 overrides the model's vocab_size (the tokenizer decides it)
+    val_shards: list[str] = field(default_factory=list)
+    steps: int = 1000  # optimizer steps in total (a resumed run continues up to this)
+    batch_size: int = 8  # sequences per rank per micro-step
+    seq_len: int = 0  # 0 = model max_seq_len
+    grad_accum: int = 1  # micro-steps per optimizer step
+    lr: float = 3e-4
+    min_lr: float = 3e-5
+    warmup_steps: int = 100
+    weight_decay: float = 0.1
+    beta1: float = 0.9
+    beta2: float = 0.95
+    grad_clip: float = 1.0  # 0 = off
+    z_loss: float = 0.0  # coefficient of mean(logsumexp^2); 0 = off
+    seed: int = 1337
+    log_every: int = 10
+    eval_every: int = 0  # 0 = only at the end
+    eval_batches: int = 20
+    ckpt_every: int = 0  # 0 = only at the end
+    keep_last: int = 3  # 0 = keep all
+    device: str = "auto"  # "auto" | "cpu" | "cuda"
+    dtype: str = "auto"  # "auto" | "float32" | "bfloat16" (autocast; weights stay float32)
+    compile: bool = False
+    num_threads: int = 0  # 0 = torch default
+
+    def __post_init__(self) -> None:
+        if isinstance(self.model, dict):
+            self.model = ModelConfig.from_dict(self.model)
+
+    def model_config(self) -> ModelConfig:
+        """The resolved ModelConfig (preset looked up, vocab override applied)."""
+        cfg = preset(self.model) if isinstance(self.model, str) else dataclasses.replace(self.model)
+        if self.vocab_size > 0:
+            cfg = dataclasses.replace(cfg, vocab_size=self.vocab_size)
+        return cfg
+
+    def resolved_seq_len(self) -> int:
+        return self.seq_len or self.model_config().max_seq_len
+
+    def validate(self) -> None:
+        """Raise ConfigError naming the first bad field."""
+        if self.format_version != TRAIN_CONFIG_FORMAT_VERSION:
+            raise ConfigError(f"format_version {self.format_version} is not supported "
+                              f"(this tenali_model reads version {TRAIN_CONFIG_FORMAT_VERSION})")
+        mcfg = self.model_config()
+        if not self.train_shards:
+            raise ConfigError("train_shards is empty")
+        if not self.out_dir:
+            raise ConfigError("out_dir is empty")
+        for name in ("steps", "batch_size", "grad_accum", "log_every", "eval_batches"):
+            if getattr(self, name) <= 0:
+                raise ConfigError(f"{name} must be > 0, got {getattr(self, name)}")
+        for name in ("seq_len", "warmup_steps", "eval_every", "ckpt_every", "keep_last", "num_threads",
+                     "vocab_size"):
+            if getattr(self, name) < 0:
+                raise ConfigError(f"{name} must be >= 0, got {getattr(self, name)}")
+        for name in ("weight_decay", "grad_clip", "z_loss", "min_lr"):
+            if getattr(self, name) < 0:
+                raise ConfigError(f"{name} must be >= 0, got {getattr(self, name)}")
+        if not self.lr > 0:
+            raise ConfigError(f"lr must be > 0, got {self.lr}")
+        if self.min_lr > self.lr:
+            raise ConfigError(f"min_lr ({self.min_lr}) must be <= lr ({self.lr})")
+        if not (0 <= self.beta1 < 1 and 0 <= self.beta2 < 1):
+            raise ConfigError(f"beta1/beta2 must be in [0, 1), got {self.beta1}, {self.beta2}")
+        if self.resolved_seq_len() > mcfg.max_seq_len:
+            raise ConfigError(f"seq_len ({self.seq_len}) exceeds model max_seq_len ({mcfg.max_seq_len})")
+        if self.device not in ("auto", "cpu", "cuda"):
+            raise ConfigError(f"device must be 'auto', 'cpu' or 'cuda', got {self.device!r}")
+        if self.dtype not in ("auto", "float32", "bfloat16"):
+            raise ConfigError(f"dtype must be 'auto', 'float32' or 'bfloat16', got {self.dtype!r}")
+
+    # --- serialisation -------------------------------------------------------------------
+
+    def to_dict(self) -> dict[str, Any]:
+        d = asdict(self)
+        d["train_shards"] = [str(p) for p in self.train_shards]
+        d["val_shards"] = [str(p) for p in self.val_shards]
+        d["out_dir"] = str(self.out_dir)
+        return d
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> TrainConfig:
+        if not isinstance(d, dict):
+            raise ConfigError(f"training config must be a JSON object, got {type(d).__name__}")
+        names = {f.name for f in fields(cls)}
+        required = {f.name for f in fields(cls)
+                    if f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING}
+        _check_keys("training config", d, names, required)
+        version = d.get("format_version", TRAIN_CONFIG_FORMAT_VERSION)
+        if version != TRAIN_CONFIG_FORMAT_VERSION:
+            raise ConfigError(f"training config format_version {version} is not supported "
+                              f"(this tenali_model reads version {TRAIN_CONFIG_FORMAT_VERSION})")
+        d = dict(d)
+        if not isinstance(d.get("model", "tiny"), (str, dict)):
+            raise ConfigError("model must be a preset name or an object of ModelConfig fields")
+        for f in fields(cls):
+            if f.name in d and f.name != "model":
+                d[f.name] = _check_type(f, d[f.name])
+        if isinstance(d.get("model"), str):
+            preset(d["model"])  # fail early on an unknown preset name
+        try:
+            return cls(**d)
+        except TypeError as e:  # e.g. a nested model field with a bad name
+            raise ConfigError(str(e)) from e
+
+    def to_json(self, path: str | os.PathLike) -> None:
+        """Write atomically (temp file in the same directory, then rename)."""
+        atomic_write_text(path, json.dumps(self.to_dict(), indent=2) + "\n")
+
+    @classmethod
+    def from_json(cls, path: str | os.PathLike) -> TrainConfig:
+        try:
+            d = json.loads(Path(path).read_text())
+        except json.JSONDecodeError as e:
+            raise ConfigError(f"{path}: not valid JSON: {e}") from e
+        try:
+            return cls.from_dict(d)
+        except ConfigError as e:
+            raise ConfigError(f"{path}: {e}") from e
+
+
+def _check_type(f: dataclasses.Field, value: Any, prefix: str = "") -> Any:
+    """JSON values checked against the field's default type (so "10" steps fails loudly)."""
+    if f.type.startswith("list"):
+        if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+            raise ConfigError(f"{prefix}{f.name} must be a list of strings, got {value!r}")
+        return value
+    expected = {"str": str, "int": int, "float": float, "bool": bool}[f.type]
+    if expected is float and isinstance(value, int) and not isinstance(value, bool):
+        return float(value)
+    if not isinstance(value, expected) or (expected is int and isinstance(value, bool)):
+        raise ConfigError(f"{prefix}{f.name} must be {expected.__name__}, got {value!r}")
+    return value
+
+
+def _check_keys(what: str, d: dict[str, Any], known: set[str], required: set[str]) -> None:
+    unknown = sorted(set(d) - known)
+    missing = sorted(required - set(d))
+    problems = []
+    if unknown:
+        problems.append(f"unknown field(s) {unknown}")
+    if missing:
+        problems.append(f"missing required field(s) {missing}")
+    if problems:
+        raise ConfigError(f"{what}: " + "; ".join(problems) + f" (known fields: {sorted(known)})")
+
+
+def atomic_write_text(path: str | os.PathLike, text: str) -> None:
+    """Write text to a temp file next to `path`, fsync, then os.replace: readers never see half."""
+    atomic_write_bytes(path, text.encode("utf-8"))
+
+
+def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        try:
+            os.unlink(tmp)
+        except FileNotFoundError:
+            pass
+        raise

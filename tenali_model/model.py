@@ -1,0 +1,198 @@
+"""A decoder-only LLaMA-style Transformer in plain PyTorch.
+
+Token embedding -> n_layers x [RMSNorm -> grouped-query attention with RoPE -> residual,
+RMSNorm -> SwiGLU (or GELU) MLP -> residual] -> RMSNorm -> lm head (tied to the embedding
+when configured). Attention goes through `F.scaled_dot_product_attention`, so the fused
+flash / memory-efficient kernels are used wherever torch has them.
+
+Parameter names follow Meta's LLaMA code (wq/wk/wv/wo, w1/w2/w3); RoPE uses the "rotate half"
+layout that Hugging Face LLaMA uses, so an export needs a rename and no weight permutation.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from .config import ModelConfig
+
+
+class RMSNorm(nn.Module):
+    """Scale by the root-mean-square (no mean subtraction, no bias); computed in float32."""
+
+    def __init__(self, dim: int, eps: float = 1e-5):
+        super().__init__()
+        self.eps = eps
+        self.weight = nn.Parameter(torch.ones(dim))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        xf = x.float()
+        xf = xf * torch.rsqrt(xf.pow(2).mean(-1, keepdim=True) + self.eps)
+        return (xf * self.weight.float()).type_as(x)
+
+
+def rope_tables(head_dim: int, max_seq_len: int, theta: float) -> tuple[torch.Tensor, torch.Tensor]:
+    """cos/sin of position * frequency, shape [max_seq_len, head_dim] (each half repeated)."""
+    freqs = 1.0 / (theta ** (torch.arange(0, head_dim, 2, dtype=torch.float32) / head_dim))
+    angles = torch.outer(torch.arange(max_seq_len, dtype=torch.float32), freqs)
+    angles = torch.cat([angles, angles], dim=-1)
+    return angles.cos(), angles.sin()
+
+
+def apply_rope(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
+    """Rotate pairs (i, i + head_dim/2) of x [B, H, T, hd] by the position angles."""
+    half = x.shape[-1] // 2
+    rotated = torch.cat([-x[..., half:], x[..., :half]], dim=-1)
+    return (x * cos + rotated * sin).type_as(x)
+
+
+class KVCache:
+    """Keys and values of past positions for incremental decoding, one slab for all layers."""
+
+    def __init__(self, cfg: ModelConfig, batch_size: int, max_len: int,
+                 device: torch.device | str, dtype: torch.dtype):
+        shape = (cfg.n_layers, batch_size, cfg.n_kv_heads, max_len, cfg.head_dim)
+        self.k = torch.zeros(shape, device=device, dtype=dtype)
+        self.v = torch.zeros(shape, device=device, dtype=dtype)
+        self.max_len = max_len
+
+    def update(self, layer: int, start_pos: int, k: torch.Tensor, v: torch.Tensor):
+        """Store k/v [B, KV, T, hd] at start_pos and return everything up to start_pos + T."""
+        end = start_pos + k.shape[2]
+        if end > self.max_len:
+            raise ValueError(f"KV cache holds {self.max_len} positions, asked to write up to {end}")
+        self.k[layer, :, :, start_pos:end] = k
+        self.v[layer, :, :, start_pos:end] = v
+        return self.k[layer, :, :, :end], self.v[layer, :, :, :end]
+
+
+class Attention(nn.Module):
+    def __init__(self, cfg: ModelConfig, layer: int):
+        super().__init__()
+        self.layer = layer
+        self.n_heads, self.n_kv_heads, self.head_dim = cfg.n_heads, cfg.n_kv_heads, cfg.head_dim
+        self.wq = nn.Linear(cfg.dim, cfg.n_heads * cfg.head_dim, bias=False)
+        self.wk = nn.Linear(cfg.dim, cfg.n_kv_heads * cfg.head_dim, bias=False)
+        self.wv = nn.Linear(cfg.dim, cfg.n_kv_heads * cfg.head_dim, bias=False)
+        self.wo = nn.Linear(cfg.n_heads * cfg.head_dim, cfg.dim, bias=False)
+
+    def forward(self, x, cos, sin, cache: KVCache | None = None, start_pos: int = 0):
+        B, T, _ = x.shape
+        q = self.wq(x).view(B, T, self.n_heads, self.head_dim).transpose(1, 2)
+        k = self.wk(x).view(B, T, self.n_kv_heads, self.head_dim).transpose(1, 2)
+        v = self.wv(x).view(B, T, self.n_kv_heads, self.head_dim).transpose(1, 2)
+        q, k = apply_rope(q, cos, sin), apply_rope(k, cos, sin)
+        if cache is not None:
+            k, v = cache.update(self.layer, start_pos, k, v)
+        if self.n_kv_heads != self.n_heads:  # GQA: query head h reads kv head h // n_rep
+            n_rep = self.n_heads // self.n_kv_heads
+            k, v = k.repeat_interleave(n_rep, dim=1), v.repeat_interleave(n_rep, dim=1)
+        if start_pos == 0:  # square causal mask (training, or prefill of an empty cache)
+            y = F.scaled_dot_product_attention(q, k, v, is_causal=True)
+        else:  # queries sit at start_pos.. and may see every key up to their own position
+            # (is_causal would align the mask to the top-left corner, which is wrong here)
+            S = k.shape[2]
+            mask = torch.ones(T, S, dtype=torch.bool, device=x.device).tril(diagonal=S - T)
+            y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask)
+        return self.wo(y.transpose(1, 2).reshape(B, T, -1))
+
+
+class MLP(nn.Module):
+    def __init__(self, cfg: ModelConfig):
+        super().__init__()
+        self.activation = cfg.activation
+        self.w1 = nn.Linear(cfg.dim, cfg.ffn_hidden, bias=False)  # gate (swiglu) or up (gelu)
+        self.w2 = nn.Linear(cfg.ffn_hidden, cfg.dim, bias=False)  # down
+        if cfg.activation == "swiglu":
+            self.w3 = nn.Linear(cfg.dim, cfg.ffn_hidden, bias=False)  # up
+
+    def forward(self, x):
+        if self.activation == "swiglu":
+            return self.w2(F.silu(self.w1(x)) * self.w3(x))
+        return self.w2(F.gelu(self.w1(x), approximate="tanh"))
+
+
+class Block(nn.Module):
+    def __init__(self, cfg: ModelConfig, layer: int):
+        super().__init__()
+        self.attn_norm = RMSNorm(cfg.dim, cfg.norm_eps)
+        self.attn = Attention(cfg, layer)
+        self.mlp_norm = RMSNorm(cfg.dim, cfg.norm_eps)
+        self.mlp = MLP(cfg)
+
+    def forward(self, x, cos, sin, cache=None, start_pos=0):
+        x = x + self.attn(self.attn_norm(x), cos, sin, cache, start_pos)
+        return x + self.mlp(self.mlp_norm(x))
+
+
+class Transformer(nn.Module):
+    def __init__(self, cfg: ModelConfig):
+        super().__init__()
+        cfg.validate()
+        self.config = cfg
+        self.tok_embeddings = nn.Embedding(cfg.vocab_size, cfg.dim)
+        self.layers = nn.ModuleList(Block(cfg, i) for i in range(cfg.n_layers))
+        self.norm = RMSNorm(cfg.dim, cfg.norm_eps)
+        self.lm_head = nn.Linear(cfg.dim, cfg.vocab_size, bias=False)
+        self.tie_weights()
+        # RoPE tables are derived from the config, so they are buffers kept out of checkpoints.
+        cos, sin = rope_tables(cfg.head_dim, cfg.max_seq_len, cfg.rope_theta)
+        self.register_buffer("rope_cos", cos, persistent=False)
+        self.register_buffer("rope_sin", sin, persistent=False)
+        self.reset_parameters()
+
+    def tie_weights(self) -> None:
+        """Share the lm head with the embedding (again after to_empty(), which unties them)."""
+        if self.config.tie_embeddings:
+            self.lm_head.weight = self.tok_embeddings.weight
+
+    def init_rope(self) -> None:
+        """(Re)compute the RoPE tables, e.g. after building on the meta device."""
+        cos, sin = rope_tables(self.config.head_dim, self.config.max_seq_len, self.config.rope_theta)
+        self.rope_cos.copy_(cos)
+        self.rope_sin.copy_(sin)
+
+    def reset_parameters(self) -> None:
+        """GPT-2 style init: N(0, 0.02), residual output projections scaled by 1/sqrt(2 * n_layers)
+        so the residual stream's variance does not grow with depth."""
+        for name, p in self.named_parameters():
+            if p.dim() < 2:
+                nn.init.ones_(p)  # RMSNorm weights
+            elif name.endswith(("attn.wo.weight", "mlp.w2.weight")):
+                nn.init.normal_(p, mean=0.0, std=0.02 / math.sqrt(2 * self.config.n_layers))
+            else:
+                nn.init.normal_(p, mean=0.0, std=0.02)
+
+    def num_params(self) -> int:
+        return sum(p.numel() for p in self.parameters())  # shared (tied) tensors counted once
+
+    def forward(self, idx: torch.Tensor, targets: torch.Tensor | None = None, *,
+                cache: KVCache | None = None, start_pos: int = 0, z_loss: float = 0.0):
+        """idx [B, T] token ids -> (logits [B, T, V] float32, loss or None).
+
+        loss = mean cross-entropy over targets != -1, plus z_loss * mean(logsumexp(logits)^2),
+        which keeps the softmax normaliser near 1 and large-scale runs stable.
+        With a cache, idx holds the tokens at positions start_pos .. start_pos + T - 1.
+        """
+        B, T = idx.shape
+        if start_pos + T > self.config.max_seq_len:
+            raise ValueError(f"sequence of {start_pos + T} tokens exceeds max_seq_len "
+                             f"{self.config.max_seq_len}")
+        cos = self.rope_cos[start_pos:start_pos + T]
+        sin = self.rope_sin[start_pos:start_pos + T]
+        x = self.tok_embeddings(idx)
+        for layer in self.layers:
+            x = layer(x, cos, sin, cache, start_pos)
+        logits = self.lm_head(self.norm(x)).float()
+        if targets is None:
+            return logits, None
+        flat_logits, flat_targets = logits.view(-1, logits.size(-1)), targets.reshape(-1)
+        loss = F.cross_entropy(flat_logits, flat_targets, ignore_index=-1)
+        if z_loss > 0:
+            keep = flat_targets != -1
+            lse = torch.logsumexp(flat_logits[keep], dim=-1)
+            loss = loss + z_loss * lse.pow(2).mean()
+        return logits, loss

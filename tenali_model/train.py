@@ -1,0 +1,429 @@
+"""Pretraining loop: one file, plain PyTorch, single process or torchrun.
+
+    python -m tenali_model.train --config train.json [--stop-at-step K]
+    torchrun --standalone --nproc_per_node=8 -m tenali_model.train --config train.json
+
+The config is a `TrainConfig` JSON file (see config.py). A run resumes by itself from
+<out_dir>/latest (weights, optimizer, step, data position, RNG), so a killed or preempted job
+rerun with the same config continues instead of restarting; with a fixed seed on CPU the result
+is bit-identical to an uninterrupted run. out_dir must be shared by all ranks (and nodes).
+
+Rank 0 appends one JSON object per line to <out_dir>/metrics.jsonl:
+  {"kind": "train", "step", "loss", "lr", "grad_norm", "tokens_seen", "tokens_per_sec", "elapsed"}
+  {"kind": "val", "step", "val_loss", "elapsed"}
+("loss" is the optimised objective: cross-entropy, plus the z-loss term when z_loss > 0; val_loss
+is always plain cross-entropy in nats/token.) When launched by Dagster Pipes, rank 0 alone opens
+the Pipes session, streams progress as log lines and reports one asset materialization at the end
+(its asset key is the Pipes extra "asset_key" when the launching step targets several assets).
+Exit status: 0 done, 2 bad config or missing/corrupt shards, 1 anything else.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import math
+import os
+import random
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.distributed as dist
+import torch.nn as nn
+from torch.nn.parallel import DistributedDataParallel as DDP
+
+from .checkpoint import (latest_checkpoint, load_config, load_train_state, load_weights,
+                         restore_rng, save_checkpoint)
+from .config import ConfigError, TrainConfig, atomic_write_text
+from .data import TokenLoader, iter_eval_windows, shard_token_count
+from .evaluate import loss_sum
+from .model import Transformer
+
+try:  # optional: only present where Dagster launches us; never import dagster itself here
+    import dagster_pipes
+except ImportError:  # pragma: no cover - the GPU image may not ship it
+    dagster_pipes = None
+
+
+# --- setup -------------------------------------------------------------------------------------
+
+@dataclass
+class Dist:
+    rank: int
+    local_rank: int
+    world_size: int
+    device: torch.device
+
+    @property
+    def is_main(self) -> bool:
+        return self.rank == 0
+
+
+def setup_distributed(device_pref: str) -> Dist:
+    """Read torchrun's RANK/WORLD_SIZE/LOCAL_RANK; NCCL on CUDA, gloo on CPU."""
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    rank = int(os.environ.get("RANK", "0"))
+    local_rank = int(os.environ.get("LOCAL_RANK", "0"))
+    if device_pref == "cuda" and not torch.cuda.is_available():
+        raise ConfigError("device 'cuda' was asked for but CUDA is not available")
+    use_cuda = device_pref == "cuda" or (device_pref == "auto" and torch.cuda.is_available())
+    if use_cuda:
+        device = torch.device("cuda", local_rank)
+        torch.cuda.set_device(device)
+        torch.backends.cuda.matmul.allow_tf32 = True
+        torch.backends.cudnn.allow_tf32 = True
+    else:
+        device = torch.device("cpu")
+    if world > 1 and not dist.is_initialized():
+        dist.init_process_group(backend="nccl" if use_cuda else "gloo")
+    return Dist(rank, local_rank, world, device)
+
+
+def autocast_context(device: torch.device, dtype: str):
+    """bf16 autocast (weights and optimizer stay float32) where asked for or, on 'auto', on
+    CUDA GPUs that support it; otherwise plain float32."""
+    use_bf16 = dtype == "bfloat16" or (
+        dtype == "auto" and device.type == "cuda" and torch.cuda.is_bf16_supported())
+    if not use_bf16:
+        return contextlib.nullcontext()
+    return torch.autocast(device_type=device.type, dtype=torch.bfloat16)
+
+
+def lr_at(step: int, cfg: TrainConfig) -> float:
+    """Linear warmup to lr over warmup_steps, then cosine decay to min_lr at cfg.steps."""
+    if step < cfg.warmup_steps:
+        return cfg.lr * (step + 1) / cfg.warmup_steps
+    if step >= cfg.steps:
+        return cfg.min_lr
+    progress = (step - cfg.warmup_steps) / max(1, cfg.steps - cfg.warmup_steps)
+    return cfg.min_lr + 0.5 * (cfg.lr - cfg.min_lr) * (1.0 + math.cos(math.pi * progress))
+
+
+def param_groups(model: nn.Module, weight_decay: float) -> list[dict]:
+    """Decay matrices; leave norms, biases and embeddings (and the lm head tied to it) alone."""
+    embeddings = {id(m.weight) for m in model.modules() if isinstance(m, nn.Embedding)}
+    decay, no_decay = [], []
+    for p in model.parameters():  # shared (tied) parameters appear once
+        if p.requires_grad:
+            (no_decay if p.dim() < 2 or id(p) in embeddings else decay).append(p)
+    return [{"params": decay, "weight_decay": weight_decay},
+            {"params": no_decay, "weight_decay": 0.0}]
+
+
+def check_inputs(cfg: TrainConfig, world_size: int = 1) -> int:
+    """Validate the config and every shard header before any work; returns train token count."""
+    cfg.validate()
+    missing = [p for p in [*cfg.train_shards, *cfg.val_shards] if not Path(p).is_file()]
+    if missing:
+        raise ConfigError(f"token shard(s) not found: {missing}")
+    total = sum(shard_token_count(p) for p in cfg.train_shards)  # ValueError on a bad header
+    for p in cfg.val_shards:
+        shard_token_count(p)
+    seq_len = cfg.resolved_seq_len()
+    if (total - 1) // seq_len < world_size:
+        raise ConfigError(f"train shards hold {total} tokens: too few for one window of "
+                          f"{seq_len + 1} tokens per rank ({world_size} ranks)")
+    return total
+
+
+# --- metrics -----------------------------------------------------------------------------------
+
+class MetricsLog:
+    """metrics.jsonl on rank 0. On resume, lines past the checkpoint's step (written by a run that
+    died before its next checkpoint) are dropped so the file reads as one clean history."""
+
+    def __init__(self, path: Path, resume_step: int):
+        self.path = path
+        self.records: list[dict] = []
+        if path.exists():
+            for line in path.read_text().splitlines():
+                try:
+                    rec = json.loads(line)
+                except json.JSONDecodeError:
+                    continue  # a torn last line from a killed run
+                if rec.get("step", 0) <= resume_step:
+                    self.records.append(rec)
+            atomic_write_text(path, "".join(json.dumps(r) + "\n" for r in self.records))
+
+    def append(self, rec: dict) -> None:
+        self.records.append(rec)
+        with open(self.path, "a") as f:
+            f.write(json.dumps(rec) + "\n")
+
+    def train_losses(self) -> list[float]:
+        return [r["loss"] for r in self.records if r.get("kind") == "train"]
+
+    def val_losses(self) -> list[float]:
+        return [r["val_loss"] for r in self.records if r.get("kind") == "val"]
+
+    def loss_table(self, max_rows: int = 20) -> str:
+        """Markdown table of the loss curve, subsampled to about max_rows rows."""
+        val = {r["step"]: r["val_loss"] for r in self.records if r.get("kind") == "val"}
+        train = [r for r in self.records if r.get("kind") == "train"]
+        stride = max(1, math.ceil(len(train) / max_rows))
+        rows = train[::stride]
+        if train and rows[-1] is not train[-1]:
+            rows.append(train[-1])
+        lines = ["| step | loss | val_loss |", "|---:|---:|---:|"]
+        for r in rows:
+            v = val.get(r["step"])
+            lines.append(f"| {r['step']} | {r['loss']:.4f} | {'' if v is None else f'{v:.4f}'} |")
+        return "\n".join(lines)
+
+
+# --- the loop ----------------------------------------------------------------------------------
+
+def train(cfg: TrainConfig, pipes=None, stop_at: int | None = None) -> dict:
+    """Train (or continue training) as cfg says; returns the summary reported to Pipes.
+
+    stop_at: leave after that step with a checkpoint, as a preempted job would (tests and
+    time-boxed jobs); rerunning continues to cfg.steps.
+    """
+    d = setup_distributed(cfg.device)
+    try:
+        check_inputs(cfg, d.world_size)
+        return _train(cfg, d, pipes, stop_at)
+    finally:
+        if d.world_size > 1 and dist.is_initialized():
+            dist.destroy_process_group()
+
+
+def _train(cfg: TrainConfig, d: Dist, pipes, stop_at: int | None) -> dict:
+    t_session = time.time()
+    say = _printer(d, pipes)
+    if cfg.num_threads > 0:
+        torch.set_num_threads(cfg.num_threads)
+    random.seed(cfg.seed)
+    np.random.seed(cfg.seed)
+    torch.manual_seed(cfg.seed)  # same on every rank, so replicas start identical
+
+    mcfg = cfg.model_config()
+    seq_len = cfg.resolved_seq_len()
+    out_dir = Path(cfg.out_dir)
+    if d.is_main:
+        out_dir.mkdir(parents=True, exist_ok=True)
+
+    model = Transformer(mcfg).to(d.device)
+    optimizer = torch.optim.AdamW(param_groups(model, cfg.weight_decay), lr=cfg.lr,
+                                  betas=(cfg.beta1, cfg.beta2), eps=1e-8,
+                                  fused=d.device.type == "cuda")
+    loader = TokenLoader(cfg.train_shards, seq_len, cfg.batch_size, d.rank, d.world_size, cfg.seed)
+
+    step, tokens_seen, elapsed_before = 0, 0, 0.0
+    ckpt = latest_checkpoint(out_dir)
+    if ckpt is not None:
+        saved = load_config(ckpt)
+        if saved != mcfg:
+            raise ConfigError(f"{ckpt} holds a different model ({saved}) than the config asks for "
+                              f"({mcfg}); use a new out_dir")
+        load_weights(model, ckpt)
+        state = load_train_state(ckpt)
+        optimizer.load_state_dict(state["optimizer"])
+        loader.load_state_dict(state["loader"])
+        restore_rng(state["rng"])
+        step, tokens_seen = state["step"], state["tokens_seen"]
+        elapsed_before = float(state.get("elapsed", 0.0))
+        say(f"resuming from {ckpt} at step {step} ({tokens_seen:,} tokens seen)")
+    resumed_from = step
+    last_saved = step if ckpt is not None else None
+    metrics = MetricsLog(out_dir / "metrics.jsonl", resume_step=step) if d.is_main else None
+
+    raw_model = model
+    if cfg.compile:
+        model = torch.compile(model)
+    if d.world_size > 1:
+        model = DDP(model, device_ids=[d.local_rank] if d.device.type == "cuda" else None)
+    autocast = autocast_context(d.device, cfg.dtype)
+    n_params = raw_model.num_params()
+    tokens_per_step = cfg.batch_size * seq_len * cfg.grad_accum * d.world_size
+    say(f"model {n_params:,} params | {d.world_size} rank(s) on {d.device.type} | "
+        f"{tokens_per_step:,} tokens/step | steps {step} -> {cfg.steps}")
+
+    t_start, tokens_at_start = time.time(), tokens_seen
+
+    def elapsed() -> float:
+        """Wall seconds of the whole run, across resumes."""
+        return elapsed_before + time.time() - t_start
+
+    def evaluate() -> float | None:
+        if not cfg.val_shards:
+            return None
+        windows = iter_eval_windows(cfg.val_shards, seq_len, cfg.batch_size, cfg.eval_batches,
+                                    d.rank, d.world_size)
+        total, count = loss_sum(raw_model, windows, d.device, autocast)
+        if d.world_size > 1:
+            t = torch.tensor([total, count], dtype=torch.float64, device=d.device)
+            dist.all_reduce(t)
+            total, count = t[0].item(), t[1].item()
+        return total / count if count else None
+
+    def checkpoint(loss: float | None, val_loss: float | None) -> None:
+        if d.is_main:
+            path = save_checkpoint(
+                out_dir, step=step, model=raw_model, optimizer=optimizer, tokens_seen=tokens_seen,
+                loader_state=loader.state_dict(), loss=loss, val_loss=val_loss,
+                train_config=cfg.to_dict(), extra_state={"elapsed": elapsed()},
+                keep_last=cfg.keep_last)
+            say(f"saved {path}")
+        if d.world_size > 1:
+            dist.barrier()
+
+    t_log, tokens_log = time.time(), tokens_seen
+    last_loss = val_loss = None
+    val_step = None
+    end = cfg.steps if stop_at is None else min(stop_at, cfg.steps)
+    while step < end:
+        lr = lr_at(step, cfg)
+        for group in optimizer.param_groups:
+            group["lr"] = lr
+        loss_acc = torch.zeros((), device=d.device)
+        for micro in range(cfg.grad_accum):
+            x, y = (t.pin_memory().to(d.device, non_blocking=True) if d.device.type == "cuda" else t
+                    for t in loader.next_batch())
+            # DDP all-reduces gradients only on the last micro-step of the accumulation.
+            sync = d.world_size == 1 or micro == cfg.grad_accum - 1
+            with contextlib.nullcontext() if sync else model.no_sync():
+                with autocast:
+                    _, loss = model(x, y, z_loss=cfg.z_loss)
+                (loss / cfg.grad_accum).backward()
+            loss_acc += loss.detach()
+        max_norm = cfg.grad_clip if cfg.grad_clip > 0 else float("inf")
+        grad_norm = torch.nn.utils.clip_grad_norm_(raw_model.parameters(), max_norm)
+        optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+        step += 1
+        tokens_seen += tokens_per_step
+
+        if step % cfg.log_every == 0 or step == end:
+            loss_mean = loss_acc / cfg.grad_accum
+            if d.world_size > 1:
+                dist.all_reduce(loss_mean)
+                loss_mean = loss_mean / d.world_size
+            last_loss = loss_mean.item()
+            if not math.isfinite(last_loss):  # stop before a NaN model reaches a checkpoint
+                raise FloatingPointError(f"loss is {last_loss} at step {step}; the last good "
+                                         f"checkpoint is {latest_checkpoint(out_dir)}")
+            now = time.time()
+            tps = (tokens_seen - tokens_log) / max(now - t_log, 1e-9)
+            if d.is_main:
+                metrics.append({"kind": "train", "step": step, "loss": last_loss, "lr": lr,
+                                "grad_norm": grad_norm.item(), "tokens_seen": tokens_seen,
+                                "tokens_per_sec": tps, "elapsed": elapsed()})
+                say(f"step {step}/{cfg.steps} | loss {last_loss:.4f} | lr {lr:.2e} | "
+                    f"grad {grad_norm.item():.3f} | {tps:,.0f} tok/s")
+            t_log, tokens_log = time.time(), tokens_seen
+        if (cfg.eval_every and step % cfg.eval_every == 0) or step == cfg.steps:
+            val_loss, val_step = evaluate(), step
+            if val_loss is not None and d.is_main:
+                metrics.append({"kind": "val", "step": step, "val_loss": val_loss, "elapsed": elapsed()})
+                say(f"step {step} | val_loss {val_loss:.4f}")
+        if (cfg.ckpt_every and step % cfg.ckpt_every == 0) or step == end:
+            checkpoint(last_loss, val_loss if val_step == step else None)
+            last_saved = step
+        if step % cfg.log_every == 0 or val_step == step or last_saved == step:
+            t_log, tokens_log = time.time(), tokens_seen  # keep eval/save time out of tok/s
+
+    train_seconds = time.time() - t_start
+    if last_saved != step:  # only when no step ran and no checkpoint existed (stop_at=0)
+        if val_step != step:
+            val_loss, val_step = evaluate(), step
+        checkpoint(last_loss, val_loss)
+    ckpt_path = out_dir / (out_dir / "latest").read_text().strip() if d.is_main else None
+
+    if not d.is_main:
+        return {}
+    summary = _summary(cfg, metrics, step, tokens_seen, ckpt_path, n_params, d.world_size,
+                       resumed_from, (tokens_seen - tokens_at_start) / max(train_seconds, 1e-9),
+                       time.time() - t_session)
+    if pipes is not None:
+        report = {k: v for k, v in summary.items() if v is not None and k != "checkpoint"}
+        report["checkpoint"] = {"raw_value": str(ckpt_path), "type": "path"}
+        report["loss_curve"] = {"raw_value": metrics.loss_table(), "type": "md"}
+        extras = pipes.extras or {}
+        pipes.report_asset_materialization(metadata=report, asset_key=extras.get("asset_key"))
+    return summary
+
+
+def _summary(cfg, metrics: MetricsLog, step, tokens_seen, ckpt_path, n_params, world_size,
+             resumed_from, tokens_per_sec, wall_seconds) -> dict:
+    losses, vals = metrics.train_losses(), metrics.val_losses()
+    tail = losses[-5:]
+    return {
+        "step": step,
+        "steps_target": cfg.steps,
+        "complete": step >= cfg.steps,
+        "tokens_seen": tokens_seen,
+        "initial_loss": losses[0] if losses else None,
+        "final_loss": sum(tail) / len(tail) if tail else None,
+        "val_loss": vals[-1] if vals else None,
+        "min_val_loss": min(vals) if vals else None,
+        "checkpoint": str(ckpt_path),
+        "num_params": n_params,
+        "tokens_per_sec": tokens_per_sec,
+        "wall_seconds": wall_seconds,
+        "world_size": world_size,
+        "resumed_from_step": resumed_from,
+    }
+
+
+def _printer(d: Dist, pipes):
+    """Rank 0 prints, or streams to Pipes when launched by Dagster (whose log shows it, so printing
+    too would show every line twice); other ranks stay quiet."""
+    def say(msg: str) -> None:
+        if d.is_main:
+            if pipes is not None:
+                pipes.log.info(msg)
+            else:
+                print(msg, flush=True)
+    return say
+
+
+# --- entry point -------------------------------------------------------------------------------
+
+def open_pipes(rank: int):
+    """The Dagster Pipes session on rank 0 when Dagster launched us; else a no-op context.
+
+    Only rank 0 may open it: several ranks reporting the same asset fail the Dagster step.
+    """
+    if rank != 0 or dagster_pipes is None:
+        return contextlib.nullcontext(None)
+    if not dagster_pipes.PipesEnvVarParamsLoader().is_dagster_pipes_process():
+        return contextlib.nullcontext(None)
+    return dagster_pipes.open_dagster_pipes()
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="python -m tenali_model.train", description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--config", required=True, help="TrainConfig JSON file")
+    p.add_argument("--stop-at-step", type=int, default=None,
+                   help="leave after this step with a checkpoint; rerun to continue")
+    args = p.parse_args(argv)
+    with open_pipes(int(os.environ.get("RANK", "0"))) as pipes:
+        try:
+            cfg = TrainConfig.from_json(args.config)
+            check_inputs(cfg, int(os.environ.get("WORLD_SIZE", "1")))
+        except (ConfigError, OSError, ValueError) as e:
+            msg = f"tenali_model.train: error: {e}"
+            print(msg, file=sys.stderr)
+            if pipes is not None:
+                pipes.log.error(msg)
+            return 2
+        try:
+            train(cfg, pipes=pipes, stop_at=args.stop_at_step)
+        except ConfigError as e:  # e.g. out_dir holds a checkpoint of another model
+            msg = f"tenali_model.train: error: {e}"
+            print(msg, file=sys.stderr)
+            if pipes is not None:
+                pipes.log.error(msg)
+            return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,93 @@
+"""Cleaning rules for every source: types, keys, duplicates and impossible values.
+
+Each ``clean_*`` function takes a raw frame in its source schema and returns the cleaned frame plus
+counts of what it dropped and why, which the assets report as metadata. Re-running on the same input
+gives the same output (sorted by the key), so cleaned Parquet is stable across materialisations.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import polars as pl
+
+from .sources.schema import SCHEMAS, conform
+
+
+@dataclass
+class Cleaned:
+    df: pl.DataFrame
+    dropped: dict[str, int] = field(default_factory=dict)
+
+
+# The key that identifies one observation of each source; duplicates on it keep the last row.
+KEYS = {
+    "market": ["ticker", "date"],
+    "macro": ["series_id", "date", "realtime_start"],
+    "crypto": ["exchange", "symbol", "timeframe", "timestamp"],
+    "filings": ["accession"],
+    "news": ["entry_id"],
+    "documents": ["doc_id"],
+}
+
+# Columns that must never be null after cleaning (checked again by the asset checks).
+REQUIRED = {
+    "market": ["ticker", "date", "open", "high", "low", "close", "volume"],
+    "macro": ["series_id", "date", "value", "realtime_start"],
+    "crypto": ["symbol", "timestamp", "open", "high", "low", "close", "volume"],
+    "filings": ["cik", "form", "accession", "filed", "document"],
+    "news": ["entry_id", "title", "published"],
+    "documents": ["doc_id", "text", "date"],
+}
+
+_BAD_OHLC = (
+    (pl.col("low") > pl.col("high"))
+    | (pl.col("open") <= 0) | (pl.col("close") <= 0) | (pl.col("low") <= 0)
+    | (pl.col("open") > pl.col("high") * 1.0001) | (pl.col("open") < pl.col("low") * 0.9999)
+    | (pl.col("close") > pl.col("high") * 1.0001) | (pl.col("close") < pl.col("low") * 0.9999)
+    | (pl.col("volume") < 0)
+)
+
+_EXTRA_RULES = {
+    "market": [("impossible_ohlc", _BAD_OHLC)],
+    "crypto": [("impossible_ohlc", _BAD_OHLC)],
+    "documents": [("empty_text", pl.col("text").str.strip_chars().str.len_chars() == 0)],
+    "filings": [("empty_document", pl.col("document").str.strip_chars().str.len_chars() == 0)],
+}
+
+
+def clean(source: str, raw: pl.DataFrame) -> Cleaned:
+    """Conform `raw` to the source schema, drop nulls in required columns, impossible rows and
+    duplicate keys, and sort by the key."""
+    df = conform(raw, SCHEMAS[source], what=f"raw {source}")
+    dropped: dict[str, int] = {}
+
+    def drop(reason: str, bad: pl.Expr) -> None:
+        nonlocal df
+        mask = df.select(bad.fill_null(False).alias("bad"))["bad"]
+        n = int(mask.sum())
+        if n:
+            df = df.filter(~mask)
+        dropped[reason] = n
+
+    drop("null_required", pl.any_horizontal([pl.col(c).is_null() for c in REQUIRED[source]]))
+    if source == "macro":
+        drop("non_finite_value", ~pl.col("value").is_finite())
+    for reason, expr in _EXTRA_RULES.get(source, []):
+        drop(reason, expr)
+    before = df.height
+    df = df.unique(subset=KEYS[source], keep="last", maintain_order=True).sort(KEYS[source])
+    dropped["duplicate_key"] = before - df.height
+    return Cleaned(df, dropped)
+
+
+def null_counts(df: pl.DataFrame, columns: list[str]) -> dict[str, int]:
+    counts = df.select([pl.col(c).null_count() for c in columns]).row(0)
+    return {c: int(n) for c, n in zip(columns, counts) if n}
+
+
+def schema_mismatches(df: pl.DataFrame, source: str) -> list[str]:
+    expected = SCHEMAS[source]
+    problems = [f"missing {c}" for c in expected if c not in df.columns]
+    problems += [f"{c}: {df.schema[c]} != {t}" for c, t in expected.items() if c in df.columns and df.schema[c] != t]
+    return problems

@@ -1,0 +1,158 @@
+"""The ``tenali`` command.
+
+    tenali demo     materialise the whole graph on sample data into the project-local instance
+    tenali ui       start the Dagster UI (webserver + daemon) on that instance
+    tenali info     print the resolved settings and where data lands
+
+Model-side commands (training, serving, export) will live here too and must start without dagster
+installed, so dagster is imported only inside the commands that need it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+PACKAGE_ROOT = Path(__file__).resolve().parent
+
+
+def _prepare_environment() -> None:
+    """Pin TENALI_HOME and DAGSTER_HOME to absolute paths and give the instance its dagster.yaml."""
+    home = Path(os.environ.get("TENALI_HOME") or "var").expanduser().absolute()
+    os.environ["TENALI_HOME"] = str(home)
+    dagster_home = Path(os.environ.get("DAGSTER_HOME") or home / "dagster").expanduser().absolute()
+    os.environ["DAGSTER_HOME"] = str(dagster_home)
+    dagster_home.mkdir(parents=True, exist_ok=True)
+    target = dagster_home / "dagster.yaml"
+    if not target.exists():
+        source = PACKAGE_ROOT / "instance" / "dagster.yaml"
+        shutil.copyfile(source, target)
+
+
+def cmd_info(args) -> int:
+    from .settings import VARIABLES, load_settings
+
+    _prepare_environment()
+    s = load_settings()
+    print(f"profile       {s.profile}")
+    print(f"lake          {s.lake_root}")
+    print(f"dagster home  {os.environ['DAGSTER_HOME']}")
+    print(f"sources       {s.sources}")
+    print(f"model         {s.model} ({s.train_steps} steps)")
+    if args.verbose:
+        print("\nvariables:")
+        for name, (meaning, default) in VARIABLES.items():
+            print(f"  {name:<24} {os.environ.get(name, '') or '-':<20} {meaning} (default: {default})")
+    return 0
+
+
+def _count_steps(job) -> int:
+    """Steps in the job's plan: assets plus checks that run as their own steps."""
+    return len(list(job.graph.node_dict))
+
+
+def cmd_demo(args) -> int:
+    os.environ.setdefault("TENALI_PROFILE", "demo")
+    if args.steps:
+        os.environ["TENALI_TRAIN_STEPS"] = str(args.steps)
+    _prepare_environment()
+    import warnings
+
+    import dagster as dg
+
+    # Preview/beta notices from Dagster's own Pipes internals are not actionable for a demo user.
+    warnings.filterwarnings("ignore", category=dg.PreviewWarning)
+    warnings.filterwarnings("ignore", category=dg.BetaWarning)
+    from .definitions import build_definitions
+    from .settings import load_settings
+
+    settings = load_settings()
+    defs = build_definitions(settings)
+    from .progress import progress_logger
+
+    job = defs.resolve_job_def("everything").with_logger_defs({"progress": progress_logger})
+    instance = dg.DagsterInstance.get()
+    print(f"Tenali demo: profile {settings.profile}, lake {settings.lake_root}", flush=True)
+    print(f"Dagster instance: {os.environ['DAGSTER_HOME']}\n", flush=True)
+    started = time.time()
+    result = job.execute_in_process(
+        instance=instance,
+        run_config={"loggers": {"progress": {"config": {"total": _count_steps(job)}}}},
+        tags={"tenali/entrypoint": "tenali demo"},
+        raise_on_error=False,
+    )
+    elapsed = time.time() - started
+    if not result.success:
+        failed = [e.step_key for e in result.all_events if e.is_step_failure]
+        print(f"\nThe demo run failed at {', '.join(failed) or 'an unknown step'} after {elapsed:.0f} s "
+              f"(run {result.run_id}). Open `tenali ui` to see the logs of each step.", file=sys.stderr)
+        return 1
+    from .defs.training.assets import LATEST_KEY
+    from .lake import Lake
+
+    latest = Lake(settings.lake_root, s3_endpoint_url=settings.s3_endpoint_url or None).read_json(LATEST_KEY)
+    evaluation = instance.get_latest_materialization_event(dg.AssetKey("pretrain_evaluation"))
+    meta = evaluation.asset_materialization.metadata if evaluation else {}
+    print(f"\nDone in {elapsed / 60:.1f} min: every asset materialised (run {result.run_id}).")
+    print(f"Checkpoint:  {latest['checkpoint']}")
+    if meta:
+        print(f"Validation:  loss {meta['val_loss'].value:.3f}, perplexity {meta['perplexity'].value:.1f}, "
+              f"bits/byte {meta['bits_per_byte'].value:.3f}")
+    print("Open the UI: tenali ui   (then http://127.0.0.1:3000)")
+    return 0
+
+
+def cmd_ui(args) -> int:
+    os.environ.setdefault("TENALI_PROFILE", "demo")
+    _prepare_environment()
+    workspace = Path("workspace.yaml")
+    target = ["-w", str(workspace)] if workspace.exists() else ["-m", "tenali_pipeline.definitions", "-a", "defs"]
+    cmd = [sys.executable, "-m", "dagster", "dev", *target, "-h", args.host, "-p", str(args.port)]
+    print(f"Dagster UI on http://{args.host}:{args.port} (instance {os.environ['DAGSTER_HOME']}); Ctrl-C stops it.")
+    # dagster dev does not always stop on SIGTERM: run it in its own process group and end the group.
+    proc = subprocess.Popen(cmd, start_new_session=True)
+
+    def stop(*_):
+        for sig, wait in ((signal.SIGINT, 10), (signal.SIGTERM, 5), (signal.SIGKILL, 0)):
+            try:
+                os.killpg(proc.pid, sig)
+                proc.wait(timeout=wait or None)
+                break
+            except subprocess.TimeoutExpired:
+                continue
+            except ProcessLookupError:
+                break
+
+    signal.signal(signal.SIGTERM, lambda *_: (stop(), sys.exit(143)))
+    try:
+        return proc.wait()
+    except KeyboardInterrupt:
+        stop()
+        return 130
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="tenali", description="Build a finance-domain language model from scratch.")
+    sub = parser.add_subparsers(dest="command", required=True)
+    p = sub.add_parser("demo", help="materialise the whole graph on sample data (about 5 minutes on 2 CPU cores)")
+    p.add_argument("--steps", type=int, default=0, help="pretraining steps (default: TENALI_TRAIN_STEPS or 300)")
+    p.set_defaults(fn=cmd_demo)
+    p = sub.add_parser("ui", help="start the Dagster UI on the project-local instance")
+    p.add_argument("--host", default="127.0.0.1")
+    p.add_argument("--port", type=int, default=3000)
+    p.set_defaults(fn=cmd_ui)
+    p = sub.add_parser("info", help="print the resolved settings")
+    p.add_argument("-v", "--verbose", action="store_true", help="also list every environment variable")
+    p.set_defaults(fn=cmd_info)
+    args = parser.parse_args(argv)
+    return args.fn(args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

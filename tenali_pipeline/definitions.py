@@ -1,0 +1,49 @@
+"""The code location: every stage's assets and checks, resources from the profile, the demo job.
+
+``dagster dev -w workspace.yaml``, ``dg`` and the tests all load ``defs`` from here.
+"""
+
+from __future__ import annotations
+
+import dagster as dg
+
+from .defs.corpus import assets as corpus
+from .defs.crypto import assets as crypto
+from .defs.documents import assets as documents
+from .defs.evaluation import assets as evaluation
+from .defs.features import assets as features
+from .defs.filings import assets as filings
+from .defs.macro import assets as macro
+from .defs.market import assets as market
+from .defs.news import assets as news
+from .defs.shards import assets as shards
+from .defs.tokenizer import assets as tokenizer
+from .defs.training import assets as training
+from .resources import build_resources
+from .settings import Settings, load_settings
+
+STAGES = [market, macro, crypto, filings, news, documents, features, corpus, tokenizer, shards, training, evaluation]
+
+# The whole graph, sources to evaluation: what `tenali demo` runs.
+everything_job = dg.define_asset_job(
+    "everything", selection=dg.AssetSelection.all(),
+    description="Materialise the whole graph: sources, corpus, tokenizer, shards, pretraining, evaluation.",
+)
+
+
+def build_definitions(settings: Settings | None = None, **resource_overrides) -> dg.Definitions:
+    """Definitions for `settings` (default: from the environment); tests override resources."""
+    settings = settings or load_settings()
+    # Modules are scanned for assets and checks, including the lists built by the source factory;
+    # an object imported into several modules is loaded once.
+    assets = dg.load_assets_from_modules(STAGES)
+    checks = dg.load_asset_checks_from_modules(STAGES)
+    return dg.Definitions(
+        assets=assets,
+        asset_checks=checks,
+        jobs=[everything_job],
+        resources={**build_resources(settings), **resource_overrides},
+    )
+
+
+defs = build_definitions()

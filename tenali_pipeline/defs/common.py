@@ -1,0 +1,92 @@
+"""Shared pieces of asset definitions: table metadata, and the raw -> clean pair every source has.
+
+Every source has the same shape of graph (``raw_<name>`` written as collected, ``clean_<name>``
+conformed and checked), so one factory builds it and the per-source modules only say how to fetch.
+"""
+
+
+from collections.abc import Callable
+
+import dagster as dg
+import polars as pl
+
+from ..cleaning import KEYS, REQUIRED, clean, null_counts, schema_mismatches
+from ..lake import Lake
+from ..resources import LakeResource, SourcesResource
+
+
+def table_metadata(df: pl.DataFrame, uri: str, *, time_column: str | None = None) -> dict:
+    meta: dict = {
+        "dagster/row_count": df.height,
+        "dagster/column_schema": dg.TableSchema(
+            columns=[dg.TableColumn(name=c, type=str(t)) for c, t in df.schema.items()]),
+        "uri": dg.MetadataValue.path(uri),
+    }
+    if "source" in df.columns and df.height:
+        sources = sorted(set(df["source"].unique().to_list()))
+        meta["sources"] = ", ".join(sources)
+        meta["sample_data"] = all(s.startswith("sample:") for s in sources)
+    if time_column and df.height:
+        meta["first"] = str(df[time_column].min())
+        meta["last"] = str(df[time_column].max())
+    return meta
+
+
+def fmt_counts(counts: dict) -> dg.MetadataValue:
+    return dg.MetadataValue.json({k: v for k, v in counts.items()})
+
+
+def source_assets(
+    source: str,
+    *,
+    name: str,
+    group: str,
+    fetch: Callable[[SourcesResource, Lake, dg.AssetExecutionContext], pl.DataFrame],
+    time_column: str,
+    description: str,
+) -> list:
+    """Build ``raw_<name>``, ``clean_<name>`` and the blocking checks on the clean table."""
+    raw_key, clean_key = f"raw/{source}/{name}.parquet", f"clean/{source}/{name}.parquet"
+
+    @dg.asset(name=f"raw_{name}", group_name=group, kinds={"polars", "parquet"},
+              description=f"{description} As collected by the source client (sample or live).")
+    def raw_asset(context: dg.AssetExecutionContext, lake: LakeResource, sources: SourcesResource) -> dg.MaterializeResult:
+        store = lake.lake()
+        df = fetch(sources, store, context)
+        uri = store.write_parquet(raw_key, df)
+        return dg.MaterializeResult(metadata={**table_metadata(df, uri, time_column=time_column),
+                                              "client": sources.mode})
+
+    @dg.asset(name=f"clean_{name}", group_name=group, deps=[raw_asset], kinds={"polars", "parquet"},
+              description=f"{description} Conformed to the schema, impossible and duplicate rows dropped, sorted by key.")
+    def clean_asset(lake: LakeResource) -> dg.MaterializeResult:
+        store = lake.lake()
+        result = clean(source, store.read_parquet(raw_key))
+        uri = store.write_parquet(clean_key, result.df)
+        return dg.MaterializeResult(metadata={**table_metadata(result.df, uri, time_column=time_column),
+                                              "dropped": fmt_counts(result.dropped),
+                                              "dropped_total": sum(result.dropped.values())})
+
+    @dg.asset_check(asset=clean_asset, name="schema_and_nulls", blocking=True,
+                    description="Columns and dtypes match the source schema; required columns have no nulls.")
+    def schema_check(lake: LakeResource) -> dg.AssetCheckResult:
+        df = lake.lake().read_parquet(clean_key)
+        problems = schema_mismatches(df, source)
+        nulls = null_counts(df, REQUIRED[source]) if not problems else {}
+        return dg.AssetCheckResult(passed=not problems and not nulls and df.height > 0,
+                                   metadata={"schema_problems": ", ".join(problems) or "none",
+                                             "null_counts": dg.MetadataValue.json(nulls), "rows": df.height})
+
+    @dg.asset_check(asset=clean_asset, name="unique_key", blocking=True,
+                    description=f"One row per key ({', '.join(KEYS[source])}).")
+    def key_check(lake: LakeResource) -> dg.AssetCheckResult:
+        df = lake.lake().read_parquet(clean_key)
+        dupes = df.height - df.select(KEYS[source]).unique().height
+        return dg.AssetCheckResult(passed=dupes == 0, metadata={"duplicate_keys": dupes})
+
+    return [raw_asset, clean_asset, schema_check, key_check]
+
+
+def clean_table(source: str, name: str) -> str:
+    """The lake key of a clean table, for downstream assets."""
+    return f"clean/{source}/{name}.parquet"

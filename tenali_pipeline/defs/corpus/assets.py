@@ -1,0 +1,87 @@
+"""Corpus: render every source into documents, then filter, deduplicate and split by time."""
+
+import datetime as dt
+
+import dagster as dg
+import polars as pl
+
+from ...resources import CorpusResource, LakeResource
+from ...text import render
+from ...text.corpus import build_corpus, domain_stats
+from ..common import clean_table, table_metadata
+from ..features.assets import FEATURES_KEY, technical_features
+
+TRAIN_KEY, VAL_KEY = "corpus/train.parquet", "corpus/val.parquet"
+
+
+def _documents_asset(name: str, deps: list, description: str, make):
+    @dg.asset(name=name, group_name="documents", deps=deps, kinds={"polars", "parquet"}, description=description)
+    def _asset(lake: LakeResource) -> dg.MaterializeResult:
+        store = lake.lake()
+        docs = make(store)
+        uri = store.write_parquet(f"documents/{name}.parquet", docs)
+        meta = table_metadata(docs, uri, time_column="date")
+        if docs.height:
+            meta["bytes"] = int(docs["text"].str.len_bytes().sum())
+            meta["example"] = dg.MetadataValue.md(docs["text"][docs.height // 2])
+        return dg.MaterializeResult(metadata=meta)
+
+    return _asset
+
+
+def _crypto_documents(store):
+    clean = store.read_parquet(clean_table("crypto", "crypto_ohlcv"))
+    return render.render_market(clean, domain="crypto_forex", by="symbol", time="timestamp", unit="coins")
+
+
+def _technical_documents(store):
+    return render.render_technical(store.read_parquet(FEATURES_KEY), by="instrument")
+
+
+DOCUMENT_ASSETS = [
+    _documents_asset("market_documents", ["clean_market_prices"], "Monthly market summaries per ticker.",
+                     lambda s: render.render_market(s.read_parquet(clean_table("market", "market_prices")))),
+    _documents_asset("economic_documents", ["clean_macro_series"], "Macro release notes, dated when published.",
+                     lambda s: render.render_macro(s.read_parquet(clean_table("macro", "macro_series")))),
+    _documents_asset("crypto_documents", ["clean_crypto_ohlcv"], "Monthly crypto market summaries.", _crypto_documents),
+    _documents_asset("technical_documents", [technical_features], "Month-end technical-analysis notes.",
+                     _technical_documents),
+    _documents_asset("filing_documents", ["clean_filings"], "Filing text with item headings.",
+                     lambda s: render.render_filings(s.read_parquet(clean_table("filings", "filings")))),
+    _documents_asset("news_documents", ["clean_news"], "News articles.",
+                     lambda s: render.render_news(s.read_parquet(clean_table("news", "news")))),
+    _documents_asset("educational_documents", ["clean_documents"], "Educational documents.",
+                     lambda s: render.render_documents(s.read_parquet(clean_table("documents", "documents")))),
+]
+
+
+@dg.asset(group_name="corpus", deps=DOCUMENT_ASSETS, kinds={"polars", "parquet"},
+          description="All documents, quality-filtered and exactly deduplicated, split by time into train and validation.")
+def corpus(lake: LakeResource, corpus_settings: CorpusResource) -> dg.MaterializeResult:
+    store = lake.lake()
+    docs = pl.concat([store.read_parquet(f"documents/{a.key.path[-1]}.parquet") for a in DOCUMENT_ASSETS])
+    val_start = dt.date.fromisoformat(corpus_settings.val_start) if corpus_settings.val_start else None
+    result = build_corpus(docs, val_start=val_start)
+    store.write_parquet(TRAIN_KEY, result.train)
+    store.write_parquet(VAL_KEY, result.val)
+    rows = [f"| {split} | {d} | {s['documents']:,} | {s['bytes']:,} |"
+            for split, df in (("train", result.train), ("val", result.val)) for d, s in domain_stats(df).items()]
+    return dg.MaterializeResult(metadata={
+        "val_start": str(result.val_start),
+        "train_documents": result.train.height,
+        "val_documents": result.val.height,
+        "train_bytes": int(result.train["text"].str.len_bytes().sum()),
+        "val_bytes": int(result.val["text"].str.len_bytes().sum()),
+        "train_last_date": str(result.train["date"].max()),
+        "dropped": dg.MetadataValue.json(result.dropped),
+        "by_domain": dg.MetadataValue.md("| split | domain | documents | bytes |\n|---|---|---:|---:|\n" + "\n".join(rows)),
+        "uri": dg.MetadataValue.path(store.uri("corpus")),
+    })
+
+
+@dg.asset_check(asset=corpus, blocking=True, description="No training document is dated on or after the validation start.")
+def no_temporal_leak(lake: LakeResource) -> dg.AssetCheckResult:
+    store = lake.lake()
+    train, val = store.read_parquet(TRAIN_KEY), store.read_parquet(VAL_KEY)
+    leaks = train.filter(pl.col("date") >= val["date"].min()).height
+    return dg.AssetCheckResult(passed=leaks == 0 and val.height > 0, metadata={"leaking_documents": leaks})

@@ -1,0 +1,62 @@
+"""Pretraining: a launched torchrun step whose rank 0 reports the checkpoint through Dagster Pipes.
+
+Each run trains into its own folder (``checkpoints/pretrain/<run_id>``); a retry of the same run
+finds the checkpoints there and the trainer resumes from the latest instead of starting over. On
+success the folder is recorded in ``checkpoints/pretrain/LATEST.json`` for evaluation and serving.
+"""
+
+import dagster as dg
+from tenali_model.config import TrainConfig
+
+from ...resources import LakeResource, TrainingResource
+from ..shards.assets import MANIFEST, SHARDS_KEY, token_shards
+
+CHECKPOINTS_KEY = "checkpoints/pretrain"
+LATEST_KEY = f"{CHECKPOINTS_KEY}/LATEST.json"
+
+
+@dg.asset(group_name="training", deps=[token_shards], kinds={"pytorch"},
+          retry_policy=dg.RetryPolicy(max_retries=1),
+          description="A LLaMA-style model pretrained on the token shards by a launched torchrun step.")
+def pretrain_checkpoint(context: dg.AssetExecutionContext, lake: LakeResource, training: TrainingResource,
+                        launcher: dg.ResourceParam) -> dg.MaterializeResult:
+    store = lake.lake()
+    manifest = store.read_json(f"{SHARDS_KEY}/{MANIFEST}")
+    shards = store.local_dir(SHARDS_KEY)
+    run_dir = store.local_dir(f"{CHECKPOINTS_KEY}/{context.run_id}")
+    run_dir.mkdir(parents=True, exist_ok=True)
+    cfg = TrainConfig(
+        train_shards=[str(shards / e["file"]) for e in manifest["splits"]["train"]],
+        val_shards=[str(shards / e["file"]) for e in manifest["splits"]["val"]],
+        out_dir=str(run_dir),
+        model=training.model,
+        vocab_size=manifest["tokenizer"]["vocab_size"],
+        steps=training.steps,
+        batch_size=training.batch_size,
+        seq_len=training.seq_len,
+        grad_accum=training.grad_accum,
+        lr=training.lr,
+        min_lr=training.lr / 10,
+        warmup_steps=min(training.warmup_steps, training.steps // 5),
+        eval_every=training.eval_every,
+        eval_batches=training.eval_batches,
+        ckpt_every=training.ckpt_every,
+        seed=training.seed,
+    )
+    cfg.validate()
+    config_path = run_dir / "train_config.json"
+    cfg.to_json(config_path)
+    result = launcher.launch(context, config_path, workdir=run_dir)
+    reported = result.metadata or {}
+    ckpt = reported.get("checkpoint")
+    ckpt_path = getattr(ckpt, "path", None) or getattr(ckpt, "value", None) or ckpt
+    if not ckpt_path or not (store.local_dir(CHECKPOINTS_KEY) / str(ckpt_path)).exists():
+        raise dg.Failure(f"The trainer reported no usable checkpoint ({ckpt!r}); see the step's stdout/stderr.")
+    store.write_json(LATEST_KEY, {"run_id": context.run_id, "checkpoint": str(ckpt_path),
+                                  "tokenizer_sha256": manifest["tokenizer"]["sha256"]})
+    return dg.MaterializeResult(metadata={
+        **reported,
+        "tokenizer_sha256": manifest["tokenizer"]["sha256"][:16],
+        "train_tokens_available": manifest["totals"]["train"],
+        "train_config": dg.MetadataValue.json(cfg.to_dict()),
+    })

@@ -1,0 +1,174 @@
+"""Where data lives: one lake root, a local folder by default and an ``s3://`` prefix in production.
+
+Every stage reads and writes through `Lake`, never by building paths itself, so switching the
+profile from demo to prod moves the whole graph to S3 without touching asset code. Writes are atomic:
+locally a temporary name in the same folder then a rename; on S3 a single PUT, which S3 makes
+visible all at once. Re-writing a key replaces it, so re-running a partition leaves no duplicates.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import json
+import os
+import shutil
+import tempfile
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import polars as pl
+import pyarrow.fs as pafs
+import pyarrow.parquet as pq
+
+
+class Lake:
+    """A key space rooted at a local folder or an S3 prefix.
+
+    Keys are slash-separated relative paths such as ``"clean/market/prices.parquet"``.
+    """
+
+    def __init__(self, root: str, *, s3_endpoint_url: str | None = None, s3_region: str | None = None):
+        self.root = root.rstrip("/") if root.startswith("s3://") else str(Path(root).expanduser().absolute())
+        self.is_local = not self.root.startswith("s3://")
+        if self.is_local:
+            self._fs: pafs.FileSystem = pafs.LocalFileSystem()
+            self._base = self.root
+        else:
+            bucket_prefix = self.root[len("s3://") :]
+            kwargs: dict = {}
+            if s3_endpoint_url:
+                scheme, _, host = s3_endpoint_url.partition("://")
+                kwargs.update(endpoint_override=host or scheme, scheme=scheme if host else "https")
+            if s3_region:
+                kwargs["region"] = s3_region
+            self._fs = pafs.S3FileSystem(**kwargs)
+            self._base = bucket_prefix
+
+    # ---- keys -------------------------------------------------------------------------------
+    def uri(self, key: str) -> str:
+        """The full address of `key`, for metadata and for readers outside this class."""
+        return f"{self.root}/{key}" if not self.is_local else str(Path(self.root, key))
+
+    def _path(self, key: str) -> str:
+        if key.startswith("/") or ".." in key.split("/"):
+            raise ValueError(f"lake keys are relative paths without '..': {key!r}")
+        return f"{self._base}/{key}"
+
+    def exists(self, key: str) -> bool:
+        return self._fs.get_file_info(self._path(key)).type != pafs.FileType.NotFound
+
+    def list(self, prefix: str) -> list[str]:
+        """Keys of the files under `prefix`, sorted."""
+        selector = pafs.FileSelector(self._path(prefix), recursive=True, allow_not_found=True)
+        base = self._base + "/"
+        return sorted(
+            info.path[len(base) :] for info in self._fs.get_file_info(selector) if info.type == pafs.FileType.File
+        )
+
+    # ---- bytes ------------------------------------------------------------------------------
+    def write_bytes(self, key: str, data: bytes) -> str:
+        path = self._path(key)
+        if self.is_local:
+            _atomic_write_local(Path(path), data)
+        else:
+            with self._fs.open_output_stream(path) as out:
+                out.write(data)
+        return self.uri(key)
+
+    def read_bytes(self, key: str) -> bytes:
+        try:
+            with self._fs.open_input_stream(self._path(key)) as f:
+                return f.read()
+        except FileNotFoundError as e:
+            raise FileNotFoundError(
+                f"{self.uri(key)} does not exist: materialise the asset that writes it first."
+            ) from e
+
+    def write_json(self, key: str, obj) -> str:
+        return self.write_bytes(key, json.dumps(obj, indent=2, sort_keys=True, default=str).encode())
+
+    def read_json(self, key: str):
+        return json.loads(self.read_bytes(key))
+
+    # ---- tables -----------------------------------------------------------------------------
+    def write_parquet(self, key: str, df: pl.DataFrame) -> str:
+        buf = io.BytesIO()
+        df.write_parquet(buf, compression="zstd", statistics=True)
+        return self.write_bytes(key, buf.getvalue())
+
+    def read_parquet(self, key: str) -> pl.DataFrame:
+        try:
+            table = pq.read_table(self._path(key), filesystem=self._fs)
+        except FileNotFoundError as e:
+            raise FileNotFoundError(
+                f"{self.uri(key)} does not exist: materialise the asset that writes it first."
+            ) from e
+        return pl.from_arrow(table)
+
+    # ---- folders of files (tokenizer, shards, checkpoints) ------------------------------------
+    @contextlib.contextmanager
+    def staged_dir(self, key: str) -> Iterator[Path]:
+        """Yield a local folder to fill; on success it replaces the folder at `key` as a whole.
+
+        Locally the swap is two renames, so readers never see half a folder; on S3 each file is
+        one PUT and stale files under the prefix are removed afterwards. On error nothing changes.
+        """
+        if self.is_local:
+            target = Path(self._path(key))
+            target.parent.mkdir(parents=True, exist_ok=True)
+            tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.tmp-", dir=target.parent))
+            try:
+                yield tmp
+                old = target.with_name(f".{target.name}.old-{uuid.uuid4().hex[:8]}")
+                if target.exists():
+                    target.rename(old)
+                tmp.rename(target)
+                shutil.rmtree(old, ignore_errors=True)
+            finally:
+                shutil.rmtree(tmp, ignore_errors=True)
+        else:
+            with tempfile.TemporaryDirectory(prefix="tenali-stage-") as tmp:
+                yield Path(tmp)
+                written = set()
+                for f in sorted(Path(tmp).rglob("*")):
+                    if f.is_file():
+                        rel = f.relative_to(tmp).as_posix()
+                        self.write_bytes(f"{key}/{rel}", f.read_bytes())
+                        written.add(f"{key}/{rel}")
+                for stale in set(self.list(key)) - written:
+                    self._fs.delete_file(self._path(stale))
+
+    def local_dir(self, key: str) -> Path:
+        """The local folder for `key`; a local lake only (training reads shards by path)."""
+        if not self.is_local:
+            raise ValueError(
+                f"{self.uri(key)} is on S3: use Lake.download_dir to fetch it to a local folder first."
+            )
+        return Path(self._path(key))
+
+    def download_dir(self, key: str, dest: Path) -> Path:
+        """Copy every file under `key` into `dest` (no-op copy for a local lake)."""
+        if self.is_local:
+            return self.local_dir(key)
+        for k in self.list(key):
+            out = dest / k[len(key) + 1 :]
+            out.parent.mkdir(parents=True, exist_ok=True)
+            out.write_bytes(self.read_bytes(k))
+        return dest
+
+
+def _atomic_write_local(path: Path, data: bytes) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
+        raise

@@ -1,0 +1,145 @@
+"""Dagster resources: where data lives, which source clients run, corpus and training settings.
+
+Built from `settings.load_settings()` by `build_resources`. Secrets (``FRED_API_KEY``,
+``SEC_EDGAR_IDENTITY``) are not resource fields: the client that needs one reads it from the
+environment when it runs, so a missing key fails only the asset that needs it, with a message naming
+the variable, and no secret ever lands in run config, logs or metadata.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import dagster as dg
+
+from .lake import Lake
+from .settings import Settings
+
+
+class LakeResource(dg.ConfigurableResource):
+    """The lake root: a local folder or ``s3://bucket/prefix``."""
+
+    root: str
+    s3_endpoint_url: str = ""
+
+    def lake(self) -> Lake:
+        return Lake(self.root, s3_endpoint_url=self.s3_endpoint_url or None)
+
+
+class SourcesResource(dg.ConfigurableResource):
+    """Picks the sample or live client of every source and passes it its settings."""
+
+    mode: str = "sample"  # sample | live
+    tickers: list[str] = ["AAPL", "MSFT", "IBM", "GOOG", "FB"]
+    fred_series: list[str] = ["GDPC1", "CPIAUCSL", "UNRATE", "FEDFUNDS", "DGS10", "M1SL"]
+    crypto_exchange: str = "kraken"
+    crypto_symbols: list[str] = ["BTC/USD", "ETH/USD"]
+    news_feeds: list[str] = []
+    documents_root: str = ""
+    start_date: str = "2015-01-01"
+
+    @property
+    def is_sample(self) -> bool:
+        return self.mode == "sample"
+
+    def market(self):
+        if self.is_sample:
+            from .sources.sample import SampleMarketClient
+
+            return SampleMarketClient(self.tickers)
+        from .sources.live.market import YFinanceMarketClient
+
+        return YFinanceMarketClient(self.tickers, start=self.start_date, end=None)
+
+    def macro(self):
+        if self.is_sample:
+            from .sources.sample import SampleMacroClient
+
+            return SampleMacroClient()
+        from .sources.live.macro import FredMacroClient
+
+        return FredMacroClient(self.fred_series, api_key=os.environ.get("FRED_API_KEY"), start=self.start_date)
+
+    def crypto(self):
+        if self.is_sample:
+            from .sources.sample import SampleCryptoClient
+
+            return SampleCryptoClient()
+        from .sources.live.crypto import CcxtCryptoClient
+
+        return CcxtCryptoClient(self.crypto_exchange, self.crypto_symbols, timeframe="1d", since=self.start_date)
+
+    def filings(self, download_dir: Path):
+        if self.is_sample:
+            from .sources.sample import SampleFilingsClient
+
+            return SampleFilingsClient(self.tickers)
+        from .sources.live.filings import EdgarFilingsClient
+
+        return EdgarFilingsClient(self.tickers, identity=os.environ.get("SEC_EDGAR_IDENTITY"), download_dir=download_dir,
+                                  after=self.start_date)
+
+    def news(self, state: dict | None = None):
+        if self.is_sample:
+            from .sources.sample import SampleNewsClient
+
+            return SampleNewsClient(self.tickers)
+        from .sources.live.news import RssNewsClient
+
+        return RssNewsClient(self.news_feeds, state=state)
+
+    def documents(self):
+        if self.is_sample:
+            from .sources.sample import SampleDocumentsClient
+
+            return SampleDocumentsClient()
+        from .sources.live.documents import LocalDocumentsClient
+
+        return LocalDocumentsClient(self.documents_root)
+
+
+class CorpusResource(dg.ConfigurableResource):
+    """Temporal split, tokenizer and shard sizes."""
+
+    val_start: str = ""  # ISO date; empty = the date from which the latest 10% of documents begin
+    vocab_size: int = 50_000
+    shard_tokens: int = 100_000_000
+
+
+class TrainingResource(dg.ConfigurableResource):
+    """What to pretrain and for how long; the launcher decides where."""
+
+    model: str = "demo"
+    steps: int = 300
+    batch_size: int = 16
+    seq_len: int = 128
+    grad_accum: int = 1
+    lr: float = 3e-3
+    warmup_steps: int = 30
+    eval_every: int = 100
+    eval_batches: int = 20
+    ckpt_every: int = 100
+    seed: int = 1337
+
+
+def build_resources(settings: Settings) -> dict:
+    from .launchers import build_launcher
+
+    return {
+        "lake": LakeResource(root=settings.lake_root, s3_endpoint_url=settings.s3_endpoint_url),
+        "sources": SourcesResource(
+            mode=settings.sources,
+            tickers=list(settings.tickers),
+            fred_series=list(settings.fred_series),
+            crypto_exchange=settings.crypto_exchange,
+            crypto_symbols=list(settings.crypto_symbols),
+            news_feeds=list(settings.news_feeds),
+            documents_root=settings.documents_root,
+            start_date=settings.start_date,
+        ),
+        "corpus_settings": CorpusResource(
+            val_start=settings.val_start, vocab_size=settings.vocab_size, shard_tokens=settings.shard_tokens),
+        "training": TrainingResource(model=settings.model, steps=settings.train_steps),
+        "launcher": build_launcher(settings),
+    }

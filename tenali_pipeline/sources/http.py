@@ -1,0 +1,159 @@
+"""Shared helpers for the live collectors: retries with backoff, a rate limiter, secret redaction.
+
+- `retry(fn, ...)` calls `fn` until it succeeds, sleeping with exponential backoff and full jitter
+  between attempts, but only for the exception types in `retry_on` (by default `TransientError`).
+  Anything else propagates at once: a bad series id must not be retried five times.
+- `RateLimiter(per_second)` spaces calls evenly across all threads of the process;
+  `rate_limited_session` mounts it on a `requests.Session` so every request through it waits.
+- `redact(text, *secrets)` removes secrets (API keys) before text reaches a message or a log.
+
+No network access happens here; the collectors in `live/` use these around their library calls.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+import threading
+import time
+from collections.abc import Callable
+from typing import TypeVar
+from urllib.parse import urlsplit
+
+import requests
+from requests.adapters import HTTPAdapter
+
+log = logging.getLogger(__name__)
+
+T = TypeVar("T")
+
+
+class TransientError(Exception):
+    """A failure worth retrying: a rate limit, a timeout, a 5xx. `retry_after` is in seconds."""
+
+    def __init__(self, message: str, *, retry_after: float | None = None):
+        super().__init__(message)
+        self.retry_after = retry_after
+
+
+class RetriesExhausted(RuntimeError):
+    """`retry` gave up; the last underlying error is the `__cause__`."""
+
+
+def retry(
+    fn: Callable[[], T],
+    *,
+    attempts: int = 5,
+    base_delay: float = 1.0,
+    max_delay: float = 60.0,
+    retry_on: tuple[type[BaseException], ...] = (TransientError,),
+    what: str = "request",
+    sleep: Callable[[float], None] = time.sleep,
+) -> T:
+    """Call `fn()`; on an exception in `retry_on`, back off and try again, `attempts` times in all.
+
+    The delay before try n+1 is uniform in [0, min(max_delay, base_delay * 2**(n-1))] ("full
+    jitter"), raised to an exception's `retry_after` when it carries one (still capped at
+    max_delay). After the last attempt a `RetriesExhausted` names `what` and the last error.
+    """
+    if attempts < 1:
+        raise ValueError("attempts must be at least 1")
+    for attempt in range(1, attempts + 1):
+        try:
+            return fn()
+        except retry_on as exc:
+            if attempt == attempts:
+                raise RetriesExhausted(
+                    f"{what} still failing after {attempts} attempts: {exc}. The service is "
+                    "rate limiting or unavailable: wait and re-run, or lower the request rate."
+                ) from exc
+            delay = random.uniform(0, min(max_delay, base_delay * 2 ** (attempt - 1)))
+            retry_after = getattr(exc, "retry_after", None)
+            if retry_after:
+                delay = min(max_delay, max(delay, float(retry_after)))
+            log.warning("%s failed (%s); retry %d/%d in %.2fs", what, exc, attempt, attempts - 1, delay)
+            sleep(delay)
+    raise AssertionError("unreachable")  # pragma: no cover
+
+
+class RateLimiter:
+    """At most `per_second` calls per second across every thread that shares this object.
+
+    Calls are spaced evenly (1/per_second apart) rather than allowed in bursts, which is what the
+    SEC's "10 requests per second" asks for. `wait()` blocks until the caller's slot.
+    """
+
+    def __init__(
+        self,
+        per_second: float,
+        *,
+        clock: Callable[[], float] = time.monotonic,
+        sleep: Callable[[float], None] = time.sleep,
+    ):
+        if per_second <= 0:
+            raise ValueError("per_second must be positive")
+        self.interval = 1.0 / per_second
+        self._clock = clock
+        self._sleep = sleep
+        self._next = float("-inf")
+        self._lock = threading.Lock()
+
+    def wait(self) -> None:
+        with self._lock:
+            now = self._clock()
+            slot = max(now, self._next)
+            self._next = slot + self.interval
+        if slot > now:
+            self._sleep(slot - now)
+
+    def __enter__(self) -> RateLimiter:
+        self.wait()
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        return None
+
+
+# One limiter per rate-limited host, shared by every session in the process.
+SEC_LIMITER = RateLimiter(10)
+_HOST_LIMITERS: dict[str, RateLimiter] = {"sec.gov": SEC_LIMITER}
+
+
+def limiter_for_url(url: str) -> RateLimiter | None:
+    """The process-wide limiter for `url`'s host (sec.gov and its subdomains), if it has one."""
+    host = (urlsplit(url).hostname or "").lower()
+    for domain, limiter in _HOST_LIMITERS.items():
+        if host == domain or host.endswith("." + domain):
+            return limiter
+    return None
+
+
+class _RateLimitedAdapter(HTTPAdapter):
+    def __init__(self, limiter: RateLimiter | None, **kwargs):
+        self.limiter = limiter
+        super().__init__(**kwargs)
+
+    def send(self, request, *args, **kwargs):  # type: ignore[override]
+        limiter = self.limiter or limiter_for_url(request.url)
+        if limiter is not None:
+            limiter.wait()
+        return super().send(request, *args, **kwargs)
+
+
+def rate_limited_session(
+    limiter: RateLimiter | None = None, session: requests.Session | None = None
+) -> requests.Session:
+    """A session whose every request waits on `limiter` (default: the host's limiter, if any)."""
+    session = session or requests.Session()
+    adapter = _RateLimitedAdapter(limiter)
+    session.mount("http://", adapter)
+    session.mount("https://", adapter)
+    return session
+
+
+def redact(text: str, *secrets: str | None) -> str:
+    """`text` with every non-empty secret replaced by '***'."""
+    for secret in secrets:
+        if secret:
+            text = text.replace(secret, "***")
+    return text

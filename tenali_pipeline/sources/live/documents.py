@@ -1,0 +1,143 @@
+"""Text documents (.txt, .md, .html) from a local folder or an object-store prefix.
+
+Endpoints: none of its own. `root` is a local path, or any URI pyarrow understands
+(`s3://bucket/prefix`, `gs://...`, `file:///...`) opened with `pyarrow.fs.FileSystem.from_uri`;
+S3 credentials and region come from the usual AWS environment variables / profile.
+
+Rate limits: one LIST per prefix (paged by pyarrow) and one GET per file; S3 allows 5,500 GET and
+3,500 PUT per second per prefix, far above what this client issues.
+
+Each file becomes one row: doc_id = sha1 of its URI (stable across runs), date = its modification
+time as a UTC date, title = the first Markdown heading / HTML <title> / first non-empty line.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import re
+from datetime import timezone
+from html.parser import HTMLParser
+from pathlib import Path
+from urllib.parse import unquote, urlsplit
+
+import polars as pl
+from pyarrow import fs
+
+from ..schema import DOCUMENTS, conform
+
+log = logging.getLogger(__name__)
+
+SUFFIXES = (".txt", ".md", ".markdown", ".html", ".htm")
+_BLOCK = {"p", "div", "br", "li", "tr", "h1", "h2", "h3", "h4", "h5", "h6", "section", "article", "table", "ul", "ol"}
+
+
+class _HtmlText(HTMLParser):
+    """Visible text of an HTML page, one line per block element; <title> kept aside."""
+
+    def __init__(self):
+        super().__init__(convert_charrefs=True)
+        self.parts: list[str] = []
+        self.title: list[str] = []
+        self._skip = 0
+        self._in_title = False
+
+    def handle_starttag(self, tag, attrs):
+        if tag in ("script", "style", "noscript", "template"):
+            self._skip += 1
+        elif tag == "title":
+            self._in_title = True
+        elif tag in _BLOCK:
+            self.parts.append("\n")
+
+    def handle_endtag(self, tag):
+        if tag in ("script", "style", "noscript", "template"):
+            self._skip = max(0, self._skip - 1)
+        elif tag == "title":
+            self._in_title = False
+        elif tag in _BLOCK:
+            self.parts.append("\n")
+
+    def handle_data(self, data):
+        if self._in_title:
+            self.title.append(data)
+        elif not self._skip:
+            self.parts.append(data)
+
+
+def html_to_text(source: str) -> tuple[str, str | None]:
+    """(visible text with one line per block, <title> or None)."""
+    parser = _HtmlText()
+    parser.feed(source)
+    parser.close()
+    lines = (re.sub(r"[ \t\r\f\v\xa0]+", " ", line).strip() for line in "".join(parser.parts).split("\n"))
+    title = re.sub(r"\s+", " ", "".join(parser.title)).strip() or None
+    return "\n".join(line for line in lines if line), title
+
+
+def title_of(text: str, suffix: str) -> str:
+    lines = [line.strip() for line in text.splitlines() if line.strip()]
+    if suffix in (".md", ".markdown"):
+        heading = next((line for line in lines if line.startswith("#")), None)
+        if heading:
+            return heading.lstrip("#").strip()
+    return lines[0][:200] if lines else ""
+
+
+def open_uri(uri: str):
+    """(filesystem, path) for a URI, via pyarrow (a seam for tests: pyarrow's types are immutable)."""
+    return fs.FileSystem.from_uri(uri)
+
+
+def _utc_date(mtime):
+    if mtime is None:
+        return None
+    if mtime.tzinfo is None:  # pyarrow reports UTC; be explicit when a filesystem drops the zone
+        mtime = mtime.replace(tzinfo=timezone.utc)
+    return mtime.astimezone(timezone.utc).date()
+
+
+class LocalDocumentsClient:
+    """Every .txt/.md/.html file under `root` (a folder or an s3:// / gs:// / file:// URI)."""
+
+    def __init__(self, root: str):
+        self.root = str(root)
+
+    def _filesystem(self):
+        if "://" in self.root and not self.root.startswith("file://"):
+            filesystem, base = open_uri(self.root)
+            scheme = self.root.split("://", 1)[0]
+            return filesystem, base, (lambda p: f"{scheme}://{p}")
+        local = unquote(urlsplit(self.root).path) if self.root.startswith("file://") else self.root
+        base = str(Path(local).expanduser().resolve())
+        if not Path(base).is_dir():
+            raise FileNotFoundError(f"documents root {self.root!r} is not a folder: check the path (or use s3://bucket/prefix)")
+        return fs.LocalFileSystem(), base, (lambda p: Path(p).as_uri())
+
+    def fetch(self) -> pl.DataFrame:
+        filesystem, base, to_uri = self._filesystem()
+        infos = filesystem.get_file_info(fs.FileSelector(base, recursive=True, allow_not_found=False))
+        rows = []
+        for info in sorted(infos, key=lambda i: i.path):
+            suffix = Path(info.path).suffix.lower()
+            if info.type != fs.FileType.File or suffix not in SUFFIXES:
+                continue
+            with filesystem.open_input_stream(info.path) as stream:
+                raw = stream.read().decode("utf-8", errors="replace").lstrip("\ufeff")
+            text, title = html_to_text(raw) if suffix in (".html", ".htm") else (raw.strip(), None)
+            if not text:
+                log.info("skipping empty document %s", info.path)
+                continue
+            uri = to_uri(info.path)
+            rows.append(
+                {
+                    "doc_id": hashlib.sha1(uri.encode()).hexdigest(),
+                    "uri": uri,
+                    "title": title or title_of(text, suffix),
+                    "text": text,
+                    "date": _utc_date(info.mtime),
+                    "source": "documents",
+                }
+            )
+        frame = pl.DataFrame(rows, schema=DOCUMENTS) if rows else pl.DataFrame(schema=DOCUMENTS)
+        return conform(frame, DOCUMENTS, what=f"documents under {self.root}")

@@ -1,0 +1,249 @@
+"""SEC EDGAR filings (10-K, 10-Q, 8-K, ...) through sec-edgar-downloader, parsed from the full
+submission text.
+
+Endpoints (constants in sec_edgar_downloader._constants, imported by name into its
+_sec_gateway and _orchestrator modules):
+- https://www.sec.gov/files/company_tickers_exchange.json: ticker -> CIK, fetched by the
+  `Downloader` constructor itself;
+- https://data.sec.gov/submissions/CIK##########.json (+ overflow pages such as
+  CIK##########-submissions-001.json for companies with more than 1000 filings);
+- https://www.sec.gov/Archives/edgar/data/{cik}/{accession without dashes}/{accession}.txt, the
+  full submission (SGML header + every document), saved as full-submission.txt.
+
+Rate limits: the SEC allows 10 requests per second per client and wants a User-Agent naming a
+person or company and an email (SEC_EDGAR_IDENTITY="Name email@domain"); it answers abuse with
+403. sec-edgar-downloader 5.1 enforces 10/s itself with a module-level pyrate_limiter Limiter
+around every request it makes (process-wide, shared by all Downloader objects). That budget is not
+shared with `tenali_pipeline.sources.http.SEC_LIMITER`, which throttles the sec.gov requests we
+make ourselves (e.g. the EDGAR RSS feed in news.py).
+
+sec-edgar-downloader facts this client works around:
+- a failure while saving a filing is printed to stdout and skipped, and a filing already on disk is
+  counted as downloaded: we capture stdout (process-global: run one EDGAR fetch per process at a
+  time), collect the failures, retry transient ones (429, 5xx, connection) and raise on the rest,
+  then read what is on disk;
+- its default `before` date is computed once at import: we always pass `before` explicitly;
+- its requests carry no timeout: a stalled connection blocks until the OS gives up.
+"""
+
+from __future__ import annotations
+
+import io
+import logging
+import os
+import re
+from contextlib import redirect_stdout
+from dataclasses import dataclass
+from datetime import date, datetime
+from pathlib import Path
+
+import polars as pl
+import requests
+
+from ..http import TransientError, retry
+from ..schema import FILINGS, conform
+
+log = logging.getLogger(__name__)
+
+_IDENTITY = re.compile(r"^\s*(?P<name>\S.*?)\s+(?P<email>[^@\s]+@[^@\s]+\.[^@\s]+)\s*$")
+_FAILURE = re.compile(
+    r"Error occurred while downloading filing for accession number (?:\{\}: \{\} )?(?P<acc>\d{10}-\d{2}-\d{6}):? (?P<why>.*)"
+)
+_TRANSIENT = re.compile(r"\b(429|5\d\d)\b|Connection|Timeout|timed out", re.I)
+
+
+class EdgarDownloadError(RuntimeError):
+    """Filings could not be downloaded for a reason retrying will not fix."""
+
+
+# --- parsing (pure) ----------------------------------------------------------------------------
+
+
+def _header_values(header: str, key: str) -> list[str]:
+    return [m.strip() for m in re.findall(rf"^\s*{re.escape(key)}:\s*(.*)$", header, flags=re.M)]
+
+
+def _yyyymmdd(value: str | None) -> date | None:
+    return datetime.strptime(value, "%Y%m%d").date() if value else None
+
+
+@dataclass(frozen=True)
+class Submission:
+    accession: str
+    form: str
+    cik: str
+    company: str
+    filed: date
+    period: date | None
+    accepted: datetime | None  # EDGAR acceptance time, US Eastern (naive, as published)
+    items: str | None  # 8-K "ITEM INFORMATION" lines joined with "; "
+    filers: list[tuple[str, str]]  # (CIK, COMPANY CONFORMED NAME) of every filer, in order
+    document: str
+    document_format: str  # "html" or "text"
+    document_filename: str | None
+
+
+def parse_full_submission(text: str) -> Submission:
+    """Parse an EDGAR full submission (.txt): its SGML header and its primary document, which is
+    the first <DOCUMENT> whose <TYPE> equals the submission type (the first document otherwise)."""
+    head = re.search(r"<SEC-HEADER>(.*?)</SEC-HEADER>", text, flags=re.S)
+    if head is None:
+        raise ValueError("not an EDGAR full submission: no <SEC-HEADER> block")
+    header = head.group(1)
+
+    def one(key: str) -> str | None:
+        values = _header_values(header, key)
+        return values[0] if values else None
+
+    accepted = re.search(r"<ACCEPTANCE-DATETIME>(\d{14})", text)
+    form = one("CONFORMED SUBMISSION TYPE") or ""
+    docs = []
+    for body in re.findall(r"<DOCUMENT>(.*?)</DOCUMENT>", text, flags=re.S):
+        doc_type = re.search(r"<TYPE>([^\n<]*)", body)
+        filename = re.search(r"<FILENAME>([^\n<]*)", body)
+        content = re.search(r"<TEXT>(.*?)</TEXT>", body, flags=re.S)
+        docs.append(
+            (
+                doc_type.group(1).strip() if doc_type else "",
+                filename.group(1).strip() if filename else None,
+                content.group(1) if content else "",
+            )
+        )
+    if not docs:
+        raise ValueError("EDGAR full submission has no <DOCUMENT>")
+    _, filename, content = next((d for d in docs if d[0] == form), docs[0])
+    inner = re.fullmatch(r"\s*<(XBRL|XML)>(.*)</\1>\s*", content, flags=re.S)  # inline-XBRL wrapper
+    content = (inner.group(2) if inner else content).strip()
+    is_html = (filename or "").lower().endswith((".htm", ".html")) or bool(re.search(r"<html[\s>]", content[:5000], re.I))
+    items = _header_values(header, "ITEM INFORMATION")
+    return Submission(
+        accession=one("ACCESSION NUMBER") or "",
+        form=form,
+        cik=(one("CENTRAL INDEX KEY") or "").zfill(10),
+        company=one("COMPANY CONFORMED NAME") or "",
+        filed=_yyyymmdd(one("FILED AS OF DATE")),
+        period=_yyyymmdd(one("CONFORMED PERIOD OF REPORT")),
+        accepted=datetime.strptime(accepted.group(1), "%Y%m%d%H%M%S") if accepted else None,
+        items="; ".join(items) if items else None,
+        filers=list(zip(_header_values(header, "CENTRAL INDEX KEY"), _header_values(header, "COMPANY CONFORMED NAME"))),
+        document=content,
+        document_format="html" if is_html else "text",
+        document_filename=filename,
+    )
+
+
+# --- downloading -------------------------------------------------------------------------------
+
+
+def parse_identity(identity: str | None) -> tuple[str, str]:
+    """Split "Name email@domain" into (name, email); a clear error when missing or malformed."""
+    identity = identity or os.environ.get("SEC_EDGAR_IDENTITY")
+    match = _IDENTITY.match(identity or "")
+    if not match:
+        raise ValueError(
+            "SEC EDGAR identity missing or malformed: set SEC_EDGAR_IDENTITY to 'Your Name "
+            "you@example.com' (the SEC requires a name and a contact email in the User-Agent)"
+        )
+    return match.group("name"), match.group("email")
+
+
+class EdgarFilingsClient:
+    """Filings of `forms` for each ticker or CIK, filed in [after, before], newest `limit` each."""
+
+    def __init__(
+        self,
+        tickers_or_ciks: list[str],
+        forms: tuple[str, ...] = ("10-K", "10-Q", "8-K"),
+        identity: str | None = None,
+        download_dir: str | os.PathLike = "edgar",
+        limit: int | None = None,
+        after: str | date | None = None,
+        before: str | date | None = None,
+        *,
+        attempts: int = 4,
+        base_delay: float = 2.0,
+    ):
+        self.name, self.email = parse_identity(identity)
+        self.companies = [str(c).strip().upper() for c in tickers_or_ciks]
+        self.forms = tuple(forms)
+        self.download_dir = Path(download_dir)
+        self.limit = limit
+        self.after = date.fromisoformat(str(after)) if after else date(1994, 1, 1)
+        self.before = date.fromisoformat(str(before)) if before else None
+        self.attempts, self.base_delay = attempts, base_delay
+
+    def fetch(self) -> pl.DataFrame:
+        before = self.before or date.today()
+        downloader = self._call(self._downloader, what="SEC ticker list")
+        rows = []
+        for company in self.companies:
+            for form in self.forms:
+                what = f"SEC {form} filings of {company}"
+                self._call(lambda: self._get(downloader, form, company, before), what=what)
+                rows += self._read_saved(company, form, before)
+        frame = pl.DataFrame(rows, schema={**FILINGS}) if rows else pl.DataFrame(schema=FILINGS)
+        return conform(frame, FILINGS, what="SEC EDGAR filings")
+
+    def _downloader(self):
+        from sec_edgar_downloader import Downloader
+
+        return Downloader(self.name, self.email, self.download_dir)
+
+    def _get(self, downloader, form: str, company: str, before: date) -> int:
+        out = io.StringIO()
+        with redirect_stdout(out):  # where the downloader reports (and swallows) failures
+            count = downloader.get(form, company, limit=self.limit, after=self.after, before=before)
+        failures = [m.groupdict() for m in _FAILURE.finditer(out.getvalue())]
+        if failures:
+            listed = "; ".join(f"{f['acc']}: {f['why'][:160]}" for f in failures)
+            if any(_TRANSIENT.search(f["why"]) for f in failures):
+                raise TransientError(f"{len(failures)} {form} filing(s) of {company} failed to download ({listed})")
+            raise EdgarDownloadError(
+                f"{len(failures)} {form} filing(s) of {company} failed to download ({listed}): "
+                "a 403 means the SEC refused the User-Agent or the request rate (check "
+                "SEC_EDGAR_IDENTITY); a 404 means the filing is not in the EDGAR archive"
+            )
+        return count
+
+    def _read_saved(self, company: str, form: str, before: date) -> list[dict]:
+        folder = company.zfill(10) if company.isdigit() else company
+        paths = sorted((self.download_dir / "sec-edgar-filings" / folder / form).glob("*/full-submission.txt"))
+        subs = [parse_full_submission(p.read_text(encoding="utf-8", errors="replace")) for p in paths]
+        # The folder may hold filings from earlier runs: keep what this request selects.
+        subs = [s for s in subs if s.form == form and self.after <= s.filed <= before]
+        subs = sorted(subs, key=lambda s: (s.filed, s.accession), reverse=True)[: self.limit]
+        return [
+            {
+                "cik": s.cik,
+                "ticker": None if company.isdigit() else company,
+                "company": s.company,
+                "form": s.form,
+                "accession": s.accession,
+                "filed": s.filed,
+                "period": s.period,
+                "items": s.items,
+                "document": s.document,
+                "document_format": s.document_format,
+                "source": "sec-edgar",
+            }
+            for s in subs
+        ]
+
+    def _call(self, fn, *, what: str):
+        def attempt():
+            try:
+                return fn()
+            except requests.HTTPError as exc:
+                status = exc.response.status_code if exc.response is not None else None
+                if status == 429 or (status or 0) >= 500:
+                    raise TransientError(f"{what}: SEC answered HTTP {status}") from exc
+                if status == 403:
+                    raise EdgarDownloadError(
+                        f"{what}: SEC answered 403 Forbidden: set SEC_EDGAR_IDENTITY to a real name "
+                        "and email and stay under 10 requests per second"
+                    ) from exc
+                raise EdgarDownloadError(f"{what}: SEC answered HTTP {status} ({exc}): check the ticker or CIK") from exc
+            except (requests.ConnectionError, requests.Timeout) as exc:
+                raise TransientError(f"{what}: could not reach the SEC ({exc})") from exc
+
+        return retry(attempt, attempts=self.attempts, base_delay=self.base_delay, what=what)

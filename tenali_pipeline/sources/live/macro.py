@@ -1,0 +1,159 @@
+"""Macro series from FRED / ALFRED (St. Louis Fed), through fredapi, point-in-time.
+
+Endpoints (XML, fredapi's default; the API key travels as the `api_key` query parameter):
+- {root_url}/series?series_id=ID: title, units, frequency.
+- {root_url}/series/observations?series_id=ID&realtime_start=1776-07-04&realtime_end=9999-12-31:
+  every vintage of every observation, each with the first day it was published (realtime_start).
+
+Rate limits: FRED allows 120 requests per minute per API key and answers HTTP 429 beyond it.
+This client makes two requests per series and retries 429 and 5xx with exponential backoff.
+
+fredapi facts this client relies on: it uses urllib (no timeout, no session); every HTTP error
+surfaces as a bare `ValueError(<FRED's message>)` raised while handling the urllib HTTPError,
+so the status code is recovered from the exception's `__context__`. The HTTPError's URL holds the
+API key: errors are re-raised `from None` and messages are passed through `redact`.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from datetime import date
+from typing import Literal
+from urllib.error import HTTPError, URLError
+from xml.etree.ElementTree import ParseError
+
+import polars as pl
+
+from ..http import TransientError, redact, retry
+from ..schema import MACRO_OBSERVATIONS, conform
+
+log = logging.getLogger(__name__)
+
+
+# FRED's `limit` for series/observations defaults to, and cannot exceed, 100000 rows.
+FRED_ROW_CAP = 100_000
+
+
+class FredError(RuntimeError):
+    """FRED refused a request for a reason retrying will not fix."""
+
+
+class FredMacroClient:
+    """Observations of `series_ids` with the date each value was first published.
+
+    Vintages: FRED's plain `get_series` returns today's revised values stamped with today's
+    realtime_start, and fredapi's `get_series_first_release` drops the realtime_start column, so
+    neither keeps the publication date. We call `get_series_all_releases` (ALFRED, every vintage)
+    and, with `vintages="first"`, keep per observation date the first vintage that has a value:
+    the number as it was first known, with the day it became known. `vintages="all"` keeps every
+    revision (several rows per date). Caveat: for observations older than ALFRED's archive of a
+    series, the first vintage is the archive's start, later than the true release: conservative,
+    never look-ahead. fredapi's all-releases call takes no observation_start, so `start` filters
+    after download, and it does not page: a history past FRED's 100000-row cap is an error.
+    """
+
+    def __init__(
+        self,
+        series_ids: list[str],
+        api_key: str | None,
+        start: str | date | None = None,
+        root_url: str | None = None,
+        *,
+        vintages: Literal["first", "all"] = "first",
+        attempts: int = 5,
+        base_delay: float = 2.0,
+    ):
+        api_key = api_key or os.environ.get("FRED_API_KEY")
+        if not api_key:
+            raise ValueError(
+                "FRED API key missing: set FRED_API_KEY (a free key is issued at "
+                "https://fred.stlouisfed.org/docs/api/api_key.html) or use the sample macro source"
+            )
+        if vintages not in ("first", "all"):
+            raise ValueError(f"vintages must be 'first' or 'all', not {vintages!r}")
+        self.series_ids = list(series_ids)
+        self.start = date.fromisoformat(str(start)) if start else None
+        self.vintages = vintages
+        self.attempts, self.base_delay = attempts, base_delay
+        self._api_key = api_key
+        self._root_url = root_url
+
+    def __repr__(self) -> str:  # never show the key
+        return f"FredMacroClient(series_ids={self.series_ids!r}, start={self.start!r}, root_url={self._root_url!r})"
+
+    def fetch(self) -> pl.DataFrame:
+        from fredapi import Fred
+
+        fred = Fred(api_key=self._api_key)
+        if self._root_url:
+            fred.root_url = self._root_url.rstrip("/")
+        what = "FRED observations"
+        return pl.concat([conform(self._fetch_series(fred, s), MACRO_OBSERVATIONS, what=what) for s in self.series_ids])
+
+    def _fetch_series(self, fred, series_id: str) -> pl.DataFrame:
+        import pandas as pd
+
+        info = self._call(series_id, "series info", lambda: fred.get_series_info(series_id))
+        releases = self._call(series_id, "observations", lambda: fred.get_series_all_releases(series_id))
+        if releases.empty:
+            return pl.DataFrame(schema=MACRO_OBSERVATIONS)
+        if len(releases) >= FRED_ROW_CAP:
+            raise FredError(
+                f"FRED returned {len(releases)} rows for {series_id}, its per-request cap: the vintage "
+                "history is truncated (fredapi does not page). Split the series by realtime window."
+            )
+        df = pl.DataFrame(
+            {
+                "date": [ts.date() for ts in releases["date"]],
+                "realtime_start": [ts.date() for ts in releases["realtime_start"]],
+                # FRED's "." (missing) arrives as NaN, or as NaT under pandas 3 (fredapi builds an
+                # object frame by transposing, which turns a NaN beside datetimes into NaT): null.
+                "value": [None if pd.isna(v) else float(v) for v in releases["value"]],
+            },
+            schema_overrides={"value": pl.Float64},
+        )
+        if self.start:
+            df = df.filter(pl.col("date") >= self.start)
+        if self.vintages == "first":
+            df = (
+                df.sort("date", pl.col("value").is_null(), "realtime_start")
+                .unique("date", keep="first", maintain_order=True)
+            )
+        return df.sort("date", "realtime_start").with_columns(
+            series_id=pl.lit(series_id),
+            title=pl.lit(info.get("title")),
+            units=pl.lit(info.get("units")),
+            frequency=pl.lit(info.get("frequency")),
+            source=pl.lit("fred"),
+        )
+
+    def _call(self, series_id: str, what: str, fn):
+        def attempt():
+            try:
+                return fn()
+            except (ValueError, ParseError) as exc:
+                raise self._classify(series_id, what, exc) from None
+            except URLError as exc:  # connection refused, DNS, TLS: fredapi only catches HTTPError
+                reason = redact(str(exc.reason), self._api_key)
+                raise TransientError(f"could not reach FRED ({reason}) for {what} of {series_id}") from None
+
+        return retry(attempt, attempts=self.attempts, base_delay=self.base_delay, what=f"FRED {what} for {series_id}")
+
+    def _classify(self, series_id: str, what: str, exc: Exception) -> Exception:
+        http = exc.__context__ if isinstance(exc.__context__, HTTPError) else None
+        code = http.code if http is not None else None
+        message = redact(str(exc), self._api_key) or (http.reason if http is not None else "no message")
+        if code == 429 or "too many requests" in message.lower():
+            return TransientError(f"FRED rate limit (HTTP 429) on {what} of {series_id}: {message}")
+        if code is not None and code >= 500:
+            return TransientError(f"FRED returned HTTP {code} on {what} of {series_id}: {message}")
+        if code is None:
+            return FredError(f"FRED response for {what} of {series_id} is not usable: {message}")
+        if "api_key" in message.lower():
+            hint = "check FRED_API_KEY (32 lower-case alphanumeric characters, registered at fred.stlouisfed.org)"
+        elif code == 400:
+            hint = "check the series id"
+        else:
+            hint = "check the series id and the FRED root URL"
+        return FredError(f"FRED returned HTTP {code} ({message}) for {what} of series {series_id}: {hint}")

@@ -1,0 +1,1 @@
+"""Technical-analysis features over cleaned OHLCV, as polars expressions; no Dagster here."""

@@ -1,0 +1,1 @@
+"""Text stages: rendering structured data into documents, filtering, dedup and splits; no Dagster."""

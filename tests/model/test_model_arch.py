@@ -1,0 +1,94 @@
+"""The Transformer: shapes, loss, causality, GQA, tied weights and the KV cache."""
+
+import math
+
+import pytest
+import torch
+
+from tenali_model.config import ModelConfig, preset
+from tenali_model.model import KVCache, Transformer
+
+
+def tiny(**kw) -> Transformer:
+    torch.manual_seed(0)
+    return Transformer(ModelConfig(**{**vars(preset("tiny")), **kw}))
+
+
+def test_forward_shapes_and_initial_loss():
+    model = tiny()
+    idx, targets = torch.randint(0, 512, (2, 2, 16))
+    logits, loss = model(idx, targets)
+    assert logits.shape == (2, 16, 512) and logits.dtype == torch.float32
+    assert abs(loss.item() - math.log(512)) < 0.1  # near-uniform predictions at init
+    assert model(idx)[1] is None
+
+
+def test_tied_embeddings_share_storage():
+    model = tiny()
+    assert model.lm_head.weight is model.tok_embeddings.weight
+    untied = tiny(tie_embeddings=False)
+    assert untied.lm_head.weight is not untied.tok_embeddings.weight
+
+
+def test_residual_projections_are_scaled():
+    model = Transformer(preset("demo"))
+    wo = model.layers[0].attn.wo.weight.std().item()
+    wq = model.layers[0].attn.wq.weight.std().item()
+    assert wq == pytest.approx(0.02, rel=0.1)
+    assert wo == pytest.approx(0.02 / math.sqrt(2 * 4), rel=0.1)
+
+
+def test_causal_future_tokens_do_not_change_the_past():
+    model = tiny()
+    idx = torch.randint(0, 512, (1, 20))
+    changed = idx.clone()
+    changed[0, 12:] = (changed[0, 12:] + 1) % 512
+    a, _ = model(idx)
+    b, _ = model(changed)
+    torch.testing.assert_close(a[:, :12], b[:, :12])
+    assert not torch.allclose(a[:, 12:], b[:, 12:])
+
+
+def test_z_loss_adds_logsumexp_penalty():
+    model = tiny()
+    idx = torch.randint(0, 512, (2, 8))
+    logits, ce = model(idx, idx)
+    _, total = model(idx, idx, z_loss=1e-2)
+    expected = ce + 1e-2 * torch.logsumexp(logits, -1).pow(2).mean()
+    torch.testing.assert_close(total, expected)
+
+
+def test_ignore_index():
+    model = tiny()
+    idx = torch.randint(0, 512, (1, 8))
+    targets = idx.clone()
+    targets[0, 4:] = -1
+    logits, loss = model(idx, targets)
+    ref = torch.nn.functional.cross_entropy(logits[0, :4], idx[0, :4])
+    torch.testing.assert_close(loss, ref)
+
+
+@pytest.mark.parametrize("kw", [{}, {"n_kv_heads": 4}, {"n_kv_heads": 1}, {"activation": "gelu"}])
+def test_kv_cache_matches_full_forward(kw):
+    model = tiny(**kw).eval()
+    idx = torch.randint(0, 512, (2, 24))
+    full, _ = model(idx)
+    cache = KVCache(model.config, 2, 24, "cpu", torch.float32)
+    parts = [model(idx[:, :10], cache=cache, start_pos=0)[0]]
+    parts.append(model(idx[:, 10:13], cache=cache, start_pos=10)[0])  # a multi-token chunk
+    for t in range(13, 24):
+        parts.append(model(idx[:, t:t + 1], cache=cache, start_pos=t)[0])
+    torch.testing.assert_close(torch.cat(parts, dim=1), full, atol=1e-5, rtol=1e-4)
+
+
+def test_too_long_sequence_is_refused():
+    model = tiny()
+    with pytest.raises(ValueError, match="max_seq_len"):
+        model(torch.zeros(1, 129, dtype=torch.long))
+
+
+def test_backward_reaches_every_parameter():
+    model = tiny()
+    idx = torch.randint(0, 512, (2, 8))
+    model(idx, idx)[1].backward()
+    assert all(p.grad is not None and p.grad.abs().sum() > 0 for p in model.parameters())

@@ -1,0 +1,140 @@
+"""The checkpoint layout (version 1): round trip, integrity, latest pointer, pruning."""
+
+import json
+import random
+
+import numpy as np
+import pytest
+import torch
+
+from tenali_model.checkpoint import (CheckpointError, latest_checkpoint, list_checkpoints,
+                                     load_model, load_train_state, restore_rng, save_checkpoint)
+from tenali_model.config import ModelConfig, preset
+from tenali_model.model import Transformer
+
+
+def small_model(seed=0, **kw) -> Transformer:
+    torch.manual_seed(seed)
+    return Transformer(ModelConfig(**{**vars(preset("tiny")), "vocab_size": 64, **kw}))
+
+
+def trained_optimizer(model):
+    opt = torch.optim.AdamW(model.parameters(), lr=1e-3)
+    idx = torch.randint(0, 64, (2, 8))
+    model(idx, idx)[1].backward()
+    opt.step()
+    return opt
+
+
+def test_round_trip(tmp_path):
+    model = small_model()
+    opt = trained_optimizer(model)
+    path = save_checkpoint(tmp_path, step=12, model=model, optimizer=opt, tokens_seen=345,
+                           loader_state={"epoch": 1, "position": 2}, loss=1.5, val_loss=1.7)
+    assert path == tmp_path / "step_00000012"
+    assert sorted(p.name for p in path.iterdir()) == [
+        "config.json", "meta.json", "model.safetensors", "train_state.pt"]
+    assert (tmp_path / "latest").read_text().strip() == "step_00000012"
+    assert latest_checkpoint(tmp_path) == path
+
+    loaded = load_model(path)
+    assert loaded.lm_head.weight is loaded.tok_embeddings.weight  # tie restored, stored once
+    for (name, a), (_, b) in zip(model.state_dict().items(), loaded.state_dict().items()):
+        assert torch.equal(a, b), name
+    assert torch.equal(loaded.rope_cos, model.rope_cos)
+    idx = torch.randint(0, 64, (1, 10))
+    torch.testing.assert_close(loaded(idx)[0], model.eval()(idx)[0], rtol=0, atol=0)
+
+    meta = json.loads((path / "meta.json").read_text())
+    assert meta["checkpoint_format_version"] == 1
+    assert (meta["step"], meta["tokens_seen"], meta["loss"], meta["val_loss"]) == (12, 345, 1.5, 1.7)
+    assert len(meta["model_sha256"]) == 64 and meta["num_params"] == model.num_params()
+    config = json.loads((path / "config.json").read_text())
+    assert config["checkpoint_format_version"] == 1 and config["vocab_size"] == 64
+
+    state = load_train_state(path)  # weights_only=True inside
+    assert (state["step"], state["tokens_seen"], state["loader"]) == (12, 345, {"epoch": 1, "position": 2})
+    fresh = torch.optim.AdamW(loaded.parameters(), lr=1e-3)
+    fresh.load_state_dict(state["optimizer"])
+    torch.testing.assert_close(fresh.state_dict()["state"][0]["exp_avg"],
+                               opt.state_dict()["state"][0]["exp_avg"])
+    torch.load(path / "train_state.pt", weights_only=True)  # the contract, checked directly
+
+
+def test_untied_model_round_trip(tmp_path):
+    model = small_model(tie_embeddings=False)
+    path = save_checkpoint(tmp_path, step=1, model=model)
+    loaded = load_model(path)
+    assert torch.equal(loaded.lm_head.weight, model.lm_head.weight)
+    assert loaded.lm_head.weight is not loaded.tok_embeddings.weight
+
+
+def test_rng_states_restore(tmp_path):
+    model = small_model()
+    random.seed(1), np.random.seed(1), torch.manual_seed(1)
+    path = save_checkpoint(tmp_path, step=1, model=model)
+    expected = (random.random(), np.random.rand(), torch.rand(1).item())
+    random.seed(9), np.random.seed(9), torch.manual_seed(9)
+    restore_rng(load_train_state(path)["rng"])
+    assert (random.random(), np.random.rand(), torch.rand(1).item()) == expected
+
+
+def test_corrupt_weights_fail_with_sha256_message(tmp_path):
+    path = save_checkpoint(tmp_path, step=3, model=small_model())
+    weights = path / "model.safetensors"
+    raw = bytearray(weights.read_bytes())
+    raw[-5] ^= 0xFF
+    weights.write_bytes(bytes(raw))
+    with pytest.raises(CheckpointError, match="sha256 mismatch"):
+        load_model(path)
+
+
+def test_truncated_weights_fail_even_unverified(tmp_path):
+    path = save_checkpoint(tmp_path, step=3, model=small_model())
+    weights = path / "model.safetensors"
+    weights.write_bytes(weights.read_bytes()[:100])
+    with pytest.raises(CheckpointError, match="sha256 mismatch"):
+        load_model(path)
+    with pytest.raises(CheckpointError, match="cannot read model.safetensors"):
+        load_model(path, verify=False)
+
+
+def test_other_format_version_is_refused(tmp_path):
+    path = save_checkpoint(tmp_path, step=3, model=small_model())
+    meta = json.loads((path / "meta.json").read_text())
+    meta["checkpoint_format_version"] = 2
+    (path / "meta.json").write_text(json.dumps(meta))
+    with pytest.raises(CheckpointError, match="checkpoint_format_version 2"):
+        load_model(path)
+
+
+def test_keep_last_prunes_and_latest_follows(tmp_path):
+    model = small_model()
+    for step in (10, 20, 30, 40):
+        save_checkpoint(tmp_path, step=step, model=model, keep_last=2)
+    assert [p.name for p in list_checkpoints(tmp_path)] == ["step_00000030", "step_00000040"]
+    assert latest_checkpoint(tmp_path).name == "step_00000040"
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]  # no temp dirs left
+
+
+def test_resave_same_step_replaces(tmp_path):
+    model = small_model()
+    save_checkpoint(tmp_path, step=5, model=model, loss=2.0)
+    save_checkpoint(tmp_path, step=5, model=model, loss=1.0)
+    assert json.loads((tmp_path / "step_00000005" / "meta.json").read_text())["loss"] == 1.0
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["latest", "step_00000005"]
+
+
+def test_latest_ignores_incomplete_and_falls_back(tmp_path):
+    model = small_model()
+    save_checkpoint(tmp_path, step=1, model=model)
+    save_checkpoint(tmp_path, step=2, model=model)
+    (tmp_path / ".tmp-step_00000003-crashed").mkdir()  # a save that died half way
+    (tmp_path / "step_00000004").mkdir()  # no meta.json: not a complete checkpoint
+    assert latest_checkpoint(tmp_path).name == "step_00000002"
+    (tmp_path / "latest").write_text("step_00000099\n")  # dangling pointer
+    assert latest_checkpoint(tmp_path).name == "step_00000002"
+    assert latest_checkpoint(tmp_path / "nothing") is None
+    assert load_model(tmp_path).num_params() == model.num_params()  # an out_dir resolves to latest
+    with pytest.raises(CheckpointError, match="neither"):
+        load_model(tmp_path / "nothing")

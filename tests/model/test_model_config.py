@@ -1,0 +1,104 @@
+"""Configs: preset shapes, the analytic parameter count, and the training-config contract."""
+
+import json
+
+import pytest
+import torch
+
+from tenali_model.config import (MODEL_PRESETS, ConfigError, ModelConfig, TrainConfig, num_params,
+                                 preset)
+from tenali_model.model import Transformer
+
+
+@pytest.mark.parametrize("name", ["tiny", "demo"])
+def test_num_params_matches_built_model(name):
+    cfg = preset(name)
+    assert Transformer(cfg).num_params() == num_params(cfg)
+
+
+@pytest.mark.parametrize("name", ["51m", "7b"])
+def test_num_params_large_presets_on_meta(name):
+    cfg = preset(name)
+    with torch.device("meta"):  # shapes only, no memory
+        model = Transformer(cfg)
+    assert model.num_params() == num_params(cfg)
+
+
+def test_preset_shapes():
+    assert 50e6 < num_params(MODEL_PRESETS["51m"]) < 52e6
+    seven = MODEL_PRESETS["7b"]
+    assert (seven.n_layers, seven.dim, seven.n_heads, seven.max_seq_len, seven.vocab_size) == (
+        32, 4096, 32, 4096, 50000)
+    assert 6.5e9 < num_params(seven) < 7.5e9
+    tiny = MODEL_PRESETS["tiny"]
+    assert (tiny.dim, tiny.n_layers, tiny.n_heads, tiny.n_kv_heads) == (64, 2, 4, 2)
+
+
+def test_ffn_hidden_derivation_and_gelu_count():
+    assert ModelConfig(dim=64).ffn_hidden == 192  # 8/3*64 = 170.7 -> 192
+    assert ModelConfig(dim=128).ffn_hidden == 352  # 341.3 -> 352
+    gelu = ModelConfig(dim=64, activation="gelu")
+    assert gelu.ffn_hidden == 256
+    assert Transformer(gelu).num_params() == num_params(gelu)
+    untied = ModelConfig(dim=64, tie_embeddings=False)
+    assert Transformer(untied).num_params() == num_params(untied)
+
+
+def test_model_config_validation():
+    with pytest.raises(ConfigError, match="divisible"):
+        ModelConfig(dim=66, n_heads=4)
+    with pytest.raises(ConfigError, match="n_kv_heads"):
+        ModelConfig(n_heads=4, n_kv_heads=3)
+    with pytest.raises(ConfigError, match="activation"):
+        ModelConfig(activation="relu")
+
+
+def test_train_config_json_round_trip(tmp_path):
+    cfg = TrainConfig(train_shards=["a.bin"], val_shards=["v.bin"], out_dir="out",
+                      model={"preset": "demo", "n_layers": 2}, vocab_size=1000, steps=10)
+    path = tmp_path / "train.json"
+    cfg.to_json(path)
+    assert [p.name for p in tmp_path.iterdir()] == ["train.json"]  # no temp file left behind
+    back = TrainConfig.from_json(path)
+    assert back == cfg
+    m = back.model_config()
+    assert (m.vocab_size, m.n_layers, m.dim) == (1000, 2, 128)
+    assert json.loads(path.read_text())["format_version"] == 1
+
+
+def test_train_config_preset_name_and_vocab_override():
+    cfg = TrainConfig.from_dict({"train_shards": ["a"], "out_dir": "o", "model": "tiny", "vocab_size": 99})
+    assert cfg.model == "tiny"
+    assert cfg.model_config().vocab_size == 99
+    assert cfg.resolved_seq_len() == 128
+
+
+@pytest.mark.parametrize("d, message", [
+    ({"out_dir": "o"}, r"missing required field\(s\) \['train_shards'\]"),
+    ({"train_shards": ["a"], "out_dir": "o", "stepz": 1}, r"unknown field\(s\) \['stepz'\]"),
+    ({"train_shards": ["a"], "out_dir": "o", "format_version": 2}, "format_version 2"),
+    ({"train_shards": ["a"], "out_dir": "o", "steps": "10"}, "steps must be int"),
+    ({"train_shards": ["a"], "out_dir": "o", "model": "huge"}, "unknown model preset"),
+    ({"train_shards": ["a"], "out_dir": "o", "model": {"dimm": 4}}, r"model: unknown field\(s\) \['dimm'\]"),
+    ({"train_shards": "a.bin", "out_dir": "o"}, "list of strings"),
+])
+def test_train_config_errors(d, message):
+    with pytest.raises(ConfigError, match=message):
+        TrainConfig.from_dict(d)
+
+
+def test_train_config_validate():
+    good = dict(train_shards=["a"], out_dir="o")
+    TrainConfig(**good).validate()
+    for bad, message in [({"steps": 0}, "steps"), ({"seq_len": 4096}, "max_seq_len"),
+                         ({"device": "tpu"}, "device"), ({"min_lr": 1.0}, "min_lr"),
+                         ({"train_shards": []}, "train_shards")]:
+        with pytest.raises(ConfigError, match=message):
+            TrainConfig(**{**good, **bad}).validate()
+
+
+def test_from_json_names_the_file(tmp_path):
+    path = tmp_path / "bad.json"
+    path.write_text("{not json")
+    with pytest.raises(ConfigError, match="bad.json"):
+        TrainConfig.from_json(path)

@@ -1,0 +1,166 @@
+"""The trainer: learning, exact resume, CLI errors, torchrun + Dagster Pipes from rank 0 only."""
+
+import base64
+import json
+import subprocess
+import zlib
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from tenali_model.checkpoint import latest_checkpoint, list_checkpoints, load_train_state
+from tenali_model.config import TrainConfig
+from tenali_model.train import lr_at, main, param_groups, train
+from tenali_model.model import Transformer
+from tm_helpers import PYTHON, REPO_ROOT, subprocess_env, tiny_config
+
+
+def read_metrics(out_dir):
+    return [json.loads(line) for line in (out_dir / "metrics.jsonl").read_text().splitlines()]
+
+
+def test_loss_falls_on_a_learnable_stream(shards, tmp_path):
+    out = tmp_path / "run"
+    summary = train(tiny_config(shards, out, steps=80, log_every=5, eval_every=40, ckpt_every=40))
+    assert summary["final_loss"] < 0.7 * summary["initial_loss"]
+    assert summary["val_loss"] < 0.7 * summary["initial_loss"]
+    assert summary["complete"] and summary["step"] == 80
+    assert summary["tokens_seen"] == 80 * 8 * 32
+    rows = read_metrics(out)
+    train_rows = [r for r in rows if r["kind"] == "train"]
+    assert [r["step"] for r in train_rows] == list(range(5, 81, 5))
+    assert set(train_rows[0]) == {"kind", "step", "loss", "lr", "grad_norm", "tokens_seen",
+                                  "tokens_per_sec", "elapsed"}
+    assert [r["step"] for r in rows if r["kind"] == "val"] == [40, 80]
+    assert [p.name for p in list_checkpoints(out)] == ["step_00000040", "step_00000080"]
+    assert latest_checkpoint(out).name == "step_00000080"
+    meta = json.loads((out / "step_00000080" / "meta.json").read_text())
+    assert meta["val_loss"] == summary["val_loss"]
+    assert meta["train_config"]["steps"] == 80
+
+
+def test_resume_is_bit_identical_to_an_uninterrupted_run(shards, tmp_path):
+    full, split = tmp_path / "full", tmp_path / "split"
+    train(tiny_config(shards, full, grad_accum=2))
+    first = train(tiny_config(shards, split, grad_accum=2), stop_at=20)
+    assert first["step"] == 20 and not first["complete"]
+    assert latest_checkpoint(split).name == "step_00000020"
+    # A run killed after its step-20 checkpoint: it logged steps past 20 and left a torn line
+    # and a half-written checkpoint directory behind.
+    with open(split / "metrics.jsonl", "a") as f:
+        f.write(json.dumps({"kind": "train", "step": 25, "loss": 9.9}) + "\n" + '{"kind": "tr')
+    (split / ".tmp-step_00000030-dead").mkdir()
+    second = train(tiny_config(shards, split, grad_accum=2))
+    assert second["resumed_from_step"] == 20 and second["step"] == 40
+
+    a = load_file(str(full / "step_00000040" / "model.safetensors"))
+    b = load_file(str(split / "step_00000040" / "model.safetensors"))
+    assert a.keys() == b.keys()
+    for k in a:
+        assert torch.equal(a[k], b[k]), k
+    opt_a = load_train_state(full / "step_00000040")["optimizer"]["state"]
+    opt_b = load_train_state(split / "step_00000040")["optimizer"]["state"]
+    for i in opt_a:
+        assert torch.equal(opt_a[i]["exp_avg_sq"], opt_b[i]["exp_avg_sq"])
+
+    ra, rb = read_metrics(full), read_metrics(split)
+    assert [r["step"] for r in rb] == [r["step"] for r in ra]  # continues, no duplicates
+    assert [r.get("loss") for r in rb] == [r.get("loss") for r in ra]
+    assert [r.get("val_loss") for r in rb] == [r.get("val_loss") for r in ra]
+
+    again = train(tiny_config(shards, split, grad_accum=2))  # already finished: nothing to do
+    assert again["step"] == 40 and again["resumed_from_step"] == 40
+    assert read_metrics(split) == rb
+
+
+def test_lr_schedule():
+    cfg = TrainConfig(train_shards=["a"], out_dir="o", lr=1.0, min_lr=0.1, warmup_steps=10, steps=110)
+    assert lr_at(0, cfg) == pytest.approx(0.1)
+    assert lr_at(9, cfg) == pytest.approx(1.0)
+    assert lr_at(60, cfg) == pytest.approx(0.55)
+    assert lr_at(110, cfg) == pytest.approx(0.1)
+    assert all(lr_at(s, cfg) >= lr_at(s + 1, cfg) for s in range(10, 110))
+
+
+def test_param_groups_skip_norms_and_embeddings():
+    from tenali_model.config import preset
+    model = Transformer(preset("tiny"))
+    decay, no_decay = param_groups(model, 0.1)
+    assert decay["weight_decay"] == 0.1 and no_decay["weight_decay"] == 0.0
+    assert any(p is model.tok_embeddings.weight for p in no_decay["params"])
+    assert all(p.dim() == 2 for p in decay["params"])
+    assert len(decay["params"]) + len(no_decay["params"]) == len(list(model.parameters()))
+
+
+def test_cli_config_errors_exit_2(shards, tmp_path, capsys):
+    cfg_path = tmp_path / "train.json"
+    cfg_path.write_text(json.dumps({"train_shards": shards["train"], "out_dir": str(tmp_path / "o"),
+                                    "stepz": 3}))
+    assert main(["--config", str(cfg_path)]) == 2
+    assert "unknown field(s) ['stepz']" in capsys.readouterr().err
+
+    tiny_config({**shards, "train": [str(tmp_path / "missing.bin")]}, tmp_path / "o").to_json(cfg_path)
+    assert main(["--config", str(cfg_path)]) == 2
+    assert "not found" in capsys.readouterr().err and "missing.bin" in cfg_path.read_text()
+
+    bad = tmp_path / "bad.bin"
+    bad.write_bytes(b"garbage" * 100)
+    tiny_config({**shards, "train": [str(bad)]}, tmp_path / "o").to_json(cfg_path)
+    assert main(["--config", str(cfg_path)]) == 2
+    assert "bad magic" in capsys.readouterr().err
+
+    assert main(["--config", str(tmp_path / "nope.json")]) == 2
+
+
+def test_cli_refuses_out_dir_of_another_model(shards, tmp_path, capsys):
+    out = tmp_path / "o"
+    train(tiny_config(shards, out, steps=2, eval_every=0, ckpt_every=0))
+    cfg_path = tmp_path / "train.json"
+    tiny_config(shards, out, steps=4, model={"preset": "tiny", "vocab_size": 64, "max_seq_len": 32,
+                                             "n_layers": 3}).to_json(cfg_path)
+    assert main(["--config", str(cfg_path)]) == 2
+    assert "different model" in capsys.readouterr().err
+
+
+def _pipes_env(tmp_path):
+    def encode(value):
+        return base64.b64encode(zlib.compress(json.dumps(value).encode())).decode()
+    context = {"asset_keys": ["pretrain_checkpoint"], "code_version_by_asset_key": None,
+               "provenance_by_asset_key": None, "partition_key": None, "partition_key_range": None,
+               "partition_time_window": None, "run_id": "test-run", "job_name": None,
+               "retry_number": 0, "extras": {}}
+    messages = tmp_path / "pipes_messages.jsonl"
+    return messages, {"DAGSTER_PIPES_CONTEXT": encode({"data": context}),
+                      "DAGSTER_PIPES_MESSAGES": encode({"path": str(messages)})}
+
+
+def test_torchrun_two_ranks_reports_through_pipes_once(shards, tmp_path):
+    out = tmp_path / "ddp"
+    cfg_path = tmp_path / "train.json"
+    tiny_config(shards, out, steps=6, log_every=2, eval_every=3, ckpt_every=3, batch_size=4,
+                grad_accum=2).to_json(cfg_path)
+    messages, pipes_env = _pipes_env(tmp_path)
+    proc = subprocess.run(
+        [PYTHON, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
+         "-m", "tenali_model.train", "--config", str(cfg_path)],
+        cwd=REPO_ROOT, env=subprocess_env(**pipes_env), capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    assert latest_checkpoint(out).name == "step_00000006"
+    assert load_train_state(out / "step_00000006")["loader"]["world_size"] == 2
+    assert [r["step"] for r in read_metrics(out) if r["kind"] == "train"] == [2, 4, 6]
+
+    sent = [json.loads(line) for line in messages.read_text().splitlines()]
+    methods = [m["method"] for m in sent]
+    assert methods.count("opened") == 1 and methods.count("closed") == 1  # rank 0 only
+    reports = [m["params"] for m in sent if m["method"] == "report_asset_materialization"]
+    assert len(reports) == 1
+    meta = reports[0]["metadata"]
+    assert {"step", "tokens_seen", "initial_loss", "final_loss", "val_loss", "min_val_loss",
+            "checkpoint", "num_params", "tokens_per_sec", "wall_seconds", "loss_curve",
+            "world_size"} <= set(meta)
+    assert meta["step"]["raw_value"] == 6 and meta["world_size"]["raw_value"] == 2
+    assert meta["tokens_seen"]["raw_value"] == 6 * 4 * 32 * 2 * 2
+    assert meta["checkpoint"] == {"raw_value": str(out / "step_00000006"), "type": "path"}
+    assert meta["loss_curve"]["type"] == "md" and "| step | loss |" in meta["loss_curve"]["raw_value"]
+    assert any(m["method"] == "log" and "step 6/6" in m["params"]["message"] for m in sent)

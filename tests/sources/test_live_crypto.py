@@ -1,0 +1,193 @@
+"""Replay Binance through ccxt: exchange `urls` are deep-merged to point at a 127.0.0.1 server that
+serves exchangeInfo and klines built from real candles (realdata/crypto/freqtrade_UNITTEST_BTC-1m.json,
+13,681 one-minute candles of a BTC-quoted pair, reshaped to Binance's kline arrays)."""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import threading
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from urllib.parse import parse_qs, urlsplit
+
+import polars as pl
+import pytest
+
+from tenali_pipeline.sources.schema import CRYPTO_OHLCV
+
+ccxt = pytest.importorskip("ccxt")
+from tenali_pipeline.sources.live.crypto import CcxtCryptoClient, ExchangeUnavailableError  # noqa: E402
+
+CANDLES = Path(__file__).resolve().parents[3] / "shared" / "realdata" / "crypto" / "freqtrade_UNITTEST_BTC-1m.json"
+
+# One Binance spot market, shaped like GET /api/v3/exchangeInfo (trimmed to one symbol).
+EXCHANGE_INFO = {
+    "timezone": "UTC",
+    "serverTime": 1510617600000,
+    "rateLimits": [
+        {"rateLimitType": "REQUEST_WEIGHT", "interval": "MINUTE", "intervalNum": 1, "limit": 6000},
+        {"rateLimitType": "ORDERS", "interval": "SECOND", "intervalNum": 10, "limit": 100},
+    ],
+    "exchangeFilters": [],
+    "symbols": [
+        {
+            "symbol": "UNITTESTBTC",
+            "status": "TRADING",
+            "baseAsset": "UNITTEST",
+            "baseAssetPrecision": 8,
+            "quoteAsset": "BTC",
+            "quotePrecision": 8,
+            "quoteAssetPrecision": 8,
+            "baseCommissionPrecision": 8,
+            "quoteCommissionPrecision": 8,
+            "orderTypes": ["LIMIT", "LIMIT_MAKER", "MARKET", "STOP_LOSS_LIMIT", "TAKE_PROFIT_LIMIT"],
+            "icebergAllowed": True,
+            "ocoAllowed": True,
+            "quoteOrderQtyMarketAllowed": True,
+            "isSpotTradingAllowed": True,
+            "isMarginTradingAllowed": False,
+            "filters": [
+                {"filterType": "PRICE_FILTER", "minPrice": "0.00000100", "maxPrice": "100000.00000000", "tickSize": "0.00000100"},
+                {"filterType": "LOT_SIZE", "minQty": "0.00100000", "maxQty": "100000.00000000", "stepSize": "0.00100000"},
+            ],
+            "permissions": ["SPOT"],
+            "permissionSets": [["SPOT"]],
+        }
+    ],
+}
+
+
+def _klines() -> list[list]:
+    if not CANDLES.exists():
+        pytest.skip(f"real capture {CANDLES} not present (../shared/realdata is absent)")
+    out = []
+    for ts, o, h, low, c, v in json.loads(CANDLES.read_text()):
+        # Binance kline: open time, OHLCV as strings, close time, quote volume, trades, taker vols, ignore.
+        out.append([ts, f"{o:.8f}", f"{h:.8f}", f"{low:.8f}", f"{c:.8f}", f"{v:.8f}", ts + 59_999,
+                    f"{v * c:.8f}", 10, "0", "0", "0"])
+    return out
+
+
+class FakeBinance:
+    def __init__(self, klines: list[list], status_first: list[tuple[int, dict, dict]] | None = None):
+        self.klines = klines
+        self.status_first = list(status_first or [])  # answers for the first klines requests
+        self.kline_requests: list[dict] = []
+        fake = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_GET(self):
+                url = urlsplit(self.path)
+                q = {k: v[0] for k, v in parse_qs(url.query).items()}
+                status, headers, body = 200, {}, None
+                if url.path == "/api/v3/exchangeInfo":
+                    body = EXCHANGE_INFO
+                elif url.path == "/api/v3/klines":
+                    fake.kline_requests.append(q)
+                    if fake.status_first:
+                        status, headers, body = fake.status_first.pop(0)
+                    else:
+                        limit = int(q.get("limit", 500))
+                        if "startTime" in q:
+                            body = [k for k in fake.klines if k[0] >= int(q["startTime"])][:limit]
+                        else:
+                            body = fake.klines[-limit:]
+                else:
+                    status, body = 404, {"code": -1, "msg": "not found"}
+                raw = json.dumps(body).encode()
+                self.send_response(status)
+                for k, v in {"Content-Type": "application/json", **headers}.items():
+                    self.send_header(k, v)
+                self.send_header("Content-Length", str(len(raw)))
+                self.end_headers()
+                self.wfile.write(raw)
+
+            def log_message(self, *args):
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        threading.Thread(target=self.server.serve_forever, args=(0.02,), daemon=True).start()
+        base = f"http://127.0.0.1:{self.server.server_port}"
+        # Deep-merged into binance's urls; only spot markets so exchangeInfo is the only market call.
+        self.exchange = ccxt.binance(
+            {"urls": {"api": {"public": f"{base}/api/v3"}}, "options": {"fetchMarkets": {"types": ["spot"]}}, "rateLimit": 1}
+        )
+
+    def close(self):
+        self.server.shutdown()
+        self.server.server_close()
+
+
+@pytest.fixture
+def binance():
+    servers = []
+
+    def make(**kwargs):
+        servers.append(FakeBinance(_klines(), **kwargs))
+        return servers[-1]
+
+    yield make
+    for s in servers:
+        s.close()
+
+
+def test_paginates_until_caught_up_and_retries_429(binance):
+    too_many = (429, {"Retry-After": "0"}, {"code": -1003, "msg": "Too many requests; current limit is 6000 request weight per 1 MINUTE."})
+    fake = binance(status_first=[too_many])
+    first_ts = fake.klines[0][0]
+    client = CcxtCryptoClient("binance", ["UNITTEST/BTC"], timeframe="1m", since=first_ts, exchange=fake.exchange, base_delay=0.01)
+
+    df = client.fetch()
+
+    assert df.schema == pl.Schema(CRYPTO_OHLCV)
+    assert df.height == len(fake.klines) > 13_000  # every real candle, none twice
+    assert df["timestamp"].is_sorted() and df["timestamp"].n_unique() == df.height
+    assert df["timestamp"][0] == dt.datetime.fromtimestamp(first_ts / 1000, dt.timezone.utc)
+    assert df.row(0, named=True)["close"] == pytest.approx(float(fake.klines[0][4]))
+    assert set(df["symbol"]) == {"UNITTEST/BTC"} and set(df["exchange"]) == {"binance"}
+    assert set(df["timeframe"]) == {"1m"} and set(df["source"]) == {"ccxt"}
+    # 1 throttled + 14 full-or-partial pages + 1 empty page; never above Binance's 1000 maximum.
+    assert len(fake.kline_requests) == 16
+    assert all(int(q["limit"]) <= 1000 for q in fake.kline_requests)
+    starts = [int(q["startTime"]) for q in fake.kline_requests[1:]]
+    assert starts == sorted(starts) and starts[1] == fake.klines[1000][0]
+    assert client.exchange.enableRateLimit is True
+
+
+def test_limit_caps_total_and_page(binance):
+    fake = binance()
+    client = CcxtCryptoClient("binance", ["UNITTEST/BTC"], "1m", since=fake.klines[0][0], limit=1500, exchange=fake.exchange)
+
+    df = client.fetch()
+
+    assert df.height == 1500
+    assert [int(q["limit"]) for q in fake.kline_requests] == [1000, 500]
+
+
+def test_since_as_iso_date_and_unknown_symbol(binance):
+    fake = binance()
+    client = CcxtCryptoClient("binance", ["UNITTEST/BTC"], "1m", since="2017-11-14T00:00:00", limit=10, exchange=fake.exchange)
+    df = client.fetch()
+    assert df["timestamp"][0] == dt.datetime(2017, 11, 14, tzinfo=dt.timezone.utc)
+
+    with pytest.raises(ValueError, match="does not list 'ETH/USDT'"):
+        CcxtCryptoClient("binance", ["ETH/USDT"], exchange=fake.exchange).fetch()
+
+
+def test_region_block_is_clear_error_not_retried(binance):
+    blocked = (451, {}, {"code": 0, "msg": "Service unavailable from a restricted location according to 'b. Eligibility'."})
+    fake = binance(status_first=[blocked])
+    client = CcxtCryptoClient("binance", ["UNITTEST/BTC"], "1m", since=fake.klines[0][0], exchange=fake.exchange)
+
+    with pytest.raises(ExchangeUnavailableError, match="451.*another exchange"):
+        client.fetch()
+    assert len(fake.kline_requests) == 1
+
+
+def test_server_error_is_retried(binance):
+    fake = binance(status_first=[(502, {}, {"msg": "Bad Gateway"})])
+    client = CcxtCryptoClient("binance", ["UNITTEST/BTC"], "1m", since=fake.klines[0][0], limit=5, exchange=fake.exchange, base_delay=0.01)
+
+    assert client.fetch().height == 5
+    assert len(fake.kline_requests) == 2

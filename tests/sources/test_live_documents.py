@@ -1,0 +1,89 @@
+"""Local documents from tmp_path folders, and the s3:// code path with pyarrow's `from_uri`
+answered by a local filesystem laid out as bucket/prefix (no network, no credentials: moto cannot
+intercept pyarrow's C++ S3 client, and moto's server mode needs flask, which is not installed)."""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import os
+
+import polars as pl
+import pytest
+from pyarrow import fs
+
+from tenali_pipeline.sources.live import documents
+from tenali_pipeline.sources.live.documents import LocalDocumentsClient, html_to_text
+from tenali_pipeline.sources.schema import DOCUMENTS
+
+# 2024-03-01 23:30 in New York is already 2024-03-02 in UTC.
+LATE_EVENING_NY = dt.datetime(2024, 3, 2, 4, 30, tzinfo=dt.timezone.utc).timestamp()
+
+
+def _write(folder, files):
+    for name, text in files.items():
+        path = folder / name
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(text, encoding="utf-8")
+        os.utime(path, (LATE_EVENING_NY, LATE_EVENING_NY))
+
+
+FILES = {
+    "notes/fomc.md": "\n\n# FOMC minutes, January\n\nParticipants noted **inflation** remained elevated.\n",
+    "memo.txt": "\ufeffQuarterly memo\nRevenue grew 4%.\n",
+    "report.html": "<html><head><title>Q4 &amp; FY report</title><style>p{}</style></head>"
+    "<body><h1>Results</h1><p>Net income rose.</p><script>var x=1;</script><p>Margins held.</p></body></html>",
+    "empty.txt": "   \n",
+    "data.csv": "a,b\n1,2\n",
+}
+
+
+def test_reads_local_folder(tmp_path):
+    _write(tmp_path, FILES)
+
+    df = LocalDocumentsClient(str(tmp_path)).fetch()
+
+    assert df.schema == pl.Schema(DOCUMENTS)
+    rows = {r["uri"].rsplit("/", 1)[-1]: r for r in df.iter_rows(named=True)}
+    assert set(rows) == {"fomc.md", "memo.txt", "report.html"}  # empty and .csv skipped
+    md = rows["fomc.md"]
+    assert md["uri"] == (tmp_path / "notes" / "fomc.md").as_uri()
+    assert md["doc_id"] == hashlib.sha1(md["uri"].encode()).hexdigest()
+    assert md["title"] == "FOMC minutes, January" and "inflation" in md["text"]
+    assert md["date"] == dt.date(2024, 3, 2) and md["source"] == "documents"
+    assert rows["memo.txt"]["title"] == "Quarterly memo"
+    html = rows["report.html"]
+    assert html["title"] == "Q4 & FY report"
+    assert html["text"] == "Results\nNet income rose.\nMargins held."
+    # A file:// root names the same documents with the same ids.
+    assert LocalDocumentsClient(tmp_path.as_uri()).fetch().equals(df)
+
+
+def test_s3_uri_code_path(tmp_path, monkeypatch):
+    _write(tmp_path / "research-bucket" / "docs", {"a.md": "# Alpha\nbody", "deep/b.txt": "Beta\nbody"})
+    seen = []
+
+    def fake_from_uri(uri):
+        seen.append(uri)
+        # What S3FileSystem would see: paths of the form "bucket/key".
+        return fs.SubTreeFileSystem(str(tmp_path), fs.LocalFileSystem()), "research-bucket/docs"
+
+    monkeypatch.setattr(documents, "open_uri", fake_from_uri)
+
+    df = LocalDocumentsClient("s3://research-bucket/docs").fetch()
+
+    assert seen == ["s3://research-bucket/docs"]
+    assert df["uri"].to_list() == ["s3://research-bucket/docs/a.md", "s3://research-bucket/docs/deep/b.txt"]
+    assert df["title"].to_list() == ["Alpha", "Beta"]
+    assert df["doc_id"][0] == hashlib.sha1(b"s3://research-bucket/docs/a.md").hexdigest()
+
+
+def test_missing_folder_and_empty_folder(tmp_path):
+    with pytest.raises(FileNotFoundError, match="not a folder"):
+        LocalDocumentsClient(str(tmp_path / "nope")).fetch()
+    assert LocalDocumentsClient(str(tmp_path)).fetch().height == 0
+
+
+def test_html_to_text_keeps_blocks():
+    text, title = html_to_text("<div>One&nbsp;two</div><ul><li>a</li><li>b</li></ul>")
+    assert text == "One two\na\nb" and title is None

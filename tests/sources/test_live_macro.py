@@ -1,0 +1,229 @@
+"""Replay FRED through fredapi against a 127.0.0.1 server (fredapi's `root_url` points at it).
+
+fredapi asks FRED for XML (its default file_type), so the real JSON captures in
+realdata/fred/ are converted to the XML FRED serves for the same query.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import logging
+import threading
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from urllib.parse import parse_qs, urlsplit
+from xml.sax.saxutils import quoteattr
+
+import polars as pl
+import pytest
+
+from tenali_pipeline.sources.http import RetriesExhausted
+from tenali_pipeline.sources.schema import MACRO_OBSERVATIONS
+
+pytest.importorskip("fredapi")
+from tenali_pipeline.sources.live.macro import FredError, FredMacroClient  # noqa: E402
+
+REALDATA = Path(__file__).resolve().parents[3] / "shared" / "realdata" / "fred"
+KEY = "abcdef0123456789abcdef0123456789"
+
+SERIES = {
+    "GDP": dict(title="Gross Domestic Product", units="Billions of Dollars", frequency="Quarterly"),
+    "FEDFUNDS": dict(title="Federal Funds Effective Rate", units="Percent", frequency="Monthly"),
+}
+
+
+def _attrs(d: dict) -> str:
+    return " ".join(f"{k}={quoteattr(str(v))}" for k, v in d.items())
+
+
+def observations_xml(capture: dict) -> bytes:
+    """FRED's XML for the observations a JSON capture holds."""
+    head = {k: v for k, v in capture.items() if k != "observations"} | {"file_type": "xml"}
+    rows = "\n".join(f"  <observation {_attrs(o)}/>" for o in capture["observations"])
+    return f'<?xml version="1.0" encoding="utf-8" ?>\n<observations {_attrs(head)}>\n{rows}\n</observations>'.encode()
+
+
+def series_xml(series_id: str) -> bytes:
+    meta = {"id": series_id, "realtime_start": "2023-07-18", "realtime_end": "2023-07-18", **SERIES[series_id]}
+    return f'<?xml version="1.0" encoding="utf-8" ?>\n<seriess><series {_attrs(meta)}/></seriess>'.encode()
+
+
+def error_xml(code: int, message: str) -> bytes:
+    return f'<?xml version="1.0" encoding="utf-8" ?>\n<error code="{code}" message="{message}"/>'.encode()
+
+
+class FakeFred:
+    """A 127.0.0.1 FRED: `answers[(path, series_id)]` is a list of (status, body); the last repeats."""
+
+    def __init__(self):
+        self.answers: dict[tuple[str, str], list[tuple[int, bytes]]] = {}
+        self.requests: list[str] = []
+        fake = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_GET(self):
+                fake.requests.append(self.path)
+                url = urlsplit(self.path)
+                sid = parse_qs(url.query).get("series_id", [""])[0]
+                answers = fake.answers.get((url.path, sid)) or [(400, error_xml(400, "Bad Request.  The series does not exist."))]
+                status, body = answers.pop(0) if len(answers) > 1 else answers[0]
+                self.send_response(status)
+                self.send_header("Content-Type", "text/xml; charset=UTF-8")
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+            def log_message(self, *args):
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.root_url = f"http://127.0.0.1:{self.server.server_port}/fred"
+        threading.Thread(target=self.server.serve_forever, args=(0.02,), daemon=True).start()
+
+    def close(self):
+        self.server.shutdown()
+        self.server.server_close()
+
+
+@pytest.fixture
+def fred():
+    server = FakeFred()
+    yield server
+    server.close()
+
+
+def _capture(name: str) -> dict:
+    path = REALDATA / name
+    if not path.exists():
+        pytest.skip(f"real capture {path} not present (../shared/realdata is absent)")
+    return json.loads(path.read_text())
+
+
+def test_replays_real_gdp_and_fedfunds(fred):
+    for sid, name in [("GDP", "fredapi_gdp.json"), ("FEDFUNDS", "fredapi_fedfunds.json")]:
+        fred.answers[("/fred/series", sid)] = [(200, series_xml(sid))]
+        fred.answers[("/fred/series/observations", sid)] = [(200, observations_xml(_capture(name)))]
+
+    df = FredMacroClient(["GDP", "FEDFUNDS"], api_key=KEY, root_url=fred.root_url).fetch()
+
+    assert df.schema == pl.Schema(MACRO_OBSERVATIONS)
+    gdp = df.filter(pl.col("series_id") == "GDP")
+    assert gdp.height == 97
+    first = gdp.row(0, named=True)
+    assert first["date"] == dt.date(1999, 1, 1) and first["value"] == pytest.approx(9411.682)
+    assert first["title"] == "Gross Domestic Product" and first["units"] == "Billions of Dollars"
+    assert first["frequency"] == "Quarterly" and first["source"] == "fred"
+    assert first["realtime_start"] == dt.date(2023, 5, 9)
+    fed = df.filter(pl.col("series_id") == "FEDFUNDS")
+    assert fed.height == 829
+    # The capture's last value is "." (FRED's missing marker): null, not NaN, not dropped here.
+    assert fed.row(-1, named=True)["date"] == dt.date(2023, 7, 1)
+    assert fed.row(-1, named=True)["value"] is None
+    assert fed["value"].null_count() == 1 and fed["value"].is_nan().sum() == 0
+    # All vintages were asked for, with the key, in the XML fredapi parses.
+    obs = [r for r in fred.requests if r.startswith("/fred/series/observations")]
+    assert all("realtime_start=1776-07-04" in r and "realtime_end=9999-12-31" in r for r in obs)
+    assert all(f"api_key={KEY}" in r for r in fred.requests)
+
+
+def _vintaged_gdp() -> bytes:
+    # Real GDP 2013Q4 vintages (fredapi docstring): 17102.5 on 2014-01-30, 17080.7 on 2014-02-28,
+    # 17089.6 on 2014-03-27; and a quarter whose first vintage was missing.
+    rows = [
+        ("2014-01-30", "2014-02-27", "2013-10-01", "17102.5"),
+        ("2014-02-28", "2014-03-26", "2013-10-01", "17080.7"),
+        ("2014-03-27", "9999-12-31", "2013-10-01", "17089.6"),
+        ("2014-04-30", "2014-05-28", "2014-01-01", "."),
+        ("2014-05-29", "9999-12-31", "2014-01-01", "17044.0"),
+        ("2013-01-30", "9999-12-31", "2012-10-01", "16000.0"),
+    ]
+    obs = [dict(realtime_start=a, realtime_end=b, date=d, value=v) for a, b, d, v in rows]
+    return observations_xml({"realtime_start": "1776-07-04", "realtime_end": "9999-12-31", "observations": obs})
+
+
+def test_first_vintage_keeps_publication_date(fred):
+    fred.answers[("/fred/series", "GDP")] = [(200, series_xml("GDP"))]
+    fred.answers[("/fred/series/observations", "GDP")] = [(200, _vintaged_gdp())]
+
+    first = FredMacroClient(["GDP"], KEY, start="2013-01-01", root_url=fred.root_url).fetch()
+    assert first.select("date", "value", "realtime_start").rows() == [
+        (dt.date(2013, 10, 1), 17102.5, dt.date(2014, 1, 30)),
+        (dt.date(2014, 1, 1), 17044.0, dt.date(2014, 5, 29)),  # first vintage with a value
+    ]
+    every = FredMacroClient(["GDP"], KEY, start="2013-01-01", root_url=fred.root_url, vintages="all").fetch()
+    assert every.height == 5
+
+
+def test_rate_limit_is_retried(fred, caplog):
+    fred.answers[("/fred/series", "GDP")] = [(200, series_xml("GDP"))]
+    fred.answers[("/fred/series/observations", "GDP")] = [
+        (429, error_xml(429, "Too Many Requests.  Exceeded Rate Limit")),
+        (200, _vintaged_gdp()),
+    ]
+    caplog.set_level(logging.WARNING)
+
+    df = FredMacroClient(["GDP"], KEY, root_url=fred.root_url, base_delay=0.01).fetch()
+
+    assert df.height == 3
+    assert "rate limit" in caplog.text.lower()
+    assert KEY not in caplog.text
+
+
+def test_persistent_rate_limit_gives_up_without_leaking_key(fred, caplog):
+    fred.answers[("/fred/series", "GDP")] = [(429, error_xml(429, "Too Many Requests.  Exceeded Rate Limit"))]
+    caplog.set_level(logging.DEBUG)
+
+    with pytest.raises(RetriesExhausted) as info:
+        FredMacroClient(["GDP"], KEY, root_url=fred.root_url, attempts=2, base_delay=0.01).fetch()
+
+    assert "GDP" in str(info.value) and "429" in str(info.value.__cause__)
+    assert KEY not in str(info.value) and KEY not in str(info.value.__cause__)
+    assert KEY not in caplog.text
+
+
+def test_bad_series_is_clear_error_without_key(fred):
+    with pytest.raises(FredError, match=r"HTTP 400 .*series does not exist.*NOPE: check the series id") as info:
+        FredMacroClient(["NOPE"], KEY, root_url=fred.root_url).fetch()
+    text = "".join(str(e) for e in (info.value, info.value.__cause__, info.value.__context__) if e is not None)
+    assert KEY not in text and KEY not in repr(info.value)
+    assert sum(r.startswith("/fred/series?") for r in fred.requests) == 1  # not retried
+
+
+def test_bad_key_names_fred_api_key(fred):
+    fred.answers[("/fred/series", "GDP")] = [
+        (400, error_xml(400, "Bad Request.  The value for variable api_key is not registered."))
+    ]
+    with pytest.raises(FredError, match="FRED_API_KEY") as info:
+        FredMacroClient(["GDP"], KEY, root_url=fred.root_url).fetch()
+    assert KEY not in str(info.value)
+
+
+def test_missing_key_names_env_var(monkeypatch):
+    monkeypatch.delenv("FRED_API_KEY", raising=False)
+    with pytest.raises(ValueError, match="FRED_API_KEY"):
+        FredMacroClient(["GDP"], api_key=None)
+    assert KEY not in repr(FredMacroClient(["GDP"], api_key=KEY))
+
+
+def test_unreachable_server_is_retried_then_clear(fred):
+    root = fred.root_url
+    fred.close()  # nothing listens there any more
+    with pytest.raises(RetriesExhausted, match="FRED series info for GDP") as info:
+        FredMacroClient(["GDP"], KEY, root_url=root, attempts=2, base_delay=0.01).fetch()
+    assert "could not reach FRED" in str(info.value.__cause__)
+    assert KEY not in str(info.value.__cause__)
+
+
+def test_series_without_observations_mixes_with_others(fred):
+    SERIES.setdefault("NEWSERIES", dict(title="A series with no data yet", units="Index", frequency="Monthly"))
+    empty = observations_xml({"realtime_start": "1776-07-04", "realtime_end": "9999-12-31", "count": 0, "observations": []})
+    fred.answers[("/fred/series", "NEWSERIES")] = [(200, series_xml("NEWSERIES"))]
+    fred.answers[("/fred/series/observations", "NEWSERIES")] = [(200, empty)]
+    fred.answers[("/fred/series", "GDP")] = [(200, series_xml("GDP"))]
+    fred.answers[("/fred/series/observations", "GDP")] = [(200, _vintaged_gdp())]
+
+    df = FredMacroClient(["NEWSERIES", "GDP"], KEY, root_url=fred.root_url).fetch()
+
+    assert df.schema == pl.Schema(MACRO_OBSERVATIONS)
+    assert df["series_id"].unique().to_list() == ["GDP"] and df.height == 3

@@ -1,0 +1,170 @@
+"""Replay a real Yahoo v8 chart response through yfinance and the live market client.
+
+yfinance's URLs are hard-coded https://... so instead of a local server we hand it a
+`requests.Session` whose adapter answers by URL (cookie, crumb and chart endpoints) and never
+touches the network.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+from pathlib import Path
+
+import polars as pl
+import pytest
+import requests
+from requests.structures import CaseInsensitiveDict
+
+from tenali_pipeline.sources.http import RetriesExhausted
+from tenali_pipeline.sources.schema import MARKET_PRICES
+
+REALDATA = Path(__file__).resolve().parents[3] / "shared" / "realdata"
+CHART = REALDATA / "yahoo" / "chart-AAPL-2020-08-31-to-2020-11-07.body.json"
+WEEKEND_1M = REALDATA / "yahoo" / "chart-AAPL-2025-02-01-to-2025-02-02-includePrePost-false-interval-1m.body.json"
+
+yf = pytest.importorskip("yfinance")
+from tenali_pipeline.sources.live.market import YFinanceMarketClient  # noqa: E402
+
+
+class CannedYahoo(requests.adapters.BaseAdapter):
+    """Answers Yahoo URLs from (url prefix, [(status, body), ...]) routes; the last answer repeats."""
+
+    def __init__(self, routes: dict[str, list[tuple[int, bytes]]]):
+        super().__init__()
+        self.routes = routes
+        self.calls: list[str] = []
+
+    def send(self, request, **kwargs):
+        self.calls.append(request.url)
+        for prefix, answers in self.routes.items():
+            if request.url.startswith(prefix):
+                status, body = answers.pop(0) if len(answers) > 1 else answers[0]
+                break
+        else:
+            status, body = 404, b"not found"
+        resp = requests.Response()
+        resp.status_code, resp._content, resp.url, resp.request = status, body, request.url, request
+        resp.headers = CaseInsensitiveDict({"Content-Type": "application/json"})
+        resp.encoding = "utf-8"
+        return resp
+
+    def close(self):
+        pass
+
+
+@pytest.fixture
+def yahoo(tmp_path):
+    """A session that replays Yahoo, with yfinance's caches isolated in tmp_path."""
+    from yfinance.data import YfData
+
+    yf.set_tz_cache_location(str(tmp_path))
+    YfData.cache_get.cache_clear()  # responses for past ranges are memoised process-wide
+
+    def make(chart_answers, tz_answers=None):
+        # yfinance asks the chart with range=1d for the exchange time zone (cached per process in
+        # the tz cache, so later tests may skip it), then the chart with period1/period2.
+        session = requests.Session()
+        adapter = CannedYahoo(
+            {
+                "https://fc.yahoo.com": [(404, b"")],
+                "https://query1.finance.yahoo.com/v1/test/getcrumb": [(200, b"crumb-abc")],
+                "https://query2.finance.yahoo.com/v8/finance/chart/AAPL?range=1d": tz_answers
+                or [(200, _chart_body())],
+                "https://query2.finance.yahoo.com/v8/finance/chart/": chart_answers,
+            }
+        )
+        session.mount("https://", adapter)
+        return session, adapter
+
+    yield make
+    YfData.cache_get.cache_clear()
+
+
+def _chart_body() -> bytes:
+    if not CHART.exists():
+        pytest.skip(f"real capture {CHART} not present (../shared/realdata is absent)")
+    return CHART.read_bytes()
+
+
+def test_replays_real_aapl_chart_with_split_and_dividend(yahoo):
+    session, adapter = yahoo([(200, _chart_body())])
+    client = YFinanceMarketClient(["aapl"], start="2020-08-31", end="2020-11-07", session=session)
+
+    df = client.fetch()
+
+    assert df.schema == pl.Schema(MARKET_PRICES)
+    assert df.height == 49
+    assert df["ticker"].unique().to_list() == ["AAPL"]
+    first = df.row(0, named=True)
+    assert first["date"] == dt.date(2020, 8, 31)
+    assert first["open"] == pytest.approx(127.58000183105469)
+    assert first["close"] == pytest.approx(129.0399932861328)
+    assert first["adj_close"] == pytest.approx(125.82673645019531)  # Adj Close, not Close
+    assert first["volume"] == 225702700.0
+    assert first["splits"] == 4.0  # the 4:1 split on 2020-08-31
+    last = df.row(-1, named=True)
+    assert last["date"] == dt.date(2020, 11, 6) and last["dividends"] == pytest.approx(0.205)
+    # Days without a corporate action carry 0.0, never null.
+    assert df.filter(pl.col("date") == dt.date(2020, 9, 1))["splits"].to_list() == [0.0]
+    assert df["dividends"].null_count() == 0 and df["splits"].null_count() == 0
+    assert (df["splits"] != 0).sum() == 1 and (df["dividends"] != 0).sum() == 1
+    assert df["source"].unique().to_list() == ["yfinance"]
+
+    chart_calls = [u for u in adapter.calls if "/v8/finance/chart/AAPL" in u]
+    assert any("period1=" in u and "events=div" in u for u in chart_calls)
+    assert all("crumb=crumb-abc" in u for u in chart_calls)
+
+
+def test_rate_limit_is_retried_then_succeeds(yahoo):
+    too_many = (429, b"Too Many Requests")
+    # 429 twice (yfinance retries once itself with the other cookie strategy), then OK.
+    session, adapter = yahoo([too_many, too_many, (200, _chart_body())])
+    client = YFinanceMarketClient(["AAPL"], "2020-08-31", "2020-11-07", session=session, base_delay=0.01)
+
+    df = client.fetch()
+
+    assert df.height == 49
+    assert sum("/v8/finance/chart/" in u for u in adapter.calls) >= 3
+
+
+def test_rate_limit_that_persists_names_the_ticker(yahoo):
+    session, _ = yahoo([(429, b"Too Many Requests")])
+    client = YFinanceMarketClient(["AAPL"], "2020-08-31", "2020-11-07", session=session, attempts=2, base_delay=0.01)
+
+    with pytest.raises(RetriesExhausted, match="Yahoo chart for AAPL"):
+        client.fetch()
+
+
+def test_unknown_ticker_is_a_clear_error(yahoo):
+    body = json.dumps(
+        {"chart": {"result": None, "error": {"code": "Not Found", "description": "No data found, symbol may be delisted"}}}
+    ).encode()
+    session, _ = yahoo([(404, body)], tz_answers=[(404, body)])
+    client = YFinanceMarketClient(["NOPE"], "2020-08-31", "2020-11-07", session=session)
+
+    with pytest.raises(ValueError, match="check the ticker symbol"):
+        client.fetch()
+
+
+def test_window_without_bars_gives_empty_frame(yahoo):
+    if not WEEKEND_1M.exists():
+        pytest.skip(f"real capture {WEEKEND_1M} not present")
+    # Real response for a weekend: meta but no timestamps and an empty quote.
+    session, _ = yahoo([(200, WEEKEND_1M.read_bytes())])
+    client = YFinanceMarketClient(["AAPL"], "2025-02-01", "2025-02-02", session=session)
+
+    df = client.fetch()
+
+    assert df.height == 0 and df.schema == pl.Schema(MARKET_PRICES)
+
+
+def test_html_error_page_is_retried_not_memoised(yahoo):
+    # A 502 HTML page for a past range: yfinance memoises it; the client must clear that and ask again.
+    # yfinance itself retries once (other cookie strategy), so the first attempt sees two 502s.
+    bad_gateway = (502, b"<html><body>Bad Gateway</body></html>")
+    session, adapter = yahoo([bad_gateway, bad_gateway, (200, _chart_body())])
+    client = YFinanceMarketClient(["AAPL"], "2020-08-31", "2020-11-07", session=session, base_delay=0.01)
+
+    assert client.fetch().height == 49
+    assert sum("period1=" in u for u in adapter.calls) == 3
