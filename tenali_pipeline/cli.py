@@ -111,30 +111,33 @@ def cmd_demo(args) -> int:
 def cmd_ui(args) -> int:
     os.environ.setdefault("TENALI_PROFILE", "demo")
     _prepare_environment()
-    workspace = Path("workspace.yaml")
+    workspace = Path("workspace.yaml").absolute()
     target = ["-w", str(workspace)] if workspace.exists() else ["-m", "tenali_pipeline.definitions", "-a", "defs"]
     cmd = [sys.executable, "-m", "dagster", "dev", *target, "-h", args.host, "-p", str(args.port)]
     print(f"Dagster UI on http://{args.host}:{args.port} (instance {os.environ['DAGSTER_HOME']}); Ctrl-C stops it.")
-    # dagster dev does not always stop on SIGTERM: run it in its own process group and end the group.
-    proc = subprocess.Popen(cmd, start_new_session=True)
+    # Started from the instance folder, so Dagster does not warn about the repository's dagster.yaml,
+    # and in its own process group: dagster dev does not always stop on SIGTERM, so we end the group.
+    proc = subprocess.Popen(cmd, cwd=os.environ["DAGSTER_HOME"], start_new_session=True)
+    stopping = []
 
     def stop(*_):
-        for sig, wait in ((signal.SIGINT, 10), (signal.SIGTERM, 5), (signal.SIGKILL, 0)):
+        if stopping:
+            return
+        stopping.append(True)
+        for sig, wait in ((signal.SIGINT, 15), (signal.SIGTERM, 5), (signal.SIGKILL, 5)):
             try:
                 os.killpg(proc.pid, sig)
-                proc.wait(timeout=wait or None)
-                break
+                proc.wait(timeout=wait)
+                return
             except subprocess.TimeoutExpired:
                 continue
             except ProcessLookupError:
-                break
+                return
 
-    signal.signal(signal.SIGTERM, lambda *_: (stop(), sys.exit(143)))
-    try:
-        return proc.wait()
-    except KeyboardInterrupt:
-        stop()
-        return 130
+    signal.signal(signal.SIGINT, stop)
+    signal.signal(signal.SIGTERM, stop)
+    code = proc.wait()
+    return 0 if stopping else code
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -149,14 +149,29 @@ class Lake:
         return Path(self._path(key))
 
     def download_dir(self, key: str, dest: Path) -> Path:
-        """Copy every file under `key` into `dest` (no-op copy for a local lake)."""
+        """A local folder holding every file under `key`: the lake's own folder when the lake is
+        local, else `dest`, filled from S3 (files already there with the same size are kept, so a
+        cache survives retries)."""
         if self.is_local:
             return self.local_dir(key)
-        for k in self.list(key):
-            out = dest / k[len(key) + 1 :]
-            out.parent.mkdir(parents=True, exist_ok=True)
-            out.write_bytes(self.read_bytes(k))
+        infos = self._fs.get_file_info(pafs.FileSelector(self._path(key), recursive=True, allow_not_found=True))
+        base = self._path(key) + "/"
+        for info in infos:
+            if info.type != pafs.FileType.File:
+                continue
+            out = dest / info.path[len(base) :]
+            if out.exists() and out.stat().st_size == info.size:
+                continue
+            _atomic_write_local(out, self.read_bytes(info.path[len(self._base) + 1 :]))
         return dest
+
+    def upload_dir(self, local: Path, key: str) -> str:
+        """Put the files of a local folder under `key` (nothing to do when it is already there)."""
+        if self.is_local and Path(self._path(key)).resolve() == local.resolve():
+            return self.uri(key)
+        with self.staged_dir(key) as out:
+            shutil.copytree(local, out, dirs_exist_ok=True)
+        return self.uri(key)
 
 
 def _atomic_write_local(path: Path, data: bytes) -> None:

@@ -9,6 +9,7 @@ the variable, and no secret ever lands in run config, logs or metadata.
 from __future__ import annotations
 
 import os
+import tempfile
 from pathlib import Path
 
 import dagster as dg
@@ -22,9 +23,15 @@ class LakeResource(dg.ConfigurableResource):
 
     root: str
     s3_endpoint_url: str = ""
+    # Local folder for copies of lake files that a process needs on disk (shards and checkpoints
+    # when the lake is on S3); empty = a folder under the system temp directory.
+    cache_dir: str = ""
 
     def lake(self) -> Lake:
         return Lake(self.root, s3_endpoint_url=self.s3_endpoint_url or None)
+
+    def cache(self) -> Path:
+        return Path(self.cache_dir or Path(tempfile.gettempdir()) / "tenali-cache")
 
 
 class SourcesResource(dg.ConfigurableResource):
@@ -127,7 +134,8 @@ def build_resources(settings: Settings) -> dict:
     from .launchers import build_launcher
 
     return {
-        "lake": LakeResource(root=settings.lake_root, s3_endpoint_url=settings.s3_endpoint_url),
+        "lake": LakeResource(root=settings.lake_root, s3_endpoint_url=settings.s3_endpoint_url,
+                             cache_dir=str(settings.home / "cache")),
         "sources": SourcesResource(
             mode=settings.sources,
             tickers=list(settings.tickers),

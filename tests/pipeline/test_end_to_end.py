@@ -2,6 +2,13 @@
 
 import json
 import math
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
 from pathlib import Path
 
 import dagster as dg
@@ -19,6 +26,7 @@ from tenali_pipeline.sources.schema import SCHEMAS
 from tenali_pipeline.tokenization import EOT, load_tokenizer
 
 STEPS = 80
+ROOT = Path(__file__).resolve().parents[2]
 
 
 @pytest.fixture(scope="module")
@@ -31,9 +39,14 @@ def demo_run(tmp_path_factory):
                                   eval_every=40, eval_batches=5, ckpt_every=40),
         launcher=LocalTorchrunLauncher(nproc_per_node=2, threads_per_process=1),
     )
-    instance = dg.DagsterInstance.ephemeral()
+    # A persistent instance laid out as `tenali demo` lays it out, so the UI test can open it.
+    dagster_home = home / "dagster"
+    dagster_home.mkdir()
+    shutil.copyfile(ROOT / "dagster.yaml", dagster_home / "dagster.yaml")
+    instance = dg.DagsterInstance.from_config(str(dagster_home))
     result = defs.resolve_job_def("everything").execute_in_process(instance=instance, raise_on_error=False)
-    return result, instance, Lake(settings.lake_root), defs
+    yield result, instance, Lake(settings.lake_root), defs
+    instance.dispose()
 
 
 def latest(instance, key):
@@ -119,3 +132,42 @@ def test_training_loss_falls_and_evaluation_is_finite(demo_run):
         assert math.isfinite(ev[key].value) and ev[key].value > 0
     assert ev["perplexity"].value == pytest.approx(math.exp(ev["val_loss"].value), rel=1e-6)
     assert ev["val_loss"].value < math.log(1024)  # better than uniform over the vocabulary
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_the_ui_shows_every_asset_materialised(demo_run):
+    """What a user sees after `tenali demo`: the webserver on that instance lists every asset as materialised."""
+    _, instance, lake, defs = demo_run
+    port = _free_port()
+    env = {**os.environ, "DAGSTER_HOME": instance.root_directory, "TENALI_LAKE_ROOT": lake.root}
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "dagster_webserver", "-w", "workspace.yaml", "-h", "127.0.0.1", "-p", str(port)],
+        cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, start_new_session=True)
+    query = b'{"query": "{ assetNodes { assetKey { path } assetMaterializations(limit: 1) { runId } } }"}'
+    try:
+        deadline, nodes = time.time() + 180, None
+        while time.time() < deadline and nodes is None:
+            assert proc.poll() is None, proc.stderr.read().decode()[-2000:]
+            try:
+                req = urllib.request.Request(f"http://127.0.0.1:{port}/graphql", data=query,
+                                             headers={"Content-Type": "application/json"})
+                with urllib.request.urlopen(req, timeout=10) as resp:
+                    nodes = json.loads(resp.read())["data"]["assetNodes"]
+            except OSError:
+                time.sleep(1)
+        assert nodes is not None, "the webserver did not answer within 180 s"
+        seen = {"/".join(n["assetKey"]["path"]): n["assetMaterializations"] for n in nodes}
+        expected = {k.to_user_string() for k in defs.resolve_asset_graph().get_all_asset_keys()}
+        assert set(seen) == expected
+        assert all(seen[k] for k in expected), [k for k in expected if not seen[k]]
+    finally:
+        os.killpg(proc.pid, 15)
+        try:
+            proc.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, 9)

@@ -29,13 +29,14 @@ def pretrain_evaluation(context: dg.AssetExecutionContext, lake: LakeResource) -
     store = lake.lake()
     latest = store.read_json(LATEST_KEY)
     manifest = store.read_json(f"{SHARDS_KEY}/{MANIFEST}")
-    shards = store.local_dir(SHARDS_KEY)
+    shards = store.download_dir(SHARDS_KEY, lake.cache() / SHARDS_KEY)
+    checkpoint = str(store.download_dir(latest["checkpoint_key"], lake.cache() / latest["checkpoint_key"]))
     val = manifest["splits"]["val"]
     val_tokens, val_bytes = sum(e["tokens"] for e in val), sum(e["bytes"] for e in val)
-    metrics = evaluate_checkpoint(latest["checkpoint"], [str(shards / e["file"]) for e in val],
+    metrics = evaluate_checkpoint(checkpoint, [str(shards / e["file"]) for e in val],
                                   batch_size=8, bytes_per_token=val_bytes / val_tokens)
     sp = load_tokenizer(store.read_bytes(MODEL_KEY))
-    model = load_model(latest["checkpoint"])
+    model = load_model(checkpoint)
     samples = []
     for i, prompt in enumerate(PROMPTS):
         idx = torch.tensor([sp.encode(prompt)], dtype=torch.long)

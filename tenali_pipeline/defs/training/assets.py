@@ -2,8 +2,12 @@
 
 Each run trains into its own folder (``checkpoints/pretrain/<run_id>``); a retry of the same run
 finds the checkpoints there and the trainer resumes from the latest instead of starting over. On
-success the folder is recorded in ``checkpoints/pretrain/LATEST.json`` for evaluation and serving.
+success the final checkpoint is recorded in ``checkpoints/pretrain/LATEST.json`` for evaluation and
+serving. With an S3 lake the shards are first copied to the local cache, training writes there, and
+the final checkpoint is uploaded to the lake.
 """
+
+from pathlib import Path
 
 import dagster as dg
 from tenali_model.config import TrainConfig
@@ -22,8 +26,9 @@ def pretrain_checkpoint(context: dg.AssetExecutionContext, lake: LakeResource, t
                         launcher: dg.ResourceParam) -> dg.MaterializeResult:
     store = lake.lake()
     manifest = store.read_json(f"{SHARDS_KEY}/{MANIFEST}")
-    shards = store.local_dir(SHARDS_KEY)
-    run_dir = store.local_dir(f"{CHECKPOINTS_KEY}/{context.run_id}")
+    shards = store.download_dir(SHARDS_KEY, lake.cache() / SHARDS_KEY)
+    run_key = f"{CHECKPOINTS_KEY}/{context.run_id}"
+    run_dir = store.local_dir(run_key) if store.is_local else lake.cache() / run_key
     run_dir.mkdir(parents=True, exist_ok=True)
     cfg = TrainConfig(
         train_shards=[str(shards / e["file"]) for e in manifest["splits"]["train"]],
@@ -49,13 +54,16 @@ def pretrain_checkpoint(context: dg.AssetExecutionContext, lake: LakeResource, t
     result = launcher.launch(context, config_path, workdir=run_dir)
     reported = result.metadata or {}
     ckpt = reported.get("checkpoint")
-    ckpt_path = getattr(ckpt, "path", None) or getattr(ckpt, "value", None) or ckpt
-    if not ckpt_path or not (store.local_dir(CHECKPOINTS_KEY) / str(ckpt_path)).exists():
+    ckpt_path = Path(str(getattr(ckpt, "path", None) or getattr(ckpt, "value", None) or ckpt or ""))
+    if not ckpt or not (ckpt_path / "model.safetensors").exists():
         raise dg.Failure(f"The trainer reported no usable checkpoint ({ckpt!r}); see the step's stdout/stderr.")
-    store.write_json(LATEST_KEY, {"run_id": context.run_id, "checkpoint": str(ckpt_path),
+    ckpt_key = f"{run_key}/{ckpt_path.name}"
+    uri = store.upload_dir(ckpt_path, ckpt_key)
+    store.write_json(LATEST_KEY, {"run_id": context.run_id, "checkpoint_key": ckpt_key, "checkpoint": uri,
                                   "tokenizer_sha256": manifest["tokenizer"]["sha256"]})
     return dg.MaterializeResult(metadata={
         **reported,
+        "checkpoint": dg.MetadataValue.path(uri),
         "tokenizer_sha256": manifest["tokenizer"]["sha256"][:16],
         "train_tokens_available": manifest["totals"]["train"],
         "train_config": dg.MetadataValue.json(cfg.to_dict()),
