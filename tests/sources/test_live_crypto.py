@@ -6,14 +6,13 @@ from __future__ import annotations
 
 import datetime as dt
 import json
-import threading
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from urllib.parse import parse_qs, urlsplit
 
 import polars as pl
 import pytest
 
+from local_http import LocalServer
 from tenali_pipeline.sources.schema import CRYPTO_OHLCV
 
 ccxt = pytest.importorskip("ccxt")
@@ -74,49 +73,34 @@ class FakeBinance:
         self.klines = klines
         self.status_first = list(status_first or [])  # answers for the first klines requests
         self.kline_requests: list[dict] = []
-        fake = self
-
-        class Handler(BaseHTTPRequestHandler):
-            def do_GET(self):
-                url = urlsplit(self.path)
-                q = {k: v[0] for k, v in parse_qs(url.query).items()}
-                status, headers, body = 200, {}, None
-                if url.path == "/api/v3/exchangeInfo":
-                    body = EXCHANGE_INFO
-                elif url.path == "/api/v3/klines":
-                    fake.kline_requests.append(q)
-                    if fake.status_first:
-                        status, headers, body = fake.status_first.pop(0)
-                    else:
-                        limit = int(q.get("limit", 500))
-                        if "startTime" in q:
-                            body = [k for k in fake.klines if k[0] >= int(q["startTime"])][:limit]
-                        else:
-                            body = fake.klines[-limit:]
-                else:
-                    status, body = 404, {"code": -1, "msg": "not found"}
-                raw = json.dumps(body).encode()
-                self.send_response(status)
-                for k, v in {"Content-Type": "application/json", **headers}.items():
-                    self.send_header(k, v)
-                self.send_header("Content-Length", str(len(raw)))
-                self.end_headers()
-                self.wfile.write(raw)
-
-            def log_message(self, *args):
-                pass
-
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        threading.Thread(target=self.server.serve_forever, args=(0.02,), daemon=True).start()
-        base = f"http://127.0.0.1:{self.server.server_port}"
+        self.http = LocalServer(self._respond)
         # Deep-merged into binance's urls; only spot markets so exchangeInfo is the only market call.
         self.exchange = ccxt.binance(
-            {"urls": {"api": {"public": f"{base}/api/v3"}}, "options": {"fetchMarkets": {"types": ["spot"]}}, "rateLimit": 1}
+            {"urls": {"api": {"public": f"{self.http.base}/api/v3"}}, "options": {"fetchMarkets": {"types": ["spot"]}}, "rateLimit": 1}
         )
 
+    def _respond(self, req) -> tuple[int, dict[str, str], bytes]:
+        url = urlsplit(req.path)
+        q = {k: v[0] for k, v in parse_qs(url.query).items()}
+        status, headers, body = 200, {}, None
+        if url.path == "/api/v3/exchangeInfo":
+            body = EXCHANGE_INFO
+        elif url.path == "/api/v3/klines":
+            self.kline_requests.append(q)
+            if self.status_first:
+                status, headers, body = self.status_first.pop(0)
+            else:
+                limit = int(q.get("limit", 500))
+                if "startTime" in q:
+                    body = [k for k in self.klines if k[0] >= int(q["startTime"])][:limit]
+                else:
+                    body = self.klines[-limit:]
+        else:
+            status, body = 404, {"code": -1, "msg": "not found"}
+        return status, {"Content-Type": "application/json", **headers}, json.dumps(body).encode()
+
     def close(self):
-        self.server.shutdown()
-        self.server.server_close()
+        self.http.close()
 
 
 @pytest.fixture

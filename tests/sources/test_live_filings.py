@@ -5,13 +5,12 @@ from __future__ import annotations
 
 import datetime as dt
 import json
-import threading
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import polars as pl
 import pytest
 
+from local_http import LocalServer
 from tenali_pipeline.sources.http import RetriesExhausted
 from tenali_pipeline.sources.schema import FILINGS
 
@@ -118,31 +117,21 @@ class FakeSec:
         }
         self.requests: list[tuple[str, str]] = []
         self.forbidden: set[str] = set()  # paths answered 403, as the SEC answers abuse
-        fake = self
+        self.http = LocalServer(self._respond)
+        self.base = self.http.base
 
-        class Handler(BaseHTTPRequestHandler):
-            def do_GET(self):
-                fake.requests.append((self.path, self.headers.get("User-Agent", "")))
-                status, body = 404, b"<Error><Code>NoSuchKey</Code></Error>"
-                if self.path in fake.forbidden:
-                    status, body = 403, b"<h1>Your Request Originates from an Undeclared Automated Tool</h1>"
-                elif self.path in fake.files:
-                    status, body = 200, fake.files[self.path]
-                elif self.path.startswith("/Archives/edgar/data/"):
-                    answers = fake.archive.get(self.path.rsplit("/", 1)[-1].removesuffix(".txt"))
-                    if answers:
-                        status, body = answers.pop(0) if len(answers) > 1 else answers[0]
-                self.send_response(status)
-                self.send_header("Content-Length", str(len(body)))
-                self.end_headers()
-                self.wfile.write(body)
-
-            def log_message(self, *args):
-                pass
-
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        threading.Thread(target=self.server.serve_forever, args=(0.02,), daemon=True).start()
-        self.base = f"http://127.0.0.1:{self.server.server_port}"
+    def _respond(self, req) -> tuple[int, dict[str, str], bytes]:
+        self.requests.append((req.path, req.headers.get("User-Agent", "")))
+        status, body = 404, b"<Error><Code>NoSuchKey</Code></Error>"
+        if req.path in self.forbidden:
+            status, body = 403, b"<h1>Your Request Originates from an Undeclared Automated Tool</h1>"
+        elif req.path in self.files:
+            status, body = 200, self.files[req.path]
+        elif req.path.startswith("/Archives/edgar/data/"):
+            answers = self.archive.get(req.path.rsplit("/", 1)[-1].removesuffix(".txt"))
+            if answers:
+                status, body = answers.pop(0) if len(answers) > 1 else answers[0]
+        return status, {}, body
 
     def paths(self) -> list[str]:
         return [p for p, _ in self.requests]
@@ -158,8 +147,7 @@ def sec(monkeypatch):
     monkeypatch.setattr(_orchestrator, "URL_SUBMISSIONS", f"{fake.base}/submissions/{{submission}}")
     monkeypatch.setattr(_orchestrator, "URL_FILING", f"{fake.base}/Archives/edgar/data/{{cik}}/{{acc_num_no_dash}}/{{document}}")
     yield fake
-    fake.server.shutdown()
-    fake.server.server_close()
+    fake.http.close()
 
 
 def test_downloads_and_parses_real_8k(sec, tmp_path):

@@ -9,8 +9,6 @@ from __future__ import annotations
 import datetime as dt
 import json
 import logging
-import threading
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from urllib.parse import parse_qs, urlsplit
 from xml.sax.saxutils import quoteattr
@@ -18,6 +16,7 @@ from xml.sax.saxutils import quoteattr
 import polars as pl
 import pytest
 
+from local_http import LocalServer
 from tenali_pipeline.sources.http import RetriesExhausted
 from tenali_pipeline.sources.schema import MACRO_OBSERVATIONS
 
@@ -59,31 +58,19 @@ class FakeFred:
     def __init__(self):
         self.answers: dict[tuple[str, str], list[tuple[int, bytes]]] = {}
         self.requests: list[str] = []
-        fake = self
+        self.http = LocalServer(self._respond)
+        self.root_url = f"{self.http.base}/fred"
 
-        class Handler(BaseHTTPRequestHandler):
-            def do_GET(self):
-                fake.requests.append(self.path)
-                url = urlsplit(self.path)
-                sid = parse_qs(url.query).get("series_id", [""])[0]
-                answers = fake.answers.get((url.path, sid)) or [(400, error_xml(400, "Bad Request.  The series does not exist."))]
-                status, body = answers.pop(0) if len(answers) > 1 else answers[0]
-                self.send_response(status)
-                self.send_header("Content-Type", "text/xml; charset=UTF-8")
-                self.send_header("Content-Length", str(len(body)))
-                self.end_headers()
-                self.wfile.write(body)
-
-            def log_message(self, *args):
-                pass
-
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.root_url = f"http://127.0.0.1:{self.server.server_port}/fred"
-        threading.Thread(target=self.server.serve_forever, args=(0.02,), daemon=True).start()
+    def _respond(self, req) -> tuple[int, dict[str, str], bytes]:
+        self.requests.append(req.path)
+        url = urlsplit(req.path)
+        sid = parse_qs(url.query).get("series_id", [""])[0]
+        answers = self.answers.get((url.path, sid)) or [(400, error_xml(400, "Bad Request.  The series does not exist."))]
+        status, body = answers.pop(0) if len(answers) > 1 else answers[0]
+        return status, {"Content-Type": "text/xml; charset=UTF-8"}, body
 
     def close(self):
-        self.server.shutdown()
-        self.server.server_close()
+        self.http.close()
 
 
 @pytest.fixture

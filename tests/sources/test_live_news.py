@@ -6,13 +6,12 @@ from __future__ import annotations
 
 import datetime as dt
 import re
-import threading
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import polars as pl
 import pytest
 
+from local_http import LocalServer
 from tenali_pipeline.sources.schema import NEWS
 
 pytest.importorskip("feedparser")
@@ -42,32 +41,20 @@ class FakeFeeds:
         self.routes = routes  # path -> (content type, body)
         self.etag = '"sec-7f3a"'
         self.hits: list[tuple[str, int]] = []
-        fake = self
+        self.http = LocalServer(self._respond)
+        self.base = self.http.base
 
-        class Handler(BaseHTTPRequestHandler):
-            def do_GET(self):
-                if self.path not in fake.routes:
-                    status, ctype, body, extra = 404, "text/html", b"<h1>Not Found</h1>", {}
-                else:
-                    ctype, body = fake.routes[self.path]
-                    status = 200
-                    extra = {"ETag": fake.etag, "Last-Modified": "Fri, 12 Dec 2025 23:03:44 GMT"} if self.path == "/sec.xml" else {}
-                    if extra and self.headers.get("If-None-Match") == fake.etag:
-                        status, body = 304, b""
-                fake.hits.append((self.path, status))
-                self.send_response(status)
-                for k, v in {"Content-Type": ctype, **extra}.items():
-                    self.send_header(k, v)
-                self.send_header("Content-Length", str(len(body)))
-                self.end_headers()
-                self.wfile.write(body)
-
-            def log_message(self, *args):
-                pass
-
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        threading.Thread(target=self.server.serve_forever, args=(0.02,), daemon=True).start()
-        self.base = f"http://127.0.0.1:{self.server.server_port}"
+    def _respond(self, req) -> tuple[int, dict[str, str], bytes]:
+        if req.path not in self.routes:
+            status, ctype, body, extra = 404, "text/html", b"<h1>Not Found</h1>", {}
+        else:
+            ctype, body = self.routes[req.path]
+            status = 200
+            extra = {"ETag": self.etag, "Last-Modified": "Fri, 12 Dec 2025 23:03:44 GMT"} if req.path == "/sec.xml" else {}
+            if extra and req.headers.get("If-None-Match") == self.etag:
+                status, body = 304, b""
+        self.hits.append((req.path, status))
+        return status, {"Content-Type": ctype, **extra}, body
 
 
 @pytest.fixture
@@ -82,8 +69,7 @@ def feeds():
         }
     )
     yield fake
-    fake.server.shutdown()
-    fake.server.server_close()
+    fake.http.close()
 
 
 def test_real_sec_atom_and_rss_with_etag_roundtrip(feeds):
