@@ -38,7 +38,8 @@ class ProgressHandler(logging.Handler):
             self.started[step] = time.time()
         elif kind in ("STEP_SUCCESS", "STEP_FAILURE"):
             self.done += 1
-            took = time.time() - self.started.get(step, time.time())
+            now = time.time()
+            took = now - self.started.get(step, now)
             width = len(str(self.total))
             mark = "" if kind == "STEP_SUCCESS" else "  FAILED"
             self._print(f"[{self.done:>{width}}/{self.total}] {step:<40} {took:6.1f}s{mark}")

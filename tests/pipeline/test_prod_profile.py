@@ -1,0 +1,90 @@
+"""The prod profile's storage for real: the whole graph with its lake on S3 (moto's server on
+127.0.0.1) and its Dagster instance on Postgres (pgserver), from infra/dagster.prod.yaml."""
+
+import shutil
+import socket
+from pathlib import Path
+
+import dagster as dg
+import pytest
+
+from tenali_pipeline.definitions import build_definitions
+from tenali_pipeline.lake import Lake
+from tenali_pipeline.launchers import LocalTorchrunLauncher
+from tenali_pipeline.resources import TrainingResource
+from tenali_pipeline.settings import load_settings
+
+ROOT = Path(__file__).resolve().parents[2]
+BUCKET = "tenali-prod-test"
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture
+def s3(monkeypatch):
+    pytest.importorskip("flask", reason="moto's server mode needs flask: pip install 'moto[server]'")
+    boto3 = pytest.importorskip("boto3")
+    from moto.server import ThreadedMotoServer
+
+    for name, value in {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing",
+                        "AWS_DEFAULT_REGION": "us-east-1", "AWS_REGION": "us-east-1"}.items():
+        monkeypatch.setenv(name, value)
+    port = _free_port()
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
+    server.start()
+    endpoint = f"http://127.0.0.1:{port}"
+    client = boto3.client("s3", endpoint_url=endpoint, region_name="us-east-1")
+    client.create_bucket(Bucket=BUCKET)
+    yield endpoint, client
+    server.stop()
+
+
+@pytest.fixture
+def postgres(tmp_path, monkeypatch):
+    pgserver = pytest.importorskip("pgserver", reason="pgserver runs PostgreSQL from a wheel: pip install pgserver")
+    pytest.importorskip("dagster_postgres")
+    server = pgserver.get_server(tmp_path / "pg", cleanup_mode="stop")
+    # dagster-postgres ships psycopg2; SQLAlchemy 2.1 maps a bare postgresql:// to psycopg 3.
+    monkeypatch.setenv("DAGSTER_PG_URL", server.get_uri().replace("postgresql://", "postgresql+psycopg2://", 1))
+    yield server
+    server.cleanup()
+
+
+def test_prod_profile_runs_on_s3_and_postgres(tmp_path, s3, postgres):
+    endpoint, client = s3
+    settings = load_settings({
+        "TENALI_PROFILE": "prod", "TENALI_HOME": str(tmp_path), "TENALI_LAKE_ROOT": f"s3://{BUCKET}/lake",
+        "TENALI_S3_ENDPOINT_URL": endpoint, "TENALI_SOURCES": "sample", "TENALI_LAUNCHER": "local",
+        "TENALI_VOCAB_SIZE": "800",
+    })
+    assert settings.profile == "prod" and settings.lake_root.startswith("s3://")
+    defs = build_definitions(
+        settings,
+        training=TrainingResource(model="tiny", steps=20, batch_size=4, seq_len=64, eval_every=0, eval_batches=2,
+                                  ckpt_every=0),
+        launcher=LocalTorchrunLauncher(nproc_per_node=1),
+    )
+    home = tmp_path / "dagster"
+    home.mkdir()
+    shutil.copyfile(ROOT / "infra" / "dagster.prod.yaml", home / "dagster.yaml")
+    instance = dg.DagsterInstance.from_config(str(home))
+    try:
+        assert type(instance.run_storage).__name__ == "PostgresRunStorage"
+        result = defs.resolve_job_def("everything").execute_in_process(instance=instance, raise_on_error=False)
+        assert result.success, [e.step_key for e in result.all_events if e.is_step_failure]
+        for key in defs.resolve_asset_graph().get_all_asset_keys():
+            assert instance.get_latest_materialization_event(key) is not None, key
+    finally:
+        instance.dispose()
+
+    keys = {o["Key"] for o in client.list_objects_v2(Bucket=BUCKET)["Contents"]}
+    assert {"lake/corpus/train.parquet", "lake/tokenizer/tenali.model", "lake/shards/manifest.json"} <= keys
+    lake = Lake(f"s3://{BUCKET}/lake", s3_endpoint_url=endpoint)
+    latest = lake.read_json("checkpoints/pretrain/LATEST.json")
+    assert latest["checkpoint"].startswith(f"s3://{BUCKET}/lake/checkpoints/pretrain/")
+    assert f"lake/{latest['checkpoint_key']}/model.safetensors" in keys
+    assert not (tmp_path / "lake").exists()  # nothing went to a local lake by mistake
