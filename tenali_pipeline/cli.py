@@ -48,7 +48,10 @@ def cmd_info(args) -> int:
     if args.verbose:
         print("\nvariables:")
         for name, (meaning, default) in VARIABLES.items():
-            print(f"  {name:<24} {os.environ.get(name, '') or '-':<20} {meaning} (default: {default})")
+            value = os.environ.get(name, "") or "-"
+            if "secret" in meaning and value != "-":
+                value = "(set)"  # never print a secret's value
+            print(f"  {name:<24} {value:<20} {meaning} (default: {default})")
     return 0
 
 

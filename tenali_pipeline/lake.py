@@ -124,7 +124,12 @@ class Lake:
                 old = target.with_name(f".{target.name}.old-{uuid.uuid4().hex[:8]}")
                 if target.exists():
                     target.rename(old)
-                tmp.rename(target)
+                try:
+                    tmp.rename(target)
+                except BaseException:
+                    if old.exists():  # put the previous folder back: never lose the key
+                        old.rename(target)
+                    raise
                 shutil.rmtree(old, ignore_errors=True)
             finally:
                 shutil.rmtree(tmp, ignore_errors=True)
@@ -149,20 +154,30 @@ class Lake:
         return Path(self._path(key))
 
     def download_dir(self, key: str, dest: Path) -> Path:
-        """A local folder holding every file under `key`: the lake's own folder when the lake is
-        local, else `dest`, filled from S3 (files already there with the same size are kept, so a
-        cache survives retries)."""
+        """A local folder holding exactly the files under `key`: the lake's own folder when the lake
+        is local, else `dest`, synced from S3. A cached file is kept only when its size and
+        modification time match the object's (downloads are stamped with the object's time), so
+        retries reuse the cache while a rebuilt shard or manifest is always fetched again; files no
+        longer in the lake are removed."""
         if self.is_local:
             return self.local_dir(key)
-        infos = self._fs.get_file_info(pafs.FileSelector(self._path(key), recursive=True, allow_not_found=True))
         base = self._path(key) + "/"
+        infos = [i for i in self._fs.get_file_info(pafs.FileSelector(self._path(key), recursive=True,
+                                                                     allow_not_found=True))
+                 if i.type == pafs.FileType.File]
+        wanted = set()
         for info in infos:
-            if info.type != pafs.FileType.File:
-                continue
             out = dest / info.path[len(base) :]
-            if out.exists() and out.stat().st_size == info.size:
+            wanted.add(out)
+            mtime = info.mtime.timestamp() if info.mtime else None
+            if out.exists() and out.stat().st_size == info.size and mtime and abs(out.stat().st_mtime - mtime) < 1e-3:
                 continue
             _atomic_write_local(out, self.read_bytes(info.path[len(self._base) + 1 :]))
+            if mtime:
+                os.utime(out, (mtime, mtime))
+        if dest.exists():
+            for stale in [p for p in dest.rglob("*") if p.is_file() and p not in wanted]:
+                stale.unlink()
         return dest
 
     def upload_dir(self, local: Path, key: str) -> str:

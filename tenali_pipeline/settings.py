@@ -16,6 +16,7 @@ Secrets (API keys, database passwords) are never read here: resources take them 
 
 from __future__ import annotations
 
+import datetime as dt
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -40,7 +41,7 @@ VARIABLES: dict[str, tuple[str, str]] = {
     "TENALI_VOCAB_SIZE": ("tokenizer vocabulary size", "4096 for demo, 50000 otherwise"),
     "TENALI_SHARD_TOKENS": ("tokens per shard", "1048576 for demo, 100000000 otherwise"),
     "TENALI_MODEL": ("model preset (tenali_model.config.MODEL_PRESETS)", "demo for demo, 51m otherwise"),
-    "TENALI_TRAIN_STEPS": ("optimizer steps of pretraining", "300 for demo"),
+    "TENALI_TRAIN_STEPS": ("optimizer steps of pretraining", "300 for demo, 20000 otherwise"),
     "TENALI_TRAIN_NPROC": ("torchrun processes per node (0 = one per GPU, else 1 on CPU)", "0"),
     "TENALI_LAUNCHER": ("local | k8s", "local for demo and local, k8s for prod"),
     "FRED_API_KEY": ("FRED API key (secret; live macro source)", ""),
@@ -109,6 +110,15 @@ def load_settings(env: dict[str, str] | None = None) -> Settings:
         except ValueError:
             raise SettingsError(f"{name}={raw!r} must be an integer.") from None
 
+    def date(name: str) -> str:
+        raw = get(name)
+        if raw:
+            try:
+                dt.date.fromisoformat(raw)
+            except ValueError:
+                raise SettingsError(f"{name}={raw!r} must be a date such as 2015-01-01.") from None
+        return raw
+
     lake_root = get("TENALI_LAKE_ROOT") or ("" if profile == "prod" else str(home / "lake"))
     if profile == "prod" and not lake_root.startswith("s3://"):
         raise SettingsError(
@@ -135,8 +145,8 @@ def load_settings(env: dict[str, str] | None = None) -> Settings:
         crypto_symbols=_csv(get("TENALI_CRYPTO_SYMBOLS")) or base.crypto_symbols,
         news_feeds=_csv(get("TENALI_NEWS_FEEDS")) or base.news_feeds,
         documents_root=get("TENALI_DOCUMENTS_ROOT") or str(home / "documents"),
-        start_date=get("TENALI_START_DATE") or base.start_date,
-        val_start=get("TENALI_VAL_START"),
+        start_date=date("TENALI_START_DATE") or base.start_date,
+        val_start=date("TENALI_VAL_START"),
         vocab_size=integer("TENALI_VOCAB_SIZE", 4096 if demo else 50_000),
         shard_tokens=integer("TENALI_SHARD_TOKENS", (1 << 20) if demo else 100_000_000),
         model=get("TENALI_MODEL") or ("demo" if demo else "51m"),

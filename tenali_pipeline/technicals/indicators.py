@@ -15,7 +15,12 @@ def rsi(close: pl.Expr, n: int = 14) -> pl.Expr:
     delta = close.diff()
     gain = delta.clip(lower_bound=0).ewm_mean(alpha=1 / n, adjust=False, min_samples=n)
     loss = (-delta).clip(lower_bound=0).ewm_mean(alpha=1 / n, adjust=False, min_samples=n)
-    return (100 - 100 / (1 + gain / loss)).fill_nan(100.0)
+    # No losses: 100 if there were gains, 50 on a perfectly flat window (0/0), as most charting
+    # packages show it.
+    return (
+        pl.when(loss == 0).then(pl.when(gain == 0).then(50.0).otherwise(100.0))
+        .otherwise(100 - 100 / (1 + gain / loss))
+    )
 
 
 def add_indicators(df: pl.DataFrame, *, by: str, price: str = "adj_close", time: str = "date") -> pl.DataFrame:

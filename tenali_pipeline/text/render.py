@@ -105,8 +105,10 @@ def render_macro(obs: pl.DataFrame) -> pl.DataFrame:
     """A note per observation date listing each series' level and change, dated when published."""
     if obs.is_empty():
         return _frame([])
-    df = obs.sort("series_id", "date").with_columns(
-        prev=pl.col("value").shift(1).over("series_id"), prev_year=pl.col("value").shift(4).over("series_id"))
+    df = obs.sort("series_id", "date").with_columns(prev=pl.col("value").shift(1).over("series_id"))
+    # "A year earlier" by calendar, so monthly, quarterly and daily series all compare like with like.
+    year_ago = obs.select("series_id", date=pl.col("date").dt.offset_by("1y"), prev_year="value")
+    df = df.join(year_ago, on=["series_id", "date"], how="left")
     rows = []
     for (day,), g in df.group_by(["date"], maintain_order=True):
         lines = []
@@ -174,6 +176,7 @@ def render_technical(features: pl.DataFrame, *, by: str = "ticker", time: str = 
 class _TextExtractor(HTMLParser):
     BLOCK = {"p", "div", "br", "tr", "li", "h1", "h2", "h3", "h4", "h5", "h6", "table"}
     SKIP = {"script", "style", "title", "ix:header"}
+    CELL = {"td", "th"}  # table cells: a space between them, or "Net sales$1,234" runs together
 
     def __init__(self):
         super().__init__(convert_charrefs=True)
@@ -191,6 +194,8 @@ class _TextExtractor(HTMLParser):
             self._skip = max(0, self._skip - 1)
         elif tag in self.BLOCK:
             self.parts.append("\n")
+        elif tag in self.CELL:
+            self.parts.append(" ")
 
     def handle_data(self, data):
         if not self._skip:
@@ -213,7 +218,7 @@ def render_filings(filings: pl.DataFrame) -> pl.DataFrame:
         if r["period"] is not None:
             header += f" for the period ended {r['period']:%B %d, %Y}"
         rows.append(_doc("news_filings", r["source"], r["ticker"] or r["cik"], r["filed"],
-                         f"{r['ticker']} {r['form']} {r['filed']}", header + ".\n\n" + body))
+                         f"{r['ticker'] or r['cik']} {r['form']} {r['filed']}", header + ".\n\n" + body))
     return _frame(rows)
 
 

@@ -1,0 +1,171 @@
+"""The tenali command's info and environment set-up, and the progress logger used by `tenali demo`."""
+
+import io
+import logging
+import os
+import re
+from pathlib import Path
+from types import SimpleNamespace
+
+import dagster as dg
+import pytest
+
+from tenali_pipeline import cli
+from tenali_pipeline.progress import ProgressHandler, progress_logger
+from tenali_pipeline.settings import VARIABLES, SettingsError
+
+
+@pytest.fixture
+def env(monkeypatch, tmp_path):
+    """A clean TENALI_HOME in tmp_path; everything the command sets in os.environ is undone afterwards."""
+    for name in VARIABLES:
+        monkeypatch.setenv(name, "")  # records the original value (or its absence) for undo,
+        monkeypatch.delenv(name)      # so what cli writes into os.environ does not outlive the test
+    monkeypatch.setenv("TENALI_HOME", str(tmp_path))
+    monkeypatch.chdir(tmp_path)
+    return tmp_path
+
+
+def test_info_verbose_prints_the_lake_and_every_variable(env, capsys, monkeypatch):
+    monkeypatch.setenv("TENALI_TICKERS", "NVDA,AMD")
+    assert cli.main(["info", "-v"]) == 0
+    out = capsys.readouterr().out
+    assert re.search(rf"^lake\s+{re.escape(str(env / 'lake'))}$", out, re.M)
+    assert re.search(rf"^dagster home\s+{re.escape(str(env / 'dagster'))}$", out, re.M)
+    assert re.search(r"^profile\s+demo$", out, re.M)
+    assert re.search(r"^model\s+demo \(300 steps\)$", out, re.M)
+    listed = re.findall(r"^  ([A-Z][A-Z0-9_]+) ", out, re.M)
+    assert listed == list(VARIABLES)
+    assert re.search(r"^  TENALI_TICKERS\s+NVDA,AMD\s", out, re.M)  # a set variable shows its value
+    assert re.search(r"^  TENALI_VAL_START\s+-\s", out, re.M)  # an unset one shows '-'
+    assert re.search(rf"^  TENALI_HOME\s+{re.escape(str(env))}\s", out, re.M)
+
+
+def test_info_never_prints_a_secret(env, capsys, monkeypatch):
+    monkeypatch.setenv("FRED_API_KEY", "abcdef0123456789secret")
+    assert cli.main(["info", "-v"]) == 0
+    out = capsys.readouterr().out
+    assert "abcdef0123456789" not in out
+    assert re.search(r"^  FRED_API_KEY\s+\(set\)\s", out, re.M)
+
+
+def test_info_without_verbose_lists_no_variables(env, capsys):
+    assert cli.main(["info"]) == 0
+    out = capsys.readouterr().out
+    assert "variables:" not in out and "TENALI_TICKERS" not in out
+    assert str(env / "lake") in out
+
+
+def test_info_reports_a_bad_setting(env, monkeypatch):
+    monkeypatch.setenv("TENALI_PROFILE", "prod")
+    with pytest.raises(SettingsError, match="TENALI_LAKE_ROOT"):
+        cli.main(["info"])
+
+
+def test_prepare_environment_installs_the_instance_config(env):
+    cli._prepare_environment()
+    dagster_home = Path(os.environ["DAGSTER_HOME"])
+    assert dagster_home == env / "dagster"
+    assert os.environ["TENALI_HOME"] == str(env)
+    packaged = (Path(cli.__file__).parent / "instance" / "dagster.yaml").read_text()
+    assert (dagster_home / "dagster.yaml").read_text() == packaged
+    assert "telemetry" in packaged
+    # an instance's own dagster.yaml is never overwritten
+    (dagster_home / "dagster.yaml").write_text("telemetry:\n  enabled: true\n")
+    cli._prepare_environment()
+    assert (dagster_home / "dagster.yaml").read_text() == "telemetry:\n  enabled: true\n"
+
+
+def test_prepare_environment_makes_relative_paths_absolute_and_respects_dagster_home(env, monkeypatch):
+    monkeypatch.setenv("TENALI_HOME", "rel/home")
+    monkeypatch.setenv("DAGSTER_HOME", "elsewhere/instance")
+    cli._prepare_environment()
+    assert os.environ["TENALI_HOME"] == str(env / "rel" / "home")
+    assert os.environ["DAGSTER_HOME"] == str(env / "elsewhere" / "instance")
+    assert (env / "elsewhere" / "instance" / "dagster.yaml").is_file()
+    assert not (env / "rel" / "home" / "dagster").exists()
+
+
+def test_environment_is_restored_after_the_cli_tests():
+    # runs after the tests above in this module: _prepare_environment's writes were undone
+    assert "DAGSTER_HOME" not in os.environ and "TENALI_HOME" not in os.environ
+
+
+def test_no_command_is_a_usage_error(capsys):
+    with pytest.raises(SystemExit) as e:
+        cli.main([])
+    assert e.value.code == 2
+
+
+# ---- progress -------------------------------------------------------------------------------
+def _record(step: str, kind: str | None, message: str = "", level: int = logging.DEBUG, **event_fields):
+    record = logging.LogRecord("dagster", level, __file__, 1, message, None, None)
+    event = SimpleNamespace(event_type_value=kind, **event_fields) if kind else None
+    record.dagster_meta = {"dagster_event": event, "step_key": step, "orig_message": message}
+    return record
+
+
+def test_progress_handler_prints_a_line_per_finished_step():
+    stream = io.StringIO()
+    handler = ProgressHandler(total=12, stream=stream)
+    error = SimpleNamespace(to_string=lambda: "ValueError: boom")
+    check = SimpleNamespace(passed=False, asset_check_key=SimpleNamespace(name="unique_key"),
+                            asset_key=dg.AssetKey("clean_market_prices"))
+    for record in [
+        _record("raw_market_prices", "STEP_START"),
+        _record("raw_market_prices", "STEP_OUTPUT"),                       # engine noise: nothing
+        _record("raw_market_prices", None, "fetched 100 rows", logging.INFO),  # the step's own log
+        _record("raw_market_prices", None, "debug chatter", logging.DEBUG),
+        _record("", None, "run-level info", logging.INFO),                  # not a step's log
+        _record("raw_market_prices", "STEP_SUCCESS"),
+        _record("clean_market_prices", "ASSET_CHECK_EVALUATION", event_specific_data=check),
+        _record("clean_market_prices", "STEP_UP_FOR_RETRY"),
+        _record("clean_market_prices", "STEP_FAILURE",
+                step_failure_data=SimpleNamespace(error=error)),
+    ]:
+        handler.emit(record)
+    lines = stream.getvalue().splitlines()
+    assert lines[0] == "        raw_market_prices: fetched 100 rows"
+    assert re.fullmatch(r"\[ 1/12\] raw_market_prices +\d+\.\ds", lines[1])
+    assert lines[2] == "        check unique_key on clean_market_prices FAILED"
+    assert lines[3] == "        clean_market_prices: up for retry"
+    assert re.fullmatch(r"\[ 2/12\] clean_market_prices +\d+\.\ds  FAILED", lines[4])
+    assert lines[5] == "ValueError: boom"
+    assert len(lines) == 6
+
+
+def test_progress_logger_in_a_real_run(capsys):
+    @dg.asset
+    def first() -> int:
+        return 1
+
+    @dg.asset
+    def second(context: dg.AssetExecutionContext, first: int) -> int:
+        context.log.info("second saw %d", first)
+        return first + 1
+
+    @dg.asset_check(asset=second)
+    def second_is_small(second: int) -> dg.AssetCheckResult:
+        return dg.AssetCheckResult(passed=second < 0)
+
+    @dg.asset(deps=[second])
+    def broken() -> None:
+        raise RuntimeError("broken on purpose")
+
+    defs = dg.Definitions(assets=[first, second, broken], asset_checks=[second_is_small],
+                          jobs=[dg.define_asset_job("all", selection="*")])
+    job = defs.resolve_job_def("all").with_logger_defs({"progress": progress_logger})
+    total = cli._count_steps(job)
+    assert total == 4
+    capsys.readouterr()
+    result = job.execute_in_process(instance=dg.DagsterInstance.ephemeral(), raise_on_error=False,
+                                    run_config={"loggers": {"progress": {"config": {"total": total}}}})
+    assert not result.success
+    lines = capsys.readouterr().out.splitlines()
+    steps = [line for line in lines if line.startswith("[")]
+    assert [re.match(r"\[(\d)/4\]", s).group(1) for s in steps] == ["1", "2", "3", "4"]
+    assert {s.split()[1] for s in steps} == {"first", "second", "second_second_is_small", "broken"}
+    assert [s for s in steps if s.endswith("FAILED")] == [s for s in steps if " broken " in s]
+    assert "        second: second saw 1" in lines
+    assert "        check second_is_small on second FAILED" in lines
+    assert any("broken on purpose" in line for line in lines)

@@ -1,0 +1,178 @@
+"""Settings: profile defaults, validation, list parsing, and the documentation of every variable."""
+
+import re
+from pathlib import Path
+
+import pytest
+
+import tenali_pipeline.settings as settings_module
+from tenali_pipeline.settings import DEFAULT_FEEDS, VARIABLES, SettingsError, load_settings
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def test_demo_defaults(tmp_path):
+    s = load_settings({"TENALI_HOME": str(tmp_path)})
+    assert s.profile == "demo"
+    assert s.home == tmp_path
+    assert s.lake_root == str(tmp_path / "lake")
+    assert s.documents_root == str(tmp_path / "documents")
+    assert s.sources == "sample"
+    assert s.launcher == "local"
+    assert s.model == "demo"
+    assert (s.vocab_size, s.shard_tokens, s.train_steps, s.train_nproc) == (4096, 1 << 20, 300, 0)
+    assert s.tickers == ("AAPL", "MSFT", "IBM", "GOOG", "FB")
+    assert s.fred_series == ("GDPC1", "CPIAUCSL", "UNRATE", "FEDFUNDS", "DGS10", "M1SL")
+    assert s.crypto_symbols == ("BTC/USD", "ETH/USD")
+    assert s.news_feeds == DEFAULT_FEEDS
+    assert s.val_start == "" and s.s3_endpoint_url == ""
+
+
+def test_home_defaults_to_var_in_the_working_directory(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    s = load_settings({})
+    assert s.home == tmp_path / "var"
+    assert s.lake_root == str(tmp_path / "var" / "lake")
+
+
+def test_local_defaults(tmp_path):
+    s = load_settings({"TENALI_PROFILE": "local", "TENALI_HOME": str(tmp_path)})
+    assert s.profile == "local"
+    assert s.lake_root == str(tmp_path / "lake")
+    assert s.sources == "live"
+    assert s.launcher == "local"
+    assert s.model == "51m"
+    assert (s.vocab_size, s.shard_tokens, s.train_steps) == (50_000, 100_000_000, 20_000)
+
+
+def test_prod_defaults_with_an_s3_lake(tmp_path):
+    s = load_settings({"TENALI_PROFILE": "prod", "TENALI_HOME": str(tmp_path),
+                       "TENALI_LAKE_ROOT": "s3://bucket/tenali", "TENALI_S3_ENDPOINT_URL": "http://minio:9000"})
+    assert s.lake_root == "s3://bucket/tenali"
+    assert s.s3_endpoint_url == "http://minio:9000"
+    assert s.sources == "live"
+    assert s.launcher == "k8s"
+    assert s.model == "51m"
+    assert s.vocab_size == 50_000
+
+
+@pytest.mark.parametrize("lake", [None, "", "/data/lake", "var/lake", "gs://bucket/x"])
+def test_prod_requires_an_s3_lake(tmp_path, lake):
+    env = {"TENALI_PROFILE": "prod", "TENALI_HOME": str(tmp_path)}
+    if lake is not None:
+        env["TENALI_LAKE_ROOT"] = lake
+    with pytest.raises(SettingsError, match="TENALI_LAKE_ROOT"):
+        load_settings(env)
+
+
+def test_local_profile_accepts_a_folder_lake(tmp_path):
+    s = load_settings({"TENALI_PROFILE": "local", "TENALI_LAKE_ROOT": str(tmp_path / "elsewhere")})
+    assert s.lake_root == str(tmp_path / "elsewhere")
+
+
+@pytest.mark.parametrize("profile", ["production", "Demo", "dev"])
+def test_unknown_profile_is_rejected(profile):
+    with pytest.raises(SettingsError, match="TENALI_PROFILE") as e:
+        load_settings({"TENALI_PROFILE": profile})
+    assert repr(profile) in str(e.value)
+
+
+@pytest.mark.parametrize("name", ["TENALI_VOCAB_SIZE", "TENALI_SHARD_TOKENS", "TENALI_TRAIN_STEPS", "TENALI_TRAIN_NPROC"])
+def test_bad_integer_names_the_variable(name):
+    with pytest.raises(SettingsError, match=name) as e:
+        load_settings({name: "12k"})
+    assert "'12k'" in str(e.value)
+
+
+def test_integers_and_strings_override_the_profile(tmp_path):
+    s = load_settings({"TENALI_HOME": str(tmp_path), "TENALI_VOCAB_SIZE": " 1024 ", "TENALI_SHARD_TOKENS": "60000",
+                       "TENALI_TRAIN_STEPS": "7", "TENALI_TRAIN_NPROC": "2", "TENALI_MODEL": "tiny",
+                       "TENALI_SOURCES": "live", "TENALI_VAL_START": "2012-01-01", "TENALI_START_DATE": "2020-01-01",
+                       "TENALI_CRYPTO_EXCHANGE": "binance", "TENALI_DOCUMENTS_ROOT": "s3://docs/x"})
+    assert (s.vocab_size, s.shard_tokens, s.train_steps, s.train_nproc) == (1024, 60000, 7, 2)
+    assert (s.model, s.sources, s.val_start, s.start_date) == ("tiny", "live", "2012-01-01", "2020-01-01")
+    assert (s.crypto_exchange, s.documents_root) == ("binance", "s3://docs/x")
+
+
+def test_csv_lists_are_split_and_stripped():
+    s = load_settings({"TENALI_TICKERS": " NVDA, AMD ,,INTC, ", "TENALI_FRED_SERIES": "GDP",
+                       "TENALI_CRYPTO_SYMBOLS": "BTC/EUR,ETH/EUR",
+                       "TENALI_NEWS_FEEDS": "https://a.example/rss, https://b.example/atom"})
+    assert s.tickers == ("NVDA", "AMD", "INTC")
+    assert s.fred_series == ("GDP",)
+    assert s.crypto_symbols == ("BTC/EUR", "ETH/EUR")
+    assert s.news_feeds == ("https://a.example/rss", "https://b.example/atom")
+
+
+def test_empty_or_blank_values_fall_back_to_defaults():
+    s = load_settings({"TENALI_TICKERS": " , ", "TENALI_VOCAB_SIZE": "  ", "TENALI_PROFILE": " "})
+    assert s.profile == "demo"
+    assert s.tickers == ("AAPL", "MSFT", "IBM", "GOOG", "FB")
+    assert s.vocab_size == 4096
+
+
+@pytest.mark.parametrize(("name", "value"), [("TENALI_SOURCES", "both"), ("TENALI_LAUNCHER", "slurm")])
+def test_bad_choices_name_the_variable(name, value):
+    with pytest.raises(SettingsError, match=name):
+        load_settings({name: value})
+
+
+def test_reads_os_environ_by_default(monkeypatch, tmp_path):
+    monkeypatch.setenv("TENALI_HOME", str(tmp_path))
+    monkeypatch.setenv("TENALI_TICKERS", "XYZ")
+    s = load_settings()
+    assert s.home == tmp_path and s.tickers == ("XYZ",)
+
+
+def test_variables_document_every_name_settings_reads():
+    source = Path(settings_module.__file__).read_text()
+    used = set(re.findall(r"TENALI_[A-Z0-9_]+", source))
+    assert len(used) >= 19  # sanity: the grep finds them
+    assert used <= set(VARIABLES), sorted(used - set(VARIABLES))
+    # and nothing documented is dead: every TENALI_ variable is read by load_settings
+    assert {v for v in VARIABLES if v.startswith("TENALI_")} <= used
+    for name, (meaning, default) in VARIABLES.items():
+        assert meaning.strip(), name
+
+
+def _readme_variables() -> set[str]:
+    lines = (ROOT / "README.md").read_text().splitlines()
+    start = next(i for i, line in enumerate(lines) if line.startswith("| variable |"))
+    names = set()
+    for line in lines[start + 2:]:
+        if not line.startswith("|"):
+            break
+        first_cell = line.split("|")[1]
+        names |= set(re.findall(r"`([A-Z][A-Z0-9_]+)`", first_cell))
+    return names
+
+
+def test_readme_table_and_variables_agree():
+    readme = _readme_variables()
+    assert {"TENALI_PROFILE", "TENALI_CRYPTO_EXCHANGE", "TENALI_CRYPTO_SYMBOLS", "DAGSTER_HOME"} <= readme
+    assert readme <= set(VARIABLES), sorted(readme - set(VARIABLES))
+    assert set(VARIABLES) <= readme, sorted(set(VARIABLES) - readme)
+
+
+@pytest.mark.parametrize("name", ["TENALI_VAL_START", "TENALI_START_DATE"])
+@pytest.mark.parametrize("value", ["2012/01/01", "2012-13-01", "last year"])
+def test_bad_date_names_the_variable(name, value):
+    with pytest.raises(SettingsError, match=name) as e:
+        load_settings({name: value})
+    assert repr(value) in str(e.value)
+
+
+def test_documented_defaults_match_the_profiles(tmp_path):
+    """The defaults `tenali info -v` prints are the ones load_settings applies, for demo and otherwise."""
+    demo = load_settings({"TENALI_HOME": str(tmp_path)})
+    local = load_settings({"TENALI_PROFILE": "local", "TENALI_HOME": str(tmp_path)})
+    fields = {"TENALI_VOCAB_SIZE": "vocab_size", "TENALI_SHARD_TOKENS": "shard_tokens", "TENALI_MODEL": "model",
+              "TENALI_TRAIN_STEPS": "train_steps", "TENALI_TRAIN_NPROC": "train_nproc",
+              "TENALI_START_DATE": "start_date", "TENALI_CRYPTO_EXCHANGE": "crypto_exchange"}
+    for name, attr in fields.items():
+        documented = VARIABLES[name][1]
+        for s in (demo, local):
+            assert re.search(rf"(^|\W){re.escape(str(getattr(s, attr)))}(\W|$)", documented), (name, documented)
+    for name, attr in {"TENALI_TICKERS": "tickers", "TENALI_FRED_SERIES": "fred_series",
+                       "TENALI_CRYPTO_SYMBOLS": "crypto_symbols"}.items():
+        assert VARIABLES[name][1] == ",".join(getattr(demo, attr))
