@@ -130,24 +130,41 @@ class TrainingResource(dg.ConfigurableResource):
     seed: int = 1337
 
 
-def build_resources(settings: Settings) -> dict:
+def from_env(name: str, value, env=None):
+    """``dg.EnvVar(name)`` when the variable is set, else the profile's default `value`.
+
+    With an EnvVar the UI shows which variable a setting comes from and Dagster reads it when a run
+    launches; an unset variable keeps the default that `settings.load_settings` chose for the profile.
+    """
+    env = os.environ if env is None else env
+    if not env.get(name, "").strip():
+        return value
+    return dg.EnvVar.int(name) if isinstance(value, int) else dg.EnvVar(name)
+
+
+def build_resources(settings: Settings, env=None) -> dict:
     from .launchers import build_launcher
 
+    e = lambda name, value: from_env(name, value, env)  # noqa: E731
     return {
-        "lake": LakeResource(root=settings.lake_root, s3_endpoint_url=settings.s3_endpoint_url,
+        "lake": LakeResource(root=e("TENALI_LAKE_ROOT", settings.lake_root),
+                             s3_endpoint_url=e("TENALI_S3_ENDPOINT_URL", settings.s3_endpoint_url),
                              cache_dir=str(settings.home / "cache")),
         "sources": SourcesResource(
-            mode=settings.sources,
+            mode=e("TENALI_SOURCES", settings.sources),
             tickers=list(settings.tickers),
             fred_series=list(settings.fred_series),
-            crypto_exchange=settings.crypto_exchange,
+            crypto_exchange=e("TENALI_CRYPTO_EXCHANGE", settings.crypto_exchange),
             crypto_symbols=list(settings.crypto_symbols),
             news_feeds=list(settings.news_feeds),
-            documents_root=settings.documents_root,
-            start_date=settings.start_date,
+            documents_root=e("TENALI_DOCUMENTS_ROOT", settings.documents_root),
+            start_date=e("TENALI_START_DATE", settings.start_date),
         ),
         "corpus_settings": CorpusResource(
-            val_start=settings.val_start, vocab_size=settings.vocab_size, shard_tokens=settings.shard_tokens),
-        "training": TrainingResource(model=settings.model, steps=settings.train_steps),
+            val_start=e("TENALI_VAL_START", settings.val_start),
+            vocab_size=e("TENALI_VOCAB_SIZE", settings.vocab_size),
+            shard_tokens=e("TENALI_SHARD_TOKENS", settings.shard_tokens)),
+        "training": TrainingResource(model=e("TENALI_MODEL", settings.model),
+                                     steps=e("TENALI_TRAIN_STEPS", settings.train_steps)),
         "launcher": build_launcher(settings),
     }

@@ -45,3 +45,23 @@ def test_dagster_cli_validates_the_workspace(tmp_path):
     proc = subprocess.run([sys.executable, "-m", "dagster", "definitions", "validate", "-w", "workspace.yaml"],
                           cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stdout + proc.stderr
+
+
+def test_variables_that_are_set_reach_resources_as_env_vars(tmp_path, monkeypatch):
+    from tenali_pipeline.resources import CorpusResource, LakeResource, build_resources
+
+    monkeypatch.setenv("TENALI_LAKE_ROOT", str(tmp_path / "from-env"))
+    monkeypatch.setenv("TENALI_VOCAB_SIZE", "512")
+    resources = build_resources(load_settings())
+    assert isinstance(resources["lake"].root, dg.EnvVar)  # the UI shows where it comes from
+    assert type(resources["corpus_settings"].vocab_size).__name__ == "IntEnvVar"
+    assert not isinstance(resources["training"].model, dg.EnvVar)  # unset: the profile's default
+
+    seen = {}
+
+    @dg.asset
+    def probe(lake: LakeResource, corpus_settings: CorpusResource) -> None:
+        seen["root"], seen["vocab"] = lake.root, corpus_settings.vocab_size
+
+    assert dg.materialize([probe], resources=resources).success
+    assert seen == {"root": str(tmp_path / "from-env"), "vocab": 512}
