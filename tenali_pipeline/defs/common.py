@@ -2,6 +2,12 @@
 
 Every source has the same shape of graph (``raw_<name>`` written as collected, ``clean_<name>``
 conformed and checked), so one factory builds it and the per-source modules only say how to fetch.
+
+Partitioning: these assets are not partitioned yet. The sample data is small enough that one run
+rebuilds a source, which keeps `tenali demo` a single run. Live ingestion at scale (10,000+
+tickers over decades) needs time-window partitions with instruments batched inside each run, not a
+date x ticker grid (far past Dagster's ~100,000-partition advice); that arrives with the live
+ingestion issue and changes only this factory and the fetch functions.
 """
 
 

@@ -65,3 +65,28 @@ def test_variables_that_are_set_reach_resources_as_env_vars(tmp_path, monkeypatc
 
     assert dg.materialize([probe], resources=resources).success
     assert seen == {"root": str(tmp_path / "from-env"), "vocab": 512}
+
+
+def test_local_profile_runs_live_clients_and_names_missing_keys(tmp_path):
+    """The local profile wires the live clients: a folder of documents is ingested, and a live
+    source without its key fails that asset alone with a message naming the variable."""
+    docs = tmp_path / "docs"
+    docs.mkdir()
+    (docs / "note.md").write_text("# Duration\n\nDuration measures how sensitive a bond's price is to rates.\n")
+    settings = load_settings({"TENALI_PROFILE": "local", "TENALI_HOME": str(tmp_path),
+                              "TENALI_DOCUMENTS_ROOT": str(docs)})
+    live = build_definitions(settings)
+    job = live.resolve_implicit_global_asset_job_def()
+    result = job.execute_in_process(asset_selection=[dg.AssetKey("raw_documents"), dg.AssetKey("clean_documents")],
+                                    instance=dg.DagsterInstance.ephemeral())
+    assert result.success
+    from tenali_pipeline.lake import Lake
+
+    df = Lake(settings.lake_root).read_parquet("clean/documents/documents.parquet")
+    assert df["title"].to_list() == ["Duration"] and not df["source"][0].startswith("sample:")
+
+    failed = job.execute_in_process(asset_selection=[dg.AssetKey("raw_macro_series")],
+                                    instance=dg.DagsterInstance.ephemeral(), raise_on_error=False)
+    assert not failed.success
+    errors = [e.step_failure_data.error for e in failed.all_events if e.is_step_failure]
+    assert "FRED_API_KEY" in str(errors[0].to_string())
