@@ -15,7 +15,7 @@ TRAIN_KEY, VAL_KEY = "corpus/train.parquet", "corpus/val.parquet"
 
 
 def _documents_asset(name: str, deps: list, description: str, make):
-    @dg.asset(name=name, group_name="documents", deps=deps, kinds={"polars", "parquet"}, description=description)
+    @dg.asset(name=name, group_name="corpus", deps=deps, kinds={"polars", "parquet"}, description=description)
     def _asset(lake: LakeResource) -> dg.MaterializeResult:
         store = lake.lake()
         docs = make(store)
