@@ -21,7 +21,7 @@ from tenali_pipeline.definitions import build_definitions
 from tenali_pipeline.lake import Lake
 from tenali_pipeline.launchers import LocalTorchrunLauncher
 from tenali_pipeline.resources import TrainingResource
-from tenali_pipeline.settings import load_settings
+from tenali_pipeline.settings import Settings, load_settings
 from tenali_pipeline.sources.schema import SCHEMAS
 from tenali_pipeline.tokenization import EOT, load_tokenizer
 
@@ -107,12 +107,17 @@ def test_shard_tokens_equal_encoded_tokens(demo_run):
     sp = load_tokenizer(lake.read_bytes("tokenizer/tenali.model"))
     shards = lake.local_dir("shards")
     assert len(manifest["splits"]["train"]) > 1  # 60,000-token shards force several
-    for split in ("train", "val"):
-        docs = lake.read_parquet(f"corpus/{split}.parquet")
-        expected = [t for ids in sp.encode(docs["text"].to_list()) for t in [*ids, sp.piece_to_id(EOT)]]
+    train = lake.read_parquet("corpus/train.parquet")
+    val = lake.read_parquet("corpus/val.parquet")
+    # train in corpus order; validation grouped by domain (one set of shards per domain)
+    groups = {"train": [train], "val": [val.filter(pl.col("domain") == d) for d in sorted(val["domain"].unique())]}
+    for split, frames in groups.items():
+        expected = [t for docs in frames for ids in sp.encode(docs["text"].to_list())
+                    for t in [*ids, sp.piece_to_id(EOT)]]
         got = np.concatenate([np.asarray(read_shard(shards / e["file"])) for e in manifest["splits"][split]])
         assert manifest["totals"][split] == len(expected) == got.size
         assert np.array_equal(got, np.asarray(expected))
+    assert {e["domain"] for e in manifest["splits"]["val"]} == set(val["domain"])
 
 
 def test_training_loss_falls_and_evaluation_is_finite(demo_run):
@@ -132,6 +137,38 @@ def test_training_loss_falls_and_evaluation_is_finite(demo_run):
         assert math.isfinite(ev[key].value) and ev[key].value > 0
     assert ev["perplexity"].value == pytest.approx(math.exp(ev["val_loss"].value), rel=1e-6)
     assert ev["val_loss"].value < math.log(1024)  # better than uniform over the vocabulary
+    per_domain = {k.split("/", 1)[1] for k in ev if k.startswith("bits_per_byte/")}
+    assert per_domain and per_domain <= set(lake.read_parquet("corpus/val.parquet")["domain"])
+    assert meta["loss_plot"].value.startswith("![loss curve](data:image/svg+xml;base64,")
+
+
+class PreemptedOnce(LocalTorchrunLauncher):
+    """Runs the trainer to step 30 and then fails, as a preempted node would; the retry runs normally."""
+
+    def launch(self, context, config_path, workdir, extras=None):
+        marker = Path(workdir) / "preempted-once"
+        if not marker.exists():
+            marker.touch()
+            cmd, env = self.command(config_path)
+            subprocess.run([*cmd, "--stop-at-step", "30"], check=True, env={**os.environ, **env}, cwd=workdir,
+                           stdout=subprocess.DEVNULL)
+            raise RuntimeError("node preempted")
+        return super().launch(context, config_path, workdir, extras)
+
+
+def test_a_preempted_training_step_resumes_on_retry(demo_run):
+    _, instance, lake, _ = demo_run
+    retry_defs = build_definitions(
+        Settings(lake_root=lake.root),
+        training=TrainingResource(model="tiny", steps=50, batch_size=4, seq_len=64, eval_every=0, eval_batches=2,
+                                  ckpt_every=10),
+        launcher=PreemptedOnce(nproc_per_node=1))
+    job = retry_defs.resolve_implicit_global_asset_job_def()
+    result = job.execute_in_process(asset_selection=[dg.AssetKey("pretrain_checkpoint")], instance=instance)
+    assert result.success
+    assert any(e.event_type_value == "STEP_UP_FOR_RETRY" for e in result.all_events)
+    meta = latest(instance, "pretrain_checkpoint")
+    assert meta["resumed_from_step"].value == 30 and meta["step"].value == 50
 
 
 def _free_port() -> int:

@@ -5,6 +5,7 @@ import tempfile
 from pathlib import Path
 
 import dagster as dg
+import polars as pl
 from tenali_model.data import shard_token_count
 
 from ...resources import CorpusResource, LakeResource
@@ -17,7 +18,7 @@ MANIFEST = "manifest.json"
 
 
 @dg.asset(group_name="shards", deps=[tokenizer, "corpus"], kinds={"numpy"},
-          description="Train and validation token shards (documents end with <|endoftext|>) and their manifest.")
+          description="Train shards and per-domain validation shards (documents end with <|endoftext|>) and their manifest.")
 def token_shards(lake: LakeResource, corpus_settings: CorpusResource) -> dg.MaterializeResult:
     store = lake.lake()
     model = store.read_bytes(MODEL_KEY)
@@ -30,7 +31,16 @@ def token_shards(lake: LakeResource, corpus_settings: CorpusResource) -> dg.Mate
             corpus_meta[f"{split}_documents"] = docs.height
             if split == "val":
                 corpus_meta["val_start"] = str(docs["date"].min())
-            splits[split] = encode_split(sp, docs, out, split, corpus_settings.shard_tokens)
+            if split == "train":
+                splits[split] = encode_split(sp, docs, out, split, corpus_settings.shard_tokens)
+                continue
+            # Validation shards per domain, so evaluation reports loss and bits per byte by domain
+            # from exact byte counts.
+            splits[split] = []
+            for domain in sorted(docs["domain"].unique().to_list()):
+                part = encode_split(sp, docs.filter(pl.col("domain") == domain), out, f"val_{domain}",
+                                    corpus_settings.shard_tokens)
+                splits[split] += [{**e, "domain": domain} for e in part]
         manifest = build_manifest(model, sp, splits, corpus_meta)
         (out / MANIFEST).write_text(json.dumps(manifest, indent=2))
     totals = manifest["totals"]

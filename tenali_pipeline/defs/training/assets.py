@@ -9,9 +9,13 @@ the final checkpoint is uploaded to the lake.
 
 from pathlib import Path
 
+import json
+import math
+
 import dagster as dg
 from tenali_model.config import TrainConfig
 
+from ...plots import line_chart_svg, markdown_image
 from ...resources import LakeResource, TrainingResource
 from ..shards.assets import MANIFEST, SHARDS_KEY, token_shards
 
@@ -59,12 +63,45 @@ def pretrain_checkpoint(context: dg.AssetExecutionContext, lake: LakeResource, t
         raise dg.Failure(f"The trainer reported no usable checkpoint ({ckpt!r}); see the step's stdout/stderr.")
     ckpt_key = f"{run_key}/{ckpt_path.name}"
     uri = store.upload_dir(ckpt_path, ckpt_key)
+    metrics = (run_dir / "metrics.jsonl").read_bytes()
+    if not store.is_local:
+        store.write_bytes(f"{run_key}/metrics.jsonl", metrics)
     store.write_json(LATEST_KEY, {"run_id": context.run_id, "checkpoint_key": ckpt_key, "checkpoint": uri,
+                                  "metrics_key": f"{run_key}/metrics.jsonl",
                                   "tokenizer_sha256": manifest["tokenizer"]["sha256"]})
     return dg.MaterializeResult(metadata={
         **reported,
         "checkpoint": dg.MetadataValue.path(uri),
+        "loss_plot": dg.MetadataValue.md(loss_curve_markdown(metrics)),
         "tokenizer_sha256": manifest["tokenizer"]["sha256"][:16],
         "train_tokens_available": manifest["totals"]["train"],
         "train_config": dg.MetadataValue.json(cfg.to_dict()),
     })
+
+
+def _metrics(raw: bytes) -> list[dict]:
+    return [json.loads(line) for line in raw.decode().splitlines() if line.strip()]
+
+
+def loss_curve_markdown(raw_metrics: bytes) -> str:
+    records = _metrics(raw_metrics)
+    series = {
+        "train loss": [(r["step"], r["loss"]) for r in records if r.get("kind") == "train"],
+        "validation loss": [(r["step"], r["val_loss"]) for r in records if r.get("kind") == "val"],
+    }
+    series = {k: v for k, v in series.items() if v}
+    return markdown_image(line_chart_svg(series), "loss curve") if series else "no metrics logged"
+
+
+@dg.asset_check(asset=pretrain_checkpoint, blocking=True,
+                description="Every logged loss is finite and the last tenth of training ends below the first tenth.")
+def loss_finite_and_decreasing(lake: LakeResource) -> dg.AssetCheckResult:
+    store = lake.lake()
+    latest = store.read_json(LATEST_KEY)
+    losses = [r["loss"] for r in _metrics(store.read_bytes(latest["metrics_key"])) if r.get("kind") == "train"]
+    finite = bool(losses) and all(math.isfinite(x) for x in losses)
+    tenth = max(1, len(losses) // 10)
+    first, last = (sum(losses[:tenth]) / tenth, sum(losses[-tenth:]) / tenth) if losses else (math.nan, math.nan)
+    return dg.AssetCheckResult(passed=finite and last < first,
+                               metadata={"logged_points": len(losses), "first_tenth_loss": first,
+                                         "last_tenth_loss": last, "all_finite": finite})
