@@ -64,7 +64,7 @@ def test_prod_profile_runs_on_s3_and_postgres(tmp_path, s3, postgres):
     assert settings.profile == "prod" and settings.lake_root.startswith("s3://")
     defs = build_definitions(
         settings,
-        training=TrainingResource(model="tiny", steps=20, batch_size=4, seq_len=64, eval_every=0, eval_batches=2,
+        training=TrainingResource(model="tiny", steps=40, batch_size=8, seq_len=64, eval_every=0, eval_batches=2,
                                   ckpt_every=0),
         launcher=LocalTorchrunLauncher(nproc_per_node=1),
     )
