@@ -7,6 +7,9 @@ where it is defined:
   - the token-shard format     tenali_model.data        (SHARD_FORMAT_VERSION 1)
   - the checkpoint layout      tenali_model.checkpoint  (CHECKPOINT_FORMAT_VERSION 1)
 
+Beside them: parallel (DDP / FSDP2), plan (memory, time, cost, MFU), hf (transformers export and
+import) and cli (`python -m tenali_model COMMAND`, the model side of the `tenali` command).
+
 Importing the package itself is cheap (no torch); import the submodules you need.
 """
 

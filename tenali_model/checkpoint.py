@@ -10,10 +10,17 @@ CHECKPOINT LAYOUT, version 1 (a contract between the trainer, the pipeline and s
         config.json           the ModelConfig fields + "checkpoint_format_version": 1
         train_state.pt        optimizer state, step, tokens_seen, loader state, RNG states
                               (python, numpy, torch, cuda); only tensors, dicts, lists, numbers and
-                              strings, so torch.load(weights_only=True) reads it
+                              strings, so torch.load(weights_only=True) reads it. The trainer stores
+                              the full (unsharded) optimizer state keyed by parameter name, as
+                              torch.distributed.checkpoint.state_dict gives it, so a run can resume
+                              under another parallelism (DDP <-> FSDP) or world size; index-keyed
+                              state (optimizer.state_dict()) is read too
         meta.json             checkpoint_format_version, step, tokens_seen, loss, val_loss,
                               model_sha256 (of model.safetensors), num_params, created (UTC ISO 8601),
                               and the training config when known
+
+Under FSDP the trainer gathers the full weights and optimizer state to rank 0 first, so a sharded
+run writes the same single model.safetensors as any other.
 
 A checkpoint directory is written under a temporary name in out_dir and renamed into place, then
 `latest` is replaced atomically: a reader sees either the old checkpoint or the complete new one.
@@ -107,9 +114,14 @@ def save_checkpoint(out_dir: str | os.PathLike, *, step: int, model: torch.nn.Mo
                     optimizer: torch.optim.Optimizer | None = None, tokens_seen: int = 0,
                     loader_state: dict | None = None, loss: float | None = None,
                     val_loss: float | None = None, train_config: dict | None = None,
-                    extra_state: dict | None = None, keep_last: int = 0) -> Path:
+                    extra_state: dict | None = None, keep_last: int = 0,
+                    model_state: dict | None = None, optimizer_state: dict | None = None,
+                    extra_meta: dict | None = None) -> Path:
     """Write <out_dir>/step_<step>/ atomically, point `latest` at it, prune old ones.
 
+    model_state / optimizer_state: full state dicts gathered beforehand (FSDP, or name-keyed
+    optimizer state); by default model.state_dict() and optimizer.state_dict().
+    extra_meta: more meta.json entries (e.g. where an imported model came from).
     keep_last > 0 keeps that many newest step directories (never the one `latest` names).
     Returns the checkpoint directory.
     """
@@ -120,9 +132,10 @@ def save_checkpoint(out_dir: str | os.PathLike, *, step: int, model: torch.nn.Mo
     final = out_dir / step_dir_name(step)
     tmp = Path(tempfile.mkdtemp(prefix=f".tmp-{final.name}-", dir=out_dir))
     try:
-        state = {k: v.detach().to("cpu").contiguous() for k, v in model.state_dict().items()}
+        source = model.state_dict() if model_state is None else model_state
+        state = {k: v.detach().to("cpu").contiguous() for k, v in source.items()}
         if cfg.tie_embeddings:
-            state.pop("lm_head.weight")  # the same tensor as tok_embeddings.weight
+            state.pop("lm_head.weight", None)  # the same tensor as tok_embeddings.weight
         weights = tmp / "model.safetensors"
         save_file(state, str(weights), metadata={"format": "pt"})
         _fsync(weights)
@@ -134,7 +147,8 @@ def save_checkpoint(out_dir: str | os.PathLike, *, step: int, model: torch.nn.Mo
             "checkpoint_format_version": CHECKPOINT_FORMAT_VERSION,
             "step": int(step),
             "tokens_seen": int(tokens_seen),
-            "optimizer": optimizer.state_dict() if optimizer is not None else None,
+            "optimizer": (optimizer_state if optimizer_state is not None
+                          else optimizer.state_dict() if optimizer is not None else None),
             "loader": loader_state,
             "rng": capture_rng(),
             **(extra_state or {}),
@@ -153,6 +167,7 @@ def save_checkpoint(out_dir: str | os.PathLike, *, step: int, model: torch.nn.Mo
         }
         if train_config is not None:
             meta["train_config"] = train_config
+        meta.update(extra_meta or {})
         atomic_write_text(tmp / "meta.json", json.dumps(meta, indent=2) + "\n")
 
         if final.exists():  # re-saving a step: move the old one aside, never leave a gap in `latest`
@@ -273,8 +288,9 @@ def load_config(ckpt_dir: str | os.PathLike) -> ModelConfig:
     return ModelConfig.from_dict(d)
 
 
-def load_weights(model: torch.nn.Module, ckpt_dir: str | os.PathLike, verify: bool = True) -> dict:
-    """Load model.safetensors into an existing model (checking the sha256 first); returns meta."""
+def read_weights(ckpt_dir: str | os.PathLike, verify: bool = True) -> tuple[dict, dict]:
+    """(full state dict, meta) of a checkpoint, the sha256 checked first; with tied embeddings
+    lm_head.weight is filled in as the embedding tensor."""
     ckpt_dir = Path(ckpt_dir)
     meta = load_meta(ckpt_dir)
     weights = ckpt_dir / "model.safetensors"
@@ -290,9 +306,15 @@ def load_weights(model: torch.nn.Module, ckpt_dir: str | os.PathLike, verify: bo
         state = load_file(str(weights))
     except (SafetensorError, OSError, ValueError) as e:
         raise CheckpointError(f"checkpoint {ckpt_dir}: cannot read model.safetensors: {e}") from e
-    model = unwrap(model)
-    if model.config.tie_embeddings:
+    if load_config(ckpt_dir).tie_embeddings and "tok_embeddings.weight" in state:
         state["lm_head.weight"] = state["tok_embeddings.weight"]
+    return state, meta
+
+
+def load_weights(model: torch.nn.Module, ckpt_dir: str | os.PathLike, verify: bool = True) -> dict:
+    """Load model.safetensors into an existing model (checking the sha256 first); returns meta."""
+    state, meta = read_weights(ckpt_dir, verify)
+    model = unwrap(model)
     missing, unexpected = model.load_state_dict(state, strict=False)
     if missing or unexpected:
         raise CheckpointError(f"checkpoint {ckpt_dir}: weights do not match the model: "
@@ -314,13 +336,17 @@ def load_model(ckpt_dir: str | os.PathLike, device: str | torch.device = "cpu",
     return model.eval()
 
 
-def load_train_state(ckpt_dir: str | os.PathLike) -> dict:
-    """train_state.pt read with weights_only=True (plain containers and tensors only)."""
+def load_train_state(ckpt_dir: str | os.PathLike, mmap: bool = False) -> dict:
+    """train_state.pt read with weights_only=True (plain containers and tensors only).
+
+    mmap=True maps the tensors instead of reading them: ranks that only need the step, loader and
+    RNG state then never page in the (possibly huge) optimizer state.
+    """
     path = Path(ckpt_dir) / "train_state.pt"
     if not path.is_file():
         raise CheckpointError(f"checkpoint {ckpt_dir}: train_state.pt is missing")
     try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
+        state = torch.load(path, map_location="cpu", weights_only=True, mmap=mmap)
     except Exception as e:  # a truncated zip, or a forbidden pickled global
         raise CheckpointError(f"checkpoint {ckpt_dir}: cannot read train_state.pt: {e}") from e
     _check_version(path, state)

@@ -10,6 +10,8 @@ a JSON object whose keys are exactly the `TrainConfig` fields. `format_version` 
 A top-level `vocab_size` > 0 overrides the model's vocabulary (the tokenizer decides it).
 Unknown keys, missing required keys (`train_shards`, `out_dir`) and other versions are errors,
 so a pipeline built against another version fails loudly instead of training the wrong thing.
+Optional fields may be added within version 1 (parallelism, activation_checkpointing and
+global_batch_tokens were): old files read unchanged, and a newer file fails loudly on an older reader.
 
 This module imports only the standard library: the pipeline can build configs without torch.
 """
@@ -26,6 +28,8 @@ from pathlib import Path
 from typing import Any
 
 TRAIN_CONFIG_FORMAT_VERSION = 1
+# parallelism "auto" shards models of this many parameters or more with FSDP (below: DDP).
+FSDP_AUTO_MIN_PARAMS = 1_000_000_000
 
 
 class ConfigError(ValueError):
@@ -102,6 +106,18 @@ MODEL_PRESETS: dict[str, ModelConfig] = {
     # 50.8M parameters with a 50k vocabulary (dim 512, 8 layers, 8 heads, MLP 4x).
     "51m": ModelConfig(vocab_size=50000, dim=512, n_layers=8, n_heads=8, n_kv_heads=8, ffn_hidden=2048,
                        max_seq_len=256, activation="gelu"),
+    # LLaMA-shaped scaling ladder at 2048 context and a 50k vocabulary (SwiGLU, RMSNorm, RoPE, tied
+    # embeddings); analytic sizes: 123.4M, 334.4M, 1.076B parameters.
+    # GPT-3 Small's shape (dim 768, 12 layers, 12 heads); plain multi-head attention at this size.
+    "125m": ModelConfig(vocab_size=50000, dim=768, n_layers=12, n_heads=12, n_kv_heads=12, ffn_hidden=2048,
+                        max_seq_len=2048),
+    # GPT-3 Medium's shape (dim 1024, 24 layers, 16 heads) with 8 KV heads: half the KV cache.
+    "350m": ModelConfig(vocab_size=50000, dim=1024, n_layers=24, n_heads=16, n_kv_heads=8, ffn_hidden=2816,
+                        max_seq_len=2048),
+    # Llama-3.2-1B's shape (dim 2048, 16 layers, 32 heads, 8 KV heads, MLP 8192). Over 1B parameters,
+    # so `parallelism: "auto"` shards it with FSDP.
+    "1b": ModelConfig(vocab_size=50000, dim=2048, n_layers=16, n_heads=32, n_kv_heads=8, ffn_hidden=8192,
+                      max_seq_len=2048),
     # LLaMA-2-7B-like: 32 layers, dim 4096, 32 heads, 4096 context, 50k vocab, untied head.
     "7b": ModelConfig(vocab_size=50000, dim=4096, n_layers=32, n_heads=32, n_kv_heads=32,
                       ffn_hidden=11008, max_seq_len=4096, tie_embeddings=False),
@@ -113,6 +129,20 @@ def preset(name: str) -> ModelConfig:
     if name not in MODEL_PRESETS:
         raise ConfigError(f"unknown model preset {name!r}; known: {sorted(MODEL_PRESETS)}")
     return dataclasses.replace(MODEL_PRESETS[name])
+
+
+def resolve_parallelism(choice: str, n_params: int, world_size: int) -> str:
+    """"single" (one process, no wrapper), "ddp" or "fsdp", from the config's `parallelism`."""
+    if world_size <= 1:
+        return "single"
+    if choice == "auto":
+        return "fsdp" if n_params >= FSDP_AUTO_MIN_PARAMS else "ddp"
+    return choice
+
+
+def num_embedding_params(cfg: ModelConfig) -> int:
+    """The token-embedding table (a lookup: no FLOPs). A tied lm head shares it, an untied one does not."""
+    return cfg.vocab_size * cfg.dim
 
 
 def num_params(cfg: ModelConfig) -> int:
@@ -158,6 +188,14 @@ class TrainConfig:
     dtype: str = "auto"  # "auto" | "float32" | "bfloat16" (autocast; weights stay float32)
     compile: bool = False
     num_threads: int = 0  # 0 = torch default
+    # How the model is spread over ranks: "ddp" replicates it, "fsdp" shards parameters, gradients and
+    # optimizer state (FSDP2); "auto" = fsdp for models of FSDP_AUTO_MIN_PARAMS parameters or more.
+    # One process always trains unwrapped.
+    parallelism: str = "auto"
+    activation_checkpointing: bool = False  # recompute each block's activations in the backward pass
+    # Tokens per optimizer step over all ranks; > 0 derives grad_accum from it (world-size independent).
+    # 0 = batch_size * seq_len * world_size * grad_accum.
+    global_batch_tokens: int = 0
 
     def __post_init__(self) -> None:
         if isinstance(self.model, dict):
@@ -172,6 +210,22 @@ class TrainConfig:
 
     def resolved_seq_len(self) -> int:
         return self.seq_len or self.model_config().max_seq_len
+
+    def resolved_grad_accum(self, world_size: int) -> int:
+        """Micro-steps per optimizer step: from global_batch_tokens when set, else grad_accum."""
+        if self.global_batch_tokens <= 0:
+            return self.grad_accum
+        per_micro = self.batch_size * self.resolved_seq_len() * world_size
+        accum, rest = divmod(self.global_batch_tokens, per_micro)
+        if rest or accum == 0:
+            raise ConfigError(
+                f"global_batch_tokens ({self.global_batch_tokens}) must be a positive multiple of "
+                f"batch_size * seq_len * world_size = {self.batch_size} * {self.resolved_seq_len()} * "
+                f"{world_size} = {per_micro}")
+        if self.grad_accum not in (1, accum):
+            raise ConfigError(f"grad_accum ({self.grad_accum}) contradicts global_batch_tokens "
+                              f"({self.global_batch_tokens}), which needs {accum}; set one of them")
+        return accum
 
     def validate(self) -> None:
         """Raise ConfigError naming the first bad field."""
@@ -205,6 +259,10 @@ class TrainConfig:
             raise ConfigError(f"device must be 'auto', 'cpu' or 'cuda', got {self.device!r}")
         if self.dtype not in ("auto", "float32", "bfloat16"):
             raise ConfigError(f"dtype must be 'auto', 'float32' or 'bfloat16', got {self.dtype!r}")
+        if self.parallelism not in ("auto", "ddp", "fsdp"):
+            raise ConfigError(f"parallelism must be 'auto', 'ddp' or 'fsdp', got {self.parallelism!r}")
+        if self.global_batch_tokens < 0:
+            raise ConfigError(f"global_batch_tokens must be >= 0, got {self.global_batch_tokens}")
 
     # --- serialisation -------------------------------------------------------------------
 

@@ -34,7 +34,8 @@ def loss_sum(model: torch.nn.Module, batches: Iterable[tuple[torch.Tensor, torch
              ) -> tuple[float, int]:
     """(sum of per-token cross-entropy in nats, number of tokens) over the batches.
 
-    Sums rather than means, so ranks and uneven last batches combine exactly.
+    Sums rather than means, so ranks and uneven last batches combine exactly. Targets of -1 are
+    not counted (a batch of only -1 still runs its forward: FSDP ranks pad with such batches).
     """
     was_training = model.training
     model.eval()
@@ -43,8 +44,10 @@ def loss_sum(model: torch.nn.Module, batches: Iterable[tuple[torch.Tensor, torch
         x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
         with autocast or contextlib.nullcontext():
             _, loss = model(x, y)
-        total += loss.item() * y.numel()
-        count += y.numel()
+        n = int((y != -1).sum())
+        if n:
+            total += loss.item() * n
+            count += n
     model.train(was_training)
     return total, count
 

@@ -1,6 +1,20 @@
-"""Autoregressive sampling with a KV cache: prefill the prompt once, then one token per step."""
+"""Autoregressive sampling with a KV cache: prefill the prompt once, then one token per step.
+
+Per step: last-position logits -> frequency/presence penalties -> temperature -> top-k -> top-p ->
+sample (or argmax when temperature <= 0). Penalties follow OpenAI's definition:
+
+    logits[j] -= frequency_penalty * c[j] + presence_penalty * (c[j] > 0)
+
+where c[j] counts token j among the tokens generated so far in that sequence (the prompt is not
+counted). Positive values discourage repetition, negative ones encourage it; OpenAI accepts -2..2.
+Generation of a sequence stops at any of its stop tokens (eos_id and stop_ids); the stop token is
+kept and finished sequences are padded (pad_id, by default eos_id or the first stop id) until all
+have stopped or max_new_tokens is reached.
+"""
 
 from __future__ import annotations
+
+from typing import Sequence
 
 import torch
 
@@ -27,13 +41,27 @@ def sample_next(logits: torch.Tensor, temperature: float = 1.0, top_k: int | Non
     return torch.multinomial(probs, 1, generator=generator).squeeze(-1)
 
 
+def apply_penalties(logits: torch.Tensor, counts: torch.Tensor, frequency_penalty: float = 0.0,
+                    presence_penalty: float = 0.0) -> torch.Tensor:
+    """OpenAI's penalties on logits [B, V] given counts [B, V] of each token generated so far."""
+    if frequency_penalty:
+        logits = logits - frequency_penalty * counts.to(logits.dtype)
+    if presence_penalty:
+        logits = logits - presence_penalty * (counts > 0).to(logits.dtype)
+    return logits
+
+
 @torch.no_grad()
 def generate(model: torch.nn.Module, idx: torch.Tensor, max_new_tokens: int,
              temperature: float = 1.0, top_k: int | None = None, top_p: float | None = None,
-             seed: int | None = None, eos_id: int | None = None, use_cache: bool = True) -> torch.Tensor:
+             seed: int | None = None, eos_id: int | None = None, use_cache: bool = True, *,
+             frequency_penalty: float = 0.0, presence_penalty: float = 0.0,
+             stop_ids: Sequence[int] | None = None, pad_id: int | None = None) -> torch.Tensor:
     """Extend idx [B, T] by up to max_new_tokens; returns [B, T + generated].
 
-    Sequences that produced eos_id are padded with eos_id; generation stops when all have.
+    A sequence stops after producing eos_id or any of stop_ids (the stop token is kept); finished
+    sequences are padded with pad_id (default: eos_id, else the first stop id); generation ends
+    when all have stopped. frequency_penalty / presence_penalty: see the module doc.
     Without the cache (or when prompt + new tokens exceed max_seq_len) every step reruns the
     whole (cropped) context: slower, and the reference the cached path is tested against.
     """
@@ -48,6 +76,12 @@ def generate(model: torch.nn.Module, idx: torch.Tensor, max_new_tokens: int,
         generator.manual_seed(seed)
     B, T = idx.shape
     use_cache = use_cache and T + max_new_tokens <= cfg.max_seq_len
+    stops = ([] if eos_id is None else [eos_id]) + [int(t) for t in (stop_ids or []) if t != eos_id]
+    if pad_id is None and stops:
+        pad_id = stops[0]
+    stop_tensor = torch.tensor(stops, dtype=torch.long, device=device)
+    penalise = bool(frequency_penalty or presence_penalty)
+    counts = torch.zeros(B, cfg.vocab_size, device=device) if penalise else None
     finished = torch.zeros(B, dtype=torch.bool, device=device)
     out = idx
     cache = None
@@ -58,12 +92,17 @@ def generate(model: torch.nn.Module, idx: torch.Tensor, max_new_tokens: int,
     for i in range(max_new_tokens):
         if not use_cache:
             logits, _ = model(out[:, -cfg.max_seq_len:])
-        nxt = sample_next(logits[:, -1], temperature, top_k, top_p, generator)
-        if eos_id is not None:
-            nxt = torch.where(finished, torch.full_like(nxt, eos_id), nxt)
-            finished |= nxt == eos_id
+        last = logits[:, -1]
+        if penalise:
+            last = apply_penalties(last.float(), counts, frequency_penalty, presence_penalty)
+        nxt = sample_next(last, temperature, top_k, top_p, generator)
+        if stops:
+            nxt = torch.where(finished, torch.full_like(nxt, pad_id), nxt)
+            finished |= torch.isin(nxt, stop_tensor)
+        if penalise:
+            counts[torch.arange(B, device=device), nxt] += 1
         out = torch.cat([out, nxt[:, None]], dim=1)
-        if eos_id is not None and bool(finished.all()):
+        if stops and bool(finished.all()):
             break
         if use_cache and i + 1 < max_new_tokens:
             logits, _ = model(nxt[:, None], cache=cache, start_pos=T + i)

@@ -6,7 +6,12 @@ when configured). Attention goes through `F.scaled_dot_product_attention`, so th
 flash / memory-efficient kernels are used wherever torch has them.
 
 Parameter names follow Meta's LLaMA code (wq/wk/wv/wo, w1/w2/w3); RoPE uses the "rotate half"
-layout that Hugging Face LLaMA uses, so an export needs a rename and no weight permutation.
+layout that Hugging Face LLaMA uses, so an export needs a rename and no weight permutation
+(`hf.py`; its test checks the logits against transformers).
+
+Activation checkpointing (`set_activation_checkpointing`) recomputes each block's forward during
+the backward pass instead of keeping its activations; it lives inside `Block.forward`, so FSDP's
+per-block hooks stay outside the recomputed region (the torchtitan arrangement).
 """
 
 from __future__ import annotations
@@ -16,6 +21,7 @@ import math
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
+from torch.utils.checkpoint import checkpoint
 
 from .config import ModelConfig
 
@@ -122,8 +128,16 @@ class Block(nn.Module):
         self.attn = Attention(cfg, layer)
         self.mlp_norm = RMSNorm(cfg.dim, cfg.norm_eps)
         self.mlp = MLP(cfg)
+        self.checkpointing = False  # set by Transformer.set_activation_checkpointing
 
     def forward(self, x, cos, sin, cache=None, start_pos=0):
+        if self.checkpointing and cache is None and torch.is_grad_enabled():
+            # Keep only the block's input; rerun the block in backward (non-reentrant: works with
+            # DDP, FSDP2, torch.compile and inputs that do not require grad).
+            return checkpoint(self._forward, x, cos, sin, use_reentrant=False)
+        return self._forward(x, cos, sin, cache, start_pos)
+
+    def _forward(self, x, cos, sin, cache=None, start_pos=0):
         x = x + self.attn(self.attn_norm(x), cos, sin, cache, start_pos)
         return x + self.mlp(self.mlp_norm(x))
 
@@ -165,6 +179,11 @@ class Transformer(nn.Module):
                 nn.init.normal_(p, mean=0.0, std=0.02 / math.sqrt(2 * self.config.n_layers))
             else:
                 nn.init.normal_(p, mean=0.0, std=0.02)
+
+    def set_activation_checkpointing(self, enabled: bool = True) -> None:
+        """Recompute every block's activations in the backward pass (less memory, ~1/3 more compute)."""
+        for layer in self.layers:
+            layer.checkpointing = enabled
 
     def num_params(self) -> int:
         return sum(p.numel() for p in self.parameters())  # shared (tied) tensors counted once

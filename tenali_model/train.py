@@ -8,11 +8,19 @@ The config is a `TrainConfig` JSON file (see config.py). A run resumes by itself
 rerun with the same config continues instead of restarting; with a fixed seed on CPU the result
 is bit-identical to an uninterrupted run. out_dir must be shared by all ranks (and nodes).
 
+Features are switched by config, not by forks of this loop: `parallelism` (DDP or FSDP2, see
+parallel.py), `activation_checkpointing` (model.py), `global_batch_tokens` (the step's size in
+tokens over all ranks; grad_accum follows from it and the world size, so the same config means
+the same optimisation on 1 or 64 GPUs), `dtype` (bf16 autocast / FSDP mixed precision).
+
 Rank 0 appends one JSON object per line to <out_dir>/metrics.jsonl:
-  {"kind": "train", "step", "loss", "lr", "grad_norm", "tokens_seen", "tokens_per_sec", "elapsed"}
+  {"kind": "train", "step", "loss", "lr", "grad_norm", "tokens_seen", "tokens_per_sec", "elapsed",
+   "mfu" (only on GPUs whose peak is known: plan.peak_bf16_flops)}
   {"kind": "val", "step", "val_loss", "elapsed"}
 ("loss" is the optimised objective: cross-entropy, plus the z-loss term when z_loss > 0; val_loss
-is always plain cross-entropy in nats/token.) When launched by Dagster Pipes, rank 0 alone opens
+is always plain cross-entropy in nats/token. mfu = tokens_per_sec * plan.flops_per_token /
+(peak bf16 FLOP/s * world_size), with flops_per_token = 6 * non-embedding params
++ 12 * n_layers * dim * seq_len.) When launched by Dagster Pipes, rank 0 alone opens
 the Pipes session, streams progress as log lines and reports one asset materialization at the end
 (its asset key is the Pipes extra "asset_key" when the launching step targets several assets).
 Exit status: 0 done, 2 bad config or missing/corrupt shards, 1 anything else.
@@ -35,14 +43,16 @@ import numpy as np
 import torch
 import torch.distributed as dist
 import torch.nn as nn
-from torch.nn.parallel import DistributedDataParallel as DDP
 
-from .checkpoint import (latest_checkpoint, load_config, load_train_state, load_weights,
+from .checkpoint import (latest_checkpoint, load_config, load_train_state, read_weights,
                          restore_rng, save_checkpoint)
-from .config import ConfigError, TrainConfig, atomic_write_text
+from .config import ConfigError, TrainConfig, atomic_write_text, num_params, resolve_parallelism
 from .data import TokenLoader, iter_eval_windows, shard_token_count
 from .evaluate import loss_sum
 from .model import Transformer
+from .parallel import (build_model, clip_grad_norm, full_state, grad_sync, load_full_state,
+                       wrap_ddp)
+from .plan import flops_per_token, peak_bf16_flops
 
 try:  # optional: only present where Dagster launches us; never import dagster itself here
     import dagster_pipes
@@ -84,14 +94,24 @@ def setup_distributed(device_pref: str) -> Dist:
     return Dist(rank, local_rank, world, device)
 
 
-def autocast_context(device: torch.device, dtype: str):
-    """bf16 autocast (weights and optimizer stay float32) where asked for or, on 'auto', on
-    CUDA GPUs that support it; otherwise plain float32."""
-    use_bf16 = dtype == "bfloat16" or (
+def use_bf16(device: torch.device, dtype: str) -> bool:
+    """bf16 compute where asked for or, on 'auto', on CUDA GPUs that support it."""
+    return dtype == "bfloat16" or (
         dtype == "auto" and device.type == "cuda" and torch.cuda.is_bf16_supported())
-    if not use_bf16:
+
+
+def autocast_context(device: torch.device, dtype: str):
+    """bf16 autocast (weights and optimizer stay float32) when use_bf16; otherwise float32."""
+    if not use_bf16(device, dtype):
         return contextlib.nullcontext()
     return torch.autocast(device_type=device.type, dtype=torch.bfloat16)
+
+
+def device_peak_flops(device: torch.device) -> float | None:
+    """Dense bf16 peak FLOP/s of the device (None on CPUs and unknown GPUs: no MFU then)."""
+    if device.type != "cuda":
+        return None
+    return peak_bf16_flops(torch.cuda.get_device_name(device))
 
 
 def lr_at(step: int, cfg: TrainConfig) -> float:
@@ -118,6 +138,10 @@ def param_groups(model: nn.Module, weight_decay: float) -> list[dict]:
 def check_inputs(cfg: TrainConfig, world_size: int = 1) -> int:
     """Validate the config and every shard header before any work; returns train token count."""
     cfg.validate()
+    cfg.resolved_grad_accum(world_size)  # global_batch_tokens must divide evenly
+    mode = resolve_parallelism(cfg.parallelism, num_params(cfg.model_config()), world_size)
+    if mode == "fsdp" and cfg.compile:
+        raise ConfigError("compile is not supported with parallelism 'fsdp' yet; set compile to false")
     missing = [p for p in [*cfg.train_shards, *cfg.val_shards] if not Path(p).is_file()]
     if missing:
         raise ConfigError(f"token shard(s) not found: {missing}")
@@ -204,45 +228,66 @@ def _train(cfg: TrainConfig, d: Dist, pipes, stop_at: int | None) -> dict:
 
     mcfg = cfg.model_config()
     seq_len = cfg.resolved_seq_len()
+    grad_accum = cfg.resolved_grad_accum(d.world_size)
+    mode = resolve_parallelism(cfg.parallelism, num_params(mcfg), d.world_size)
     out_dir = Path(cfg.out_dir)
     if d.is_main:
         out_dir.mkdir(parents=True, exist_ok=True)
 
-    model = Transformer(mcfg).to(d.device)
-    optimizer = torch.optim.AdamW(param_groups(model, cfg.weight_decay), lr=cfg.lr,
-                                  betas=(cfg.beta1, cfg.beta2), eps=1e-8,
-                                  fused=d.device.type == "cuda")
-    loader = TokenLoader(cfg.train_shards, seq_len, cfg.batch_size, d.rank, d.world_size, cfg.seed)
-
-    step, tokens_seen, elapsed_before = 0, 0, 0.0
     ckpt = latest_checkpoint(out_dir)
     if ckpt is not None:
         saved = load_config(ckpt)
         if saved != mcfg:
             raise ConfigError(f"{ckpt} holds a different model ({saved}) than the config asks for "
                               f"({mcfg}); use a new out_dir")
-        load_weights(model, ckpt)
-        state = load_train_state(ckpt)
-        optimizer.load_state_dict(state["optimizer"])
-        loader.load_state_dict(state["loader"])
+    model = build_model(mcfg, mode, d.device, world_size=d.world_size,
+                        activation_checkpointing=cfg.activation_checkpointing,
+                        bf16=use_bf16(d.device, cfg.dtype))
+    optimizer = torch.optim.AdamW(param_groups(model, cfg.weight_decay), lr=cfg.lr,
+                                  betas=(cfg.beta1, cfg.beta2), eps=1e-8,
+                                  fused=d.device.type == "cuda")
+    loader = TokenLoader(cfg.train_shards, seq_len, cfg.batch_size, d.rank, d.world_size, cfg.seed)
+
+    step, tokens_seen, elapsed_before = 0, 0, 0.0
+    # Under FSDP rank 0 alone reads the weights and optimizer state and broadcasts them; the other
+    # ranks map train_state.pt only for its small entries.
+    reads_state = mode != "fsdp" or d.is_main
+    if ckpt is not None:
+        state = load_train_state(ckpt, mmap=mode == "fsdp")
+        has_optimizer = state["optimizer"] is not None  # None in an imported (hf.py) checkpoint
+        load_full_state(model, mode, read_weights(ckpt)[0] if reads_state else None,
+                        optimizer if has_optimizer else None,
+                        state["optimizer"] if reads_state else None)
+        if state.get("loader"):
+            loader.load_state_dict(state["loader"])
         restore_rng(state["rng"])
         step, tokens_seen = state["step"], state["tokens_seen"]
         elapsed_before = float(state.get("elapsed", 0.0))
+        del state
         say(f"resuming from {ckpt} at step {step} ({tokens_seen:,} tokens seen)")
+    elif mode == "fsdp":  # rank 0's initialisation: the weights one process would start from
+        load_full_state(model, mode, Transformer(mcfg).state_dict() if d.is_main else None)
     resumed_from = step
     last_saved = step if ckpt is not None else None
     metrics = MetricsLog(out_dir / "metrics.jsonl", resume_step=step) if d.is_main else None
 
-    raw_model = model
+    raw_model = model  # FSDP shards in place: raw_model is the sharded module itself
     if cfg.compile:
         model = torch.compile(model)
-    if d.world_size > 1:
-        model = DDP(model, device_ids=[d.local_rank] if d.device.type == "cuda" else None)
+    if mode == "ddp":
+        model = wrap_ddp(model, d.device)
     autocast = autocast_context(d.device, cfg.dtype)
     n_params = raw_model.num_params()
-    tokens_per_step = cfg.batch_size * seq_len * cfg.grad_accum * d.world_size
-    say(f"model {n_params:,} params | {d.world_size} rank(s) on {d.device.type} | "
-        f"{tokens_per_step:,} tokens/step | steps {step} -> {cfg.steps}")
+    tokens_per_step = cfg.batch_size * seq_len * grad_accum * d.world_size
+    flops_tok = flops_per_token(mcfg, seq_len)
+    peak = device_peak_flops(d.device)
+
+    def mfu(tokens_per_sec: float) -> float | None:
+        return tokens_per_sec * flops_tok / (peak * d.world_size) if peak else None
+
+    say(f"model {n_params:,} params | {d.world_size} rank(s) on {d.device.type}, {mode}"
+        f"{' + activation checkpointing' if cfg.activation_checkpointing else ''} | "
+        f"{tokens_per_step:,} tokens/step (grad_accum {grad_accum}) | steps {step} -> {cfg.steps}")
 
     t_start, tokens_at_start = time.time(), tokens_seen
 
@@ -255,6 +300,8 @@ def _train(cfg: TrainConfig, d: Dist, pipes, stop_at: int | None) -> dict:
             return None
         windows = iter_eval_windows(cfg.val_shards, seq_len, cfg.batch_size, cfg.eval_batches,
                                     d.rank, d.world_size)
+        if mode == "fsdp":  # every rank must run the same number of forwards (they all-gather)
+            windows = _pad_batches(windows, _eval_batches_per_rank(cfg, seq_len, d.world_size), seq_len)
         total, count = loss_sum(raw_model, windows, d.device, autocast)
         if d.world_size > 1:
             t = torch.tensor([total, count], dtype=torch.float64, device=d.device)
@@ -263,9 +310,12 @@ def _train(cfg: TrainConfig, d: Dist, pipes, stop_at: int | None) -> dict:
         return total / count if count else None
 
     def checkpoint(loss: float | None, val_loss: float | None) -> None:
+        if mode == "fsdp" or d.is_main:  # a collective under FSDP; rank 0 gets the full state
+            model_state, optimizer_state = full_state(raw_model, optimizer, mode)
         if d.is_main:
             path = save_checkpoint(
-                out_dir, step=step, model=raw_model, optimizer=optimizer, tokens_seen=tokens_seen,
+                out_dir, step=step, model=raw_model, model_state=model_state,
+                optimizer_state=optimizer_state, tokens_seen=tokens_seen,
                 loader_state=loader.state_dict(), loss=loss, val_loss=val_loss,
                 train_config=cfg.to_dict(), extra_state={"elapsed": elapsed()},
                 keep_last=cfg.keep_last)
@@ -282,25 +332,23 @@ def _train(cfg: TrainConfig, d: Dist, pipes, stop_at: int | None) -> dict:
         for group in optimizer.param_groups:
             group["lr"] = lr
         loss_acc = torch.zeros((), device=d.device)
-        for micro in range(cfg.grad_accum):
+        for micro in range(grad_accum):
             x, y = (t.pin_memory().to(d.device, non_blocking=True) if d.device.type == "cuda" else t
                     for t in loader.next_batch())
-            # DDP all-reduces gradients only on the last micro-step of the accumulation.
-            sync = d.world_size == 1 or micro == cfg.grad_accum - 1
-            with contextlib.nullcontext() if sync else model.no_sync():
+            with grad_sync(model, mode, last_micro_step=micro == grad_accum - 1):
                 with autocast:
-                    _, loss = model(x, y, z_loss=cfg.z_loss)
-                (loss / cfg.grad_accum).backward()
+                    loss = model(x, y, z_loss=cfg.z_loss)[1]  # drop the logits before backward
+                (loss / grad_accum).backward()
             loss_acc += loss.detach()
         max_norm = cfg.grad_clip if cfg.grad_clip > 0 else float("inf")
-        grad_norm = torch.nn.utils.clip_grad_norm_(raw_model.parameters(), max_norm)
+        grad_norm = clip_grad_norm(raw_model, max_norm)
         optimizer.step()
         optimizer.zero_grad(set_to_none=True)
         step += 1
         tokens_seen += tokens_per_step
 
         if step % cfg.log_every == 0 or step == end:
-            loss_mean = loss_acc / cfg.grad_accum
+            loss_mean = loss_acc / grad_accum
             if d.world_size > 1:
                 dist.all_reduce(loss_mean)
                 loss_mean = loss_mean / d.world_size
@@ -311,11 +359,15 @@ def _train(cfg: TrainConfig, d: Dist, pipes, stop_at: int | None) -> dict:
             now = time.time()
             tps = (tokens_seen - tokens_log) / max(now - t_log, 1e-9)
             if d.is_main:
-                metrics.append({"kind": "train", "step": step, "loss": last_loss, "lr": lr,
-                                "grad_norm": grad_norm.item(), "tokens_seen": tokens_seen,
-                                "tokens_per_sec": tps, "elapsed": elapsed()})
+                rec = {"kind": "train", "step": step, "loss": last_loss, "lr": lr,
+                       "grad_norm": grad_norm.item(), "tokens_seen": tokens_seen,
+                       "tokens_per_sec": tps, "elapsed": elapsed()}
+                if peak:
+                    rec["mfu"] = mfu(tps)
+                metrics.append(rec)
                 say(f"step {step}/{cfg.steps} | loss {last_loss:.4f} | lr {lr:.2e} | "
-                    f"grad {grad_norm.item():.3f} | {tps:,.0f} tok/s")
+                    f"grad {grad_norm.item():.3f} | {tps:,.0f} tok/s"
+                    + (f" | mfu {rec['mfu']:.1%}" if peak else ""))
             t_log, tokens_log = time.time(), tokens_seen
         if (cfg.eval_every and step % cfg.eval_every == 0) or step == cfg.steps:
             val_loss, val_step = evaluate(), step
@@ -337,9 +389,11 @@ def _train(cfg: TrainConfig, d: Dist, pipes, stop_at: int | None) -> dict:
 
     if not d.is_main:
         return {}
+    tps_run = (tokens_seen - tokens_at_start) / max(train_seconds, 1e-9)
     summary = _summary(cfg, metrics, step, tokens_seen, ckpt_path, n_params, d.world_size,
-                       resumed_from, (tokens_seen - tokens_at_start) / max(train_seconds, 1e-9),
-                       time.time() - t_session)
+                       resumed_from, tps_run, time.time() - t_session)
+    summary.update(mfu=mfu(tps_run) if step > resumed_from else None, parallelism=mode,
+                   global_batch_tokens=tokens_per_step)
     if pipes is not None:
         report = {k: v for k, v in summary.items() if v is not None and k != "checkpoint"}
         report["checkpoint"] = {"raw_value": str(ckpt_path), "type": "path"}
@@ -347,6 +401,22 @@ def _train(cfg: TrainConfig, d: Dist, pipes, stop_at: int | None) -> dict:
         extras = pipes.extras or {}
         pipes.report_asset_materialization(metadata=report, asset_key=extras.get("asset_key"))
     return summary
+
+
+def _eval_batches_per_rank(cfg: TrainConfig, seq_len: int, world_size: int) -> int:
+    """The most validation batches any rank gets from iter_eval_windows."""
+    n_windows = max(0, sum(shard_token_count(p) for p in cfg.val_shards) - 1) // seq_len
+    n_batches = min(math.ceil(n_windows / cfg.batch_size), cfg.eval_batches)
+    return math.ceil(n_batches / world_size)
+
+
+def _pad_batches(batches, count: int, seq_len: int):
+    """The batches, then all-ignored ones (targets -1: no loss, no tokens) up to `count`."""
+    n = 0
+    for n, batch in enumerate(batches, 1):
+        yield batch
+    for _ in range(count - n):
+        yield torch.zeros(1, seq_len, dtype=torch.long), torch.full((1, seq_len), -1, dtype=torch.long)
 
 
 def _summary(cfg, metrics: MetricsLog, step, tokens_seen, ckpt_path, n_params, world_size,

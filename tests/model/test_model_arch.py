@@ -92,3 +92,21 @@ def test_backward_reaches_every_parameter():
     idx = torch.randint(0, 512, (2, 8))
     model(idx, idx)[1].backward()
     assert all(p.grad is not None and p.grad.abs().sum() > 0 for p in model.parameters())
+
+
+@pytest.mark.parametrize("kw", [{}, {"activation": "gelu"}])
+def test_activation_checkpointing_gives_the_same_loss_and_gradients(kw):
+    idx = torch.randint(0, 512, (2, 16))
+    plain, ckpt = tiny(**kw), tiny(**kw)
+    ckpt.set_activation_checkpointing(True)
+    assert all(layer.checkpointing for layer in ckpt.layers)
+    losses = []
+    for model in (plain, ckpt):
+        loss = model(idx, idx)[1]
+        loss.backward()
+        losses.append(loss)
+    torch.testing.assert_close(losses[0], losses[1], rtol=0, atol=0)
+    for (name, a), b in zip(plain.named_parameters(), ckpt.parameters()):
+        torch.testing.assert_close(a.grad, b.grad, rtol=1e-6, atol=1e-7, msg=name)
+    with torch.no_grad():  # inference (and the KV cache) never recomputes
+        torch.testing.assert_close(ckpt(idx)[0], plain(idx)[0], rtol=0, atol=0)

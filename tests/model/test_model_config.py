@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from tenali_model.config import (MODEL_PRESETS, ConfigError, ModelConfig, TrainConfig, num_params,
-                                 preset)
+                                 preset, resolve_parallelism)
 from tenali_model.model import Transformer
 
 
@@ -16,7 +16,7 @@ def test_num_params_matches_built_model(name):
     assert Transformer(cfg).num_params() == num_params(cfg)
 
 
-@pytest.mark.parametrize("name", ["51m", "7b"])
+@pytest.mark.parametrize("name", ["51m", "125m", "350m", "1b", "7b"])
 def test_num_params_large_presets_on_meta(name):
     cfg = preset(name)
     with torch.device("meta"):  # shapes only, no memory
@@ -32,6 +32,37 @@ def test_preset_shapes():
     assert 6.5e9 < num_params(seven) < 7.5e9
     tiny = MODEL_PRESETS["tiny"]
     assert (tiny.dim, tiny.n_layers, tiny.n_heads, tiny.n_kv_heads) == (64, 2, 4, 2)
+
+
+@pytest.mark.parametrize("name, low, high, kv_heads", [
+    ("125m", 115e6, 135e6, 12), ("350m", 320e6, 380e6, 8), ("1b", 1.0e9, 1.2e9, 8)])
+def test_llama_ladder_presets(name, low, high, kv_heads):
+    cfg = MODEL_PRESETS[name]
+    assert low < num_params(cfg) < high
+    assert (cfg.max_seq_len, cfg.vocab_size, cfg.activation, cfg.n_kv_heads) == (2048, 50000, "swiglu", kv_heads)
+    assert cfg.ffn_hidden % 256 == 0 and cfg.head_dim in (64, 128)
+
+
+def test_parallelism_auto_shards_from_one_billion():
+    assert resolve_parallelism("auto", num_params(MODEL_PRESETS["1b"]), 8) == "fsdp"
+    assert resolve_parallelism("auto", num_params(MODEL_PRESETS["350m"]), 8) == "ddp"
+    assert resolve_parallelism("fsdp", 1000, 2) == "fsdp"
+    assert resolve_parallelism("fsdp", 10**10, 1) == "single"  # one process: nothing to shard
+
+
+def test_global_batch_tokens_derives_grad_accum():
+    cfg = TrainConfig(train_shards=["a"], out_dir="o", batch_size=4, seq_len=32, global_batch_tokens=1024)
+    assert cfg.resolved_grad_accum(1) == 8 and cfg.resolved_grad_accum(2) == 4
+    assert cfg.resolved_grad_accum(8) == 1
+    with pytest.raises(ConfigError, match="multiple of batch_size"):
+        cfg.resolved_grad_accum(3)  # 1024 / (4 * 32 * 3) is not whole
+    with pytest.raises(ConfigError, match="multiple of batch_size"):
+        cfg.resolved_grad_accum(16)  # less than one micro-batch per rank
+    with pytest.raises(ConfigError, match="contradicts"):
+        TrainConfig(train_shards=["a"], out_dir="o", batch_size=4, seq_len=32, global_batch_tokens=1024,
+                    grad_accum=3).resolved_grad_accum(1)
+    plain = TrainConfig(train_shards=["a"], out_dir="o", grad_accum=3)
+    assert plain.resolved_grad_accum(4) == 3  # 0 = batch_size * seq_len * world * grad_accum
 
 
 def test_ffn_hidden_derivation_and_gelu_count():
@@ -81,6 +112,7 @@ def test_train_config_preset_name_and_vocab_override():
     ({"train_shards": ["a"], "out_dir": "o", "model": "huge"}, "unknown model preset"),
     ({"train_shards": ["a"], "out_dir": "o", "model": {"dimm": 4}}, r"model: unknown field\(s\) \['dimm'\]"),
     ({"train_shards": "a.bin", "out_dir": "o"}, "list of strings"),
+    ({"train_shards": ["a"], "out_dir": "o", "activation_checkpointing": 1}, "activation_checkpointing must be bool"),
 ])
 def test_train_config_errors(d, message):
     with pytest.raises(ConfigError, match=message):
@@ -92,7 +124,8 @@ def test_train_config_validate():
     TrainConfig(**good).validate()
     for bad, message in [({"steps": 0}, "steps"), ({"seq_len": 4096}, "max_seq_len"),
                          ({"device": "tpu"}, "device"), ({"min_lr": 1.0}, "min_lr"),
-                         ({"train_shards": []}, "train_shards")]:
+                         ({"train_shards": []}, "train_shards"), ({"parallelism": "zero3"}, "parallelism"),
+                         ({"global_batch_tokens": -1}, "global_batch_tokens")]:
         with pytest.raises(ConfigError, match=message):
             TrainConfig(**{**good, **bad}).validate()
 

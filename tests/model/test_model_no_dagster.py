@@ -22,6 +22,7 @@ def test_imports_with_dagster_and_pipes_blocked():
         "import sys; sys.modules['dagster'] = None; sys.modules['dagster_pipes'] = None\n"
         "import tenali_model, tenali_model.config, tenali_model.model, tenali_model.data\n"
         "import tenali_model.checkpoint, tenali_model.evaluate, tenali_model.generate\n"
+        "import tenali_model.parallel, tenali_model.plan, tenali_model.hf, tenali_model.cli\n"
         "import tenali_model.train as t\n"
         "assert t.dagster_pipes is None\n"
         "with t.open_pipes(0) as p: assert p is None\n"

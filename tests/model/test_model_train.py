@@ -2,6 +2,7 @@
 
 import base64
 import json
+import shutil
 import subprocess
 import zlib
 
@@ -9,11 +10,16 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
+import numpy as np
+
 from tenali_model.checkpoint import latest_checkpoint, list_checkpoints, load_train_state
 from tenali_model.config import TrainConfig
-from tenali_model.train import lr_at, main, param_groups, train
+from tenali_model.data import write_shard
 from tenali_model.model import Transformer
-from tm_helpers import PYTHON, REPO_ROOT, subprocess_env, tiny_config
+from tenali_model.parallel import load_full_state
+from tenali_model.plan import flops_per_token
+from tenali_model.train import lr_at, main, param_groups, train
+from tm_helpers import PYTHON, REPO_ROOT, SEQ, VOCAB, subprocess_env, tiny_config
 
 
 def read_metrics(out_dir):
@@ -136,10 +142,12 @@ def _pipes_env(tmp_path):
 
 
 def test_torchrun_two_ranks_reports_through_pipes_once(shards, tmp_path):
+    """DDP over two gloo ranks: rank 0 alone reports, and the run matches one process at the same
+    global batch (the two ranks' batches together are the one process's micro-batches)."""
     out = tmp_path / "ddp"
     cfg_path = tmp_path / "train.json"
     tiny_config(shards, out, steps=6, log_every=2, eval_every=3, ckpt_every=3, batch_size=4,
-                grad_accum=2).to_json(cfg_path)
+                global_batch_tokens=16 * 32, parallelism="ddp").to_json(cfg_path)
     messages, pipes_env = _pipes_env(tmp_path)
     proc = subprocess.run(
         [PYTHON, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
@@ -164,3 +172,110 @@ def test_torchrun_two_ranks_reports_through_pipes_once(shards, tmp_path):
     assert meta["checkpoint"] == {"raw_value": str(out / "step_00000006"), "type": "path"}
     assert meta["loss_curve"]["type"] == "md" and "| step | loss |" in meta["loss_curve"]["raw_value"]
     assert any(m["method"] == "log" and "step 6/6" in m["params"]["message"] for m in sent)
+    assert meta["parallelism"]["raw_value"] == "ddp" and meta["global_batch_tokens"]["raw_value"] == 512
+    assert "mfu" not in meta  # a CPU has no known peak
+
+    single = tmp_path / "single"
+    train(tiny_config(shards, single, steps=6, log_every=2, eval_every=3, ckpt_every=3, batch_size=4,
+                      global_batch_tokens=16 * 32))  # grad_accum 4 instead of 2 x 2 ranks
+    assert_same_run(read_metrics(single), read_metrics(out), single / "step_00000006",
+                    out / "step_00000006")
+
+
+def assert_same_run(rows_a, rows_b, ckpt_a, ckpt_b, rel=1e-5, atol=1e-5):
+    """Same loss trajectory (train and val) and the same final weights, to float tolerance."""
+    assert [(r["kind"], r["step"]) for r in rows_a] == [(r["kind"], r["step"]) for r in rows_b]
+    for a, b in zip(rows_a, rows_b):
+        key = "loss" if a["kind"] == "train" else "val_loss"
+        assert b[key] == pytest.approx(a[key], rel=rel), (a, b)
+    wa = load_file(str(ckpt_a / "model.safetensors"))
+    wb = load_file(str(ckpt_b / "model.safetensors"))
+    assert wa.keys() == wb.keys()
+    for k in wa:
+        torch.testing.assert_close(wb[k], wa[k], rtol=0, atol=atol, msg=k)
+
+
+def test_fsdp_two_ranks_match_one_process_and_resume(shards, tmp_path):
+    """FSDP2 over two gloo CPU ranks, with activation checkpointing: a fresh start (rank 0's
+    initialisation broadcast), a consolidated checkpoint at step 3, a resume from it under FSDP
+    (weights and optimizer state broadcast), all matching one process at the same global batch."""
+    kw = dict(steps=6, log_every=1, eval_every=3, ckpt_every=3, batch_size=4, eval_batches=3,
+              global_batch_tokens=8 * 32)
+    single = tmp_path / "single"
+    train(tiny_config(shards, single, **kw))
+    out = tmp_path / "fsdp"
+    cfg_path = tmp_path / "train.json"
+    tiny_config(shards, out, parallelism="fsdp", activation_checkpointing=True, **kw).to_json(cfg_path)
+    cmd = [PYTHON, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
+           "-m", "tenali_model.train", "--config", str(cfg_path)]
+    for extra in (["--stop-at-step", "3"], []):
+        proc = subprocess.run(cmd + extra, cwd=REPO_ROOT, env=subprocess_env(), capture_output=True,
+                              text=True, timeout=120)
+        assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    assert "fsdp + activation checkpointing" in proc.stdout
+    assert "resuming from" in proc.stdout and "at step 3" in proc.stdout
+    # One consolidated model.safetensors per checkpoint, as in every other mode.
+    assert sorted(p.name for p in (out / "step_00000003").iterdir()) == [
+        "config.json", "meta.json", "model.safetensors", "train_state.pt"]
+    state = load_train_state(out / "step_00000003")
+    assert state["loader"]["world_size"] == 2
+    assert "layers.0.attn.wq.weight" in state["optimizer"]["state"]  # full, keyed by name
+    assert_same_run(read_metrics(single), read_metrics(out), single / "step_00000006",
+                    out / "step_00000006")
+
+    # The sharded run's checkpoint resumes in one process too (same layout, name-keyed optimizer).
+    cross = tmp_path / "cross"
+    cross.mkdir()
+    shutil.copytree(out / "step_00000003", cross / "step_00000003")
+    summary = train(tiny_config(shards, cross, **kw))
+    assert summary["resumed_from_step"] == 3
+    assert_same_run([r for r in read_metrics(single) if r["step"] > 3], read_metrics(cross),
+                    single / "step_00000006", cross / "step_00000006")
+
+
+def test_tiny_model_overfits_one_batch(tmp_path):
+    """A shard of exactly one batch of random tokens: every step sees the same windows; the
+    trainer must drive the loss to (nearly) zero."""
+    tokens = np.random.default_rng(0).integers(0, VOCAB, size=4 * SEQ + 1)
+    write_shard(tmp_path / "one.bin", tokens, vocab_size=VOCAB)
+    summary = train(tiny_config({"train": [str(tmp_path / "one.bin")], "val": []}, tmp_path / "o",
+                                steps=60, batch_size=4, lr=1e-2, min_lr=1e-2, warmup_steps=10,
+                                weight_decay=0.0, log_every=1, eval_every=0, ckpt_every=0))
+    assert summary["initial_loss"] > 3.5  # ln(64) = 4.16: uniform at the start
+    assert summary["final_loss"] < 0.01, summary
+
+
+def test_mfu_is_logged_where_the_peak_is_known(shards, tmp_path, monkeypatch):
+    monkeypatch.setattr("tenali_model.train.device_peak_flops", lambda device: 1e12)
+    out = tmp_path / "o"
+    summary = train(tiny_config(shards, out, steps=4, log_every=2, eval_every=0, ckpt_every=0))
+    fpt = flops_per_token(tiny_config(shards, out).model_config(), SEQ)
+    rows = [r for r in read_metrics(out) if r["kind"] == "train"]
+    assert all(r["mfu"] == pytest.approx(r["tokens_per_sec"] * fpt / 1e12) for r in rows)
+    assert summary["mfu"] == pytest.approx(summary["tokens_per_sec"] * fpt / 1e12)
+
+
+def test_index_keyed_optimizer_state_still_loads():
+    """Checkpoints from before name-keyed optimizer state (optimizer.state_dict()) resume too."""
+    from tenali_model.config import preset
+    torch.manual_seed(0)
+    model = Transformer(preset("tiny"))
+    opt = torch.optim.AdamW(param_groups(model, 0.1), lr=1e-3)
+    idx = torch.randint(0, 512, (2, 8))
+    model(idx, idx)[1].backward()
+    opt.step()
+    fresh = Transformer(preset("tiny"))
+    fresh_opt = torch.optim.AdamW(param_groups(fresh, 0.1), lr=1e-3)
+    load_full_state(fresh, "single", model.state_dict(), fresh_opt, opt.state_dict())
+    a, b = opt.state_dict(), fresh_opt.state_dict()
+    assert a["param_groups"] == b["param_groups"]
+    for i in a["state"]:
+        for k in ("exp_avg", "exp_avg_sq", "step"):
+            assert torch.equal(a["state"][i][k], b["state"][i][k])
+
+
+def test_cli_rejects_a_global_batch_that_does_not_divide(shards, tmp_path, capsys):
+    cfg_path = tmp_path / "train.json"
+    tiny_config(shards, tmp_path / "o", global_batch_tokens=1000).to_json(cfg_path)
+    assert main(["--config", str(cfg_path)]) == 2
+    assert "global_batch_tokens (1000) must be a positive multiple" in capsys.readouterr().err

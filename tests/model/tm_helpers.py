@@ -39,3 +39,34 @@ def subprocess_env(**extra: str) -> dict[str, str]:
 
 
 PYTHON = sys.executable
+
+
+FINANCE_TEXT = [
+    "Apple (AAPL) closed at $189.25 on 2024-05-01, up 1.5% on volume of 58,414,500 shares.",
+    "The Federal Reserve held the federal funds rate at 5.25%-5.50%; CPI rose 3.4% year over year.",
+    "Bitcoin funding rates turned negative while open interest fell 12% in 24 hours.",
+    "Item 7. Management's Discussion and Analysis: revenue increased 8% to $94,930 million.",
+    "Treasury yields: 2-year 4.87%, 10-year 4.50%; the curve stayed inverted for a 22nd month.",
+    "Table:  two spaces\twith a tab and   three spaces",
+    "Émissions d'obligations: 3,5 milliards d'euros — Ünïcödé and 日本 text, plus 🙂.",
+]
+
+
+def train_sentencepiece(path, texts=FINANCE_TEXT, vocab_size=400, **overrides) -> None:
+    """A small sentencepiece model with the pipeline's settings (tenali_pipeline.tokenization.
+    train_tokenizer: BPE, byte fallback, split digits, identity normaliser, spaces kept, the special
+    tokens and "\\n" as user-defined pieces, no bos/eos)."""
+    import io
+
+    import sentencepiece as spm
+    lines = [line for t in texts * 30 for line in t.split("\n")]
+    settings = dict(model_type="bpe", vocab_size=vocab_size, byte_fallback=True, split_digits=True,
+                    user_defined_symbols=["<|endoftext|>", "<|user|>", "<|assistant|>", "<|pad|>", "\n"],
+                    normalization_rule_name="identity", remove_extra_whitespaces=False,
+                    allow_whitespace_only_pieces=True, character_coverage=1.0, num_threads=1,
+                    unk_id=0, bos_id=-1, eos_id=-1, pad_id=-1, hard_vocab_limit=False, minloglevel=2)
+    settings.update(overrides)
+    model = io.BytesIO()
+    spm.set_random_generator_seed(0)
+    spm.SentencePieceTrainer.train(sentence_iterator=iter(lines), model_writer=model, **settings)
+    Path(path).write_bytes(model.getvalue())

@@ -1,0 +1,120 @@
+"""CPU training throughput: our trainer's step against transformers' LlamaForCausalLM, same run.
+
+    .venv/bin/python bench/bench_train.py [--preset demo] [--batch 8] [--seq-len 0] [--threads 1]
+                                          [--steps 8] [--warmup 3] [--rounds 3]
+
+One training step is what tenali_model.train does per optimizer step with grad_accum 1: forward with
+targets (cross-entropy), backward, gradient clipping at 1.0, AdamW (decay on matrices only), zero_grad.
+Both models get the same shape (dims, heads, KV heads, MLP width, vocabulary, tied embeddings, RoPE
+theta, norm eps), the same float32 weights (ours, exported through tenali_model.hf's name mapping),
+the same batches, optimizer settings and thread count; transformers uses its SDPA attention and
+computes the loss on the same (input, next-token) pairs (`shift_labels`). Rounds alternate the two
+models so a noisy neighbour hurts both alike; each round times `--steps` steps after `--warmup`, and
+the median round is reported. Prints tokens/sec of each and the ratio ours/theirs.
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from tenali_model.config import preset  # noqa: E402
+from tenali_model.hf import hf_config, hf_names  # noqa: E402
+from tenali_model.model import Transformer  # noqa: E402
+from tenali_model.train import param_groups  # noqa: E402
+
+
+def make_step(model, loss_fn):
+    optimizer = torch.optim.AdamW(param_groups(model, 0.1), lr=3e-4, betas=(0.9, 0.95), eps=1e-8)
+
+    def step(x, y):
+        loss = loss_fn(x, y)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+        return loss
+    return step
+
+
+def timed(step, batches, steps: int, warmup: int) -> float:
+    """Seconds per step over `steps` steps, after `warmup` untimed ones."""
+    for i in range(warmup):
+        step(*batches[i % len(batches)])
+    t = time.perf_counter()
+    for i in range(steps):
+        step(*batches[i % len(batches)])
+    return (time.perf_counter() - t) / steps
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--preset", default="demo", help="model preset (demo: the CPU demo model)")
+    ap.add_argument("--batch", type=int, default=8, help="sequences per step")
+    ap.add_argument("--seq-len", type=int, default=0, help="0 = the model's max_seq_len")
+    ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--steps", type=int, default=8, help="timed steps per round")
+    ap.add_argument("--warmup", type=int, default=3)
+    ap.add_argument("--rounds", type=int, default=3)
+    args = ap.parse_args()
+
+    from transformers import AutoModelForCausalLM, LlamaConfig  # noqa: F401  (fail early if absent)
+
+    torch.set_num_threads(args.threads)
+    torch.manual_seed(0)
+    cfg = preset(args.preset)
+    if cfg.activation != "swiglu":
+        raise SystemExit(f"preset {args.preset} is not a Llama (activation {cfg.activation})")
+    seq_len = args.seq_len or cfg.max_seq_len
+    ours = Transformer(cfg).train()
+
+    hf_cfg = {k: v for k, v in hf_config(cfg).items() if k not in ("architectures", "model_type")}
+    theirs = AutoModelForCausalLM.from_config(LlamaConfig(**hf_cfg), attn_implementation="sdpa",
+                                              dtype=torch.float32).train()
+    names = hf_names(cfg)
+    state = {names[k]: v for k, v in ours.state_dict().items() if k in names}
+    missing, unexpected = theirs.load_state_dict(state, strict=False)
+    assert not unexpected and set(missing) <= {"lm_head.weight"}, (missing, unexpected)
+    theirs.tie_weights() if cfg.tie_embeddings else None
+
+    gen = torch.Generator().manual_seed(1)
+    batches = []
+    for _ in range(4):
+        window = torch.randint(0, cfg.vocab_size, (args.batch, seq_len + 1), generator=gen)
+        batches.append((window[:, :-1].contiguous(), window[:, 1:].contiguous()))
+
+    # Same weights, same data: the first losses agree (a check that the comparison is fair).
+    with torch.no_grad():
+        a = ours(*batches[0])[1].item()
+        b = theirs(input_ids=batches[0][0], labels=batches[0][1], shift_labels=batches[0][1],
+                   use_cache=False).loss.item()
+    assert abs(a - b) < 1e-4, (a, b)
+
+    step_ours = make_step(ours, lambda x, y: ours(x, y)[1])
+    step_theirs = make_step(theirs, lambda x, y: theirs(input_ids=x, labels=y, shift_labels=y,
+                                                        use_cache=False).loss)
+    t_ours, t_theirs = [], []
+    for _ in range(args.rounds):
+        t_ours.append(timed(step_ours, batches, args.steps, args.warmup))
+        t_theirs.append(timed(step_theirs, batches, args.steps, args.warmup))
+    tokens = args.batch * seq_len
+    ours_tps, theirs_tps = tokens / statistics.median(t_ours), tokens / statistics.median(t_theirs)
+    print(f"model {args.preset}: {ours.num_params():,} params, batch {args.batch} x {seq_len} tokens, "
+          f"float32, {args.threads} thread(s), torch {torch.__version__}")
+    print(f"tenali_model step          {ours_tps:10,.0f} tokens/s  "
+          f"(median of {args.rounds} rounds x {args.steps} steps: {statistics.median(t_ours) * 1e3:.1f} ms/step)")
+    import transformers
+    print(f"transformers {transformers.__version__} Llama  {theirs_tps:10,.0f} tokens/s  "
+          f"({statistics.median(t_theirs) * 1e3:.1f} ms/step)")
+    print(f"ratio ours/theirs          {ours_tps / theirs_tps:10.2f}x")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,137 @@
+"""The model side of the `tenali` command (no dagster needed: this is what the GPU image runs).
+
+    tenali train --config train.json [--stop-at-step K]      same as python -m tenali_model.train
+    tenali evaluate CKPT --val val_000.bin [...]              same as python -m tenali_model.evaluate
+    tenali export-hf CHECKPOINT OUTDIR [--tokenizer tokenizer.model]
+    tenali import-hf HF_DIR OUTDIR
+    tenali plan --config 7b --tokens 100e9 --gpus 8 --gpu h100 [--mfu 0.4] [--price 2.5]
+                [--seq-len N] [--global-batch-tokens N] [--micro-batch N]
+
+`main(argv)` returns the exit status: 0 done, 2 bad arguments or inputs, 1 anything else.
+Torch is imported only by the subcommands that need it, so `plan` answers at once.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+
+def _train(argv: list[str]) -> int:
+    from .train import main
+    return main(argv)
+
+
+def _evaluate(argv: list[str]) -> int:
+    from .evaluate import main
+    return main(argv)
+
+
+# Passed through untouched: these modules own their arguments.
+PASSTHROUGH = {"train": _train, "evaluate": _evaluate}
+
+
+def _number(text: str) -> float:
+    """100e9, 1.5e12, 2_000_000 or 100B / 1.5T / 300M."""
+    text = text.strip().replace("_", "").replace(",", "")
+    scale = {"K": 1e3, "M": 1e6, "B": 1e9, "G": 1e9, "T": 1e12}.get(text[-1:].upper())
+    try:
+        return float(text[:-1]) * scale if scale else float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="tenali", description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    sub.add_parser("train", help="pretrain (python -m tenali_model.train; see its --help)", add_help=False)
+    sub.add_parser("evaluate", help="validation loss of a checkpoint (see its --help)", add_help=False)
+
+    e = sub.add_parser("export-hf", help="write a transformers model directory for a checkpoint")
+    e.add_argument("checkpoint", help="checkpoint directory, or an out_dir (its latest)")
+    e.add_argument("outdir", help="new (or empty) directory for the Hugging Face model")
+    e.add_argument("--tokenizer", default=None, help="sentencepiece .model to export as well")
+
+    i = sub.add_parser("import-hf", help="a Tenali checkpoint from a Llama/Arcee transformers directory")
+    i.add_argument("hf_dir")
+    i.add_argument("outdir", help="out_dir for the checkpoint (step_00000000 is written there)")
+
+    pl = sub.add_parser("plan", help="memory per GPU, time and cost of a training run")
+    pl.add_argument("--config", required=True,
+                    help="a model preset (tiny, demo, 51m, 125m, 350m, 1b, 7b) or a training-config JSON")
+    pl.add_argument("--tokens", type=_number, required=True, help="training tokens, e.g. 100e9 or 100B")
+    pl.add_argument("--gpus", type=int, default=8)
+    pl.add_argument("--gpu", default="h100", help="h100, h200 or a100")
+    pl.add_argument("--mfu", type=float, default=0.4, help="model FLOPs utilisation to assume")
+    pl.add_argument("--price", type=float, default=None, help="price per GPU-hour")
+    pl.add_argument("--seq-len", type=int, default=None, help="default: the model's (or config's)")
+    pl.add_argument("--global-batch-tokens", type=_number, default=None,
+                    help="tokens per optimizer step (default: the config's, else about 1M)")
+    pl.add_argument("--micro-batch", type=int, default=None,
+                    help="sequences per GPU per micro-step (default: the config's batch_size, else 1)")
+    return p
+
+
+def _plan(args) -> int:
+    from .config import MODEL_PRESETS, TrainConfig
+    from .plan import plan, render
+
+    kwargs = dict(seq_len=args.seq_len, micro_batch=args.micro_batch or 1,
+                  global_batch_tokens=int(args.global_batch_tokens) if args.global_batch_tokens else None)
+    if args.config in MODEL_PRESETS:
+        model = args.config
+    elif Path(args.config).is_file():
+        cfg = TrainConfig.from_json(args.config)
+        model = cfg.model_config()
+        seq_len = args.seq_len or cfg.resolved_seq_len()
+        micro = args.micro_batch or cfg.batch_size
+        batch = cfg.global_batch_tokens or cfg.batch_size * seq_len * cfg.grad_accum * args.gpus
+        kwargs = dict(seq_len=seq_len, micro_batch=micro,
+                      global_batch_tokens=int(args.global_batch_tokens) if args.global_batch_tokens else batch)
+    else:
+        print(f"tenali plan: error: --config {args.config!r} is neither a preset "
+              f"({', '.join(MODEL_PRESETS)}) nor a file", file=sys.stderr)
+        return 2
+    print(render(plan(model, tokens=args.tokens, gpus=args.gpus, gpu=args.gpu, mfu=args.mfu,
+                      price_per_gpu_hour=args.price, **kwargs)))
+    return 0
+
+
+def _export(args) -> int:
+    from .checkpoint import CheckpointError
+    from .hf import export_hf
+    try:
+        out = export_hf(args.checkpoint, args.outdir, tokenizer_model=args.tokenizer)
+    except CheckpointError as e:
+        raise ValueError(str(e)) from e
+    print(f"wrote {out}")
+    return 0
+
+
+def _import(args) -> int:
+    from .hf import import_hf
+    out = import_hf(args.hf_dir, args.outdir)
+    print(f"wrote {out}")
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv and argv[0] in PASSTHROUGH:
+        return PASSTHROUGH[argv[0]](argv[1:])
+    try:
+        args = build_parser().parse_args(argv)
+    except SystemExit as e:  # --help (0) or a usage error (2): a status, not an exit, in-process
+        return int(e.code or 0)
+    handler = {"plan": _plan, "export-hf": _export, "import-hf": _import}[args.command]
+    try:
+        return handler(args)
+    except (ValueError, OSError) as e:  # ConfigError, ConversionError, CheckpointError, missing files
+        print(f"tenali {args.command}: error: {e}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,302 @@
+"""Back-of-the-envelope planning for a training run: memory per GPU, time, GPU-hours and cost.
+
+    from tenali_model.plan import plan, render
+    print(render(plan("7b", tokens=100e9, gpus=8, gpu="h100", mfu=0.4, price_per_gpu_hour=2.5)))
+    tenali plan --config 7b --tokens 100e9 --gpus 8 --gpu h100 [--mfu 0.4] [--price 2.5]
+
+Standard library only (no torch), so planning runs anywhere. The trainer uses `flops_per_token` and
+`peak_bf16_flops` from here to report MFU.
+
+FLOPs. Model FLOPs per trained token (forward + backward), the PaLM / nanoGPT / torchtitan convention:
+
+    flops_per_token = 6 * N + 12 * n_layers * dim * seq_len
+
+N counts the non-embedding parameters: all parameters minus the token-embedding table (a lookup, no
+FLOPs). A tied lm head shares that table and so is not counted either (PaLM and Kaplan et al. leave
+the unembedding out the same way); an untied lm head is an ordinary matrix and is counted. The second
+term is the attention score and value matmuls (QK^T and AV: 2 * 2 * seq_len * dim per token and layer
+in the forward pass, times 3 for forward + backward), counted over the full causal square as PaLM does.
+Recomputation (activation checkpointing) is not model FLOPs: MFU = achieved model FLOP/s / peak.
+
+Memory per GPU (bytes; P = parameters, P/g = sharded over g GPUs). The trainer keeps float32 master
+weights and AdamW state and computes in bfloat16 (autocast under DDP, FSDP2's param_dtype under FSDP):
+
+    weights      4P float32 master       (fsdp: 4P/g)
+    grads        4P float32               (fsdp: 4P/g)
+    adam         8P exp_avg + exp_avg_sq  (fsdp: 8P/g)
+    transient    ddp:  2P bfloat16 copies of the weights that autocast makes and autograd keeps
+                       until the backward pass
+                 fsdp: the unsharded bfloat16 parameters of the root (embedding, final norm, head)
+                       and of two blocks (current + prefetched), and one block's float32 gradient
+                       before its reduce-scatter
+    activations  tokens per micro-batch (micro_batch * seq_len) times, per token,
+                   per block  34*dim + 8*ffn_hidden + 4*n_heads   (bf16 matmul inputs and outputs,
+                              float32 residual stream and norms, fused attention's log-sum-exp; the
+                              GQA keys and values are saved after expansion to n_heads)
+                   head       10*dim + 12*vocab_size   (final norm, float32 log-softmax, and the
+                              logits' gradients at the start of the backward pass)
+                 with activation checkpointing a block keeps only its float32 input (4*dim) and one
+                 block at a time is recomputed in full.
+The per-token coefficients were measured on this model's saved tensors (`test_model_plan.py` checks
+them against torch's saved-tensor hooks). Allocator fragmentation, the CUDA context and NCCL buffers
+are not modelled: `fits` leaves USABLE_FRACTION of the card for them.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, replace
+
+from .config import FSDP_AUTO_MIN_PARAMS, ModelConfig, num_embedding_params, num_params, preset
+
+GIB = 1024 ** 3
+USABLE_FRACTION = 0.9  # of a GPU's memory; the rest for the CUDA context, NCCL, fragmentation
+
+
+@dataclass(frozen=True)
+class GPU:
+    name: str
+    peak_bf16_flops: float  # dense (no structured sparsity), per GPU, FLOP/s
+    memory_gib: float  # what the driver reports as total
+
+
+# SXM parts, from NVIDIA's data sheets (dense bf16 = half the quoted "with sparsity" figure).
+GPUS: dict[str, GPU] = {
+    "h100": GPU("NVIDIA H100 SXM 80GB", 989.4e12, 79.6),
+    "h200": GPU("NVIDIA H200 SXM 141GB", 989.4e12, 140.4),
+    "a100": GPU("NVIDIA A100 SXM 80GB", 312e12, 80.0),
+}
+
+
+def peak_bf16_flops(device_name: str) -> float | None:
+    """Dense bf16 peak FLOP/s of a GPU from its name (torch.cuda.get_device_name()), or None when
+    unknown (CPUs, other GPUs): MFU is then not reported."""
+    name = device_name.upper()
+    if "H200" in name:  # H200 SXM and GH200 989 TF; H200 NVL (PCIe card) 835 TF
+        return 835e12 if "NVL" in name else 989.4e12
+    if "H100" in name:  # H100 SXM 989 TF; H100 NVL 835 TF; H100 PCIe 756 TF
+        if "NVL" in name:
+            return 835e12
+        return 756e12 if "PCIE" in name else 989.4e12
+    if "A100" in name:  # every A100 variant: 312 TF
+        return 312e12
+    return None
+
+
+def get_gpu(name: str) -> GPU:
+    """A GPUS entry by its key (case-insensitive)."""
+    if name.lower() not in GPUS:
+        raise ValueError(f"unknown GPU {name!r}; known: {sorted(GPUS)}")
+    return GPUS[name.lower()]
+
+
+# --- FLOPs ---------------------------------------------------------------------------------------
+
+def non_embedding_params(cfg: ModelConfig) -> int:
+    """N of the FLOP formula: everything but the token-embedding table (a tied head shares it)."""
+    return num_params(cfg) - num_embedding_params(cfg)
+
+
+def flops_per_token(cfg: ModelConfig, seq_len: int | None = None) -> int:
+    """Model FLOPs (forward + backward) per trained token: 6 * N + 12 * n_layers * dim * seq_len."""
+    seq_len = seq_len or cfg.max_seq_len
+    return 6 * non_embedding_params(cfg) + 12 * cfg.n_layers * cfg.dim * seq_len
+
+
+def mfu(tokens_per_sec: float, cfg: ModelConfig, seq_len: int, peak_flops_total: float) -> float:
+    """Model FLOPs utilisation: achieved model FLOP/s over the peak of all GPUs used."""
+    return tokens_per_sec * flops_per_token(cfg, seq_len) / peak_flops_total
+
+
+# --- memory --------------------------------------------------------------------------------------
+
+def layer_params(cfg: ModelConfig) -> int:
+    """Parameters of one Transformer block."""
+    return (num_params(cfg) - num_embedding_params(cfg) * (1 if cfg.tie_embeddings else 2)
+            - cfg.dim) // cfg.n_layers
+
+
+def activation_bytes_per_token(cfg: ModelConfig, activation_checkpointing: bool = False) -> int:
+    """Bytes of saved activations per token of a micro-batch (bf16 compute; see the module doc)."""
+    block = 34 * cfg.dim + 8 * cfg.ffn_hidden + 4 * cfg.n_heads
+    head = 10 * cfg.dim + 12 * cfg.vocab_size
+    if activation_checkpointing:
+        return cfg.n_layers * 4 * cfg.dim + block + head
+    return cfg.n_layers * block + head
+
+
+@dataclass(frozen=True)
+class Memory:
+    """Bytes per GPU."""
+
+    parallelism: str  # "single" (one GPU), "ddp" or "fsdp"
+    gpus: int
+    activation_checkpointing: bool
+    weights: float
+    grads: float
+    optimizer: float
+    transient: float
+    activations: float
+
+    @property
+    def total(self) -> float:
+        return self.weights + self.grads + self.optimizer + self.transient + self.activations
+
+
+def memory_per_gpu(cfg: ModelConfig, *, gpus: int, parallelism: str, micro_batch: int, seq_len: int,
+                   activation_checkpointing: bool = False) -> Memory:
+    """Estimated peak memory per GPU of one training step (see the module doc for the model)."""
+    if parallelism not in ("single", "ddp", "fsdp"):
+        raise ValueError(f"parallelism must be 'single', 'ddp' or 'fsdp', got {parallelism!r}")
+    P = num_params(cfg)
+    shards = gpus if parallelism == "fsdp" else 1
+    if parallelism != "fsdp":
+        transient = 2 * P
+    else:
+        root = P - cfg.n_layers * layer_params(cfg)
+        transient = 2 * (root + 2 * layer_params(cfg)) + 4 * layer_params(cfg)
+    acts = micro_batch * seq_len * activation_bytes_per_token(cfg, activation_checkpointing)
+    return Memory(parallelism, gpus, activation_checkpointing, weights=4 * P / shards,
+                  grads=4 * P / shards, optimizer=8 * P / shards, transient=transient, activations=acts)
+
+
+# --- the plan ------------------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class Plan:
+    model: str
+    cfg: ModelConfig
+    gpu: GPU
+    gpus: int
+    tokens: float
+    seq_len: int
+    global_batch_tokens: int
+    micro_batch: int
+    mfu: float
+    price_per_gpu_hour: float | None
+    memory: list[Memory]
+
+    @property
+    def params(self) -> int:
+        return num_params(self.cfg)
+
+    @property
+    def flops_per_token(self) -> int:
+        return flops_per_token(self.cfg, self.seq_len)
+
+    @property
+    def total_flops(self) -> float:
+        return self.flops_per_token * self.tokens
+
+    @property
+    def steps(self) -> int:
+        return math.ceil(self.tokens / self.global_batch_tokens)
+
+    @property
+    def grad_accum(self) -> float:
+        """Micro-steps per optimizer step (fractional when the batch does not divide evenly)."""
+        return self.global_batch_tokens / (self.micro_batch * self.seq_len * self.gpus)
+
+    @property
+    def seconds(self) -> float:
+        return self.total_flops / (self.gpus * self.gpu.peak_bf16_flops * self.mfu)
+
+    @property
+    def gpu_hours(self) -> float:
+        return self.seconds / 3600 * self.gpus
+
+    @property
+    def cost(self) -> float | None:
+        return None if self.price_per_gpu_hour is None else self.gpu_hours * self.price_per_gpu_hour
+
+    @property
+    def auto_parallelism(self) -> str:
+        """What the trainer's parallelism "auto" picks for this model."""
+        if self.gpus == 1:
+            return "single"
+        return "fsdp" if self.params >= FSDP_AUTO_MIN_PARAMS else "ddp"
+
+
+def plan(model: str | ModelConfig, *, tokens: float, gpus: int, gpu: str = "h100", mfu: float = 0.4,
+         price_per_gpu_hour: float | None = None, seq_len: int | None = None,
+         global_batch_tokens: int | None = None, micro_batch: int = 1,
+         vocab_size: int | None = None) -> Plan:
+    """Time, cost and memory per GPU of training `model` (a preset name or a ModelConfig) on
+    `tokens` tokens with `gpus` GPUs of kind `gpu` at the given MFU.
+
+    global_batch_tokens defaults to about 1M tokens (a multiple of seq_len * gpus * micro_batch).
+    """
+    cfg = preset(model) if isinstance(model, str) else model
+    name = model if isinstance(model, str) else "custom"
+    if vocab_size:
+        cfg = replace(cfg, vocab_size=vocab_size)
+    seq_len = seq_len or cfg.max_seq_len
+    if seq_len > cfg.max_seq_len:
+        raise ValueError(f"seq_len {seq_len} exceeds the model's max_seq_len {cfg.max_seq_len}")
+    if gpus < 1 or micro_batch < 1 or tokens <= 0:
+        raise ValueError("gpus, micro_batch and tokens must be positive")
+    if not 0 < mfu <= 1:
+        raise ValueError(f"mfu must be in (0, 1], got {mfu}")
+    per_micro = micro_batch * seq_len * gpus
+    if global_batch_tokens is None:
+        global_batch_tokens = per_micro * max(1, round(2 ** 20 / per_micro))
+    if global_batch_tokens <= 0:
+        raise ValueError("global_batch_tokens must be positive")
+    memory = [memory_per_gpu(cfg, gpus=gpus, parallelism=par, micro_batch=micro_batch,
+                             seq_len=seq_len, activation_checkpointing=ac)
+              for par in (("ddp", "fsdp") if gpus > 1 else ("single",)) for ac in (False, True)]
+    return Plan(name, cfg, get_gpu(gpu), gpus, float(tokens), seq_len, int(global_batch_tokens), micro_batch, mfu,
+                price_per_gpu_hour, memory)
+
+
+# --- rendering -----------------------------------------------------------------------------------
+
+def _si(x: float) -> str:
+    for unit, div in (("T", 1e12), ("B", 1e9), ("M", 1e6), ("k", 1e3)):
+        if abs(x) >= div:
+            return f"{x / div:.2f}{unit}"
+    return f"{x:.0f}"
+
+
+def _duration(seconds: float) -> str:
+    if seconds >= 2 * 86400:
+        return f"{seconds / 86400:.1f} days"
+    if seconds >= 2 * 3600:
+        return f"{seconds / 3600:.1f} hours"
+    return f"{seconds / 60:.1f} minutes"
+
+
+def render(p: Plan) -> str:
+    """The plan as a plain-text report with a memory table."""
+    cfg, g = p.cfg, p.gpu
+    accum = p.grad_accum
+    accum_text = f"{accum:g}" if accum == int(accum) else f"{accum:.2f} (not a whole number: adjust)"
+    lines = [
+        f"model      {p.model}: {_si(p.params)} parameters ({_si(non_embedding_params(cfg))} non-embedding), "
+        f"dim {cfg.dim}, {cfg.n_layers} layers, {cfg.n_heads} heads ({cfg.n_kv_heads} KV), "
+        f"vocab {cfg.vocab_size:,}",
+        f"hardware   {p.gpus} x {g.name} ({g.peak_bf16_flops / 1e12:.0f} TFLOP/s bf16 dense, "
+        f"{g.memory_gib:.1f} GiB)",
+        f"batch      seq_len {p.seq_len:,}; {p.global_batch_tokens:,} tokens per step "
+        f"({p.global_batch_tokens / p.seq_len:g} sequences); micro-batch {p.micro_batch} per GPU, "
+        f"grad_accum {accum_text}",
+        f"compute    {_si(p.tokens)} tokens = {p.steps:,} steps; {p.flops_per_token:.3g} FLOPs/token "
+        f"(6N + 12*L*d*T) = {p.total_flops:.3g} FLOPs",
+        f"time       at {p.mfu:.0%} MFU: {_duration(p.seconds)} wall, {p.gpu_hours:,.0f} GPU-hours"
+        + (f", ${p.cost:,.0f} at ${p.price_per_gpu_hour:g}/GPU-hour" if p.cost is not None else ""),
+        f"parallel   the trainer's \"auto\" picks {p.auto_parallelism} for this model",
+        "",
+        f"memory per GPU (GiB; fits = total <= {USABLE_FRACTION:.0%} of {g.memory_gib:.1f})",
+    ]
+    header = ["setup", "weights", "grads", "adam", "transient", "activations", "total", "fits"]
+    rows = []
+    for m in p.memory:
+        setup = (f"fsdp x{m.gpus}" if m.parallelism == "fsdp" else m.parallelism) + (
+            " +act.ckpt" if m.activation_checkpointing else "")
+        fits = "yes" if m.total <= USABLE_FRACTION * g.memory_gib * GIB else "no"
+        rows.append([setup] + [f"{v / GIB:.1f}" for v in (m.weights, m.grads, m.optimizer,
+                                                          m.transient, m.activations, m.total)] + [fits])
+    widths = [max(len(r[i]) for r in [header] + rows) for i in range(len(header))]
+    fmt = lambda r: "  ".join(c.ljust(w) if i == 0 else c.rjust(w) for i, (c, w) in enumerate(zip(r, widths)))
+    lines += [fmt(header)] + [fmt(r) for r in rows]
+    return "\n".join(lines)

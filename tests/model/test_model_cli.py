@@ -1,0 +1,79 @@
+"""The model-side `tenali` commands, run in-process through tenali_model.cli.main."""
+
+import json
+import subprocess
+
+import pytest
+
+from tenali_model.checkpoint import latest_checkpoint, load_model
+from tenali_model.cli import main
+from tenali_model.plan import plan
+from tm_helpers import PYTHON, REPO_ROOT, subprocess_env, tiny_config
+
+
+def test_plan_from_a_preset(capsys):
+    assert main(["plan", "--config", "7b", "--tokens", "100e9", "--gpus", "8", "--gpu", "h100",
+                 "--mfu", "0.4", "--price", "2.5"]) == 0
+    out = capsys.readouterr().out
+    p = plan("7b", tokens=100e9, gpus=8, gpu="h100", mfu=0.4, price_per_gpu_hour=2.5)
+    assert f"{p.gpu_hours:,.0f} GPU-hours" in out and f"${p.cost:,.0f}" in out
+    assert f"{p.steps:,} steps" in out and "fsdp x8" in out
+
+
+def test_plan_from_a_training_config(shards, tmp_path, capsys):
+    cfg_path = tmp_path / "train.json"
+    tiny_config(shards, tmp_path / "o", batch_size=4, global_batch_tokens=4 * 32 * 8).to_json(cfg_path)
+    assert main(["plan", "--config", str(cfg_path), "--tokens", "10M", "--gpus", "2", "--gpu", "a100",
+                 "--seq-len", "32"]) == 0
+    out = capsys.readouterr().out
+    assert "1,024 tokens per step" in out and "micro-batch 4 per GPU, grad_accum 4" in out
+    assert "9,766 steps" in out  # 10M / 1024, rounded up
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["plan", "--config", "huge", "--tokens", "1e9"], "neither a preset"),
+    (["plan", "--config", "7b", "--tokens", "1e9", "--gpu", "tpu"], "unknown GPU"),
+    (["plan", "--config", "7b", "--tokens", "1e9", "--mfu", "2"], "mfu"),
+    (["export-hf", "/nonexistent/ckpt", "/tmp/x"], "neither a checkpoint"),
+    (["import-hf", "/nonexistent/hf", "/tmp/x"], "config.json is missing"),
+])
+def test_errors_exit_2(argv, message, capsys):
+    assert main(argv) == 2
+    assert message in capsys.readouterr().err
+
+
+def test_usage(capsys):
+    assert main(["--help"]) == 0
+    assert "export-hf" in capsys.readouterr().out
+    assert main(["plan"]) == 2  # --config and --tokens are required
+    assert main([]) == 2
+
+
+def test_train_evaluate_export_import(shards, tmp_path, capsys):
+    cfg_path = tmp_path / "train.json"
+    out = tmp_path / "run"
+    tiny_config(shards, out, steps=4, eval_every=0, ckpt_every=0).to_json(cfg_path)
+    assert main(["train", "--config", str(cfg_path)]) == 0
+    assert latest_checkpoint(out).name == "step_00000004"
+    capsys.readouterr()
+    assert main(["evaluate", str(out), "--val", *shards["val"], "--seq-len", "32"]) == 0
+    assert json.loads(capsys.readouterr().out)["step"] == 4
+    assert main(["train", "--config", str(tmp_path / "missing.json")]) == 2
+
+    pytest.importorskip("safetensors")
+    assert main(["export-hf", str(out), str(tmp_path / "hf")]) == 0
+    assert (tmp_path / "hf" / "config.json").is_file()
+    assert main(["import-hf", str(tmp_path / "hf"), str(tmp_path / "back")]) == 0
+    back = load_model(tmp_path / "back")
+    assert back.config == load_model(out).config
+    assert main(["export-hf", str(out), str(tmp_path / "hf")]) == 2  # exists and is not empty
+
+
+def test_plan_runs_as_a_module_without_torch():
+    code = ("import sys; from tenali_model.cli import main; "
+            "rc = main(['plan', '--config', '1b', '--tokens', '20B', '--gpus', '8']); "
+            "assert rc == 0; assert 'torch' not in sys.modules, 'plan imported torch'")
+    proc = subprocess.run([PYTHON, "-c", code], cwd=REPO_ROOT, env=subprocess_env(),
+                          capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 0, proc.stderr
+    assert "1.08B parameters" in proc.stdout

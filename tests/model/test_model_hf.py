@@ -1,0 +1,163 @@
+"""Hugging Face export/import: transformers loads our checkpoints with the same logits, generates,
+reads the tokenizer with sentencepiece's ids, and the import gives back identical weights."""
+
+import json
+
+import numpy as np
+import pytest
+import torch
+
+transformers = pytest.importorskip("transformers")
+spm = pytest.importorskip("sentencepiece")
+
+from tenali_model.checkpoint import load_model, load_train_state, save_checkpoint  # noqa: E402
+from tenali_model.config import ModelConfig  # noqa: E402
+from tenali_model.data import write_shard  # noqa: E402
+from tenali_model.generate import generate  # noqa: E402
+from tenali_model.hf import (ConversionError, build_tokenizer, export_hf, import_hf,  # noqa: E402
+                             write_tokenizer)
+from tenali_model.model import Transformer  # noqa: E402
+from tenali_model.train import train  # noqa: E402
+from tm_helpers import FINANCE_TEXT, tiny_config, train_sentencepiece  # noqa: E402
+
+TEXTS = FINANCE_TEXT + [
+    "the market<|endoftext|>next document",  # markup in the middle and at the end
+    "question<|user|> What moved SPY?<|assistant|> Rates.<|endoftext|>",
+    "line one\nline two\n\n  indented\n",  # "\n" is a user-defined piece; spaces after it
+    "digits 1234567890 and $94,930.25 split one by one",
+    "tabs\tand trailing spaces   ",
+    "x<|pad|><|pad|>",
+    "literal <unk> stays text",
+    "",
+]
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    """A tiny model trained for a few steps on text encoded by a pipeline-style tokenizer."""
+    root = tmp_path_factory.mktemp("hf")
+    sp_path = root / "tokenizer.model"
+    train_sentencepiece(sp_path)
+    sp = spm.SentencePieceProcessor(model_file=str(sp_path))
+    eot = sp.piece_to_id("<|endoftext|>")
+    ids = np.concatenate([np.array(sp.encode(t) + [eot]) for t in FINANCE_TEXT * 40])
+    write_shard(root / "train.bin", ids, vocab_size=sp.vocab_size())
+    cfg = tiny_config({"train": [str(root / "train.bin")], "val": []}, root / "run", steps=30,
+                      eval_every=0, ckpt_every=0,
+                      model={"preset": "tiny", "vocab_size": sp.vocab_size(), "max_seq_len": 64,
+                             "rope_theta": 5000.0, "norm_eps": 1e-6})
+    train(cfg)
+    return {"root": root, "ckpt": root / "run", "sp": sp, "sp_path": sp_path}
+
+
+def test_export_matches_transformers_logits_and_generation(trained):
+    out = export_hf(trained["ckpt"], trained["root"] / "hf", tokenizer_model=trained["sp_path"])
+    config = json.loads((out / "config.json").read_text())
+    assert config["architectures"] == ["LlamaForCausalLM"] and config["hidden_act"] == "silu"
+    assert (config["rope_theta"], config["rms_norm_eps"], config["num_key_value_heads"],
+            config["tie_word_embeddings"]) == (5000.0, 1e-6, 2, True)
+    sp = trained["sp"]
+    assert config["eos_token_id"] == sp.piece_to_id("<|endoftext|>")
+    assert config["pad_token_id"] == sp.piece_to_id("<|pad|>")
+
+    ours = load_model(trained["ckpt"])
+    theirs = transformers.AutoModelForCausalLM.from_pretrained(out, dtype=torch.float32).eval()
+    assert type(theirs).__name__ == "LlamaForCausalLM"
+    assert theirs.config.num_key_value_heads == 2
+    x = torch.tensor([sp.encode(FINANCE_TEXT[0])[:40], sp.encode(FINANCE_TEXT[1])[:40]])
+    with torch.no_grad():
+        torch.testing.assert_close(theirs(x).logits, ours(x)[0], rtol=0, atol=1e-4)
+
+    # transformers' greedy generate continues exactly as ours does (same logits at every step)
+    prompt = x[:, :8]
+    hf_out = theirs.generate(prompt, attention_mask=torch.ones_like(prompt), max_new_tokens=12,
+                             do_sample=False, eos_token_id=None, pad_token_id=config["pad_token_id"])
+    assert torch.equal(hf_out, generate(ours, prompt, 12, temperature=0))
+
+    # the tokenizer: AutoTokenizer reads it, with our special tokens and sentencepiece's ids
+    tok = transformers.AutoTokenizer.from_pretrained(out)
+    assert (tok.eos_token, tok.pad_token, tok.bos_token) == ("<|endoftext|>", "<|pad|>", None)
+    assert tok.eos_token_id == config["eos_token_id"] and tok.pad_token_id == config["pad_token_id"]
+    for text in TEXTS:
+        ids = tok.encode(text, add_special_tokens=False)
+        assert ids == sp.encode(text), text
+        assert tok.decode(ids) == sp.decode(ids) == text
+    assert tok.decode(tok.encode("a<|endoftext|>b"), skip_special_tokens=True) == "ab"
+
+
+def test_tokenizer_differs_from_sentencepiece_only_at_the_start(trained):
+    """The two known differences (see hf.py), pinned: a text that starts with a space, and one that
+    starts with a user-defined piece. Everything after the start is encoded identically."""
+    sp, tok = trained["sp"], build_tokenizer(trained["sp_path"].read_bytes())
+    lead = " leading space"  # sentencepiece: dummy prefix + the space; tokenizers: one of them
+    assert sp.encode(lead) != tok.encode(lead).ids
+    assert sp.decode(sp.encode(lead)) == lead and tok.decode(tok.encode(lead).ids) == lead[1:]
+    marked = "<|user|>hello"  # sentencepiece: a lone dummy prefix before the piece
+    assert [sp.id_to_piece(i) for i in sp.encode(marked)][:2] == ["▁", "<|user|>"]
+    assert sp.encode(marked)[1:] == tok.encode(marked).ids
+    for text in TEXTS:  # prefixing a word removes both differences
+        assert tok.encode("x " + text).ids == sp.encode("x " + text)
+
+
+def test_import_gives_back_identical_weights(trained):
+    out = trained["root"] / "hf_roundtrip"
+    export_hf(trained["ckpt"], out)
+    assert not (out / "tokenizer.json").exists()  # no tokenizer asked for
+    ckpt = import_hf(out, trained["root"] / "imported")
+    assert ckpt.name == "step_00000000"
+    a, b = load_model(trained["ckpt"]), load_model(ckpt)
+    assert a.config == b.config
+    sa, sb = a.state_dict(), b.state_dict()
+    assert sa.keys() == sb.keys() and all(torch.equal(sa[k], sb[k]) for k in sa)
+    assert b.lm_head.weight is b.tok_embeddings.weight
+    assert load_train_state(ckpt)["optimizer"] is None
+    meta = json.loads((ckpt / "meta.json").read_text())
+    assert meta["imported_from"]["architecture"] == ["LlamaForCausalLM"]
+
+
+@pytest.mark.parametrize("kw, arch", [({"activation": "gelu"}, "ArceeForCausalLM"),
+                                      ({"tie_embeddings": False}, "LlamaForCausalLM")])
+def test_gelu_and_untied_models(tmp_path, kw, arch):
+    """A GELU model (no gate) goes out as Arcee, whose MLP is down(act(up(x))) with hidden_act
+    gelu_pytorch_tanh; an untied head is stored as lm_head.weight. Logits match either way."""
+    torch.manual_seed(0)
+    cfg = ModelConfig(vocab_size=300, dim=64, n_layers=2, n_heads=4, n_kv_heads=2, max_seq_len=32, **kw)
+    model = Transformer(cfg).eval()
+    with torch.no_grad():
+        for p in model.parameters():
+            p.add_(0.05 * torch.randn_like(p))
+    ckpt = save_checkpoint(tmp_path / "ck", step=1, model=model)
+    out = export_hf(ckpt, tmp_path / "hf")
+    theirs = transformers.AutoModelForCausalLM.from_pretrained(out, dtype=torch.float32).eval()
+    assert type(theirs).__name__ == arch
+    x = torch.randint(0, 300, (2, 24))
+    with torch.no_grad():
+        torch.testing.assert_close(theirs(x).logits, model(x)[0], rtol=0, atol=1e-4)
+    back = load_model(import_hf(out, tmp_path / "back"))
+    assert back.config == cfg
+    assert all(torch.equal(a, b) for a, b in zip(model.state_dict().values(), back.state_dict().values()))
+
+
+def test_refusals(trained, tmp_path):
+    with pytest.raises(FileExistsError):
+        export_hf(trained["ckpt"], trained["root"])  # not empty
+    hf_dir = tmp_path / "hf"
+    export_hf(trained["ckpt"], hf_dir)
+    config = json.loads((hf_dir / "config.json").read_text())
+    for change, message in [({"attention_bias": True}, "attention_bias"),
+                            ({"rope_scaling": {"rope_type": "llama3", "factor": 8.0}}, "RoPE scaling"),
+                            ({"model_type": "gpt2"}, "model_type"),
+                            ({"hidden_act": "gelu"}, "hidden_act")]:
+        (hf_dir / "config.json").write_text(json.dumps({**config, **change}))
+        with pytest.raises(ConversionError, match=message):
+            import_hf(hf_dir, tmp_path / "nope")
+    unigram = tmp_path / "unigram.model"
+    train_sentencepiece(unigram, model_type="unigram")
+    with pytest.raises(ConversionError, match="model_type is unigram"):
+        build_tokenizer(unigram.read_bytes())
+    folded = tmp_path / "nfkc.model"
+    train_sentencepiece(folded, normalization_rule_name="nmt_nfkc", remove_extra_whitespaces=True)
+    with pytest.raises(ConversionError, match="normalizer is 'nmt_nfkc'.*remove_extra_whitespaces"):
+        build_tokenizer(folded.read_bytes())
+    with pytest.raises(ConversionError, match="tokenizer has 400 pieces"):
+        write_tokenizer(trained["sp_path"], tmp_path, vocab_size=100)  # more ids than embeddings

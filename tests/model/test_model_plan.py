@@ -1,0 +1,110 @@
+"""Planning: the FLOP formula, peak FLOPs by device name, memory per GPU, time and cost."""
+
+import pytest
+import torch
+
+from tenali_model.config import ModelConfig, num_params, preset
+from tenali_model.model import Transformer
+from tenali_model.plan import (GIB, GPUS, activation_bytes_per_token, flops_per_token, layer_params,
+                               memory_per_gpu, mfu, non_embedding_params, peak_bf16_flops, plan, render)
+
+
+def test_flops_per_token_is_6n_plus_attention():
+    cfg = preset("7b")  # untied head: counted; the embedding table is not
+    n = num_params(cfg) - cfg.vocab_size * cfg.dim
+    assert non_embedding_params(cfg) == n
+    assert flops_per_token(cfg, 4096) == 6 * n + 12 * 32 * 4096 * 4096
+    tied = preset("125m")  # the tied head shares the table: not counted
+    assert non_embedding_params(tied) == num_params(tied) - 50000 * 768
+    assert flops_per_token(tied) == flops_per_token(tied, 2048)  # default: max_seq_len
+    assert mfu(1000.0, tied, 2048, 1e12) == pytest.approx(1000 * flops_per_token(tied) / 1e12)
+
+
+@pytest.mark.parametrize("name, peak", [
+    ("NVIDIA H100 80GB HBM3", 989.4e12), ("NVIDIA H100 PCIe", 756e12), ("NVIDIA H100 NVL", 835e12),
+    ("NVIDIA H200", 989.4e12), ("NVIDIA H200 NVL", 835e12), ("NVIDIA GH200 480GB", 989.4e12),
+    ("NVIDIA A100-SXM4-80GB", 312e12), ("NVIDIA A100 80GB PCIe", 312e12),
+    ("Tesla V100-SXM2-16GB", None), ("cpu", None)])
+def test_peak_flops_by_device_name(name, peak):
+    assert peak_bf16_flops(name) == peak
+
+
+def test_layer_params_adds_up():
+    for name in ("tiny", "125m", "7b"):
+        cfg = preset(name)
+        with torch.device("meta"):
+            model = Transformer(cfg)
+        assert layer_params(cfg) == sum(p.numel() for p in model.layers[0].parameters())
+
+
+def _saved_activation_bytes(cfg: ModelConfig, checkpointing: bool, B=3, T=50) -> float:
+    """Bytes per token of the tensors autograd saves under bf16 autocast (weight casts excluded:
+    only tensors with a batch or token dimension count)."""
+    torch.manual_seed(0)
+    model = Transformer(cfg)
+    model.set_activation_checkpointing(checkpointing)
+    seen = {}
+
+    def pack(t):
+        if (B * T in t.shape or (B in t.shape and T in t.shape)) and t.is_floating_point():
+            seen[t.untyped_storage().data_ptr()] = t.untyped_storage().nbytes()
+        return t
+    x = torch.randint(0, cfg.vocab_size, (B, T))
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            model(x, x)
+    return sum(seen.values()) / (B * T)
+
+
+@pytest.mark.parametrize("checkpointing", [False, True])
+def test_activation_model_matches_saved_tensors(checkpointing):
+    """The plan's per-token activation bytes against what autograd really keeps (the head's
+    backward-time gradients, 8 * vocab, are not saved tensors and are left out of the comparison)."""
+    for kw in [dict(dim=128, n_layers=2, n_heads=4, n_kv_heads=2, ffn_hidden=256, vocab_size=1000),
+               dict(dim=256, n_layers=3, n_heads=8, n_kv_heads=8, ffn_hidden=704, vocab_size=3000)]:
+        cfg = ModelConfig(max_seq_len=64, **kw)
+        measured = _saved_activation_bytes(cfg, checkpointing)
+        planned = activation_bytes_per_token(cfg, checkpointing) - 8 * cfg.vocab_size
+        if checkpointing:  # one block is recomputed in backward: planned, but not saved in forward
+            planned -= 34 * cfg.dim + 8 * cfg.ffn_hidden + 4 * cfg.n_heads
+        assert measured == pytest.approx(planned, rel=0.03), (kw, measured, planned)
+
+
+def test_memory_ddp_versus_fsdp():
+    cfg = preset("7b")
+    P = num_params(cfg)
+    ddp = memory_per_gpu(cfg, gpus=8, parallelism="ddp", micro_batch=1, seq_len=4096)
+    fsdp = memory_per_gpu(cfg, gpus=8, parallelism="fsdp", micro_batch=1, seq_len=4096)
+    assert (ddp.weights, ddp.grads, ddp.optimizer, ddp.transient) == (4 * P, 4 * P, 8 * P, 2 * P)
+    assert (fsdp.weights, fsdp.grads, fsdp.optimizer) == (4 * P / 8, 4 * P / 8, 8 * P / 8)
+    assert fsdp.transient < ddp.transient / 4 and fsdp.activations == ddp.activations
+    assert ddp.total / GIB > 79.6 > fsdp.total / GIB  # 7B needs FSDP on 80 GB cards
+    ckpt = memory_per_gpu(cfg, gpus=8, parallelism="fsdp", micro_batch=1, seq_len=4096,
+                          activation_checkpointing=True)
+    assert ckpt.activations < fsdp.activations / 4
+    with pytest.raises(ValueError, match="parallelism"):
+        memory_per_gpu(cfg, gpus=8, parallelism="zero", micro_batch=1, seq_len=4096)
+
+
+def test_plan_time_and_cost():
+    p = plan("7b", tokens=100e9, gpus=8, gpu="h100", mfu=0.4, price_per_gpu_hour=2.5)
+    seconds = flops_per_token(preset("7b"), 4096) * 100e9 / (8 * GPUS["h100"].peak_bf16_flops * 0.4)
+    assert p.seconds == pytest.approx(seconds)
+    assert p.gpu_hours == pytest.approx(seconds / 3600 * 8)
+    assert p.cost == pytest.approx(p.gpu_hours * 2.5)
+    assert p.global_batch_tokens % (4096 * 8) == 0 and p.grad_accum == int(p.grad_accum)
+    assert p.steps == -(-100e9 // p.global_batch_tokens)
+    assert p.auto_parallelism == "fsdp"
+    assert [(m.parallelism, m.activation_checkpointing) for m in p.memory] == [
+        ("ddp", False), ("ddp", True), ("fsdp", False), ("fsdp", True)]
+    text = render(p)
+    assert "8 x NVIDIA H100" in text and "$8," in text and "GPU-hours" in text
+    assert "fsdp x8 +act.ckpt" in text and "yes" in text and "no" in text
+
+    single = plan("125m", tokens=1e9, gpus=1, gpu="A100", seq_len=1024, global_batch_tokens=2 ** 19)
+    assert [m.parallelism for m in single.memory] == ["single", "single"]
+    assert single.cost is None and single.grad_accum == 512 and single.auto_parallelism == "single"
+    assert "$" not in render(single)
+    for bad in (dict(gpu="tpu"), dict(mfu=0), dict(seq_len=10 ** 6), dict(gpus=0)):
+        with pytest.raises(ValueError):
+            plan("125m", tokens=1e9, **{"gpus": 1, **bad})
