@@ -3,6 +3,9 @@
     tenali demo     materialise the whole graph on sample data into the project-local instance
     tenali ui       start the Dagster UI (webserver + daemon) on that instance
     tenali info     print the resolved settings and where data lands
+    tenali features INPUT OUTPUT   technical features (indicators, candlestick patterns, smart-money
+                    events) for an OHLCV file
+    tenali filing-sections FILE    the items of an SEC filing as JSON
 
 Model-side commands (training, serving, export) will live here too and must start without dagster
 installed, so dagster is imported only inside the commands that need it.
@@ -143,8 +146,20 @@ def cmd_ui(args) -> int:
     return 0 if stopping else code
 
 
+# Model-side commands run in images that have no dagster: hand them to tenali_model's CLI before
+# anything here imports the pipeline.
+MODEL_COMMANDS = ("train", "evaluate", "export-hf", "import-hf", "plan")
+
+
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="tenali", description="Build a finance-domain language model from scratch.")
+    argv = sys.argv[1:] if argv is None else list(argv)
+    if argv and argv[0] in MODEL_COMMANDS:
+        from tenali_model.cli import main as model_main
+
+        return model_main(argv)
+    parser = argparse.ArgumentParser(
+        prog="tenali", description="Build a finance-domain language model from scratch.",
+        epilog=f"Model commands (no dagster needed): {', '.join(MODEL_COMMANDS)}; see `tenali train --help` etc.")
     sub = parser.add_subparsers(dest="command", required=True)
     p = sub.add_parser("demo", help="materialise the whole graph on sample data (about 5 minutes on 2 CPU cores)")
     p.add_argument("--steps", type=int, default=0, help="pretraining steps (default: TENALI_TRAIN_STEPS or 300)")
@@ -153,6 +168,14 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--host", default="127.0.0.1")
     p.add_argument("--port", type=int, default=3000)
     p.set_defaults(fn=cmd_ui)
+    from .technicals import cli as technicals_cli
+    from .text import filings
+
+    technicals_cli.add_parser(sub)
+
+    p = sub.add_parser("filing-sections", help="print an SEC filing's items (10-K, 10-Q, 8-K) as JSON")
+    filings.add_arguments(p)
+    p.set_defaults(fn=filings.run)
     p = sub.add_parser("info", help="print the resolved settings")
     p.add_argument("-v", "--verbose", action="store_true", help="also list every environment variable")
     p.set_defaults(fn=cmd_info)

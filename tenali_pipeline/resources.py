@@ -112,6 +112,9 @@ class CorpusResource(dg.ConfigurableResource):
     val_start: str = ""  # ISO date; empty = the date from which the latest 10% of documents begin
     vocab_size: int = 50_000
     shard_tokens: int = 100_000_000
+    near_dup_threshold: float = 0.8  # Jaccard similarity of word 5-gram MinHash; 0 = off
+    mix: bool = True  # mix the training split to the seed's domain weights
+    mix_max_repeats: float = 4.0  # no domain is repeated more than this to reach its weight
 
 
 class TrainingResource(dg.ConfigurableResource):
@@ -163,7 +166,8 @@ def build_resources(settings: Settings, env=None) -> dict:
         "corpus_settings": CorpusResource(
             val_start=e("TENALI_VAL_START", settings.val_start),
             vocab_size=e("TENALI_VOCAB_SIZE", settings.vocab_size),
-            shard_tokens=e("TENALI_SHARD_TOKENS", settings.shard_tokens)),
+            shard_tokens=e("TENALI_SHARD_TOKENS", settings.shard_tokens),
+            near_dup_threshold=settings.near_dup_threshold, mix=settings.mix),
         "training": TrainingResource(model=e("TENALI_MODEL", settings.model),
                                      steps=e("TENALI_TRAIN_STEPS", settings.train_steps)),
         "launcher": build_launcher(settings),

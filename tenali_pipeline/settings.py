@@ -38,6 +38,8 @@ VARIABLES: dict[str, tuple[str, str]] = {
     "TENALI_DOCUMENTS_ROOT": ("folder or s3:// prefix of .txt/.md/.html documents", "$TENALI_HOME/documents"),
     "TENALI_START_DATE": ("first date to collect (live sources)", "2015-01-01"),
     "TENALI_VAL_START": ("first date of the validation window (temporal split)", "latest 10% of dates"),
+    "TENALI_NEAR_DUP": ("near-duplicate threshold (MinHash Jaccard), 0 turns it off", "0.8"),
+    "TENALI_MIX": ("1 mixes the training split to the seed's domain weights, 0 keeps it as is", "1"),
     "TENALI_VOCAB_SIZE": ("tokenizer vocabulary size", "4096 for demo, 50000 otherwise"),
     "TENALI_SHARD_TOKENS": ("tokens per shard", "1048576 for demo, 100000000 otherwise"),
     "TENALI_MODEL": ("model preset (tenali_model.config.MODEL_PRESETS)", "demo for demo, 51m otherwise"),
@@ -78,6 +80,8 @@ class Settings:
     documents_root: str = ""
     start_date: str = "2015-01-01"
     val_start: str = ""
+    near_dup_threshold: float = 0.8
+    mix: bool = True
     vocab_size: int = 4096
     shard_tokens: int = 1 << 20
     model: str = "demo"
@@ -109,6 +113,26 @@ def load_settings(env: dict[str, str] | None = None) -> Settings:
             return int(raw)
         except ValueError:
             raise SettingsError(f"{name}={raw!r} must be an integer.") from None
+
+    def number(name: str, default: float) -> float:
+        raw = get(name)
+        if not raw:
+            return default
+        try:
+            value = float(raw)
+        except ValueError:
+            raise SettingsError(f"{name}={raw!r} must be a number.") from None
+        if not 0 <= value <= 1:
+            raise SettingsError(f"{name}={raw!r} must be between 0 and 1.")
+        return value
+
+    def flag(name: str, default: bool) -> bool:
+        raw = get(name).lower()
+        if not raw:
+            return default
+        if raw not in ("0", "1", "true", "false", "yes", "no"):
+            raise SettingsError(f"{name}={raw!r} must be 1 or 0.")
+        return raw in ("1", "true", "yes")
 
     def date(name: str) -> str:
         raw = get(name)
@@ -147,6 +171,8 @@ def load_settings(env: dict[str, str] | None = None) -> Settings:
         documents_root=get("TENALI_DOCUMENTS_ROOT") or str(home / "documents"),
         start_date=date("TENALI_START_DATE") or base.start_date,
         val_start=date("TENALI_VAL_START"),
+        near_dup_threshold=number("TENALI_NEAR_DUP", 0.8),
+        mix=flag("TENALI_MIX", True),
         vocab_size=integer("TENALI_VOCAB_SIZE", 4096 if demo else 50_000),
         shard_tokens=integer("TENALI_SHARD_TOKENS", (1 << 20) if demo else 100_000_000),
         model=get("TENALI_MODEL") or ("demo" if demo else "51m"),

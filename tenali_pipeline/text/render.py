@@ -12,9 +12,10 @@ from __future__ import annotations
 import hashlib
 import re
 import zlib
-from html.parser import HTMLParser
 
 import polars as pl
+
+from . import filings as _filings
 
 DOCUMENT_SCHEMA = {
     "doc_id": pl.String,
@@ -130,95 +131,23 @@ def render_macro(obs: pl.DataFrame) -> pl.DataFrame:
     return _frame(rows)
 
 
-# ---- technical analysis: the indicator state at each month's last bar --------------------------
-def render_technical(features: pl.DataFrame, *, by: str = "ticker", time: str = "date", domain: str = "technical") -> pl.DataFrame:
-    if features.is_empty():
-        return _frame([])
-    df = features.with_columns(pl.col(time).cast(pl.Date).alias("_day")).sort(by, "_day").with_columns(
-        month=pl.col("_day").dt.truncate("1mo"),
-        cross=pl.when((pl.col("sma_50") > pl.col("sma_200")) & (pl.col("sma_50").shift(1) <= pl.col("sma_200").shift(1)))
-        .then(pl.lit("golden")).when((pl.col("sma_50") < pl.col("sma_200")) & (pl.col("sma_50").shift(1) >= pl.col("sma_200").shift(1)))
-        .then(pl.lit("death")).over(by),
-    )
-    crosses = df.filter(pl.col("cross").is_not_null()).group_by(by, "month").agg(pl.col("cross"), pl.col("_day").alias("cross_days"))
-    last = df.group_by(by, "month").agg(pl.all().sort_by("_day").last()).join(crosses, on=[by, "month"], how="left")
-    rows = []
-    price = "adj_close" if "adj_close" in features.columns else "close"
-    for r in last.sort(by, "month").iter_rows(named=True):
-        if r["rsi_14"] is None or r["sma_50"] is None:
-            continue
-        t, day = r[by], r["_day"]
-        rsi_v = r["rsi_14"]
-        rsi_txt = "overbought" if rsi_v > 70 else "oversold" if rsi_v < 30 else "neutral"
-        parts = [f"Technical picture for {t} at the close of {day:%B %d, %Y}:",
-                 f"the 14-day RSI stood at {rsi_v:.1f}, a {rsi_txt} reading;",
-                 f"MACD was {r['macd']:+.2f} against a signal line of {r['macd_signal']:+.2f}, "
-                 f"so momentum was {'positive' if r['macd_hist'] > 0 else 'negative'}."]
-        px = r[price]
-        parts.append(f"The price ({money(px)}, adjusted) was {'above' if px > r['sma_50'] else 'below'} its 50-day average of {money(r['sma_50'])}")
-        if r["sma_200"] is not None:
-            parts[-1] += f" and {'above' if px > r['sma_200'] else 'below'} its 200-day average of {money(r['sma_200'])}."
-        else:
-            parts[-1] += "."
-        if r["bb_upper"] is not None:
-            pos = (px - r["bb_lower"]) / (r["bb_upper"] - r["bb_lower"]) if r["bb_upper"] != r["bb_lower"] else 0.5
-            parts.append(f"It sat {pos * 100:.0f}% of the way up its Bollinger Bands ({money(r['bb_lower'])} to {money(r['bb_upper'])}).")
-        if r["realised_vol_20"] is not None:
-            parts.append(f"Twenty-day realised volatility was {r['realised_vol_20'] * 100:.1f}% annualised.")
-        for kind, d in zip(r["cross"] or [], r["cross_days"] or []):
-            parts.append(f"A {kind} cross formed on {d:%B %d}, when the 50-day average crossed "
-                         f"{'above' if kind == 'golden' else 'below'} the 200-day average.")
-        rows.append(_doc(domain, r["source"], t, day, f"{t} technicals {day:%Y-%m}", " ".join(parts)))
-    return _frame(rows)
-
-
-# ---- filings: section-aware plain text from the primary document --------------------------------
-class _TextExtractor(HTMLParser):
-    BLOCK = {"p", "div", "br", "tr", "li", "h1", "h2", "h3", "h4", "h5", "h6", "table"}
-    SKIP = {"script", "style", "title", "ix:header"}
-    CELL = {"td", "th"}  # table cells: a space between them, or "Net sales$1,234" runs together
-
-    def __init__(self):
-        super().__init__(convert_charrefs=True)
-        self.parts: list[str] = []
-        self._skip = 0
-
-    def handle_starttag(self, tag, attrs):
-        if tag in self.SKIP:
-            self._skip += 1
-        elif tag in self.BLOCK:
-            self.parts.append("\n")
-
-    def handle_endtag(self, tag):
-        if tag in self.SKIP:
-            self._skip = max(0, self._skip - 1)
-        elif tag in self.BLOCK:
-            self.parts.append("\n")
-        elif tag in self.CELL:
-            self.parts.append(" ")
-
-    def handle_data(self, data):
-        if not self._skip:
-            self.parts.append(data)
-
-
+# ---- filings: section-aware plain text from the primary document (see filings.py) ----------------
 def html_to_text(html: str) -> str:
-    parser = _TextExtractor()
-    parser.feed(html)
-    text = "".join(parser.parts)
-    lines = [re.sub(r"[ \t\xa0]+", " ", line).strip() for line in text.splitlines()]
-    return re.sub(r"\n{3,}", "\n\n", "\n".join(lines)).strip()
+    """Visible text of an HTML document, one line per block and per table row (cells space-separated)."""
+    return _filings.html_to_text(html, cell_separator=" ")
 
 
 def render_filings(filings: pl.DataFrame) -> pl.DataFrame:
+    """One document per filing: a header line, then each item under its heading (``Item 1A. Risk Factors``)."""
     rows = []
     for r in filings.iter_rows(named=True):
-        body = html_to_text(r["document"]) if r["document_format"] == "html" else r["document"].strip()
         header = f"{r['company']} (CIK {r['cik']}) filed a Form {r['form']} on {r['filed']:%B %d, %Y}"
         if r["period"] is not None:
             header += f" for the period ended {r['period']:%B %d, %Y}"
+        text = _filings.filing_to_text(r["document"], r["form"], header=header + ".",
+                                       document_format=r["document_format"])
         rows.append(_doc("news_filings", r["source"], r["ticker"] or r["cik"], r["filed"],
-                         f"{r['ticker'] or r['cik']} {r['form']} {r['filed']}", header + ".\n\n" + body))
+                         f"{r['ticker'] or r['cik']} {r['form']} {r['filed']}", text))
     return _frame(rows)
 
 
@@ -235,3 +164,13 @@ def render_documents(docs: pl.DataFrame) -> pl.DataFrame:
     rows = [_doc("educational", r["source"], r["uri"], r["date"], r["title"] or r["uri"], r["text"].strip())
             for r in docs.iter_rows(named=True)]
     return _frame(rows)
+
+
+def __getattr__(name: str):
+    # render_technical moved to text/technical.py (analyst notes from technicals.compute_features); imported
+    # lazily because technical.py builds on the helpers above.
+    if name == "render_technical":
+        from .technical import render_technical
+
+        return render_technical
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -1,6 +1,9 @@
-"""Corpus: quality filters with counts, special-token scrubbing, exact dedup, and the temporal split."""
+"""Corpus: quality filters with counts (language included), special-token scrubbing, exact dedup, the temporal
+split, near-duplicates dropped from training across the split, and optional mixing with its report."""
 
 import datetime as dt
+import json
+import random
 
 import polars as pl
 import pytest
@@ -14,10 +17,20 @@ from tenali_pipeline.text.corpus import (
     domain_stats,
     filter_documents,
 )
+from tenali_pipeline.text.dedup import NearDupConfig
+from tenali_pipeline.text.mixing import MixConfig
 from tenali_pipeline.text.render import DOCUMENT_SCHEMA
 
 D = dt.date
 PROSE = "The company reported quarterly revenue growth and a wider operating margin than analysts expected. "
+WORDS = ("the of and to for with on by from revenue margin cash flow quarter guidance dividend buyback leverage "
+         "spread yield volatility liquidity earnings outlook").split()
+
+
+def unique(i: int) -> str:
+    """Prose that no other `unique(j)` near-duplicates."""
+    rng = random.Random(i)
+    return PROSE + " ".join(rng.choice(WORDS) for _ in range(40)) + "."
 
 
 def docs(rows: list[tuple]) -> pl.DataFrame:
@@ -42,7 +55,7 @@ def test_each_filter_counts_its_own_rejects():
     ])
     kept, dropped = filter_documents(frame, FilterConfig(max_chars=2000))
     assert kept["doc_id"].to_list() == ["ok"]
-    assert dropped == {"too_short": 1, "too_long": 1, "low_alpha_ratio": 1, "repeated_lines": 1}
+    assert dropped == {"too_short": 1, "too_long": 1, "low_alpha_ratio": 1, "repeated_lines": 1, "non_english": 0}
     assert kept.columns == frame.columns and kept.schema == frame.schema
 
 
@@ -96,7 +109,7 @@ def test_exact_dedup_keeps_the_earliest():
 
 
 def test_build_corpus_splits_by_time():
-    rows = [(f"d{i:03d}", D(2020, 1, 1) + dt.timedelta(days=i % 50), f"{PROSE} Document number {i}.",
+    rows = [(f"d{i:03d}", D(2020, 1, 1) + dt.timedelta(days=i % 50), unique(i),
              ["market", "economic"][i % 2]) for i in range(120)]
     result = build_corpus(docs(rows), val_start=D(2020, 2, 1))
     assert result.val_start == D(2020, 2, 1)
@@ -110,7 +123,7 @@ def test_build_corpus_splits_by_time():
 
 
 def test_build_corpus_default_val_start_is_the_latest_tenth():
-    rows = [(f"d{i:03d}", D(2020, 1, 1) + dt.timedelta(days=i), f"{PROSE} Number {i}.") for i in range(100)]
+    rows = [(f"d{i:03d}", D(2020, 1, 1) + dt.timedelta(days=i), unique(i)) for i in range(100)]
     result = build_corpus(docs(rows))
     assert result.val_start == D(2020, 1, 1) + dt.timedelta(days=90)
     assert (result.train.height, result.val.height) == (90, 10)
@@ -118,10 +131,10 @@ def test_build_corpus_default_val_start_is_the_latest_tenth():
 
 
 def test_dedup_happens_before_the_split_and_keeps_the_training_copy():
-    rows = [(f"d{i:02d}", D(2020, 1, 1) + dt.timedelta(days=i), f"{PROSE} Number {i}.") for i in range(20)]
-    rows.append(("late-copy", D(2020, 1, 30), f"{PROSE} Number 3."))
+    rows = [(f"d{i:02d}", D(2020, 1, 1) + dt.timedelta(days=i), unique(i)) for i in range(20)]
+    rows.append(("late-copy", D(2020, 1, 30), unique(3)))
     result = build_corpus(docs(rows), val_start=D(2020, 1, 15))
-    assert result.dropped["duplicate_exact"] == 1
+    assert result.dropped["duplicate_exact"] == 1 and result.dropped["near_duplicate_val"] == 0
     assert "late-copy" not in result.val["doc_id"].to_list()
     assert "d03" in result.train["doc_id"].to_list()
 
@@ -152,3 +165,68 @@ def test_domain_stats_counts_documents_and_utf8_bytes():
     frame = docs([("a", D(2020, 1, 1), "é" * 10, "market"), ("b", D(2020, 1, 1), "abc", "market"),
                   ("c", D(2020, 1, 1), "xy", "economic")])
     assert domain_stats(frame) == {"economic": {"documents": 1, "bytes": 2}, "market": {"documents": 2, "bytes": 23}}
+
+
+def test_language_filter_drops_other_languages_and_other_scripts():
+    german = ("Die Gesellschaft hat im dritten Quartal einen Umsatz von 94 Milliarden Dollar erzielt, was einem "
+              "Anstieg von zehn Prozent gegenüber dem Vorjahr entspricht. Der Vorstand erwartet für das kommende "
+              "Jahr ein weiteres Wachstum und investiert verstärkt in Forschung und Entwicklung sowie in neue Märkte.")
+    chinese = "公司第三季度实现营业收入940亿美元，同比增长百分之十。管理层预计明年将继续保持增长态势，并将加大对研发的投入。" * 2
+    table = "Net sales | $94,036 | $85,777\nGross margin | 43,718 | 39,678\n" + PROSE
+    frame = docs([("en", D(2020, 1, 1), unique(1)), ("de", D(2020, 1, 2), german), ("zh", D(2020, 1, 3), chinese),
+                  ("table", D(2020, 1, 4), table)])
+    kept, dropped = filter_documents(frame, FilterConfig())
+    assert kept["doc_id"].to_list() == ["en", "table"]
+    assert dropped["non_english"] == 2
+    kept, dropped = filter_documents(frame, FilterConfig(language=None))
+    assert kept.height == 4 and "non_english" not in dropped
+    with pytest.raises(ValueError, match="English"):
+        filter_documents(frame, FilterConfig(language="de"))
+
+
+def _edit(text: str, n: int) -> str:
+    words = text.split()
+    for k in range(n):
+        words[(k + 1) * len(words) // (n + 1)] = "CHANGED"
+    return " ".join(words)
+
+
+def test_build_corpus_drops_training_near_copies_of_validation_documents():
+    story = unique(1000) + " " + unique(1001)
+    rows = [(f"d{i:02d}", D(2020, 1, 1) + dt.timedelta(days=i), unique(i), "market") for i in range(30)]
+    rows += [("val-story", D(2020, 1, 25), story, "news_filings"),
+             ("train-story", D(2020, 1, 3), _edit(story, 2), "educational"),       # another source, earlier
+             ("train-echo", D(2020, 1, 5), _edit(unique(2), 1), "market")]         # near d02, later
+    result = build_corpus(docs(rows), val_start=D(2020, 1, 20))
+    assert "val-story" in result.val["doc_id"].to_list()  # validation intact
+    train_ids = result.train["doc_id"].to_list()
+    assert "train-story" not in train_ids and "train-echo" not in train_ids and "d02" in train_ids
+    assert result.dropped["near_duplicate_val"] == 1 and result.dropped["near_duplicate_train"] == 1
+    assert result.near_duplicates.by_domain == {"educational": {"near_duplicate_val": 1, "near_duplicate_train": 0},
+                                                "market": {"near_duplicate_val": 0, "near_duplicate_train": 1}}
+    assert result.train.height + result.val.height == 31
+    # switched off, or with a stricter threshold, both stay
+    off = build_corpus(docs(rows), val_start=D(2020, 1, 20), near_dup=False)
+    assert {"train-story", "train-echo"} <= set(off.train["doc_id"])
+    assert "near_duplicate_val" not in off.dropped and off.near_duplicates is None
+    strict = build_corpus(docs(rows), val_start=D(2020, 1, 20), near_dup=NearDupConfig(threshold=0.99))
+    assert strict.dropped["near_duplicate_val"] == strict.dropped["near_duplicate_train"] == 0
+
+
+def test_build_corpus_mixes_the_training_split_when_asked():
+    rows = [(f"m{i:03d}", D(2020, 1, 1) + dt.timedelta(days=i % 60), unique(i), "market") for i in range(90)]
+    rows += [(f"t{i:03d}", D(2020, 1, 1) + dt.timedelta(days=i % 60), unique(500 + i), "technical") for i in range(30)]
+    weights = {"market": 0.5, "technical": 0.5}
+    plain = build_corpus(docs(rows), val_start=D(2020, 2, 20))
+    assert plain.mixing is None and plain.train_unmixed is None
+    result = build_corpus(docs(rows), val_start=D(2020, 2, 20), mixing=MixConfig(weights=weights))
+    assert result.train_unmixed.equals(plain.train)
+    assert result.val.equals(plain.val)  # validation is never mixed
+    assert result.mixing.shares() == pytest.approx(weights, abs=0.02)
+    assert result.mixing.domains["technical"].repeat_factor > 1 > result.mixing.domains["market"].repeat_factor
+    assert result.train["date"].max() < result.val_start
+    counts = json.loads(json.dumps(result.counts()))
+    assert counts["duplicate_exact"] == 0 and counts["filters"]["non_english"] == 0
+    assert counts["near_duplicates"]["near_duplicate_val"] == 0
+    assert counts["mixing"]["domains"]["technical"]["documents"] == result.train.filter(
+        pl.col("domain") == "technical").height

@@ -1,4 +1,5 @@
-"""Technical indicators: causality, per-instrument isolation, and values against plain numpy references."""
+"""Technical indicators: causality, per-instrument isolation, and values against plain numpy references
+(conventions in technicals/indicators.py; library references in test_technical_references.py)."""
 
 import datetime as dt
 
@@ -6,6 +7,7 @@ import numpy as np
 import polars as pl
 import pytest
 
+from tenali_pipeline.technicals.features import compute_features
 from tenali_pipeline.technicals.indicators import add_indicators
 
 INDICATORS = ["ret_1d", "log_ret_1d", "sma_20", "sma_50", "sma_200", "rsi_14", "macd", "macd_signal", "macd_hist",
@@ -79,33 +81,32 @@ def test_instruments_do_not_leak_into_each_other():
 
 
 def _wilder_rsi(close: np.ndarray, n: int = 14) -> np.ndarray:
-    """Wilder's RSI, written out. Seeding convention (the module's, polars' ewm_mean(adjust=False)):
-    the running averages start at the first price change and are reported from the n-th change on,
-    i.e. avg_1 = change_1, avg_t = avg_{t-1} + (change_t - avg_{t-1}) / n. TA-Lib instead seeds avg_n
-    with the simple mean of the first n changes; the two converge (see the next test)."""
-    delta = np.diff(close)
-    gain, loss = np.maximum(delta, 0), np.maximum(-delta, 0)
-    out = np.full(close.size, np.nan)
-    ag, al = gain[0], loss[0]
-    for t in range(1, close.size):
-        if t > 1:
-            ag += (gain[t - 1] - ag) / n
-            al += (loss[t - 1] - al) / n
-        if t >= n:
-            out[t] = 100.0 if al == 0 else 100 - 100 / (1 + ag / al)
-    return out
-
-
-def _talib_rsi(close: np.ndarray, n: int = 14) -> np.ndarray:
+    """Wilder's RSI as he wrote it (and TA-Lib computes it): the first average gain / loss is the simple mean
+    of the first n changes, reported on bar n; after that avg_t = avg_{t-1} + (change_t - avg_{t-1}) / n."""
     delta = np.diff(close)
     gain, loss = np.maximum(delta, 0), np.maximum(-delta, 0)
     out = np.full(close.size, np.nan)
     ag, al = gain[:n].mean(), loss[:n].mean()
     out[n] = 100 - 100 / (1 + ag / al)
     for t in range(n + 1, close.size):
-        ag = (ag * (n - 1) + gain[t - 1]) / n
-        al = (al * (n - 1) + loss[t - 1]) / n
-        out[t] = 100 - 100 / (1 + ag / al)
+        ag += (gain[t - 1] - ag) / n
+        al += (loss[t - 1] - al) / n
+        out[t] = 100.0 if al == 0 else 100 - 100 / (1 + ag / al)
+    return out
+
+
+def _ewm_rsi(close: np.ndarray, n: int = 14) -> np.ndarray:
+    """The ``ta`` library's convention: ewm(alpha=1/n, adjust=False) started from a zero change on the first
+    bar, reported from bar n-1."""
+    delta = np.concatenate([[0.0], np.diff(close)])
+    gain, loss = np.maximum(delta, 0), np.maximum(-delta, 0)
+    out = np.full(close.size, np.nan)
+    ag, al = gain[0], loss[0]
+    for t in range(1, close.size):
+        ag += (gain[t] - ag) / n
+        al += (loss[t] - al) / n
+        if t >= n - 1:
+            out[t] = 100 - 100 / (1 + ag / al)
     return out
 
 
@@ -123,12 +124,12 @@ def test_rsi_matches_a_written_out_wilder_rsi():
     assert ((got[14:] > 0) & (got[14:] < 100)).all()
 
 
-def test_rsi_converges_to_the_sma_seeded_convention():
+def test_rsi_converges_to_the_ewm_convention():
     close = _walk(8, 400, 50.0)
     got = _one(close)["rsi_14"].to_numpy()
-    talib = _talib_rsi(close)
-    assert abs(got[14] - talib[14]) > 1e-3  # the seeds differ...
-    np.testing.assert_allclose(got[250:], talib[250:], atol=1e-4)  # ...and the difference decays away
+    ewm = _ewm_rsi(close)
+    assert abs(got[14] - ewm[14]) > 1e-3  # the seeds differ...
+    np.testing.assert_allclose(got[250:], ewm[250:], atol=1e-4)  # ...and the difference decays away
 
 
 def test_rsi_extremes():
@@ -171,10 +172,63 @@ def test_macd_against_numpy():
     close = _walk(10, 200, 30.0)
     out = _one(close)
     macd = _ema(close, 12) - _ema(close, 26)
-    signal = _ema(macd, 9)
-    np.testing.assert_allclose(out["macd"].to_numpy(), macd, rtol=1e-9, atol=1e-12)
-    np.testing.assert_allclose(out["macd_signal"].to_numpy(), signal, rtol=1e-9, atol=1e-12)
-    np.testing.assert_allclose(out["macd_hist"].to_numpy(), macd - signal, rtol=1e-9, atol=1e-12)
+    macd[:25] = np.nan  # reported once the slow EMA has 26 prices, as ``ta`` does
+    signal = np.full(close.size, np.nan)
+    signal[25:] = _ema(macd[25:], 9)  # the signal EMA starts at the first MACD value...
+    signal[:33] = np.nan  # ...and is reported from its 9th
+    np.testing.assert_allclose(out["macd"].to_numpy(), macd, rtol=1e-9, atol=1e-12, equal_nan=True)
+    np.testing.assert_allclose(out["macd_signal"].to_numpy(), signal, rtol=1e-9, atol=1e-12, equal_nan=True)
+    np.testing.assert_allclose(out["macd_hist"].to_numpy(), macd - signal, rtol=1e-9, atol=1e-12, equal_nan=True)
+
+
+def _bars(seed: int, n: int) -> pl.DataFrame:
+    rng = np.random.default_rng(seed)
+    close = _walk(seed, n, 40.0)
+    if n > 50:
+        close[50] = close[49]  # an unchanged close
+    open_ = np.concatenate([[close[0]], close[:-1]]) * np.exp(rng.normal(0, 0.01, n))
+    high = np.maximum(open_, close) * (1 + rng.uniform(0, 0.02, n))
+    low = np.minimum(open_, close) * (1 - rng.uniform(0, 0.02, n))
+    volume = rng.integers(0, 1000, n).astype(float)
+    days = [dt.date(2010, 1, 1) + dt.timedelta(days=i) for i in range(n)]
+    return pl.DataFrame({"date": days, "open": open_, "high": high, "low": low, "close": close, "volume": volume})
+
+
+def test_atr_stochastic_obv_and_emas_against_numpy():
+    bars = _bars(12, 260)
+    out = compute_features(bars)
+    o, h, l, c, v = (bars[k].to_numpy() for k in ("open", "high", "low", "close", "volume"))
+    tr = np.maximum(h[1:] - l[1:], np.maximum(abs(h[1:] - c[:-1]), abs(l[1:] - c[:-1])))
+    atr = np.full(c.size, np.nan)
+    atr[14] = tr[:14].mean()  # bars 1..14: bar 0 has no previous close
+    for t in range(15, c.size):
+        atr[t] = atr[t - 1] + (tr[t - 1] - atr[t - 1]) / 14
+    np.testing.assert_allclose(out["atr_14"].to_numpy(), atr, rtol=1e-10, equal_nan=True)
+    k = np.full(c.size, np.nan)
+    for t in range(13, c.size):
+        hh, ll = h[t - 13:t + 1].max(), l[t - 13:t + 1].min()
+        k[t] = 100 * (c[t] - ll) / (hh - ll)
+    np.testing.assert_allclose(out["stoch_k"].to_numpy(), k, rtol=1e-10, equal_nan=True)
+    d = np.array([k[t - 2:t + 1].mean() if t >= 15 else np.nan for t in range(c.size)])
+    np.testing.assert_allclose(out["stoch_d"].to_numpy(), d, rtol=1e-10, equal_nan=True)
+    obv = np.concatenate([[0.0], np.cumsum(np.sign(np.diff(c)) * v[1:])])
+    np.testing.assert_allclose(out["obv"].to_numpy(), obv, rtol=1e-12)
+    assert out["obv"][50] == out["obv"][49]
+    for span in (12, 26, 50):
+        e = _ema(c, span)
+        e[:span - 1] = np.nan
+        np.testing.assert_allclose(out[f"ema_{span}"].to_numpy(), e, rtol=1e-10, equal_nan=True)
+    lower, upper = out["bb_lower"].to_numpy(), out["bb_upper"].to_numpy()
+    np.testing.assert_allclose(out["bb_pct_b"].to_numpy(), (c - lower) / (upper - lower), rtol=1e-9, equal_nan=True)
+
+
+def test_flat_prices_give_neutral_oscillators():
+    bars = _bars(13, 40).with_columns(open=10.0, high=10.0, low=10.0, close=10.0)
+    out = compute_features(bars).tail(10)
+    assert out["rsi_14"].to_list() == [50.0] * 10
+    assert out["stoch_k"].to_list() == [50.0] * 10
+    assert out["bb_pct_b"].to_list() == [0.5] * 10
+    assert out["atr_14"].to_list() == [0.0] * 10
 
 
 def test_other_price_and_time_columns_and_row_count():

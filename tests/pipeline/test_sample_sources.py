@@ -108,7 +108,7 @@ def test_macro_series_ids_and_publication_lag(fetched):
 
 def test_crypto_is_a_daily_series_of_made_up_coins(fetched):
     crypto = fetched["crypto"]
-    assert set(crypto["symbol"]) == {"XSMP/USD", "XDEM/USD"}
+    assert set(crypto["symbol"]) == {"XSMP/USD", "XDEM/USD", "XALP/USD", "XBET/USD"}
     assert (crypto["timeframe"] == "1d").all()
     for _, g in crypto.group_by("symbol"):
         assert g["timestamp"].diff().drop_nulls().dt.total_days().eq(1).all()

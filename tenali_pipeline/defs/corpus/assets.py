@@ -8,10 +8,15 @@ import polars as pl
 from ...resources import CorpusResource, LakeResource
 from ...text import render
 from ...text.corpus import build_corpus, domain_stats
+from ...text.dedup import NearDupConfig
+from ...text.mixing import MixConfig
+from ...text.technical import render_technical
 from ..common import clean_table, table_metadata
 from ..features.assets import FEATURES_KEY, technical_features
 
 TRAIN_KEY, VAL_KEY = "corpus/train.parquet", "corpus/val.parquet"
+# Unique training documents (before mixing repeats any): what the tokenizer learns from.
+TRAIN_UNIQUE_KEY = "corpus/train_unique.parquet"
 
 
 def _documents_asset(name: str, deps: list, description: str, make):
@@ -35,7 +40,7 @@ def _crypto_documents(store):
 
 
 def _technical_documents(store):
-    return render.render_technical(store.read_parquet(FEATURES_KEY), by="instrument")
+    return render_technical(store.read_parquet(FEATURES_KEY), by="instrument")
 
 
 DOCUMENT_ASSETS = [
@@ -56,24 +61,32 @@ DOCUMENT_ASSETS = [
 
 
 @dg.asset(group_name="corpus", deps=DOCUMENT_ASSETS, kinds={"polars", "parquet"},
-          description="All documents, quality-filtered and exactly deduplicated, split by time into train and validation.")
+          description="All documents, quality-filtered, deduplicated (exact, then near-duplicates across the split), "
+                      "split by time into train and validation, and the training split mixed to the domain weights.")
 def corpus(lake: LakeResource, corpus_settings: CorpusResource) -> dg.MaterializeResult:
     store = lake.lake()
     docs = pl.concat([store.read_parquet(f"documents/{a.key.path[-1]}.parquet") for a in DOCUMENT_ASSETS])
     val_start = dt.date.fromisoformat(corpus_settings.val_start) if corpus_settings.val_start else None
-    result = build_corpus(docs, val_start=val_start)
+    near_dup = NearDupConfig(threshold=corpus_settings.near_dup_threshold) if corpus_settings.near_dup_threshold else False
+    mixing = MixConfig(max_repeats=corpus_settings.mix_max_repeats) if corpus_settings.mix else None
+    result = build_corpus(docs, val_start=val_start, near_dup=near_dup, mixing=mixing)
+    unique = result.train_unmixed if result.train_unmixed is not None else result.train
     store.write_parquet(TRAIN_KEY, result.train)
+    store.write_parquet(TRAIN_UNIQUE_KEY, unique)
     store.write_parquet(VAL_KEY, result.val)
     rows = [f"| {split} | {d} | {s['documents']:,} | {s['bytes']:,} |"
             for split, df in (("train", result.train), ("val", result.val)) for d, s in domain_stats(df).items()]
     return dg.MaterializeResult(metadata={
         "val_start": str(result.val_start),
         "train_documents": result.train.height,
+        "train_unique_documents": unique.height,
         "val_documents": result.val.height,
         "train_bytes": int(result.train["text"].str.len_bytes().sum()),
         "val_bytes": int(result.val["text"].str.len_bytes().sum()),
         "train_last_date": str(result.train["date"].max()),
         "dropped": dg.MetadataValue.json(result.dropped),
+        "counts": dg.MetadataValue.json(result.counts()),
+        "mixing": dg.MetadataValue.md(result.mixing.to_markdown() if result.mixing else "mixing off (TENALI_MIX=0)"),
         "by_domain": dg.MetadataValue.md("| split | domain | documents | bytes |\n|---|---|---:|---:|\n" + "\n".join(rows)),
         "uri": dg.MetadataValue.path(store.uri("corpus")),
     })

@@ -1,10 +1,10 @@
-"""Technical features over cleaned OHLCV of stocks and crypto (indicators in technicals/)."""
+"""Technical features over cleaned OHLCV of stocks and crypto (the logic lives in technicals/)."""
 
 import dagster as dg
 import polars as pl
 
 from ...resources import LakeResource
-from ...technicals.indicators import add_indicators
+from ...technicals.features import compute_features, event_counts
 from ..common import clean_table, table_metadata
 
 FEATURES_KEY = "features/technical/daily.parquet"
@@ -12,8 +12,14 @@ FEATURES_KEY = "features/technical/daily.parquet"
 
 @dg.asset(group_name="features", kinds={"polars", "parquet"},
           deps=["clean_market_prices", "clean_crypto_ohlcv"],
-          description="Causal daily indicators (returns, SMA, RSI, MACD, Bollinger, realised volatility) per instrument.")
+          description="Causal daily technical features per instrument: indicators (returns, SMA/EMA, RSI, MACD, "
+                      "Bollinger, ATR, stochastic, OBV), candlestick patterns and smart-money events (swings, "
+                      "BOS/CHoCH, order blocks, fair value gaps, liquidity pools and sweeps); "
+                      "columns in technicals.features.COLUMNS.")
 def technical_features(lake: LakeResource) -> dg.MaterializeResult:
+    # One file, not partitioned: features are per instrument over its whole history (a 200-bar average
+    # needs 200 earlier bars), and a daily file for 10,000 tickers x 25 years is ~60M rows, which
+    # compute_features handles in memory on one machine. Split by instrument if that stops being true.
     store = lake.lake()
     stocks = store.read_parquet(clean_table("market", "market_prices")).select(
         "date", instrument="ticker", asset_class=pl.lit("equity"), open="open", high="high", low="low",
@@ -21,7 +27,15 @@ def technical_features(lake: LakeResource) -> dg.MaterializeResult:
     crypto = store.read_parquet(clean_table("crypto", "crypto_ohlcv")).filter(pl.col("timeframe") == "1d").select(
         date=pl.col("timestamp").dt.date(), instrument="symbol", asset_class=pl.lit("crypto"), open="open",
         high="high", low="low", close="close", adj_close="close", volume="volume", source="source")
-    df = add_indicators(pl.concat([stocks, crypto]), by="instrument")
+    df = compute_features(pl.concat([stocks, crypto], how="vertical_relaxed"), instrument_col="instrument",
+                          time_col="date")
     uri = store.write_parquet(FEATURES_KEY, df)
-    return dg.MaterializeResult(metadata={**table_metadata(df, uri, time_column="date"),
-                                          "instruments": df["instrument"].n_unique()})
+    counts = event_counts(df)
+    table = "| event | count |\n|---|---:|\n" + "\n".join(f"| {k} | {v:,} |" for k, v in counts.items())
+    return dg.MaterializeResult(metadata={
+        **table_metadata(df, uri, time_column="date"),
+        "instruments": df["instrument"].n_unique(),
+        "patterns": sum(v for k, v in counts.items() if k.startswith("cdl_")),
+        "smc_events": sum(v for k, v in counts.items() if not k.startswith("cdl_")),
+        "event_counts": dg.MetadataValue.md(table),
+    })

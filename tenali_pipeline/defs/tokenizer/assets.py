@@ -4,7 +4,7 @@ import dagster as dg
 
 from ...resources import CorpusResource, LakeResource
 from ...tokenization import TokenizerConfig, load_tokenizer, tokenizer_report, train_tokenizer
-from ..corpus.assets import TRAIN_KEY, VAL_KEY, corpus
+from ..corpus.assets import TRAIN_UNIQUE_KEY, VAL_KEY, corpus
 
 MODEL_KEY, REPORT_KEY = "tokenizer/tenali.model", "tokenizer/report.json"
 
@@ -14,7 +14,7 @@ MODEL_KEY, REPORT_KEY = "tokenizer/tenali.model", "tokenizer/report.json"
 def tokenizer(context: dg.AssetExecutionContext, lake: LakeResource, corpus_settings: CorpusResource) -> dg.MaterializeResult:
     store = lake.lake()
     cfg = TokenizerConfig(vocab_size=corpus_settings.vocab_size)
-    model = train_tokenizer(store.read_parquet(TRAIN_KEY)["text"].to_list(), cfg)
+    model = train_tokenizer(store.read_parquet(TRAIN_UNIQUE_KEY)["text"].to_list(), cfg)
     sp = load_tokenizer(model)
     if sp.vocab_size() < cfg.vocab_size:
         context.log.warning(f"The corpus filled only {sp.vocab_size()} of {cfg.vocab_size} vocabulary entries.")

@@ -1,0 +1,296 @@
+"""One entry point for every technical feature: ``compute_features(df)``.
+
+Input: one row per instrument and bar with ``open, high, low, close, volume`` and a time column
+(``date`` by default; a Date, a Datetime, or ISO strings); ``adj_close`` is optional (taken as
+``close`` when absent), and so is the instrument column (``instrument``, else ``symbol`` or
+``ticker``, else the whole frame is one instrument). Other columns (adj_close included) pass through
+untouched. Rows may come in any order and instruments interleaved. Parameters: ``swing_length`` (bars
+each side of a swing), ``liquidity_tolerance`` (equal highs/lows within this many ATRs),
+``liquidity_lookback`` (earlier swings a new one is compared with), ``periods_per_year`` (volatility
+annualisation), ``trend`` (False drops the trend condition of the candlestick patterns), ``batch_rows``
+(whole instruments are processed in batches of about this many rows; the result does not depend on it).
+
+Output: the kept rows sorted by instrument and time, the input columns first, then ``COLUMNS`` in
+that order. Conventions (all in the module docstrings of ``indicators``, ``patterns`` and ``smc``):
+
+- Causal: every value on a bar uses only that bar and earlier bars of the same instrument; events that
+  need later bars (a swing, a mitigation) are stamped on the bar where they became knowable.
+  Appending bars never changes an earlier row (tested for every column).
+- Split-adjusted: ``adj_factor = adj_close / close`` scales open, high, low and close, so every feature
+  reads ``adj_open/high/low`` and the adjusted close, and a split creates no false candle, gap or break.
+  The factor is snapped: it only changes where it moves by more than ``FACTOR_NOISE`` (1e-6, relative) from
+  the previous bar, so float noise in adj_close cannot break ties between equal raw prices (candle and
+  swing rules compare prices for equality). Volume is as reported.
+- Point-in-time units: back-adjusted prices embed every split and dividend up to the end of the data,
+  so a 2005 bar's adj_close "knows" about a 2010 split. Price-level outputs (``LEVEL_COLUMNS``: moving
+  averages, MACD, bands, ATR, VWAP, swing / structure / order-block / gap / pool prices) are therefore
+  divided by the bar's ``adj_factor``: they are in the units of that bar's own open/high/low/close,
+  compare directly with them, and do not change when a later corporate action re-bases adj_close.
+  Multiply by ``adj_factor`` for adj_close units. Ratios (returns, RSI, %B, stochastic) need nothing.
+- Bars, not days: windows count an instrument's bars; missing days (weekends, holidays, halts) are
+  simply absent, ``days_since_prev_bar`` shows the gap. A zero-volume bar is an ordinary bar (it adds
+  nothing to OBV or VWAP); a zero-range bar forms no candlestick pattern.
+- Dropped rows: a bar with a null, NaN or non-positive open/high/low/close (or adj_close) is no bar
+  and is left out of the output. Duplicate (instrument, time) rows are an error.
+- Warm-up: an indicator is null until its window is full (SMA 200 from the 200th bar); booleans
+  and event codes are false / 0 there; event prices and dates are null except on event bars.
+- Speed: about a million rows a second on two cores for the whole set (``bench/bench_features.py``);
+  memory is roughly 1 KB per row at peak.
+"""
+
+from __future__ import annotations
+
+import polars as pl
+
+from . import indicators as ind
+from .patterns import PATTERNS, add_patterns
+from .smc import add_smc
+
+REQUIRED = ("open", "high", "low", "close", "volume")
+FACTOR_NOISE = 1e-6
+
+COLUMNS: dict[str, str] = {
+    # bar bookkeeping and adjusted prices
+    "bar_index": "0-based bar number within the instrument",
+    "days_since_prev_bar": "whole calendar days since the instrument's previous bar (null on its first bar)",
+    "adj_factor": "adj_close / close (1 without adj_close), snapped: splits and dividends",
+    "adj_open": "open x adj_factor (adj_close units)",
+    "adj_high": "high x adj_factor",
+    "adj_low": "low x adj_factor",
+    # indicators (technicals/indicators.py)
+    "ret_1d": "simple return of the adjusted close over the previous bar (total return: dividends included)",
+    "log_ret_1d": "log return of the adjusted close over the previous bar",
+    "realised_vol_20": "annualised (x sqrt(252)) sample std of the last 20 log returns",
+    "sma_20": "20-bar simple moving average of the adjusted close",
+    "sma_50": "50-bar simple moving average of the adjusted close",
+    "sma_200": "200-bar simple moving average of the adjusted close",
+    "ema_12": "12-bar EMA of the adjusted close (seeded with the first close, null for 11 bars)",
+    "ema_26": "26-bar EMA of the adjusted close",
+    "ema_50": "50-bar EMA of the adjusted close",
+    "rsi_14": "14-bar RSI, Wilder smoothing seeded with the SMA of the first 14 changes (TA-Lib)",
+    "macd": "MACD line: ema_12 - ema_26",
+    "macd_signal": "9-bar EMA of the MACD line",
+    "macd_hist": "macd - macd_signal",
+    "bb_upper": "Bollinger upper band: sma_20 + 2 population std (ddof=0)",
+    "bb_lower": "Bollinger lower band: sma_20 - 2 population std",
+    "bb_pct_b": "(close - bb_lower) / (bb_upper - bb_lower); 0.5 for zero-width bands",
+    "atr_14": "14-bar average true range, Wilder smoothing seeded with an SMA (TA-Lib)",
+    "stoch_k": "fast stochastic %K over 14 bars (0-100; 50 for a zero-range window)",
+    "stoch_d": "3-bar SMA of stoch_k",
+    "obv": "on-balance volume: 0 on the first bar, +/- volume on up / down closes",
+    "vwap": "session VWAP of the typical price, intraday bars only (null for daily data)",
+    # candlestick patterns (technicals/patterns.py), true on the bar completing the pattern
+    "cdl_doji": "doji: body <= 0.1 x average range of the previous 10 bars",
+    "cdl_hammer": "hammer: long lower shadow, tiny upper shadow, after a down trend",
+    "cdl_hanging_man": "hanging man: the hammer's shape after an up trend",
+    "cdl_shooting_star": "shooting star: long upper shadow, tiny lower shadow, after an up trend",
+    "cdl_engulfing_bull": "bullish engulfing: a bullish body covering the previous bearish body, after a down trend",
+    "cdl_engulfing_bear": "bearish engulfing: a bearish body covering the previous bullish body, after an up trend",
+    "cdl_harami_bull": "bullish harami: a small body inside the previous long bearish body, after a down trend",
+    "cdl_harami_bear": "bearish harami: a small body inside the previous long bullish body, after an up trend",
+    "cdl_morning_star": "morning star (3 bars), after a down trend",
+    "cdl_evening_star": "evening star (3 bars), after an up trend",
+    "cdl_three_white_soldiers": "three white soldiers (3 bars), after a down trend",
+    "cdl_three_black_crows": "three black crows (3 bars), after an up trend",
+    # smart-money concepts (technicals/smc.py), stamped when knowable
+    "swing_high": "a swing high was confirmed on this bar (swing_length bars after the swing bar)",
+    "swing_high_index": "bar_index of the confirmed swing-high bar",
+    "swing_high_date": "time of the confirmed swing-high bar",
+    "swing_high_price": "adjusted high of the confirmed swing-high bar",
+    "swing_low": "a swing low was confirmed on this bar",
+    "swing_low_index": "bar_index of the confirmed swing-low bar",
+    "swing_low_date": "time of the confirmed swing-low bar",
+    "swing_low_price": "adjusted low of the confirmed swing-low bar",
+    "bos": "break of structure: +1 bullish / -1 bearish close beyond the current swing, with the trend",
+    "choch": "change of character: +1 / -1 break against the prevailing structure",
+    "structure_level": "price of the swing broken by this bar's bos / choch",
+    "structure_swing_date": "time of the swing bar broken by this bar's bos / choch",
+    "market_structure": "direction of the latest break: +1 bullish, -1 bearish, 0 none yet",
+    "ob": "order block formed by this bar's break: +1 bullish, -1 bearish",
+    "ob_top": "top (high) of the order-block candle",
+    "ob_bottom": "bottom (low) of the order-block candle",
+    "ob_date": "time of the order-block candle",
+    "ob_bull_mitigated": "number of bullish order blocks first traded into on this bar",
+    "ob_bull_mitigated_date": "time of the bar that recorded the latest of them (its ob row)",
+    "ob_bear_mitigated": "number of bearish order blocks first traded into on this bar",
+    "ob_bear_mitigated_date": "time of the bar that recorded the latest of them",
+    "fvg": "fair value gap completed on this bar: +1 bullish, -1 bearish",
+    "fvg_top": "top of the gap",
+    "fvg_bottom": "bottom of the gap",
+    "fvg_bull_mitigated": "number of bullish gaps first traded back into on this bar",
+    "fvg_bull_mitigated_date": "time of the bar that recorded the latest of them (its fvg row)",
+    "fvg_bear_mitigated": "number of bearish gaps first traded back into on this bar",
+    "fvg_bear_mitigated_date": "time of the bar that recorded the latest of them",
+    "liquidity": "liquidity pool recorded on this bar: +1 equal highs (buy-side), -1 equal lows (sell-side)",
+    "liquidity_level": "price of the pool (the higher of the equal highs / the lower of the equal lows)",
+    "liquidity_date": "time of the earlier swing bar of the pool",
+    "liq_sweep_high": "number of equal-high pools swept (high above their level) on this bar",
+    "liq_sweep_high_date": "time of the bar that recorded the latest of them (its liquidity row)",
+    "liq_sweep_low": "number of equal-low pools swept (low below their level) on this bar",
+    "liq_sweep_low_date": "time of the bar that recorded the latest of them",
+}
+
+LEVEL_COLUMNS = ("sma_20", "sma_50", "sma_200", "ema_12", "ema_26", "ema_50", "macd", "macd_signal", "macd_hist",
+                 "bb_upper", "bb_lower", "atr_14", "vwap", "swing_high_price", "swing_low_price", "structure_level",
+                 "ob_top", "ob_bottom", "fvg_top", "fvg_bottom", "liquidity_level")
+for _c in LEVEL_COLUMNS:
+    COLUMNS[_c] += "; in this bar's own price units (see Point-in-time units)"
+
+EVENT_COLUMNS = (*PATTERNS, "swing_high", "swing_low", "bos", "choch", "ob", "fvg", "fvg_bull_mitigated",
+                 "fvg_bear_mitigated", "ob_bull_mitigated", "ob_bear_mitigated", "liquidity", "liq_sweep_high",
+                 "liq_sweep_low")
+
+_INSTRUMENT_FALLBACKS = ("instrument", "symbol", "ticker")
+
+
+class FeatureInputError(ValueError):
+    """The input frame cannot be turned into features (missing or unusable columns)."""
+
+
+def _resolve_instrument(df: pl.DataFrame, instrument_col: str) -> str | None:
+    if instrument_col in df.columns:
+        return instrument_col
+    return next((c for c in _INSTRUMENT_FALLBACKS if c in df.columns), None)
+
+
+def _parse_time(df: pl.DataFrame, time_col: str) -> pl.DataFrame:
+    dtype = df.schema[time_col]
+    if dtype == pl.Date or isinstance(dtype, pl.Datetime):
+        return df
+    if dtype == pl.String:
+        s = df[time_col]
+        for parse in (lambda x: x.str.to_date(strict=True), lambda x: x.str.to_datetime(strict=True)):
+            try:
+                return df.with_columns(parse(s).alias(time_col))
+            except Exception:  # noqa: BLE001 - try the next format
+                continue
+    raise FeatureInputError(f"time column {time_col!r} must be a date or datetime (got {dtype})")
+
+
+def compute_features(df: pl.DataFrame, instrument_col: str = "instrument", time_col: str = "date", *,
+                     swing_length: int = 5, liquidity_tolerance: float = 0.1, liquidity_lookback: int = 3,
+                     periods_per_year: int = 252, trend: bool = True, batch_rows: int = 1 << 19) -> pl.DataFrame:
+    """Every feature of ``COLUMNS`` per instrument; see the module docstring for the conventions."""
+    missing = [c for c in (time_col, *REQUIRED) if c not in df.columns]
+    if missing:
+        raise FeatureInputError(f"missing column(s) {', '.join(map(repr, missing))}; have {', '.join(df.columns)}")
+    by = _resolve_instrument(df, instrument_col)
+    temp_key = by is None
+    if temp_key:
+        by = "instrument__none"
+        df = df.with_columns(pl.lit("").alias(by))
+    df = _parse_time(df, time_col)
+    input_cols = [c for c in df.columns if c != "instrument__none"]
+    prices = ("open", "high", "low", "close") + (("adj_close",) if "adj_close" in df.columns else ())
+    df = df.with_columns(pl.col(prices).cast(pl.Float64))
+    valid = pl.all_horizontal([pl.col(c).is_not_null() & pl.col(c).is_finite() & (pl.col(c) > 0) for c in prices])
+    df = df.filter(valid & pl.col(time_col).is_not_null() & pl.col(by).is_not_null())
+    df = df.sort(by, time_col)
+    repeated = (pl.col(by) == pl.col(by).shift(1)) & (pl.col(time_col) == pl.col(time_col).shift(1))
+    if df.select(repeated.any()).item():
+        dup = df.filter(repeated).select(by, time_col).head(3).rows()
+        raise FeatureInputError(f"duplicate ({by}, {time_col}) rows, e.g. {dup}")
+    has_adj = "adj_close" in df.columns
+    raw_factor = (pl.col("adj_close") / pl.col("close")) if has_adj else pl.lit(1.0)
+    t = pl.col(time_col)
+    df = df.with_columns(bar_index=pl.int_range(pl.len()).over(by), _f=raw_factor)
+    # Snap the factor: a relative change below FACTOR_NOISE is float noise, not a corporate action, and the
+    # factor of the bar where it last changed is kept bit for bit, so equal raw prices stay equal once adjusted.
+    f, bar = pl.col("_f"), pl.col("bar_index")
+    new_factor = (bar == 0) | ((f / f.shift(1) - 1).abs() > FACTOR_NOISE)
+    df = df.with_columns(adj_factor=pl.when(new_factor).then(f).forward_fill())
+    factor = pl.col("adj_factor")
+    if has_adj:
+        df = df.rename({"adj_close": "adj_close__input"})
+    df = df.with_columns(
+        days_since_prev_bar=pl.when(bar >= 1).then((t - t.shift(1)).dt.total_days()),
+        adj_open=pl.col("open") * factor,
+        adj_high=pl.col("high") * factor,
+        adj_low=pl.col("low") * factor,
+        adj_close=pl.col("close") * factor,
+    ).drop("_f")
+    order = list(dict.fromkeys(input_cols + (["adj_close"] if "adj_close" not in input_cols else []) + list(COLUMNS)))
+
+    def batch(part: pl.DataFrame) -> pl.DataFrame:
+        part = _add_indicators(part, by=by, time_col=time_col, periods_per_year=periods_per_year)
+        part = add_patterns(part, by=by, trend=trend)
+        part = add_smc(part, by=by, time=time_col, swing_length=swing_length, liquidity_tolerance=liquidity_tolerance,
+                       liquidity_lookback=liquidity_lookback)
+        part = part.with_columns([pl.col(c) / pl.col("adj_factor") for c in LEVEL_COLUMNS])
+        if has_adj:
+            part = part.with_columns(adj_close=pl.col("adj_close__input"))
+        return part.select(order)
+
+    # Whole instruments in batches of about batch_rows: the same result, with working sets that fit in cache
+    # and a peak memory that does not grow with the number of instruments.
+    starts = df.select(pl.arg_where(pl.col("bar_index") == 0)).to_series().to_list()
+    bounds = [0]
+    for g in starts[1:]:
+        if g - bounds[-1] >= batch_rows:
+            bounds.append(g)
+    bounds.append(df.height)
+    parts = [batch(df.slice(a, b - a)) for a, b in zip(bounds[:-1], bounds[1:])]
+    return parts[0] if len(parts) == 1 else pl.concat(parts, rechunk=False)
+
+
+def _add_indicators(df: pl.DataFrame, *, by: str, time_col: str, periods_per_year: int) -> pl.DataFrame:
+    """The indicators of ``COLUMNS`` in three passes: shifts and rolling extrema on the whole sorted frame
+    (masked at instrument boundaries), then window expressions ``.over(by)``, then plain arithmetic."""
+    bar = pl.col("bar_index")
+    o, h, l, c = pl.col("adj_open"), pl.col("adj_high"), pl.col("adj_low"), pl.col("adj_close")
+    df = df.with_columns(_prev_c=ind.lag(c, 1, bar), _hh=ind.rolling_extreme(h, 14, "max", bar),
+                         _ll=ind.rolling_extreme(l, 14, "min", bar))
+    prev_c = pl.col("_prev_c")
+    df = df.with_columns(
+        ret_1d=c / prev_c - 1,
+        log_ret_1d=(c / prev_c).log(),
+        stoch_k=ind.stochastic_k(c, pl.col("_hh"), pl.col("_ll")),
+        _delta=c - prev_c,
+        _tr=ind.true_range(h, l, prev_c),
+    )
+    delta = pl.col("_delta")
+    df = df.with_columns(**{k: e.over(by) for k, e in {
+        "realised_vol_20": pl.col("log_ret_1d").rolling_std(20) * (periods_per_year**0.5),
+        "sma_20": ind.sma(c, 20),
+        "sma_50": ind.sma(c, 50),
+        "sma_200": ind.sma(c, 200),
+        "_std_20": c.rolling_std(20, ddof=0),
+        "ema_12": ind.ema(c, 12),
+        "ema_26": ind.ema(c, 26),
+        "ema_50": ind.ema(c, 50),
+        "_gain": ind.wilder(delta.clip(lower_bound=0), 14, bar),
+        "_loss": ind.wilder((-delta).clip(lower_bound=0), 14, bar),
+        "atr_14": ind.wilder(pl.col("_tr"), 14, bar),
+        "obv": ind.obv_from_change(delta, pl.col("volume")),
+    }.items()})
+    k = pl.col("stoch_k")  # %D: the mean of three %K values, all of this instrument from bar 15 on
+    df = df.with_columns(stoch_d=pl.when(bar >= 15).then((k + k.shift(1) + k.shift(2)) / 3),
+                         macd=pl.col("ema_12") - pl.col("ema_26"),
+                         rsi_14=ind.rsi_from_averages(pl.col("_gain"), pl.col("_loss")),
+                         **ind.bollinger(pl.col("sma_20"), pl.col("_std_20"), c))
+    df = df.with_columns(macd_signal=pl.col("macd").ewm_mean(span=9, adjust=False, min_samples=9).over(by))
+    df = df.with_columns(macd_hist=pl.col("macd") - pl.col("macd_signal"))
+    t = pl.col(time_col)
+    if isinstance(df.schema[time_col], pl.Datetime):
+        day = t.dt.date()
+        intraday_so_far = (day == day.shift(1)).fill_null(False).cum_max().over(by)
+        df = df.with_columns(_day=day).with_columns(
+            vwap=pl.when(intraday_so_far).then(ind.session_vwap().over(by, "_day"))).drop("_day")
+    else:
+        df = df.with_columns(vwap=pl.lit(None, dtype=pl.Float64))
+    return df.drop("_prev_c", "_hh", "_ll", "_delta", "_tr", "_std_20", "_gain", "_loss")
+
+
+def event_counts(features: pl.DataFrame) -> dict[str, int]:
+    """How many times each pattern / event column fired (for asset metadata and reports)."""
+    exprs = []
+    for c in EVENT_COLUMNS:
+        col = pl.col(c)
+        dtype = features.schema[c]
+        if dtype == pl.Boolean:
+            exprs.append(col.sum().alias(c))
+        elif c in ("bos", "choch", "ob", "fvg", "liquidity"):
+            exprs += [(col == 1).sum().alias(f"{c}_bull"), (col == -1).sum().alias(f"{c}_bear")]
+        else:
+            exprs.append(col.sum().alias(c))
+    return {k: int(v or 0) for k, v in features.select(exprs).row(0, named=True).items()}
