@@ -23,13 +23,14 @@ from __future__ import annotations
 
 import os
 import struct
-import tempfile
 import warnings
 from pathlib import Path
 from typing import Iterator, Sequence
 
 import numpy as np
 import torch
+
+from .config import atomic_write_bytes
 
 SHARD_MAGIC = b"TENALITK"
 SHARD_FORMAT_VERSION = 1
@@ -71,21 +72,7 @@ def write_shard(path: str | os.PathLike, tokens: np.ndarray | Sequence[int],
     header = _HEADER.pack(SHARD_MAGIC, SHARD_FORMAT_VERSION, dtype.itemsize, data.size)
     header += b"\0" * (HEADER_BYTES - len(header))
 
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(header)
-            f.write(memoryview(data).cast("B"))
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except FileNotFoundError:
-            pass
-        raise
+    atomic_write_bytes(path, header, memoryview(data).cast("B"))
 
 
 def _read_header(path: Path) -> tuple[np.dtype, int]:

@@ -21,6 +21,7 @@ from pathlib import Path
 import polars as pl
 import pyarrow.fs as pafs
 import pyarrow.parquet as pq
+from tenali_model.config import atomic_write_bytes
 
 
 class Lake:
@@ -71,7 +72,7 @@ class Lake:
     def write_bytes(self, key: str, data: bytes) -> str:
         path = self._path(key)
         if self.is_local:
-            _atomic_write_local(Path(path), data)
+            atomic_write_bytes(Path(path), data)
         else:
             with self._fs.open_output_stream(path) as out:
                 out.write(data)
@@ -172,7 +173,7 @@ class Lake:
             mtime = info.mtime.timestamp() if info.mtime else None
             if out.exists() and out.stat().st_size == info.size and mtime and abs(out.stat().st_mtime - mtime) < 1e-3:
                 continue
-            _atomic_write_local(out, self.read_bytes(info.path[len(self._base) + 1 :]))
+            atomic_write_bytes(out, self.read_bytes(info.path[len(self._base) + 1 :]))
             if mtime:
                 os.utime(out, (mtime, mtime))
         if dest.exists():
@@ -187,18 +188,3 @@ class Lake:
         with self.staged_dir(key) as out:
             shutil.copytree(local, out, dirs_exist_ok=True)
         return self.uri(key)
-
-
-def _atomic_write_local(path: Path, data: bytes) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
-        raise

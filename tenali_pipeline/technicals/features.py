@@ -237,7 +237,7 @@ def _add_indicators(df: pl.DataFrame, *, by: str, time_col: str, periods_per_yea
     """The indicators of ``COLUMNS`` in three passes: shifts and rolling extrema on the whole sorted frame
     (masked at instrument boundaries), then window expressions ``.over(by)``, then plain arithmetic."""
     bar = pl.col("bar_index")
-    o, h, l, c = pl.col("adj_open"), pl.col("adj_high"), pl.col("adj_low"), pl.col("adj_close")
+    h, l, c = pl.col("adj_high"), pl.col("adj_low"), pl.col("adj_close")
     df = df.with_columns(_prev_c=ind.lag(c, 1, bar), _hh=ind.rolling_extreme(h, 14, "max", bar),
                          _ll=ind.rolling_extreme(l, 14, "min", bar))
     prev_c = pl.col("_prev_c")

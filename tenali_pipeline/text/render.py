@@ -10,7 +10,6 @@ formatted one way everywhere (``$1,234.56``, ``+1.2%``).
 from __future__ import annotations
 
 import hashlib
-import re
 import zlib
 
 import polars as pl
