@@ -19,6 +19,7 @@ from .defs.news import assets as news
 from .defs.shards import assets as shards
 from .defs.tokenizer import assets as tokenizer
 from .defs.training import assets as training
+from .defs.schedules import build_schedules_and_sensors, ingest_job
 from .resources import build_resources
 from .settings import Settings, load_settings
 
@@ -38,10 +39,13 @@ def build_definitions(settings: Settings | None = None, **resource_overrides) ->
     # an object imported into several modules is loaded once.
     assets = dg.load_assets_from_modules(STAGES)
     checks = dg.load_asset_checks_from_modules(STAGES)
+    schedules, sensors = build_schedules_and_sensors(settings.profile)
     return dg.Definitions(
         assets=assets,
         asset_checks=checks,
-        jobs=[everything_job],
+        jobs=[everything_job, ingest_job],
+        schedules=schedules,
+        sensors=sensors,
         resources={**build_resources(settings), **resource_overrides},
     )
 

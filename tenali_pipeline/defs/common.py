@@ -21,6 +21,12 @@ from ..lake import Lake
 from ..resources import LakeResource, SourcesResource
 
 
+# Derived data follows its inputs: when the automation sensor is on, a new raw table is cleaned,
+# and new clean tables flow into features, documents and the corpus, without a run being launched by
+# hand. Tokenizer, shards and training are deliberate launches and have no condition.
+FOLLOW_INPUTS = dg.AutomationCondition.eager()
+
+
 def table_metadata(df: pl.DataFrame, uri: str, *, time_column: str | None = None) -> dict:
     meta: dict = {
         "dagster/row_count": df.height,
@@ -64,6 +70,7 @@ def source_assets(
                                               "client": sources.mode})
 
     @dg.asset(name=f"clean_{name}", group_name=group, deps=[raw_asset], kinds={"polars", "parquet"},
+              automation_condition=FOLLOW_INPUTS,
               description=f"{description} Conformed to the schema, impossible and duplicate rows dropped, sorted by key.")
     def clean_asset(lake: LakeResource) -> dg.MaterializeResult:
         store = lake.lake()

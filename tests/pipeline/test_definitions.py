@@ -90,3 +90,25 @@ def test_local_profile_runs_live_clients_and_names_missing_keys(tmp_path):
     assert not failed.success
     errors = [e.step_failure_data.error for e in failed.all_events if e.is_step_failure]
     assert "FRED_API_KEY" in str(errors[0].to_string())
+
+
+def test_schedule_and_automation_keep_ingestion_current(tmp_path):
+    """The end-of-day schedule collects the sources; the automation sensor's conditions then ask for
+    the clean table whose raw input changed, and nothing downstream of the tokenizer."""
+    demo = build_definitions(load_settings({"TENALI_HOME": str(tmp_path)}))
+    local = build_definitions(load_settings({"TENALI_PROFILE": "local", "TENALI_HOME": str(tmp_path)}))
+    schedule = local.resolve_schedule_def("end_of_day_ingestion")
+    assert schedule.cron_schedule == "30 17 * * 1-5" and schedule.execution_timezone == "America/New_York"
+    assert schedule.default_status == dg.DefaultScheduleStatus.RUNNING
+    assert demo.resolve_schedule_def("end_of_day_ingestion").default_status == dg.DefaultScheduleStatus.STOPPED
+    assert local.resolve_sensor_def("follow_inputs").default_status == dg.DefaultSensorStatus.RUNNING
+
+    instance = dg.DagsterInstance.ephemeral()
+    first = dg.evaluate_automation_conditions(defs=demo, instance=instance)
+    job = demo.resolve_job_def("ingest_sources")
+    assert job.execute_in_process(asset_selection=[dg.AssetKey("raw_market_prices")], instance=instance).success
+    after = dg.evaluate_automation_conditions(defs=demo, instance=instance, cursor=first.cursor)
+    assert after.get_num_requested(dg.AssetKey("clean_market_prices")) == 1
+    assert after.get_num_requested(dg.AssetKey("clean_macro_series")) == 0  # its raw input did not change
+    for key in ("tokenizer", "token_shards", "pretrain_checkpoint", "pretrain_evaluation"):
+        assert after.get_num_requested(dg.AssetKey(key)) == 0

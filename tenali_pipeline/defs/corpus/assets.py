@@ -11,7 +11,7 @@ from ...text.corpus import build_corpus, domain_stats
 from ...text.dedup import NearDupConfig
 from ...text.mixing import MixConfig
 from ...text.technical import render_technical
-from ..common import clean_table, table_metadata
+from ..common import FOLLOW_INPUTS, clean_table, table_metadata
 from ..features.assets import FEATURES_KEY, technical_features
 
 TRAIN_KEY, VAL_KEY = "corpus/train.parquet", "corpus/val.parquet"
@@ -20,7 +20,8 @@ TRAIN_UNIQUE_KEY = "corpus/train_unique.parquet"
 
 
 def _documents_asset(name: str, deps: list, description: str, make):
-    @dg.asset(name=name, group_name="corpus", deps=deps, kinds={"polars", "parquet"}, description=description)
+    @dg.asset(name=name, group_name="corpus", deps=deps, kinds={"polars", "parquet"}, description=description,
+              automation_condition=FOLLOW_INPUTS)
     def _asset(lake: LakeResource) -> dg.MaterializeResult:
         store = lake.lake()
         docs = make(store)
@@ -61,6 +62,7 @@ DOCUMENT_ASSETS = [
 
 
 @dg.asset(group_name="corpus", deps=DOCUMENT_ASSETS, kinds={"polars", "parquet"},
+          automation_condition=FOLLOW_INPUTS,
           description="All documents, quality-filtered, deduplicated (exact, then near-duplicates across the split), "
                       "split by time into train and validation, and the training split mixed to the domain weights.")
 def corpus(lake: LakeResource, corpus_settings: CorpusResource) -> dg.MaterializeResult:

@@ -5,12 +5,12 @@ import polars as pl
 
 from ...resources import LakeResource
 from ...technicals.features import compute_features, event_counts
-from ..common import clean_table, table_metadata
+from ..common import FOLLOW_INPUTS, clean_table, table_metadata
 
 FEATURES_KEY = "features/technical/daily.parquet"
 
 
-@dg.asset(group_name="features", kinds={"polars", "parquet"},
+@dg.asset(group_name="features", kinds={"polars", "parquet"}, automation_condition=FOLLOW_INPUTS,
           deps=["clean_market_prices", "clean_crypto_ohlcv"],
           description="Causal daily technical features per instrument: indicators (returns, SMA/EMA, RSI, MACD, "
                       "Bollinger, ATR, stochastic, OBV), candlestick patterns and smart-money events (swings, "

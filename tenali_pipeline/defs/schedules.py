@@ -1,0 +1,32 @@
+"""Keeping ingestion current: the end-of-day schedule and the automation sensor.
+
+The schedule launches the raw source assets after the US close on weekdays; the automation sensor
+then carries new data through cleaning, features, documents and the corpus (their
+``AutomationCondition.eager()``). Both start running by themselves in the local and prod profiles;
+in the demo profile (sample data that never changes) they are listed in the UI but stopped.
+"""
+
+import dagster as dg
+
+RAW_ASSETS = ("raw_market_prices", "raw_macro_series", "raw_crypto_ohlcv", "raw_filings", "raw_news", "raw_documents")
+
+ingest_job = dg.define_asset_job(
+    "ingest_sources",
+    selection=dg.AssetSelection.assets(*RAW_ASSETS),
+    description="Collect every source (raw_* assets); cleaning and what follows run by automation.",
+)
+
+
+def build_schedules_and_sensors(profile: str) -> tuple[list, list]:
+    status = dg.DefaultScheduleStatus.STOPPED if profile == "demo" else dg.DefaultScheduleStatus.RUNNING
+    sensor_status = dg.DefaultSensorStatus.STOPPED if profile == "demo" else dg.DefaultSensorStatus.RUNNING
+    end_of_day = dg.ScheduleDefinition(
+        name="end_of_day_ingestion", job=ingest_job, cron_schedule="30 17 * * 1-5",
+        execution_timezone="America/New_York", default_status=status,
+        description="Weekdays at 17:30 New York time, after the close: collect every source.",
+    )
+    automation = dg.AutomationConditionSensorDefinition(
+        "follow_inputs", target=dg.AssetSelection.all(), default_status=sensor_status,
+        description="Materialises derived assets whose inputs changed (their AutomationCondition).",
+    )
+    return [end_of_day], [automation]
