@@ -1,12 +1,18 @@
-"""Keeping ingestion current: the end-of-day schedule and the automation sensor.
+"""Keeping ingestion current: the end-of-day schedule, the new-data sensors and the automation sensor.
 
 The schedule launches the raw source assets after the US close on weekdays; the automation sensor
 then carries new data through cleaning, features, documents and the corpus (their
-``AutomationCondition.eager()``). Both start running by themselves in the local and prod profiles;
-in the demo profile (sample data that never changes) they are listed in the UI but stopped.
+``AutomationCondition.eager()``). Between closes, `new_feed_entries` (news/sensors.py) and
+`new_edgar_filings` (filings/sensors.py) poll cheaply every 15 minutes and launch `raw_news` /
+`raw_filings` only when a feed or a company has something new. All of them start running by
+themselves in the local and prod profiles; in the demo profile (sample data that never changes)
+they are listed in the UI but stopped.
 """
 
 import dagster as dg
+
+from .filings.sensors import build_new_edgar_filings_sensor
+from .news.sensors import build_new_feed_entries_sensor
 
 RAW_ASSETS = ("raw_market_prices", "raw_macro_series", "raw_crypto_ohlcv", "raw_filings", "raw_news", "raw_documents")
 
@@ -29,4 +35,6 @@ def build_schedules_and_sensors(profile: str) -> tuple[list, list]:
         "follow_inputs", target=dg.AssetSelection.all(), default_status=sensor_status,
         description="Materialises derived assets whose inputs changed (their AutomationCondition).",
     )
-    return [end_of_day], [automation]
+    new_news = build_new_feed_entries_sensor(default_status=sensor_status)
+    new_filings = build_new_edgar_filings_sensor(default_status=sensor_status)
+    return [end_of_day], [automation, new_news, new_filings]

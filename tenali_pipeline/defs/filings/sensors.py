@@ -1,0 +1,199 @@
+"""`new_edgar_filings`: launch `raw_filings` when a configured company files a new 10-K, 10-Q or 8-K.
+
+Every tick (at most every 15 minutes) reads each company's submissions JSON
+(`SUBMISSIONS_URL`, one small request per CIK) with the SEC_EDGAR_IDENTITY User-Agent, through the
+process-wide 10/s `SEC_LIMITER`. Tickers are turned into CIKs once, from `TICKERS_URL`, and the
+answer is kept in the cursor; a ticker given as digits is taken as a CIK.
+
+Cursor (JSON, bounded by the number of configured tickers; tickers and CIKs no longer configured
+are dropped)::
+
+    {"v": 1, "ciks": {"AAPL": "0000320193", "NOPE": ""},          # "" = not in the SEC's list
+     "latest": {"0000320193": {"acc": "0000320193-25-000079", "form": "10-K",
+                               "at": "2025-10-31T06:01:26.000Z"}}}
+
+`latest` is the newest filing of interest per CIK (the SEC lists `filings.recent` newest first).
+A CIK "has something new" when its newest accession differs from the cursor's and was not accepted
+earlier than it. The run_key hashes the new (CIK, accession) pairs. Never raises: sample mode, a
+missing SEC_EDGAR_IDENTITY, HTTP errors (403 = the SEC refusing the User-Agent or the rate) all
+end in a SkipReason that names the cause; companies that could be read still count.
+
+`TICKERS_URL` and `SUBMISSIONS_URL` are module constants so tests can point them at 127.0.0.1.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+
+import dagster as dg
+
+from ...resources import SourcesResource
+
+TICKERS_URL = "https://www.sec.gov/files/company_tickers.json"
+SUBMISSIONS_URL = "https://data.sec.gov/submissions/CIK{cik}.json"
+FORMS = ("10-K", "10-Q", "8-K")
+TIMEOUT_S = 10.0
+IDENTITY_VAR = "SEC_EDGAR_IDENTITY"
+
+
+class _HttpFailure(Exception):
+    pass
+
+
+def load_cursor(raw: str | None) -> dict:
+    try:
+        cursor = json.loads(raw) if raw else {}
+    except ValueError:
+        cursor = {}
+    if (not isinstance(cursor, dict) or cursor.get("v") != 1 or not isinstance(cursor.get("ciks"), dict)
+            or not isinstance(cursor.get("latest"), dict)):
+        return {"v": 1, "ciks": {}, "latest": {}}
+    return cursor
+
+
+def _session(identity: str):
+    from ...sources.http import SEC_LIMITER, rate_limited_session
+
+    session = rate_limited_session(SEC_LIMITER)
+    session.headers["User-Agent"] = identity
+    return session
+
+
+def _get_json(session, url: str, what: str):
+    import requests
+
+    try:
+        resp = session.get(url, timeout=TIMEOUT_S)
+    except (requests.ConnectionError, requests.Timeout) as exc:
+        raise _HttpFailure(f"{what}: could not reach {url} ({type(exc).__name__})") from exc
+    if resp.status_code == 403:
+        raise _HttpFailure(f"{what}: SEC answered HTTP 403 Forbidden (User-Agent from {IDENTITY_VAR} refused, "
+                           "or request rate too high)")
+    if resp.status_code == 429:
+        raise _HttpFailure(f"{what}: SEC answered HTTP 429 Too Many Requests")
+    if resp.status_code >= 400:
+        raise _HttpFailure(f"{what}: SEC answered HTTP {resp.status_code} {resp.reason}")
+    try:
+        return resp.json()
+    except ValueError as exc:
+        raise _HttpFailure(f"{what}: {url} did not return JSON") from exc
+
+
+def newest_of_interest(submissions: dict, forms=FORMS) -> dict | None:
+    """{"acc", "form", "at"} of the newest filing in `forms` in a submissions JSON, or None."""
+    recent = (submissions.get("filings") or {}).get("recent") or {}
+    accs, kinds = recent.get("accessionNumber") or [], recent.get("form") or []
+    accepted = recent.get("acceptanceDateTime") or []
+    best = None
+    for i, (acc, form) in enumerate(zip(accs, kinds)):
+        if form not in forms:
+            continue
+        at = accepted[i] if i < len(accepted) else ""
+        # Newest first in the SEC's order; a later acceptance time further down wins (ISO strings sort).
+        if best is None or (at or "") > best["at"]:
+            best = {"acc": acc, "form": form, "at": at or ""}
+    return best
+
+
+def _is_newer(new: dict, old: dict | None) -> bool:
+    if not old:
+        return True
+    if new["acc"] == old.get("acc"):
+        return False
+    return not (new["at"] and old.get("at") and new["at"] < old["at"])
+
+
+def evaluate(sources: SourcesResource, cursor_raw: str | None, log=None, env=None):
+    """(RunRequest or SkipReason, new cursor or None); pure apart from the SEC requests."""
+    env = os.environ if env is None else env
+    if sources.is_sample:
+        return dg.SkipReason("sources are in sample mode: sample filings never change, nothing to poll"), None
+    identity = (env.get(IDENTITY_VAR) or "").strip()
+    if not identity:
+        return dg.SkipReason(f"{IDENTITY_VAR} is not set: the SEC requires a User-Agent naming you "
+                             "('Your Name you@example.com'); set it to poll EDGAR"), None
+    from ...sources.live.filings import parse_identity
+
+    try:
+        parse_identity(identity)
+    except ValueError as exc:
+        return dg.SkipReason(str(exc)), None
+    companies = list(dict.fromkeys(str(t).strip().upper() for t in sources.tickers if str(t).strip()))
+    if not companies:
+        return dg.SkipReason("no tickers configured (SourcesResource.tickers is empty)"), None
+
+    cursor = load_cursor(cursor_raw)
+    ciks = {t: c for t, c in cursor["ciks"].items() if t in companies}
+    session = _session(identity)
+    errors: list[str] = []
+
+    for t in companies:
+        if t.isdigit():
+            ciks[t] = t.zfill(10)
+    missing = [t for t in companies if t not in ciks]
+    if missing:
+        try:
+            listing = _get_json(session, TICKERS_URL, "SEC ticker list")
+            by_ticker = {str(v.get("ticker", "")).upper(): str(v.get("cik_str", "")).zfill(10)
+                         for v in (listing.values() if isinstance(listing, dict) else listing)}
+            for t in missing:
+                ciks[t] = by_ticker.get(t, "")
+                if not ciks[t] and log is not None:
+                    log.warning(f"ticker {t} is not in the SEC's ticker list; it will not be polled")
+        except _HttpFailure as exc:
+            errors.append(str(exc))
+
+    wanted = list(dict.fromkeys(c for t in companies if (c := ciks.get(t))))
+    latest = {c: v for c, v in cursor["latest"].items() if c in wanted}
+    new: list[tuple[str, dict]] = []
+    for cik in wanted:
+        try:
+            data = _get_json(session, SUBMISSIONS_URL.format(cik=cik), f"SEC submissions of CIK {cik}")
+        except _HttpFailure as exc:
+            errors.append(str(exc))
+            continue
+        top = newest_of_interest(data)
+        if top is None:
+            continue
+        if _is_newer(top, latest.get(cik)):
+            new.append((cik, top))
+            latest[cik] = top
+    new_cursor = json.dumps({"v": 1, "ciks": ciks, "latest": latest}, sort_keys=True, separators=(",", ":"))
+
+    failed = "; ".join(errors)
+    if failed and log is not None:
+        log.warning(f"EDGAR polling failed in part: {failed}")
+    if not new:
+        if failed:
+            return dg.SkipReason(f"EDGAR poll failed: {failed}"), new_cursor
+        return dg.SkipReason(f"no new {'/'.join(FORMS)} filings for {len(wanted)} CIK(s)"), new_cursor
+    run_key = "edgar-" + hashlib.sha1("\n".join(sorted(f"{c}:{v['acc']}" for c, v in new)).encode()).hexdigest()[:20]
+    if log is not None:
+        log.info("new filings: " + ", ".join(f"CIK {c} {v['form']} {v['acc']}" for c, v in new))
+    tags = {"tenali/trigger": "new_edgar_filings", "tenali/new_filings": str(len(new))}
+    return dg.RunRequest(run_key=run_key, tags=tags), new_cursor
+
+
+def build_new_edgar_filings_sensor(
+    default_status: dg.DefaultSensorStatus = dg.DefaultSensorStatus.STOPPED,
+) -> dg.SensorDefinition:
+    @dg.sensor(
+        name="new_edgar_filings",
+        target=dg.AssetSelection.assets("raw_filings"),
+        minimum_interval_seconds=900,
+        default_status=default_status,
+        description="Polls SEC submissions JSON of the configured tickers and materialises raw_filings "
+                    "when one has a newer 10-K, 10-Q or 8-K.",
+    )
+    def new_edgar_filings(context: dg.SensorEvaluationContext, sources: SourcesResource):
+        result, cursor = evaluate(sources, context.cursor, context.log)
+        if cursor is not None and cursor != context.cursor:
+            context.update_cursor(cursor)
+        return result
+
+    return new_edgar_filings
+
+
+new_edgar_filings = build_new_edgar_filings_sensor()

@@ -1,0 +1,326 @@
+"""The new-data sensors, tick after tick, against feeds and an EDGAR stand-in on 127.0.0.1.
+
+`new_feed_entries` (news) and `new_edgar_filings` (filings) are evaluated with
+`dg.build_sensor_context(cursor=..., resources=...)`, the cursor of one tick fed to the next, the
+way the daemon does it.
+"""
+
+from __future__ import annotations
+
+import copy
+import hashlib
+import json
+import sys
+from pathlib import Path
+
+import dagster as dg
+import pytest
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "sources"))
+from local_http import LocalServer  # noqa: E402
+
+from tenali_pipeline.defs.filings import sensors as edgar  # noqa: E402
+from tenali_pipeline.defs.news import sensors as news  # noqa: E402
+from tenali_pipeline.defs.schedules import build_schedules_and_sensors  # noqa: E402
+from tenali_pipeline.resources import SourcesResource  # noqa: E402
+
+pytest.importorskip("feedparser")
+
+REALDATA = Path(__file__).resolve().parents[3] / "shared" / "realdata"
+ATOM = REALDATA / "rss" / "sec_edgar_getcurrent_atom_2025-12-12.xml"
+AAPL_SUBMISSIONS = REALDATA / "sec" / "CIK0000320193.json"
+IDENTITY = "Tenali Tests tests@example.com"
+
+
+def tick(sensor, cursor, sources):
+    ctx = dg.build_sensor_context(cursor=cursor, resources={"sources": sources})
+    result = sensor(ctx)
+    return result, ctx.cursor
+
+
+def rss(items: list[tuple[str, str]]) -> bytes:
+    body = "".join(
+        f"<item><title>{title}</title><link>https://news.example/{guid}</link><guid isPermaLink=\"false\">{guid}</guid>"
+        f"<pubDate>Fri, 12 Dec 2025 09:{i % 60:02d}:00 +0000</pubDate></item>"
+        for i, (guid, title) in enumerate(items)
+    )
+    return (f'<?xml version="1.0" encoding="UTF-8"?><rss version="2.0"><channel><title>Wire</title>'
+            f"<link>https://news.example/</link><description>d</description>{body}</channel></rss>").encode()
+
+
+class Feeds:
+    """Paths -> bodies; ETag = hash of the body, 304 on a matching If-None-Match (unless `etags` is off)."""
+
+    def __init__(self, routes: dict[str, bytes], etags: bool = True):
+        self.routes, self.etags = routes, etags
+        self.hits: list[tuple[str, int]] = []
+        self.http = LocalServer(self._respond)
+
+    def url(self, path: str) -> str:
+        return self.http.base + path
+
+    def _respond(self, req):
+        body = self.routes.get(req.path)
+        if body is None:
+            self.hits.append((req.path, 404))
+            return 404, {"Content-Type": "text/plain"}, b"not found"
+        headers = {"Content-Type": "application/rss+xml"}
+        if self.etags:
+            headers["ETag"] = '"%s"' % hashlib.sha1(body).hexdigest()[:16]
+            if req.headers.get("If-None-Match") == headers["ETag"]:
+                self.hits.append((req.path, 304))
+                return 304, headers, b""
+        self.hits.append((req.path, 200))
+        return 200, headers, body
+
+
+@pytest.fixture
+def feeds():
+    server = Feeds({"/wire.rss": rss([("w-1", "First"), ("w-2", "Second")])})
+    yield server
+    server.http.close()
+
+
+def live_news(*urls: str) -> SourcesResource:
+    return SourcesResource(mode="live", news_feeds=list(urls))
+
+
+# --- news --------------------------------------------------------------------------------------
+
+
+def test_feed_ticks_request_once_per_new_entries(feeds):
+    sources = live_news(feeds.url("/wire.rss"))
+    first, cursor = tick(news.new_feed_entries, None, sources)
+    assert isinstance(first, dg.RunRequest) and first.run_key.startswith("news-")
+    state = json.loads(cursor)["feeds"][feeds.url("/wire.rss")]
+    assert state["etag"] and len(state["seen"]) == 2
+
+    second, cursor2 = tick(news.new_feed_entries, cursor, sources)
+    assert isinstance(second, dg.SkipReason) and "no new entries" in second.skip_message
+    assert feeds.hits[-1] == ("/wire.rss", 304)  # conditional GET from the cursor's ETag
+    assert cursor2 == cursor
+
+    feeds.routes["/wire.rss"] = rss([("w-3", "Third"), ("w-1", "First"), ("w-2", "Second")])
+    third, cursor3 = tick(news.new_feed_entries, cursor2, sources)
+    assert isinstance(third, dg.RunRequest) and third.run_key != first.run_key
+    # the same tick evaluated twice (same cursor, same feed) asks for the same run: launched once
+    again, _ = tick(news.new_feed_entries, cursor2, sources)
+    assert again.run_key == third.run_key
+    assert isinstance(tick(news.new_feed_entries, cursor3, sources)[0], dg.SkipReason)
+
+
+def test_feed_without_etag_skips_on_same_ids():
+    server = Feeds({"/plain.rss": rss([("p-1", "One")])}, etags=False)
+    try:
+        sources = live_news(server.url("/plain.rss"))
+        first, cursor = tick(news.new_feed_entries, None, sources)
+        assert isinstance(first, dg.RunRequest)
+        second, _ = tick(news.new_feed_entries, cursor, sources)
+        assert isinstance(second, dg.SkipReason)
+        assert [s for _, s in server.hits] == [200, 200]
+    finally:
+        server.http.close()
+
+
+def test_failing_feeds_never_raise(feeds):
+    sources = live_news(feeds.url("/wire.rss"), feeds.url("/gone.rss"))
+    first, cursor = tick(news.new_feed_entries, None, sources)
+    assert isinstance(first, dg.RunRequest)  # the good feed still counts
+    skip, _ = tick(news.new_feed_entries, cursor, sources)
+    assert isinstance(skip, dg.SkipReason) and "404" in skip.skip_message
+    only_bad, _ = tick(news.new_feed_entries, None, live_news(feeds.url("/gone.rss")))
+    assert isinstance(only_bad, dg.SkipReason) and "every news feed failed" in only_bad.skip_message
+
+
+def test_news_cursor_is_bounded_and_forgets_unconfigured_feeds(feeds):
+    many = [(f"m-{i}", f"Story {i}") for i in range(news.MAX_SEEN + 60)]
+    feeds.routes["/many.rss"] = rss(many)
+    _, cursor = tick(news.new_feed_entries, None, live_news(feeds.url("/many.rss"), feeds.url("/wire.rss")))
+    assert len(json.loads(cursor)["feeds"][feeds.url("/many.rss")]["seen"]) == news.MAX_SEEN
+    _, cursor = tick(news.new_feed_entries, cursor, live_news(feeds.url("/wire.rss")))
+    assert list(json.loads(cursor)["feeds"]) == [feeds.url("/wire.rss")]
+    assert len(cursor) < 2_000
+
+
+def test_news_sample_mode_and_garbage_cursor(feeds):
+    skip, cursor = tick(news.new_feed_entries, "x", SourcesResource(mode="sample", news_feeds=[feeds.url("/wire.rss")]))
+    assert isinstance(skip, dg.SkipReason) and "sample" in skip.skip_message and not feeds.hits
+    assert isinstance(tick(news.new_feed_entries, "not json", live_news(feeds.url("/wire.rss")))[0], dg.RunRequest)
+    skip, _ = tick(news.new_feed_entries, None, live_news())
+    assert isinstance(skip, dg.SkipReason) and "no news feeds" in skip.skip_message
+
+
+def test_real_sec_atom_feed():
+    if not ATOM.exists():
+        pytest.skip(f"real capture {ATOM} not present")
+    server = Feeds({"/sec.xml": ATOM.read_bytes()})
+    try:
+        sources = live_news(server.url("/sec.xml"))
+        first, cursor = tick(news.new_feed_entries, None, sources)
+        assert isinstance(first, dg.RunRequest)
+        assert 0 < len(json.loads(cursor)["feeds"][server.url("/sec.xml")]["seen"]) <= news.MAX_SEEN
+        assert isinstance(tick(news.new_feed_entries, cursor, sources)[0], dg.SkipReason)
+        assert server.hits[-1][1] == 304
+    finally:
+        server.http.close()
+
+
+# --- EDGAR -------------------------------------------------------------------------------------
+
+
+def submissions(filings: list[tuple[str, str, str]]) -> dict:
+    """(accession, form, acceptance time) newest first, as data.sec.gov lists `filings.recent`."""
+    return {"cik": "320193", "name": "Apple Inc.", "filings": {"recent": {
+        "accessionNumber": [a for a, _, _ in filings], "form": [f for _, f, _ in filings],
+        "acceptanceDateTime": [t for _, _, t in filings]}, "files": []}}
+
+
+AAPL = [("0000320193-25-000079", "10-K", "2025-10-31T06:01:26.000Z"),
+        ("0001140361-25-040000", "4", "2025-10-20T18:00:00.000Z"),
+        ("0000320193-25-000073", "10-Q", "2025-08-01T06:01:00.000Z")]
+
+
+class Edgar:
+    def __init__(self, monkeypatch):
+        self.tickers = {"0": {"cik_str": 320193, "ticker": "AAPL", "title": "Apple Inc."},
+                        "1": {"cik_str": 789019, "ticker": "MSFT", "title": "MICROSOFT CORP"}}
+        self.subs = {"0000320193": submissions(AAPL), "0000789019": submissions([])}
+        self.fail: dict[str, int] = {}
+        self.hits: list[str] = []
+        self.agents: set[str] = set()
+        self.http = LocalServer(self._respond)
+        monkeypatch.setattr(edgar, "TICKERS_URL", self.http.base + "/files/company_tickers.json")
+        monkeypatch.setattr(edgar, "SUBMISSIONS_URL", self.http.base + "/submissions/CIK{cik}.json")
+        monkeypatch.setenv("SEC_EDGAR_IDENTITY", IDENTITY)
+
+    def _respond(self, req):
+        self.hits.append(req.path)
+        self.agents.add(req.headers.get("User-Agent"))
+        for prefix, status in self.fail.items():
+            if req.path.startswith(prefix):
+                return status, {"Content-Type": "text/html"}, b"<h1>no</h1>"
+        if req.path == "/files/company_tickers.json":
+            data = self.tickers
+        elif req.path.startswith("/submissions/CIK"):
+            data = self.subs.get(req.path[len("/submissions/CIK"):-len(".json")])
+            if data is None:
+                return 404, {}, b"{}"
+        else:
+            return 404, {}, b""
+        return 200, {"Content-Type": "application/json"}, json.dumps(data).encode()
+
+
+@pytest.fixture
+def sec(monkeypatch):
+    server = Edgar(monkeypatch)
+    yield server
+    server.http.close()
+
+
+def live_filings(*tickers: str) -> SourcesResource:
+    return SourcesResource(mode="live", tickers=list(tickers))
+
+
+def test_edgar_ticks_request_on_new_accessions(sec):
+    sources = live_filings("AAPL", "MSFT")
+    first, cursor = tick(edgar.new_edgar_filings, None, sources)
+    assert isinstance(first, dg.RunRequest) and first.run_key.startswith("edgar-")
+    state = json.loads(cursor)
+    assert state["ciks"] == {"AAPL": "0000320193", "MSFT": "0000789019"}
+    assert state["latest"] == {"0000320193": {"acc": "0000320193-25-000079", "form": "10-K", "at": AAPL[0][2]}}
+    assert sec.agents == {IDENTITY}
+
+    sec.hits.clear()
+    second, cursor2 = tick(edgar.new_edgar_filings, cursor, sources)
+    assert isinstance(second, dg.SkipReason) and "no new" in second.skip_message
+    assert "/files/company_tickers.json" not in sec.hits  # the CIK map lives in the cursor
+
+    sec.subs["0000320193"] = submissions([("0001140361-25-050000", "4", "2025-11-02T18:00:00.000Z"), *AAPL])
+    assert isinstance(tick(edgar.new_edgar_filings, cursor2, sources)[0], dg.SkipReason)  # form 4: not of interest
+
+    sec.subs["0000320193"] = submissions([("0000320193-25-000081", "8-K", "2025-11-03T16:30:00.000Z"), *AAPL])
+    third, cursor3 = tick(edgar.new_edgar_filings, cursor2, sources)
+    assert isinstance(third, dg.RunRequest) and third.run_key != first.run_key
+    assert json.loads(cursor3)["latest"]["0000320193"]["acc"] == "0000320193-25-000081"
+    assert tick(edgar.new_edgar_filings, cursor2, sources)[0].run_key == third.run_key  # same tick, same key
+    assert isinstance(tick(edgar.new_edgar_filings, cursor3, sources)[0], dg.SkipReason)
+
+
+@pytest.mark.parametrize("status", [403, 503])
+def test_edgar_http_errors_skip_naming_the_cause(sec, status):
+    sources = live_filings("AAPL")
+    _, cursor = tick(edgar.new_edgar_filings, None, sources)
+    sec.fail["/submissions/"] = status
+    skip, after = tick(edgar.new_edgar_filings, cursor, sources)
+    assert isinstance(skip, dg.SkipReason) and f"HTTP {status}" in skip.skip_message
+    assert json.loads(after)["latest"] == json.loads(cursor)["latest"]  # nothing forgotten
+    sec.fail.clear()
+    sec.fail["/files/"] = status
+    skip, _ = tick(edgar.new_edgar_filings, None, sources)
+    assert isinstance(skip, dg.SkipReason) and "ticker list" in skip.skip_message
+
+
+def test_edgar_without_identity_or_in_sample_mode_skips(sec, monkeypatch):
+    monkeypatch.delenv("SEC_EDGAR_IDENTITY")
+    skip, cursor = tick(edgar.new_edgar_filings, None, live_filings("AAPL"))
+    assert isinstance(skip, dg.SkipReason) and "SEC_EDGAR_IDENTITY" in skip.skip_message and cursor is None
+    monkeypatch.setenv("SEC_EDGAR_IDENTITY", "no-email")
+    skip, _ = tick(edgar.new_edgar_filings, None, live_filings("AAPL"))
+    assert isinstance(skip, dg.SkipReason) and "SEC_EDGAR_IDENTITY" in skip.skip_message
+    monkeypatch.setenv("SEC_EDGAR_IDENTITY", IDENTITY)
+    skip, _ = tick(edgar.new_edgar_filings, None, SourcesResource(mode="sample", tickers=["AAPL"]))
+    assert isinstance(skip, dg.SkipReason) and "sample" in skip.skip_message
+    assert sec.hits == []
+
+
+def test_edgar_cursor_is_bounded_to_configured_companies(sec):
+    _, cursor = tick(edgar.new_edgar_filings, None, live_filings("AAPL", "MSFT", "NOPE", "320193"))
+    state = json.loads(cursor)
+    assert state["ciks"]["NOPE"] == "" and state["ciks"]["320193"] == "0000320193"
+    assert sec.hits.count("/submissions/CIK0000320193.json") == 1  # one CIK, polled once
+    _, cursor = tick(edgar.new_edgar_filings, cursor, live_filings("MSFT"))
+    assert json.loads(cursor) == {"v": 1, "ciks": {"MSFT": "0000789019"}, "latest": {}}
+    assert len(cursor) < 500
+
+
+def test_edgar_real_submissions_capture(sec):
+    if not AAPL_SUBMISSIONS.exists():
+        pytest.skip(f"real capture {AAPL_SUBMISSIONS} not present")
+    real = json.loads(AAPL_SUBMISSIONS.read_text())
+    sec.subs["0000320193"] = real
+    recent = real["filings"]["recent"]
+    newest = next(i for i, f in enumerate(recent["form"]) if f in edgar.FORMS)
+    first, cursor = tick(edgar.new_edgar_filings, None, live_filings("AAPL"))
+    assert isinstance(first, dg.RunRequest)
+    assert json.loads(cursor)["latest"]["0000320193"]["acc"] == recent["accessionNumber"][newest]
+    assert isinstance(tick(edgar.new_edgar_filings, cursor, live_filings("AAPL"))[0], dg.SkipReason)
+    # a newer 10-Q than anything in the capture triggers again
+    newer = copy.deepcopy(real)
+    for key in newer["filings"]["recent"]:
+        value = {"accessionNumber": "0000320193-99-000001", "form": "10-Q",
+                 "acceptanceDateTime": "2099-01-01T00:00:00.000Z"}.get(key, "")
+        newer["filings"]["recent"][key].insert(0, value)
+    sec.subs["0000320193"] = newer
+    assert isinstance(tick(edgar.new_edgar_filings, cursor, live_filings("AAPL"))[0], dg.RunRequest)
+
+
+# --- registration ------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("profile, status", [("demo", dg.DefaultSensorStatus.STOPPED),
+                                             ("local", dg.DefaultSensorStatus.RUNNING),
+                                             ("prod", dg.DefaultSensorStatus.RUNNING)])
+def test_sensors_registered_per_profile(profile, status):
+    _, sensors = build_schedules_and_sensors(profile)
+    by_name = {s.name: s for s in sensors}
+    for name in ("new_feed_entries", "new_edgar_filings"):
+        assert by_name[name].default_status == status
+        assert by_name[name].minimum_interval_seconds == 900
+
+
+def test_sensors_target_their_raw_assets():
+    from tenali_pipeline.definitions import defs
+
+    for name, asset in (("new_feed_entries", "raw_news"), ("new_edgar_filings", "raw_filings")):
+        job = defs.resolve_job_def(defs.resolve_sensor_def(name).job_name)
+        assert {k.to_user_string() for k in job.asset_layer.selected_asset_keys} == {asset}
