@@ -1,35 +1,45 @@
-"""The full technical feature set (`compute_features`) versus the `ta` library, on the same rows.
+"""The full technical feature set versus the `ta` library, on the same rows.
 
     .venv/bin/python bench/bench_features.py [--instruments 4000] [--days 2500] [--ta-instruments N]
+                                             [--batch-rows 131072] [--in-memory]
 
 Generates a deterministic synthetic market (one random walk per instrument with intraday ranges,
 gaps between open and previous close, occasional zero-volume bars and missing days, a 2:1 split in
-every tenth instrument), then times
+every tenth instrument) and writes it to a temporary Parquet file, then times, each phase in a fresh
+process so that its peak RSS is its own (``ru_maxrss`` of that process, imports included; the RSS
+after the imports is printed too):
 
-  (a) ``compute_features`` on all rows: every indicator, candlestick pattern and smart-money event;
-  (b) ``ta`` 0.11 for the indicators both compute (RSI 14, MACD 12/26/9, Bollinger 20/2, ATR 14,
-      stochastic 14/3, OBV), instrument by instrument (pandas groupby), on the first
-      ``--ta-instruments`` instruments (all of them by default).
+  (a) ``compute_features_to_parquet``: the input file read lazily, every indicator, candlestick pattern
+      and smart-money event computed batch by batch of whole instruments, and written to a temporary
+      Parquet file as it goes. The main figure.
+  (b) with ``--in-memory``: ``compute_features`` (default batches) on the whole frame, in memory (not
+      written), for comparison with the figures before streaming.
+  (c) ``ta`` 0.11 for the indicators both compute (RSI 14, MACD 12/26/9, Bollinger 20/2, ATR 14,
+      stochastic 14/3, OBV), instrument by instrument (pandas groupby), on the adjusted prices of (a)'s
+      output for the first ``--ta-instruments`` instruments (all of them by default).
 
-Prints rows/second for both (wall clock; CPU seconds too, since polars uses every core and ``ta`` one,
-and the machine may be shared), the ratio (a)/(b), and peak memory (tracemalloc for Python/numpy
-allocations, plus the process's peak RSS, which includes polars' native buffers). When
-``--ta-instruments`` is below ``--instruments``, (b) runs on a subset and its rate is per row of that
-subset: say so when quoting the ratio.
+Prints rows/second (wall clock; CPU seconds too, since polars uses every core and ``ta`` one, and the
+machine may be shared), the ratio (a)/(c), and peak RSS per phase. When ``--ta-instruments`` is below
+``--instruments``, (c) runs on a subset and its rate is per row of that subset: say so when quoting
+the ratio.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
+import os
 import resource
+import subprocess
+import sys
+import tempfile
 import time
-import tracemalloc
 
 import numpy as np
 import pandas as pd
 import polars as pl
 
-from tenali_pipeline.technicals.features import COLUMNS, compute_features, event_counts
+from tenali_pipeline.technicals.features import COLUMNS, compute_features, compute_features_to_parquet
 
 
 def synthetic(n_instruments: int, n_days: int, seed: int = 0) -> pl.DataFrame:
@@ -92,49 +102,99 @@ def _cpu() -> float:
     return r.ru_utime + r.ru_stime
 
 
+def _rss_mib() -> float:
+    """This process's peak RSS. VmHWM, not ru_maxrss: a child's ru_maxrss starts from its parent's high-water
+    mark (it survives fork and exec), so it would report the generator's memory, not the phase's."""
+    try:
+        with open("/proc/self/status") as fh:
+            return next(int(x.split()[1]) for x in fh if x.startswith("VmHWM:")) / 1024  # kB
+    except (OSError, StopIteration):
+        return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux
+
+
+def _phase(args) -> dict:
+    """Run one phase in this (fresh) process; returns its timings and peak RSS."""
+    base_rss = _rss_mib()
+    if args.phase == "stream":
+        t0, c0 = time.perf_counter(), _cpu()
+        summary = compute_features_to_parquet(args.input, args.output, batch_rows=args.batch_rows)
+        wall, cpu = time.perf_counter() - t0, _cpu() - c0
+        return {"rows": summary.rows, "wall": wall, "cpu": cpu, "base_rss": base_rss, "rss": _rss_mib(),
+                "bytes": os.path.getsize(args.output), "counts": summary.counts}
+    if args.phase == "memory":
+        df = pl.read_parquet(args.input)
+        base_rss = _rss_mib()
+        t0, c0 = time.perf_counter(), _cpu()
+        features = compute_features(df)  # its own default batch size
+        wall, cpu = time.perf_counter() - t0, _cpu() - c0
+        return {"rows": features.height, "wall": wall, "cpu": cpu, "base_rss": base_rss, "rss": _rss_mib()}
+    # ta, on the adjusted prices of the streamed output
+    lf = pl.scan_parquet(args.output).select("instrument", "adj_high", "adj_low", "adj_close", "volume")
+    if args.ta_instruments:
+        names = lf.select(pl.col("instrument").unique(maintain_order=True).head(args.ta_instruments))
+        lf = lf.filter(pl.col("instrument").is_in(names.collect().to_series().implode()))
+    pdf = lf.collect().to_pandas()
+    base_rss = _rss_mib()
+    t0, c0 = time.perf_counter(), _cpu()
+    rows = ta_reference(pdf)
+    wall, cpu = time.perf_counter() - t0, _cpu() - c0
+    return {"rows": rows, "wall": wall, "cpu": cpu, "base_rss": base_rss, "rss": _rss_mib()}
+
+
+def _run_phase(phase: str, args, tmp: str) -> dict:
+    cmd = [sys.executable, __file__, "--phase", phase, "--input", f"{tmp}/input.parquet", "--output",
+           f"{tmp}/features.parquet", "--batch-rows", str(args.batch_rows)]
+    if args.ta_instruments:
+        cmd += ["--ta-instruments", str(args.ta_instruments)]
+    done = subprocess.run(cmd, check=True, capture_output=True, text=True)
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--instruments", type=int, default=4000)
     ap.add_argument("--days", type=int, default=2500)
     ap.add_argument("--ta-instruments", type=int, default=0, help="instruments for the ta run (default: all)")
+    ap.add_argument("--batch-rows", type=int, default=1 << 17, help="rows per batch of whole instruments")
+    ap.add_argument("--in-memory", action="store_true", help="also time compute_features on the frame in memory")
+    ap.add_argument("--tmp", default=None, help="directory for the input and output Parquet files")
+    ap.add_argument("--phase", choices=("stream", "memory", "ta"), help=argparse.SUPPRESS)
+    ap.add_argument("--input", help=argparse.SUPPRESS)
+    ap.add_argument("--output", help=argparse.SUPPRESS)
     args = ap.parse_args()
+    if args.phase:
+        print(json.dumps(_phase(args)))
+        return
 
-    t0 = time.perf_counter()
-    df = synthetic(args.instruments, args.days)
-    print(f"data: {df.height:,} rows, {args.instruments:,} instruments x {args.days:,} business days, "
-          f"generated in {time.perf_counter() - t0:.1f} s", flush=True)
+    with tempfile.TemporaryDirectory(dir=args.tmp, prefix="bench_features_") as tmp:
+        t0 = time.perf_counter()
+        df = synthetic(args.instruments, args.days)
+        df.write_parquet(f"{tmp}/input.parquet")
+        height = df.height
+        del df
+        print(f"data: {height:,} rows, {args.instruments:,} instruments x {args.days:,} business days, "
+              f"generated and written to Parquet in {time.perf_counter() - t0:.1f} s", flush=True)
 
-    tracemalloc.start()
-    t0, c0 = time.perf_counter(), _cpu()
-    features = compute_features(df)
-    ours, ours_cpu = time.perf_counter() - t0, _cpu() - c0
-    _, peak_py = tracemalloc.get_traced_memory()
-    tracemalloc.stop()
-    rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux
-    rows = features.height
-    print(f"compute_features: {rows:,} rows x {len(COLUMNS)} feature columns in {ours:.1f} s wall "
-          f"({ours_cpu:.1f} s CPU) = {rows / ours:,.0f} rows/s; peak traced (Python/numpy) {peak_py / 2**20:,.0f} MiB, "
-          f"peak RSS {rss:,.0f} MiB", flush=True)
-    counts = event_counts(features)
-    print("events: " + ", ".join(f"{k}={v:,}" for k, v in counts.items()), flush=True)
-
+        a = _run_phase("stream", args, tmp)
+        print(f"compute_features_to_parquet (read Parquet, compute, write Parquet; batches of {args.batch_rows:,} "
+              f"rows): {a['rows']:,} rows x {len(COLUMNS)} feature columns in {a['wall']:.1f} s wall "
+              f"({a['cpu']:.1f} s CPU) = {a['rows'] / a['wall']:,.0f} rows/s; output {a['bytes'] / 2**30:.2f} GiB; "
+              f"peak RSS {a['rss']:,.0f} MiB (after imports {a['base_rss']:,.0f} MiB)", flush=True)
+        print("events: " + ", ".join(f"{k}={v:,}" for k, v in a["counts"].items()), flush=True)
+        if args.in_memory:
+            m = _run_phase("memory", args, tmp)
+            print(f"compute_features (in memory, not written): {m['rows']:,} rows in {m['wall']:.1f} s wall "
+                  f"({m['cpu']:.1f} s CPU) = {m['rows'] / m['wall']:,.0f} rows/s; peak RSS {m['rss']:,.0f} MiB "
+                  f"(with the input frame loaded {m['base_rss']:,.0f} MiB)", flush=True)
+        r = _run_phase("ta", args, tmp)
     n_ta = args.ta_instruments or args.instruments
-    names = features["instrument"].unique(maintain_order=True).head(n_ta)
-    sub = features.filter(pl.col("instrument").is_in(names.implode())).select(
-        "instrument", "adj_high", "adj_low", "adj_close", "volume")
-    del features
-    pdf = sub.to_pandas()
-    del sub
-    t0, c0 = time.perf_counter(), _cpu()
-    ta_rows = ta_reference(pdf)
-    ref, ref_cpu = time.perf_counter() - t0, _cpu() - c0
     scope = "the same rows" if n_ta >= args.instruments else f"a subset of {n_ta:,} instruments (rate per row of it)"
     print(f"ta (RSI, MACD, Bollinger, ATR, stochastic, OBV; per-instrument groupby) on {scope}: "
-          f"{ta_rows:,} rows in {ref:.1f} s wall ({ref_cpu:.1f} s CPU) = {ta_rows / ref:,.0f} rows/s", flush=True)
-    rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-    print(f"ratio, full feature set vs ta's six indicators: {(rows / ours) / (ta_rows / ref):.1f}x in rows per second "
-          f"(wall), {(rows / ours_cpu) / (ta_rows / ref_cpu):.1f}x in rows per CPU-second")
-    print(f"peak RSS of the whole run: {rss:,.0f} MiB")
+          f"{r['rows']:,} rows in {r['wall']:.1f} s wall ({r['cpu']:.1f} s CPU) = {r['rows'] / r['wall']:,.0f} rows/s; "
+          f"peak RSS {r['rss']:,.0f} MiB (with the pandas frame loaded {r['base_rss']:,.0f} MiB)", flush=True)
+    print(f"ratio, full feature set (streamed to Parquet) vs ta's six indicators: "
+          f"{(a['rows'] / a['wall']) / (r['rows'] / r['wall']):.1f}x in rows per second (wall), "
+          f"{(a['rows'] / a['cpu']) / (r['rows'] / r['cpu']):.1f}x in rows per CPU-second")
 
 
 if __name__ == "__main__":

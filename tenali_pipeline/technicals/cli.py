@@ -6,7 +6,9 @@
 INPUT is CSV or Parquet (by extension; ``.csv.gz`` too) with columns open, high, low, close, volume,
 a time column (``date``) and optionally adj_close and an instrument column (``instrument``, else
 ``symbol`` or ``ticker``). OUTPUT is Parquet (``.parquet``/``.pq``) or CSV (``.csv``), written
-atomically; its columns are the input's followed by ``technicals.features.COLUMNS``.
+atomically; its columns are the input's followed by ``technicals.features.COLUMNS``. The input is read
+lazily and the output written batch by batch (``features.compute_features_to_file``), so memory stays
+at the input plus one batch of whole instruments however large the output.
 
 Wired into the ``tenali`` command by ``tenali_pipeline/cli.py`` through ``add_parser``; this module
 imports polars only when the command runs, so the other commands start without it.
@@ -66,32 +68,37 @@ def run(args) -> int:
 
     import polars as pl
 
-    from .features import COLUMNS, FeatureInputError, compute_features, event_counts
+    from .features import COLUMNS, FeatureInputError, compute_features_to_file
 
+    # Read lazily (Parquet, plain CSV) and write batch by batch as the features are computed: peak memory is
+    # the input columns plus one batch of instruments, not the whole output.
     try:
-        df = pl.read_csv(src, try_parse_dates=True) if read_as.startswith(".csv") else pl.read_parquet(src)
+        if read_as == ".csv.gz":
+            source = pl.read_csv(src, try_parse_dates=True).lazy()
+        elif read_as == ".csv":
+            source = pl.scan_csv(src, try_parse_dates=True)
+        else:
+            source = pl.scan_parquet(src)
+        source.collect_schema()
     except Exception as e:  # noqa: BLE001 - report any unreadable file the same way
         return _fail(f"cannot read {src}: {e}")
-    try:
-        out = compute_features(df, instrument_col=args.instrument_col, time_col=args.time_col,
-                               swing_length=args.swing_length, liquidity_tolerance=args.liquidity_tolerance)
-    except FeatureInputError as e:
-        return _fail(f"{src}: {e}")
     dst.parent.mkdir(parents=True, exist_ok=True)
     tmp = dst.with_name(f".{dst.name}.tmp-{os.getpid()}")
     try:
-        if write_as == ".csv":
-            out.write_csv(tmp)
-        else:
-            out.write_parquet(tmp)
+        summary = compute_features_to_file(source, tmp, instrument_col=args.instrument_col, time_col=args.time_col,
+                                           file_format="csv" if write_as == ".csv" else "parquet",
+                                           swing_length=args.swing_length,
+                                           liquidity_tolerance=args.liquidity_tolerance)
         os.replace(tmp, dst)
+    except FeatureInputError as e:
+        return _fail(f"{src}: {e}")
+    except pl.exceptions.PolarsError as e:
+        return _fail(f"cannot read {src}: {e}")
     finally:
         tmp.unlink(missing_ok=True)
-    counts = event_counts(out)
-    instruments = next((c for c in (args.instrument_col, "instrument", "symbol", "ticker") if c in out.columns), None)
-    n_inst = out[instruments].n_unique() if instruments else 1
-    dropped = df.height - out.height
-    print(f"wrote {out.height:,} rows x {out.width} columns ({len(COLUMNS)} features) for {n_inst:,} "
+    counts, n_inst = summary.counts, summary.instruments
+    dropped = summary.input_rows - summary.rows
+    print(f"wrote {summary.rows:,} rows x {summary.columns} columns ({len(COLUMNS)} features) for {n_inst:,} "
           f"instrument{'s' if n_inst != 1 else ''} to {dst}"
           + (f"; left out {dropped:,} rows without valid prices" if dropped else ""))
     print(f"patterns: {sum(v for k, v in counts.items() if k.startswith('cdl_')):,}, "

@@ -9,6 +9,8 @@ each side of a swing), ``liquidity_tolerance`` (equal highs/lows within this man
 ``liquidity_lookback`` (earlier swings a new one is compared with), ``periods_per_year`` (volatility
 annualisation), ``trend`` (False drops the trend condition of the candlestick patterns), ``batch_rows``
 (whole instruments are processed in batches of about this many rows; the result does not depend on it).
+``iter_feature_batches`` yields those batches, ``compute_features_to_parquet`` / ``_to_file`` write them
+to one file as they are computed.
 
 Output: the kept rows sorted by instrument and time, the input columns first, then ``COLUMNS`` in
 that order. Conventions (all in the module docstrings of ``indicators``, ``patterns`` and ``smc``):
@@ -34,11 +36,21 @@ that order. Conventions (all in the module docstrings of ``indicators``, ``patte
   and is left out of the output. Duplicate (instrument, time) rows are an error.
 - Warm-up: an indicator is null until its window is full (SMA 200 from the 200th bar); booleans
   and event codes are false / 0 there; event prices and dates are null except on event bars.
-- Speed: about a million rows a second on two cores for the whole set (``bench/bench_features.py``);
-  memory is roughly 1 KB per row at peak.
+- Speed and memory (``bench/bench_features.py``): the output is about 440 bytes a row in memory. For large
+  inputs use ``compute_features_to_parquet`` / ``compute_features_to_file`` (or ``iter_feature_batches``):
+  the input is read lazily, sorted once (skipped when it already is), and the features are computed and
+  written one batch of whole instruments at a time on a writer thread, so peak memory is the input columns
+  plus a few batches, not the output. The result is exactly ``compute_features``' frame, whatever
+  ``batch_rows``.
 """
 
 from __future__ import annotations
+
+import queue
+import threading
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
 
 import polars as pl
 
@@ -147,12 +159,6 @@ class FeatureInputError(ValueError):
     """The input frame cannot be turned into features (missing or unusable columns)."""
 
 
-def _resolve_instrument(df: pl.DataFrame, instrument_col: str) -> str | None:
-    if instrument_col in df.columns:
-        return instrument_col
-    return next((c for c in _INSTRUMENT_FALLBACKS if c in df.columns), None)
-
-
 def _parse_time(df: pl.DataFrame, time_col: str) -> pl.DataFrame:
     dtype = df.schema[time_col]
     if dtype == pl.Date or isinstance(dtype, pl.Datetime):
@@ -167,70 +173,245 @@ def _parse_time(df: pl.DataFrame, time_col: str) -> pl.DataFrame:
     raise FeatureInputError(f"time column {time_col!r} must be a date or datetime (got {dtype})")
 
 
-def compute_features(df: pl.DataFrame, instrument_col: str = "instrument", time_col: str = "date", *,
-                     swing_length: int = 5, liquidity_tolerance: float = 0.1, liquidity_lookback: int = 3,
-                     periods_per_year: int = 252, trend: bool = True, batch_rows: int = 1 << 19) -> pl.DataFrame:
-    """Every feature of ``COLUMNS`` per instrument; see the module docstring for the conventions."""
-    missing = [c for c in (time_col, *REQUIRED) if c not in df.columns]
+@dataclass
+class FeatureSummary:
+    """What ``compute_features_to_file`` wrote: rows in and out, instruments, columns, and ``event_counts``."""
+
+    input_rows: int
+    rows: int
+    instruments: int
+    columns: int
+    counts: dict[str, int] = field(default_factory=dict)
+
+
+@dataclass
+class _Prepared:
+    df: pl.DataFrame  # valid rows, sorted by instrument and time, input columns (prices cast to Float64)
+    by: str
+    input_rows: int
+    input_cols: list[str]
+    has_adj: bool
+
+
+def _scan(source: str | Path | pl.LazyFrame | pl.DataFrame) -> pl.LazyFrame:
+    if isinstance(source, pl.LazyFrame):
+        return source
+    if isinstance(source, pl.DataFrame):
+        return source.lazy()
+    name = str(source).lower()
+    if name.endswith((".csv", ".csv.gz")):
+        return pl.scan_csv(source, try_parse_dates=True)
+    return pl.scan_parquet(source)
+
+
+def _prepare(source: pl.DataFrame | pl.LazyFrame, instrument_col: str, time_col: str) -> _Prepared:
+    """Check the columns, drop the rows without valid prices, sort by instrument and time (one materialised
+    copy of the input columns only), reject duplicates."""
+    lf = source.lazy()
+    schema = lf.collect_schema()
+    names = schema.names()
+    missing = [c for c in (time_col, *REQUIRED) if c not in names]
     if missing:
-        raise FeatureInputError(f"missing column(s) {', '.join(map(repr, missing))}; have {', '.join(df.columns)}")
-    by = _resolve_instrument(df, instrument_col)
-    temp_key = by is None
-    if temp_key:
+        raise FeatureInputError(f"missing column(s) {', '.join(map(repr, missing))}; have {', '.join(names)}")
+    by = next((c for c in (instrument_col, *_INSTRUMENT_FALLBACKS) if c in names), None)
+    input_cols = list(names)
+    if by is None:
         by = "instrument__none"
-        df = df.with_columns(pl.lit("").alias(by))
-    df = _parse_time(df, time_col)
-    input_cols = [c for c in df.columns if c != "instrument__none"]
-    prices = ("open", "high", "low", "close") + (("adj_close",) if "adj_close" in df.columns else ())
-    df = df.with_columns(pl.col(prices).cast(pl.Float64))
+        lf = lf.with_columns(pl.lit("").alias(by))
+    dtype = schema[time_col]
+    if not (dtype == pl.Date or isinstance(dtype, pl.Datetime)):
+        lf = _parse_time(lf.collect(), time_col).lazy()  # strings: try a date, then a datetime (eager)
+    has_adj = "adj_close" in names
+    prices = ("open", "high", "low", "close") + (("adj_close",) if has_adj else ())
     valid = pl.all_horizontal([pl.col(c).is_not_null() & pl.col(c).is_finite() & (pl.col(c) > 0) for c in prices])
-    df = df.filter(valid & pl.col(time_col).is_not_null() & pl.col(by).is_not_null())
-    df = df.sort(by, time_col)
-    repeated = (pl.col(by) == pl.col(by).shift(1)) & (pl.col(time_col) == pl.col(time_col).shift(1))
+    kept = (lf.with_columns(pl.col(prices).cast(pl.Float64))
+            .filter(valid & pl.col(time_col).is_not_null() & pl.col(by).is_not_null()))
+    counted, df = pl.collect_all([lf.select(pl.len()), kept])
+    key, t = pl.col(by), pl.col(time_col)
+    ascending = (key > key.shift(1)) | ((key == key.shift(1)) & (t > t.shift(1)))
+    if not df.select(ascending.slice(1).all()).item():  # inputs often come sorted already: skip the sort
+        df = df.sort(by, time_col)
+    repeated = (key == key.shift(1)) & (t == t.shift(1))
     if df.select(repeated.any()).item():
         dup = df.filter(repeated).select(by, time_col).head(3).rows()
         raise FeatureInputError(f"duplicate ({by}, {time_col}) rows, e.g. {dup}")
-    has_adj = "adj_close" in df.columns
+    return _Prepared(df, by, counted.item(), input_cols, has_adj)
+
+
+def _batch_bounds(df: pl.DataFrame, by: str, batch_rows: int) -> list[tuple[int, int]]:
+    """Row ranges of whole instruments (``df`` sorted by ``by``), each about ``batch_rows`` long."""
+    key = pl.col(by)
+    starts = df.select(pl.arg_where((key != key.shift(1)).fill_null(True))).to_series().to_list()
+    bounds = [0]
+    for g in starts[1:]:
+        if g - bounds[-1] >= batch_rows:
+            bounds.append(g)
+    bounds.append(df.height)
+    return list(zip(bounds[:-1], bounds[1:]))
+
+
+def _features_of(part: pl.DataFrame, *, by: str, time_col: str, has_adj: bool, order: list[str], swing_length: int = 5,
+                 liquidity_tolerance: float = 0.1, liquidity_lookback: int = 3, periods_per_year: int = 252,
+                 trend: bool = True) -> pl.DataFrame:
+    """Every feature for ``part``: whole instruments, sorted by instrument and time."""
     raw_factor = (pl.col("adj_close") / pl.col("close")) if has_adj else pl.lit(1.0)
     t = pl.col(time_col)
-    df = df.with_columns(bar_index=pl.int_range(pl.len()).over(by), _f=raw_factor)
+    # Window expressions group by an integer id of the instrument (its contiguous run of rows), several times
+    # cheaper to group on than a string key; the groups are the same.
+    key = pl.col(by)
+    part = part.with_columns(_gid=(key != key.shift(1)).fill_null(True).cum_sum(), _f=raw_factor)
+    by = "_gid"
+    part = part.with_columns(bar_index=pl.int_range(pl.len()).over(by))
     # Snap the factor: a relative change below FACTOR_NOISE is float noise, not a corporate action, and the
     # factor of the bar where it last changed is kept bit for bit, so equal raw prices stay equal once adjusted.
     f, bar = pl.col("_f"), pl.col("bar_index")
     new_factor = (bar == 0) | ((f / f.shift(1) - 1).abs() > FACTOR_NOISE)
-    df = df.with_columns(adj_factor=pl.when(new_factor).then(f).forward_fill())
+    part = part.with_columns(adj_factor=pl.when(new_factor).then(f).forward_fill())
     factor = pl.col("adj_factor")
     if has_adj:
-        df = df.rename({"adj_close": "adj_close__input"})
-    df = df.with_columns(
+        part = part.rename({"adj_close": "adj_close__input"})
+    part = part.with_columns(
         days_since_prev_bar=pl.when(bar >= 1).then((t - t.shift(1)).dt.total_days()),
         adj_open=pl.col("open") * factor,
         adj_high=pl.col("high") * factor,
         adj_low=pl.col("low") * factor,
         adj_close=pl.col("close") * factor,
     ).drop("_f")
-    order = list(dict.fromkeys(input_cols + (["adj_close"] if "adj_close" not in input_cols else []) + list(COLUMNS)))
+    part = _add_indicators(part, by=by, time_col=time_col, periods_per_year=periods_per_year)
+    part = add_patterns(part, by=by, trend=trend)
+    part = add_smc(part, by=by, time=time_col, swing_length=swing_length, liquidity_tolerance=liquidity_tolerance,
+                   liquidity_lookback=liquidity_lookback)
+    part = part.with_columns([pl.col(c) / pl.col("adj_factor") for c in LEVEL_COLUMNS])
+    if has_adj:
+        part = part.with_columns(adj_close=pl.col("adj_close__input"))
+    return part.select(order)
 
-    def batch(part: pl.DataFrame) -> pl.DataFrame:
-        part = _add_indicators(part, by=by, time_col=time_col, periods_per_year=periods_per_year)
-        part = add_patterns(part, by=by, trend=trend)
-        part = add_smc(part, by=by, time=time_col, swing_length=swing_length, liquidity_tolerance=liquidity_tolerance,
-                       liquidity_lookback=liquidity_lookback)
-        part = part.with_columns([pl.col(c) / pl.col("adj_factor") for c in LEVEL_COLUMNS])
-        if has_adj:
-            part = part.with_columns(adj_close=pl.col("adj_close__input"))
-        return part.select(order)
 
+def _iter_prepared(prep: _Prepared, *, time_col: str, batch_rows: int, **params) -> Iterator[pl.DataFrame]:
+    order = list(dict.fromkeys(prep.input_cols + (["adj_close"] if "adj_close" not in prep.input_cols else [])
+                               + list(COLUMNS)))
     # Whole instruments in batches of about batch_rows: the same result, with working sets that fit in cache
     # and a peak memory that does not grow with the number of instruments.
-    starts = df.select(pl.arg_where(pl.col("bar_index") == 0)).to_series().to_list()
-    bounds = [0]
-    for g in starts[1:]:
-        if g - bounds[-1] >= batch_rows:
-            bounds.append(g)
-    bounds.append(df.height)
-    parts = [batch(df.slice(a, b - a)) for a, b in zip(bounds[:-1], bounds[1:])]
+    for a, b in _batch_bounds(prep.df, prep.by, batch_rows):
+        yield _features_of(prep.df.slice(a, b - a), by=prep.by, time_col=time_col, has_adj=prep.has_adj, order=order,
+                           **params)
+
+
+def iter_feature_batches(source: pl.DataFrame | pl.LazyFrame | str | Path, instrument_col: str = "instrument",
+                         time_col: str = "date", *, swing_length: int = 5, liquidity_tolerance: float = 0.1,
+                         liquidity_lookback: int = 3, periods_per_year: int = 252, trend: bool = True,
+                         batch_rows: int = 1 << 17) -> Iterator[pl.DataFrame]:
+    """``compute_features`` one batch of whole instruments at a time (in instrument order; at least one batch,
+    possibly empty): concatenated, the batches are exactly ``compute_features``' result. ``source``: a frame, a
+    LazyFrame, or a CSV / Parquet path (read lazily). Checks the input before the first batch is yielded."""
+    prep = _prepare(_scan(source), instrument_col, time_col)
+    return _iter_prepared(prep, time_col=time_col, batch_rows=batch_rows, swing_length=swing_length,
+                          liquidity_tolerance=liquidity_tolerance, liquidity_lookback=liquidity_lookback,
+                          periods_per_year=periods_per_year, trend=trend)
+
+
+def compute_features(df: pl.DataFrame, instrument_col: str = "instrument", time_col: str = "date", *,
+                     swing_length: int = 5, liquidity_tolerance: float = 0.1, liquidity_lookback: int = 3,
+                     periods_per_year: int = 252, trend: bool = True, batch_rows: int = 1 << 19) -> pl.DataFrame:
+    """Every feature of ``COLUMNS`` per instrument; see the module docstring for the conventions."""
+    parts = list(iter_feature_batches(df, instrument_col, time_col, swing_length=swing_length,
+                                      liquidity_tolerance=liquidity_tolerance, liquidity_lookback=liquidity_lookback,
+                                      periods_per_year=periods_per_year, trend=trend, batch_rows=batch_rows))
     return parts[0] if len(parts) == 1 else pl.concat(parts, rechunk=False)
+
+
+class _BackgroundWriter:
+    """Writes batches to one Parquet (pyarrow ``ParquetWriter``, a row group per batch) or CSV file on a thread,
+    so that encoding and compressing a batch overlaps computing the next; at most one batch waits in line."""
+
+    def __init__(self, output: str | Path, file_format: str, compression: str) -> None:
+        self.output, self.file_format, self.compression = output, file_format, compression
+        self.error: BaseException | None = None
+        self.queue: queue.Queue = queue.Queue(maxsize=1)
+        self.thread = threading.Thread(target=self._run, name="features-writer", daemon=True)
+        self.thread.start()
+
+    def _run(self) -> None:
+        writer = None
+        try:
+            while (part := self.queue.get()) is not None:
+                if self.error is not None:
+                    continue  # drain
+                if self.file_format == "csv":
+                    if writer is None:
+                        writer = open(self.output, "wb")  # noqa: SIM115 - closed below
+                        part.write_csv(writer)
+                    else:
+                        part.write_csv(writer, include_header=False)
+                else:
+                    import pyarrow.parquet as pq
+
+                    table = part.to_arrow()
+                    if writer is None:
+                        # no dictionaries: the feature columns are floats and codes, and encoding them as
+                        # dictionaries first doubles the writing time for no smaller file
+                        writer = pq.ParquetWriter(self.output, table.schema, compression=self.compression,
+                                                  use_dictionary=False)
+                    writer.write_table(table, row_group_size=max(table.num_rows, 1))
+                del part
+        except BaseException as e:  # noqa: BLE001 - handed to the producer
+            self.error = e
+            while self.queue.get() is not None:  # let the producer finish putting
+                pass
+        finally:
+            if writer is not None:
+                try:
+                    writer.close()
+                except BaseException as e:  # noqa: BLE001
+                    self.error = self.error or e
+
+    def put(self, part: pl.DataFrame) -> None:
+        if self.error is not None:
+            raise self.error
+        self.queue.put(part)
+
+    def close(self) -> None:
+        self.queue.put(None)
+        self.thread.join()
+        if self.error is not None:
+            raise self.error
+
+
+def compute_features_to_file(source: pl.DataFrame | pl.LazyFrame | str | Path, output: str | Path, *,
+                             instrument_col: str = "instrument", time_col: str = "date", file_format: str = "parquet",
+                             compression: str = "snappy", batch_rows: int = 1 << 17, **params) -> FeatureSummary:
+    """``compute_features`` written batch by batch to ``output`` (``file_format`` "parquet" or "csv"), so that
+    peak memory is the sorted input columns plus one batch, not the whole output (438 bytes a row). Parquet
+    is written with one pyarrow ``ParquetWriter``, a row group per batch; reading it back gives exactly
+    ``compute_features``' frame. Returns a ``FeatureSummary`` (rows, instruments, event counts)."""
+    if file_format not in ("parquet", "csv"):
+        raise ValueError(f"file_format must be 'parquet' or 'csv', got {file_format!r}")
+    prep = _prepare(_scan(source), instrument_col, time_col)
+    batches = _iter_prepared(prep, time_col=time_col, batch_rows=batch_rows, **params)
+    summary = FeatureSummary(prep.input_rows, 0, 0, 0)
+    del prep  # the generator keeps the sorted input alive only while it runs
+    sink = _BackgroundWriter(output, file_format, compression)
+    try:
+        for part in batches:
+            sink.put(part)
+            summary.rows += part.height
+            summary.columns = part.width
+            if part.height:
+                summary.instruments += int(part.select((pl.col("bar_index") == 0).sum()).item())
+                for k, v in event_counts(part).items():
+                    summary.counts[k] = summary.counts.get(k, 0) + v
+            del part
+    finally:
+        sink.close()
+    return summary
+
+
+def compute_features_to_parquet(source: pl.DataFrame | pl.LazyFrame | str | Path, output: str | Path, *,
+                                instrument_col: str = "instrument", time_col: str = "date", batch_rows: int = 1 << 17,
+                                **params) -> FeatureSummary:
+    """``compute_features_to_file`` with Parquet output."""
+    return compute_features_to_file(source, output, instrument_col=instrument_col, time_col=time_col,
+                                    file_format="parquet", batch_rows=batch_rows, **params)
 
 
 def _add_indicators(df: pl.DataFrame, *, by: str, time_col: str, periods_per_year: int) -> pl.DataFrame:

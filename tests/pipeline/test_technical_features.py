@@ -12,7 +12,10 @@ from tenali_pipeline.technicals.features import (
     COLUMNS,
     FeatureInputError,
     compute_features,
+    compute_features_to_file,
+    compute_features_to_parquet,
     event_counts,
+    iter_feature_batches,
 )
 from tenali_pipeline.technicals.patterns import PATTERNS
 
@@ -239,3 +242,61 @@ def test_batches_of_instruments_give_the_same_result(segments):
     one = compute_features(segments, instrument_col="ticker", batch_rows=10**9)
     many = compute_features(segments, instrument_col="ticker", batch_rows=1_000)  # about 60 batches
     _assert_frames_equal(one, many, "batches")
+
+
+def _synthetic_market(n_instruments: int = 37, n_bars: int = 300) -> pl.DataFrame:
+    """Random walks of varying length, one with a 2:1 split, a few invalid rows, rows interleaved."""
+    parts = []
+    for i in range(n_instruments):
+        w = _walk(n_bars - 5 * i, seed=100 + i, start=10.0 + i).with_columns(
+            instrument=pl.lit(f"I{i:03d}"), adj_close=pl.col("close"))
+        if i % 10 == 3:
+            w = w.with_columns([pl.when(pl.int_range(pl.len()) < 120).then(pl.col(c) * 2).otherwise(pl.col(c)).alias(c)
+                                for c in ("open", "high", "low", "close")])
+        parts.append(w)
+    df = pl.concat(parts)
+    df = df.with_columns(low=pl.when(pl.int_range(pl.len()) % 997 == 5).then(-1.0).otherwise(pl.col("low")))
+    return df.sample(fraction=1.0, shuffle=True, seed=4)
+
+
+@pytest.mark.parametrize("batch_rows", [1, 2_000, 10**9])
+def test_streaming_to_parquet_is_compute_features(tmp_path, market, full, batch_rows):
+    """The streaming entry point writes exactly compute_features' frame, from a frame, a lazy frame or a path."""
+    want = compute_features(market, instrument_col="ticker", batch_rows=batch_rows)
+    _assert_frames_equal(want, full, "batch_rows", rtol=1e-15)  # at most float-summation noise from the layout
+    out = tmp_path / "f.parquet"
+    summary = compute_features_to_parquet(market, out, instrument_col="ticker", batch_rows=batch_rows)
+    got = pl.read_parquet(out)
+    assert got.equals(want, null_equal=True) and got.schema == want.schema
+    assert (summary.input_rows, summary.rows, summary.instruments, summary.columns) == (
+        market.height, want.height, 5, want.width)
+    assert summary.counts == event_counts(want)
+    src = tmp_path / "in.parquet"
+    market.write_parquet(src)
+    compute_features_to_parquet(src, out, instrument_col="ticker", batch_rows=batch_rows)
+    assert pl.read_parquet(out).equals(want, null_equal=True)
+    parts = list(iter_feature_batches(market.lazy(), "ticker", batch_rows=batch_rows))
+    assert pl.concat(parts).equals(want, null_equal=True)
+    assert all(p["ticker"].n_unique() == (p["bar_index"] == 0).sum() for p in parts)  # whole instruments
+
+
+def test_streaming_synthetic_instruments_and_csv(tmp_path):
+    df = _synthetic_market()
+    want = compute_features(df, swing_length=3, batch_rows=1_000)
+    assert want["instrument"].n_unique() == 37 and want.height < df.height  # invalid rows left out
+    out = tmp_path / "f.parquet"
+    summary = compute_features_to_parquet(df.lazy(), out, batch_rows=1_000, swing_length=3)
+    assert pl.read_parquet(out).equals(want, null_equal=True)
+    assert (summary.input_rows, summary.rows, summary.instruments) == (df.height, want.height, 37)
+    csv = tmp_path / "f.csv"
+    compute_features_to_file(df, csv, file_format="csv", batch_rows=1_000, swing_length=3)
+    back = pl.read_csv(csv, try_parse_dates=True)
+    assert back.height == want.height and back.columns == want.columns
+    assert back["swing_high"].sum() == want["swing_high"].sum()
+    # one instrument without an instrument column, and errors before anything is written
+    alone = _walk(50, 1)
+    compute_features_to_parquet(alone, out)
+    assert pl.read_parquet(out).equals(compute_features(alone), null_equal=True)
+    with pytest.raises(FeatureInputError, match="duplicate"):
+        compute_features_to_parquet(pl.concat([df, df.head(1)]), tmp_path / "dup.parquet")
+    assert not (tmp_path / "dup.parquet").exists()
