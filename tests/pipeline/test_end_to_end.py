@@ -101,6 +101,17 @@ def test_temporal_split_and_tokenizer_roundtrip(demo_run):
         assert sp.piece_to_id(special) != sp.unk_id()
 
 
+def test_the_tokenizer_loads_in_transformers_with_the_same_ids(demo_run):
+    transformers = pytest.importorskip("transformers")
+    _, instance, lake, _ = demo_run
+    hf = transformers.AutoTokenizer.from_pretrained(str(lake.local_dir("tokenizer/hf")))
+    sp = load_tokenizer(lake.read_bytes("tokenizer/tenali.model"))
+    texts = lake.read_parquet("corpus/val.parquet")["text"].to_list()
+    assert all(hf.encode(t, add_special_tokens=False) == sp.encode(t) for t in texts)
+    assert hf.eos_token == "<|endoftext|>" and hf.eos_token_id == sp.piece_to_id("<|endoftext|>")
+    assert latest(instance, "tokenizer")["hf_id_agreement"].value == 1.0
+
+
 def test_shard_tokens_equal_encoded_tokens(demo_run):
     _, _, lake, _ = demo_run
     manifest = lake.read_json("shards/manifest.json")
