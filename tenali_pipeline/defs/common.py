@@ -103,3 +103,22 @@ def source_assets(
 def clean_table(source: str, name: str) -> str:
     """The lake key of a clean table, for downstream assets."""
     return f"clean/{source}/{name}.parquet"
+
+
+def polling_sensor(name: str, asset: str, description: str, evaluate,
+                   default_status: dg.DefaultSensorStatus = dg.DefaultSensorStatus.STOPPED) -> dg.SensorDefinition:
+    """A sensor that polls a source every 15 minutes and materialises `asset` when it has news.
+
+    `evaluate(sources, cursor, log) -> (RunRequest | SkipReason, new_cursor)` holds the logic (and is
+    what tests drive); the cursor is written only when it changed.
+    """
+
+    @dg.sensor(name=name, target=dg.AssetSelection.assets(asset), minimum_interval_seconds=900,
+               default_status=default_status, description=description)
+    def _sensor(context: dg.SensorEvaluationContext, sources: SourcesResource):
+        result, cursor = evaluate(sources, context.cursor, context.log)
+        if cursor is not None and cursor != context.cursor:
+            context.update_cursor(cursor)
+        return result
+
+    return _sensor

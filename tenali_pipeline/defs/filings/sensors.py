@@ -30,6 +30,7 @@ import os
 import dagster as dg
 
 from ...resources import SourcesResource
+from ..common import polling_sensor
 
 TICKERS_URL = "https://www.sec.gov/files/company_tickers.json"
 SUBMISSIONS_URL = "https://data.sec.gov/submissions/CIK{cik}.json"
@@ -179,21 +180,11 @@ def evaluate(sources: SourcesResource, cursor_raw: str | None, log=None, env=Non
 def build_new_edgar_filings_sensor(
     default_status: dg.DefaultSensorStatus = dg.DefaultSensorStatus.STOPPED,
 ) -> dg.SensorDefinition:
-    @dg.sensor(
-        name="new_edgar_filings",
-        target=dg.AssetSelection.assets("raw_filings"),
-        minimum_interval_seconds=900,
-        default_status=default_status,
+    return polling_sensor(
+        "new_edgar_filings", "raw_filings", evaluate=evaluate, default_status=default_status,
         description="Polls SEC submissions JSON of the configured tickers and materialises raw_filings "
                     "when one has a newer 10-K, 10-Q or 8-K.",
     )
-    def new_edgar_filings(context: dg.SensorEvaluationContext, sources: SourcesResource):
-        result, cursor = evaluate(sources, context.cursor, context.log)
-        if cursor is not None and cursor != context.cursor:
-            context.update_cursor(cursor)
-        return result
-
-    return new_edgar_filings
 
 
 new_edgar_filings = build_new_edgar_filings_sensor()

@@ -24,6 +24,7 @@ import json
 import dagster as dg
 
 from ...resources import SourcesResource
+from ..common import polling_sensor
 
 MAX_SEEN = 200  # entry-id hashes kept per feed; feeds list their latest few dozen entries
 TIMEOUT_S = 10.0
@@ -98,21 +99,11 @@ def evaluate(sources: SourcesResource, cursor_raw: str | None, log=None):
 def build_new_feed_entries_sensor(
     default_status: dg.DefaultSensorStatus = dg.DefaultSensorStatus.STOPPED,
 ) -> dg.SensorDefinition:
-    @dg.sensor(
-        name="new_feed_entries",
-        target=dg.AssetSelection.assets("raw_news"),
-        minimum_interval_seconds=900,
-        default_status=default_status,
+    return polling_sensor(
+        "new_feed_entries", "raw_news", evaluate=evaluate, default_status=default_status,
         description="Polls the configured news feeds (conditional GET, HTTP cache in the cursor) and "
                     "materialises raw_news when one lists entries not seen before.",
     )
-    def new_feed_entries(context: dg.SensorEvaluationContext, sources: SourcesResource):
-        result, cursor = evaluate(sources, context.cursor, context.log)
-        if cursor is not None and cursor != context.cursor:
-            context.update_cursor(cursor)
-        return result
-
-    return new_feed_entries
 
 
 new_feed_entries = build_new_feed_entries_sensor()
