@@ -52,29 +52,31 @@ def loss_sum(model: torch.nn.Module, batches: Iterable[tuple[torch.Tensor, torch
     return total, count
 
 
-def evaluate_checkpoint(ckpt_dir, val_shards, seq_len: int | None = None, batch_size: int = 8,
-                        max_batches: int | None = None, bytes_per_token: float | None = None,
-                        device: str = "cpu") -> dict:
-    """Mean validation loss (nats/token), perplexity, token count, and bits/byte when possible."""
-    ckpt_dir = resolve_checkpoint(ckpt_dir)
-    model = load_model(ckpt_dir, device=device)
+def evaluate_model(model: torch.nn.Module, val_shards, seq_len: int | None = None, batch_size: int = 8,
+                   max_batches: int | None = None, bytes_per_token: float | None = None,
+                   device: str = "cpu") -> dict:
+    """Mean validation loss (nats/token), perplexity, token count, and bits/byte when possible, for a
+    model already loaded (so several shard sets, e.g. one per domain, share one load)."""
     seq_len = seq_len or model.config.max_seq_len
     total, count = loss_sum(model, iter_eval_windows(val_shards, seq_len, batch_size, max_batches),
                             device)
     if count == 0:
         raise ValueError(f"validation shards hold too few tokens for one window of {seq_len + 1}")
     loss = total / count
-    result = {
-        "checkpoint": str(ckpt_dir),
-        "step": load_meta(ckpt_dir)["step"],
-        "val_loss": loss,
-        "perplexity": math.exp(loss),
-        "tokens": count,
-        "seq_len": seq_len,
-    }
+    result = {"val_loss": loss, "perplexity": math.exp(loss), "tokens": count, "seq_len": seq_len}
     if bytes_per_token:
         result["bits_per_byte"] = loss / math.log(2) / bytes_per_token
     return result
+
+
+def evaluate_checkpoint(ckpt_dir, val_shards, seq_len: int | None = None, batch_size: int = 8,
+                        max_batches: int | None = None, bytes_per_token: float | None = None,
+                        device: str = "cpu") -> dict:
+    """`evaluate_model` on a checkpoint directory (or an out_dir: its latest), plus its step."""
+    ckpt_dir = resolve_checkpoint(ckpt_dir)
+    model = load_model(ckpt_dir, device=device)
+    result = evaluate_model(model, val_shards, seq_len, batch_size, max_batches, bytes_per_token, device)
+    return {"checkpoint": str(ckpt_dir), "step": load_meta(ckpt_dir)["step"], **result}
 
 
 def main(argv: list[str] | None = None) -> int:

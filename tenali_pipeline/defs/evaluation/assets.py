@@ -11,8 +11,8 @@ import math
 
 import dagster as dg
 import torch
-from tenali_model.checkpoint import load_model
-from tenali_model.evaluate import evaluate_checkpoint
+from tenali_model.checkpoint import load_meta, load_model
+from tenali_model.evaluate import evaluate_model
 from tenali_model.generate import generate
 
 from ...resources import LakeResource
@@ -42,8 +42,8 @@ def pretrain_evaluation(context: dg.AssetExecutionContext, lake: LakeResource) -
         entries = [e for e in manifest["splits"]["val"] if e.get("domain", "all") == domain]
         tokens, n_bytes = sum(e["tokens"] for e in entries), sum(e["bytes"] for e in entries)
         try:
-            by_domain[domain] = evaluate_checkpoint(checkpoint, [str(shards / e["file"]) for e in entries],
-                                                    batch_size=8, bytes_per_token=n_bytes / tokens)
+            by_domain[domain] = evaluate_model(model, [str(shards / e["file"]) for e in entries],
+                                               batch_size=8, bytes_per_token=n_bytes / tokens)
         except ValueError as e:  # fewer tokens than one window
             context.log.warning(f"validation domain {domain!r} skipped: {e}")
     if not by_domain:
@@ -67,7 +67,7 @@ def pretrain_evaluation(context: dg.AssetExecutionContext, lake: LakeResource) -
         "perplexity": math.exp(val_loss),
         "bits_per_byte": bpb,
         "val_tokens_evaluated": total,
-        "checkpoint_step": next(iter(by_domain.values()))["step"],
+        "checkpoint_step": load_meta(checkpoint)["step"],
         "checkpoint": dg.MetadataValue.path(latest["checkpoint"]),
         "by_domain": dg.MetadataValue.md("| domain | tokens | loss | perplexity | bits/byte |\n|---|---:|---:|---:|---:|\n" + table),
         "samples": dg.MetadataValue.md("\n\n".join(samples)),
