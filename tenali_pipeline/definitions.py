@@ -16,6 +16,7 @@ from .defs.filings import assets as filings
 from .defs.macro import assets as macro
 from .defs.market import assets as market
 from .defs.news import assets as news
+from .defs.posttraining import assets as posttraining
 from .defs.shards import assets as shards
 from .defs.tokenizer import assets as tokenizer
 from .defs.training import assets as training
@@ -23,7 +24,7 @@ from .defs.schedules import build_schedules_and_sensors, ingest_job
 from .resources import build_resources
 from .settings import Settings, load_settings
 
-STAGES = [market, macro, crypto, filings, news, documents, features, corpus, tokenizer, shards, training, evaluation]
+STAGES = [market, macro, crypto, filings, news, documents, features, corpus, tokenizer, shards, training, evaluation, posttraining]
 
 # The whole graph, sources to evaluation: what `tenali demo` runs.
 everything_job = dg.define_asset_job(

@@ -28,12 +28,14 @@ from dataclasses import dataclass, field
 
 import polars as pl
 
+from tenali_model.tokenizer import SPECIAL_TOKENS
+
 from .dedup import NearDupConfig, NearDupReport, drop_near_duplicates
 from .mixing import MixConfig, MixReport, mix
 
 # Literal special-token strings are removed from source text, so no document can smuggle a
 # control token (a fake end-of-text or chat turn) into training.
-SPECIAL_TOKENS = ("<|endoftext|>", "<|user|>", "<|assistant|>", "<|pad|>")
+# (SPECIAL_TOKENS, the tokenizer's chat and end-of-text pieces, is one list owned by tenali_model.tokenizer.)
 
 
 @dataclass

@@ -59,9 +59,11 @@ def train_sentencepiece(path, texts=FINANCE_TEXT, vocab_size=400, **overrides) -
     import io
 
     import sentencepiece as spm
+
+    from tenali_model.tokenizer import SPECIAL_TOKENS
     lines = [line for t in texts * 30 for line in t.split("\n")]
     settings = dict(model_type="bpe", vocab_size=vocab_size, byte_fallback=True, split_digits=True,
-                    user_defined_symbols=["<|endoftext|>", "<|user|>", "<|assistant|>", "<|pad|>", "\n"],
+                    user_defined_symbols=[*SPECIAL_TOKENS, "\n"],
                     normalization_rule_name="identity", remove_extra_whitespaces=False,
                     allow_whitespace_only_pieces=True, character_coverage=1.0, num_threads=1,
                     unk_id=0, bos_id=-1, eos_id=-1, pad_id=-1, hard_vocab_limit=False, minloglevel=2)

@@ -17,7 +17,7 @@ STAGE_ASSETS = {
     "clean_crypto_ohlcv", "raw_filings", "clean_filings", "raw_news", "clean_news", "raw_documents",
     "clean_documents", "technical_features", "market_documents", "economic_documents", "crypto_documents",
     "technical_documents", "filing_documents", "news_documents", "educational_documents", "corpus", "tokenizer",
-    "token_shards", "pretrain_checkpoint", "pretrain_evaluation",
+    "token_shards", "pretrain_checkpoint", "pretrain_evaluation", "grounded_instructions",
 }
 
 

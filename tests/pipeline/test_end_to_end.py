@@ -16,6 +16,7 @@ import numpy as np
 import polars as pl
 import pytest
 from tenali_model.data import read_shard
+from tenali_model.tokenizer import SPECIAL_TOKENS
 
 from tenali_pipeline.definitions import build_definitions
 from tenali_pipeline.lake import Lake
@@ -96,9 +97,21 @@ def test_temporal_split_and_tokenizer_roundtrip(demo_run):
     sp = load_tokenizer(lake.read_bytes("tokenizer/tenali.model"))
     for text in val["text"].to_list():
         assert sp.decode(sp.encode(text)) == text
-    for special in ("<|endoftext|>", "<|user|>", "<|assistant|>", "<|pad|>"):
+    for special in SPECIAL_TOKENS:
         assert len(sp.encode(special)) in (1, 2)  # the piece, possibly after the dummy-prefix space
         assert sp.piece_to_id(special) != sp.unk_id()
+
+
+def test_grounded_instructions_follow_the_corpus_split(demo_run):
+    _, instance, lake, _ = demo_run
+    val_start = lake.read_json("corpus/split.json")["val_start"]
+    q = lake.read_parquet("posttraining/grounded/questions.parquet")
+    assert str(q.filter(pl.col("split") == "train")["as_of"].max()) < val_start <= str(q.filter(pl.col("split") == "val")["first_date"].min())
+    meta = latest(instance, "grounded_instructions")
+    assert meta["train_questions"].value > 0 and meta["val_questions"].value > 0
+    chats = [json.loads(line) for line in lake.read_bytes("posttraining/grounded/sft_train.jsonl").decode().splitlines()]
+    assert len(chats) == meta["train_questions"].value
+    assert [m["role"] for m in chats[0]["messages"]] == ["system", "user", "assistant"]
 
 
 def test_the_tokenizer_loads_in_transformers_with_the_same_ids(demo_run):

@@ -17,6 +17,7 @@ from ..features.assets import FEATURES_KEY, technical_features
 TRAIN_KEY, VAL_KEY = "corpus/train.parquet", "corpus/val.parquet"
 # Unique training documents (before mixing repeats any): what the tokenizer learns from.
 TRAIN_UNIQUE_KEY = "corpus/train_unique.parquet"
+SPLIT_KEY = "corpus/split.json"
 
 
 def _documents_asset(name: str, deps: list, description: str, make):
@@ -76,6 +77,8 @@ def corpus(lake: LakeResource, corpus_settings: CorpusResource) -> dg.Materializ
     store.write_parquet(TRAIN_KEY, result.train)
     store.write_parquet(TRAIN_UNIQUE_KEY, unique)
     store.write_parquet(VAL_KEY, result.val)
+    # The split date itself, for stages that split other data the same way (grounded instructions).
+    store.write_json(SPLIT_KEY, {"val_start": result.val_start.isoformat()})
     rows = [f"| {split} | {d} | {s['documents']:,} | {s['bytes']:,} |"
             for split, df in (("train", result.train), ("val", result.val)) for d, s in domain_stats(df).items()]
     return dg.MaterializeResult(metadata={

@@ -1,0 +1,125 @@
+"""The one chat template, shared by instruction tuning, preference tuning, generation and serving.
+
+A conversation is a list of ``{"role": "system" | "user" | "assistant", "content": str}``. In tokens:
+
+    [<|system|> system-text] <|user|> user-text <|assistant|> answer <|endoftext|> <|user|> ... <|assistant|>
+
+Each marker is one id (a special piece of the tokenizer) and each content is encoded on its own, so
+markup can never be forged by text that contains "<|user|>" (the pipeline strips special strings
+from documents; here content is encoded as text and the markers as ids). An answer ends with
+``<|endoftext|>``, which is the stop token at generation.
+
+Loss mask: the tokens the model must learn to produce are exactly each assistant content and its
+closing ``<|endoftext|>``. The ``<|assistant|>`` marker is given by the template (the prompt ends
+with it), so it is not a target; the label for position i is token i+1, so the mask is applied
+to targets, not to inputs (a one-off error here is a classic SFT bug: tested).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Iterable, Mapping, Sequence
+
+from .tokenizer import ASSISTANT, EOT, SYSTEM, USER, TextTokenizer
+
+ROLES = {"system": SYSTEM, "user": USER, "assistant": ASSISTANT}
+
+
+class ChatFormatError(ValueError):
+    pass
+
+
+def validate_messages(messages: Sequence[Mapping], where: str = "messages") -> list[dict]:
+    """Check roles and contents; return plain dicts. Errors name the message index and field."""
+    if not isinstance(messages, (list, tuple)) or not messages:
+        raise ChatFormatError(f"{where}: expected a non-empty list of messages")
+    out = []
+    for i, m in enumerate(messages):
+        if not isinstance(m, Mapping):
+            raise ChatFormatError(f"{where}[{i}]: expected an object with 'role' and 'content'")
+        role, content = m.get("role"), m.get("content")
+        if role not in ROLES:
+            raise ChatFormatError(f"{where}[{i}].role: {role!r} is not one of {sorted(ROLES)}")
+        if not isinstance(content, str):
+            raise ChatFormatError(f"{where}[{i}].content: expected a string, got {type(content).__name__}")
+        if role == "system" and i != 0:
+            raise ChatFormatError(f"{where}[{i}].role: a system message may only come first")
+        out.append({"role": role, "content": content})
+    return out
+
+
+@dataclass
+class EncodedChat:
+    ids: list[int]
+    # target_mask[i] is True when ids[i] is a token the model is trained to produce (an assistant
+    # content token or the <|endoftext|> closing it); as a label it belongs to position i - 1.
+    target_mask: list[bool]
+
+
+def encode_chat(tok: TextTokenizer, messages: Sequence[Mapping], add_generation_prompt: bool = False) -> EncodedChat:
+    """Token ids of a conversation and which of them are assistant targets.
+
+    add_generation_prompt: end with ``<|assistant|>`` so that the model writes the next answer
+    (generation and serving); the conversation must then end with a user turn.
+    """
+    messages = validate_messages(messages)
+    eot = tok.special(EOT)
+    ids: list[int] = []
+    mask: list[bool] = []
+    for m in messages:
+        marker = tok.special(ROLES[m["role"]])
+        content = tok.encode(m["content"]) if m["content"] else []
+        ids.append(marker)
+        mask.append(False)
+        if m["role"] == "assistant":
+            ids += content + [eot]
+            mask += [True] * (len(content) + 1)
+        else:
+            ids += content
+            mask += [False] * len(content)
+    if add_generation_prompt:
+        if messages[-1]["role"] == "assistant":
+            raise ChatFormatError("messages: the last message is the assistant's; a generation prompt needs a user turn last")
+        ids.append(tok.special(ASSISTANT))
+        mask.append(False)
+    return EncodedChat(ids, mask)
+
+
+def prompt_ids(tok: TextTokenizer, messages: Sequence[Mapping]) -> list[int]:
+    """The ids to generate the next assistant answer from."""
+    return encode_chat(tok, messages, add_generation_prompt=True).ids
+
+
+def stop_ids(tok: TextTokenizer) -> list[int]:
+    """Tokens that end an answer: end of text, or the model starting the next turn by itself."""
+    out = [tok.special(EOT)]
+    for t in (USER, SYSTEM):
+        i = tok.token_id(t)
+        if i is not None:
+            out.append(i)
+    return out
+
+
+def render_text(messages: Iterable[Mapping], add_generation_prompt: bool = False) -> str:
+    """The same template as a string (for model cards and a Hugging Face chat_template).
+
+    Encoding this string in one piece can tokenise content boundaries differently from
+    `encode_chat`; training and serving use `encode_chat`.
+    """
+    parts = []
+    for m in validate_messages(list(messages)):
+        parts.append(ROLES[m["role"]] + m["content"] + (EOT if m["role"] == "assistant" else ""))
+    if add_generation_prompt:
+        parts.append(ASSISTANT)
+    return "".join(parts)
+
+
+# The template in Jinja for a Hugging Face export (tokenizer_config.json "chat_template").
+HF_CHAT_TEMPLATE = (
+    "{% for m in messages %}"
+    "{% if m['role'] == 'system' %}" + SYSTEM + "{{ m['content'] }}"
+    "{% elif m['role'] == 'user' %}" + USER + "{{ m['content'] }}"
+    "{% else %}" + ASSISTANT + "{{ m['content'] }}" + EOT + "{% endif %}"
+    "{% endfor %}"
+    "{% if add_generation_prompt %}" + ASSISTANT + "{% endif %}"
+)
