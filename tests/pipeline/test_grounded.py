@@ -138,3 +138,51 @@ def test_number_normalisation():
 def test_unknown_kind_is_named():
     with pytest.raises(ValueError, match="unknown grounded question kind"):
         build_questions(GroundedConfig(val_start=VAL_START, kinds=("close_on", "bogus")))
+
+
+def test_scoring_with_an_oracle_and_a_wrong_model(questions):
+    from tenali_pipeline.grounded_eval import option_sentences, score_grounded
+
+    val = questions.filter(pl.col("split") == "val")
+    by_question = {r["question"]: r for r in val.iter_rows(named=True)}
+
+    def oracle(messages):
+        return by_question[messages[-1]["content"]]["answer"]
+
+    def oracle_loglik(messages, completions):
+        right = by_question[messages[-1]["content"]]["answer"]
+        return [0.0 if c == right else -5.0 for c in completions]
+
+    def wrong(messages):
+        return by_question[messages[-1]["content"]]["wrong_answer"]
+
+    good = score_grounded(val, oracle, oracle_loglik)
+    assert good["exact_match"] == 1.0 and good["choice_accuracy"] == 1.0 and good["questions"] == val.height
+    bad = score_grounded(val, wrong, lambda m, c: [-float(i) for i in range(len(c))][::-1])
+    assert bad["exact_match"] < 0.05
+    assert set(bad["by_kind"]) == set(val["kind"])
+    row = val.row(0, named=True)
+    sentences = option_sentences(row)
+    assert sentences[row["correct_choice"]] == row["answer"] and len(set(sentences)) == len(sentences)
+
+
+def test_scoring_a_real_tiny_model(tmp_path, questions):
+    import dataclasses
+
+    import torch
+    from tenali_model.config import preset
+    from tenali_model.model import Transformer
+    from tenali_model.tokenizer import load_tokenizer
+
+    from tenali_pipeline.grounded_eval import model_callables, score_grounded
+    from tenali_pipeline.tokenization import TokenizerConfig, train_tokenizer
+
+    texts = [f"{q} {a}" for q, a in zip(questions["question"], questions["answer"])]
+    (tmp_path / "tokenizer.model").write_bytes(train_tokenizer(texts, TokenizerConfig(vocab_size=400)))
+    tok = load_tokenizer(tmp_path)
+    torch.manual_seed(0)
+    model = Transformer(dataclasses.replace(preset("tiny"), vocab_size=tok.vocab_size)).eval()
+    val = questions.filter(pl.col("split") == "val").head(6)
+    result = score_grounded(val, *model_callables(model, tok, max_new_tokens=8))
+    assert 0.0 <= result["exact_match"] <= 1.0 and 0.0 <= result["choice_accuracy"] <= 1.0
+    assert result["samples_md"].count("**Q:**") == 5
