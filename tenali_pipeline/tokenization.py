@@ -22,11 +22,10 @@ import numpy as np
 import polars as pl
 import sentencepiece as spm
 
-from tenali_model.data import write_shard
+from tenali_model.tokenizer import EOT
 
 from .text.corpus import SPECIAL_TOKENS
 
-EOT = "<|endoftext|>"
 MANIFEST_VERSION = 1
 
 
@@ -101,41 +100,19 @@ def tokenizer_report(sp: spm.SentencePieceProcessor, val: pl.DataFrame) -> dict:
 
 def encode_split(sp: spm.SentencePieceProcessor, docs: pl.DataFrame, out_dir: Path, split: str,
                  shard_tokens: int) -> list[dict]:
-    """Encode `docs` in order, each followed by <|endoftext|>, into shards of about `shard_tokens`.
+    """Encode `docs` in order, each followed by <|endoftext|>, into shards of about `shard_tokens`
+    (an in-memory table; the token_shards asset streams corpus partitions through sharding.py).
 
     Shards end at document boundaries so each shard's byte count is exact (bits per byte needs it).
     Returns the manifest entries of the written shards.
     """
-    eot = sp.piece_to_id(EOT)
-    texts = docs["text"].to_list()
-    domains = docs["domain"].to_list()
-    encoded = sp.encode(texts, num_threads=os.cpu_count() or 1)
-    dtype = np.uint16 if sp.vocab_size() <= 1 << 16 else np.uint32
-    entries: list[dict] = []
-    buf: list[np.ndarray] = []
-    stats = {"tokens": 0, "documents": 0, "bytes": 0, "domains": {}}
+    from .sharding import ShardWriter
 
-    def flush() -> None:
-        if not buf:
-            return
-        name = f"{split}_{len(entries):05d}.bin"
-        tokens = np.concatenate(buf).astype(dtype)
-        write_shard(out_dir / name, tokens)
-        entries.append({"file": name, **stats, "domains": dict(sorted(stats["domains"].items()))})
-        buf.clear()
-        stats.update(tokens=0, documents=0, bytes=0, domains={})
-
-    for ids, text, domain in zip(encoded, texts, domains):
-        arr = np.asarray([*ids, eot], dtype=np.int64)
-        if stats["tokens"] and stats["tokens"] + arr.size > shard_tokens:
-            flush()
-        buf.append(arr)
-        stats["tokens"] += int(arr.size)
-        stats["documents"] += 1
-        stats["bytes"] += len(text.encode())
-        stats["domains"][domain] = stats["domains"].get(domain, 0) + int(arr.size)
-    flush()
-    return entries
+    writer = ShardWriter(out_dir, lambda i: f"{split}_{i:05d}.bin", shard_tokens, sp.piece_to_id(EOT), sp.vocab_size())
+    texts, domains = docs["text"].to_list(), docs["domain"].to_list()
+    for ids, text, domain in zip(sp.encode(texts, num_threads=os.cpu_count() or 1), texts, domains):
+        writer.add(ids, text, domain)
+    return writer.close()
 
 
 def build_manifest(model_bytes: bytes, sp: spm.SentencePieceProcessor, splits: dict[str, list[dict]],

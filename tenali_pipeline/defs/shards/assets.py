@@ -1,5 +1,9 @@
-"""Token shards: the corpus encoded with the tokenizer, in tenali_model's shard format, with a manifest."""
+"""Token shards: the corpus encoded with the tokenizer, in tenali_model's shard format, with a manifest.
 
+The work is in sharding.py: partitions of the date-sorted corpus, encoded in parallel, reused when unchanged.
+"""
+
+import hashlib
 import json
 import tempfile
 from pathlib import Path
@@ -9,7 +13,8 @@ import polars as pl
 from tenali_model.data import shard_token_count
 
 from ...resources import CorpusResource, LakeResource
-from ...tokenization import build_manifest, encode_split, load_tokenizer
+from ...sharding import FINGERPRINT_METHOD, build_shards, partition_summary, plan_partitions
+from ...tokenization import build_manifest, load_tokenizer
 from ..corpus.assets import TRAIN_KEY, VAL_KEY
 from ..tokenizer.assets import MODEL_KEY, tokenizer
 
@@ -17,32 +22,46 @@ SHARDS_KEY = "shards"
 MANIFEST = "manifest.json"
 
 
+# Corpus partitions close once they hold this much text: big enough that a partition's last,
+# partial shard is noise, small enough that a worker's memory stays modest and appends re-encode little.
+PARTITION_BYTES = 64 << 20
+
+
 @dg.asset(group_name="shards", deps=[tokenizer, "corpus"], kinds={"numpy"},
-          description="Train shards and per-domain validation shards (documents end with <|endoftext|>) and their manifest.")
-def token_shards(lake: LakeResource, corpus_settings: CorpusResource) -> dg.MaterializeResult:
+          description="Train shards and per-domain validation shards (documents end with <|endoftext|>) and their "
+                      "manifest, encoded in parallel by corpus partition; unchanged partitions are reused.")
+def token_shards(context: dg.AssetExecutionContext, lake: LakeResource,
+                 corpus_settings: CorpusResource) -> dg.MaterializeResult:
     store = lake.lake()
     model = store.read_bytes(MODEL_KEY)
     sp = load_tokenizer(model)
-    corpus_meta = {"train_key": TRAIN_KEY, "val_key": VAL_KEY}
+    sha = hashlib.sha256(model).hexdigest()
+    corpus_dir = store.download_dir("corpus", lake.cache() / "corpus")
+    train_path, val_path = corpus_dir / Path(TRAIN_KEY).name, corpus_dir / Path(VAL_KEY).name
+    parts = plan_partitions(train_path, "train", PARTITION_BYTES)
+    # Validation shards per domain, so evaluation reports loss and bits per byte by domain from exact byte counts.
+    val_domains = sorted(pl.scan_parquet(val_path).select(pl.col("domain").unique()).collect()["domain"].to_list())
+    for domain in val_domains:
+        parts += plan_partitions(val_path, f"val_{domain}", PARTITION_BYTES, domain=domain)
+    previous, previous_dir = None, None
+    if store.exists(f"{SHARDS_KEY}/{MANIFEST}"):
+        previous = store.read_json(f"{SHARDS_KEY}/{MANIFEST}")
+        if previous.get("tokenizer", {}).get("sha256") == sha:
+            previous_dir = store.download_dir(SHARDS_KEY, lake.cache() / SHARDS_KEY)
     with store.staged_dir(SHARDS_KEY) as out:
-        splits = {}
-        for split, key in (("train", TRAIN_KEY), ("val", VAL_KEY)):
-            docs = store.read_parquet(key)
-            corpus_meta[f"{split}_documents"] = docs.height
-            if split == "val":
-                corpus_meta["val_start"] = str(docs["date"].min())
-            if split == "train":
-                splits[split] = encode_split(sp, docs, out, split, corpus_settings.shard_tokens)
-                continue
-            # Validation shards per domain, so evaluation reports loss and bits per byte by domain
-            # from exact byte counts.
-            splits[split] = []
-            for domain in sorted(docs["domain"].unique().to_list()):
-                part = encode_split(sp, docs.filter(pl.col("domain") == domain), out, f"val_{domain}",
-                                    corpus_settings.shard_tokens)
-                splits[split] += [{**e, "domain": domain} for e in part]
+        by_prefix, report = build_shards(parts, model, sha, out, corpus_settings.shard_tokens,
+                                         previous=previous, previous_dir=previous_dir)
+        splits = {"train": by_prefix.get("train", []),
+                  "val": [{**e, "domain": d} for d in val_domains for e in by_prefix.get(f"val_{d}", [])]}
+        val_rows = pl.scan_parquet(val_path).select(pl.len(), pl.col("date").min()).collect().row(0)
+        corpus_meta = {"train_key": TRAIN_KEY, "val_key": VAL_KEY, "val_documents": val_rows[0],
+                       "train_documents": sum(p.rows for p in parts if p.split == "train"),
+                       "val_start": str(val_rows[1]), "partitions": partition_summary(parts)}
         manifest = build_manifest(model, sp, splits, corpus_meta)
+        manifest["fingerprint_method"] = FINGERPRINT_METHOD
         (out / MANIFEST).write_text(json.dumps(manifest, indent=2))
+    context.log.info(f"{report.partitions} corpus partitions: {report.encoded} encoded by {report.workers} "
+                     f"process(es), {report.reused} reused")
     totals = manifest["totals"]
     val_bytes = sum(e["bytes"] for e in splits["val"])
     return dg.MaterializeResult(metadata={
@@ -52,7 +71,10 @@ def token_shards(lake: LakeResource, corpus_settings: CorpusResource) -> dg.Mate
         "train_shards": len(splits["train"]),
         "val_shards": len(splits["val"]),
         "val_bytes_per_token": round(val_bytes / max(totals["val"], 1), 4),
-        "tokenizer_sha256": manifest["tokenizer"]["sha256"][:16],
+        "tokenizer_sha256": sha[:16],
+        "partitions": report.partitions,
+        "partitions_encoded": report.encoded,
+        "partitions_reused": report.reused,
     })
 
 
