@@ -2,8 +2,10 @@
 
     tenali train --config train.json [--stop-at-step K]      same as python -m tenali_model.train
     tenali evaluate CKPT --val val_000.bin [...]              same as python -m tenali_model.evaluate
+    tenali distill|sft|dpo --config F.json [--stop-at-step K]  post-training (python -m tenali_model.posttrain.<stage>)
     tenali export-hf CHECKPOINT OUTDIR [--tokenizer tokenizer.model]
     tenali import-hf HF_DIR OUTDIR
+    tenali serve [PATH] [--tokenizer F] [--host 127.0.0.1] [--port 8000] [...]   (see tenali_model.serve)
     tenali plan --config 7b --tokens 100e9 --gpus 8 --gpu h100 [--mfu 0.4] [--price 2.5]
                 [--seq-len N] [--global-batch-tokens N] [--micro-batch N]
 
@@ -28,8 +30,17 @@ def _evaluate(argv: list[str]) -> int:
     return main(argv)
 
 
+def _stage(name: str):
+    def run(argv: list[str]) -> int:
+        import importlib
+
+        return importlib.import_module(f"tenali_model.posttrain.{name}").main(argv)
+    return run
+
+
 # Passed through untouched: these modules own their arguments.
-PASSTHROUGH = {"train": _train, "evaluate": _evaluate}
+PASSTHROUGH = {"train": _train, "evaluate": _evaluate,
+               "sft": _stage("sft"), "distill": _stage("distill"), "dpo": _stage("dpo")}
 
 
 def _number(text: str) -> float:
@@ -48,6 +59,9 @@ def build_parser() -> argparse.ArgumentParser:
     sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
     sub.add_parser("train", help="pretrain (python -m tenali_model.train; see its --help)", add_help=False)
     sub.add_parser("evaluate", help="validation loss of a checkpoint (see its --help)", add_help=False)
+    for stage, what in (("distill", "distil a student from a teacher"), ("sft", "instruction-tune (LoRA or full)"),
+                        ("dpo", "preference-tune against a frozen reference")):
+        sub.add_parser(stage, help=f"{what} (python -m tenali_model.posttrain.{stage}; see its --help)", add_help=False)
 
     e = sub.add_parser("export-hf", help="write a transformers model directory for a checkpoint")
     e.add_argument("checkpoint", help="checkpoint directory, or an out_dir (its latest)")
@@ -57,6 +71,10 @@ def build_parser() -> argparse.ArgumentParser:
     i = sub.add_parser("import-hf", help="a Tenali checkpoint from a Llama/Arcee transformers directory")
     i.add_argument("hf_dir")
     i.add_argument("outdir", help="out_dir for the checkpoint (step_00000000 is written there)")
+
+    sv = sub.add_parser("serve", help="OpenAI-compatible API and chat page for a release or checkpoint")
+    from .serve import add_arguments as _serve_arguments  # argparse only: no torch or fastapi yet
+    _serve_arguments(sv)
 
     pl = sub.add_parser("plan", help="memory per GPU, time and cost of a training run")
     pl.add_argument("--config", required=True,
@@ -117,6 +135,11 @@ def _import(args) -> int:
     return 0
 
 
+def _serve(args) -> int:
+    from .serve import run_server
+    return run_server(args)
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     if argv and argv[0] in PASSTHROUGH:
@@ -125,7 +148,7 @@ def main(argv: list[str] | None = None) -> int:
         args = build_parser().parse_args(argv)
     except SystemExit as e:  # --help (0) or a usage error (2): a status, not an exit, in-process
         return int(e.code or 0)
-    handler = {"plan": _plan, "export-hf": _export, "import-hf": _import}[args.command]
+    handler = {"plan": _plan, "export-hf": _export, "import-hf": _import, "serve": _serve}[args.command]
     try:
         return handler(args)
     except (ValueError, OSError) as e:  # ConfigError, ConversionError, CheckpointError, missing files

@@ -10,8 +10,8 @@ a JSON object whose keys are exactly the `TrainConfig` fields. `format_version` 
 A top-level `vocab_size` > 0 overrides the model's vocabulary (the tokenizer decides it).
 Unknown keys, missing required keys (`train_shards`, `out_dir`) and other versions are errors,
 so a pipeline built against another version fails loudly instead of training the wrong thing.
-Optional fields may be added within version 1 (parallelism, activation_checkpointing and
-global_batch_tokens were): old files read unchanged, and a newer file fails loudly on an older reader.
+Optional fields may be added within version 1 (parallelism, activation_checkpointing,
+global_batch_tokens and init_from were): old files read unchanged, and a newer file fails loudly on an older reader.
 
 This module imports only the standard library: the pipeline can build configs without torch.
 """
@@ -196,13 +196,26 @@ class TrainConfig:
     # Tokens per optimizer step over all ranks; > 0 derives grad_accum from it (world-size independent).
     # 0 = batch_size * seq_len * world_size * grad_accum.
     global_batch_tokens: int = 0
+    # Continued pretraining: start from this checkpoint's weights (a Tenali checkpoint or out_dir, e.g.
+    # a Hugging Face base imported with `tenali import-hf`) with a fresh optimizer; the model shape
+    # is the checkpoint's (leave `model` at its default or give the same shape). "" = random init.
+    init_from: str = ""
 
     def __post_init__(self) -> None:
         if isinstance(self.model, dict):
             self.model = ModelConfig.from_dict(self.model)
 
     def model_config(self) -> ModelConfig:
-        """The resolved ModelConfig (preset looked up, vocab override applied)."""
+        """The resolved ModelConfig (preset looked up, vocab override applied; init_from's shape)."""
+        if self.init_from:
+            cfg = checkpoint_model_config(self.init_from)
+            if (isinstance(self.model, ModelConfig) and self.model != cfg) or (
+                    isinstance(self.model, str) and self.model != "tiny" and preset(self.model) != cfg):
+                raise ConfigError(f"model {self.model} differs from the shape of init_from {self.init_from} "
+                                  f"({cfg}); leave model out when init_from is set")
+            if self.vocab_size not in (0, cfg.vocab_size):
+                raise ConfigError(f"vocab_size {self.vocab_size} differs from init_from's {cfg.vocab_size}")
+            return cfg
         cfg = preset(self.model) if isinstance(self.model, str) else dataclasses.replace(self.model)
         if self.vocab_size > 0:
             cfg = dataclasses.replace(cfg, vocab_size=self.vocab_size)
@@ -312,6 +325,22 @@ class TrainConfig:
             return cls.from_dict(d)
         except ConfigError as e:
             raise ConfigError(f"{path}: {e}") from e
+
+
+def checkpoint_model_config(path: str | os.PathLike) -> ModelConfig:
+    """The ModelConfig of a checkpoint directory, or of an out_dir's latest one (config.json only)."""
+    p = Path(path)
+    if not (p / "meta.json").is_file() and (p / "latest").is_file():
+        p = p / (p / "latest").read_text().strip()
+    try:
+        d = json.loads((p / "config.json").read_text())
+    except FileNotFoundError:
+        raise ConfigError(f"init_from {path}: not a checkpoint directory or out_dir "
+                          f"({p / 'config.json'} is missing)") from None
+    except json.JSONDecodeError as e:
+        raise ConfigError(f"init_from {path}: config.json is not valid JSON: {e}") from e
+    d.pop("checkpoint_format_version", None)
+    return ModelConfig.from_dict(d)
 
 
 def _check_type(f: dataclasses.Field, value: Any, prefix: str = "") -> Any:

@@ -25,12 +25,14 @@ import os
 import struct
 import warnings
 from pathlib import Path
-from typing import Iterator, Sequence
+from typing import TYPE_CHECKING, Iterator, Sequence
 
 import numpy as np
-import torch
 
 from .config import atomic_write_bytes
+
+if TYPE_CHECKING:  # torch only where tensors are made: shard writers (the pipeline's encoder processes) skip it
+    import torch
 
 SHARD_MAGIC = b"TENALITK"
 SHARD_FORMAT_VERSION = 1
@@ -186,8 +188,9 @@ class TokenLoader:
         """(x, y) int64 tensors of shape [batch_size, seq_len]; y is x shifted by one token."""
         T = self.seq_len
         idx = self.next_window_indices(self.batch_size)
-        buf = np.stack([self.stream.read(i * T, T + 1) for i in idx])
-        buf = torch.from_numpy(buf)
+        import torch
+
+        buf = torch.from_numpy(np.stack([self.stream.read(i * T, T + 1) for i in idx]))
         return buf[:, :-1].contiguous(), buf[:, 1:].contiguous()
 
     def state_dict(self) -> dict:
@@ -221,6 +224,8 @@ def iter_eval_windows(shard_paths: Sequence[str | os.PathLike], seq_len: int, ba
 
     The last batch may be smaller. With world_size > 1, batch b goes to rank b % world_size.
     """
+    import torch
+
     stream = TokenStream(shard_paths)
     n_windows = (stream.total - 1) // seq_len if stream.total > 0 else 0
     n_batches = (n_windows + batch_size - 1) // batch_size

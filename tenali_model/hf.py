@@ -412,5 +412,9 @@ def write_tokenizer(sp_model_path: str | os.PathLike, out_dir: str | os.PathLike
         "add_eos_token": False,
         "model_max_length": model_max_length or int(1e30),
     }
+    if all(t in vocab for t in (EOS_TOKEN, "<|user|>", "<|assistant|>")):
+        from .chat import HF_CHAT_TEMPLATE  # the one template (chat.py), so apply_chat_template matches serving
+
+        config["chat_template"] = HF_CHAT_TEMPLATE
     (out_dir / "tokenizer_config.json").write_text(json.dumps(config, indent=2) + "\n")
     return {"eos_token_id": vocab.get(EOS_TOKEN), "pad_token_id": vocab.get(PAD_TOKEN)}

@@ -85,7 +85,8 @@ class Attention(nn.Module):
         self.wv = nn.Linear(cfg.dim, cfg.n_kv_heads * cfg.head_dim, bias=False)
         self.wo = nn.Linear(cfg.n_heads * cfg.head_dim, cfg.dim, bias=False)
 
-    def forward(self, x, cos, sin, cache: KVCache | None = None, start_pos: int = 0):
+    def forward(self, x, cos, sin, cache: KVCache | None = None, start_pos: int = 0,
+                mask: torch.Tensor | None = None):
         B, T, _ = x.shape
         q = self.wq(x).view(B, T, self.n_heads, self.head_dim).transpose(1, 2)
         k = self.wk(x).view(B, T, self.n_kv_heads, self.head_dim).transpose(1, 2)
@@ -96,7 +97,9 @@ class Attention(nn.Module):
         if self.n_kv_heads != self.n_heads:  # GQA: query head h reads kv head h // n_rep
             n_rep = self.n_heads // self.n_kv_heads
             k, v = k.repeat_interleave(n_rep, dim=1), v.repeat_interleave(n_rep, dim=1)
-        if start_pos == 0:  # square causal mask (training, or prefill of an empty cache)
+        if mask is not None:  # packed sequences: causal within each document only (doc_mask)
+            y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask)
+        elif start_pos == 0:  # square causal mask (training, or prefill of an empty cache)
             y = F.scaled_dot_product_attention(q, k, v, is_causal=True)
         else:  # queries sit at start_pos.. and may see every key up to their own position
             # (is_causal would align the mask to the top-left corner, which is wrong here)
@@ -104,6 +107,15 @@ class Attention(nn.Module):
             mask = torch.ones(T, S, dtype=torch.bool, device=x.device).tril(diagonal=S - T)
             y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask)
         return self.wo(y.transpose(1, 2).reshape(B, T, -1))
+
+
+def doc_mask(doc_ids: torch.Tensor) -> torch.Tensor:
+    """Attention mask [B, 1, T, T] (True = may attend) from document ids [B, T]: causal, and only
+    within the same document (block-diagonal)."""
+    T = doc_ids.shape[1]
+    causal = torch.ones(T, T, dtype=torch.bool, device=doc_ids.device).tril()
+    same = doc_ids[:, :, None] == doc_ids[:, None, :]
+    return (same & causal)[:, None]
 
 
 class MLP(nn.Module):
@@ -130,15 +142,15 @@ class Block(nn.Module):
         self.mlp = MLP(cfg)
         self.checkpointing = False  # set by Transformer.set_activation_checkpointing
 
-    def forward(self, x, cos, sin, cache=None, start_pos=0):
+    def forward(self, x, cos, sin, cache=None, start_pos=0, mask=None):
         if self.checkpointing and cache is None and torch.is_grad_enabled():
             # Keep only the block's input; rerun the block in backward (non-reentrant: works with
             # DDP, FSDP2, torch.compile and inputs that do not require grad).
-            return checkpoint(self._forward, x, cos, sin, use_reentrant=False)
-        return self._forward(x, cos, sin, cache, start_pos)
+            return checkpoint(self._forward, x, cos, sin, None, 0, mask, use_reentrant=False)
+        return self._forward(x, cos, sin, cache, start_pos, mask)
 
-    def _forward(self, x, cos, sin, cache=None, start_pos=0):
-        x = x + self.attn(self.attn_norm(x), cos, sin, cache, start_pos)
+    def _forward(self, x, cos, sin, cache=None, start_pos=0, mask=None):
+        x = x + self.attn(self.attn_norm(x), cos, sin, cache, start_pos, mask)
         return x + self.mlp(self.mlp_norm(x))
 
 
@@ -189,8 +201,13 @@ class Transformer(nn.Module):
         return sum(p.numel() for p in self.parameters())  # shared (tied) tensors counted once
 
     def forward(self, idx: torch.Tensor, targets: torch.Tensor | None = None, *,
-                cache: KVCache | None = None, start_pos: int = 0, z_loss: float = 0.0):
+                cache: KVCache | None = None, start_pos: int = 0, z_loss: float = 0.0,
+                doc_ids: torch.Tensor | None = None):
         """idx [B, T] token ids -> (logits [B, T, V] float32, loss or None).
+
+        doc_ids [B, T]: which document (conversation) each position belongs to, for several packed
+        into one row; attention then never crosses a document boundary (see `doc_mask`). RoPE is
+        relative, so a document scores exactly as it would alone at position 0.
 
         loss = mean cross-entropy over targets != -1, plus z_loss * mean(logsumexp(logits)^2),
         which keeps the softmax normaliser near 1 and large-scale runs stable.
@@ -202,9 +219,14 @@ class Transformer(nn.Module):
                              f"{self.config.max_seq_len}")
         cos = self.rope_cos[start_pos:start_pos + T]
         sin = self.rope_sin[start_pos:start_pos + T]
+        mask = None
+        if doc_ids is not None:
+            if cache is not None:
+                raise ValueError("doc_ids (packed documents) cannot be combined with a KV cache")
+            mask = doc_mask(doc_ids)
         x = self.tok_embeddings(idx)
         for layer in self.layers:
-            x = layer(x, cos, sin, cache, start_pos)
+            x = layer(x, cos, sin, cache, start_pos, mask)
         logits = self.lm_head(self.norm(x)).float()
         if targets is None:
             return logits, None
@@ -215,3 +237,78 @@ class Transformer(nn.Module):
             lse = torch.logsumexp(flat_logits[keep], dim=-1)
             loss = loss + z_loss * lse.pow(2).mean()
         return logits, loss
+
+
+# --- slot-based decoding for a server: many sequences, each at its own position -----------------
+# (Added for tenali_model.serve; the single-sequence path above is unchanged. A sequence is
+# prefilled alone into its slot with `SlotKVCache.view(slot)` through `Transformer.forward`, then
+# all live sequences advance one token together with `Transformer.decode_slots`.)
+
+class SlotKVCache:
+    """One KV slab with a row ("slot") per concurrent sequence; rows are reused as requests come and go."""
+
+    def __init__(self, cfg: ModelConfig, slots: int, max_len: int,
+                 device: torch.device | str, dtype: torch.dtype):
+        shape = (cfg.n_layers, slots, cfg.n_kv_heads, max_len, cfg.head_dim)
+        self.k = torch.zeros(shape, device=device, dtype=dtype)
+        self.v = torch.zeros(shape, device=device, dtype=dtype)
+        self.slots, self.max_len = slots, max_len
+
+    def view(self, slot: int) -> "_SlotView":
+        """A KVCache-compatible view of one slot, for a prefill through `Transformer.forward`."""
+        if not 0 <= slot < self.slots:
+            raise ValueError(f"slot {slot} outside 0..{self.slots - 1}")
+        return _SlotView(self, slot)
+
+
+class _SlotView:
+    def __init__(self, cache: SlotKVCache, slot: int):
+        self.cache, self.slot, self.max_len = cache, slot, cache.max_len
+
+    def update(self, layer: int, start_pos: int, k: torch.Tensor, v: torch.Tensor):
+        end = start_pos + k.shape[2]
+        if end > self.max_len:
+            raise ValueError(f"KV cache holds {self.max_len} positions, asked to write up to {end}")
+        s = slice(self.slot, self.slot + 1)
+        self.cache.k[layer, s, :, start_pos:end] = k
+        self.cache.v[layer, s, :, start_pos:end] = v
+        return self.cache.k[layer, s, :, :end], self.cache.v[layer, s, :, :end]
+
+
+def _attention_slots(attn: Attention, x, cos, sin, cache: SlotKVCache, slots, positions, span: int):
+    """One new token per row: x [B, 1, dim] at positions [B] of cache rows slots [B]."""
+    B = x.shape[0]
+    q = attn.wq(x).view(B, 1, attn.n_heads, attn.head_dim).transpose(1, 2)
+    k = attn.wk(x).view(B, 1, attn.n_kv_heads, attn.head_dim).transpose(1, 2)
+    v = attn.wv(x).view(B, 1, attn.n_kv_heads, attn.head_dim).transpose(1, 2)
+    q, k = apply_rope(q, cos, sin), apply_rope(k, cos, sin)
+    cache.k[attn.layer, slots, :, positions] = k[:, :, 0]
+    cache.v[attn.layer, slots, :, positions] = v[:, :, 0]
+    k, v = cache.k[attn.layer, slots, :, :span], cache.v[attn.layer, slots, :, :span]
+    if attn.n_kv_heads != attn.n_heads:
+        n_rep = attn.n_heads // attn.n_kv_heads
+        k, v = k.repeat_interleave(n_rep, dim=1), v.repeat_interleave(n_rep, dim=1)
+    # Row b sees its own keys 0..positions[b]; longer rows' keys beyond that are masked out.
+    mask = (torch.arange(span, device=x.device)[None, :] <= positions[:, None])[:, None, None, :]
+    y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask)
+    return attn.wo(y.transpose(1, 2).reshape(B, 1, -1))
+
+
+@torch.no_grad()
+def decode_slots(model: "Transformer", tokens: torch.Tensor, cache: SlotKVCache,
+                 slots: torch.Tensor, positions: torch.Tensor) -> torch.Tensor:
+    """Last-position logits [B, V] (float32) after feeding tokens [B] at positions [B] in cache rows slots [B].
+
+    Each row must have been prefilled up to positions[b] - 1 in its slot.
+    """
+    cfg = model.config
+    if int(positions.max()) >= min(cfg.max_seq_len, cache.max_len):
+        raise ValueError(f"position {int(positions.max())} exceeds the context of {min(cfg.max_seq_len, cache.max_len)}")
+    span = int(positions.max()) + 1
+    cos = model.rope_cos[positions][:, None, None, :]
+    sin = model.rope_sin[positions][:, None, None, :]
+    x = model.tok_embeddings(tokens[:, None])
+    for block in model.layers:
+        x = x + _attention_slots(block.attn, block.attn_norm(x), cos, sin, cache, slots, positions, span)
+        x = x + block.mlp(block.mlp_norm(x))
+    return model.lm_head(model.norm(x)).float()[:, -1]

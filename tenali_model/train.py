@@ -45,7 +45,7 @@ import torch.distributed as dist
 import torch.nn as nn
 
 from .checkpoint import (latest_checkpoint, load_config, load_train_state, read_weights,
-                         restore_rng, save_checkpoint)
+                         resolve_checkpoint, restore_rng, save_checkpoint)
 from .config import ConfigError, TrainConfig, atomic_write_text, num_params, resolve_parallelism
 from .data import TokenLoader, iter_eval_windows, shard_token_count
 from .evaluate import loss_sum
@@ -265,6 +265,10 @@ def _train(cfg: TrainConfig, d: Dist, pipes, stop_at: int | None) -> dict:
         elapsed_before = float(state.get("elapsed", 0.0))
         del state
         say(f"resuming from {ckpt} at step {step} ({tokens_seen:,} tokens seen)")
+    elif cfg.init_from:  # continued pretraining: the parent's weights, a fresh optimizer and data
+        parent = resolve_checkpoint(cfg.init_from)
+        load_full_state(model, mode, read_weights(parent)[0] if reads_state else None)
+        say(f"starting from {parent}")
     elif mode == "fsdp":  # rank 0's initialisation: the weights one process would start from
         load_full_state(model, mode, Transformer(mcfg).state_dict() if d.is_main else None)
     resumed_from = step
@@ -462,9 +466,26 @@ def open_pipes(rank: int):
     """
     if rank != 0 or dagster_pipes is None:
         return contextlib.nullcontext(None)
-    if not dagster_pipes.PipesEnvVarParamsLoader().is_dagster_pipes_process():
+    params = dagster_pipes.PipesEnvVarParamsLoader()
+    if not params.is_dagster_pipes_process():
         return contextlib.nullcontext(None)
-    return dagster_pipes.open_dagster_pipes()
+    # The cluster launchers pass context and messages through S3 ({"bucket", "key"} and
+    # {"bucket", "key_prefix"}); a local launch passes a file path or stdio. boto3 is only needed,
+    # and only imported, in the S3 case; it honours AWS_ENDPOINT_URL_S3 for MinIO and tests.
+    s3 = None
+    if "bucket" in params.load_context_params() or "bucket" in params.load_messages_params():
+        try:
+            import boto3
+        except ImportError:
+            raise SystemExit("tenali_model.train: error: Dagster passed Pipes params on S3 but boto3 is "
+                             "not installed in this image: pip install boto3") from None
+        s3 = boto3.client("s3")
+    return dagster_pipes.open_dagster_pipes(
+        params_loader=params,
+        context_loader=(dagster_pipes.PipesS3ContextLoader(s3) if "bucket" in params.load_context_params()
+                        else None),
+        message_writer=(dagster_pipes.PipesS3MessageWriter(s3, interval=5)
+                        if "bucket" in params.load_messages_params() else None))
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -28,6 +28,10 @@ KEYS = {
     "filings": ["accession"],
     "news": ["entry_id"],
     "documents": ["doc_id"],
+    "universe": ["asset_class", "symbol"],
+    "fundamentals": ["cik", "concept", "unit", "period_start", "period_end", "accession"],
+    "defillama": ["metric", "scope", "entity", "date"],
+    "coingecko": ["coin_id", "date"],
 }
 
 # Columns that must never be null after cleaning (checked again by the asset checks).
@@ -38,6 +42,10 @@ REQUIRED = {
     "filings": ["cik", "form", "accession", "filed", "document"],
     "news": ["entry_id", "title", "published"],
     "documents": ["doc_id", "text", "date"],
+    "universe": ["symbol", "asset_class"],
+    "fundamentals": ["cik", "item", "concept", "unit", "period_end", "filed", "accession", "value"],
+    "defillama": ["metric", "scope", "entity", "date", "value"],
+    "coingecko": ["coin_id", "date", "price_usd"],
 }
 
 _BAD_OHLC = (
@@ -53,6 +61,9 @@ _EXTRA_RULES = {
     "crypto": [("impossible_ohlc", _BAD_OHLC)],
     "documents": [("empty_text", pl.col("text").str.strip_chars().str.len_chars() == 0)],
     "filings": [("empty_document", pl.col("document").str.strip_chars().str.len_chars() == 0)],
+    "fundamentals": [("non_finite_value", ~pl.col("value").is_finite())],
+    "defillama": [("non_finite_value", ~pl.col("value").is_finite()), ("negative_value", pl.col("value") < 0)],
+    "coingecko": [("non_positive_price", ~(pl.col("price_usd") > 0))],
 }
 
 

@@ -148,12 +148,24 @@ def cmd_ui(args) -> int:
 
 # Model-side commands run in images that have no dagster: hand them to tenali_model's CLI before
 # anything here imports the pipeline.
-MODEL_COMMANDS = ("train", "evaluate", "export-hf", "import-hf", "plan")
+MODEL_COMMANDS = ("train", "evaluate", "distill", "sft", "dpo", "export-hf", "import-hf", "plan", "serve")
+
+
+def _serve_lake_default() -> None:
+    """`tenali serve` with no PATH serves the latest release in this profile's lake (settings.py, no dagster)."""
+    if not os.environ.get("TENALI_LAKE_ROOT"):
+        from .settings import SettingsError, load_settings
+        try:
+            os.environ["TENALI_LAKE_ROOT"] = load_settings().lake_root
+        except SettingsError:
+            pass  # tenali serve then asks for PATH or --lake
 
 
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else list(argv)
     if argv and argv[0] in MODEL_COMMANDS:
+        if argv[0] == "serve":
+            _serve_lake_default()
         from tenali_model.cli import main as model_main
 
         return model_main(argv)

@@ -13,18 +13,23 @@ from .defs.documents import assets as documents
 from .defs.evaluation import assets as evaluation
 from .defs.features import assets as features
 from .defs.filings import assets as filings
+from .defs.fundamentals import assets as fundamentals
 from .defs.macro import assets as macro
 from .defs.market import assets as market
 from .defs.news import assets as news
+from .defs.onchain import assets as onchain
 from .defs.posttraining import assets as posttraining
+from .defs.posttraining import stages as posttraining_stages
 from .defs.shards import assets as shards
 from .defs.tokenizer import assets as tokenizer
 from .defs.training import assets as training
+from .defs.release import assets as release
+from .defs.universe import assets as universe
 from .defs.schedules import build_schedules_and_sensors, ingest_job
 from .resources import build_resources
 from .settings import Settings, load_settings
 
-STAGES = [market, macro, crypto, filings, news, documents, features, corpus, tokenizer, shards, training, evaluation, posttraining]
+STAGES = [market, macro, crypto, filings, news, documents, universe, fundamentals, onchain, features, corpus, tokenizer, shards, training, evaluation, posttraining, posttraining_stages, release]
 
 # The whole graph, sources to evaluation: what `tenali demo` runs.
 everything_job = dg.define_asset_job(

@@ -2,13 +2,19 @@
 
 Every stage reads and writes through `Lake`, never by building paths itself, so switching the
 profile from demo to prod moves the whole graph to S3 without touching asset code. Writes are atomic:
-locally a temporary name in the same folder then a rename; on S3 a single PUT, which S3 makes
+locally a temporary name in the same folder then a rename; on S3 one object upload, which S3 makes
 visible all at once. Re-writing a key replaces it, so re-running a partition leaves no duplicates.
+
+Folders on S3 (shards, checkpoints): files are streamed up in chunks (Arrow's S3 output stream sends
+them as multipart uploads, so a multi-GB checkpoint never sits in memory) and their sha256 sums are
+written last into ``<folder>/.tenali-sha256.json``; `download_dir` verifies every downloaded file
+against it (one retry, then an error naming the file) and writes it atomically.
 """
 
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import io
 import json
 import os
@@ -22,6 +28,14 @@ import polars as pl
 import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 from tenali_model.config import atomic_write_bytes
+
+
+CHECKSUMS = ".tenali-sha256.json"  # per-folder sha256 sums on S3 (staged_dir / download_dir)
+_CHUNK = 8 << 20
+
+
+class ChecksumError(OSError):
+    """A downloaded file does not match the sha256 recorded when its folder was uploaded."""
 
 
 class Lake:
@@ -65,7 +79,8 @@ class Lake:
         selector = pafs.FileSelector(self._path(prefix), recursive=True, allow_not_found=True)
         base = self._base + "/"
         return sorted(
-            info.path[len(base) :] for info in self._fs.get_file_info(selector) if info.type == pafs.FileType.File
+            info.path[len(base) :] for info in self._fs.get_file_info(selector)
+            if info.type == pafs.FileType.File and not info.path.endswith("/" + CHECKSUMS)
         )
 
     # ---- bytes ------------------------------------------------------------------------------
@@ -137,14 +152,47 @@ class Lake:
         else:
             with tempfile.TemporaryDirectory(prefix="tenali-stage-") as tmp:
                 yield Path(tmp)
-                written = set()
+                sums = {}
                 for f in sorted(Path(tmp).rglob("*")):
                     if f.is_file():
                         rel = f.relative_to(tmp).as_posix()
-                        self.write_bytes(f"{key}/{rel}", f.read_bytes())
-                        written.add(f"{key}/{rel}")
-                for stale in set(self.list(key)) - written:
+                        sums[rel] = {"sha256": self._put_file(f, f"{key}/{rel}"), "size": f.stat().st_size}
+                self.write_json(f"{key}/{CHECKSUMS}", {"files": sums})
+                for stale in set(self.list(key)) - {f"{key}/{rel}" for rel in sums}:
                     self._fs.delete_file(self._path(stale))
+
+    def _put_file(self, local: Path, key: str) -> str:
+        """Stream a local file to `key` in chunks; returns its sha256."""
+        digest = hashlib.sha256()
+        with open(local, "rb") as src, self._fs.open_output_stream(self._path(key)) as out:
+            while chunk := src.read(_CHUNK):
+                digest.update(chunk)
+                out.write(chunk)
+        return digest.hexdigest()
+
+    def _get_file(self, key: str, out: Path, expected: str | None) -> None:
+        """Stream `key` into `out` atomically, checking the sha256 when one was recorded (one retry)."""
+        out.parent.mkdir(parents=True, exist_ok=True)
+        for attempt in (1, 2):
+            digest = hashlib.sha256()
+            fd, tmp = tempfile.mkstemp(prefix=f".{out.name}.", suffix=".tmp", dir=out.parent)
+            try:
+                with os.fdopen(fd, "wb") as dst, self._fs.open_input_stream(self._path(key)) as src:
+                    while chunk := src.read(_CHUNK):
+                        digest.update(chunk)
+                        dst.write(chunk)
+                    dst.flush()
+                    os.fsync(dst.fileno())
+                if expected is None or digest.hexdigest() == expected:
+                    os.replace(tmp, out)
+                    return
+            finally:
+                if os.path.exists(tmp):
+                    os.unlink(tmp)
+        raise ChecksumError(
+            f"{self.uri(key)}: sha256 {digest.hexdigest()} does not match {expected} recorded in "
+            f"{CHECKSUMS} when its folder was uploaded (changed outside the pipeline or corrupted): "
+            "re-materialise the asset that writes it.")
 
     def local_dir(self, key: str) -> Path:
         """The local folder for `key`; a local lake only (training reads shards by path)."""
@@ -165,15 +213,17 @@ class Lake:
         base = self._path(key) + "/"
         infos = [i for i in self._fs.get_file_info(pafs.FileSelector(self._path(key), recursive=True,
                                                                      allow_not_found=True))
-                 if i.type == pafs.FileType.File]
+                 if i.type == pafs.FileType.File and not i.path.endswith("/" + CHECKSUMS)]
+        sums = self.read_json(f"{key}/{CHECKSUMS}")["files"] if self.exists(f"{key}/{CHECKSUMS}") else {}
         wanted = set()
         for info in infos:
-            out = dest / info.path[len(base) :]
+            rel = info.path[len(base) :]
+            out = dest / rel
             wanted.add(out)
             mtime = info.mtime.timestamp() if info.mtime else None
             if out.exists() and out.stat().st_size == info.size and mtime and abs(out.stat().st_mtime - mtime) < 1e-3:
                 continue
-            atomic_write_bytes(out, self.read_bytes(info.path[len(self._base) + 1 :]))
+            self._get_file(info.path[len(self._base) + 1 :], out, sums.get(rel, {}).get("sha256"))
             if mtime:
                 os.utime(out, (mtime, mtime))
         if dest.exists():

@@ -45,10 +45,65 @@ class SourcesResource(dg.ConfigurableResource):
     news_feeds: list[str] = []
     documents_root: str = ""
     start_date: str = "2015-01-01"
+    universe_classes: list[str] = ["equities", "etfs", "currencies", "cryptos"]
+    universe_mics: list[str] = ["XNYS", "XNAS", "XASE", "ARCX", "BATS", "XNSE", "XBOM"]
+    universe_countries: list[str] = []
+    universe_quote_currencies: list[str] = ["USD", "INR"]
+    financedatabase_url: str = "https://raw.githubusercontent.com/JerBouma/FinanceDatabase/main/compression/"
+    sources_off: list[str] = []
+    defillama_chains: list[str] = ["Ethereum", "Solana"]
+    defillama_protocols: list[str] = ["aave", "uniswap", "lido"]
+    coingecko_coins: list[str] = ["bitcoin", "ethereum"]
 
     @property
     def is_sample(self) -> bool:
         return self.mode == "sample"
+
+    def is_off(self, source: str) -> bool:
+        """True when TENALI_SOURCES_OFF names `source` (its assets then write empty tables)."""
+        return source in self.sources_off
+
+    def universe(self):
+        if self.is_sample:
+            from .sources.sample.universe import SampleUniverseClient
+
+            return SampleUniverseClient(self.universe_classes, mics=self.universe_mics, countries=self.universe_countries,
+                                        quote_currencies=self.universe_quote_currencies)
+        from .sources.live.universe import FinanceDatabaseUniverseClient
+
+        return FinanceDatabaseUniverseClient(self.universe_classes, mics=self.universe_mics,
+                                             countries=self.universe_countries,
+                                             quote_currencies=self.universe_quote_currencies,
+                                             base_url=self.financedatabase_url,
+                                             identity=os.environ.get("SEC_EDGAR_IDENTITY"))
+
+    def fundamentals(self, companies: dict[str, str], on_raw=None):
+        """XBRL company facts for `companies` (symbol -> CIK, from the universe)."""
+        if self.is_sample:
+            from .sources.sample.xbrl import SampleXbrlClient
+
+            return SampleXbrlClient(list(companies), on_raw=on_raw)
+        from .sources.live.xbrl import SecXbrlClient
+
+        return SecXbrlClient(companies, identity=os.environ.get("SEC_EDGAR_IDENTITY"), on_raw=on_raw)
+
+    def defillama(self):
+        if self.is_sample:
+            from .sources.sample.defillama import SampleDefiLlamaClient
+
+            return SampleDefiLlamaClient(self.defillama_chains, self.defillama_protocols)
+        from .sources.live.defillama import DefiLlamaClient
+
+        return DefiLlamaClient(self.defillama_chains, self.defillama_protocols, start=self.start_date)
+
+    def coingecko(self):
+        if self.is_sample:
+            from .sources.sample.coingecko import SampleCoinGeckoClient
+
+            return SampleCoinGeckoClient(self.coingecko_coins)
+        from .sources.live.coingecko import CoinGeckoClient
+
+        return CoinGeckoClient(self.coingecko_coins, start=self.start_date, api_key=os.environ.get("COINGECKO_API_KEY"))
 
     def market(self):
         if self.is_sample:
@@ -131,6 +186,9 @@ class TrainingResource(dg.ConfigurableResource):
     eval_batches: int = 20
     ckpt_every: int = 100
     seed: int = 1337
+    # "latest": continue from the latest checkpoint when new shards landed (same tokenizer and model);
+    # "scratch": always start fresh (defs/training/assets.py).
+    train_from: str = "latest"
 
 
 def from_env(name: str, value, env=None):
@@ -162,6 +220,15 @@ def build_resources(settings: Settings, env=None) -> dict:
             news_feeds=list(settings.news_feeds),
             documents_root=e("TENALI_DOCUMENTS_ROOT", settings.documents_root),
             start_date=e("TENALI_START_DATE", settings.start_date),
+            universe_classes=list(settings.universe_classes),
+            universe_mics=list(settings.universe_mics),
+            universe_countries=list(settings.universe_countries),
+            universe_quote_currencies=list(settings.universe_quote_currencies),
+            financedatabase_url=settings.financedatabase_url,
+            sources_off=list(settings.sources_off),
+            defillama_chains=list(settings.defillama_chains),
+            defillama_protocols=list(settings.defillama_protocols),
+            coingecko_coins=list(settings.coingecko_coins),
         ),
         "corpus_settings": CorpusResource(
             val_start=e("TENALI_VAL_START", settings.val_start),
@@ -169,6 +236,7 @@ def build_resources(settings: Settings, env=None) -> dict:
             shard_tokens=e("TENALI_SHARD_TOKENS", settings.shard_tokens),
             near_dup_threshold=settings.near_dup_threshold, mix=settings.mix),
         "training": TrainingResource(model=e("TENALI_MODEL", settings.model),
-                                     steps=e("TENALI_TRAIN_STEPS", settings.train_steps)),
+                                     steps=e("TENALI_TRAIN_STEPS", settings.train_steps),
+                                     train_from=e("TENALI_TRAIN_FROM", settings.train_from)),
         "launcher": build_launcher(settings),
     }

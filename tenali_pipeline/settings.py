@@ -17,6 +17,7 @@ Secrets (API keys, database passwords) are never read here: resources take them 
 from __future__ import annotations
 
 import datetime as dt
+import json
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -45,11 +46,53 @@ VARIABLES: dict[str, tuple[str, str]] = {
     "TENALI_MODEL": ("model preset (tenali_model.config.MODEL_PRESETS)", "demo for demo, 51m otherwise"),
     "TENALI_TRAIN_STEPS": ("optimizer steps of pretraining", "300 for demo, 20000 otherwise"),
     "TENALI_TRAIN_NPROC": ("torchrun processes per node (0 = one per GPU, else 1 on CPU)", "0"),
-    "TENALI_LAUNCHER": ("local | k8s", "local for demo and local, k8s for prod"),
+    "TENALI_LAUNCHER": ("local | k8s | ecs: where training runs", "local for demo and local, k8s for prod"),
+    "TENALI_TRAIN_FROM": ("latest: continue from the latest checkpoint when new shards landed | scratch", "latest"),
+    "TENALI_TRAINER_IMAGE": ("trainer image for k8s and ecs (infra/docker/trainer.Dockerfile)", ""),
+    "TENALI_GPUS_PER_NODE": ("GPUs per training node (k8s, ecs)", "8"),
+    "TENALI_NODES": ("training nodes (k8s; more than 1 launches an indexed Job)", "1"),
+    "TENALI_SHARED_MOUNT": ("shared volume mount path, the same in the run worker and trainers (k8s, ecs)", ""),
+    "TENALI_PIPES_BUCKET": ("S3 bucket for Dagster Pipes context and messages (k8s, ecs)", "the lake's bucket"),
+    "TENALI_PIPES_PREFIX": ("key prefix for Pipes objects in that bucket", "pipes"),
+    "TENALI_K8S_NAMESPACE": ("namespace of the trainer pods", "default"),
+    "TENALI_K8S_NODE_SELECTOR": ("node selector of the trainer pods, a JSON object", "{}"),
+    "TENALI_K8S_TOLERATIONS": ("tolerations of the trainer pods, a JSON list", "[]"),
+    "TENALI_K8S_SHARED_PVC": ("ReadWriteMany PersistentVolumeClaim mounted at TENALI_SHARED_MOUNT", ""),
+    "TENALI_K8S_SERVICE_ACCOUNT": ("service account of the trainer pods (IAM role for S3)", ""),
+    "TENALI_K8S_ENV_SECRET": ("Secret whose keys become the trainers' environment", ""),
+    "TENALI_K8S_CPU": ("CPU request per trainer pod", ""),
+    "TENALI_K8S_MEMORY": ("memory request and limit per trainer pod", ""),
+    "TENALI_K8S_SHM_SIZE": ("size of the memory-backed /dev/shm", "64Gi"),
+    "TENALI_ECS_CLUSTER": ("ECS cluster with GPU EC2 instances (ecs)", ""),
+    "TENALI_ECS_CAPACITY_PROVIDER": ("capacity provider of the GPU instances", "launch type EC2"),
+    "TENALI_ECS_SUBNETS": ("comma-separated subnets (awsvpc networking)", "bridge networking"),
+    "TENALI_ECS_SECURITY_GROUPS": ("comma-separated security groups (awsvpc networking)", ""),
+    "TENALI_ECS_EXECUTION_ROLE": ("task execution role ARN (image pull, logs)", ""),
+    "TENALI_ECS_TASK_ROLE": ("task role ARN (S3 for Pipes)", ""),
+    "TENALI_ECS_LOG_GROUP": ("CloudWatch log group of the trainer", "/tenali/trainer"),
+    "TENALI_ECS_EFS_ID": ("EFS file system mounted at TENALI_SHARED_MOUNT", ""),
+    "TENALI_UNIVERSE_CLASSES": ("financedatabase classes in the universe: equities, etfs, currencies, cryptos",
+                                "equities,etfs,currencies,cryptos"),
+    "TENALI_UNIVERSE_MICS": ("ISO 10383 venues whose equities and ETFs are in the universe (empty: every venue)",
+                             "XNYS,XNAS,XASE,ARCX,BATS,XNSE,XBOM"),
+    "TENALI_UNIVERSE_COUNTRIES": ("countries of domicile of the universe's equities (empty: any)", ""),
+    "TENALI_UNIVERSE_QUOTE_CURRENCIES": ("quote currencies of the universe's currency and crypto pairs", "USD,INR"),
+    "TENALI_FINANCEDATABASE_URL": ("base URL of the financedatabase files (a mirror)",
+                                   "https://raw.githubusercontent.com/JerBouma/FinanceDatabase/main/compression/"),
+    "TENALI_SOURCES_OFF": ("sources to skip (a site refusing access), e.g. fundamentals,defillama,coingecko", ""),
+    "TENALI_DEFILLAMA_CHAINS": ("DefiLlama chains: TVL, fees, DEX volume, stablecoin supply", "Ethereum,Solana"),
+    "TENALI_DEFILLAMA_PROTOCOLS": ("DefiLlama protocol slugs: TVL, fees, revenue", "aave,uniswap,lido"),
+    "TENALI_COINGECKO_COINS": ("CoinGecko coin ids: price, market cap, supply", "bitcoin,ethereum"),
+    "COINGECKO_API_KEY": ("CoinGecko demo API key (secret; optional, raises the rate limit)", ""),
     "FRED_API_KEY": ("FRED API key (secret; live macro source)", ""),
     "SEC_EDGAR_IDENTITY": ("'Name email@example.com' sent to SEC as User-Agent (live filings)", ""),
     "DAGSTER_HOME": ("Dagster instance folder (set by the tenali command for demo)", "$TENALI_HOME/dagster"),
 }
+
+# Read by the cluster launchers (tenali_pipeline/launchers), passed on in Settings.cluster.
+CLUSTER_VARIABLES = tuple(n for n in VARIABLES if n.split("_")[1:2] in (["K8S"], ["ECS"]) or n in (
+    "TENALI_TRAINER_IMAGE", "TENALI_GPUS_PER_NODE", "TENALI_NODES", "TENALI_SHARED_MOUNT", "TENALI_PIPES_BUCKET",
+    "TENALI_PIPES_PREFIX"))
 
 DEFAULT_FEEDS = (
     "https://www.sec.gov/news/pressreleases.rss",
@@ -88,6 +131,18 @@ class Settings:
     train_steps: int = 300
     train_nproc: int = 0
     launcher: str = "local"
+    universe_classes: tuple[str, ...] = ("equities", "etfs", "currencies", "cryptos")
+    universe_mics: tuple[str, ...] = ("XNYS", "XNAS", "XASE", "ARCX", "BATS", "XNSE", "XBOM")
+    universe_countries: tuple[str, ...] = ()
+    universe_quote_currencies: tuple[str, ...] = ("USD", "INR")
+    financedatabase_url: str = "https://raw.githubusercontent.com/JerBouma/FinanceDatabase/main/compression/"
+    sources_off: tuple[str, ...] = ()
+    defillama_chains: tuple[str, ...] = ("Ethereum", "Solana")
+    defillama_protocols: tuple[str, ...] = ("aave", "uniswap", "lido")
+    coingecko_coins: tuple[str, ...] = ("bitcoin", "ethereum")
+    train_from: str = "latest"
+    # TENALI_* settings of the cluster launchers (CLUSTER_VARIABLES) that are set, read by launchers/.
+    cluster: dict[str, str] = field(default_factory=dict)
 
     @property
     def dagster_home(self) -> Path:
@@ -153,8 +208,34 @@ def load_settings(env: dict[str, str] | None = None) -> Settings:
     if sources not in ("sample", "live"):
         raise SettingsError(f"TENALI_SOURCES={sources!r} must be 'sample' or 'live'.")
     launcher = get("TENALI_LAUNCHER") or ("k8s" if profile == "prod" else "local")
-    if launcher not in ("local", "k8s"):
-        raise SettingsError(f"TENALI_LAUNCHER={launcher!r} must be 'local' or 'k8s'.")
+    if launcher not in ("local", "k8s", "ecs"):
+        raise SettingsError(f"TENALI_LAUNCHER={launcher!r} must be 'local', 'k8s' or 'ecs'.")
+    train_from = get("TENALI_TRAIN_FROM") or "latest"
+    if train_from not in ("latest", "scratch"):
+        raise SettingsError(f"TENALI_TRAIN_FROM={train_from!r} must be 'latest' or 'scratch'.")
+    cluster = {name: get(name) for name in CLUSTER_VARIABLES if get(name)}
+    for name in ("TENALI_GPUS_PER_NODE", "TENALI_NODES"):
+        if integer(name, 1) < 1:
+            raise SettingsError(f"{name}={get(name)!r} must be at least 1.")
+    for name, kind in (("TENALI_K8S_NODE_SELECTOR", dict), ("TENALI_K8S_TOLERATIONS", list)):
+        try:
+            value = json.loads(get(name) or ("{}" if kind is dict else "[]"))
+        except json.JSONDecodeError as e:
+            raise SettingsError(f"{name} must be JSON: {e}") from None
+        if not isinstance(value, kind):
+            raise SettingsError(f"{name} must be a JSON {'object' if kind is dict else 'list'}, "
+                                f"got {get(name)!r}.")
+
+    universe_classes = _csv(get("TENALI_UNIVERSE_CLASSES")) or Settings.universe_classes
+    unknown = set(universe_classes) - {"equities", "etfs", "currencies", "cryptos"}
+    if unknown:
+        raise SettingsError(f"TENALI_UNIVERSE_CLASSES has {sorted(unknown)}: choose from equities, etfs, currencies, cryptos.")
+    sources_off = _csv(get("TENALI_SOURCES_OFF").lower())
+    from .sources.schema import SCHEMAS
+
+    unknown = set(sources_off) - set(SCHEMAS)
+    if unknown:
+        raise SettingsError(f"TENALI_SOURCES_OFF has {sorted(unknown)}: it can turn off {', '.join(sorted(SCHEMAS))}.")
 
     base = Settings()
     return Settings(
@@ -179,4 +260,15 @@ def load_settings(env: dict[str, str] | None = None) -> Settings:
         train_steps=integer("TENALI_TRAIN_STEPS", 300 if demo else 20_000),
         train_nproc=integer("TENALI_TRAIN_NPROC", 0),
         launcher=launcher,
+        universe_classes=universe_classes,
+        universe_mics=_csv(get("TENALI_UNIVERSE_MICS").upper()) or base.universe_mics,
+        universe_countries=_csv(get("TENALI_UNIVERSE_COUNTRIES")),
+        universe_quote_currencies=_csv(get("TENALI_UNIVERSE_QUOTE_CURRENCIES").upper()) or base.universe_quote_currencies,
+        financedatabase_url=get("TENALI_FINANCEDATABASE_URL") or base.financedatabase_url,
+        sources_off=sources_off,
+        defillama_chains=_csv(get("TENALI_DEFILLAMA_CHAINS")) or base.defillama_chains,
+        defillama_protocols=_csv(get("TENALI_DEFILLAMA_PROTOCOLS")) or base.defillama_protocols,
+        coingecko_coins=_csv(get("TENALI_COINGECKO_COINS")) or base.coingecko_coins,
+        train_from=train_from,
+        cluster=cluster,
     )

@@ -19,6 +19,8 @@ import polars as pl
 from ..cleaning import KEYS, REQUIRED, clean, null_counts, schema_mismatches
 from ..lake import Lake
 from ..resources import LakeResource, SourcesResource
+from ..sources.http import PartialFetchError
+from ..sources.schema import SCHEMAS
 
 
 # Derived data follows its inputs: when the automation sensor is on, a new raw table is cleaned,
@@ -54,17 +56,37 @@ def source_assets(
     name: str,
     group: str,
     fetch: Callable[[SourcesResource, Lake, dg.AssetExecutionContext], pl.DataFrame],
-    time_column: str,
+    time_column: str | None,
     description: str,
+    deps: list | None = None,
 ) -> list:
-    """Build ``raw_<name>``, ``clean_<name>`` and the blocking checks on the clean table."""
+    """Build ``raw_<name>``, ``clean_<name>`` and the blocking checks on the clean table.
+
+    - A source can be turned off (``TENALI_SOURCES_OFF=fundamentals,coingecko``), e.g. for a site that
+      refuses automated access: its assets then write an empty table marked ``disabled`` and its
+      checks pass, so the rest of the graph still builds, visibly without it.
+    - One failing item (a ticker, a series, a coin) fails only itself: a client raises
+      `PartialFetchError` at the end, the raw asset writes what the others returned, then fails with a
+      message naming every failed item. A malformed table fails the blocking checks, so nothing
+      downstream is written from it.
+    """
     raw_key, clean_key = f"raw/{source}/{name}.parquet", f"clean/{source}/{name}.parquet"
 
-    @dg.asset(name=f"raw_{name}", group_name=group, kinds={"polars", "parquet"},
+    @dg.asset(name=f"raw_{name}", group_name=group, kinds={"polars", "parquet"}, deps=deps or [],
               description=f"{description} As collected by the source client (sample or live).")
     def raw_asset(context: dg.AssetExecutionContext, lake: LakeResource, sources: SourcesResource) -> dg.MaterializeResult:
         store = lake.lake()
-        df = fetch(sources, store, context)
+        if sources.is_off(source):
+            uri = store.write_parquet(raw_key, pl.DataFrame(schema=SCHEMAS[source]))
+            return dg.MaterializeResult(metadata={"disabled": True, "uri": dg.MetadataValue.path(uri),
+                                                  "dagster/row_count": 0, "client": sources.mode})
+        try:
+            df = fetch(sources, store, context)
+        except PartialFetchError as exc:
+            if exc.partial is not None and exc.partial.height:
+                store.write_parquet(raw_key, exc.partial)
+                context.log.warning(f"kept {exc.partial.height} rows from the items that succeeded")
+            raise dg.Failure(description=str(exc), metadata={"failed": dg.MetadataValue.json(exc.failures)}) from exc
         uri = store.write_parquet(raw_key, df)
         return dg.MaterializeResult(metadata={**table_metadata(df, uri, time_column=time_column),
                                               "client": sources.mode})
@@ -81,13 +103,15 @@ def source_assets(
                                               "dropped_total": sum(result.dropped.values())})
 
     @dg.asset_check(asset=clean_asset, name="schema_and_nulls", blocking=True,
-                    description="Columns and dtypes match the source schema; required columns have no nulls.")
-    def schema_check(lake: LakeResource) -> dg.AssetCheckResult:
+                    description="Columns and dtypes match the source schema; required columns have no nulls; "
+                                "rows unless the source is off (TENALI_SOURCES_OFF).")
+    def schema_check(lake: LakeResource, sources: SourcesResource) -> dg.AssetCheckResult:
         df = lake.lake().read_parquet(clean_key)
         problems = schema_mismatches(df, source)
         nulls = null_counts(df, REQUIRED[source]) if not problems else {}
-        return dg.AssetCheckResult(passed=not problems and not nulls and df.height > 0,
-                                   metadata={"schema_problems": ", ".join(problems) or "none",
+        disabled = sources.is_off(source)
+        return dg.AssetCheckResult(passed=not problems and not nulls and (df.height > 0 or disabled),
+                                   metadata={"schema_problems": ", ".join(problems) or "none", "disabled": disabled,
                                              "null_counts": dg.MetadataValue.json(nulls), "rows": df.height})
 
     @dg.asset_check(asset=clean_asset, name="unique_key", blocking=True,

@@ -28,17 +28,18 @@ class LocalTorchrunLauncher(dg.ConfigurableResource):
     nproc_per_node: int = 0  # 0: one per GPU, or 1 on CPU
     threads_per_process: int = 0  # 0: cores / processes
 
-    def command(self, config_path: Path) -> tuple[list[str], dict[str, str]]:
+    def command(self, config_path: Path, module: str = "tenali_model.train") -> tuple[list[str], dict[str, str]]:
         gpus = _visible_gpus()
         nproc = self.nproc_per_node or max(gpus, 1)
         threads = self.threads_per_process or max(1, (os.cpu_count() or 1) // nproc)
         cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={nproc}",
-               "-m", "tenali_model.train", "--config", str(config_path)]
+               "-m", module, "--config", str(config_path)]
         return cmd, {"OMP_NUM_THREADS": str(threads), "PYTHONUNBUFFERED": "1"}
 
     def launch(self, context: dg.AssetExecutionContext, config_path: Path, workdir: Path,
-               extras: dict | None = None) -> dg.MaterializeResult:
-        cmd, env = self.command(config_path)
+               extras: dict | None = None, module: str = "tenali_model.train") -> dg.MaterializeResult:
+        """Run `module` (pretraining, or a post-training stage) with `--config config_path`."""
+        cmd, env = self.command(config_path, module)
         context.log.info(f"launching: {' '.join(cmd)}")
         result = dg.PipesSubprocessClient().run(
             command=cmd, context=context, cwd=str(workdir), env=env, extras=extras or {}

@@ -157,3 +157,82 @@ def redact(text: str, *secrets: str | None) -> str:
         if secret:
             text = text.replace(secret, "***")
     return text
+
+
+# --- JSON APIs (universe, XBRL, DefiLlama, CoinGecko) ------------------------------------------
+
+
+class SourceBlocked(RuntimeError):
+    """The site refused automated access (403 or a bot wall): retrying will not help."""
+
+
+class MalformedResponse(ValueError):
+    """The site answered 200 with a body that is not the documented shape."""
+
+
+class PartialFetchError(RuntimeError):
+    """Some items (tickers, coins, chains) failed; `partial` holds what the others returned.
+
+    Raised at the end of a fetch so that one bad item fails only itself: the asset writes
+    `partial` and then fails with this message, which names every failed item and its cause.
+    """
+
+    def __init__(self, what: str, failures: dict[str, str], partial=None):
+        self.failures = dict(failures)
+        self.partial = partial
+        listed = "; ".join(f"{k}: {v}" for k, v in sorted(self.failures.items()))
+        super().__init__(f"{what}: {len(self.failures)} failed ({listed}); the others were kept")
+
+
+def fetch_json(
+    session: requests.Session,
+    url: str,
+    *,
+    site: str,
+    off_setting: str,
+    params: dict | None = None,
+    headers: dict | None = None,
+    timeout: float = 30.0,
+    attempts: int = 4,
+    base_delay: float = 1.0,
+    sleep: Callable[[float], None] = time.sleep,
+    secrets: tuple[str | None, ...] = (),
+):
+    """GET `url` and decode its JSON body, retrying 429, 5xx and network errors with backoff.
+
+    A 403 (or an HTML page where JSON was expected, which is how bot walls answer) raises
+    `SourceBlocked` naming `site` and `off_setting`, the setting that turns the source off; other
+    4xx raise `requests.HTTPError`; an undecodable body raises `MalformedResponse`. Secrets
+    (API keys in the URL) are redacted from every message.
+    """
+    shown = redact(url, *secrets)
+
+    def attempt():
+        try:
+            resp = session.get(url, params=params, headers=headers, timeout=timeout)
+        except (requests.ConnectionError, requests.Timeout) as exc:
+            raise TransientError(f"could not reach {site} ({shown}): {redact(str(exc), *secrets)}") from None
+        if resp.status_code == 429 or resp.status_code >= 500:
+            after = resp.headers.get("Retry-After", "")
+            raise TransientError(f"{site} answered HTTP {resp.status_code} for {shown}",
+                                 retry_after=float(after) if after.isdigit() else None)
+        if resp.status_code == 403:
+            raise SourceBlocked(
+                f"{site} refused automated access (HTTP 403) to {shown}. The site may block this "
+                f"network or User-Agent; to run without it, turn the source off with {off_setting}."
+            )
+        if resp.status_code >= 400:
+            raise requests.HTTPError(f"{site} answered HTTP {resp.status_code} {resp.reason} for {shown}",
+                                     response=resp)
+        try:
+            return resp.json()
+        except ValueError:
+            head = resp.text[:200].lower()
+            if "<html" in head or "captcha" in head or "cloudflare" in head:
+                raise SourceBlocked(
+                    f"{site} answered an HTML page instead of JSON for {shown} (a bot wall); to run "
+                    f"without it, turn the source off with {off_setting}."
+                ) from None
+            raise MalformedResponse(f"{site} answered a body that is not JSON for {shown}: {resp.text[:120]!r}") from None
+
+    return retry(attempt, attempts=attempts, base_delay=base_delay, what=f"{site} {shown}", sleep=sleep)

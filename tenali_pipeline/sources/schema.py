@@ -86,6 +86,72 @@ DOCUMENTS = {
     "source": pl.String,
 }
 
+# The tradable universe, one row per instrument as listed by the symbol database in one snapshot;
+# `universe` (defs/universe) keeps these across refreshes with first_seen/last_seen/status.
+UNIVERSE = {
+    "symbol": pl.String,  # Yahoo-style symbol: AAPL, BRK-B, RELIANCE.NS, EURUSD=X, BTC-USD
+    "asset_class": pl.String,  # equity | etf | currency | crypto
+    "name": pl.String,
+    "exchange": pl.String,
+    "mic": pl.String,  # ISO 10383 market identifier of the listing venue (XNYS, XNAS, XNSE, ...)
+    "country": pl.String,  # the company's country (domicile), not the listing's
+    "sector": pl.String,
+    "industry_group": pl.String,
+    "industry": pl.String,
+    "currency": pl.String,
+    "market_cap": pl.String,  # size class as published: Mega Cap ... Nano Cap
+    "isin": pl.String,
+    "cik": pl.String,  # SEC Central Index Key, 10 digits, from the SEC ticker map; null if not an SEC filer
+    "delisted": pl.Boolean,  # as the symbol database marks it
+    "source": pl.String,
+}
+
+# SEC XBRL facts (companyfacts), one row per reported figure per filing: restatements keep both
+# values (same period, different accession). `filed` is the day the figure became public.
+FUNDAMENTALS = {
+    "cik": pl.String,
+    "ticker": pl.String,
+    "company": pl.String,
+    "statement": pl.String,  # income | balance | cashflow
+    "item": pl.String,  # our name (revenue, net_income, ...); see sources/live/xbrl.py CONCEPTS
+    "concept": pl.String,  # us-gaap concept it came from
+    "unit": pl.String,  # USD, USD/shares, shares
+    "period_start": pl.Date,  # null for balance-sheet instants
+    "period_end": pl.Date,
+    "period_type": pl.String,  # FY (a year), Q (a quarter), YTD (6 or 9 months), I (instant)
+    "fiscal_year": pl.Int32,  # of the filing that reported it (companyfacts `fy`)
+    "fiscal_period": pl.String,  # FY, Q1, Q2, Q3 of that filing (companyfacts `fp`)
+    "form": pl.String,
+    "filed": pl.Date,
+    "accession": pl.String,
+    "value": pl.Float64,
+    "source": pl.String,
+}
+
+# DefiLlama daily metrics, long format: one row per metric, scope, entity and day.
+DEFI_METRICS = {
+    "metric": pl.String,  # tvl | fees | revenue | dex_volume | stablecoin_supply
+    "scope": pl.String,  # chain | protocol | all
+    "entity": pl.String,  # Ethereum, aave, ... ("all" for the whole market)
+    "date": pl.Date,
+    "value": pl.Float64,  # USD
+    "source": pl.String,
+}
+
+# CoinGecko daily market data per coin (tokenomics): price, market cap, volume and the supply
+# they imply (market cap / price); max_supply is the protocol's cap where it has one.
+COIN_MARKETS = {
+    "coin_id": pl.String,
+    "symbol": pl.String,
+    "date": pl.Date,
+    "price_usd": pl.Float64,
+    "market_cap_usd": pl.Float64,
+    "volume_usd": pl.Float64,
+    "circulating_supply": pl.Float64,
+    "max_supply": pl.Float64,
+    "source": pl.String,
+}
+
 SCHEMAS: dict[str, dict[str, pl.DataType]] = {
     "market": MARKET_PRICES,
     "macro": MACRO_OBSERVATIONS,
@@ -93,6 +159,10 @@ SCHEMAS: dict[str, dict[str, pl.DataType]] = {
     "filings": FILINGS,
     "news": NEWS,
     "documents": DOCUMENTS,
+    "universe": UNIVERSE,
+    "fundamentals": FUNDAMENTALS,
+    "defillama": DEFI_METRICS,
+    "coingecko": COIN_MARKETS,
 }
 
 

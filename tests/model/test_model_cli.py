@@ -77,3 +77,11 @@ def test_plan_runs_as_a_module_without_torch():
                           capture_output=True, text=True, timeout=60)
     assert proc.returncode == 0, proc.stderr
     assert "1.08B parameters" in proc.stdout
+
+
+@pytest.mark.parametrize("stage", ["distill", "sft", "dpo"])
+def test_post_training_stages_pass_through(stage, tmp_path, capsys):
+    from tenali_model.cli import main
+
+    assert main([stage, "--config", str(tmp_path / "missing.json")]) == 2
+    assert "missing.json" in capsys.readouterr().err

@@ -18,6 +18,13 @@ STAGE_ASSETS = {
     "clean_documents", "technical_features", "market_documents", "economic_documents", "crypto_documents",
     "technical_documents", "filing_documents", "news_documents", "educational_documents", "corpus", "tokenizer",
     "token_shards", "pretrain_checkpoint", "pretrain_evaluation", "grounded_instructions",
+    # universe, fundamentals (SEC XBRL) and on-chain sources with their documents
+    "raw_universe_snapshot", "clean_universe_snapshot", "universe", "raw_fundamentals", "clean_fundamentals",
+    "raw_defi_metrics", "clean_defi_metrics", "raw_coin_markets", "clean_coin_markets", "earnings_documents",
+    "onchain_documents",
+    "model_release",  # releases (HF export + model card), served by `tenali serve`
+    # post-training stages, each with its evaluation
+    "distilled_checkpoint", "sft_checkpoint", "dpo_checkpoint", "distill_evaluation", "sft_evaluation", "dpo_evaluation",
 }
 
 

@@ -166,6 +166,27 @@ def test_training_loss_falls_and_evaluation_is_finite(demo_run):
     assert meta["loss_plot"].value.startswith("![loss curve](data:image/svg+xml;base64,")
 
 
+def test_post_training_stages_and_what_each_bought(demo_run):
+    _, instance, lake, _ = demo_run
+    teacher = json.loads((Path(lake.read_json("checkpoints/pretrain/LATEST.json")["checkpoint"]) / "config.json").read_text())
+    student_ckpt = Path(lake.read_json("checkpoints/distill/LATEST.json")["checkpoint"])
+    student = json.loads((student_ckpt / "config.json").read_text())
+    assert student["n_layers"] == max(1, teacher["n_layers"] // 2) and student["dim"] == teacher["dim"]
+    meta = {s: json.loads((Path(lake.read_json(f"checkpoints/{s}/LATEST.json")["checkpoint"]) / "meta.json").read_text())
+            for s in ("distill", "sft", "dpo")}
+    assert meta["sft"]["stage"] == "sft" and meta["sft"]["lora"]["r"] == 16
+    assert meta["dpo"]["parent_checkpoint"].startswith(str(Path(lake.read_json("checkpoints/sft/LATEST.json")["checkpoint"]).parent))
+    figures = {s: latest(instance, f"{s}_evaluation") for s in ("pretrain", "distill", "sft", "dpo")}
+    for f in figures.values():
+        assert 0 <= f["grounded_choice_accuracy"].value <= 1 and math.isfinite(f["instruction_loss"].value)
+    # Instruction tuning is what lowers the loss on held-out instructions.
+    assert figures["sft"]["instruction_loss"].value < figures["distill"]["instruction_loss"].value
+    table = figures["dpo"]["stages"].value
+    assert all(f"| {s} |" in table or f"**{s}**" in table for s in ("pretrain", "distill", "sft", "dpo"))
+    release = latest(instance, "model_release")
+    assert release["stage"].value in ("sft", "dpo")
+
+
 class PreemptedOnce(LocalTorchrunLauncher):
     """Runs the trainer to step 30 and then fails, as a preempted node would; the retry runs normally."""
 

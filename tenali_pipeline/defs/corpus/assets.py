@@ -11,6 +11,7 @@ from ...text.corpus import build_corpus, domain_stats
 from ...text.dedup import NearDupConfig
 from ...text.mixing import MixConfig
 from ...text.technical import render_technical
+from ...text import render_fundamentals
 from ..common import FOLLOW_INPUTS, clean_table, table_metadata
 from ..features.assets import FEATURES_KEY, technical_features
 
@@ -59,6 +60,13 @@ DOCUMENT_ASSETS = [
                      lambda s: render.render_news(s.read_parquet(clean_table("news", "news")))),
     _documents_asset("educational_documents", ["clean_documents"], "Educational documents.",
                      lambda s: render.render_documents(s.read_parquet(clean_table("documents", "documents")))),
+    # Issue 12 sources (text/render_fundamentals.py): point-in-time earnings narratives; on-chain notes.
+    _documents_asset("earnings_documents", ["clean_fundamentals"], "Earnings narratives from SEC XBRL, point in time.",
+                     lambda s: render_fundamentals.render_earnings(s.read_parquet(clean_table("fundamentals", "fundamentals")))),
+    _documents_asset("onchain_documents", ["clean_defi_metrics", "clean_coin_markets"], "Monthly DeFi and tokenomics notes.",
+                     lambda s: pl.concat([
+                         render_fundamentals.render_defi(s.read_parquet(clean_table("defillama", "defi_metrics"))),
+                         render_fundamentals.render_coins(s.read_parquet(clean_table("coingecko", "coin_markets")))])),
 ]
 
 

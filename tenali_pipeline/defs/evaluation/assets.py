@@ -7,9 +7,11 @@ manifest, which makes it comparable across tokenizers. The overall figures weigh
 evaluated tokens.
 """
 
+import json
 import math
 
 import dagster as dg
+import polars as pl
 import torch
 from tenali_model.checkpoint import load_meta, load_model
 from tenali_model.evaluate import evaluate_model
@@ -26,12 +28,34 @@ PROMPTS = ["AAPL rose", "US economic data for", "Technical picture for MSFT", "D
 REGRESSION_TOLERANCE = 0.05
 
 
-@dg.asset(group_name="evaluation", deps=[pretrain_checkpoint], kinds={"pytorch"},
+# Held-out grounded questions scored per evaluation (greedy answers are the slow part on CPU).
+GROUNDED_EVAL_QUESTIONS = 48
+
+
+@dg.asset(group_name="evaluation", deps=[pretrain_checkpoint, "grounded_instructions"], kinds={"pytorch"},
           description="Validation loss, perplexity and bits per byte (overall and per domain) of the latest "
-                      "pretraining checkpoint, with sample generations.")
+                      "pretraining checkpoint, its held-out instruction perplexity and grounded-question accuracy "
+                      "(the baseline post-training stages are compared with), and sample generations.")
 def pretrain_evaluation(context: dg.AssetExecutionContext, lake: LakeResource) -> dg.MaterializeResult:
+    return dg.MaterializeResult(metadata=evaluate_latest(context, lake, LATEST_KEY, chat=False))
+
+
+def evaluate_latest(context, lake: LakeResource, latest_key: str, chat: bool) -> dict:
+    """Every evaluation figure of the checkpoint a LATEST.json names, as asset metadata.
+
+    - bits per byte, loss and perplexity on the temporal validation shards, overall and per domain;
+    - when the grounded instructions exist: nats per assistant token on the held-out chats and
+      exact-match / multiple-choice accuracy on held-out grounded questions;
+    - samples: plain continuations, and for chat models (``chat``) answers through the chat template.
+    """
+    from tenali_model.evaluate_chat import assistant_loss
+    from tenali_model.tokenizer import tokenizer_from_bytes
+
+    from ...grounded_eval import model_callables, score_grounded
+    from ..posttraining.assets import QUESTIONS_KEY, SFT_VAL_KEY
+
     store = lake.lake()
-    latest = store.read_json(LATEST_KEY)
+    latest = store.read_json(latest_key)
     manifest = store.read_json(f"{SHARDS_KEY}/{MANIFEST}")
     shards = store.download_dir(SHARDS_KEY, lake.cache() / SHARDS_KEY)
     checkpoint = str(store.download_dir(latest["checkpoint_key"], lake.cache() / latest["checkpoint_key"]))
@@ -52,7 +76,8 @@ def pretrain_evaluation(context: dg.AssetExecutionContext, lake: LakeResource) -
     val_loss = sum(m["val_loss"] * m["tokens"] for m in by_domain.values()) / total
     bpb = sum(m["bits_per_byte"] * m["tokens"] for m in by_domain.values()) / total
 
-    sp = load_tokenizer(store.read_bytes(MODEL_KEY))
+    model_bytes = store.read_bytes(MODEL_KEY)
+    sp = load_tokenizer(model_bytes)
     samples = []
     for i, prompt in enumerate(PROMPTS):
         idx = torch.tensor([sp.encode(prompt)], dtype=torch.long)
@@ -75,7 +100,31 @@ def pretrain_evaluation(context: dg.AssetExecutionContext, lake: LakeResource) -
     for d, m in by_domain.items():  # one plotted series per domain
         metadata[f"val_loss/{d}"] = m["val_loss"]
         metadata[f"bits_per_byte/{d}"] = m["bits_per_byte"]
-    return dg.MaterializeResult(metadata=metadata)
+
+    if store.exists(QUESTIONS_KEY) and store.exists(SFT_VAL_KEY):
+        tok = tokenizer_from_bytes(model_bytes)
+        chats = [json.loads(line)["messages"] for line in store.read_bytes(SFT_VAL_KEY).decode().splitlines() if line.strip()]
+        instr = assistant_loss(model, tok, chats)
+        questions = store.read_parquet(QUESTIONS_KEY)
+        held_out = questions.filter(pl.col("split") == "val")
+        held_out = held_out.sample(min(GROUNDED_EVAL_QUESTIONS, held_out.height), seed=0) if held_out.height else held_out
+        grounded = score_grounded(held_out, *model_callables(model, tok)) if held_out.height else None
+        metadata["instruction_loss"] = instr["loss"]
+        metadata["instruction_perplexity"] = instr["perplexity"]
+        if grounded:
+            metadata["grounded_exact_match"] = grounded["exact_match"]
+            metadata["grounded_choice_accuracy"] = grounded["choice_accuracy"]
+            metadata["grounded_questions"] = grounded["questions"]
+            metadata["grounded_by_kind"] = dg.MetadataValue.md(
+                "| kind | questions | exact match | choice accuracy |\n|---|---:|---:|---:|\n" + "\n".join(
+                    f"| {k} | {v['questions']} | {v['exact_match']:.2f} | {v['choice_accuracy']:.2f} |"
+                    for k, v in grounded["by_kind"].items()))
+            if chat:
+                metadata["answers"] = dg.MetadataValue.md(grounded["samples_md"])
+        context.log.info(f"instruction_loss={instr['loss']:.4f}"
+                         + (f" grounded exact={grounded['exact_match']:.3f} choice={grounded['choice_accuracy']:.3f}"
+                            if grounded else ""))
+    return metadata
 
 
 def _latest_values(context: dg.AssetCheckExecutionContext, limit: int) -> list[dict]:

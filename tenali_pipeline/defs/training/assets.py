@@ -5,12 +5,27 @@ finds the checkpoints there and the trainer resumes from the latest instead of s
 success the final checkpoint is recorded in ``checkpoints/pretrain/LATEST.json`` for evaluation and
 serving. With an S3 lake the shards are first copied to the local cache, training writes there, and
 the final checkpoint is uploaded to the lake.
+
+Continued pretraining: when ``LATEST.json`` names a checkpoint trained on another shard manifest
+(new shards landed) with the same tokenizer and model shape, the run starts from it: its weights,
+optimizer state, step and tokens seen are copied into the run folder as the starting checkpoint (the
+data position is reset, the shards being new), and the run trains ``steps`` more. The learning-rate
+schedule is the trainer's warmup + cosine over the whole step count, so a continued run restarts at
+the schedule's value for its first step. ``TENALI_TRAIN_FROM=scratch`` always starts fresh, and so does
+a changed tokenizer (token ids would mean other things) or model shape, which is logged and recorded.
+The same manifest as the latest checkpoint (a re-run, e.g. with other settings) also trains from
+scratch. Metadata records the parent checkpoint, the shard manifest hash and the tokenizer version.
 """
 
+from dataclasses import asdict
 from pathlib import Path
 
+import hashlib
 import json
 import math
+import os
+import shutil
+import tempfile
 
 import dagster as dg
 from tenali_model.config import TrainConfig
@@ -23,13 +38,20 @@ CHECKPOINTS_KEY = "checkpoints/pretrain"
 LATEST_KEY = f"{CHECKPOINTS_KEY}/LATEST.json"
 
 
-@dg.asset(group_name="training", deps=[token_shards], kinds={"pytorch"},
+# Trainings wait for each other: one slot per pool by default (instance dagster.yaml), so two runs
+# never put two trainings on the same GPUs.
+TRAINING_POOL = "training"
+
+
+@dg.asset(group_name="training", deps=[token_shards], kinds={"pytorch"}, pool=TRAINING_POOL,
           retry_policy=dg.RetryPolicy(max_retries=1),
-          description="A LLaMA-style model pretrained on the token shards by a launched torchrun step.")
+          description="A LLaMA-style model pretrained on the token shards by a launched torchrun step; "
+                      "continues from the latest checkpoint when new shards landed.")
 def pretrain_checkpoint(context: dg.AssetExecutionContext, lake: LakeResource, training: TrainingResource,
                         launcher: dg.ResourceParam) -> dg.MaterializeResult:
     store = lake.lake()
     manifest = store.read_json(f"{SHARDS_KEY}/{MANIFEST}")
+    manifest_sha = manifest_sha256(manifest)
     shards = store.download_dir(SHARDS_KEY, lake.cache() / SHARDS_KEY)
     run_key = f"{CHECKPOINTS_KEY}/{context.run_id}"
     run_dir = store.local_dir(run_key) if store.is_local else lake.cache() / run_key
@@ -53,6 +75,12 @@ def pretrain_checkpoint(context: dg.AssetExecutionContext, lake: LakeResource, t
         seed=training.seed,
     )
     cfg.validate()
+    parent, why = choose_parent(store, manifest, manifest_sha, cfg, training.train_from)
+    context.log.info(f"starting point: {why}")
+    if parent is not None:
+        parent_dir = store.download_dir(parent["checkpoint_key"], lake.cache() / parent["checkpoint_key"])
+        parent_step = seed_from_parent(parent_dir, run_dir)  # nothing to do on a retry: run_dir has its own
+        cfg.steps = parent_step + training.steps
     config_path = run_dir / "train_config.json"
     cfg.to_json(config_path)
     result = launcher.launch(context, config_path, workdir=run_dir)
@@ -68,15 +96,78 @@ def pretrain_checkpoint(context: dg.AssetExecutionContext, lake: LakeResource, t
         store.write_bytes(f"{run_key}/metrics.jsonl", metrics)
     store.write_json(LATEST_KEY, {"run_id": context.run_id, "checkpoint_key": ckpt_key, "checkpoint": uri,
                                   "metrics_key": f"{run_key}/metrics.jsonl",
-                                  "tokenizer_sha256": manifest["tokenizer"]["sha256"]})
+                                  "tokenizer_sha256": manifest["tokenizer"]["sha256"],
+                                  "shard_manifest_sha256": manifest_sha,
+                                  "parent_checkpoint": parent["checkpoint"] if parent else None})
     return dg.MaterializeResult(metadata={
         **reported,
         "checkpoint": dg.MetadataValue.path(uri),
         "loss_plot": dg.MetadataValue.md(loss_curve_markdown(metrics)),
         "tokenizer_sha256": manifest["tokenizer"]["sha256"][:16],
+        "shard_manifest_sha256": manifest_sha[:16],
+        "started_from": why,
+        "parent_checkpoint": dg.MetadataValue.path(parent["checkpoint"]) if parent else "none",
         "train_tokens_available": manifest["totals"]["train"],
         "train_config": dg.MetadataValue.json(cfg.to_dict()),
     })
+
+
+def manifest_sha256(manifest: dict) -> str:
+    """The shard manifest's identity: new or re-encoded shards change it, a rebuild of the same ones does not."""
+    return hashlib.sha256(json.dumps(manifest, sort_keys=True).encode()).hexdigest()
+
+
+def choose_parent(store, manifest: dict, manifest_sha: str, cfg: TrainConfig, train_from: str) -> tuple[dict | None, str]:
+    """(LATEST.json's record to continue from, or None; why), by the rules in the module docstring."""
+    if train_from == "scratch":
+        return None, "scratch (TENALI_TRAIN_FROM=scratch)"
+    if not store.exists(LATEST_KEY):
+        return None, "scratch (no earlier checkpoint)"
+    latest = store.read_json(LATEST_KEY)
+    if latest.get("tokenizer_sha256") != manifest["tokenizer"]["sha256"]:
+        return None, (f"scratch: the tokenizer changed since {latest['checkpoint']} "
+                      f"({str(latest.get('tokenizer_sha256'))[:16]} -> {manifest['tokenizer']['sha256'][:16]}), "
+                      "so its token ids mean other things now")
+    if latest.get("shard_manifest_sha256") == manifest_sha:
+        return None, f"scratch (same shards as {latest['checkpoint']}: nothing new to continue on)"
+    config = json.loads(store.read_bytes(f"{latest['checkpoint_key']}/config.json"))
+    config.pop("checkpoint_format_version", None)
+    if config != asdict(cfg.model_config()):
+        return None, f"scratch: the model shape differs from {latest['checkpoint']}'s"
+    return latest, f"continued from {latest['checkpoint']} (new shards landed)"
+
+
+def seed_from_parent(parent_dir: Path, run_dir: Path) -> int:
+    """Make the parent checkpoint the run's starting checkpoint; returns the step it starts from.
+
+    Weights, optimizer state, step, tokens seen and RNG are kept; the data loader position is dropped
+    (the shards are new). ``parent.json`` in the run folder records the parent, so a retry, which finds
+    its own checkpoints there, keeps them and the same step target.
+    """
+    from tenali_model.checkpoint import latest_checkpoint, load_meta, load_train_state
+    from tenali_model.config import atomic_write_text
+
+    record = run_dir / "parent.json"
+    if latest_checkpoint(run_dir) is not None:
+        # a retry: continue this run's own checkpoints (seeded, or from scratch when there is no record)
+        return int(json.loads(record.read_text())["parent_step"]) if record.exists() else 0
+    import torch
+
+    meta = load_meta(parent_dir)
+    atomic_write_text(record, json.dumps({"parent_checkpoint": str(parent_dir), "parent_step": meta["step"],
+                                          "parent_tokens_seen": meta["tokens_seen"]}) + "\n")
+    tmp = Path(tempfile.mkdtemp(prefix=".seed-", dir=run_dir))
+    try:
+        for name in ("model.safetensors", "config.json", "meta.json"):
+            shutil.copy2(parent_dir / name, tmp / name)
+        state = load_train_state(parent_dir)
+        state["loader"] = None
+        torch.save(state, tmp / "train_state.pt")
+        os.replace(tmp, run_dir / parent_dir.name)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    atomic_write_text(run_dir / "latest", parent_dir.name + "\n")
+    return int(meta["step"])
 
 
 def _metrics(raw: bytes) -> list[dict]:

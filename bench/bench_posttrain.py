@@ -1,0 +1,165 @@
+"""Post-training costs, in one run: distillation against plain training of the same student, and
+peak memory of LoRA against full fine-tuning of the same model.
+
+    .venv/bin/python bench/bench_posttrain.py [--steps 8] [--device cpu|cuda]
+
+1. Throughput: the student (the demo preset's shape) trained on the same random tokens (a) with plain
+   cross-entropy and (b) with the distillation loss against a larger teacher (forward under no_grad,
+   bf16 on CUDA), both through `tenali_model.posttrain.distill.distill_loss` / the model's own loss,
+   AdamW steps included; median of 3 rounds. Printed beside the teacher/student FLOP ratio
+   (plan.flops_per_token): a teacher forward costs about a third of its training FLOPs, so the
+   expected slowdown is 1 + (teacher FLOPs / 3) / student FLOPs.
+2. Memory: a larger model fine-tuned for 3 steps with full fine-tuning and with LoRA (r=16 on
+   wq/wk/wv/wo/w1/w2/w3, head trained; with the seed's dropout 0.05 and with none, since peft
+   keeps a dropped-out copy of each adapted layer's input for the backward pass), each in a fresh
+   subprocess. Peak = torch.cuda.max_memory_allocated
+   on CUDA; on CPU the growth of the process's peak RSS over its RSS after the model was built, which
+   also counts allocator caching. The analytic training state (gradients + AdamW moments of the
+   trainable parameters) is printed beside it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import resource
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from tenali_model.config import ModelConfig, num_params  # noqa: E402
+from tenali_model.model import Transformer  # noqa: E402
+from tenali_model.plan import flops_per_token  # noqa: E402
+from tenali_model.posttrain.distill import distill_loss  # noqa: E402
+
+STUDENT = ModelConfig(vocab_size=4096, dim=128, n_layers=4, n_heads=4, n_kv_heads=2, max_seq_len=128)
+TEACHER = ModelConfig(vocab_size=4096, dim=256, n_layers=8, n_heads=8, n_kv_heads=4, max_seq_len=128)
+MEMORY_MODEL = ModelConfig(vocab_size=8192, dim=512, n_layers=8, n_heads=8, n_kv_heads=4, max_seq_len=128)
+
+
+def throughput(device: torch.device, steps: int, batch: int, seq: int) -> dict:
+    torch.manual_seed(0)
+    student = Transformer(STUDENT).to(device)
+    teacher = Transformer(TEACHER).to(device).eval().requires_grad_(False)
+    if device.type == "cuda":
+        teacher.to(dtype=torch.bfloat16)
+    opt = torch.optim.AdamW(student.parameters(), lr=1e-4)
+    x = torch.randint(0, STUDENT.vocab_size, (batch, seq), device=device)
+    y = torch.randint(0, STUDENT.vocab_size, (batch, seq), device=device)
+
+    def plain():
+        loss = student(x, y)[1]
+        loss.backward()
+        opt.step()
+        opt.zero_grad(set_to_none=True)
+
+    def distill():
+        with torch.no_grad():
+            t = teacher(x)[0]
+        s, n, _ = distill_loss(student(x)[0], t, y, 2.5, 0.7)
+        (s / n).backward()
+        opt.step()
+        opt.zero_grad(set_to_none=True)
+
+    def rate(fn) -> float:
+        fn()
+        rounds = []
+        for _ in range(3):
+            if device.type == "cuda":
+                torch.cuda.synchronize()
+            t0 = time.perf_counter()
+            for _ in range(steps):
+                fn()
+            if device.type == "cuda":
+                torch.cuda.synchronize()
+            rounds.append(batch * seq * steps / (time.perf_counter() - t0))
+        return statistics.median(rounds)
+
+    plain_tps, distill_tps = rate(plain), rate(distill)
+    f_s, f_t = flops_per_token(STUDENT, seq), flops_per_token(TEACHER, seq)
+    return {"student_params": num_params(STUDENT), "teacher_params": num_params(TEACHER),
+            "plain_tokens_per_sec": plain_tps, "distill_tokens_per_sec": distill_tps,
+            "slowdown": plain_tps / distill_tps, "flop_ratio": f_t / f_s, "expected_slowdown": 1 + f_t / 3 / f_s}
+
+
+def _rss_mb() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def memory_child(mode: str, device: str, batch: int, seq: int) -> dict:
+    """One fine-tuning variant in this (fresh) process; prints its peak as JSON."""
+    from tenali_model.posttrain.config import LoraSettings
+    from tenali_model.posttrain.lora import apply_lora, count_trainable
+    dev = torch.device(device)
+    torch.manual_seed(0)
+    model = Transformer(MEMORY_MODEL).to(dev)
+    if mode.startswith("lora"):
+        model = apply_lora(model, LoraSettings(dropout=0.0 if mode == "lora-nodrop" else 0.05))
+    base_rss = _rss_mb()
+    if dev.type == "cuda":
+        torch.cuda.reset_peak_memory_stats()
+        base_cuda = torch.cuda.memory_allocated()
+    opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-4)
+    x = torch.randint(0, MEMORY_MODEL.vocab_size, (batch, seq), device=dev)
+    for _ in range(3):
+        model(x, x)[1].backward()
+        opt.step()
+        opt.zero_grad(set_to_none=True)
+    trainable = count_trainable(model)
+    out = {"mode": mode, "trainable_params": trainable, "state_mb": trainable * 12 / 2**20,
+           "peak_mb": _rss_mb() - base_rss, "measure": "peak RSS growth"}
+    if dev.type == "cuda":
+        out.update(peak_mb=(torch.cuda.max_memory_allocated() - base_cuda) / 2**20,
+                   measure="cuda max_memory_allocated above the model")
+    return out
+
+
+def memory(device: str, batch: int, seq: int) -> list[dict]:
+    rows = []
+    for mode in ("full", "lora", "lora-nodrop"):
+        proc = subprocess.run([sys.executable, __file__, "--memory-child", mode, "--device", device,
+                               "--batch", str(batch), "--seq", str(seq)],
+                              capture_output=True, text=True, check=True, cwd=ROOT)
+        rows.append(json.loads(proc.stdout.strip().splitlines()[-1]))
+    return rows
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--steps", type=int, default=8)
+    p.add_argument("--batch", type=int, default=8)
+    p.add_argument("--seq", type=int, default=128)
+    p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    p.add_argument("--memory-child", choices=["full", "lora", "lora-nodrop"], default=None, help=argparse.SUPPRESS)
+    args = p.parse_args()
+    if args.memory_child:
+        print(json.dumps(memory_child(args.memory_child, args.device, args.batch, args.seq)))
+        return
+    device = torch.device(args.device)
+    name = torch.cuda.get_device_name(device) if device.type == "cuda" else "CPU"
+    print(f"device: {name}, torch {torch.__version__}, {torch.get_num_threads()} thread(s)")
+    t = throughput(device, args.steps, args.batch, args.seq)
+    print(f"distillation: student {t['student_params']:,} params, teacher {t['teacher_params']:,}; "
+          f"batch {args.batch} x {args.seq}")
+    print(f"  plain training   {t['plain_tokens_per_sec']:>10,.0f} tok/s")
+    print(f"  distillation     {t['distill_tokens_per_sec']:>10,.0f} tok/s")
+    print(f"  slowdown {t['slowdown']:.2f}x | teacher/student training FLOP ratio {t['flop_ratio']:.2f} "
+          f"| expected slowdown from FLOPs {t['expected_slowdown']:.2f}x")
+    rows = memory(args.device, args.batch, args.seq)
+    print(f"fine-tuning memory: {num_params(MEMORY_MODEL):,} params, batch {args.batch} x {args.seq}, 3 steps")
+    for r in rows:
+        print(f"  {r['mode']:<11} trainable {r['trainable_params']:>11,} | peak {r['peak_mb']:8.1f} MB "
+              f"({r['measure']}) | grads + AdamW state {r['state_mb']:7.1f} MB")
+    print(f"  LoRA / full peak: {rows[1]['peak_mb'] / rows[0]['peak_mb']:.2f} (dropout 0.05), "
+          f"{rows[2]['peak_mb'] / rows[0]['peak_mb']:.2f} (dropout 0)")
+
+
+if __name__ == "__main__":
+    main()

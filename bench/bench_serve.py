@@ -1,0 +1,305 @@
+"""Inference: TTFT and decode TPS of our engine in process, through the HTTP server, and of transformers.
+
+    .venv/bin/python bench/bench_serve.py [--preset demo] [--device cpu] [--dtype float32] [--threads 1]
+                                          [--lengths 16,32,64,full] [--concurrency 1,4,16] [--new-tokens 32]
+                                          [--out var/bench_serve]
+
+One run, one model (the preset, randomly initialised: speed does not depend on the weights), one
+device, thread count, dtype and sampling setting (greedy, no stop token, exactly --new-tokens
+tokens per request). For each prompt length and concurrency C (C requests sent at once, equal
+prompt lengths):
+
+- in process: `Engine` (batched decoding with a slot KV cache), requests submitted from threads;
+- HTTP: the same engine behind `tenali serve`'s app under uvicorn in a child process, C streaming
+  clients (httpx); times are taken by the client;
+- transformers: `generate` on the Hugging Face export of the same weights (a batch of C prompts,
+  `min_new_tokens` = `max_new_tokens`, greedy, its default cache).
+
+TTFT runs from sending the request to the first token available to the client, prefill and
+queueing included (published figures that start the clock after the prefill are not comparable).
+Decode TPS per stream is (tokens - 1) / (time of last token - time of first token); aggregate TPS
+is all tokens of all requests over the wall time. transformers' TTFT is a `max_new_tokens=1`
+generate; its decode rate is (N - 1) / (t(N tokens) - t(1 token)).
+
+Prints the table and the ratios against the targets (single-stream decode >= 1.5x transformers;
+aggregate at concurrency 16 >= 4x concurrency 1; HTTP decode within 10% of in-process at
+concurrency 1), and writes results.json, table.md and a plot (tps.svg) to --out.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+import torch
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from tenali_model.config import preset  # noqa: E402
+from tenali_model.model import Transformer  # noqa: E402
+from tenali_model.serve.engine import Engine, SamplingParams  # noqa: E402
+
+
+class IdTokenizer:
+    """A stand-in tokenizer for random weights: each id decodes to a short word (streaming cost stays real)."""
+
+    def __init__(self, vocab_size: int):
+        self.vocab_size, self.name = vocab_size, "ids"
+
+    def encode(self, text):
+        return [int(t) for t in text.split()]
+
+    def decode(self, ids):
+        return "".join(f" t{int(i)}" for i in ids)
+
+    def token_id(self, token):
+        return None
+
+
+def build_model(args) -> Transformer:
+    torch.manual_seed(0)
+    cfg = preset(args.preset)
+    model = Transformer(cfg).eval()
+    return model.to(device=args.device, dtype=getattr(torch, args.dtype))
+
+
+def prompts(n: int, length: int, vocab: int, seed: int = 0) -> list[list[int]]:
+    g = torch.Generator().manual_seed(seed + length)
+    return torch.randint(0, vocab, (n, length), generator=g).tolist()
+
+
+def summarise(ttfts, stream_tps, total_tokens, wall) -> dict:
+    return {"ttft_ms": 1000 * statistics.median(ttfts), "decode_tps_stream": statistics.median(stream_tps),
+            "aggregate_tps": total_tokens / wall}
+
+
+def run_inprocess(engine: Engine, ps, new_tokens: int) -> dict:
+    params = SamplingParams(max_tokens=new_tokens, temperature=0)
+    t0 = time.perf_counter()
+    reqs = [engine.submit(p, params) for p in ps]
+    times = [[ev.time for ev in r.events() if ev.kind == "token"] for r in reqs]  # stamped by the engine
+    wall = max(ts[-1] for ts in times) - t0
+    ttfts = [ts[0] - t0 for ts in times]
+    tps = [(len(ts) - 1) / (ts[-1] - ts[0]) for ts in times if len(ts) > 1]
+    return summarise(ttfts, tps, sum(len(ts) for ts in times), wall)
+
+
+async def _http_round(url: str, ps, new_tokens: int) -> dict:
+    import httpx
+
+    async def one(client, p):
+        # A chunk may carry several tokens (the server sends what arrived while it was busy), so tokens
+        # are counted from the usage the stream ends with; stamps mark the first and last text.
+        body = {"prompt": p, "max_tokens": new_tokens, "temperature": 0, "stream": True,
+                "stream_options": {"include_usage": True}}
+        start, stamps, tokens = time.perf_counter(), [], 0
+        async with client.stream("POST", "/v1/completions", json=body) as r:
+            if r.status_code != 200:
+                raise RuntimeError(f"HTTP {r.status_code}: {await r.aread()}")
+            async for line in r.aiter_lines():
+                if line.startswith("data: {"):
+                    chunk = json.loads(line[6:])
+                    if chunk["choices"] and chunk["choices"][0]["text"]:
+                        stamps.append(time.perf_counter())
+                    if chunk.get("usage"):
+                        tokens = chunk["usage"]["completion_tokens"]
+        return start, stamps, tokens
+
+    limits = httpx.Limits(max_connections=len(ps) + 4)
+    async with httpx.AsyncClient(base_url=url, timeout=600, limits=limits) as client:
+        t0 = time.perf_counter()
+        results = await asyncio.gather(*(one(client, p) for p in ps))
+        wall = time.perf_counter() - t0
+    ttfts = [st[0] - s for s, st, _ in results]
+    tps = [(n - 1) / (st[-1] - st[0]) for _, st, n in results if len(st) > 1 and n > 1]
+    return summarise(ttfts, tps, sum(n for _, _, n in results), wall)
+
+
+def run_transformers(hf_model, ps, new_tokens: int, device) -> dict:
+    idx = torch.tensor(ps, device=device)
+    common = dict(do_sample=False, pad_token_id=0, eos_token_id=None)
+    with torch.inference_mode():
+        t0 = time.perf_counter()
+        hf_model.generate(idx, max_new_tokens=1, min_new_tokens=1, **common)
+        t1 = time.perf_counter() - t0
+        t0 = time.perf_counter()
+        out = hf_model.generate(idx, max_new_tokens=new_tokens, min_new_tokens=new_tokens, **common)
+        tn = time.perf_counter() - t0
+    assert out.shape[1] == idx.shape[1] + new_tokens
+    per_stream = (new_tokens - 1) / max(tn - t1, 1e-9)
+    return {"ttft_ms": 1000 * t1, "decode_tps_stream": per_stream, "aggregate_tps": len(ps) * new_tokens / tn}
+
+
+def serve_child(args) -> None:
+    """--_serve CKPT_DIR PORT: the HTTP server process (same model, device, dtype, threads)."""
+    import uvicorn
+
+    from tenali_model.checkpoint import load_model
+    from tenali_model.serve.app import ServeOptions, create_app
+    from tenali_model.serve.loading import Served
+
+    torch.set_num_threads(args.threads)
+    model = load_model(args._serve[0], device=args.device).to(getattr(torch, args.dtype))
+    served = Served(model=model, tokenizer=IdTokenizer(model.config.vocab_size), name="bench", source="bench")
+    app = create_app(served, ServeOptions(max_batch=max(args.concurrency), max_queue=64, api_key=""))
+    uvicorn.run(app, host="127.0.0.1", port=int(args._serve[1]), log_level="warning")
+
+
+def start_server(args, ckpt: Path):
+    import httpx
+
+    from tenali_model.serve import DEFAULT_HOST
+
+    import socket
+
+    with socket.socket() as s:
+        s.bind((DEFAULT_HOST, 0))
+        port = s.getsockname()[1]
+    cmd = [sys.executable, __file__, "--_serve", str(ckpt), str(port), "--preset", args.preset, "--device", args.device,
+           "--dtype", args.dtype, "--threads", str(args.threads), "--concurrency", ",".join(map(str, args.concurrency))]
+    proc = subprocess.Popen(cmd, env={**os.environ, "OMP_NUM_THREADS": str(args.threads)})
+    url = f"http://{DEFAULT_HOST}:{port}"
+    for _ in range(600):
+        try:
+            if httpx.get(url + "/health", timeout=1).status_code == 200:
+                return proc, url
+        except httpx.HTTPError:
+            pass
+        if proc.poll() is not None:
+            raise RuntimeError("the benchmark server exited")
+        time.sleep(0.1)
+    proc.kill()
+    raise RuntimeError("the benchmark server did not start")
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--preset", default="demo")
+    p.add_argument("--device", default="cpu")
+    p.add_argument("--dtype", default="float32")
+    p.add_argument("--threads", type=int, default=1)
+    p.add_argument("--lengths", default="16,32,64,full", help="prompt lengths; 'full' = context - new tokens")
+    p.add_argument("--concurrency", default="1,4,16", type=lambda s: [int(x) for x in s.split(",")])
+    p.add_argument("--new-tokens", type=int, default=32)
+    p.add_argument("--rounds", type=int, default=2, help="repeats per cell; the best (least disturbed) is kept")
+    p.add_argument("--skip", default="", help="comma-separated: http, transformers")
+    p.add_argument("--out", default="var/bench_serve")
+    p.add_argument("--_serve", nargs=2, help=argparse.SUPPRESS)
+    args = p.parse_args(argv)
+    if args._serve:
+        serve_child(args)
+        return 0
+    torch.set_num_threads(args.threads)
+    skip = set(filter(None, args.skip.split(",")))
+    model = build_model(args)
+    cfg = model.config
+    ctx = cfg.max_seq_len
+    lengths = sorted({ctx - args.new_tokens if x == "full" else int(x) for x in args.lengths.split(",")})
+    lengths = [n for n in lengths if 0 < n <= ctx - args.new_tokens]
+    device_name = torch.cuda.get_device_name() if args.device.startswith("cuda") else f"CPU x{args.threads} threads"
+    print(f"model {args.preset} ({model.num_params() / 1e6:.1f}M params, context {ctx}), {device_name}, "
+          f"{args.dtype}, greedy, {args.new_tokens} new tokens, lengths {lengths}, concurrency {args.concurrency}")
+
+    results = []
+    tmp = Path(tempfile.mkdtemp(prefix="bench-serve-"))
+    from tenali_model.checkpoint import save_checkpoint
+
+    ckpt = save_checkpoint(tmp / "ckpt", step=0, model=model.float())
+    model = model.to(getattr(torch, args.dtype))
+
+    def best(fn, *a):
+        runs = [fn(*a) for _ in range(args.rounds)]
+        return max(runs, key=lambda r: r["aggregate_tps"])
+
+    engine = Engine(model, max_batch=max(args.concurrency), max_queue=64).start()
+    run_inprocess(engine, prompts(2, 16, cfg.vocab_size), 4)  # warm up
+    for n in lengths:
+        for c in args.concurrency:
+            r = best(run_inprocess, engine, prompts(c, n, cfg.vocab_size), args.new_tokens)
+            results.append({"path": "in-process", "prompt": n, "concurrency": c, **r})
+    engine.stop()
+
+    if "http" not in skip:
+        proc, url = start_server(args, ckpt)
+        try:
+            asyncio.run(_http_round(url, prompts(2, 16, cfg.vocab_size), 4))
+            for n in lengths:
+                for c in args.concurrency:
+                    r = best(lambda *a: asyncio.run(_http_round(*a)), url, prompts(c, n, cfg.vocab_size), args.new_tokens)
+                    results.append({"path": "http", "prompt": n, "concurrency": c, **r})
+        finally:
+            proc.terminate()
+            proc.wait(10)
+
+    if "transformers" not in skip:
+        from transformers import AutoModelForCausalLM
+
+        from tenali_model.hf import export_hf
+
+        hf_dir = export_hf(ckpt, tmp / "hf")
+        hf = AutoModelForCausalLM.from_pretrained(hf_dir, torch_dtype=getattr(torch, args.dtype)).to(args.device).eval()
+        run_transformers(hf, prompts(1, 16, cfg.vocab_size), 4, args.device)
+        for n in lengths:
+            for c in args.concurrency:
+                r = best(run_transformers, hf, prompts(c, n, cfg.vocab_size), args.new_tokens, args.device)
+                results.append({"path": "transformers", "prompt": n, "concurrency": c, **r})
+
+    report(args, results, lengths, device_name, model)
+    return 0
+
+
+def _get(results, path, n, c):
+    return next((r for r in results if r["path"] == path and r["prompt"] == n and r["concurrency"] == c), None)
+
+
+def report(args, results, lengths, device_name, model) -> None:
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    rows = ["| path | prompt | concurrency | TTFT ms | decode tok/s per stream | aggregate tok/s |",
+            "|---|---:|---:|---:|---:|---:|"]
+    rows += [f"| {r['path']} | {r['prompt']} | {r['concurrency']} | {r['ttft_ms']:.1f} | {r['decode_tps_stream']:.0f} "
+             f"| {r['aggregate_tps']:.0f} |" for r in results]
+    ratios = []
+    for n in lengths:
+        ours, http, theirs = (_get(results, p, n, 1) for p in ("in-process", "http", "transformers"))
+        c_hi = _get(results, "in-process", n, max(args.concurrency))
+        line = f"prompt {n:>4}:"
+        if ours and theirs:
+            line += f" decode ours/transformers {ours['decode_tps_stream'] / theirs['decode_tps_stream']:.2f}x (target 1.5x);"
+        if ours and c_hi:
+            line += (f" aggregate c{max(args.concurrency)}/c1 {c_hi['aggregate_tps'] / ours['aggregate_tps']:.2f}x"
+                     " (target 4x);")
+        if ours and http:
+            line += f" HTTP overhead {1 - http['decode_tps_stream'] / ours['decode_tps_stream']:+.1%} (target < 10%)"
+        ratios.append(line)
+    header = (f"{args.preset} ({model.num_params() / 1e6:.1f}M params), {device_name}, {args.dtype}, greedy, "
+              f"{args.new_tokens} new tokens per request")
+    text = "\n".join([header, "", *rows, "", *ratios])
+    print("\n" + text)
+    (out / "table.md").write_text(text + "\n")
+    (out / "results.json").write_text(json.dumps({"setup": header, "results": results}, indent=2))
+    try:
+        from tenali_pipeline.plots import line_chart_svg  # plain SVG, no dagster
+
+        series = {f"{p} c{c}": [(r["prompt"], r["aggregate_tps"]) for r in results if r["path"] == p and r["concurrency"] == c]
+                  for p in ("in-process", "http", "transformers") for c in args.concurrency}
+        series = {k: v for k, v in series.items() if v}
+        (out / "tps.svg").write_text(line_chart_svg(dict(list(series.items())), x_label="prompt tokens",
+                                                    y_label="aggregate tok/s"))
+    except (ImportError, ValueError) as e:
+        print(f"(no plot: {e})")
+    print(f"\nwrote {out}/table.md, results.json, tps.svg")
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,27 @@
+# The CUDA trainer: tenali_model + torch + dagster-pipes (+ boto3, which dagster-pipes' S3 context
+# loader and message writer need; the cluster launchers pass Pipes params on S3). No dagster, no
+# pipeline: `tenali_model` never imports them (a test checks it).
+#
+#   docker build -f infra/docker/trainer.Dockerfile -t REGISTRY/tenali-trainer:$(git rev-parse --short HEAD) .
+#
+# The base image carries CUDA, cuDNN, NCCL and a matching torch build; pin it by digest in production.
+FROM pytorch/pytorch:2.11.0-cuda12.8-cudnn9-runtime
+
+ENV PYTHONUNBUFFERED=1 \
+    PYTHONDONTWRITEBYTECODE=1 \
+    PIP_NO_CACHE_DIR=1 \
+    PYTHONPATH=/opt/tenali
+
+# The versions the pipeline pins (pyproject.toml); torch comes with the base image.
+RUN pip install "dagster-pipes==1.13.27" "boto3==1.44.5" "numpy>=2.4,<3" "safetensors>=0.8,<0.9" \
+        "sentencepiece==0.2.3" "tokenizers>=0.22,<0.24"
+
+COPY tenali_model /opt/tenali/tenali_model
+
+# Run as a non-root user; the shared volume must be writable by this uid (fsGroup / EFS access point).
+RUN useradd --uid 10001 --create-home tenali
+USER 10001
+WORKDIR /opt/tenali
+
+# The launchers set the command (torchrun ... -m tenali_model.train --config <path on the shared volume>).
+CMD ["python", "-m", "tenali_model", "--help"]

@@ -1,0 +1,105 @@
+"""Preference tuning with DPO (Rafailov et al. 2023) against a frozen reference model.
+
+    python -m tenali_model.posttrain.dpo --config dpo.json [--stop-at-step K]
+
+For a prompt x with a chosen answer y_w and a rejected one y_l, with log-probabilities summed over
+the answer's assistant tokens (policy pi, frozen reference ref: `reference`, default init_from):
+
+    loss = -log sigmoid(beta * ((log pi(y_w|x) - log pi(y_l|x)) - (log ref(y_w|x) - log ref(y_l|x))))
+
+The config is a `DPOConfig` JSON file; pairs are JSONL (posttrain/data.py), validated whole before
+any compute. Full fine-tuning or LoRA as in SFT. metrics.jsonl train records add "margin" (the
+policy's log-ratio margin over the reference's, per pair), "accuracy" (share of pairs whose margin is
+positive) and "logp_gap" (log pi(y_w) - log pi(y_l)); val records give the same on val_files.
+"""
+
+from __future__ import annotations
+
+import sys
+
+import torch
+import torch.nn.functional as F
+
+from ..checkpoint import load_config, load_model, resolve_checkpoint
+from ..config import ConfigError
+from ..tokenizer import load_tokenizer
+from ..train import Dist
+from .config import DPOConfig, Phase
+from .data import DataError, PairBatches, collate_pairs, encode_pairs, load_pairs, pad_id_of
+from .loop import Stage, build_student, load_parent, stage_main, train_stage
+
+
+def sequence_logps(logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    """Per row: the sum of log p(label) over labels != -1."""
+    logp = torch.log_softmax(logits.float(), dim=-1)
+    picked = logp.gather(-1, y.clamp(min=0).unsqueeze(-1)).squeeze(-1)
+    return (picked * (y != -1)).sum(-1)
+
+
+def dpo_loss(policy_logps: torch.Tensor, ref_logps: torch.Tensor, beta: float
+             ) -> tuple[torch.Tensor, int, dict]:
+    """(sum of per-pair losses, pairs, sums of margin / accuracy / logp_gap); rows: B chosen then B rejected."""
+    B = policy_logps.shape[0] // 2
+    gap = policy_logps[:B] - policy_logps[B:]
+    margin = gap - (ref_logps[:B] - ref_logps[B:])
+    loss = -F.logsigmoid(beta * margin)
+    return loss.sum(), B, {"margin": margin.sum().detach(), "accuracy": (margin > 0).sum().detach(),
+                           "logp_gap": gap.sum().detach()}
+
+
+def prepare(cfg: DPOConfig, d: Dist) -> Stage:
+    parent, mcfg, seq_len = load_parent(cfg, d.device)
+    reference = resolve_checkpoint(cfg.reference or cfg.init_from)
+    if load_config(reference).vocab_size != mcfg.vocab_size:
+        raise ConfigError(f"reference {reference} has another vocabulary than the policy {parent}")
+    tok = load_tokenizer(cfg.tokenizer)
+    if tok.vocab_size > mcfg.vocab_size:
+        raise DataError(f"tokenizer {cfg.tokenizer} has {tok.vocab_size} ids but the model {parent} only "
+                        f"{mcfg.vocab_size} embeddings: use the tokenizer the parent was trained with")
+    pairs, stats = encode_pairs(tok, load_pairs(cfg.train_files), seq_len)
+    val_pairs, _ = encode_pairs(tok, load_pairs(cfg.val_files), seq_len) if cfg.val_files else ([], None)
+    if not pairs:
+        raise DataError(f"no preference pair keeps an answer token within seq_len {seq_len}")
+    pad = pad_id_of(tok)
+    batches = PairBatches(pairs, cfg.batch_size, pad, rank=d.rank, world_size=d.world_size, seed=cfg.seed)
+    policy = build_student(cfg, parent, d.device)
+    ref = load_model(reference, device=d.device).requires_grad_(False)
+
+    def loss_fn(model, batch: dict, phase: Phase | None = None):
+        with torch.no_grad():
+            ref_logps = sequence_logps(ref(batch["x"])[0], batch["y"])
+        return dpo_loss(sequence_logps(model(batch["x"])[0], batch["y"]), ref_logps, cfg.beta)
+
+    def evaluate(model) -> dict:
+        sums = {"val_loss": 0.0, "val_margin": 0.0, "val_accuracy": 0.0, "count": 0}
+        for b, start in enumerate(range(0, len(val_pairs), cfg.batch_size)):
+            if b >= cfg.eval_batches:
+                break
+            if b % d.world_size != d.rank:
+                continue
+            batch = {k: v.to(d.device) for k, v in
+                     collate_pairs(val_pairs[start:start + cfg.batch_size], pad).items()}
+            s, n, stats = loss_fn(model, batch)
+            sums["val_loss"] += s.item()
+            sums["val_margin"] += stats["margin"].item()
+            sums["val_accuracy"] += stats["accuracy"].item()
+            sums["count"] += n
+        return sums
+
+    return Stage(cfg=cfg, model=policy, parent=parent, batches=batches, loss_fn=loss_fn,
+                 tokens_of=lambda b: b["x"].numel(), evaluate=evaluate if val_pairs else None,
+                 extra_meta={"tokenizer": str(cfg.tokenizer), "reference": str(reference), "beta": cfg.beta},
+                 summary_extra={"train_pairs": stats.examples, "dropped": stats.dropped})
+
+
+def train(cfg: DPOConfig, pipes=None, stop_at: int | None = None) -> dict:
+    """Run (or continue) DPO as cfg says; returns the summary reported to Pipes."""
+    return train_stage(cfg, prepare, pipes, stop_at)
+
+
+def main(argv: list[str] | None = None) -> int:
+    return stage_main(argv, "python -m tenali_model.posttrain.dpo", __doc__, DPOConfig, prepare)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

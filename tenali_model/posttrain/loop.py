@@ -1,0 +1,399 @@
+"""The loop every post-training stage shares: parent weights in, resumable Tenali checkpoints out.
+
+A stage gives a `Stage`: its config, the model (parent weights loaded, LoRA injected or not), a
+resumable batch source, a loss function returning (sum of per-item losses, item count, extra sums)
+and an optional evaluation. The loop does the rest the way tenali_model.train does it (and with its
+helpers): torchrun ranks (single or DDP), bf16 autocast, AdamW on the trainable parameters only, the
+phase schedule, gradient accumulation, clipping, metrics.jsonl, checkpoints with exact resume, and
+one Dagster Pipes report from rank 0.
+
+The loss is normalised by the item count of the whole optimizer step over all micro-steps and ranks
+(assistant tokens for SFT, tokens for distillation, pairs for DPO), so packed and padded batches, or
+any split into micro-steps, optimise the same objective.
+
+Checkpoints: each is a standard Tenali checkpoint whose model.safetensors holds the full (for LoRA:
+merged) weights; meta.json adds "stage", "parent_checkpoint", "data_files" and, for LoRA, "adapter"
+(the directory holding the adapter alone). train_state.pt holds the optimizer (trainable parameters
+only), the data position and the RNG states, so a killed run rerun with the same config continues
+exactly where the checkpoint left it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import os
+import random
+import re
+import shutil
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+import torch
+import torch.distributed as dist
+import torch.nn as nn
+
+from ..checkpoint import (CheckpointError, latest_checkpoint, list_checkpoints, load_config, load_meta,
+                          load_model, load_train_state, load_weights, resolve_checkpoint, restore_rng,
+                          save_checkpoint, step_dir_name)
+from ..config import ConfigError
+from ..parallel import clip_grad_norm, grad_sync, wrap_ddp
+from ..tokenizer import TokenizerError
+from ..train import (Dist, MetricsLog, _printer, autocast_context, open_pipes, param_groups,
+                     setup_distributed)
+from .config import Phase, StageConfig
+from .lora import count_trainable, load_adapter, merged_state_dict, save_adapter
+
+LossFn = Callable[[nn.Module, dict, Phase], tuple[torch.Tensor, int, dict]]
+
+
+@dataclass
+class Stage:
+    cfg: StageConfig
+    model: nn.Module  # a Transformer (LoRA injected when cfg.lora), on the device, parent weights in
+    parent: Path  # the parent checkpoint directory
+    batches: Any  # next_batch() -> dict of tensors; state_dict() / load_state_dict()
+    loss_fn: LossFn
+    tokens_of: Callable[[dict], int]  # tokens a batch feeds through the model (for tokens/s)
+    evaluate: Callable[[nn.Module], dict[str, float]] | None = None  # sums over this rank + "count"
+    extra_meta: dict = field(default_factory=dict)
+    summary_extra: dict = field(default_factory=dict)
+
+
+# --- learning-rate schedules -----------------------------------------------------------------------
+
+def phase_at(phases: list[Phase], step: int) -> tuple[int, Phase, int]:
+    """(phase index, phase, step within it) for a global step (past the end: the last phase's end)."""
+    start = 0
+    for i, p in enumerate(phases):
+        if step < start + p.steps:
+            return i, p, step - start
+        start += p.steps
+    return len(phases) - 1, phases[-1], phases[-1].steps
+
+
+def lr_in_phase(p: Phase, t: int, div_factor: float = 25.0) -> float:
+    """Learning rate at step t of a phase.
+
+    cosine: linear warm-up from 0 to lr, then cosine to min_lr (as tenali_model.train.lr_at).
+    linear: the same warm-up, then a straight line to min_lr. constant: warm-up, then lr.
+    onecycle: torch's OneCycleLR with cosine annealing (pct_start = warmup_steps / steps, tested
+    against it): from lr / div_factor up to lr over the warm-up steps, then down to min_lr at the
+    phase's last step.
+    """
+    if p.schedule == "onecycle":
+        start = p.lr / div_factor
+        up = max(1, p.warmup_steps - 1)  # the peak at step warmup_steps - 1, as OneCycleLR
+        if t <= up:
+            return start + (p.lr - start) * (1 - math.cos(math.pi * t / up)) / 2
+        frac = min(1.0, (t - up) / max(1, p.steps - 1 - up))
+        return p.min_lr + (p.lr - p.min_lr) * (1 + math.cos(math.pi * frac)) / 2
+    if t < p.warmup_steps:
+        return p.lr * (t + 1) / p.warmup_steps
+    frac = min(1.0, (t - p.warmup_steps) / max(1, p.steps - p.warmup_steps))
+    if p.schedule == "cosine":
+        return p.min_lr + 0.5 * (p.lr - p.min_lr) * (1 + math.cos(math.pi * frac))
+    if p.schedule == "linear":
+        return p.lr + (p.min_lr - p.lr) * frac
+    return p.lr
+
+
+# --- checkpoints ---------------------------------------------------------------------------------
+
+class _Shape:
+    """What save_checkpoint reads from a model (its config and parameter count) for merged weights."""
+
+    def __init__(self, config, n_params: int):
+        self.config, self._n = config, n_params
+
+    def num_params(self) -> int:
+        return self._n
+
+
+def adapter_dir(out_dir: Path, step: int) -> Path:
+    return out_dir / "adapters" / step_dir_name(step)
+
+
+def _prune_adapters(out_dir: Path) -> None:
+    keep = {p.name for p in list_checkpoints(out_dir)}
+    root = out_dir / "adapters"
+    if root.is_dir():
+        for p in root.iterdir():
+            if re.match(r"^step_\d{8,}$", p.name) and p.name not in keep:
+                shutil.rmtree(p, ignore_errors=True)
+
+
+def stage_meta(stage: Stage) -> dict:
+    cfg = stage.cfg
+    return {"stage": cfg.STAGE, "parent_checkpoint": str(stage.parent),
+            "data_files": [str(Path(p).resolve()) for p in cfg.data_files()],
+            "lora": None if cfg.lora is None else vars(cfg.lora), **stage.extra_meta}
+
+
+# --- the loop --------------------------------------------------------------------------------------
+
+def run_stage(stage: Stage, d: Dist, pipes=None, stop_at: int | None = None) -> dict:
+    t_session = time.time()
+    cfg = stage.cfg
+    say = _printer(d, pipes)
+    phases = cfg.plan_phases()
+    total = sum(p.steps for p in phases)
+    out_dir = Path(cfg.out_dir)
+    if d.is_main:
+        out_dir.mkdir(parents=True, exist_ok=True)
+    raw = stage.model
+    lora = cfg.lora is not None
+    n_base_params = sum(p.numel() for n, p in
+                        {id(p): (n, p) for n, p in raw.named_parameters() if ".lora_" not in n}.values())
+    optimizer = torch.optim.AdamW(param_groups(raw, cfg.weight_decay), lr=phases[0].lr,
+                                  betas=(cfg.beta1, cfg.beta2), eps=1e-8, fused=d.device.type == "cuda")
+
+    step, tokens_seen, elapsed_before = 0, 0, 0.0
+    ckpt = latest_checkpoint(out_dir)
+    if ckpt is not None:
+        meta = load_meta(ckpt)
+        if meta.get("stage") != cfg.STAGE:
+            raise ConfigError(f"{out_dir} holds checkpoints of stage {meta.get('stage')!r}, not "
+                              f"{cfg.STAGE!r}; give this stage its own out_dir")
+        if lora:
+            load_adapter(raw, adapter_dir(out_dir, meta["step"]))
+        else:
+            load_weights(raw, ckpt)
+        state = load_train_state(ckpt)
+        optimizer.load_state_dict(state["optimizer"])
+        stage.batches.load_state_dict(state["loader"])
+        restore_rng(state["rng"])
+        step, tokens_seen = state["step"], state["tokens_seen"]
+        elapsed_before = float(state.get("elapsed", 0.0))
+        say(f"resuming {cfg.STAGE} from {ckpt} at step {step}")
+    resumed_from = step
+    last_saved = step if ckpt is not None else None
+    metrics = MetricsLog(out_dir / "metrics.jsonl", resume_step=step) if d.is_main else None
+    model = wrap_ddp(raw, d.device) if d.world_size > 1 else raw
+    mode = "ddp" if d.world_size > 1 else "single"
+    autocast = autocast_context(d.device, cfg.dtype)
+    trainable = [p for p in raw.parameters() if p.requires_grad]
+    say(f"{cfg.STAGE}: {n_base_params:,} params, {count_trainable(raw):,} trainable"
+        f"{' (LoRA r=%d)' % cfg.lora.r if lora else ''} | {d.world_size} rank(s) on {d.device.type} | "
+        f"steps {step} -> {total}")
+
+    t_start, tokens_at_start = time.time(), tokens_seen
+
+    def elapsed() -> float:
+        return elapsed_before + time.time() - t_start
+
+    def reduce(values: dict[str, float]) -> dict[str, float]:
+        if d.world_size == 1:
+            return values
+        keys = sorted(values)
+        t = torch.tensor([values[k] for k in keys], dtype=torch.float64, device=d.device)
+        dist.all_reduce(t)
+        return dict(zip(keys, t.tolist()))
+
+    def evaluate() -> dict[str, float] | None:
+        if stage.evaluate is None:
+            return None
+        was = raw.training
+        raw.eval()
+        with torch.no_grad(), autocast:
+            sums = reduce(stage.evaluate(raw))
+        raw.train(was)
+        n = sums.pop("count")
+        return {k: v / n for k, v in sums.items()} if n else None
+
+    def checkpoint(loss: float | None, val: dict | None) -> None:
+        if d.is_main:
+            extra = stage_meta(stage)
+            if lora:
+                extra["adapter"] = str(save_adapter(raw, adapter_dir(out_dir, step)))
+                state = merged_state_dict(raw)
+            else:
+                state = raw.state_dict()
+            extra["val_metrics"] = val
+            path = save_checkpoint(
+                out_dir, step=step, model=_Shape(raw.config, n_base_params), model_state=state,
+                optimizer_state=optimizer.state_dict(), tokens_seen=tokens_seen,
+                loader_state=stage.batches.state_dict(), loss=loss,
+                val_loss=None if val is None else val.get("val_loss"), train_config=cfg.to_dict(),
+                extra_state={"elapsed": elapsed()}, keep_last=cfg.keep_last, extra_meta=extra)
+            if lora:
+                _prune_adapters(out_dir)
+            say(f"saved {path}")
+        if d.world_size > 1:
+            dist.barrier()
+
+    t_log, tokens_log = time.time(), tokens_seen
+    last_loss, val, val_step = None, None, None
+    end = total if stop_at is None else min(stop_at, total)
+    model.train()
+    while step < end:
+        i_phase, phase, t = phase_at(phases, step)
+        lr = lr_in_phase(phase, t)
+        for group in optimizer.param_groups:
+            group["lr"] = lr
+        loss_sum = torch.zeros((), dtype=torch.float64, device=d.device)
+        stat_sums: dict[str, torch.Tensor] = {}
+        count = 0
+        for micro in range(cfg.grad_accum):
+            batch = {k: v.to(d.device, non_blocking=True) for k, v in stage.batches.next_batch().items()}
+            with grad_sync(model, mode, last_micro_step=micro == cfg.grad_accum - 1):
+                with autocast:
+                    s, n, stats = stage.loss_fn(model, batch, phase)
+                s.backward()
+            loss_sum += s.detach().double()
+            count += n
+            for k, v in stats.items():
+                stat_sums[k] = stat_sums.get(k, 0.0) + torch.as_tensor(v, device=d.device).detach().double()
+            tokens_seen += stage.tokens_of(batch) * d.world_size
+        totals = reduce({"count": float(count)})
+        n_items = totals["count"]
+        if n_items > 0:  # mean over every item of the step, on every rank (DDP averaged the sums)
+            scale = d.world_size / n_items
+            for p in trainable:
+                if p.grad is not None:
+                    p.grad.mul_(scale)
+        grad_norm = clip_grad_norm(raw, cfg.grad_clip if cfg.grad_clip > 0 else float("inf"))
+        optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+        step += 1
+
+        if step % cfg.log_every == 0 or step == end:
+            sums = reduce({"loss": loss_sum.item(), **{k: v.item() for k, v in stat_sums.items()}})
+            last_loss = sums.pop("loss") / max(n_items, 1)
+            if not math.isfinite(last_loss):
+                raise FloatingPointError(f"{cfg.STAGE} loss is {last_loss} at step {step}; the last good "
+                                         f"checkpoint is {latest_checkpoint(out_dir)}")
+            now = time.time()
+            tps = (tokens_seen - tokens_log) / max(now - t_log, 1e-9)
+            if d.is_main:
+                rec = {"kind": "train", "step": step, "loss": last_loss, "lr": lr,
+                       "grad_norm": grad_norm.item(), "tokens_seen": tokens_seen, "tokens_per_sec": tps,
+                       "elapsed": elapsed(), "phase": i_phase,
+                       **{k: v / max(n_items, 1) for k, v in sums.items()}}
+                metrics.append(rec)
+                extras = "".join(f" | {k} {v / max(n_items, 1):.4f}" for k, v in sums.items())
+                say(f"{cfg.STAGE} step {step}/{total} | loss {last_loss:.4f}{extras} | lr {lr:.2e} | "
+                    f"{tps:,.0f} tok/s")
+            t_log, tokens_log = time.time(), tokens_seen
+        if (cfg.eval_every and step % cfg.eval_every == 0) or step == total:
+            val, val_step = evaluate(), step
+            if val is not None and d.is_main:
+                metrics.append({"kind": "val", "step": step, **val, "elapsed": elapsed()})
+                say(f"{cfg.STAGE} step {step} | " + " | ".join(f"{k} {v:.4f}" for k, v in val.items()))
+        if (cfg.ckpt_every and step % cfg.ckpt_every == 0) or step == end:
+            checkpoint(last_loss, val if val_step == step else None)
+            last_saved = step
+        if step % cfg.log_every == 0 or val_step == step or last_saved == step:
+            t_log, tokens_log = time.time(), tokens_seen
+
+    train_seconds = time.time() - t_start
+    if last_saved != step:  # stop_at=0 on a fresh out_dir: still leave a checkpoint
+        if val_step != step:
+            val, val_step = evaluate(), step
+        checkpoint(last_loss, val)
+    if not d.is_main:
+        return {}
+    ckpt_path = out_dir / (out_dir / "latest").read_text().strip()
+    losses = metrics.train_losses()
+    vals = [r for r in metrics.records if r.get("kind") == "val"]
+    summary = {
+        "stage": cfg.STAGE,
+        "step": step,
+        "steps_target": total,
+        "complete": step >= total,
+        "tokens_seen": tokens_seen,
+        "initial_loss": losses[0] if losses else None,
+        "final_loss": sum(losses[-5:]) / len(losses[-5:]) if losses else None,
+        "checkpoint": str(ckpt_path),
+        "parent_checkpoint": str(stage.parent),
+        "num_params": n_base_params,
+        "trainable_params": count_trainable(raw),
+        "tokens_per_sec": (tokens_seen - tokens_at_start) / max(train_seconds, 1e-9),
+        "wall_seconds": time.time() - t_session,
+        "world_size": d.world_size,
+        "resumed_from_step": resumed_from,
+        **{k: v for k, v in (vals[-1].items() if vals else []) if k not in ("kind", "step", "elapsed")},
+        **stage.summary_extra,
+    }
+    if lora:
+        summary["adapter"] = str(adapter_dir(out_dir, step))
+    if pipes is not None:
+        report = {k: v for k, v in summary.items() if v is not None and k != "checkpoint"}
+        report["checkpoint"] = {"raw_value": str(ckpt_path), "type": "path"}
+        report["loss_curve"] = {"raw_value": metrics.loss_table(), "type": "md"}
+        extras = pipes.extras or {}
+        pipes.report_asset_materialization(metadata=report, asset_key=extras.get("asset_key"))
+    return summary
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+
+
+# --- shared setup and entry point ----------------------------------------------------------------
+
+def load_parent(cfg: StageConfig, device: torch.device):
+    """(parent checkpoint dir, its ModelConfig, the sequence length) after checking cfg against it;
+    reads only config.json, so a bad config fails before any weight is loaded."""
+    parent = resolve_checkpoint(cfg.init_from)
+    mcfg = load_config(parent)
+    seq_len = cfg.seq_len or mcfg.max_seq_len
+    if seq_len > mcfg.max_seq_len:
+        raise ConfigError(f"seq_len ({seq_len}) exceeds the parent model's max_seq_len ({mcfg.max_seq_len})")
+    return parent, mcfg, seq_len
+
+
+def build_student(cfg: StageConfig, parent: Path, device: torch.device) -> nn.Module:
+    """The parent's weights in training mode, with LoRA injected when configured (seeded first, so
+    the adapters start the same on every rank and in every run)."""
+    seed_everything(cfg.seed)
+    model = load_model(parent, device=device).train()
+    if cfg.lora is not None:
+        from .lora import apply_lora
+        model = apply_lora(model, cfg.lora)
+    return model
+
+
+def train_stage(cfg: StageConfig, prepare: Callable[[StageConfig, Dist], Stage], pipes=None,
+                stop_at: int | None = None) -> dict:
+    """Validate, prepare (read and check all data: nothing is written before this succeeds), run."""
+    cfg.validate()
+    d = setup_distributed(cfg.device)
+    try:
+        if cfg.num_threads > 0:
+            torch.set_num_threads(cfg.num_threads)
+        stage = prepare(cfg, d)
+        return run_stage(stage, d, pipes, stop_at)
+    finally:
+        if d.world_size > 1 and dist.is_initialized():
+            dist.destroy_process_group()
+
+
+def stage_main(argv: list[str] | None, prog: str, doc: str, config_cls, prepare) -> int:
+    """`python -m tenali_model.posttrain.<stage> --config F [--stop-at-step K]`; exit 0 done, 2 bad
+    config or data (nothing written), 1 anything else."""
+    from .data import DataError
+
+    p = argparse.ArgumentParser(prog=prog, description=doc, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--config", required=True, help=f"{config_cls.__name__} JSON file")
+    p.add_argument("--stop-at-step", type=int, default=None,
+                   help="leave after this step with a checkpoint; rerun to continue")
+    args = p.parse_args(argv)
+    with open_pipes(int(os.environ.get("RANK", "0"))) as pipes:
+        try:
+            cfg = config_cls.from_json(args.config)
+            cfg.validate()
+            train_stage(cfg, prepare, pipes=pipes, stop_at=args.stop_at_step)
+        except (ConfigError, DataError, TokenizerError, CheckpointError, FileNotFoundError) as e:
+            msg = f"{prog}: error: {e}"
+            print(msg, file=sys.stderr)
+            if pipes is not None:
+                pipes.log.error(msg)
+            return 2
+    return 0

@@ -1,0 +1,127 @@
+"""LoRA through peft on Tenali's own modules: inject, save the adapter alone, merge into a checkpoint.
+
+peft's `inject_adapter_in_model` puts low-rank adapters on the named nn.Linear projections
+(wq/wk/wv/wo of attention, w1/w2/w3 of the MLP) and freezes everything else. The output head is
+trained in full when `train_head` is set, by unfreezing `lm_head.weight` itself rather than through
+peft's `modules_to_save` (which trains a copy of the module and so would silently untie a head tied
+to the embedding): with tied embeddings the trained head is the shared table, as in the base model.
+
+ADAPTER DIRECTORY (written atomically, beside the stage's checkpoints under <out_dir>/adapters/):
+    adapter_model.safetensors   peft's get_peft_model_state_dict on Tenali names
+                                (layers.N.attn.wq.lora_A.weight, ...)
+    head.safetensors            lm_head.weight when the head is trained (tok_embeddings.weight when tied)
+    adapter_config.json         peft's LoraConfig fields + {"train_head", "tie_embeddings"}
+Every checkpoint of a LoRA stage also holds the merged weights (W + B A * alpha / r) in its
+model.safetensors, so evaluation, export and serving never need peft.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import tempfile
+from pathlib import Path
+
+import torch
+import torch.nn as nn
+from safetensors.torch import load_file, save_file
+
+from ..config import atomic_write_text
+from .config import LoraSettings
+
+ADAPTER = "default"
+
+
+def apply_lora(model: nn.Module, settings: LoraSettings) -> nn.Module:
+    """Inject LoRA into `model` in place (a Transformer); only adapters (and the head) stay trainable."""
+    from peft import LoraConfig, inject_adapter_in_model
+
+    config = LoraConfig(r=settings.r, lora_alpha=settings.alpha, lora_dropout=settings.dropout,
+                        target_modules=list(settings.target_modules), bias="none")
+    model = inject_adapter_in_model(config, model, adapter_name=ADAPTER)
+    for name, p in model.named_parameters():
+        p.requires_grad_("lora_" in name)
+    if settings.train_head:
+        model.lm_head.weight.requires_grad_(True)
+    model.lora_settings = settings
+    model.peft_lora_config = config
+    return model
+
+
+def lora_layers(model: nn.Module):
+    from peft.tuners.lora import LoraLayer
+
+    return [(name, m) for name, m in model.named_modules() if isinstance(m, LoraLayer)]
+
+
+def adapter_state(model: nn.Module) -> dict[str, torch.Tensor]:
+    from peft import get_peft_model_state_dict
+
+    return {k: v.detach().cpu().contiguous()
+            for k, v in get_peft_model_state_dict(model, adapter_name=ADAPTER).items()}
+
+
+def head_state(model: nn.Module) -> dict[str, torch.Tensor]:
+    name = "tok_embeddings.weight" if model.config.tie_embeddings else "lm_head.weight"
+    return {name: model.lm_head.weight.detach().cpu().contiguous()}
+
+
+def save_adapter(model: nn.Module, path: str | os.PathLike) -> Path:
+    """The adapter (and trained head) alone, as a directory written under a temp name then renamed."""
+    settings: LoraSettings = model.lora_settings
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".tmp-{path.name}-", dir=path.parent))
+    try:
+        save_file(adapter_state(model), str(tmp / "adapter_model.safetensors"), metadata={"format": "pt"})
+        if settings.train_head:
+            save_file(head_state(model), str(tmp / "head.safetensors"), metadata={"format": "pt"})
+        cfg = model.peft_lora_config.to_dict()
+        cfg = {k: (sorted(v) if isinstance(v, set) else v) for k, v in cfg.items()}
+        cfg = json.loads(json.dumps(cfg, default=str))
+        cfg.update(train_head=settings.train_head, tie_embeddings=model.config.tie_embeddings)
+        atomic_write_text(tmp / "adapter_config.json", json.dumps(cfg, indent=2) + "\n")
+        if path.exists():
+            shutil.rmtree(path)
+        os.replace(tmp, path)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return path
+
+
+def load_adapter(model: nn.Module, path: str | os.PathLike) -> None:
+    """Load a saved adapter (and head) into a model that `apply_lora` prepared the same way."""
+    from peft import set_peft_model_state_dict
+
+    path = Path(path)
+    if not (path / "adapter_model.safetensors").is_file():
+        raise FileNotFoundError(f"LoRA adapter {path}/adapter_model.safetensors is missing")
+    result = set_peft_model_state_dict(model, load_file(str(path / "adapter_model.safetensors")),
+                                       adapter_name=ADAPTER)
+    unexpected = getattr(result, "unexpected_keys", [])
+    if unexpected:
+        raise ValueError(f"adapter {path} does not fit this model: unexpected {unexpected[:5]}")
+    if (path / "head.safetensors").is_file():
+        head = next(iter(load_file(str(path / "head.safetensors")).values()))
+        with torch.no_grad():
+            model.lm_head.weight.copy_(head)
+
+
+@torch.no_grad()
+def merged_state_dict(model: nn.Module) -> dict[str, torch.Tensor]:
+    """The plain Transformer's state dict with every adapter folded in: W + delta (on W's device)."""
+    merged: dict[str, torch.Tensor] = {}
+    for key, value in model.state_dict().items():
+        if ".lora_" in key:
+            continue
+        merged[key.replace(".base_layer.", ".")] = value.detach()
+    for name, layer in lora_layers(model):
+        base = layer.get_base_layer().weight
+        merged[f"{name}.weight"] = base.detach() + layer.get_delta_weight(ADAPTER).to(base.dtype)
+    return merged
+
+
+def count_trainable(model: nn.Module) -> int:
+    return sum(p.numel() for p in {id(p): p for p in model.parameters() if p.requires_grad}.values())

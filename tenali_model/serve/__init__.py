@@ -1,0 +1,88 @@
+"""Serving: an OpenAI-compatible streaming API with batched generation, and a chat page.
+
+    engine.py   one thread owns the model; requests join and leave a batch between decoding steps
+    text.py     token ids -> text deltas (whole UTF-8 characters, stop strings cut exactly)
+    loading.py  what to serve: a release folder, a Hugging Face export, a checkpoint, a lake
+    app.py      FastAPI routes (/v1/models, /v1/completions, /v1/chat/completions, /health, /metrics, /)
+    page.html   the chat page (no build step)
+
+`tenali serve [PATH]` runs it under uvicorn (`run_server`). Needs the `serve` extra (fastapi,
+uvicorn, prometheus-client) and nothing from the pipeline.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+
+DEFAULT_HOST, DEFAULT_PORT = "127.0.0.1", 8000
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("path", nargs="?", default=None,
+                   help="a release folder, a Hugging Face export, a checkpoint (or training out_dir), or a lake "
+                        "root; default: the latest release in the lake (--lake)")
+    p.add_argument("--tokenizer", default=None, help="tokenizer.model / tokenizer.json (default: the one in PATH)")
+    p.add_argument("--lake", default=os.environ.get("TENALI_LAKE_ROOT") or None,
+                   help="lake root whose releases/LATEST.json is served when PATH is omitted")
+    p.add_argument("--host", default=DEFAULT_HOST, help="address to bind (default 127.0.0.1: this machine only)")
+    p.add_argument("--port", type=int, default=DEFAULT_PORT)
+    p.add_argument("--name", default=None, help="the model id clients send (default: the release or folder name)")
+    p.add_argument("--device", default="auto", help="cpu, cuda, cuda:N or auto")
+    p.add_argument("--dtype", default="auto", choices=["auto", "float32", "bfloat16", "float16"],
+                   help="auto: bfloat16 on a GPU that supports it, else float32")
+    p.add_argument("--threads", type=int, default=0, help="CPU threads for torch (0: torch's default)")
+    p.add_argument("--max-batch", type=int, default=16, help="sequences decoded together (KV cache slots)")
+    p.add_argument("--max-queue", type=int, default=64, help="requests that may wait for a slot before 429")
+    p.add_argument("--request-timeout", type=float, default=300.0, help="seconds a request may take in all")
+    p.add_argument("--cors-origin", action="append", default=None,
+                   help="allow browser calls from this origin (repeatable; also TENALI_CORS_ORIGINS, comma-separated)")
+    p.add_argument("--log-level", default="info")
+
+
+def resolve_device_dtype(device: str, dtype: str):
+    import torch
+
+    if device == "auto":
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+    if dtype == "auto":
+        dtype = "bfloat16" if device.startswith("cuda") and torch.cuda.is_bf16_supported() else "float32"
+    return device, getattr(torch, dtype)
+
+
+def run_server(args: argparse.Namespace) -> int:
+    """Load the model and serve until interrupted (the body of `tenali serve`)."""
+    import torch
+    import uvicorn
+
+    from .app import ServeOptions, create_app
+    from .loading import LoadError, latest_release_dir, load_served
+
+    path = args.path
+    if path is None:
+        if not args.lake:
+            print("tenali serve: error: give PATH (a release, checkpoint or lake) or --lake / TENALI_LAKE_ROOT",
+                  file=sys.stderr)
+            return 2
+        try:
+            path = str(latest_release_dir(args.lake))
+        except LoadError as e:
+            print(f"tenali serve: error: {e}", file=sys.stderr)
+            return 2
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    device, dtype = resolve_device_dtype(args.device, args.dtype)
+    try:
+        served = load_served(path, tokenizer=args.tokenizer, device=device, dtype=dtype, name=args.name)
+    except (LoadError, OSError, ValueError) as e:
+        print(f"tenali serve: error: {e}", file=sys.stderr)
+        return 2
+    origins = args.cors_origin or [o.strip() for o in os.environ.get("TENALI_CORS_ORIGINS", "").split(",") if o.strip()]
+    options = ServeOptions(max_batch=args.max_batch, max_queue=args.max_queue,
+                           request_timeout=args.request_timeout, cors_origins=origins)
+    app = create_app(served, options)
+    print(f"Serving {served.name} ({served.source}) on http://{args.host}:{args.port}  "
+          f"[{device}, {str(dtype).removeprefix('torch.')}]; chat page at /, API docs at /docs", flush=True)
+    uvicorn.run(app, host=args.host, port=args.port, log_level=args.log_level)
+    return 0

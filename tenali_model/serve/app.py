@@ -1,0 +1,480 @@
+"""The OpenAI-compatible HTTP API and the chat page, on FastAPI.
+
+    GET  /                      the chat page (page.html: one file, no build step)
+    GET  /health                liveness and load; 503 when the engine thread is gone
+    GET  /metrics               Prometheus text format
+    GET  /info                  the served model, its limits and its release (evaluation figures)
+    GET  /v1/models[/{id}]      the one served model; another id is 404
+    POST /v1/completions        text completion
+    POST /v1/chat/completions   chat, with the one template in tenali_model.chat
+
+Both POST routes stream server-sent events when ``stream`` is true (``data: {chunk}`` lines, then
+``data: [DONE]``) and take max_tokens, temperature, top_p, top_k, frequency_penalty,
+presence_penalty, stop (a string or a list), seed, and two extensions: ``stop_token_ids`` (ids
+that end the answer besides the defaults) and ``truncate_prompt`` (cut the prompt from the left
+to fit the context instead of answering 400). Errors use OpenAI's shape
+``{"error": {"message", "type", "param", "code"}}``: 422 for malformed JSON or fields (naming
+the field), 400 for a prompt that does not fit (naming the limit), 404 for an unknown model, 429
+with Retry-After when the queue is full, 401 without the API key when one is set.
+
+A client that disconnects cancels its generation (its slot is freed at the next step); every
+request has a time limit (``finish_reason`` "length" when it strikes mid-answer, 503 when it
+strikes before the first token).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hmac
+import logging
+import os
+import re
+import time
+import uuid
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Literal
+
+from fastapi import Depends, FastAPI, HTTPException, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import HTMLResponse, JSONResponse, Response, StreamingResponse
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from pydantic import BaseModel, ConfigDict, Field
+
+from ..chat import ChatFormatError, prompt_ids, stop_ids
+from ..tokenizer import EOT
+from .engine import Engine, QueueFull, SamplingParams
+from .loading import Served
+from .metrics import Metrics
+from .text import TextStream
+
+log = logging.getLogger("tenali.serve")
+PAGE = Path(__file__).with_name("page.html")
+API_KEY_ENV = "TENALI_API_KEY"
+_UNION_TAG = re.compile(r"[\[\]\-]|^(str|int|float|bool|list|dict|none|ContentPart)$")
+
+
+@dataclass
+class ServeOptions:
+    max_batch: int = 16
+    max_queue: int = 64
+    request_timeout: float = 300.0
+    cors_origins: list[str] = field(default_factory=list)
+    # None: read TENALI_API_KEY from the environment; "" means no key.
+    api_key: str | None = None
+
+
+# --- request bodies ------------------------------------------------------------------------------
+
+class StreamOptions(BaseModel):
+    include_usage: bool = False
+
+
+class _Sampling(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+
+    model: str | None = None
+    max_tokens: int | None = Field(None, ge=1)
+    max_completion_tokens: int | None = Field(None, ge=1)
+    temperature: float | None = Field(1.0, ge=0.0, le=2.0)
+    top_p: float | None = Field(1.0, gt=0.0, le=1.0)
+    top_k: int | None = Field(None, ge=-1)
+    frequency_penalty: float | None = Field(0.0, ge=-2.0, le=2.0)
+    presence_penalty: float | None = Field(0.0, ge=-2.0, le=2.0)
+    stop: str | list[str] | None = None
+    stop_token_ids: list[int] | None = None
+    seed: int | None = None
+    stream: bool = False
+    stream_options: StreamOptions | None = None
+    n: int = Field(1, ge=1, le=1, description="only one choice per request")
+    user: str | None = None
+    truncate_prompt: bool = Field(False, description="cut the prompt from the left to fit the context")
+
+    def stops(self) -> list[str]:
+        stops = [self.stop] if isinstance(self.stop, str) else list(self.stop or [])
+        if len(stops) > 16:
+            raise _invalid("stop", "at most 16 stop strings")
+        return stops
+
+
+class CompletionRequest(_Sampling):
+    prompt: str | list[int] | list[str]
+    max_tokens: int | None = Field(16, ge=1)
+
+
+class ContentPart(BaseModel):
+    type: Literal["text"]
+    text: str
+
+
+class ChatMessage(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+    role: Literal["system", "user", "assistant", "developer"]
+    content: str | list[ContentPart]
+
+
+class ChatRequest(_Sampling):
+    messages: list[ChatMessage] = Field(min_length=1)
+
+
+# --- errors --------------------------------------------------------------------------------------
+
+class APIError(Exception):
+    def __init__(self, status: int, message: str, param: str | None = None, type_: str = "invalid_request_error",
+                 headers: dict | None = None, code: str | None = None):
+        super().__init__(message)
+        self.status, self.message, self.param, self.type, self.headers, self.code = status, message, param, type_, headers, code
+
+
+def _invalid(param: str, message: str) -> APIError:
+    return APIError(422, f"{param}: {message}", param=param)
+
+
+def _error_body(message: str, type_: str, param: str | None = None, code: str | None = None) -> dict:
+    return {"error": {"message": message, "type": type_, "param": param, "code": code}}
+
+
+# --- the app -------------------------------------------------------------------------------------
+
+def create_app(served: Served, options: ServeOptions | None = None, engine: Engine | None = None) -> FastAPI:
+    """The FastAPI app; the engine starts with the app and stops with it."""
+    options = options or ServeOptions()
+    metrics = Metrics()
+    api_key = os.environ.get(API_KEY_ENV, "") if options.api_key is None else options.api_key
+    tok = served.tokenizer
+    own_engine = engine is None
+    engine = engine or Engine(served.model, max_batch=options.max_batch, max_queue=options.max_queue,
+                              request_timeout=options.request_timeout, metrics=metrics,
+                              vocab_limit=tok.vocab_size)
+    if engine.metrics is None:
+        engine.metrics = metrics
+    eot = tok.token_id(EOT)
+    chat_stops = stop_ids(tok) if eot is not None else []
+    started = time.time()
+
+    from contextlib import asynccontextmanager
+
+    @asynccontextmanager
+    async def lifespan(app):
+        # The engine thread and the event loop share the GIL; Python's default 5 ms switch interval
+        # would make each streamed token wait for the other thread's slice. 1 ms keeps latency low.
+        import sys
+
+        if sys.getswitchinterval() > 0.001:
+            sys.setswitchinterval(0.001)
+        engine.start()
+        log.info("serving %s from %s (%d slots, queue %d)", served.name, served.source,
+                 engine.max_batch, engine.max_queue)
+        try:
+            yield
+        finally:
+            if own_engine:
+                engine.stop()
+
+    app = FastAPI(title="Tenali", version="1", lifespan=lifespan,
+                  description="An OpenAI-compatible API for a Tenali model, with a chat page at /.")
+    app.state.engine, app.state.metrics, app.state.served = engine, metrics, served
+
+    if options.cors_origins:
+        from fastapi.middleware.cors import CORSMiddleware
+
+        app.add_middleware(CORSMiddleware, allow_origins=options.cors_origins, allow_methods=["GET", "POST"],
+                           allow_headers=["Authorization", "Content-Type"])
+    app.add_middleware(_CountRequests, metrics=metrics)
+
+    @app.exception_handler(APIError)
+    async def _api_error(request: Request, exc: APIError):
+        return JSONResponse(_error_body(exc.message, exc.type, exc.param, exc.code), status_code=exc.status,
+                            headers=exc.headers)
+
+    @app.exception_handler(RequestValidationError)
+    async def _validation_error(request: Request, exc: RequestValidationError):
+        errors = exc.errors()
+        first = errors[0] if errors else {"loc": ("body",), "msg": "invalid request"}
+        # pydantic adds union members ("str", "list[str]") to the location: keep only field names and indexes
+        loc = [str(x) for x in first.get("loc", ()) if x != "body" and not _UNION_TAG.search(str(x))]
+        param = ".".join(loc) or "body"
+        if first.get("type") == "json_invalid":
+            param, msg = "body", f"malformed JSON ({first.get('ctx', {}).get('error', 'decode error')})"
+        else:
+            msg = first.get("msg", "invalid")
+        body = _error_body(f"{param}: {msg}", "invalid_request_error", param)
+        body["detail"] = [{"loc": list(e.get("loc", ())), "msg": e.get("msg"), "type": e.get("type")} for e in errors]
+        return JSONResponse(body, status_code=422)
+
+    @app.exception_handler(HTTPException)
+    async def _http_error(request: Request, exc: HTTPException):
+        return JSONResponse(_error_body(str(exc.detail), "invalid_request_error"), status_code=exc.status_code,
+                            headers=getattr(exc, "headers", None))
+
+    async def check_key(request: Request) -> None:
+        if not api_key:
+            return
+        given = request.headers.get("authorization", "")
+        token = given[7:] if given.lower().startswith("bearer ") else request.headers.get("x-api-key", "")
+        if not hmac.compare_digest(token.encode(), api_key.encode()):
+            raise APIError(401, f"missing or wrong API key: send 'Authorization: Bearer <key>' "
+                                f"(the server reads it from {API_KEY_ENV})", type_="authentication_error")
+
+    def model_card() -> dict:
+        return {"id": served.name, "object": "model", "created": int(started), "owned_by": "tenali",
+                "max_model_len": engine.max_len}
+
+    def check_model(name: str | None) -> None:
+        if name and name != served.name:
+            raise APIError(404, f"model {name!r} is not served here; this server serves {served.name!r} "
+                                "(GET /v1/models)", param="model", code="model_not_found")
+
+    @app.get("/", response_class=HTMLResponse, include_in_schema=False)
+    async def page():
+        return HTMLResponse(PAGE.read_text(encoding="utf-8"))
+
+    @app.get("/health")
+    async def health():
+        body = {"status": "ok" if engine.alive else "engine stopped", "model": served.name,
+                "active": engine.active, "queued": engine.queue_depth, "slots": engine.max_batch}
+        return JSONResponse(body, status_code=200 if engine.alive else 503)
+
+    @app.get("/metrics", include_in_schema=False)
+    async def prometheus():
+        return Response(generate_latest(metrics.registry), media_type=CONTENT_TYPE_LATEST)
+
+    @app.get("/info")
+    async def info():
+        cfg = served.model.config
+        return {"model": served.name, "source": served.source, "context": engine.max_len,
+                "parameters": served.model.num_params(), "vocab_size": cfg.vocab_size,
+                "architecture": {"dim": cfg.dim, "n_layers": cfg.n_layers, "n_heads": cfg.n_heads,
+                                 "n_kv_heads": cfg.n_kv_heads, "activation": cfg.activation},
+                "slots": engine.max_batch, "queue": engine.max_queue, "auth": bool(api_key),
+                "release": served.release}
+
+    @app.get("/v1/models", dependencies=[Depends(check_key)])
+    async def models():
+        return {"object": "list", "data": [model_card()]}
+
+    @app.get("/v1/models/{model_id:path}", dependencies=[Depends(check_key)])
+    async def model(model_id: str):
+        check_model(model_id)
+        return model_card()
+
+    def sampling(body: _Sampling, prompt: list[int], default_max: int | None, extra_stops: list[int]):
+        limit = engine.max_len
+        max_tokens = body.max_completion_tokens or body.max_tokens or default_max
+        if max_tokens is None:
+            max_tokens = limit - len(prompt)
+            if max_tokens < 1:
+                if not body.truncate_prompt:
+                    raise APIError(400, f"the prompt has {len(prompt)} tokens, the context holds {limit}: "
+                                        "shorten it or set truncate_prompt", param="messages",
+                                   code="context_length_exceeded")
+                max_tokens = min(16, limit - 1)
+        if max_tokens >= limit:
+            raise APIError(400, f"max_tokens {max_tokens} must be below the context of {limit} tokens",
+                           param="max_tokens", code="context_length_exceeded")
+        if len(prompt) + max_tokens > limit:
+            if body.truncate_prompt:
+                prompt = prompt[len(prompt) + max_tokens - limit:]
+            else:
+                raise APIError(400, f"the prompt ({len(prompt)} tokens) plus max_tokens ({max_tokens}) exceeds the "
+                                    f"context of {limit} tokens: shorten the prompt, lower max_tokens, or set "
+                                    "truncate_prompt to cut the prompt from the left",
+                               param="max_tokens", code="context_length_exceeded")
+        if not prompt:
+            raise APIError(400, "prompt: empty; give at least one token", param="prompt")
+        vocab = served.model.config.vocab_size
+        for name, ids in (("prompt", prompt), ("stop_token_ids", body.stop_token_ids or [])):
+            bad = [t for t in ids if not 0 <= t < vocab]
+            if bad:
+                raise APIError(400, f"{name}: token ids {bad[:5]} are outside the vocabulary 0..{vocab - 1}",
+                               param=name)
+        temperature = 1.0 if body.temperature is None else body.temperature
+        params = SamplingParams(
+            max_tokens=max_tokens, temperature=temperature,
+            top_p=body.top_p if body.top_p not in (None, 1.0) else None,
+            top_k=body.top_k if body.top_k and body.top_k > 0 else None,
+            frequency_penalty=body.frequency_penalty or 0.0, presence_penalty=body.presence_penalty or 0.0,
+            seed=body.seed, stop_token_ids=tuple(dict.fromkeys(extra_stops + list(body.stop_token_ids or []))))
+        return prompt, params
+
+    def submit(prompt: list[int], params: SamplingParams):
+        try:
+            req = engine.submit(prompt, params, loop=asyncio.get_running_loop())
+        except QueueFull as e:
+            metrics.rejected.inc()
+            raise APIError(429, f"the server is busy: {e}; retry after {e.retry_after} s", type_="rate_limit_error",
+                           headers={"Retry-After": str(e.retry_after)}, code="queue_full") from None
+        except ValueError as e:
+            raise APIError(400, str(e), param="prompt") from None
+        metrics.prompt_tokens.inc(len(prompt))
+        return req
+
+    @app.post("/v1/completions", dependencies=[Depends(check_key)])
+    async def completions(body: CompletionRequest, request: Request):
+        check_model(body.model)
+        if isinstance(body.prompt, list) and body.prompt and isinstance(body.prompt[0], str):
+            if len(body.prompt) != 1:
+                raise _invalid("prompt", "one prompt per request (a list of one string, a string, or token ids)")
+            text_prompt = body.prompt[0]
+        else:
+            text_prompt = body.prompt
+        ids = tok.encode(text_prompt) if isinstance(text_prompt, str) else list(text_prompt)
+        prompt, params = sampling(body, ids, None, [eot] if eot is not None else [])
+        return await respond(request, body, prompt, params, chat=False)
+
+    @app.post("/v1/chat/completions", dependencies=[Depends(check_key)])
+    async def chat_completions(body: ChatRequest, request: Request):
+        check_model(body.model)
+        messages = []
+        for m in body.messages:
+            content = m.content if isinstance(m.content, str) else "".join(p.text for p in m.content)
+            messages.append({"role": "system" if m.role == "developer" else m.role, "content": content})
+        try:
+            ids = prompt_ids(tok, messages)
+        except ChatFormatError as e:
+            param = str(e).split(":", 1)[0]
+            raise APIError(422, str(e), param=param) from None
+        except ValueError as e:  # a tokenizer without the chat markers
+            raise APIError(400, str(e), param="messages") from None
+        prompt, params = sampling(body, ids, None, chat_stops)
+        return await respond(request, body, prompt, params, chat=True)
+
+    async def respond(request: Request, body: _Sampling, prompt: list[int], params: SamplingParams, chat: bool):
+        stops = body.stops()
+        req = submit(prompt, params)
+        rid = ("chatcmpl-" if chat else "cmpl-") + uuid.uuid4().hex[:24]
+        created = int(time.time())
+        watcher = asyncio.create_task(_watch_disconnect(request, req))
+
+        def usage(n_completion: int) -> dict:
+            return {"prompt_tokens": len(prompt), "completion_tokens": n_completion,
+                    "total_tokens": len(prompt) + n_completion}
+
+        async def pieces():
+            """(text delta, finish_reason or None, completion tokens so far, error)."""
+            text = TextStream(tok, stops)
+            used = 0
+            try:
+                while True:
+                    # Every token that arrived meanwhile goes out in one chunk (see Request.ready_events).
+                    delta = ""
+                    for ev in [await req.next_event(), *req.ready_events()]:
+                        if ev.kind == "token":
+                            used += 1
+                            delta += text.add(ev.token)
+                            if text.stopped:
+                                req.cancel()
+                                yield delta, "stop", used, None
+                                return
+                            continue
+                        used = len(req.generated)
+                        reason = ev.finish_reason
+                        yield delta + text.flush(), ("stop" if text.stopped or reason == "stop" else
+                                                     "length" if reason in ("length", "time_limit") else reason), used, ev.error
+                        return
+                    if delta:
+                        yield delta, None, used, None
+            finally:
+                if not req.done:
+                    req.cancel()
+                watcher.cancel()
+                metrics.finished.labels(req.finish_reason or "stop").inc()
+
+        if body.stream:
+            include_usage = bool(body.stream_options and body.stream_options.include_usage)
+            return StreamingResponse(_sse(pieces(), rid, created, served.name, chat, include_usage, usage, req),
+                                     media_type="text/event-stream",
+                                     headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
+        parts, reason, used, error = [], None, 0, None
+        async for delta, fr, n, err in pieces():
+            parts.append(delta)
+            reason, used, error = fr or reason, n, err
+        if reason == "error":
+            raise APIError(500, f"generation failed: {error}", type_="server_error")
+        if reason == "cancelled":
+            raise APIError(499 if await request.is_disconnected() else 503, "the generation was cancelled",
+                           type_="server_error")
+        if req.finish_reason == "time_limit" and not req.generated:
+            raise APIError(503, f"no slot became free within the time limit of {engine.request_timeout:.0f} s",
+                           type_="server_error", headers={"Retry-After": str(engine.retry_after())})
+        text = "".join(parts)
+        if chat:
+            choice = {"index": 0, "message": {"role": "assistant", "content": text}, "logprobs": None,
+                      "finish_reason": reason}
+            return {"id": rid, "object": "chat.completion", "created": created, "model": served.name,
+                    "system_fingerprint": None, "choices": [choice], "usage": usage(used)}
+        choice = {"index": 0, "text": text, "logprobs": None, "finish_reason": reason}
+        return {"id": rid, "object": "text_completion", "created": created, "model": served.name,
+                "system_fingerprint": None, "choices": [choice], "usage": usage(used)}
+
+    return app
+
+
+async def _watch_disconnect(request: Request, req) -> None:
+    """Cancel the generation when the client goes away (also while it still waits in the queue)."""
+    try:
+        while not req.done:
+            if await request.is_disconnected():
+                req.cancel()
+                return
+            await asyncio.sleep(0.1)
+    except asyncio.CancelledError:
+        pass
+
+
+async def _sse(pieces, rid: str, created: int, model: str, chat: bool, include_usage: bool, usage, req):
+    import json
+
+    def chunk(payload: dict) -> str:
+        return f"data: {json.dumps(payload, ensure_ascii=False)}\n\n"
+
+    base = {"id": rid, "object": "chat.completion.chunk" if chat else "text_completion", "created": created,
+            "model": model, "system_fingerprint": None}
+
+    def choice(delta: str | None, finish: str | None, role: bool = False) -> dict:
+        if chat:
+            d = {"role": "assistant", "content": ""} if role else ({"content": delta} if delta else {})
+            return {"index": 0, "delta": d, "logprobs": None, "finish_reason": finish}
+        return {"index": 0, "text": delta or "", "logprobs": None, "finish_reason": finish}
+
+    if chat:
+        yield chunk({**base, "choices": [choice(None, None, role=True)]})
+    used = 0
+    async for delta, finish, n, error in pieces:
+        used = n
+        if finish == "error":
+            yield chunk(_error_body(f"generation failed: {error}", "server_error"))
+            break
+        if finish == "cancelled":
+            break
+        if delta:
+            yield chunk({**base, "choices": [choice(delta, None)]})
+        if finish:
+            yield chunk({**base, "choices": [choice(None, finish)]})
+    if include_usage:
+        yield chunk({**base, "choices": [], "usage": usage(used)})
+    yield "data: [DONE]\n\n"
+
+
+class _CountRequests:
+    """Pure ASGI middleware counting requests by route template and status (streaming-safe)."""
+
+    def __init__(self, app, metrics: Metrics):
+        self.app, self.metrics = app, metrics
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
+        status = {"code": 500}
+
+        async def send_wrapper(message):
+            if message["type"] == "http.response.start":
+                status["code"] = message["status"]
+            await send(message)
+
+        try:
+            await self.app(scope, receive, send_wrapper)
+        finally:
+            route = scope.get("route")
+            path = getattr(route, "path", None) or "other"
+            self.metrics.requests.labels(path, str(status["code"])).inc()

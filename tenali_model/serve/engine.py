@@ -1,0 +1,405 @@
+"""Batched generation for many concurrent requests: one thread owns the model, requests come and go.
+
+Each request gets a row ("slot") of a `SlotKVCache`. The loop admits waiting requests between
+decoding steps (prefilling each alone into its slot and sampling its first token), then advances
+every live request by one token in a single batched forward (`decode_slots`), and frees the slot
+of any request that finished, was cancelled or ran out of time. Sampling is per request with
+`generate.sample_next` / `apply_penalties` and the request's own `torch.Generator`, so a seeded
+request samples the same tokens whatever else is in the batch, and at temperature 0 the tokens
+equal single-sequence `generate()`'s.
+
+Waiting requests sit in a bounded queue: `submit` raises `QueueFull` when it is full (the server
+answers 429 with Retry-After). Results are delivered as events to an asyncio queue (the server)
+or a plain thread-safe queue (in-process callers); this module imports neither FastAPI nor asyncio
+at the top, so the engine is usable without the server.
+"""
+
+from __future__ import annotations
+
+import itertools
+import logging
+import queue
+import threading
+import time
+from collections import deque
+from dataclasses import dataclass, field
+from typing import Any, Iterator, Sequence
+
+import torch
+
+from ..checkpoint import unwrap
+from ..generate import apply_penalties, sample_next
+from ..model import SlotKVCache, Transformer, decode_slots
+
+log = logging.getLogger("tenali.serve")
+
+# Why a request ended. "time_limit": its time ran out; "cancelled": the client went away or stopped it.
+FINISH_REASONS = ("stop", "length", "time_limit", "cancelled", "error")
+
+
+class QueueFull(RuntimeError):
+    """Every slot is busy and the waiting queue is full; try again after `retry_after` seconds."""
+
+    def __init__(self, message: str, retry_after: int):
+        super().__init__(message)
+        self.retry_after = retry_after
+
+
+@dataclass(frozen=True)
+class SamplingParams:
+    max_tokens: int
+    temperature: float = 1.0
+    top_p: float | None = None
+    top_k: int | None = None
+    frequency_penalty: float = 0.0
+    presence_penalty: float = 0.0
+    seed: int | None = None
+    stop_token_ids: tuple[int, ...] = ()
+
+    @property
+    def penalised(self) -> bool:
+        return bool(self.frequency_penalty or self.presence_penalty)
+
+    @property
+    def greedy_plain(self) -> bool:
+        return self.temperature <= 0 and not self.penalised
+
+
+@dataclass
+class Event:
+    kind: str  # "token" | "done"
+    token: int | None = None
+    finish_reason: str | None = None
+    error: str | None = None
+    time: float = 0.0  # time.perf_counter() when the engine produced it (for benchmarks)
+
+
+@dataclass(eq=False)
+class Request:
+    """One generation. Read its events with `events()` (threads) or `aevents()` (asyncio)."""
+
+    id: int
+    prompt: list[int]
+    params: SamplingParams
+    created: float
+    deadline: float
+    loop: Any = None  # an asyncio loop: events go to an asyncio.Queue on it
+    generated: list[int] = field(default_factory=list)
+    finish_reason: str | None = None
+    first_token_at: float | None = None
+    _engine: Any = None
+    _cancelled: bool = False
+    _slot: int | None = None
+    _last_token_at: float | None = None
+    _generator: torch.Generator | None = None
+    _counts: torch.Tensor | None = None
+
+    def __post_init__(self):
+        if self.loop is not None:
+            import asyncio
+
+            self._queue = asyncio.Queue()
+        else:
+            self._queue = queue.Queue()
+
+    # --- engine side ---------------------------------------------------------------------------
+    def _push(self, event: Event) -> None:
+        event.time = time.perf_counter()
+        if self.loop is None:
+            self._queue.put(event)
+            return
+        try:
+            self.loop.call_soon_threadsafe(self._queue.put_nowait, event)
+        except RuntimeError:  # the event loop is closed: nobody is listening any more
+            self._cancelled = True
+
+    # --- client side ---------------------------------------------------------------------------
+    def cancel(self) -> None:
+        """Stop generating and free the slot (a no-op once finished)."""
+        self._cancelled = True
+        if self._engine is not None:
+            self._engine._cancel(self)
+
+    @property
+    def done(self) -> bool:
+        return self.finish_reason is not None
+
+    def events(self, timeout: float | None = None) -> Iterator[Event]:
+        """Events until "done" (blocking; for in-process callers without an event loop)."""
+        while True:
+            ev = self._queue.get(timeout=timeout)
+            yield ev
+            if ev.kind == "done":
+                return
+
+    async def aevents(self):
+        while True:
+            ev = await self._queue.get()
+            yield ev
+            if ev.kind == "done":
+                return
+
+    async def next_event(self) -> Event:
+        return await self._queue.get()
+
+    def ready_events(self) -> list[Event]:
+        """Events already delivered and not yet read (non-blocking): lets the server send every token
+        that arrived while it was busy in one chunk, so a slow client or event loop never makes the
+        model wait (the HTTP cost per chunk, not per token)."""
+        if self.loop is None:
+            empty = queue.Empty
+        else:
+            import asyncio
+
+            empty = asyncio.QueueEmpty
+        out = []
+        while True:
+            try:
+                out.append(self._queue.get_nowait())
+            except empty:
+                return out
+
+
+class Engine:
+    """Owns the model on one background thread; `submit` from any thread."""
+
+    def __init__(self, model: torch.nn.Module, *, max_batch: int = 16, max_queue: int = 64,
+                 max_len: int | None = None, request_timeout: float = 300.0, metrics=None,
+                 dtype: torch.dtype | None = None, vocab_limit: int | None = None):
+        """vocab_limit: ids at or above it are never sampled (a model vocabulary padded beyond its
+        tokenizer's would otherwise emit ids that cannot be decoded)."""
+        self.model: Transformer = unwrap(model).eval()
+        cfg = self.model.config
+        self.max_len = min(max_len or cfg.max_seq_len, cfg.max_seq_len)
+        self.max_batch, self.max_queue = max_batch, max_queue
+        self.vocab_limit = vocab_limit if vocab_limit is not None and vocab_limit < cfg.vocab_size else None
+        self.request_timeout = request_timeout
+        self.metrics = metrics
+        param = next(self.model.parameters())
+        self.device = param.device
+        self.cache = SlotKVCache(cfg, max_batch, self.max_len, self.device, dtype or param.dtype)
+        self._free = list(range(max_batch - 1, -1, -1))  # pop() hands out the lowest slot first
+        self._pending: deque[Request] = deque()
+        self._active: list[Request] = []
+        self._cv = threading.Condition()
+        self._ids = itertools.count(1)
+        self._stop = False
+        self._thread: threading.Thread | None = None
+        self._decode_times: deque[float] = deque(maxlen=64)
+        self.steps = 0
+
+    # --- lifecycle -------------------------------------------------------------------------------
+    def start(self) -> "Engine":
+        if self._thread is None:
+            self._thread = threading.Thread(target=self._run, name="tenali-engine", daemon=True)
+            self._thread.start()
+        return self
+
+    def stop(self, timeout: float = 10.0) -> None:
+        with self._cv:
+            self._stop = True
+            self._cv.notify_all()
+        if self._thread is not None:
+            self._thread.join(timeout)
+            self._thread = None
+
+    def __enter__(self):
+        return self.start()
+
+    def __exit__(self, *exc):
+        self.stop()
+
+    @property
+    def queue_depth(self) -> int:
+        return len(self._pending)
+
+    @property
+    def active(self) -> int:
+        return len(self._active)
+
+    @property
+    def alive(self) -> bool:
+        return self._thread is not None and self._thread.is_alive()
+
+    # --- submitting ------------------------------------------------------------------------------
+    def submit(self, prompt: Sequence[int], params: SamplingParams, *, loop=None,
+               timeout: float | None = None) -> Request:
+        """Queue a generation; raises ValueError for a prompt that cannot fit, QueueFull when full."""
+        prompt = [int(t) for t in prompt]
+        if not prompt:
+            raise ValueError("the prompt is empty: give at least one token")
+        if params.max_tokens < 1:
+            raise ValueError("max_tokens must be at least 1")
+        if len(prompt) + params.max_tokens > self.max_len:
+            raise ValueError(f"prompt ({len(prompt)} tokens) + max_tokens ({params.max_tokens}) exceeds "
+                             f"the context of {self.max_len} tokens")
+        if self._thread is None:
+            raise RuntimeError("the engine is not running: call start() first")
+        now = time.monotonic()
+        req = Request(id=next(self._ids), prompt=prompt, params=params, created=now,
+                      deadline=now + (timeout or self.request_timeout), loop=loop, _engine=self)
+        with self._cv:
+            # requests that will still wait once every free slot is taken
+            if len(self._pending) - len(self._free) >= self.max_queue:
+                raise QueueFull(f"all {self.max_batch} slots are busy and {len(self._pending)} requests are "
+                                f"waiting (the queue holds {self.max_queue})", self.retry_after())
+            self._pending.append(req)
+            self._observe_queue()
+            self._cv.notify_all()
+        return req
+
+    def retry_after(self) -> int:
+        """A rough wait in seconds: the queue ahead times the recent step time times typical length."""
+        step = sum(self._decode_times) / len(self._decode_times) if self._decode_times else 0.05
+        return max(1, min(60, int(step * 64 * (1 + len(self._pending) / max(self.max_batch, 1))) + 1))
+
+    def _cancel(self, req: Request) -> None:
+        with self._cv:
+            if req in self._pending:
+                self._pending.remove(req)
+                self._finish(req, "cancelled")
+                self._observe_queue()
+            self._cv.notify_all()
+
+    # --- the loop --------------------------------------------------------------------------------
+    def _run(self) -> None:
+        with torch.inference_mode():  # grad mode is per thread: set it here, where the model runs
+            while True:
+                admitted: list[Request] = []
+                with self._cv:
+                    while not self._stop and not self._pending and not self._active:
+                        self._cv.wait()
+                    if self._stop:
+                        break
+                    now = time.monotonic()
+                    for req in [r for r in self._pending if r._cancelled or now > r.deadline]:
+                        self._pending.remove(req)
+                        self._finish(req, "cancelled" if req._cancelled else "time_limit")
+                    while self._pending and self._free:
+                        req = self._pending.popleft()
+                        req._slot = self._free.pop()
+                        admitted.append(req)
+                    self._observe_queue()
+                for req in admitted:
+                    self._guard([req], self._prefill, req)
+                self._reap()
+                if self._active:
+                    self._guard(list(self._active), self._step)
+            for req in list(self._active) + list(self._pending):
+                self._finish(req, "cancelled", error="the server is shutting down")
+            self._pending.clear()
+
+    def _guard(self, reqs: list[Request], fn, *args) -> None:
+        """Run fn; on an exception end only the requests involved (with the error) and go on."""
+        try:
+            fn(*args)
+        except Exception as e:  # noqa: BLE001 - one bad batch must not kill the server
+            log.exception("generation failed")
+            for req in reqs:
+                self._finish(req, "error", error=f"{type(e).__name__}: {e}")
+
+    def _prefill(self, req: Request) -> None:
+        p = req.params
+        if p.seed is not None:
+            req._generator = torch.Generator(device=self.device)
+            req._generator.manual_seed(p.seed)
+        elif p.temperature > 0:
+            req._generator = torch.Generator(device=self.device)
+            req._generator.seed()
+        if p.penalised:
+            req._counts = torch.zeros(1, self.model.config.vocab_size, device=self.device)
+        idx = torch.tensor([req.prompt], dtype=torch.long, device=self.device)
+        logits, _ = self.model(idx, cache=self.cache.view(req._slot), start_pos=0)
+        self._active.append(req)
+        self._accept(req, self._sample(req, self._limit(logits[:, -1])))
+
+    def _step(self) -> None:
+        rows = list(self._active)
+        started = time.perf_counter()
+        tokens = torch.tensor([r.generated[-1] for r in rows], dtype=torch.long, device=self.device)
+        slots = torch.tensor([r._slot for r in rows], dtype=torch.long, device=self.device)
+        positions = torch.tensor([len(r.prompt) + len(r.generated) - 1 for r in rows],
+                                 dtype=torch.long, device=self.device)
+        logits = self._limit(decode_slots(self.model, tokens, self.cache, slots, positions))
+        if all(r.params.greedy_plain for r in rows):
+            chosen = logits.argmax(dim=-1).tolist()
+        else:
+            chosen = [self._sample(r, logits[i:i + 1]) for i, r in enumerate(rows)]
+        self._decode_times.append(time.perf_counter() - started)
+        self.steps += 1
+        if self.metrics is not None:
+            self.metrics.batch(len(rows))
+        for r, tok in zip(rows, chosen):
+            self._accept(r, int(tok))
+
+    def _limit(self, logits: torch.Tensor) -> torch.Tensor:
+        if self.vocab_limit is not None:
+            logits[:, self.vocab_limit:] = float("-inf")
+        return logits
+
+    def _sample(self, req: Request, logits: torch.Tensor) -> int:
+        p = req.params
+        if p.penalised:
+            logits = apply_penalties(logits.float(), req._counts, p.frequency_penalty, p.presence_penalty)
+        tok = int(sample_next(logits, p.temperature, p.top_k, p.top_p, req._generator)[0])
+        if p.penalised:
+            req._counts[0, tok] += 1
+        return tok
+
+    def _accept(self, req: Request, tok: int) -> None:
+        if req.done:
+            return
+        now = time.monotonic()
+        req.generated.append(tok)
+        if self.metrics is not None:
+            if req.first_token_at is None:
+                self.metrics.first_token(now - req.created)
+            else:
+                self.metrics.inter_token(now - req._last_token_at)
+            self.metrics.tokens(1)
+        if req.first_token_at is None:
+            req.first_token_at = now
+        req._last_token_at = now
+        if tok in req.params.stop_token_ids:
+            self._finish(req, "stop")
+            return
+        req._push(Event("token", token=tok))
+        if len(req.generated) >= req.params.max_tokens or len(req.prompt) + len(req.generated) >= self.max_len:
+            self._finish(req, "length")
+
+    def _reap(self) -> None:
+        now = time.monotonic()
+        for req in list(self._active):
+            if req._cancelled:
+                self._finish(req, "cancelled")
+            elif now > req.deadline:
+                self._finish(req, "time_limit")
+
+    def _finish(self, req: Request, reason: str, error: str | None = None) -> None:
+        if req.done:
+            return
+        req.finish_reason = reason
+        if req in self._active:
+            self._active.remove(req)
+        if req._slot is not None:
+            self._free.append(req._slot)
+            self._free.sort(reverse=True)
+            req._slot = None
+        req._counts = None
+        req._push(Event("done", finish_reason=reason, error=error))
+
+    def _observe_queue(self) -> None:
+        if self.metrics is not None:
+            self.metrics.queue(len(self._pending))
+
+
+def generate_ids(engine: Engine, prompts: Sequence[Sequence[int]], params: SamplingParams | Sequence[SamplingParams],
+                 timeout: float | None = None) -> list[list[int]]:
+    """Submit several prompts at once and wait for all (the in-process batched API)."""
+    many = params if isinstance(params, (list, tuple)) else [params] * len(prompts)
+    reqs = [engine.submit(p, sp) for p, sp in zip(prompts, many)]
+    for r in reqs:
+        for ev in r.events(timeout=timeout):
+            if ev.kind == "done" and ev.finish_reason == "error":
+                raise RuntimeError(ev.error)
+    return [list(r.generated) for r in reqs]

@@ -1,0 +1,109 @@
+"""What `tenali serve` loads: a release folder, a Hugging Face export, a Tenali checkpoint, or a lake.
+
+- a release folder (``releases/<id>/`` in the lake, written by the pipeline's ``model_release``
+  asset): a Hugging Face model directory (config.json, model.safetensors, tokenizer files) plus
+  the sentencepiece ``tokenizer.model``, a model card README.md and ``release.json`` (evaluation
+  figures, lineage), which the chat page shows;
+- any Llama/Arcee transformers directory of this architecture (weights renamed in memory, see hf.py);
+- a Tenali checkpoint directory or training out_dir (its latest), with ``--tokenizer`` unless the
+  folder holds a tokenizer.model;
+- a local lake root: its ``releases/LATEST.json`` names the release to serve.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+
+from ..checkpoint import CheckpointError, load_meta, load_model, resolve_checkpoint
+from ..model import Transformer
+from ..tokenizer import TextTokenizer, TokenizerError, load_tokenizer
+
+RELEASES = "releases"
+LATEST_RELEASE = f"{RELEASES}/LATEST.json"
+
+
+class LoadError(ValueError):
+    """Nothing servable at the given path; the message says what was expected."""
+
+
+@dataclass
+class Served:
+    model: Transformer
+    tokenizer: TextTokenizer
+    name: str
+    source: str
+    release: dict = field(default_factory=dict)  # release.json (evaluation figures, lineage), if any
+
+
+def latest_release_dir(lake_root: str | os.PathLike) -> Path:
+    """The folder `releases/LATEST.json` names under a local lake root."""
+    root = str(lake_root)
+    if root.startswith("s3://"):
+        raise LoadError(f"the lake {root} is on S3: copy the release folder (releases/<id>/) to local disk "
+                        "and pass it to `tenali serve PATH`")
+    pointer = Path(root) / LATEST_RELEASE
+    if not pointer.is_file():
+        raise LoadError(f"{pointer} does not exist: materialise the model_release asset first "
+                        "(`tenali demo` does), or pass a checkpoint or release folder to `tenali serve PATH`")
+    latest = json.loads(pointer.read_text())
+    folder = Path(root) / RELEASES / latest["release_id"]
+    if not (folder / "release.json").is_file():
+        raise LoadError(f"{pointer} names release {latest['release_id']!r}, but {folder} holds no release.json")
+    return folder
+
+
+def load_hf_model(hf_dir: str | os.PathLike, device: str | torch.device = "cpu") -> Transformer:
+    """A Transformer from a Llama/Arcee transformers directory, renamed in memory (no copy on disk)."""
+    from ..hf import _read_hf_weights, hf_names, model_config_from_hf
+
+    hf_dir = Path(hf_dir)
+    cfg = model_config_from_hf(json.loads((hf_dir / "config.json").read_text()))
+    theirs = _read_hf_weights(hf_dir)
+    state = {ours: theirs[name].to(torch.float32) for ours, name in hf_names(cfg).items() if name in theirs}
+    if cfg.tie_embeddings:
+        state["lm_head.weight"] = state["tok_embeddings.weight"]
+    with torch.device("meta"):
+        model = Transformer(cfg)
+    model = model.to_empty(device=device)
+    model.tie_weights()
+    model.init_rope()
+    missing, unexpected = model.load_state_dict(state, strict=False)
+    if missing or unexpected:
+        raise LoadError(f"{hf_dir}: weights do not match the config: missing {missing[:5]}, unexpected {unexpected[:5]}")
+    return model.eval()
+
+
+def load_served(path: str | os.PathLike, tokenizer: str | os.PathLike | None = None,
+                device: str | torch.device = "cpu", dtype: torch.dtype | None = None,
+                name: str | None = None) -> Served:
+    p = Path(path).expanduser()
+    if not p.exists():
+        raise LoadError(f"{p} does not exist: pass a release folder, a checkpoint directory or a lake root")
+    if (p / LATEST_RELEASE).is_file() and not (p / "config.json").is_file():
+        p = latest_release_dir(p)
+    release: dict = {}
+    if (p / "release.json").is_file():
+        release = json.loads((p / "release.json").read_text())
+    try:
+        if (p / "config.json").is_file() and not (p / "meta.json").is_file() and "model_type" in (p / "config.json").read_text():
+            model = load_hf_model(p, device)
+            default_name = release.get("model_name") or p.name
+        else:
+            ckpt = resolve_checkpoint(p)
+            model = load_model(ckpt, device=device)
+            default_name = f"{p.name}-{ckpt.name}" if ckpt != p else p.name
+            release = release or {"checkpoint": {k: v for k, v in load_meta(ckpt).items() if k != "train_config"}}
+        tok = load_tokenizer(tokenizer if tokenizer else p)
+    except (CheckpointError, TokenizerError, KeyError) as e:
+        raise LoadError(str(e)) from e
+    if tok.vocab_size > model.config.vocab_size:
+        raise LoadError(f"the tokenizer has {tok.vocab_size} pieces but the model only {model.config.vocab_size} "
+                        "embeddings: they do not belong together")
+    if dtype is not None:
+        model = model.to(dtype)
+    return Served(model=model, tokenizer=tok, name=name or default_name, source=str(p), release=release)

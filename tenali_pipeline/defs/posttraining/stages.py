@@ -1,0 +1,260 @@
+"""Post-training stages as launched steps, each a checkpoint asset with an evaluation beside it.
+
+    pretrain_checkpoint ──> distilled_checkpoint ──> sft_checkpoint ──> dpo_checkpoint
+                              distill_evaluation       sft_evaluation      dpo_evaluation
+
+Each stage writes a config for `tenali_model.posttrain.<stage>` and starts it through the same
+launcher as pretraining (torchrun locally, a pod or ECS task in production); rank 0 reports the
+checkpoint through Pipes. A run trains into ``checkpoints/<stage>/<run_id>`` so a retried step
+resumes there; the finished checkpoint is recorded in ``checkpoints/<stage>/LATEST.json``.
+
+- Distillation: the student keeps the teacher's width and takes half its blocks (every other one,
+  `tenali_model.posttrain.student`), then learns from the teacher's softened distribution on the
+  token shards in the seed's two phases (T 2.5 then 3.0, alpha 0.7 then 0.4, one-cycle).
+- SFT: the grounded instructions with LoRA (r 16, alpha 32, dropout 0.05, head trained), merged
+  into a standalone checkpoint.
+- DPO: the grounded preference pairs (right figure chosen, wrong figure rejected) against the frozen
+  SFT model.
+
+Each evaluation reports the same figures as the pretraining evaluation (bits per byte per domain,
+held-out instruction loss, grounded exact-match and multiple-choice accuracy) plus a table of every
+stage side by side; an asset check fails a stage that is worse than its parent, beyond a tolerance,
+on what that stage is meant to improve.
+"""
+
+
+import math
+from pathlib import Path
+
+import dagster as dg
+from tenali_model.posttrain.config import DistillConfig, DPOConfig, LoraSettings, SFTConfig, seed_phases
+
+from ...resources import LakeResource, TrainingResource
+from ..evaluation.assets import evaluate_latest, pretrain_evaluation
+from ..shards.assets import MANIFEST, SHARDS_KEY, token_shards
+from ..tokenizer.assets import tokenizer
+from ..training.assets import LATEST_KEY, TRAINING_POOL, loss_curve_markdown, pretrain_checkpoint
+from .assets import GROUNDED_KEY, PREFERENCE_TRAIN_KEY, SFT_TRAIN_KEY, SFT_VAL_KEY, grounded_instructions
+
+
+def stage_latest(stage: str) -> str:
+    return f"checkpoints/{stage}/LATEST.json"
+
+
+class DistillSettings(dg.Config):
+    steps: int = 60  # over two phases
+    student_layers: int = 0  # 0: half the teacher's (at least 1)
+    lr: float = 3e-3
+
+
+class SFTSettings(dg.Config):
+    steps: int = 60
+    lr: float = 2e-3
+    lora: bool = True
+    lora_r: int = 16
+    lora_alpha: int = 32
+    lora_dropout: float = 0.05
+    packing: bool = True
+
+
+class DPOSettings(dg.Config):
+    steps: int = 30
+    lr: float = 5e-4
+    beta: float = 0.1
+
+
+def _local(store, lake: LakeResource, key: str) -> Path:
+    return store.download_dir(key, lake.cache() / key)
+
+
+def _run_stage(context: dg.AssetExecutionContext, lake: LakeResource, launcher, stage: str, make_config,
+               parent: dict) -> dg.MaterializeResult:
+    """Write the stage's config, launch it, check what rank 0 reported, upload, record LATEST."""
+    store = lake.lake()
+    run_key = f"checkpoints/{stage}/{context.run_id}"
+    run_dir = store.local_dir(run_key) if store.is_local else lake.cache() / run_key
+    run_dir.mkdir(parents=True, exist_ok=True)
+    cfg = make_config(run_dir)
+    cfg.validate()
+    config_path = run_dir / f"{stage}_config.json"
+    cfg.to_json(config_path)
+    result = launcher.launch(context, config_path, workdir=run_dir, module=f"tenali_model.posttrain.{stage}")
+    reported = dict(result.metadata or {})
+    ckpt = reported.get("checkpoint")
+    ckpt_path = Path(str(getattr(ckpt, "path", None) or getattr(ckpt, "value", None) or ckpt or ""))
+    if not ckpt or not (ckpt_path / "model.safetensors").exists():
+        raise dg.Failure(f"The {stage} step reported no usable checkpoint ({ckpt!r}); see the step's stdout/stderr.")
+    ckpt_key = f"{run_key}/{ckpt_path.name}"
+    uri = store.upload_dir(ckpt_path, ckpt_key)
+    metrics = (run_dir / "metrics.jsonl").read_bytes()
+    if not store.is_local:
+        store.write_bytes(f"{run_key}/metrics.jsonl", metrics)
+    store.write_json(stage_latest(stage), {"run_id": context.run_id, "checkpoint_key": ckpt_key, "checkpoint": uri,
+                                           "metrics_key": f"{run_key}/metrics.jsonl", "stage": stage,
+                                           "parent_checkpoint": parent["checkpoint"],
+                                           "tokenizer_sha256": parent.get("tokenizer_sha256")})
+    reported.pop("loss_curve", None)
+    return dg.MaterializeResult(metadata={
+        **reported,
+        "checkpoint": dg.MetadataValue.path(uri),
+        "parent_checkpoint": dg.MetadataValue.path(parent["checkpoint"]),
+        "loss_plot": dg.MetadataValue.md(loss_curve_markdown(metrics)),
+        "config": dg.MetadataValue.json(cfg.to_dict()),
+    })
+
+
+@dg.asset(group_name="posttraining", deps=[pretrain_checkpoint, token_shards], kinds={"pytorch"}, pool=TRAINING_POOL,
+          retry_policy=dg.RetryPolicy(max_retries=1),
+          description="A student with half the teacher's blocks, distilled from the pretrained model on the token "
+                      "shards (two phases: T 2.5 / alpha 0.7, then T 3.0 / alpha 0.4, one-cycle).")
+def distilled_checkpoint(context: dg.AssetExecutionContext, config: DistillSettings, lake: LakeResource,
+                         training: TrainingResource, launcher: dg.ResourceParam) -> dg.MaterializeResult:
+    from tenali_model.checkpoint import load_config
+    from tenali_model.posttrain.student import init_student
+
+    store = lake.lake()
+    teacher = store.read_json(LATEST_KEY)
+    teacher_dir = _local(store, lake, teacher["checkpoint_key"])
+    manifest = store.read_json(f"{SHARDS_KEY}/{MANIFEST}")
+    shards = _local(store, lake, SHARDS_KEY)
+    layers = config.student_layers or max(1, load_config(teacher_dir).n_layers // 2)
+
+    def make(run_dir: Path) -> DistillConfig:
+        student = init_student(teacher_dir, run_dir / "student_init", layers)
+        return DistillConfig(
+            init_from=str(student), teacher=str(teacher_dir), out_dir=str(run_dir),
+            train_shards=[str(shards / e["file"]) for e in manifest["splits"]["train"]],
+            val_shards=[str(shards / e["file"]) for e in manifest["splits"]["val"]],
+            phases=seed_phases(config.steps, lr=config.lr, min_lr=config.lr / 10),
+            batch_size=training.batch_size, seq_len=training.seq_len, seed=training.seed,
+            eval_every=max(config.steps // 2, 1), eval_batches=training.eval_batches,
+            ckpt_every=max(config.steps // 2, 1), log_every=max(config.steps // 20, 1))
+    return _run_stage(context, lake, launcher, "distill", make, teacher)
+
+
+@dg.asset(group_name="posttraining", deps=[distilled_checkpoint, grounded_instructions, tokenizer], kinds={"pytorch"},
+          pool=TRAINING_POOL, retry_policy=dg.RetryPolicy(max_retries=1),
+          description="Instruction tuning of the distilled model on the grounded finance chats, with LoRA on the "
+                      "attention and MLP projections (head trained too), merged into a standalone checkpoint.")
+def sft_checkpoint(context: dg.AssetExecutionContext, config: SFTSettings, lake: LakeResource,
+                   training: TrainingResource, launcher: dg.ResourceParam) -> dg.MaterializeResult:
+    store = lake.lake()
+    parent = store.read_json(stage_latest("distill"))
+    parent_dir = _local(store, lake, parent["checkpoint_key"])
+    data = _local(store, lake, GROUNDED_KEY)
+    tok = _local(store, lake, "tokenizer") / "tenali.model"
+    lora = LoraSettings(r=config.lora_r, alpha=config.lora_alpha, dropout=config.lora_dropout) if config.lora else None
+
+    def make(run_dir: Path) -> SFTConfig:
+        return SFTConfig(init_from=str(parent_dir), out_dir=str(run_dir), tokenizer=str(tok),
+                         train_files=[str(data / Path(SFT_TRAIN_KEY).name)], val_files=[str(data / Path(SFT_VAL_KEY).name)],
+                         packing=config.packing, steps=config.steps, lr=config.lr, min_lr=config.lr / 10,
+                         warmup_steps=max(config.steps // 10, 1), batch_size=training.batch_size,
+                         seq_len=training.seq_len, seed=training.seed, lora=lora,
+                         eval_every=max(config.steps // 2, 1), ckpt_every=max(config.steps // 2, 1),
+                         log_every=max(config.steps // 20, 1))
+    return _run_stage(context, lake, launcher, "sft", make, parent)
+
+
+@dg.asset(group_name="posttraining", deps=[sft_checkpoint, grounded_instructions], kinds={"pytorch"},
+          pool=TRAINING_POOL, retry_policy=dg.RetryPolicy(max_retries=1),
+          description="Preference tuning (DPO) of the instruction-tuned model: the grounded answer chosen over the "
+                      "same sentence with a wrong figure, against the frozen SFT model.")
+def dpo_checkpoint(context: dg.AssetExecutionContext, config: DPOSettings, lake: LakeResource,
+                   training: TrainingResource, launcher: dg.ResourceParam) -> dg.MaterializeResult:
+    store = lake.lake()
+    parent = store.read_json(stage_latest("sft"))
+    parent_dir = _local(store, lake, parent["checkpoint_key"])
+    data = _local(store, lake, GROUNDED_KEY)
+    tok = _local(store, lake, "tokenizer") / "tenali.model"
+
+    def make(run_dir: Path) -> DPOConfig:
+        return DPOConfig(init_from=str(parent_dir), out_dir=str(run_dir), tokenizer=str(tok),
+                         train_files=[str(data / Path(PREFERENCE_TRAIN_KEY).name)], beta=config.beta,
+                         steps=config.steps, lr=config.lr, min_lr=config.lr / 10, warmup_steps=max(config.steps // 10, 1),
+                         batch_size=training.batch_size, seq_len=training.seq_len, seed=training.seed,
+                         ckpt_every=config.steps, log_every=max(config.steps // 10, 1))
+    return _run_stage(context, lake, launcher, "dpo", make, parent)
+
+
+# ---------------------------------------------------------------------------------------------------
+# Evaluations: the same figures for every stage, and every stage side by side.
+
+EVALUATIONS = {"pretrain": "pretrain_evaluation", "distill": "distill_evaluation", "sft": "sft_evaluation",
+               "dpo": "dpo_evaluation"}
+COMPARED = [("bits_per_byte", "bits/byte", "lower"), ("instruction_perplexity", "instruction ppl", "lower"),
+            ("grounded_exact_match", "grounded exact", "higher"), ("grounded_choice_accuracy", "grounded choice", "higher")]
+
+
+def _latest_figures(instance: dg.DagsterInstance, asset: str) -> dict:
+    event = instance.get_latest_materialization_event(dg.AssetKey(asset))
+    if event is None or event.asset_materialization is None:
+        return {}
+    return {k: v.value for k, v in event.asset_materialization.metadata.items() if isinstance(v.value, (int, float))}
+
+
+def comparison_table(instance: dg.DagsterInstance, current: str, figures: dict) -> str:
+    rows = []
+    for stage, asset in EVALUATIONS.items():
+        values = figures if stage == current else _latest_figures(instance, asset)
+        if values:
+            cells = [f"{values[k]:.4f}" if isinstance(values.get(k), float) else "–" for k, _, _ in COMPARED]
+            rows.append(f"| {'**' + stage + '**' if stage == current else stage} | " + " | ".join(cells) + " |")
+    head = "| stage | " + " | ".join(f"{label} ({better} is better)" for _, label, better in COMPARED) + " |"
+    return head + "\n|---|" + "---:|" * len(COMPARED) + "\n" + "\n".join(rows)
+
+
+def _evaluation(stage: str, checkpoint_asset, description: str):
+    @dg.asset(name=EVALUATIONS[stage], group_name="posttraining", deps=[checkpoint_asset, pretrain_evaluation],
+              kinds={"pytorch"}, description=description)
+    def evaluation(context: dg.AssetExecutionContext, lake: LakeResource) -> dg.MaterializeResult:
+        figures = evaluate_latest(context, lake, stage_latest(stage), chat=stage in ("sft", "dpo"))
+        numeric = {k: v for k, v in figures.items() if isinstance(v, (int, float))}
+        figures["stages"] = dg.MetadataValue.md(comparison_table(context.instance, stage, numeric))
+        return dg.MaterializeResult(metadata=figures)
+    return evaluation
+
+
+distill_evaluation = _evaluation("distill", distilled_checkpoint,
+                                 "The distilled student's figures beside the teacher's (bits per byte per domain, "
+                                 "instruction perplexity, grounded accuracy).")
+sft_evaluation = _evaluation("sft", sft_checkpoint,
+                             "The instruction-tuned model's figures beside pretraining and distillation: held-out "
+                             "instruction perplexity and grounded exact-match / multiple-choice accuracy.")
+dpo_evaluation = _evaluation("dpo", dpo_checkpoint,
+                             "The preference-tuned model's figures beside every earlier stage.")
+
+
+# What each stage is meant to improve, the parent it is compared with, and how much worse it may be.
+GOALS = {
+    # A student half the teacher's depth is allowed to lose some bits per byte: that is the trade.
+    "distill": ("pretrain", "bits_per_byte", "lower", 0.25),
+    "sft": ("distill", "instruction_loss", "lower", 0.02),
+    "dpo": ("sft", "grounded_choice_accuracy", "higher", 0.10),
+}
+
+
+def _goal_check(stage: str, evaluation_asset):
+    parent, measure, better, tolerance = GOALS[stage]
+
+    @dg.asset_check(asset=evaluation_asset, name=f"{stage}_no_worse_than_{parent}",
+                    description=f"{measure} no worse than the {parent} stage's by more than "
+                                f"{tolerance:.0%}{' (relative)' if measure != 'grounded_choice_accuracy' else ' (absolute)'}.")
+    def check(context: dg.AssetCheckExecutionContext) -> dg.AssetCheckResult:
+        mine = _latest_figures(context.instance, EVALUATIONS[stage]).get(measure)
+        theirs = _latest_figures(context.instance, EVALUATIONS[parent]).get(measure)
+        if mine is None or theirs is None:
+            return dg.AssetCheckResult(passed=False, metadata={"missing": f"{measure} of {stage} or {parent}"})
+        if measure == "grounded_choice_accuracy":
+            ok = mine >= theirs - tolerance
+        else:
+            ok = mine <= theirs * (1 + tolerance) if better == "lower" else mine >= theirs * (1 - tolerance)
+        ok = ok and math.isfinite(mine)
+        return dg.AssetCheckResult(passed=ok, metadata={measure: mine, f"{parent}_{measure}": theirs,
+                                                        "tolerance": tolerance})
+    return check
+
+
+distill_goal = _goal_check("distill", distill_evaluation)
+sft_goal = _goal_check("sft", sft_evaluation)
+dpo_goal = _goal_check("dpo", dpo_evaluation)

@@ -1,0 +1,201 @@
+"""Model releases: an evaluated checkpoint exported for Hugging Face with a model card, and what `tenali serve` loads.
+
+``releases/<id>/`` is a transformers model folder (config.json, model.safetensors, tokenizer.json,
+tokenizer_config.json with the chat template) plus the sentencepiece ``tokenizer.model``, the model
+card ``README.md`` and ``release.json`` (evaluation figures, lineage). ``releases/LATEST.json``
+names the current release; it moves only to a release that is no worse (by validation bits per
+byte) than the current one, and the blocking check fails a release that is worse, so a regression
+is written for inspection but never served by default.
+"""
+
+
+import datetime as dt
+import hashlib
+import math
+import tempfile
+from pathlib import Path
+
+import dagster as dg
+from tenali_model.checkpoint import load_config, load_meta
+from tenali_model.hf import _ARCH, export_hf
+
+from ...resources import LakeResource
+from ..corpus.assets import DOCUMENT_ASSETS
+from ..evaluation.assets import pretrain_evaluation
+from ..shards.assets import MANIFEST, SHARDS_KEY
+from ..tokenizer.assets import MODEL_KEY
+from ..training.assets import LATEST_KEY
+from .card import model_card, release_json
+
+RELEASES_KEY = "releases"
+LATEST_RELEASE_KEY = f"{RELEASES_KEY}/LATEST.json"
+# A release may be this much worse (bits per byte) than the current one and still replace it:
+# evaluation noise between equally good checkpoints.
+TOLERANCE = 0.01
+
+
+class ReleaseConfig(dg.Config):
+    # "auto": the instruction-tuned model when one is evaluated (the last chat stage: dpo, else sft), else "best";
+    # "chat": that chat model (an error when there is none); "best": the base checkpoint with the lowest
+    # validation bits per byte; "latest": the latest evaluated checkpoint of any stage.
+    pick: str = "auto"
+    checkpoint_key: str = ""  # a lake key of one checkpoint (overrides pick; must have been evaluated)
+    name: str = "tenali"
+
+
+def _key_of(store, uri: str) -> str:
+    root = store.root.rstrip("/") + "/"
+    return uri[len(root):] if uri.startswith(root) else uri
+
+
+# Evaluation assets by stage; sft and dpo are chat models (trained on the chat template).
+STAGE_EVALUATIONS = {"pretrain": "pretrain_evaluation", "distill": "distill_evaluation", "sft": "sft_evaluation",
+                     "dpo": "dpo_evaluation"}
+CHAT_STAGES = ("dpo", "sft")  # most refined first
+
+
+def _evaluations(instance) -> list[dict]:
+    """Every evaluation still on record, newest first: its stage, numeric figures and the checkpoint it evaluated."""
+    out = []
+    for stage, asset in STAGE_EVALUATIONS.items():
+        for r in instance.fetch_materializations(dg.AssetKey(asset), limit=100).records:
+            meta = r.asset_materialization.metadata
+            figures = {k: float(v.value) for k, v in meta.items()
+                       if isinstance(v.value, (int, float)) and not isinstance(v.value, bool)}
+            if "checkpoint" in meta and math.isfinite(figures.get("bits_per_byte", math.nan)):
+                out.append({"checkpoint": str(meta["checkpoint"].value), "figures": figures,
+                            "timestamp": r.timestamp, "stage": stage})
+    return sorted(out, key=lambda e: -e["timestamp"])
+
+
+def _kind(stage: str | None) -> str:
+    return "chat" if stage in CHAT_STAGES else "base"
+
+
+def _lineage(instance, manifest: dict) -> dict:
+    sources, firsts, lasts, sample = [], [], [], True
+    for a in DOCUMENT_ASSETS:
+        ev = instance.get_latest_materialization_event(a.key)
+        if ev is None:
+            continue
+        meta = {k: v.value for k, v in ev.asset_materialization.metadata.items()}
+        row = {"asset": a.key.to_user_string(), "rows": meta.get("dagster/row_count"), "first": meta.get("first"),
+               "last": meta.get("last"), "sources": meta.get("sources", "")}
+        sources.append(row)
+        firsts += [row["first"]] if row["first"] else []
+        lasts += [row["last"]] if row["last"] else []
+        sample = sample and bool(meta.get("sample_data", False))
+    corpus = manifest.get("corpus", {})
+    return {"sources": sources, "date_range": [min(firsts), max(lasts)] if firsts else None,
+            "sample_data": sample and bool(sources), "val_start": corpus.get("val_start"),
+            "train_documents": corpus.get("train_documents"), "val_documents": corpus.get("val_documents"),
+            "train_tokens": manifest.get("totals", {}).get("train"), "val_tokens": manifest.get("totals", {}).get("val"),
+            "tokenizer_sha256": manifest.get("tokenizer", {}).get("sha256")}
+
+
+@dg.asset(group_name="release", deps=[pretrain_evaluation, "sft_evaluation", "dpo_evaluation"], kinds={"huggingface"},
+          description="The instruction-tuned model (or the best evaluated base checkpoint) exported in Hugging Face "
+                      "format with a model card: what `tenali serve` serves.")
+def model_release(context: dg.AssetExecutionContext, lake: LakeResource, config: ReleaseConfig) -> dg.MaterializeResult:
+    store = lake.lake()
+    evaluations = _evaluations(context.instance)
+    if not evaluations:
+        raise dg.Failure("No evaluation of a checkpoint is on record: materialise pretrain_evaluation first.")
+    if config.checkpoint_key:
+        chosen = [e for e in evaluations if _key_of(store, e["checkpoint"]) == config.checkpoint_key]
+        if not chosen:
+            raise dg.Failure(f"checkpoint_key {config.checkpoint_key!r} has no evaluation on record; evaluated: "
+                             f"{sorted({_key_of(store, e['checkpoint']) for e in evaluations})}")
+        chosen = chosen[0]
+    elif config.pick == "latest":
+        chosen = evaluations[0]
+    elif config.pick in ("auto", "chat", "best"):
+        existing = [e for e in evaluations if store.exists(_key_of(store, e["checkpoint"]) + "/meta.json")]
+        if not existing:
+            raise dg.Failure("None of the evaluated checkpoints is still in the lake.")
+        chat = [e for stage in CHAT_STAGES for e in existing if e["stage"] == stage][:1]
+        if config.pick == "chat" and not chat:
+            raise dg.Failure("pick='chat' but no instruction-tuned model (sft or dpo) is evaluated: materialise "
+                             "sft_evaluation first, or pick 'best'.")
+        base = [e for e in existing if e["stage"] == "pretrain"] or existing
+        chosen = chat[0] if chat and config.pick != "best" else min(base, key=lambda e: e["figures"]["bits_per_byte"])
+    else:
+        raise dg.Failure(f"pick must be 'auto', 'chat', 'best' or 'latest', not {config.pick!r}")
+    ckpt_key = _key_of(store, chosen["checkpoint"])
+    ckpt = store.download_dir(ckpt_key, lake.cache() / ckpt_key)
+    meta, cfg = load_meta(ckpt), load_config(ckpt)
+    tokenizer = store.read_bytes(MODEL_KEY)
+    tok_sha = hashlib.sha256(tokenizer).hexdigest()
+    latest_ckpt = store.read_json(LATEST_KEY)
+    if latest_ckpt.get("checkpoint_key") == ckpt_key and latest_ckpt.get("tokenizer_sha256") not in (None, tok_sha):
+        raise dg.Failure(f"The tokenizer in the lake (sha256 {tok_sha[:12]}) is not the one {ckpt_key} was trained "
+                         "with: retrain, or release from a lake that still holds its tokenizer.")
+    manifest = store.read_json(f"{SHARDS_KEY}/{MANIFEST}")
+    created = dt.datetime.now(dt.timezone.utc)
+    release_id = f"{config.name}-{created:%Y%m%d-%H%M%S}-step{meta['step']}-{meta['model_sha256'][:8]}"
+    current = store.read_json(LATEST_RELEASE_KEY) if store.exists(LATEST_RELEASE_KEY) else None
+    bpb = chosen["figures"]["bits_per_byte"]
+    # Bits per byte compares like with like: a chat model replacing a base model (or back) is a deliberate
+    # switch of kind, recorded in release.json, not a regression.
+    same_kind = current is not None and _kind(current.get("stage", "pretrain")) == _kind(chosen["stage"])
+    promoted = current is None or not same_kind or bpb <= current["bits_per_byte"] * (1 + TOLERANCE)
+    release = {
+        "release_id": release_id, "model_name": release_id, "created": created.strftime("%Y-%m-%dT%H:%M:%SZ"),
+        "model": {**cfg.__dict__, "num_params": meta["num_params"], "architecture": _ARCH[cfg.activation][0]},
+        "tokenizer": {"sha256": tok_sha, "vocab_size": manifest["tokenizer"]["vocab_size"], "file": "tokenizer.model"},
+        "checkpoint": {"key": ckpt_key, "step": meta["step"], "tokens_seen": meta.get("tokens_seen"),
+                       "model_sha256": meta["model_sha256"], "created": meta.get("created")},
+        "evaluation": chosen["figures"],
+        "lineage": _lineage(context.instance, manifest),
+        "previous": current, "promoted": promoted, "pick": config.checkpoint_key or config.pick,
+        "stage": chosen["stage"], "chat_template": _kind(chosen["stage"]) == "chat",
+    }
+    key = f"{RELEASES_KEY}/{release_id}"
+    with store.staged_dir(key) as out, tempfile.TemporaryDirectory() as tmp:
+        sp_path = Path(tmp) / "tokenizer.model"
+        sp_path.write_bytes(tokenizer)
+        export_hf(ckpt, out, tokenizer_model=sp_path)
+        (out / "tokenizer.model").write_bytes(tokenizer)
+        (out / "README.md").write_text(model_card(release), encoding="utf-8")
+        (out / "release.json").write_text(release_json(release), encoding="utf-8")
+        card = (out / "README.md").read_text(encoding="utf-8")
+    pointer = {"release_id": release_id, "key": key, "uri": store.uri(key), "bits_per_byte": bpb,
+               "checkpoint_key": ckpt_key, "created": release["created"], "stage": chosen["stage"]}
+    if promoted:
+        store.write_json(LATEST_RELEASE_KEY, pointer)
+    else:
+        context.log.warning(f"Release {release_id} (bits/byte {bpb:.4f}) is worse than the current "
+                            f"{current['release_id']} ({current['bits_per_byte']:.4f}); LATEST.json unchanged.")
+    return dg.MaterializeResult(metadata={
+        "release_id": release_id,
+        "uri": dg.MetadataValue.path(store.uri(key)),
+        "checkpoint": dg.MetadataValue.path(chosen["checkpoint"]),
+        "bits_per_byte": bpb,
+        "previous_bits_per_byte": current["bits_per_byte"] if current else float("nan"),
+        "promoted": promoted,
+        "num_params": meta["num_params"],
+        "stage": chosen["stage"],
+        "model_card": dg.MetadataValue.md(card),
+        "serve": dg.MetadataValue.text(f"tenali serve {store.uri(key)}" if promoted else "not promoted"),
+    })
+
+
+@dg.asset_check(asset=model_release, blocking=True,
+                description=f"The new release is no worse (bits per byte, {TOLERANCE:.0%} tolerance) than the one it "
+                            "would replace; a worse one is refused (LATEST.json keeps the current release).")
+def not_worse_than_current(context: dg.AssetCheckExecutionContext, lake: LakeResource) -> dg.AssetCheckResult:
+    ev = context.instance.get_latest_materialization_event(model_release.key)
+    meta = {k: v.value for k, v in ev.asset_materialization.metadata.items()}
+    store = lake.lake()
+    release_id = meta["release_id"]
+    release = store.read_json(f"{RELEASES_KEY}/{release_id}/release.json")
+    files = {"config.json", "model.safetensors", "tokenizer.json", "tokenizer_config.json", "tokenizer.model",
+             "README.md", "release.json"}
+    missing = sorted(f for f in files if not store.exists(f"{RELEASES_KEY}/{release_id}/{f}"))
+    previous = release.get("previous")
+    passed = bool(release["promoted"]) and not missing
+    return dg.AssetCheckResult(passed=passed, metadata={
+        "release_id": release_id, "bits_per_byte": release["evaluation"]["bits_per_byte"],
+        "current_release": previous["release_id"] if previous else "none: first release",
+        "current_bits_per_byte": previous["bits_per_byte"] if previous else float("nan"),
+        "missing_files": ", ".join(missing) or "none"})

@@ -1,0 +1,120 @@
+"""The model card (README.md of a release) and release.json, as plain functions (no Dagster)."""
+
+from __future__ import annotations
+
+import json
+import math
+
+from tenali_model.chat import render_text
+from tenali_model.tokenizer import SPECIAL_TOKENS
+
+RELEASE_FORMAT_VERSION = 1
+
+
+def _fmt(v) -> str:
+    if isinstance(v, float):
+        return f"{v:.4f}" if math.isfinite(v) else str(v)
+    if isinstance(v, int):
+        return f"{v:,}"
+    return str(v)
+
+
+_STAGE_LINES = {
+    "pretrain": "Stage: **pretrained base model** (next-token prediction only; not instruction-tuned).",
+    "distill": "Stage: **distilled student** of the pretrained model (base model; not instruction-tuned).",
+    "sft": "Stage: **instruction-tuned** (distilled, then supervised fine-tuning with LoRA, merged) on grounded "
+           "finance questions whose answers are computed from the data; use the chat template below.",
+    "dpo": "Stage: **preference-tuned** (distilled, instruction-tuned, then DPO preferring the correct figure over "
+           "a wrong one); use the chat template below.",
+}
+
+
+def model_card(release: dict) -> str:
+    """Hugging Face style README.md: front matter, then architecture, tokenizer, data, evaluation, use and limits."""
+    m, tok, ev, lin = release["model"], release["tokenizer"], release["evaluation"], release["lineage"]
+    ck = release["checkpoint"]
+    lines = [
+        "---",
+        "library_name: transformers",
+        "pipeline_tag: text-generation",
+        "language: [en]",
+        "tags: [finance, tenali, llama]",
+        "---",
+        "",
+        f"# {release['model_name']}",
+        "",
+        f"A {m['num_params'] / 1e6:.1f}M-parameter decoder-only language model pretrained from scratch by Tenali on "
+        f"finance text (market data, macro series, crypto, SEC filings, news and documents rendered as text). "
+        f"Release `{release['release_id']}`, created {release['created']}.",
+        "",
+        _STAGE_LINES.get(release.get("stage", "pretrain"), ""),
+        "",
+        "## Architecture",
+        "",
+        f"`{m['architecture']}` (Llama-style: pre-norm RMSNorm, grouped-query attention with RoPE, "
+        f"{'SwiGLU' if m['activation'] == 'swiglu' else 'GELU'} MLP"
+        f"{', tied embeddings' if m['tie_embeddings'] else ''}).",
+        "",
+        "| field | value |", "|---|---:|",
+        *[f"| {k} | {_fmt(m[k])} |" for k in ("num_params", "vocab_size", "dim", "n_layers", "n_heads", "n_kv_heads",
+                                                 "ffn_hidden", "max_seq_len", "rope_theta", "norm_eps")],
+        "",
+        "## Tokenizer",
+        "",
+        f"SentencePiece BPE with byte fallback and single-digit splitting, {tok['vocab_size']:,} pieces "
+        f"(`tokenizer.model`, sha256 `{tok['sha256'][:16]}…`), also as `tokenizer.json` for transformers. "
+        f"Special pieces: {', '.join(f'`{t}`' for t in SPECIAL_TOKENS)}. Chat template (also in tokenizer_config.json):",
+        "",
+        "```",
+        render_text([{"role": "system", "content": "…"}, {"role": "user", "content": "…"},
+                     {"role": "assistant", "content": "…"}, {"role": "user", "content": "…"}],
+                    add_generation_prompt=True),
+        "```",
+        "",
+        "## Training data and lineage",
+        "",
+        f"Checkpoint `{ck['key']}` (step {_fmt(ck['step'])}, {_fmt(ck.get('tokens_seen') or 0)} tokens seen, "
+        f"model sha256 `{str(ck.get('model_sha256', ''))[:16]}…`), trained on {_fmt(lin.get('train_tokens') or 0)} "
+        f"training tokens; validation is split by time: no training document is dated on or after "
+        f"{lin.get('val_start') or 'the validation start'}.",
+        "",
+    ]
+    if lin.get("sources"):
+        lines += ["| documents | rows | first | last | sources |", "|---|---:|---|---|---|"]
+        lines += [f"| {s['asset']} | {_fmt(s.get('rows', ''))} | {s.get('first', '')} | {s.get('last', '')} | "
+                  f"{s.get('sources', '')} |" for s in lin["sources"]]
+        lines.append("")
+    if lin.get("date_range"):
+        lines += [f"Date range of all documents: {lin['date_range'][0]} to {lin['date_range'][1]}.", ""]
+    if lin.get("sample_data"):
+        lines += ["**Built from sample data** (the demo profile): a smoke-test model, not a useful one.", ""]
+    lines += ["## Evaluation", "",
+              "On the held-out (later-dated) validation split; bits per byte is comparable across tokenizers.", "",
+              "| metric | value |", "|---|---:|"]
+    lines += [f"| {k} | {_fmt(v)} |" for k, v in sorted(ev.items())]
+    lines += [
+        "",
+        "## Intended use and limits",
+        "",
+        "- Research and education: studying small finance-domain language models, serving and evaluation.",
+        "- Not financial advice. It generates plausible-sounding text, including numbers, prices and dates that "
+        "may be wrong; it has no access to live data and knows nothing after its training data ends.",
+        "- Pretrained only unless the lineage says otherwise: it continues text rather than following instructions.",
+        "- English finance text dominates the data; other languages and domains are weak.",
+        "- Data sources carry their own terms (e.g. SEC EDGAR, FRED, exchange data); check them before reuse.",
+        "",
+        "## How to use",
+        "",
+        "```",
+        f"tenali serve {release['release_id']}   # or: tenali serve (the latest release)",
+        "```",
+        "",
+        "or with transformers: `AutoModelForCausalLM.from_pretrained(folder)`, `AutoTokenizer.from_pretrained(folder)`.",
+        "",
+    ]
+    return "\n".join(lines)
+
+
+def release_json(release: dict) -> str:
+    return json.dumps({"release_format_version": RELEASE_FORMAT_VERSION, **release}, indent=2, sort_keys=True,
+                      default=str) + "\n"

@@ -1,0 +1,339 @@
+"""Run training on Kubernetes GPU nodes: one pod per node, torchrun inside, Pipes through S3.
+
+- **One node** (``nodes == 1``): dagster-k8s's `PipesK8sClient` launches one pod asking for
+  ``gpus_per_node`` ``nvidia.com/gpu``, with the node selector and tolerations of the GPU pool, a
+  memory-backed ``/dev/shm`` (NCCL and DataLoader workers need more than Docker's 64 MiB) and the
+  shared work volume, running ``torchrun --standalone --nproc_per_node=<gpus>``.
+- **Several nodes**: an **indexed Job** (``completionMode: Indexed``, one pod per node) plus a
+  headless Service, created inside Dagster's ``open_pipes_session``. Chosen over JobSet and Kubeflow's
+  PyTorchJob because it needs nothing installed in the cluster (batch/v1 only, Kubernetes >= 1.24):
+  each pod gets its index (torchrun's ``--node_rank``) and a stable DNS name
+  ``<job>-0.<service>``, which is node 0's rendezvous address for torchrun's static rendezvous.
+  What the operators would add (gang restarts, elastic sizes) Dagster already covers: a failed
+  pod fails the Job (``backoffLimit: 0``), the step fails, and Dagster's retry relaunches the whole
+  Job, which resumes from the last checkpoint on the shared volume.
+
+Clean-up: the pod (or Job with its pods, and the Service) is deleted when the step ends, whether it
+succeeded, failed or was cancelled (the finally block runs on Dagster's interrupt); if the run worker
+itself is killed, the owner reference to its pod (TENALI_OWNER_POD_NAME/UID, see infra/helm) lets
+Kubernetes garbage-collect them, and ``activeDeadlineSeconds`` bounds every pod.
+
+A trainer that fails before reporting (out of memory at start, a bad image, a bad config) fails the
+step with its exit code and last log lines (`common.failure`), never a silent success.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+import uuid
+from pathlib import Path
+from typing import Any
+
+import dagster as dg
+
+from ..settings import SettingsError
+from .common import check_shared_paths, failure, owner_reference, s3_client, trainer_env, trainer_command
+
+SHM_VOLUME, WORK_VOLUME = "dshm", "work"
+CONTAINER = "trainer"
+# Waiting reasons that never recover by themselves: fail at once instead of waiting for the timeout.
+FATAL_WAITING = {"ErrImagePull", "ImagePullBackOff", "InvalidImageName", "CrashLoopBackOff", "RunContainerError",
+                 "CreateContainerError"}
+
+
+def _name(run_id: str, op_name: str, prefix: str = "tenali-train") -> str:
+    """A DNS-1123 name per run and step (<= 52 chars, so pod names with an index stay under 63)."""
+    op = "".join(c if c.isalnum() else "-" for c in op_name.lower()).strip("-")[:20]
+    return f"{prefix}-{run_id[:8]}-{op}".strip("-")[:52].rstrip("-")
+
+
+class K8sTrainingLauncher(dg.ConfigurableResource):
+    """Kubernetes launcher: same ``launch(context, config_path, workdir, extras)`` as the local one."""
+
+    image: str
+    namespace: str = "default"
+    gpus_per_node: int = 8
+    nodes: int = 1
+    cpu: str = ""  # requests.cpu, e.g. "90"
+    memory: str = ""  # requests and limits memory, e.g. "900Gi"
+    shm_size: str = "64Gi"  # size limit of the memory-backed /dev/shm
+    node_selector: str = "{}"  # JSON object
+    tolerations: str = "[]"  # JSON list of Kubernetes tolerations
+    shared_pvc: str = ""  # ReadWriteMany PersistentVolumeClaim holding the work folders
+    shared_mount: str = ""  # where it is mounted, here and in the trainer pods
+    service_account: str = ""  # e.g. one with an IAM role for S3 (IRSA)
+    env_secret: str = ""  # optional Secret whose keys become env vars (credentials the cluster holds)
+    lake_root: str = ""
+    s3_endpoint_url: str = ""
+    pipes_bucket: str = ""  # S3 bucket for Pipes context and messages; empty: pod logs (one node only)
+    pipes_prefix: str = "pipes"
+    master_port: int = 29500
+    timeout_seconds: int = 14 * 24 * 3600
+    poll_interval: float = 10.0
+
+    # ---- what is submitted ----------------------------------------------------------------------
+    def _selector(self) -> dict:
+        value = json.loads(self.node_selector or "{}")
+        if not isinstance(value, dict):
+            raise SettingsError(f"node selector must be a JSON object, got {self.node_selector!r}")
+        return value
+
+    def _tolerations(self) -> list:
+        value = json.loads(self.tolerations or "[]")
+        if not isinstance(value, list):
+            raise SettingsError(f"tolerations must be a JSON list, got {self.tolerations!r}")
+        return value
+
+    def container(self, command: list[str], env: dict[str, str], workdir: str) -> dict:
+        limits: dict[str, str] = {"nvidia.com/gpu": str(self.gpus_per_node)} if self.gpus_per_node else {}
+        requests: dict[str, str] = {}
+        if self.cpu:
+            requests["cpu"] = self.cpu
+        if self.memory:
+            requests["memory"] = limits["memory"] = self.memory
+        c: dict[str, Any] = {
+            "name": CONTAINER,
+            "image": self.image,
+            "imagePullPolicy": "IfNotPresent",
+            "command": command,
+            "workingDir": workdir,
+            "env": [{"name": k, "value": v} for k, v in env.items()],
+            "resources": {"limits": limits, **({"requests": requests} if requests else {})},
+            "volumeMounts": [{"name": SHM_VOLUME, "mountPath": "/dev/shm"}],
+        }
+        if self.shared_pvc:
+            c["volumeMounts"].append({"name": WORK_VOLUME, "mountPath": self.shared_mount})
+        if self.env_secret:
+            c["envFrom"] = [{"secretRef": {"name": self.env_secret}}]
+        return c
+
+    def pod_spec(self, command: list[str], env: dict[str, str], workdir: str) -> dict:
+        """The pod spec (camelCase, as `kubectl apply` reads it) of one training node."""
+        spec: dict[str, Any] = {
+            "restartPolicy": "Never",
+            "activeDeadlineSeconds": self.timeout_seconds,
+            "containers": [self.container(command, env, workdir)],
+            "volumes": [{"name": SHM_VOLUME, "emptyDir": {"medium": "Memory", "sizeLimit": self.shm_size}}],
+        }
+        if self.shared_pvc:
+            spec["volumes"].append({"name": WORK_VOLUME, "persistentVolumeClaim": {"claimName": self.shared_pvc}})
+        if self._selector():
+            spec["nodeSelector"] = self._selector()
+        if self._tolerations():
+            spec["tolerations"] = self._tolerations()
+        if self.service_account:
+            spec["serviceAccountName"] = self.service_account
+        return spec
+
+    def labels(self, run_id: str) -> dict[str, str]:
+        return {"app.kubernetes.io/name": "tenali-trainer", "app.kubernetes.io/part-of": "tenali",
+                "dagster/run-id": run_id}
+
+    def job_manifests(self, name: str, run_id: str, config_path: str, env: dict[str, str],
+                      workdir: str, module: str = "tenali_model.train") -> tuple[dict, dict]:
+        """(headless Service, indexed Job) for ``nodes`` nodes; node 0 is the rendezvous host."""
+        master = f"{name}-0.{name}.{self.namespace}.svc"
+        command = trainer_command(config_path, gpus_per_node=self.gpus_per_node, nodes=self.nodes,
+                                  node_rank="$(NODE_RANK)", master_addr=master, master_port=self.master_port,
+                                  module=module)
+        spec = self.pod_spec(command, env, workdir)
+        spec["subdomain"] = name  # <pod hostname>.<subdomain> resolves through the headless Service
+        spec["containers"][0]["env"].insert(0, {"name": "NODE_RANK", "valueFrom": {"fieldRef": {
+            "fieldPath": "metadata.annotations['batch.kubernetes.io/job-completion-index']"}}})
+        spec["containers"][0]["ports"] = [{"containerPort": self.master_port, "name": "rendezvous"}]
+        meta = {"name": name, "namespace": self.namespace, "labels": self.labels(run_id)}
+        if owner_reference():
+            meta["ownerReferences"] = owner_reference()
+        service = {"apiVersion": "v1", "kind": "Service", "metadata": meta,
+                   "spec": {"clusterIP": "None", "publishNotReadyAddresses": True,
+                            "selector": {"batch.kubernetes.io/job-name": name},
+                            "ports": [{"name": "rendezvous", "port": self.master_port}]}}
+        job = {"apiVersion": "batch/v1", "kind": "Job", "metadata": meta,
+               "spec": {"completionMode": "Indexed", "completions": self.nodes, "parallelism": self.nodes,
+                        "backoffLimit": 0, "activeDeadlineSeconds": self.timeout_seconds,
+                        "ttlSecondsAfterFinished": 3600,
+                        "template": {"metadata": {"labels": self.labels(run_id)}, "spec": spec}}}
+        return service, job
+
+    def env(self, extra: dict[str, str] | None = None) -> dict[str, str]:
+        return trainer_env(self.lake_root, self.s3_endpoint_url, extra)
+
+    # ---- cluster access (tests replace these) -----------------------------------------------------
+    def _load_kube_config(self) -> None:
+        import os
+
+        import kubernetes
+
+        if os.getenv("KUBERNETES_SERVICE_HOST"):
+            kubernetes.config.load_incluster_config()
+        else:
+            kubernetes.config.load_kube_config()
+
+    def _kube(self):
+        from dagster_k8s.client import DagsterKubernetesClient
+
+        self._load_kube_config()
+        return DagsterKubernetesClient.production_client()
+
+    def _pipes(self, multi: bool):
+        """(context injector, message reader): S3 when a bucket is set, else env + pod logs."""
+        if self.pipes_bucket:
+            from .s3pipes import s3_pipes
+
+            return s3_pipes(self.pipes_bucket, self.pipes_prefix, s3_client(self.s3_endpoint_url),
+                            interval=min(self.poll_interval, 5.0))
+        if multi:
+            raise dg.Failure("Multi-node training reports through S3: set TENALI_PIPES_BUCKET (defaults to the "
+                             "lake's bucket when TENALI_LAKE_ROOT is on S3).")
+        return None, None
+
+    # ---- launching ------------------------------------------------------------------------------
+    def launch(self, context: dg.AssetExecutionContext, config_path: Path, workdir: Path,
+               extras: dict | None = None, module: str = "tenali_model.train") -> dg.MaterializeResult:
+        """Run `module` (pretraining, or a post-training stage) with ``--config config_path``."""
+        check_shared_paths(self.shared_mount, config_path, workdir)
+        if self.nodes > 1:
+            return self._launch_job(context, str(config_path), str(workdir), extras, module)
+        return self._launch_pod(context, str(config_path), str(workdir), extras, module)
+
+    def _launch_pod(self, context, config_path: str, workdir: str, extras, module: str) -> dg.MaterializeResult:
+        from dagster_k8s import PipesK8sClient
+        from dagster_k8s.client import DagsterK8sError
+
+        injector, reader = self._pipes(multi=False)
+        client = PipesK8sClient(context_injector=injector, message_reader=reader, poll_interval=self.poll_interval)
+        kube = self._kube()
+        # PipesK8sClient names the pod with a random suffix: find it again by a label of this launch.
+        launch_id = uuid.uuid4().hex[:16]
+        meta: dict[str, Any] = {"labels": {**self.labels(context.run_id), "tenali/launch-id": launch_id}}
+        if owner_reference():
+            meta["ownerReferences"] = owner_reference()
+        command = trainer_command(config_path, gpus_per_node=self.gpus_per_node, module=module)
+        context.log.info(f"launching a pod in {self.namespace}: {' '.join(command)}")
+        pod_name = lambda: self._pod_name(kube, launch_id)  # noqa: E731
+        try:
+            invocation = client.run(
+                context=context, extras=extras or {}, namespace=self.namespace, image=None, command=None,
+                base_pod_meta=meta, base_pod_spec=self.pod_spec(command, self.env(), workdir),
+                pod_wait_timeout=self.timeout_seconds, delete_pod_on_completion=False)
+            try:
+                return invocation.get_materialize_result()
+            except Exception as e:  # noqa: BLE001 - exited 0 without reporting (dagster #17868)
+                raise self._pod_failure(kube, pod_name(), f"it exited without reporting ({e})") from e
+        except DagsterK8sError as e:
+            raise self._pod_failure(kube, pod_name(), str(e).splitlines()[0][:300]) from e
+        finally:
+            name = pod_name()
+            if name:
+                self._delete(lambda: kube.core_api.delete_namespaced_pod(name, self.namespace), context,
+                             f"pod {name}")
+
+    def _pod_name(self, kube, launch_id: str) -> str:
+        try:
+            pods = kube.core_api.list_namespaced_pod(self.namespace, label_selector=f"tenali/launch-id={launch_id}")
+            return pods.items[0].metadata.name if pods.items else ""
+        except Exception:  # noqa: BLE001 - the API is unreachable: nothing we can delete either
+            return ""
+
+    def _pod_failure(self, kube, pod_name: str, reason: str) -> dg.Failure:
+        exit_code = None
+        try:
+            pods = kube.core_api.list_namespaced_pod(self.namespace, field_selector=f"metadata.name={pod_name}").items
+            for status in (pods[0].status.container_statuses or []) if pods else []:
+                if status.state and status.state.terminated:
+                    exit_code = status.state.terminated.exit_code
+        except Exception:  # noqa: BLE001 - the failure message is best effort, the step fails anyway
+            pass
+        return failure(f"pod {pod_name}", exit_code, self._logs(kube, pod_name), reason)
+
+    def _logs(self, kube, pod_name: str) -> str:
+        try:
+            return kube.retrieve_pod_logs(pod_name, self.namespace, container_name=CONTAINER, tail_lines=40)
+        except Exception as e:  # noqa: BLE001
+            return f"(could not read the pod's logs: {e})"
+
+    def _delete(self, fn, context, what: str) -> None:
+        try:
+            fn()
+            context.log.info(f"deleted {what}")
+        except Exception as e:  # noqa: BLE001 - already gone (404) or the API is down: say so, go on
+            if getattr(e, "status", None) != 404:
+                context.log.warning(f"could not delete {what}: {e}")
+
+    def _launch_job(self, context, config_path: str, workdir: str, extras, module: str) -> dg.MaterializeResult:
+        from dagster_k8s.models import k8s_model_from_dict, k8s_snake_case_dict
+        from kubernetes.client import V1Job, V1Service
+
+        injector, reader = self._pipes(multi=True)
+        kube = self._kube()
+        name = _name(context.run_id, context.op.name)
+        with dg.open_pipes_session(context=context, extras=extras or {}, context_injector=injector,
+                                   message_reader=reader) as session:
+            service, job = self.job_manifests(name, context.run_id, config_path,
+                                              self.env(session.get_bootstrap_env_vars()), workdir, module)
+            context.log.info(f"launching indexed Job {name}: {self.nodes} nodes x {self.gpus_per_node} GPUs")
+            kube.core_api.create_namespaced_service(
+                self.namespace, k8s_model_from_dict(V1Service, k8s_snake_case_dict(V1Service, service)))
+            try:
+                kube.batch_api.create_namespaced_job(
+                    self.namespace, k8s_model_from_dict(V1Job, k8s_snake_case_dict(V1Job, job)))
+                self._wait_for_job(kube, name, context)
+            finally:
+                self._delete(lambda: kube.batch_api.delete_namespaced_job(
+                    name, self.namespace, propagation_policy="Background"), context, f"job {name} and its pods")
+                self._delete(lambda: kube.core_api.delete_namespaced_service(name, self.namespace), context,
+                             f"service {name}")
+        try:
+            return dg.PipesClientCompletedInvocation(session).get_materialize_result()
+        except Exception as e:  # noqa: BLE001 - every pod exited 0 but rank 0 reported nothing
+            raise failure(f"job {name}", 0, "", f"it exited without reporting ({e})") from e
+
+    def _wait_for_job(self, kube, name: str, context) -> None:
+        """Until every index succeeded; fail fast on a failed pod or one that cannot start."""
+        deadline = time.monotonic() + self.timeout_seconds
+        while True:
+            status = kube.batch_api.read_namespaced_job_status(name, self.namespace).status
+            if (status.succeeded or 0) >= self.nodes:
+                return
+            pods = kube.core_api.list_namespaced_pod(
+                self.namespace, label_selector=f"batch.kubernetes.io/job-name={name}").items
+            for pod in pods:
+                for cs in pod.status.container_statuses or []:
+                    term, wait = cs.state.terminated if cs.state else None, cs.state.waiting if cs.state else None
+                    if term is not None and term.exit_code != 0:
+                        raise failure(f"pod {pod.metadata.name} of job {name}", term.exit_code,
+                                      self._logs(kube, pod.metadata.name), term.reason or "")
+                    if wait is not None and wait.reason in FATAL_WAITING:
+                        raise failure(f"pod {pod.metadata.name} of job {name}", None, wait.message or "",
+                                      f"{wait.reason}: check the image name and the registry credentials")
+            failed = [c for c in status.conditions or [] if c.type == "Failed" and c.status == "True"]
+            if failed or (status.failed or 0) > 0:
+                reason = failed[0].message if failed else f"{status.failed} pod(s) failed"
+                raise failure(f"job {name}", None, "", reason or "the Job failed")
+            if time.monotonic() > deadline:
+                raise failure(f"job {name}", None, "", f"no result after {self.timeout_seconds} s")
+            time.sleep(self.poll_interval)
+
+
+def k8s_launcher_from_settings(settings) -> K8sTrainingLauncher:
+    """The launcher for TENALI_LAUNCHER=k8s, from TENALI_K8S_* and the shared variables (checked by
+    settings.load_settings)."""
+    from .common import parse_s3_root
+
+    get = lambda name, default="": settings.cluster.get(name) or default  # noqa: E731
+    image = get("TENALI_TRAINER_IMAGE")
+    if not image:
+        raise SettingsError("TENALI_LAUNCHER=k8s needs the trainer image: set TENALI_TRAINER_IMAGE "
+                            "(built from infra/docker/trainer.Dockerfile).")
+    bucket = get("TENALI_PIPES_BUCKET") or (parse_s3_root(settings.lake_root)[0]
+                                             if settings.lake_root.startswith("s3://") else "")
+    return K8sTrainingLauncher(
+        image=image, namespace=get("TENALI_K8S_NAMESPACE", "default"),
+        gpus_per_node=int(get("TENALI_GPUS_PER_NODE", "8")), nodes=int(get("TENALI_NODES", "1")),
+        cpu=get("TENALI_K8S_CPU"), memory=get("TENALI_K8S_MEMORY"), shm_size=get("TENALI_K8S_SHM_SIZE", "64Gi"),
+        node_selector=get("TENALI_K8S_NODE_SELECTOR", "{}"), tolerations=get("TENALI_K8S_TOLERATIONS", "[]"),
+        shared_pvc=get("TENALI_K8S_SHARED_PVC"), shared_mount=get("TENALI_SHARED_MOUNT"),
+        service_account=get("TENALI_K8S_SERVICE_ACCOUNT"), env_secret=get("TENALI_K8S_ENV_SECRET"),
+        lake_root=settings.lake_root, s3_endpoint_url=settings.s3_endpoint_url,
+        pipes_bucket=bucket, pipes_prefix=get("TENALI_PIPES_PREFIX", "pipes"))

@@ -1,0 +1,211 @@
+"""Distillation (hand-computed loss, the student moves toward the teacher, HF teachers, vocabulary
+checks), DPO (the margin grows; bad pairs fail before anything is written) and the schedules."""
+
+import json
+import math
+
+import pytest
+import torch
+
+from conftest import tiny_model_config, write_jsonl
+from tenali_model.checkpoint import load_meta, load_model, save_checkpoint
+from tenali_model.config import ConfigError
+from tenali_model.model import Transformer
+from tenali_model.posttrain import distill, dpo
+from tenali_model.posttrain.config import DistillConfig, DPOConfig, Phase, seed_phases
+from tenali_model.posttrain.data import collate_pairs, encode_pairs, load_pairs, pad_id_of
+from tenali_model.posttrain.distill import distill_loss
+from tenali_model.posttrain.dpo import sequence_logps
+from tenali_model.posttrain.loop import lr_in_phase
+from tm_helpers import SEQ, VOCAB
+
+
+def test_distill_loss_equals_a_hand_computation():
+    s = torch.tensor([[[1.0, 0.0, -1.0], [0.5, 0.5, 0.0]]])
+    t = torch.tensor([[[0.0, 2.0, 0.0], [1.0, -1.0, 0.0]]])
+    y = torch.tensor([[1, -1]])  # the second position is ignored
+    T, alpha = 2.0, 0.7
+    ps = [math.exp(v / T) for v in (1.0, 0.0, -1.0)]
+    pt = [math.exp(v / T) for v in (0.0, 2.0, 0.0)]
+    ps, pt = [v / sum(ps) for v in ps], [v / sum(pt) for v in pt]
+    kl = sum(b * math.log(b / a) for a, b in zip(ps, pt))
+    p1 = [math.exp(v) for v in (1.0, 0.0, -1.0)]
+    ce = -math.log(p1[1] / sum(p1))
+    total, n, stats = distill_loss(s, t, y, T, alpha)
+    assert n == 1
+    assert total.item() == pytest.approx(alpha * T * T * kl + (1 - alpha) * ce, rel=1e-6)
+    assert stats["kl"].item() == pytest.approx(kl, rel=1e-6) and stats["ce"].item() == pytest.approx(ce, rel=1e-6)
+
+
+@pytest.fixture
+def student_teacher(tmp_path, shards):
+    torch.manual_seed(1)
+    teacher = Transformer(tiny_model_config(VOCAB, max_seq_len=SEQ, dim=96, n_layers=3))
+    with torch.no_grad():  # a confident teacher (a random one is near uniform): something to learn
+        teacher.tok_embeddings.weight.mul_(40)
+    student = Transformer(tiny_model_config(VOCAB, max_seq_len=SEQ, dim=32, n_heads=2, n_kv_heads=1))
+    return (save_checkpoint(tmp_path / "student", step=0, model=student),
+            save_checkpoint(tmp_path / "teacher", step=0, model=teacher))
+
+
+def distill_config(student, teacher, shards, out, **kw):
+    base = dict(init_from=str(student), teacher=str(teacher), out_dir=str(out), train_shards=shards["train"],
+                val_shards=shards["val"], phases=seed_phases(24, lr=1e-2, min_lr=1e-3), batch_size=4,
+                log_every=4, eval_batches=2, device="cpu", num_threads=1, seed=5)
+    base.update(kw)
+    return DistillConfig(**base)
+
+
+def kl_to_teacher(student_ckpt, teacher_ckpt, shards) -> float:
+    from tenali_model.data import iter_eval_windows
+    s, t = load_model(student_ckpt), load_model(teacher_ckpt)
+    total, n = 0.0, 0
+    with torch.no_grad():
+        for x, y in iter_eval_windows(shards["val"], SEQ, 8, 2):
+            loss, count, _ = distill_loss(s(x)[0], t(x)[0], y, 1.0, 1.0)
+            total, n = total + loss.item(), n + count
+    return total / n
+
+
+def test_distillation_pulls_the_student_toward_the_teacher(student_teacher, shards, tmp_path):
+    student, teacher = student_teacher
+    before = kl_to_teacher(student, teacher, shards)
+    phases = [Phase(steps=12, lr=1e-2, min_lr=1e-3, warmup_steps=3, schedule="onecycle", temperature=2.5, alpha=0.9),
+              Phase(steps=12, lr=1e-2, min_lr=1e-3, warmup_steps=3, schedule="onecycle", temperature=3.0, alpha=0.8)]
+    summary = distill.train(distill_config(student, teacher, shards, tmp_path / "d", phases=phases))
+    after = kl_to_teacher(summary["checkpoint"], teacher, shards)
+    assert after < 0.5 * before
+    rows = [json.loads(line) for line in (tmp_path / "d" / "metrics.jsonl").read_text().splitlines()]
+    train_rows = [r for r in rows if r["kind"] == "train"]
+    assert [r["phase"] for r in train_rows] == [0, 0, 0, 1, 1, 1]
+    assert train_rows[-1]["kl"] < train_rows[0]["kl"]
+    meta = load_meta(summary["checkpoint"])
+    assert meta["stage"] == "distill" and meta["teacher"] == str(teacher)
+    assert [(p["temperature"], p["alpha"]) for p in meta["phases"]] == [(2.5, 0.9), (3.0, 0.8)]
+    assert summary["teacher_student_flop_ratio"] > 3
+
+
+def test_distillation_from_a_hugging_face_teacher_and_resume(student_teacher, shards, tmp_path):
+    pytest.importorskip("transformers")
+    from tenali_model.hf import export_hf
+    student, teacher = student_teacher
+    hf = export_hf(teacher, tmp_path / "hf_teacher")
+    cfg = lambda out: distill_config(student, hf, shards, out, phases=[Phase(steps=6, lr=1e-2, temperature=2.0,  # noqa: E731
+                                                                             alpha=0.5)], ckpt_every=3)
+    full = distill.train(cfg(tmp_path / "full"))
+    distill.train(cfg(tmp_path / "split"), stop_at=3)
+    split = distill.train(cfg(tmp_path / "split"))
+    assert split["resumed_from_step"] == 3
+    a = load_model(full["checkpoint"]).state_dict()
+    b = load_model(split["checkpoint"]).state_dict()
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    assert load_meta(full["checkpoint"])["teacher_kind"] == "hf"
+
+
+def test_a_teacher_with_another_vocabulary_fails_before_any_compute(shards, tmp_path, capsys):
+    student = save_checkpoint(tmp_path / "s", step=0, model=Transformer(tiny_model_config(VOCAB, max_seq_len=SEQ)))
+    teacher = save_checkpoint(tmp_path / "t", step=0, model=Transformer(tiny_model_config(VOCAB * 2, max_seq_len=SEQ)))
+    cfg = distill_config(student, teacher, shards, tmp_path / "out")
+    cfg.to_json(tmp_path / "d.json")
+    assert distill.main(["--config", str(tmp_path / "d.json")]) == 2
+    assert "vocabulary of 128 but the student" in capsys.readouterr().err
+    assert not (tmp_path / "out").exists()
+
+
+def test_schedules():
+    p = Phase(steps=100, lr=1.0, min_lr=0.1, warmup_steps=30, schedule="onecycle")
+    opt = torch.optim.SGD([torch.zeros(1, requires_grad=True)], lr=1.0)
+    ref = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=1.0, total_steps=100, pct_start=0.3,
+                                              div_factor=25.0, final_div_factor=0.04 / 0.1,
+                                              anneal_strategy="cos")
+    theirs = []
+    for _ in range(100):
+        theirs.append(opt.param_groups[0]["lr"])
+        opt.step()
+        ref.step()
+    ours = [lr_in_phase(p, t) for t in range(100)]
+    assert ours[0] == pytest.approx(0.04) and ours[28] < ours[29] == 1.0 > ours[30]
+    assert ours[99] == pytest.approx(0.1)
+    for a, b in zip(ours, theirs):
+        assert a == pytest.approx(b, rel=1e-6, abs=1e-9)
+    lin = Phase(steps=10, lr=1.0, min_lr=0.0, warmup_steps=0, schedule="linear")
+    assert [lr_in_phase(lin, t) for t in (0, 5)] == [1.0, 0.5]
+    assert lr_in_phase(Phase(steps=10, lr=1.0, warmup_steps=2, schedule="constant"), 7) == 1.0
+
+
+# --- DPO -------------------------------------------------------------------------------------------
+
+PAIRS = [
+    {"prompt": "What did Apple close at on 2024-05-01?", "chosen": "$189.25.", "rejected": "$142.10."},
+    {"prompt": "What is the 10-year yield?", "chosen": "4.50%.", "rejected": "7.25%."},
+    {"messages": [{"role": "user", "content": "CPI?"}, {"role": "assistant", "content": "3.4%."},
+                  {"role": "user", "content": "And the funds rate?"}],
+     "chosen": "5.25%-5.50%.", "rejected": [{"role": "assistant", "content": "1.00%."}]},
+]
+
+
+def dpo_config(parent, tok_dir, files, out, **kw):
+    base = dict(init_from=str(parent), out_dir=str(out), train_files=files, tokenizer=str(tok_dir), steps=12,
+                batch_size=3, lr=3e-3, min_lr=3e-4, warmup_steps=1, beta=0.5, log_every=3, device="cpu",
+                num_threads=1, seed=2)
+    base.update(kw)
+    return DPOConfig(**base)
+
+
+def chosen_margin(ckpt, tok, pairs_file) -> float:
+    pairs, _ = encode_pairs(tok, load_pairs([pairs_file]), 128)
+    batch = collate_pairs(pairs, pad_id_of(tok))
+    with torch.no_grad():
+        lp = sequence_logps(load_model(ckpt)(batch["x"])[0], batch["y"])
+    return (lp[:len(pairs)] - lp[len(pairs):]).mean().item()
+
+
+def test_completion_labels_skip_earlier_assistant_turns(tok, tmp_path):
+    (pair,) = load_pairs([write_jsonl(tmp_path / "p.jsonl", [PAIRS[2]])])
+    ((chosen, rejected),), _ = encode_pairs(tok, [pair], 128)
+    assert [y for y in chosen.labels if y != -1] == tok.encode("5.25%-5.50%.") + [tok.eot_id]
+    assert [y for y in rejected.labels if y != -1] == tok.encode("1.00%.") + [tok.eot_id]
+
+
+@pytest.mark.parametrize("lora", [False, True])
+def test_dpo_raises_the_chosen_over_rejected_margin(lora, tok_dir, tok, parent, tmp_path):
+    from tenali_model.posttrain.config import LoraSettings
+    f = write_jsonl(tmp_path / "pairs.jsonl", PAIRS)
+    before = chosen_margin(parent, tok, f)
+    s = dpo.train(dpo_config(parent, tok_dir, [f], tmp_path / "dpo", val_files=[f],
+                             lora=LoraSettings(r=4, alpha=8) if lora else None))
+    after = chosen_margin(s["checkpoint"], tok, f)
+    assert after > before + 1.0
+    assert s["val_accuracy"] == 1.0 and s["val_margin"] > 1.0
+    assert s["final_loss"] < s["initial_loss"] < math.log(2) + 1e-3  # starts at -log sigmoid(0)
+
+
+BAD_PAIRS = [
+    ({"chosen": "a", "rejected": "b"}, "expected exactly one of 'prompt'"),
+    ({"prompt": "q", "chosen": "a"}, "field 'rejected': expected a string or a list of messages, missing"),
+    ({"prompt": "q", "chosen": "a", "rejected": "a"}, "identical"),
+    ({"messages": [{"role": "user", "content": "q"}, {"role": "assistant", "content": "x"}],
+      "chosen": "a", "rejected": "b"}, "must end with a user turn"),
+    ({"prompt": "q", "chosen": [{"role": "user", "content": "a"}], "rejected": "b"}, "field chosen[0].role"),
+]
+
+
+@pytest.mark.parametrize("record,message", BAD_PAIRS)
+def test_malformed_preference_files_fail_with_file_line_field(record, message, tok_dir, parent, tmp_path, capsys):
+    f = write_jsonl(tmp_path / "pairs.jsonl", [PAIRS[0], PAIRS[1], record])
+    dpo_config(parent, tok_dir, [f], tmp_path / "out").to_json(tmp_path / "dpo.json")
+    assert dpo.main(["--config", str(tmp_path / "dpo.json")]) == 2
+    err = capsys.readouterr().err
+    assert f"{f}:line 3" in err and message in err, err
+    assert not (tmp_path / "out").exists()
+
+
+def test_distill_config_validation(tmp_path):
+    d = dict(init_from="a", teacher="t", out_dir="o", train_shards=["x.bin"],
+             phases=[{"steps": 10, "temperature": 0, "alpha": 0.5}])
+    with pytest.raises(ConfigError, match=r"phases\[0\].temperature must be > 0"):
+        DistillConfig.from_dict(d).validate()
+    with pytest.raises(ConfigError, match=r"phases\[0\].steps must be int"):
+        DistillConfig.from_dict({**d, "phases": [{"steps": 1.5}]})
+    with pytest.raises(ConfigError, match="phases is empty"):
+        DistillConfig.from_dict({**d, "phases": []}).validate()

@@ -1,0 +1,186 @@
+"""SFT: assistant-only labels, packed == padded, LoRA merge, exact resume, bad files write nothing."""
+
+import json
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from conftest import CHATS, write_jsonl
+from tenali_model.chat import encode_chat
+from tenali_model.checkpoint import load_meta, load_model
+from tenali_model.config import ConfigError
+from tenali_model.posttrain.config import LoraSettings, SFTConfig
+from tenali_model.posttrain.data import (DataError, chat_from_record, collate, encode_sft, load_chats,
+                                         pack, single_rows)
+from tenali_model.posttrain.lora import apply_lora, load_adapter, merged_state_dict
+from tenali_model.posttrain.sft import main, sft_loss, train
+from tenali_model.tokenizer import ASSISTANT, EOT
+
+
+def sft_config(parent, tok_dir, files, out, **kw):
+    base = dict(init_from=str(parent), out_dir=str(out), train_files=files, tokenizer=str(tok_dir),
+                steps=8, batch_size=2, lr=3e-3, min_lr=3e-4, warmup_steps=2, log_every=2,
+                ckpt_every=4, device="cpu", num_threads=1, seed=3)
+    base.update(kw)
+    return SFTConfig(**base)
+
+
+def test_labels_are_exactly_the_next_assistant_tokens(tok):
+    chat = CHATS[3]["messages"]
+    enc = encode_chat(tok, chat)
+    (ex,), _ = encode_sft(tok, [chat], seq_len=128)
+    assert ex.input_ids == enc.ids[:-1]
+    want = [tok.encode(m["content"]) + [tok.special(EOT)] for m in chat if m["role"] == "assistant"]
+    labelled = [y for y in ex.labels if y != -1]
+    assert labelled == [t for w in want for t in w]
+    # the first label of each answer sits on the <|assistant|> marker (predicting the answer's first
+    # token), the last on the answer's last token (predicting <|endoftext|>): not one off either way
+    starts = [i for i, y in enumerate(ex.labels) if y != -1 and (i == 0 or ex.labels[i - 1] == -1)]
+    assert [ex.input_ids[i] for i in starts] == [tok.special(ASSISTANT)] * 2
+    ends = [i for i, y in enumerate(ex.labels) if y != -1 and (i + 1 == len(ex.labels) or ex.labels[i + 1] == -1)]
+    assert [ex.labels[i] for i in ends] == [tok.special(EOT)] * 2
+    # a user turn's tokens never carry a label
+    user_ids = set(tok.encode("Fed funds?"))
+    assert not {y for y in ex.labels if y != -1} & user_ids - {t for w in want for t in w}
+
+
+def test_packed_and_padded_give_the_same_loss_and_gradients(tok, parent):
+    examples, _ = encode_sft(tok, [chat_from_record(c, "test") for c in CHATS], seq_len=128)
+    packed_rows, padded_rows = pack(examples, 128), single_rows(examples)
+    assert len(packed_rows) < len(padded_rows)  # several conversations share a row
+    results = []
+    for rows, packed in ((packed_rows, True), (padded_rows, False)):
+        model = load_model(parent)
+        batch = collate(rows, pad_id=0, packed=packed)
+        s, n, _ = sft_loss(model, batch)
+        (s / n).backward()
+        results.append((s.item() / n, n, [p.grad.clone() for p in model.parameters()]))
+    (loss_a, n_a, g_a), (loss_b, n_b, g_b) = results
+    assert n_a == n_b == sum(sum(y != -1 for y in ex.labels) for ex in examples)
+    assert loss_a == pytest.approx(loss_b, rel=1e-5)
+    for a, b in zip(g_a, g_b):
+        torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-6)
+    # without the document mask the packed row's later conversations see the earlier ones
+    model = load_model(parent)
+    leaky = collate(packed_rows, pad_id=0, packed=False)
+    s, n, _ = sft_loss(model, leaky)
+    assert abs(s.item() / n - loss_b) > 1e-4
+
+
+def test_lora_merged_and_unmerged_give_the_same_logits(tok, parent, tmp_path):
+    torch.manual_seed(0)
+    model = apply_lora(load_model(parent), LoraSettings())
+    trainable = {n for n, p in model.named_parameters() if p.requires_grad}
+    assert trainable and all(".lora_" in n or n in ("tok_embeddings.weight",) for n in trainable)
+    assert {n.split(".")[3] for n in trainable if ".lora_" in n} == {"wq", "wk", "wv", "wo", "w1", "w2", "w3"}
+    with torch.no_grad():  # B starts at zero: give the adapters and the head a real update
+        for n, p in model.named_parameters():
+            if p.requires_grad:
+                p.add_(0.05 * torch.randn_like(p))
+    model.eval()
+    x = torch.tensor([tok.encode("Apple closed at $189.25 and the curve stayed inverted.")])
+    merged = load_model(parent)
+    merged.load_state_dict(merged_state_dict(model))
+    with torch.no_grad():
+        torch.testing.assert_close(merged(x)[0], model(x)[0], rtol=1e-5, atol=1e-5)
+        assert not torch.allclose(load_model(parent)(x)[0], model(x)[0], atol=1e-3)
+
+
+def test_lora_sft_resumes_exactly_and_merges_into_an_exportable_checkpoint(tok_dir, tok, parent, chat_file,
+                                                                          tmp_path):
+    transformers = pytest.importorskip("transformers")
+    lora = LoraSettings(r=4, alpha=8)
+    full = train(sft_config(parent, tok_dir, [chat_file], tmp_path / "full", lora=lora, val_files=[chat_file]))
+    assert full["complete"] and full["final_loss"] < full["initial_loss"]
+    first = train(sft_config(parent, tok_dir, [chat_file], tmp_path / "split", lora=lora,
+                             val_files=[chat_file]), stop_at=4)
+    assert first["step"] == 4 and not first["complete"]
+    second = train(sft_config(parent, tok_dir, [chat_file], tmp_path / "split", lora=lora, val_files=[chat_file]))
+    assert second["resumed_from_step"] == 4 and second["step"] == 8
+    for name in ("step_00000008/model.safetensors", "adapters/step_00000008/adapter_model.safetensors",
+                 "adapters/step_00000008/head.safetensors"):
+        a, b = load_file(str(tmp_path / "full" / name)), load_file(str(tmp_path / "split" / name))
+        assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a), name
+
+    ckpt = tmp_path / "full" / "step_00000008"
+    meta = load_meta(ckpt)
+    assert meta["stage"] == "sft" and meta["parent_checkpoint"] == str(parent)
+    assert meta["data_files"] == [str(tmp_path / "chats.jsonl")] * 2 and meta["lora"]["r"] == 4
+    assert meta["adapter"] == str(tmp_path / "full" / "adapters" / "step_00000008")
+    # the adapter alone, loaded on the parent, gives the merged checkpoint's logits
+    x = torch.tensor([tok.encode("What did Apple close at?")])
+    adapted = apply_lora(load_model(parent), lora)
+    load_adapter(adapted, meta["adapter"])
+    merged = load_model(ckpt)
+    with torch.no_grad():
+        torch.testing.assert_close(adapted.eval()(x)[0], merged(x)[0], rtol=1e-5, atol=1e-5)
+    # and the merged checkpoint is a plain Tenali checkpoint that exports to transformers
+    from tenali_model.hf import export_hf
+    out = export_hf(ckpt, tmp_path / "hf", tokenizer_model=tok_dir / "tokenizer.model")
+    theirs = transformers.AutoModelForCausalLM.from_pretrained(out, dtype=torch.float32).eval()
+    with torch.no_grad():
+        torch.testing.assert_close(theirs(x).logits, merged(x)[0], rtol=0, atol=1e-4)
+
+
+def test_full_finetune_learns_the_answers(tok_dir, parent, chat_file, tmp_path):
+    s = train(sft_config(parent, tok_dir, [chat_file], tmp_path / "run", steps=30, ckpt_every=0,
+                         log_every=5, val_files=[chat_file], packing=False))
+    assert s["val_loss"] < 0.6 * s["initial_loss"]
+    assert s["trainable_params"] == s["num_params"]
+    rows = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in rows if r["kind"] == "val"] == [30]
+
+
+def test_parquet_and_alpaca_records_read_like_jsonl(tmp_path):
+    pq.write_table(pa.Table.from_pylist([{"instruction": "Q?", "input": "ctx", "output": "A."}]),
+                   tmp_path / "a.parquet")
+    (chat,) = load_chats([tmp_path / "a.parquet"])
+    assert chat == [{"role": "user", "content": "Q?\n\nctx"}, {"role": "assistant", "content": "A."}]
+
+
+BAD = [
+    ('{"messages": [{"role": "user", "content": "hi"}', "line 2", "not valid JSON"),
+    ({"instruction": "Q?"}, "line 2", "field 'output'"),
+    ({"messages": [{"role": "user", "content": "a"}, {"role": "bot", "content": "b"}]}, "line 2",
+     "field messages[1].role"),
+    ({"messages": [{"role": "user", "content": "only a question"}]}, "line 2", "no assistant message"),
+    ({"prompt": "x", "completion": "y"}, "line 2", "expected a 'messages' field"),
+    ({"instruction": "Q?", "output": 3}, "line 2", "field 'output': expected a string"),
+]
+
+
+@pytest.mark.parametrize("record,line,field", BAD)
+def test_malformed_files_name_file_line_field_and_write_nothing(record, line, field, tok_dir, parent, tmp_path,
+                                                               capsys):
+    bad = write_jsonl(tmp_path / "bad.jsonl", [CHATS[1], record, CHATS[0]])
+    out = tmp_path / "out"
+    cfg = sft_config(parent, tok_dir, [bad], out)
+    cfg.to_json(tmp_path / "sft.json")
+    assert main(["--config", str(tmp_path / "sft.json")]) == 2
+    err = capsys.readouterr().err
+    assert f"{bad}:{line}" in err and field in err, err
+    assert not out.exists()
+
+
+def test_parquet_errors_name_the_row(tmp_path):
+    pq.write_table(pa.Table.from_pylist([{"instruction": "Q?", "output": "A."}, {"instruction": "", "output": "B"}]),
+                   tmp_path / "b.parquet")
+    with pytest.raises(DataError, match=r"b.parquet:row 2: field 'instruction': is empty"):
+        load_chats([tmp_path / "b.parquet"])
+
+
+def test_config_round_trip_and_errors(tmp_path, parent, tok_dir, chat_file):
+    cfg = sft_config(parent, tok_dir, [chat_file], tmp_path / "o", lora=LoraSettings())
+    cfg.to_json(tmp_path / "c.json")
+    assert SFTConfig.from_json(tmp_path / "c.json") == cfg
+    d = json.loads((tmp_path / "c.json").read_text())
+    for change, match in (({"stepz": 1}, "unknown field"), ({"steps": "10"}, "steps must be int"),
+                          ({"lora": {"r": 4, "targets": []}}, "unknown field"),
+                          ({"format_version": 2}, "format_version 2"), ({"schedule": "step"}, "schedule")):
+        with pytest.raises(ConfigError, match=match):
+            SFTConfig.from_dict({**d, **change}).validate()
+    with pytest.raises(ConfigError, match="missing required field"):
+        SFTConfig.from_dict({k: v for k, v in d.items() if k != "train_files"})

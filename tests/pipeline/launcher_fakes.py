@@ -1,0 +1,320 @@
+"""Fakes of the cluster APIs for the launcher tests: "running" a pod, Job or ECS task starts the
+trainer here, as a subprocess with exactly the command and environment the launcher submitted
+(plus what the cluster itself provides: AWS credentials, PYTHONPATH), so Dagster Pipes runs for real
+through S3 on a moto server on 127.0.0.1."""
+
+from __future__ import annotations
+
+import os
+import re
+import socket
+import subprocess
+import sys
+import threading
+import urllib.request
+from pathlib import Path
+from types import SimpleNamespace
+
+import numpy as np
+import pytest
+from kubernetes import client as k8s
+
+from tenali_model.config import TrainConfig
+from tenali_model.data import write_shard
+
+ROOT = Path(__file__).resolve().parents[2]
+BUCKET = "tenali-launcher-test"
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture
+def s3(monkeypatch):
+    pytest.importorskip("flask", reason="moto's server mode needs flask: pip install 'moto[server]'")
+    boto3 = pytest.importorskip("boto3")
+    from moto.server import ThreadedMotoServer
+
+    # A trainer that dies never sends Pipes' "closed" message, and Dagster then waits 10 s for one;
+    # 1 s is plenty against a local server and keeps the failure tests short.
+    monkeypatch.setattr("dagster._core.pipes.utils.WAIT_FOR_LOGS_AFTER_EXECUTION_INTERVAL", 1)
+    for name, value in {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing",
+                        "AWS_DEFAULT_REGION": "us-east-1", "AWS_REGION": "us-east-1"}.items():
+        monkeypatch.setenv(name, value)
+    port = free_port()
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
+    server.start()
+    endpoint = f"http://127.0.0.1:{port}"
+    # moto keeps its state per process, not per server: start every test from an empty account
+    urllib.request.urlopen(urllib.request.Request(f"{endpoint}/moto-api/reset", method="POST"), timeout=10)
+    client = boto3.client("s3", endpoint_url=endpoint, region_name="us-east-1")
+    client.create_bucket(Bucket=BUCKET)
+    yield endpoint, client
+    server.stop()
+
+
+def tiny_run(shared: Path, steps: int = 6) -> tuple[Path, Path]:
+    """Shards and a train config on the 'shared volume'; returns (config path, run folder)."""
+    rng = np.random.default_rng(0)
+    pattern = rng.integers(0, 64, size=37)
+    shards = shared / "cache" / "shards"
+    write_shard(shards / "train_00000.bin", np.tile(pattern, 200)[:6000], vocab_size=64)
+    write_shard(shards / "val_00000.bin", np.tile(pattern, 40)[:1200], vocab_size=64)
+    run_dir = shared / "cache" / "checkpoints" / "run"
+    run_dir.mkdir(parents=True)
+    cfg = TrainConfig(train_shards=[str(shards / "train_00000.bin")], val_shards=[str(shards / "val_00000.bin")],
+                      out_dir=str(run_dir), model={"preset": "tiny", "vocab_size": 64, "max_seq_len": 32},
+                      steps=steps, batch_size=4, seq_len=32, lr=3e-3, min_lr=3e-4, warmup_steps=1, log_every=2,
+                      eval_batches=1, device="cpu", num_threads=1, seed=3)
+    cfg.to_json(run_dir / "train_config.json")
+    return run_dir / "train_config.json", run_dir
+
+
+class Process:
+    """A 'container': the submitted command run here, its output kept as the container log."""
+
+    def __init__(self, command: list[str], env: dict[str, str], cwd: str | None, log: Path):
+        if command[0] == "torchrun":  # the image's console script; here the same module
+            command = [sys.executable, "-m", "torch.distributed.run", *command[1:]]
+        self.log = log
+        full_env = {k: v for k, v in os.environ.items() if not k.startswith("DAGSTER_PIPES")}
+        full_env.update(PYTHONPATH=str(ROOT), OMP_NUM_THREADS="1", MKL_NUM_THREADS="1", **env)
+        self.proc = subprocess.Popen(command, env=full_env, cwd=cwd, stdout=open(log, "wb"),
+                                     stderr=subprocess.STDOUT, start_new_session=True)
+
+    @property
+    def exit_code(self) -> int | None:
+        return self.proc.poll()
+
+    def tail(self, lines: int | None) -> str:
+        text = self.log.read_text(errors="replace") if self.log.exists() else ""
+        return "\n".join(text.splitlines()[-lines:]) + "\n" if lines else text
+
+    def kill(self) -> None:
+        if self.proc.poll() is None:
+            os.killpg(self.proc.pid, 9)
+            self.proc.wait()
+
+
+# What an "oom/..." image does: a trainer that runs out of GPU memory while loading and is killed.
+OOM_AT_START = [sys.executable, "-c", "print('loading 1.2B parameters'); "
+                "print('torch.OutOfMemoryError: CUDA out of memory. Tried to allocate 2.00 GiB'); "
+                "import sys; sys.exit(137)"]
+
+
+def _expand(value: str, env: dict[str, str]) -> str:
+    """Kubernetes' $(VAR) expansion in command and args."""
+    return re.sub(r"\$\(([A-Za-z_][A-Za-z0-9_]*)\)", lambda m: env.get(m.group(1), m.group(0)), value)
+
+
+class FakeKubernetes:
+    """CoreV1Api and BatchV1Api, as far as PipesK8sClient, DagsterKubernetesClient and the launcher use them."""
+
+    def __init__(self, logs: Path):
+        self.logs = logs
+        self.pods: dict[str, tuple[k8s.V1Pod, Process]] = {}
+        self.submitted: list = []  # every object created, in order
+        self.deleted: list[str] = []
+        self.jobs: dict[str, k8s.V1Job] = {}
+        self.core, self.batch = _Api(self), _Api(self)
+        self._lock = threading.Lock()
+
+    def run_pod(self, pod: k8s.V1Pod, index: int | None = None) -> None:
+        c = pod.spec.containers[0]
+        env = {}
+        for e in c.env or []:
+            if e.value_from is not None:  # the Job controller's completion index, via the downward API
+                assert "job-completion-index" in e.value_from.field_ref.field_path
+                env[e.name] = str(index)
+            else:
+                env[e.name] = e.value
+        # cluster DNS: the headless Service name of node 0 resolves to this machine
+        command = [re.sub(r"--master_addr=\S+", "--master_addr=127.0.0.1", _expand(a, env)) for a in c.command]
+        if c.image.startswith("oom/"):
+            command = OOM_AT_START
+        with self._lock:
+            self.pods[pod.metadata.name] = (pod, Process(command, env, c.working_dir,
+                                                         self.logs / f"{pod.metadata.name}.log"))
+
+    def pod_status(self, pod: k8s.V1Pod, proc: Process) -> k8s.V1Pod:
+        code = proc.exit_code
+        state = (k8s.V1ContainerState(running=k8s.V1ContainerStateRunning()) if code is None else
+                 k8s.V1ContainerState(terminated=k8s.V1ContainerStateTerminated(
+                     exit_code=code, reason="Completed" if code == 0 else "Error")))
+        status = k8s.V1ContainerStatus(name=pod.spec.containers[0].name, image=pod.spec.containers[0].image,
+                                       image_id="", ready=code is None, restart_count=0, state=state)
+        return k8s.V1Pod(metadata=pod.metadata, spec=pod.spec,
+                         status=k8s.V1PodStatus(phase="Running" if code is None else
+                                                ("Succeeded" if code == 0 else "Failed"),
+                                                container_statuses=[status]))
+
+
+class _Api:
+    def __init__(self, cluster: FakeKubernetes):
+        self.c = cluster
+
+    # pods
+    def create_namespaced_pod(self, namespace, body):
+        self.c.submitted.append(body)
+        self.c.run_pod(body)
+
+    def list_namespaced_pod(self, namespace, field_selector=None, label_selector=None, **_):
+        items = []
+        for name, (pod, proc) in list(self.c.pods.items()):
+            if field_selector and field_selector != f"metadata.name={name}":
+                continue
+            if label_selector:
+                key, _, value = label_selector.partition("=")
+                if (pod.metadata.labels or {}).get(key) != value:
+                    continue
+            items.append(self.c.pod_status(pod, proc))
+        return k8s.V1PodList(items=items)
+
+    def read_namespaced_pod_log(self, name, namespace, container=None, tail_lines=None, _preload_content=True, **_):
+        text = self.c.pods[name][1].tail(tail_lines)
+        return text if _preload_content else SimpleNamespace(data=text.encode())
+
+    def delete_namespaced_pod(self, name, namespace, **_):
+        self.c.deleted.append(f"pod/{name}")
+        self.c.pods.pop(name)[1].kill()
+
+    # services
+    def create_namespaced_service(self, namespace, body):
+        self.c.submitted.append(body)
+
+    def delete_namespaced_service(self, name, namespace, **_):
+        self.c.deleted.append(f"service/{name}")
+
+    # jobs: one pod per completion index, named and labelled as the Job controller does
+    def create_namespaced_job(self, namespace, body: k8s.V1Job):
+        self.c.submitted.append(body)
+        self.c.jobs[body.metadata.name] = body
+        for i in range(body.spec.completions):
+            name = f"{body.metadata.name}-{i}"
+            meta = k8s.V1ObjectMeta(name=name, labels={**(body.spec.template.metadata.labels or {}),
+                                                       "batch.kubernetes.io/job-name": body.metadata.name})
+            self.c.run_pod(k8s.V1Pod(metadata=meta, spec=body.spec.template.spec), index=i)
+
+    def _job_pods(self, name):
+        return [p for n, p in self.c.pods.items() if n.rsplit("-", 1)[0] == name]
+
+    def read_namespaced_job_status(self, name, namespace):
+        codes = [proc.exit_code for _, proc in self._job_pods(name)]
+        return k8s.V1Job(metadata=self.c.jobs[name].metadata, status=k8s.V1JobStatus(
+            succeeded=sum(c == 0 for c in codes), failed=sum(c not in (0, None) for c in codes),
+            active=sum(c is None for c in codes)))
+
+    def delete_namespaced_job(self, name, namespace, propagation_policy=None, **_):
+        self.c.deleted.append(f"job/{name}:{propagation_policy}")
+        for pod_name in [n for n in self.c.pods if n.rsplit("-", 1)[0] == name]:
+            self.c.pods.pop(pod_name)[1].kill()
+
+
+class FakeEcs:
+    """The ECS API as PipesECSClient and the launcher call it. Every request is first validated
+    against botocore's ECS service model (the exact shape AWS would accept); run_task starts the
+    container's command here and, when it exits, its output goes to CloudWatch Logs (moto) as the
+    awslogs driver would write it."""
+
+    def __init__(self, logs_dir: Path, logs_client, region: str = "us-east-1"):
+        import botocore.session
+
+        self.model = botocore.session.get_session().get_service_model("ecs")
+        self.logs_dir, self.logs_client = logs_dir, logs_client
+        self.meta = SimpleNamespace(region_name=region)
+        self.calls: list[tuple[str, dict]] = []
+        self.definitions: list[dict] = []
+        self.tasks: dict[str, tuple[dict, Process | None]] = {}
+
+    def _record(self, operation: str, params: dict) -> None:
+        from botocore.validate import validate_parameters
+
+        validate_parameters(params, self.model.operation_model(operation).input_shape)
+        self.calls.append((operation, params))
+
+    def describe_task_definition(self, **params):
+        from botocore.exceptions import ClientError
+
+        self._record("DescribeTaskDefinition", params)
+        name = params["taskDefinition"]  # a family (its latest revision) or a revision's ARN
+        found = [d for d in self.definitions if name in (d["family"], d["taskDefinitionArn"])]
+        if not found:
+            raise ClientError({"Error": {"Code": "ClientException", "Message": "Unable to describe task definition."}},
+                              "DescribeTaskDefinition")
+        td = found[-1]
+        return {"taskDefinition": {k: v for k, v in td.items() if k != "tags"}, "tags": td.get("tags", [])}
+
+    def register_task_definition(self, **params):
+        self._record("RegisterTaskDefinition", params)
+        revision = sum(d["family"] == params["family"] for d in self.definitions) + 1
+        arn = f"arn:aws:ecs:us-east-1:123456789012:task-definition/{params['family']}:{revision}"
+        self.definitions.append({**params, "taskDefinitionArn": arn, "revision": revision})
+        return {"taskDefinition": self.definitions[-1]}
+
+    def run_task(self, **params):
+        self._record("RunTask", params)
+        td = next(d for d in self.definitions if d["taskDefinitionArn"] == params["taskDefinition"])
+        container = td["containerDefinitions"][0]
+        override = next(o for o in params["overrides"]["containerOverrides"] if o["name"] == container["name"])
+        env = {e["name"]: e["value"] for e in container.get("environment", []) + override.get("environment", [])}
+        task_id = f"{len(self.tasks) + 1:032x}"
+        arn = f"arn:aws:ecs:us-east-1:123456789012:task/{params['cluster']}/{task_id}"
+        proc = None
+        command = override.get("command") or container["command"]
+        if container["image"].startswith("oom/"):
+            command = OOM_AT_START
+        if not container["image"].startswith("missing/"):  # an image that cannot be pulled never starts
+            proc = Process(command, env, None, self.logs_dir / f"{task_id}.log")
+        self.tasks[arn] = ({"td": td, "container": container["name"], "task_id": task_id}, proc)
+        return {"tasks": [{"taskArn": arn, "lastStatus": "PROVISIONING",
+                           "containers": [{"name": container["name"], "lastStatus": "PENDING"}]}], "failures": []}
+
+    def get_waiter(self, name):
+        assert name == "tasks_stopped"
+        return SimpleNamespace(wait=self._wait)
+
+    def _wait(self, tasks, cluster=None, WaiterConfig=None):  # noqa: N803 - boto3's argument name
+        import time
+
+        self._record("DescribeTasks", {"tasks": tasks, **({"cluster": cluster} if cluster else {})})
+        for arn in tasks:
+            info, proc = self.tasks[arn]
+            while proc is not None and proc.exit_code is None:
+                time.sleep(0.2)
+            if proc is not None and not info.get("logged"):
+                group = info["td"]["containerDefinitions"][0]["logConfiguration"]["options"]["awslogs-group"]
+                stream = f"tenali/{info['container']}/{info['task_id']}"
+                try:
+                    self.logs_client.create_log_group(logGroupName=group)
+                except self.logs_client.exceptions.ResourceAlreadyExistsException:
+                    pass
+                self.logs_client.create_log_stream(logGroupName=group, logStreamName=stream)
+                lines = proc.tail(None).splitlines() or ["(no output)"]
+                now = int(time.time() * 1000)
+                self.logs_client.put_log_events(logGroupName=group, logStreamName=stream,
+                                                logEvents=[{"timestamp": now, "message": m} for m in lines])
+                info["logged"] = True
+
+    def describe_tasks(self, **params):
+        self._record("DescribeTasks", params)
+        out = []
+        for arn in params["tasks"]:
+            info, proc = self.tasks[arn]
+            container = {"name": info["container"], "runtimeId": f"{info['task_id']}-rt", "lastStatus": "STOPPED"}
+            task = {"taskArn": arn, "clusterArn": f"arn:aws:ecs:us-east-1:123456789012:cluster/{params.get('cluster')}",
+                    "lastStatus": "STOPPED", "containers": [container]}
+            if proc is None:
+                task.update(stopCode="TaskFailedToStart",
+                            stoppedReason="CannotPullContainerError: pull image manifest has been retried 5 time(s)")
+            else:
+                container["exitCode"] = proc.exit_code
+                task.update(stopCode="EssentialContainerExited", stoppedReason="Essential container in task exited")
+            out.append(task)
+        return {"tasks": out, "failures": []}
+
+    def stop_task(self, **params):
+        self._record("StopTask", params)
+        self.tasks[params["task"]][1].kill()

@@ -1,0 +1,154 @@
+"""infra/ checked without a cluster: every manifest parses and deserialises into the Kubernetes
+client's models with no unknown key; the Helm values use only keys the Dagster chart documents; the
+instance YAML files pass Dagster's own instance schema; the settings ConfigMap builds the launcher it
+is meant for, with paths consistent with the volumes.
+
+The Dagster chart cannot be downloaded here, so its keys are listed below as its values schema
+documents them (helm/dagster/schema/schema/charts/dagster/... in the Dagster repository, 1.13)."""
+
+import json
+from pathlib import Path
+
+import pytest
+import yaml
+
+from tenali_pipeline.settings import VARIABLES, load_settings
+
+k8s = pytest.importorskip("kubernetes.client")
+ROOT = Path(__file__).resolve().parents[2]
+INFRA = ROOT / "infra"
+MANIFESTS = sorted((INFRA / "k8s").glob("*.yaml"))
+
+# kind -> model of the kubernetes client
+MODELS = {"ConfigMap": "V1ConfigMap", "PersistentVolumeClaim": "V1PersistentVolumeClaim", "Role": "V1Role",
+          "RoleBinding": "V1RoleBinding", "ServiceAccount": "V1ServiceAccount", "Job": "V1Job",
+          "Service": "V1Service", "Pod": "V1Pod"}
+
+# The chart's documented keys (values schema), for the parts these values set.
+CHART_TOP = {"dagsterWebserver", "dagster-user-deployments", "postgresql", "generatePostgresqlPasswordSecret",
+             "generateCeleryConfigSecret", "rabbitmq", "redis", "flower", "ingress", "imagePullSecrets",
+             "computeLogManager", "scheduler", "runLauncher", "pythonLogs", "dagsterDaemon", "busybox", "migrate",
+             "telemetry", "serviceAccount", "global", "retention", "concurrency", "additionalInstanceConfig"}
+CHART_USER_DEPLOYMENT = {"name", "image", "port", "dagsterApiGrpcArgs", "codeServerArgs", "includeConfigInLaunchedRuns",
+                         "env", "envConfigMaps", "envSecrets", "annotations", "nodeSelector", "affinity", "tolerations",
+                         "podSecurityContext", "securityContext", "resources", "livenessProbe", "readinessProbe",
+                         "startupProbe", "labels", "volumeMounts", "volumes", "schedulerName"}
+CHART_K8S_RUN_LAUNCHER = {"image", "imagePullPolicy", "jobNamespace", "loadInclusterConfig", "kubeconfigFile",
+                          "envConfigMaps", "envSecrets", "envVars", "volumeMounts", "volumes", "labels",
+                          "failPodOnRunFailure", "resources", "schedulerName", "securityContext", "runK8sConfig"}
+CHART_RUN_K8S_CONFIG = {"containerConfig", "podSpecConfig", "podTemplateSpecMetadata", "jobSpecConfig", "jobMetadata"}
+CHART_DAEMON = {"enabled", "image", "runCoordinator", "heartbeatTolerance", "env", "envConfigMaps", "envSecrets",
+                "deploymentLabels", "labels", "nodeSelector", "affinity", "tolerations", "podSecurityContext",
+                "securityContext", "resources", "livenessProbe", "readinessProbe", "startupProbe", "annotations",
+                "runMonitoring", "runRetries", "sensors", "schedules", "schedulerName", "volumeMounts", "volumes"}
+CHART_QUEUED = {"maxConcurrentRuns", "tagConcurrencyLimits", "dequeueIntervalSeconds", "dequeueNumWorkers",
+                "dequeueUseThreads"}
+CHART_S3_LOGS = {"bucket", "localDir", "prefix", "useSsl", "verify", "verifyCertPath", "endpointUrl", "skipEmptyFiles",
+                 "uploadInterval", "uploadExtraArgs", "showUrlOnly", "region"}
+CHART_POSTGRES = {"image", "enabled", "postgresqlHost", "postgresqlUsername", "postgresqlPassword",
+                  "postgresqlDatabase", "postgresqlParams", "postgresqlScheme", "service"}
+CHART_CONCURRENCY = {"enabled", "pools", "runs"}
+CHART_POOLS = {"defaultLimit", "granularity", "opGranularityRunBuffer"}
+
+
+def roundtrip(obj, model: str):
+    api = k8s.ApiClient()
+    return api.sanitize_for_serialization(api._ApiClient__deserialize(obj, model))
+
+
+def docs(path: Path) -> list[dict]:
+    return [d for d in yaml.safe_load_all(path.read_text()) if d is not None]
+
+
+def test_every_yaml_and_json_file_parses():
+    files = [p for p in INFRA.rglob("*") if p.suffix in (".yaml", ".yml", ".json") and "serve" not in p.parts]
+    assert len(files) >= 7
+    for p in files:
+        if p.suffix == ".json":
+            json.loads(p.read_text())
+        else:
+            assert docs(p), p
+
+
+@pytest.mark.parametrize("path", MANIFESTS, ids=lambda p: p.name)
+def test_kubernetes_manifests_deserialise_into_the_api_models(path):
+    for doc in docs(path):
+        model = MODELS[doc["kind"]]
+        assert roundtrip(doc, model) == doc, f"{path.name}: a key the {model} model does not know"
+        assert doc["metadata"]["namespace"] == "tenali"
+
+
+def helm_values() -> dict:
+    return yaml.safe_load((INFRA / "helm" / "values.yaml").read_text())
+
+
+def test_helm_values_use_only_documented_chart_keys():
+    v = helm_values()
+    assert set(v) <= CHART_TOP, set(v) - CHART_TOP
+    for d in v["dagster-user-deployments"]["deployments"]:
+        assert set(d) <= CHART_USER_DEPLOYMENT, set(d) - CHART_USER_DEPLOYMENT
+        for vol in d["volumes"]:
+            assert roundtrip(vol, "V1Volume") == vol
+        for m in d["volumeMounts"]:
+            assert roundtrip(m, "V1VolumeMount") == m
+    assert v["runLauncher"]["type"] == "K8sRunLauncher"
+    launcher = v["runLauncher"]["config"]["k8sRunLauncher"]
+    assert set(launcher) <= CHART_K8S_RUN_LAUNCHER, set(launcher) - CHART_K8S_RUN_LAUNCHER
+    assert set(launcher["runK8sConfig"]) <= CHART_RUN_K8S_CONFIG
+    container = launcher["runK8sConfig"]["containerConfig"]
+    for env in container["env"]:
+        assert roundtrip(env, "V1EnvVar") == env
+    assert roundtrip(container["resources"], "V1ResourceRequirements") == container["resources"]
+    daemon = v["dagsterDaemon"]
+    assert set(daemon) <= CHART_DAEMON and daemon["runCoordinator"]["type"] == "QueuedRunCoordinator"
+    queued = daemon["runCoordinator"]["config"]["queuedRunCoordinator"]
+    assert set(queued) <= CHART_QUEUED
+    assert all(set(t) <= {"key", "value", "limit"} for t in queued["tagConcurrencyLimits"])
+    assert any(t["key"] == "tenali/gpu" for t in queued["tagConcurrencyLimits"])
+    assert daemon["runMonitoring"]["freeSlotsAfterRunEndSeconds"] > 0
+    assert v["computeLogManager"]["type"] == "S3ComputeLogManager"
+    assert set(v["computeLogManager"]["config"]["s3ComputeLogManager"]) <= CHART_S3_LOGS
+    assert set(v["postgresql"]) <= CHART_POSTGRES and v["postgresql"]["enabled"] is False
+    assert set(v["concurrency"]) <= CHART_CONCURRENCY and set(v["concurrency"]["pools"]) <= CHART_POOLS
+
+
+def test_the_settings_configmap_builds_the_k8s_launcher_with_consistent_volumes(tmp_path):
+    from tenali_pipeline.launchers import build_launcher
+    from tenali_pipeline.launchers.k8s import K8sTrainingLauncher
+
+    (configmap,) = docs(INFRA / "k8s" / "tenali-env.yaml")
+    env = configmap["data"]
+    assert set(env) <= set(VARIABLES), set(env) - set(VARIABLES)
+    launcher = build_launcher(load_settings(env))
+    assert isinstance(launcher, K8sTrainingLauncher)
+    mount = env["TENALI_SHARED_MOUNT"]
+    assert Path(env["TENALI_HOME"]).is_relative_to(mount)  # the cache and run folders are on the volume
+    (pvc,) = docs(INFRA / "k8s" / "shared-volume.yaml")
+    assert pvc["metadata"]["name"] == env["TENALI_K8S_SHARED_PVC"] and "ReadWriteMany" in pvc["spec"]["accessModes"]
+    launcher_cfg = helm_values()["runLauncher"]["config"]["k8sRunLauncher"]
+    assert {"name": "work", "mountPath": mount} in launcher_cfg["volumeMounts"]
+    assert launcher_cfg["volumes"][0]["persistentVolumeClaim"]["claimName"] == pvc["metadata"]["name"]
+    spec = launcher.pod_spec(["torchrun"], launcher.env(), mount)
+    assert roundtrip(spec, "V1PodSpec") == spec
+
+
+@pytest.mark.parametrize("path", ["tenali_pipeline/instance/dagster.yaml", "infra/dagster.prod.yaml"])
+def test_instance_yaml_passes_dagsters_instance_schema(path, tmp_path, monkeypatch):
+    from dagster._core.instance.config import dagster_instance_config
+
+    monkeypatch.setenv("DAGSTER_PG_URL", "postgresql+psycopg2://u:p@localhost:5432/dagster")
+    (tmp_path / "dagster.yaml").write_text((ROOT / path).read_text())
+    config, _ = dagster_instance_config(str(tmp_path))
+    assert config["run_monitoring"]["free_slots_after_run_end_seconds"] > 0
+    assert config["concurrency"]["pools"]["default_limit"] == 1
+
+
+def test_dockerfiles_copy_what_exists_and_keep_dagster_out_of_the_trainer():
+    trainer = (INFRA / "docker" / "trainer.Dockerfile").read_text()
+    assert "dagster-pipes==" in trainer and "boto3==" in trainer
+    assert "tenali_pipeline" not in trainer and "dagster==" not in trainer and "pip install ." not in trainer
+    pipeline = (INFRA / "docker" / "pipeline.Dockerfile").read_text()
+    for line in (trainer + pipeline).splitlines():
+        if line.startswith("COPY "):
+            for src in line.split()[1:-1]:
+                assert (ROOT / src).exists(), line

@@ -1,0 +1,211 @@
+"""The Kubernetes launcher: the exact pod / Job / Service it submits, checked against the Kubernetes
+API models, and its Pipes flow through S3 (moto on 127.0.0.1) with a fake cluster that runs the
+submitted containers here (launcher_fakes.py)."""
+
+import json
+import logging
+import time
+
+import dagster as dg
+import pytest
+
+pytest.importorskip("dagster_k8s")
+pytest.importorskip("dagster_aws")
+from dagster_k8s.client import DagsterKubernetesClient  # noqa: E402
+from kubernetes import client as k8s  # noqa: E402
+from launcher_fakes import BUCKET, FakeKubernetes, free_port, s3, tiny_run  # noqa: E402, F401
+
+from tenali_pipeline.launchers import build_launcher  # noqa: E402
+from tenali_pipeline.launchers.k8s import K8sTrainingLauncher  # noqa: E402
+from tenali_pipeline.settings import SettingsError, load_settings  # noqa: E402
+
+TOLERATIONS = [{"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"}]
+SELECTOR = {"node.kubernetes.io/instance-type": "p5.48xlarge"}
+
+
+def roundtrip(obj: dict, model: str) -> dict:
+    """Deserialise into the Kubernetes client model and back: a key the API does not know, or a
+    misspelt one, does not survive, so the result differs from the input."""
+    api = k8s.ApiClient()
+    return api.sanitize_for_serialization(api._ApiClient__deserialize(obj, model))
+
+
+def launcher(**kw) -> K8sTrainingLauncher:
+    base = dict(image="registry.example/tenali-trainer:1", namespace="ml", gpus_per_node=8, cpu="90",
+                memory="900Gi", node_selector=json.dumps(SELECTOR), tolerations=json.dumps(TOLERATIONS),
+                shared_pvc="tenali-work", shared_mount="/mnt/tenali", service_account="tenali-trainer",
+                lake_root="s3://lake/tenali", pipes_bucket="lake")
+    base.update(kw)
+    return K8sTrainingLauncher(**base)
+
+
+def test_single_node_pod_spec_is_a_valid_pod_with_gpus_shm_and_the_shared_volume():
+    spec = launcher().pod_spec(["torchrun", "--nproc_per_node=8", "--standalone", "-m", "tenali_model.train",
+                                "--config", "/mnt/tenali/run/train_config.json"], {"A": "1"}, "/mnt/tenali/run")
+    assert roundtrip(spec, "V1PodSpec") == spec
+    c = spec["containers"][0]
+    assert c["resources"] == {"limits": {"nvidia.com/gpu": "8", "memory": "900Gi"},
+                              "requests": {"cpu": "90", "memory": "900Gi"}}
+    assert {"name": "dshm", "emptyDir": {"medium": "Memory", "sizeLimit": "64Gi"}} in spec["volumes"]
+    assert {"name": "work", "persistentVolumeClaim": {"claimName": "tenali-work"}} in spec["volumes"]
+    assert {"name": "dshm", "mountPath": "/dev/shm"} in c["volumeMounts"]
+    assert {"name": "work", "mountPath": "/mnt/tenali"} in c["volumeMounts"]
+    assert spec["nodeSelector"] == SELECTOR and spec["tolerations"] == TOLERATIONS
+    assert spec["restartPolicy"] == "Never" and spec["serviceAccountName"] == "tenali-trainer"
+
+
+def test_multi_node_job_is_an_indexed_job_with_a_headless_service(monkeypatch):
+    monkeypatch.setenv("TENALI_OWNER_POD_NAME", "dagster-run-abc")
+    monkeypatch.setenv("TENALI_OWNER_POD_UID", "1234-uid")
+    service, job = launcher(nodes=4).job_manifests("tenali-train-abc", "run-1", "/mnt/tenali/r/c.json",
+                                                   {"TENALI_LAKE_ROOT": "s3://lake/tenali"}, "/mnt/tenali/r")
+    assert roundtrip(job, "V1Job") == job and roundtrip(service, "V1Service") == service
+    s = job["spec"]
+    assert (s["completionMode"], s["completions"], s["parallelism"], s["backoffLimit"]) == ("Indexed", 4, 4, 0)
+    pod = s["template"]["spec"]
+    assert pod["subdomain"] == service["metadata"]["name"] == "tenali-train-abc"
+    assert service["spec"]["clusterIP"] == "None"
+    assert service["spec"]["selector"] == {"batch.kubernetes.io/job-name": "tenali-train-abc"}
+    assert pod["containers"][0]["command"] == [
+        "torchrun", "--nproc_per_node=8", "--nnodes=4", "--node_rank=$(NODE_RANK)",
+        "--master_addr=tenali-train-abc-0.tenali-train-abc.ml.svc", "--master_port=29500",
+        "-m", "tenali_model.train", "--config", "/mnt/tenali/r/c.json"]
+    rank = pod["containers"][0]["env"][0]
+    assert rank["name"] == "NODE_RANK"
+    assert rank["valueFrom"]["fieldRef"]["fieldPath"].endswith("['batch.kubernetes.io/job-completion-index']")
+    assert job["metadata"]["ownerReferences"][0]["uid"] == "1234-uid"
+
+
+def test_build_launcher_reads_the_k8s_variables(tmp_path):
+    settings = load_settings({"TENALI_PROFILE": "prod", "TENALI_HOME": str(tmp_path),
+                              "TENALI_LAKE_ROOT": "s3://lake/tenali", "TENALI_TRAINER_IMAGE": "img:1",
+                              "TENALI_K8S_TOLERATIONS": json.dumps(TOLERATIONS), "TENALI_NODES": "2",
+                              "TENALI_GPUS_PER_NODE": "4", "TENALI_K8S_NAMESPACE": "ml"})
+    built = build_launcher(settings)
+    assert isinstance(built, K8sTrainingLauncher)
+    assert (built.image, built.nodes, built.gpus_per_node, built.namespace) == ("img:1", 2, 4, "ml")
+    assert built.pipes_bucket == "lake" and json.loads(built.tolerations) == TOLERATIONS
+    with pytest.raises(SettingsError, match="TENALI_TRAINER_IMAGE"):
+        build_launcher(load_settings({"TENALI_PROFILE": "prod", "TENALI_LAKE_ROOT": "s3://lake/x"}))
+    with pytest.raises(SettingsError, match="TENALI_K8S_TOLERATIONS"):
+        load_settings({"TENALI_K8S_TOLERATIONS": '{"key": "x"}'})
+
+
+@pytest.fixture
+def cluster(tmp_path, monkeypatch):
+    fake = FakeKubernetes(tmp_path)
+    monkeypatch.setattr("kubernetes.config.load_kube_config", lambda *a, **k: None)
+    monkeypatch.setattr(DagsterKubernetesClient, "production_client", staticmethod(
+        lambda *a, **k: DagsterKubernetesClient(batch_api=fake.batch, core_api=fake.core, logger=logging.info,
+                                                sleeper=time.sleep, timer=time.time)))
+    yield fake
+    for _, proc in fake.pods.values():
+        proc.kill()
+
+
+def materialise(launcher_resource, config_path, run_dir):
+    @dg.asset
+    def pretrain_checkpoint(context: dg.AssetExecutionContext, launcher: dg.ResourceParam):
+        return launcher.launch(context, config_path, workdir=run_dir)
+
+    instance = dg.DagsterInstance.ephemeral()
+    res = dg.materialize([pretrain_checkpoint], resources={"launcher": launcher_resource}, raise_on_error=False,
+                         instance=instance)
+    res.logs = [e.user_message for e in instance.all_logs(res.run_id)]
+    return res
+
+
+def test_a_pod_trains_and_reports_through_s3_then_is_deleted(tmp_path, s3, cluster):
+    endpoint, client = s3
+    config_path, run_dir = tiny_run(tmp_path)
+    res = materialise(launcher(gpus_per_node=1, cpu="", memory="", shared_mount=str(tmp_path), pipes_bucket=BUCKET,
+                               s3_endpoint_url=endpoint, poll_interval=0.5), config_path, run_dir)
+    assert res.success, res.all_events
+    meta = res.asset_materializations_for_node("pretrain_checkpoint")[0].metadata
+    assert meta["step"].value == 6 and (run_dir / "latest").exists()
+    assert str(meta["checkpoint"].value).startswith(str(run_dir))
+    # the pod that was submitted: V1Pod with the command, GPUs, Pipes env on S3, then deleted
+    (pod,) = cluster.submitted
+    assert isinstance(pod, k8s.V1Pod)
+    c = pod.spec.containers[0]
+    assert c.command == ["torchrun", "--nproc_per_node=1", "--standalone", "-m", "tenali_model.train",
+                         "--config", str(config_path)]
+    assert c.resources.limits == {"nvidia.com/gpu": "1"} and c.working_dir == str(run_dir)
+    env = {e.name: e.value for e in c.env}
+    assert env["TENALI_LAKE_ROOT"] == "s3://lake/tenali" and env["AWS_ENDPOINT_URL_S3"] == endpoint
+    assert {"DAGSTER_PIPES_CONTEXT", "DAGSTER_PIPES_MESSAGES"} <= set(env)
+    assert cluster.deleted == [f"pod/{pod.metadata.name}"]
+    keys = [o["Key"] for o in client.list_objects_v2(Bucket=BUCKET).get("Contents", [])]
+    assert keys and all(k.startswith("pipes/messages/") for k in keys)  # context deleted, messages kept
+    assert any("step 6/6" in m for m in res.logs)  # the trainer's progress came back through Pipes
+
+
+def test_a_trainer_that_dies_at_start_fails_with_exit_code_and_last_lines(tmp_path, s3, cluster):
+    """Out of memory while loading (the fake's "oom/" image exits 137 after two log lines)."""
+    endpoint, _ = s3
+    config_path, run_dir = tiny_run(tmp_path)
+    res = materialise(launcher(image="oom/tenali-trainer:1", gpus_per_node=1, shared_mount=str(tmp_path),
+                               pipes_bucket=BUCKET, s3_endpoint_url=endpoint, poll_interval=0.5), config_path, run_dir)
+    assert not res.success
+    (failure,) = [e for e in res.all_events if e.is_step_failure]
+    text = failure.step_failure_data.error.message + str(failure.step_failure_data.user_failure_data)
+    assert "exit code 137 (killed (out of memory or preempted))" in text
+    assert "loading 1.2B parameters" in text and "CUDA out of memory" in text  # the last log lines
+    assert failure.step_failure_data.user_failure_data.metadata["exit_code"].value == 137
+    (pod,) = cluster.submitted
+    assert cluster.deleted == [f"pod/{pod.metadata.name}"]  # cleaned up after a failure too
+
+
+def test_paths_off_the_shared_volume_fail_before_anything_is_submitted(tmp_path, cluster):
+    config_path, run_dir = tiny_run(tmp_path)
+    res = materialise(launcher(shared_mount="/mnt/elsewhere"), config_path, run_dir)
+    assert not res.success and not cluster.submitted
+    (failure,) = [e for e in res.all_events if e.is_step_failure]
+    assert "TENALI_HOME" in failure.step_failure_data.error.message + str(failure.step_failure_data.user_failure_data)
+
+
+def test_two_nodes_train_as_an_indexed_job_and_report_once(tmp_path, s3, cluster):
+    endpoint, client = s3
+    config_path, run_dir = tiny_run(tmp_path)
+    res = materialise(launcher(nodes=2, gpus_per_node=1, shared_mount=str(tmp_path), pipes_bucket=BUCKET,
+                               s3_endpoint_url=endpoint, poll_interval=0.5, master_port=free_port()),
+                      config_path, run_dir)
+    assert res.success, [e for e in res.all_events if e.is_step_failure]
+    meta = res.asset_materializations_for_node("pretrain_checkpoint")[0].metadata
+    assert meta["world_size"].value == 2 and meta["step"].value == 6
+    service, job = cluster.submitted
+    assert isinstance(service, k8s.V1Service) and isinstance(job, k8s.V1Job)
+    assert job.spec.completion_mode == "Indexed" and job.spec.completions == 2
+    name = job.metadata.name
+    assert cluster.deleted == [f"job/{name}:Background", f"service/{name}"]
+
+
+def test_a_cancelled_step_deletes_its_pod(tmp_path, s3, cluster, monkeypatch):
+    """Dagster cancels a step by raising DagsterExecutionInterruptedError in it; the pod must go."""
+    from dagster._core.errors import DagsterExecutionInterruptedError
+
+    endpoint, _ = s3
+    config_path, run_dir = tiny_run(tmp_path)
+    api = type(cluster.core)
+    listed = api.list_namespaced_pod
+
+    def interrupted_once_running(self, *args, **kwargs):
+        result = listed(self, *args, **kwargs)
+        if kwargs.get("field_selector") and result.items:  # PipesK8sClient waiting on the running pod
+            raise DagsterExecutionInterruptedError("run cancelled from the UI")
+        return result
+
+    monkeypatch.setattr(api, "list_namespaced_pod", interrupted_once_running)
+    res = materialise(launcher(gpus_per_node=1, shared_mount=str(tmp_path), pipes_bucket=BUCKET,
+                               s3_endpoint_url=endpoint, poll_interval=0.5), config_path, run_dir)
+    assert not res.success
+    (pod,) = cluster.submitted
+    assert cluster.deleted == [f"pod/{pod.metadata.name}"] and not cluster.pods
+
+
+def test_post_training_stages_run_their_own_module():
+    """Post-training assets call launch(..., module=...); the pod and the Job run that module."""
+    _, job = launcher(nodes=2).job_manifests("j", "run-1", "/mnt/tenali/c.json", {}, "/mnt/tenali",
+                                             module="tenali_model.posttrain.sft")
+    assert job["spec"]["template"]["spec"]["containers"][0]["command"][-4:] == [
+        "-m", "tenali_model.posttrain.sft", "--config", "/mnt/tenali/c.json"]

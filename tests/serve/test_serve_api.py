@@ -1,0 +1,168 @@
+"""The OpenAI-compatible routes through FastAPI's TestClient: streaming, stops, usage, every bad input."""
+
+import json
+
+import pytest
+
+from ts_helpers import CONTEXT
+
+CHAT = [{"role": "user", "content": "What did Apple close at?"}]
+
+
+def _sse(resp) -> list[dict]:
+    events = [line[len("data: "):] for line in resp.iter_lines() if line.startswith("data: ")]
+    assert events[-1] == "[DONE]"
+    return [json.loads(e) for e in events[:-1]]
+
+
+@pytest.mark.parametrize("route", ["chat", "completions"])
+def test_streaming_and_non_streaming_give_the_same_answer(client, route):
+    body = {"max_tokens": 40, "temperature": 0.9, "top_p": 0.95, "seed": 11, "model": "tenali-test"}
+    if route == "chat":
+        url, body = "/v1/chat/completions", {**body, "messages": CHAT}
+    else:
+        url, body = "/v1/completions", {**body, "prompt": "Treasury yields: 2-year"}
+    whole = client.post(url, json=body)
+    assert whole.status_code == 200, whole.text
+    data = whole.json()
+    with client.stream("POST", url, json={**body, "stream": True, "stream_options": {"include_usage": True}}) as r:
+        assert r.status_code == 200 and r.headers["content-type"].startswith("text/event-stream")
+        chunks = _sse(r)
+    if route == "chat":
+        assert chunks[0]["choices"][0]["delta"]["role"] == "assistant"
+        text = "".join(c["choices"][0]["delta"].get("content", "") for c in chunks if c["choices"])
+        assert text == data["choices"][0]["message"]["content"]
+    else:
+        text = "".join(c["choices"][0]["text"] for c in chunks if c["choices"])
+        assert text == data["choices"][0]["text"]
+    finishes = [c["choices"][0]["finish_reason"] for c in chunks if c["choices"] and c["choices"][0]["finish_reason"]]
+    assert finishes == [data["choices"][0]["finish_reason"]]
+    assert chunks[-1]["usage"] == data["usage"]
+    u = data["usage"]
+    assert u["total_tokens"] == u["prompt_tokens"] + u["completion_tokens"] and 0 < u["completion_tokens"] <= 40
+
+
+def test_stop_strings_end_the_answer_exactly(client):
+    body = {"prompt": "Bitcoin funding rates", "max_tokens": 60, "temperature": 0}
+    free = client.post("/v1/completions", json=body).json()["choices"][0]["text"]
+    assert len(free) > 12, free
+    stop = free[8:11]  # somewhere inside, usually spanning tokens
+    cut = free[:free.index(stop)]
+    got = client.post("/v1/completions", json={**body, "stop": [stop, "\u2603never"]}).json()
+    assert got["choices"][0]["text"] == cut and got["choices"][0]["finish_reason"] == "stop"
+    with client.stream("POST", "/v1/completions", json={**body, "stop": stop, "stream": True}) as r:
+        chunks = _sse(r)
+    assert "".join(c["choices"][0]["text"] for c in chunks) == cut
+    assert chunks[-1]["choices"][0]["finish_reason"] == "stop"
+
+
+def test_stop_token_ids_end_the_answer(client, served):
+    body = {"prompt": "The Federal Reserve held", "max_tokens": 30, "temperature": 0}
+    free = client.post("/v1/completions", json=body).json()
+    ids = served.tokenizer.encode("The Federal Reserve held")
+    from tenali_model.generate import generate
+    import torch
+    gen = generate(served.model, torch.tensor([ids]), 30, temperature=0)[0, len(ids):].tolist()
+    stop_at = gen[10]
+    first = gen.index(stop_at)
+    got = client.post("/v1/completions", json={**body, "stop_token_ids": [stop_at, 1]}).json()
+    assert got["choices"][0]["finish_reason"] == "stop"
+    assert got["usage"]["completion_tokens"] == first + 1  # the stop token counts, its text is not shown
+    assert got["choices"][0]["text"] == served.tokenizer.decode(gen[:first])
+    assert free["usage"]["completion_tokens"] == 30 or free["choices"][0]["finish_reason"] == "stop"
+
+
+def test_models_health_metrics_info_and_docs(client):
+    models = client.get("/v1/models").json()
+    assert [m["id"] for m in models["data"]] == ["tenali-test"]
+    assert client.get("/v1/models/tenali-test").status_code == 200
+    assert client.get("/health").json()["status"] == "ok"
+    client.post("/v1/completions", json={"prompt": "AAPL", "max_tokens": 3})
+    text = client.get("/metrics").text
+    for name in ("tenali_requests_total", "tenali_time_to_first_token_seconds_bucket",
+                 "tenali_inter_token_latency_seconds_bucket", "tenali_generated_tokens_total",
+                 "tenali_queue_depth", "tenali_batch_size"):
+        assert name in text, name
+    assert 'route="/v1/completions",status="200"' in text
+    info = client.get("/info").json()
+    assert info["context"] == CONTEXT and info["model"] == "tenali-test"
+    assert client.get("/docs").status_code == 200
+    assert "/v1/chat/completions" in client.get("/openapi.json").json()["paths"]
+    assert "<title>Tenali chat</title>" in client.get("/").text
+
+
+@pytest.mark.parametrize("url, body, status, param", [
+    ("/v1/completions", b"{not json", 422, "body"),
+    ("/v1/completions", {"max_tokens": 4}, 422, "prompt"),
+    ("/v1/completions", {"prompt": "x", "temperature": 5}, 422, "temperature"),
+    ("/v1/completions", {"prompt": "x", "top_p": 0}, 422, "top_p"),
+    ("/v1/completions", {"prompt": "x", "max_tokens": 0}, 422, "max_tokens"),
+    ("/v1/completions", {"prompt": "x", "n": 2}, 422, "n"),
+    ("/v1/completions", {"prompt": "x", "stop": 3}, 422, "stop"),
+    ("/v1/chat/completions", {"messages": []}, 422, "messages"),
+    ("/v1/chat/completions", {"messages": [{"role": "bot", "content": "x"}]}, 422, "messages.0.role"),
+    ("/v1/chat/completions", {"messages": [{"role": "user", "content": "a"}, {"role": "system", "content": "b"}]},
+     422, "messages[1].role"),
+    ("/v1/completions", {"prompt": "x " * 200, "max_tokens": 8}, 400, "max_tokens"),
+    ("/v1/completions", {"prompt": "x", "max_tokens": CONTEXT}, 400, "max_tokens"),
+    ("/v1/completions", {"prompt": [1, 2, 10**6], "max_tokens": 2}, 400, "prompt"),
+    ("/v1/completions", {"prompt": "", "max_tokens": 2}, 400, "prompt"),
+    ("/v1/completions", {"prompt": "x", "model": "gpt-4o"}, 404, "model"),
+    ("/v1/chat/completions", {"messages": CHAT, "model": "gpt-4o"}, 404, "model"),
+])
+def test_bad_input_gets_its_status_and_names_the_field(client, url, body, status, param):
+    resp = client.post(url, content=body) if isinstance(body, bytes) else client.post(url, json=body)
+    assert resp.status_code == status, resp.text
+    err = resp.json()["error"]
+    assert err["param"] == param and param.split(".")[0].split("[")[0] in err["message"]
+    if status == 400 and "context" in err["message"]:
+        assert str(CONTEXT) in err["message"]
+    assert client.get("/health").json()["status"] == "ok"  # nobody else was harmed
+
+
+def test_unknown_model_route_and_left_truncation(client):
+    assert client.get("/v1/models/gpt-4o").status_code == 404
+    resp = client.post("/v1/completions", json={"prompt": "x " * 200, "max_tokens": 8, "truncate_prompt": True,
+                                                 "temperature": 0})
+    assert resp.status_code == 200, resp.text
+    assert resp.json()["usage"]["prompt_tokens"] == CONTEXT - 8
+
+
+def test_api_key_from_the_environment(make_client, monkeypatch):
+    monkeypatch.setenv("TENALI_API_KEY", "s3cret-key")
+    c = make_client(api_key=None)
+    assert c.get("/v1/models").status_code == 401
+    assert c.get("/v1/models", headers={"Authorization": "Bearer wrong"}).status_code == 401
+    assert c.get("/v1/models", headers={"Authorization": "Bearer s3cret-key"}).status_code == 200
+    assert c.get("/health").status_code == 200
+    assert "s3cret-key" not in c.get("/info").text + c.get("/metrics").text
+
+
+def test_cors_only_when_configured(make_client):
+    plain = make_client()
+    assert "access-control-allow-origin" not in plain.get("/v1/models", headers={"Origin": "https://x.test"}).headers
+    open_ = make_client(cors_origins=["https://x.test"])
+    r = open_.options("/v1/chat/completions", headers={"Origin": "https://x.test", "Access-Control-Request-Method": "POST"})
+    assert r.headers["access-control-allow-origin"] == "https://x.test"
+
+
+def test_queue_full_answers_429_with_retry_after(make_client, monkeypatch):
+    import time
+
+    import tenali_model.serve.engine as eng
+    from tenali_model.serve.engine import SamplingParams
+
+    real = eng.decode_slots
+    monkeypatch.setattr(eng, "decode_slots", lambda *a, **k: (time.sleep(0.02), real(*a, **k))[1])
+    c = make_client(max_batch=1, max_queue=1)
+    engine = c.app.state.engine
+    long = SamplingParams(max_tokens=100, temperature=0)
+    running = engine.submit([1, 2, 3], long)
+    next(running.events(timeout=5))
+    waiting = engine.submit([4], long)
+    resp = c.post("/v1/completions", json={"prompt": "AAPL", "max_tokens": 4})
+    assert resp.status_code == 429 and int(resp.headers["Retry-After"]) >= 1
+    assert resp.json()["error"]["type"] == "rate_limit_error"
+    waiting.cancel()
+    running.cancel()
+    assert "tenali_rejected_requests_total 1.0" in c.get("/metrics").text

@@ -1,0 +1,105 @@
+"""The batched engine: same tokens as single-sequence generate(), seeds independent of batching, slots freed."""
+
+import time
+
+import pytest
+import torch
+
+from tenali_model.generate import generate
+from tenali_model.serve.engine import Engine, QueueFull, SamplingParams, generate_ids
+
+
+@pytest.fixture(scope="module")
+def model(served):
+    return served.model
+
+
+def _prompts(n, seed=1):
+    g = torch.Generator().manual_seed(seed)
+    lengths = [3, 17, 40, 1, 9, 64, 5, 30][:n]
+    return [torch.randint(0, 300, (k,), generator=g).tolist() for k in lengths]
+
+
+def _single(model, prompt, n, **kw):
+    return generate(model, torch.tensor([prompt]), n, **kw)[0, len(prompt):].tolist()
+
+
+def test_batched_greedy_equals_single_sequence_generate(model):
+    prompts = _prompts(8)
+    want = [_single(model, p, 24, temperature=0) for p in prompts]
+    # 3 slots for 8 requests: requests join and leave the batch between steps.
+    with Engine(model, max_batch=3, max_queue=8) as engine:
+        got = generate_ids(engine, prompts, SamplingParams(max_tokens=24, temperature=0))
+    assert got == want
+
+
+def test_seeded_sampling_is_the_same_alone_or_in_a_batch(model):
+    prompts = _prompts(5, seed=2)
+    params = [SamplingParams(max_tokens=20, temperature=0.9, top_k=50, top_p=0.9, seed=100 + i,
+                             frequency_penalty=0.4, presence_penalty=0.2) for i in range(5)]
+    want = [_single(model, p, 20, temperature=0.9, top_k=50, top_p=0.9, seed=100 + i,
+                    frequency_penalty=0.4, presence_penalty=0.2) for i, p in enumerate(prompts)]
+    with Engine(model, max_batch=8) as engine:
+        together = generate_ids(engine, prompts, params)
+        alone = [generate_ids(engine, [p], sp)[0] for p, sp in zip(prompts, params)]
+    assert together == alone == want
+
+
+def test_stop_tokens_end_generation_exactly(model):
+    prompt = _prompts(1, seed=3)[0]
+    free = _single(model, prompt, 30, temperature=0)
+    stops = (free[7], free[12])  # two stop tokens; the first to appear ends it
+    first = min(free.index(stops[0]), free.index(stops[1]))
+    with Engine(model, max_batch=2) as engine:
+        (got,) = generate_ids(engine, [prompt], SamplingParams(max_tokens=30, temperature=0, stop_token_ids=stops))
+    assert got == free[:first + 1]  # generated up to and including the stop token, nothing after
+
+
+def test_cancel_frees_the_slot_and_a_full_queue_refuses(model, monkeypatch):
+    import tenali_model.serve.engine as eng
+
+    real = eng.decode_slots
+
+    def slow(*a, **k):
+        time.sleep(0.01)
+        return real(*a, **k)
+
+    monkeypatch.setattr(eng, "decode_slots", slow)
+    with Engine(model, max_batch=1, max_queue=1) as engine:
+        long = SamplingParams(max_tokens=100, temperature=0)
+        running = engine.submit([1, 2, 3], long)
+        next(running.events(timeout=5))  # it holds the only slot
+        waiting = engine.submit([4, 5], long)
+        with pytest.raises(QueueFull) as err:
+            engine.submit([6], long)
+        assert err.value.retry_after >= 1
+        waiting.cancel()
+        assert waiting.finish_reason == "cancelled" and engine.queue_depth == 0
+        running.cancel()
+        deadline = time.time() + 5
+        while engine.active and time.time() < deadline:
+            time.sleep(0.01)
+        assert engine.active == 0 and running.finish_reason == "cancelled"
+        assert len(running.generated) < 100
+        # the freed slot serves the next request
+        (out,) = generate_ids(engine, [[7, 8]], SamplingParams(max_tokens=3, temperature=0), timeout=10)
+        assert len(out) == 3
+
+
+def test_time_limit_ends_a_request(model, monkeypatch):
+    import tenali_model.serve.engine as eng
+
+    real = eng.decode_slots
+    monkeypatch.setattr(eng, "decode_slots", lambda *a, **k: (time.sleep(0.01), real(*a, **k))[1])
+    with Engine(model, max_batch=1) as engine:
+        req = engine.submit([1, 2], SamplingParams(max_tokens=100, temperature=0), timeout=0.2)
+        list(req.events(timeout=10))
+    assert req.finish_reason == "time_limit" and 0 < len(req.generated) < 100
+
+
+def test_prompt_that_cannot_fit_is_refused(model):
+    with Engine(model, max_batch=1) as engine:
+        with pytest.raises(ValueError, match="context of 128"):
+            engine.submit(list(range(100)), SamplingParams(max_tokens=40))
+        with pytest.raises(ValueError, match="empty"):
+            engine.submit([], SamplingParams(max_tokens=4))

@@ -1,0 +1,99 @@
+"""The model_release asset on a tiny checkpoint built directly: export, card, LATEST.json, the refusal check,
+and `tenali serve` finding the release."""
+
+import hashlib
+import json
+import shutil
+
+import dagster as dg
+import pytest
+import torch
+
+from tenali_pipeline.defs.release.assets import LATEST_RELEASE_KEY, model_release, not_worse_than_current
+from tenali_pipeline.lake import Lake
+from tenali_pipeline.resources import LakeResource
+from ts_helpers import make_checkpoint
+
+
+@pytest.fixture
+def lake_setup(tmp_path, tok_path, served):
+    root = tmp_path / "lake"
+    lake = Lake(str(root))
+    tok = tok_path.read_bytes()
+    lake.write_bytes("tokenizer/tenali.model", tok)
+    vocab = served.tokenizer.vocab_size
+    lake.write_json("shards/manifest.json", {"tokenizer": {"sha256": hashlib.sha256(tok).hexdigest(), "vocab_size": vocab},
+                                             "corpus": {"val_start": "2012-01-01", "train_documents": 10},
+                                             "totals": {"train": 1000, "val": 100}})
+    keys = []
+    for i in range(2):
+        ckpt = make_checkpoint(tmp_path / f"run{i}", seed=i, vocab_size=vocab)
+        key = f"checkpoints/pretrain/run{i}/{ckpt.name}"
+        shutil.copytree(ckpt, root / key)
+        keys.append(key)
+    lake.write_json("checkpoints/pretrain/LATEST.json", {"checkpoint_key": keys[1], "checkpoint": lake.uri(keys[1]),
+                                                         "tokenizer_sha256": hashlib.sha256(tok).hexdigest()})
+    instance = dg.DagsterInstance.ephemeral()
+    resources = {"lake": LakeResource(root=str(root), cache_dir=str(tmp_path / "cache"))}
+    return lake, keys, instance, resources
+
+
+def _evaluated(instance, lake, key, bpb):
+    instance.report_runless_asset_event(dg.AssetMaterialization(
+        asset_key="pretrain_evaluation",
+        metadata={"bits_per_byte": bpb, "val_loss": bpb * 1.1, "perplexity": 9.0, "val_loss/market": bpb,
+                  "checkpoint": dg.MetadataValue.path(lake.uri(key))}))
+
+
+def _release(instance, resources, **config):
+    result = dg.materialize([model_release, not_worse_than_current], instance=instance, resources=resources,
+                            run_config={"ops": {"model_release": {"config": config}}} if config else None,
+                            raise_on_error=False)
+    checks = result.get_asset_check_evaluations()
+    return result, checks[0] if checks else None
+
+
+def test_release_exports_a_card_and_serves_and_a_worse_one_is_refused(lake_setup, served):
+    from tenali_model.serve.loading import latest_release_dir, load_served
+
+    lake, keys, instance, resources = lake_setup
+    _evaluated(instance, lake, keys[0], 1.50)
+    result, check = _release(instance, resources)
+    assert result.success and check.passed
+    pointer = lake.read_json(LATEST_RELEASE_KEY)
+    folder = latest_release_dir(lake.root)
+    assert folder.name == pointer["release_id"] and pointer["checkpoint_key"] == keys[0]
+    for f in ("config.json", "model.safetensors", "tokenizer.json", "tokenizer_config.json", "tokenizer.model",
+              "README.md", "release.json"):
+        assert (folder / f).is_file(), f
+    card = (folder / "README.md").read_text()
+    for text in ("## Architecture", "## Tokenizer", "## Training data and lineage", "2012-01-01",
+                 "## Evaluation", "bits_per_byte", "1.5000", "val_loss/market", "## Intended use and limits"):
+        assert text in card, text
+    from tenali_model.chat import HF_CHAT_TEMPLATE
+    assert json.loads((folder / "tokenizer_config.json").read_text())["chat_template"] == HF_CHAT_TEMPLATE
+    release = json.loads((folder / "release.json").read_text())
+    assert release["evaluation"]["bits_per_byte"] == 1.5 and release["promoted"]
+
+    # what `tenali serve` (no PATH) loads: the same weights as the checkpoint, from the HF export
+    got = load_served(lake.root)
+    assert got.name == pointer["release_id"] and got.release["evaluation"]["bits_per_byte"] == 1.5
+    from tenali_model.checkpoint import load_model
+    want = load_model(lake.local_dir(keys[0]))
+    idx = torch.tensor([[1, 5, 9, 30]])
+    assert torch.allclose(got.model(idx)[0], want(idx)[0], atol=1e-5)
+
+    # a worse checkpoint: written for inspection, refused by the check, LATEST.json unchanged
+    _evaluated(instance, lake, keys[1], 2.00)
+    result, check = _release(instance, resources, pick="latest")
+    assert not check.passed
+    assert lake.read_json(LATEST_RELEASE_KEY) == pointer
+    # "best" picks the better one again
+    result, check = _release(instance, resources, pick="best")
+    assert check.passed and lake.read_json(LATEST_RELEASE_KEY)["checkpoint_key"] == keys[0]
+
+
+def test_serve_without_a_release_says_what_to_do(tmp_path):
+    from tenali_model.cli import main
+
+    assert main(["serve", "--lake", str(tmp_path)]) == 2

@@ -1,0 +1,62 @@
+"""Helpers for the serving tests (a unique module name): a tiny model, a tiny tokenizer, a live server."""
+
+from __future__ import annotations
+
+import socket
+import sys
+import threading
+import time
+from pathlib import Path
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "model"))
+from tm_helpers import FINANCE_TEXT, train_sentencepiece  # noqa: E402
+
+from tenali_model.checkpoint import save_checkpoint  # noqa: E402
+from tenali_model.config import ModelConfig  # noqa: E402
+from tenali_model.model import Transformer  # noqa: E402
+
+CONTEXT = 128
+TINY = dict(vocab_size=512, dim=64, n_layers=2, n_heads=4, n_kv_heads=2, max_seq_len=CONTEXT)
+
+__all__ = ["FINANCE_TEXT", "train_sentencepiece", "make_checkpoint", "LiveServer", "free_port", "CONTEXT"]
+
+
+def make_checkpoint(out_dir: Path, seed: int = 0, **overrides) -> Path:
+    """A randomly initialised tiny model saved as a Tenali checkpoint (no training: serving only needs weights)."""
+    torch.manual_seed(seed)
+    model = Transformer(ModelConfig(**{**TINY, **overrides}))
+    return save_checkpoint(out_dir, step=1, model=model, val_loss=5.0)
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class LiveServer:
+    """uvicorn on 127.0.0.1 in a thread of the test process (so tests can see the engine)."""
+
+    def __init__(self, app):
+        import uvicorn
+
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=self.port, log_level="warning",
+                                                   timeout_graceful_shutdown=2))
+        self.thread = threading.Thread(target=self.server.run, daemon=True)
+
+    def __enter__(self):
+        self.thread.start()
+        deadline = time.time() + 20
+        while not self.server.started:
+            if time.time() > deadline or not self.thread.is_alive():
+                raise RuntimeError("uvicorn did not start")
+            time.sleep(0.02)
+        return self
+
+    def __exit__(self, *exc):
+        self.server.should_exit = True
+        self.thread.join(10)
