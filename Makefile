@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 # The CPU build here; a CUDA machine that already has torch>=2.11 in the venv keeps its own.
 TORCH_VERSION ?= 2.13.0
-EXTRAS ?= live,aws,k8s,postgres,hf,serve,dev
+EXTRAS ?= live,aws,k8s,postgres,hf,serve,track,dev
 
 .PHONY: setup demo test ui clean
 

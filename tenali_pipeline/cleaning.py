@@ -32,6 +32,7 @@ KEYS = {
     "fundamentals": ["cik", "concept", "unit", "period_start", "period_end", "accession"],
     "defillama": ["metric", "scope", "entity", "date"],
     "coingecko": ["coin_id", "date"],
+    "centralbank": ["doc_id"],
 }
 
 # Columns that must never be null after cleaning (checked again by the asset checks).
@@ -46,6 +47,7 @@ REQUIRED = {
     "fundamentals": ["cik", "item", "concept", "unit", "period_end", "filed", "accession", "value"],
     "defillama": ["metric", "scope", "entity", "date", "value"],
     "coingecko": ["coin_id", "date", "price_usd"],
+    "centralbank": ["doc_id", "bank", "doc_type", "title", "link", "published", "text"],
 }
 
 _BAD_OHLC = (
@@ -64,6 +66,16 @@ _EXTRA_RULES = {
     "fundamentals": [("non_finite_value", ~pl.col("value").is_finite())],
     "defillama": [("non_finite_value", ~pl.col("value").is_finite()), ("negative_value", pl.col("value") < 0)],
     "coingecko": [("non_positive_price", ~(pl.col("price_usd") > 0))],
+    "centralbank": [
+        ("empty_text", pl.col("text").str.strip_chars().str.len_chars() == 0),
+        # a decision whose parts contradict each other cannot come from the parser: a damaged row
+        ("inconsistent_decision",
+         (~pl.col("decision").is_in(["cut", "hike", "hold", "set"]) & pl.col("decision").is_not_null())
+         | ((pl.col("decision") == "cut") & (pl.col("change_bps") >= 0))
+         | ((pl.col("decision") == "hike") & (pl.col("change_bps") <= 0))
+         | ((pl.col("decision") == "hold") & (pl.col("change_bps") != 0))
+         | (pl.col("rate_low") > pl.col("rate_high"))),
+    ],
 }
 
 

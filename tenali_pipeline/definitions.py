@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import dagster as dg
 
+from .defs.centralbank import assets as centralbank
 from .defs.corpus import assets as corpus
 from .defs.crypto import assets as crypto
 from .defs.documents import assets as documents
@@ -29,7 +30,7 @@ from .defs.schedules import build_schedules_and_sensors, ingest_job
 from .resources import build_resources
 from .settings import Settings, load_settings
 
-STAGES = [market, macro, crypto, filings, news, documents, universe, fundamentals, onchain, features, corpus, tokenizer, shards, training, evaluation, posttraining, posttraining_stages, release]
+STAGES = [market, macro, crypto, filings, news, documents, universe, fundamentals, onchain, centralbank, features, corpus, tokenizer, shards, training, evaluation, posttraining, posttraining_stages, release]
 
 # The whole graph, sources to evaluation: what `tenali demo` runs.
 everything_job = dg.define_asset_job(
@@ -45,6 +46,8 @@ def build_definitions(settings: Settings | None = None, **resource_overrides) ->
     # an object imported into several modules is loaded once.
     assets = dg.load_assets_from_modules(STAGES)
     checks = dg.load_asset_checks_from_modules(STAGES)
+    if settings.tickers_from_universe:  # TENALI_TICKERS=universe: market and filings read the universe
+        assets, checks = market.use_universe(assets, checks)
     schedules, sensors = build_schedules_and_sensors(settings.profile)
     return dg.Definitions(
         assets=assets,

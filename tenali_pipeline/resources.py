@@ -54,6 +54,14 @@ class SourcesResource(dg.ConfigurableResource):
     defillama_chains: list[str] = ["Ethereum", "Solana"]
     defillama_protocols: list[str] = ["aave", "uniswap", "lido"]
     coingecko_coins: list[str] = ["bitcoin", "ethereum"]
+    # TENALI_TICKERS=universe: market and filings take their tickers / CIKs from the `universe` asset
+    tickers_from_universe: bool = False
+    central_bank_feeds: list[str] = [
+        "fed=https://www.federalreserve.gov/feeds/press_monetary.xml",
+        "ecb=https://www.ecb.europa.eu/rss/press.html",
+        "rbi=https://www.rbi.org.in/pressreleases_rss.xml",
+    ]
+    central_bank_delay: float = 1.0  # seconds between requests to one host (robots.txt Crawl-delay if longer)
 
     @property
     def is_sample(self) -> bool:
@@ -105,14 +113,26 @@ class SourcesResource(dg.ConfigurableResource):
 
         return CoinGeckoClient(self.coingecko_coins, start=self.start_date, api_key=os.environ.get("COINGECKO_API_KEY"))
 
-    def market(self):
+    def central_bank(self, known=(), state: dict | None = None):
+        """Central-bank communications; `known` links are not fetched again, `state` holds feed ETags."""
+        if self.is_sample:
+            from .sources.sample.centralbank import SampleCentralBankClient
+
+            return SampleCentralBankClient()
+        from .sources.live.centralbank import CentralBankClient
+
+        return CentralBankClient(self.central_bank_feeds, known=known, state=state, delay=self.central_bank_delay)
+
+    def market(self, tickers: list[str] | None = None):
+        """`tickers` (from the universe) replace the configured list when given."""
+        tickers = list(tickers) if tickers is not None else self.tickers
         if self.is_sample:
             from .sources.sample import SampleMarketClient
 
-            return SampleMarketClient(self.tickers)
+            return SampleMarketClient(tickers)
         from .sources.live.market import YFinanceMarketClient
 
-        return YFinanceMarketClient(self.tickers, start=self.start_date, end=None)
+        return YFinanceMarketClient(tickers, start=self.start_date, end=None)
 
     def macro(self):
         if self.is_sample:
@@ -132,14 +152,17 @@ class SourcesResource(dg.ConfigurableResource):
 
         return CcxtCryptoClient(self.crypto_exchange, self.crypto_symbols, timeframe="1d", since=self.start_date)
 
-    def filings(self, download_dir: Path):
+    def filings(self, download_dir: Path, companies: dict[str, str] | None = None):
+        """`companies` (symbol -> CIK, from the universe) replace the configured tickers when given:
+        the live client asks EDGAR by CIK, which also reaches delisted and renamed companies."""
         if self.is_sample:
             from .sources.sample import SampleFilingsClient
 
-            return SampleFilingsClient(self.tickers)
+            return SampleFilingsClient(list(companies) if companies is not None else self.tickers)
         from .sources.live.filings import EdgarFilingsClient
 
-        return EdgarFilingsClient(self.tickers, identity=os.environ.get("SEC_EDGAR_IDENTITY"), download_dir=download_dir,
+        wanted = list(companies.values()) if companies is not None else self.tickers
+        return EdgarFilingsClient(wanted, identity=os.environ.get("SEC_EDGAR_IDENTITY"), download_dir=download_dir,
                                   after=self.start_date)
 
     def news(self, state: dict | None = None):
@@ -170,6 +193,9 @@ class CorpusResource(dg.ConfigurableResource):
     near_dup_threshold: float = 0.8  # Jaccard similarity of word 5-gram MinHash; 0 = off
     mix: bool = True  # mix the training split to the seed's domain weights
     mix_max_repeats: float = 4.0  # no domain is repeated more than this to reach its weight
+    # A Hugging Face base model (folder or s3:// prefix): the tokenizer stage copies its tokenizer instead of
+    # training one, and pretraining continues from its weights (the shard manifest records the base).
+    base_model: str = ""
 
 
 class TrainingResource(dg.ConfigurableResource):
@@ -229,12 +255,16 @@ def build_resources(settings: Settings, env=None) -> dict:
             defillama_chains=list(settings.defillama_chains),
             defillama_protocols=list(settings.defillama_protocols),
             coingecko_coins=list(settings.coingecko_coins),
+            tickers_from_universe=settings.tickers_from_universe,
+            central_bank_feeds=list(settings.central_bank_feeds),
+            central_bank_delay=settings.central_bank_delay,
         ),
         "corpus_settings": CorpusResource(
             val_start=e("TENALI_VAL_START", settings.val_start),
             vocab_size=e("TENALI_VOCAB_SIZE", settings.vocab_size),
             shard_tokens=e("TENALI_SHARD_TOKENS", settings.shard_tokens),
-            near_dup_threshold=settings.near_dup_threshold, mix=settings.mix),
+            near_dup_threshold=settings.near_dup_threshold, mix=settings.mix,
+            base_model=e("TENALI_BASE_MODEL", settings.base_model)),
         "training": TrainingResource(model=e("TENALI_MODEL", settings.model),
                                      steps=e("TENALI_TRAIN_STEPS", settings.train_steps),
                                      train_from=e("TENALI_TRAIN_FROM", settings.train_from)),

@@ -19,6 +19,7 @@ from __future__ import annotations
 import datetime as dt
 import json
 import os
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -31,7 +32,8 @@ VARIABLES: dict[str, tuple[str, str]] = {
     "TENALI_LAKE_ROOT": ("lake root: a folder or s3://bucket/prefix (required for prod)", "$TENALI_HOME/lake"),
     "TENALI_S3_ENDPOINT_URL": ("S3-compatible endpoint (MinIO, moto); empty for AWS", ""),
     "TENALI_SOURCES": ("sample | live", "sample for demo, live otherwise"),
-    "TENALI_TICKERS": ("comma-separated equity tickers for the market and filings sources", "AAPL,MSFT,IBM,GOOG,FB"),
+    "TENALI_TICKERS": ("comma-separated equity tickers for the market and filings sources, or 'universe' to take "
+                       "them from the universe asset", "AAPL,MSFT,IBM,GOOG,FB"),
     "TENALI_FRED_SERIES": ("comma-separated FRED series ids", "GDPC1,CPIAUCSL,UNRATE,FEDFUNDS,DGS10,M1SL"),
     "TENALI_CRYPTO_EXCHANGE": ("ccxt exchange id", "kraken"),
     "TENALI_CRYPTO_SYMBOLS": ("comma-separated ccxt symbols", "BTC/USD,ETH/USD"),
@@ -48,6 +50,8 @@ VARIABLES: dict[str, tuple[str, str]] = {
     "TENALI_TRAIN_NPROC": ("torchrun processes per node (0 = one per GPU, else 1 on CPU)", "0"),
     "TENALI_LAUNCHER": ("local | k8s | ecs: where training runs", "local for demo and local, k8s for prod"),
     "TENALI_TRAIN_FROM": ("latest: continue from the latest checkpoint when new shards landed | scratch", "latest"),
+    "TENALI_BASE_MODEL": ("Hugging Face Llama-family model folder or s3:// prefix to continue pretraining "
+                          "(its own tokenizer replaces the trained one)", "none: train from scratch"),
     "TENALI_TRAINER_IMAGE": ("trainer image for k8s and ecs (infra/docker/trainer.Dockerfile)", ""),
     "TENALI_GPUS_PER_NODE": ("GPUs per training node (k8s, ecs)", "8"),
     "TENALI_NODES": ("training nodes (k8s; more than 1 launches an indexed Job)", "1"),
@@ -71,6 +75,8 @@ VARIABLES: dict[str, tuple[str, str]] = {
     "TENALI_ECS_TASK_ROLE": ("task role ARN (S3 for Pipes)", ""),
     "TENALI_ECS_LOG_GROUP": ("CloudWatch log group of the trainer", "/tenali/trainer"),
     "TENALI_ECS_EFS_ID": ("EFS file system mounted at TENALI_SHARED_MOUNT", ""),
+    "TENALI_MLFLOW_TRACKING_URI": ("MLflow tracking URI: every training stage is logged as a run (tracking.py)", "off"),
+    "TENALI_MLFLOW_EXPERIMENT": ("MLflow experiment of those runs", "tenali"),
     "TENALI_UNIVERSE_CLASSES": ("financedatabase classes in the universe: equities, etfs, currencies, cryptos",
                                 "equities,etfs,currencies,cryptos"),
     "TENALI_UNIVERSE_MICS": ("ISO 10383 venues whose equities and ETFs are in the universe (empty: every venue)",
@@ -83,6 +89,10 @@ VARIABLES: dict[str, tuple[str, str]] = {
     "TENALI_DEFILLAMA_CHAINS": ("DefiLlama chains: TVL, fees, DEX volume, stablecoin supply", "Ethereum,Solana"),
     "TENALI_DEFILLAMA_PROTOCOLS": ("DefiLlama protocol slugs: TVL, fees, revenue", "aave,uniswap,lido"),
     "TENALI_COINGECKO_COINS": ("CoinGecko coin ids: price, market cap, supply", "bitcoin,ethereum"),
+    "TENALI_CENTRAL_BANK_FEEDS": ("central-bank RSS feeds as comma-separated bank=url pairs",
+                                  "fed, ecb and rbi press-release feeds"),
+    "TENALI_CENTRAL_BANK_DELAY": ("seconds between requests to one central-bank host (robots.txt Crawl-delay if longer)",
+                                  "1"),
     "COINGECKO_API_KEY": ("CoinGecko demo API key (secret; optional, raises the rate limit)", ""),
     "FRED_API_KEY": ("FRED API key (secret; live macro source)", ""),
     "SEC_EDGAR_IDENTITY": ("'Name email@example.com' sent to SEC as User-Agent (live filings)", ""),
@@ -97,6 +107,13 @@ CLUSTER_VARIABLES = tuple(n for n in VARIABLES if n.split("_")[1:2] in (["K8S"],
 DEFAULT_FEEDS = (
     "https://www.sec.gov/news/pressreleases.rss",
     "https://www.federalreserve.gov/feeds/press_all.xml",
+)
+
+
+DEFAULT_CENTRAL_BANK_FEEDS = (
+    "fed=https://www.federalreserve.gov/feeds/press_monetary.xml",
+    "ecb=https://www.ecb.europa.eu/rss/press.html",
+    "rbi=https://www.rbi.org.in/pressreleases_rss.xml",
 )
 
 
@@ -140,7 +157,12 @@ class Settings:
     defillama_chains: tuple[str, ...] = ("Ethereum", "Solana")
     defillama_protocols: tuple[str, ...] = ("aave", "uniswap", "lido")
     coingecko_coins: tuple[str, ...] = ("bitcoin", "ethereum")
+    # TENALI_TICKERS=universe: the market and filings assets read their tickers from the universe asset
+    tickers_from_universe: bool = False
+    central_bank_feeds: tuple[str, ...] = DEFAULT_CENTRAL_BANK_FEEDS
+    central_bank_delay: float = 1.0
     train_from: str = "latest"
+    base_model: str = ""  # TENALI_BASE_MODEL: a Hugging Face base to continue pretraining (defs/tokenizer, training)
     # TENALI_* settings of the cluster launchers (CLUSTER_VARIABLES) that are set, read by launchers/.
     cluster: dict[str, str] = field(default_factory=dict)
 
@@ -237,6 +259,22 @@ def load_settings(env: dict[str, str] | None = None) -> Settings:
     if unknown:
         raise SettingsError(f"TENALI_SOURCES_OFF has {sorted(unknown)}: it can turn off {', '.join(sorted(SCHEMAS))}.")
 
+    tickers_raw = _csv(get("TENALI_TICKERS"))
+    tickers_from_universe = [t.lower() for t in tickers_raw] == ["universe"]
+    central_bank_feeds = _csv(get("TENALI_CENTRAL_BANK_FEEDS")) or Settings.central_bank_feeds
+    for pair in central_bank_feeds:  # the client's parse_feeds says the same; no network code imported here
+        bank, _, url = pair.partition("=")
+        if not re.fullmatch(r"[a-z][a-z0-9_]*", bank.strip()) or not url.strip().startswith(("http://", "https://")):
+            raise SettingsError(f"TENALI_CENTRAL_BANK_FEEDS entry {pair!r} must be bank=url with a lowercase bank id, "
+                                "e.g. fed=https://www.federalreserve.gov/feeds/press_monetary.xml")
+    try:
+        central_bank_delay = float(get("TENALI_CENTRAL_BANK_DELAY") or 1.0)
+    except ValueError:
+        raise SettingsError(f"TENALI_CENTRAL_BANK_DELAY={get('TENALI_CENTRAL_BANK_DELAY')!r} must be a number of "
+                            "seconds.") from None
+    if central_bank_delay < 0:
+        raise SettingsError("TENALI_CENTRAL_BANK_DELAY must not be negative.")
+
     base = Settings()
     return Settings(
         profile=profile,
@@ -244,7 +282,10 @@ def load_settings(env: dict[str, str] | None = None) -> Settings:
         lake_root=lake_root,
         s3_endpoint_url=get("TENALI_S3_ENDPOINT_URL"),
         sources=sources,
-        tickers=_csv(get("TENALI_TICKERS")) or base.tickers,
+        tickers=(tickers_raw if not tickers_from_universe else ()) or base.tickers,
+        tickers_from_universe=tickers_from_universe,
+        central_bank_feeds=central_bank_feeds,
+        central_bank_delay=central_bank_delay,
         fred_series=_csv(get("TENALI_FRED_SERIES")) or base.fred_series,
         crypto_exchange=get("TENALI_CRYPTO_EXCHANGE") or base.crypto_exchange,
         crypto_symbols=_csv(get("TENALI_CRYPTO_SYMBOLS")) or base.crypto_symbols,
@@ -270,5 +311,6 @@ def load_settings(env: dict[str, str] | None = None) -> Settings:
         defillama_protocols=_csv(get("TENALI_DEFILLAMA_PROTOCOLS")) or base.defillama_protocols,
         coingecko_coins=_csv(get("TENALI_COINGECKO_COINS")) or base.coingecko_coins,
         train_from=train_from,
+        base_model=get("TENALI_BASE_MODEL"),
         cluster=cluster,
     )

@@ -9,9 +9,12 @@ Building shards then means, per partition:
 - when the previous manifest has the same split, partition, fingerprint and tokenizer, its shards are
   reused as they are (no re-encoding);
 - otherwise a worker process reads only that partition's rows (a row slice of the sorted file),
-  encodes them in batches of ``batch_docs`` documents with sentencepiece, appends <|endoftext|> to
-  each, and writes shards of about ``shard_tokens`` tokens, cut at document boundaries so each
-  shard's byte count is exact (bits per byte needs it).
+  encodes them in batches of ``batch_docs`` documents, appends the end-of-text id to each, and
+  writes shards of about ``shard_tokens`` tokens, cut at document boundaries so each shard's byte
+  count is exact (bits per byte needs it).
+
+The tokenizer is a `TokenizerSource`: Tenali's sentencepiece model, or a Hugging Face base model's
+tokenizer.json (the continued-pretraining path), given as bytes so a spawned worker rebuilds it.
 A new tokenizer invalidates every partition. Workers hold one batch and one shard at a time, and the
 parent only ever holds per-month statistics, so peak memory does not grow with the corpus.
 
@@ -22,8 +25,10 @@ for every shard, the partition it came from and that partition's fingerprint.
 from __future__ import annotations
 
 import concurrent.futures as cf
+import hashlib
 import multiprocessing as mp
 import os
+import re
 import shutil
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -88,21 +93,102 @@ def hash_strings(items: list[str]) -> int:
 
 
 # ---------------------------------------------------------------------------------------------------
+# Tokenizers: what encodes the corpus (also used by tokenization.py and the evaluation).
+
+SENTENCEPIECE, HF_BASE = "sentencepiece", "hf-base"
+
+
+@dataclass(frozen=True)
+class TokenizerSource:
+    """A tokenizer as the bytes of its file, so a spawned worker can rebuild it: Tenali's sentencepiece
+    model (kind "sentencepiece") or a Hugging Face base model's tokenizer.json (kind "hf-base"), with
+    the token that ends every document (a base without ``<|endoftext|>`` uses its own eos token)."""
+
+    kind: str
+    data: bytes
+    eot_token: str = EOT
+
+    def __post_init__(self) -> None:
+        if self.kind not in (SENTENCEPIECE, HF_BASE):
+            raise ValueError(f"tokenizer kind {self.kind!r} is not {SENTENCEPIECE!r} or {HF_BASE!r}")
+
+    @property
+    def sha256(self) -> str:
+        return hashlib.sha256(self.data).hexdigest()
+
+    def load(self) -> Encoder:
+        return Encoder(self)
+
+
+def as_source(tokenizer: bytes | TokenizerSource) -> TokenizerSource:
+    """Bare bytes are a sentencepiece model (what callers passed before base models existed)."""
+    return tokenizer if isinstance(tokenizer, TokenizerSource) else TokenizerSource(SENTENCEPIECE, bytes(tokenizer))
+
+
+_BYTE_PIECE = re.compile(r"^<0x[0-9A-Fa-f]{2}>$")
+
+
+class Encoder:
+    """Batch encoding, decoding and the ids shards need, over sentencepiece or a `tokenizers.Tokenizer`.
+
+    No special tokens are added by the encoder (no BOS): a document is its text's ids, then ``eot_id``.
+    """
+
+    def __init__(self, source: TokenizerSource):
+        self.source, self.kind = source, source.kind
+        if source.kind == SENTENCEPIECE:
+            import sentencepiece as spm
+
+            self.sp, self.hf = spm.SentencePieceProcessor(model_proto=source.data), None
+            self.vocab_size = self.sp.vocab_size()
+            eot = self.sp.piece_to_id(source.eot_token)
+            eot = None if eot == self.sp.unk_id() and source.eot_token != self.sp.id_to_piece(eot) else eot
+        else:
+            from tokenizers import Tokenizer
+
+            self.sp, self.hf = None, Tokenizer.from_str(source.data.decode())
+            self.vocab_size = self.hf.get_vocab_size(with_added_tokens=True)
+            eot = self.hf.token_to_id(source.eot_token)
+        if eot is None:
+            raise ValueError(f"the {source.kind} tokenizer has no {source.eot_token!r} token to end documents with")
+        self.eot_id = int(eot)
+
+    def encode(self, texts: list[str], threads: int = 1) -> list[list[int]]:
+        if self.sp is not None:
+            return self.sp.encode(texts, num_threads=threads)
+        return [e.ids for e in self.hf.encode_batch(texts, add_special_tokens=False)]
+
+    def decode(self, ids) -> str:
+        ids = [int(i) for i in ids]
+        return self.sp.decode(ids) if self.sp is not None else self.hf.decode(ids, skip_special_tokens=False)
+
+    def byte_mask(self) -> np.ndarray:
+        """True for byte-fallback pieces (``<0xNN>``); a byte-level BPE has none, all its pieces are bytes."""
+        if self.sp is not None:
+            return np.array([self.sp.is_byte(i) for i in range(self.vocab_size)], dtype=bool)
+        mask = np.zeros(self.vocab_size, dtype=bool)
+        for piece, i in self.hf.get_vocab(with_added_tokens=True).items():
+            if i < self.vocab_size and _BYTE_PIECE.match(piece):
+                mask[i] = True
+        return mask
+
+
+# ---------------------------------------------------------------------------------------------------
 # Worker side (a separate process; imports nothing from Dagster).
 
-_SP = None
+_ENC: Encoder | None = None
 _THREADS = 1
 
 
-def _init_worker(model_bytes: bytes, threads: int = 1) -> None:
-    global _SP, _THREADS
-    import sentencepiece as spm
-
-    _SP, _THREADS = spm.SentencePieceProcessor(model_proto=model_bytes), threads
+def _init_worker(tokenizer: bytes | TokenizerSource, threads: int = 1) -> None:
+    global _ENC, _THREADS
+    if threads == 1:  # one of several worker processes: keep the tokenizers library to one thread too
+        os.environ.setdefault("RAYON_NUM_THREADS", "1")
+    _ENC, _THREADS = as_source(tokenizer).load(), threads
 
 
 class ShardWriter:
-    """Documents in, shards out: each document gets <|endoftext|>, shards close at document boundaries
+    """Documents in, shards out: each document gets the end-of-text id, shards close at document boundaries
     once the next document would pass ``shard_tokens`` (a longer document gets a shard of its own)."""
 
     def __init__(self, out_dir: str | os.PathLike, name, shard_tokens: int, eot: int, vocab_size: int,
@@ -148,15 +234,15 @@ class ShardWriter:
 
 def encode_partition(part: Partition, out_dir: str, shard_tokens: int, batch_docs: int = 2048) -> list[dict]:
     """Encode one partition into shards in out_dir; returns their manifest entries."""
-    sp = _SP
+    enc = _ENC
     writer = ShardWriter(out_dir, lambda i: f"{part.split}_{part.label}_{i:04d}.bin", shard_tokens,
-                         sp.piece_to_id(EOT), sp.vocab_size(),
+                         enc.eot_id, enc.vocab_size,
                          extra={"prefix": part.split, "partition": part.label, "fingerprint": part.fingerprint})
     # One read of the partition (bounded by partition_bytes, whatever the corpus size), encoded in batches.
     rows = _scan(part.path, part.domain).slice(part.offset, part.rows).select("text", "domain").collect()
     for batch in rows.iter_slices(batch_docs):
         texts, domains = batch["text"].to_list(), batch["domain"].to_list()
-        for ids, text, domain in zip(sp.encode(texts, num_threads=_THREADS), texts, domains):
+        for ids, text, domain in zip(enc.encode(texts, threads=_THREADS), texts, domains):
             writer.add(ids, text, domain)
     return writer.close()
 
@@ -172,10 +258,13 @@ class BuildReport:
     workers: int
 
 
-def build_shards(parts: list[Partition], model_bytes: bytes, tokenizer_sha256: str, out_dir: Path,
+def build_shards(parts: list[Partition], tokenizer: bytes | TokenizerSource, tokenizer_sha256: str, out_dir: Path,
                  shard_tokens: int, previous: dict | None = None, previous_dir: Path | None = None,
                  workers: int | None = None, batch_docs: int = 2048) -> tuple[dict[str, list[dict]], BuildReport]:
     """Shard entries per split prefix ("train", "val_<domain>"), reusing unchanged partitions.
+
+    tokenizer: a `TokenizerSource`, or a sentencepiece model's bytes; tokenizer_sha256 keys the reuse
+    (a partition is reused only when the previous manifest's tokenizer has the same sha256).
 
     previous / previous_dir: the last manifest and the folder holding its shards; a reused shard is
     hard-linked (or copied) from there into out_dir.
@@ -200,14 +289,14 @@ def build_shards(parts: list[Partition], model_bytes: bytes, tokenizer_sha256: s
             todo.append(p)
     workers = max(1, min(workers or os.cpu_count() or 1, len(todo) or 1))
     if todo:
-        if workers == 1:  # one partition to encode: sentencepiece's own threads instead of processes
-            _init_worker(model_bytes, threads=os.cpu_count() or 1)
+        if workers == 1:  # one partition to encode: the tokenizer's own threads instead of processes
+            _init_worker(tokenizer, threads=os.cpu_count() or 1)
             for p in todo:
                 done[p] = encode_partition(p, str(out_dir), shard_tokens, batch_docs)
         else:
             # spawn, not fork: the parent may be a threaded Dagster step process.
             with cf.ProcessPoolExecutor(workers, mp_context=mp.get_context("spawn"), initializer=_init_worker,
-                                        initargs=(model_bytes,)) as pool:
+                                        initargs=(as_source(tokenizer),)) as pool:
                 futures = {pool.submit(encode_partition, p, str(out_dir), shard_tokens, batch_docs): p for p in todo}
                 for f in cf.as_completed(futures):
                     done[futures[f]] = f.result()

@@ -6,6 +6,12 @@ whitespace folding (decode(encode(text)) == text exactly); newline as its own pi
 tokens ``<|endoftext|>``, ``<|user|>``, ``<|assistant|>``, ``<|pad|>`` as user-defined pieces so chat
 markup encodes to one id each. Training is deterministic for the same input and settings.
 
+Continued pretraining of a Hugging Face base model uses the base's own tokenizer instead (kind
+"hf-base"): its tokenizer.json is encoded with the ``tokenizers`` library, documents end with
+``<|endoftext|>`` when the vocabulary has it and with the base's eos token otherwise, and the report
+and manifest record which tokenizer it was. A byte-level BPE round-trips exactly; others (a Llama-2
+style Metaspace tokenizer drops or adds leading spaces) may not, which the report counts.
+
 Shards use the versioned format of `tenali_model.data` (the training side reads them); this module
 only decides which documents go into which shard and writes the manifest.
 """
@@ -14,6 +20,7 @@ from __future__ import annotations
 
 import hashlib
 import io
+import json
 import os
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -24,6 +31,7 @@ import sentencepiece as spm
 
 from tenali_model.tokenizer import EOT
 
+from .sharding import HF_BASE, SENTENCEPIECE, Encoder, ShardWriter, TokenizerSource, as_source
 from .text.corpus import SPECIAL_TOKENS
 
 MANIFEST_VERSION = 1
@@ -72,13 +80,21 @@ def load_tokenizer(model_bytes: bytes) -> spm.SentencePieceProcessor:
     return spm.SentencePieceProcessor(model_proto=model_bytes)
 
 
-def tokenizer_report(sp: spm.SentencePieceProcessor, val: pl.DataFrame) -> dict:
+def _encoder(tok) -> Encoder:
+    """An Encoder from what callers hold: an Encoder, or a sentencepiece processor (the older interface)."""
+    if isinstance(tok, Encoder):
+        return tok
+    return TokenizerSource(SENTENCEPIECE, tok.serialized_model_proto()).load()
+
+
+def tokenizer_report(tok: Encoder | spm.SentencePieceProcessor, val: pl.DataFrame) -> dict:
     """Bytes per token per domain, byte-fallback rate, exact round trip and vocabulary use on `val`."""
+    enc = _encoder(tok)
     texts = val["text"].to_list()
-    ids = sp.encode(texts, num_threads=os.cpu_count() or 1)
-    byte_ids = np.array([sp.is_byte(i) for i in range(sp.vocab_size())])
+    ids = enc.encode(texts, threads=os.cpu_count() or 1)
+    byte_ids = enc.byte_mask()
     flat = np.concatenate([np.asarray(x, dtype=np.int64) for x in ids]) if ids else np.zeros(0, np.int64)
-    roundtrip_failures = sum(sp.decode(x) != t for x, t in zip(ids, texts))
+    roundtrip_failures = sum(enc.decode(x) != t for x, t in zip(ids, texts))
     per_domain: dict[str, float] = {}
     for domain in sorted(set(val["domain"].to_list())):
         sel = [i for i, d in enumerate(val["domain"].to_list()) if d == domain]
@@ -87,45 +103,142 @@ def tokenizer_report(sp: spm.SentencePieceProcessor, val: pl.DataFrame) -> dict:
         per_domain[domain] = round(n_bytes / max(n_tok, 1), 3)
     total_bytes = sum(len(t.encode()) for t in texts)
     return {
-        "vocab_size": sp.vocab_size(),
+        "kind": enc.kind,
+        "sha256": enc.source.sha256,
+        "vocab_size": enc.vocab_size,
+        "eot_token": enc.source.eot_token,
+        "eot_id": enc.eot_id,
         "val_documents": len(texts),
         "val_tokens": int(flat.size),
         "bytes_per_token": round(total_bytes / max(flat.size, 1), 3),
         "bytes_per_token_by_domain": per_domain,
         "byte_fallback_rate": float(byte_ids[flat].mean()) if flat.size else 0.0,
         "roundtrip_failures": int(roundtrip_failures),
-        "vocab_used_fraction": round(len(np.unique(flat)) / sp.vocab_size(), 4),
+        "vocab_used_fraction": round(len(np.unique(flat)) / enc.vocab_size, 4),
     }
 
 
-def encode_split(sp: spm.SentencePieceProcessor, docs: pl.DataFrame, out_dir: Path, split: str,
+def encode_split(tok: Encoder | spm.SentencePieceProcessor, docs: pl.DataFrame, out_dir: Path, split: str,
                  shard_tokens: int) -> list[dict]:
-    """Encode `docs` in order, each followed by <|endoftext|>, into shards of about `shard_tokens`
+    """Encode `docs` in order, each followed by the end-of-text id, into shards of about `shard_tokens`
     (an in-memory table; the token_shards asset streams corpus partitions through sharding.py).
 
     Shards end at document boundaries so each shard's byte count is exact (bits per byte needs it).
     Returns the manifest entries of the written shards.
     """
-    from .sharding import ShardWriter
-
-    writer = ShardWriter(out_dir, lambda i: f"{split}_{i:05d}.bin", shard_tokens, sp.piece_to_id(EOT), sp.vocab_size())
+    enc = _encoder(tok)
+    writer = ShardWriter(out_dir, lambda i: f"{split}_{i:05d}.bin", shard_tokens, enc.eot_id, enc.vocab_size)
     texts, domains = docs["text"].to_list(), docs["domain"].to_list()
-    for ids, text, domain in zip(sp.encode(texts, num_threads=os.cpu_count() or 1), texts, domains):
+    for ids, text, domain in zip(enc.encode(texts, threads=os.cpu_count() or 1), texts, domains):
         writer.add(ids, text, domain)
     return writer.close()
 
 
-def build_manifest(model_bytes: bytes, sp: spm.SentencePieceProcessor, splits: dict[str, list[dict]],
-                   corpus: dict, tokenizer_cfg: TokenizerConfig | None = None) -> dict:
+def build_manifest(tokenizer: bytes | TokenizerSource, tok: Encoder | spm.SentencePieceProcessor,
+                   splits: dict[str, list[dict]], corpus: dict, tokenizer_cfg: TokenizerConfig | None = None,
+                   base: dict | None = None) -> dict:
+    """The shard manifest; its tokenizer block says which tokenizer made the shards (kind, sha256 of
+    its file, end-of-text token and id) and, for a base model's tokenizer, which base (``base``)."""
+    source, enc = as_source(tokenizer), _encoder(tok)
     return {
         "format_version": MANIFEST_VERSION,
         "tokenizer": {
-            "sha256": hashlib.sha256(model_bytes).hexdigest(),
-            "vocab_size": sp.vocab_size(),
-            "eot_id": sp.piece_to_id(EOT),
+            "kind": source.kind,
+            "sha256": source.sha256,
+            "vocab_size": enc.vocab_size,
+            "eot_id": enc.eot_id,
+            "eot_token": source.eot_token,
             "config": asdict(tokenizer_cfg) if tokenizer_cfg else None,
+            **({"base": base} if base else {}),
         },
         "corpus": corpus,
         "splits": splits,
         "totals": {s: sum(e["tokens"] for e in entries) for s, entries in splits.items()},
     }
+
+
+# ---------------------------------------------------------------------------------------------------
+# A Hugging Face base model (TENALI_BASE_MODEL): a local folder or an s3:// prefix, read through the
+# same pyarrow filesystems as the lake.
+
+BASE_TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json")
+
+
+def base_store(uri: str, s3_endpoint_url: str = ""):
+    """The base model's folder as a Lake rooted at it (keys are file names: "config.json", ...)."""
+    from .lake import Lake
+
+    return Lake(uri, s3_endpoint_url=s3_endpoint_url or None)
+
+
+def base_name(uri: str) -> str:
+    return uri.rstrip("/").rsplit("/", 1)[-1]
+
+
+def read_base_tokenizer(uri: str, s3_endpoint_url: str = "") -> dict[str, bytes]:
+    """config.json, tokenizer.json and (when present) tokenizer_config.json of the base; a base
+    without a tokenizer.json is refused with the fix (a sentencepiece-only base must be converted)."""
+    store = base_store(uri, s3_endpoint_url)
+    if not store.exists("config.json"):
+        raise ValueError(f"TENALI_BASE_MODEL={uri} has no config.json: point it at a Hugging Face model folder "
+                         "(config.json, model.safetensors, tokenizer.json).")
+    if not store.exists("tokenizer.json"):
+        raise ValueError(f"TENALI_BASE_MODEL={uri} has no tokenizer.json: save the base's fast tokenizer next to it "
+                         "(AutoTokenizer.from_pretrained(path).save_pretrained(path) writes one).")
+    files = {"config.json": store.read_bytes("config.json")}
+    for name in BASE_TOKENIZER_FILES:
+        if store.exists(name):
+            files[name] = store.read_bytes(name)
+    return files
+
+
+def base_eot_token(files: dict[str, bytes]) -> str:
+    """The token that ends documents: ``<|endoftext|>`` when the base's vocabulary has it, else its eos
+    token (tokenizer_config.json's eos_token, or config.json's eos_token_id)."""
+    from tokenizers import Tokenizer
+
+    tok = Tokenizer.from_str(files["tokenizer.json"].decode())
+    if tok.token_to_id(EOT) is not None:
+        return EOT
+    eos = json.loads(files.get("tokenizer_config.json", b"{}")).get("eos_token")
+    if isinstance(eos, dict):
+        eos = eos.get("content")
+    if isinstance(eos, str) and tok.token_to_id(eos) is not None:
+        return eos
+    eos_id = json.loads(files["config.json"]).get("eos_token_id")
+    eos_id = eos_id[0] if isinstance(eos_id, list) and eos_id else eos_id
+    if isinstance(eos_id, int) and tok.id_to_token(eos_id) is not None:
+        return tok.id_to_token(eos_id)
+    raise ValueError(f"The base tokenizer has no {EOT!r} and names no eos token (tokenizer_config.json eos_token "
+                     "or config.json eos_token_id): add the base's end-of-text token as eos_token in its "
+                     "tokenizer_config.json.")
+
+
+def fetch_base(uri: str, dest: Path, s3_endpoint_url: str = "") -> Path:
+    """A local folder with the base model's files: the folder itself when local, else `dest`, synced
+    from S3 (files whose size and time match are kept, each download is verified and atomic). Every
+    file under the prefix is copied, so keep only the Hugging Face files there."""
+    from .lake import Lake
+
+    uri = uri.rstrip("/")
+    if not uri.startswith("s3://"):
+        folder = Path(uri).expanduser()
+        if not folder.is_dir():
+            raise ValueError(f"TENALI_BASE_MODEL={uri} is not a folder.")
+        return folder
+    parent, name = uri.rsplit("/", 1)
+    if parent == "s3:/":
+        raise ValueError(f"TENALI_BASE_MODEL={uri}: give s3://bucket/prefix, the folder holding the model.")
+    return Lake(parent, s3_endpoint_url=s3_endpoint_url or None).download_dir(name, dest)
+
+
+def base_weights_sha256(folder: Path) -> str:
+    """Identity of a base model's weights: sha256 over config.json and every weight file's sha256."""
+    from tenali_model.checkpoint import sha256_file
+
+    index = folder / "model.safetensors.index.json"
+    names = sorted(set(json.loads(index.read_text())["weight_map"].values())) if index.is_file() else ["model.safetensors"]
+    digest = hashlib.sha256((folder / "config.json").read_bytes())
+    for name in names:
+        digest.update(f"{name}:{sha256_file(folder / name)}".encode())
+    return digest.hexdigest()

@@ -14,7 +14,10 @@ import dagster as dg
 from .filings.sensors import build_new_edgar_filings_sensor
 from .news.sensors import build_new_feed_entries_sensor
 
-RAW_ASSETS = ("raw_market_prices", "raw_macro_series", "raw_crypto_ohlcv", "raw_filings", "raw_news", "raw_documents")
+RAW_ASSETS = ("raw_market_prices", "raw_macro_series", "raw_crypto_ohlcv", "raw_filings", "raw_news", "raw_documents",
+              # issue 12 sources: the universe snapshot, SEC XBRL fundamentals, DeFi metrics, coin markets
+              # and central-bank communications (each turned off by TENALI_SOURCES_OFF if its site refuses us)
+              "raw_universe_snapshot", "raw_fundamentals", "raw_defi_metrics", "raw_coin_markets", "raw_central_bank")
 
 ingest_job = dg.define_asset_job(
     "ingest_sources",

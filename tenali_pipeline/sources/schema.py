@@ -152,6 +152,26 @@ COIN_MARKETS = {
     "source": pl.String,
 }
 
+# Central-bank communications (statements, minutes, press releases), one row per page, with the
+# policy-rate decision where the text states it (sources/live/centralbank.py `parse_decision`).
+CENTRAL_BANK = {
+    "doc_id": pl.String,  # sha1 of bank and link
+    "bank": pl.String,  # fed | ecb | rbi (sample: made-up banks)
+    "institution": pl.String,  # Federal Reserve, European Central Bank, Reserve Bank of India
+    "doc_type": pl.String,  # statement | minutes | speech | press_release
+    "title": pl.String,
+    "link": pl.String,
+    "published": UTC_DATETIME,  # the feed's pubDate: when it became public
+    "text": pl.String,  # the page's main text, paragraphs separated by blank lines
+    "decision": pl.String,  # cut | hike | hold | set; null when none is stated
+    "change_bps": pl.Float64,  # signed; null when the text gives only the new level
+    "rate_low": pl.Float64,  # new rate in percent (the bottom of a target range)
+    "rate_high": pl.Float64,  # equal to rate_low for a single rate
+    "rate_name": pl.String,  # federal funds rate target range, deposit facility rate, policy repo rate, ...
+    "feed": pl.String,
+    "source": pl.String,
+}
+
 SCHEMAS: dict[str, dict[str, pl.DataType]] = {
     "market": MARKET_PRICES,
     "macro": MACRO_OBSERVATIONS,
@@ -163,6 +183,7 @@ SCHEMAS: dict[str, dict[str, pl.DataType]] = {
     "fundamentals": FUNDAMENTALS,
     "defillama": DEFI_METRICS,
     "coingecko": COIN_MARKETS,
+    "centralbank": CENTRAL_BANK,
 }
 
 

@@ -37,24 +37,33 @@ that order. Conventions (all in the module docstrings of ``indicators``, ``patte
 - Warm-up: an indicator is null until its window is full (SMA 200 from the 200th bar); booleans
   and event codes are false / 0 there; event prices and dates are null except on event bars.
 - Speed and memory (``bench/bench_features.py``): the output is about 440 bytes a row in memory. For large
-  inputs use ``compute_features_to_parquet`` / ``compute_features_to_file`` (or ``iter_feature_batches``):
-  the input is read lazily, sorted once (skipped when it already is), and the features are computed and
-  written one batch of whole instruments at a time on a writer thread, so peak memory is the input columns
-  plus a few batches, not the output. The result is exactly ``compute_features``' frame, whatever
-  ``batch_rows``.
+  inputs use ``compute_features_to_parquet`` / ``compute_features_to_file`` (or ``iter_feature_batches``)
+  with a path or a LazyFrame: the instrument and time columns are read once to check the order; a sorted
+  input is then read in chunks (a Parquet file row group by row group) and cut into batches of whole
+  instruments, an unsorted one is first sorted once to a temporary Parquet file; each batch is computed and
+  written on a writer thread, so peak memory is a few batches (and the longest instrument), neither the input
+  nor the output. The result is exactly ``compute_features``' frame, whatever ``batch_rows``. The
+  recurrences and state machines run as compiled loops (``kernels``, numba), bit for bit the polars
+  expressions they replaced.
 """
 
 from __future__ import annotations
 
+import contextlib
+import os
 import queue
+import shutil
+import tempfile
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import numpy as np
 import polars as pl
 
 from . import indicators as ind
+from . import kernels
 from .patterns import PATTERNS, add_patterns
 from .smc import add_smc
 
@@ -204,9 +213,22 @@ def _scan(source: str | Path | pl.LazyFrame | pl.DataFrame) -> pl.LazyFrame:
     return pl.scan_parquet(source)
 
 
-def _prepare(source: pl.DataFrame | pl.LazyFrame, instrument_col: str, time_col: str) -> _Prepared:
-    """Check the columns, drop the rows without valid prices, sort by instrument and time (one materialised
-    copy of the input columns only), reject duplicates."""
+@dataclass
+class _Plan:
+    kept: pl.LazyFrame  # valid rows, prices cast to Float64, in input order
+    keys: pl.LazyFrame  # (instrument, time) of every row with both, in input order: the sortedness check
+    count: pl.LazyFrame  # the number of input rows
+    by: str
+    input_cols: list[str]
+    has_adj: bool
+    keep: Callable[[pl.LazyFrame], pl.LazyFrame]  # input rows -> kept rows (what ``kept`` applies to the source)
+    parquet: Path | None = None  # the source file, when it is one Parquet file read as is (chunked by pyarrow)
+
+
+def _plan(source: pl.DataFrame | pl.LazyFrame, instrument_col: str, time_col: str, parquet: Path | None = None
+          ) -> _Plan:
+    """Check the columns and describe (lazily) the rows that are kept: valid prices, a time and an instrument.
+    ``parquet``: the file ``source`` scans, if it is one Parquet file (read in bounded chunks by pyarrow)."""
     lf = source.lazy()
     schema = lf.collect_schema()
     names = schema.names()
@@ -221,21 +243,143 @@ def _prepare(source: pl.DataFrame | pl.LazyFrame, instrument_col: str, time_col:
     dtype = schema[time_col]
     if not (dtype == pl.Date or isinstance(dtype, pl.Datetime)):
         lf = _parse_time(lf.collect(), time_col).lazy()  # strings: try a date, then a datetime (eager)
+        parquet = None
     has_adj = "adj_close" in names
     prices = ("open", "high", "low", "close") + (("adj_close",) if has_adj else ())
     valid = pl.all_horizontal([pl.col(c).is_not_null() & pl.col(c).is_finite() & (pl.col(c) > 0) for c in prices])
-    kept = (lf.with_columns(pl.col(prices).cast(pl.Float64))
-            .filter(valid & pl.col(time_col).is_not_null() & pl.col(by).is_not_null()))
-    counted, df = pl.collect_all([lf.select(pl.len()), kept])
+    present = pl.col(time_col).is_not_null() & pl.col(by).is_not_null()
+    no_instrument = by not in names
+
+    def keep(rows: pl.LazyFrame) -> pl.LazyFrame:
+        if no_instrument:
+            rows = rows.with_columns(pl.lit("").alias(by))
+        return rows.with_columns(pl.col(prices).cast(pl.Float64)).filter(valid & present)
+
+    kept = keep(lf if not no_instrument else lf.drop(by))
+    return _Plan(kept, lf.select(by, time_col).filter(present), lf.select(pl.len()), by, input_cols, has_adj, keep,
+                 parquet)
+
+
+def _ascending(by: str, time_col: str, *, ties: bool = False) -> pl.Expr:
+    """Each row after the previous one in (instrument, time) order (``ties``: equal times allowed)."""
     key, t = pl.col(by), pl.col(time_col)
-    ascending = (key > key.shift(1)) | ((key == key.shift(1)) & (t > t.shift(1)))
-    if not df.select(ascending.slice(1).all()).item():  # inputs often come sorted already: skip the sort
-        df = df.sort(by, time_col)
+    later = (t >= t.shift(1)) if ties else (t > t.shift(1))
+    return ((key > key.shift(1)) | ((key == key.shift(1)) & later)).slice(1).all()
+
+
+def _check_duplicates(df: pl.DataFrame, by: str, time_col: str) -> None:
+    key, t = pl.col(by), pl.col(time_col)
     repeated = (key == key.shift(1)) & (t == t.shift(1))
     if df.select(repeated.any()).item():
         dup = df.filter(repeated).select(by, time_col).head(3).rows()
         raise FeatureInputError(f"duplicate ({by}, {time_col}) rows, e.g. {dup}")
-    return _Prepared(df, by, counted.item(), input_cols, has_adj)
+
+
+def _parquet_path(source: object) -> Path | None:
+    """The path of a single local Parquet file (read in chunks by pyarrow), else None."""
+    if isinstance(source, (str, Path)) and not str(source).lower().endswith((".csv", ".csv.gz")):
+        path = Path(source)
+        return path if path.is_file() else None
+    return None
+
+
+def _prepare(source: pl.DataFrame | pl.LazyFrame, instrument_col: str, time_col: str) -> _Prepared:
+    """Check the columns, drop the rows without valid prices, sort by instrument and time (one materialised
+    copy of the input columns only), reject duplicates."""
+    plan = _plan(source, instrument_col, time_col)
+    counted, df = pl.collect_all([plan.count, plan.kept])
+    if not df.select(_ascending(plan.by, time_col)).item():  # inputs often come sorted already: skip the sort
+        df = df.sort(plan.by, time_col)
+    _check_duplicates(df, plan.by, time_col)
+    return _Prepared(df, plan.by, counted.item(), plan.input_cols, plan.has_adj)
+
+
+def _read_chunks(plan: _Plan, chunk_rows: int, *, keys: bool = False, parquet: Path | None = None
+                 ) -> Iterator[pl.DataFrame]:
+    """The kept rows (``keys``: the instrument and time of every row) in input order, ``chunk_rows`` at a time.
+
+    A Parquet file is read with pyarrow's ``iter_batches``, which reads one row group after another as the
+    chunks are consumed, so memory holds a row group and a chunk. Other sources go through polars'
+    ``collect_batches`` (which may read ahead of the consumer)."""
+    path = parquet or plan.parquet
+    if path is None:
+        yield from (plan.keys if keys else plan.kept).collect_batches(chunk_size=chunk_rows)
+        return
+    import pyarrow.parquet as pq
+
+    key_cols = plan.keys.collect_schema().names()  # the instrument and time columns
+    with pq.ParquetFile(path, pre_buffer=False) as pf:  # pre-buffering keeps every row group read so far
+        columns = [c for c in key_cols if c in pf.schema_arrow.names] if keys else None
+        for batch in pf.iter_batches(batch_size=chunk_rows, columns=columns, use_threads=False):
+            rows = pl.from_arrow(batch)
+            assert isinstance(rows, pl.DataFrame)
+            if not keys:
+                yield plan.keep(rows.lazy()).collect()
+                continue
+            if plan.by not in rows.columns:  # no instrument column: one instrument
+                rows = rows.with_columns(pl.lit("").alias(plan.by))
+            yield rows.select(key_cols).filter(pl.all_horizontal(pl.col(key_cols).is_not_null()))
+
+
+def _keys_sorted(plan: _Plan, by: str, time_col: str, chunk_rows: int) -> bool:
+    """Whether (instrument, time) never goes backwards, read in chunks of two columns (constant memory)."""
+    last = None
+    for part in _read_chunks(plan, chunk_rows, keys=True):
+        if last is not None:
+            part = pl.concat([last, part])
+        if part.height > 1 and not part.select(_ascending(by, time_col, ties=True)).item():
+            return False
+        if part.height:
+            last = part.tail(1)
+    return True
+
+
+def _whole_instruments(chunks: Iterator[pl.DataFrame], by: str, time_col: str) -> Iterator[pl.DataFrame]:
+    """``chunks`` of rows sorted by instrument and time, cut into batches of whole instruments: at most a chunk
+    plus the instrument in progress is held."""
+    carry: pl.DataFrame | None = None
+    for chunk in chunks:
+        if chunk.height == 0:
+            continue
+        df = chunk if carry is None else pl.concat([carry, chunk], rechunk=True)
+        tail = df.select((pl.col(by) == pl.col(by).last()).sum()).item()  # rows of the last instrument
+        head, carry = df.slice(0, df.height - tail), df.slice(df.height - tail)
+        if head.height:
+            _check_duplicates(head, by, time_col)
+            yield head
+    if carry is not None and carry.height:
+        _check_duplicates(carry, by, time_col)
+        yield carry
+
+
+def _iter_streamed(plan: _Plan, *, time_col: str, batch_rows: int, **params) -> Iterator[pl.DataFrame]:
+    """``_iter_prepared`` for a file or lazy source, without holding the input: read it in chunks when it is
+    sorted by instrument and time (checked first on those two columns), else sort it once to a temporary
+    Parquet file (polars' streaming sort) and read that in chunks."""
+    order = list(dict.fromkeys(plan.input_cols + (["adj_close"] if "adj_close" not in plan.input_cols else [])
+                               + list(COLUMNS)))
+    tmp = None
+    try:
+        chunk_rows = max(batch_rows, 1)
+        if _keys_sorted(plan, plan.by, time_col, max(batch_rows, 1 << 16)):
+            chunks = _read_chunks(plan, chunk_rows)
+        else:
+            tmp = Path(tempfile.mkdtemp(prefix="tenali-features-sort-"))
+            plan.kept.sort(plan.by, time_col).sink_parquet(tmp / "sorted.parquet")
+            sorted_plan = _Plan(pl.scan_parquet(tmp / "sorted.parquet"), plan.keys, plan.count, plan.by,
+                                plan.input_cols + [plan.by], plan.has_adj, lambda rows: rows)
+            chunks = _read_chunks(sorted_plan, chunk_rows, parquet=tmp / "sorted.parquet")
+        kept = plan.kept
+        empty = True
+        for part in _whole_instruments(chunks, plan.by, time_col):
+            empty = False
+            yield _features_of(part, by=plan.by, time_col=time_col, has_adj=plan.has_adj, order=order, **params)
+        if empty:
+            yield _features_of(kept.head(0).collect(), by=plan.by, time_col=time_col, has_adj=plan.has_adj,
+                               order=order, **params)
+    finally:
+        if tmp is not None:
+            shutil.rmtree(tmp, ignore_errors=True)
 
 
 def _batch_bounds(df: pl.DataFrame, by: str, batch_rows: int) -> list[tuple[int, int]]:
@@ -303,11 +447,16 @@ def iter_feature_batches(source: pl.DataFrame | pl.LazyFrame | str | Path, instr
                          batch_rows: int = 1 << 17) -> Iterator[pl.DataFrame]:
     """``compute_features`` one batch of whole instruments at a time (in instrument order; at least one batch,
     possibly empty): concatenated, the batches are exactly ``compute_features``' result. ``source``: a frame, a
-    LazyFrame, or a CSV / Parquet path (read lazily). Checks the input before the first batch is yielded."""
-    prep = _prepare(_scan(source), instrument_col, time_col)
-    return _iter_prepared(prep, time_col=time_col, batch_rows=batch_rows, swing_length=swing_length,
-                          liquidity_tolerance=liquidity_tolerance, liquidity_lookback=liquidity_lookback,
-                          periods_per_year=periods_per_year, trend=trend)
+    LazyFrame, or a CSV / Parquet path. A frame is sorted in memory; a LazyFrame or a path is streamed (see
+    ``_iter_streamed``): memory holds a few batches, not the input. Missing columns are reported at once, a
+    duplicate (instrument, time) when its batch is reached."""
+    params = dict(swing_length=swing_length, liquidity_tolerance=liquidity_tolerance,
+                  liquidity_lookback=liquidity_lookback, periods_per_year=periods_per_year, trend=trend)
+    if isinstance(source, pl.DataFrame):
+        return _iter_prepared(_prepare(source, instrument_col, time_col), time_col=time_col, batch_rows=batch_rows,
+                              **params)
+    return _iter_streamed(_plan(_scan(source), instrument_col, time_col, _parquet_path(source)), time_col=time_col,
+                          batch_rows=batch_rows, **params)
 
 
 def compute_features(df: pl.DataFrame, instrument_col: str = "instrument", time_col: str = "date", *,
@@ -380,17 +529,26 @@ class _BackgroundWriter:
 def compute_features_to_file(source: pl.DataFrame | pl.LazyFrame | str | Path, output: str | Path, *,
                              instrument_col: str = "instrument", time_col: str = "date", file_format: str = "parquet",
                              compression: str = "snappy", batch_rows: int = 1 << 17, **params) -> FeatureSummary:
-    """``compute_features`` written batch by batch to ``output`` (``file_format`` "parquet" or "csv"), so that
-    peak memory is the sorted input columns plus one batch, not the whole output (438 bytes a row). Parquet
-    is written with one pyarrow ``ParquetWriter``, a row group per batch; reading it back gives exactly
+    """``compute_features`` written batch by batch to ``output`` (``file_format`` "parquet" or "csv"). From a path
+    or a LazyFrame the input is streamed too (``_iter_streamed``), so peak memory is a few batches of whole
+    instruments, neither the input nor the output (438 bytes a row); a DataFrame is sorted in memory first.
+    Parquet is written with one pyarrow ``ParquetWriter``, a row group per batch, to a temporary name renamed
+    to ``output`` once complete (nothing is left on an error); reading it back gives exactly
     ``compute_features``' frame. Returns a ``FeatureSummary`` (rows, instruments, event counts)."""
     if file_format not in ("parquet", "csv"):
         raise ValueError(f"file_format must be 'parquet' or 'csv', got {file_format!r}")
-    prep = _prepare(_scan(source), instrument_col, time_col)
-    batches = _iter_prepared(prep, time_col=time_col, batch_rows=batch_rows, **params)
-    summary = FeatureSummary(prep.input_rows, 0, 0, 0)
-    del prep  # the generator keeps the sorted input alive only while it runs
-    sink = _BackgroundWriter(output, file_format, compression)
+    if isinstance(source, pl.DataFrame):  # in memory already: sort it there
+        prep = _prepare(source, instrument_col, time_col)
+        batches = _iter_prepared(prep, time_col=time_col, batch_rows=batch_rows, **params)
+        summary = FeatureSummary(prep.input_rows, 0, 0, 0)
+        del prep  # the generator keeps the sorted input alive only while it runs
+    else:
+        plan = _plan(_scan(source), instrument_col, time_col, _parquet_path(source))
+        summary = FeatureSummary(plan.count.collect().item(), 0, 0, 0)
+        batches = _iter_streamed(plan, time_col=time_col, batch_rows=batch_rows, **params)
+    output = Path(output)
+    partial = output.with_name(f".{output.name}.partial-{os.getpid()}")  # renamed once complete
+    sink = _BackgroundWriter(partial, file_format, compression)
     try:
         for part in batches:
             sink.put(part)
@@ -401,8 +559,16 @@ def compute_features_to_file(source: pl.DataFrame | pl.LazyFrame | str | Path, o
                 for k, v in event_counts(part).items():
                     summary.counts[k] = summary.counts.get(k, 0) + v
             del part
-    finally:
+    except BaseException:
+        with contextlib.suppress(Exception):  # the first error is the one to report
+            sink.close()
+        partial.unlink(missing_ok=True)
+        raise
+    try:
         sink.close()
+        os.replace(partial, output)
+    finally:
+        partial.unlink(missing_ok=True)
     return summary
 
 
@@ -415,8 +581,10 @@ def compute_features_to_parquet(source: pl.DataFrame | pl.LazyFrame | str | Path
 
 
 def _add_indicators(df: pl.DataFrame, *, by: str, time_col: str, periods_per_year: int) -> pl.DataFrame:
-    """The indicators of ``COLUMNS`` in three passes: shifts and rolling extrema on the whole sorted frame
-    (masked at instrument boundaries), then window expressions ``.over(by)``, then plain arithmetic."""
+    """The indicators of ``COLUMNS``: shifts and rolling extrema on the whole sorted frame (masked at
+    instrument boundaries), the recurrences and moving averages in one compiled pass per instrument
+    (``kernels.indicator_kernel``, bit for bit the polars expressions of ``indicators``), the two rolling
+    standard deviations ``.over(by)``, then plain arithmetic."""
     bar = pl.col("bar_index")
     h, l, c = pl.col("adj_high"), pl.col("adj_low"), pl.col("adj_close")
     df = df.with_columns(_prev_c=ind.lag(c, 1, bar), _hh=ind.rolling_extreme(h, 14, "max", bar),
@@ -429,28 +597,23 @@ def _add_indicators(df: pl.DataFrame, *, by: str, time_col: str, periods_per_yea
         _delta=c - prev_c,
         _tr=ind.true_range(h, l, prev_c),
     )
-    delta = pl.col("_delta")
-    df = df.with_columns(**{k: e.over(by) for k, e in {
-        "realised_vol_20": pl.col("log_ret_1d").rolling_std(20) * (periods_per_year**0.5),
-        "sma_20": ind.sma(c, 20),
-        "sma_50": ind.sma(c, 50),
-        "sma_200": ind.sma(c, 200),
-        "_std_20": c.rolling_std(20, ddof=0),
-        "ema_12": ind.ema(c, 12),
-        "ema_26": ind.ema(c, 26),
-        "ema_50": ind.ema(c, 50),
-        "_gain": ind.wilder(delta.clip(lower_bound=0), 14, bar),
-        "_loss": ind.wilder((-delta).clip(lower_bound=0), 14, bar),
-        "atr_14": ind.wilder(pl.col("_tr"), 14, bar),
-        "obv": ind.obv_from_change(delta, pl.col("volume")),
-    }.items()})
+    bars = df["bar_index"].to_numpy()
+    starts = np.append(np.flatnonzero(bars == 0), bars.size).astype(np.int64)
+    out = kernels.indicator_kernel(starts, df["adj_close"].to_numpy(), df["_delta"].to_numpy(), df["_tr"].to_numpy(),
+                                   df["volume"].cast(pl.Float64).fill_null(0).to_numpy())
+    computed = {name: pl.Series(out[i]) if warm == 0 else pl.when(bar >= warm).then(pl.Series(out[i]))
+                for i, (name, warm) in enumerate(zip(kernels.INDICATOR_ROWS, kernels.INDICATOR_WARMUP))}
+    del out
+    df = df.with_columns(
+        realised_vol_20=(pl.col("log_ret_1d").rolling_std(20) * (periods_per_year**0.5)).over(by),
+        _std_20=c.rolling_std(20, ddof=0).over(by),
+        **computed,
+    )
     k = pl.col("stoch_k")  # %D: the mean of three %K values, all of this instrument from bar 15 on
     df = df.with_columns(stoch_d=pl.when(bar >= 15).then((k + k.shift(1) + k.shift(2)) / 3),
-                         macd=pl.col("ema_12") - pl.col("ema_26"),
                          rsi_14=ind.rsi_from_averages(pl.col("_gain"), pl.col("_loss")),
+                         macd_hist=pl.col("macd") - pl.col("macd_signal"),
                          **ind.bollinger(pl.col("sma_20"), pl.col("_std_20"), c))
-    df = df.with_columns(macd_signal=pl.col("macd").ewm_mean(span=9, adjust=False, min_samples=9).over(by))
-    df = df.with_columns(macd_hist=pl.col("macd") - pl.col("macd_signal"))
     t = pl.col(time_col)
     if isinstance(df.schema[time_col], pl.Datetime):
         day = t.dt.date()

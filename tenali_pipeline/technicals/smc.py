@@ -53,21 +53,26 @@ price columns (``*_price``, ``structure_level``, ``ob_top/bottom``, ``fvg_top/bo
 Resolutions (mitigations, sweeps) are stamped on the bar where they happen: ``*_mitigated`` /
 ``liq_sweep_*`` count the objects resolved on that bar and ``*_date`` gives the date of the bar
 that recorded the most recent of them (its ``fvg`` / ``ob`` / ``liquidity`` row). Every open object
-is tracked until resolved (not only the latest), with a vectorised first-hit search (a sparse table
-of range minima and binary lifting in numpy, O(n log n), per chunk of whole instruments).
+is tracked until resolved (not only the latest): ``kernels.resolution_kernel`` keeps the open objects of
+an instrument on a heap ordered by level and pops those each bar reaches, one pass, O(n log n). (``first_hit``
+below, the earlier vectorised search, is kept as the reference the kernel is tested against.)
 
 Implementation. The frame is sorted by instrument and time, each instrument's rows contiguous, so
 shifts, short rolling extremes, forward fills and "first in segment" flags run on the whole frame
 and are masked where they would reach into the previous instrument (exact, and several times
-cheaper than ``.over`` window expressions); searches over ranges of variable length (order-block
-candles, mitigations, sweeps) use sparse tables in numpy. ``tests/pipeline/test_technical_smc.py``
-checks every column against a bar-by-bar loop written from this docstring.
+cheaper than ``.over`` window expressions); the order-block candle search uses sparse tables in numpy;
+the equal-high / equal-low pools and the resolutions are compiled loops (``kernels``, numba), bit for bit
+the previous polars / numpy code (``tests/pipeline/test_technical_kernels.py``).
+``tests/pipeline/test_technical_smc.py`` checks every column against a bar-by-bar loop written from this
+docstring.
 """
 
 from __future__ import annotations
 
 import numpy as np
 import polars as pl
+
+from . import kernels
 
 # ---- range searches on sorted, contiguous instruments (numpy) ---------------------------------------
 
@@ -375,74 +380,58 @@ def _add_order_blocks(df: pl.DataFrame, *, time: str) -> pl.DataFrame:
 
 
 def _add_liquidity(df: pl.DataFrame, *, by: str, time: str, tolerance: float, lookback: int) -> pl.DataFrame:
-    """Pools of equal swing highs / lows, stamped on the confirmation bar of the later swing."""
+    """Pools of equal swing highs / lows, stamped on the confirmation bar of the later swing (one compiled pass
+    per instrument and side, ``kernels.liquidity_kernel``)."""
     n = df.height
+    starts = _starts(df["bar_index"].to_numpy())
+    tol = (df["atr_14"] * tolerance).to_numpy()  # NaN where the ATR is still warming up: no pool
     level = np.full(n, np.nan)
     side = np.zeros(n, dtype=np.int8)
-    earlier = np.full(n, -1, dtype=np.int64)  # confirmation row of the earlier swing (its swing_*_date is the date)
-    row = pl.int_range(pl.len()).alias("_row")
-    for flag, price, sign, edge_of in (("swing_high", "swing_high_price", 1, pl.max_horizontal),
-                                       ("swing_low", "swing_low_price", -1, pl.min_horizontal)):
-        ev = df.select(row, by, p=pl.col(price), tol=pl.col("atr_14") * tolerance, flag=pl.col(flag)).filter("flag")
-        p = pl.col("p")
-        candidates, between = [], None  # between: the most extreme swing strictly between the two
-        for k in range(1, lookback + 1):
-            pk = p.shift(k)
-            edge = edge_of(p, pk)
-            untaken = pl.lit(True) if between is None else (sign * (between - edge) <= 0)
-            candidates.append(pl.when(((p - pk).abs() <= pl.col("tol")) & untaken)
-                              .then(pl.struct(lvl=edge, at=pl.col("_row").shift(k))))
-            between = pk if between is None else edge_of(between, pk)
-        pools = ev.with_columns(m=pl.coalesce(candidates).over(by)).filter(pl.col("m").is_not_null()).unnest("m")
-        rows = pools["_row"].to_numpy()
-        keep = side[rows] == 0  # a bar confirming both a swing high and a swing low keeps the pool of highs
-        rows = rows[keep]
-        level[rows] = pools["lvl"].to_numpy()[keep]
+    at = np.zeros(n, dtype=np.int64)  # the earlier swing's confirmation row (its swing_*_date is the date)
+    for flag, price, sign, highs in (("swing_high", "swing_high_price", 1, True),
+                                     ("swing_low", "swing_low_price", -1, False)):
+        lvl, earlier = kernels.liquidity_kernel(starts, df[flag].to_numpy(), df[price].to_numpy(), tol,
+                                                max(lookback, 1), highs)
+        if lookback < 1:
+            earlier[:] = -1
+        rows = np.flatnonzero((earlier >= 0) & (side == 0))  # a bar confirming both keeps the pool of highs
+        level[rows] = lvl[rows]
         side[rows] = sign
-        earlier[rows] = pools["at"].to_numpy()[keep]
-    at = pl.Series(np.where(earlier >= 0, earlier, 0))
+        at[rows] = earlier[rows]
+    out = df.with_columns(liquidity=pl.Series(side, dtype=pl.Int8), liquidity_level=pl.Series(level).fill_nan(None))
     s = pl.Series(side)
-    date = pl.select(pl.when(s == 1).then(df["swing_high_date"].gather(at))
-                     .when(s == -1).then(df["swing_low_date"].gather(at))).to_series()
-    return df.with_columns(
-        liquidity=pl.Series(side, dtype=pl.Int8),
-        liquidity_level=pl.Series(level).fill_nan(None),
-        liquidity_date=date,
-    )
+    pick = pl.Series(at)
+    return out.with_columns(liquidity_date=pl.when(s == 1).then(df["swing_high_date"].gather(pick))
+                            .when(s == -1).then(df["swing_low_date"].gather(pick)))
+
+
+def _starts(bar_index: np.ndarray) -> np.ndarray:
+    """Each instrument's first row, then the number of rows (the kernels' ``starts``)."""
+    return np.append(np.flatnonzero(bar_index == 0), bar_index.size).astype(np.int64)
 
 
 def _add_resolutions(df: pl.DataFrame, *, by: str, time: str) -> pl.DataFrame:
-    """Mitigations of gaps and order blocks, sweeps of pools: the first later bar that trades into them."""
-    n = df.height
-    bar = df["bar_index"].to_numpy()
-    row = np.arange(n, dtype=np.int64)
-    end = row - bar + df.select(pl.len().over(by)).to_series().to_numpy() - 1
-    starts = _group_starts(bar)
+    """Mitigations of gaps and order blocks, sweeps of pools: the first later bar that trades into them
+    (``kernels.resolution_kernel``: a heap of the open objects per instrument, one pass)."""
+    starts = _starts(df["bar_index"].to_numpy())
     times = df[time]
     # (kind column, sign, level column, strict, output name): bullish objects below price are reached by lows
-    below = [("fvg", 1, "fvg_top", False, "fvg_bull_mitigated"), ("ob", 1, "ob_top", False, "ob_bull_mitigated"),
-             ("liquidity", -1, "liquidity_level", True, "liq_sweep_low")]
-    above = [("fvg", -1, "fvg_bottom", False, "fvg_bear_mitigated"), ("ob", -1, "ob_bottom", False, "ob_bear_mitigated"),
-             ("liquidity", 1, "liquidity_level", True, "liq_sweep_high")]
-    columns = []
-    arrays = {c: df[c].to_numpy() for c in ("fvg", "ob", "liquidity", "fvg_top", "fvg_bottom", "ob_top", "ob_bottom",
-                                            "liquidity_level")}
-    for specs, values, is_below in ((below, "adj_low", True), (above, "adj_high", False)):
-        srcs = [np.flatnonzero(arrays[kind] == sign) for kind, sign, *_ in specs]
-        levels = [arrays[lvl][src] for (_, _, lvl, _, _), src in zip(specs, srcs)]
-        strict = [np.full(src.size, spec[3]) for spec, src in zip(specs, srcs)]
-        src_all = np.concatenate(srcs)
-        hits = first_hit(df[values].to_numpy(), src_all + 1, np.concatenate(levels),
-                         end[src_all], starts, below=is_below, strict=np.concatenate(strict))
-        offset = 0
-        for (_, _, _, _, name), src in zip(specs, srcs):
-            j = hits[offset:offset + src.size]
-            offset += src.size
-            ok = j >= 0
-            latest = np.full(n, -1, dtype=np.int64)
-            np.maximum.at(latest, j[ok], src[ok])
-            has = pl.Series(latest >= 0)
-            columns += [pl.Series(name, np.bincount(j[ok], minlength=n).astype(np.int32)),
-                        pl.select(pl.when(has).then(times.gather(pl.Series(np.maximum(latest, 0))))).to_series()
-                        .alias(f"{name}_date")]
-    return df.with_columns(columns)
+    specs = [("fvg", 1, "fvg_top", False, "fvg_bull_mitigated", "adj_low", True),
+             ("fvg", -1, "fvg_bottom", False, "fvg_bear_mitigated", "adj_high", False),
+             ("ob", 1, "ob_top", False, "ob_bull_mitigated", "adj_low", True),
+             ("ob", -1, "ob_bottom", False, "ob_bear_mitigated", "adj_high", False),
+             ("liquidity", 1, "liquidity_level", True, "liq_sweep_high", "adj_high", False),
+             ("liquidity", -1, "liquidity_level", True, "liq_sweep_low", "adj_low", True)]
+    values = {c: df[c].to_numpy() for c in ("adj_low", "adj_high")}
+    columns = {}
+    for kind, sign, level, strict, name, reached_by, below in specs:
+        count, latest = kernels.resolution_kernel(starts, values[reached_by], df[kind].to_numpy() == sign,
+                                                  df[level].to_numpy(), strict, below)
+        has = pl.Series(latest >= 0)
+        columns[name] = pl.Series(name, count)
+        columns[f"{name}_date"] = pl.select(pl.when(has).then(times.gather(pl.Series(np.maximum(latest, 0))))
+                                            ).to_series().alias(f"{name}_date")
+    # the output order of the previous implementation: the "below" kinds first, then the "above" ones
+    order = ("fvg_bull_mitigated", "ob_bull_mitigated", "liq_sweep_low", "fvg_bear_mitigated", "ob_bear_mitigated",
+             "liq_sweep_high")
+    return df.with_columns([columns[c] for name in order for c in (name, f"{name}_date")])

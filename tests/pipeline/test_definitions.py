@@ -22,6 +22,7 @@ STAGE_ASSETS = {
     "raw_universe_snapshot", "clean_universe_snapshot", "universe", "raw_fundamentals", "clean_fundamentals",
     "raw_defi_metrics", "clean_defi_metrics", "raw_coin_markets", "clean_coin_markets", "earnings_documents",
     "onchain_documents",
+    "raw_central_bank", "clean_central_bank", "central_bank_documents",  # central-bank communications
     "model_release",  # releases (HF export + model card), served by `tenali serve`
     # post-training stages, each with its evaluation
     "distilled_checkpoint", "sft_checkpoint", "dpo_checkpoint", "distill_evaluation", "sft_evaluation", "dpo_evaluation",
@@ -119,3 +120,47 @@ def test_schedule_and_automation_keep_ingestion_current(tmp_path):
     assert after.get_num_requested(dg.AssetKey("clean_macro_series")) == 0  # its raw input did not change
     for key in ("tokenizer", "token_shards", "pretrain_checkpoint", "pretrain_evaluation"):
         assert after.get_num_requested(dg.AssetKey(key)) == 0
+
+
+def test_ingest_job_collects_every_raw_source():
+    job = defs.resolve_job_def("ingest_sources")
+    raw = {k for k in STAGE_ASSETS if k.startswith("raw_")}
+    assert {k.to_user_string() for k in job.asset_layer.selected_asset_keys} == raw
+
+
+def test_tickers_from_the_universe_drive_market_and_filings(tmp_path, monkeypatch):
+    """TENALI_TICKERS=universe: raw_market_prices and raw_filings depend on `universe` and take its
+    listed equities and ETFs / its SEC filers; the explicit list stays the default."""
+    from tenali_pipeline.lake import Lake
+    from tenali_pipeline.resources import SourcesResource
+
+    assert not load_settings({}).tickers_from_universe
+    env = {"TENALI_HOME": str(tmp_path), "TENALI_TICKERS": "universe", "TENALI_UNIVERSE_MICS": "XNYS,XNSE"}
+    settings = load_settings(env)
+    assert settings.tickers_from_universe
+    uni = build_definitions(settings)
+    graph = uni.resolve_asset_graph()
+    for key in ("raw_market_prices", "raw_filings"):
+        assert dg.AssetKey("universe") in graph.get(dg.AssetKey(key)).parent_keys
+        assert dg.AssetKey("universe") not in defs.resolve_asset_graph().get(dg.AssetKey(key)).parent_keys
+    job = uni.resolve_implicit_global_asset_job_def()
+    # before the universe exists the error says what to materialise
+    early = job.execute_in_process(asset_selection=[dg.AssetKey("raw_market_prices")],
+                                   instance=dg.DagsterInstance.ephemeral(), raise_on_error=False)
+    assert "materialise raw_universe_snapshot" in [e for e in early.all_events if e.is_step_failure][0] \
+        .step_failure_data.error.to_string()
+    keys = ["raw_universe_snapshot", "clean_universe_snapshot", "universe", "raw_market_prices", "raw_filings"]
+    assert job.execute_in_process(asset_selection=[dg.AssetKey(k) for k in keys],
+                                  instance=dg.DagsterInstance.ephemeral()).success
+    lake = Lake(settings.lake_root)
+    # the sample universe on XNYS and XNSE: IBM (the sample market has no prices for RELIANCE.NS, TCS.NS)
+    assert set(lake.read_parquet("raw/market/market_prices.parquet")["ticker"]) == {"IBM"}
+    filings = lake.read_parquet("raw/filings/filings.parquet")
+    assert set(filings["ticker"]) == {"IBM"} and filings.height > 0
+
+    # live: the market client gets the universe's tickers, EDGAR is asked by CIK
+    monkeypatch.setenv("SEC_EDGAR_IDENTITY", "Tenali Research data@tenali.example")
+    live = SourcesResource(mode="live", tickers_from_universe=True)
+    assert live.market(["IBM", "SPY"]).tickers == ["IBM", "SPY"]
+    assert live.filings(tmp_path, {"IBM": "0000051143", "YHOO": "0001011006"}).companies == ["0000051143", "0001011006"]
+    assert live.market().tickers == ["AAPL", "MSFT", "IBM", "GOOG", "FB"]  # no list given: the configured one

@@ -74,9 +74,15 @@ def test_prod_profile_runs_on_s3_and_postgres(tmp_path, s3, postgres):
     instance = dg.DagsterInstance.from_config(str(home))
     try:
         assert type(instance.run_storage).__name__ == "PostgresRunStorage"
-        result = defs.resolve_job_def("everything").execute_in_process(instance=instance, raise_on_error=False)
+        # Sources to the pretraining evaluation: every kind of lake read and write (tables, folders, the
+        # launched trainer's checkpoint upload). Post-training stages use the same lake calls and are
+        # covered end to end on the local profile (test_end_to_end.py).
+        graph = defs.resolve_asset_graph()
+        selection = dg.AssetSelection.assets("pretrain_evaluation").upstream().resolve(graph)
+        result = defs.resolve_implicit_global_asset_job_def().execute_in_process(
+            instance=instance, raise_on_error=False, asset_selection=list(selection))
         assert result.success, [e.step_key for e in result.all_events if e.is_step_failure]
-        for key in defs.resolve_asset_graph().get_all_asset_keys():
+        for key in selection:
             assert instance.get_latest_materialization_event(key) is not None, key
     finally:
         instance.dispose()

@@ -1,14 +1,14 @@
-"""Parallel, incremental shard building: partitions, reuse of unchanged ones, a new tokenizer re-encodes all."""
+"""Parallel, incremental shard building: partitions, reuse of unchanged ones, a new tokenizer re-encodes all;
+with Tenali's sentencepiece model or a base model's tokenizer.json."""
 
 import datetime as dt
-import hashlib
 
 import numpy as np
 import polars as pl
 import pytest
 from tenali_model.data import read_shard
 
-from tenali_pipeline.sharding import FINGERPRINT_METHOD, build_shards, plan_partitions
+from tenali_pipeline.sharding import FINGERPRINT_METHOD, HF_BASE, TokenizerSource, as_source, build_shards, plan_partitions
 from tenali_pipeline.tokenization import EOT, TokenizerConfig, load_tokenizer, train_tokenizer
 
 WORDS = "the market rose fell shares price index inflation bond yield dollar percent quarter revenue".split()
@@ -33,7 +33,7 @@ def model_bytes():
 
 def _build(path, model_bytes, out, previous=None, previous_dir=None, workers=1, partition_bytes=20_000):
     parts = plan_partitions(path, "train", partition_bytes)
-    sha = hashlib.sha256(model_bytes).hexdigest()
+    sha = as_source(model_bytes).sha256  # bare bytes are a sentencepiece model
     out.mkdir(exist_ok=True)
     splits, report = build_shards(parts, model_bytes, sha, out, shard_tokens=3000, previous=previous,
                                   previous_dir=previous_dir, workers=workers)
@@ -125,3 +125,31 @@ def test_validation_partitions_filter_one_domain(tmp_path, model_bytes):
     out.mkdir()
     splits, _ = build_shards(parts, model_bytes, "x", out, 3000, workers=1)
     assert all(set(e["domains"]) == {"market"} for e in splits["val_market"])
+
+
+@pytest.fixture(scope="module")
+def hf_source():
+    from hf_helpers import byte_level_tokenizer
+
+    tok = byte_level_tokenizer(_docs(6)["text"].to_list(), vocab_size=350)
+    return TokenizerSource(HF_BASE, tok.to_str().encode(), eot_token="</s>")
+
+
+def test_a_base_tokenizer_encodes_in_parallel_and_reuses_by_its_sha256(tmp_path, hf_source, model_bytes):
+    from tokenizers import Tokenizer
+
+    docs = _docs(8)
+    docs.write_parquet(tmp_path / "train.parquet")
+    _, a, report = _build(tmp_path / "train.parquet", hf_source, tmp_path / "a", workers=2)
+    assert report.workers == 2 and report.encoded == report.partitions > 1
+    _, b, _ = _build(tmp_path / "train.parquet", hf_source, tmp_path / "b", workers=1)
+    assert a["splits"] == b["splits"]
+    hf = Tokenizer.from_str(hf_source.data.decode())
+    eot = hf.token_to_id("</s>")  # the base has no <|endoftext|>: its eos ends documents
+    want = [t for e in hf.encode_batch(docs["text"].to_list(), add_special_tokens=False) for t in [*e.ids, eot]]
+    assert _tokens(a, tmp_path / "a").tolist() == want
+    # reuse is keyed on the tokenizer's sha256: the same base reuses all, a switch of tokenizer re-encodes all
+    _, _, same = _build(tmp_path / "train.parquet", hf_source, tmp_path / "c", previous=a, previous_dir=tmp_path / "a")
+    assert same.reused == same.partitions
+    _, _, other = _build(tmp_path / "train.parquet", model_bytes, tmp_path / "d", previous=a, previous_dir=tmp_path / "a")
+    assert other.reused == 0 and other.encoded == other.partitions

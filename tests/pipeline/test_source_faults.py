@@ -37,7 +37,7 @@ class _OneTickerFails:
 
 
 class _FlakySources(SourcesResource):
-    def market(self):
+    def market(self, tickers=None):
         return _OneTickerFails()
 
 
@@ -53,7 +53,7 @@ def test_one_failing_ticker_fails_the_step_naming_it_and_keeps_the_others(tmp_pa
 
 def test_a_healthy_source_still_needs_rows(tmp_path):
     class Empty(SourcesResource):
-        def market(self):
+        def market(self, tickers=None):
             class C:
                 def fetch(self):
                     return SampleMarketClient().fetch().head(0)

@@ -1,6 +1,7 @@
 """Tokenizer training and shard encoding: determinism, exact round trips, digits, special tokens, shards."""
 
 import hashlib
+import json
 import random
 
 import numpy as np
@@ -11,14 +12,22 @@ from tenali_model.data import read_shard
 from tenali_pipeline.text.corpus import SPECIAL_TOKENS
 from tenali_pipeline.tokenization import (
     EOT,
+    HF_BASE,
     MANIFEST_VERSION,
     TokenizerConfig,
+    TokenizerSource,
+    base_eot_token,
+    base_name,
     build_manifest,
     encode_split,
+    fetch_base,
     load_tokenizer,
+    read_base_tokenizer,
     tokenizer_report,
     train_tokenizer,
 )
+
+from launcher_fakes import BUCKET, s3  # noqa: F401  (the moto S3 fixture)
 
 WORDS = ("the market rose fell shares price index inflation bond yield dollar percent quarter revenue "
          "earnings company closed opened volume traded analysts expected growth rate federal reserve").split()
@@ -207,3 +216,109 @@ def test_tokenizer_report(sp):
     used = len({i for x in ids for i in x})
     assert report["vocab_used_fraction"] == round(used / sp.vocab_size(), 4)
     assert 0 < report["vocab_used_fraction"] <= 1
+
+
+# ---- a Hugging Face base model's tokenizer (continued pretraining) ----------------------------------
+
+@pytest.fixture(scope="module")
+def hf_tok():
+    from hf_helpers import byte_level_tokenizer
+
+    return byte_level_tokenizer(_corpus(200), vocab_size=400)
+
+
+@pytest.fixture(scope="module")
+def hf_source(hf_tok):
+    return TokenizerSource(HF_BASE, hf_tok.to_str().encode(), eot_token="</s>")
+
+
+def test_base_tokenizer_report_shards_and_manifest(hf_tok, hf_source, tmp_path):
+    enc = hf_source.load()
+    texts = _corpus(30, seed=5)
+    texts[0] += " 🚀 naïve café"
+    ids = [hf_tok.encode(t, add_special_tokens=False).ids for t in texts]
+    eot = hf_tok.token_to_id("</s>")
+    report = tokenizer_report(enc, _docs(texts))
+    assert (report["kind"], report["sha256"]) == (HF_BASE, hashlib.sha256(hf_source.data).hexdigest())
+    assert (report["eot_token"], report["eot_id"], report["vocab_size"]) == ("</s>", eot, hf_tok.get_vocab_size())
+    assert report["val_tokens"] == sum(map(len, ids))
+    assert report["roundtrip_failures"] == 0  # byte-level BPE: every text, emoji included, comes back
+    assert report["byte_fallback_rate"] == 0.0  # no <0xNN> pieces in a byte-level vocabulary
+    assert report["bytes_per_token"] == round(sum(len(t.encode()) for t in texts) / sum(map(len, ids)), 3)
+
+    docs = _docs(texts)
+    splits = {"train": encode_split(enc, docs, tmp_path, "train", 200)}
+    assert len(splits["train"]) > 1
+    on_disk = np.concatenate([read_shard(tmp_path / e["file"]) for e in splits["train"]])
+    assert on_disk.tolist() == [t for x in ids for t in [*x, eot]]  # no BOS, the base's eos ends each document
+    base = {"name": "tiny", "uri": "/models/tiny"}
+    manifest = build_manifest(hf_source, enc, splits, {"documents": 30}, base=base)
+    assert manifest["tokenizer"] == {"kind": HF_BASE, "sha256": hf_source.sha256, "vocab_size": hf_tok.get_vocab_size(),
+                                     "eot_id": eot, "eot_token": "</s>", "config": None, "base": base}
+    assert manifest["totals"]["train"] == on_disk.size
+
+
+def test_sentencepiece_manifest_records_its_kind(sp, model_bytes, tmp_path):
+    manifest = build_manifest(model_bytes, sp, {"train": []}, {})
+    assert manifest["tokenizer"]["kind"] == "sentencepiece" and "base" not in manifest["tokenizer"]
+    assert tokenizer_report(sp, _docs(_corpus(3)))["kind"] == "sentencepiece"
+
+
+def test_a_base_tokenizer_that_changes_text_is_reported_not_hidden(hf_tok):
+    from tokenizers import Tokenizer, normalizers
+
+    lower = Tokenizer.from_str(hf_tok.to_str())
+    lower.normalizer = normalizers.Lowercase()
+    texts = ["Shares ROSE today.", "shares fell.", "The Fed met."]
+    report = tokenizer_report(TokenizerSource(HF_BASE, lower.to_str().encode(), "</s>").load(), _docs(texts))
+    assert report["roundtrip_failures"] == 2
+
+
+def _base_files(tok, config: dict | None = None, tokenizer_config: dict | None = None) -> dict:
+    files = {"tokenizer.json": tok.to_str().encode(), "config.json": json.dumps(config or {}).encode()}
+    if tokenizer_config is not None:
+        files["tokenizer_config.json"] = json.dumps(tokenizer_config).encode()
+    return files
+
+
+def test_end_of_text_token_of_a_base(hf_tok):
+    from hf_helpers import byte_level_tokenizer
+
+    with_eot = byte_level_tokenizer(_corpus(20), vocab_size=300, specials=("<unk>", "</s>", EOT))
+    assert base_eot_token(_base_files(with_eot, tokenizer_config={"eos_token": "</s>"})) == EOT  # the document separator
+    assert base_eot_token(_base_files(hf_tok, tokenizer_config={"eos_token": "</s>"})) == "</s>"
+    assert base_eot_token(_base_files(hf_tok, tokenizer_config={"eos_token": {"content": "</s>"}})) == "</s>"
+    eos_id = hf_tok.token_to_id("</s>")
+    assert base_eot_token(_base_files(hf_tok, config={"eos_token_id": [eos_id, 0]})) == "</s>"
+    with pytest.raises(ValueError, match="eos_token"):
+        base_eot_token(_base_files(hf_tok, tokenizer_config={"eos_token": "<|not-there|>"}))
+    with pytest.raises(ValueError, match="has no '<|endoftext|>' token"):
+        TokenizerSource(HF_BASE, hf_tok.to_str().encode()).load()  # default eot is <|endoftext|>
+
+
+def test_base_folder_must_hold_config_and_tokenizer_json(hf_tok, tmp_path):
+    with pytest.raises(ValueError, match="no config.json"):
+        read_base_tokenizer(str(tmp_path))
+    (tmp_path / "config.json").write_text("{}")
+    with pytest.raises(ValueError, match="no tokenizer.json.*save_pretrained"):
+        read_base_tokenizer(str(tmp_path))
+    hf_tok.save(str(tmp_path / "tokenizer.json"))
+    assert set(read_base_tokenizer(str(tmp_path))) == {"config.json", "tokenizer.json"}
+    assert fetch_base(str(tmp_path), tmp_path / "unused") == tmp_path  # a local base is read where it is
+    with pytest.raises(ValueError, match="not a folder"):
+        fetch_base(str(tmp_path / "nowhere"), tmp_path / "unused")
+
+
+def test_base_on_s3_is_read_and_fetched_through_the_lake_filesystem(hf_tok, s3, tmp_path):
+    endpoint, client = s3
+    files = {"config.json": b'{"model_type": "llama"}', "tokenizer.json": hf_tok.to_str().encode(),
+             "tokenizer_config.json": b'{"eos_token": "</s>"}', "model.safetensors": b"\x00" * 1000}
+    for name, data in files.items():
+        client.put_object(Bucket=BUCKET, Key=f"models/tiny/{name}", Body=data)
+    uri = f"s3://{BUCKET}/models/tiny"
+    got = read_base_tokenizer(uri, endpoint)
+    assert got == {k: v for k, v in files.items() if k != "model.safetensors"}
+    assert base_eot_token(got) == "</s>"
+    folder = fetch_base(uri, tmp_path / "cache", endpoint)
+    assert {p.name: p.read_bytes() for p in folder.iterdir()} == files
+    assert base_name(uri + "/") == "tiny"

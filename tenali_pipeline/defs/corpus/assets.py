@@ -12,6 +12,7 @@ from ...text.dedup import NearDupConfig
 from ...text.mixing import MixConfig
 from ...text.technical import render_technical
 from ...text import render_fundamentals
+from ...text.render_centralbank import render_central_bank
 from ..common import FOLLOW_INPUTS, clean_table, table_metadata
 from ..features.assets import FEATURES_KEY, technical_features
 
@@ -67,6 +68,9 @@ DOCUMENT_ASSETS = [
                      lambda s: pl.concat([
                          render_fundamentals.render_defi(s.read_parquet(clean_table("defillama", "defi_metrics"))),
                          render_fundamentals.render_coins(s.read_parquet(clean_table("coingecko", "coin_markets")))])),
+    _documents_asset("central_bank_documents", ["clean_central_bank"], "Central-bank statements, minutes and press "
+                     "releases with their stated decisions (text/render_centralbank.py).",
+                     lambda s: render_central_bank(s.read_parquet(clean_table("centralbank", "central_bank")))),
 ]
 
 

@@ -1,9 +1,64 @@
-"""Market: daily stock prices (yfinance live; bokeh_sampledata sample)."""
+"""Market: daily stock prices (yfinance live; bokeh_sampledata sample).
+
+Tickers: ``TENALI_TICKERS`` (a list), or ``TENALI_TICKERS=universe`` for every listed equity and ETF
+of the `universe` asset ("10,000+ stocks" is then a universe filter, not a hand-written list); in
+that mode `use_universe` makes ``raw_market_prices`` and ``raw_filings`` depend on it.
+"""
+
+import dagster as dg
 
 from ..common import source_assets
+from ..universe.history import UNIVERSE_KEY, universe_tickers
 
-defs = source_assets(
-    "market", name="market_prices", group="market", time_column="date",
-    fetch=lambda sources, lake, context: sources.market().fetch(),
-    description="Daily OHLCV with dividends and splits per ticker.",
-)
+
+def read_universe(lake, what: str):
+    """The universe table, or an error that says which asset to materialise first."""
+    if not lake.exists(UNIVERSE_KEY):
+        raise ValueError(f"TENALI_TICKERS=universe: {what} reads its list from the `universe` asset, which has not been "
+                         "materialised yet; materialise raw_universe_snapshot, clean_universe_snapshot and universe "
+                         "first (or set TENALI_TICKERS to a list of tickers)")
+    return lake.read_parquet(UNIVERSE_KEY)
+
+
+def market_tickers(lake) -> list[str]:
+    """Listed equities and ETFs in the universe: what Yahoo serves daily prices for."""
+    read_universe(lake, "raw_market_prices")
+    tickers = sorted(set(universe_tickers(lake, asset_class="equity")) | set(universe_tickers(lake, asset_class="etf")))
+    if not tickers:
+        raise ValueError("TENALI_TICKERS=universe: the universe holds no listed equities or ETFs; check the "
+                         "TENALI_UNIVERSE_* filters")
+    return tickers
+
+
+def _fetch(sources, lake, context):
+    tickers = None
+    if sources.tickers_from_universe:
+        tickers = market_tickers(lake)
+        context.log.info(f"{len(tickers)} tickers from the universe: {', '.join(tickers[:20])}"
+                         + (" ..." if len(tickers) > 20 else ""))
+    return sources.market(tickers).fetch()
+
+
+def build(deps: list | None = None) -> list:
+    """raw/clean market prices with their checks; `deps` for TENALI_TICKERS=universe."""
+    return source_assets(
+        "market", name="market_prices", group="market", time_column="date", fetch=_fetch, deps=deps,
+        description="Daily OHLCV with dividends and splits per ticker.",
+    )
+
+
+defs = build()
+
+
+def use_universe(assets: list, checks: list) -> tuple[list, list]:
+    """`assets` and `checks` with the market and filings sources rebuilt to depend on ``universe`` (for
+    TENALI_TICKERS=universe, applied by `definitions.build_definitions`). Rebuilt rather than mapped:
+    `AssetsDefinition.map_asset_specs` adds the edge to the graph but not to the run's step order."""
+    from ..filings import assets as filings
+
+    new = build(deps=["universe"]) + filings.build(deps=["universe"])
+    new_checks = [x for x in new if isinstance(x, dg.AssetChecksDefinition)]
+    new_assets = [x for x in new if not isinstance(x, dg.AssetChecksDefinition)]
+    replaced = {k for a in new_assets for k in a.keys}
+    return ([a for a in assets if not (set(getattr(a, "keys", ())) & replaced)] + new_assets,
+            [c for c in checks if not ({k.asset_key for k in c.check_keys} & replaced)] + new_checks)

@@ -30,9 +30,10 @@ import dagster as dg
 from tenali_model.posttrain.config import DistillConfig, DPOConfig, LoraSettings, SFTConfig, seed_phases
 
 from ...resources import LakeResource, TrainingResource
+from ...tracking import log_stage_safely
 from ..evaluation.assets import evaluate_latest, pretrain_evaluation
 from ..shards.assets import MANIFEST, SHARDS_KEY, token_shards
-from ..tokenizer.assets import tokenizer
+from ..tokenizer.assets import chat_tokenizer_file, tokenizer
 from ..training.assets import LATEST_KEY, TRAINING_POOL, loss_curve_markdown, pretrain_checkpoint
 from .assets import GROUNDED_KEY, PREFERENCE_TRAIN_KEY, SFT_TRAIN_KEY, SFT_VAL_KEY, grounded_instructions
 
@@ -94,8 +95,13 @@ def _run_stage(context: dg.AssetExecutionContext, lake: LakeResource, launcher, 
                                            "parent_checkpoint": parent["checkpoint"],
                                            "tokenizer_sha256": parent.get("tokenizer_sha256")})
     reported.pop("loss_curve", None)
+    tracked = log_stage_safely(context, stage, config=cfg.to_dict(), metrics_jsonl=metrics,
+                               summary={k: getattr(v, "value", v) for k, v in reported.items()},
+                               tags={"dagster_run_id": context.run_id, "asset": context.asset_key.to_user_string(),
+                                     "checkpoint": uri, "parent_checkpoint": parent["checkpoint"]})
     return dg.MaterializeResult(metadata={
         **reported,
+        **tracked,
         "checkpoint": dg.MetadataValue.path(uri),
         "parent_checkpoint": dg.MetadataValue.path(parent["checkpoint"]),
         "loss_plot": dg.MetadataValue.md(loss_curve_markdown(metrics)),
@@ -142,7 +148,7 @@ def sft_checkpoint(context: dg.AssetExecutionContext, config: SFTSettings, lake:
     parent = store.read_json(stage_latest("distill"))
     parent_dir = _local(store, lake, parent["checkpoint_key"])
     data = _local(store, lake, GROUNDED_KEY)
-    tok = _local(store, lake, "tokenizer") / "tenali.model"
+    tok = _local(store, lake, "tokenizer") / chat_tokenizer_file(store)
     lora = LoraSettings(r=config.lora_r, alpha=config.lora_alpha, dropout=config.lora_dropout) if config.lora else None
 
     def make(run_dir: Path) -> SFTConfig:
@@ -166,7 +172,7 @@ def dpo_checkpoint(context: dg.AssetExecutionContext, config: DPOSettings, lake:
     parent = store.read_json(stage_latest("sft"))
     parent_dir = _local(store, lake, parent["checkpoint_key"])
     data = _local(store, lake, GROUNDED_KEY)
-    tok = _local(store, lake, "tokenizer") / "tenali.model"
+    tok = _local(store, lake, "tokenizer") / chat_tokenizer_file(store)
 
     def make(run_dir: Path) -> DPOConfig:
         return DPOConfig(init_from=str(parent_dir), out_dir=str(run_dir), tokenizer=str(tok),

@@ -1,9 +1,10 @@
 """Token shards: the corpus encoded with the tokenizer, in tenali_model's shard format, with a manifest.
 
 The work is in sharding.py: partitions of the date-sorted corpus, encoded in parallel, reused when unchanged.
+The manifest's tokenizer block records which tokenizer made the shards (Tenali's sentencepiece model or a
+base model's tokenizer.json: kind, sha256, end-of-text id, and the base); training and evaluation follow it.
 """
 
-import hashlib
 import json
 import tempfile
 from pathlib import Path
@@ -14,9 +15,9 @@ from tenali_model.data import shard_token_count
 
 from ...resources import CorpusResource, LakeResource
 from ...sharding import FINGERPRINT_METHOD, build_shards, partition_summary, plan_partitions
-from ...tokenization import build_manifest, load_tokenizer
+from ...tokenization import build_manifest
 from ..corpus.assets import TRAIN_KEY, VAL_KEY
-from ..tokenizer.assets import MODEL_KEY, tokenizer
+from ..tokenizer.assets import lake_tokenizer, tokenizer
 
 SHARDS_KEY = "shards"
 MANIFEST = "manifest.json"
@@ -28,14 +29,15 @@ PARTITION_BYTES = 64 << 20
 
 
 @dg.asset(group_name="shards", deps=[tokenizer, "corpus"], kinds={"numpy"},
-          description="Train shards and per-domain validation shards (documents end with <|endoftext|>) and their "
-                      "manifest, encoded in parallel by corpus partition; unchanged partitions are reused.")
+          description="Train shards and per-domain validation shards (documents end with <|endoftext|>, or a base "
+                      "model's eos token) and their manifest, encoded in parallel by corpus partition with the "
+                      "tokenizer asset's tokenizer; unchanged partitions are reused.")
 def token_shards(context: dg.AssetExecutionContext, lake: LakeResource,
                  corpus_settings: CorpusResource) -> dg.MaterializeResult:
     store = lake.lake()
-    model = store.read_bytes(MODEL_KEY)
-    sp = load_tokenizer(model)
-    sha = hashlib.sha256(model).hexdigest()
+    source, tok_report = lake_tokenizer(store)
+    enc = source.load()
+    sha = source.sha256
     corpus_dir = store.download_dir("corpus", lake.cache() / "corpus")
     train_path, val_path = corpus_dir / Path(TRAIN_KEY).name, corpus_dir / Path(VAL_KEY).name
     parts = plan_partitions(train_path, "train", PARTITION_BYTES)
@@ -49,7 +51,7 @@ def token_shards(context: dg.AssetExecutionContext, lake: LakeResource,
         if previous.get("tokenizer", {}).get("sha256") == sha:
             previous_dir = store.download_dir(SHARDS_KEY, lake.cache() / SHARDS_KEY)
     with store.staged_dir(SHARDS_KEY) as out:
-        by_prefix, report = build_shards(parts, model, sha, out, corpus_settings.shard_tokens,
+        by_prefix, report = build_shards(parts, source, sha, out, corpus_settings.shard_tokens,
                                          previous=previous, previous_dir=previous_dir)
         splits = {"train": by_prefix.get("train", []),
                   "val": [{**e, "domain": d} for d in val_domains for e in by_prefix.get(f"val_{d}", [])]}
@@ -57,7 +59,7 @@ def token_shards(context: dg.AssetExecutionContext, lake: LakeResource,
         corpus_meta = {"train_key": TRAIN_KEY, "val_key": VAL_KEY, "val_documents": val_rows[0],
                        "train_documents": sum(p.rows for p in parts if p.split == "train"),
                        "val_start": str(val_rows[1]), "partitions": partition_summary(parts)}
-        manifest = build_manifest(model, sp, splits, corpus_meta)
+        manifest = build_manifest(source, enc, splits, corpus_meta, base=tok_report.get("base"))
         manifest["fingerprint_method"] = FINGERPRINT_METHOD
         (out / MANIFEST).write_text(json.dumps(manifest, indent=2))
     context.log.info(f"{report.partitions} corpus partitions: {report.encoded} encoded by {report.workers} "
@@ -71,6 +73,7 @@ def token_shards(context: dg.AssetExecutionContext, lake: LakeResource,
         "train_shards": len(splits["train"]),
         "val_shards": len(splits["val"]),
         "val_bytes_per_token": round(val_bytes / max(totals["val"], 1), 4),
+        "tokenizer": source.kind,
         "tokenizer_sha256": sha[:16],
         "partitions": report.partitions,
         "partitions_encoded": report.encoded,

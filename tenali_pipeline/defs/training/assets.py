@@ -15,6 +15,12 @@ the schedule's value for its first step. ``TENALI_TRAIN_FROM=scratch`` always st
 a changed tokenizer (token ids would mean other things) or model shape, which is logged and recorded.
 The same manifest as the latest checkpoint (a re-run, e.g. with other settings) also trains from
 scratch. Metadata records the parent checkpoint, the shard manifest hash and the tokenizer version.
+
+A Hugging Face base (``TENALI_BASE_MODEL``; the shard manifest records it when the shards were encoded
+with its tokenizer): the base is imported once per content into ``checkpoints/base/<sha>`` and every
+run of that lineage that does not continue a parent starts from its weights (``init_from``, fresh
+optimizer); the model shape and vocabulary are the base's, so ``TENALI_MODEL`` does not apply.
+Metadata and ``LATEST.json`` name the base (uri and sha256).
 """
 
 from dataclasses import asdict
@@ -32,10 +38,12 @@ from tenali_model.config import TrainConfig
 
 from ...plots import line_chart_svg, markdown_image
 from ...resources import LakeResource, TrainingResource
+from ...tracking import log_stage_safely
 from ..shards.assets import MANIFEST, SHARDS_KEY, token_shards
 
 CHECKPOINTS_KEY = "checkpoints/pretrain"
 LATEST_KEY = f"{CHECKPOINTS_KEY}/LATEST.json"
+BASE_CHECKPOINTS_KEY = "checkpoints/base"  # imported Hugging Face bases, one folder per content sha256
 
 
 # Trainings wait for each other: one slot per pool by default (instance dagster.yaml), so two runs
@@ -56,12 +64,15 @@ def pretrain_checkpoint(context: dg.AssetExecutionContext, lake: LakeResource, t
     run_key = f"{CHECKPOINTS_KEY}/{context.run_id}"
     run_dir = store.local_dir(run_key) if store.is_local else lake.cache() / run_key
     run_dir.mkdir(parents=True, exist_ok=True)
+    base = import_base(context, lake, manifest) if manifest["tokenizer"].get("base") else None
+    # from a base: its checkpoint decides the shape and vocabulary (TrainConfig.model_config)
+    shape = ({"init_from": base["path"]} if base else
+             {"model": training.model, "vocab_size": manifest["tokenizer"]["vocab_size"]})
     cfg = TrainConfig(
         train_shards=[str(shards / e["file"]) for e in manifest["splits"]["train"]],
         val_shards=[str(shards / e["file"]) for e in manifest["splits"]["val"]],
         out_dir=str(run_dir),
-        model=training.model,
-        vocab_size=manifest["tokenizer"]["vocab_size"],
+        **shape,
         steps=training.steps,
         batch_size=training.batch_size,
         seq_len=training.seq_len,
@@ -74,8 +85,16 @@ def pretrain_checkpoint(context: dg.AssetExecutionContext, lake: LakeResource, t
         ckpt_every=training.ckpt_every,
         seed=training.seed,
     )
-    cfg.validate()
+    try:
+        cfg.validate()
+    except ValueError as e:  # ConfigError; from a base typically seq_len past its max_seq_len
+        raise dg.Failure(f"The training config is invalid: {e}") from e
+    if base and cfg.model_config().vocab_size < manifest["tokenizer"]["vocab_size"]:
+        raise dg.Failure(f"The base model {base['uri']} has {cfg.model_config().vocab_size} embeddings, fewer than "
+                         f"its tokenizer's {manifest['tokenizer']['vocab_size']} tokens: not a matching pair.")
     parent, why = choose_parent(store, manifest, manifest_sha, cfg, training.train_from)
+    if base and parent is None:
+        why = f"base model {base['name']} ({base['checkpoint']}); no parent checkpoint: {why}"
     context.log.info(f"starting point: {why}")
     if parent is not None:
         parent_dir = store.download_dir(parent["checkpoint_key"], lake.cache() / parent["checkpoint_key"])
@@ -98,18 +117,56 @@ def pretrain_checkpoint(context: dg.AssetExecutionContext, lake: LakeResource, t
                                   "metrics_key": f"{run_key}/metrics.jsonl",
                                   "tokenizer_sha256": manifest["tokenizer"]["sha256"],
                                   "shard_manifest_sha256": manifest_sha,
-                                  "parent_checkpoint": parent["checkpoint"] if parent else None})
+                                  "parent_checkpoint": parent["checkpoint"] if parent else None,
+                                  "base_model": {k: base[k] for k in ("name", "uri", "sha256", "checkpoint")} if base else None})
+    tracked = log_stage_safely(context, "pretrain", config=cfg.to_dict(), metrics_jsonl=metrics,
+                               summary={k: getattr(v, "value", v) for k, v in reported.items()},
+                               tags={"dagster_run_id": context.run_id, "asset": "pretrain_checkpoint", "checkpoint": uri})
     return dg.MaterializeResult(metadata={
         **reported,
+        **tracked,
         "checkpoint": dg.MetadataValue.path(uri),
         "loss_plot": dg.MetadataValue.md(loss_curve_markdown(metrics)),
         "tokenizer_sha256": manifest["tokenizer"]["sha256"][:16],
         "shard_manifest_sha256": manifest_sha[:16],
         "started_from": why,
         "parent_checkpoint": dg.MetadataValue.path(parent["checkpoint"]) if parent else "none",
+        "base_model": dg.MetadataValue.path(base["uri"]) if base else "none",
+        "base_model_sha256": base["sha256"][:16] if base else "none",
         "train_tokens_available": manifest["totals"]["train"],
         "train_config": dg.MetadataValue.json(cfg.to_dict()),
     })
+
+
+def import_base(context, lake: LakeResource, manifest: dict) -> dict:
+    """The base model the shards were encoded for, as a Tenali checkpoint in the lake (imported once
+    per content sha256) and locally; a base whose tokenizer changed since the shards fails clearly."""
+    from tenali_model.checkpoint import sha256_file
+    from tenali_model.hf import import_hf
+
+    from ...lake import CHECKSUMS
+    from ...tokenization import base_weights_sha256, fetch_base
+
+    store, uri = lake.lake(), manifest["tokenizer"]["base"]["uri"]
+    cache = lake.cache() / "base-models" / hashlib.sha256(uri.encode()).hexdigest()[:16]
+    try:
+        folder = fetch_base(uri, cache, lake.s3_endpoint_url)
+        tok = folder / "tokenizer.json"
+        if not tok.is_file() or sha256_file(tok) != manifest["tokenizer"]["sha256"]:
+            raise ValueError("its tokenizer.json is not the one the shards were encoded with: re-materialise "
+                             "tokenizer and token_shards")
+        sha = base_weights_sha256(folder)
+        key = f"{BASE_CHECKPOINTS_KEY}/{sha[:16]}"
+        # complete when there: a local folder appears by rename, an S3 one writes its checksums last
+        if not store.exists(f"{key}/meta.json" if store.is_local else f"{key}/{CHECKSUMS}"):
+            lake.cache().mkdir(parents=True, exist_ok=True)  # next to the other large copies, not in /tmp
+            with tempfile.TemporaryDirectory(prefix="import-", dir=lake.cache()) as tmp:
+                store.upload_dir(import_hf(folder, Path(tmp)), key)
+            context.log.info(f"imported base model {uri} into {store.uri(key)}")
+    except (ValueError, FileNotFoundError) as e:  # ConversionError is a ValueError
+        raise dg.Failure(f"The base model {uri} cannot be used: {e}") from e
+    return {"name": manifest["tokenizer"]["base"]["name"], "uri": uri, "sha256": sha, "checkpoint_key": key,
+            "checkpoint": store.uri(key), "path": str(store.download_dir(key, lake.cache() / key))}
 
 
 def manifest_sha256(manifest: dict) -> str:

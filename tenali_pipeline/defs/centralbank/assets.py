@@ -1,0 +1,57 @@
+"""Central-bank communications (economic domain): Fed, ECB and RBI statements, minutes and press
+releases from their RSS feeds, full text extracted and the rate decision parsed (live); three
+made-up banks in the same styles (sample).
+
+Feeds list only their latest items, so ``raw_central_bank`` keeps what earlier runs collected and
+adds the new items: pages already held are not fetched again, and feeds are fetched conditionally
+(their ETag / Last-Modified kept in ``raw/centralbank/feed_state.json``, saved only after a run in
+which nothing failed, so that an item whose page failed is offered again by the next run).
+"""
+
+import polars as pl
+
+from ...sources.http import PartialFetchError
+from ..common import source_assets
+
+RAW_KEY = "raw/centralbank/central_bank.parquet"
+STATE_KEY = "raw/centralbank/feed_state.json"
+
+
+def _merge(previous: pl.DataFrame | None, new: pl.DataFrame) -> pl.DataFrame:
+    if previous is None or previous.is_empty():
+        return new
+    both = pl.concat([previous.select(new.columns), new], how="vertical_relaxed")
+    return both.unique("doc_id", keep="last", maintain_order=True).sort("bank", "published", "doc_id")
+
+
+def _fetch(sources, lake, context):
+    previous = lake.read_parquet(RAW_KEY) if lake.exists(RAW_KEY) else None
+    if previous is not None:  # never carry sample rows into a live lake, or the reverse
+        is_sample = pl.col("source").str.starts_with("sample:")
+        previous = previous.filter(is_sample if sources.is_sample else ~is_sample)
+    known = previous["link"].to_list() if previous is not None else []
+    state = lake.read_json(STATE_KEY) if not sources.is_sample and lake.exists(STATE_KEY) else {}
+    client = sources.central_bank(known=known, state=state)
+    try:
+        new = client.fetch()
+    except PartialFetchError as exc:
+        raise PartialFetchError("central-bank communications", exc.failures,
+                                partial=_merge(previous, exc.partial)) from exc
+    finally:
+        if client.skipped:
+            context.log.info(f"robots.txt disallows {len(client.skipped)} page(s), not fetched: "
+                             + ", ".join(client.skipped[:20]))
+    merged = _merge(previous, new)
+    context.log.info(f"{new.height} new communication(s); {merged.height} kept in all")
+    if not sources.is_sample:
+        # the rows first, then the feed state: a state ahead of the data would hide items
+        lake.write_parquet(RAW_KEY, merged)
+        lake.write_json(STATE_KEY, client.state)
+    return merged
+
+
+defs = source_assets(
+    "centralbank", name="central_bank", group="centralbank", time_column="published", fetch=_fetch,
+    description="Central-bank statements, minutes and press releases: full text, and the rate decision "
+                "(cut/hike/hold, change in basis points, new rate or range) where stated.",
+)
