@@ -110,6 +110,19 @@ def cmd_demo(args) -> int:
     if meta:
         print(f"Validation:  loss {meta['val_loss'].value:.3f}, perplexity {meta['perplexity'].value:.1f}, "
               f"bits/byte {meta['bits_per_byte'].value:.3f}")
+    stages = []
+    for stage in ("pretrain", "distill", "sft", "dpo"):
+        ev = instance.get_latest_materialization_event(dg.AssetKey(f"{stage}_evaluation"))
+        m = ev.asset_materialization.metadata if ev else {}
+        if "instruction_perplexity" in m:
+            stages.append(f"{stage} {m['instruction_perplexity'].value:.1f}")
+    if stages:
+        print(f"Held-out instruction perplexity by stage: {', '.join(stages)}")
+    release = instance.get_latest_materialization_event(dg.AssetKey("model_release"))
+    if release:
+        rmeta = release.asset_materialization.metadata
+        print(f"Release:     {rmeta['release_id'].value} ({rmeta['stage'].value if 'stage' in rmeta else 'pretrain'}); "
+              "serve it: tenali serve   (then http://127.0.0.1:8000)")
     print("Open the UI: tenali ui   (then http://127.0.0.1:3000)")
     return 0
 
@@ -173,7 +186,7 @@ def main(argv: list[str] | None = None) -> int:
         prog="tenali", description="Build a finance-domain language model from scratch.",
         epilog=f"Model commands (no dagster needed): {', '.join(MODEL_COMMANDS)}; see `tenali train --help` etc.")
     sub = parser.add_subparsers(dest="command", required=True)
-    p = sub.add_parser("demo", help="materialise the whole graph on sample data (about 5 minutes on 2 CPU cores)")
+    p = sub.add_parser("demo", help="materialise the whole graph on sample data (a few minutes on 2 CPU cores)")
     p.add_argument("--steps", type=int, default=0, help="pretraining steps (default: TENALI_TRAIN_STEPS or 300)")
     p.set_defaults(fn=cmd_demo)
     p = sub.add_parser("ui", help="start the Dagster UI on the project-local instance")

@@ -60,7 +60,7 @@ class SFTSettings(dg.Config):
 
 class DPOSettings(dg.Config):
     steps: int = 30
-    lr: float = 5e-4
+    lr: float = 5e-5  # at 5e-4 the demo model's held-out instruction perplexity rose 6x while its choices got no better
     beta: float = 0.1
 
 
@@ -231,33 +231,44 @@ dpo_evaluation = _evaluation("dpo", dpo_checkpoint,
                              "The preference-tuned model's figures beside every earlier stage.")
 
 
-# What each stage is meant to improve, the parent it is compared with, and how much worse it may be.
+# What each stage is meant to improve (or must not lose), the parent it is compared with, and how much
+# worse it may be: relative for losses and bits, absolute for accuracies.
 GOALS = {
     # A student half the teacher's depth is allowed to lose some bits per byte: that is the trade.
-    "distill": ("pretrain", "bits_per_byte", "lower", 0.25),
-    "sft": ("distill", "instruction_loss", "lower", 0.02),
-    "dpo": ("sft", "grounded_choice_accuracy", "higher", 0.10),
+    "distill": [("pretrain", "bits_per_byte", "lower", 0.25)],
+    "sft": [("distill", "instruction_loss", "lower", 0.02)],
+    # DPO is meant to prefer right figures; it must not buy that by forgetting how to answer.
+    "dpo": [("sft", "grounded_choice_accuracy", "higher", 0.10), ("sft", "instruction_loss", "lower", 0.25)],
 }
 
 
 def _goal_check(stage: str, evaluation_asset):
-    parent, measure, better, tolerance = GOALS[stage]
+    goals = GOALS[stage]
+    parent = goals[0][0]
+
+    def describe(measure, better, tolerance) -> str:
+        kind = "absolute" if measure.endswith("accuracy") else "relative"
+        return f"{measure} no worse than the {parent} stage's by more than {tolerance:.0%} ({kind})"
 
     @dg.asset_check(asset=evaluation_asset, name=f"{stage}_no_worse_than_{parent}",
-                    description=f"{measure} no worse than the {parent} stage's by more than "
-                                f"{tolerance:.0%}{' (relative)' if measure != 'grounded_choice_accuracy' else ' (absolute)'}.")
+                    description="; ".join(describe(m, b, t) for _, m, b, t in goals) + ".")
     def check(context: dg.AssetCheckExecutionContext) -> dg.AssetCheckResult:
-        mine = _latest_figures(context.instance, EVALUATIONS[stage]).get(measure)
-        theirs = _latest_figures(context.instance, EVALUATIONS[parent]).get(measure)
-        if mine is None or theirs is None:
-            return dg.AssetCheckResult(passed=False, metadata={"missing": f"{measure} of {stage} or {parent}"})
-        if measure == "grounded_choice_accuracy":
-            ok = mine >= theirs - tolerance
-        else:
-            ok = mine <= theirs * (1 + tolerance) if better == "lower" else mine >= theirs * (1 - tolerance)
-        ok = ok and math.isfinite(mine)
-        return dg.AssetCheckResult(passed=ok, metadata={measure: mine, f"{parent}_{measure}": theirs,
-                                                        "tolerance": tolerance})
+        mine_all = _latest_figures(context.instance, EVALUATIONS[stage])
+        theirs_all = _latest_figures(context.instance, EVALUATIONS[parent])
+        ok, metadata = True, {}
+        for _, measure, better, tolerance in goals:
+            mine, theirs = mine_all.get(measure), theirs_all.get(measure)
+            if mine is None or theirs is None or not math.isfinite(mine):
+                ok = False
+                metadata[f"missing_{measure}"] = f"{measure} of {stage} or {parent}"
+                continue
+            if measure.endswith("accuracy"):
+                good = mine >= theirs - tolerance if better == "higher" else mine <= theirs + tolerance
+            else:
+                good = mine <= theirs * (1 + tolerance) if better == "lower" else mine >= theirs * (1 - tolerance)
+            ok = ok and good
+            metadata.update({measure: mine, f"{parent}_{measure}": theirs, f"{measure}_tolerance": tolerance})
+        return dg.AssetCheckResult(passed=ok, metadata=metadata)
     return check
 
 
