@@ -156,8 +156,28 @@ def num_params(cfg: ModelConfig) -> int:
     return embed + cfg.n_layers * per_layer + d + head  # + final norm
 
 
+class JsonConfig:
+    """to_json / from_json for a config dataclass that has to_dict / from_dict (training and post-training)."""
+
+    def to_json(self, path: str | os.PathLike) -> None:
+        """Write atomically (temp file in the same directory, then rename)."""
+        atomic_write_text(path, json.dumps(self.to_dict(), indent=2) + "\n")
+
+    @classmethod
+    def from_json(cls, path: str | os.PathLike):
+        """Read and validate; errors name the file."""
+        try:
+            d = json.loads(Path(path).read_text())
+        except json.JSONDecodeError as e:
+            raise ConfigError(f"{path}: not valid JSON: {e}") from e
+        try:
+            return cls.from_dict(d)
+        except ConfigError as e:
+            raise ConfigError(f"{path}: {e}") from e
+
+
 @dataclass
-class TrainConfig:
+class TrainConfig(JsonConfig):
     """Everything one training run needs; serialised as the training-config contract."""
 
     train_shards: list[str]
@@ -311,20 +331,6 @@ class TrainConfig:
         except TypeError as e:  # e.g. a nested model field with a bad name
             raise ConfigError(str(e)) from e
 
-    def to_json(self, path: str | os.PathLike) -> None:
-        """Write atomically (temp file in the same directory, then rename)."""
-        atomic_write_text(path, json.dumps(self.to_dict(), indent=2) + "\n")
-
-    @classmethod
-    def from_json(cls, path: str | os.PathLike) -> TrainConfig:
-        try:
-            d = json.loads(Path(path).read_text())
-        except json.JSONDecodeError as e:
-            raise ConfigError(f"{path}: not valid JSON: {e}") from e
-        try:
-            return cls.from_dict(d)
-        except ConfigError as e:
-            raise ConfigError(f"{path}: {e}") from e
 
 
 def checkpoint_model_config(path: str | os.PathLike) -> ModelConfig:

@@ -25,13 +25,11 @@ Like tenali_model.config, this module imports only the standard library.
 from __future__ import annotations
 
 import dataclasses
-import json
-import os
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any, ClassVar
 
-from ..config import ConfigError, _check_keys, atomic_write_text
+from ..config import ConfigError, JsonConfig, _check_keys
 
 POSTTRAIN_CONFIG_FORMAT_VERSION = 1
 SCHEDULES = ("cosine", "linear", "constant", "onecycle")
@@ -98,7 +96,7 @@ def seed_phases(steps: int, lr: float = 6e-4, min_lr: float = 6e-5) -> list[Phas
 
 
 @dataclass(kw_only=True)
-class StageConfig:
+class StageConfig(JsonConfig):
     """Fields every post-training stage shares (see the module doc)."""
 
     STAGE: ClassVar[str] = ""
@@ -185,20 +183,6 @@ class StageConfig:
                               f"tenali_model reads version {POSTTRAIN_CONFIG_FORMAT_VERSION})")
         return _build(cls, d, f"{cls.STAGE} config", "")
 
-    def to_json(self, path: str | os.PathLike) -> None:
-        """Write atomically (temp file in the same directory, then rename)."""
-        atomic_write_text(path, json.dumps(self.to_dict(), indent=2) + "\n")
-
-    @classmethod
-    def from_json(cls, path: str | os.PathLike):
-        try:
-            d = json.loads(Path(path).read_text())
-        except json.JSONDecodeError as e:
-            raise ConfigError(f"{path}: not valid JSON: {e}") from e
-        try:
-            return cls.from_dict(d)
-        except ConfigError as e:
-            raise ConfigError(f"{path}: {e}") from e
 
 
 @dataclass(kw_only=True)

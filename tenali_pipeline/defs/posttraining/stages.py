@@ -34,7 +34,8 @@ from ...tracking import log_stage_safely
 from ..evaluation.assets import evaluate_latest, pretrain_evaluation
 from ..shards.assets import MANIFEST, SHARDS_KEY, token_shards
 from ..tokenizer.assets import chat_tokenizer_file, tokenizer
-from ..training.assets import LATEST_KEY, TRAINING_POOL, loss_curve_markdown, pretrain_checkpoint
+from ..training.assets import (LATEST_KEY, TRAINING_POOL, loss_curve_markdown, pretrain_checkpoint,
+                               store_reported_checkpoint)
 from .assets import GROUNDED_KEY, PREFERENCE_TRAIN_KEY, SFT_TRAIN_KEY, SFT_VAL_KEY, grounded_instructions
 
 
@@ -81,15 +82,7 @@ def _run_stage(context: dg.AssetExecutionContext, lake: LakeResource, launcher, 
     cfg.to_json(config_path)
     result = launcher.launch(context, config_path, workdir=run_dir, module=f"tenali_model.posttrain.{stage}")
     reported = dict(result.metadata or {})
-    ckpt = reported.get("checkpoint")
-    ckpt_path = Path(str(getattr(ckpt, "path", None) or getattr(ckpt, "value", None) or ckpt or ""))
-    if not ckpt or not (ckpt_path / "model.safetensors").exists():
-        raise dg.Failure(f"The {stage} step reported no usable checkpoint ({ckpt!r}); see the step's stdout/stderr.")
-    ckpt_key = f"{run_key}/{ckpt_path.name}"
-    uri = store.upload_dir(ckpt_path, ckpt_key)
-    metrics = (run_dir / "metrics.jsonl").read_bytes()
-    if not store.is_local:
-        store.write_bytes(f"{run_key}/metrics.jsonl", metrics)
+    ckpt_key, uri, metrics = store_reported_checkpoint(store, reported, run_key, run_dir, f"{stage} step")
     store.write_json(stage_latest(stage), {"run_id": context.run_id, "checkpoint_key": ckpt_key, "checkpoint": uri,
                                            "metrics_key": f"{run_key}/metrics.jsonl", "stage": stage,
                                            "parent_checkpoint": parent["checkpoint"],

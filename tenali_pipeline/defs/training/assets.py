@@ -104,15 +104,7 @@ def pretrain_checkpoint(context: dg.AssetExecutionContext, lake: LakeResource, t
     cfg.to_json(config_path)
     result = launcher.launch(context, config_path, workdir=run_dir)
     reported = result.metadata or {}
-    ckpt = reported.get("checkpoint")
-    ckpt_path = Path(str(getattr(ckpt, "path", None) or getattr(ckpt, "value", None) or ckpt or ""))
-    if not ckpt or not (ckpt_path / "model.safetensors").exists():
-        raise dg.Failure(f"The trainer reported no usable checkpoint ({ckpt!r}); see the step's stdout/stderr.")
-    ckpt_key = f"{run_key}/{ckpt_path.name}"
-    uri = store.upload_dir(ckpt_path, ckpt_key)
-    metrics = (run_dir / "metrics.jsonl").read_bytes()
-    if not store.is_local:
-        store.write_bytes(f"{run_key}/metrics.jsonl", metrics)
+    ckpt_key, uri, metrics = store_reported_checkpoint(store, reported, run_key, run_dir, "trainer")
     store.write_json(LATEST_KEY, {"run_id": context.run_id, "checkpoint_key": ckpt_key, "checkpoint": uri,
                                   "metrics_key": f"{run_key}/metrics.jsonl",
                                   "tokenizer_sha256": manifest["tokenizer"]["sha256"],
@@ -167,6 +159,22 @@ def import_base(context, lake: LakeResource, manifest: dict) -> dict:
         raise dg.Failure(f"The base model {uri} cannot be used: {e}") from e
     return {"name": manifest["tokenizer"]["base"]["name"], "uri": uri, "sha256": sha, "checkpoint_key": key,
             "checkpoint": store.uri(key), "path": str(store.download_dir(key, lake.cache() / key))}
+
+
+def store_reported_checkpoint(store, reported: dict, run_key: str, run_dir: Path, what: str) -> tuple[str, str, bytes]:
+    """The checkpoint rank 0 reported through Pipes, checked and put in the lake under run_key, with the
+    run's metrics.jsonl: (checkpoint key, its URI, the metrics bytes). A launched process can exit 0
+    without a usable checkpoint (dagster #17868), so a missing one fails the step here."""
+    ckpt = reported.get("checkpoint")
+    ckpt_path = Path(str(getattr(ckpt, "path", None) or getattr(ckpt, "value", None) or ckpt or ""))
+    if not ckpt or not (ckpt_path / "model.safetensors").exists():
+        raise dg.Failure(f"The {what} reported no usable checkpoint ({ckpt!r}); see the step's stdout/stderr.")
+    ckpt_key = f"{run_key}/{ckpt_path.name}"
+    uri = store.upload_dir(ckpt_path, ckpt_key)
+    metrics = (run_dir / "metrics.jsonl").read_bytes()
+    if not store.is_local:
+        store.write_bytes(f"{run_key}/metrics.jsonl", metrics)
+    return ckpt_key, uri, metrics
 
 
 def manifest_sha256(manifest: dict) -> str:
