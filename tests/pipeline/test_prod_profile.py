@@ -2,7 +2,6 @@
 127.0.0.1) and its Dagster instance on Postgres (pgserver), from infra/dagster.prod.yaml."""
 
 import shutil
-import socket
 from pathlib import Path
 
 import dagster as dg
@@ -14,33 +13,9 @@ from tenali_pipeline.launchers import LocalTorchrunLauncher
 from tenali_pipeline.resources import TrainingResource
 from tenali_pipeline.settings import load_settings
 
+from launcher_fakes import BUCKET, s3  # noqa: F401  (the moto S3 server on 127.0.0.1, shared with the launcher tests)
+
 ROOT = Path(__file__).resolve().parents[2]
-BUCKET = "tenali-prod-test"
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-@pytest.fixture
-def s3(monkeypatch):
-    pytest.importorskip("flask", reason="moto's server mode needs flask: pip install 'moto[server]'")
-    boto3 = pytest.importorskip("boto3")
-    from moto.server import ThreadedMotoServer
-
-    for name, value in {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing",
-                        "AWS_DEFAULT_REGION": "us-east-1", "AWS_REGION": "us-east-1"}.items():
-        monkeypatch.setenv(name, value)
-    port = _free_port()
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
-    server.start()
-    endpoint = f"http://127.0.0.1:{port}"
-    client = boto3.client("s3", endpoint_url=endpoint, region_name="us-east-1")
-    client.create_bucket(Bucket=BUCKET)
-    yield endpoint, client
-    server.stop()
 
 
 @pytest.fixture
