@@ -40,11 +40,13 @@ that order. Conventions (all in the module docstrings of ``indicators``, ``patte
   inputs use ``compute_features_to_parquet`` / ``compute_features_to_file`` (or ``iter_feature_batches``)
   with a path or a LazyFrame: the instrument and time columns are read once to check the order; a sorted
   input is then read in chunks (a Parquet file row group by row group) and cut into batches of whole
-  instruments, an unsorted one is first sorted once to a temporary Parquet file; each batch is computed and
-  written on a writer thread, so peak memory is a few batches (and the longest instrument), neither the input
-  nor the output. The result is exactly ``compute_features``' frame, whatever ``batch_rows``. The
-  recurrences and state machines run as compiled loops (``kernels``, numba), bit for bit the polars
-  expressions they replaced.
+  instruments, an unsorted one is first sorted once to a temporary Parquet file; two batches are computed at
+  once (``COMPUTE_THREADS``) and written on a writer thread, so peak memory is a few batches (and the longest instrument), neither the input
+  nor the output. The result is exactly ``compute_features``' frame, whatever ``batch_rows``. Each batch is
+  computed by compiled loops (``batch``: ``kernels``, ``pattern_kernel``, ``structure_kernel``, numba), bit
+  for bit the polars expressions of ``indicators``, ``patterns`` and ``smc`` (``reference``); Parquet output
+  writes the never-null columns (``NEVER_NULL``) as required fields and keeps min/max statistics for the
+  instrument, time and ``bar_index`` columns only.
 """
 
 from __future__ import annotations
@@ -59,16 +61,13 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import numpy as np
 import polars as pl
 
-from . import indicators as ind
-from . import kernels
-from .patterns import PATTERNS, add_patterns
-from .smc import add_smc
+from . import batch
+from .batch import FACTOR_NOISE, LEVEL_COLUMNS
+from .patterns import PATTERNS
 
 REQUIRED = ("open", "high", "low", "close", "volume")
-FACTOR_NOISE = 1e-6
 
 COLUMNS: dict[str, str] = {
     # bar bookkeeping and adjusted prices
@@ -151,9 +150,6 @@ COLUMNS: dict[str, str] = {
     "liq_sweep_low_date": "time of the bar that recorded the latest of them",
 }
 
-LEVEL_COLUMNS = ("sma_20", "sma_50", "sma_200", "ema_12", "ema_26", "ema_50", "macd", "macd_signal", "macd_hist",
-                 "bb_upper", "bb_lower", "atr_14", "vwap", "swing_high_price", "swing_low_price", "structure_level",
-                 "ob_top", "ob_bottom", "fvg_top", "fvg_bottom", "liquidity_level")
 for _c in LEVEL_COLUMNS:
     COLUMNS[_c] += "; in this bar's own price units (see Point-in-time units)"
 
@@ -371,9 +367,10 @@ def _iter_streamed(plan: _Plan, *, time_col: str, batch_rows: int, **params) -> 
             chunks = _read_chunks(sorted_plan, chunk_rows, parquet=tmp / "sorted.parquet")
         kept = plan.kept
         empty = True
-        for part in _whole_instruments(chunks, plan.by, time_col):
+        for out in _computed(_whole_instruments(chunks, plan.by, time_col), lambda part: _features_of(
+                part, by=plan.by, time_col=time_col, has_adj=plan.has_adj, order=order, **params)):
             empty = False
-            yield _features_of(part, by=plan.by, time_col=time_col, has_adj=plan.has_adj, order=order, **params)
+            yield out
         if empty:
             yield _features_of(kept.head(0).collect(), by=plan.by, time_col=time_col, has_adj=plan.has_adj,
                                order=order, **params)
@@ -397,38 +394,15 @@ def _batch_bounds(df: pl.DataFrame, by: str, batch_rows: int) -> list[tuple[int,
 def _features_of(part: pl.DataFrame, *, by: str, time_col: str, has_adj: bool, order: list[str], swing_length: int = 5,
                  liquidity_tolerance: float = 0.1, liquidity_lookback: int = 3, periods_per_year: int = 252,
                  trend: bool = True) -> pl.DataFrame:
-    """Every feature for ``part``: whole instruments, sorted by instrument and time."""
-    raw_factor = (pl.col("adj_close") / pl.col("close")) if has_adj else pl.lit(1.0)
-    t = pl.col(time_col)
-    # Window expressions group by an integer id of the instrument (its contiguous run of rows), several times
-    # cheaper to group on than a string key; the groups are the same.
-    key = pl.col(by)
-    part = part.with_columns(_gid=(key != key.shift(1)).fill_null(True).cum_sum(), _f=raw_factor)
-    by = "_gid"
-    part = part.with_columns(bar_index=pl.int_range(pl.len()).over(by))
-    # Snap the factor: a relative change below FACTOR_NOISE is float noise, not a corporate action, and the
-    # factor of the bar where it last changed is kept bit for bit, so equal raw prices stay equal once adjusted.
-    f, bar = pl.col("_f"), pl.col("bar_index")
-    new_factor = (bar == 0) | ((f / f.shift(1) - 1).abs() > FACTOR_NOISE)
-    part = part.with_columns(adj_factor=pl.when(new_factor).then(f).forward_fill())
-    factor = pl.col("adj_factor")
+    """Every feature for ``part``: whole instruments, sorted by instrument and time (``batch``: the compiled
+    kernels, bit for bit ``reference.reference_features``)."""
+    part = batch.prepare(part, by=by, time_col=time_col, has_adj=has_adj)
+    cols = batch.feature_columns(part, time_col=time_col, swing_length=swing_length,
+                                 liquidity_tolerance=liquidity_tolerance, liquidity_lookback=liquidity_lookback,
+                                 periods_per_year=periods_per_year, trend=trend)
     if has_adj:
-        part = part.rename({"adj_close": "adj_close__input"})
-    part = part.with_columns(
-        days_since_prev_bar=pl.when(bar >= 1).then((t - t.shift(1)).dt.total_days()),
-        adj_open=pl.col("open") * factor,
-        adj_high=pl.col("high") * factor,
-        adj_low=pl.col("low") * factor,
-        adj_close=pl.col("close") * factor,
-    ).drop("_f")
-    part = _add_indicators(part, by=by, time_col=time_col, periods_per_year=periods_per_year)
-    part = add_patterns(part, by=by, trend=trend)
-    part = add_smc(part, by=by, time=time_col, swing_length=swing_length, liquidity_tolerance=liquidity_tolerance,
-                   liquidity_lookback=liquidity_lookback)
-    part = part.with_columns([pl.col(c) / pl.col("adj_factor") for c in LEVEL_COLUMNS])
-    if has_adj:
-        part = part.with_columns(adj_close=pl.col("adj_close__input"))
-    return part.select(order)
+        cols["adj_close"] = part["adj_close__input"].alias("adj_close")
+    return pl.DataFrame([cols[c] if c in cols else part[c] for c in order])  # no copy: the columns as they are
 
 
 def _iter_prepared(prep: _Prepared, *, time_col: str, batch_rows: int, **params) -> Iterator[pl.DataFrame]:
@@ -436,9 +410,31 @@ def _iter_prepared(prep: _Prepared, *, time_col: str, batch_rows: int, **params)
                                + list(COLUMNS)))
     # Whole instruments in batches of about batch_rows: the same result, with working sets that fit in cache
     # and a peak memory that does not grow with the number of instruments.
-    for a, b in _batch_bounds(prep.df, prep.by, batch_rows):
-        yield _features_of(prep.df.slice(a, b - a), by=prep.by, time_col=time_col, has_adj=prep.has_adj, order=order,
-                           **params)
+    yield from _computed((prep.df.slice(a, b - a) for a, b in _batch_bounds(prep.df, prep.by, batch_rows)),
+                         lambda part: _features_of(part, by=prep.by, time_col=time_col, has_adj=prep.has_adj,
+                                                   order=order, **params))
+
+
+COMPUTE_THREADS = 2  # batches computed at once
+
+
+def _computed(parts: Iterator[pl.DataFrame], compute: Callable[[pl.DataFrame], pl.DataFrame]
+              ) -> Iterator[pl.DataFrame]:
+    """``compute`` of each part, in order, with up to ``COMPUTE_THREADS`` parts computing at once on threads: the
+    kernels (numba, ``nogil``), polars and pyarrow release the GIL, so two batches really run in parallel (one
+    thread's compute no longer leaves a core idle while the other waits for the writer). Memory: that many more
+    batches."""
+    from collections import deque
+    from concurrent.futures import ThreadPoolExecutor
+
+    with ThreadPoolExecutor(COMPUTE_THREADS, thread_name_prefix="features") as pool:
+        pending: deque = deque()
+        for part in parts:
+            pending.append(pool.submit(compute, part))
+            if len(pending) >= COMPUTE_THREADS:
+                yield pending.popleft().result()
+        while pending:
+            yield pending.popleft().result()
 
 
 def iter_feature_batches(source: pl.DataFrame | pl.LazyFrame | str | Path, instrument_col: str = "instrument",
@@ -469,12 +465,25 @@ def compute_features(df: pl.DataFrame, instrument_col: str = "instrument", time_
     return parts[0] if len(parts) == 1 else pl.concat(parts, rechunk=False)
 
 
+# Feature columns that are never null (booleans, codes, counts, bookkeeping): written as required Parquet fields,
+# which spares the writer their definition levels.
+NEVER_NULL = ("bar_index", "adj_factor", "adj_open", "adj_high", "adj_low", "obv", *PATTERNS, "swing_high",
+              "swing_low", "bos", "choch", "market_structure", "ob", "ob_bull_mitigated", "ob_bear_mitigated", "fvg",
+              "fvg_bull_mitigated", "fvg_bear_mitigated", "liquidity", "liq_sweep_high", "liq_sweep_low")
+
+
 class _BackgroundWriter:
     """Writes batches to one Parquet (pyarrow ``ParquetWriter``, a row group per batch) or CSV file on a thread,
-    so that encoding and compressing a batch overlaps computing the next; at most one batch waits in line."""
+    so that encoding and compressing a batch overlaps computing the next; at most one batch waits in line.
 
-    def __init__(self, output: str | Path, file_format: str, compression: str) -> None:
+    Parquet layout, chosen by measuring the writer (``docs/benchmarks.md``): no dictionaries (the features are
+    floats and codes; dictionaries doubled the time for no smaller file), ``NEVER_NULL`` columns as required
+    fields, and min/max statistics only for ``statistics`` (the instrument, time and bar-number columns, what
+    readers filter on): together about 15% less writer time than nullable fields with statistics everywhere."""
+
+    def __init__(self, output: str | Path, file_format: str, compression: str, statistics: list[str]) -> None:
         self.output, self.file_format, self.compression = output, file_format, compression
+        self.statistics = statistics
         self.error: BaseException | None = None
         self.queue: queue.Queue = queue.Queue(maxsize=1)
         self.thread = threading.Thread(target=self._run, name="features-writer", daemon=True)
@@ -493,15 +502,16 @@ class _BackgroundWriter:
                     else:
                         part.write_csv(writer, include_header=False)
                 else:
+                    import pyarrow as pa
                     import pyarrow.parquet as pq
 
                     table = part.to_arrow()
                     if writer is None:
-                        # no dictionaries: the feature columns are floats and codes, and encoding them as
-                        # dictionaries first doubles the writing time for no smaller file
-                        writer = pq.ParquetWriter(self.output, table.schema, compression=self.compression,
-                                                  use_dictionary=False)
-                    writer.write_table(table, row_group_size=max(table.num_rows, 1))
+                        schema = pa.schema([f.with_nullable(f.name not in NEVER_NULL) for f in table.schema])
+                        writer = pq.ParquetWriter(self.output, schema, compression=self.compression,
+                                                  use_dictionary=False,
+                                                  write_statistics=[c for c in self.statistics if c in schema.names])
+                    writer.write_table(table.cast(writer.schema), row_group_size=max(table.num_rows, 1))
                 del part
         except BaseException as e:  # noqa: BLE001 - handed to the producer
             self.error = e
@@ -532,8 +542,8 @@ def compute_features_to_file(source: pl.DataFrame | pl.LazyFrame | str | Path, o
     """``compute_features`` written batch by batch to ``output`` (``file_format`` "parquet" or "csv"). From a path
     or a LazyFrame the input is streamed too (``_iter_streamed``), so peak memory is a few batches of whole
     instruments, neither the input nor the output (438 bytes a row); a DataFrame is sorted in memory first.
-    Parquet is written with one pyarrow ``ParquetWriter``, a row group per batch, to a temporary name renamed
-    to ``output`` once complete (nothing is left on an error); reading it back gives exactly
+    Parquet is written with one pyarrow ``ParquetWriter``, a row group per batch (layout: ``_BackgroundWriter``),
+    to a temporary name renamed to ``output`` once complete (nothing is left on an error); reading it back gives exactly
     ``compute_features``' frame. Returns a ``FeatureSummary`` (rows, instruments, event counts)."""
     if file_format not in ("parquet", "csv"):
         raise ValueError(f"file_format must be 'parquet' or 'csv', got {file_format!r}")
@@ -541,14 +551,16 @@ def compute_features_to_file(source: pl.DataFrame | pl.LazyFrame | str | Path, o
         prep = _prepare(source, instrument_col, time_col)
         batches = _iter_prepared(prep, time_col=time_col, batch_rows=batch_rows, **params)
         summary = FeatureSummary(prep.input_rows, 0, 0, 0)
+        by = prep.by
         del prep  # the generator keeps the sorted input alive only while it runs
     else:
         plan = _plan(_scan(source), instrument_col, time_col, _parquet_path(source))
         summary = FeatureSummary(plan.count.collect().item(), 0, 0, 0)
+        by = plan.by
         batches = _iter_streamed(plan, time_col=time_col, batch_rows=batch_rows, **params)
     output = Path(output)
     partial = output.with_name(f".{output.name}.partial-{os.getpid()}")  # renamed once complete
-    sink = _BackgroundWriter(partial, file_format, compression)
+    sink = _BackgroundWriter(partial, file_format, compression, statistics=[by, time_col, "bar_index"])
     try:
         for part in batches:
             sink.put(part)
@@ -578,51 +590,6 @@ def compute_features_to_parquet(source: pl.DataFrame | pl.LazyFrame | str | Path
     """``compute_features_to_file`` with Parquet output."""
     return compute_features_to_file(source, output, instrument_col=instrument_col, time_col=time_col,
                                     file_format="parquet", batch_rows=batch_rows, **params)
-
-
-def _add_indicators(df: pl.DataFrame, *, by: str, time_col: str, periods_per_year: int) -> pl.DataFrame:
-    """The indicators of ``COLUMNS``: shifts and rolling extrema on the whole sorted frame (masked at
-    instrument boundaries), the recurrences and moving averages in one compiled pass per instrument
-    (``kernels.indicator_kernel``, bit for bit the polars expressions of ``indicators``), the two rolling
-    standard deviations ``.over(by)``, then plain arithmetic."""
-    bar = pl.col("bar_index")
-    h, l, c = pl.col("adj_high"), pl.col("adj_low"), pl.col("adj_close")
-    df = df.with_columns(_prev_c=ind.lag(c, 1, bar), _hh=ind.rolling_extreme(h, 14, "max", bar),
-                         _ll=ind.rolling_extreme(l, 14, "min", bar))
-    prev_c = pl.col("_prev_c")
-    df = df.with_columns(
-        ret_1d=c / prev_c - 1,
-        log_ret_1d=(c / prev_c).log(),
-        stoch_k=ind.stochastic_k(c, pl.col("_hh"), pl.col("_ll")),
-        _delta=c - prev_c,
-        _tr=ind.true_range(h, l, prev_c),
-    )
-    bars = df["bar_index"].to_numpy()
-    starts = np.append(np.flatnonzero(bars == 0), bars.size).astype(np.int64)
-    out = kernels.indicator_kernel(starts, df["adj_close"].to_numpy(), df["_delta"].to_numpy(), df["_tr"].to_numpy(),
-                                   df["volume"].cast(pl.Float64).fill_null(0).to_numpy())
-    computed = {name: pl.Series(out[i]) if warm == 0 else pl.when(bar >= warm).then(pl.Series(out[i]))
-                for i, (name, warm) in enumerate(zip(kernels.INDICATOR_ROWS, kernels.INDICATOR_WARMUP))}
-    del out
-    df = df.with_columns(
-        realised_vol_20=(pl.col("log_ret_1d").rolling_std(20) * (periods_per_year**0.5)).over(by),
-        _std_20=c.rolling_std(20, ddof=0).over(by),
-        **computed,
-    )
-    k = pl.col("stoch_k")  # %D: the mean of three %K values, all of this instrument from bar 15 on
-    df = df.with_columns(stoch_d=pl.when(bar >= 15).then((k + k.shift(1) + k.shift(2)) / 3),
-                         rsi_14=ind.rsi_from_averages(pl.col("_gain"), pl.col("_loss")),
-                         macd_hist=pl.col("macd") - pl.col("macd_signal"),
-                         **ind.bollinger(pl.col("sma_20"), pl.col("_std_20"), c))
-    t = pl.col(time_col)
-    if isinstance(df.schema[time_col], pl.Datetime):
-        day = t.dt.date()
-        intraday_so_far = (day == day.shift(1)).fill_null(False).cum_max().over(by)
-        df = df.with_columns(_day=day).with_columns(
-            vwap=pl.when(intraday_so_far).then(ind.session_vwap().over(by, "_day"))).drop("_day")
-    else:
-        df = df.with_columns(vwap=pl.lit(None, dtype=pl.Float64))
-    return df.drop("_prev_c", "_hh", "_ll", "_delta", "_tr", "_std_20", "_gain", "_loss")
 
 
 def event_counts(features: pl.DataFrame) -> dict[str, int]:

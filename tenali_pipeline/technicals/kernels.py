@@ -18,6 +18,11 @@ with the polars expression, and the whole feature frame with the previous implem
 
 Nulls are NaN here (warm-up rows); the callers mask them back to nulls by bar number, so a genuine NaN
 (a NaN volume in OBV) stays NaN as before.
+
+Also here: the snapped adjustment factor, returns / true range / stochastic (``price_kernel``) and RSI / MACD
+histogram / Bollinger (``oscillator_kernel``); the candlestick patterns and the market structure have their own
+modules (``pattern_kernel``, ``structure_kernel``); ``batch`` assembles the columns. One polars habit to copy:
+it evaluates ``x / 3`` (a division by a literal) as ``x * (1 / 3)``.
 """
 
 from __future__ import annotations
@@ -239,3 +244,88 @@ def liquidity_kernel(starts, is_swing, price, tol, lookback, highs):
             prev_rows[seen % lookback] = r
             seen += 1
     return level, earlier
+
+
+# ---- bookkeeping and the rest of the indicators -----------------------------------------------------------------------------
+
+
+@njit(cache=True, nogil=True)
+def snap_factor(first, raw, noise):
+    """The adjustment factor, snapped: ``raw[i]`` where an instrument starts (``first``) or where
+    ``|raw[i] / raw[i-1] - 1| > noise``, else the previous bar's factor (so float noise in adj_close never moves it)."""
+    n = raw.size
+    out = np.empty(n)
+    for i in range(n):
+        if first[i] or abs(raw[i] / raw[i - 1] - 1) > noise:
+            out[i] = raw[i]
+        else:
+            out[i] = out[i - 1]
+    return out
+
+
+@njit(cache=True, nogil=True)
+def gather(values, at):
+    """``values[at]``, 0 where ``at`` is -1 (the caller masks those rows to null)."""
+    out = np.zeros(at.size, dtype=values.dtype)
+    for i in range(at.size):
+        if at[i] >= 0:
+            out[i] = values[at[i]]
+    return out
+
+
+@njit(cache=True, nogil=True)
+def price_kernel(starts, high, low, close):
+    """Per instrument, from the previous close and the 14-bar extremes: ``PRICE_ROWS`` as a (6, n) array, NaN where
+    ``features`` reports null (``PRICE_WARMUP``). The float operations are those of ``indicators``' expressions
+    (``c / prev - 1``, ``log(c / prev)``, ``100 * (c - ll) / (hh - ll)``, ``(k + k[1] + k[2]) / 3``, which polars
+    evaluates as a product with 1/3, the true range
+    as the largest of ``h - l``, ``|h - prev|``, ``|l - prev|``), so the values are theirs bit for bit."""
+    n = close.size
+    out = np.full((6, n), np.nan)
+    for g in range(starts.size - 1):
+        a, b = starts[g], starts[g + 1]
+        for i in range(a + 1, b):
+            c, prev = close[i], close[i - 1]
+            ratio = c / prev
+            out[0, i] = ratio - 1
+            out[1, i] = np.log(ratio)
+            out[2, i] = c - prev
+            h, lo = high[i], low[i]
+            out[3, i] = max(h - lo, abs(h - prev), abs(lo - prev))
+        for i in range(a + 13, b):
+            hh = high[i]
+            ll = low[i]
+            for j in range(i - 13, i):
+                hh = max(hh, high[j])
+                ll = min(ll, low[j])
+            out[4, i] = 100 * (close[i] - ll) / (hh - ll) if hh > ll else 50.0
+        for i in range(a + 15, b):
+            out[5, i] = (out[4, i] + out[4, i - 1] + out[4, i - 2]) * (1.0 / 3.0)  # polars' "/ 3" multiplies
+    return out
+
+
+PRICE_ROWS = ("ret_1d", "log_ret_1d", "_delta", "_tr", "stoch_k", "stoch_d")
+PRICE_WARMUP = (1, 1, 1, 1, 13, 15)
+
+
+@njit(cache=True, nogil=True)
+def oscillator_kernel(close, gain, loss, macd, signal, mid, std):
+    """RSI from the Wilder averages, the MACD histogram and the Bollinger bands (``OSCILLATOR_ROWS``), row by row,
+    as ``indicators.rsi_from_averages`` / ``bollinger`` compute them; NaN inputs (warm-up) give NaN."""
+    n = close.size
+    out = np.full((5, n), np.nan)
+    for i in range(n):
+        g, lo = gain[i], loss[i]
+        if not (np.isnan(g) or np.isnan(lo)):
+            out[0, i] = (50.0 if g == 0 else 100.0) if lo == 0 else 100 - 100 / (1 + g / lo)
+        out[1, i] = macd[i] - signal[i]
+        m, s = mid[i], std[i]
+        if not (np.isnan(m) or np.isnan(s)):
+            upper, lower = m + 2 * s, m - 2 * s
+            out[2, i] = upper
+            out[3, i] = lower
+            out[4, i] = (close[i] - lower) / (upper - lower) if upper > lower else 0.5
+    return out
+
+
+OSCILLATOR_ROWS = ("rsi_14", "macd_hist", "bb_upper", "bb_lower", "bb_pct_b")

@@ -1,5 +1,8 @@
 """Candlestick patterns on split-adjusted OHLC, as causal polars expressions per instrument.
 
+``compute_features`` runs the same rules compiled (``pattern_kernel``, bit for bit these expressions); this module
+states them and is the reference the kernel is tested against.
+
 Each pattern is a boolean column that is true on the bar that *completes* it (the last candle), so a
 note dated that bar can mention it and nothing earlier can. Prices are ``adj_open/high/low/close``
 (raw OHLC times the snapped ``adj_close / close``, see features.py), so a split never shows as a giant

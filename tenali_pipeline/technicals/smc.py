@@ -57,7 +57,10 @@ is tracked until resolved (not only the latest): ``kernels.resolution_kernel`` k
 an instrument on a heap ordered by level and pops those each bar reaches, one pass, O(n log n). (``first_hit``
 below, the earlier vectorised search, is kept as the reference the kernel is tested against.)
 
-Implementation. The frame is sorted by instrument and time, each instrument's rows contiguous, so
+Implementation. ``compute_features`` runs the compiled version of everything here (``structure_kernel`` for
+swings, gaps, structure and order blocks, ``kernels`` for pools and resolutions, assembled by ``batch``); the
+polars / numpy code below is the reference it is tested against bit for bit (``reference.reference_features``).
+The frame is sorted by instrument and time, each instrument's rows contiguous, so
 shifts, short rolling extremes, forward fills and "first in segment" flags run on the whole frame
 and are masked where they would reach into the previous instrument (exact, and several times
 cheaper than ``.over`` window expressions); the order-block candle search uses sparse tables in numpy;
