@@ -1,6 +1,7 @@
 """Hugging Face export and import: a Tenali checkpoint <-> a transformers model directory.
 
     export_hf(CKPT, OUT_DIR, tokenizer_model="tokenizer.model")   # tenali export-hf CKPT OUT_DIR
+    export_hf(CKPT, OUT_DIR, tokenizer_model="tokenizer.json")    # a base model's lineage
     import_hf(HF_DIR, OUT_DIR)                                     # tenali import-hf HF_DIR OUT_DIR
 
 Architecture. The Transformer is a Llama: pre-norm RMSNorm, grouped-query attention without biases,
@@ -38,6 +39,8 @@ the pipeline encodes documents, which start with a word) sentencepiece's dummy p
     does not ("<|user|>hi" -> ["▁", "<|user|>", ...] vs ["<|user|>", ...]).
 The test pins both, so a future fix shows up. Only BPE models with the identity normaliser and
 remove_extra_whitespaces off (the pipeline's settings) are converted; others are refused.
+A model continued from a Hugging Face base is exported with the base's tokenizer.json instead (the
+chat tokens added, `tenali_model.tokenizer.add_chat_tokens`): pass that file as tokenizer_model.
 
 Import reads a LlamaForCausalLM or ArceeForCausalLM directory (model.safetensors, or shards listed in
 model.safetensors.index.json) with no biases and default RoPE, and writes a step-0 Tenali checkpoint
@@ -388,8 +391,16 @@ def write_tokenizer(sp_model_path: str | os.PathLike, out_dir: str | os.PathLike
                     vocab_size: int | None = None, model_max_length: int | None = None) -> dict:
     """tokenizer.json + tokenizer_config.json in out_dir, loadable with transformers.AutoTokenizer
     (as PreTrainedTokenizerFast; the config is written in the form transformers 4.x and 5.x read).
+    Given a sentencepiece model it is converted (module doc); given a tokenizer.json (a base model's,
+    with the chat tokens added by `tenali_model.tokenizer.add_chat_tokens`) it is written as it is.
     Returns {"eos_token_id", "pad_token_id"} (None where the model lacks the piece)."""
-    tok = build_tokenizer(Path(sp_model_path).read_bytes())
+    path = Path(sp_model_path)
+    if path.suffix == ".json":
+        from tokenizers import Tokenizer
+
+        tok = Tokenizer.from_file(str(path))
+    else:
+        tok = build_tokenizer(path.read_bytes())
     n = tok.get_vocab_size(with_added_tokens=True)
     if vocab_size is not None and n > vocab_size:
         raise ConversionError(f"the tokenizer has {n} pieces but the model only {vocab_size} embeddings")
@@ -400,12 +411,14 @@ def write_tokenizer(sp_model_path: str | os.PathLike, out_dir: str | os.PathLike
               if t.special and t.content not in (eos, pad)]
     out_dir = Path(out_dir)
     tok.save(str(out_dir / "tokenizer.json"))
+    # a base model's BPE may name an unknown token; byte fallback and byte-level BPE never produce one
+    unk = json.loads(tok.to_str()).get("model", {}).get("unk_token") if path.suffix == ".json" else None
     config = {
         "tokenizer_class": "PreTrainedTokenizerFast",
         "bos_token": None,
         "eos_token": eos,
         "pad_token": pad,
-        "unk_token": None,  # byte fallback: never produced; literal "<unk>" text stays text
+        "unk_token": unk,  # None for Tenali's: byte fallback, literal "<unk>" text stays text
         "additional_special_tokens": markup,
         "clean_up_tokenization_spaces": False,
         "add_bos_token": False,

@@ -68,6 +68,16 @@ class TextTokenizer:
     def eot_id(self) -> int:
         return self.special(EOT)
 
+    def id_to_token(self, i: int) -> str | None:
+        """The piece an id stands for, or None past the vocabulary."""
+        if self._sp is not None:
+            return self._sp.id_to_piece(int(i)) if 0 <= i < self._sp.vocab_size() else None
+        return self._hf.id_to_token(int(i))
+
+    def missing_special(self) -> list[str]:
+        """The chat and end-of-text pieces this tokenizer lacks (a base model's usually lacks them)."""
+        return [t for t in SPECIAL_TOKENS if self.token_id(t) is None]
+
 
 def load_tokenizer(path: str | os.PathLike) -> TextTokenizer:
     """A ``tokenizer.model`` / ``tokenizer.json`` file, or a folder holding one (sentencepiece preferred)."""
@@ -86,6 +96,32 @@ def load_tokenizer(path: str | os.PathLike) -> TextTokenizer:
     import sentencepiece as spm
 
     return TextTokenizer(sp=spm.SentencePieceProcessor(model_file=str(p)), name=str(p))
+
+
+def add_chat_tokens(tokenizer_json: str | bytes) -> tuple[str, list[str]]:
+    """A Hugging Face tokenizer.json with every missing `SPECIAL_TOKENS` piece added as a special
+    added token, and the list of those added (empty when none was missing).
+
+    The new pieces get the ids after the last existing one, in `SPECIAL_TOKENS` order, so every id
+    the tokenizer already had keeps its meaning: shards encoded with the original stay valid, and a
+    model trained on them needs only new embedding rows (`tenali_model.posttrain.vocab`). Added
+    tokens are matched whole on the raw text (``normalized=False``), before the model's own
+    pre-tokenisation, as the chat template expects one id per marker.
+    """
+    from tokenizers import AddedToken, Tokenizer
+
+    text = tokenizer_json.decode() if isinstance(tokenizer_json, bytes) else tokenizer_json
+    tok = Tokenizer.from_str(text)
+    missing = [t for t in SPECIAL_TOKENS if tok.token_to_id(t) is None]
+    if not missing:
+        return text, []
+    before = tok.get_vocab_size(with_added_tokens=True)
+    tok.add_special_tokens([AddedToken(t, special=True, normalized=False) for t in missing])
+    ids = [tok.token_to_id(t) for t in missing]
+    if ids != list(range(before, before + len(missing))):  # e.g. holes in the id space
+        raise TokenizerError(f"adding {missing} gave ids {ids}, not {before}..{before + len(missing) - 1}: this "
+                             "tokenizer's id space has gaps; add the tokens by hand and resize the model to match.")
+    return tok.to_str(), missing
 
 
 def tokenizer_from_bytes(model_bytes: bytes, name: str = "") -> TextTokenizer:

@@ -1,4 +1,5 @@
-"""Experiment tracking: a finished training stage logged to MLflow, linked from the asset's metadata.
+"""Experiment tracking: a finished training stage logged to MLflow and/or Weights & Biases, linked
+from the asset's metadata.
 
 Set ``TENALI_MLFLOW_TRACKING_URI`` (an MLflow server ``http://...``, or ``sqlite:///path/mlflow.db`` for
 a local store) and every training stage (pretraining, distillation, SFT, DPO) becomes an MLflow run
@@ -7,9 +8,19 @@ record of its ``metrics.jsonl`` as step-indexed metrics, the final summary, and 
 to Dagster (run id, asset key, checkpoint URI). The asset's metadata gets ``mlflow_run`` (the run's
 id, and its URL when the tracking server has a UI).
 
+Set ``TENALI_WANDB_PROJECT`` and every training stage is also a W&B run in that project (entity
+``TENALI_WANDB_ENTITY``, or the API key's default): the config (with the Dagster tags under
+``tenali``), every metrics.jsonl record at its step, the final summary; job type and tag = the stage.
+``TENALI_WANDB_MODE`` is ``online`` (default) or ``offline`` (the run is written under
+``TENALI_WANDB_DIR``, default the working directory, for a later ``wandb sync``). The asset's metadata
+gets ``wandb_run``: the run's URL online, its local folder offline. The API key is read by wandb
+itself from ``WANDB_API_KEY`` (never passed, stored or logged here); online without it is refused
+before wandb is started, so a missing key is one warning rather than a login prompt. System
+statistics and machine metadata are off: this process is the orchestrator, not the trainer.
+
 Logging happens in the pipeline after the launched step returns, from the trainer's own
 ``metrics.jsonl``, so the GPU image needs no tracking client and a tracking server that is down
-costs a warning, never a training run.
+costs a warning, never a training run. ``mlflow`` and ``wandb`` are imported only when configured.
 """
 
 from __future__ import annotations
@@ -22,8 +33,16 @@ EXPERIMENT_DEFAULT = "tenali"
 _MAX_PARAM = 500  # MLflow's limit on a parameter value's length
 
 
+WANDB_MODES = ("online", "offline")
+
+
 def enabled() -> bool:
+    """MLflow is configured."""
     return bool(os.environ.get("TENALI_MLFLOW_TRACKING_URI"))
+
+
+def wandb_enabled() -> bool:
+    return bool(os.environ.get("TENALI_WANDB_PROJECT"))
 
 
 def _flatten(d: dict, prefix: str = "") -> dict[str, str]:
@@ -38,9 +57,9 @@ def _flatten(d: dict, prefix: str = "") -> dict[str, str]:
     return out
 
 
-def _metrics(records: list[dict]):
-    from mlflow.entities import Metric
-
+def _numbers(records: list[dict]):
+    """(step, name, value) of every finite number in metrics.jsonl records; a validation record's
+    names get a ``val_`` prefix unless they have one (so "loss" of a val record is not the train loss)."""
     skip = {"kind", "step", "elapsed", "time"}
     for r in records:
         step = int(r.get("step", 0))
@@ -48,7 +67,23 @@ def _metrics(records: list[dict]):
         for k, v in r.items():
             if k in skip or isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v):
                 continue
-            yield Metric(key=f"{prefix}{k}", value=float(v), timestamp=0, step=step)
+            yield step, f"{prefix}{k}", float(v)
+
+
+def _metrics(records: list[dict]):
+    from mlflow.entities import Metric
+
+    for step, key, value in _numbers(records):
+        yield Metric(key=key, value=value, timestamp=0, step=step)
+
+
+def _records(metrics_jsonl: bytes) -> list[dict]:
+    return [json.loads(line) for line in metrics_jsonl.decode().splitlines() if line.strip()]
+
+
+def _final(summary: dict) -> dict[str, float]:
+    return {f"final_{k}": float(v) for k, v in summary.items()
+            if isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)}
 
 
 def log_stage(stage: str, *, config: dict, metrics_jsonl: bytes, summary: dict, tags: dict[str, str]) -> dict | None:
@@ -66,10 +101,8 @@ def log_stage(stage: str, *, config: dict, metrics_jsonl: bytes, summary: dict, 
     run = client.create_run(exp_id, run_name=f"{stage}-{tags.get('dagster_run_id', '')[:8]}",
                             tags={"tenali.stage": stage, **{f"tenali.{k}": str(v) for k, v in tags.items()}})
     rid = run.info.run_id
-    records = [json.loads(line) for line in metrics_jsonl.decode().splitlines() if line.strip()]
-    metrics = list(_metrics(records))
-    final = {f"final_{k}": float(v) for k, v in summary.items()
-             if isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)}
+    metrics = list(_metrics(_records(metrics_jsonl)))
+    final = _final(summary)
     params = [Param(k, v) for k, v in _flatten(config).items()]
     for i in range(0, max(len(params), 1), 100):  # MLflow's batch limits: 100 params, 1000 metrics
         client.log_batch(rid, params=params[i:i + 100])
@@ -84,14 +117,70 @@ def log_stage(stage: str, *, config: dict, metrics_jsonl: bytes, summary: dict, 
     return {"run_id": rid, "experiment_id": exp_id, "url": url}
 
 
-def log_stage_safely(context, stage: str, **kwargs) -> dict:
-    """`log_stage` for asset code: metadata entries to add; a tracking failure is a warning, not a failed step."""
-    if not enabled():
-        return {}
+def log_stage_wandb(stage: str, *, config: dict, metrics_jsonl: bytes, summary: dict, tags: dict[str, str]) -> dict | None:
+    """Log one finished stage to W&B; returns {"run_id", "url", "dir", "mode"} or None when W&B is off."""
+    project = os.environ.get("TENALI_WANDB_PROJECT")
+    if not project:
+        return None
+    mode = os.environ.get("TENALI_WANDB_MODE") or "online"
+    if mode not in WANDB_MODES:
+        raise ValueError(f"TENALI_WANDB_MODE={mode!r}: use 'online' or 'offline'")
+    if mode == "online" and not os.environ.get("WANDB_API_KEY"):
+        raise ValueError("TENALI_WANDB_MODE is online but WANDB_API_KEY is not set: set it in the environment, "
+                         "or set TENALI_WANDB_MODE=offline and `wandb sync` the run folder later")
+    folder = os.environ.get("TENALI_WANDB_DIR") or None
+    if folder:
+        os.makedirs(folder, exist_ok=True)
+    import wandb
+
+    settings = wandb.Settings(silent=True, console="off", x_disable_stats=True, x_disable_meta=True,
+                              disable_git=True, save_code=False)
+    run = wandb.init(project=project, entity=os.environ.get("TENALI_WANDB_ENTITY") or None, mode=mode, dir=folder,
+                     name=f"{stage}-{tags.get('dagster_run_id', '')[:8]}", job_type=stage, tags=[stage],
+                     group=tags.get("dagster_run_id") or None,
+                     config={**config, "tenali": {k: str(v) for k, v in tags.items()}},
+                     reinit="create_new", settings=settings)
     try:
-        info = log_stage(stage, **kwargs)
-    except Exception as e:  # noqa: BLE001 - the trained checkpoint matters more than its tracking
-        context.log.warning(f"MLflow logging failed ({type(e).__name__}: {e}); the checkpoint is unaffected.")
-        return {"mlflow_run": f"not logged: {type(e).__name__}"}
-    context.log.info(f"logged to MLflow run {info['run_id']}")
-    return {"mlflow_run": info["url"] or info["run_id"]}
+        rows: dict[int, dict[str, float]] = {}
+        for step, key, value in _numbers(_records(metrics_jsonl)):
+            rows.setdefault(step, {})[key] = value
+        for step in sorted(rows):  # W&B steps only go forward: one row per step, train and val together
+            run.log(rows[step], step=step)
+        run.summary.update({**_final(summary), "complete": bool(summary.get("complete", True))})
+        info = {"run_id": run.id, "url": run.url or "", "dir": str(run.settings.sync_dir), "mode": mode}
+    except BaseException:
+        run.finish(exit_code=1)
+        raise
+    run.finish()
+    return info
+
+
+def log_stage_safely(context, stage: str, **kwargs) -> dict:
+    """`log_stage` (MLflow) and `log_stage_wandb` for asset code: the metadata entries to add; a tracking
+    failure is a warning, not a failed step."""
+    out: dict = {}
+    for name, on, log, key in (("MLflow", enabled, log_stage, "mlflow_run"),
+                               ("W&B", wandb_enabled, log_stage_wandb, "wandb_run")):
+        if not on():
+            continue
+        try:
+            info = log(stage, **kwargs)
+        except Exception as e:  # noqa: BLE001 - the trained checkpoint matters more than its tracking
+            context.log.warning(f"{name} logging failed ({type(e).__name__}: {e}); the checkpoint is unaffected.")
+            out[key] = f"not logged: {type(e).__name__}"
+            continue
+        if key == "mlflow_run":
+            context.log.info(f"logged to MLflow run {info['run_id']}")
+            out[key] = info["url"] or info["run_id"]
+        else:
+            where = info["url"] or info["dir"]
+            context.log.info(f"logged to W&B run {info['run_id']} ({info['mode']}): {where}")
+            out[key] = _link(where)
+    return out
+
+
+def _link(where: str):
+    """A URL or a local folder as asset metadata (a clickable link in the UI either way)."""
+    import dagster as dg
+
+    return dg.MetadataValue.url(where) if where.startswith("http") else dg.MetadataValue.path(where)

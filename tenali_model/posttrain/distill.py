@@ -111,7 +111,9 @@ def prepare(cfg: DistillConfig, d: Dist) -> Stage:
     if shape["vocab_size"] != mcfg.vocab_size:
         raise ConfigError(f"teacher {cfg.teacher} has a vocabulary of {shape['vocab_size']} but the student "
                           f"{parent} has {mcfg.vocab_size}: distillation needs the same tokenizer on both "
-                          "sides (re-encode the shards or pick a teacher trained with this tokenizer)")
+                          "sides (re-encode the shards or pick a teacher trained with this tokenizer; a vocabulary "
+                          "extended with the chat tokens counts as another one, so distil before instruction tuning, "
+                          "or from a teacher extended the same way)")
     if shape["max_seq_len"] is not None and shape["max_seq_len"] < seq_len:
         raise ConfigError(f"seq_len {seq_len} exceeds the teacher's context of {shape['max_seq_len']} tokens")
     missing = [p for p in [*cfg.train_shards, *cfg.val_shards] if not Path(p).is_file()]

@@ -26,7 +26,7 @@ from ..tokenizer import load_tokenizer
 from ..train import Dist
 from .config import DPOConfig, Phase
 from .data import DataError, PairBatches, collate_pairs, encode_pairs, load_pairs, pad_id_of
-from .loop import Stage, build_student, load_parent, stage_main, train_stage
+from .loop import Stage, build_student, fit_vocab, load_parent, stage_main, train_stage
 
 
 def sequence_logps(logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
@@ -53,17 +53,19 @@ def prepare(cfg: DPOConfig, d: Dist) -> Stage:
     if load_config(reference).vocab_size != mcfg.vocab_size:
         raise ConfigError(f"reference {reference} has another vocabulary than the policy {parent}")
     tok = load_tokenizer(cfg.tokenizer)
-    if tok.vocab_size > mcfg.vocab_size:
-        raise DataError(f"tokenizer {cfg.tokenizer} has {tok.vocab_size} ids but the model {parent} only "
-                        f"{mcfg.vocab_size} embeddings: use the tokenizer the parent was trained with")
+    # chat tokens added to a base model's tokenizer: policy and reference grow alike (the same mean rows)
+    vocab_size, extended = fit_vocab(tok, mcfg, parent)
     pairs, stats = encode_pairs(tok, load_pairs(cfg.train_files), seq_len)
     val_pairs, _ = encode_pairs(tok, load_pairs(cfg.val_files), seq_len) if cfg.val_files else ([], None)
     if not pairs:
         raise DataError(f"no preference pair keeps an answer token within seq_len {seq_len}")
     pad = pad_id_of(tok)
     batches = PairBatches(pairs, cfg.batch_size, pad, rank=d.rank, world_size=d.world_size, seed=cfg.seed)
-    policy = build_student(cfg, parent, d.device)
+    policy = build_student(cfg, parent, d.device, vocab_size)
     ref = load_model(reference, device=d.device).requires_grad_(False)
+    if vocab_size:
+        from .vocab import extend_vocab
+        extend_vocab(ref, vocab_size)
 
     def loss_fn(model, batch: dict, phase: Phase | None = None):
         with torch.no_grad():
@@ -88,7 +90,8 @@ def prepare(cfg: DPOConfig, d: Dist) -> Stage:
 
     return Stage(cfg=cfg, model=policy, parent=parent, batches=batches, loss_fn=loss_fn,
                  tokens_of=lambda b: b["x"].numel(), evaluate=evaluate if val_pairs else None,
-                 extra_meta={"tokenizer": str(cfg.tokenizer), "reference": str(reference), "beta": cfg.beta},
+                 extra_meta={"tokenizer": str(cfg.tokenizer), "reference": str(reference), "beta": cfg.beta,
+                             **extended},
                  summary_extra={"train_pairs": stats.examples, "dropped": stats.dropped})
 
 

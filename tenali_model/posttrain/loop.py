@@ -349,15 +349,35 @@ def load_parent(cfg: StageConfig, device: torch.device):
     return parent, mcfg, seq_len
 
 
-def build_student(cfg: StageConfig, parent: Path, device: torch.device) -> nn.Module:
+def build_student(cfg: StageConfig, parent: Path, device: torch.device, vocab_size: int | None = None) -> nn.Module:
     """The parent's weights in training mode, with LoRA injected when configured (seeded first, so
-    the adapters start the same on every rank and in every run)."""
+    the adapters start the same on every rank and in every run).
+
+    vocab_size: grow the vocabulary to it first (the chat tokens a base model's tokenizer lacked,
+    posttrain/vocab.py); under LoRA the new rows of otherwise frozen tables then train too. The
+    growth is deterministic, so a resumed run rebuilds the same start before loading its state."""
+    from .vocab import extend_vocab, train_rows
+
     seed_everything(cfg.seed)
     model = load_model(parent, device=device).train()
+    new_ids = extend_vocab(model, vocab_size) if vocab_size else []
     if cfg.lora is not None:
         from .lora import apply_lora
         model = apply_lora(model, cfg.lora)
+        train_rows(model, new_ids)
     return model
+
+
+def fit_vocab(tok, mcfg, parent: Path) -> tuple[int | None, dict]:
+    """(vocabulary to grow the parent to, or None; the record for meta.json) for a chat stage whose
+    tokenizer may carry chat tokens the parent lacks; a mismatch that cannot be fixed is a DataError."""
+    from .vocab import added_token_ids
+
+    ids = added_token_ids(tok, mcfg.vocab_size, f"the parent {parent}")
+    if not ids:
+        return None, {}
+    return tok.vocab_size, {"vocab_extended": {"from": mcfg.vocab_size, "to": tok.vocab_size,
+                                               "tokens": [tok.id_to_token(i) for i in ids], "init": "mean"}}
 
 
 def train_stage(cfg: StageConfig, prepare: Callable[[StageConfig, Dist], Stage], pipes=None,

@@ -10,6 +10,8 @@ ADAPTER DIRECTORY (written atomically, beside the stage's checkpoints under <out
     adapter_model.safetensors   peft's get_peft_model_state_dict on Tenali names
                                 (layers.N.attn.wq.lora_A.weight, ...)
     head.safetensors            lm_head.weight when the head is trained (tok_embeddings.weight when tied)
+    new_tokens.safetensors      when the stage added tokens (posttrain/vocab.py) to a table that is
+                                otherwise frozen: "<table>.ids" and "<table>.rows" for each such table
     adapter_config.json         peft's LoraConfig fields + {"train_head", "tie_embeddings"}
 Every checkpoint of a LoRA stage also holds the merged weights (W + B A * alpha / r) in its
 model.safetensors, so evaluation, export and serving never need peft.
@@ -77,10 +79,13 @@ def save_adapter(model: nn.Module, path: str | os.PathLike) -> Path:
         save_file(adapter_state(model), str(tmp / "adapter_model.safetensors"), metadata={"format": "pt"})
         if settings.train_head:
             save_file(head_state(model), str(tmp / "head.safetensors"), metadata={"format": "pt"})
+        if getattr(model, "trainable_rows", None):
+            save_file(rows_state(model), str(tmp / "new_tokens.safetensors"), metadata={"format": "pt"})
         cfg = model.peft_lora_config.to_dict()
         cfg = {k: (sorted(v) if isinstance(v, set) else v) for k, v in cfg.items()}
         cfg = json.loads(json.dumps(cfg, default=str))
-        cfg.update(train_head=settings.train_head, tie_embeddings=model.config.tie_embeddings)
+        cfg.update(train_head=settings.train_head, tie_embeddings=model.config.tie_embeddings,
+                   trainable_rows=getattr(model, "trainable_rows", {}))
         atomic_write_text(tmp / "adapter_config.json", json.dumps(cfg, indent=2) + "\n")
         if path.exists():
             shutil.rmtree(path)
@@ -107,6 +112,27 @@ def load_adapter(model: nn.Module, path: str | os.PathLike) -> None:
         head = next(iter(load_file(str(path / "head.safetensors")).values()))
         with torch.no_grad():
             model.lm_head.weight.copy_(head)
+    if (path / "new_tokens.safetensors").is_file():
+        state = load_file(str(path / "new_tokens.safetensors"))
+        params = dict(model.named_parameters(remove_duplicate=False))
+        with torch.no_grad():
+            for name in {k.rsplit(".", 1)[0] for k in state}:
+                ids = state[f"{name}.ids"].long()
+                if name not in params or int(ids.max()) >= params[name].shape[0]:
+                    raise ValueError(f"adapter {path} trained rows of {name} that this model does not have: "
+                                     "extend its vocabulary to the tokenizer first")
+                params[name][ids.to(params[name].device)] = state[f"{name}.rows"].to(params[name])
+
+
+def rows_state(model: nn.Module) -> dict[str, torch.Tensor]:
+    """The trained rows of tables that train only some rows (new tokens), with their ids."""
+    params = dict(model.named_parameters(remove_duplicate=False))
+    out = {}
+    for name, ids in model.trainable_rows.items():
+        index = torch.tensor(ids, dtype=torch.long)
+        out[f"{name}.ids"] = index
+        out[f"{name}.rows"] = params[name].detach()[index.to(params[name].device)].cpu().contiguous()
+    return out
 
 
 @torch.no_grad()
@@ -124,4 +150,8 @@ def merged_state_dict(model: nn.Module) -> dict[str, torch.Tensor]:
 
 
 def count_trainable(model: nn.Module) -> int:
-    return sum(p.numel() for p in {id(p): p for p in model.parameters() if p.requires_grad}.values())
+    """Trainable parameters; a table that trains only some rows (posttrain/vocab.py) counts those rows."""
+    def n(p):
+        rows = getattr(p, "trainable_row_count", None)
+        return p.numel() if rows is None else rows * p.shape[1]
+    return sum(n(p) for p in {id(p): p for p in model.parameters() if p.requires_grad}.values())

@@ -27,7 +27,7 @@ from ..train import Dist
 from .config import Phase, SFTConfig
 from .data import (DataError, RowBatches, collate, encode_sft, load_chats, pack, pad_id_of,
                    single_rows)
-from .loop import Stage, build_student, load_parent, stage_main, train_stage
+from .loop import Stage, build_student, fit_vocab, load_parent, stage_main, train_stage
 
 
 def token_loss_sum(logits: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, int]:
@@ -46,9 +46,7 @@ def sft_loss(model, batch: dict, phase: Phase | None = None):
 def prepare(cfg: SFTConfig, d: Dist) -> Stage:
     parent, mcfg, seq_len = load_parent(cfg, d.device)
     tok = load_tokenizer(cfg.tokenizer)
-    if tok.vocab_size > mcfg.vocab_size:
-        raise DataError(f"tokenizer {cfg.tokenizer} has {tok.vocab_size} ids but the model {parent} only "
-                        f"{mcfg.vocab_size} embeddings: use the tokenizer the parent was trained with")
+    vocab_size, extended = fit_vocab(tok, mcfg, parent)  # chat tokens added to a base model's tokenizer
     train_examples, stats = encode_sft(tok, load_chats(cfg.train_files), seq_len)
     val_examples, _ = encode_sft(tok, load_chats(cfg.val_files), seq_len) if cfg.val_files else ([], None)
     if not train_examples:
@@ -73,13 +71,14 @@ def prepare(cfg: SFTConfig, d: Dist) -> Stage:
             total, count = total + s.item(), count + n
         return {"val_loss": total, "count": count}
 
-    model = build_student(cfg, parent, d.device)
+    model = build_student(cfg, parent, d.device, vocab_size)
     return Stage(cfg=cfg, model=model, parent=parent, batches=batches, loss_fn=sft_loss,
                  tokens_of=lambda b: b["x"].numel(), evaluate=evaluate if val_rows else None,
-                 extra_meta={"tokenizer": str(cfg.tokenizer), "packing": cfg.packing},
+                 extra_meta={"tokenizer": str(cfg.tokenizer), "packing": cfg.packing, **extended},
                  summary_extra={"train_examples": stats.examples, "truncated": stats.truncated,
                                 "dropped": stats.dropped, "train_rows": len(rows),
-                                "assistant_tokens": stats.target_tokens})
+                                "assistant_tokens": stats.target_tokens,
+                                **({"vocab_extended_to": vocab_size} if vocab_size else {})})
 
 
 def train(cfg: SFTConfig, pipes=None, stop_at: int | None = None) -> dict:

@@ -11,6 +11,7 @@ tokenizer.
 import hashlib
 import json
 import math
+from pathlib import Path
 
 import dagster as dg
 import pytest
@@ -35,9 +36,8 @@ def _keys(*names):
 
 
 @pytest.fixture(scope="module")
-def base_run(tmp_path_factory):
-    from hf_helpers import byte_level_tokenizer, write_base
-
+def base_defs(tmp_path_factory):
+    """Settings, definitions and a Dagster instance for a lineage that starts from a base model."""
     home = tmp_path_factory.mktemp("tenali-base")
     base_dir = home / "models" / "tiny-llama"
     settings = load_settings({"TENALI_HOME": str(home), "TENALI_SHARD_TOKENS": "60000",
@@ -49,7 +49,14 @@ def base_run(tmp_path_factory):
                                   eval_every=0, eval_batches=4, ckpt_every=0),
         launcher=LocalTorchrunLauncher(nproc_per_node=1, threads_per_process=1),
     )
-    instance = dg.DagsterInstance.ephemeral()
+    return settings, defs, dg.DagsterInstance.ephemeral(), base_dir
+
+
+@pytest.fixture(scope="module")
+def base_run(base_defs):
+    from hf_helpers import byte_level_tokenizer, write_base
+
+    settings, defs, instance, base_dir = base_defs
     job = defs.resolve_implicit_global_asset_job_def()
     graph = defs.resolve_asset_graph()
     # 1. the demo data, up to the corpus and the grounded questions
@@ -63,7 +70,9 @@ def base_run(tmp_path_factory):
     # 3. the stages under test
     stages = _keys("tokenizer", "token_shards", "pretrain_checkpoint", "pretrain_evaluation")
     assert set(stages) == dg.AssetSelection.assets("pretrain_evaluation").upstream().resolve(graph) - data
-    result = job.execute_in_process(asset_selection=stages, instance=instance, raise_on_error=False)
+    with pytest.MonkeyPatch.context() as mp:
+        _wandb_offline(mp, settings.home / "wandb-pretrain")  # pretraining is tracked too
+        result = job.execute_in_process(asset_selection=stages, instance=instance, raise_on_error=False)
     yield result, instance, lake, base_dir, tok, base
 
 
@@ -141,7 +150,9 @@ def test_pretraining_continues_from_the_imported_base(base_run):
     base_loss = torch.nn.functional.cross_entropy(logits.reshape(-1, logits.size(-1)), y.reshape(-1)).item()
     random_start = math.log(tok.get_vocab_size())
     assert base_loss < random_start - 1.5, (base_loss, random_start)  # the base did learn the text
-    assert abs(first["loss"] - base_loss) < 0.4, (first["loss"], base_loss)
+    # Continued, not restarted: far below a random start, and no worse than the base itself (9 warm-up steps
+    # may already lower it: by 0.5 on today's demo corpus, so only the upper side is bounded).
+    assert first["loss"] < random_start - 1.5 and first["loss"] < base_loss + 0.4, (first["loss"], base_loss)
 
 
 def test_evaluation_reads_the_base_tokenizer(base_run):
@@ -151,18 +162,137 @@ def test_evaluation_reads_the_base_tokenizer(base_run):
     assert all(math.isfinite(v) and v > 0 for v in figures.values()), figures
     assert figures["val_loss"] < math.log(VOCAB) - 1  # a continued base, not a random model
     assert "**AAPL rose**" in meta["samples"].value
-    note = meta["chat_evaluation"].value
-    assert note.startswith("skipped") and "<|user|>" in note and "<|assistant|>" in note
-    assert "instruction_loss" not in meta
+    # chat is scored with the base tokenizer plus the added chat tokens (embeddings grown as SFT grows them)
+    assert "chat_evaluation" not in meta
+    assert math.isfinite(meta["instruction_loss"].value) and meta["instruction_perplexity"].value > 1
 
 
-def test_chat_stages_stop_naming_the_missing_tokens(base_run):
-    _, _, lake, *_ = base_run
+@pytest.fixture(scope="module")
+def chat_run(base_defs, base_run, tmp_path_factory):
+    """Distillation, SFT (LoRA), its evaluation and the release on the base lineage, tracked by W&B
+    offline (real wandb library, no network)."""
+    from tenali_pipeline.defs.posttraining.stages import DistillSettings, SFTSettings
+
+    _, defs, instance, _ = base_defs
+    assert base_run[0].success
+    wandb_dir = tmp_path_factory.mktemp("wandb")
+    stages = _keys("distilled_checkpoint", "sft_checkpoint", "sft_evaluation", "model_release")
+    config = dg.RunConfig(ops={"distilled_checkpoint": DistillSettings(steps=4),
+                               "sft_checkpoint": SFTSettings(steps=CHAT_STEPS, lr=5e-3)})
+    with pytest.MonkeyPatch.context() as mp:
+        tracked = _wandb_offline(mp, wandb_dir)
+        result = defs.resolve_implicit_global_asset_job_def().execute_in_process(
+            asset_selection=stages, instance=instance, run_config=config, raise_on_error=False)
+    return result, wandb_dir if tracked else None
+
+
+def _wandb_offline(mp: pytest.MonkeyPatch, folder: Path) -> bool:
+    """W&B tracking, offline and silent, into folder (when wandb is installed; the `track` extra)."""
+    try:
+        import wandb  # noqa: F401
+    except ImportError:
+        return False
+    for k, v in {"TENALI_WANDB_PROJECT": "tenali-base-test", "TENALI_WANDB_MODE": "offline",
+                 "TENALI_WANDB_DIR": str(folder), "WANDB_MODE": "offline", "WANDB_SILENT": "true",
+                 "WANDB_ERROR_REPORTING": "false", "WANDB_CONFIG_DIR": str(folder / "config"),
+                 "WANDB_CACHE_DIR": str(folder / "cache"), "WANDB_DATA_DIR": str(folder / "data")}.items():
+        mp.setenv(k, v)
+    mp.delenv("TENALI_MLFLOW_TRACKING_URI", raising=False)
+    return True
+
+
+CHAT_STEPS = 12
+
+
+def test_the_tokenizer_stage_writes_a_chat_version_of_the_base_tokenizer(base_run):
+    _, instance, lake, base_dir, tok, _ = base_run
+    from tenali_model.tokenizer import SPECIAL_TOKENS, load_tokenizer
+
     from tenali_pipeline.defs.tokenizer.assets import chat_tokenizer_file
 
-    with pytest.raises(dg.Failure, match=r"no <\|endoftext\|>, <\|user\|>, <\|assistant\|>, <\|system\|> tokens.*"
-                                         r"embeddings resized.*unset TENALI_BASE_MODEL"):
-        chat_tokenizer_file(lake)
+    assert chat_tokenizer_file(lake) == "base/chat/tokenizer.json"
+    chat = load_tokenizer(lake.local_dir("tokenizer") / "base" / "chat" / "tokenizer.json")
+    n = tok.get_vocab_size()
+    assert [chat.token_id(t) for t in SPECIAL_TOKENS] == list(range(n, n + len(SPECIAL_TOKENS)))
+    first = lake.read_parquet("corpus/train.parquet")["text"][0]
+    assert chat.encode(first) == tok.encode(first, add_special_tokens=False).ids  # the shards' ids are unchanged
+    report = lake.read_json("tokenizer/report.json")["chat"]
+    assert report["added_tokens"] == list(SPECIAL_TOKENS) and report["vocab_size"] == n + len(SPECIAL_TOKENS)
+    assert json.loads(lake.read_bytes("tokenizer/base/chat/tokenizer_config.json"))["eos_token"] == "<|endoftext|>"
+    assert _latest(instance, "tokenizer")["chat_vocab_size"].value == n + len(SPECIAL_TOKENS)
+
+
+def test_chat_stages_run_on_the_base_lineage(base_run, chat_run):
+    _, instance, lake, _, tok, _ = base_run
+    result, wandb_dir = chat_run
+    assert result.success, [e.step_key for e in result.all_events if e.is_step_failure]
+    from tenali_model.checkpoint import load_meta, load_model
+    from tenali_model.tokenizer import ASSISTANT, SPECIAL_TOKENS, USER, load_tokenizer
+
+    n = tok.get_vocab_size()
+    latest = lake.read_json("checkpoints/sft/LATEST.json")
+    ckpt = lake.local_dir(latest["checkpoint_key"])
+    meta = load_meta(ckpt)
+    assert meta["vocab_extended"] == {"from": n, "to": n + 5, "tokens": list(SPECIAL_TOKENS), "init": "mean"}
+    assert meta["step"] == CHAT_STEPS and meta["lora"]["r"] == 16
+    sft_meta = _latest(instance, "sft_checkpoint")
+    assert sft_meta["vocab_extended"].value.startswith(f"{n} -> {n + 5}")
+    assert sft_meta["final_loss"].value < sft_meta["initial_loss"].value
+    # the new rows trained (under LoRA, where the rest of the table stays frozen) and tell the markers apart
+    parent = load_model(lake.local_dir(lake.read_json("checkpoints/distill/LATEST.json")["checkpoint_key"]))
+    model = load_model(ckpt)
+    old, new = parent.tok_embeddings.weight.detach(), model.tok_embeddings.weight.detach()
+    assert torch.equal(new[:n], old)
+    chat = load_tokenizer(lake.local_dir("tokenizer") / "base" / "chat" / "tokenizer.json")
+    assert (new[chat.special(USER)] - new[chat.special(ASSISTANT)]).abs().max() > 1e-3
+    # every training stage is a W&B run (offline), linked from its asset's metadata
+    if wandb_dir is None:
+        pytest.skip("wandb is not installed (the `track` extra): W&B links not checked")
+    from test_tracking import read_wandb_log
+
+    for asset, stage in (("pretrain_checkpoint", "pretrain"), ("distilled_checkpoint", "distill"),
+                         ("sft_checkpoint", "sft")):
+        run_dir = Path(_latest(instance, asset)["wandb_run"].value)
+        (log,) = run_dir.glob("run-*.wandb")
+        run = next(r.run for r in read_wandb_log(log) if r.WhichOneof("record_type") == "run")
+        assert (run.project, run.job_type) == ("tenali-base-test", stage), asset
+
+
+def test_the_release_on_the_base_lineage_loads_in_transformers_and_renders_the_chat_tokens(base_run, chat_run):
+    _, instance, lake, base_dir, tok, _ = base_run
+    assert chat_run[0].success
+    from tenali_model.chat import encode_chat, render_text
+    from tenali_model.checkpoint import load_model
+    from tenali_model.serve.loading import load_served
+    from tenali_model.tokenizer import ASSISTANT, SYSTEM, USER
+
+    meta = _latest(instance, "model_release")
+    assert meta["stage"].value == "sft" and meta["promoted"].value
+    checks = [e.event_specific_data for e in chat_run[0].all_events if e.event_type_value == "ASSET_CHECK_EVALUATION"]
+    assert {c.check_name: c.passed for c in checks}["not_worse_than_current"]
+    folder = lake.local_dir(f"releases/{meta['release_id'].value}")
+    assert not (folder / "tokenizer.model").exists()
+    release = json.loads((folder / "release.json").read_text())
+    assert release["tokenizer"]["file"] == "tokenizer.json" and release["tokenizer"]["vocab_size"] == tok.get_vocab_size() + 5
+    assert release["base_model"]["name"] == "tiny-llama" and "tiny-llama" in (folder / "README.md").read_text()
+    hf_tok = transformers.AutoTokenizer.from_pretrained(folder)
+    hf_model = transformers.AutoModelForCausalLM.from_pretrained(folder, dtype=torch.float32).eval()
+    messages = [{"role": "system", "content": "Answer with the figure."},
+                {"role": "user", "content": "What was the close of AAPL?"}]
+    text = hf_tok.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
+    assert text == render_text(messages, add_generation_prompt=True)
+    ids = hf_tok(text, add_special_tokens=False)["input_ids"]
+    served = load_served(folder)  # what `tenali serve` loads: the same tokenizer, from tokenizer.json
+    assert ids == encode_chat(served.tokenizer, messages, add_generation_prompt=True).ids
+    n = tok.get_vocab_size()
+    markers = [served.tokenizer.special(t) for t in (SYSTEM, USER, ASSISTANT)]
+    assert all(m >= n for m in markers) and [i for i in ids if i >= n] == markers
+    ckpt = lake.local_dir(lake.read_json("checkpoints/sft/LATEST.json")["checkpoint_key"])
+    x = torch.tensor([ids])
+    with torch.no_grad():
+        torch.testing.assert_close(hf_model(x).logits, load_model(ckpt)(x)[0], rtol=0, atol=1e-4)
+    out = hf_model.generate(x, max_new_tokens=8, do_sample=False, eos_token_id=hf_tok.eos_token_id)
+    assert out.shape[1] > x.shape[1]
 
 
 def test_unsetting_the_base_trains_tenali_s_tokenizer_and_leaves_nothing_stale(base_run, tmp_path):

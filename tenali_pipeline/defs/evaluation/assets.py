@@ -101,6 +101,22 @@ def evaluate_latest(context, lake: LakeResource, latest_key: str, chat: bool) ->
         metadata[f"val_loss/{d}"] = m["val_loss"]
         metadata[f"bits_per_byte/{d}"] = m["bits_per_byte"]
 
+    chat_tok = tok
+    if manifest["tokenizer"].get("kind") == "hf-base" and store.exists(QUESTIONS_KEY):
+        # A base lineage: chat is scored with the base tokenizer plus the added chat tokens, the model's
+        # embeddings grown the way SFT grows them (new rows at the mean), so every stage is comparable.
+        from tokenizers import Tokenizer
+
+        from tenali_model.posttrain.vocab import added_token_ids, extend_vocab
+        from tenali_model.tokenizer import TextTokenizer
+
+        from ..tokenizer.assets import TOKENIZER_KEY, chat_tokenizer_file
+
+        chat_tok = TextTokenizer(hf=Tokenizer.from_str(
+            store.read_bytes(f"{TOKENIZER_KEY}/{chat_tokenizer_file(store)}").decode()))
+        if added_token_ids(chat_tok, model.config.vocab_size):
+            extend_vocab(model, chat_tok.vocab_size)
+    tok = chat_tok
     missing = [t for t in SPECIAL_TOKENS if t != PAD and tok.token_id(t) is None]
     if missing and store.exists(QUESTIONS_KEY):
         note = (f"skipped: the tokenizer ({manifest['tokenizer'].get('kind')}) has no chat pieces {', '.join(missing)}; "

@@ -12,7 +12,10 @@ resumes there; the finished checkpoint is recorded in ``checkpoints/<stage>/LATE
   `tenali_model.posttrain.student`), then learns from the teacher's softened distribution on the
   token shards in the seed's two phases (T 2.5 then 3.0, alpha 0.7 then 0.4, one-cycle).
 - SFT: the grounded instructions with LoRA (r 16, alpha 32, dropout 0.05, head trained), merged
-  into a standalone checkpoint.
+  into a standalone checkpoint. On a base model's lineage the chat tokenizer has the chat tokens
+  the base lacked (tokenizer asset); SFT grows its parent's embeddings (and untied head) to it, new
+  rows at the mean of the old ones, and trains those rows even under LoRA
+  (`tenali_model.posttrain.vocab`); a parent whose vocabulary cannot be fitted fails before launch.
 - DPO: the grounded preference pairs (right figure chosen, wrong figure rejected) against the frozen
   SFT model.
 
@@ -69,8 +72,28 @@ def _local(store, lake: LakeResource, key: str) -> Path:
     return store.download_dir(key, lake.cache() / key)
 
 
+def _fit_parent(parent_dir: Path, tokenizer: Path) -> dict:
+    """Metadata on the parent's vocabulary against the chat tokenizer: empty when it fits, a note when
+    the stage will grow it by the chat tokens; a mismatch that growing cannot fix fails before launch."""
+    from tenali_model.checkpoint import load_config, resolve_checkpoint
+    from tenali_model.posttrain.data import DataError
+    from tenali_model.posttrain.vocab import added_token_ids
+    from tenali_model.tokenizer import load_tokenizer
+
+    tok = load_tokenizer(tokenizer)
+    vocab = load_config(resolve_checkpoint(parent_dir)).vocab_size
+    try:
+        ids = added_token_ids(tok, vocab, f"the parent checkpoint {parent_dir}")
+    except DataError as e:
+        raise dg.Failure(str(e)) from e
+    if not ids:
+        return {}
+    return {"vocab_extended": f"{vocab} -> {tok.vocab_size}: {', '.join(tok.id_to_token(i) for i in ids)} "
+                              "added, rows initialised to the mean embedding"}
+
+
 def _run_stage(context: dg.AssetExecutionContext, lake: LakeResource, launcher, stage: str, make_config,
-               parent: dict) -> dg.MaterializeResult:
+               parent: dict, extra_metadata: dict | None = None) -> dg.MaterializeResult:
     """Write the stage's config, launch it, check what rank 0 reported, upload, record LATEST."""
     store = lake.lake()
     run_key = f"checkpoints/{stage}/{context.run_id}"
@@ -95,6 +118,7 @@ def _run_stage(context: dg.AssetExecutionContext, lake: LakeResource, launcher, 
     return dg.MaterializeResult(metadata={
         **reported,
         **tracked,
+        **(extra_metadata or {}),
         "checkpoint": dg.MetadataValue.path(uri),
         "parent_checkpoint": dg.MetadataValue.path(parent["checkpoint"]),
         "loss_plot": dg.MetadataValue.md(loss_curve_markdown(metrics)),
@@ -152,7 +176,7 @@ def sft_checkpoint(context: dg.AssetExecutionContext, config: SFTSettings, lake:
                          seq_len=training.seq_len, seed=training.seed, lora=lora,
                          eval_every=max(config.steps // 2, 1), ckpt_every=max(config.steps // 2, 1),
                          log_every=max(config.steps // 20, 1))
-    return _run_stage(context, lake, launcher, "sft", make, parent)
+    return _run_stage(context, lake, launcher, "sft", make, parent, _fit_parent(parent_dir, tok))
 
 
 @dg.asset(group_name="posttraining", deps=[sft_checkpoint, grounded_instructions], kinds={"pytorch"},
@@ -173,7 +197,7 @@ def dpo_checkpoint(context: dg.AssetExecutionContext, config: DPOSettings, lake:
                          steps=config.steps, lr=config.lr, min_lr=config.lr / 10, warmup_steps=max(config.steps // 10, 1),
                          batch_size=training.batch_size, seq_len=training.seq_len, seed=training.seed,
                          ckpt_every=config.steps, log_every=max(config.steps // 10, 1))
-    return _run_stage(context, lake, launcher, "dpo", make, parent)
+    return _run_stage(context, lake, launcher, "dpo", make, parent, _fit_parent(parent_dir, tok))
 
 
 # ---------------------------------------------------------------------------------------------------

@@ -2,7 +2,10 @@
 
 ``releases/<id>/`` is a transformers model folder (config.json, model.safetensors, tokenizer.json,
 tokenizer_config.json with the chat template) plus the sentencepiece ``tokenizer.model``, the model
-card ``README.md`` and ``release.json`` (evaluation figures, lineage). ``releases/LATEST.json``
+card ``README.md`` and ``release.json`` (evaluation figures, lineage). On a base model's lineage
+(``TENALI_BASE_MODEL``) there is no sentencepiece model: tokenizer.json is the base's own for a base
+checkpoint, and for a chat model the base's with the chat tokens added (the one its embeddings were
+grown to), so its chat template renders them. ``releases/LATEST.json``
 names the current release; it moves only to a release that is no worse (by validation bits per
 byte) than the current one, and the blocking check fails a release that is worse, so a regression
 is written for inspection but never served by default.
@@ -17,13 +20,13 @@ from pathlib import Path
 
 import dagster as dg
 from tenali_model.checkpoint import load_config, load_meta
-from tenali_model.hf import _ARCH, export_hf
+from tenali_model.hf import _ARCH, ConversionError, export_hf
 
 from ...resources import LakeResource
 from ..corpus.assets import DOCUMENT_ASSETS
 from ..evaluation.assets import pretrain_evaluation
 from ..shards.assets import MANIFEST, SHARDS_KEY
-from ..tokenizer.assets import MODEL_KEY
+from ..tokenizer.assets import TOKENIZER_KEY, export_tokenizer_file, lake_tokenizer
 from ..training.assets import LATEST_KEY
 from .card import model_card, release_json
 
@@ -66,6 +69,12 @@ def _evaluations(instance) -> list[dict]:
                 out.append({"checkpoint": str(meta["checkpoint"].value), "figures": figures,
                             "timestamp": r.timestamp, "stage": stage})
     return sorted(out, key=lambda e: -e["timestamp"])
+
+
+def _json_vocab(tokenizer_json: bytes) -> int:
+    from tokenizers import Tokenizer
+
+    return Tokenizer.from_str(tokenizer_json.decode()).get_vocab_size(with_added_tokens=True)
 
 
 def _kind(stage: str | None) -> str:
@@ -124,12 +133,15 @@ def model_release(context: dg.AssetExecutionContext, lake: LakeResource, config:
     ckpt_key = _key_of(store, chosen["checkpoint"])
     ckpt = store.download_dir(ckpt_key, lake.cache() / ckpt_key)
     meta, cfg = load_meta(ckpt), load_config(ckpt)
-    tokenizer = store.read_bytes(MODEL_KEY)
-    tok_sha = hashlib.sha256(tokenizer).hexdigest()
+    source, _ = lake_tokenizer(store)  # the tokenizer the shards (and so the checkpoints) were made with
     latest_ckpt = store.read_json(LATEST_KEY)
-    if latest_ckpt.get("checkpoint_key") == ckpt_key and latest_ckpt.get("tokenizer_sha256") not in (None, tok_sha):
-        raise dg.Failure(f"The tokenizer in the lake (sha256 {tok_sha[:12]}) is not the one {ckpt_key} was trained "
-                         "with: retrain, or release from a lake that still holds its tokenizer.")
+    if latest_ckpt.get("checkpoint_key") == ckpt_key and latest_ckpt.get("tokenizer_sha256") not in (None, source.sha256):
+        raise dg.Failure(f"The tokenizer in the lake (sha256 {source.sha256[:12]}) is not the one {ckpt_key} was "
+                         "trained with: retrain, or release from a lake that still holds its tokenizer.")
+    tok_file = export_tokenizer_file(store, chat=_kind(chosen["stage"]) == "chat")
+    tokenizer = store.read_bytes(f"{TOKENIZER_KEY}/{tok_file}")
+    tok_sha = hashlib.sha256(tokenizer).hexdigest()
+    sentencepiece = tok_file.endswith(".model")
     manifest = store.read_json(f"{SHARDS_KEY}/{MANIFEST}")
     created = dt.datetime.now(dt.timezone.utc)
     release_id = f"{config.name}-{created:%Y%m%d-%H%M%S}-step{meta['step']}-{meta['model_sha256'][:8]}"
@@ -142,7 +154,10 @@ def model_release(context: dg.AssetExecutionContext, lake: LakeResource, config:
     release = {
         "release_id": release_id, "model_name": release_id, "created": created.strftime("%Y-%m-%dT%H:%M:%SZ"),
         "model": {**cfg.__dict__, "num_params": meta["num_params"], "architecture": _ARCH[cfg.activation][0]},
-        "tokenizer": {"sha256": tok_sha, "vocab_size": manifest["tokenizer"]["vocab_size"], "file": "tokenizer.model"},
+        "tokenizer": {"sha256": tok_sha, "kind": source.kind, "shards_sha256": source.sha256,
+                      "file": "tokenizer.model" if sentencepiece else "tokenizer.json",
+                      "vocab_size": manifest["tokenizer"]["vocab_size"] if sentencepiece else _json_vocab(tokenizer)},
+        "base_model": latest_ckpt.get("base_model"),
         "checkpoint": {"key": ckpt_key, "step": meta["step"], "tokens_seen": meta.get("tokens_seen"),
                        "model_sha256": meta["model_sha256"], "created": meta.get("created")},
         "evaluation": chosen["figures"],
@@ -152,10 +167,14 @@ def model_release(context: dg.AssetExecutionContext, lake: LakeResource, config:
     }
     key = f"{RELEASES_KEY}/{release_id}"
     with store.staged_dir(key) as out, tempfile.TemporaryDirectory() as tmp:
-        sp_path = Path(tmp) / "tokenizer.model"
-        sp_path.write_bytes(tokenizer)
-        export_hf(ckpt, out, tokenizer_model=sp_path)
-        (out / "tokenizer.model").write_bytes(tokenizer)
+        tok_path = Path(tmp) / release["tokenizer"]["file"]
+        tok_path.write_bytes(tokenizer)
+        try:
+            export_hf(ckpt, out, tokenizer_model=tok_path)
+        except ConversionError as e:
+            raise dg.Failure(f"{ckpt_key} cannot be exported with tokenizer/{tok_file}: {e}") from e
+        if sentencepiece:
+            (out / "tokenizer.model").write_bytes(tokenizer)
         (out / "README.md").write_text(model_card(release), encoding="utf-8")
         (out / "release.json").write_text(release_json(release), encoding="utf-8")
         card = (out / "README.md").read_text(encoding="utf-8")
@@ -189,8 +208,8 @@ def not_worse_than_current(context: dg.AssetCheckExecutionContext, lake: LakeRes
     store = lake.lake()
     release_id = meta["release_id"]
     release = store.read_json(f"{RELEASES_KEY}/{release_id}/release.json")
-    files = {"config.json", "model.safetensors", "tokenizer.json", "tokenizer_config.json", "tokenizer.model",
-             "README.md", "release.json"}
+    files = {"config.json", "model.safetensors", "tokenizer.json", "tokenizer_config.json", "README.md",
+             "release.json", release["tokenizer"].get("file", "tokenizer.model")}  # + tokenizer.model, or not
     missing = sorted(f for f in files if not store.exists(f"{RELEASES_KEY}/{release_id}/{f}"))
     previous = release.get("previous")
     passed = bool(release["promoted"]) and not missing

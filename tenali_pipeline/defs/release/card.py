@@ -29,6 +29,20 @@ _STAGE_LINES = {
 }
 
 
+def _tokenizer_line(release: dict) -> str:
+    tok = release["tokenizer"]
+    specials = ", ".join(f"`{t}`" for t in SPECIAL_TOKENS)
+    if tok.get("file", "tokenizer.model") == "tokenizer.model":
+        return (f"SentencePiece BPE with byte fallback and single-digit splitting, {tok['vocab_size']:,} pieces "
+                f"(`tokenizer.model`, sha256 `{tok['sha256'][:16]}…`), also as `tokenizer.json` for transformers. "
+                f"Special pieces: {specials}.")
+    chat = release.get("chat_template")
+    return (f"The base model's own tokenizer (`tokenizer.json`, {tok['vocab_size']:,} tokens, sha256 "
+            f"`{tok['sha256'][:16]}…`)" + (f", with {specials} added as special tokens after its last id (their "
+                                            "embeddings started at the mean of the base's and were trained by "
+                                            "instruction tuning)." if chat else "."))
+
+
 def model_card(release: dict) -> str:
     """Hugging Face style README.md: front matter, then architecture, tokenizer, data, evaluation, use and limits."""
     m, tok, ev, lin = release["model"], release["tokenizer"], release["evaluation"], release["lineage"]
@@ -43,8 +57,11 @@ def model_card(release: dict) -> str:
         "",
         f"# {release['model_name']}",
         "",
-        f"A {m['num_params'] / 1e6:.1f}M-parameter decoder-only language model pretrained from scratch by Tenali on "
-        f"finance text (market data, macro series, crypto, SEC filings, news and documents rendered as text). "
+        f"A {m['num_params'] / 1e6:.1f}M-parameter decoder-only language model "
+        + (f"continued from the base model `{release['base_model']['name']}` (`{release['base_model']['uri']}`) "
+           if release.get("base_model") else "pretrained from scratch ")
+        + "by Tenali on finance text (market data, macro series, crypto, SEC filings, news and documents rendered "
+        f"as text). "
         f"Release `{release['release_id']}`, created {release['created']}.",
         "",
         _STAGE_LINES.get(release.get("stage", "pretrain"), ""),
@@ -61,9 +78,7 @@ def model_card(release: dict) -> str:
         "",
         "## Tokenizer",
         "",
-        f"SentencePiece BPE with byte fallback and single-digit splitting, {tok['vocab_size']:,} pieces "
-        f"(`tokenizer.model`, sha256 `{tok['sha256'][:16]}…`), also as `tokenizer.json` for transformers. "
-        f"Special pieces: {', '.join(f'`{t}`' for t in SPECIAL_TOKENS)}. Chat template (also in tokenizer_config.json):",
+        _tokenizer_line(release) + " Chat template (also in tokenizer_config.json):",
         "",
         "```",
         render_text([{"role": "system", "content": "…"}, {"role": "user", "content": "…"},

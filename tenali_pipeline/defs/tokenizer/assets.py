@@ -6,13 +6,21 @@ The whole ``tokenizer/`` folder is written at once, so a switch of kind leaves n
 kind behind (a stale ``tenali.model`` next to a base lineage would give later stages wrong ids).
 ``tokenizer/report.json`` says which tokenizer the folder holds (``kind``, ``sha256`` of its file,
 vocabulary size, end-of-text token); `lake_tokenizer` reads it back for the stages that encode.
+
+A base model's tokenizer has no chat markup, so beside it the folder holds ``base/chat/``: the same
+tokenizer.json with the missing ``<|endoftext|>``, ``<|user|>``, ``<|assistant|>``, ``<|pad|>`` and
+``<|system|>`` added as special tokens after the base's last id (every other id unchanged, so the
+shards, encoded with the base's own file, stay valid), and a tokenizer_config.json with the chat
+template. The chat stages read it (`chat_tokenizer_file`); the first of them grows the model's
+embeddings to it (`tenali_model.posttrain.vocab`); the release of a chat model exports it.
 """
 
+import hashlib
 import json
 
 import dagster as dg
 from tenali_model.hf import ConversionError, model_config_from_hf, write_tokenizer
-from tenali_model.tokenizer import PAD, SPECIAL_TOKENS
+from tenali_model.tokenizer import add_chat_tokens
 from tokenizers import Tokenizer
 
 from ...resources import CorpusResource, LakeResource
@@ -24,6 +32,7 @@ TOKENIZER_KEY = "tokenizer"
 MODEL_KEY, REPORT_KEY = "tokenizer/tenali.model", "tokenizer/report.json"
 HF_KEY = "tokenizer/hf"
 BASE_KEY = "tokenizer/base"  # a base model's tokenizer.json and tokenizer_config.json
+BASE_CHAT_FILE = "base/chat/tokenizer.json"  # relative to tokenizer/: the base's with the chat tokens added
 
 
 @dg.asset(group_name="tokenizer", deps=[corpus], kinds={"sentencepiece"},
@@ -79,11 +88,22 @@ def _base_tokenizer(context: dg.AssetExecutionContext, lake: LakeResource, uri: 
         context.log.warning(f"{report['roundtrip_failures']} of {report['val_documents']} validation documents do not "
                             "decode back to their text with the base tokenizer (its normaliser or pre-tokeniser "
                             "changes text); training works, generated text may differ in those places.")
+    try:
+        chat_json, added = add_chat_tokens(files["tokenizer.json"])
+    except ValueError as e:  # TokenizerError: ids with gaps
+        raise dg.Failure(f"TENALI_BASE_MODEL={uri}: the chat tokens cannot be added to its tokenizer: {e}") from e
     with store.staged_dir(TOKENIZER_KEY) as out:
         (out / "base").mkdir()
         for name in ("tokenizer.json", "tokenizer_config.json"):
             if name in files:
                 (out / "base" / name).write_bytes(files[name])
+        chat = out / BASE_CHAT_FILE
+        chat.parent.mkdir()
+        chat.write_text(chat_json, encoding="utf-8")
+        write_tokenizer(chat, chat.parent, model_max_length=model_cfg.max_seq_len)  # + tokenizer_config.json
+        report["chat"] = {"file": BASE_CHAT_FILE, "added_tokens": added,
+                          "vocab_size": Tokenizer.from_file(str(chat)).get_vocab_size(with_added_tokens=True),
+                          "sha256": hashlib.sha256(chat.read_bytes()).hexdigest()}
         (out / "report.json").write_text(json.dumps(report, indent=2, sort_keys=True))
     context.log.info(f"tokenizer of base model {uri}: {enc.vocab_size} tokens, documents end with "
                      f"{source.eot_token!r} (id {enc.eot_id})")
@@ -92,6 +112,9 @@ def _base_tokenizer(context: dg.AssetExecutionContext, lake: LakeResource, uri: 
         "uri": dg.MetadataValue.path(store.uri(f"{BASE_KEY}/tokenizer.json")),
         "base_model": dg.MetadataValue.path(uri),
         "eot_token": source.eot_token,
+        "chat_tokenizer": dg.MetadataValue.path(store.uri(f"{TOKENIZER_KEY}/{BASE_CHAT_FILE}")),
+        "chat_tokens_added": ", ".join(added) or "none: the base has them",
+        "chat_vocab_size": report["chat"]["vocab_size"],
     })
 
 
@@ -111,9 +134,10 @@ def _report_metadata(report: dict) -> dict:
 def lake_tokenizer(store) -> tuple[TokenizerSource, dict]:
     """The tokenizer the lake holds now (the tokenizer asset's output) and its report.
 
-    A report written before base models existed has no ``kind``: it is sentencepiece.
+    A report written before base models existed has no ``kind`` (and a lake assembled by hand beside
+    a ``tenali.model`` may have no report): it is sentencepiece.
     """
-    report = store.read_json(REPORT_KEY)
+    report = store.read_json(REPORT_KEY) if store.exists(REPORT_KEY) or not store.exists(MODEL_KEY) else {}
     kind = report.get("kind", SENTENCEPIECE)
     if kind == HF_BASE:
         return TokenizerSource(HF_BASE, store.read_bytes(f"{BASE_KEY}/tokenizer.json"), report["eot_token"]), report
@@ -121,21 +145,28 @@ def lake_tokenizer(store) -> tuple[TokenizerSource, dict]:
 
 
 def chat_tokenizer_file(store) -> str:
-    """The tokenizer file, relative to ``tokenizer/``, that chat stages (SFT, DPO) read. A tokenizer
-    without the chat markup (a base model's, usually) fails here, naming the missing pieces and the fix,
-    before any compute."""
+    """The tokenizer file, relative to ``tokenizer/``, that chat stages (SFT, DPO) read: Tenali's own
+    (it has the chat pieces), or for a base model the base's with the chat tokens added. A base lineage
+    whose tokenizer folder predates that file fails here, before any compute, naming the fix."""
+    source, report = lake_tokenizer(store)
+    if source.kind == SENTENCEPIECE:
+        return "tenali.model"
+    chat = report.get("chat")
+    if not chat or not store.exists(f"{TOKENIZER_KEY}/{chat['file']}"):
+        raise dg.Failure(
+            "The lake's base-model tokenizer (TENALI_BASE_MODEL) has no chat version beside it (tokenizer/"
+            f"{BASE_CHAT_FILE}, written by the tokenizer asset since chat stages run on a base lineage): "
+            "re-materialise the tokenizer asset; the base's own tokenizer.json and the token shards stay as they are.")
+    return chat["file"]
+
+
+def export_tokenizer_file(store, chat: bool) -> str:
+    """The tokenizer file, relative to ``tokenizer/``, a release exports with a checkpoint: the chat
+    tokenizer for a chat model (its embeddings were grown to it), else the one the shards were made with."""
     source, _ = lake_tokenizer(store)
     if source.kind == SENTENCEPIECE:
         return "tenali.model"
-    hf = source.load().hf
-    missing = [t for t in SPECIAL_TOKENS if t != PAD and hf.token_to_id(t) is None]
-    if missing:
-        raise dg.Failure(
-            f"The base model's tokenizer (TENALI_BASE_MODEL) has no {', '.join(missing)} tokens, which chat "
-            "formatting needs; post-training a base lineage needs them added to its tokenizer as special tokens "
-            "and its embeddings resized (not automated yet), or unset TENALI_BASE_MODEL to train Tenali's own "
-            "tokenizer (it has them).")
-    return "base/tokenizer.json"
+    return chat_tokenizer_file(store) if chat else "base/tokenizer.json"
 
 
 @dg.asset_check(asset=tokenizer, blocking=True,
