@@ -11,6 +11,8 @@ from dataclasses import dataclass, field
 
 import polars as pl
 
+from .sources.india_schema import INDIA_KEYS, INDIA_REQUIRED
+from .sources.us_ipo_schema import US_IPO_KEYS, US_IPO_REQUIRED
 from .sources.schema import SCHEMAS, conform
 
 
@@ -33,6 +35,8 @@ KEYS = {
     "defillama": ["metric", "scope", "entity", "date"],
     "coingecko": ["coin_id", "date"],
     "centralbank": ["doc_id"],
+    **INDIA_KEYS,
+    **US_IPO_KEYS,
 }
 
 # Columns that must never be null after cleaning (checked again by the asset checks).
@@ -48,6 +52,8 @@ REQUIRED = {
     "defillama": ["metric", "scope", "entity", "date", "value"],
     "coingecko": ["coin_id", "date", "price_usd"],
     "centralbank": ["doc_id", "bank", "doc_type", "title", "link", "published", "text"],
+    **INDIA_REQUIRED,
+    **US_IPO_REQUIRED,
 }
 
 _BAD_OHLC = (
@@ -66,6 +72,9 @@ _EXTRA_RULES = {
     "fundamentals": [("non_finite_value", ~pl.col("value").is_finite())],
     "defillama": [("non_finite_value", ~pl.col("value").is_finite()), ("negative_value", pl.col("value") < 0)],
     "coingecko": [("non_positive_price", ~(pl.col("price_usd") > 0))],
+    "india_bhavcopy": [("impossible_ohlc", _BAD_OHLC)],
+    "india_ipos": [("non_positive_price", pl.col("issue_price") <= 0)],
+    "us_ipos": [("non_positive_price", pl.col("offer_price") <= 0)],
     "centralbank": [
         ("empty_text", pl.col("text").str.strip_chars().str.len_chars() == 0),
         # a decision whose parts contradict each other cannot come from the parser: a damaged row

@@ -15,6 +15,8 @@ from .defs.evaluation import assets as evaluation
 from .defs.features import assets as features
 from .defs.filings import assets as filings
 from .defs.fundamentals import assets as fundamentals
+from .defs.india import assets as india
+from .defs.us_ipos import assets as us_ipos
 from .defs.macro import assets as macro
 from .defs.market import assets as market
 from .defs.news import assets as news
@@ -26,11 +28,11 @@ from .defs.tokenizer import assets as tokenizer
 from .defs.training import assets as training
 from .defs.release import assets as release
 from .defs.universe import assets as universe
-from .defs.schedules import build_schedules_and_sensors, ingest_job
+from .defs.schedules import build_schedules_and_sensors
 from .resources import build_resources
 from .settings import Settings, load_settings
 
-STAGES = [market, macro, crypto, filings, news, documents, universe, fundamentals, onchain, centralbank, features, corpus, tokenizer, shards, training, evaluation, posttraining, posttraining_stages, release]
+STAGES = [market, macro, crypto, filings, news, documents, universe, fundamentals, onchain, centralbank, india, us_ipos, features, corpus, tokenizer, shards, training, evaluation, posttraining, posttraining_stages, release]
 
 # The whole graph, sources to evaluation: what `tenali demo` runs.
 everything_job = dg.define_asset_job(
@@ -46,13 +48,17 @@ def build_definitions(settings: Settings | None = None, **resource_overrides) ->
     # an object imported into several modules is loaded once.
     assets = dg.load_assets_from_modules(STAGES)
     checks = dg.load_asset_checks_from_modules(STAGES)
-    if settings.tickers_from_universe:  # TENALI_TICKERS=universe: market and filings read the universe
-        assets, checks = market.use_universe(assets, checks)
-    schedules, sensors = build_schedules_and_sensors(settings.profile)
+    if settings.tickers_from_universe or settings.instrument_buckets > 1:
+        # TENALI_TICKERS=universe: market and filings read the universe; TENALI_INSTRUMENT_BUCKETS > 1:
+        # the per-instrument sources are partitioned into buckets
+        assets, checks = market.rebuild_instrument_sources(assets, checks, buckets=settings.instrument_buckets,
+                                                           universe=settings.tickers_from_universe)
+    schedules, sensors, jobs = build_schedules_and_sensors(settings.profile, settings.instrument_buckets,
+                                                           universe=settings.tickers_from_universe)
     return dg.Definitions(
         assets=assets,
         asset_checks=checks,
-        jobs=[everything_job, ingest_job],
+        jobs=[everything_job, *jobs],
         schedules=schedules,
         sensors=sensors,
         resources={**build_resources(settings), **resource_overrides},

@@ -89,13 +89,13 @@ class Lake:
         if self.is_local:
             atomic_write_bytes(Path(path), data)
         else:
-            with self._fs.open_output_stream(path) as out:
+            with self._fs.open_output_stream(path, compression=None) as out:  # bytes as given, even for .gz
                 out.write(data)
         return self.uri(key)
 
     def read_bytes(self, key: str) -> bytes:
         try:
-            with self._fs.open_input_stream(self._path(key)) as f:
+            with self._fs.open_input_stream(self._path(key), compression=None) as f:
                 return f.read()
         except FileNotFoundError as e:
             raise FileNotFoundError(
@@ -164,7 +164,7 @@ class Lake:
     def _put_file(self, local: Path, key: str) -> str:
         """Stream a local file to `key` in chunks; returns its sha256."""
         digest = hashlib.sha256()
-        with open(local, "rb") as src, self._fs.open_output_stream(self._path(key)) as out:
+        with open(local, "rb") as src, self._fs.open_output_stream(self._path(key), compression=None) as out:
             while chunk := src.read(_CHUNK):
                 digest.update(chunk)
                 out.write(chunk)
@@ -177,7 +177,7 @@ class Lake:
             digest = hashlib.sha256()
             fd, tmp = tempfile.mkstemp(prefix=f".{out.name}.", suffix=".tmp", dir=out.parent)
             try:
-                with os.fdopen(fd, "wb") as dst, self._fs.open_input_stream(self._path(key)) as src:
+                with os.fdopen(fd, "wb") as dst, self._fs.open_input_stream(self._path(key), compression=None) as src:
                     while chunk := src.read(_CHUNK):
                         digest.update(chunk)
                         dst.write(chunk)

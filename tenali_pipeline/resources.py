@@ -43,6 +43,8 @@ class SourcesResource(dg.ConfigurableResource):
     crypto_exchange: str = "kraken"
     crypto_symbols: list[str] = ["BTC/USD", "ETH/USD"]
     news_feeds: list[str] = []
+    # feed hosts (or ["all"]) whose short entries get their linked article fetched; [] = off (TENALI_NEWS_ARTICLES)
+    news_articles: list[str] = []
     documents_root: str = ""
     start_date: str = "2015-01-01"
     universe_classes: list[str] = ["equities", "etfs", "currencies", "cryptos"]
@@ -51,6 +53,8 @@ class SourcesResource(dg.ConfigurableResource):
     universe_quote_currencies: list[str] = ["USD", "INR"]
     financedatabase_url: str = "https://raw.githubusercontent.com/JerBouma/FinanceDatabase/main/compression/"
     sources_off: list[str] = []
+    # a ticker checked less than this many hours ago is not asked again (sources/incremental.py)
+    refresh_hours: float = 6.0
     defillama_chains: list[str] = ["Ethereum", "Solana"]
     defillama_protocols: list[str] = ["aave", "uniswap", "lido"]
     coingecko_coins: list[str] = ["bitcoin", "ethereum"]
@@ -69,9 +73,10 @@ class SourcesResource(dg.ConfigurableResource):
 
     def is_off(self, source: str) -> bool:
         """True when TENALI_SOURCES_OFF names `source` (its assets then write empty tables)."""
-        return source in self.sources_off
+        return source in self.sources_off or source.split("_")[0] in self.sources_off  # "india" = india_*
 
-    def universe(self):
+    def universe(self, archive=None):
+        """`archive` keeps the SEC ticker map as served (financedatabase caches its own files)."""
         if self.is_sample:
             from .sources.sample.universe import SampleUniverseClient
 
@@ -83,7 +88,7 @@ class SourcesResource(dg.ConfigurableResource):
                                              countries=self.universe_countries,
                                              quote_currencies=self.universe_quote_currencies,
                                              base_url=self.financedatabase_url,
-                                             identity=os.environ.get("SEC_EDGAR_IDENTITY"))
+                                             identity=os.environ.get("SEC_EDGAR_IDENTITY"), archive=archive)
 
     def fundamentals(self, companies: dict[str, str], on_raw=None):
         """XBRL company facts for `companies` (symbol -> CIK, from the universe)."""
@@ -95,36 +100,73 @@ class SourcesResource(dg.ConfigurableResource):
 
         return SecXbrlClient(companies, identity=os.environ.get("SEC_EDGAR_IDENTITY"), on_raw=on_raw)
 
-    def defillama(self):
+    def defillama(self, chains=None, protocols=None, archive=None):
+        """`chains` / `protocols` (those due for a refresh) replace the configured lists when given;
+        `archive` keeps the raw JSON."""
+        chains = list(chains) if chains is not None else self.defillama_chains
+        protocols = list(protocols) if protocols is not None else self.defillama_protocols
         if self.is_sample:
             from .sources.sample.defillama import SampleDefiLlamaClient
 
-            return SampleDefiLlamaClient(self.defillama_chains, self.defillama_protocols)
+            return SampleDefiLlamaClient(chains, protocols)
         from .sources.live.defillama import DefiLlamaClient
 
-        return DefiLlamaClient(self.defillama_chains, self.defillama_protocols, start=self.start_date)
+        return DefiLlamaClient(chains, protocols, start=self.start_date, archive=archive)
 
-    def coingecko(self):
+    def coingecko(self, coins=None, archive=None):
+        """`coins` (those due for a refresh) replace the configured list when given; `archive` keeps the raw JSON."""
+        coins = list(coins) if coins is not None else self.coingecko_coins
         if self.is_sample:
             from .sources.sample.coingecko import SampleCoinGeckoClient
 
-            return SampleCoinGeckoClient(self.coingecko_coins)
+            return SampleCoinGeckoClient(coins)
         from .sources.live.coingecko import CoinGeckoClient
 
-        return CoinGeckoClient(self.coingecko_coins, start=self.start_date, api_key=os.environ.get("COINGECKO_API_KEY"))
+        return CoinGeckoClient(coins, start=self.start_date, api_key=os.environ.get("COINGECKO_API_KEY"), archive=archive)
 
-    def central_bank(self, known=(), state: dict | None = None):
-        """Central-bank communications; `known` links are not fetched again, `state` holds feed ETags."""
+    def central_bank(self, known=(), state: dict | None = None, archive=None):
+        """Central-bank communications; `known` links are not fetched again, `state` holds feed ETags,
+        `archive` keeps the feeds, robots.txt and pages as served."""
         if self.is_sample:
             from .sources.sample.centralbank import SampleCentralBankClient
 
             return SampleCentralBankClient()
         from .sources.live.centralbank import CentralBankClient
 
-        return CentralBankClient(self.central_bank_feeds, known=known, state=state, delay=self.central_bank_delay)
+        return CentralBankClient(self.central_bank_feeds, known=known, state=state, delay=self.central_bank_delay,
+                                 archive=archive)
 
-    def market(self, tickers: list[str] | None = None):
-        """`tickers` (from the universe) replace the configured list when given."""
+    def us_ipos(self, archive=None):
+        """US IPOs from EDGAR's final prospectuses (424B4 / 424B1) since TENALI_START_DATE."""
+        if self.is_sample:
+            from .sources.sample.us_ipos import SampleUsIpoClient
+
+            return SampleUsIpoClient()
+        from .sources.live.us_ipos import EdgarIpoClient
+
+        return EdgarIpoClient(self.start_date, identity=os.environ.get("SEC_EDGAR_IDENTITY"), archive=archive)
+
+    def india(self, start=None, archive=None, exchange: str = "NSE"):
+        """NSE announcements, bhavcopy and IPOs, or (`exchange="BSE"`) BSE announcements, from `start`
+        (default TENALI_START_DATE)."""
+        exchange = exchange.upper()
+        if exchange not in ("NSE", "BSE"):
+            raise ValueError(f"Indian exchange {exchange!r}: use NSE or BSE")
+        if self.is_sample:
+            from .sources.sample.india import SampleBseClient, SampleIndiaClient
+
+            return SampleBseClient() if exchange == "BSE" else SampleIndiaClient()
+        if exchange == "BSE":
+            from .sources.live.bse import BseClient
+
+            return BseClient(start or self.start_date, archive=archive)
+        from .sources.live.india import NseClient
+
+        return NseClient(start or self.start_date, archive=archive)
+
+    def market(self, tickers: list[str] | None = None, archive=None):
+        """`tickers` (a bucket's, or the universe's) replace the configured list when given; `archive`
+        keeps the raw responses."""
         tickers = list(tickers) if tickers is not None else self.tickers
         if self.is_sample:
             from .sources.sample import SampleMarketClient
@@ -132,47 +174,59 @@ class SourcesResource(dg.ConfigurableResource):
             return SampleMarketClient(tickers)
         from .sources.live.market import YFinanceMarketClient
 
-        return YFinanceMarketClient(tickers, start=self.start_date, end=None)
+        return YFinanceMarketClient(tickers, start=self.start_date, end=None, archive=archive)
 
-    def macro(self):
+    def macro(self, archive=None):
+        """`archive` keeps FRED's XML as served (the key masked)."""
         if self.is_sample:
             from .sources.sample import SampleMacroClient
 
             return SampleMacroClient()
         from .sources.live.macro import FredMacroClient
 
-        return FredMacroClient(self.fred_series, api_key=os.environ.get("FRED_API_KEY"), start=self.start_date)
+        return FredMacroClient(self.fred_series, api_key=os.environ.get("FRED_API_KEY"), start=self.start_date,
+                               archive=archive)
 
-    def crypto(self):
+    def crypto(self, archive=None):
+        """`archive` keeps the exchange's JSON as served."""
         if self.is_sample:
             from .sources.sample import SampleCryptoClient
 
             return SampleCryptoClient()
         from .sources.live.crypto import CcxtCryptoClient
 
-        return CcxtCryptoClient(self.crypto_exchange, self.crypto_symbols, timeframe="1d", since=self.start_date)
+        return CcxtCryptoClient(self.crypto_exchange, self.crypto_symbols, timeframe="1d", since=self.start_date,
+                                archive=archive)
 
-    def filings(self, download_dir: Path, companies: dict[str, str] | None = None):
+    def filings(self, download_dir: Path, companies: dict[str, str] | None = None, *, archive=None,
+                tickers: list[str] | None = None):
         """`companies` (symbol -> CIK, from the universe) replace the configured tickers when given:
-        the live client asks EDGAR by CIK, which also reaches delisted and renamed companies."""
+        the live client asks EDGAR by CIK, which also reaches delisted and renamed companies. `tickers`
+        (a bucket's) replace the configured list; `archive` keeps the full submissions."""
+        tickers = list(tickers) if tickers is not None else self.tickers
         if self.is_sample:
             from .sources.sample import SampleFilingsClient
 
-            return SampleFilingsClient(list(companies) if companies is not None else self.tickers)
+            return SampleFilingsClient(list(companies) if companies is not None else tickers)
         from .sources.live.filings import EdgarFilingsClient
 
-        wanted = list(companies.values()) if companies is not None else self.tickers
+        wanted = list(companies.values()) if companies is not None else tickers
         return EdgarFilingsClient(wanted, identity=os.environ.get("SEC_EDGAR_IDENTITY"), download_dir=download_dir,
-                                  after=self.start_date)
+                                  after=self.start_date, archive=archive)
 
-    def news(self, state: dict | None = None):
+    def news(self, state: dict | None = None, archive=None, known_articles: dict[str, str] | None = None,
+             skip_articles=()):
+        """`state` holds each feed's ETag / Last-Modified; `archive` keeps the feed bodies (and 304s),
+        robots.txt and article pages. Articles (`news_articles`): `known_articles` (entry id -> text)
+        are reused, never fetched again; `skip_articles` (entry ids) failed for good before."""
         if self.is_sample:
             from .sources.sample import SampleNewsClient
 
             return SampleNewsClient(self.tickers)
         from .sources.live.news import RssNewsClient
 
-        return RssNewsClient(self.news_feeds, state=state)
+        return RssNewsClient(self.news_feeds, state=state, archive=archive, articles=self.news_articles,
+                             known_articles=known_articles, skip_articles=skip_articles)
 
     def documents(self):
         if self.is_sample:
@@ -244,6 +298,7 @@ def build_resources(settings: Settings, env=None) -> dict:
             crypto_exchange=e("TENALI_CRYPTO_EXCHANGE", settings.crypto_exchange),
             crypto_symbols=list(settings.crypto_symbols),
             news_feeds=list(settings.news_feeds),
+            news_articles=list(settings.news_articles),
             documents_root=e("TENALI_DOCUMENTS_ROOT", settings.documents_root),
             start_date=e("TENALI_START_DATE", settings.start_date),
             universe_classes=list(settings.universe_classes),
@@ -258,6 +313,7 @@ def build_resources(settings: Settings, env=None) -> dict:
             tickers_from_universe=settings.tickers_from_universe,
             central_bank_feeds=list(settings.central_bank_feeds),
             central_bank_delay=settings.central_bank_delay,
+            refresh_hours=settings.refresh_hours,
         ),
         "corpus_settings": CorpusResource(
             val_start=e("TENALI_VAL_START", settings.val_start),

@@ -38,6 +38,9 @@ VARIABLES: dict[str, tuple[str, str]] = {
     "TENALI_CRYPTO_EXCHANGE": ("ccxt exchange id", "kraken"),
     "TENALI_CRYPTO_SYMBOLS": ("comma-separated ccxt symbols", "BTC/USD,ETH/USD"),
     "TENALI_NEWS_FEEDS": ("comma-separated RSS/Atom feed URLs", "SEC press releases, Federal Reserve press releases"),
+    "TENALI_NEWS_ARTICLES": ("comma-separated feed hosts (or 'all') whose entries with a short summary get their "
+                             "linked article fetched politely (robots.txt honoured; check each publisher's terms, "
+                             "docs/sources.md)", "empty: off"),
     "TENALI_DOCUMENTS_ROOT": ("folder or s3:// prefix of .txt/.md/.html documents", "$TENALI_HOME/documents"),
     "TENALI_START_DATE": ("first date to collect (live sources)", "2015-01-01"),
     "TENALI_VAL_START": ("first date of the validation window (temporal split)", "latest 10% of dates"),
@@ -77,6 +80,11 @@ VARIABLES: dict[str, tuple[str, str]] = {
     "TENALI_ECS_EFS_ID": ("EFS file system mounted at TENALI_SHARED_MOUNT", ""),
     "TENALI_MLFLOW_TRACKING_URI": ("MLflow tracking URI: every training stage is logged as a run (tracking.py)", "off"),
     "TENALI_MLFLOW_EXPERIMENT": ("MLflow experiment of those runs", "tenali"),
+    "TENALI_WANDB_PROJECT": ("Weights & Biases project: every training stage is also a W&B run (tracking.py); "
+                             "the key only from WANDB_API_KEY", "off"),
+    "TENALI_WANDB_ENTITY": ("W&B entity (team or user) of those runs", "the API key's default"),
+    "TENALI_WANDB_MODE": ("online | offline (runs written under TENALI_WANDB_DIR for a later `wandb sync`)", "online"),
+    "TENALI_WANDB_DIR": ("folder for W&B run files", "the working directory"),
     "TENALI_UNIVERSE_CLASSES": ("financedatabase classes in the universe: equities, etfs, currencies, cryptos",
                                 "equities,etfs,currencies,cryptos"),
     "TENALI_UNIVERSE_MICS": ("ISO 10383 venues whose equities and ETFs are in the universe (empty: every venue)",
@@ -93,6 +101,9 @@ VARIABLES: dict[str, tuple[str, str]] = {
                                   "fed, ecb and rbi press-release feeds"),
     "TENALI_CENTRAL_BANK_DELAY": ("seconds between requests to one central-bank host (robots.txt Crawl-delay if longer)",
                                   "1"),
+    "TENALI_INSTRUMENT_BUCKETS": ("partitions of the per-instrument sources (market prices, filings, fundamentals); "
+                                  "1 leaves them unpartitioned (tenali_pipeline/buckets.py)", "1 for demo, 32 otherwise"),
+    "TENALI_REFRESH_HOURS": ("an instrument checked less than this many hours ago is not asked again", "6"),
     "COINGECKO_API_KEY": ("CoinGecko demo API key (secret; optional, raises the rate limit)", ""),
     "FRED_API_KEY": ("FRED API key (secret; live macro source)", ""),
     "SEC_EDGAR_IDENTITY": ("'Name email@example.com' sent to SEC as User-Agent (live filings)", ""),
@@ -137,6 +148,7 @@ class Settings:
     crypto_exchange: str = "kraken"
     crypto_symbols: tuple[str, ...] = ("BTC/USD", "ETH/USD")
     news_feeds: tuple[str, ...] = DEFAULT_FEEDS
+    news_articles: tuple[str, ...] = ()  # TENALI_NEWS_ARTICLES: feed hosts, or ("all",); () = off
     documents_root: str = ""
     start_date: str = "2015-01-01"
     val_start: str = ""
@@ -161,6 +173,8 @@ class Settings:
     tickers_from_universe: bool = False
     central_bank_feeds: tuple[str, ...] = DEFAULT_CENTRAL_BANK_FEEDS
     central_bank_delay: float = 1.0
+    instrument_buckets: int = 1
+    refresh_hours: float = 6.0
     train_from: str = "latest"
     base_model: str = ""  # TENALI_BASE_MODEL: a Hugging Face base to continue pretraining (defs/tokenizer, training)
     # TENALI_* settings of the cluster launchers (CLUSTER_VARIABLES) that are set, read by launchers/.
@@ -191,7 +205,8 @@ def load_settings(env: dict[str, str] | None = None) -> Settings:
         except ValueError:
             raise SettingsError(f"{name}={raw!r} must be an integer.") from None
 
-    def number(name: str, default: float) -> float:
+    def number(name: str, default: float, high: float | None = 1.0) -> float:
+        """A float in [0, high] (no upper bound when `high` is None)."""
         raw = get(name)
         if not raw:
             return default
@@ -199,8 +214,9 @@ def load_settings(env: dict[str, str] | None = None) -> Settings:
             value = float(raw)
         except ValueError:
             raise SettingsError(f"{name}={raw!r} must be a number.") from None
-        if not 0 <= value <= 1:
-            raise SettingsError(f"{name}={raw!r} must be between 0 and 1.")
+        if value < 0 or (high is not None and value > high):
+            raise SettingsError(f"{name}={raw!r} must be " + (f"between 0 and {high:g}." if high is not None
+                                                               else "a number not below 0."))
         return value
 
     def flag(name: str, default: bool) -> bool:
@@ -255,9 +271,10 @@ def load_settings(env: dict[str, str] | None = None) -> Settings:
     sources_off = _csv(get("TENALI_SOURCES_OFF").lower())
     from .sources.schema import SCHEMAS
 
-    unknown = set(sources_off) - set(SCHEMAS)
+    known = set(SCHEMAS) | {s.split("_")[0] for s in SCHEMAS}  # "india" turns off every india_* table
+    unknown = set(sources_off) - known
     if unknown:
-        raise SettingsError(f"TENALI_SOURCES_OFF has {sorted(unknown)}: it can turn off {', '.join(sorted(SCHEMAS))}.")
+        raise SettingsError(f"TENALI_SOURCES_OFF has {sorted(unknown)}: it can turn off {', '.join(sorted(known))}.")
 
     tickers_raw = _csv(get("TENALI_TICKERS"))
     tickers_from_universe = [t.lower() for t in tickers_raw] == ["universe"]
@@ -275,6 +292,20 @@ def load_settings(env: dict[str, str] | None = None) -> Settings:
     if central_bank_delay < 0:
         raise SettingsError("TENALI_CENTRAL_BANK_DELAY must not be negative.")
 
+    news_articles = _csv(get("TENALI_NEWS_ARTICLES").lower())
+    # the client's parse_article_hosts says the same; no network code imported here
+    if "all" in news_articles and len(news_articles) > 1:
+        raise SettingsError(f"TENALI_NEWS_ARTICLES is 'all' or a list of feed hosts, not both: {','.join(news_articles)}")
+    for host in news_articles:
+        if not re.fullmatch(r"[a-z0-9](?:[a-z0-9.-]*[a-z0-9])?", host):
+            raise SettingsError(f"TENALI_NEWS_ARTICLES entry {host!r} must be a feed's host name such as www.sec.gov "
+                                "(no scheme, path or port), or 'all'.")
+
+    buckets = integer("TENALI_INSTRUMENT_BUCKETS", 1 if demo else 32)
+    if not 1 <= buckets <= 10_000:
+        raise SettingsError(f"TENALI_INSTRUMENT_BUCKETS={buckets} must be between 1 and 10000 (Dagster advises "
+                            "staying well under 100,000 partitions per asset).")
+
     base = Settings()
     return Settings(
         profile=profile,
@@ -286,10 +317,13 @@ def load_settings(env: dict[str, str] | None = None) -> Settings:
         tickers_from_universe=tickers_from_universe,
         central_bank_feeds=central_bank_feeds,
         central_bank_delay=central_bank_delay,
+        instrument_buckets=buckets,
+        refresh_hours=number("TENALI_REFRESH_HOURS", 6.0, high=None),
         fred_series=_csv(get("TENALI_FRED_SERIES")) or base.fred_series,
         crypto_exchange=get("TENALI_CRYPTO_EXCHANGE") or base.crypto_exchange,
         crypto_symbols=_csv(get("TENALI_CRYPTO_SYMBOLS")) or base.crypto_symbols,
         news_feeds=_csv(get("TENALI_NEWS_FEEDS")) or base.news_feeds,
+        news_articles=news_articles,
         documents_root=get("TENALI_DOCUMENTS_ROOT") or str(home / "documents"),
         start_date=date("TENALI_START_DATE") or base.start_date,
         val_start=date("TENALI_VAL_START"),

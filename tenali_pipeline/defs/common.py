@@ -3,23 +3,33 @@
 Every source has the same shape of graph (``raw_<name>`` written as collected, ``clean_<name>``
 conformed and checked), so one factory builds it and the per-source modules only say how to fetch.
 
-Partitioning: these assets are not partitioned yet. The sample data is small enough that one run
-rebuilds a source, which keeps `tenali demo` a single run. Live ingestion at scale (10,000+
-tickers over decades) needs time-window partitions with instruments batched inside each run, not a
-date x ticker grid (far past Dagster's ~100,000-partition advice); that arrives with the live
-ingestion issue and changes only this factory and the fetch functions.
+Partitioning (why, in `tenali_pipeline.buckets`): the per-instrument sources (market prices, filings,
+fundamentals) are ``bucketed``: with ``TENALI_INSTRUMENT_BUCKETS`` above 1 their raw and clean assets
+are partitioned into that many instrument buckets, each run fetching one bucket's instruments. The
+other sources hold tens to hundreds of items (series, symbols, feeds), each one request, and stay
+unpartitioned; one failing item still fails only itself (`PartialFetchError`).
+
+Incremental runs: the fetch function gets this partition's raw table as last written
+(`SourceRun.previous`) and asks the source only for what is newer; re-running a partition replaces its
+file, so a killed run leaves no duplicates. Raw responses are kept under ``raw/<source>/responses/``
+(`SourceRun.archive`, see `sources.archive`).
 """
 
 
+import datetime as dt
 from collections.abc import Callable
+from dataclasses import dataclass, field
 
 import dagster as dg
 import polars as pl
 
+from ..buckets import Bucket, bucket_keys, read_bucket, read_bucketed, seed_from_other_counts, write_bucket
 from ..cleaning import KEYS, REQUIRED, clean, null_counts, schema_mismatches
 from ..lake import Lake
 from ..resources import LakeResource, SourcesResource
+from ..sources.archive import ResponseArchive
 from ..sources.http import PartialFetchError
+from ..sources.incremental import merge_updates, plan_updates, replace_items
 from ..sources.schema import SCHEMAS
 
 
@@ -27,6 +37,38 @@ from ..sources.schema import SCHEMAS
 # and new clean tables flow into features, documents and the corpus, without a run being launched by
 # hand. Tokenizer, shards and training are deliberate launches and have no condition.
 FOLLOW_INPUTS = dg.AutomationCondition.eager()
+
+
+@dataclass
+class SourceRun:
+    """What a fetch function gets: the clients, the lake, and this partition's state.
+
+    - `bucket`: the instruments this run covers (`bucket.select(tickers)`); None for an unbucketed source.
+    - `previous`: this partition's raw table as the last run wrote it (None the first time), so the
+      fetch can ask only for what is new and return old and new rows together.
+    - `archive`: record raw responses here (clients attach it to their sessions); it is saved by the asset.
+    """
+
+    sources: SourcesResource
+    lake: Lake
+    context: dg.AssetExecutionContext
+    bucket: Bucket | None = None
+    previous: pl.DataFrame | None = None
+    archive: ResponseArchive = field(default_factory=ResponseArchive)
+    state_key: str = ""
+    # set by the fetch; written after the raw table (a state ahead of the rows would hide them)
+    new_state: dict | None = None
+
+    @property
+    def log(self):
+        return self.context.log
+
+    def read_state(self) -> dict:
+        """Small JSON state of this partition (e.g. when each ticker was last checked); {} at first."""
+        return self.lake.read_json(self.state_key) if self.state_key and self.lake.exists(self.state_key) else {}
+
+    def write_state(self, state: dict) -> None:
+        self.lake.write_json(self.state_key, state)
 
 
 def table_metadata(df: pl.DataFrame, uri: str, *, time_column: str | None = None) -> dict:
@@ -50,18 +92,103 @@ def fmt_counts(counts: dict) -> dg.MetadataValue:
     return dg.MetadataValue.json({k: v for k, v in counts.items()})
 
 
+# (source, name) of the per-instrument sources, whose clean tables are folders of buckets.
+BUCKETED: set[tuple[str, str]] = set()
+
+
+def update_incrementally(
+    run: SourceRun,
+    items: list[str],
+    *,
+    key: str,
+    time_column: str,
+    fetch: Callable[[dict], pl.DataFrame],
+    schema: dict,
+    compare: tuple[str, ...] = (),
+    whole: bool = False,
+) -> pl.DataFrame:
+    """The raw table of `items` after asking the source only for what is new (sources/incremental.py).
+
+    `whole`: the source answers with an item's whole history each time (SEC companyfacts), so the
+    fetched rows replace that item's rows; only the check interval keeps it from being asked again.
+
+    `fetch(since)` gets {item: first day, or None for the whole history} and returns their rows,
+    raising `PartialFetchError` for items that failed. Items that left the configuration are dropped;
+    an item whose overlapping `compare` values changed is fetched whole again. The check times go to
+    the partition's state, written after the table; failures are re-raised with the whole table.
+    """
+    previous = run.previous
+    if previous is not None:
+        gone = previous.filter(~pl.col(key).is_in(items))[key].unique().to_list()
+        if gone:
+            run.log.info(f"dropping {len(gone)} item(s) no longer configured: {', '.join(sorted(map(str, gone))[:20])}")
+            previous = previous.filter(pl.col(key).is_in(items))
+    state = run.read_state()
+    now = dt.datetime.now(dt.timezone.utc)
+    due = plan_updates(previous, items, key=key, time_column=time_column, checked=state.get("checked", {}), now=now,
+                       min_interval=dt.timedelta(hours=run.sources.refresh_hours))
+    where = f"{run.bucket}: " if run.bucket is not None and run.bucket.count > 1 else ""
+    run.log.info(f"{where}{len(items)} item(s), {len(due)} due ({sum(d is None for d in due.values())} new, "
+                 "the rest from their last day)")
+    failures: dict[str, str] = {}
+
+    def ask(since: dict) -> pl.DataFrame | None:
+        if not since:
+            return None
+        try:
+            return fetch(since)
+        except PartialFetchError as exc:
+            failures.update(exc.failures)
+            return exc.partial
+
+    fetched = ask(due)
+    if whole:
+        done = [i for i in due if i not in failures]
+        base = previous if previous is not None else pl.DataFrame(schema=schema)
+        table = replace_items(base, fetched, done, key=key, time_column=time_column) if fetched is not None else previous
+        fetched = None
+    table, adjusted = (merge_updates(previous, fetched, key=key, time_column=time_column, compare=compare)
+                       if fetched is not None else (table if whole else previous, []))
+    adjusted = [i for i in adjusted if i not in failures]
+    if adjusted:  # e.g. Yahoo re-based adj_close after a dividend or split: take those histories whole again
+        run.log.info(f"history changed at the source for {', '.join(map(str, adjusted))}: fetching it whole")
+        fresh = ask({i: None for i in adjusted})
+        if fresh is not None:
+            table = replace_items(table, fresh, [i for i in adjusted if i not in failures], key=key,
+                                  time_column=time_column)
+    table = table if table is not None else pl.DataFrame(schema=schema)
+    checked = {**state.get("checked", {}), **{i: now.isoformat() for i in due if i not in failures}}
+    run.new_state = {"checked": {i: v for i, v in checked.items() if i in items}}
+    if failures:
+        raise PartialFetchError(run.context.asset_key.to_user_string(), failures, partial=table)
+    return table
+
+
+def _same_mode(df: pl.DataFrame | None, sources: SourcesResource) -> pl.DataFrame | None:
+    """Never carry sample rows into a live lake, or the reverse."""
+    if df is None or "source" not in df.columns:
+        return df
+    is_sample = pl.col("source").str.starts_with("sample:")
+    return df.filter(is_sample if sources.is_sample else ~is_sample)
+
+
 def source_assets(
     source: str,
     *,
     name: str,
     group: str,
-    fetch: Callable[[SourcesResource, Lake, dg.AssetExecutionContext], pl.DataFrame],
+    fetch: Callable[[SourceRun], pl.DataFrame],
     time_column: str | None,
     description: str,
     deps: list | None = None,
+    buckets: int | None = None,
+    bucket_column: str = "ticker",
 ) -> list:
     """Build ``raw_<name>``, ``clean_<name>`` and the blocking checks on the clean table.
 
+    - `buckets`: None for an unbucketed source (one file ``raw/<source>/<name>.parquet``); a count for a
+      per-instrument source (files per bucket; partitioned when the count is above 1), whose rows carry
+      their instrument in `bucket_column`.
     - A source can be turned off (``TENALI_SOURCES_OFF=fundamentals,coingecko``), e.g. for a site that
       refuses automated access: its assets then write an empty table marked ``disabled`` and its
       checks pass, so the rest of the graph still builds, visibly without it.
@@ -70,58 +197,125 @@ def source_assets(
       message naming every failed item. A malformed table fails the blocking checks, so nothing
       downstream is written from it.
     """
+    bucketed = buckets is not None
+    if bucketed:
+        BUCKETED.add((source, name))
     raw_key, clean_key = f"raw/{source}/{name}.parquet", f"clean/{source}/{name}.parquet"
+    raw_dir, clean_dir = f"raw/{source}/{name}", f"clean/{source}/{name}"
+    partitions = dg.StaticPartitionsDefinition(bucket_keys(buckets)) if bucketed and buckets > 1 else None
+    part_note = (f" Partitioned into {buckets} instrument buckets (TENALI_INSTRUMENT_BUCKETS)." if partitions else "")
+
+    def bucket_of_run(context) -> Bucket | None:
+        if not bucketed:
+            return None
+        return Bucket.from_key(context.partition_key, buckets) if partitions else Bucket.whole()
+
+    def read_raw(store: Lake, bucket: Bucket | None) -> pl.DataFrame | None:
+        if bucket is None:
+            return store.read_parquet(raw_key) if store.exists(raw_key) else None
+        return read_bucket(store, raw_dir, bucket)
+
+    def write(store: Lake, bucket: Bucket | None, stage: str, df: pl.DataFrame) -> str:
+        if bucket is None:
+            return store.write_parquet(raw_key if stage == "raw" else clean_key, df)
+        return write_bucket(store, raw_dir if stage == "raw" else clean_dir, bucket, df)
+
+    def read_clean_of(context, store: Lake) -> pl.DataFrame:
+        bucket = bucket_of_run(context.op_execution_context if hasattr(context, "op_execution_context") else context)
+        if bucket is None:
+            return store.read_parquet(clean_key)
+        return store.read_parquet(bucket.file(clean_dir))
 
     @dg.asset(name=f"raw_{name}", group_name=group, kinds={"polars", "parquet"}, deps=deps or [],
-              description=f"{description} As collected by the source client (sample or live).")
+              partitions_def=partitions,
+              description=f"{description} As collected by the source client (sample or live).{part_note}")
     def raw_asset(context: dg.AssetExecutionContext, lake: LakeResource, sources: SourcesResource) -> dg.MaterializeResult:
         store = lake.lake()
+        bucket = bucket_of_run(context)
         if sources.is_off(source):
-            uri = store.write_parquet(raw_key, pl.DataFrame(schema=SCHEMAS[source]))
+            uri = write(store, bucket, "raw", pl.DataFrame(schema=SCHEMAS[source]))
             return dg.MaterializeResult(metadata={"disabled": True, "uri": dg.MetadataValue.path(uri),
                                                   "dagster/row_count": 0, "client": sources.mode})
+        previous = read_raw(store, bucket)
+        if previous is None and bucket is not None:
+            previous = seed_from_other_counts(store, raw_dir, bucket, bucket_column)
+        part = bucket.file("x").split("/")[-1].removesuffix(".parquet") if bucket else name
+        run = SourceRun(sources=sources, lake=store, context=context, bucket=bucket,
+                        previous=_same_mode(previous, sources),
+                        state_key=f"state/{source}/{part if bucket else name}.json")
         try:
-            df = fetch(sources, store, context)
+            df = fetch(run)
         except PartialFetchError as exc:
             if exc.partial is not None and exc.partial.height:
-                store.write_parquet(raw_key, exc.partial)
+                write(store, bucket, "raw", exc.partial)
                 context.log.warning(f"kept {exc.partial.height} rows from the items that succeeded")
-            raise dg.Failure(description=str(exc), metadata={"failed": dg.MetadataValue.json(exc.failures)}) from exc
-        uri = store.write_parquet(raw_key, df)
-        return dg.MaterializeResult(metadata={**table_metadata(df, uri, time_column=time_column),
-                                              "client": sources.mode})
+                if run.new_state is not None:
+                    run.write_state(run.new_state)
+            run.archive.save(store, source, part, context.run_id)
+            where = f" ({bucket})" if bucket and bucket.count > 1 else ""
+            raise dg.Failure(description=f"{exc}{where}",
+                             metadata={"failed": dg.MetadataValue.json(exc.failures)}) from exc
+        except Exception:
+            run.archive.save(store, source, part, context.run_id)  # what the source said is evidence
+            raise
+        uri = write(store, bucket, "raw", df)
+        if run.new_state is not None:
+            run.write_state(run.new_state)
+        archived = run.archive.save(store, source, part, context.run_id)
+        meta = {**table_metadata(df, uri, time_column=time_column), "client": sources.mode,
+                "responses_kept": len(run.archive)}
+        if archived:
+            meta["responses"] = dg.MetadataValue.path(archived)
+        if previous is not None:
+            meta["new_rows"] = df.height - previous.height
+        return dg.MaterializeResult(metadata=meta)
 
     @dg.asset(name=f"clean_{name}", group_name=group, deps=[raw_asset], kinds={"polars", "parquet"},
-              automation_condition=FOLLOW_INPUTS,
-              description=f"{description} Conformed to the schema, impossible and duplicate rows dropped, sorted by key.")
-    def clean_asset(lake: LakeResource) -> dg.MaterializeResult:
+              automation_condition=FOLLOW_INPUTS, partitions_def=partitions,
+              description=f"{description} Conformed to the schema, impossible and duplicate rows dropped, "
+                          f"sorted by key.{part_note}")
+    def clean_asset(context: dg.AssetExecutionContext, lake: LakeResource) -> dg.MaterializeResult:
         store = lake.lake()
-        result = clean(source, store.read_parquet(raw_key))
-        uri = store.write_parquet(clean_key, result.df)
+        bucket = bucket_of_run(context)
+        raw = read_raw(store, bucket)
+        if raw is None:
+            raise dg.Failure(f"raw_{name} has not been materialised{f' for {bucket}' if bucket else ''}: run it first")
+        result = clean(source, raw)
+        uri = write(store, bucket, "clean", result.df)
         return dg.MaterializeResult(metadata={**table_metadata(result.df, uri, time_column=time_column),
                                               "dropped": fmt_counts(result.dropped),
                                               "dropped_total": sum(result.dropped.values())})
 
     @dg.asset_check(asset=clean_asset, name="schema_and_nulls", blocking=True,
                     description="Columns and dtypes match the source schema; required columns have no nulls; "
-                                "rows unless the source is off (TENALI_SOURCES_OFF).")
-    def schema_check(lake: LakeResource, sources: SourcesResource) -> dg.AssetCheckResult:
-        df = lake.lake().read_parquet(clean_key)
+                                "rows unless the source is off (TENALI_SOURCES_OFF) or the bucket holds no instrument.")
+    def schema_check(context: dg.AssetCheckExecutionContext, lake: LakeResource,
+                     sources: SourcesResource) -> dg.AssetCheckResult:
+        df = read_clean_of(context, lake.lake())
         problems = schema_mismatches(df, source)
         nulls = null_counts(df, REQUIRED[source]) if not problems else {}
         disabled = sources.is_off(source)
-        return dg.AssetCheckResult(passed=not problems and not nulls and (df.height > 0 or disabled),
+        # A bucket may hold no configured instrument (5 tickers in 32 buckets): empty is then right.
+        may_be_empty = disabled or (bucketed and buckets > 1)
+        return dg.AssetCheckResult(passed=not problems and not nulls and (df.height > 0 or may_be_empty),
                                    metadata={"schema_problems": ", ".join(problems) or "none", "disabled": disabled,
                                              "null_counts": dg.MetadataValue.json(nulls), "rows": df.height})
 
     @dg.asset_check(asset=clean_asset, name="unique_key", blocking=True,
                     description=f"One row per key ({', '.join(KEYS[source])}).")
-    def key_check(lake: LakeResource) -> dg.AssetCheckResult:
-        df = lake.lake().read_parquet(clean_key)
+    def key_check(context: dg.AssetCheckExecutionContext, lake: LakeResource) -> dg.AssetCheckResult:
+        df = read_clean_of(context, lake.lake())
         dupes = df.height - df.select(KEYS[source]).unique().height
         return dg.AssetCheckResult(passed=dupes == 0, metadata={"duplicate_keys": dupes})
 
     return [raw_asset, clean_asset, schema_check, key_check]
+
+
+def read_clean(lake: Lake, source: str, name: str) -> pl.DataFrame:
+    """A clean table for downstream assets: the one file, or every bucket of a bucketed source."""
+    if (source, name) in BUCKETED:
+        return read_bucketed(lake, f"clean/{source}/{name}", asset=f"clean_{name}")
+    return lake.read_parquet(clean_table(source, name))
 
 
 def clean_table(source: str, name: str) -> str:

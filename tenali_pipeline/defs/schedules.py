@@ -17,27 +17,51 @@ from .news.sensors import build_new_feed_entries_sensor
 RAW_ASSETS = ("raw_market_prices", "raw_macro_series", "raw_crypto_ohlcv", "raw_filings", "raw_news", "raw_documents",
               # issue 12 sources: the universe snapshot, SEC XBRL fundamentals, DeFi metrics, coin markets
               # and central-bank communications (each turned off by TENALI_SOURCES_OFF if its site refuses us)
-              "raw_universe_snapshot", "raw_fundamentals", "raw_defi_metrics", "raw_coin_markets", "raw_central_bank")
-
-ingest_job = dg.define_asset_job(
-    "ingest_sources",
-    selection=dg.AssetSelection.assets(*RAW_ASSETS),
-    description="Collect every source (raw_* assets); cleaning and what follows run by automation.",
-)
+              "raw_universe_snapshot", "raw_fundamentals", "raw_defi_metrics", "raw_coin_markets", "raw_central_bank",
+              "raw_india_announcements", "raw_india_bhavcopy", "raw_india_ipos", "raw_us_ipos")
+# Partitioned into instrument buckets when TENALI_INSTRUMENT_BUCKETS > 1 (tenali_pipeline/buckets.py).
+INSTRUMENT_ASSETS = ("raw_market_prices", "raw_filings", "raw_fundamentals")
 
 
-def build_schedules_and_sensors(profile: str) -> tuple[list, list]:
+def build_schedules_and_sensors(profile: str, buckets: int = 1, universe: bool = False) -> tuple[list, list, list]:
+    """(schedules, sensors, jobs). With buckets, the per-instrument sources get their own partitioned job
+    and the end-of-day schedule asks for every bucket (each run fetches only what is new)."""
     status = dg.DefaultScheduleStatus.STOPPED if profile == "demo" else dg.DefaultScheduleStatus.RUNNING
     sensor_status = dg.DefaultSensorStatus.STOPPED if profile == "demo" else dg.DefaultSensorStatus.RUNNING
-    end_of_day = dg.ScheduleDefinition(
+    plain = [a for a in RAW_ASSETS if buckets <= 1 or a not in INSTRUMENT_ASSETS]
+    ingest_job = dg.define_asset_job(
+        "ingest_sources", selection=dg.AssetSelection.assets(*plain),
+        description="Collect every source (raw_* assets); cleaning and what follows run by automation."
+                    + (" The per-instrument sources are in ingest_instruments." if buckets > 1 else ""))
+    jobs = [ingest_job]
+    schedules = [dg.ScheduleDefinition(
         name="end_of_day_ingestion", job=ingest_job, cron_schedule="30 17 * * 1-5",
         execution_timezone="America/New_York", default_status=status,
         description="Weekdays at 17:30 New York time, after the close: collect every source.",
-    )
+    )]
+    if buckets > 1:
+        from ..buckets import bucket_keys
+
+        instruments_job = dg.define_asset_job(
+            "ingest_instruments", selection=dg.AssetSelection.assets(*INSTRUMENT_ASSETS),
+            description=f"Market prices, filings and fundamentals of one instrument bucket (of {buckets}); "
+                        "a backfill of every partition collects the whole universe.")
+        keys = bucket_keys(buckets)
+
+        @dg.schedule(name="end_of_day_instruments", job=instruments_job, cron_schedule="30 17 * * 1-5",
+                     execution_timezone="America/New_York", default_status=status,
+                     description=f"Weekdays at 17:30 New York time: one run per instrument bucket ({buckets}), "
+                                 "each asking only for the days after those already held.")
+        def end_of_day_instruments(context: dg.ScheduleEvaluationContext):
+            day = context.scheduled_execution_time.strftime("%Y-%m-%d")
+            return [dg.RunRequest(run_key=f"{day}-{k}", partition_key=k) for k in keys]
+
+        jobs.append(instruments_job)
+        schedules.append(end_of_day_instruments)
     automation = dg.AutomationConditionSensorDefinition(
         "follow_inputs", target=dg.AssetSelection.all(), default_status=sensor_status,
         description="Materialises derived assets whose inputs changed (their AutomationCondition).",
     )
     new_news = build_new_feed_entries_sensor(default_status=sensor_status)
-    new_filings = build_new_edgar_filings_sensor(default_status=sensor_status)
-    return [end_of_day], [automation, new_news, new_filings]
+    new_filings = build_new_edgar_filings_sensor(default_status=sensor_status, buckets=buckets, universe=universe)
+    return schedules, [automation, new_news, new_filings], jobs

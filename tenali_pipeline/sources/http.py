@@ -184,6 +184,29 @@ class PartialFetchError(RuntimeError):
         super().__init__(f"{what}: {len(self.failures)} failed ({listed}); the others were kept")
 
 
+def get_checked(session, url: str, *, site: str, shown: str, timeout: float, blocked: str,
+                params: dict | None = None, headers: dict | None = None, secrets: tuple[str | None, ...] = (),
+                not_found: type[Exception] | None = None) -> requests.Response:
+    """One GET with the status classes every JSON/HTML source shares: network errors, 429 and 5xx raise
+    `TransientError` (with Retry-After), 403 raises `SourceBlocked` with `blocked` (what to do about it),
+    404 raises `not_found` when given, other 4xx `requests.HTTPError`. `shown` is the URL for messages."""
+    try:
+        resp = session.get(url, params=params, headers=headers, timeout=timeout)
+    except (requests.ConnectionError, requests.Timeout) as exc:
+        raise TransientError(f"could not reach {site} ({shown}): {redact(str(exc), *secrets)}") from None
+    if resp.status_code == 429 or resp.status_code >= 500:
+        after = resp.headers.get("Retry-After", "")
+        raise TransientError(f"{site} answered HTTP {resp.status_code} for {shown}",
+                             retry_after=float(after) if after.isdigit() else None)
+    if resp.status_code == 403:
+        raise SourceBlocked(f"{site} refused automated access (HTTP 403) to {shown}. {blocked}")
+    if resp.status_code == 404 and not_found is not None:
+        raise not_found(f"{site} has no {shown} (HTTP 404)")
+    if resp.status_code >= 400:
+        raise requests.HTTPError(f"{site} answered HTTP {resp.status_code} {resp.reason} for {shown}", response=resp)
+    return resp
+
+
 def fetch_json(
     session: requests.Session,
     url: str,
@@ -208,22 +231,9 @@ def fetch_json(
     shown = redact(url, *secrets)
 
     def attempt():
-        try:
-            resp = session.get(url, params=params, headers=headers, timeout=timeout)
-        except (requests.ConnectionError, requests.Timeout) as exc:
-            raise TransientError(f"could not reach {site} ({shown}): {redact(str(exc), *secrets)}") from None
-        if resp.status_code == 429 or resp.status_code >= 500:
-            after = resp.headers.get("Retry-After", "")
-            raise TransientError(f"{site} answered HTTP {resp.status_code} for {shown}",
-                                 retry_after=float(after) if after.isdigit() else None)
-        if resp.status_code == 403:
-            raise SourceBlocked(
-                f"{site} refused automated access (HTTP 403) to {shown}. The site may block this "
-                f"network or User-Agent; to run without it, turn the source off with {off_setting}."
-            )
-        if resp.status_code >= 400:
-            raise requests.HTTPError(f"{site} answered HTTP {resp.status_code} {resp.reason} for {shown}",
-                                     response=resp)
+        resp = get_checked(session, url, site=site, shown=shown, timeout=timeout, params=params, headers=headers,
+                           secrets=secrets, blocked="The site may block this network or User-Agent; to run without "
+                                                    f"it, turn the source off with {off_setting}.")
         try:
             return resp.json()
         except ValueError:

@@ -10,6 +10,9 @@ from __future__ import annotations
 
 import polars as pl
 
+from .india_schema import INDIA_SCHEMAS
+from .us_ipo_schema import US_IPO_SCHEMAS
+
 UTC_DATETIME = pl.Datetime("us", "UTC")
 
 MARKET_PRICES = {
@@ -75,6 +78,7 @@ NEWS = {
     "summary": pl.String,
     "published": UTC_DATETIME,
     "source": pl.String,
+    "article": pl.String,  # the linked page's text (TENALI_NEWS_ARTICLES), null when not fetched
 }
 
 DOCUMENTS = {
@@ -184,6 +188,8 @@ SCHEMAS: dict[str, dict[str, pl.DataType]] = {
     "defillama": DEFI_METRICS,
     "coingecko": COIN_MARKETS,
     "centralbank": CENTRAL_BANK,
+    **INDIA_SCHEMAS,  # india_announcements, india_bhavcopy, india_ipos (india_schema.py)
+    **US_IPO_SCHEMAS,  # us_ipos (us_ipo_schema.py)
 }
 
 

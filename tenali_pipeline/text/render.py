@@ -151,11 +151,13 @@ def render_filings(filings: pl.DataFrame) -> pl.DataFrame:
 
 
 def render_news(news: pl.DataFrame) -> pl.DataFrame:
-    rows = [
-        _doc("news_filings", r["source"], r["feed"], r["published"].date(), r["title"],
-             f"{r['title']}\n{r['published']:%B %d, %Y %H:%M} UTC\n\n{r['summary'] or ''}".strip())
-        for r in news.iter_rows(named=True)
-    ]
+    """One document per entry: headline, time, and the full article text when it was fetched
+    (TENALI_NEWS_ARTICLES), else the feed's summary (the article starts where a teaser stops)."""
+    rows = []
+    for r in news.iter_rows(named=True):
+        body = r.get("article") or r["summary"] or ""
+        rows.append(_doc("news_filings", r["source"], r["feed"], r["published"].date(), r["title"],
+                         f"{r['title']}\n{r['published']:%B %d, %Y %H:%M} UTC\n\n{body}".strip()))
     return _frame(rows)
 
 

@@ -122,7 +122,8 @@ def test_documents_and_filings_drop_blank_text():
 def test_news_duplicates_on_entry_id():
     t = dt.datetime(2020, 1, 1, tzinfo=dt.timezone.utc)
     raw = pl.DataFrame({"feed": ["f"] * 3, "entry_id": ["1", "2", "1"], "link": ["l"] * 3,
-                        "title": ["old", "b", "new"], "summary": [None] * 3, "published": [t] * 3, "source": ["s"] * 3})
+                        "title": ["old", "b", "new"], "summary": [None] * 3, "published": [t] * 3, "source": ["s"] * 3,
+                        "article": [None] * 3})
     out = clean("news", raw)
     assert out.dropped["duplicate_key"] == 1
     assert out.df.select("entry_id", "title").rows() == [("1", "new"), ("2", "b")]

@@ -23,6 +23,10 @@ STAGE_ASSETS = {
     "raw_defi_metrics", "clean_defi_metrics", "raw_coin_markets", "clean_coin_markets", "earnings_documents",
     "onchain_documents",
     "raw_central_bank", "clean_central_bank", "central_bank_documents",  # central-bank communications
+    # Indian exchanges (NSE) and IPO listing performance
+    "raw_india_announcements", "clean_india_announcements", "raw_india_bhavcopy", "clean_india_bhavcopy",
+    "raw_india_ipos", "clean_india_ipos", "india_announcement_documents", "ipo_documents",
+    "raw_us_ipos", "clean_us_ipos", "us_ipo_documents",  # US IPOs from EDGAR prospectuses
     "model_release",  # releases (HF export + model card), served by `tenali serve`
     # post-training stages, each with its evaluation
     "distilled_checkpoint", "sft_checkpoint", "dpo_checkpoint", "distill_evaluation", "sft_evaluation", "dpo_evaluation",
@@ -154,8 +158,8 @@ def test_tickers_from_the_universe_drive_market_and_filings(tmp_path, monkeypatc
                                   instance=dg.DagsterInstance.ephemeral()).success
     lake = Lake(settings.lake_root)
     # the sample universe on XNYS and XNSE: IBM (the sample market has no prices for RELIANCE.NS, TCS.NS)
-    assert set(lake.read_parquet("raw/market/market_prices.parquet")["ticker"]) == {"IBM"}
-    filings = lake.read_parquet("raw/filings/filings.parquet")
+    assert set(lake.read_parquet("raw/market/market_prices/bucket-00-of-01.parquet")["ticker"]) == {"IBM"}
+    filings = lake.read_parquet("raw/filings/filings/bucket-00-of-01.parquet")
     assert set(filings["ticker"]) == {"IBM"} and filings.height > 0
 
     # live: the market client gets the universe's tickers, EDGAR is asked by CIK

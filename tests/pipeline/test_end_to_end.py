@@ -74,7 +74,8 @@ def test_clean_parquet_schema_and_rows(demo_run, source):
     assert dict(df.schema) == SCHEMAS[source]
     assert df.height > 0
     raw = lake.read_parquet(keys[0].replace("clean/", "raw/", 1))
-    asset = keys[0].split("/")[-1].removesuffix(".parquet")
+    parts = keys[0].split("/")  # clean/<source>/<name>.parquet, or clean/<source>/<name>/bucket-00-of-01.parquet
+    asset = parts[-2] if parts[-1].startswith("bucket-") else parts[-1].removesuffix(".parquet")
     meta = latest(instance, f"clean_{asset}")
     assert meta["dagster/row_count"].value == df.height
     assert raw.height - df.height == meta["dropped_total"].value
@@ -83,7 +84,7 @@ def test_clean_parquet_schema_and_rows(demo_run, source):
 
 def test_market_has_the_real_sample_rows(demo_run):
     _, _, lake, _ = demo_run
-    df = lake.read_parquet("clean/market/market_prices.parquet")
+    df = lake.read_parquet("clean/market/market_prices/bucket-00-of-01.parquet")
     assert set(df["ticker"].unique()) == {"AAPL", "FB", "GOOG", "IBM", "MSFT"}
     aapl = df.filter(pl.col("ticker") == "AAPL", pl.col("date") == pl.date(2005, 2, 28))
     assert aapl["splits"].item() == 2.0  # recovered from the adjustment factor

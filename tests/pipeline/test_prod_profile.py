@@ -34,7 +34,7 @@ def test_prod_profile_runs_on_s3_and_postgres(tmp_path, s3, postgres):
     settings = load_settings({
         "TENALI_PROFILE": "prod", "TENALI_HOME": str(tmp_path), "TENALI_LAKE_ROOT": f"s3://{BUCKET}/lake",
         "TENALI_S3_ENDPOINT_URL": endpoint, "TENALI_SOURCES": "sample", "TENALI_LAUNCHER": "local",
-        "TENALI_VOCAB_SIZE": "800",
+        "TENALI_VOCAB_SIZE": "800", "TENALI_INSTRUMENT_BUCKETS": "2",
     })
     assert settings.profile == "prod" and settings.lake_root.startswith("s3://")
     defs = build_definitions(
@@ -54,16 +54,27 @@ def test_prod_profile_runs_on_s3_and_postgres(tmp_path, s3, postgres):
         # covered end to end on the local profile (test_end_to_end.py).
         graph = defs.resolve_asset_graph()
         selection = dg.AssetSelection.assets("pretrain_evaluation").upstream().resolve(graph)
-        result = defs.resolve_implicit_global_asset_job_def().execute_in_process(
-            instance=instance, raise_on_error=False, asset_selection=list(selection))
-        assert result.success, [e.step_key for e in result.all_events if e.is_step_failure]
+        # The per-instrument sources are in 2 buckets: what they need first, then each bucket (as a
+        # backfill would), then everything downstream, which reads both buckets from S3.
+        partitioned = {k for k in selection if graph.get(k).partitions_def is not None}
+        before = {k for k in dg.AssetSelection.assets(*partitioned).upstream().resolve(graph) if k not in partitioned}
+        job = defs.resolve_implicit_global_asset_job_def()
+        runs = [dict(asset_selection=sorted(before))]
+        runs += [dict(asset_selection=sorted(partitioned), partition_key=key) for key in ("00", "01")]
+        runs += [dict(asset_selection=sorted(selection - partitioned - before))]
+        for run in runs:
+            result = job.execute_in_process(instance=instance, raise_on_error=False, **run)
+            assert result.success, [e.step_key for e in result.all_events if e.is_step_failure]
+        assert len(partitioned) == 6
         for key in selection:
             assert instance.get_latest_materialization_event(key) is not None, key
     finally:
         instance.dispose()
 
     keys = {o["Key"] for o in client.list_objects_v2(Bucket=BUCKET)["Contents"]}
-    assert {"lake/corpus/train.parquet", "lake/tokenizer/tenali.model", "lake/shards/manifest.json"} <= keys
+    assert {"lake/corpus/train.parquet", "lake/tokenizer/tenali.model", "lake/shards/manifest.json",
+            "lake/clean/market/market_prices/bucket-00-of-02.parquet",
+            "lake/clean/market/market_prices/bucket-01-of-02.parquet"} <= keys
     lake = Lake(f"s3://{BUCKET}/lake", s3_endpoint_url=endpoint)
     latest = lake.read_json("checkpoints/pretrain/LATEST.json")
     assert latest["checkpoint"].startswith(f"s3://{BUCKET}/lake/checkpoints/pretrain/")

@@ -311,7 +311,7 @@ def test_edgar_real_submissions_capture(sec):
                                              ("local", dg.DefaultSensorStatus.RUNNING),
                                              ("prod", dg.DefaultSensorStatus.RUNNING)])
 def test_sensors_registered_per_profile(profile, status):
-    _, sensors = build_schedules_and_sensors(profile)
+    _, sensors, _ = build_schedules_and_sensors(profile)
     by_name = {s.name: s for s in sensors}
     for name in ("new_feed_entries", "new_edgar_filings"):
         assert by_name[name].default_status == status
@@ -324,3 +324,83 @@ def test_sensors_target_their_raw_assets():
     for name, asset in (("new_feed_entries", "raw_news"), ("new_edgar_filings", "raw_filings")):
         job = defs.resolve_job_def(defs.resolve_sensor_def(name).job_name)
         assert {k.to_user_string() for k in job.asset_layer.selected_asset_keys} == {asset}
+
+
+def test_edgar_with_buckets_requests_only_the_partitions_with_new_filings(sec):
+    from tenali_pipeline.buckets import Bucket, bucket_of
+
+    sensor = edgar.build_new_edgar_filings_sensor(buckets=8)
+    first, _ = tick(sensor, None, live_filings("AAPL", "MSFT"))
+    assert isinstance(first, list) and [r.partition_key for r in first] == [Bucket(bucket_of("AAPL", 8), 8).key]
+    assert first[0].run_key.startswith("edgar-") and first[0].run_key.endswith("-" + first[0].partition_key)
+
+
+# --- universe mode: EDGAR's current-filings feed (defs/filings/current_feed.py) ------------------------
+
+from tenali_pipeline.defs.filings import current_feed  # noqa: E402
+
+
+def atom(entries: list[tuple[str, str, str, str]]) -> bytes:
+    """(form, company, cik, accession) newest first, in EDGAR's getcurrent Atom layout."""
+    body = "".join(
+        f"<entry><title>{form} - {company} ({cik}) (Filer)</title>"
+        f"<updated>2026-12-01T17:0{i % 10}:00-05:00</updated>"
+        f'<category scheme="https://www.sec.gov/" label="form type" term="{form}"/>'
+        f"<id>urn:tag:sec.gov,2008:accession-number={acc}</id></entry>"
+        for i, (form, company, cik, acc) in enumerate(entries))
+    return (f'<?xml version="1.0" encoding="ISO-8859-1" ?><feed xmlns="http://www.w3.org/2005/Atom">'
+            f"<title>Latest Filings</title>{body}</feed>").encode("latin-1")
+
+
+def test_the_real_current_feed_capture_parses():
+    if not ATOM.exists():
+        pytest.skip(f"real capture {ATOM} not present (../shared/realdata is absent)")
+    entries = current_feed.parse_current_feed(ATOM.read_bytes())
+    assert len(entries) > 10
+    first = entries[0]
+    assert first["accession"] == "0002063236-25-000004" and first["cik"] == "0002063236" and first["form"] == "4"
+    assert {e["cik"] for e in entries if e["accession"] == "0002063236-25-000004"} == {"0002063236", "0001673743"}
+
+
+def test_universe_mode_reads_the_feed_and_asks_only_for_buckets_of_universe_filers(monkeypatch):
+    from tenali_pipeline.buckets import Bucket, bucket_of
+
+    pages = {"10-K": [("10-K", "Apple Inc.", "0000320193", "0000320193-26-000001"),
+                      ("10-K", "Not In Universe Corp", "0000000042", "0000000042-26-000001")],
+             "10-Q": [], "8-K": [("8-K", "MICROSOFT CORP", "0000789019", "0000789019-26-000007")]}
+    hits = []
+
+    def respond(req):
+        from urllib.parse import parse_qs, urlsplit
+        q = parse_qs(urlsplit(req.path).query)
+        hits.append((q["type"][0], q["start"][0]))
+        rows = pages[q["type"][0]] if q["start"][0] == "0" else []
+        return 200, {"Content-Type": "application/atom+xml"}, atom(rows)
+
+    server = LocalServer(respond)
+    try:
+        monkeypatch.setattr(current_feed, "FEED_URL", server.base + "/cgi-bin/browse-edgar?action=getcurrent&type={form}"
+                                                                   "&start={start}&count=100&output=atom")
+        monkeypatch.setenv("SEC_EDGAR_IDENTITY", IDENTITY)
+        universe = {"AAPL": "0000320193", "MSFT": "0000789019"}
+        sources = SourcesResource(mode="live", tickers_from_universe=True)
+        first, cursor = current_feed.evaluate_universe(sources, None, universe, buckets=8)
+        keys = sorted({Bucket(bucket_of(t, 8), 8).key for t in ("AAPL", "MSFT")})
+        assert [r.partition_key for r in first] == keys  # the non-universe filer asks for nothing
+        assert len(hits) == 3  # one page per form, however many filers the universe holds
+
+        second, cursor2 = current_feed.evaluate_universe(sources, cursor, universe, buckets=8)
+        assert isinstance(second, dg.SkipReason) and "no new" in second.skip_message
+
+        pages["8-K"].insert(0, ("8-K", "Apple Inc.", "0000320193", "0000320193-26-000009"))
+        third, _ = current_feed.evaluate_universe(sources, cursor2, universe, buckets=8)
+        assert [r.partition_key for r in third] == [Bucket(bucket_of("AAPL", 8), 8).key]
+        assert "0000320193-26-000009" in json.loads(_)["seen"]["8-K"]
+    finally:
+        server.close()
+
+
+def test_universe_mode_builds_the_feed_sensor():
+    schedules, sensors, _ = build_schedules_and_sensors("local", buckets=4, universe=True)
+    sensor = next(s for s in sensors if s.name == "new_edgar_filings")
+    assert "current-filings feed" in sensor.description and "lake" in sensor.required_resource_keys

@@ -176,3 +176,14 @@ def test_documented_defaults_match_the_profiles(tmp_path):
     for name, attr in {"TENALI_TICKERS": "tickers", "TENALI_FRED_SERIES": "fred_series",
                        "TENALI_CRYPTO_SYMBOLS": "crypto_symbols"}.items():
         assert VARIABLES[name][1] == ",".join(getattr(demo, attr))
+
+
+def test_refresh_hours_take_any_non_negative_number():
+    assert load_settings({"TENALI_REFRESH_HOURS": "12"}).refresh_hours == 12.0
+    assert load_settings({"TENALI_REFRESH_HOURS": "0"}).refresh_hours == 0.0
+    with pytest.raises(SettingsError, match="TENALI_REFRESH_HOURS"):
+        load_settings({"TENALI_REFRESH_HOURS": "-1"})
+    assert load_settings({"TENALI_PROFILE": "local"}).instrument_buckets == 32
+    assert load_settings({}).instrument_buckets == 1
+    with pytest.raises(SettingsError, match="TENALI_INSTRUMENT_BUCKETS"):
+        load_settings({"TENALI_INSTRUMENT_BUCKETS": "0"})

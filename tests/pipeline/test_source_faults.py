@@ -30,14 +30,14 @@ def test_a_source_turned_off_writes_an_empty_table_and_passes_its_checks(tmp_pat
 
 
 class _OneTickerFails:
-    def fetch(self):
+    def fetch(self, since=None):
         df = SampleMarketClient().fetch()
         raise PartialFetchError("market prices", {"ZZZZ": "HTTP 404 Not Found: delisted?"},
                                 partial=df.filter(pl.col("ticker") == "AAPL"))
 
 
 class _FlakySources(SourcesResource):
-    def market(self, tickers=None):
+    def market(self, tickers=None, archive=None):
         return _OneTickerFails()
 
 
@@ -46,16 +46,16 @@ def test_one_failing_ticker_fails_the_step_naming_it_and_keeps_the_others(tmp_pa
     assert not result.success
     failure = next(e for e in result.all_events if e.is_step_failure)
     assert "ZZZZ" in failure.event_specific_data.error.message and "delisted" in failure.event_specific_data.error.message
-    raw = Lake(str(tmp_path / "lake")).read_parquet("raw/market/market_prices.parquet")
+    raw = Lake(str(tmp_path / "lake")).read_parquet("raw/market/market_prices/bucket-00-of-01.parquet")
     assert set(raw["ticker"]) == {"AAPL"}  # what succeeded is kept; the clean step did not run
-    assert not Lake(str(tmp_path / "lake")).exists("clean/market/market_prices.parquet")
+    assert not Lake(str(tmp_path / "lake")).exists("clean/market/market_prices/bucket-00-of-01.parquet")
 
 
 def test_a_healthy_source_still_needs_rows(tmp_path):
     class Empty(SourcesResource):
-        def market(self, tickers=None):
+        def market(self, tickers=None, archive=None):
             class C:
-                def fetch(self):
+                def fetch(self, since=None):
                     return SampleMarketClient().fetch().head(0)
             return C()
     result = _run(market, tmp_path, Empty())

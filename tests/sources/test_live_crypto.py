@@ -13,6 +13,7 @@ import polars as pl
 import pytest
 
 from local_http import LocalServer
+from tenali_pipeline.sources.http import PartialFetchError
 from tenali_pipeline.sources.schema import CRYPTO_OHLCV
 
 ccxt = pytest.importorskip("ccxt")
@@ -155,8 +156,11 @@ def test_since_as_iso_date_and_unknown_symbol(binance):
     df = client.fetch()
     assert df["timestamp"][0] == dt.datetime(2017, 11, 14, tzinfo=dt.timezone.utc)
 
-    with pytest.raises(ValueError, match="does not list 'ETH/USDT'"):
-        CcxtCryptoClient("binance", ["ETH/USDT"], exchange=fake.exchange).fetch()
+    # one failing symbol fails alone, named with its cause; the others' candles ride on the error
+    with pytest.raises(PartialFetchError, match=r"ETH/USDT: ValueError: binance does not list 'ETH/USDT'") as err:
+        CcxtCryptoClient("binance", ["ETH/USDT", "UNITTEST/BTC"], "1m", since="2017-11-14T00:00:00", limit=10,
+                         exchange=fake.exchange).fetch()
+    assert list(err.value.failures) == ["ETH/USDT"] and set(err.value.partial["symbol"]) == {"UNITTEST/BTC"}
 
 
 def test_region_block_is_clear_error_not_retried(binance):
@@ -164,7 +168,7 @@ def test_region_block_is_clear_error_not_retried(binance):
     fake = binance(status_first=[blocked])
     client = CcxtCryptoClient("binance", ["UNITTEST/BTC"], "1m", since=fake.klines[0][0], exchange=fake.exchange)
 
-    with pytest.raises(ExchangeUnavailableError, match="451.*another exchange"):
+    with pytest.raises(PartialFetchError, match=rf"UNITTEST/BTC: {ExchangeUnavailableError.__name__}: .*451.*another exchange"):
         client.fetch()
     assert len(fake.kline_requests) == 1
 
@@ -175,3 +179,76 @@ def test_server_error_is_retried(binance):
 
     assert client.fetch().height == 5
     assert len(fake.kline_requests) == 2
+
+
+# --- through Dagster: raw responses kept, incremental runs, one failing symbol ---------------------
+
+
+def _materialize(tmp_path, fake, symbols=("UNITTEST/BTC",), **settings):
+    """Materialise raw_crypto_ohlcv with the live client on `fake`; (result, raw table or None)."""
+    import dagster as dg
+
+    from tenali_pipeline.defs.crypto import assets as crypto
+    from tenali_pipeline.lake import Lake
+    from tenali_pipeline.resources import LakeResource, SourcesResource
+
+    class Replayed(SourcesResource):
+        def crypto(self, archive=None):
+            return CcxtCryptoClient("binance", self.crypto_symbols, "1m", since=fake.klines[0][0], exchange=fake.exchange,
+                                    base_delay=0.01, archive=archive)
+
+    result = dg.materialize(crypto.defs[:1], raise_on_error=False,
+                            resources={"lake": LakeResource(root=str(tmp_path / "lake")),
+                                       "sources": Replayed(mode="live", crypto_exchange="binance",
+                                                           crypto_symbols=list(symbols), **settings)})
+    lake = Lake(str(tmp_path / "lake"))
+    key = "raw/crypto/crypto_ohlcv.parquet"
+    return result, (lake.read_parquet(key) if lake.exists(key) else None)
+
+
+def test_asset_keeps_the_exchange_json_and_a_second_run_asks_nothing(binance, tmp_path):
+    from tenali_pipeline.lake import Lake
+    from tenali_pipeline.sources.archive import read_archive
+
+    fake = binance()
+    first, table = _materialize(tmp_path, fake)
+    assert first.success and table.height == len(fake.klines)
+    asked = len(fake.kline_requests)
+    assert asked == 15
+
+    lake = Lake(str(tmp_path / "lake"))
+    kept = [k for k in lake.list("raw/crypto/responses") if k.endswith(".jsonl.gz")]
+    assert len(kept) == 1
+    data = lake.read_bytes(kept[0])
+    records = read_archive(data)
+    klines = [r for r in records if "/api/v3/klines" in r["url"]]
+    assert len(klines) == asked and any("/api/v3/exchangeInfo" in r["url"] for r in records)
+    assert json.loads(klines[0]["body"])[0][0] == fake.klines[0][0]
+    assert all(r["status"] == 200 for r in records)
+
+    # within refresh_hours: nothing is asked, not even the market list, and the table is the same
+    second, again = _materialize(tmp_path, fake)
+    assert second.success and len(fake.kline_requests) == asked
+    assert again.equals(table)
+
+    # once due: asked from the last stored candle minus one bar; merged without duplicates
+    third, merged = _materialize(tmp_path, fake, refresh_hours=0.0)
+    assert third.success
+    starts = [int(q["startTime"]) for q in fake.kline_requests[asked:]]
+    assert starts[0] == fake.klines[-1][0] - 60_000 and len(starts) == 2  # the last two candles, then an empty page
+    assert merged.sort("timestamp").equals(table.sort("timestamp"))
+
+
+def test_one_failing_symbol_fails_alone_and_the_others_land(binance, tmp_path):
+    fake = binance()
+    result, raw = _materialize(tmp_path, fake, symbols=("UNITTEST/BTC", "NOPE/BTC"))
+
+    assert not result.success
+    failure = next(e for e in result.all_events if e.is_step_failure).event_specific_data.error.message
+    assert "NOPE/BTC" in failure and "does not list" in failure and "UNITTEST/BTC:" not in failure
+    assert set(raw["symbol"]) == {"UNITTEST/BTC"} and raw.height == len(fake.klines)
+
+    # the symbol that landed is not asked again; the failed one is
+    fake.kline_requests.clear()
+    again, _ = _materialize(tmp_path, fake, symbols=("UNITTEST/BTC", "NOPE/BTC"))
+    assert not again.success and fake.kline_requests == []

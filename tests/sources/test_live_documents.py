@@ -87,3 +87,84 @@ def test_missing_folder_and_empty_folder(tmp_path):
 def test_html_to_text_keeps_blocks():
     text, title = html_to_text("<div>One&nbsp;two</div><ul><li>a</li><li>b</li></ul>")
     assert text == "One two\na\nb" and title is None
+
+
+# --- through Dagster: unchanged files not read again, removed files drop out, one bad file --------
+
+
+def _materialize(tmp_path, root):
+    import dagster as dg
+
+    from tenali_pipeline.defs.documents import assets as docs
+    from tenali_pipeline.lake import Lake
+    from tenali_pipeline.resources import LakeResource, SourcesResource
+
+    result = dg.materialize(docs.defs[:1], raise_on_error=False,
+                            resources={"lake": LakeResource(root=str(tmp_path / "lake")),
+                                       "sources": SourcesResource(mode="live", documents_root=str(root))})
+    lake = Lake(str(tmp_path / "lake"))
+    key = "raw/documents/documents.parquet"
+    return result, (lake.read_parquet(key) if lake.exists(key) else None)
+
+
+@pytest.fixture
+def reads(monkeypatch):
+    """The paths each fetch opens; a path in `reads.fail` raises PermissionError as an unreadable file does."""
+    opened, fail = [], set()
+    real = LocalDocumentsClient._read
+
+    def counting(self, filesystem, info, uri, suffix):
+        opened.append(info.path.rsplit("/", 1)[-1])
+        if info.path.rsplit("/", 1)[-1] in fail:
+            raise PermissionError(13, "Permission denied", info.path)
+        return real(self, filesystem, info, uri, suffix)
+
+    monkeypatch.setattr(LocalDocumentsClient, "_read", counting)
+    counting.opened, counting.fail = opened, fail
+    return counting
+
+
+def test_second_run_reads_nothing_and_changes_are_picked_up(tmp_path, reads):
+    root = tmp_path / "docs"
+    _write(root, FILES)
+
+    first, table = _materialize(tmp_path, root)
+    assert first.success and table.height == 3
+    assert sorted(reads.opened) == ["empty.txt", "fomc.md", "memo.txt", "report.html"]
+
+    reads.opened.clear()
+    second, again = _materialize(tmp_path, root)
+    assert second.success and reads.opened == []  # listed, but no file read again
+    assert again.equals(table)
+
+    # one file edited, one removed: only the edited one is read; the removed one drops out
+    (root / "memo.txt").write_text("Quarterly memo, revised\nRevenue grew 5%.\n", encoding="utf-8")
+    (root / "report.html").unlink()
+    reads.opened.clear()
+    third, changed = _materialize(tmp_path, root)
+    assert third.success and reads.opened == ["memo.txt"]
+    titles = dict(zip(changed["uri"].str.split("/").list.last(), changed["title"]))
+    assert titles == {"fomc.md": "FOMC minutes, January", "memo.txt": "Quarterly memo, revised"}
+
+
+def test_an_unreadable_file_fails_alone_and_keeps_its_old_row(tmp_path, reads):
+    root = tmp_path / "docs"
+    _write(root, FILES)
+    first, table = _materialize(tmp_path, root)
+    assert first.success
+
+    (root / "notes" / "fomc.md").write_text("# FOMC minutes, March\n\nRates held.\n", encoding="utf-8")
+    (root / "memo.txt").write_text("Quarterly memo, revised\n", encoding="utf-8")
+    reads.fail.add("fomc.md")
+    result, raw = _materialize(tmp_path, root)
+
+    assert not result.success
+    failure = next(e for e in result.all_events if e.is_step_failure).event_specific_data.error.message
+    assert "fomc.md" in failure and "Permission denied" in failure and "memo.txt" not in failure
+    by_name = dict(zip(raw["uri"].str.split("/").list.last(), raw["title"]))
+    assert by_name["fomc.md"] == "FOMC minutes, January" and by_name["memo.txt"] == "Quarterly memo, revised"
+
+    reads.fail.clear()
+    reads.opened.clear()
+    fixed, _ = _materialize(tmp_path, root)
+    assert fixed.success and reads.opened == ["fomc.md"]  # asked again; the others are unchanged

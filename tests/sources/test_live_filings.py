@@ -11,7 +11,7 @@ import polars as pl
 import pytest
 
 from local_http import LocalServer
-from tenali_pipeline.sources.http import RetriesExhausted
+from tenali_pipeline.sources.http import PartialFetchError
 from tenali_pipeline.sources.schema import FILINGS
 
 pytest.importorskip("sec_edgar_downloader")
@@ -189,7 +189,7 @@ def test_swallowed_download_failure_is_raised_with_accession(sec, tmp_path):
     # Two 8-Ks in range; the archive has no 0000320193-19-000117 (404), which the downloader only prints.
     client = EdgarFilingsClient(["AAPL"], forms=("8-K",), identity=IDENTITY, download_dir=tmp_path, after="2019-10-30", before="2019-11-15")
 
-    with pytest.raises(EdgarDownloadError, match=r"0000320193-19-000117: 404 Client Error"):
+    with pytest.raises(PartialFetchError, match=r"AAPL: EdgarDownloadError: .*0000320193-19-000117: 404 Client Error"):
         client.fetch()
 
 
@@ -214,7 +214,7 @@ def test_forbidden_is_clear_error_not_retried(sec, tmp_path):
 
 def test_unknown_ticker_is_clear_error(sec, tmp_path):
     client = EdgarFilingsClient(["NOSUCHTICKER"], forms=("8-K",), identity=IDENTITY, download_dir=tmp_path)
-    with pytest.raises(ValueError, match="NOSUCHTICKER"):
+    with pytest.raises(PartialFetchError, match="NOSUCHTICKER: ValueError"):
         client.fetch()
 
 
@@ -224,7 +224,7 @@ def test_persistent_server_errors_give_up(sec, tmp_path):
         ["AAPL"], forms=("8-K",), identity=IDENTITY, download_dir=tmp_path, limit=1,
         after="2019-11-15", before="2019-11-15", attempts=2, base_delay=0.01,
     )
-    with pytest.raises(RetriesExhausted, match="SEC 8-K filings of AAPL"):
+    with pytest.raises(PartialFetchError, match="AAPL: RetriesExhausted: SEC 8-K filings of AAPL"):
         client.fetch()
 
 

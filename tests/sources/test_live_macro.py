@@ -7,8 +7,10 @@ realdata/fred/ are converted to the XML FRED serves for the same query.
 from __future__ import annotations
 
 import datetime as dt
+import gzip
 import json
 import logging
+import time
 from pathlib import Path
 from urllib.parse import parse_qs, urlsplit
 from xml.sax.saxutils import quoteattr
@@ -17,7 +19,7 @@ import polars as pl
 import pytest
 
 from local_http import LocalServer
-from tenali_pipeline.sources.http import RetriesExhausted
+from tenali_pipeline.sources.http import PartialFetchError
 from tenali_pipeline.sources.schema import MACRO_OBSERVATIONS
 
 pytest.importorskip("fredapi")
@@ -27,8 +29,10 @@ REALDATA = Path(__file__).resolve().parents[3] / "shared" / "realdata" / "fred"
 KEY = "abcdef0123456789abcdef0123456789"
 
 SERIES = {
-    "GDP": dict(title="Gross Domestic Product", units="Billions of Dollars", frequency="Quarterly"),
-    "FEDFUNDS": dict(title="Federal Funds Effective Rate", units="Percent", frequency="Monthly"),
+    "GDP": dict(title="Gross Domestic Product", units="Billions of Dollars", frequency="Quarterly",
+                last_updated="2023-06-29 07:53:02-05"),
+    "FEDFUNDS": dict(title="Federal Funds Effective Rate", units="Percent", frequency="Monthly",
+                     last_updated="2023-07-03 15:18:01-05"),
 }
 
 
@@ -43,8 +47,8 @@ def observations_xml(capture: dict) -> bytes:
     return f'<?xml version="1.0" encoding="utf-8" ?>\n<observations {_attrs(head)}>\n{rows}\n</observations>'.encode()
 
 
-def series_xml(series_id: str) -> bytes:
-    meta = {"id": series_id, "realtime_start": "2023-07-18", "realtime_end": "2023-07-18", **SERIES[series_id]}
+def series_xml(series_id: str, **changed) -> bytes:
+    meta = {"id": series_id, "realtime_start": "2023-07-18", "realtime_end": "2023-07-18", **SERIES[series_id], **changed}
     return f'<?xml version="1.0" encoding="utf-8" ?>\n<seriess><series {_attrs(meta)}/></seriess>'.encode()
 
 
@@ -161,19 +165,19 @@ def test_persistent_rate_limit_gives_up_without_leaking_key(fred, caplog):
     fred.answers[("/fred/series", "GDP")] = [(429, error_xml(429, "Too Many Requests.  Exceeded Rate Limit"))]
     caplog.set_level(logging.DEBUG)
 
-    with pytest.raises(RetriesExhausted) as info:
+    # a failing series fails alone, named with its cause
+    with pytest.raises(PartialFetchError, match=r"GDP: RetriesExhausted: FRED series info for GDP.*429") as info:
         FredMacroClient(["GDP"], KEY, root_url=fred.root_url, attempts=2, base_delay=0.01).fetch()
 
-    assert "GDP" in str(info.value) and "429" in str(info.value.__cause__)
-    assert KEY not in str(info.value) and KEY not in str(info.value.__cause__)
-    assert KEY not in caplog.text
+    assert info.value.partial.is_empty()
+    assert KEY not in str(info.value) and KEY not in caplog.text
 
 
 def test_bad_series_is_clear_error_without_key(fred):
-    with pytest.raises(FredError, match=r"HTTP 400 .*series does not exist.*NOPE: check the series id") as info:
+    with pytest.raises(PartialFetchError, match=rf"NOPE: {FredError.__name__}: FRED returned HTTP 400 .*series does not exist"
+                                                r".*NOPE: check the series id") as info:
         FredMacroClient(["NOPE"], KEY, root_url=fred.root_url).fetch()
-    text = "".join(str(e) for e in (info.value, info.value.__cause__, info.value.__context__) if e is not None)
-    assert KEY not in text and KEY not in repr(info.value)
+    assert KEY not in str(info.value) and KEY not in repr(info.value)
     assert sum(r.startswith("/fred/series?") for r in fred.requests) == 1  # not retried
 
 
@@ -181,7 +185,7 @@ def test_bad_key_names_fred_api_key(fred):
     fred.answers[("/fred/series", "GDP")] = [
         (400, error_xml(400, "Bad Request.  The value for variable api_key is not registered."))
     ]
-    with pytest.raises(FredError, match="FRED_API_KEY") as info:
+    with pytest.raises(PartialFetchError, match=rf"GDP: {FredError.__name__}: .*FRED_API_KEY") as info:
         FredMacroClient(["GDP"], KEY, root_url=fred.root_url).fetch()
     assert KEY not in str(info.value)
 
@@ -196,10 +200,10 @@ def test_missing_key_names_env_var(monkeypatch):
 def test_unreachable_server_is_retried_then_clear(fred):
     root = fred.root_url
     fred.close()  # nothing listens there any more
-    with pytest.raises(RetriesExhausted, match="FRED series info for GDP") as info:
+    with pytest.raises(PartialFetchError, match="GDP: RetriesExhausted: FRED series info for GDP") as info:
         FredMacroClient(["GDP"], KEY, root_url=root, attempts=2, base_delay=0.01).fetch()
-    assert "could not reach FRED" in str(info.value.__cause__)
-    assert KEY not in str(info.value.__cause__)
+    assert "could not reach FRED" in str(info.value)
+    assert KEY not in str(info.value)
 
 
 def test_series_without_observations_mixes_with_others(fred):
@@ -214,3 +218,129 @@ def test_series_without_observations_mixes_with_others(fred):
 
     assert df.schema == pl.Schema(MACRO_OBSERVATIONS)
     assert df["series_id"].unique().to_list() == ["GDP"] and df.height == 3
+
+
+# --- through Dagster: raw responses kept, incremental runs, one failing series ---------------------
+
+
+def _fedfunds() -> bytes:
+    obs = [dict(realtime_start=f"2023-0{m + 1}-03", realtime_end="9999-12-31", date=f"2023-0{m}-01", value=v)
+           for m, v in ((1, "4.33"), (2, "4.57"), (3, "4.65"))]
+    return observations_xml({"realtime_start": "1776-07-04", "realtime_end": "9999-12-31", "observations": obs})
+
+
+def _materialize(tmp_path, fred, **settings):
+    """Materialise raw_macro_series with the live client replayed from `fred`; (result, raw table or None)."""
+    import dagster as dg
+
+    from tenali_pipeline.defs.macro import assets as macro
+    from tenali_pipeline.lake import Lake
+    from tenali_pipeline.resources import LakeResource, SourcesResource
+
+    class Replayed(SourcesResource):
+        def macro(self, archive=None):
+            return FredMacroClient(self.fred_series, KEY, root_url=fred.root_url, archive=archive, attempts=2,
+                                   base_delay=0.01)
+
+    result = dg.materialize(macro.defs[:1], raise_on_error=False,
+                            resources={"lake": LakeResource(root=str(tmp_path / "lake")),
+                                       "sources": Replayed(mode="live", fred_series=["GDP", "FEDFUNDS"], **settings)})
+    lake = Lake(str(tmp_path / "lake"))
+    key = "raw/macro/macro_series.parquet"
+    return result, (lake.read_parquet(key) if lake.exists(key) else None)
+
+
+def _observation_requests(fred) -> list[str]:
+    return [r for r in fred.requests if r.startswith("/fred/series/observations")]
+
+
+def test_asset_keeps_fred_xml_without_the_key(fred, tmp_path):
+    from tenali_pipeline.lake import Lake
+    from tenali_pipeline.sources.archive import read_archive
+
+    for sid, body in (("GDP", _vintaged_gdp()), ("FEDFUNDS", _fedfunds())):
+        fred.answers[("/fred/series", sid)] = [(200, series_xml(sid))]
+        fred.answers[("/fred/series/observations", sid)] = [(200, body)]
+
+    result, raw = _materialize(tmp_path, fred)
+
+    assert result.success and raw.height == 6
+    lake = Lake(str(tmp_path / "lake"))
+    kept = [k for k in lake.list("raw/macro/responses") if k.endswith(".jsonl.gz")]
+    assert len(kept) == 1
+    data = lake.read_bytes(kept[0])
+    records = read_archive(data)
+    assert len(records) == 4 == result.asset_materializations_for_node("raw_macro_series")[0].metadata[
+        "responses_kept"].value
+    gdp = next(r for r in records if "observations" in r["url"] and "series_id=GDP" in r["url"])
+    assert gdp["body"] == _vintaged_gdp().decode() and gdp["status"] == 200
+    assert all("api_key=***" in r["url"] for r in records)
+    assert KEY.encode() not in gzip.decompress(data)  # nowhere: not in a URL, not in a body
+
+
+def test_second_run_asks_only_series_info_and_keeps_the_table(fred, tmp_path):
+    for sid, body in (("GDP", _vintaged_gdp()), ("FEDFUNDS", _fedfunds())):
+        fred.answers[("/fred/series", sid)] = [(200, series_xml(sid))]
+        fred.answers[("/fred/series/observations", sid)] = [(200, body)]
+    first, table = _materialize(tmp_path, fred)
+    assert first.success and len(_observation_requests(fred)) == 2
+    fred.requests.clear()
+
+    second, again = _materialize(tmp_path, fred)
+
+    assert second.success
+    assert _observation_requests(fred) == []  # FRED has not updated either series: no observations asked
+    assert sorted(fred.requests) == sorted(f"/fred/series?series_id={s}&api_key={KEY}" for s in ("GDP", "FEDFUNDS"))
+    assert again.equals(table)
+
+    # FRED updates GDP: only GDP's observations are asked, FEDFUNDS keeps its rows
+    fred.answers[("/fred/series", "GDP")] = [(200, series_xml("GDP", last_updated="2023-07-27 07:46:03-05"))]
+    fred.requests.clear()
+    third, _ = _materialize(tmp_path, fred)
+    assert third.success
+    assert [r.split("&")[0] for r in _observation_requests(fred)] == ["/fred/series/observations?series_id=GDP"]
+
+
+def test_one_failing_series_fails_alone_and_keeps_its_old_rows(fred, tmp_path):
+    for sid, body in (("GDP", _vintaged_gdp()), ("FEDFUNDS", _fedfunds())):
+        fred.answers[("/fred/series", sid)] = [(200, series_xml(sid))]
+        fred.answers[("/fred/series/observations", sid)] = [(200, body)]
+    first, table = _materialize(tmp_path, fred)
+    assert first.success
+
+    # both series updated at FRED; GDP's new vintage arrives, FEDFUNDS's observations keep failing
+    revised = _vintaged_gdp().replace(b'value="17044.0"', b'value="17045.5"')
+    fred.answers[("/fred/series", "GDP")] = [(200, series_xml("GDP", last_updated="2023-07-27 07:46:03-05"))]
+    fred.answers[("/fred/series/observations", "GDP")] = [(200, revised)]
+    fred.answers[("/fred/series", "FEDFUNDS")] = [(200, series_xml("FEDFUNDS", last_updated="2023-08-01 15:16:01-05"))]
+    fred.answers[("/fred/series/observations", "FEDFUNDS")] = [(500, error_xml(500, "Internal Server Error"))]
+
+    result, raw = _materialize(tmp_path, fred)
+
+    assert not result.success
+    failure = next(e for e in result.all_events if e.is_step_failure).event_specific_data.error.message
+    assert "FEDFUNDS" in failure and "500" in failure and "GDP:" not in failure and KEY not in failure
+    assert raw.filter(pl.col("series_id") == "GDP", pl.col("date") == dt.date(2014, 1, 1))["value"].to_list() == [17045.5]
+    assert raw.filter(pl.col("series_id") == "FEDFUNDS").equals(table.filter(pl.col("series_id") == "FEDFUNDS"))
+
+    # the failed series is asked again by the next run (its last_updated was not recorded as seen)
+    fred.answers[("/fred/series/observations", "FEDFUNDS")] = [(200, _fedfunds())]
+    fred.requests.clear()
+    fixed, _ = _materialize(tmp_path, fred)
+    assert fixed.success
+    assert [r.split("&")[0] for r in _observation_requests(fred)] == ["/fred/series/observations?series_id=FEDFUNDS"]
+
+
+def test_a_silent_server_times_out_and_is_retried():
+    asked = []
+
+    def slow(req):
+        asked.append(req.path)
+        time.sleep(0.6)
+        return 200, {"Content-Type": "text/xml"}, series_xml("GDP")
+
+    with LocalServer(slow) as server:
+        client = FredMacroClient(["GDP"], KEY, root_url=f"{server.base}/fred", timeout=0.2, attempts=2, base_delay=0.01)
+        with pytest.raises(PartialFetchError, match=r"GDP: RetriesExhausted: .*did not answer within 0.2s") as info:
+            client.fetch()
+    assert len(asked) == 2 and KEY not in str(info.value)

@@ -16,7 +16,7 @@ import pytest
 import requests
 from requests.structures import CaseInsensitiveDict
 
-from tenali_pipeline.sources.http import RetriesExhausted
+from tenali_pipeline.sources.http import PartialFetchError
 from tenali_pipeline.sources.schema import MARKET_PRICES
 
 REALDATA = Path(__file__).resolve().parents[3] / "shared" / "realdata"
@@ -132,8 +132,10 @@ def test_rate_limit_that_persists_names_the_ticker(yahoo):
     session, _ = yahoo([(429, b"Too Many Requests")])
     client = YFinanceMarketClient(["AAPL"], "2020-08-31", "2020-11-07", session=session, attempts=2, base_delay=0.01)
 
-    with pytest.raises(RetriesExhausted, match="Yahoo chart for AAPL"):
+    # one failing ticker fails alone, named with its cause (the others' rows ride on the error)
+    with pytest.raises(PartialFetchError, match=r"AAPL: RetriesExhausted: Yahoo chart for AAPL") as err:
         client.fetch()
+    assert err.value.partial.is_empty()
 
 
 def test_unknown_ticker_is_a_clear_error(yahoo):
@@ -143,7 +145,7 @@ def test_unknown_ticker_is_a_clear_error(yahoo):
     session, _ = yahoo([(404, body)], tz_answers=[(404, body)])
     client = YFinanceMarketClient(["NOPE"], "2020-08-31", "2020-11-07", session=session)
 
-    with pytest.raises(ValueError, match="check the ticker symbol"):
+    with pytest.raises(PartialFetchError, match=r"NOPE: ValueError: .*check the ticker symbol"):
         client.fetch()
 
 
@@ -168,3 +170,33 @@ def test_html_error_page_is_retried_not_memoised(yahoo):
 
     assert client.fetch().height == 49
     assert sum("period1=" in u for u in adapter.calls) == 3
+
+
+def test_the_asset_keeps_yahoo_s_raw_responses_next_to_the_parquet(yahoo, tmp_path):
+    """Through Dagster: the live client's chart JSON lands in raw/market/responses/ as sent."""
+    import dagster as dg
+
+    from tenali_pipeline.defs.market import assets as market
+    from tenali_pipeline.lake import Lake
+    from tenali_pipeline.resources import LakeResource, SourcesResource
+    from tenali_pipeline.sources.archive import read_archive
+
+    session, _ = yahoo([(200, _chart_body())])
+
+    class Replayed(SourcesResource):
+        def market(self, tickers=None, archive=None):
+            return YFinanceMarketClient(tickers, start="2020-08-31", end="2020-11-07", session=session, archive=archive)
+
+    made = market.build(buckets=1)
+    result = dg.materialize(made[:2], resources={"lake": LakeResource(root=str(tmp_path / "lake")),
+                                                 "sources": Replayed(mode="live", tickers=["AAPL"])})
+    assert result.success
+    lake = Lake(str(tmp_path / "lake"))
+    kept = [k for k in lake.list("raw/market/responses") if k.endswith(".jsonl.gz")]
+    assert len(kept) == 1
+    records = read_archive(lake.read_bytes(kept[0]))
+    charts = [r for r in records if "/v8/finance/chart/AAPL" in r["url"] and "period1" in r["url"]]
+    assert charts and json.loads(charts[0]["body"]) == json.loads(_chart_body())
+    assert all("crumb-abc" not in r["url"] or "crumb=" in r["url"] for r in records)
+    meta = result.asset_materializations_for_node("raw_market_prices")[0].metadata
+    assert meta["responses_kept"].value == len(records) and meta["dagster/row_count"].value == 49

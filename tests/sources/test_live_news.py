@@ -6,16 +6,16 @@ from __future__ import annotations
 
 import datetime as dt
 import re
+import zlib
 from pathlib import Path
 
 import polars as pl
 import pytest
 
 from local_http import LocalServer
-from tenali_pipeline.sources.schema import NEWS
 
 pytest.importorskip("feedparser")
-from tenali_pipeline.sources.live.news import FeedError, RssNewsClient, strip_html  # noqa: E402
+from tenali_pipeline.sources.live.news import NEWS_TABLE, FeedError, RssNewsClient, strip_html  # noqa: E402
 
 ATOM = Path(__file__).resolve().parents[3] / "shared" / "realdata" / "rss" / "sec_edgar_getcurrent_atom_2025-12-12.xml"
 UTC = dt.timezone.utc
@@ -78,7 +78,7 @@ def test_real_sec_atom_and_rss_with_etag_roundtrip(feeds):
 
     df = client.fetch()
 
-    assert df.schema == pl.Schema(NEWS)
+    assert df.schema == pl.Schema(NEWS_TABLE) and df["article"].null_count() == df.height  # articles off by default
     real = df.filter(pl.col("feed") == sec)
     ids = set(re.findall(rb"<id>(urn:tag:sec\.gov[^<]*)</id>", ATOM.read_bytes()))
     assert real.height == len(ids) == 50  # 100 entries, each filing listed for filer and issuer
@@ -114,3 +114,113 @@ def test_every_feed_failing_raises(feeds):
 def test_strip_html():
     assert strip_html("<p>A&amp;B</p><p>C&nbsp;D</p><script></script>") == "A&B C D"
     assert strip_html(None) == ""
+
+
+# --- through Dagster: feed bodies and 304s kept, conditional second run, one failing feed ---------
+
+ATOM_SMALL = b"""<?xml version="1.0" encoding="utf-8"?>
+<feed xmlns="http://www.w3.org/2005/Atom"><title>Filings desk</title><id>urn:desk</id><updated>2025-12-12T10:00:00Z</updated>
+<entry><title>8-K - Example Corp</title><id>urn:desk:1</id><link href="https://desk.example/1"/>
+<updated>2025-12-12T10:00:00Z</updated><summary>Item 2.02 results.</summary></entry>
+<entry><title>10-Q - Other Inc</title><id>urn:desk:2</id><link href="https://desk.example/2"/>
+<updated>2025-12-12T11:00:00Z</updated></entry></feed>"""
+
+
+class ConditionalFeeds:
+    """Every feed with an ETag (304 when it matches); `broken` paths answer 500; records (path, status)."""
+
+    def __init__(self, routes: dict[str, bytes]):
+        self.routes, self.broken, self.hits = routes, set(), []
+        self.http = LocalServer(self._respond)
+
+    def url(self, path: str) -> str:
+        return f"{self.http.base}{path}"
+
+    def _respond(self, req):
+        if req.path in self.broken or req.path not in self.routes:
+            status, headers, body = (500 if req.path in self.broken else 404), {}, b"<h1>error</h1>"
+        else:
+            body = self.routes[req.path]
+            etag = f'"{zlib.crc32(body):08x}"'
+            headers = {"ETag": etag, "Content-Type": "application/xml"}
+            status = 304 if req.headers.get("If-None-Match") == etag else 200
+            body = b"" if status == 304 else body
+        self.hits.append((req.path, status))
+        return status, headers, body
+
+
+@pytest.fixture
+def conditional():
+    fake = ConditionalFeeds({"/wire.rss": RSS, "/desk.atom": ATOM_SMALL})
+    yield fake
+    fake.http.close()
+
+
+def _materialize(tmp_path, feeds):
+    import dagster as dg
+
+    from tenali_pipeline.defs.news import assets as news
+    from tenali_pipeline.lake import Lake
+    from tenali_pipeline.resources import LakeResource, SourcesResource
+
+    class Replayed(SourcesResource):
+        def news(self, state=None, archive=None, **articles):
+            return RssNewsClient(self.news_feeds, state=state, archive=archive, attempts=2, base_delay=0.01, **articles)
+
+    result = dg.materialize(news.defs[:1], raise_on_error=False,
+                            resources={"lake": LakeResource(root=str(tmp_path / "lake")),
+                                       "sources": Replayed(mode="live", news_feeds=list(feeds))})
+    lake = Lake(str(tmp_path / "lake"))
+    return result, lake.read_parquet("raw/news/news.parquet") if lake.exists("raw/news/news.parquet") else None
+
+
+def _archive(tmp_path, result) -> list[dict]:
+    """The responses kept by the run of `result`."""
+    from tenali_pipeline.lake import Lake
+    from tenali_pipeline.sources.archive import read_archive
+
+    lake = Lake(str(tmp_path / "lake"))
+    [key] = [k for k in lake.list("raw/news/responses") if k.endswith(f"-{result.run_id[:8]}.jsonl.gz")]
+    return read_archive(lake.read_bytes(key))
+
+
+def test_asset_keeps_feeds_and_a_second_run_is_conditional(conditional, tmp_path, monkeypatch):
+    identity = "Jane Analyst jane@tenali.example"
+    monkeypatch.setenv("SEC_EDGAR_IDENTITY", identity)  # sent as the User-Agent, never kept
+    feeds = [conditional.url("/wire.rss"), conditional.url("/desk.atom")]
+
+    first, table = _materialize(tmp_path, feeds)
+
+    assert first.success and table.height == 4
+    records = _archive(tmp_path, first)
+    assert {(r["url"], r["status"]) for r in records} == {(f, 200) for f in feeds}
+    desk = next(r for r in records if r["url"].endswith("/desk.atom"))
+    assert desk["body"] == ATOM_SMALL.decode()
+    assert RSS == next(r for r in records if r["url"].endswith("/wire.rss"))["body"]  # bytes not UTF-8: base64 kept
+    assert all(identity not in str(r) for r in records)
+
+    conditional.hits.clear()
+    second, again = _materialize(tmp_path, feeds)
+
+    assert second.success and again.equals(table)
+    assert sorted(conditional.hits) == [("/desk.atom", 304), ("/wire.rss", 304)]  # only conditional requests
+    assert [r["status"] for r in _archive(tmp_path, second)] == [304, 304]
+
+
+def test_one_failing_feed_fails_alone_and_the_others_land(conditional, tmp_path):
+    conditional.broken.add("/desk.atom")
+    feeds = [conditional.url("/wire.rss"), conditional.url("/desk.atom")]
+
+    result, raw = _materialize(tmp_path, feeds)
+
+    assert not result.success
+    failure = next(e for e in result.all_events if e.is_step_failure).event_specific_data.error.message
+    assert "desk.atom" in failure and "500" in failure and "wire.rss:" not in failure
+    assert set(raw["feed"]) == {feeds[0]} and raw.height == 2
+
+    # repaired: the failed feed is fetched in full (no ETag kept for it), the other answers 304
+    conditional.broken.clear()
+    conditional.hits.clear()
+    fixed, table = _materialize(tmp_path, feeds)
+    assert fixed.success and table.height == 4
+    assert sorted(conditional.hits) == [("/desk.atom", 200), ("/wire.rss", 304)]

@@ -4,6 +4,7 @@ response shapes (including 404s, malformed bodies, 429 and 403), the sample twin
 from __future__ import annotations
 
 import datetime as dt
+import gzip
 import json
 from urllib.parse import parse_qs, urlsplit
 
@@ -152,3 +153,138 @@ def test_sample_twins_and_their_notes():
     feb = defi.filter(pl.col("entity") == "Samplechain", pl.col("metric") == "fees",
                       pl.col("date").dt.month() == 2, pl.col("date").dt.year() == 2010)["value"].sum()
     assert f"Fees totalled ${feb / 1e6:,.1f} million over 28 days" in jan
+
+
+# --- through Dagster: raw JSON kept without the key, a second run asks nothing, one failing item ---
+
+
+def _materialize(tmp_path, module_defs, sources):
+    import dagster as dg
+
+    from tenali_pipeline.lake import Lake
+    from tenali_pipeline.resources import LakeResource
+
+    result = dg.materialize(module_defs[:1], raise_on_error=False,
+                            resources={"lake": LakeResource(root=str(tmp_path / "lake")), "sources": sources})
+    lake = Lake(str(tmp_path / "lake"))
+    keys = [k for k in lake.list("raw") if k.endswith(".parquet") and "/responses/" not in k]
+    return result, (lake.read_parquet(keys[0]) if keys else None), lake
+
+
+def _failure(result) -> str:
+    return next(e for e in result.all_events if e.is_step_failure).event_specific_data.error.message
+
+
+def _llama_sources(server, chains, protocols=()):
+    from tenali_pipeline.resources import SourcesResource
+
+    class Replayed(SourcesResource):
+        def defillama(self, chains=None, protocols=None, archive=None):
+            return DefiLlamaClient(self.defillama_chains if chains is None else chains,
+                                   self.defillama_protocols if protocols is None else protocols, start="2024-01-02", api=server.http.base,
+                                   stablecoins=server.http.base, base_delay=0.01, session=requests.Session(),
+                                   archive=archive)
+
+    return Replayed(mode="live", defillama_chains=list(chains), defillama_protocols=list(protocols))
+
+
+def test_defillama_asset_keeps_json_and_a_second_run_asks_nothing(tmp_path):
+    from tenali_pipeline.defs.onchain import assets as onchain
+    from tenali_pipeline.sources.archive import read_archive
+
+    routes = {k: list(v) for k, v in LLAMA.items()}  # (an earlier test may have served LLAMA's 429 already)
+    routes["/v2/historicalChainTvl/Ethereum"] = [(429, b"slow down"), LLAMA["/v2/historicalChainTvl/Ethereum"][-1]]
+    routes["/overview/dexs/Ethereum"] = [(404, {"message": "no dex volume"})]  # remembered as missing
+    server = Server(routes)
+    try:
+        sources = _llama_sources(server, ["Ethereum"], ["aave"])
+        first, table, lake = _materialize(tmp_path, onchain.defillama_defs, sources)
+        asked = len(server.requests)
+        second, again, _ = _materialize(tmp_path, onchain.defillama_defs, sources)
+        after_second = len(server.requests)
+        # a chain added to the configuration: only its series are asked; one of them is malformed
+        third, partial, _ = _materialize(tmp_path, onchain.defillama_defs,
+                                         _llama_sources(server, ["Ethereum", "Brokenchain"], ["aave"]))
+        third_paths = [p for p, _, _ in server.requests[after_second:]]
+    finally:
+        server.close()
+
+    assert first.success and dict(table.schema) == DEFI_METRICS
+    assert set(table["metric"]) == {"tvl", "fees", "stablecoin_supply", "revenue"} and table["date"].min() == D(2024, 1, 2)
+    assert asked == 8  # 6 series (one after a 429, retried) + the 404
+    [kept] = [k for k in lake.list("raw/defillama/responses") if k.endswith(f"-{first.run_id[:8]}.jsonl.gz")]
+    records = read_archive(lake.read_bytes(kept))
+    assert len(records) == asked and {r["status"] for r in records} == {200, 404, 429}
+    tvl = next(r for r in records if r["url"].endswith("/v2/historicalChainTvl/Ethereum") and r["status"] == 200)
+    assert json.loads(tvl["body"]) == LLAMA["/v2/historicalChainTvl/Ethereum"][-1][1]
+
+    assert second.success and after_second == asked  # nothing asked: neither the series nor the 404
+    assert again.equals(table)
+
+    assert not third.success
+    failure = _failure(third)
+    assert "chain Brokenchain tvl" in failure and "expected a list" in failure and "Ethereum" not in failure
+    assert all("Brokenchain" in p for p in third_paths) and len(third_paths) == 4
+    assert partial.filter(pl.col("entity") != "Brokenchain").sort(partial.columns).equals(table.sort(table.columns))
+
+
+def _gecko_sources(server):
+    import os
+
+    from tenali_pipeline.resources import SourcesResource
+
+    class Replayed(SourcesResource):
+        def coingecko(self, coins=None, archive=None):
+            return CoinGeckoClient(self.coingecko_coins if coins is None else coins, start="2024-01-01", end=D(2024, 1, 4), api=server.http.base,
+                                   api_key=os.environ.get("COINGECKO_API_KEY"), session=requests.Session(),
+                                   base_delay=0.01, archive=archive)
+
+    return Replayed(mode="live", coingecko_coins=["bitcoin", "oldcoin"])
+
+
+def test_coingecko_asset_keeps_json_without_the_key_and_fails_one_coin_alone(tmp_path, monkeypatch):
+    from tenali_pipeline.defs.onchain import assets as onchain
+
+    monkeypatch.setenv("COINGECKO_API_KEY", "CG-SECRET-KEY")
+    routes = {
+        "/coins/bitcoin/market_chart/range": [(200, _market_chart([40000, 42000, 41000, 41500], [8e11, 8.4e11, 8.2e11, 8.3e11]))],
+        "/coins/bitcoin": [(200, {"id": "bitcoin", "symbol": "btc", "market_data": {"max_supply": 21000000.0}})],
+        "/coins/oldcoin/market_chart/range": [(401, {"error": {"status": {"error_code": 10012}}})],
+    }
+    server = Server(routes)
+    try:
+        first, raw, lake = _materialize(tmp_path, onchain.coingecko_defs, _gecko_sources(server))
+        asked = [p for p, _, _ in server.requests]
+        second, again, _ = _materialize(tmp_path, onchain.coingecko_defs, _gecko_sources(server))
+        asked_again = [p for p, _, _ in server.requests[len(asked):]]
+    finally:
+        server.close()
+
+    assert not first.success
+    failure = _failure(first)
+    assert "oldcoin" in failure and "401" in failure and "bitcoin:" not in failure and "CG-SECRET-KEY" not in failure
+    assert set(raw["coin_id"]) == {"bitcoin"} and raw.height == 3
+    [kept] = [k for k in lake.list("raw/coingecko/responses") if k.endswith(f"-{first.run_id[:8]}.jsonl.gz")]
+    data = gzip.decompress(lake.read_bytes(kept))
+    assert b"CG-SECRET-KEY" not in data and b"market_caps" in data and b"10012" in data
+
+    # the coin that landed is not asked again within refresh_hours; the failed one is, and the table stays
+    assert asked_again == ["/coins/oldcoin/market_chart/range"]
+    assert not second.success and again.equals(raw)
+
+
+def test_coingecko_incremental_range_stays_daily():
+    import calendar
+
+    server = Server({"/coins/bitcoin/market_chart/range": [(200, _market_chart([1, 2, 3, 4], [1e9, 2e9, 3e9, 4e9]))],
+                     "/coins/bitcoin": [(200, {"id": "bitcoin", "symbol": "btc", "market_data": {"max_supply": 21e6}})]})
+    try:
+        client = CoinGeckoClient(["bitcoin", "ethereum"], start="2023-01-01", end=D(2024, 6, 1), api=server.http.base,
+                                 session=requests.Session(), base_delay=0.01)
+        client.fetch(since={"bitcoin": D(2024, 5, 25)})  # ethereum not due: not asked
+    finally:
+        server.close()
+    ranges = [q for p, q, _ in server.requests if p.endswith("/range")]
+    # asked from 92 days before the end, not from 2024-05-25: CoinGecko answers hourly within 90 days
+    assert len(ranges) == 1 and int(ranges[0]["from"][0]) == calendar.timegm(D(2024, 3, 1).timetuple())
+    assert all("ethereum" not in p for p, _, _ in server.requests)

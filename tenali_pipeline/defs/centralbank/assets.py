@@ -5,7 +5,8 @@ made-up banks in the same styles (sample).
 Feeds list only their latest items, so ``raw_central_bank`` keeps what earlier runs collected and
 adds the new items: pages already held are not fetched again, and feeds are fetched conditionally
 (their ETag / Last-Modified kept in ``raw/centralbank/feed_state.json``, saved only after a run in
-which nothing failed, so that an item whose page failed is offered again by the next run).
+which nothing failed, so that an item whose page failed is offered again by the next run). Feeds,
+robots.txt and pages are kept as served under ``raw/centralbank/responses/``.
 """
 
 import polars as pl
@@ -24,14 +25,12 @@ def _merge(previous: pl.DataFrame | None, new: pl.DataFrame) -> pl.DataFrame:
     return both.unique("doc_id", keep="last", maintain_order=True).sort("bank", "published", "doc_id")
 
 
-def _fetch(sources, lake, context):
-    previous = lake.read_parquet(RAW_KEY) if lake.exists(RAW_KEY) else None
-    if previous is not None:  # never carry sample rows into a live lake, or the reverse
-        is_sample = pl.col("source").str.starts_with("sample:")
-        previous = previous.filter(is_sample if sources.is_sample else ~is_sample)
+def _fetch(run):
+    sources, lake, context = run.sources, run.lake, run.context
+    previous = run.previous  # already without rows of the other mode (sample / live)
     known = previous["link"].to_list() if previous is not None else []
     state = lake.read_json(STATE_KEY) if not sources.is_sample and lake.exists(STATE_KEY) else {}
-    client = sources.central_bank(known=known, state=state)
+    client = sources.central_bank(known=known, state=state, archive=run.archive)
     try:
         new = client.fetch()
     except PartialFetchError as exc:

@@ -13,7 +13,10 @@ from ...text.mixing import MixConfig
 from ...text.technical import render_technical
 from ...text import render_fundamentals
 from ...text.render_centralbank import render_central_bank
-from ..common import FOLLOW_INPUTS, clean_table, table_metadata
+from ...text.render_india import render_announcements, render_ipo_performance
+from ...ipo import bhavcopy_prices, listing_performance
+from ...sources.us_ipo_schema import listings as us_listings
+from ..common import FOLLOW_INPUTS, read_clean, table_metadata
 from ..features.assets import FEATURES_KEY, technical_features
 
 TRAIN_KEY, VAL_KEY = "corpus/train.parquet", "corpus/val.parquet"
@@ -39,8 +42,23 @@ def _documents_asset(name: str, deps: list, description: str, make):
 
 
 def _crypto_documents(store):
-    clean = store.read_parquet(clean_table("crypto", "crypto_ohlcv"))
+    clean = read_clean(store, "crypto", "crypto_ohlcv")
     return render.render_market(clean, domain="crypto_forex", by="symbol", time="timestamp", unit="coins")
+
+
+def _ipo_documents(store):
+    """Listing performance of NSE IPOs against their bhavcopy prices (market domain)."""
+    perf = listing_performance(read_clean(store, "india_ipos", "india_ipos"),
+                               bhavcopy_prices(read_clean(store, "india_bhavcopy", "india_bhavcopy")))
+    return render_ipo_performance(perf)
+
+
+def _us_ipo_documents(store):
+    """Listing performance of US IPOs (SPACs' $10 units left out) against the market prices."""
+    prices = read_clean(store, "market", "market_prices")
+    ipos = read_clean(store, "us_ipos", "us_ipos").filter(~pl.col("is_spac"))
+    perf = listing_performance(us_listings(ipos, prices), prices, ticker="ticker")
+    return render_ipo_performance(perf, ticker="ticker")
 
 
 def _technical_documents(store):
@@ -49,28 +67,37 @@ def _technical_documents(store):
 
 DOCUMENT_ASSETS = [
     _documents_asset("market_documents", ["clean_market_prices"], "Monthly market summaries per ticker.",
-                     lambda s: render.render_market(s.read_parquet(clean_table("market", "market_prices")))),
+                     lambda s: render.render_market(read_clean(s, "market", "market_prices"))),
     _documents_asset("economic_documents", ["clean_macro_series"], "Macro release notes, dated when published.",
-                     lambda s: render.render_macro(s.read_parquet(clean_table("macro", "macro_series")))),
+                     lambda s: render.render_macro(read_clean(s, "macro", "macro_series"))),
     _documents_asset("crypto_documents", ["clean_crypto_ohlcv"], "Monthly crypto market summaries.", _crypto_documents),
     _documents_asset("technical_documents", [technical_features], "Month-end technical-analysis notes.",
                      _technical_documents),
     _documents_asset("filing_documents", ["clean_filings"], "Filing text with item headings.",
-                     lambda s: render.render_filings(s.read_parquet(clean_table("filings", "filings")))),
+                     lambda s: render.render_filings(read_clean(s, "filings", "filings"))),
     _documents_asset("news_documents", ["clean_news"], "News articles.",
-                     lambda s: render.render_news(s.read_parquet(clean_table("news", "news")))),
+                     lambda s: render.render_news(read_clean(s, "news", "news"))),
     _documents_asset("educational_documents", ["clean_documents"], "Educational documents.",
-                     lambda s: render.render_documents(s.read_parquet(clean_table("documents", "documents")))),
+                     lambda s: render.render_documents(read_clean(s, "documents", "documents"))),
     # Issue 12 sources (text/render_fundamentals.py): point-in-time earnings narratives; on-chain notes.
     _documents_asset("earnings_documents", ["clean_fundamentals"], "Earnings narratives from SEC XBRL, point in time.",
-                     lambda s: render_fundamentals.render_earnings(s.read_parquet(clean_table("fundamentals", "fundamentals")))),
+                     lambda s: render_fundamentals.render_earnings(read_clean(s, "fundamentals", "fundamentals"))),
     _documents_asset("onchain_documents", ["clean_defi_metrics", "clean_coin_markets"], "Monthly DeFi and tokenomics notes.",
                      lambda s: pl.concat([
-                         render_fundamentals.render_defi(s.read_parquet(clean_table("defillama", "defi_metrics"))),
-                         render_fundamentals.render_coins(s.read_parquet(clean_table("coingecko", "coin_markets")))])),
+                         render_fundamentals.render_defi(read_clean(s, "defillama", "defi_metrics")),
+                         render_fundamentals.render_coins(read_clean(s, "coingecko", "coin_markets"))])),
     _documents_asset("central_bank_documents", ["clean_central_bank"], "Central-bank statements, minutes and press "
                      "releases with their stated decisions (text/render_centralbank.py).",
-                     lambda s: render_central_bank(s.read_parquet(clean_table("centralbank", "central_bank")))),
+                     lambda s: render_central_bank(read_clean(s, "centralbank", "central_bank"))),
+    _documents_asset("india_announcement_documents", ["clean_india_announcements"],
+                     "NSE corporate announcements, one digest per company and day (news and filings domain).",
+                     lambda s: render_announcements(read_clean(s, "india_announcements", "india_announcements"))),
+    _documents_asset("ipo_documents", ["clean_india_ipos", "clean_india_bhavcopy"],
+                     "IPO listing performance: first-day, first-week and first-month returns on the issue price.",
+                     _ipo_documents),
+    _documents_asset("us_ipo_documents", ["clean_us_ipos", "clean_market_prices"],
+                     "US IPO listing performance from EDGAR prospectuses and the market prices (market domain).",
+                     _us_ipo_documents),
 ]
 
 

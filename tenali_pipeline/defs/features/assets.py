@@ -5,7 +5,7 @@ import polars as pl
 
 from ...resources import LakeResource
 from ...technicals.features import compute_features, event_counts
-from ..common import FOLLOW_INPUTS, clean_table, table_metadata
+from ..common import FOLLOW_INPUTS, read_clean, table_metadata
 
 FEATURES_KEY = "features/technical/daily.parquet"
 
@@ -21,10 +21,10 @@ def technical_features(lake: LakeResource) -> dg.MaterializeResult:
     # needs 200 earlier bars), and a daily file for 10,000 tickers x 25 years is ~60M rows, which
     # compute_features handles in memory on one machine. Split by instrument if that stops being true.
     store = lake.lake()
-    stocks = store.read_parquet(clean_table("market", "market_prices")).select(
+    stocks = read_clean(store, "market", "market_prices").select(
         "date", instrument="ticker", asset_class=pl.lit("equity"), open="open", high="high", low="low",
         close="close", adj_close="adj_close", volume="volume", source="source")
-    crypto = store.read_parquet(clean_table("crypto", "crypto_ohlcv")).filter(pl.col("timeframe") == "1d").select(
+    crypto = read_clean(store, "crypto", "crypto_ohlcv").filter(pl.col("timeframe") == "1d").select(
         date=pl.col("timestamp").dt.date(), instrument="symbol", asset_class=pl.lit("crypto"), open="open",
         high="high", low="low", close="close", adj_close="close", volume="volume", source="source")
     df = compute_features(pl.concat([stocks, crypto], how="vertical_relaxed"), instrument_col="instrument",

@@ -62,7 +62,8 @@ def _session(identity: str):
     return session
 
 
-def _get_json(session, url: str, what: str):
+def sec_get(session, url: str, what: str):
+    """GET `url` from the SEC; `_HttpFailure` naming `what` and the cause on any failure."""
     import requests
 
     try:
@@ -76,6 +77,11 @@ def _get_json(session, url: str, what: str):
         raise _HttpFailure(f"{what}: SEC answered HTTP 429 Too Many Requests")
     if resp.status_code >= 400:
         raise _HttpFailure(f"{what}: SEC answered HTTP {resp.status_code} {resp.reason}")
+    return resp
+
+
+def _get_json(session, url: str, what: str):
+    resp = sec_get(session, url, what)
     try:
         return resp.json()
     except ValueError as exc:
@@ -106,8 +112,11 @@ def _is_newer(new: dict, old: dict | None) -> bool:
     return not (new["at"] and old.get("at") and new["at"] < old["at"])
 
 
-def evaluate(sources: SourcesResource, cursor_raw: str | None, log=None, env=None):
-    """(RunRequest or SkipReason, new cursor or None); pure apart from the SEC requests."""
+def evaluate(sources: SourcesResource, cursor_raw: str | None, log=None, env=None, buckets: int = 1):
+    """(RunRequest(s) or SkipReason, new cursor or None); pure apart from the SEC requests.
+
+    With `buckets` > 1 (TENALI_INSTRUMENT_BUCKETS), one RunRequest per bucket that holds a company
+    with a new filing, for that partition of raw_filings only."""
     env = os.environ if env is None else env
     if sources.is_sample:
         return dg.SkipReason("sources are in sample mode: sample filings never change, nothing to poll"), None
@@ -174,14 +183,27 @@ def evaluate(sources: SourcesResource, cursor_raw: str | None, log=None, env=Non
     if log is not None:
         log.info("new filings: " + ", ".join(f"CIK {c} {v['form']} {v['acc']}" for c, v in new))
     tags = {"tenali/trigger": "new_edgar_filings", "tenali/new_filings": str(len(new))}
-    return dg.RunRequest(run_key=run_key, tags=tags), new_cursor
+    if buckets <= 1:
+        return dg.RunRequest(run_key=run_key, tags=tags), new_cursor
+    from ...buckets import Bucket, bucket_of
+
+    ticker_of = {c: t for t, c in ciks.items() if c}
+    keys = sorted({Bucket(bucket_of(ticker_of.get(c, c), buckets), buckets).key for c, _ in new})
+    return [dg.RunRequest(run_key=f"{run_key}-{k}", partition_key=k, tags=tags) for k in keys], new_cursor
 
 
 def build_new_edgar_filings_sensor(
-    default_status: dg.DefaultSensorStatus = dg.DefaultSensorStatus.STOPPED,
+    default_status: dg.DefaultSensorStatus = dg.DefaultSensorStatus.STOPPED, buckets: int = 1, universe: bool = False,
 ) -> dg.SensorDefinition:
+    """The per-company poll for a ticker list; EDGAR's current-filings feed for TENALI_TICKERS=universe
+    (current_feed.py: one request per form and page instead of one per company)."""
+    if universe:
+        from .current_feed import build_universe_sensor
+
+        return build_universe_sensor(default_status, buckets)
     return polling_sensor(
-        "new_edgar_filings", "raw_filings", evaluate=evaluate, default_status=default_status,
+        "new_edgar_filings", "raw_filings", default_status=default_status,
+        evaluate=lambda sources, cursor, log: evaluate(sources, cursor, log, buckets=buckets),
         description="Polls SEC submissions JSON of the configured tickers and materialises raw_filings "
                     "when one has a newer 10-K, 10-Q or 8-K.",
     )

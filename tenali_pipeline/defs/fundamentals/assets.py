@@ -9,40 +9,62 @@ and `sources.live.xbrl.as_of` gives what was known on any day.
 import dagster as dg
 import polars as pl
 
+from ...buckets import Bucket
 from ...resources import LakeResource
 from ...sources.live.xbrl import statements
-from ..common import clean_table, source_assets
+from ...sources.schema import FUNDAMENTALS
+from ..common import source_assets, update_incrementally
 from ..universe.assets import universe
 from ..universe.history import UNIVERSE_KEY, cik_map
 
 RAW_JSON = "raw/fundamentals/companyfacts/CIK{cik}.json"
 
 
-def _fetch(sources, lake, context):
-    companies = cik_map(lake.read_parquet(UNIVERSE_KEY))
-    context.log.info(f"company facts for {len(companies)} SEC filers in the universe")
-    client = sources.fundamentals(companies, on_raw=lambda cik, body: lake.write_bytes(RAW_JSON.format(cik=cik), body))
-    df = client.fetch()
-    if client.missing:
-        context.log.info(f"no XBRL facts at the SEC for {len(client.missing)}: {', '.join(client.missing[:50])}")
-    return df
+def _fetch(run):
+    """This bucket's SEC filers; each company's whole companyfacts, at most once per refresh interval."""
+    companies = run.bucket.select(cik_map(run.lake.read_parquet(UNIVERSE_KEY)))
+    lake = run.lake
+
+    def fetch(since: dict) -> pl.DataFrame:
+        client = run.sources.fundamentals({s: companies[s] for s in since},
+                                          on_raw=lambda cik, body: lake.write_bytes(RAW_JSON.format(cik=cik), body))
+        try:
+            return client.fetch()
+        finally:
+            if client.missing:
+                run.log.info(f"no XBRL facts at the SEC for {len(client.missing)}: {', '.join(client.missing[:50])}")
+
+    return update_incrementally(run, list(companies), key="ticker", time_column="filed", schema=FUNDAMENTALS,
+                                fetch=fetch, whole=True)
 
 
-defs = source_assets(
-    "fundamentals", name="fundamentals", group="fundamentals", time_column="filed", fetch=_fetch, deps=[universe],
-    description="Income-statement, balance-sheet and cash-flow figures from SEC XBRL with the day each was filed.",
-)
-clean_fundamentals = defs[1]
+def build(buckets: int = 1) -> list:
+    """raw/clean fundamentals with their checks, in `buckets` instrument buckets."""
+    made = source_assets(
+        "fundamentals", name="fundamentals", group="fundamentals", time_column="filed", fetch=_fetch, deps=[universe],
+        buckets=buckets,
+        description="Income-statement, balance-sheet and cash-flow figures from SEC XBRL with the day each was filed.",
+    )
+    return made + [_period_check(made[1], buckets)]
 
 
-@dg.asset_check(asset=clean_fundamentals, blocking=True,
-                description="Every figure was filed on or after the end of the period it describes, and durations "
-                            "start before they end: a figure known before its period ended would leak the future.")
-def filed_after_period_end(lake: LakeResource) -> dg.AssetCheckResult:
-    df = lake.lake().read_parquet(clean_table("fundamentals", "fundamentals"))
-    early = df.filter(pl.col("filed") < pl.col("period_end")).height
-    backwards = df.filter(pl.col("period_start") > pl.col("period_end")).height
-    counts = {st: t.height for st, t in statements(df).items()} if df.height else {}
-    return dg.AssetCheckResult(passed=early == 0 and backwards == 0,
-                               metadata={"filed_before_period_end": early, "start_after_end": backwards,
-                                         "statement_periods": dg.MetadataValue.json(counts)})
+def _period_check(clean_fundamentals, buckets: int):
+    @dg.asset_check(asset=clean_fundamentals, name="filed_after_period_end", blocking=True,
+                    description="Every figure was filed on or after the end of the period it describes, and "
+                                "durations start before they end: a figure known before its period ended would "
+                                "leak the future.")
+    def filed_after_period_end(context: dg.AssetCheckExecutionContext, lake: LakeResource) -> dg.AssetCheckResult:
+        op = context.op_execution_context
+        bucket = Bucket.from_key(op.partition_key, buckets) if buckets > 1 else Bucket.whole()
+        df = lake.lake().read_parquet(bucket.file("clean/fundamentals/fundamentals"))
+        early = df.filter(pl.col("filed") < pl.col("period_end")).height
+        backwards = df.filter(pl.col("period_start") > pl.col("period_end")).height
+        counts = {st: t.height for st, t in statements(df).items()} if df.height else {}
+        return dg.AssetCheckResult(passed=early == 0 and backwards == 0,
+                                   metadata={"filed_before_period_end": early, "start_after_end": backwards,
+                                             "statement_periods": dg.MetadataValue.json(counts)})
+
+    return filed_after_period_end
+
+
+defs = build()

@@ -2,12 +2,13 @@
 
 Tickers: ``TENALI_TICKERS`` (a list), or ``TENALI_TICKERS=universe`` for every listed equity and ETF
 of the `universe` asset ("10,000+ stocks" is then a universe filter, not a hand-written list); in
-that mode `use_universe` makes ``raw_market_prices`` and ``raw_filings`` depend on it.
+that mode `rebuild_instrument_sources` makes ``raw_market_prices`` and ``raw_filings`` depend on it.
 """
 
 import dagster as dg
 
-from ..common import source_assets
+from ...sources.schema import MARKET_PRICES
+from ..common import source_assets, update_incrementally
 from ..universe.history import UNIVERSE_KEY, universe_tickers
 
 
@@ -30,19 +31,26 @@ def market_tickers(lake) -> list[str]:
     return tickers
 
 
-def _fetch(sources, lake, context):
-    tickers = None
+def _fetch(run):
+    """This bucket's tickers, each asked only for the days after those already held (sources/incremental.py)."""
+    sources = run.sources
     if sources.tickers_from_universe:
-        tickers = market_tickers(lake)
-        context.log.info(f"{len(tickers)} tickers from the universe: {', '.join(tickers[:20])}"
-                         + (" ..." if len(tickers) > 20 else ""))
-    return sources.market(tickers).fetch()
+        tickers = market_tickers(run.lake)
+        run.log.info(f"{len(tickers)} tickers from the universe: {', '.join(tickers[:20])}"
+                     + (" ..." if len(tickers) > 20 else ""))
+    else:
+        tickers = [t.strip().upper() for t in sources.tickers]
+    mine = run.bucket.select(tickers)
+    return update_incrementally(run, mine, key="ticker", time_column="date", schema=MARKET_PRICES,
+                                fetch=lambda since: run.sources.market(list(since), archive=run.archive).fetch(since),
+                                compare=("adj_close",))
 
 
-def build(deps: list | None = None) -> list:
+def build(deps: list | None = None, buckets: int = 1) -> list:
     """raw/clean market prices with their checks; `deps` for TENALI_TICKERS=universe."""
     return source_assets(
         "market", name="market_prices", group="market", time_column="date", fetch=_fetch, deps=deps,
+        buckets=buckets,
         description="Daily OHLCV with dividends and splits per ticker.",
     )
 
@@ -50,13 +58,16 @@ def build(deps: list | None = None) -> list:
 defs = build()
 
 
-def use_universe(assets: list, checks: list) -> tuple[list, list]:
-    """`assets` and `checks` with the market and filings sources rebuilt to depend on ``universe`` (for
-    TENALI_TICKERS=universe, applied by `definitions.build_definitions`). Rebuilt rather than mapped:
-    `AssetsDefinition.map_asset_specs` adds the edge to the graph but not to the run's step order."""
+def rebuild_instrument_sources(assets: list, checks: list, *, buckets: int, universe: bool) -> tuple[list, list]:
+    """`assets` and `checks` with the per-instrument sources (market prices, filings, fundamentals)
+    rebuilt for `buckets` instrument buckets and, for TENALI_TICKERS=universe, to depend on ``universe``
+    (applied by `definitions.build_definitions`). Rebuilt rather than mapped: `map_asset_specs` adds an
+    edge to the graph but not to the run's step order, and cannot change partitions."""
     from ..filings import assets as filings
+    from ..fundamentals import assets as fundamentals
 
-    new = build(deps=["universe"]) + filings.build(deps=["universe"])
+    deps = ["universe"] if universe else None
+    new = build(deps=deps, buckets=buckets) + filings.build(deps=deps, buckets=buckets) + fundamentals.build(buckets=buckets)
     new_checks = [x for x in new if isinstance(x, dg.AssetChecksDefinition)]
     new_assets = [x for x in new if not isinstance(x, dg.AssetChecksDefinition)]
     replaced = {k for a in new_assets for k in a.keys}

@@ -1,17 +1,83 @@
 """On-chain and DeFi (crypto domain): DefiLlama TVL, fees, revenue, DEX volume and stablecoin supply;
-CoinGecko price, market cap and supply. Daily series; each run fetches the whole history from
-TENALI_START_DATE (backfill and update in one), which the sources serve in one request per series.
+CoinGecko price, market cap and supply. Daily series.
+
+Live runs are incremental (`update_incrementally`): a series or coin checked within
+``refresh_hours`` is not asked again. DefiLlama serves a series' whole history per request, so a
+due series is asked whole and replaces its rows (``whole=True``); a series DefiLlama does not have
+(404) is remembered as empty for the same interval. CoinGecko serves date ranges, so a due coin is
+asked from a week before its last day (at least 92 days back, where CoinGecko answers daily) and
+merged. The JSON bodies are kept under ``raw/<source>/responses/``.
 """
 
-from ..common import source_assets
+import datetime as dt
+
+import polars as pl
+
+from ...sources.http import PartialFetchError
+from ...sources.schema import COIN_MARKETS, DEFI_METRICS
+from ..common import source_assets, update_incrementally
+
+ITEM = "_series"  # one DefiLlama series ("chain Ethereum tvl"): the item column while updating
+
+
+def _with_item(df: pl.DataFrame) -> pl.DataFrame:
+    return df.with_columns(pl.concat_str("scope", "entity", "metric", separator=" ").alias(ITEM))
+
+
+def _defillama(run):
+    sources = run.sources
+    if sources.is_sample:  # fixed data: nothing to update incrementally
+        return sources.defillama().fetch()
+    client = sources.defillama(archive=run.archive)
+    now = dt.datetime.now(dt.timezone.utc)
+    fresh = dt.timedelta(hours=sources.refresh_hours)
+    # series DefiLlama answered 404 for: asked again only once the refresh interval has passed
+    empty = {name: at for name, at in run.read_state().get("empty", {}).items()
+             if now - dt.datetime.fromisoformat(at) < fresh}
+    items = [name for name in client.series_names() if name not in empty]
+
+    def fetch(since: dict) -> pl.DataFrame:
+        try:
+            df = client.fetch(only=set(since))
+        except PartialFetchError as exc:
+            raise PartialFetchError("DefiLlama", exc.failures, partial=_with_item(exc.partial)) from exc
+        finally:
+            empty.update({name: now.isoformat() for name in client.missing})
+        return _with_item(df)
+
+    previous = run.previous
+    run.previous = _with_item(previous) if previous is not None else None
+    try:
+        table = update_incrementally(run, items, key=ITEM, time_column="date", schema={**DEFI_METRICS, ITEM: pl.String},
+                                     fetch=fetch, whole=True)
+    except PartialFetchError as exc:
+        raise PartialFetchError("DefiLlama", exc.failures, partial=exc.partial.drop(ITEM)) from exc
+    finally:
+        run.previous = previous
+        if run.new_state is not None:
+            run.new_state["empty"] = empty
+    if client.missing:
+        run.log.info(f"DefiLlama has no {', '.join(client.missing)} (HTTP 404): not asked again for "
+                     f"{sources.refresh_hours:g} h")
+    return table.drop(ITEM)
+
+
+def _coingecko(run):
+    sources = run.sources
+    if sources.is_sample:  # fixed data: nothing to update incrementally
+        return sources.coingecko().fetch()
+    return update_incrementally(
+        run, list(sources.coingecko_coins), key="coin_id", time_column="date", schema=COIN_MARKETS,
+        fetch=lambda since: sources.coingecko(coins=list(since), archive=run.archive).fetch(since))
+
 
 defillama_defs = source_assets(
     "defillama", name="defi_metrics", group="onchain", time_column="date",
-    fetch=lambda sources, lake, context: sources.defillama().fetch(),
+    fetch=_defillama,
     description="Daily DeFi metrics per chain and protocol (TVL, fees, revenue, DEX volume, stablecoin supply).",
 )
 coingecko_defs = source_assets(
     "coingecko", name="coin_markets", group="onchain", time_column="date",
-    fetch=lambda sources, lake, context: sources.coingecko().fetch(),
+    fetch=_coingecko,
     description="Daily price, market cap, volume and implied circulating supply per coin.",
 )

@@ -11,7 +11,7 @@ import polars as pl
 
 from ...resources import LakeResource
 from ...text.grounded import GroundedConfig, build_questions, preference_records, sft_records, write_jsonl
-from ..common import FOLLOW_INPUTS, clean_table
+from ..common import FOLLOW_INPUTS, read_clean
 from ..corpus.assets import SPLIT_KEY, corpus
 from ..features.assets import FEATURES_KEY, technical_features
 
@@ -37,10 +37,10 @@ def grounded_instructions(context: dg.AssetExecutionContext, lake: LakeResource,
     val_start = dt.date.fromisoformat(store.read_json(SPLIT_KEY)["val_start"])
     questions = build_questions(
         GroundedConfig(val_start=val_start, per_kind=config.per_kind, seed=config.seed),
-        prices=store.read_parquet(clean_table("market", "market_prices")),
+        prices=read_clean(store, "market", "market_prices"),
         features=store.read_parquet(FEATURES_KEY),
-        macro=store.read_parquet(clean_table("macro", "macro_series")),
-        filings=store.read_parquet(clean_table("filings", "filings")).drop("document"),
+        macro=read_clean(store, "macro", "macro_series"),
+        filings=read_clean(store, "filings", "filings").drop("document"),
     )
     train, val = questions.filter(pl.col("split") == "train"), questions.filter(pl.col("split") == "val")
     if train.is_empty() or val.is_empty():

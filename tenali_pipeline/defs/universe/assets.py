@@ -3,6 +3,9 @@
 ``raw_universe_snapshot`` / ``clean_universe_snapshot`` hold the latest refresh; ``universe`` folds
 each refresh into the table kept so far (history.py), so delistings and renames are kept. Other
 assets take their ticker lists from it with `history.universe_tickers(lake, ...)`.
+
+A live snapshot taken less than ``refresh_hours`` ago is kept rather than asked again (the time is
+in the partition state); the SEC ticker map is kept as served under ``raw/universe/responses/``.
 """
 
 import datetime as dt
@@ -11,12 +14,29 @@ import dagster as dg
 import polars as pl
 
 from ...resources import LakeResource
-from ..common import FOLLOW_INPUTS, clean_table, source_assets, table_metadata
+from ..common import FOLLOW_INPUTS, read_clean, source_assets, table_metadata
 from .history import STATUSES, UNIVERSE_KEY, merge_snapshot
+
+
+
+def _snapshot(run):
+    sources = run.sources
+    if sources.is_sample:  # fixed data
+        return sources.universe().fetch()
+    now = dt.datetime.now(dt.timezone.utc)
+    taken = run.read_state().get("taken")
+    if (run.previous is not None and run.previous.height and taken
+            and now - dt.datetime.fromisoformat(taken) < dt.timedelta(hours=sources.refresh_hours)):
+        run.log.info(f"the universe snapshot of {taken} is less than {sources.refresh_hours:g} h old: kept")
+        return run.previous
+    df = sources.universe(archive=run.archive).fetch()
+    run.new_state = {"taken": now.isoformat()}
+    return df
+
 
 snapshot_defs = source_assets(
     "universe", name="universe_snapshot", group="universe", time_column=None,
-    fetch=lambda sources, lake, context: sources.universe().fetch(),
+    fetch=_snapshot,
     description="Equities by venue, country, sector and industry; ETFs; currency and crypto pairs; SEC CIKs.",
 )
 clean_snapshot = snapshot_defs[1]
@@ -27,7 +47,7 @@ clean_snapshot = snapshot_defs[1]
                       "(listed, delisted, renamed with renamed_to, missing): refreshes add, never drop.")
 def universe(context: dg.AssetExecutionContext, lake: LakeResource) -> dg.MaterializeResult:
     store = lake.lake()
-    snapshot = store.read_parquet(clean_table("universe", "universe_snapshot"))
+    snapshot = read_clean(store, "universe", "universe_snapshot")
     previous = store.read_parquet(UNIVERSE_KEY) if store.exists(UNIVERSE_KEY) else None
     merged = merge_snapshot(previous, snapshot, dt.date.today())
     uri = store.write_parquet(UNIVERSE_KEY, merged)

@@ -13,22 +13,27 @@ Each feed is RSS 2.0 (title, link, pubDate, guid); feeds carry only their latest
 keeps what it collected before and passes the links it already has (`known`): a page is fetched
 once. Feeds are fetched conditionally (If-None-Match / If-Modified-Since from `state`).
 
-Politeness: every request to a host waits on that host's limiter (`delay` seconds apart, raised to
-the host's robots.txt ``Crawl-delay``), and robots.txt is read once per host with
-`urllib.robotparser` and honoured: a disallowed page is skipped and listed in `self.skipped`.
-429/5xx/network errors are retried with backoff; a 403 or a bot-wall page (captcha, "Just a
-moment...") means the site refuses automated access: that site's items fail with a message naming it
-and ``TENALI_SOURCES_OFF=centralbank``, and when every feed is refused the fetch raises `SourceBlocked`.
+Politeness (`PoliteSession`, in ../polite.py, shared with full news articles): every request to a
+host waits on that host's limiter (`delay` seconds apart, raised to the host's robots.txt
+``Crawl-delay``), and robots.txt is read once per host with `urllib.robotparser` and honoured: a
+disallowed page is skipped and listed in `self.skipped`. 429/5xx/network errors are retried with
+backoff; a 403 or a bot-wall page (captcha, "Just a moment...") means the site refuses automated
+access: that site's items fail with a message naming it and ``TENALI_SOURCES_OFF=centralbank``, and
+when every feed is refused the fetch raises `SourceBlocked`.
 
-Text: trafilatura 2.3.1 cannot be installed beside our pins (it needs charset_normalizer>=3.5.2,
-ccxt 4.5.90 pins 3.4.7), so `extract_text` finds the main content with selectolax (lexbor, an HTML5
-parser that closes the legacy pages' unclosed ``<p>`` tags correctly): the lowest element holding
-most of the page's paragraph text, read block by block, boilerplate lines dropped. A page that yields
-less than `min_chars` of text fails that item (`ExtractionError`), never an empty document.
+Text (`extract_text`, ../polite.py): trafilatura 2.3.1 cannot be installed beside our pins (it needs
+charset_normalizer>=3.5.2, ccxt 4.5.90 pins 3.4.7), so `extract_text` finds the main content with
+selectolax (lexbor, an HTML5 parser that closes the legacy pages' unclosed ``<p>`` tags correctly):
+the lowest element holding most of the page's paragraph text, read block by block, boilerplate lines
+dropped. A page that yields less than `min_chars` of text fails that item (`ExtractionError`), never
+an empty document.
 
 Decisions: `parse_decision` reads the rate decision from statements and minutes where it is stated:
 the action (cut, hike, hold, or set for "establish a target range"), the change in basis points when
 the text gives it ("by 1/4 percentage point", "by 25 basis points") and the new rate or range.
+
+Raw responses: with an `archive`, every response (robots.txt, feeds and their 304s, pages) is kept
+as served in the run's `ResponseArchive` (attached to the session).
 """
 
 from __future__ import annotations
@@ -38,7 +43,6 @@ import hashlib
 import logging
 import re
 import time
-import urllib.robotparser
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from fractions import Fraction
@@ -47,7 +51,12 @@ from urllib.parse import urlsplit
 import polars as pl
 import requests
 
-from ..http import (PartialFetchError, RateLimiter, RetriesExhausted, SourceBlocked, TransientError, retry)
+from ..archive import ResponseArchive
+from ..http import PartialFetchError, RetriesExhausted, SourceBlocked
+# Polite fetching and text extraction live in sources/polite.py (shared with full news articles);
+# imported here under their old names too.
+from ..polite import (Disallowed, ExtractionError, PoliteSession, _clean, extract_text,  # noqa: F401
+                      looks_like_bot_wall)
 from ..schema import CENTRAL_BANK, conform
 
 log = logging.getLogger(__name__)
@@ -87,159 +96,6 @@ def parse_feeds(pairs: Iterable[str | tuple[str, str]]) -> list[tuple[str, str]]
                              "and an http(s) URL")
         out.append((bank, url))
     return out
-
-
-# ---- text extraction -----------------------------------------------------------------------------
-
-
-class ExtractionError(ValueError):
-    """A page's main text could not be found (an unknown layout, a script-rendered page)."""
-
-
-_DROP_TAGS = ["script", "style", "noscript", "nav", "header", "footer", "aside", "form", "iframe", "svg", "button",
-              "select", "template", "object"]
-_BOILERPLATE_ATTR = re.compile(r"(?:^|[\s_-])(?:nav|navbar|menu|breadcrumbs?|footer|masthead|share|social|cookies?|"
-                               r"sidebar|related|skip|banner|toolbar|pagination|print)(?:$|[\s_-])", re.I)
-_BLOCKS = {"p", "h1", "h2", "h3", "h4", "h5", "h6", "li", "blockquote", "pre", "dd", "dt", "td", "th", "div",
-           "section", "article", "main", "table", "tr", "ul", "ol", "dl", "center", "caption", "figcaption",
-           "address", "hr"}
-_PARAGRAPHS = {"p", "li", "h1", "h2", "h3", "h4", "h5", "h6", "blockquote", "pre", "dd", "dt"}
-# Lines every page of a site carries that are not part of the communication.
-_BOILERPLATE_LINE = re.compile(
-    r"^(?:for media inquiries|media (?:contacts?|inquiries)|reproduction is permitted|last update|"
-    r"implementation note issued|related information|back to top|share this page|copyright|"
-    r"for further information|\[email\s*protected\])", re.I)
-_LEGACY_MARK = re.compile(r"<!-+\s*DO NOT REMOVE:\s*Wireless Generation\s*-+>", re.I)
-_BOT_WALL = re.compile(r"just a moment\.\.\.|captcha|cf-browser-verification|attention required|access denied|"
-                       r"request unsuccessful\. incapsula|enable javascript and cookies", re.I)
-
-
-def looks_like_bot_wall(body: str) -> bool:
-    """A challenge page where content was expected (Cloudflare, Akamai, Incapsula)."""
-    return bool(_BOT_WALL.search(body[:5000]))
-
-
-def _clean(s: str) -> str:
-    return re.sub(r"\s+", " ", s.replace("\u00a0", " ")).strip()
-
-
-def _is_boilerplate(node) -> bool:
-    attrs = node.attributes
-    marks = " ".join(v for k, v in attrs.items() if k in ("class", "id", "role") and v)
-    return bool(marks and _BOILERPLATE_ATTR.search(marks)) or attrs.get("role") == "navigation"
-
-
-def _link_only(node) -> bool:
-    text = _clean(node.text())
-    links = "".join(_clean(a.text()) for a in node.css("a"))
-    return bool(text) and text.replace(" ", "") == links.replace(" ", "")
-
-
-def _lines(container) -> list[str]:
-    """Text of `container` block by block: paragraphs (p, li, headings) always; loose text outside
-    any paragraph only when the container has no paragraphs (pages laid out with <br>)."""
-    has_paragraphs = container.css_first(",".join(sorted(_PARAGRAPHS))) is not None
-    out: list[str] = []
-    buf: list[str] = []
-
-    def flush(keep: bool):
-        line = _clean("".join(buf))
-        buf.clear()
-        if line and keep:
-            out.append(line)
-
-    def walk(node, in_paragraph: bool):
-        for child in node.iter(include_text=True):
-            tag = child.tag
-            if tag == "-text":
-                buf.append(child.text_content or "")
-            elif tag == "br":
-                flush(in_paragraph or not has_paragraphs)
-            elif tag in _BLOCKS or tag in _PARAGRAPHS:
-                flush(in_paragraph or not has_paragraphs)
-                para = in_paragraph or tag in _PARAGRAPHS
-                if tag in _PARAGRAPHS and _link_only(child):
-                    continue  # "Implementation Note issued ...", "Related information" links
-                walk(child, para)
-                flush(para or not has_paragraphs)
-            elif tag not in ("-comment", "img"):
-                buf.append(" ")
-                walk(child, in_paragraph)
-                buf.append(" ")
-
-    walk(container, False)
-    flush(not has_paragraphs)
-    return out
-
-
-def _main_container(tree):
-    """The lowest element holding at least 80% of the page's paragraph text (after boilerplate is
-    removed): one article even when it is split into sections, without the page's chrome."""
-    body = tree.body or tree.root
-    scores: dict[int, tuple[object, int]] = {}
-    total = 0
-    for p in body.css("p, li, pre, blockquote"):
-        n = len(_clean(p.text()))
-        if not n:
-            continue
-        total += n
-        node = p.parent
-        while node is not None:
-            key = node.mem_id
-            scores[key] = (node, scores.get(key, (node, 0))[1] + n)
-            if node.tag == "body":
-                break
-            node = node.parent
-    if not total:
-        return body
-    # deepest first: the first that reaches 80% of the text is the lowest such element
-    best = body
-    best_depth = -1
-    for node, n in scores.values():
-        if n >= 0.8 * total:
-            depth, up = 0, node
-            while up is not None and up.tag != "body":
-                depth, up = depth + 1, up.parent
-            if depth > best_depth:
-                best, best_depth = node, depth
-    return best
-
-
-def extract_text(html: str | bytes, *, url: str = "", min_chars: int = 200) -> tuple[str, str]:
-    """(title, main text) of an HTML page, paragraphs separated by blank lines.
-
-    Raises `ExtractionError` naming `url` when fewer than `min_chars` characters of text are found.
-    """
-    from selectolax.lexbor import LexborHTMLParser
-
-    if isinstance(html, bytes):
-        html = html.decode("utf-8", errors="replace")
-    title_tree = LexborHTMLParser(html)
-    marks = [m.start() for m in _LEGACY_MARK.finditer(html)]
-    if len(marks) >= 2:  # the Fed's pre-2006 pages delimit the release with these comments
-        html = "<html><body>" + html[marks[0]:marks[-1]] + "</body></html>"
-    tree = LexborHTMLParser(html)
-    title_node = (title_tree.css_first("h1") or title_tree.css_first("h3.title") or title_tree.css_first(".title")
-                  or title_tree.css_first("title"))
-    title = _clean(title_node.text()) if title_node is not None else ""
-    tree.strip_tags(_DROP_TAGS)
-    body = tree.body
-    if body is not None:
-        for node in body.css("div, section, ul, ol, table, span, p"):
-            if _is_boilerplate(node):
-                node.decompose()
-    container = _main_container(tree)
-    lines = [ln for ln in _lines(container) if not _BOILERPLATE_LINE.match(ln)]
-    # a heading repeated as the first line of the body adds nothing
-    if lines and title and lines[0] == title:
-        lines = lines[1:]
-    text = "\n\n".join(lines)
-    if len(text) < min_chars:
-        where = f" of {url}" if url else ""
-        raise ExtractionError(
-            f"could not extract the text{where}: only {len(text)} characters of paragraph text found (need "
-            f"{min_chars}); the page may be rendered by JavaScript or use a layout the extractor does not know")
-    return title, text
 
 
 # ---- decision parsing ----------------------------------------------------------------------------
@@ -406,95 +262,6 @@ def to_frame(rows: list[dict]) -> pl.DataFrame:
     return df.unique("doc_id", keep="last", maintain_order=True).sort("bank", "published", "doc_id")
 
 
-# ---- polite HTTP ---------------------------------------------------------------------------------
-
-
-class Disallowed(Exception):
-    """robots.txt disallows the URL for our user agent."""
-
-
-class PoliteSession:
-    """GETs spaced per host (`delay` seconds, or the host's robots.txt Crawl-delay if longer), with
-    robots.txt read once per host and honoured. 429/5xx/network errors raise `TransientError`; a 403
-    or a bot-wall page raises `SourceBlocked` naming the site and the setting that turns it off."""
-
-    def __init__(self, session: requests.Session | None = None, *, user_agent: str = USER_AGENT, delay: float = 1.0,
-                 timeout: float = 30.0, attempts: int = 3, base_delay: float = 1.0,
-                 sleep: Callable[[float], None] = time.sleep):
-        self.session = session or requests.Session()
-        self.session.headers["User-Agent"] = user_agent
-        self.user_agent, self.delay, self.timeout = user_agent, delay, timeout
-        self.attempts, self.base_delay, self.sleep = attempts, base_delay, sleep
-        self._limiters: dict[str, RateLimiter | None] = {}
-        self._robots: dict[str, urllib.robotparser.RobotFileParser] = {}
-
-    @staticmethod
-    def host(url: str) -> str:
-        parts = urlsplit(url)
-        return f"{parts.scheme}://{parts.netloc}"
-
-    def _wait(self, host: str) -> None:
-        if host not in self._limiters:
-            self._limiters[host] = RateLimiter(1.0 / self.delay, sleep=self.sleep) if self.delay > 0 else None
-        limiter = self._limiters[host]
-        if limiter is not None:
-            limiter.wait()
-
-    def _request(self, url: str, *, site: str, headers: dict | None = None) -> requests.Response:
-        host = self.host(url)
-
-        def attempt():
-            self._wait(host)
-            try:
-                resp = self.session.get(url, headers=headers, timeout=self.timeout)
-            except (requests.ConnectionError, requests.Timeout) as exc:
-                raise TransientError(f"could not reach {site} ({url}): {type(exc).__name__}") from None
-            if resp.status_code == 429 or resp.status_code >= 500:
-                after = resp.headers.get("Retry-After", "")
-                raise TransientError(f"{site} answered HTTP {resp.status_code} for {url}",
-                                     retry_after=float(after) if after.isdigit() else None)
-            return resp
-
-        return retry(attempt, attempts=self.attempts, base_delay=self.base_delay, what=f"{site} {url}", sleep=self.sleep)
-
-    @staticmethod
-    def blocked(site: str, url: str, why: str) -> SourceBlocked:
-        return SourceBlocked(
-            f"{site} refused automated access ({why}) to {url}. The site may block this network or "
-            f"User-Agent; to run without central-bank communications set {OFF_SETTING}, or drop this "
-            f"bank's feed from {FEEDS_SETTING}.")
-
-    def robots(self, url: str, site: str) -> urllib.robotparser.RobotFileParser:
-        host = self.host(url)
-        if host not in self._robots:
-            parser = urllib.robotparser.RobotFileParser(f"{host}/robots.txt")
-            resp = self._request(f"{host}/robots.txt", site=site)
-            if resp.status_code in (401, 403):
-                raise self.blocked(site, f"{host}/robots.txt", f"HTTP {resp.status_code}")
-            if resp.status_code >= 400:
-                parser.allow_all = True  # no robots.txt: everything is allowed
-            elif "<html" in resp.text[:500].lower() and looks_like_bot_wall(resp.text):
-                raise self.blocked(site, f"{host}/robots.txt", "a bot-wall page")
-            else:
-                parser.parse(resp.text.splitlines())
-                crawl = parser.crawl_delay(self.user_agent)
-                if crawl and float(crawl) > self.delay:
-                    self._limiters[host] = RateLimiter(1.0 / float(crawl), sleep=self.sleep)
-            self._robots[host] = parser
-        return self._robots[host]
-
-    def get(self, url: str, *, site: str, headers: dict | None = None) -> requests.Response:
-        """GET `url` if robots.txt allows it (else `Disallowed`); 304 is returned as is."""
-        if not self.robots(url, site).can_fetch(self.user_agent, url):
-            raise Disallowed(f"robots.txt of {self.host(url)} disallows {url} for {self.user_agent}")
-        resp = self._request(url, site=site, headers=headers)
-        if resp.status_code == 403:
-            raise self.blocked(site, url, "HTTP 403")
-        if resp.status_code >= 400:
-            raise requests.HTTPError(f"{site} answered HTTP {resp.status_code} {resp.reason} for {url}", response=resp)
-        return resp
-
-
 # ---- the client ----------------------------------------------------------------------------------
 
 
@@ -508,12 +275,17 @@ class CentralBankClient:
     def __init__(self, feeds: Sequence[str | tuple[str, str]] = DEFAULT_FEEDS, *, known: Iterable[str] = (),
                  state: dict[str, dict[str, str]] | None = None, session: requests.Session | None = None,
                  user_agent: str = USER_AGENT, delay: float = 1.0, timeout: float = 30.0, attempts: int = 3,
-                 base_delay: float = 1.0, min_chars: int = 200, sleep: Callable[[float], None] = time.sleep):
+                 base_delay: float = 1.0, min_chars: int = 200, sleep: Callable[[float], None] = time.sleep,
+                 archive: ResponseArchive | None = None):
         self.feeds = parse_feeds(feeds)
         self.known = set(known)
         self.state = {k: dict(v) for k, v in (state or {}).items()}
         self.http = PoliteSession(session, user_agent=user_agent, delay=delay, timeout=timeout, attempts=attempts,
-                                  base_delay=base_delay, sleep=sleep)
+                                  base_delay=base_delay, sleep=sleep,
+                                  advice=f"to run without central-bank communications set {OFF_SETTING}, or drop "
+                                         f"this bank's feed from {FEEDS_SETTING}")
+        if archive is not None:
+            archive.attach(self.http.session)
         self.min_chars = min_chars
         self.skipped: list[str] = []  # disallowed by robots.txt
         self.undated = 0

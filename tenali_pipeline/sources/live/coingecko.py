@@ -13,6 +13,12 @@ A demo key (COINGECKO_API_KEY, header ``x-cg-demo-api-key``) raises the rate lim
 public API allows a few calls per minute and only the last 365 days of history (it answers 401,
 error 10012, beyond that: start later with TENALI_START_DATE or use a key). A failing coin fails
 alone (`PartialFetchError` at the end names each).
+
+Incremental runs: `fetch(since={coin: first day})` asks each coin only from that day, but never
+for less than `DAILY_DAYS` back from today: CoinGecko picks the granularity from the range (hourly
+up to 90 days back, daily at 00:00 UTC beyond), and a merged history must be daily throughout. The
+JSON bodies are kept in the run's `ResponseArchive` (attached to the session); the key travels in a
+header, which the archive never keeps.
 """
 
 from __future__ import annotations
@@ -25,6 +31,7 @@ import time
 import polars as pl
 import requests
 
+from ..archive import ResponseArchive
 from ..http import (MalformedResponse, PartialFetchError, RateLimiter, RetriesExhausted, SourceBlocked, fetch_json,
                     rate_limited_session)
 from ..schema import COIN_MARKETS, conform
@@ -34,6 +41,7 @@ log = logging.getLogger(__name__)
 API = "https://api.coingecko.com/api/v3"
 PUBLIC_LIMITER, KEY_LIMITER = RateLimiter(0.2), RateLimiter(0.5)  # ~12 and 30 calls per minute
 OFF_SETTING = "TENALI_SOURCES_OFF=coingecko"
+DAILY_DAYS = 92  # a range starting further back than 90 days from now is served daily
 
 
 def parse_market_chart(body) -> pl.DataFrame:
@@ -59,12 +67,14 @@ def parse_market_chart(body) -> pl.DataFrame:
 class CoinGeckoClient:
     def __init__(self, coins=("bitcoin",), *, start: str | dt.date | None = None, end: dt.date | None = None,
                  api_key: str | None = None, api: str = API, session: requests.Session | None = None,
-                 attempts: int = 4, base_delay: float = 5.0):
+                 attempts: int = 4, base_delay: float = 5.0, archive: ResponseArchive | None = None):
         self.coins = list(coins)
         self.start = dt.date.fromisoformat(str(start)) if start else dt.date.today() - dt.timedelta(days=364)
         self.end = end
         self.api_key, self.api = api_key, api.rstrip("/")
         self.session = session or rate_limited_session(KEY_LIMITER if api_key else PUBLIC_LIMITER)
+        if archive is not None:
+            archive.attach(self.session)
         self.attempts, self.base_delay = attempts, base_delay
 
     def _get(self, path: str, params: dict):
@@ -73,8 +83,13 @@ class CoinGeckoClient:
                           off_setting=OFF_SETTING, attempts=self.attempts, base_delay=self.base_delay,
                           secrets=(self.api_key,))
 
-    def coin(self, coin: str) -> pl.DataFrame:
-        t0 = calendar.timegm(self.start.timetuple())
+    def coin(self, coin: str, since: dt.date | None = None) -> pl.DataFrame:
+        """Daily rows of `coin` from `since` (kept at least `DAILY_DAYS` back; None: from `start`)."""
+        first = self.start
+        if since is not None:
+            end = self.end or dt.date.today()
+            first = max(self.start, min(since, end - dt.timedelta(days=DAILY_DAYS)))
+        t0 = calendar.timegm(first.timetuple())
         t1 = int(time.time()) if self.end is None else calendar.timegm(self.end.timetuple())
         chart = parse_market_chart(self._get(f"/coins/{coin}/market_chart/range",
                                              {"vs_currency": "usd", "from": t0, "to": t1}))
@@ -89,11 +104,14 @@ class CoinGeckoClient:
             max_supply=pl.lit(None if max_supply is None else float(max_supply), dtype=pl.Float64),
             source=pl.lit("coingecko"))
 
-    def fetch(self) -> pl.DataFrame:
+    def fetch(self, since: dict[str, dt.date | None] | None = None) -> pl.DataFrame:
+        """Every coin (or those in `since`, each from its day); one failing coin fails alone."""
         frames, failures = [], {}
         for coin in self.coins:
+            if since is not None and coin not in since:
+                continue
             try:
-                frames.append(self.coin(coin))
+                frames.append(self.coin(coin, since.get(coin) if since else None))
             except SourceBlocked:
                 raise
             except requests.HTTPError as exc:

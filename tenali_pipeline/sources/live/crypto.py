@@ -14,6 +14,14 @@ ccxt's class for 400/403/404/451 *and* 5xx: 5xx is retried, the rest is a clear 
 Pagination: from `since`, ask for the exchange's maximum page, advance `since` past the last
 candle returned, stop on an empty page, at `limit` candles, or once caught up with the present.
 Only closed candles are kept (the one still forming is dropped).
+
+Incremental runs: `fetch(since={symbol: start})` asks each symbol from its own start (the asset
+passes the last stored candle minus one bar, so the last candle is re-read and the merge keeps one
+row per timestamp). A failing symbol fails alone: it is named in the `PartialFetchError` raised at
+the end, which carries the other symbols' candles. Raw responses: the exchange's `session` (a
+`requests.Session` in sync ccxt) records every JSON body into the run's `ResponseArchive`; ccxt
+sends API keys in headers, which the archive never keeps. Funding-rate history is not collected
+(the OHLCV schema has no place for it).
 """
 
 from __future__ import annotations
@@ -24,7 +32,8 @@ from datetime import date, datetime, timezone
 
 import polars as pl
 
-from ..http import TransientError, retry
+from ..archive import ResponseArchive
+from ..http import PartialFetchError, TransientError, retry
 from ..schema import CRYPTO_OHLCV, conform
 
 log = logging.getLogger(__name__)
@@ -63,6 +72,7 @@ class CcxtCryptoClient:
         *,
         attempts: int = 5,
         base_delay: float = 1.0,
+        archive: ResponseArchive | None = None,
     ):
         if exchange is None:
             import ccxt
@@ -71,6 +81,8 @@ class CcxtCryptoClient:
                 raise ValueError(f"unknown ccxt exchange {exchange_id!r}: pick one of ccxt.exchanges")
             exchange = getattr(ccxt, exchange_id)({"enableRateLimit": True})
         exchange.enableRateLimit = True
+        if archive is not None:
+            archive.attach(exchange.session)
         self.exchange = exchange
         self.exchange_id = exchange_id
         self.symbols = list(symbols)
@@ -79,17 +91,35 @@ class CcxtCryptoClient:
         self.limit = limit
         self.attempts, self.base_delay = attempts, base_delay
 
-    def fetch(self) -> pl.DataFrame:
+    def fetch(self, since: dict[str, int | str | date | datetime | None] | None = None) -> pl.DataFrame:
+        """Closed candles of every symbol in `since` (default: all, from the configured start), each
+        from its own start (None: the configured one). One failing symbol fails alone."""
+        since = {s: None for s in self.symbols} if since is None else since
+        wanted = [s for s in self.symbols if s in since]
+        if not wanted:
+            return pl.DataFrame(schema=CRYPTO_OHLCV)
         self._call(self.exchange.load_markets, what=f"{self.exchange_id} markets")
-        frames = []
-        for symbol in self.symbols:
-            if symbol not in self.exchange.markets:
-                raise ValueError(
-                    f"{self.exchange_id} does not list {symbol!r}: use a unified symbol such as "
-                    f"'BTC/USDT' (see exchange.symbols)"
-                )
-            frames.append(conform(self._fetch_symbol(symbol), CRYPTO_OHLCV, what=f"{self.exchange_id} OHLCV"))
-        return pl.concat(frames)
+        frames, failures = [pl.DataFrame(schema=CRYPTO_OHLCV)], {}
+        for symbol in wanted:
+            try:
+                if symbol not in self.exchange.markets:
+                    raise ValueError(
+                        f"{self.exchange_id} does not list {symbol!r}: use a unified symbol such as "
+                        f"'BTC/USDT' (see exchange.symbols)"
+                    )
+                start = _to_ms(since[symbol]) if since[symbol] is not None else self.since
+                frames.append(conform(self._fetch_symbol(symbol, start), CRYPTO_OHLCV, what=f"{self.exchange_id} OHLCV"))
+            except Exception as exc:  # noqa: BLE001 - named in the PartialFetchError, never swallowed
+                log.warning("%s %s failed: %s", self.exchange_id, symbol, exc)
+                failures[symbol] = f"{type(exc).__name__}: {exc}"
+        df = pl.concat(frames)
+        if failures:
+            raise PartialFetchError(f"{self.exchange_id} OHLCV", failures, partial=df)
+        return df
+
+    def bar_ms(self) -> int:
+        """The length of one candle of `timeframe`, in milliseconds."""
+        return int(self.exchange.parse_timeframe(self.timeframe) * 1000)
 
     def page_size(self, symbol: str) -> int:
         """The exchange's maximum candles per request for this market (ccxt `features`)."""
@@ -99,15 +129,15 @@ class CcxtCryptoClient:
             features = features.get("linear" if market.get("linear") else "inverse") or {}
         return int(((features or {}).get("fetchOHLCV") or {}).get("limit") or _FALLBACK_PAGE)
 
-    def _fetch_symbol(self, symbol: str) -> pl.DataFrame:
+    def _fetch_symbol(self, symbol: str, since: int | None) -> pl.DataFrame:
         ex, page = self.exchange, self.page_size(symbol)
         step = ex.parse_timeframe(self.timeframe) * 1000
         what = f"{self.exchange_id} {symbol} {self.timeframe} candles"
         candles: list[list] = []
-        if self.since is None:  # just the most recent page
+        if since is None:  # just the most recent page
             candles = self._call(lambda: ex.fetch_ohlcv(symbol, self.timeframe, None, min(self.limit or page, page)), what=what)
         else:
-            cursor = self.since
+            cursor = since
             while self.limit is None or len(candles) < self.limit:
                 want = page if self.limit is None else min(page, self.limit - len(candles))
                 batch = self._call(lambda: ex.fetch_ohlcv(symbol, self.timeframe, cursor, want), what=what)

@@ -17,6 +17,10 @@ dropped. Each (metric, entity) is one item: a failure fails that item only (`Par
 names them all at the end); a 404 means DefiLlama has no such series for it (a chain without DEX
 volume) and is listed in `self.missing`. DefiLlama asks for moderate use: requests are spaced by
 a process-wide limiter (5 per second).
+
+Incremental runs: every request serves a whole history, so the asset asks only the series due for a
+refresh (`fetch(only=...)`, by the names `series_names` gives) and replaces their rows; the JSON
+bodies are kept in the run's `ResponseArchive` (attached to the session).
 """
 
 from __future__ import annotations
@@ -27,6 +31,7 @@ import logging
 import polars as pl
 import requests
 
+from ..archive import ResponseArchive
 from ..http import (MalformedResponse, PartialFetchError, RateLimiter, RetriesExhausted, SourceBlocked, fetch_json,
                     rate_limited_session)
 from ..schema import DEFI_METRICS, conform
@@ -94,11 +99,13 @@ def to_frame(series: dict[tuple[str, str, str], list[tuple[dt.date, float]]], so
 class DefiLlamaClient:
     def __init__(self, chains=("Ethereum",), protocols=(), *, start: str | dt.date | None = None, api: str = API,
                  stablecoins: str = STABLECOINS, session: requests.Session | None = None, attempts: int = 4,
-                 base_delay: float = 1.0):
+                 base_delay: float = 1.0, archive: ResponseArchive | None = None):
         self.chains, self.protocols = list(chains), list(protocols)
         self.start = dt.date.fromisoformat(str(start)) if start else None
         self.api, self.stablecoins = api.rstrip("/"), stablecoins.rstrip("/")
         self.session = session or rate_limited_session(LIMITER)
+        if archive is not None:
+            archive.attach(self.session)
         self.attempts, self.base_delay = attempts, base_delay
         self.missing: list[str] = []
 
@@ -116,10 +123,22 @@ class DefiLlamaClient:
                     (("revenue", "protocol", p), f"{self.api}/summary/fees/{p}", {"dataType": "dailyRevenue"}, parse_total_chart)]
         return out
 
-    def fetch(self) -> pl.DataFrame:
+    @staticmethod
+    def series_name(metric: str, scope: str, entity: str) -> str:
+        """How a series is named in failures, `missing` and `only`: "chain Ethereum tvl"."""
+        return f"{scope} {entity} {metric}"
+
+    def series_names(self) -> list[str]:
+        return [self.series_name(*key) for key, *_ in self.requests()]
+
+    def fetch(self, only: set[str] | None = None) -> pl.DataFrame:
+        """Every series (or those named in `only`); one failing series fails alone."""
         series, failures = {}, {}
+        self.missing = []
         for key, url, params, parse in self.requests():
-            name = f"{key[1]} {key[2]} {key[0]}"
+            name = self.series_name(*key)
+            if only is not None and name not in only:
+                continue
             try:
                 body = fetch_json(self.session, url, params=params, site="DefiLlama", off_setting=OFF_SETTING,
                                   attempts=self.attempts, base_delay=self.base_delay)

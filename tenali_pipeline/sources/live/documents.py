@@ -9,6 +9,12 @@ Rate limits: one LIST per prefix (paged by pyarrow) and one GET per file; S3 all
 
 Each file becomes one row: doc_id = sha1 of its URI (stable across runs), date = its modification
 time as a UTC date, title = the first Markdown heading / HTML <title> / first non-empty line.
+
+Incremental runs: `fetch(previous, files)` takes the rows held and what the last run saw of each
+file (size and modification time, `self.files` after a fetch: keep it as state). The folder is
+listed every run (one LIST), but a file whose size and mtime are unchanged is not read again: its
+row is kept; a removed file's row drops out. A file that cannot be read fails alone (its old row
+kept), named in the `PartialFetchError` raised at the end.
 """
 
 from __future__ import annotations
@@ -24,6 +30,7 @@ from urllib.parse import unquote, urlsplit
 import polars as pl
 from pyarrow import fs
 
+from ..http import PartialFetchError
 from ..schema import DOCUMENTS, conform
 
 log = logging.getLogger(__name__)
@@ -102,6 +109,8 @@ class LocalDocumentsClient:
 
     def __init__(self, root: str):
         self.root = str(root)
+        self.files: dict[str, dict] = {}  # uri -> {"size", "mtime", "empty"} as of the last fetch: the state to keep
+        self.reused = self.read = 0  # files kept from `previous` / read in the last fetch
 
     def _filesystem(self):
         if "://" in self.root and not self.root.startswith("file://"):
@@ -114,30 +123,63 @@ class LocalDocumentsClient:
             raise FileNotFoundError(f"documents root {self.root!r} is not a folder: check the path (or use s3://bucket/prefix)")
         return fs.LocalFileSystem(), base, (lambda p: Path(p).as_uri())
 
-    def fetch(self) -> pl.DataFrame:
+    def fetch(self, previous: pl.DataFrame | None = None, files: dict[str, dict] | None = None) -> pl.DataFrame:
+        """Every document under the root; files unchanged since `files` (and held in `previous`) are not read."""
         filesystem, base, to_uri = self._filesystem()
         infos = filesystem.get_file_info(fs.FileSelector(base, recursive=True, allow_not_found=False))
-        rows = []
+        held = {}
+        if previous is not None and files:  # without the rows, what the state says of a file is no use
+            held = {r["uri"]: r for r in previous.iter_rows(named=True)}
+        seen_before = files or {}
+        rows, failures = [], {}
+        self.files, self.reused, self.read = {}, 0, 0
         for info in sorted(infos, key=lambda i: i.path):
             suffix = Path(info.path).suffix.lower()
             if info.type != fs.FileType.File or suffix not in SUFFIXES:
                 continue
-            with filesystem.open_input_stream(info.path) as stream:
-                raw = stream.read().decode("utf-8", errors="replace").lstrip("\ufeff")
-            text, title = html_to_text(raw) if suffix in (".html", ".htm") else (raw.strip(), None)
-            if not text:
-                log.info("skipping empty document %s", info.path)
-                continue
             uri = to_uri(info.path)
-            rows.append(
-                {
-                    "doc_id": hashlib.sha1(uri.encode()).hexdigest(),
-                    "uri": uri,
-                    "title": title or title_of(text, suffix),
-                    "text": text,
-                    "date": _utc_date(info.mtime),
-                    "source": "documents",
-                }
-            )
+            stamp = {"size": info.size, "mtime": info.mtime.isoformat() if info.mtime is not None else None}
+            before = seen_before.get(uri)
+            unchanged = before is not None and before.get("size") == stamp["size"] and before.get("mtime") == stamp["mtime"]
+            if unchanged and stamp["mtime"] is not None and (uri in held or (held and before.get("empty"))):
+                self.files[uri] = before
+                self.reused += 1
+                if uri in held:
+                    rows.append(held[uri])
+                continue
+            try:
+                row = self._read(filesystem, info, uri, suffix)
+            except (OSError, UnicodeError) as exc:
+                log.warning("could not read document %s: %s", uri, exc)
+                failures[uri] = f"{type(exc).__name__}: {exc}"
+                if uri in held:
+                    rows.append(held[uri])
+                    if before is not None:
+                        self.files[uri] = before
+                continue
+            self.read += 1
+            self.files[uri] = {**stamp, "empty": row is None}
+            if row is not None:
+                rows.append(row)
         frame = pl.DataFrame(rows, schema=DOCUMENTS) if rows else pl.DataFrame(schema=DOCUMENTS)
-        return conform(frame, DOCUMENTS, what=f"documents under {self.root}")
+        df = conform(frame, DOCUMENTS, what=f"documents under {self.root}")
+        if failures:
+            raise PartialFetchError(f"documents under {self.root}", failures, partial=df)
+        return df
+
+    def _read(self, filesystem, info, uri: str, suffix: str) -> dict | None:
+        """One document's row, or None when it holds no text."""
+        with filesystem.open_input_stream(info.path) as stream:
+            raw = stream.read().decode("utf-8", errors="replace").lstrip("\ufeff")
+        text, title = html_to_text(raw) if suffix in (".html", ".htm") else (raw.strip(), None)
+        if not text:
+            log.info("skipping empty document %s", info.path)
+            return None
+        return {
+            "doc_id": hashlib.sha1(uri.encode()).hexdigest(),
+            "uri": uri,
+            "title": title or title_of(text, suffix),
+            "text": text,
+            "date": _utc_date(info.mtime),
+            "source": "documents",
+        }

@@ -40,7 +40,7 @@ from pathlib import Path
 import polars as pl
 import requests
 
-from ..http import TransientError, retry
+from ..http import PartialFetchError, TransientError, retry
 from ..schema import FILINGS, conform
 
 log = logging.getLogger(__name__)
@@ -162,8 +162,10 @@ class EdgarFilingsClient:
         *,
         attempts: int = 4,
         base_delay: float = 2.0,
+        archive=None,
     ):
         self.name, self.email = parse_identity(identity)
+        self.archive = archive  # sources.archive.ResponseArchive: keeps each full submission read
         self.companies = [str(c).strip().upper() for c in tickers_or_ciks]
         self.forms = tuple(forms)
         self.download_dir = Path(download_dir)
@@ -172,27 +174,43 @@ class EdgarFilingsClient:
         self.before = date.fromisoformat(str(before)) if before else None
         self.attempts, self.base_delay = attempts, base_delay
 
-    def fetch(self) -> pl.DataFrame:
+    def fetch(self, since: dict[str, date | None] | None = None) -> pl.DataFrame:
+        """Filings of every company, or of those in `since` filed on or after their day (None: from
+        `after`). One failing company fails alone: it is named in the `PartialFetchError` raised at the
+        end, which carries the others' rows. Each full submission read is recorded in `archive`."""
         before = self.before or date.today()
         downloader = self._call(self._downloader, what="SEC ticker list")
-        rows = []
+        since = since if since is not None else {c: None for c in self.companies}
+        rows, failures = [], {}
         for company in self.companies:
-            for form in self.forms:
-                what = f"SEC {form} filings of {company}"
-                self._call(lambda: self._get(downloader, form, company, before), what=what)
-                rows += self._read_saved(company, form, before)
+            if company not in since:
+                continue
+            after = max(self.after, since[company]) if since[company] else self.after
+            try:
+                got = []
+                for form in self.forms:
+                    what = f"SEC {form} filings of {company}"
+                    self._call(lambda: self._get(downloader, form, company, before, after), what=what)
+                    got += self._read_saved(company, form, before, after)
+                rows += got
+            except Exception as exc:  # noqa: BLE001 - named in the PartialFetchError, never swallowed
+                log.warning("EDGAR filings of %s failed: %s", company, exc)
+                failures[company] = f"{type(exc).__name__}: {exc}"
         frame = pl.DataFrame(rows, schema={**FILINGS}) if rows else pl.DataFrame(schema=FILINGS)
-        return conform(frame, FILINGS, what="SEC EDGAR filings")
+        frame = conform(frame, FILINGS, what="SEC EDGAR filings")
+        if failures:
+            raise PartialFetchError("SEC EDGAR filings", failures, partial=frame)
+        return frame
 
     def _downloader(self):
         from sec_edgar_downloader import Downloader
 
         return Downloader(self.name, self.email, self.download_dir)
 
-    def _get(self, downloader, form: str, company: str, before: date) -> int:
+    def _get(self, downloader, form: str, company: str, before: date, after: date) -> int:
         out = io.StringIO()
         with redirect_stdout(out):  # where the downloader reports (and swallows) failures
-            count = downloader.get(form, company, limit=self.limit, after=self.after, before=before)
+            count = downloader.get(form, company, limit=self.limit, after=after, before=before)
         failures = [m.groupdict() for m in _FAILURE.finditer(out.getvalue())]
         if failures:
             listed = "; ".join(f"{f['acc']}: {f['why'][:160]}" for f in failures)
@@ -205,13 +223,20 @@ class EdgarFilingsClient:
             )
         return count
 
-    def _read_saved(self, company: str, form: str, before: date) -> list[dict]:
+    def _read_saved(self, company: str, form: str, before: date, after: date) -> list[dict]:
         folder = company.zfill(10) if company.isdigit() else company
         paths = sorted((self.download_dir / "sec-edgar-filings" / folder / form).glob("*/full-submission.txt"))
-        subs = [parse_full_submission(p.read_text(encoding="utf-8", errors="replace")) for p in paths]
+        texts = [p.read_text(encoding="utf-8", errors="replace") for p in paths]
+        subs = [(parse_full_submission(t), t) for t in texts]
         # The folder may hold filings from earlier runs: keep what this request selects.
-        subs = [s for s in subs if s.form == form and self.after <= s.filed <= before]
-        subs = sorted(subs, key=lambda s: (s.filed, s.accession), reverse=True)[: self.limit]
+        subs = [(s, t) for s, t in subs if s.form == form and after <= s.filed <= before]
+        subs = sorted(subs, key=lambda st: (st[0].filed, st[0].accession), reverse=True)[: self.limit]
+        if self.archive is not None:
+            for s, text in subs:
+                self.archive.record(f"https://www.sec.gov/Archives/edgar/data/{int(s.cik)}/"
+                                    f"{s.accession.replace('-', '')}/{s.accession}.txt", 200, text,
+                                    content_type="text/plain")
+        subs = [s for s, _ in subs]
         return [
             {
                 "cik": s.cik,

@@ -8,24 +8,36 @@ Endpoints (XML, fredapi's default; the API key travels as the `api_key` query pa
 Rate limits: FRED allows 120 requests per minute per API key and answers HTTP 429 beyond it.
 This client makes two requests per series and retries 429 and 5xx with exponential backoff.
 
-fredapi facts this client relies on: it uses urllib (no timeout, no session); every HTTP error
-surfaces as a bare `ValueError(<FRED's message>)` raised while handling the urllib HTTPError,
+fredapi facts this client relies on: it uses urllib (no timeout, no session) in its private
+``Fred.__fetch_data``; `_TimedFred` overrides it (name-mangled ``_Fred__fetch_data``) to read with a
+timeout and keep every XML body in the run's `ResponseArchive` (URL with the key masked). Every HTTP
+error surfaces as a bare `ValueError(<FRED's message>)` raised while handling the urllib HTTPError,
 so the status code is recovered from the exception's `__context__`. The HTTPError's URL holds the
 API key: errors are re-raised `from None` and messages are passed through `redact`.
+
+Incremental runs: series info carries ``last_updated`` (when FRED last changed the series). `fetch`
+takes the rows held so far and the ``last_updated`` seen by the last run: a series whose
+``last_updated`` has not changed keeps its rows without asking for observations again (one cheap
+metadata request per series per run); a changed one is asked whole (ALFRED's vintages are only
+complete when asked from the earliest realtime_start). A failing series fails alone: its old rows
+are kept and it is named in the `PartialFetchError` raised at the end.
 """
 
 from __future__ import annotations
 
 import logging
 import os
+import xml.etree.ElementTree as ET
 from datetime import date
 from typing import Literal
 from urllib.error import HTTPError, URLError
+from urllib.request import urlopen
 from xml.etree.ElementTree import ParseError
 
 import polars as pl
 
-from ..http import TransientError, redact, retry
+from ..archive import ResponseArchive
+from ..http import PartialFetchError, TransientError, redact, retry
 from ..schema import MACRO_OBSERVATIONS, conform
 
 log = logging.getLogger(__name__)
@@ -37,6 +49,32 @@ FRED_ROW_CAP = 100_000
 
 class FredError(RuntimeError):
     """FRED refused a request for a reason retrying will not fix."""
+
+
+def _timed_fred(api_key: str, *, timeout: float, archive: ResponseArchive | None):
+    """A `fredapi.Fred` whose requests time out and are kept in `archive` (built lazily: fredapi is optional)."""
+    from fredapi import Fred
+
+    class _TimedFred(Fred):
+        def _Fred__fetch_data(self, url):  # replaces fredapi's private urllib call (no timeout there)
+            url += "&api_key=" + self.api_key
+            try:
+                with urlopen(url, timeout=timeout) as response:
+                    body = response.read()
+                    self._keep(url, response.status, body, response.headers.get("Content-Type", ""))
+                root = ET.fromstring(body)
+            except HTTPError as exc:
+                body = exc.read()
+                self._keep(url, exc.code, body, exc.headers.get("Content-Type", "") if exc.headers else "")
+                root = ET.fromstring(body)
+                raise ValueError(root.get("message"))  # as fredapi does: `_classify` reads the HTTPError context
+            return root
+
+        def _keep(self, url: str, status: int, body: bytes, content_type: str) -> None:
+            if archive is not None:  # the key is masked in the URL; never in a body, but make sure
+                archive.record(url, status, body.replace(self.api_key.encode(), b"***"), content_type=content_type)
+
+    return _TimedFred(api_key=api_key)
 
 
 class FredMacroClient:
@@ -63,6 +101,8 @@ class FredMacroClient:
         vintages: Literal["first", "all"] = "first",
         attempts: int = 5,
         base_delay: float = 2.0,
+        timeout: float = 60.0,
+        archive: ResponseArchive | None = None,
     ):
         api_key = api_key or os.environ.get("FRED_API_KEY")
         if not api_key:
@@ -76,25 +116,64 @@ class FredMacroClient:
         self.start = date.fromisoformat(str(start)) if start else None
         self.vintages = vintages
         self.attempts, self.base_delay = attempts, base_delay
+        self.timeout, self.archive = timeout, archive
         self._api_key = api_key
         self._root_url = root_url
+        # series id -> FRED's last_updated, as of this client's last fetch (persist it with the rows)
+        self.last_updated: dict[str, str] = {}
+        self.unchanged: list[str] = []  # series whose observations were not asked again
 
     def __repr__(self) -> str:  # never show the key
         return f"FredMacroClient(series_ids={self.series_ids!r}, start={self.start!r}, root_url={self._root_url!r})"
 
-    def fetch(self) -> pl.DataFrame:
-        from fredapi import Fred
+    def fetch(self, previous: pl.DataFrame | None = None, last_updated: dict[str, str] | None = None) -> pl.DataFrame:
+        """Observations of every series; with `previous` (the rows held) and `last_updated` (as the
+        last run saw it), a series FRED has not updated since keeps its rows unasked.
 
-        fred = Fred(api_key=self._api_key)
+        One failing series fails alone: the `PartialFetchError` raised at the end names it and
+        carries the other series' rows and its own old rows. `self.last_updated` is the state to keep.
+        """
+        fred = _timed_fred(self._api_key, timeout=self.timeout, archive=self.archive)
         if self._root_url:
             fred.root_url = self._root_url.rstrip("/")
+        known = dict(last_updated or {})
+        held = previous if previous is not None and previous.height else None
         what = "FRED observations"
-        return pl.concat([conform(self._fetch_series(fred, s), MACRO_OBSERVATIONS, what=what) for s in self.series_ids])
+        self.last_updated, self.unchanged = {}, []
+        parts, failures = [pl.DataFrame(schema=MACRO_OBSERVATIONS)], {}
+        for series_id in self.series_ids:
+            old = held.filter(pl.col("series_id") == series_id) if held is not None else None
+            if old is not None and self.start:
+                old = old.filter(pl.col("date") >= self.start)
+            try:
+                info = self._call(series_id, "series info", lambda: fred.get_series_info(series_id))
+                stamp = info.get("last_updated")
+                stamp = str(stamp) if stamp is not None and str(stamp) else None
+                if stamp and known.get(series_id) == stamp and old is not None and old.height:
+                    self.unchanged.append(series_id)
+                    parts.append(conform(old, MACRO_OBSERVATIONS, what=what))
+                else:
+                    parts.append(conform(self._fetch_series(fred, series_id, info), MACRO_OBSERVATIONS, what=what))
+                if stamp:
+                    self.last_updated[series_id] = stamp
+            except Exception as exc:  # noqa: BLE001 - named in the PartialFetchError, never swallowed
+                message = redact(f"{type(exc).__name__}: {exc}", self._api_key)
+                log.warning("FRED series %s failed: %s", series_id, message)
+                failures[series_id] = message
+                if series_id in known:  # its rows are the old ones: so is what we know of them
+                    self.last_updated[series_id] = known[series_id]
+                if old is not None and old.height:
+                    parts.append(conform(old, MACRO_OBSERVATIONS, what=what))
+        if self.unchanged:
+            log.info("FRED has not updated %d series since the last run: %s", len(self.unchanged), ", ".join(self.unchanged))
+        df = pl.concat(parts)
+        if failures:
+            raise PartialFetchError("FRED series", failures, partial=df)
+        return df
 
-    def _fetch_series(self, fred, series_id: str) -> pl.DataFrame:
+    def _fetch_series(self, fred, series_id: str, info) -> pl.DataFrame:
         import pandas as pd
 
-        info = self._call(series_id, "series info", lambda: fred.get_series_info(series_id))
         releases = self._call(series_id, "observations", lambda: fred.get_series_all_releases(series_id))
         if releases.empty:
             return pl.DataFrame(schema=MACRO_OBSERVATIONS)
@@ -137,6 +216,8 @@ class FredMacroClient:
             except URLError as exc:  # connection refused, DNS, TLS: fredapi only catches HTTPError
                 reason = redact(str(exc.reason), self._api_key)
                 raise TransientError(f"could not reach FRED ({reason}) for {what} of {series_id}") from None
+            except TimeoutError:  # the read timed out (the connect timeout arrives as a URLError)
+                raise TransientError(f"FRED did not answer within {self.timeout:g}s for {what} of {series_id}") from None
 
         return retry(attempt, attempts=self.attempts, base_delay=self.base_delay, what=f"FRED {what} for {series_id}")
 

@@ -32,7 +32,8 @@ from datetime import date
 import polars as pl
 import requests
 
-from ..http import TransientError, retry
+from ..archive import ResponseArchive, recording_curl_session
+from ..http import PartialFetchError, TransientError, retry
 from ..schema import MARKET_PRICES, conform
 
 log = logging.getLogger(__name__)
@@ -64,7 +65,13 @@ def _raise_yfinance_errors():
 
 
 class YFinanceMarketClient:
-    """Daily unadjusted OHLCV, Adj Close, dividends and splits for `tickers` in [start, end)."""
+    """Daily OHLCV, Adj Close, dividends and splits for `tickers` in [start, end).
+
+    Yahoo's open/high/low/close are adjusted for splits (not for dividends; `adj_close` is adjusted
+    for both), even with ``auto_adjust=False``: a price before a later split is not the price that
+    traded that day. The sample twin (Quandl WIKI) is unadjusted. Compare a traded price such as an
+    IPO's offer price only after dividing it by the splits that followed.
+    """
 
     def __init__(
         self,
@@ -75,27 +82,47 @@ class YFinanceMarketClient:
         *,
         attempts: int = 4,
         base_delay: float = 2.0,
+        archive: ResponseArchive | None = None,
     ):
-        if not tickers:
-            raise ValueError("YFinanceMarketClient needs at least one ticker")
         self.tickers = [t.strip().upper() for t in tickers]
-        self.start, self.end = str(start), str(end)
+        self.start, self.end = str(start), (str(end) if end else None)
+        if archive is not None:  # keep Yahoo's raw chart JSON (sources/archive.py)
+            session = archive.attach(session) if session is not None else recording_curl_session(archive)
         self.session = session
         self.attempts, self.base_delay = attempts, base_delay
 
-    def fetch(self) -> pl.DataFrame:
-        what = "yfinance market prices"
-        return pl.concat([conform(self._fetch_one(t), MARKET_PRICES, what=what) for t in self.tickers])
+    def fetch(self, since: dict[str, date | None] | None = None) -> pl.DataFrame:
+        """Every ticker from `since[ticker]` (default: from `start`); one failing ticker fails alone.
 
-    def _fetch_one(self, ticker: str) -> pl.DataFrame:
+        A ticker that fails (unknown, delisted, still rate limited after the retries) is named in the
+        `PartialFetchError` raised at the end, which carries the other tickers' rows.
+        """
+        what = "yfinance market prices"
+        since = since if since is not None else {t: None for t in self.tickers}
+        parts, failures = [pl.DataFrame(schema=MARKET_PRICES)], {}
+        for ticker in self.tickers:
+            if ticker not in since:
+                continue
+            try:
+                parts.append(conform(self._fetch_one(ticker, since[ticker]), MARKET_PRICES, what=what))
+            except Exception as exc:  # noqa: BLE001 - named in the PartialFetchError, never swallowed
+                log.warning("Yahoo prices for %s failed: %s", ticker, exc)
+                failures[ticker] = f"{type(exc).__name__}: {exc}"
+        df = pl.concat(parts)
+        if failures:
+            raise PartialFetchError("Yahoo market prices", failures, partial=df)
+        return df
+
+    def _fetch_one(self, ticker: str, start: date | None = None) -> pl.DataFrame:
+        start = str(start) if start else self.start
         history = retry(
-            lambda: self._history(ticker),
+            lambda: self._history(ticker, start),
             attempts=self.attempts,
             base_delay=self.base_delay,
             what=f"Yahoo chart for {ticker}",
         )
         if history.empty:
-            log.warning("Yahoo returned no prices for %s in [%s, %s)", ticker, self.start, self.end)
+            log.warning("Yahoo returned no prices for %s in [%s, %s)", ticker, start, self.end)
             return pl.DataFrame(schema=MARKET_PRICES)
         pdf = history.reset_index()
         return pl.DataFrame(
@@ -115,9 +142,9 @@ class YFinanceMarketClient:
             }
         ).with_columns(pl.col("dividends", "splits").cast(pl.Float64).fill_null(0.0).fill_nan(0.0))
 
-    def _history(self, ticker: str):
+    def _history(self, ticker: str, start: str):
         try:
-            return self._history_once(ticker)
+            return self._history_once(ticker, start)
         except TransientError:
             # yfinance memoises responses for past ranges, error pages included: forget them so
             # the retry really asks Yahoo again.
@@ -126,14 +153,14 @@ class YFinanceMarketClient:
             YfData.cache_get.cache_clear()
             raise
 
-    def _history_once(self, ticker: str):
+    def _history_once(self, ticker: str, start: str):
         import yfinance as yf
         from yfinance.exceptions import YFDataException, YFPricesMissingError, YFRateLimitError, YFTzMissingError
 
         try:
             with _raise_yfinance_errors():
                 return yf.Ticker(ticker, session=self.session).history(
-                    start=self.start, end=self.end, interval="1d", auto_adjust=False, actions=True
+                    start=start, end=self.end, interval="1d", auto_adjust=False, actions=True
                 )
         except YFRateLimitError as exc:
             raise TransientError(f"Yahoo rate limited the chart request for {ticker} (HTTP 429)") from exc

@@ -15,6 +15,23 @@ returned by `fetch()` are stored; otherwise the next call gets a 304 and those e
 
 A feed that fails (HTTP error, unparseable body) is logged and recorded in `client.errors`; the
 other feeds are still returned. Only when every feed fails does `fetch()` raise.
+
+Raw responses: with an `archive`, every response the session receives (feed bodies, 304s, error
+pages, robots.txt and article pages) is recorded into it as served; request headers (the User-Agent
+identity) are not kept.
+
+Full articles (opt-in, `articles`: feed hosts or ``all``, from ``TENALI_NEWS_ARTICLES``; default off,
+since the pages belong to their publishers and their terms decide what may be kept, see
+docs/sources.md): an entry of such a feed whose summary is shorter than `SHORT_SUMMARY_CHARS`
+characters of text gets the text of its linked page in the `article` column. Pages are fetched through
+a `PoliteSession` (../polite.py): `article_delay` seconds apart per host (a longer robots.txt
+Crawl-delay wins), robots.txt honoured (a disallowed page is skipped and counted in
+`articles_disallowed`, not an error), and the main text extracted with `extract_text`. An article
+that fails (4xx, 5xx after retries, not HTML, no extractable text, a bot wall) leaves its entry with
+the summary, is logged and listed in `article_failures`, and never fails the feed; permanent failures
+(anything but a transient 5xx/network error) are returned in `articles_given_up` so that the caller
+can pass them back as `skip_articles` and the page is not asked again. Texts from earlier runs come
+back through `known_articles` (entry id -> text) and are reused, never fetched again.
 """
 
 from __future__ import annotations
@@ -23,22 +40,53 @@ import html
 import logging
 import os
 import re
+import time
+from collections.abc import Callable, Iterable, Sequence
 from datetime import datetime, timezone
 from html.parser import HTMLParser
+from urllib.parse import urlsplit
 
 import polars as pl
 import requests
 
-from ..http import TransientError, rate_limited_session, retry
+from ..archive import ResponseArchive
+from ..http import RetriesExhausted, SourceBlocked, TransientError, rate_limited_session, retry
+from ..polite import ARTICLE_SELECTOR, Disallowed, ExtractionError, PoliteSession, extract_text
 from ..schema import NEWS, conform
 
 log = logging.getLogger(__name__)
 
 _DEFAULT_AGENT = "tenali-pipeline/0.1 (+news collector)"
+ARTICLES_SETTING = "TENALI_NEWS_ARTICLES"
+ARTICLE = "article"
+# The raw news table: NEWS plus the article text. Until sources/schema.py NEWS carries the column the
+# clean table drops it; once it does, this is NEWS itself.
+NEWS_TABLE = NEWS  # ARTICLE is a column of the news schema
+SHORT_SUMMARY_CHARS = 400  # a summary shorter than this (characters of text) is a teaser: fetch the article
+ARTICLE_MIN_CHARS = 200  # an extracted page shorter than this is not the story (a paywall, a script-rendered page)
+_HTML_TYPES = ("text/html", "application/xhtml+xml")
 
 
 class FeedError(RuntimeError):
     """A feed could not be fetched or parsed."""
+
+
+class NotHtml(ValueError):
+    """An article link answered with something other than an HTML page (a PDF, a JSON document)."""
+
+
+def parse_article_hosts(values: Iterable[str]) -> frozenset[str] | None:
+    """``["www.sec.gov", ...]`` -> those hosts; ``["all"]`` -> None (every feed); a clear error otherwise."""
+    hosts = {v.strip().lower() for v in values if v.strip()}
+    if "all" in hosts:
+        if len(hosts) > 1:
+            raise ValueError(f"{ARTICLES_SETTING} is 'all' or a list of feed hosts, not both: {sorted(hosts)}")
+        return None
+    for host in hosts:
+        if not re.fullmatch(r"[a-z0-9](?:[a-z0-9.-]*[a-z0-9])?", host):
+            raise ValueError(f"{ARTICLES_SETTING} entry {host!r} must be a feed's host name such as www.sec.gov "
+                             "(no scheme, path or port), or 'all'")
+    return frozenset(hosts)
 
 
 class _TextExtractor(HTMLParser):
@@ -64,6 +112,21 @@ def strip_html(text: str | None) -> str:
     return re.sub(r"\s+", " ", html.unescape("".join(parser.parts))).strip()
 
 
+_META_CHARSET = re.compile(rb"""<meta[^>]+charset\s*=\s*["']?([A-Za-z0-9_.:-]+)""", re.I)
+
+
+def _decode(resp: requests.Response) -> str:
+    """A page's text: the charset of the Content-Type header, else of its <meta> tag, else UTF-8
+    (requests alone would take Latin-1 for any text/html without a header charset)."""
+    if "charset=" in resp.headers.get("Content-Type", "").lower():
+        return resp.text
+    m = _META_CHARSET.search(resp.content[:4096])
+    try:
+        return resp.content.decode(m.group(1).decode("ascii") if m else "utf-8", errors="replace")
+    except LookupError:  # an unknown charset name
+        return resp.content.decode("utf-8", errors="replace")
+
+
 class RssNewsClient:
     """Entries of `feeds`, de-duplicated by id (then link), published time in UTC."""
 
@@ -77,6 +140,13 @@ class RssNewsClient:
         user_agent: str | None = None,
         attempts: int = 3,
         base_delay: float = 1.0,
+        archive: ResponseArchive | None = None,
+        articles: Sequence[str] = (),
+        known_articles: dict[str, str] | None = None,
+        skip_articles: Iterable[str] = (),
+        article_delay: float = 2.0,
+        sleep: Callable[[float], None] = time.sleep,
+        clock: Callable[[], float] = time.monotonic,
     ):
         self.feeds = list(feeds)
         self.timeout = timeout
@@ -87,10 +157,23 @@ class RssNewsClient:
             session.headers["User-Agent"] = user_agent or os.environ.get("SEC_EDGAR_IDENTITY") or _DEFAULT_AGENT
         elif user_agent:
             session.headers["User-Agent"] = user_agent
-        self.session = session
+        self.session = archive.attach(session) if archive is not None else session
         self.attempts, self.base_delay = attempts, base_delay
         self.errors: dict[str, str] = {}
         self.undated = 0  # entries dropped for having neither published nor updated
+        # Full articles: one polite session over the same requests session (same identity, same archive).
+        self.article_hosts = parse_article_hosts(articles) if articles else frozenset()
+        self.known_articles = dict(known_articles or {})
+        self.skip_articles = set(skip_articles)
+        self.http = PoliteSession(self.session, user_agent=str(self.session.headers.get("User-Agent", _DEFAULT_AGENT)),
+                                  delay=article_delay, timeout=timeout, attempts=attempts, base_delay=base_delay,
+                                  sleep=sleep, clock=clock,
+                                  advice=f"its entries keep their summaries; to stop asking it, remove the feed's "
+                                         f"host from {ARTICLES_SETTING}")
+        self.articles_fetched = 0
+        self.articles_disallowed: list[str] = []  # links robots.txt disallows
+        self.article_failures: dict[str, str] = {}  # link -> why (logged; the entry keeps its summary)
+        self.articles_given_up: dict[str, str] = {}  # entry id -> why, for failures that will not heal
 
     def fetch(self) -> pl.DataFrame:
         self.errors, self.undated = {}, 0
@@ -113,8 +196,76 @@ class RssNewsClient:
                 continue
             seen |= keys
             unique.append(row)
-        frame = pl.DataFrame(unique, schema=NEWS) if unique else pl.DataFrame(schema=NEWS)
-        return conform(frame, NEWS, what="RSS news")
+        self._add_articles(unique)
+        frame = pl.DataFrame(unique, schema=NEWS_TABLE) if unique else pl.DataFrame(schema=NEWS_TABLE)
+        return conform(frame, NEWS_TABLE, what="RSS news")
+
+    # ---- full articles ---------------------------------------------------------------------------
+
+    def wants_article(self, row: dict) -> bool:
+        """An entry of an opted-in feed, with a web link and a summary too short to stand alone."""
+        if self.article_hosts is not None and not self.article_hosts:
+            return False
+        link = row.get("link") or ""
+        if not link.lower().startswith(("http://", "https://")):
+            return False
+        if self.article_hosts is not None and (urlsplit(row["feed"]).hostname or "").lower() not in self.article_hosts:
+            return False
+        return len(row.get("summary") or "") < SHORT_SUMMARY_CHARS
+
+    def _add_articles(self, rows: list[dict]) -> None:
+        """Fill `rows`' article text: known texts reused, wanted ones fetched; failures keep the summary."""
+        self.articles_fetched, self.articles_disallowed = 0, []
+        self.article_failures, self.articles_given_up = {}, {}
+        host_down: dict[str, str] = {}  # robots.txt unreadable, or the site refused us: ask it no more this run
+        for row in rows:
+            entry_id, link = row["entry_id"], row.get("link") or ""
+            row[ARTICLE] = self.known_articles.get(entry_id)
+            if row[ARTICLE] is not None or entry_id in self.skip_articles or not self.wants_article(row):
+                continue
+            host = PoliteSession.host(link)
+            site = urlsplit(link).hostname or link
+            try:
+                if host in host_down:
+                    raise SourceBlocked(f"{site} not asked again in this run: {host_down[host]}")
+                try:
+                    self.http.robots(link, site)  # read once per host
+                except (SourceBlocked, RetriesExhausted, requests.RequestException) as exc:
+                    host_down[host] = str(exc)
+                    raise
+                row[ARTICLE] = self.article(link)
+                self.articles_fetched += 1
+            except Disallowed as exc:
+                log.info("article skipped: %s", exc)
+                self.articles_disallowed.append(link)
+            except (SourceBlocked, RetriesExhausted, requests.RequestException) as exc:
+                if isinstance(exc, SourceBlocked) and host not in host_down:
+                    host_down[host] = str(exc)
+                self._failed(entry_id, link, str(exc), permanent=isinstance(exc, requests.HTTPError))
+            except (NotHtml, ExtractionError) as exc:
+                self._failed(entry_id, link, str(exc), permanent=True)
+        if self.articles_fetched or self.articles_disallowed or self.article_failures:
+            log.info("articles: %d fetched, %d disallowed by robots.txt, %d failed (entries keep their summaries)",
+                     self.articles_fetched, len(self.articles_disallowed), len(self.article_failures))
+
+    def _failed(self, entry_id: str, link: str, why: str, *, permanent: bool) -> None:
+        log.warning("article %s not fetched, the entry keeps its summary: %s", link, why)
+        self.article_failures[link] = why
+        if permanent:
+            self.articles_given_up[entry_id] = why
+
+    def article(self, link: str) -> str:
+        """The main text of the page at `link` (robots.txt and the host's spacing honoured)."""
+        site = urlsplit(link).hostname or link
+        resp = self.http.page(link, site=site)
+        ctype = resp.headers.get("Content-Type", "")
+        kind = ctype.split(";")[0].strip().lower()
+        if kind not in _HTML_TYPES and not (not kind and "<html" in resp.text[:1000].lower()):
+            raise NotHtml(f"{link} is not an HTML page (Content-Type {ctype or 'missing'})")
+        _, text = extract_text(_decode(resp), url=link, min_chars=ARTICLE_MIN_CHARS, prefer=ARTICLE_SELECTOR)
+        return text
+
+    # ---- feeds -----------------------------------------------------------------------------------
 
     def _get(self, feed: str) -> requests.Response:
         headers = {}
@@ -164,6 +315,7 @@ class RssNewsClient:
                     "summary": strip_html(entry.get("summary")),
                     "published": datetime(*when[:6], tzinfo=timezone.utc),
                     "source": "rss",
+                    ARTICLE: None,
                 }
             )
         self.state[feed] = {k: v for k, v in {"etag": resp.headers.get("ETag"), "modified": resp.headers.get("Last-Modified")}.items() if v}

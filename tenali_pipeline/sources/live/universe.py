@@ -17,6 +17,11 @@ Filters are settings, not lists of names: ``mics`` keeps equities and ETFs liste
 ``quote_currencies`` keeps currency pairs and crypto pairs quoted in those currencies. An empty
 filter keeps everything. Delisted rows are kept and marked (``delisted``); history across refreshes
 (first_seen, last_seen, renames) is kept by `defs/universe/history.py`.
+
+Raw responses: the SEC ticker map is kept as served in the run's `ResponseArchive` (attached to the
+SEC session). financedatabase's files are not: the library downloads them itself with
+`requests.get` (no session to hook), keeps them in its own cache and re-checks their ETag once a day,
+and they are versioned upstream in the FinanceDatabase repository.
 """
 
 from __future__ import annotations
@@ -26,6 +31,7 @@ import logging
 import polars as pl
 import requests
 
+from ..archive import ResponseArchive
 from ..http import SEC_LIMITER, MalformedResponse, SourceBlocked, TransientError, fetch_json, rate_limited_session, retry
 from ..schema import UNIVERSE, conform
 
@@ -144,7 +150,8 @@ class FinanceDatabaseUniverseClient:
 
     def __init__(self, classes=ASSET_CLASSES, *, mics=(), countries=(), quote_currencies=(),
                  base_url: str = FINANCEDATABASE_URL, sec_url: str = SEC_TICKERS_URL, identity: str | None = None,
-                 session: requests.Session | None = None, attempts: int = 4, base_delay: float = 2.0):
+                 session: requests.Session | None = None, attempts: int = 4, base_delay: float = 2.0,
+                 archive: ResponseArchive | None = None):
         unknown = [c for c in classes if c not in _CLASSES]
         if unknown:
             raise ValueError(f"unknown asset class(es) {unknown} in TENALI_UNIVERSE_CLASSES: "
@@ -154,6 +161,7 @@ class FinanceDatabaseUniverseClient:
         self.base_url = base_url if base_url.endswith("/") else base_url + "/"
         self.sec_url, self.identity = sec_url, identity
         self.session = session
+        self.archive = archive
         self.attempts, self.base_delay = attempts, base_delay
 
     def fetch(self) -> pl.DataFrame:
@@ -192,6 +200,8 @@ class FinanceDatabaseUniverseClient:
 
         name, email = parse_identity(self.identity)
         session = self.session or rate_limited_session(SEC_LIMITER)
+        if self.archive is not None:
+            self.archive.attach(session)
         doc = fetch_json(session, self.sec_url, site="SEC (www.sec.gov)",
                          off_setting="SEC_EDGAR_IDENTITY (a real name and email; the SEC blocks anonymous tools) or "
                                      "TENALI_UNIVERSE_CLASSES=currencies,cryptos",

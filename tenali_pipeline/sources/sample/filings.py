@@ -52,9 +52,12 @@ class SampleFilingsClient:
         self.tickers = [t for t in tickers if t in COMPANIES]
         self.start, self.end, self.seed = date.fromisoformat(start), date.fromisoformat(end), seed
 
-    def fetch(self) -> pl.DataFrame:
+    def fetch(self, since: dict | None = None) -> pl.DataFrame:
+        """Like the live client: every company, or those in `since` from their day (None: all)."""
         rows = []
         for ticker in self.tickers:
+            if since is not None and ticker not in since:
+                continue
             cik, name, business = COMPANIES[ticker]
             rng = np.random.default_rng([self.seed, zlib.crc32(ticker.encode())])
             revenue = float(rng.uniform(5_000, 25_000))
@@ -121,4 +124,9 @@ class SampleFilingsClient:
                             document_format="html", source=SOURCE))
         if not rows:
             return pl.DataFrame(schema=FILINGS)
-        return conform(pl.DataFrame(rows), FILINGS, what="sample filings")
+        df = conform(pl.DataFrame(rows), FILINGS, what="sample filings")
+        if since:
+            first = {t: d for t, d in since.items() if d is not None}
+            df = df.filter(pl.col("filed") >= pl.col("ticker").replace_strict(first, default=self.start,
+                                                                                 return_dtype=pl.Date))
+        return df

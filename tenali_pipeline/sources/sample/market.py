@@ -21,10 +21,11 @@ SOURCE = "sample:bokeh_sampledata.stocks"
 
 class SampleMarketClient:
     def __init__(self, tickers: tuple[str, ...] | list[str] | None = None, start: str | None = None, end: str | None = None):
-        self.tickers = tuple(tickers) if tickers else None
+        self.tickers = tuple(tickers) if tickers is not None else None  # () holds no ticker
         self.start, self.end = start, end
 
-    def fetch(self) -> pl.DataFrame:
+    def fetch(self, since: dict | None = None) -> pl.DataFrame:
+        """Like the live client: every ticker, or those in `since` from their day (None: all history)."""
         raw = resources.files("bokeh_sampledata").joinpath("_data", "stocks.csv.gz").read_bytes()
         df = pl.read_csv(gzip.decompress(raw), try_parse_dates=True)
         df = df.rename(
@@ -40,8 +41,13 @@ class SampleMarketClient:
             .otherwise(0.0),
             source=pl.lit(SOURCE),
         )
-        if self.tickers:
+        if self.tickers is not None:
             df = df.filter(pl.col("ticker").is_in(self.tickers))
+        if since is not None:
+            first = pl.DataFrame({"ticker": list(since), "first": [d for d in since.values()]},
+                                 schema={"ticker": pl.String, "first": pl.Date})
+            df = df.join(first, on="ticker").filter(pl.col("first").is_null() | (pl.col("date") >= pl.col("first")))
+            df = df.drop("first")
         if self.start:
             df = df.filter(pl.col("date") >= pl.lit(self.start).str.to_date())
         if self.end:

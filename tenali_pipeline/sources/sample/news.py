@@ -57,7 +57,8 @@ class SampleNewsClient:
             )
             link = f"sample://market-wire/{r['ticker']}/{r['date']}"
             rows.append(dict(feed=FEED, entry_id=hashlib.sha1(link.encode()).hexdigest(), link=link, title=title,
-                             summary=summary, published=f"{r['date']}T21:00:00Z", source=SOURCE))
+                             summary=summary, published=f"{r['date']}T21:00:00Z", source=SOURCE,
+                             article=None))
         if not rows:
             return pl.DataFrame(schema=NEWS)
         out = pl.DataFrame(rows).with_columns(pl.col("published").str.to_datetime(time_zone="UTC"))
