@@ -143,7 +143,9 @@ def update_incrementally(
 
     fetched = ask(due)
     if whole:
-        done = [i for i in due if i not in failures]
+        # replace only the items the source answered for: a failed item keeps its rows whatever name
+        # the client gave its failure (xbrl says "AAPL (CIK 0000320193)")
+        done = fetched[key].unique().to_list() if fetched is not None else []
         base = previous if previous is not None else pl.DataFrame(schema=schema)
         table = replace_items(base, fetched, done, key=key, time_column=time_column) if fetched is not None else previous
         fetched = None

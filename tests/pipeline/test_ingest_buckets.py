@@ -223,3 +223,27 @@ def test_the_local_profile_partitions_the_instrument_sources_and_schedules_every
     assert defs.resolve_job_def("ingest_instruments").partitions_def is not None
     unpartitioned = defs.resolve_job_def("ingest_sources")
     assert unpartitioned.partitions_def is None
+
+
+def test_a_whole_history_source_keeps_a_failed_item_s_rows_whatever_its_failure_is_called():
+    """SEC companyfacts answers whole histories; its client names a failure "AAPL (CIK ...)", not "AAPL"."""
+    import logging
+    from types import SimpleNamespace
+
+    from tenali_pipeline.defs.common import update_incrementally
+
+    held = pl.DataFrame({"ticker": ["AAPL", "IBM"], "filed": [dt.date(2024, 1, 1)] * 2, "value": [1.0, 2.0]})
+    run = SimpleNamespace(previous=held, log=logging.getLogger("t"), read_state=lambda: {}, bucket=None,
+                          sources=SimpleNamespace(refresh_hours=6.0), new_state=None,
+                          context=SimpleNamespace(asset_key=dg.AssetKey("raw_fundamentals")))
+
+    def fetch(since):
+        fresh = pl.DataFrame({"ticker": ["IBM"], "filed": [dt.date(2024, 4, 1)], "value": [3.0]})
+        raise PartialFetchError("SEC XBRL company facts", {"AAPL (CIK 0000320193)": "HTTP 500"}, partial=fresh)
+
+    with pytest.raises(PartialFetchError) as err:
+        update_incrementally(run, ["AAPL", "IBM"], key="ticker", time_column="filed", schema=dict(held.schema),
+                             fetch=fetch, whole=True)
+    table = err.value.partial
+    assert table.filter(pl.col("ticker") == "AAPL")["value"].to_list() == [1.0]  # kept
+    assert table.filter(pl.col("ticker") == "IBM")["value"].to_list() == [3.0]  # replaced whole
