@@ -184,12 +184,10 @@ class PartialFetchError(RuntimeError):
         super().__init__(f"{what}: {len(self.failures)} failed ({listed}); the others were kept")
 
 
-def get_checked(session, url: str, *, site: str, shown: str, timeout: float, blocked: str,
-                params: dict | None = None, headers: dict | None = None, secrets: tuple[str | None, ...] = (),
-                not_found: type[Exception] | None = None) -> requests.Response:
-    """One GET with the status classes every JSON/HTML source shares: network errors, 429 and 5xx raise
-    `TransientError` (with Retry-After), 403 raises `SourceBlocked` with `blocked` (what to do about it),
-    404 raises `not_found` when given, other 4xx `requests.HTTPError`. `shown` is the URL for messages."""
+def get_or_transient(session, url: str, *, site: str, shown: str, timeout: float, params: dict | None = None,
+                     headers: dict | None = None, secrets: tuple[str | None, ...] = ()) -> requests.Response:
+    """One GET whose network errors, 429 and 5xx raise `TransientError` (with Retry-After) for `retry`;
+    any other answer is returned for the caller to judge. `shown` is the URL (or a name) for messages."""
     try:
         resp = session.get(url, params=params, headers=headers, timeout=timeout)
     except (requests.ConnectionError, requests.Timeout) as exc:
@@ -198,6 +196,17 @@ def get_checked(session, url: str, *, site: str, shown: str, timeout: float, blo
         after = resp.headers.get("Retry-After", "")
         raise TransientError(f"{site} answered HTTP {resp.status_code} for {shown}",
                              retry_after=float(after) if after.isdigit() else None)
+    return resp
+
+
+def get_checked(session, url: str, *, site: str, shown: str, timeout: float, blocked: str,
+                params: dict | None = None, headers: dict | None = None, secrets: tuple[str | None, ...] = (),
+                not_found: type[Exception] | None = None) -> requests.Response:
+    """One GET with the status classes every JSON/HTML source shares: network errors, 429 and 5xx raise
+    `TransientError` (with Retry-After), 403 raises `SourceBlocked` with `blocked` (what to do about it),
+    404 raises `not_found` when given, other 4xx `requests.HTTPError`. `shown` is the URL for messages."""
+    resp = get_or_transient(session, url, site=site, shown=shown, timeout=timeout, params=params, headers=headers,
+                            secrets=secrets)
     if resp.status_code == 403:
         raise SourceBlocked(f"{site} refused automated access (HTTP 403) to {shown}. {blocked}")
     if resp.status_code == 404 and not_found is not None:

@@ -25,7 +25,7 @@ from urllib.parse import urlsplit
 
 import requests
 
-from .http import RateLimiter, SourceBlocked, TransientError, retry
+from .http import RateLimiter, SourceBlocked, get_or_transient, retry
 
 USER_AGENT = "tenali-pipeline/0.1 (+polite collector)"
 
@@ -254,15 +254,7 @@ class PoliteSession:
 
         def attempt():
             self._wait(host)
-            try:
-                resp = self.session.get(url, headers=headers, timeout=self.timeout)
-            except (requests.ConnectionError, requests.Timeout) as exc:
-                raise TransientError(f"could not reach {site} ({url}): {type(exc).__name__}") from None
-            if resp.status_code == 429 or resp.status_code >= 500:
-                after = resp.headers.get("Retry-After", "")
-                raise TransientError(f"{site} answered HTTP {resp.status_code} for {url}",
-                                     retry_after=float(after) if after.isdigit() else None)
-            return resp
+            return get_or_transient(self.session, url, site=site, shown=url, timeout=self.timeout, headers=headers)
 
         return retry(attempt, attempts=self.attempts, base_delay=self.base_delay, what=f"{site} {url}",
                      sleep=self.sleep)

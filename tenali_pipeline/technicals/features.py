@@ -64,7 +64,7 @@ from pathlib import Path
 import polars as pl
 
 from . import batch
-from .batch import FACTOR_NOISE, LEVEL_COLUMNS
+from .batch import LEVEL_COLUMNS
 from .patterns import PATTERNS
 
 REQUIRED = ("open", "high", "low", "close", "volume")
@@ -306,8 +306,8 @@ def _read_chunks(plan: _Plan, chunk_rows: int, *, keys: bool = False, parquet: P
     key_cols = plan.keys.collect_schema().names()  # the instrument and time columns
     with pq.ParquetFile(path, pre_buffer=False) as pf:  # pre-buffering keeps every row group read so far
         columns = [c for c in key_cols if c in pf.schema_arrow.names] if keys else None
-        for batch in pf.iter_batches(batch_size=chunk_rows, columns=columns, use_threads=False):
-            rows = pl.from_arrow(batch)
+        for record_batch in pf.iter_batches(batch_size=chunk_rows, columns=columns, use_threads=False):
+            rows = pl.from_arrow(record_batch)
             assert isinstance(rows, pl.DataFrame)
             if not keys:
                 yield plan.keep(rows.lazy()).collect()

@@ -2,7 +2,6 @@
 
 import dagster as dg
 import polars as pl
-import pytest
 
 from tenali_pipeline.defs.crypto import assets as crypto
 from tenali_pipeline.defs.market import assets as market

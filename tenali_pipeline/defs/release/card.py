@@ -45,7 +45,7 @@ def _tokenizer_line(release: dict) -> str:
 
 def model_card(release: dict) -> str:
     """Hugging Face style README.md: front matter, then architecture, tokenizer, data, evaluation, use and limits."""
-    m, tok, ev, lin = release["model"], release["tokenizer"], release["evaluation"], release["lineage"]
+    m, ev, lin = release["model"], release["evaluation"], release["lineage"]
     ck = release["checkpoint"]
     lines = [
         "---",

@@ -64,8 +64,8 @@ import polars as pl
 import requests
 from requests.adapters import HTTPAdapter
 
-from ..http import (MalformedResponse, PartialFetchError, RateLimiter, RetriesExhausted, SourceBlocked, TransientError,
-                    retry)
+from ..http import (MalformedResponse, PartialFetchError, RateLimiter, RetriesExhausted, SourceBlocked,
+                    get_or_transient, retry)
 from ..india_schema import INDIA_ANNOUNCEMENTS, INDIA_BHAVCOPY, INDIA_IPOS
 from ..schema import conform
 from .centralbank import looks_like_bot_wall
@@ -411,16 +411,10 @@ class NseClient:
              ) -> requests.Response:
         headers = {"Accept": accept, **({"Referer": referer} if referer else {})}
 
+        # 401 and 404 come back to the callers (a fresh handshake; a holiday's missing bhavcopy)
         def attempt() -> requests.Response:
-            try:
-                resp = self.session.get(url, params=params, headers=headers, timeout=self.timeout)
-            except (requests.ConnectionError, requests.Timeout) as exc:
-                raise TransientError(f"could not reach {SITE} for {what}: {exc}") from None
-            if resp.status_code == 429 or resp.status_code >= 500:
-                after = resp.headers.get("Retry-After", "")
-                raise TransientError(f"{SITE} answered HTTP {resp.status_code} for {what}",
-                                     retry_after=float(after) if after.isdigit() else None)
-            return resp
+            return get_or_transient(self.session, url, site=SITE, shown=what, timeout=self.timeout, params=params,
+                                    headers=headers)
 
         resp = retry(attempt, attempts=self.attempts, base_delay=self.base_delay, what=f"{SITE} {what}",
                      sleep=self.sleep)

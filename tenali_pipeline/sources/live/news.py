@@ -50,7 +50,7 @@ import polars as pl
 import requests
 
 from ..archive import ResponseArchive
-from ..http import RetriesExhausted, SourceBlocked, TransientError, rate_limited_session, retry
+from ..http import RetriesExhausted, SourceBlocked, get_or_transient, rate_limited_session, retry
 from ..polite import ARTICLE_SELECTOR, Disallowed, ExtractionError, PoliteSession, extract_text
 from ..schema import NEWS, conform
 
@@ -274,13 +274,7 @@ class RssNewsClient:
             headers["If-None-Match"] = cached["etag"]
         if cached.get("modified"):
             headers["If-Modified-Since"] = cached["modified"]
-        try:
-            resp = self.session.get(feed, headers=headers, timeout=self.timeout)
-        except (requests.ConnectionError, requests.Timeout) as exc:
-            raise TransientError(f"could not reach feed {feed}: {exc}") from exc
-        if resp.status_code == 429 or resp.status_code >= 500:
-            after = resp.headers.get("Retry-After", "")
-            raise TransientError(f"feed {feed} answered HTTP {resp.status_code}", retry_after=float(after) if after.isdigit() else None)
+        resp = get_or_transient(self.session, feed, site="feed", shown=feed, timeout=self.timeout, headers=headers)
         if resp.status_code >= 400:
             raise FeedError(f"feed {feed} answered HTTP {resp.status_code} {resp.reason}: check the feed URL")
         return resp

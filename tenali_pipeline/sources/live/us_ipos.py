@@ -60,7 +60,7 @@ from dataclasses import dataclass
 import polars as pl
 import requests
 
-from ..http import (SEC_LIMITER, MalformedResponse, PartialFetchError, RateLimiter, SourceBlocked, TransientError,
+from ..http import (SEC_LIMITER, MalformedResponse, PartialFetchError, RateLimiter, SourceBlocked,
                     get_checked, rate_limited_session, retry)
 from ..schema import conform
 from ..us_ipo_schema import US_IPOS
