@@ -604,24 +604,13 @@ def test_bse_sample_twin_files_what_nse_gets_under_the_scrip_code():
     assert results.height == 11 and results["text"].str.contains("Revenue from operations").all()
 
 
-def test_the_india_assets_materialise_and_render_documents(tmp_path):
+def test_the_india_assets_materialise_and_render_documents(materialize_sample):
     """The three tables through the raw -> clean factory (sample twins; announcements from NSE and BSE),
     then their documents."""
-    import dagster as dg
-
-    from tenali_pipeline.defs.corpus.assets import DOCUMENT_ASSETS
     from tenali_pipeline.defs.india import assets as india
-    from tenali_pipeline.lake import Lake
-    from tenali_pipeline.resources import LakeResource, SourcesResource
 
-    made = india.announcement_defs + india.bhavcopy_defs + india.ipo_defs
-    docs = [a for a in DOCUMENT_ASSETS if a.key.path[-1] in ("india_announcement_documents", "ipo_documents")]
-    assets = [a for a in made if not isinstance(a, dg.AssetChecksDefinition)] + docs
-    checks = [c for c in made if isinstance(c, dg.AssetChecksDefinition)]
-    resources = {"lake": LakeResource(root=str(tmp_path / "lake")), "sources": SourcesResource()}
-    result = dg.materialize([*assets, *checks], resources=resources)
-    assert result.success and all(c.passed for c in result.get_asset_check_evaluations())
-    lake = Lake(str(tmp_path / "lake"))
+    _, lake, _, _ = materialize_sample(india.announcement_defs + india.bhavcopy_defs + india.ipo_defs,
+                                       ("india_announcement_documents", "ipo_documents"))
     clean = lake.read_parquet("clean/india_announcements/india_announcements.parquet")
     counts = dict(clean.group_by("exchange").len().iter_rows())
     assert counts == {"NSE": SampleIndiaClient().announcements().height, "BSE": SampleBseClient().announcements().height}

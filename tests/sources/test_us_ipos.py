@@ -304,25 +304,15 @@ def test_sample_twin_has_the_live_schema_and_gives_fb_its_first_day_return():
     assert later["ticker"].to_list() == ["FB"]
 
 
-def test_the_us_ipo_asset_and_its_documents_on_the_sample(tmp_path):
+def test_the_us_ipo_asset_and_its_documents_on_the_sample(materialize_sample):
     """Through Dagster: the sample twin -> raw/clean (checks pass) -> listing-performance documents from the
     sample market prices; a second run fetches no accession again."""
     import dagster as dg
 
-    from tenali_pipeline.defs.corpus.assets import DOCUMENT_ASSETS
     from tenali_pipeline.defs.market import assets as market
     from tenali_pipeline.defs.us_ipos import assets as us_ipos
-    from tenali_pipeline.lake import Lake
-    from tenali_pipeline.resources import LakeResource, SourcesResource
 
-    made = us_ipos.us_ipo_defs + market.build()
-    docs = [a for a in DOCUMENT_ASSETS if a.key.path[-1] == "us_ipo_documents"]
-    assets = [a for a in made if not isinstance(a, dg.AssetChecksDefinition)] + docs
-    checks = [c for c in made if isinstance(c, dg.AssetChecksDefinition)]
-    resources = {"lake": LakeResource(root=str(tmp_path / "lake")), "sources": SourcesResource()}
-    result = dg.materialize([*assets, *checks], resources=resources)
-    assert result.success and all(c.passed for c in result.get_asset_check_evaluations())
-    lake = Lake(str(tmp_path / "lake"))
+    _, lake, assets, resources = materialize_sample(us_ipos.us_ipo_defs + market.build(), ("us_ipo_documents",))
     docs_df = lake.read_parquet("documents/us_ipo_documents.parquet")
     assert set(docs_df["instrument"]) == {"FB", "GOOG"} and set(docs_df["domain"]) == {"market"}
     again = dg.materialize([a for a in assets if a.key.path[-1] == "raw_us_ipos"], resources=resources)
