@@ -365,11 +365,16 @@ def test_assets_keep_history_and_the_off_switch(banks, tmp_path):
 
     # a page that fails: the asset fails naming it, and keeps the rows it had plus the new ones
     rbi.routes["/pressreleases_rss.xml"] = _rss(RBI_FEED.format(base=rbi.base).replace("prid=59777", "prid=60000"))
+    state_key = "state/centralbank/central_bank.json"
+    state_before = Lake(lake.root).read_json(state_key)
+    assert state_before["feeds"]  # the ETags / Last-Modified of the feeds that sent them
     result = _materialise({"lake": lake, "sources": live}, keys=("raw_central_bank",), raise_on_error=False)
     assert not result.success
     error = [e for e in result.all_events if e.is_step_failure][0].step_failure_data.error.to_string()
     assert "prid=60000" in error and "HTTP 404" in error
     assert Lake(lake.root).read_parquet("raw/centralbank/central_bank.parquet").height == 5
+    # the feed state did not move on: the next run is offered the failed item again
+    assert Lake(lake.root).read_json(state_key) == state_before
 
     off = SourcesResource(mode="live", central_bank_feeds=_feeds(fed, ecb, rbi), sources_off=["centralbank"])
     assert _materialise({"lake": LakeResource(root=str(tmp_path / "off")), "sources": off}).success

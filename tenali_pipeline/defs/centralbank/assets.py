@@ -4,8 +4,9 @@ made-up banks in the same styles (sample).
 
 Feeds list only their latest items, so ``raw_central_bank`` keeps what earlier runs collected and
 adds the new items: pages already held are not fetched again, and feeds are fetched conditionally
-(their ETag / Last-Modified kept in ``raw/centralbank/feed_state.json``, saved only after a run in
-which nothing failed, so that an item whose page failed is offered again by the next run). Feeds,
+(their ETag / Last-Modified kept in the partition state, which the factory writes after the rows and
+only after a run in which nothing failed, so that an item whose page failed is offered again by the
+next run). Feeds,
 robots.txt and pages are kept as served under ``raw/centralbank/responses/``.
 """
 
@@ -14,8 +15,7 @@ import polars as pl
 from ...sources.http import PartialFetchError
 from ..common import source_assets
 
-RAW_KEY = "raw/centralbank/central_bank.parquet"
-STATE_KEY = "raw/centralbank/feed_state.json"
+LEGACY_STATE_KEY = "raw/centralbank/feed_state.json"  # where the feed state lived before the factory kept state
 
 
 def _merge(previous: pl.DataFrame | None, new: pl.DataFrame) -> pl.DataFrame:
@@ -29,7 +29,11 @@ def _fetch(run):
     sources, lake, context = run.sources, run.lake, run.context
     previous = run.previous  # already without rows of the other mode (sample / live)
     known = previous["link"].to_list() if previous is not None else []
-    state = lake.read_json(STATE_KEY) if not sources.is_sample and lake.exists(STATE_KEY) else {}
+    state = {}
+    if not sources.is_sample:
+        state = run.read_state().get("feeds")
+        if state is None:
+            state = lake.read_json(LEGACY_STATE_KEY) if lake.exists(LEGACY_STATE_KEY) else {}
     client = sources.central_bank(known=known, state=state, archive=run.archive)
     try:
         new = client.fetch()
@@ -42,10 +46,8 @@ def _fetch(run):
                              + ", ".join(client.skipped[:20]))
     merged = _merge(previous, new)
     context.log.info(f"{new.height} new communication(s); {merged.height} kept in all")
-    if not sources.is_sample:
-        # the rows first, then the feed state: a state ahead of the data would hide items
-        lake.write_parquet(RAW_KEY, merged)
-        lake.write_json(STATE_KEY, client.state)
+    if not sources.is_sample:  # only after a full success (new_state stays None on a PartialFetchError)
+        run.new_state = {"feeds": client.state}
     return merged
 
 
