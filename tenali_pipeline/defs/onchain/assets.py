@@ -4,12 +4,11 @@ CoinGecko price, market cap and supply. Daily series.
 Live runs are incremental (`update_incrementally`): a series or coin checked within
 ``refresh_hours`` is not asked again. DefiLlama serves a series' whole history per request, so a
 due series is asked whole and replaces its rows (``whole=True``); a series DefiLlama does not have
-(404) is remembered as empty for the same interval. CoinGecko serves date ranges, so a due coin is
-asked from a week before its last day (at least 92 days back, where CoinGecko answers daily) and
+(404) counts as checked, so it too is not asked again within that interval. CoinGecko serves date
+ranges, so a due coin is asked from a week before its last day (at least 92 days back, where CoinGecko answers daily) and
 merged. The JSON bodies are kept under ``raw/<source>/responses/``.
 """
 
-import datetime as dt
 
 import polars as pl
 
@@ -29,34 +28,23 @@ def _defillama(run):
     if sources.is_sample:  # fixed data: nothing to update incrementally
         return sources.defillama().fetch()
     client = sources.defillama(archive=run.archive)
-    now = dt.datetime.now(dt.timezone.utc)
-    fresh = dt.timedelta(hours=sources.refresh_hours)
-    # series DefiLlama answered 404 for: asked again only once the refresh interval has passed
-    empty = {name: at for name, at in run.read_state().get("empty", {}).items()
-             if now - dt.datetime.fromisoformat(at) < fresh}
-    items = [name for name in client.series_names() if name not in empty]
 
     def fetch(since: dict) -> pl.DataFrame:
         try:
-            df = client.fetch(only=set(since))
+            return _with_item(client.fetch(only=set(since)))
         except PartialFetchError as exc:
             raise PartialFetchError("DefiLlama", exc.failures, partial=_with_item(exc.partial)) from exc
-        finally:
-            empty.update({name: now.isoformat() for name in client.missing})
-        return _with_item(df)
 
     previous = run.previous
     run.previous = _with_item(previous) if previous is not None else None
     try:
-        table = update_incrementally(run, items, key=ITEM, time_column="date", schema={**DEFI_METRICS, ITEM: pl.String},
-                                     fetch=fetch, whole=True)
+        table = update_incrementally(run, client.series_names(), key=ITEM, time_column="date",
+                                     schema={**DEFI_METRICS, ITEM: pl.String}, fetch=fetch, whole=True)
     except PartialFetchError as exc:
         raise PartialFetchError("DefiLlama", exc.failures, partial=exc.partial.drop(ITEM)) from exc
     finally:
         run.previous = previous
-        if run.new_state is not None:
-            run.new_state["empty"] = empty
-    if client.missing:
+    if client.missing:  # checked like the others: not asked again within the refresh interval
         run.log.info(f"DefiLlama has no {', '.join(client.missing)} (HTTP 404): not asked again for "
                      f"{sources.refresh_hours:g} h")
     return table.drop(ITEM)
