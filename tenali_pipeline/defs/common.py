@@ -96,6 +96,26 @@ def fmt_counts(counts: dict) -> dg.MetadataValue:
 BUCKETED: set[tuple[str, str]] = set()
 
 
+def unless_recently_checked(fetch: Callable[[SourceRun], pl.DataFrame]) -> Callable[[SourceRun], pl.DataFrame]:
+    """`fetch` for a source asked as a whole (not item by item): skipped, the rows held returned, when the
+    last successful run was within TENALI_REFRESH_HOURS (live sources; `update_incrementally` does the
+    same per item). A successful fetch adds ``checked`` to the state it sets; a failed one leaves it out,
+    so the next run asks again at once."""
+
+    def wrapped(run: SourceRun) -> pl.DataFrame:
+        now = dt.datetime.now(dt.timezone.utc)
+        checked = run.read_state().get("checked")
+        if (not run.sources.is_sample and run.previous is not None and run.previous.height and checked
+                and now - dt.datetime.fromisoformat(checked) < dt.timedelta(hours=run.sources.refresh_hours)):
+            run.log.info(f"checked at {checked}, within TENALI_REFRESH_HOURS: nothing asked")
+            return run.previous  # the state stays as it is (new_state None)
+        table = fetch(run)
+        run.new_state = {**(run.new_state or {}), "checked": now.isoformat()}
+        return table
+
+    return wrapped
+
+
 def update_incrementally(
     run: SourceRun,
     items: list[str],

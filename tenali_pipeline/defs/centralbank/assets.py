@@ -13,16 +13,14 @@ robots.txt and pages are kept as served under ``raw/centralbank/responses/``.
 import polars as pl
 
 from ...sources.http import PartialFetchError
+from ...sources.incremental import upsert
 from ..common import source_assets
 
 LEGACY_STATE_KEY = "raw/centralbank/feed_state.json"  # where the feed state lived before the factory kept state
 
 
 def _merge(previous: pl.DataFrame | None, new: pl.DataFrame) -> pl.DataFrame:
-    if previous is None or previous.is_empty():
-        return new
-    both = pl.concat([previous.select(new.columns), new], how="vertical_relaxed")
-    return both.unique("doc_id", keep="last", maintain_order=True).sort("bank", "published", "doc_id")
+    return upsert(previous, new, ["doc_id"], sort=["bank", "published", "doc_id"])
 
 
 def _fetch(run):

@@ -18,7 +18,8 @@ import polars as pl
 import requests
 
 from ...sources.http import PartialFetchError
-from ..common import source_assets
+from ...sources.incremental import upsert
+from ..common import source_assets, unless_recently_checked
 
 OVERLAP = dt.timedelta(days=7)
 
@@ -34,44 +35,15 @@ def _start_after(held: pl.DataFrame | None, time_column: str) -> dt.date | None:
     return (last.date() if isinstance(last, dt.datetime) else last) - OVERLAP
 
 
-def _merge(previous: pl.DataFrame | None, new: pl.DataFrame | None, key: list[str]) -> pl.DataFrame | None:
-    """`new` merged into the rows held; fetched rows win on the same key."""
-    if previous is None or not previous.height:
-        return new
-    if new is None:
-        return previous
-    both = pl.concat([previous, new.select(previous.columns)], how="vertical_relaxed")
-    return both.unique(key, keep="last", maintain_order=True).sort(key)
-
-
-def _unless_fresh(fetch):
-    """`fetch(run)`, unless the last successful run was within TENALI_REFRESH_HOURS (live sources only):
-    then the rows held, and nothing asked of the exchange. A failed run is asked again at once."""
-
-    def wrapped(run):
-        now = dt.datetime.now(dt.timezone.utc)
-        checked = run.read_state().get("checked")
-        if (not run.sources.is_sample and run.previous is not None and run.previous.height and checked
-                and now - dt.datetime.fromisoformat(checked) < dt.timedelta(hours=run.sources.refresh_hours)):
-            run.log.info(f"checked at {checked}, within TENALI_REFRESH_HOURS: nothing asked")
-            run.new_state = {"checked": checked}
-            return run.previous
-        table = fetch(run)
-        run.new_state = {"checked": now.isoformat()}
-        return table
-
-    return wrapped
-
-
 def _since_last(run, time_column: str, key: list[str], fetch, what: str = "NSE") -> pl.DataFrame:
     """`fetch(start)` from a week before the newest row held (None: from TENALI_START_DATE), merged
     into the rows held before that day; fetched rows win on the same key."""
     start = _start_after(run.previous, time_column)
     run.log.info(f"asking from {start or run.sources.start_date}")
     try:
-        return _merge(run.previous, fetch(start), key)
+        return upsert(run.previous, fetch(start), key)
     except PartialFetchError as exc:
-        raise PartialFetchError(what, exc.failures, partial=_merge(run.previous, exc.partial, key)) from exc
+        raise PartialFetchError(what, exc.failures, partial=upsert(run.previous, exc.partial, key)) from exc
 
 
 def _announcements(run) -> pl.DataFrame:
@@ -93,7 +65,7 @@ def _announcements(run) -> pl.DataFrame:
             run.log.warning(f"{exchange} announcements failed: {exc}")
             failures[exchange] = str(exc)
     new = pl.concat(frames, how="vertical_relaxed") if frames else None
-    table = _merge(run.previous, new, ["ann_id"])
+    table = upsert(run.previous, new, ["ann_id"])
     if failures:
         raise PartialFetchError("Indian exchange announcements", failures, partial=table)
     return table
@@ -101,18 +73,18 @@ def _announcements(run) -> pl.DataFrame:
 
 announcement_defs = source_assets(
     "india_announcements", name="india_announcements", group="india", time_column="published",
-    fetch=_unless_fresh(_announcements),
+    fetch=unless_recently_checked(_announcements),
     description="NSE and BSE corporate announcements (board outcomes, results, disclosures) with the exchange's "
                 "summary; BSE rows carry the BSE scrip code as symbol.",
 )
 bhavcopy_defs = source_assets(
     "india_bhavcopy", name="india_bhavcopy", group="india", time_column="date",
-    fetch=_unless_fresh(lambda run: _since_last(run, "date", ["exchange", "symbol", "series", "date"],
+    fetch=unless_recently_checked(lambda run: _since_last(run, "date", ["exchange", "symbol", "series", "date"],
                                                 lambda start: run.sources.india(start, archive=run.archive).bhavcopy())),
     description="NSE daily bhavcopy: end-of-day OHLC, volume, turnover and trades per symbol and series.",
 )
 ipo_defs = source_assets(
     "india_ipos", name="india_ipos", group="india", time_column="listing_date",
-    fetch=_unless_fresh(lambda run: run.sources.india(archive=run.archive).ipos()),
+    fetch=unless_recently_checked(lambda run: run.sources.india(archive=run.archive).ipos()),
     description="NSE past public issues: issue price, price band, size, dates and status (main board and SME).",
 )

@@ -14,48 +14,35 @@ import datetime as dt
 import polars as pl
 
 from ...sources.http import PartialFetchError
-from ..common import source_assets
+from ...sources.incremental import upsert
+from ..common import source_assets, unless_recently_checked
 
 MAX_SKIPPED = 5_000
 
 
 def _merge(previous: pl.DataFrame | None, new: pl.DataFrame | None) -> pl.DataFrame | None:
-    if previous is None or previous.is_empty():
-        return new
-    if new is None:
-        return previous
-    both = pl.concat([previous, new.select(previous.columns)], how="vertical_relaxed")
-    return both.unique("accession", keep="last", maintain_order=True).sort("filed", "accession")
+    return upsert(previous, new, ["accession"], sort=["filed", "accession"])
 
 
 def _fetch(run):
     state = run.read_state()
-    now = dt.datetime.now(dt.timezone.utc)
-    checked = state.get("checked")
-    if (not run.sources.is_sample and run.previous is not None and checked
-            and now - dt.datetime.fromisoformat(checked) < dt.timedelta(hours=run.sources.refresh_hours)):
-        run.log.info(f"checked at {checked}, within TENALI_REFRESH_HOURS: nothing asked")
-        run.new_state = state
-        return run.previous
     through = state.get("through")
     since = dt.date.fromisoformat(through) - dt.timedelta(days=7) if through else None
     skipped = dict(state.get("skipped", {}))
     known = set(skipped) | (set(run.previous["accession"]) if run.previous is not None else set())
     client = run.sources.us_ipos(archive=run.archive)
 
-    def remember(ok: bool):
+    def remember():  # also after a failure; `unless_recently_checked` adds "checked" only after a success
         kept = {**skipped, **client.skipped}
         run.new_state = {"through": str(client.covered_through or through or ""),
                          "skipped": dict(list(kept.items())[-MAX_SKIPPED:])}
-        if ok:  # a failed run is asked again at once
-            run.new_state["checked"] = now.isoformat()
 
     try:
         new = client.fetch(since=since, known=known, max_quarters=None if run.sources.is_sample else 4)
     except PartialFetchError as exc:
-        remember(False)
+        remember()
         raise PartialFetchError("EDGAR IPO prospectuses", exc.failures, partial=_merge(run.previous, exc.partial)) from exc
-    remember(True)
+    remember()
     if client.skipped:
         run.log.info(f"{len(client.skipped)} prospectus(es) skipped (not an IPO): "
                      + "; ".join(f"{a}: {why}" for a, why in list(client.skipped.items())[:10]))
@@ -63,6 +50,6 @@ def _fetch(run):
 
 
 us_ipo_defs = source_assets(
-    "us_ipos", name="us_ipos", group="us_ipos", time_column="filed", fetch=_fetch,
+    "us_ipos", name="us_ipos", group="us_ipos", time_column="filed", fetch=unless_recently_checked(_fetch),
     description="US IPOs from EDGAR final prospectuses: offer price, shares, gross proceeds, ticker, exchange, SPAC flag.",
 )
