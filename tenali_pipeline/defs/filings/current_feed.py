@@ -22,15 +22,12 @@ import os
 import dagster as dg
 
 from ...resources import LakeResource, SourcesResource
+from .sensors import EdgarPollError, sec_get, sec_session
 
 FEED_URL = ("https://www.sec.gov/cgi-bin/browse-edgar?action=getcurrent&type={form}&company=&dateb=&owner=include"
             "&start={start}&count=100&output=atom")
 FORMS = ("10-K", "10-Q", "8-K")
 MAX_PAGES = 10
-
-
-class FeedFailure(Exception):
-    pass
 
 
 def parse_current_feed(body: bytes) -> list[dict]:
@@ -39,7 +36,7 @@ def parse_current_feed(body: bytes) -> list[dict]:
 
     parsed = feedparser.parse(body)
     if parsed.bozo and not parsed.entries:
-        raise FeedFailure(f"EDGAR current filings feed is not Atom ({type(parsed.bozo_exception).__name__})")
+        raise EdgarPollError(f"EDGAR current filings feed is not Atom ({type(parsed.bozo_exception).__name__})")
     out = []
     for e in parsed.entries:
         entry_id = e.get("id", "")
@@ -59,12 +56,7 @@ def parse_current_feed(body: bytes) -> list[dict]:
 
 
 def _page(session, form: str, start: int) -> list[dict]:
-    from .sensors import _HttpFailure, sec_get
-
-    try:
-        resp = sec_get(session, FEED_URL.format(form=form, start=start), f"EDGAR current {form} filings")
-    except _HttpFailure as exc:
-        raise FeedFailure(str(exc)) from exc
+    resp = sec_get(session, FEED_URL.format(form=form, start=start), f"EDGAR current {form} filings")
     return parse_current_feed(resp.content)
 
 
@@ -86,9 +78,7 @@ def evaluate_universe(sources, cursor_raw: str | None, companies: dict[str, str]
     except ValueError:
         cursor = {}
     seen = cursor.get("seen", {}) if cursor.get("v") == 2 else {}
-    from .sensors import _session
-
-    session = _session(identity)
+    session = sec_session(identity)
     symbol_of = {cik: symbol for symbol, cik in companies.items()}
     new, first_pages, errors = [], {}, []
     for form in FORMS:
@@ -106,7 +96,7 @@ def evaluate_universe(sources, cursor_raw: str | None, companies: dict[str, str]
                 if log is not None:
                     log.warning(f"more than {MAX_PAGES * 100} new {form} filings since the last tick: older ones "
                                 "are left to the end-of-day run")
-        except FeedFailure as exc:
+        except EdgarPollError as exc:
             errors.append(str(exc))
             first_pages[form] = seen.get(form, [])
     new_cursor = json.dumps({"v": 2, "seen": first_pages}, sort_keys=True, separators=(",", ":"))

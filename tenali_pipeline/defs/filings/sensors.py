@@ -39,8 +39,8 @@ TIMEOUT_S = 10.0
 IDENTITY_VAR = "SEC_EDGAR_IDENTITY"
 
 
-class _HttpFailure(Exception):
-    pass
+class EdgarPollError(Exception):
+    """A poll of EDGAR failed (network, HTTP status, a body that is not JSON or Atom): the tick skips, naming it."""
 
 
 def load_cursor(raw: str | None) -> dict:
@@ -54,7 +54,7 @@ def load_cursor(raw: str | None) -> dict:
     return cursor
 
 
-def _session(identity: str):
+def sec_session(identity: str):
     from ...sources.http import SEC_LIMITER, rate_limited_session
 
     session = rate_limited_session(SEC_LIMITER)
@@ -63,20 +63,20 @@ def _session(identity: str):
 
 
 def sec_get(session, url: str, what: str):
-    """GET `url` from the SEC; `_HttpFailure` naming `what` and the cause on any failure."""
+    """GET `url` from the SEC; `EdgarPollError` naming `what` and the cause on any failure."""
     import requests
 
     try:
         resp = session.get(url, timeout=TIMEOUT_S)
     except (requests.ConnectionError, requests.Timeout) as exc:
-        raise _HttpFailure(f"{what}: could not reach {url} ({type(exc).__name__})") from exc
+        raise EdgarPollError(f"{what}: could not reach {url} ({type(exc).__name__})") from exc
     if resp.status_code == 403:
-        raise _HttpFailure(f"{what}: SEC answered HTTP 403 Forbidden (User-Agent from {IDENTITY_VAR} refused, "
+        raise EdgarPollError(f"{what}: SEC answered HTTP 403 Forbidden (User-Agent from {IDENTITY_VAR} refused, "
                            "or request rate too high)")
     if resp.status_code == 429:
-        raise _HttpFailure(f"{what}: SEC answered HTTP 429 Too Many Requests")
+        raise EdgarPollError(f"{what}: SEC answered HTTP 429 Too Many Requests")
     if resp.status_code >= 400:
-        raise _HttpFailure(f"{what}: SEC answered HTTP {resp.status_code} {resp.reason}")
+        raise EdgarPollError(f"{what}: SEC answered HTTP {resp.status_code} {resp.reason}")
     return resp
 
 
@@ -85,7 +85,7 @@ def _get_json(session, url: str, what: str):
     try:
         return resp.json()
     except ValueError as exc:
-        raise _HttpFailure(f"{what}: {url} did not return JSON") from exc
+        raise EdgarPollError(f"{what}: {url} did not return JSON") from exc
 
 
 def newest_of_interest(submissions: dict, forms=FORMS) -> dict | None:
@@ -136,7 +136,7 @@ def evaluate(sources: SourcesResource, cursor_raw: str | None, log=None, env=Non
 
     cursor = load_cursor(cursor_raw)
     ciks = {t: c for t, c in cursor["ciks"].items() if t in companies}
-    session = _session(identity)
+    session = sec_session(identity)
     errors: list[str] = []
 
     for t in companies:
@@ -152,7 +152,7 @@ def evaluate(sources: SourcesResource, cursor_raw: str | None, log=None, env=Non
                 ciks[t] = by_ticker.get(t, "")
                 if not ciks[t] and log is not None:
                     log.warning(f"ticker {t} is not in the SEC's ticker list; it will not be polled")
-        except _HttpFailure as exc:
+        except EdgarPollError as exc:
             errors.append(str(exc))
 
     wanted = list(dict.fromkeys(c for t in companies if (c := ciks.get(t))))
@@ -161,7 +161,7 @@ def evaluate(sources: SourcesResource, cursor_raw: str | None, log=None, env=Non
     for cik in wanted:
         try:
             data = _get_json(session, SUBMISSIONS_URL.format(cik=cik), f"SEC submissions of CIK {cik}")
-        except _HttpFailure as exc:
+        except EdgarPollError as exc:
             errors.append(str(exc))
             continue
         top = newest_of_interest(data)
