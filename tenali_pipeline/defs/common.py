@@ -205,12 +205,15 @@ def source_assets(
     deps: list | None = None,
     buckets: int | None = None,
     bucket_column: str = "ticker",
+    checks: dict[str, tuple[str, Callable[[pl.DataFrame], dg.AssetCheckResult]]] | None = None,
 ) -> list:
     """Build ``raw_<name>``, ``clean_<name>`` and the blocking checks on the clean table.
 
     - `buckets`: None for an unbucketed source (one file ``raw/<source>/<name>.parquet``); a count for a
       per-instrument source (files per bucket; partitioned when the count is above 1), whose rows carry
       their instrument in `bucket_column`.
+    - `checks`: more blocking checks on the clean table, ``{name: (description, check(df))}``; each gets
+      this run's table (its bucket's, when partitioned).
     - A source can be turned off (``TENALI_SOURCES_OFF=fundamentals,coingecko``), e.g. for a site that
       refuses automated access: its assets then write an empty table marked ``disabled`` and its
       checks pass, so the rest of the graph still builds, visibly without it.
@@ -242,8 +245,8 @@ def source_assets(
             return store.write_parquet(raw_key if stage == "raw" else clean_key, df)
         return write_bucket(store, raw_dir if stage == "raw" else clean_dir, bucket, df)
 
-    def read_clean_of(context, store: Lake) -> pl.DataFrame:
-        bucket = bucket_of_run(context.op_execution_context if hasattr(context, "op_execution_context") else context)
+    def read_clean_of(context: dg.AssetCheckExecutionContext, store: Lake) -> pl.DataFrame:
+        bucket = bucket_of_run(context.op_execution_context)
         if bucket is None:
             return store.read_parquet(clean_key)
         return store.read_parquet(bucket.file(clean_dir))
@@ -330,7 +333,15 @@ def source_assets(
         dupes = df.height - df.select(KEYS[source]).unique().height
         return dg.AssetCheckResult(passed=dupes == 0, metadata={"duplicate_keys": dupes})
 
-    return [raw_asset, clean_asset, schema_check, key_check]
+    def extra_check(check_name: str, description: str, check: Callable[[pl.DataFrame], dg.AssetCheckResult]):
+        @dg.asset_check(asset=clean_asset, name=check_name, blocking=True, description=description)
+        def _check(context: dg.AssetCheckExecutionContext, lake: LakeResource) -> dg.AssetCheckResult:
+            return check(read_clean_of(context, lake.lake()))
+
+        return _check
+
+    extra = [extra_check(n, d, fn) for n, (d, fn) in (checks or {}).items()]
+    return [raw_asset, clean_asset, schema_check, key_check, *extra]
 
 
 def read_clean(lake: Lake, source: str, name: str) -> pl.DataFrame:

@@ -9,8 +9,6 @@ and `sources.live.xbrl.as_of` gives what was known on any day.
 import dagster as dg
 import polars as pl
 
-from ...buckets import Bucket
-from ...resources import LakeResource
 from ...sources.live.xbrl import statements
 from ...sources.schema import FUNDAMENTALS
 from ..common import source_assets, update_incrementally
@@ -38,33 +36,25 @@ def _fetch(run):
                                 fetch=fetch, whole=True)
 
 
+def filed_after_period_end(df: pl.DataFrame) -> dg.AssetCheckResult:
+    """Every figure was filed on or after the end of the period it describes, and durations start before
+    they end: a figure known before its period ended would leak the future."""
+    early = df.filter(pl.col("filed") < pl.col("period_end")).height
+    backwards = df.filter(pl.col("period_start") > pl.col("period_end")).height
+    counts = {st: t.height for st, t in statements(df).items()} if df.height else {}
+    return dg.AssetCheckResult(passed=early == 0 and backwards == 0,
+                               metadata={"filed_before_period_end": early, "start_after_end": backwards,
+                                         "statement_periods": dg.MetadataValue.json(counts)})
+
+
 def build(buckets: int = 1) -> list:
     """raw/clean fundamentals with their checks, in `buckets` instrument buckets."""
-    made = source_assets(
+    return source_assets(
         "fundamentals", name="fundamentals", group="fundamentals", time_column="filed", fetch=_fetch, deps=[universe],
         buckets=buckets,
         description="Income-statement, balance-sheet and cash-flow figures from SEC XBRL with the day each was filed.",
+        checks={"filed_after_period_end": (" ".join(filed_after_period_end.__doc__.split()), filed_after_period_end)},
     )
-    return made + [_period_check(made[1], buckets)]
-
-
-def _period_check(clean_fundamentals, buckets: int):
-    @dg.asset_check(asset=clean_fundamentals, name="filed_after_period_end", blocking=True,
-                    description="Every figure was filed on or after the end of the period it describes, and "
-                                "durations start before they end: a figure known before its period ended would "
-                                "leak the future.")
-    def filed_after_period_end(context: dg.AssetCheckExecutionContext, lake: LakeResource) -> dg.AssetCheckResult:
-        op = context.op_execution_context
-        bucket = Bucket.from_key(op.partition_key, buckets) if buckets > 1 else Bucket.whole()
-        df = lake.lake().read_parquet(bucket.file("clean/fundamentals/fundamentals"))
-        early = df.filter(pl.col("filed") < pl.col("period_end")).height
-        backwards = df.filter(pl.col("period_start") > pl.col("period_end")).height
-        counts = {st: t.height for st, t in statements(df).items()} if df.height else {}
-        return dg.AssetCheckResult(passed=early == 0 and backwards == 0,
-                                   metadata={"filed_before_period_end": early, "start_after_end": backwards,
-                                             "statement_periods": dg.MetadataValue.json(counts)})
-
-    return filed_after_period_end
 
 
 defs = build()
