@@ -64,9 +64,7 @@ def merge_updates(
             [((pl.col(c) - pl.col(f"{c}_old")).abs() > rtol * pl.max_horizontal(pl.col(f"{c}_old").abs(), pl.lit(1e-12)))
              .fill_null(False) for c in compare])
         changed = sorted(both.filter(differs)[key].unique().to_list())
-    kept = previous.join(fetched.select(on), on=on, how="anti")
-    merged = pl.concat([kept, fetched.select(previous.columns)], how="vertical_relaxed")
-    return merged.sort(on), changed
+    return upsert(previous, fetched, on), changed
 
 
 def upsert(previous: pl.DataFrame | None, new: pl.DataFrame | None, key: list[str],
