@@ -30,6 +30,38 @@ import pyarrow.parquet as pq
 from tenali_model.config import atomic_write_bytes
 
 
+class ParquetAppender:
+    """Appends polars frames to one local Parquet file as row groups (zstd). The schema is ``schema``
+    when given (an empty table is still a valid file), else the first frame's."""
+
+    def __init__(self, path: Path, schema: pl.Schema | dict | None = None):
+        self.path, self._writer, self.rows = path, None, 0
+        self._schema = pl.DataFrame(schema=schema).to_arrow().schema if schema is not None else None
+
+    def _open(self, schema) -> None:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._writer = pq.ParquetWriter(self.path, schema, compression="zstd")
+
+    def write(self, df: pl.DataFrame) -> None:
+        table = df.to_arrow()
+        if self._writer is None:
+            self._open(self._schema if self._schema is not None else table.schema)
+        if df.is_empty():
+            return
+        if table.schema != self._writer.schema:
+            table = table.select(self._writer.schema.names).cast(self._writer.schema)
+        self._writer.write_table(table)
+        self.rows += df.height
+
+    def close(self) -> None:
+        if self._writer is None and self._schema is not None:
+            self._open(self._schema)
+        if self._writer is not None:
+            self._writer.close()
+            self._writer = None
+        self._schema = None  # closed: a second close adds nothing
+
+
 CHECKSUMS = ".tenali-sha256.json"  # per-folder sha256 sums on S3 (staged_dir / download_dir)
 _CHUNK = 8 << 20
 
@@ -109,10 +141,60 @@ class Lake:
         return json.loads(self.read_bytes(key))
 
     # ---- tables -----------------------------------------------------------------------------
-    def write_parquet(self, key: str, df: pl.DataFrame) -> str:
+    def write_parquet(self, key: str, df: pl.DataFrame, *, row_group_size: int | None = None) -> str:
+        """``row_group_size`` (rows): set it for tables read back in batches (`iter_parquet` reads a row
+        group at a time, so its size bounds the reader's memory)."""
         buf = io.BytesIO()
-        df.write_parquet(buf, compression="zstd", statistics=True)
+        df.write_parquet(buf, compression="zstd", statistics=True, row_group_size=row_group_size)
         return self.write_bytes(key, buf.getvalue())
+
+    @contextlib.contextmanager
+    def parquet_writer(self, key: str, *, schema: pl.Schema | dict | None = None) -> Iterator[ParquetAppender]:
+        """Yield an appender whose ``write(df)`` adds one row group to the table at `key`; the table
+        appears at `key` only when the block ends without error (a local temporary file, renamed or
+        uploaded in one go), so a table larger than memory is written without holding it. The local
+        file lives beside the target on a local lake, in the system temp folder for S3. ``schema``
+        makes an empty table a valid file."""
+        target = Path(self._path(key)) if self.is_local else None
+        folder = target.parent if target is not None else None
+        if folder is not None:
+            folder.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=".parquet-", suffix=".tmp", dir=folder)
+        os.close(fd)
+        appender = ParquetAppender(Path(tmp), schema)
+        try:
+            yield appender
+            appender.close()
+            if target is not None:
+                os.replace(tmp, target)
+            else:
+                self._put_file(Path(tmp), key)
+        finally:
+            appender.close()
+            if os.path.exists(tmp):
+                os.unlink(tmp)
+
+    def parquet_rows(self, key: str) -> int:
+        """Rows of the table at `key`, from its footer (nothing else is read)."""
+        with self._fs.open_input_file(self._path(key)) as f:
+            return pq.ParquetFile(f).metadata.num_rows
+
+    def parquet_schema(self, key: str) -> pl.Schema:
+        """The polars schema of the table at `key`, from its footer."""
+        with self._fs.open_input_file(self._path(key)) as f:
+            return pl.from_arrow(pq.ParquetFile(f).schema_arrow.empty_table()).schema
+
+    def iter_parquet(self, key: str, batch_rows: int = 10_000, columns: list[str] | None = None) -> Iterator[pl.DataFrame]:
+        """The table at `key` in batches of at most ``batch_rows`` rows, a row group at a time."""
+        try:
+            f = self._fs.open_input_file(self._path(key))
+        except FileNotFoundError as e:
+            raise FileNotFoundError(
+                f"{self.uri(key)} does not exist: materialise the asset that writes it first."
+            ) from e
+        with f:
+            for batch in pq.ParquetFile(f).iter_batches(batch_size=batch_rows, columns=columns):
+                yield pl.from_arrow(batch)
 
     def read_parquet(self, key: str) -> pl.DataFrame:
         try:

@@ -24,14 +24,16 @@ set ``language=None`` to switch it off, and use a real identifier (fastText lid)
 from __future__ import annotations
 
 import datetime as dt
+import tempfile
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import polars as pl
 
 from tenali_model.tokenizer import SPECIAL_TOKENS
 
-from .dedup import NearDupConfig, NearDupReport, drop_near_duplicates
-from .mixing import MixConfig, MixReport, mix
+from .dedup import NearDupConfig, NearDupReport
+from .mixing import MixConfig, MixReport
 
 # Literal special-token strings are removed from source text, so no document can smuggle a
 # control token (a fake end-of-text or chat turn) into training.
@@ -120,57 +122,55 @@ def filter_documents(docs: pl.DataFrame, cfg: FilterConfig) -> tuple[pl.DataFram
     return df.drop("_chars", "_alpha", "_lines", "_unique_lines"), dropped
 
 
+def first_copies(df: pl.DataFrame) -> pl.DataFrame:
+    """``df`` (h, date, doc_id, ...) sorted by hash, with ``first``: the earliest (date, doc_id) of its hash."""
+    return df.sort("h", "date", "doc_id").with_columns(first=pl.col("h").is_first_distinct())
+
+
 def dedup_exact(docs: pl.DataFrame) -> tuple[pl.DataFrame, int]:
     """Keep the earliest document of each normalised text (ties broken by doc_id)."""
-    before = docs.height
-    out = (
-        docs.with_columns(_h=_normalised(pl.col("text")).hash(seed=0))
-        .sort("date", "doc_id")
-        .unique(subset="_h", keep="first", maintain_order=True)
-        .drop("_h")
-    )
-    return out, before - out.height
+    marked = first_copies(docs.with_columns(h=_normalised(pl.col("text")).hash(seed=0)))
+    out = marked.filter(pl.col("first")).drop("h", "first").sort("date", "doc_id")
+    return out, docs.height - out.height
+
+
+def val_start_from_counts(per_date: pl.DataFrame, fraction: float = 0.1) -> dt.date:
+    """The date of the document at index ``int(n * (1 - fraction))`` in date order, from documents per
+    date (``date``, ``len``): the latest ``fraction`` of documents begins there."""
+    per_date = per_date.sort("date")
+    cum = per_date["len"].cast(pl.Int64).cum_sum()
+    idx = int(int(cum[-1]) * (1 - fraction))
+    return per_date["date"][int((cum <= idx).sum())]
 
 
 def default_val_start(dates: pl.Series, fraction: float = 0.1) -> dt.date:
     """The date from which the latest `fraction` of documents begin."""
-    return dates.sort()[int(len(dates) * (1 - fraction))]
+    return val_start_from_counts(dates.to_frame("date").group_by("date").len(), fraction)
 
 
 def build_corpus(docs: pl.DataFrame, *, val_start: dt.date | None = None, filters: FilterConfig | None = None,
-                 near_dup: NearDupConfig | bool = True, mixing: MixConfig | None = None) -> CorpusResult:
+                 near_dup: NearDupConfig | bool = True, mixing: MixConfig | None = None,
+                 batch_rows: int = 5_000) -> CorpusResult:
     """Filter, deduplicate (exact, then near-duplicates across the split) and split ``docs`` by time;
     mix the training split when ``mixing`` is given. ``near_dup``: True for the default NearDupConfig,
-    a config to tune it, False to skip it."""
-    if docs.is_empty():
-        raise ValueError("No documents were rendered: materialise the source and document assets first.")
-    kept, dropped = filter_documents(docs, filters or FilterConfig())
-    kept, dropped["duplicate_exact"] = dedup_exact(kept)
-    if kept.is_empty():
-        raise ValueError(f"Every document was filtered out ({dropped}); loosen FilterConfig.")
-    val_start = val_start or default_val_start(kept["date"])
-    kept = kept.sort("date", "doc_id")
-    train = kept.filter(pl.col("date") < val_start)
-    val = kept.filter(pl.col("date") >= val_start)
-    if train.is_empty() or val.is_empty():
-        raise ValueError(
-            f"The temporal split at {val_start} leaves {train.height} training and {val.height} validation "
-            "documents; set TENALI_VAL_START inside the corpus's date range "
-            f"({kept['date'].min()} to {kept['date'].max()})."
-        )
-    report = None
-    if near_dup is not False:
-        train, report = drop_near_duplicates(train, val, near_dup if isinstance(near_dup, NearDupConfig) else None)
-        dropped["near_duplicate_val"] = report.near_duplicate_val
-        dropped["near_duplicate_train"] = report.near_duplicate_train
-        if train.is_empty():
-            raise ValueError(f"Every training document near-duplicates a validation document ({dropped}); "
-                             "raise NearDupConfig.threshold or move the validation start.")
-    result = CorpusResult(train=train, val=val, val_start=val_start, dropped=dropped, near_duplicates=report)
-    if mixing is not None:
-        result.train_unmixed = train
-        result.train, result.mixing = mix(train, mixing)
-    return result
+    a config to tune it, False to skip it. The in-memory face of text/stream.py (the same stages, over
+    a scratch folder); the frames come back sorted by (date, doc_id)."""
+    from ..lake import Lake
+    from .stream import CorpusKeys, StreamConfig, build_corpus_stream
+
+    with tempfile.TemporaryDirectory(prefix="tenali-corpus-") as tmp:
+        lake = Lake(tmp)
+        lake.write_parquet("documents.parquet", docs, row_group_size=batch_rows)
+        keys = CorpusKeys(train="train.parquet", train_unique="train_unique.parquet", val="val.parquet")
+        summary = build_corpus_stream(lake, ["documents.parquet"], keys, work=Path(tmp) / "work", val_start=val_start,
+                                      filters=filters, near_dup=near_dup, mixing=mixing,
+                                      stream=StreamConfig(batch_rows=batch_rows))
+        train, val = lake.read_parquet(keys.train), lake.read_parquet(keys.val)
+        unique = lake.read_parquet(keys.train_unique).sort("date", "doc_id")
+    return CorpusResult(train=train.sort("date", "doc_id", maintain_order=True) if mixing else unique,
+                        val=val.sort("date", "doc_id"), val_start=summary.val_start, dropped=summary.dropped,
+                        near_duplicates=summary.near_duplicates, mixing=summary.mixing,
+                        train_unmixed=unique if mixing else None)
 
 
 def domain_stats(df: pl.DataFrame) -> dict[str, dict[str, int]]:

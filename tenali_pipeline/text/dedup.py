@@ -3,39 +3,32 @@
 A document is lower-cased, split into words (letters and digits) and turned into the set of its
 ``shingle_size``-word shingles (5 by default; a document shorter than that is one shingle). Two
 documents are near-duplicates when the Jaccard similarity of their shingle sets, estimated from
-``num_perm`` MinHash permutations, is at least ``threshold`` (0.8). LSH (``datasketch.MinHashLSH``)
-finds candidate pairs, banded for recall (:func:`lsh_params`: a pair at the threshold is proposed
-with probability >= 0.95); every candidate is then checked against the estimate, so LSH only decides
-what is compared, never what is dropped. Shingles are hashed with CRC-32 (fast, deterministic
-across processes and machines); the MinHash scheme mixes those values before permuting them.
+``num_perm`` MinHash permutations (``datasketch.MinHash``, shingles hashed with CRC-32: fast and the
+same on every machine), is at least ``threshold`` (0.8). LSH bands propose candidate pairs: two
+documents are candidates when all ``rows`` values of one of their ``bands`` bands agree
+(:func:`lsh_params`: a pair at the threshold is proposed with probability >= 0.95). Every candidate is
+then checked against the estimate, so the bands only decide what is compared, never what is dropped.
 
-Policy (:func:`drop_near_duplicates`), after exact dedup and the temporal split:
-- validation is the reference and stays intact: it is indexed first and never loses a document;
+Policy (:func:`decide`), after exact dedup and the temporal split:
+- validation is the reference and stays intact: it never loses a document;
 - a training document near-identical to a validation document is dropped from training
   (``near_duplicate_val``), whatever its source: a 10-K/A that repeats a validation 10-K, a wire story
   syndicated by two feeds, the same article under two URLs;
-- among training documents, the earliest (by date, then doc_id) of each near-duplicate group is kept
-  and the later ones are dropped (``near_duplicate_train``), as exact dedup keeps the earliest copy;
+- training documents are taken in (date, doc_id) order and one that near-duplicates an earlier *kept*
+  training document is dropped (``near_duplicate_train``), as exact dedup keeps the earliest copy;
 - counts are reported per domain of the dropped document.
 
-The API streams: :class:`NearDupIndex` takes documents in batches (``add``), answers queries
-(``query``), and :meth:`NearDupIndex.filter_batch` does query-then-insert for one batch in order, so
-a corpus can be fed chunk by chunk (one Parquet row group or one partition at a time) without
-materialising it. The index itself is in memory (about ``num_perm`` x 8 bytes per document plus the
-LSH buckets): right for the demo and for millions of documents, not for the 100B-token corpus.
+Staged, so memory does not grow with the corpus (text/stream.py runs the stages over files): documents
+are signed in batches and their band keys written to hash buckets; each bucket yields its candidate
+pairs on its own (:func:`candidate_pairs`); candidates are verified against the stored signatures; and
+:func:`decide` runs over the verified pairs only, so what it holds grows with the number of
+duplicates, not documents. :func:`drop_near_duplicates` composes the same functions in memory.
 
-At that scale the same interface (reference set, ``threshold``, ``num_perm``, shingle size, earliest
-kept, per-domain counts) should be backed by datatrove's staged MinHash dedup: ``MinhashDedupSignature``
-(signatures per task, sharded), ``MinhashDedupBuckets`` (one task per band), ``MinhashDedupCluster``
-(union-find over the bucket matches) and ``MinhashDedupFilter`` (drop all but one per cluster), each
-stage a set of independent file-based tasks that map onto partitioned Dagster assets. The
-"validation wins" rule maps onto datatrove's index-based filtering: build a MinHash index from the
-validation shards first (``MinhashBuildIndex``) and pass it to the bucket stage (``index_folder``)
-so matches against it drop the training side (``only_dedup_in_index=False`` to also dedup training
-against itself). Two differences to keep in mind: datatrove's buckets match on an identical band,
-without the Jaccard check done here, and its clusters keep the first document of the input order, so
-"earliest kept" needs the training shards written in (date, doc_id) order. datatrove is not a
-dependency yet (DESIGN.md: datatrove 0.10.1 + xxhash install with the project's pins).
+Why not datatrove's MinHash stages, the usual tool at this scale: its buckets match on one identical
+band without a similarity check (a false candidate is a dropped document), and its clustering keeps
+the root of the biggest union-find set, not the earliest document, so neither "verified" nor "earliest
+kept" would hold. The stage boundaries here are the same (signatures, buckets, clusters, filter), with
+polars doing the per-bucket group-by and joins in native code.
 """
 
 from __future__ import annotations
@@ -86,74 +79,74 @@ def _crc32(b: bytes) -> int:
     return zlib.crc32(b)
 
 
-class NearDupIndex:
-    """An in-memory MinHash LSH index of documents by key; add in batches, query by text."""
+_MIX = np.uint64(0x9E3779B97F4A7C15)  # 64-bit golden-ratio multiplier: folds a band's values into one key
+
+
+class MinHasher:
+    """Signatures and LSH band keys for batches of texts under one NearDupConfig."""
 
     def __init__(self, config: NearDupConfig | None = None):
-        from datasketch import MinHash, MinHashLSH
+        from datasketch import MinHash
 
         self.config = cfg = config or NearDupConfig()
         if not 0 < cfg.threshold <= 1:
             raise ValueError(f"threshold must be in (0, 1], got {cfg.threshold}")
-        self._lsh = MinHashLSH(num_perm=cfg.num_perm, params=lsh_params(cfg.threshold, cfg.num_perm))
+        self.bands, self.rows = lsh_params(cfg.threshold, cfg.num_perm)
         self._proto = MinHash(num_perm=cfg.num_perm, seed=cfg.seed, hashfunc=_crc32)
-        self._signatures: dict[object, np.ndarray] = {}
 
-    def __len__(self) -> int:
-        return len(self._signatures)
-
-    def __contains__(self, key) -> bool:
-        return key in self._signatures
-
-    def signature(self, text: str):
-        """The MinHash of ``text``'s shingles (an empty text has the all-max signature)."""
-        m = self._proto.copy()
-        m.update_batch(list(shingles(text, self.config.shingle_size)))
-        return m
-
-    def signatures(self, texts: Iterable[str]) -> list:
-        return [self.signature(t) for t in texts]
-
-    def add(self, keys: Sequence, texts: Sequence[str] | None = None, *, signatures: Sequence | None = None) -> None:
-        """Insert a batch of documents (``texts`` or precomputed ``signatures``); keys must be new."""
-        sigs = signatures if signatures is not None else self.signatures(texts or [])
-        if len(sigs) != len(keys):
-            raise ValueError(f"{len(keys)} keys for {len(sigs)} documents")
-        with self._lsh.insertion_session(buffer_size=max(1, len(keys))) as session:
-            for key, sig in zip(keys, sigs):
-                if key in self._signatures:
-                    raise ValueError(f"key already indexed: {key!r}")
-                session.insert(key, sig, check_duplication=False)
-                self._signatures[key] = sig.hashvalues
-
-    def _matches(self, sig) -> list:
-        """Indexed keys whose estimated Jaccard with ``sig`` reaches the threshold, sorted by similarity."""
-        if not len(self._signatures):
-            return []
-        found = []
-        for key in self._lsh.query(sig):
-            similarity = float(np.count_nonzero(self._signatures[key] == sig.hashvalues)) / self.config.num_perm
-            if similarity >= self.config.threshold:
-                found.append((-similarity, str(key), key))
-        return [key for *_, key in sorted(found)]
-
-    def query(self, text: str | None = None, *, signature=None) -> list:
-        """Keys of indexed near-duplicates of ``text`` (most similar first)."""
-        return self._matches(signature if signature is not None else self.signature(text or ""))
-
-    def query_batch(self, texts: Sequence[str]) -> list[list]:
-        return [self._matches(s) for s in self.signatures(texts)]
-
-    def filter_batch(self, keys: Sequence, texts: Sequence[str]) -> list[list]:
-        """In order: query each document, insert it if it matched nothing. Returns the matches per
-        document (empty = kept and now indexed), so later documents of the same batch see earlier ones."""
+    def signatures(self, texts: Iterable[str]) -> np.ndarray:
+        """(documents, num_perm) uint32 MinHash values; an empty text gets the all-max signature."""
         out = []
-        for key, sig in zip(keys, self.signatures(texts)):
-            hits = self._matches(sig)
-            if not hits:
-                self.add([key], signatures=[sig])
-            out.append(hits)
-        return out
+        for t in texts:
+            m = self._proto.copy()
+            m.update_batch(list(shingles(t, self.config.shingle_size)))
+            out.append(m.hashvalues)
+        return np.asarray(out, dtype=np.uint32).reshape(len(out), self.config.num_perm)
+
+    def band_keys(self, sigs: np.ndarray) -> np.ndarray:
+        """(documents, bands) uint64: one key per band, equal when the band's values are equal (a
+        different band whose key collides is caught by the verification)."""
+        s = sigs[:, : self.bands * self.rows].reshape(len(sigs), self.bands, self.rows).astype(np.uint64)
+        key = np.zeros(s.shape[:2], dtype=np.uint64)
+        with np.errstate(over="ignore"):
+            for j in range(self.rows):
+                key = (key ^ s[:, :, j]) * _MIX + np.uint64(j + 1)
+        return key
+
+    def band_rows(self, ids: np.ndarray, sigs: np.ndarray) -> pl.DataFrame:
+        """Long form (band, key, id): what :func:`candidate_pairs` groups."""
+        keys = self.band_keys(sigs)
+        return pl.DataFrame({"band": np.tile(np.arange(self.bands, dtype=np.uint16), len(ids)),
+                             "key": keys.reshape(-1), "id": np.repeat(np.asarray(ids, dtype=np.int64), self.bands)})
+
+
+def candidate_pairs(band_rows: pl.DataFrame) -> pl.DataFrame:
+    """Unique (a, b) id pairs, a < b, that share a band key."""
+    groups = (band_rows.group_by("band", "key").agg(pl.col("id").unique().sort())
+              .filter(pl.col("id").list.len() > 1))
+    return (groups.select(a=pl.col("id"), b=pl.col("id")).explode("a").explode("b")
+            .filter(pl.col("a") < pl.col("b")).unique().sort("a", "b"))
+
+
+def similarity(sig_a: np.ndarray, sig_b: np.ndarray) -> np.ndarray:
+    """Estimated Jaccard similarity per row: the share of equal MinHash values."""
+    return (np.asarray(sig_a) == np.asarray(sig_b)).mean(axis=1)
+
+
+def near_duplicate_pairs(ids, texts: Sequence[str], config: NearDupConfig | None = None) -> pl.DataFrame:
+    """(a, b, similarity) for every verified near-duplicate pair among ``texts`` (ids are int64), in
+    memory, signed in batches of ``config.batch_size``."""
+    hasher = MinHasher(config)
+    cfg = hasher.config
+    ids = np.asarray(ids, dtype=np.int64)
+    sigs = [hasher.signatures(texts[i:i + cfg.batch_size]) for i in range(0, len(texts), cfg.batch_size)]
+    sigs = np.concatenate(sigs) if sigs else np.zeros((0, cfg.num_perm), dtype=np.uint32)
+    pairs = candidate_pairs(hasher.band_rows(ids, sigs))
+    row = {int(i): k for k, i in enumerate(ids)}
+    a = np.array([row[i] for i in pairs["a"].to_list()], dtype=np.int64)
+    b = np.array([row[i] for i in pairs["b"].to_list()], dtype=np.int64)
+    sim = similarity(sigs[a], sigs[b]) if len(a) else np.zeros(0)
+    return pairs.with_columns(similarity=pl.Series(sim, dtype=pl.Float64)).filter(pl.col("similarity") >= cfg.threshold)
 
 
 @dataclass
@@ -168,43 +161,49 @@ class NearDupReport:
                 "by_domain": self.by_domain or {}, "examples": self.examples or []}
 
 
-def drop_near_duplicates(train: pl.DataFrame, val: pl.DataFrame, config: NearDupConfig | None = None,
-                         *, max_examples: int = 5) -> tuple[pl.DataFrame, NearDupReport]:
-    """Drop training documents that near-duplicate a validation document or an earlier training
-    document (see the module docstring). Validation is returned untouched by the caller; the kept
-    training rows keep their order."""
-    cfg = config or NearDupConfig()
-    index = NearDupIndex(cfg)
-    val_keys = [("val", d) for d in val["doc_id"].to_list()]
-    texts = val["text"].to_list()
-    for start in range(0, len(val_keys), cfg.batch_size):
-        stop = start + cfg.batch_size
-        index.add(val_keys[start:stop], texts[start:stop])
-
-    order = train.with_row_index("_row").sort("date", "doc_id")
-    rows, ids, texts = order["_row"].to_list(), order["doc_id"].to_list(), order["text"].to_list()
-    domains = order["domain"].to_list()
+def decide(pairs: pl.DataFrame, docs: pl.DataFrame, *, max_examples: int = 5) -> tuple[dict[int, str], NearDupReport]:
+    """Which training documents to drop, from the verified ``pairs`` (a, b, similarity) and ``docs``
+    (id, doc_id, date, domain, is_val) of every id in them. Returns {id: "near_duplicate_val" |
+    "near_duplicate_train"} and the report (see the module docstring for the policy)."""
+    info = {r[0]: r[1:] for r in docs.select("id", "doc_id", "date", "domain", "is_val").iter_rows()}
+    matches: dict[int, list[tuple[float, int]]] = {}
+    for a, b, sim in pairs.select("a", "b", "similarity").iter_rows():
+        matches.setdefault(a, []).append((sim, b))
+        matches.setdefault(b, []).append((sim, a))
+    order = sorted((i for i in matches if not info[i][3]), key=lambda i: (info[i][1], info[i][0]))
     dropped: dict[int, str] = {}
     examples: list[dict] = []
-    for start in range(0, len(rows), cfg.batch_size):
-        stop = start + cfg.batch_size
-        hits = index.filter_batch([("train", d) for d in ids[start:stop]], texts[start:stop])
-        for offset, found in enumerate(hits):
-            if not found:
-                continue
-            k = start + offset
-            side, match = next((f for f in found if f[0] == "val"), found[0])  # a validation match decides
-            dropped[rows[k]] = f"near_duplicate_{side}"
-            if len(examples) < max_examples:
-                examples.append({"dropped": ids[k], "domain": domains[k], "matches": match, "matched_split": side})
     by_domain: dict[str, dict[str, int]] = {}
-    for r, d in zip(rows, domains):
-        if r in dropped:
-            counts = by_domain.setdefault(d, {"near_duplicate_val": 0, "near_duplicate_train": 0})
-            counts[dropped[r]] += 1
-    keep = pl.Series([r not in dropped for r in range(train.height)], dtype=pl.Boolean)
+    for i in order:
+        doc_id, date, domain, _ = info[i]
+        ranked = sorted(matches[i], key=lambda m: (-m[0], info[m[1]][0]))
+        val = [j for _, j in ranked if info[j][3]]
+        earlier = [j for _, j in ranked if not info[j][3] and j not in dropped
+                   and (info[j][1], info[j][0]) < (date, doc_id)]
+        if not val and not earlier:
+            continue
+        reason, match = ("near_duplicate_val", val[0]) if val else ("near_duplicate_train", earlier[0])
+        dropped[i] = reason
+        counts = by_domain.setdefault(domain, {"near_duplicate_val": 0, "near_duplicate_train": 0})
+        counts[reason] += 1
+        if len(examples) < max_examples:
+            examples.append({"dropped": doc_id, "domain": domain, "matches": info[match][0],
+                             "matched_split": "val" if val else "train"})
     report = NearDupReport(
         near_duplicate_val=sum(v == "near_duplicate_val" for v in dropped.values()),
         near_duplicate_train=sum(v == "near_duplicate_train" for v in dropped.values()),
         by_domain=dict(sorted(by_domain.items())), examples=examples)
+    return dropped, report
+
+
+def drop_near_duplicates(train: pl.DataFrame, val: pl.DataFrame, config: NearDupConfig | None = None,
+                         *, max_examples: int = 5) -> tuple[pl.DataFrame, NearDupReport]:
+    """Drop training documents that near-duplicate a validation document or an earlier kept training
+    document, in memory (the stages of text/stream.py, without files). Validation is only read; the
+    kept training rows keep their order."""
+    both = pl.concat([val.with_columns(is_val=pl.lit(True)), train.with_columns(is_val=pl.lit(False))])
+    both = both.with_row_index("id").with_columns(pl.col("id").cast(pl.Int64))
+    pairs = near_duplicate_pairs(both["id"].to_numpy(), both["text"].to_list(), config)
+    dropped, report = decide(pairs, both, max_examples=max_examples)
+    keep = ~both.filter(~pl.col("is_val"))["id"].is_in(list(dropped))
     return train.filter(keep), report

@@ -33,6 +33,7 @@ import hashlib
 from dataclasses import asdict, dataclass, field
 from typing import Literal
 
+import numpy as np
 import polars as pl
 
 # The seed's mix (domains as render.DOMAINS names them).
@@ -110,29 +111,15 @@ def _stable_hash(doc_id: str, seed: int) -> int:
     return int.from_bytes(hashlib.blake2b(f"{seed}|{doc_id}".encode(), digest_size=8).digest(), "big")
 
 
-def _take(order: pl.DataFrame, target: int) -> pl.DataFrame:
-    """A prefix of ``order`` whose tokens fit ``target``, plus the crossing row if that lands closer."""
-    if target <= 0 or order.is_empty():
-        return order.clear()
-    cum = order["_tokens"].cum_sum()
-    n = int((cum <= target).sum())
-    if n < order.height:
-        under = int(cum[n - 1]) if n else 0
-        if int(cum[n]) - target < target - under:
-            n += 1
-    return order.head(n)
+_BIN_SHIFT = 48  # a document's sampling key >> 48: 65,536 bins per domain for the streaming cut
 
 
-def mix(train: pl.DataFrame, config: MixConfig | None = None) -> tuple[pl.DataFrame, MixReport]:
-    """The training split mixed to ``config.weights`` (see the module docstring) and its report."""
-    cfg = config or MixConfig()
-    if cfg.bytes_per_token <= 0 or cfg.max_repeats < 1:
-        raise ValueError("bytes_per_token must be > 0 and max_repeats >= 1")
-    if any(w < 0 for w in cfg.weights.values()) or not sum(cfg.weights.values()) > 0:
-        raise ValueError(f"weights must be non-negative with a positive sum, got {cfg.weights}")
-    df = train.with_columns(_tokens=estimate_tokens("text", cfg.bytes_per_token))
-    avail = {r["domain"]: (int(r["tokens"]), int(r["docs"]))
-             for r in df.group_by("domain").agg(tokens=pl.col("_tokens").sum(), docs=pl.len()).iter_rows(named=True)}
+def _keys(doc_ids: pl.Series, seed: int) -> pl.Series:
+    return pl.Series([_stable_hash(i, seed) for i in doc_ids], dtype=pl.UInt64)
+
+
+def _plan(avail: dict[str, tuple[int, int]], cfg: MixConfig) -> tuple[dict[str, float], list, list, int, int, bool]:
+    """(weights, missing, unweighted, total, input_tokens, capped) from the available tokens per domain."""
     missing = sorted(d for d, w in cfg.weights.items() if w > 0 and avail.get(d, (0, 0))[0] == 0)
     unweighted = sorted(d for d in avail if cfg.weights.get(d, 0) <= 0)
     if missing and cfg.on_missing == "error":
@@ -142,8 +129,7 @@ def mix(train: pl.DataFrame, config: MixConfig | None = None) -> tuple[pl.DataFr
     if not present:
         raise ValueError(f"none of the weighted domains {sorted(cfg.weights)} has training documents")
     norm = sum(present.values())
-    weights = {d: w / norm for d, w in present.items()}
-
+    weights = {d: w / norm for d, w in sorted(present.items())}
     input_tokens = sum(avail[d][0] for d in weights) + sum(avail[d][0] for d in unweighted)
     capped = False
     if cfg.total_tokens is not None:
@@ -152,25 +138,103 @@ def mix(train: pl.DataFrame, config: MixConfig | None = None) -> tuple[pl.DataFr
         cap = min(cfg.max_repeats * avail[d][0] / w for d, w in weights.items())
         total = int(min(input_tokens, round(cap)))
         capped = cap < input_tokens
+    return weights, missing, unweighted, total, input_tokens, capped
 
-    parts, domains = [], {}
-    for d, w in sorted(weights.items()):
+
+def _cut(rows: pl.DataFrame, before: int, target: int) -> set[str]:
+    """doc_ids taken from the bin that crosses ``target``: ``rows`` (key, doc_id, tokens) of that bin,
+    ``before`` the tokens of the bins below it. A prefix in (key, doc_id) order whose tokens fit, plus
+    the crossing row when that lands closer to the target."""
+    rows = rows.sort("_key", "doc_id")
+    cum = rows["_tokens"].cum_sum() + before
+    n = int((cum <= target).sum())
+    if n < rows.height:
+        under = int(cum[n - 1]) if n else before
+        if int(cum[n]) - target < target - under:
+            n += 1
+    return set(rows["doc_id"].head(n).to_list())
+
+
+def mix_batches(batches, write, config: MixConfig | None = None) -> MixReport:
+    """Mix a training split that arrives in batches: ``batches()`` returns a fresh iterator over it
+    (it is read three times), ``write(df)`` receives the mixed rows batch by batch. Memory: a batch and
+    65,536 bins per domain. Down-sampling takes documents in (key, doc_id) order, key a stable hash of
+    doc_id and seed: the bins of keys below the crossing bin whole, the crossing bin's documents
+    sorted (pass 2), so the result is the same as sorting the whole domain."""
+    cfg = config or MixConfig()
+    if cfg.bytes_per_token <= 0 or cfg.max_repeats < 1:
+        raise ValueError("bytes_per_token must be > 0 and max_repeats >= 1")
+    if any(w < 0 for w in cfg.weights.values()) or not sum(cfg.weights.values()) > 0:
+        raise ValueError(f"weights must be non-negative with a positive sum, got {cfg.weights}")
+
+    def prepared(df):
+        df = df.with_columns(_tokens=estimate_tokens("text", cfg.bytes_per_token), _key=_keys(df["doc_id"], cfg.seed))
+        return df.with_columns(_bin=(pl.col("_key") // (1 << _BIN_SHIFT)).cast(pl.Int64))
+
+    # Pass 1: tokens and documents per domain, and tokens per (domain, key bin).
+    avail: dict[str, list[int]] = {}
+    bins: dict[str, np.ndarray] = {}
+    for df in batches():
+        df = prepared(df)
+        for d, tokens, docs in df.group_by("domain").agg(pl.col("_tokens").sum(), pl.len()).iter_rows():
+            a = avail.setdefault(d, [0, 0])
+            a[0] += int(tokens)
+            a[1] += int(docs)
+        for d, b, tokens in df.group_by("domain", "_bin").agg(pl.col("_tokens").sum()).iter_rows():
+            bins.setdefault(d, np.zeros(1 << (64 - _BIN_SHIFT), dtype=np.int64))[b] += int(tokens)
+    avail_t = {d: (a[0], a[1]) for d, a in avail.items()}
+    weights, missing, unweighted, total, input_tokens, capped = _plan(avail_t, cfg)
+    plan = {}
+    for d, w in weights.items():
         target = round(w * total)
-        docs = df.filter(pl.col("domain") == d)
-        a_tokens, a_docs = avail[d]
-        full, rest = divmod(target, a_tokens)
-        order = docs.with_columns(_key=pl.Series([_stable_hash(i, cfg.seed) for i in docs["doc_id"]], dtype=pl.UInt64))
-        order = order.sort("_key", "doc_id")
-        chosen = [docs] * int(full) + [_take(order, int(rest)).drop("_key")]
-        picked = pl.concat(chosen)
-        achieved = int(picked["_tokens"].sum())
-        domains[d] = DomainMix(weight=round(w, 6), available_tokens=a_tokens, available_documents=a_docs,
-                               target_tokens=target, achieved_tokens=achieved, documents=picked.height,
-                               unique_documents=picked["doc_id"].n_unique(),
-                               repeat_factor=round(achieved / a_tokens, 4))
-        parts.append(picked)
-    mixed = pl.concat(parts).sort("date", "doc_id", maintain_order=True).drop("_tokens")
-    report = MixReport(total_target_tokens=total, total_achieved_tokens=sum(m.achieved_tokens for m in domains.values()),
-                       input_tokens=input_tokens, bytes_per_token=cfg.bytes_per_token, capped_by_max_repeats=capped,
-                       domains=domains, missing=missing, unweighted=unweighted)
+        full, rest = divmod(target, avail_t[d][0])
+        cut_bin, before = -1, 0
+        if rest > 0:
+            cum = np.cumsum(bins[d])
+            cut_bin = int(np.searchsorted(cum, rest, side="right"))
+            before = int(cum[cut_bin - 1]) if cut_bin else 0
+        plan[d] = {"target": target, "full": int(full), "rest": int(rest), "bin": cut_bin, "before": before}
+    # Pass 2: the documents of each domain's crossing bin decide where the cut falls inside it.
+    crossing: dict[str, list[pl.DataFrame]] = {d: [] for d in plan}
+    for df in batches():
+        df = prepared(df)
+        for d, p in plan.items():
+            if p["bin"] >= 0:
+                crossing[d].append(df.filter((pl.col("domain") == d) & (pl.col("_bin") == p["bin"]))
+                                   .select("_key", "doc_id", "_tokens"))
+    chosen = {d: _cut(pl.concat(crossing[d]), p["before"], p["rest"]) if p["bin"] >= 0 else set()
+              for d, p in plan.items()}
+    # Pass 3: every document `full` times, plus once more when sampled; adjacent, in (date, doc_id) order.
+    achieved = {d: [0, 0, 0] for d in plan}  # tokens, rows, unique documents
+    for df in batches():
+        df = prepared(df)
+        copies = pl.lit(0, dtype=pl.Int64)
+        for d, p in plan.items():
+            extra = (pl.col("_bin") < p["bin"]) | ((pl.col("_bin") == p["bin"]) & pl.col("doc_id").is_in(list(chosen[d])))
+            copies = pl.when(pl.col("domain") == d).then(p["full"] + extra.cast(pl.Int64)).otherwise(copies)
+        df = df.with_columns(_copies=copies).filter(pl.col("_copies") > 0)
+        for d, tokens, rows, docs in (df.group_by("domain")
+                                      .agg((pl.col("_tokens") * pl.col("_copies")).sum(), pl.col("_copies").sum(), pl.len())
+                                      .iter_rows()):
+            achieved[d][0] += int(tokens)
+            achieved[d][1] += int(rows)
+            achieved[d][2] += int(docs)
+        out = df.select(pl.exclude("_tokens", "_key", "_bin", "_copies").repeat_by(pl.col("_copies")).explode())
+        write(out.sort("date", "doc_id", maintain_order=True))
+    domains = {d: DomainMix(weight=round(weights[d], 6), available_tokens=avail_t[d][0],
+                            available_documents=avail_t[d][1], target_tokens=p["target"],
+                            achieved_tokens=achieved[d][0], documents=achieved[d][1], unique_documents=achieved[d][2],
+                            repeat_factor=round(achieved[d][0] / avail_t[d][0], 4))
+               for d, p in plan.items()}
+    return MixReport(total_target_tokens=total, total_achieved_tokens=sum(m.achieved_tokens for m in domains.values()),
+                     input_tokens=input_tokens, bytes_per_token=cfg.bytes_per_token, capped_by_max_repeats=capped,
+                     domains=domains, missing=missing, unweighted=unweighted)
+
+
+def mix(train: pl.DataFrame, config: MixConfig | None = None) -> tuple[pl.DataFrame, MixReport]:
+    """The training split mixed to ``config.weights`` (see the module docstring) and its report: the
+    one-batch case of :func:`mix_batches`."""
+    parts: list[pl.DataFrame] = []
+    report = mix_batches(lambda: iter([train]), parts.append, config)
+    mixed = pl.concat(parts) if parts else train.clear()
     return mixed.select(train.columns), report

@@ -7,7 +7,8 @@ import random
 import polars as pl
 import pytest
 
-from tenali_pipeline.text.dedup import NearDupConfig, NearDupIndex, drop_near_duplicates, shingles
+from tenali_pipeline.text.dedup import (MinHasher, NearDupConfig, candidate_pairs, drop_near_duplicates,
+                                        near_duplicate_pairs, shingles)
 from tenali_pipeline.text.render import DOCUMENT_SCHEMA
 
 D = dt.date
@@ -41,33 +42,37 @@ def test_shingles_are_normalised_word_ngrams():
     assert shingles("", 5) == set()
 
 
+def matches(docs: list[str], config: NearDupConfig | None = None) -> set[tuple[int, int]]:
+    pairs = near_duplicate_pairs(list(range(len(docs))), docs, config)
+    return set(pairs.select("a", "b").iter_rows())
+
+
 def test_planted_near_duplicates_are_found_and_distinct_documents_are_not():
-    index = NearDupIndex()
     originals = [text(i) for i in range(20)]
-    index.add([f"doc{i}" for i in range(20)], originals)
-    assert len(index) == 20 and "doc3" in index
-    for i in (0, 7, 19):
-        assert index.query(edit(originals[i], 2, seed=i)) == [f"doc{i}"]  # two words of 200 changed
-        assert index.query(originals[i].upper()) == [f"doc{i}"]  # case does not matter
-    assert [index.query(text(1000 + i)) for i in range(20)] == [[]] * 20
+    queries = [edit(originals[i], 2, seed=i) for i in (0, 7, 19)]  # two words of 200 changed
+    queries += [originals[i].upper() for i in (0, 7, 19)]  # case does not matter
+    distinct = [text(1000 + i) for i in range(20)]
+    found = matches(originals + queries + distinct)
+    assert found == {(i, 20 + k) for k, i in enumerate((0, 7, 19))} | {(i, 23 + k) for k, i in enumerate((0, 7, 19))} \
+        | {(20, 23), (21, 24), (22, 25)}  # an edited copy and an upper-cased copy of one original match too
     # heavily edited (true Jaccard 0.59): not a near-duplicate at the default 0.8 ...
     far = edit(originals[5], 10, seed=5)
-    assert index.query(far) == []
+    assert matches([originals[5], far]) == set()
     # ... but is at a looser threshold
-    loose = NearDupIndex(NearDupConfig(threshold=0.4))
-    loose.add(["doc5"], [originals[5]])
-    assert loose.query(far) == ["doc5"]
+    assert matches([originals[5], far], NearDupConfig(threshold=0.4)) == {(0, 1)}
 
 
-def test_index_batches_and_in_batch_order():
-    index = NearDupIndex(NearDupConfig(num_perm=64))
+def test_candidates_share_a_band_and_batches_sign_alike():
+    hasher = MinHasher(NearDupConfig(num_perm=64))
     a = text(1)
-    hits = index.filter_batch(["a", "a2", "b", "a3"], [a, edit(a, 1), text(2), edit(a, 2, seed=9)])
-    assert hits == [[], ["a"], [], ["a"]]  # later copies in the same batch see the first
-    assert len(index) == 2
-    assert index.query_batch([edit(text(2), 1), text(3)]) == [["b"], []]
-    with pytest.raises(ValueError, match="already indexed"):
-        index.add(["a"], [a])
+    docs = [a, edit(a, 1), text(2), edit(a, 2, seed=9)]
+    sigs = hasher.signatures(docs)
+    assert sigs.shape == (4, 64) and sigs.dtype.name == "uint32"
+    assert (hasher.signatures(docs[2:]) == sigs[2:]).all()  # a document's signature does not depend on its batch
+    pairs = candidate_pairs(hasher.band_rows([10, 11, 12, 13], sigs))
+    assert set(pairs.iter_rows()) == {(10, 11), (10, 13), (11, 13)}
+    with pytest.raises(ValueError, match="threshold"):
+        MinHasher(NearDupConfig(threshold=0))
 
 
 def test_training_copies_of_validation_documents_are_dropped_from_training():
@@ -118,5 +123,3 @@ def test_empty_inputs():
     empty = pl.DataFrame(schema=DOCUMENT_SCHEMA)
     kept, report = drop_near_duplicates(empty, empty)
     assert kept.is_empty() and report.near_duplicate_val == report.near_duplicate_train == 0
-    with pytest.raises(ValueError, match="threshold"):
-        NearDupIndex(NearDupConfig(threshold=0))

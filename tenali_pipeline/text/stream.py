@@ -1,0 +1,314 @@
+"""The corpus build over tables larger than memory: corpus.py's steps, run as stages over files.
+
+:func:`build_corpus_stream` reads document tables from the lake a batch at a time and writes the
+validation, unique-training and (mixed) training tables back a row group at a time. Between them, a
+local work folder holds what the stages hand each other. The stages, in order:
+
+1. **map**, per input table, ``batch_rows`` documents at a time: quality filters (counted per
+   reason), the exact-dedup hash, MinHash signatures and LSH band keys (dedup.py). Writes the kept
+   documents, their signatures, and (id, hash, date, doc_id) and (band, key, id) rows spread over
+   ``K`` hash buckets, where ``K = ceil(input documents / bucket_docs)``: a bucket holds about
+   ``bucket_docs`` documents whatever the corpus size.
+2. **exact**, per bucket: the earliest (date, doc_id) copy of each hash is kept. The dropped ids and a
+   date histogram of the survivors come back; the default validation start (the latest tenth of the
+   documents, corpus.val_start_from_counts) is read off that histogram.
+3. **near-duplicates**, per bucket: candidate pairs from shared band keys; verified against the
+   signatures in two passes over the signature files (each pair joined to its first document's
+   signature, filed under its second document's table, then compared there); then dedup.decide over
+   the verified pairs only.
+4. **write**, per input table: the kept documents split at the validation start and appended to the
+   validation and unique-training tables, with per-domain counts and a few samples per domain.
+5. **mix** (mixing.mix_batches): three passes over the unique-training table, written as the training
+   table.
+
+Memory is one batch, one bucket, and what grows with the number of duplicates (8 bytes per dropped
+id, the verified pairs), never with the number of documents: bench/bench_corpus.py measures it at
+1x and 10x. Every stage is a loop over independent files or buckets (``map`` per input table, the
+rest per bucket), the unit a multi-worker run would hand out; here they run in one process. Output
+rows follow the input tables' order, sorted by (date, doc_id) within each batch, not globally.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import datetime as dt
+import math
+import shutil
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import polars as pl
+import pyarrow.parquet as pq
+
+from ..lake import Lake, ParquetAppender
+from .corpus import FilterConfig, _normalised, filter_documents, first_copies, val_start_from_counts
+from .dedup import MinHasher, NearDupConfig, NearDupReport, candidate_pairs, decide, similarity
+from .mixing import MixConfig, MixReport, mix_batches
+
+SAMPLES_PER_DOMAIN = 2
+SAMPLE_CHARS = 1_200
+
+
+@dataclass(frozen=True)
+class StreamConfig:
+    batch_rows: int = 5_000  # documents per map batch (and per row group of the outputs)
+    bucket_docs: int = 100_000  # documents per hash bucket: sets the bucket count from the input size
+
+
+@dataclass(frozen=True)
+class CorpusKeys:
+    """Where the outputs go in the lake."""
+    train: str
+    train_unique: str
+    val: str
+
+
+@dataclass
+class CorpusSummary:
+    val_start: dt.date
+    input_documents: int
+    buckets: int
+    dropped: dict[str, int] = field(default_factory=dict)  # reason -> documents: filters, exact, near-duplicates
+    near_duplicates: NearDupReport | None = None
+    mixing: MixReport | None = None
+    stats: dict[str, dict[str, dict[str, int]]] = field(default_factory=dict)  # split -> domain -> documents, bytes
+    dates: dict[str, list[str | None]] = field(default_factory=dict)  # split -> [first, last] date described
+    samples: dict[str, list[str]] = field(default_factory=dict)  # domain -> a few training documents
+
+    def total(self, split: str, what: str = "documents") -> int:
+        return sum(s[what] for s in self.stats.get(split, {}).values())
+
+    def counts(self) -> dict:
+        """Everything counted on the way, JSON-ready (for asset metadata)."""
+        return {
+            "filters": {k: v for k, v in self.dropped.items() if not k.startswith(("duplicate_", "near_duplicate_"))},
+            "duplicate_exact": self.dropped.get("duplicate_exact", 0),
+            "near_duplicates": self.near_duplicates.to_dict() if self.near_duplicates else None,
+            "mixing": self.mixing.to_dict() if self.mixing else None,
+        }
+
+
+class _Stats:
+    """Per-domain documents and bytes, first and last date, for one output table."""
+
+    def __init__(self):
+        self.domains: dict[str, dict[str, int]] = {}
+        self.first: dt.date | None = None
+        self.last: dt.date | None = None
+
+    def add(self, df: pl.DataFrame) -> None:
+        if df.is_empty():
+            return
+        for domain, n, b in df.group_by("domain").agg(pl.len(), pl.col("text").str.len_bytes().sum()).iter_rows():
+            s = self.domains.setdefault(domain, {"documents": 0, "bytes": 0})
+            s["documents"] += n
+            s["bytes"] += int(b)
+        lo, hi = df["date"].min(), df["date"].max()
+        self.first = lo if self.first is None else min(self.first, lo)
+        self.last = hi if self.last is None else max(self.last, hi)
+
+    def dates(self) -> list[str | None]:
+        return [str(self.first) if self.first else None, str(self.last) if self.last else None]
+
+
+class _Buckets:
+    """Lazily opened appenders, one file per (bucket, input table) under ``folder/<bucket>/``."""
+
+    def __init__(self, stack: contextlib.ExitStack, folder: Path, name: str):
+        self.stack, self.folder, self.name, self.open = stack, folder, name, {}
+
+    def write(self, df: pl.DataFrame, buckets: int, column: str) -> None:
+        df = df.with_columns(_bucket=(pl.col(column) % buckets).cast(pl.Int64))
+        for (k,), part in df.partition_by("_bucket", as_dict=True).items():
+            if k not in self.open:
+                path = self.folder / f"{k:05d}" / f"{self.name}.parquet"
+                path.parent.mkdir(parents=True, exist_ok=True)
+                self.open[k] = self.stack.enter_context(contextlib.closing(ParquetAppender(path)))
+            self.open[k].write(part.drop("_bucket"))
+
+
+def _batches(path: Path, rows: int):
+    """A local Parquet file in batches of at most ``rows`` rows, a row group at a time."""
+    for batch in pq.ParquetFile(path).iter_batches(batch_size=rows):
+        yield pl.from_arrow(batch)
+
+
+def _read_all(folder: Path) -> pl.DataFrame | None:
+    files = sorted(folder.glob("*.parquet")) if folder.exists() else []
+    return pl.read_parquet(files) if files else None
+
+
+def _map_input(lake: Lake, key: str, t: int, work: Path, buckets: int, batch_rows: int,
+               filters: FilterConfig, hasher: MinHasher | None, dropped: Counter) -> int:
+    """Stage 1 for input table ``t``: filter, hash, sign; returns the documents kept."""
+    row = 0
+    with contextlib.ExitStack() as stack:
+        docs = stack.enter_context(contextlib.closing(ParquetAppender(work / "docs" / f"{t:05d}.parquet")))
+        sigs = stack.enter_context(contextlib.closing(ParquetAppender(work / "sigs" / f"{t:05d}.parquet")))
+        exact = _Buckets(stack, work / "exact", f"{t:05d}")
+        bands = _Buckets(stack, work / "bands", f"{t:05d}")
+        for batch in lake.iter_parquet(key, batch_rows):
+            kept, counts = filter_documents(batch, filters)
+            dropped.update(counts)
+            if kept.is_empty():
+                continue
+            ids = (t << 32) + row + np.arange(kept.height, dtype=np.int64)
+            row += kept.height
+            kept = kept.with_columns(id=pl.Series(ids), h=_normalised(pl.col("text")).hash(seed=0))
+            docs.write(kept.drop("h"))
+            exact.write(kept.select("id", "h", "date", "doc_id"), buckets, "h")
+            if hasher is not None:
+                sig = hasher.signatures(kept["text"].to_list())
+                sigs.write(kept.select("id", "doc_id", "date", "domain").with_columns(sig=pl.Series(sig)))
+                bands.write(hasher.band_rows(ids, sig), buckets, "key")
+    return row
+
+
+def _exact(work: Path, buckets: int) -> tuple[np.ndarray, pl.DataFrame]:
+    """Stage 2: ids of the later exact copies, and the survivors' documents per date."""
+    drops, hist = [], []
+    for k in range(buckets):
+        df = _read_all(work / "exact" / f"{k:05d}")
+        if df is None:
+            continue
+        df = first_copies(df)
+        drops.append(df.filter(~pl.col("first"))["id"].to_numpy())
+        hist.append(df.filter(pl.col("first")).group_by("date").len())
+    dropped = np.sort(np.concatenate(drops)) if drops else np.zeros(0, dtype=np.int64)
+    per_date = (pl.concat(hist).group_by("date").agg(pl.col("len").sum()).sort("date") if hist
+                else pl.DataFrame(schema={"date": pl.Date, "len": pl.UInt32}))
+    return dropped, per_date
+
+
+def _near_duplicates(work: Path, buckets: int, inputs: int, exact_dropped: np.ndarray, val_start: dt.date,
+                     cfg: NearDupConfig, batch_rows: int) -> tuple[dict[int, str], NearDupReport]:
+    """Stage 3: candidates per bucket, verified against the signatures, then decided."""
+    skip = pl.Series(exact_dropped)
+    found = []
+    for k in range(buckets):
+        rows = _read_all(work / "bands" / f"{k:05d}")
+        if rows is not None:
+            found.append(candidate_pairs(rows.filter(~pl.col("id").is_in(skip))))
+    pairs = pl.concat(found).unique() if found else pl.DataFrame(schema={"a": pl.Int64, "b": pl.Int64})
+    pairs = pairs.with_columns(ta=pl.col("a") // (1 << 32), tb=pl.col("b") // (1 << 32))
+    side = lambda s: {"id": s, "sig": f"sig_{s}", "doc_id": f"doc_{s}", "date": f"date_{s}", "domain": f"domain_{s}"}  # noqa: E731
+    # Pass A: each pair gets its first document's signature, filed under the second document's table.
+    for t in range(inputs):
+        need = pairs.filter(pl.col("ta") == t)
+        if need.is_empty():
+            continue
+        for i, batch in enumerate(_batches(work / "sigs" / f"{t:05d}.parquet", batch_rows)):
+            joined = need.join(batch.rename(side("a")), on="a")
+            for (tb,), part in joined.partition_by("tb", as_dict=True).items():
+                out = work / "verify" / f"{tb:05d}" / f"{t:05d}-{i:06d}.parquet"
+                out.parent.mkdir(parents=True, exist_ok=True)
+                part.write_parquet(out)
+    # Pass B: per second table, its signatures against the filed first signatures.
+    verified = []
+    for t in range(inputs):
+        filed = _read_all(work / "verify" / f"{t:05d}")
+        if filed is None:
+            continue
+        for batch in _batches(work / "sigs" / f"{t:05d}.parquet", batch_rows):
+            j = filed.join(batch.rename(side("b")), on="b")
+            if j.is_empty():
+                continue
+            j = j.with_columns(similarity=pl.Series(similarity(j["sig_a"].to_numpy(), j["sig_b"].to_numpy())))
+            verified.append(j.filter(pl.col("similarity") >= cfg.threshold).drop("sig_a", "sig_b"))
+    if not verified:
+        return {}, NearDupReport(by_domain={}, examples=[])
+    v = pl.concat(verified)
+    docs = pl.concat([v.select(id=f"{s}", doc_id=f"doc_{s}", date=f"date_{s}", domain=f"domain_{s}") for s in "ab"])
+    docs = docs.unique("id").with_columns(is_val=pl.col("date") >= val_start)
+    return decide(v.select("a", "b", "similarity"), docs)
+
+
+def build_corpus_stream(lake: Lake, inputs: list[str], outputs: CorpusKeys, *, work: Path,
+                        val_start: dt.date | None = None, filters: FilterConfig | None = None,
+                        near_dup: NearDupConfig | bool = True, mixing: MixConfig | None = None,
+                        stream: StreamConfig | None = None) -> CorpusSummary:
+    """Filter, deduplicate (exact, then near-duplicates across the split), split by time and mix the
+    document tables at ``inputs`` into the tables at ``outputs`` (see the module docstring). ``work``
+    is a local scratch folder, emptied first and removed at the end."""
+    stream = stream or StreamConfig()
+    filters = filters or FilterConfig()
+    cfg = (near_dup if isinstance(near_dup, NearDupConfig) else NearDupConfig()) if near_dup is not False else None
+    hasher = MinHasher(cfg) if cfg else None
+    total = sum(lake.parquet_rows(k) for k in inputs)
+    if total == 0:
+        raise ValueError("No documents were rendered: materialise the source and document assets first.")
+    buckets = max(1, math.ceil(total / stream.bucket_docs))
+    shutil.rmtree(work, ignore_errors=True)
+    work.mkdir(parents=True)
+    try:
+        dropped: Counter = Counter()
+        kept = sum(_map_input(lake, key, t, work, buckets, stream.batch_rows, filters, hasher, dropped)
+                   for t, key in enumerate(inputs))
+        dropped = dict(dropped)  # every filter reason, zeros included, in filter order
+        if kept == 0:
+            raise ValueError(f"Every document was filtered out ({dropped}); loosen FilterConfig.")
+        exact_dropped, per_date = _exact(work, buckets)
+        dropped["duplicate_exact"] = len(exact_dropped)
+        val_start = val_start or val_start_from_counts(per_date)
+        n_train = int(per_date.filter(pl.col("date") < val_start)["len"].sum())
+        n_val = int(per_date["len"].sum()) - n_train
+        if n_train == 0 or n_val == 0:
+            raise ValueError(
+                f"The temporal split at {val_start} leaves {n_train} training and {n_val} validation "
+                "documents; set TENALI_VAL_START inside the corpus's date range "
+                f"({per_date['date'].min()} to {per_date['date'].max()})."
+            )
+        near, report = {}, None
+        if cfg is not None:
+            near, report = _near_duplicates(work, buckets, len(inputs), exact_dropped, val_start, cfg,
+                                            stream.batch_rows)
+            dropped["near_duplicate_val"] = report.near_duplicate_val
+            dropped["near_duplicate_train"] = report.near_duplicate_train
+            if report.near_duplicate_val + report.near_duplicate_train >= n_train:
+                raise ValueError(f"Every training document near-duplicates a validation document ({dropped}); "
+                                 "raise NearDupConfig.threshold or move the validation start.")
+        drop = np.union1d(exact_dropped, np.fromiter(near, dtype=np.int64, count=len(near)))
+        summary = CorpusSummary(val_start=val_start, input_documents=total, buckets=buckets, dropped=dropped,
+                                near_duplicates=report)
+        schema = lake.parquet_schema(inputs[0])
+        stats = {"train_unique": _Stats(), "val": _Stats(), "train": _Stats()}
+        with contextlib.ExitStack() as stack:
+            val_w = stack.enter_context(lake.parquet_writer(outputs.val, schema=schema))
+            uniq_w = stack.enter_context(lake.parquet_writer(outputs.train_unique, schema=schema))
+            train_w = None if mixing else stack.enter_context(lake.parquet_writer(outputs.train, schema=schema))
+            for t in range(len(inputs)):
+                path = work / "docs" / f"{t:05d}.parquet"
+                if not path.exists():
+                    continue
+                for batch in _batches(path, stream.batch_rows):
+                    lo, hi = np.searchsorted(drop, [batch["id"][0], batch["id"][-1] + 1])
+                    if hi > lo:
+                        batch = batch.filter(~pl.col("id").is_in(pl.Series(drop[lo:hi])))
+                    batch = batch.drop("id").sort("date", "doc_id")
+                    val, train = batch.filter(pl.col("date") >= val_start), batch.filter(pl.col("date") < val_start)
+                    val_w.write(val)
+                    uniq_w.write(train)
+                    stats["val"].add(val)
+                    stats["train_unique"].add(train)
+                    if train_w is not None:
+                        train_w.write(train)
+                    for domain, texts in train.group_by("domain").agg(pl.col("text").head(SAMPLES_PER_DOMAIN)).iter_rows():
+                        have = summary.samples.setdefault(domain, [])
+                        have.extend(t[:SAMPLE_CHARS] for t in texts[: SAMPLES_PER_DOMAIN - len(have)])
+        if mixing is None:
+            stats["train"] = stats["train_unique"]
+        else:
+            def write(df):
+                train_w.write(df)
+                stats["train"].add(df)
+            with lake.parquet_writer(outputs.train, schema=schema) as train_w:
+                summary.mixing = mix_batches(lambda: lake.iter_parquet(outputs.train_unique, stream.batch_rows),
+                                             write, mixing)
+        summary.stats = {split: dict(sorted(s.domains.items())) for split, s in stats.items()}
+        summary.dates = {split: s.dates() for split, s in stats.items()}
+        summary.samples = dict(sorted(summary.samples.items()))
+        return summary
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
