@@ -247,6 +247,9 @@ class CorpusResource(dg.ConfigurableResource):
     near_dup_threshold: float = 0.8  # Jaccard similarity of word 5-gram MinHash; 0 = off
     mix: bool = True  # mix the training split to the seed's domain weights
     mix_max_repeats: float = 4.0  # no domain is repeated more than this to reach its weight
+    # Streaming build (text/stream.py): documents per batch, and per hash bucket (sets the bucket count).
+    batch_rows: int = 5_000
+    bucket_docs: int = 100_000
     # A Hugging Face base model (folder or s3:// prefix): the tokenizer stage copies its tokenizer instead of
     # training one, and pretraining continues from its weights (the shard manifest records the base).
     base_model: str = ""

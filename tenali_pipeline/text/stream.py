@@ -43,7 +43,7 @@ import polars as pl
 import pyarrow.parquet as pq
 
 from ..lake import Lake, ParquetAppender
-from .corpus import FilterConfig, _normalised, filter_documents, first_copies, val_start_from_counts
+from .corpus import FilterConfig, _normalised, domain_stats, filter_documents, first_copies, val_start_from_counts
 from .dedup import MinHasher, NearDupConfig, NearDupReport, candidate_pairs, decide, similarity
 from .mixing import MixConfig, MixReport, mix_batches
 
@@ -101,10 +101,10 @@ class _Stats:
     def add(self, df: pl.DataFrame) -> None:
         if df.is_empty():
             return
-        for domain, n, b in df.group_by("domain").agg(pl.len(), pl.col("text").str.len_bytes().sum()).iter_rows():
+        for domain, counts in domain_stats(df).items():
             s = self.domains.setdefault(domain, {"documents": 0, "bytes": 0})
-            s["documents"] += n
-            s["bytes"] += int(b)
+            s["documents"] += counts["documents"]
+            s["bytes"] += counts["bytes"]
         lo, hi = df["date"].min(), df["date"].max()
         self.first = lo if self.first is None else min(self.first, lo)
         self.last = hi if self.last is None else max(self.last, hi)

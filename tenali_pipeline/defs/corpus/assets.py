@@ -7,9 +7,9 @@ import polars as pl
 
 from ...resources import CorpusResource, LakeResource
 from ...text import render
-from ...text.corpus import build_corpus, domain_stats
 from ...text.dedup import NearDupConfig
 from ...text.mixing import MixConfig
+from ...text.stream import CorpusKeys, StreamConfig, build_corpus_stream
 from ...text.technical import render_technical
 from ...text import render_fundamentals
 from ...text.render_centralbank import render_central_bank
@@ -23,6 +23,8 @@ TRAIN_KEY, VAL_KEY = "corpus/train.parquet", "corpus/val.parquet"
 # Unique training documents (before mixing repeats any): what the tokenizer learns from.
 TRAIN_UNIQUE_KEY = "corpus/train_unique.parquet"
 SPLIT_KEY = "corpus/split.json"
+# Rows per row group of the document tables: the corpus stage reads them a row group at a time.
+DOCUMENT_ROW_GROUP = 5_000
 
 
 def _documents_asset(name: str, deps: list, description: str, make):
@@ -31,7 +33,7 @@ def _documents_asset(name: str, deps: list, description: str, make):
     def _asset(lake: LakeResource) -> dg.MaterializeResult:
         store = lake.lake()
         docs = make(store)
-        uri = store.write_parquet(f"documents/{name}.parquet", docs)
+        uri = store.write_parquet(f"documents/{name}.parquet", docs, row_group_size=DOCUMENT_ROW_GROUP)
         meta = table_metadata(docs, uri, time_column="date")
         if docs.height:
             meta["bytes"] = int(docs["text"].str.len_bytes().sum())
@@ -104,34 +106,39 @@ DOCUMENT_ASSETS = [
 @dg.asset(group_name="corpus", deps=DOCUMENT_ASSETS, kinds={"polars", "parquet"},
           automation_condition=FOLLOW_INPUTS,
           description="All documents, quality-filtered, deduplicated (exact, then near-duplicates across the split), "
-                      "split by time into train and validation, and the training split mixed to the domain weights.")
-def corpus(lake: LakeResource, corpus_settings: CorpusResource) -> dg.MaterializeResult:
+                      "split by time into train and validation, and the training split mixed to the domain weights: "
+                      "streamed in batches and hash buckets (text/stream.py), so memory stays flat as it grows.")
+def corpus(context: dg.AssetExecutionContext, lake: LakeResource, corpus_settings: CorpusResource) -> dg.MaterializeResult:
     store = lake.lake()
-    docs = pl.concat([store.read_parquet(f"documents/{a.key.path[-1]}.parquet") for a in DOCUMENT_ASSETS])
     val_start = dt.date.fromisoformat(corpus_settings.val_start) if corpus_settings.val_start else None
     near_dup = NearDupConfig(threshold=corpus_settings.near_dup_threshold) if corpus_settings.near_dup_threshold else False
     mixing = MixConfig(max_repeats=corpus_settings.mix_max_repeats) if corpus_settings.mix else None
-    result = build_corpus(docs, val_start=val_start, near_dup=near_dup, mixing=mixing)
-    unique = result.train_unmixed if result.train_unmixed is not None else result.train
-    store.write_parquet(TRAIN_KEY, result.train)
-    store.write_parquet(TRAIN_UNIQUE_KEY, unique)
-    store.write_parquet(VAL_KEY, result.val)
+    inputs = [f"documents/{a.key.path[-1]}.parquet" for a in DOCUMENT_ASSETS]
+    summary = build_corpus_stream(
+        store, inputs, CorpusKeys(train=TRAIN_KEY, train_unique=TRAIN_UNIQUE_KEY, val=VAL_KEY),
+        work=lake.cache() / f"corpus-work-{context.run_id}", val_start=val_start, near_dup=near_dup, mixing=mixing,
+        stream=StreamConfig(batch_rows=corpus_settings.batch_rows, bucket_docs=corpus_settings.bucket_docs))
     # The split date itself, for stages that split other data the same way (grounded instructions).
-    store.write_json(SPLIT_KEY, {"val_start": result.val_start.isoformat()})
-    rows = [f"| {split} | {d} | {s['documents']:,} | {s['bytes']:,} |"
-            for split, df in (("train", result.train), ("val", result.val)) for d, s in domain_stats(df).items()]
+    store.write_json(SPLIT_KEY, {"val_start": summary.val_start.isoformat()})
+    rows = [f"| {split} | {d} | {s['documents']:,} | {s['bytes']:,} | {s['bytes'] // 4:,} |"
+            for split in ("train", "val") for d, s in summary.stats[split].items()]
+    samples = "\n\n".join(f"### {domain}\n\n" + "\n\n---\n\n".join(texts) for domain, texts in summary.samples.items())
     return dg.MaterializeResult(metadata={
-        "val_start": str(result.val_start),
-        "train_documents": result.train.height,
-        "train_unique_documents": unique.height,
-        "val_documents": result.val.height,
-        "train_bytes": int(result.train["text"].str.len_bytes().sum()),
-        "val_bytes": int(result.val["text"].str.len_bytes().sum()),
-        "train_last_date": str(result.train["date"].max()),
-        "dropped": dg.MetadataValue.json(result.dropped),
-        "counts": dg.MetadataValue.json(result.counts()),
-        "mixing": dg.MetadataValue.md(result.mixing.to_markdown() if result.mixing else "mixing off (TENALI_MIX=0)"),
-        "by_domain": dg.MetadataValue.md("| split | domain | documents | bytes |\n|---|---|---:|---:|\n" + "\n".join(rows)),
+        "val_start": str(summary.val_start),
+        "input_documents": summary.input_documents,
+        "hash_buckets": summary.buckets,
+        "train_documents": summary.total("train"),
+        "train_unique_documents": summary.total("train_unique"),
+        "val_documents": summary.total("val"),
+        "train_bytes": summary.total("train", "bytes"),
+        "val_bytes": summary.total("val", "bytes"),
+        "train_last_date": str(summary.dates["train_unique"][1]),
+        "dropped": dg.MetadataValue.json(summary.dropped),
+        "counts": dg.MetadataValue.json(summary.counts()),
+        "mixing": dg.MetadataValue.md(summary.mixing.to_markdown() if summary.mixing else "mixing off (TENALI_MIX=0)"),
+        "by_domain": dg.MetadataValue.md("| split | domain | documents | bytes | tokens (est., 4 bytes each) |\n"
+                                         "|---|---|---:|---:|---:|\n" + "\n".join(rows)),
+        "samples": dg.MetadataValue.md(samples),
         "uri": dg.MetadataValue.path(store.uri("corpus")),
     })
 

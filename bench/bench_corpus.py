@@ -1,0 +1,151 @@
+"""The streamed corpus build at 1x and 10x the input: documents per second and peak memory.
+
+    .venv/bin/python bench/bench_corpus.py [--docs 20000] [--scale 10] [--bucket-docs 10000] [--batch-rows 5000]
+
+Generates deterministic synthetic document tables (one per domain, written a row group at a time):
+finance-flavoured prose of 80 to 700 words with numbers, dates over ten years, and planted faults at
+fixed rates: 2% exact copies (re-dated, in another domain's table), 3% near copies (two words changed),
+1% too short, 1% digit tables. Then, for ``--docs`` and ``--docs x --scale`` documents, runs
+``build_corpus_stream`` (quality filters, exact and near-duplicate dedup, temporal split, mixing to the
+seed's weights) in a fresh process, so each size's peak RSS (``ru_maxrss``, imports included) is its
+own; the RSS after the imports is printed too.
+
+Prints documents per second (input documents / wall seconds) and peak RSS for both sizes and the
+ratios 10x/1x. The issue's targets: throughput at least flat (ratio >= 1, within the machine's noise)
+and peak memory within 1.5x. ``--bucket-docs`` sets the hash-bucket size; the default gives the 1x
+run two buckets, so both sizes work on full buckets, as a real corpus does.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import json
+import random
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import polars as pl
+
+from tenali_pipeline.lake import Lake
+from tenali_pipeline.text.mixing import MixConfig
+from tenali_pipeline.text.render import DOCUMENT_SCHEMA, DOMAINS
+from tenali_pipeline.text.stream import CorpusKeys, StreamConfig, build_corpus_stream
+
+WORDS = ("revenue margin earnings guidance quarter growth dividend buyback cash flow debt leverage yield spread "
+         "inflation payrolls rate hike cut central bank policy outlook demand supply chips cloud retail energy "
+         "oil crude futures volatility index momentum support resistance breakout volume trend token network "
+         "stablecoin liquidity exchange filing risk factors management discussion analysis segment operating "
+         "income net loss gross profit per share analysts expect estimate consensus beat miss shares rose fell "
+         "the of and to in a for on with as by at from that its this was were is are it which").split()
+KEYS = CorpusKeys(train="corpus/train.parquet", train_unique="corpus/train_unique.parquet", val="corpus/val.parquet")
+
+
+def _prose(rng: random.Random) -> str:
+    n = rng.randint(80, 700)
+    words = []
+    for i in range(n):
+        w = rng.choice(WORDS)
+        if rng.random() < 0.12:
+            w = f"{rng.uniform(-50, 500):.2f}" if rng.random() < 0.5 else f"{w} {rng.randint(1, 99)}%"
+        words.append(w + ("." if rng.random() < 0.07 else ""))
+    return " ".join(words)
+
+
+def generate(lake: Lake, n: int, seed: int = 0, row_group: int = 5_000) -> list[str]:
+    """``n`` documents over one table per domain; returns their keys."""
+    rng = random.Random(seed)
+    day0 = dt.date(2015, 1, 1)
+    keys, recent = [], []
+    per_domain = [n // len(DOMAINS) + (1 if i < n % len(DOMAINS) else 0) for i in range(len(DOMAINS))]
+    for d, (domain, count) in enumerate(zip(DOMAINS, per_domain)):
+        key = f"documents/{domain}.parquet"
+        with lake.parquet_writer(key, schema=DOCUMENT_SCHEMA) as out:
+            rows = []
+            for i in range(count):
+                r = rng.random()
+                if recent and r < 0.02:
+                    text = rng.choice(recent)  # exact copy of an earlier document
+                elif recent and r < 0.05:
+                    words = rng.choice(recent).split()
+                    for _ in range(2):
+                        words[rng.randrange(len(words))] = f"edited{rng.randrange(10**6)}"
+                    text = " ".join(words)
+                elif r < 0.06:
+                    text = "n/a"
+                elif r < 0.07:
+                    text = " ".join(f"{rng.uniform(0, 1e4):.2f}" for _ in range(120))
+                else:
+                    text = _prose(rng)
+                recent = (recent + [text])[-500:]
+                rows.append(dict(doc_id=f"{domain}-{i:08d}", domain=domain, source="bench", instrument=f"X{i % 997}",
+                                 date=day0 + dt.timedelta(days=rng.randrange(3650)), title=f"{domain} {i}", text=text))
+                if len(rows) == row_group:
+                    out.write(pl.DataFrame(rows, schema=DOCUMENT_SCHEMA))
+                    rows = []
+            if rows:
+                out.write(pl.DataFrame(rows, schema=DOCUMENT_SCHEMA))
+        keys.append(key)
+    return keys
+
+
+def child(root: str, keys: list[str], work: str, bucket_docs: int, batch_rows: int) -> None:
+    lake = Lake(root)
+    rss_imports = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    start = time.perf_counter()
+    cpu0 = time.process_time()
+    summary = build_corpus_stream(lake, keys, KEYS, work=Path(work), mixing=MixConfig(),
+                                  stream=StreamConfig(batch_rows=batch_rows, bucket_docs=bucket_docs))
+    seconds = time.perf_counter() - start
+    print(json.dumps({"seconds": seconds, "cpu_seconds": time.process_time() - cpu0,
+                      "documents": summary.input_documents, "buckets": summary.buckets,
+                      "train": summary.total("train_unique"), "val": summary.total("val"),
+                      "dropped": summary.dropped, "peak_rss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+                      "rss_after_imports_mib": rss_imports / 1024}))
+
+
+def run(n: int, args, tmp: Path) -> dict:
+    root = tmp / f"lake-{n}"
+    lake = Lake(str(root))
+    t0 = time.perf_counter()
+    keys = generate(lake, n)
+    gen = time.perf_counter() - t0
+    cmd = [sys.executable, __file__, "--child", str(root), json.dumps(keys), str(tmp / f"work-{n}"),
+           str(args.bucket_docs), str(args.batch_rows)]
+    out = subprocess.run(cmd, check=True, capture_output=True, text=True).stdout.strip().splitlines()[-1]
+    result = json.loads(out)
+    result["generate_seconds"] = gen
+    return result
+
+
+def main() -> None:
+    if len(sys.argv) > 1 and sys.argv[1] == "--child":
+        root, keys, work, bucket_docs, batch_rows = sys.argv[2:7]
+        child(root, json.loads(keys), work, int(bucket_docs), int(batch_rows))
+        return
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--docs", type=int, default=20_000)
+    p.add_argument("--scale", type=int, default=10)
+    p.add_argument("--bucket-docs", type=int, default=10_000)
+    p.add_argument("--batch-rows", type=int, default=5_000)
+    args = p.parse_args()
+    with tempfile.TemporaryDirectory(prefix="bench-corpus-") as tmp:
+        results = {label: run(n, args, Path(tmp)) for label, n in (("1x", args.docs), (f"{args.scale}x", args.docs * args.scale))}
+    print("| size | documents | buckets | seconds | docs/s | CPU s | peak RSS (MiB) | RSS after imports |")
+    print("|---|---:|---:|---:|---:|---:|---:|---:|")
+    for label, r in results.items():
+        print(f"| {label} | {r['documents']:,} | {r['buckets']} | {r['seconds']:.1f} | {r['documents'] / r['seconds']:,.0f} | "
+              f"{r['cpu_seconds']:.1f} | {r['peak_rss_mib']:.0f} | {r['rss_after_imports_mib']:.0f} |")
+    small, large = results.values()
+    rate = (large["documents"] / large["seconds"]) / (small["documents"] / small["seconds"])
+    print(f"throughput {args.scale}x/1x: {rate:.2f} (target >= 1, flat)")
+    print(f"peak memory {args.scale}x/1x: {large['peak_rss_mib'] / small['peak_rss_mib']:.2f} (target <= 1.5)")
+    print("dropped at 1x:", json.dumps(small["dropped"]))
+
+
+if __name__ == "__main__":
+    main()
