@@ -3,8 +3,10 @@
 A document is lower-cased, split into words (letters and digits) and turned into the set of its
 ``shingle_size``-word shingles (5 by default; a document shorter than that is one shingle). Two
 documents are near-duplicates when the Jaccard similarity of their shingle sets, estimated from
-``num_perm`` MinHash permutations (``datasketch.MinHash``, shingles hashed with CRC-32: fast and the
-same on every machine), is at least ``threshold`` (0.8). LSH bands propose candidate pairs: two
+``num_perm`` MinHash permutations, is at least ``threshold`` (0.8). Signatures are datasketch's
+(``MinHash``, affine32 scheme, its permutations for the seed), computed for a whole batch at once in
+numpy over shingle hashes from polars (:func:`shingle_hashes`): 5x the documents per second of
+``MinHash.update_batch`` per document (bench/bench_corpus.py prints both), and tested equal to it. LSH bands propose candidate pairs: two
 documents are candidates when all ``rows`` values of one of their ``bands`` bands agree
 (:func:`lsh_params`: a pair at the threshold is proposed with probability >= 0.95). Every candidate is
 then checked against the estimate, so the bands only decide what is compared, never what is dropped.
@@ -34,14 +36,15 @@ polars doing the per-bucket group-by and joins in native code.
 from __future__ import annotations
 
 import re
-import zlib
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
 import polars as pl
 
 _WORD = re.compile(r"[^\W_]+", re.UNICODE)
+_MIX = np.uint64(0x9E3779B97F4A7C15)  # 64-bit golden-ratio multiplier: folds words into a shingle, values into a band key
+_CHUNK = 8_192  # shingles permuted at once: (8,192 x num_perm) uint32, 4 MB at 128 permutations
 
 
 @dataclass(frozen=True)
@@ -53,12 +56,48 @@ class NearDupConfig:
     batch_size: int = 2_000  # documents signed per batch in drop_near_duplicates
 
 
-def shingles(text: str, size: int = 5) -> set[bytes]:
-    """Word ``size``-grams of the lower-cased text, as UTF-8 bytes."""
-    words = _WORD.findall(text.lower())
-    if len(words) <= size:
-        return {" ".join(words).encode()} if words else set()
-    return {" ".join(words[i:i + size]).encode() for i in range(len(words) - size + 1)}
+_WORD_HASH_SEED = 7  # polars' string hash is stable for a given polars version and seed: enough within one build
+
+
+def shingle_hashes(texts: Sequence[str], size: int = 5) -> tuple[np.ndarray, np.ndarray]:
+    """Each text's word ``size``-grams (words: runs of letters and digits, lower-cased), hashed to 32
+    bits: (hashes, per-text counts). A text of ``size`` words or fewer is one shingle; one without
+    words has none. A repeated shingle is hashed each time it occurs (MinHash takes minima, so the
+    set and the sequence give the same signature). Words are hashed by polars, shingles by folding
+    their words' 64-bit hashes in numpy: no Python loop over words."""
+    words = pl.Series(list(texts), dtype=pl.String).str.to_lowercase().str.extract_all(_WORD.pattern)
+    n = words.list.len().fill_null(0).to_numpy().astype(np.int64)
+    w = words.explode().drop_nulls().hash(seed=_WORD_HASH_SEED).to_numpy()
+    starts = np.cumsum(n) - n
+    m = np.where(n >= size, n - size + 1, (n > 0).astype(np.int64))
+    out = np.empty(int(m.sum()), dtype=np.uint64)
+    long = n >= size
+    if long.any() and len(w) >= size:
+        windows = w[: len(w) - size + 1].copy()
+        with np.errstate(over="ignore"):
+            for j in range(1, size):
+                windows = (windows ^ w[j: len(w) - size + 1 + j]) * _MIX
+        # window positions of the long texts: start .. start + n - size
+        pos = np.repeat(starts[long] - np.cumsum(m[long]) + m[long], m[long]) + np.arange(int(m[long].sum()))
+        out_pos = np.repeat(long, m)
+        out[out_pos] = windows[pos]
+    ends = np.cumsum(m)
+    for k in np.flatnonzero((n > 0) & ~long):  # short texts: their words are the one shingle
+        h = w[starts[k]]
+        with np.errstate(over="ignore"):
+            for j in range(1, int(n[k])):
+                h = (h ^ w[starts[k] + j]) * _MIX
+        out[int(ends[k]) - 1] = h
+    return ((out >> np.uint64(32)) ^ (out & np.uint64(0xFFFFFFFF))).astype(np.uint32), m
+
+
+def _fmix32(h: np.ndarray) -> np.ndarray:
+    """The MurmurHash3 finalizer on uint32 (what datasketch's affine32 scheme applies before permuting)."""
+    h = h ^ (h >> np.uint32(16))
+    h = h * np.uint32(0x85EBCA6B)
+    h = h ^ (h >> np.uint32(13))
+    h = h * np.uint32(0xC2B2AE35)
+    return h ^ (h >> np.uint32(16))
 
 
 def lsh_params(threshold: float, num_perm: int, recall: float = 0.95) -> tuple[int, int]:
@@ -75,13 +114,6 @@ def lsh_params(threshold: float, num_perm: int, recall: float = 0.95) -> tuple[i
     return num_perm, 1
 
 
-def _crc32(b: bytes) -> int:
-    return zlib.crc32(b)
-
-
-_MIX = np.uint64(0x9E3779B97F4A7C15)  # 64-bit golden-ratio multiplier: folds a band's values into one key
-
-
 class MinHasher:
     """Signatures and LSH band keys for batches of texts under one NearDupConfig."""
 
@@ -92,16 +124,22 @@ class MinHasher:
         if not 0 < cfg.threshold <= 1:
             raise ValueError(f"threshold must be in (0, 1], got {cfg.threshold}")
         self.bands, self.rows = lsh_params(cfg.threshold, cfg.num_perm)
-        self._proto = MinHash(num_perm=cfg.num_perm, seed=cfg.seed, hashfunc=_crc32)
+        # datasketch's affine32 permutations (odd a, any b; h -> a * fmix32(h) + b mod 2^32) for this seed
+        self._a, self._b = (p.astype(np.uint32) for p in MinHash(num_perm=cfg.num_perm, seed=cfg.seed).permutations)
 
-    def signatures(self, texts: Iterable[str]) -> np.ndarray:
-        """(documents, num_perm) uint32 MinHash values; an empty text gets the all-max signature."""
-        out = []
-        for t in texts:
-            m = self._proto.copy()
-            m.update_batch(list(shingles(t, self.config.shingle_size)))
-            out.append(m.hashvalues)
-        return np.asarray(out, dtype=np.uint32).reshape(len(out), self.config.num_perm)
+    def signatures(self, texts: Sequence[str]) -> np.ndarray:
+        """(documents, num_perm) uint32 MinHash values, equal to datasketch's ``MinHash.update_batch``
+        over each text's :func:`shingle_hashes`, computed for the whole batch at once. A text without
+        words gets the all-max signature."""
+        hv, counts = shingle_hashes(texts, self.config.shingle_size)
+        sig = np.full((len(counts), self.config.num_perm), np.iinfo(np.uint32).max, dtype=np.uint32)
+        doc = np.repeat(np.arange(len(counts)), counts)
+        hv = _fmix32(hv)
+        for lo in range(0, len(hv), _CHUNK):
+            phv = hv[lo:lo + _CHUNK, None] * self._a[None, :] + self._b[None, :]
+            docs, first = np.unique(doc[lo:lo + _CHUNK], return_index=True)
+            sig[docs] = np.minimum(sig[docs], np.minimum.reduceat(phv, first, axis=0))
+        return sig
 
     def band_keys(self, sigs: np.ndarray) -> np.ndarray:
         """(documents, bands) uint64: one key per band, equal when the band's values are equal (a

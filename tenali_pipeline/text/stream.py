@@ -24,15 +24,18 @@ local work folder holds what the stages hand each other. The stages, in order:
 Memory is one batch, one bucket, and what grows with the number of duplicates (8 bytes per dropped
 id, the verified pairs), never with the number of documents: bench/bench_corpus.py measures it at
 1x and 10x. Every stage is a loop over independent files or buckets (``map`` per input table, the
-rest per bucket), the unit a multi-worker run would hand out; here they run in one process. Output
+rest per bucket), the unit a multi-worker run hands out: ``StreamConfig.workers`` maps the input
+tables in that many spawned processes; the bucket stages run in this one. Output
 rows follow the input tables' order, sorted by (date, doc_id) within each batch, not globally.
 """
 
 from __future__ import annotations
 
+import concurrent.futures as cf
 import contextlib
 import datetime as dt
 import math
+import multiprocessing as mp
 import shutil
 from collections import Counter
 from dataclasses import dataclass, field
@@ -55,6 +58,7 @@ SAMPLE_CHARS = 1_200
 class StreamConfig:
     batch_rows: int = 5_000  # documents per map batch (and per row group of the outputs)
     bucket_docs: int = 100_000  # documents per hash bucket: sets the bucket count from the input size
+    workers: int = 1  # processes for the map stage (one input table each); 1 = this process
 
 
 @dataclass(frozen=True)
@@ -141,9 +145,10 @@ def _read_all(folder: Path) -> pl.DataFrame | None:
 
 
 def _map_input(lake: Lake, key: str, t: int, work: Path, buckets: int, batch_rows: int,
-               filters: FilterConfig, hasher: MinHasher | None, dropped: Counter) -> int:
-    """Stage 1 for input table ``t``: filter, hash, sign; returns the documents kept."""
-    row = 0
+               filters: FilterConfig, hasher: MinHasher | None) -> tuple[int, Counter]:
+    """Stage 1 for input table ``t``: filter, hash, sign; returns the documents kept and the filters' counts.
+    Touches only its own files, so tables can be mapped by separate processes."""
+    row, dropped = 0, Counter()
     with contextlib.ExitStack() as stack:
         docs = stack.enter_context(contextlib.closing(ParquetAppender(work / "docs" / f"{t:05d}.parquet")))
         sigs = stack.enter_context(contextlib.closing(ParquetAppender(work / "sigs" / f"{t:05d}.parquet")))
@@ -163,7 +168,23 @@ def _map_input(lake: Lake, key: str, t: int, work: Path, buckets: int, batch_row
                 sig = hasher.signatures(kept["text"].to_list())
                 sigs.write(kept.select("id", "doc_id", "date", "domain").with_columns(sig=pl.Series(sig)))
                 bands.write(hasher.band_rows(ids, sig), buckets, "key")
-    return row
+    return row, dropped
+
+
+def _map_all(lake: Lake, inputs: list[str], work: Path, buckets: int, stream: StreamConfig,
+             filters: FilterConfig, hasher: MinHasher | None) -> tuple[int, dict[str, int]]:
+    """Stage 1 over every input table, in this process or in ``stream.workers`` spawned ones."""
+    args = [(lake, key, t, work, buckets, stream.batch_rows, filters, hasher) for t, key in enumerate(inputs)]
+    workers = min(stream.workers, len(inputs))
+    if workers > 1:
+        with cf.ProcessPoolExecutor(workers, mp_context=mp.get_context("spawn")) as pool:
+            results = list(pool.map(_map_input, *zip(*args)))
+    else:
+        results = [_map_input(*a) for a in args]
+    dropped: Counter = Counter()
+    for _, counts in results:
+        dropped.update(counts)
+    return sum(r for r, _ in results), dict(dropped)  # every filter reason, zeros included, in filter order
 
 
 def _exact(work: Path, buckets: int) -> tuple[np.ndarray, pl.DataFrame]:
@@ -243,10 +264,7 @@ def build_corpus_stream(lake: Lake, inputs: list[str], outputs: CorpusKeys, *, w
     shutil.rmtree(work, ignore_errors=True)
     work.mkdir(parents=True)
     try:
-        dropped: Counter = Counter()
-        kept = sum(_map_input(lake, key, t, work, buckets, stream.batch_rows, filters, hasher, dropped)
-                   for t, key in enumerate(inputs))
-        dropped = dict(dropped)  # every filter reason, zeros included, in filter order
+        kept, dropped = _map_all(lake, inputs, work, buckets, stream, filters, hasher)
         if kept == 0:
             raise ValueError(f"Every document was filtered out ({dropped}); loosen FilterConfig.")
         exact_dropped, per_date = _exact(work, buckets)

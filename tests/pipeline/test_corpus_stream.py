@@ -76,6 +76,8 @@ def test_batches_and_buckets_do_not_change_the_result(lake, tmp_path):
         assert rows(t1[name]) == rows(t2[name]), name
     assert one.stats == many.stats and one.samples.keys() == many.samples.keys()
     assert not (tmp_path / "work").exists()  # the scratch folder goes
+    pooled, t3 = build(lake, tmp_path, stream=StreamConfig(batch_rows=7, bucket_docs=40, workers=2))
+    assert pooled.counts() == many.counts() and all(rows(t3[name]) == rows(t2[name]) for name in t2)
 
 
 def test_duplicates_are_found_across_tables_and_the_split(lake, tmp_path):

@@ -7,8 +7,10 @@ import random
 import polars as pl
 import pytest
 
+from datasketch import MinHash
+
 from tenali_pipeline.text.dedup import (MinHasher, NearDupConfig, candidate_pairs, drop_near_duplicates,
-                                        near_duplicate_pairs, shingles)
+                                        near_duplicate_pairs, shingle_hashes)
 from tenali_pipeline.text.render import DOCUMENT_SCHEMA
 
 D = dt.date
@@ -37,9 +39,23 @@ def frame(rows) -> pl.DataFrame:
 
 
 def test_shingles_are_normalised_word_ngrams():
-    assert shingles("The  Quick, brown\nfox jumps!", 3) == {b"the quick brown", b"quick brown fox", b"brown fox jumps"}
-    assert shingles("Two words", 5) == {b"two words"}
-    assert shingles("", 5) == set()
+    hashes, counts = shingle_hashes(["The  Quick, brown\nfox jumps!", "the quick brown fox jumps", "Two words", "",
+                                     "fox jumps brown"], 3)
+    assert counts.tolist() == [3, 3, 1, 0, 1]
+    assert hashes[:3].tolist() == hashes[3:6].tolist()  # case, spacing and punctuation do not matter
+    assert len(set(hashes[:3].tolist())) == 3 and hashes[7] not in hashes[:3]  # word order does
+
+
+def test_signatures_equal_datasketch_minhash_of_the_shingles():
+    texts = [text(i, n) for i, n in enumerate((0, 1, 4, 5, 6, 40, 300))] + ["", "Ünïcode wörds ça va"]
+    hasher = MinHasher(NearDupConfig(num_perm=64, seed=3))
+    sigs = hasher.signatures(texts)
+    hashes, counts = shingle_hashes(texts, 5)
+    ends = counts.cumsum()
+    for k in range(len(texts)):
+        expected = MinHash(num_perm=64, seed=3, hashfunc=int)
+        expected.update_batch(hashes[ends[k] - counts[k]:ends[k]].tolist())
+        assert (expected.hashvalues == sigs[k]).all(), k
 
 
 def matches(docs: list[str], config: NearDupConfig | None = None) -> set[tuple[int, int]]:

@@ -117,7 +117,8 @@ def corpus(context: dg.AssetExecutionContext, lake: LakeResource, corpus_setting
     summary = build_corpus_stream(
         store, inputs, CorpusKeys(train=TRAIN_KEY, train_unique=TRAIN_UNIQUE_KEY, val=VAL_KEY),
         work=lake.cache() / f"corpus-work-{context.run_id}", val_start=val_start, near_dup=near_dup, mixing=mixing,
-        stream=StreamConfig(batch_rows=corpus_settings.batch_rows, bucket_docs=corpus_settings.bucket_docs))
+        stream=StreamConfig(batch_rows=corpus_settings.batch_rows, bucket_docs=corpus_settings.bucket_docs,
+                            workers=corpus_settings.workers))
     # The split date itself, for stages that split other data the same way (grounded instructions).
     store.write_json(SPLIT_KEY, {"val_start": summary.val_start.isoformat()})
     rows = [f"| {split} | {d} | {s['documents']:,} | {s['bytes']:,} | {s['bytes'] // 4:,} |"
