@@ -180,8 +180,10 @@ def mix_batches(batches, write, config: MixConfig | None = None) -> MixReport:
             a = avail.setdefault(d, [0, 0])
             a[0] += int(tokens)
             a[1] += int(docs)
-        for d, b, tokens in df.group_by("domain", "_bin").agg(pl.col("_tokens").sum()).iter_rows():
-            bins.setdefault(d, np.zeros(1 << (64 - _BIN_SHIFT), dtype=np.int64))[b] += int(tokens)
+        for (d,), part in df.select("domain", "_bin", "_tokens").partition_by("domain", as_dict=True).items():
+            if d not in bins:
+                bins[d] = np.zeros(1 << (64 - _BIN_SHIFT), dtype=np.int64)
+            np.add.at(bins[d], part["_bin"].to_numpy(), part["_tokens"].to_numpy())
     avail_t = {d: (a[0], a[1]) for d, a in avail.items()}
     weights, missing, unweighted, total, input_tokens, capped = _plan(avail_t, cfg)
     plan = {}
