@@ -9,7 +9,9 @@ Order of :func:`build_corpus`: quality filters (counted per reason, the language
 -> exact dedup over everything (earliest copy kept) -> temporal split -> near-duplicate removal
 (dedup.py: a training document near-identical to a validation document is dropped from training,
 validation stays intact; among training documents the earliest is kept) -> mixing of the training
-split (mixing.py, only when a MixConfig is given). Every step's counts land on the result.
+split (mixing.py, only when a MixConfig is given). Every step's counts land on the result. This
+module holds the steps' pieces (filters, the exact-dedup hash, the default split date); text/stream.py
+runs them over files a batch and a bucket at a time, and :func:`build_corpus` is its in-memory face.
 
 Language filter (English, no model and no dependency): a document is dropped as ``non_english``
 when fewer than ``min_ascii_letter_ratio`` (0.9) of its letters are ASCII (other scripts), or, when

@@ -5,9 +5,9 @@ A document is lower-cased, split into words (letters and digits) and turned into
 documents are near-duplicates when the Jaccard similarity of their shingle sets, estimated from
 ``num_perm`` MinHash permutations, is at least ``threshold`` (0.8). Signatures are datasketch's
 (``MinHash``, affine32 scheme, its permutations for the seed), computed for a whole batch at once in
-numpy over shingle hashes from polars (:func:`shingle_hashes`): 5x the documents per second of
-``MinHash.update_batch`` per document (bench/bench_corpus.py prints both), and tested equal to it. LSH bands propose candidate pairs: two
-documents are candidates when all ``rows`` values of one of their ``bands`` bands agree
+numpy over shingle hashes from polars (:func:`shingle_hashes`): 2x to 3x the documents per second of
+``MinHash.update_batch`` per document (bench/bench_corpus.py prints both), and tested equal to it.
+LSH bands propose candidate pairs: two documents are candidates when all ``rows`` values of one of their ``bands`` bands agree
 (:func:`lsh_params`: a pair at the threshold is proposed with probability >= 0.95). Every candidate is
 then checked against the estimate, so the bands only decide what is compared, never what is dropped.
 
