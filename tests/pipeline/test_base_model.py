@@ -64,7 +64,8 @@ def base_run(base_defs):
     assert job.execute_in_process(asset_selection=list(data), instance=instance).success
     lake = Lake(settings.lake_root)
     # 2. a base model that has seen this kind of text (its own tokenizer, a few steps of training)
-    texts = lake.read_parquet("corpus/train.parquet")["text"].head(800).to_list()
+    # a sample across domains and dates (the table is in input order: one document table after another)
+    texts = lake.read_parquet("corpus/train.parquet")["text"].sample(800, seed=0).to_list()
     tok = byte_level_tokenizer(texts, vocab_size=VOCAB)
     base = write_base(base_dir, tok, eos="</s>", train_texts=texts, steps=80)
     # 3. the stages under test
