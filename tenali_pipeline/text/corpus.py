@@ -27,8 +27,9 @@ from __future__ import annotations
 
 import datetime as dt
 import tempfile
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import polars as pl
 
@@ -36,6 +37,9 @@ from tenali_model.tokenizer import SPECIAL_TOKENS
 
 from .dedup import NearDupConfig, NearDupReport
 from .mixing import MixConfig, MixReport
+
+if TYPE_CHECKING:  # stream.py builds on this module
+    from .stream import CorpusSummary
 
 # Literal special-token strings are removed from source text, so no document can smuggle a
 # control token (a fake end-of-text or chat turn) into training.
@@ -65,22 +69,32 @@ _STOPWORDS = r"\b(?:" + "|".join(ENGLISH_STOPWORDS) + r")\b"
 
 @dataclass
 class CorpusResult:
+    """What :func:`build_corpus` returns: the tables in memory, and the build's summary (its counts,
+    reports and split date, text/stream.py's ``CorpusSummary``) behind the same names as before."""
+
     train: pl.DataFrame  # mixed when a MixConfig was given (documents may repeat), else the deduplicated split
     val: pl.DataFrame
-    val_start: dt.date
-    dropped: dict[str, int] = field(default_factory=dict)  # reason -> documents: filters, exact, near-duplicates
-    near_duplicates: NearDupReport | None = None  # per-domain near-duplicate counts and examples
-    mixing: MixReport | None = None
+    summary: CorpusSummary
     train_unmixed: pl.DataFrame | None = None  # unique training documents (for the tokenizer), before mixing
 
+    @property
+    def val_start(self) -> dt.date:
+        return self.summary.val_start
+
+    @property
+    def dropped(self) -> dict[str, int]:  # reason -> documents: filters, exact, near-duplicates
+        return self.summary.dropped
+
+    @property
+    def near_duplicates(self) -> NearDupReport | None:  # per-domain near-duplicate counts and examples
+        return self.summary.near_duplicates
+
+    @property
+    def mixing(self) -> MixReport | None:
+        return self.summary.mixing
+
     def counts(self) -> dict:
-        """Everything counted on the way, JSON-ready (for asset metadata)."""
-        return {
-            "filters": {k: v for k, v in self.dropped.items() if not k.startswith(("duplicate_", "near_duplicate_"))},
-            "duplicate_exact": self.dropped.get("duplicate_exact", 0),
-            "near_duplicates": self.near_duplicates.to_dict() if self.near_duplicates else None,
-            "mixing": self.mixing.to_dict() if self.mixing else None,
-        }
+        return self.summary.counts()
 
 
 def _normalised(text: pl.Expr) -> pl.Expr:
@@ -170,9 +184,7 @@ def build_corpus(docs: pl.DataFrame, *, val_start: dt.date | None = None, filter
         train, val = lake.read_parquet(keys.train), lake.read_parquet(keys.val)
         unique = lake.read_parquet(keys.train_unique).sort("date", "doc_id")
     return CorpusResult(train=train.sort("date", "doc_id", maintain_order=True) if mixing else unique,
-                        val=val.sort("date", "doc_id"), val_start=summary.val_start, dropped=summary.dropped,
-                        near_duplicates=summary.near_duplicates, mixing=summary.mixing,
-                        train_unmixed=unique if mixing else None)
+                        val=val.sort("date", "doc_id"), summary=summary, train_unmixed=unique if mixing else None)
 
 
 def domain_stats(df: pl.DataFrame) -> dict[str, dict[str, int]]:

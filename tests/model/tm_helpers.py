@@ -72,3 +72,14 @@ def train_sentencepiece(path, texts=FINANCE_TEXT, vocab_size=400, **overrides) -
     spm.set_random_generator_seed(0)
     spm.SentencePieceTrainer.train(sentence_iterator=iter(lines), model_writer=model, **settings)
     Path(path).write_bytes(model.getvalue())
+
+
+def assert_same_tensors(dir_a, dir_b, names) -> None:
+    """Each safetensors file in ``names`` holds the same tensors, bit for bit, under both folders
+    (a resumed run against an uninterrupted one)."""
+    import torch
+    from safetensors.torch import load_file
+
+    for name in names:
+        a, b = load_file(str(Path(dir_a) / name)), load_file(str(Path(dir_b) / name))
+        assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a), name

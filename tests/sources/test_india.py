@@ -29,6 +29,15 @@ D = dt.date
 UTC = dt.timezone.utc
 
 
+def _reply(queue: list, content_type: str):
+    """The next queued (status, headers, body) of a fake route (the last one repeats); a body that is
+    not bytes is sent as JSON with ``content_type``."""
+    status, headers, body = queue.pop(0) if len(queue) > 1 else queue[0]
+    if not isinstance(body, bytes):
+        body, headers = json.dumps(body).encode(), {"Content-Type": content_type, **headers}
+    return status, headers, body
+
+
 def _ann(symbol, name, desc, an_dt, seq, text="", isin="INE002A01018", industry="Refineries"):
     """One item as NSE's corporate-announcements API serves it."""
     stamp = dt.datetime.strptime(an_dt, "%d-%b-%Y %H:%M:%S")
@@ -85,10 +94,7 @@ class Nse:
             return 401, {"Content-Type": "application/json"}, b'{"message":"Unauthorized"}'
         key = url.path + ("?" + query["from_date"][0] if "from_date" in query else "")
         queue = self.routes.get(key) or self.routes.get(url.path) or [(404, {}, b"<html>Resource not found</html>")]
-        status, headers, body = queue.pop(0) if len(queue) > 1 else queue[0]
-        if not isinstance(body, bytes):
-            body, headers = json.dumps(body).encode(), {"Content-Type": "application/json", **headers}
-        return status, headers, body
+        return _reply(queue, "application/json")
 
     def client(self, start, end, **kw):
         kw.setdefault("session", india.per_host_session(1000.0))
@@ -406,10 +412,7 @@ class Bse:
             return 403, {"Content-Type": "text/html"}, b"<html><title>403 - Forbidden</title></html>"
         queue = (self.pages.get((query.get("strPrevDate"), int(query.get("pageno", 0))))
                  or [(200, {}, _page([], 0))])
-        status, headers, body = queue.pop(0) if len(queue) > 1 else queue[0]
-        if not isinstance(body, bytes):
-            body, headers = json.dumps(body).encode(), {"Content-Type": "application/json; charset=utf-8", **headers}
-        return status, headers, body
+        return _reply(queue, "application/json; charset=utf-8")
 
     def client(self, start, end, **kw):
         kw.setdefault("session", india.per_host_session(1000.0))

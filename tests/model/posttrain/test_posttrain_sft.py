@@ -6,7 +6,6 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 import torch
-from safetensors.torch import load_file
 
 from conftest import CHATS, write_jsonl
 from tenali_model.chat import encode_chat
@@ -18,6 +17,7 @@ from tenali_model.posttrain.data import (DataError, chat_from_record, collate, e
 from tenali_model.posttrain.lora import apply_lora, load_adapter, merged_state_dict
 from tenali_model.posttrain.sft import main, sft_loss, train
 from tenali_model.tokenizer import ASSISTANT, EOT
+from tm_helpers import assert_same_tensors
 
 
 def sft_config(parent, tok_dir, files, out, **kw):
@@ -100,10 +100,8 @@ def test_lora_sft_resumes_exactly_and_merges_into_an_exportable_checkpoint(tok_d
     assert first["step"] == 4 and not first["complete"]
     second = train(sft_config(parent, tok_dir, [chat_file], tmp_path / "split", lora=lora, val_files=[chat_file]))
     assert second["resumed_from_step"] == 4 and second["step"] == 8
-    for name in ("step_00000008/model.safetensors", "adapters/step_00000008/adapter_model.safetensors",
-                 "adapters/step_00000008/head.safetensors"):
-        a, b = load_file(str(tmp_path / "full" / name)), load_file(str(tmp_path / "split" / name))
-        assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a), name
+    assert_same_tensors(tmp_path / "full", tmp_path / "split", ["step_00000008/model.safetensors",
+                        "adapters/step_00000008/adapter_model.safetensors", "adapters/step_00000008/head.safetensors"])
 
     ckpt = tmp_path / "full" / "step_00000008"
     meta = load_meta(ckpt)

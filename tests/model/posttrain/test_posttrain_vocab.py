@@ -7,7 +7,6 @@ import math
 
 import pytest
 import torch
-from safetensors.torch import load_file
 
 from conftest import CHATS, tiny_model_config, write_jsonl
 from tenali_model.chat import HF_CHAT_TEMPLATE, encode_chat, render_text
@@ -20,7 +19,7 @@ from tenali_model.posttrain.sft import main as sft_main
 from tenali_model.posttrain.sft import train as sft_train
 from tenali_model.posttrain.vocab import added_token_ids, extend_vocab
 from tenali_model.tokenizer import ASSISTANT, EOT, SPECIAL_TOKENS, SYSTEM, USER, add_chat_tokens, load_tokenizer
-from tm_helpers import FINANCE_TEXT
+from tm_helpers import FINANCE_TEXT, assert_same_tensors
 
 tokenizers = pytest.importorskip("tokenizers")
 
@@ -138,10 +137,8 @@ def test_lora_sft_grows_the_vocabulary_trains_the_new_rows_resumes_and_exports(b
     assert first["step"] == 4
     second = sft_train(_sft(base, [f], tmp_path / "split"))
     assert second["resumed_from_step"] == 4 and second["step"] == 8
-    for name in ("step_00000008/model.safetensors", "adapters/step_00000008/new_tokens.safetensors",
-                 "adapters/step_00000008/adapter_model.safetensors"):
-        a, b = load_file(str(tmp_path / "full" / name)), load_file(str(tmp_path / "split" / name))
-        assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a), name
+    assert_same_tensors(tmp_path / "full", tmp_path / "split", ["step_00000008/model.safetensors",
+                        "adapters/step_00000008/new_tokens.safetensors", "adapters/step_00000008/adapter_model.safetensors"])
 
     ckpt = tmp_path / "full" / "step_00000008"
     meta = load_meta(ckpt)
