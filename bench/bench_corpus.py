@@ -15,8 +15,10 @@ Prints documents per second (input documents / wall seconds) and peak RSS for bo
 ratios 10x/1x. First, in this process, it times MinHash signatures of 2,000 of the documents both ways:
 ``datasketch.MinHash.update_batch`` per document over Python shingle sets (CRC-32 per shingle, how
 dedup.py signed before) against ``MinHasher.signatures`` (the whole batch in numpy), and prints the
-ratio. The issue's targets: throughput at least flat (ratio >= 1, within the machine's noise)
-and peak memory within 1.5x. ``--bucket-docs`` sets the hash-bucket size; the default gives the 1x
+ratio.
+
+The issue's targets: throughput at least flat (ratio >= 1, within the machine's noise) and peak
+memory within 1.5x. ``--bucket-docs`` sets the hash-bucket size; the default gives the 1x
 run two buckets, so both sizes work on full buckets, as a real corpus does.
 """
 

@@ -43,8 +43,6 @@ from pathlib import Path
 
 import numpy as np
 import polars as pl
-import pyarrow as pa
-import pyarrow.parquet as pq
 
 from ..lake import Lake, ParquetAppender
 from .corpus import FilterConfig, _normalised, domain_stats, filter_documents, first_copies, val_start_from_counts
@@ -134,26 +132,6 @@ class _Buckets:
             self.open[k].write(part.drop("_bucket"))
 
 
-@contextlib.contextmanager
-def _system_memory_pool():
-    """Arrow's allocations go to the system allocator while the build runs. Arrow's default pool
-    (mimalloc) keeps what a streamed read frees: reading 300,000 documents a row group at a time grew
-    RSS by 300 MB with it and by 65 MB (flat from 100,000 on) with the system pool (2026-12-02, pyarrow
-    26.0.1), which would break the flat-memory promise. Buffers made before keep their own pool."""
-    previous = pa.default_memory_pool()
-    pa.set_memory_pool(pa.system_memory_pool())
-    try:
-        yield
-    finally:
-        pa.set_memory_pool(previous)
-
-
-def _batches(path: Path, rows: int):
-    """A local Parquet file in batches of at most ``rows`` rows, a row group at a time."""
-    for batch in pq.ParquetFile(path).iter_batches(batch_size=rows):
-        yield pl.from_arrow(batch)
-
-
 def _read_all(folder: Path) -> pl.DataFrame | None:
     files = sorted(folder.glob("*.parquet")) if folder.exists() else []
     return pl.read_parquet(files) if files else None
@@ -164,7 +142,7 @@ def _map_input(lake: Lake, key: str, t: int, work: Path, buckets: int, batch_row
     """Stage 1 for input table ``t``: filter, hash, sign; returns the documents kept and the filters' counts.
     Touches only its own files, so tables can be mapped by separate processes."""
     row, dropped = 0, Counter()
-    with _system_memory_pool(), contextlib.ExitStack() as stack:
+    with contextlib.ExitStack() as stack:
         docs = stack.enter_context(contextlib.closing(ParquetAppender(work / "docs" / f"{t:05d}.parquet")))
         sigs = stack.enter_context(contextlib.closing(ParquetAppender(work / "sigs" / f"{t:05d}.parquet")))
         exact = _Buckets(stack, work / "exact", f"{t:05d}")
@@ -229,13 +207,16 @@ def _near_duplicates(work: Path, buckets: int, inputs: int, exact_dropped: np.nd
             found.append(candidate_pairs(rows.filter(~pl.col("id").is_in(skip))))
     pairs = pl.concat(found).unique() if found else pl.DataFrame(schema={"a": pl.Int64, "b": pl.Int64})
     pairs = pairs.with_columns(ta=pl.col("a") // (1 << 32), tb=pl.col("b") // (1 << 32))
-    side = lambda s: {"id": s, "sig": f"sig_{s}", "doc_id": f"doc_{s}", "date": f"date_{s}", "domain": f"domain_{s}"}  # noqa: E731
+
+    def side(s: str) -> dict[str, str]:  # the signature file's columns, named for one side of a pair
+        return {"id": s, "sig": f"sig_{s}", "doc_id": f"doc_{s}", "date": f"date_{s}", "domain": f"domain_{s}"}
+
     # Pass A: each pair gets its first document's signature, filed under the second document's table.
     for t in range(inputs):
         need = pairs.filter(pl.col("ta") == t)
         if need.is_empty():
             continue
-        for i, batch in enumerate(_batches(work / "sigs" / f"{t:05d}.parquet", batch_rows)):
+        for i, batch in enumerate(Lake(str(work)).iter_parquet(f"sigs/{t:05d}.parquet", batch_rows)):
             joined = need.join(batch.rename(side("a")), on="a")
             for (tb,), part in joined.partition_by("tb", as_dict=True).items():
                 out = work / "verify" / f"{tb:05d}" / f"{t:05d}-{i:06d}.parquet"
@@ -247,7 +228,7 @@ def _near_duplicates(work: Path, buckets: int, inputs: int, exact_dropped: np.nd
         filed = _read_all(work / "verify" / f"{t:05d}")
         if filed is None:
             continue
-        for batch in _batches(work / "sigs" / f"{t:05d}.parquet", batch_rows):
+        for batch in Lake(str(work)).iter_parquet(f"sigs/{t:05d}.parquet", batch_rows):
             j = filed.join(batch.rename(side("b")), on="b")
             if j.is_empty():
                 continue
@@ -279,8 +260,7 @@ def build_corpus_stream(lake: Lake, inputs: list[str], outputs: CorpusKeys, *, w
     shutil.rmtree(work, ignore_errors=True)
     work.mkdir(parents=True)
     try:
-        with _system_memory_pool():
-            return _build(lake, inputs, outputs, work, val_start, filters, cfg, hasher, mixing, stream, total, buckets)
+        return _build(lake, inputs, outputs, work, val_start, filters, cfg, hasher, mixing, stream, total, buckets)
     finally:
         shutil.rmtree(work, ignore_errors=True)
 
@@ -324,7 +304,7 @@ def _build(lake: Lake, inputs: list[str], outputs: CorpusKeys, work: Path, val_s
             path = work / "docs" / f"{t:05d}.parquet"
             if not path.exists():
                 continue
-            for batch in _batches(path, stream.batch_rows):
+            for batch in Lake(str(work)).iter_parquet(f"docs/{t:05d}.parquet", stream.batch_rows):
                 lo, hi = np.searchsorted(drop, [batch["id"][0], batch["id"][-1] + 1])
                 if hi > lo:
                     batch = batch.filter(~pl.col("id").is_in(pl.Series(drop[lo:hi])))
