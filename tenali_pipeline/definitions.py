@@ -34,11 +34,19 @@ from .settings import Settings, load_settings
 
 STAGES = [market, macro, crypto, filings, news, documents, universe, fundamentals, onchain, centralbank, india, us_ipos, features, corpus, tokenizer, shards, training, evaluation, posttraining, posttraining_stages, release]
 
-# The whole graph, sources to evaluation: what `tenali demo` runs.
-everything_job = dg.define_asset_job(
-    "everything", selection=dg.AssetSelection.all(),
-    description="Materialise the whole graph: sources, corpus, tokenizer, shards, pretraining, evaluation.",
-)
+
+def everything_job(daily: bool = False) -> dg.UnresolvedAssetJobDefinition:
+    """The whole graph, sources to evaluation: what `tenali demo` runs. With TENALI_ONCHAIN_DAILY the
+    daily on-chain assets are left to `ingest_onchain` (Dagster refuses a job whose assets carry two
+    partitions definitions, and the instrument buckets are one)."""
+    selection = dg.AssetSelection.all()
+    if daily:
+        selection = selection - dg.AssetSelection.assets(*onchain.ASSETS)
+    return dg.define_asset_job(
+        "everything", selection=selection,
+        description="Materialise the whole graph: sources, corpus, tokenizer, shards, pretraining, evaluation."
+                    + (" The daily on-chain sources are in ingest_onchain." if daily else ""))
+
 
 
 def build_definitions(settings: Settings | None = None, **resource_overrides) -> dg.Definitions:
@@ -53,12 +61,15 @@ def build_definitions(settings: Settings | None = None, **resource_overrides) ->
         # the per-instrument sources are partitioned into buckets
         assets, checks = market.rebuild_instrument_sources(assets, checks, buckets=settings.instrument_buckets,
                                                            universe=settings.tickers_from_universe)
+    if settings.onchain_daily:  # TENALI_ONCHAIN_DAILY: DefiLlama and CoinGecko partitioned by day
+        assets, checks = onchain.rebuild_daily(assets, checks, start=settings.start_date)
     schedules, sensors, jobs = build_schedules_and_sensors(settings.profile, settings.instrument_buckets,
-                                                           universe=settings.tickers_from_universe)
+                                                           universe=settings.tickers_from_universe,
+                                                           daily=settings.onchain_daily)
     return dg.Definitions(
         assets=assets,
         asset_checks=checks,
-        jobs=[everything_job, *jobs],
+        jobs=[everything_job(settings.onchain_daily), *jobs],
         schedules=schedules,
         sensors=sensors,
         resources={**build_resources(settings), **resource_overrides},

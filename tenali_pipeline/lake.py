@@ -115,6 +115,14 @@ class Lake:
             if info.type == pafs.FileType.File and not info.path.endswith("/" + CHECKSUMS)
         )
 
+    def delete(self, keys: list[str]) -> None:
+        """Remove these files (those already gone are skipped)."""
+        for key in keys:
+            try:
+                self._fs.delete_file(self._path(key))
+            except FileNotFoundError:
+                pass
+
     # ---- bytes ------------------------------------------------------------------------------
     def write_bytes(self, key: str, data: bytes) -> str:
         path = self._path(key)
@@ -203,6 +211,20 @@ class Lake:
             raise FileNotFoundError(
                 f"{self.uri(key)} does not exist: materialise the asset that writes it first."
             ) from e
+        return pl.from_arrow(table)
+
+    def read_parquet_files(self, keys: list[str], schema: pl.Schema | dict | None = None) -> pl.DataFrame:
+        """Many small tables with the same columns as one (a folder of daily files): read by one Arrow
+        dataset, which fetches the files concurrently (on S3 too). No keys: an empty `schema` table."""
+        if not keys:
+            return pl.DataFrame(schema=schema)
+        import pyarrow.dataset as pads
+
+        try:
+            table = pads.dataset([self._path(k) for k in keys], filesystem=self._fs, format="parquet").to_table()
+        except FileNotFoundError as e:
+            raise FileNotFoundError(f"{e}: a file listed under {self.uri(keys[0].rsplit('/', 1)[0])} vanished "
+                                    "while it was read (a run rewriting it?); read again") from e
         return pl.from_arrow(table)
 
     # ---- folders of files (tokenizer, shards, checkpoints) ------------------------------------

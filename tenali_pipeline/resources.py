@@ -113,8 +113,9 @@ class SourcesResource(dg.ConfigurableResource):
 
         return DefiLlamaClient(chains, protocols, start=self.start_date, archive=archive)
 
-    def coingecko(self, coins=None, archive=None):
-        """`coins` (those due for a refresh) replace the configured list when given; `archive` keeps the raw JSON."""
+    def coingecko(self, coins=None, archive=None, end=None):
+        """`coins` (those due for a refresh) replace the configured list when given; `archive` keeps the raw JSON;
+        `end` (a date, excluded) ends the history asked (None: now)."""
         coins = list(coins) if coins is not None else self.coingecko_coins
         if self.is_sample:
             from .sources.sample.coingecko import SampleCoinGeckoClient
@@ -122,7 +123,8 @@ class SourcesResource(dg.ConfigurableResource):
             return SampleCoinGeckoClient(coins)
         from .sources.live.coingecko import CoinGeckoClient
 
-        return CoinGeckoClient(coins, start=self.start_date, api_key=os.environ.get("COINGECKO_API_KEY"), archive=archive)
+        return CoinGeckoClient(coins, start=self.start_date, end=end, api_key=os.environ.get("COINGECKO_API_KEY"),
+                               archive=archive)
 
     def central_bank(self, known=(), state: dict | None = None, archive=None):
         """Central-bank communications; `known` links are not fetched again, `state` holds feed ETags,

@@ -103,6 +103,9 @@ VARIABLES: dict[str, tuple[str, str]] = {
                                   "1"),
     "TENALI_INSTRUMENT_BUCKETS": ("partitions of the per-instrument sources (market prices, filings, fundamentals); "
                                   "1 leaves them unpartitioned (tenali_pipeline/buckets.py)", "1 for demo, 32 otherwise"),
+    "TENALI_ONCHAIN_DAILY": ("1: DefiLlama and CoinGecko partitioned by day from TENALI_START_DATE, with their own "
+                             "job (ingest_onchain), daily schedule and backfills (tenali_pipeline/days.py)",
+                             "0 in demo, 1 otherwise"),
     "TENALI_REFRESH_HOURS": ("an instrument checked less than this many hours ago is not asked again", "6"),
     "COINGECKO_API_KEY": ("CoinGecko demo API key (secret; optional, raises the rate limit)", ""),
     "FRED_API_KEY": ("FRED API key (secret; live macro source)", ""),
@@ -174,6 +177,7 @@ class Settings:
     central_bank_feeds: tuple[str, ...] = DEFAULT_CENTRAL_BANK_FEEDS
     central_bank_delay: float = 1.0
     instrument_buckets: int = 1
+    onchain_daily: bool = False
     refresh_hours: float = 6.0
     train_from: str = "latest"
     base_model: str = ""  # TENALI_BASE_MODEL: a Hugging Face base to continue pretraining (defs/tokenizer, training)
@@ -318,6 +322,7 @@ def load_settings(env: dict[str, str] | None = None) -> Settings:
         central_bank_feeds=central_bank_feeds,
         central_bank_delay=central_bank_delay,
         instrument_buckets=buckets,
+        onchain_daily=flag("TENALI_ONCHAIN_DAILY", not demo),
         refresh_hours=number("TENALI_REFRESH_HOURS", 6.0, high=None),
         fred_series=_csv(get("TENALI_FRED_SERIES")) or base.fred_series,
         crypto_exchange=get("TENALI_CRYPTO_EXCHANGE") or base.crypto_exchange,

@@ -7,7 +7,10 @@ Partitioning (why, in `tenali_pipeline.buckets`): the per-instrument sources (ma
 fundamentals) are ``bucketed``: with ``TENALI_INSTRUMENT_BUCKETS`` above 1 their raw and clean assets
 are partitioned into that many instrument buckets, each run fetching one bucket's instruments. The
 other sources hold tens to hundreds of items (series, symbols, feeds), each one request, and stay
-unpartitioned; one failing item still fails only itself (`PartialFetchError`).
+unpartitioned; one failing item still fails only itself (`PartialFetchError`). The on-chain sources
+are ``daily`` when ``TENALI_ONCHAIN_DAILY`` is on (the local and prod profiles): partitioned by the day
+the rows describe, one file per day, a backfill of any range running as one run (why, in
+`tenali_pipeline.days`).
 
 Incremental runs: the fetch function gets this partition's raw table as last written
 (`SourceRun.previous`) and asks the source only for what is newer; re-running a partition replaces its
@@ -25,6 +28,7 @@ import polars as pl
 
 from ..buckets import Bucket, bucket_keys, read_bucket, read_bucketed, seed_from_other_counts, write_bucket
 from ..cleaning import KEYS, REQUIRED, clean, null_counts, schema_mismatches
+from ..days import day_files, read_days, window_of, write_days
 from ..lake import Lake
 from ..resources import LakeResource, SourcesResource
 from ..sources.archive import ResponseArchive
@@ -47,6 +51,8 @@ class SourceRun:
     - `previous`: this partition's raw table as the last run wrote it (None the first time), so the
       fetch can ask only for what is new and return old and new rows together.
     - `archive`: record raw responses here (clients attach it to their sessions); it is saved by the asset.
+    - `window`: (first, last) day of a daily source's partition range: fetch those days (rows outside
+      it are not written); None for the other sources.
     """
 
     sources: SourcesResource
@@ -56,6 +62,7 @@ class SourceRun:
     previous: pl.DataFrame | None = None
     archive: ResponseArchive = field(default_factory=ResponseArchive)
     state_key: str = ""
+    window: tuple[dt.date, dt.date] | None = None
     # set by the fetch; written after the raw table (a state ahead of the rows would hide them)
     new_state: dict | None = None
 
@@ -206,6 +213,7 @@ def source_assets(
     buckets: int | None = None,
     bucket_column: str = "ticker",
     checks: dict[str, tuple[str, Callable[[pl.DataFrame], dg.AssetCheckResult]]] | None = None,
+    daily_from: str | None = None,
 ) -> list:
     """Build ``raw_<name>``, ``clean_<name>`` and the blocking checks on the clean table.
 
@@ -213,7 +221,9 @@ def source_assets(
       per-instrument source (files per bucket; partitioned when the count is above 1), whose rows carry
       their instrument in `bucket_column`.
     - `checks`: more blocking checks on the clean table, ``{name: (description, check(df))}``; each gets
-      this run's table (its bucket's, when partitioned).
+      this run's table (its bucket's, when partitioned; its days', when daily).
+    - `daily_from`: partition by day from this date (``tenali_pipeline.days``); the fetch gets the
+      run's days in `SourceRun.window` and nothing of the previous runs (re-running a day asks again).
     - A source can be turned off (``TENALI_SOURCES_OFF=fundamentals,coingecko``), e.g. for a site that
       refuses automated access: its assets then write an empty table marked ``disabled`` and its
       checks pass, so the rest of the graph still builds, visibly without it.
@@ -222,13 +232,21 @@ def source_assets(
       message naming every failed item. A malformed table fails the blocking checks, so nothing
       downstream is written from it.
     """
-    bucketed = buckets is not None
+    bucketed, daily = buckets is not None, daily_from is not None
+    if bucketed and daily:
+        raise ValueError(f"{name}: a source is bucketed or daily, not both")
     if bucketed:
         BUCKETED.add((source, name))
     raw_key, clean_key = f"raw/{source}/{name}.parquet", f"clean/{source}/{name}.parquet"
     raw_dir, clean_dir = f"raw/{source}/{name}", f"clean/{source}/{name}"
     partitions = dg.StaticPartitionsDefinition(bucket_keys(buckets)) if bucketed and buckets > 1 else None
     part_note = (f" Partitioned into {buckets} instrument buckets (TENALI_INSTRUMENT_BUCKETS)." if partitions else "")
+    backfill = None
+    if daily:
+        partitions = dg.DailyPartitionsDefinition(start_date=daily_from)
+        backfill = dg.BackfillPolicy.single_run()  # each series asked once per backfill, not once per day
+        part_note = (f" Partitioned by day from {daily_from} (TENALI_ONCHAIN_DAILY); a backfill of any range "
+                     "runs as one run.")
 
     def bucket_of_run(context) -> Bucket | None:
         if not bucketed:
@@ -246,16 +264,20 @@ def source_assets(
         return write_bucket(store, raw_dir if stage == "raw" else clean_dir, bucket, df)
 
     def read_clean_of(context: dg.AssetCheckExecutionContext, store: Lake) -> pl.DataFrame:
+        if daily:
+            return read_days(store, clean_dir, SCHEMAS[source], *window_of(context.op_execution_context))
         bucket = bucket_of_run(context.op_execution_context)
         if bucket is None:
             return store.read_parquet(clean_key)
         return store.read_parquet(bucket.file(clean_dir))
 
     @dg.asset(name=f"raw_{name}", group_name=group, kinds={"polars", "parquet"}, deps=deps or [],
-              partitions_def=partitions,
+              partitions_def=partitions, backfill_policy=backfill,
               description=f"{description} As collected by the source client (sample or live).{part_note}")
     def raw_asset(context: dg.AssetExecutionContext, lake: LakeResource, sources: SourcesResource) -> dg.MaterializeResult:
         store = lake.lake()
+        if daily:
+            return raw_days(context, store, sources)
         bucket = bucket_of_run(context)
         if sources.is_off(source):
             uri = write(store, bucket, "raw", pl.DataFrame(schema=SCHEMAS[source]))
@@ -295,18 +317,86 @@ def source_assets(
             meta["new_rows"] = df.height - previous.height
         return dg.MaterializeResult(metadata=meta)
 
+    def drop_other_layout(context, store: Lake, keys) -> None:
+        """The clean table written as one file and as days (TENALI_ONCHAIN_DAILY switched): `read_clean`
+        reads whichever is there, so the other goes. Both are derived from raw, which stays."""
+        keys = list(keys)
+        if keys:
+            context.log.info(f"removing {len(keys)} clean file(s) of the other layout (TENALI_ONCHAIN_DAILY "
+                             f"changed): {', '.join(keys[:3])}{' ...' if len(keys) > 3 else ''}")
+            store.delete(keys)
+
+    def raw_days(context: dg.AssetExecutionContext, store: Lake, sources: SourcesResource) -> dg.MaterializeResult:
+        """A daily source's run: fetch the partition range, write one file per day of it."""
+        first, last = window_of(context)
+        span = str(first) if first == last else f"{first}..{last}"
+        if sources.is_off(source):
+            uri = write_days(store, raw_dir, pl.DataFrame(schema=SCHEMAS[source]), time_column=time_column,
+                             first=first, last=last)
+            return dg.MaterializeResult(metadata={"disabled": True, "uri": dg.MetadataValue.path(uri),
+                                                  "dagster/row_count": 0, "client": sources.mode, "days": span})
+        run = SourceRun(sources=sources, lake=store, context=context, window=(first, last))
+        part = f"{name}-{first}" if first == last else f"{name}-{first}-to-{last}"
+
+        def in_window(df: pl.DataFrame) -> pl.DataFrame:
+            return df.filter(pl.col(time_column).is_between(first, last))
+
+        try:
+            df = in_window(fetch(run))
+        except PartialFetchError as exc:
+            partial = in_window(exc.partial) if exc.partial is not None else None
+            if partial is not None and partial.height:
+                # the items that answered replace theirs; those that failed keep the rows they had
+                write_days(store, raw_dir, partial, time_column=time_column, first=first, last=last,
+                           keys=KEYS[source])
+                context.log.warning(f"kept {partial.height} rows from the items that succeeded")
+            run.archive.save(store, source, part, context.run_id)
+            raise dg.Failure(description=f"{exc} (days {span})",
+                             metadata={"failed": dg.MetadataValue.json(exc.failures)}) from exc
+        except Exception:
+            run.archive.save(store, source, part, context.run_id)
+            raise
+        if df.is_empty():
+            context.log.warning(f"{source} has no rows for {span} (before the configured series begin?)")
+        uri = write_days(store, raw_dir, df, time_column=time_column, first=first, last=last)
+        archived = run.archive.save(store, source, part, context.run_id)
+        meta = {**table_metadata(df, uri, time_column=time_column), "client": sources.mode, "days": span,
+                "responses_kept": len(run.archive)}
+        if archived:
+            meta["responses"] = dg.MetadataValue.path(archived)
+        return dg.MaterializeResult(metadata=meta)
+
+    def clean_days(context: dg.AssetExecutionContext, store: Lake) -> dg.MaterializeResult:
+        first, last = window_of(context)
+        held = {d for d in day_files(store, raw_dir) if first <= d <= last}
+        missing = (last - first).days + 1 - len(held)
+        if missing:
+            raise dg.Failure(f"raw_{name} has not been materialised for {missing} day(s) of {first}..{last}: "
+                             "run it for those days first (the same partitions)")
+        result = clean(source, read_days(store, raw_dir, SCHEMAS[source], first, last))
+        uri = write_days(store, clean_dir, result.df, time_column=time_column, first=first, last=last)
+        drop_other_layout(context, store, [clean_key] if store.exists(clean_key) else [])
+        return dg.MaterializeResult(metadata={**table_metadata(result.df, uri, time_column=time_column),
+                                              "days": str(first) if first == last else f"{first}..{last}",
+                                              "dropped": fmt_counts(result.dropped),
+                                              "dropped_total": sum(result.dropped.values())})
+
     @dg.asset(name=f"clean_{name}", group_name=group, deps=[raw_asset], kinds={"polars", "parquet"},
-              automation_condition=FOLLOW_INPUTS, partitions_def=partitions,
+              automation_condition=FOLLOW_INPUTS, partitions_def=partitions, backfill_policy=backfill,
               description=f"{description} Conformed to the schema, impossible and duplicate rows dropped, "
                           f"sorted by key.{part_note}")
     def clean_asset(context: dg.AssetExecutionContext, lake: LakeResource) -> dg.MaterializeResult:
         store = lake.lake()
+        if daily:
+            return clean_days(context, store)
         bucket = bucket_of_run(context)
         raw = read_raw(store, bucket)
         if raw is None:
             raise dg.Failure(f"raw_{name} has not been materialised{f' for {bucket}' if bucket else ''}: run it first")
         result = clean(source, raw)
         uri = write(store, bucket, "clean", result.df)
+        if bucket is None:
+            drop_other_layout(context, store, day_files(store, clean_dir).values())
         return dg.MaterializeResult(metadata={**table_metadata(result.df, uri, time_column=time_column),
                                               "dropped": fmt_counts(result.dropped),
                                               "dropped_total": sum(result.dropped.values())})
@@ -320,8 +410,9 @@ def source_assets(
         problems = schema_mismatches(df, source)
         nulls = null_counts(df, REQUIRED[source]) if not problems else {}
         disabled = sources.is_off(source)
-        # A bucket may hold no configured instrument (5 tickers in 32 buckets): empty is then right.
-        may_be_empty = disabled or (bucketed and buckets > 1)
+        # A bucket may hold no configured instrument (5 tickers in 32 buckets), a day may come before
+        # every configured series began: empty is then right.
+        may_be_empty = disabled or (bucketed and buckets > 1) or daily
         return dg.AssetCheckResult(passed=not problems and not nulls and (df.height > 0 or may_be_empty),
                                    metadata={"schema_problems": ", ".join(problems) or "none", "disabled": disabled,
                                              "null_counts": dg.MetadataValue.json(nulls), "rows": df.height})
@@ -344,10 +435,25 @@ def source_assets(
     return [raw_asset, clean_asset, schema_check, key_check, *extra]
 
 
+def replace_definitions(assets: list, checks: list, new: list) -> tuple[list, list]:
+    """`assets` and `checks` with those of the same keys swapped for `new` (a source rebuilt for the
+    settings: buckets, the universe, days). Rebuilt rather than mapped: `map_asset_specs` adds an edge
+    to the graph but not to the run's step order, and cannot change partitions."""
+    new_checks = [x for x in new if isinstance(x, dg.AssetChecksDefinition)]
+    new_assets = [x for x in new if not isinstance(x, dg.AssetChecksDefinition)]
+    replaced = {k for a in new_assets for k in a.keys}
+    return ([a for a in assets if not (set(getattr(a, "keys", ())) & replaced)] + new_assets,
+            [c for c in checks if not ({k.asset_key for k in c.check_keys} & replaced)] + new_checks)
+
+
 def read_clean(lake: Lake, source: str, name: str) -> pl.DataFrame:
-    """A clean table for downstream assets: the one file, or every bucket of a bucketed source."""
+    """A clean table for downstream assets: the one file, every bucket of a bucketed source, or every
+    day held of a daily one (its clean asset keeps only one of the two layouts)."""
     if (source, name) in BUCKETED:
         return read_bucketed(lake, f"clean/{source}/{name}", asset=f"clean_{name}")
+    days = day_files(lake, f"clean/{source}/{name}")
+    if days:
+        return lake.read_parquet_files([k for _, k in sorted(days.items())], schema=SCHEMAS[source])
     return lake.read_parquet(clean_table(source, name))
 
 

@@ -7,12 +7,18 @@ then carries new data through cleaning, features, documents and the corpus (thei
 `raw_filings` only when a feed or a company has something new. All of them start running by
 themselves in the local and prod profiles; in the demo profile (sample data that never changes)
 they are listed in the UI but stopped.
+
+With TENALI_ONCHAIN_DAILY, the on-chain sources are partitioned by day and left out of
+`ingest_sources`: `ingest_onchain` collects and cleans them, `daily_onchain` runs it each day at
+01:00 UTC for the day before, and a backfill of that job over any range fills the history.
 """
 
 import dagster as dg
 
 from .filings.sensors import build_new_edgar_filings_sensor
 from .news.sensors import build_new_feed_entries_sensor
+from .onchain.assets import ASSETS as ONCHAIN_ASSETS  # partitioned by day with TENALI_ONCHAIN_DAILY
+from .onchain.assets import RAW_ASSETS as ONCHAIN_RAW_ASSETS
 
 RAW_ASSETS = ("raw_market_prices", "raw_macro_series", "raw_crypto_ohlcv", "raw_filings", "raw_news", "raw_documents",
               # issue 12 sources: the universe snapshot, SEC XBRL fundamentals, DeFi metrics, coin markets
@@ -23,16 +29,20 @@ RAW_ASSETS = ("raw_market_prices", "raw_macro_series", "raw_crypto_ohlcv", "raw_
 INSTRUMENT_ASSETS = ("raw_market_prices", "raw_filings", "raw_fundamentals")
 
 
-def build_schedules_and_sensors(profile: str, buckets: int = 1, universe: bool = False) -> tuple[list, list, list]:
+def build_schedules_and_sensors(profile: str, buckets: int = 1, universe: bool = False,
+                                daily: bool = False) -> tuple[list, list, list]:
     """(schedules, sensors, jobs). With buckets, the per-instrument sources get their own partitioned job
-    and the end-of-day schedule asks for every bucket (each run fetches only what is new)."""
+    and the end-of-day schedule asks for every bucket (each run fetches only what is new); with `daily`,
+    the on-chain sources get theirs and a daily schedule."""
     status = dg.DefaultScheduleStatus.STOPPED if profile == "demo" else dg.DefaultScheduleStatus.RUNNING
     sensor_status = dg.DefaultSensorStatus.STOPPED if profile == "demo" else dg.DefaultSensorStatus.RUNNING
-    plain = [a for a in RAW_ASSETS if buckets <= 1 or a not in INSTRUMENT_ASSETS]
+    plain = [a for a in RAW_ASSETS if (buckets <= 1 or a not in INSTRUMENT_ASSETS)
+             and not (daily and a in ONCHAIN_RAW_ASSETS)]
     ingest_job = dg.define_asset_job(
         "ingest_sources", selection=dg.AssetSelection.assets(*plain),
         description="Collect every source (raw_* assets); cleaning and what follows run by automation."
-                    + (" The per-instrument sources are in ingest_instruments." if buckets > 1 else ""))
+                    + (" The per-instrument sources are in ingest_instruments." if buckets > 1 else "")
+                    + (" The on-chain sources are in ingest_onchain." if daily else ""))
     jobs = [ingest_job]
     schedules = [dg.ScheduleDefinition(
         name="end_of_day_ingestion", job=ingest_job, cron_schedule="30 17 * * 1-5",
@@ -58,6 +68,15 @@ def build_schedules_and_sensors(profile: str, buckets: int = 1, universe: bool =
 
         jobs.append(instruments_job)
         schedules.append(end_of_day_instruments)
+    if daily:
+        onchain_job = dg.define_asset_job(
+            "ingest_onchain", selection=dg.AssetSelection.assets(*ONCHAIN_ASSETS),
+            description="DefiLlama and CoinGecko for a range of days, collected and cleaned; a backfill of any "
+                        "range runs as one run, asking each series once.")
+        jobs.append(onchain_job)
+        schedules.append(dg.build_schedule_from_partitioned_job(
+            onchain_job, name="daily_onchain", hour_of_day=1, minute_of_hour=0, default_status=status,
+            description="Every day at 01:00 UTC: the day before, from DefiLlama and CoinGecko."))
     automation = dg.AutomationConditionSensorDefinition(
         "follow_inputs", target=dg.AssetSelection.all(), default_status=sensor_status,
         description="Materialises derived assets whose inputs changed (their AutomationCondition).",

@@ -483,12 +483,12 @@ class Replays:
                                        start=self.start_date, api=replays.defillama.base,
                                        stablecoins=replays.defillama.base, base_delay=0.01, archive=archive)
 
-            def coingecko(self, coins=None, archive=None):
+            def coingecko(self, coins=None, archive=None, end=None):
                 from tenali_pipeline.sources.live.coingecko import CoinGeckoClient
 
                 # the public API's limiter spaces calls 5 s apart: a plain session keeps the test short
                 return CoinGeckoClient(self.coingecko_coins if coins is None else list(coins), start=self.start_date,
-                                       end=COINGECKO_END, api=replays.coingecko.base, session=requests.Session(),
+                                       end=end or COINGECKO_END, api=replays.coingecko.base, session=requests.Session(),
                                        base_delay=0.01, archive=archive)
 
             def us_ipos(self, archive=None):

@@ -1,10 +1,11 @@
 """Issue 3's "Done when", tried as a new user would: the `local` profile, every live client on its real
 library, the network replaced by replays on 127.0.0.1 (replay_all.py).
 
-- one materialisation (the `ingest_sources` job, each bucket of `ingest_instruments`, then every clean
-  asset and `universe`) fills every source, its raw responses kept beside the Parquet;
+- one materialisation (the `ingest_sources` job, each bucket of `ingest_instruments`, the replayed days
+  of `ingest_onchain` as one backfill run, then every clean asset and `universe`) fills every source,
+  its raw responses kept beside the Parquet;
 - a second one asks the replays for nothing new (only the cheap requests listed in `ALLOWED`) and
-  changes no table;
+  changes no table (the daily on-chain sources are not run again: their next run is the next day's);
 - a ticker that keeps failing, with the refresh interval forced to 0, fails only its bucket's
   partition of `raw_market_prices`, named in the message; the other bucket lands and no row is lost;
 - the schedules and sensors are in the definitions, running by default.
@@ -39,6 +40,8 @@ pytest.importorskip("yfinance")
 pytest.importorskip("sec_edgar_downloader")
 
 BUCKETS = 2
+# The days the DefiLlama and CoinGecko replays serve: one backfill run of ingest_onchain
+ONCHAIN_DAYS = {"dagster/asset_partition_range_start": "2024-01-01", "dagster/asset_partition_range_end": "2024-01-03"}
 # (source, name) of every source's clean table: read through `read_clean` as downstream assets do
 CLEAN_TABLES = [("market", "market_prices"), ("macro", "macro_series"), ("crypto", "crypto_ohlcv"),
                 ("filings", "filings"), ("news", "news"), ("documents", "documents"),
@@ -86,21 +89,27 @@ class World:
     lake: Lake
 
     def source_keys(self, defs: dg.Definitions | None = None) -> tuple[list[dg.AssetKey], set[dg.AssetKey]]:
-        """Every raw_*, clean_* and `universe` asset, and those of them that are partitioned."""
+        """Every raw_*, clean_* and `universe` asset, and those of them partitioned into buckets."""
         graph = (defs or self.defs).resolve_asset_graph()
         keys = sorted((k for k in graph.get_all_asset_keys()
                        if k.path[-1].startswith(("raw_", "clean_")) or k.path[-1] == "universe"), key=str)
-        return keys, {k for k in keys if graph.get(k).partitions_def is not None}
+        return keys, {k for k in keys if isinstance(graph.get(k).partitions_def, dg.StaticPartitionsDefinition)}
 
-    def materialise_sources(self) -> dict[str, dg.ExecuteInProcessResult]:
+    def materialise_sources(self, onchain: bool) -> dict[str, dg.ExecuteInProcessResult]:
         """What a user (or the schedules and the automation sensor) runs: `ingest_sources`, the clean
-        assets and `universe`, then each bucket of `ingest_instruments` and its clean assets."""
+        assets and `universe`, then each bucket of `ingest_instruments` and its clean assets; `onchain`:
+        the replayed days of `ingest_onchain` (raw and clean) as one backfill run."""
         keys, partitioned = self.source_keys()
         everything = self.defs.resolve_implicit_global_asset_job_def()
         run = dict(instance=self.instance, raise_on_error=False)
         results = {"ingest_sources": self.defs.resolve_job_def("ingest_sources").execute_in_process(**run)}
+        if onchain:
+            results["ingest_onchain"] = self.defs.resolve_job_def("ingest_onchain").execute_in_process(
+                tags=ONCHAIN_DAYS, **run)
+        daily = {dg.AssetKey(n) for n in ("clean_defi_metrics", "clean_coin_markets")}
         results["clean"] = everything.execute_in_process(
-            asset_selection=[k for k in keys if k not in partitioned and not k.path[-1].startswith("raw_")], **run)
+            asset_selection=[k for k in keys if k not in partitioned | daily and not k.path[-1].startswith("raw_")],
+            **run)
         for key in bucket_keys(BUCKETS):
             results[f"ingest_instruments {key}"] = self.defs.resolve_job_def("ingest_instruments").execute_in_process(
                 partition_key=key, **run)
@@ -145,14 +154,14 @@ def world(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def first(world) -> Phase:
-    results = world.materialise_sources()
+    results = world.materialise_sources(onchain=True)
     return Phase(results, world.replays.log(), world.tables())
 
 
 @pytest.fixture(scope="module")
 def second(world, first) -> Phase:
     before = world.replays.log()
-    results = world.materialise_sources()
+    results = world.materialise_sources(onchain=False)
     return Phase(results, _asked_since(before, world.replays.log()), world.tables())
 
 
@@ -256,13 +265,15 @@ def test_schedules_and_sensors_are_listed_and_run_by_themselves(world):
     dg.Definitions.validate_loadable(defs)
     assert {s.name: s.default_status for s in defs.schedules} == {
         "end_of_day_ingestion": dg.DefaultScheduleStatus.RUNNING,
-        "end_of_day_instruments": dg.DefaultScheduleStatus.RUNNING}
+        "end_of_day_instruments": dg.DefaultScheduleStatus.RUNNING, "daily_onchain": dg.DefaultScheduleStatus.RUNNING}
     assert {s.name: s.default_status for s in defs.sensors} == {
         "new_edgar_filings": dg.DefaultSensorStatus.RUNNING, "new_feed_entries": dg.DefaultSensorStatus.RUNNING,
         "follow_inputs": dg.DefaultSensorStatus.RUNNING}
-    # the end-of-day schedules cover every source: one run of the plain ones, one run per bucket of the others
+    # the schedules cover every source: one run of the plain ones, one run per bucket of the instruments,
+    # one run a day of the on-chain ones
     keys, partitioned = world.source_keys()
-    plain_raw = {k for k in keys if k.path[-1].startswith("raw_") and k not in partitioned}
+    onchain = {dg.AssetKey("raw_defi_metrics"), dg.AssetKey("raw_coin_markets")}
+    plain_raw = {k for k in keys if k.path[-1].startswith("raw_") and k not in partitioned | onchain}
     assert set(defs.resolve_job_def("ingest_sources").asset_layer.selected_asset_keys) == plain_raw
     assert set(defs.resolve_job_def("ingest_instruments").asset_layer.selected_asset_keys) == {
         k for k in partitioned if k.path[-1].startswith("raw_")}
@@ -270,3 +281,5 @@ def test_schedules_and_sensors_are_listed_and_run_by_themselves(world):
                                         repository_def=defs.get_repository_def())
     requests = defs.resolve_schedule_def("end_of_day_instruments").evaluate_tick(context).run_requests
     assert [r.partition_key for r in requests] == bucket_keys(BUCKETS)
+    assert {k for k in defs.resolve_job_def("ingest_onchain").asset_layer.selected_asset_keys
+            if k.path[-1].startswith("raw_")} == onchain

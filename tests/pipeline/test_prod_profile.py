@@ -34,7 +34,7 @@ def test_prod_profile_runs_on_s3_and_postgres(tmp_path, s3, postgres):
     settings = load_settings({
         "TENALI_PROFILE": "prod", "TENALI_HOME": str(tmp_path), "TENALI_LAKE_ROOT": f"s3://{BUCKET}/lake",
         "TENALI_S3_ENDPOINT_URL": endpoint, "TENALI_SOURCES": "sample", "TENALI_LAUNCHER": "local",
-        "TENALI_VOCAB_SIZE": "800", "TENALI_INSTRUMENT_BUCKETS": "2",
+        "TENALI_VOCAB_SIZE": "800", "TENALI_INSTRUMENT_BUCKETS": "2", "TENALI_START_DATE": "2010-01-01",
     })
     assert settings.profile == "prod" and settings.lake_root.startswith("s3://")
     defs = build_definitions(
@@ -55,26 +55,35 @@ def test_prod_profile_runs_on_s3_and_postgres(tmp_path, s3, postgres):
         graph = defs.resolve_asset_graph()
         selection = dg.AssetSelection.assets("pretrain_evaluation").upstream().resolve(graph)
         # The per-instrument sources are in 2 buckets: what they need first, then each bucket (as a
-        # backfill would), then everything downstream, which reads both buckets from S3.
-        partitioned = {k for k in selection if graph.get(k).partitions_def is not None}
+        # backfill would); the on-chain sources are daily: two months of the sample as one backfill run;
+        # then everything downstream, which reads both buckets and every day from S3.
+        def partitioned_by(kind):
+            return {k for k in selection if isinstance(graph.get(k).partitions_def, kind)}
+
+        partitioned, daily = partitioned_by(dg.StaticPartitionsDefinition), partitioned_by(dg.DailyPartitionsDefinition)
         before = {k for k in dg.AssetSelection.assets(*partitioned).upstream().resolve(graph) if k not in partitioned}
         job = defs.resolve_implicit_global_asset_job_def()
-        runs = [dict(asset_selection=sorted(before))]
-        runs += [dict(asset_selection=sorted(partitioned), partition_key=key) for key in ("00", "01")]
-        runs += [dict(asset_selection=sorted(selection - partitioned - before))]
-        for run in runs:
-            result = job.execute_in_process(instance=instance, raise_on_error=False, **run)
+        runs = [(job, dict(asset_selection=sorted(before)))]
+        runs += [(job, dict(asset_selection=sorted(partitioned), partition_key=key)) for key in ("00", "01")]
+        runs += [(defs.resolve_job_def("ingest_onchain"), dict(tags={
+            "dagster/asset_partition_range_start": "2012-06-01", "dagster/asset_partition_range_end": "2012-07-31"}))]
+        runs += [(job, dict(asset_selection=sorted(selection - partitioned - daily - before)))]
+        for run_job, run in runs:
+            result = run_job.execute_in_process(instance=instance, raise_on_error=False, **run)
             assert result.success, [e.step_key for e in result.all_events if e.is_step_failure]
-        assert len(partitioned) == 6
+        assert len(partitioned) == 6 and len(daily) == 4
         for key in selection:
             assert instance.get_latest_materialization_event(key) is not None, key
     finally:
         instance.dispose()
 
-    keys = {o["Key"] for o in client.list_objects_v2(Bucket=BUCKET)["Contents"]}
+    keys = {o["Key"] for page in client.get_paginator("list_objects_v2").paginate(Bucket=BUCKET)
+            for o in page.get("Contents", [])}
     assert {"lake/corpus/train.parquet", "lake/tokenizer/tenali.model", "lake/shards/manifest.json",
             "lake/clean/market/market_prices/bucket-00-of-02.parquet",
-            "lake/clean/market/market_prices/bucket-01-of-02.parquet"} <= keys
+            "lake/clean/market/market_prices/bucket-01-of-02.parquet",
+            "lake/clean/defillama/defi_metrics/2012-06-01.parquet",
+            "lake/clean/coingecko/coin_markets/2012-07-31.parquet"} <= keys
     lake = Lake(f"s3://{BUCKET}/lake", s3_endpoint_url=endpoint)
     latest = lake.read_json("checkpoints/pretrain/LATEST.json")
     assert latest["checkpoint"].startswith(f"s3://{BUCKET}/lake/checkpoints/pretrain/")

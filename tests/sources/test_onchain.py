@@ -288,3 +288,89 @@ def test_coingecko_incremental_range_stays_daily():
     # asked from 92 days before the end, not from 2024-05-25: CoinGecko answers hourly within 90 days
     assert len(ranges) == 1 and int(ranges[0]["from"][0]) == calendar.timegm(D(2024, 3, 1).timetuple())
     assert all("ethereum" not in p for p, _, _ in server.requests)
+
+
+# --- daily partitions (TENALI_ONCHAIN_DAILY): a range in one run, one file per day, a failing series keeps its rows ---
+
+
+def _materialize_days(tmp_path, module_defs, sources, first: str, last: str):
+    import dagster as dg
+
+    from tenali_pipeline.resources import LakeResource
+
+    tags = {"dagster/asset_partition_range_start": first, "dagster/asset_partition_range_end": last}
+    return dg.materialize(module_defs[:1], raise_on_error=False, tags=tags,
+                          resources={"lake": LakeResource(root=str(tmp_path / "lake")), "sources": sources})
+
+
+def test_daily_defillama_writes_each_day_and_a_failing_series_keeps_its_rows(tmp_path):
+    from tenali_pipeline.days import read_days
+    from tenali_pipeline.defs.onchain import assets as onchain
+    from tenali_pipeline.lake import Lake
+
+    daily = onchain.defillama_assets(daily_from="2024-01-01")
+    routes = {k: [v[-1]] for k, v in LLAMA.items()}
+    server = Server(routes)
+    try:
+        sources = _llama_sources(server, ["Ethereum"], ["aave"])
+        first = _materialize_days(tmp_path, daily, sources, "2024-01-02", "2024-01-03")
+        asked = len(server.requests)
+        # the chain's TVL now fails, after retries; the other series answer with new values
+        routes["/v2/historicalChainTvl/Ethereum"] = [(502, b"<html>Bad Gateway</html>")]
+        routes["/summary/fees/aave"] = [(200, _chart([7e5, 8e5, 9e5]))]
+        second = _materialize_days(tmp_path, daily, sources, "2024-01-03", "2024-01-03")
+    finally:
+        server.close()
+
+    lake = Lake(str(tmp_path / "lake"))
+    assert first.success, _failure(first)
+    assert [k.rsplit("/", 1)[1] for k in lake.list("raw/defillama/defi_metrics")] == ["2024-01-02.parquet",
+                                                                                      "2024-01-03.parquet"]
+    assert asked == 7  # each of the 7 series once for the two days
+    day2 = lake.read_parquet("raw/defillama/defi_metrics/2024-01-02.parquet")
+    assert set(day2["date"]) == {D(2024, 1, 2)} and day2.height == 7
+    assert first.asset_materializations_for_node("raw_defi_metrics")[0].metadata["days"].value == "2024-01-02..2024-01-03"
+
+    assert not second.success
+    failure = _failure(second)
+    assert "chain Ethereum tvl" in failure and "2024-01-03" in failure and "aave" not in failure
+    day3 = read_days(lake, "raw/defillama/defi_metrics", DEFI_METRICS, D(2024, 1, 3), D(2024, 1, 3))
+    got = {(m, e): v for m, e, v in day3.select("metric", "entity", "value").iter_rows()}
+    assert got[("tvl", "Ethereum")] == 5e10 + 2  # kept from the first run
+    assert got[("revenue", "aave")] == 9e5  # replaced by the new answer
+    assert day3.height == 7 and lake.read_parquet("raw/defillama/defi_metrics/2024-01-02.parquet").equals(day2)
+
+
+def test_daily_coingecko_asks_a_daily_range_ending_after_the_last_day(tmp_path):
+    import calendar
+
+    from tenali_pipeline.defs.onchain import assets as onchain
+    from tenali_pipeline.lake import Lake
+
+    routes = {
+        "/coins/bitcoin/market_chart/range": [(200, _market_chart([40000, 42000, 41000, 41500], [8e11, 8.4e11, 8.2e11, 8.3e11]))],
+        "/coins/bitcoin": [(200, {"id": "bitcoin", "symbol": "btc", "market_data": {"max_supply": 21000000.0}})],
+    }
+    server = Server(routes)
+
+    from tenali_pipeline.resources import SourcesResource
+
+    class Replayed(SourcesResource):
+        def coingecko(self, coins=None, archive=None, end=None):
+            return CoinGeckoClient(coins or self.coingecko_coins, start="2023-06-01", end=end, api=server.http.base,
+                                   session=requests.Session(), base_delay=0.01, archive=archive)
+
+    try:
+        result = _materialize_days(tmp_path, onchain.coingecko_assets(daily_from="2023-06-01"),
+                                   Replayed(mode="live", coingecko_coins=["bitcoin"]), "2024-01-02", "2024-01-02")
+    finally:
+        server.close()
+    assert result.success, _failure(result)
+    [q] = [q for p, q, _ in server.requests if p.endswith("/range")]
+    # from 92 days before the end (daily points), to the end of the partition's day
+    assert int(q["to"][0]) == calendar.timegm(D(2024, 1, 3).timetuple())
+    assert int(q["from"][0]) == calendar.timegm((D(2024, 1, 3) - dt.timedelta(days=92)).timetuple())
+    lake = Lake(str(tmp_path / "lake"))
+    assert lake.list("raw/coingecko/coin_markets") == ["raw/coingecko/coin_markets/2024-01-02.parquet"]
+    day = lake.read_parquet("raw/coingecko/coin_markets/2024-01-02.parquet")
+    assert day["date"].to_list() == [D(2024, 1, 2)] and day["price_usd"].item() == 42000

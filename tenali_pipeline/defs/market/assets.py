@@ -5,10 +5,9 @@ of the `universe` asset ("10,000+ stocks" is then a universe filter, not a hand-
 that mode `rebuild_instrument_sources` makes ``raw_market_prices`` and ``raw_filings`` depend on it.
 """
 
-import dagster as dg
 
 from ...sources.schema import MARKET_PRICES
-from ..common import source_assets, update_incrementally
+from ..common import replace_definitions, source_assets, update_incrementally
 from ..universe.history import UNIVERSE_KEY, universe_tickers
 
 
@@ -61,15 +60,10 @@ defs = build()
 def rebuild_instrument_sources(assets: list, checks: list, *, buckets: int, universe: bool) -> tuple[list, list]:
     """`assets` and `checks` with the per-instrument sources (market prices, filings, fundamentals)
     rebuilt for `buckets` instrument buckets and, for TENALI_TICKERS=universe, to depend on ``universe``
-    (applied by `definitions.build_definitions`). Rebuilt rather than mapped: `map_asset_specs` adds an
-    edge to the graph but not to the run's step order, and cannot change partitions."""
+    (applied by `definitions.build_definitions`)."""
     from ..filings import assets as filings
     from ..fundamentals import assets as fundamentals
 
     deps = ["universe"] if universe else None
-    new = build(deps=deps, buckets=buckets) + filings.build(deps=deps, buckets=buckets) + fundamentals.build(buckets=buckets)
-    new_checks = [x for x in new if isinstance(x, dg.AssetChecksDefinition)]
-    new_assets = [x for x in new if not isinstance(x, dg.AssetChecksDefinition)]
-    replaced = {k for a in new_assets for k in a.keys}
-    return ([a for a in assets if not (set(getattr(a, "keys", ())) & replaced)] + new_assets,
-            [c for c in checks if not ({k.asset_key for k in c.check_keys} & replaced)] + new_checks)
+    return replace_definitions(assets, checks, build(deps=deps, buckets=buckets)
+                               + filings.build(deps=deps, buckets=buckets) + fundamentals.build(buckets=buckets))
