@@ -209,9 +209,14 @@ def test_the_local_profile_partitions_the_instrument_sources_and_schedules_every
 
     defs = build_definitions(load_settings({"TENALI_PROFILE": "local", "TENALI_TICKERS": "universe"}))
     graph = defs.resolve_asset_graph()
-    partitioned = {k.to_user_string() for k in graph.get_all_asset_keys() if graph.get(k).partitions_def}
-    assert partitioned == {f"{stage}_{name}" for stage in ("raw", "clean")
-                           for name in ("market_prices", "filings", "fundamentals")}
+    partitioned = {k.to_user_string(): type(graph.get(k).partitions_def).__name__
+                   for k in graph.get_all_asset_keys() if graph.get(k).partitions_def}
+    assert partitioned == {
+        **{f"{stage}_{name}": "StaticPartitionsDefinition" for stage in ("raw", "clean")
+           for name in ("market_prices", "filings", "fundamentals")},
+        # the on-chain sources are partitioned by day instead (TENALI_ONCHAIN_DAILY, test_onchain_daily.py)
+        **{f"{stage}_{name}": "DailyPartitionsDefinition" for stage in ("raw", "clean")
+           for name in ("defi_metrics", "coin_markets")}}
     keys = graph.get(dg.AssetKey("raw_market_prices")).partitions_def.get_partition_keys()
     assert len(keys) == 32  # the count is fixed, however many tickers the universe holds
     assert dg.AssetKey("universe") in graph.get(dg.AssetKey("raw_market_prices")).parent_keys
