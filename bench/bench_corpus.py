@@ -139,7 +139,8 @@ def child(root: str, keys: list[str], work: str, bucket_docs: int, batch_rows: i
     print(json.dumps({"seconds": seconds, "cpu_seconds": time.process_time() - cpu0,
                       "documents": summary.input_documents, "buckets": summary.buckets,
                       "train": summary.total("train_unique"), "val": summary.total("val"),
-                      "dropped": summary.dropped, "peak_rss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+                      "dropped": summary.dropped, "stages": summary.seconds,
+                      "peak_rss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
                       "rss_after_imports_mib": rss_imports / 1024}))
 
 
@@ -183,6 +184,12 @@ def main() -> None:
     small, large = results.values()
     rate = (large["documents"] / large["seconds"]) / (small["documents"] / small["seconds"])
     print(f"throughput {args.scale}x/1x: {rate:.2f} (target >= 1, flat)")
+    print("| stage | 1x s | " + f"{args.scale}x s | docs/s {args.scale}x/1x |")
+    print("|---|---:|---:|---:|")
+    for stage, s1 in small["stages"].items():
+        s10 = large["stages"][stage]
+        ratio = (large["documents"] / s10) / (small["documents"] / s1) if s1 and s10 else float("nan")
+        print(f"| {stage} | {s1:.2f} | {s10:.2f} | {ratio:.2f} |")
     print(f"peak memory {args.scale}x/1x: {large['peak_rss_mib'] / small['peak_rss_mib']:.2f} (target <= 1.5)")
     print("dropped at 1x:", json.dumps(small["dropped"]))
 

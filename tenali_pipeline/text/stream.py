@@ -37,6 +37,7 @@ import datetime as dt
 import math
 import multiprocessing as mp
 import shutil
+import time
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -79,6 +80,7 @@ class CorpusSummary:
     stats: dict[str, dict[str, dict[str, int]]] = field(default_factory=dict)  # split -> domain -> documents, bytes
     dates: dict[str, list[str | None]] = field(default_factory=dict)  # split -> [first, last] date described
     samples: dict[str, list[str]] = field(default_factory=dict)  # domain -> a few training documents
+    seconds: dict[str, float] = field(default_factory=dict)  # stage -> wall seconds (map, exact, near, write, mix)
 
     def total(self, split: str, what: str = "documents") -> int:
         return sum(s[what] for s in self.stats.get(split, {}).values())
@@ -268,10 +270,19 @@ def build_corpus_stream(lake: Lake, inputs: list[str], outputs: CorpusKeys, *, w
 def _build(lake: Lake, inputs: list[str], outputs: CorpusKeys, work: Path, val_start: dt.date | None,
            filters: FilterConfig, cfg: NearDupConfig | None, hasher: MinHasher | None, mixing: MixConfig | None,
            stream: StreamConfig, total: int, buckets: int) -> CorpusSummary:
+    seconds, clock = {}, [time.perf_counter()]
+
+    def lap(stage: str) -> None:
+        now = time.perf_counter()
+        seconds[stage] = round(now - clock[0], 3)
+        clock[0] = now
+
     kept, dropped = _map_all(lake, inputs, work, buckets, stream, filters, hasher)
+    lap("map")
     if kept == 0:
         raise ValueError(f"Every document was filtered out ({dropped}); loosen FilterConfig.")
     exact_dropped, per_date = _exact(work, buckets)
+    lap("exact")
     dropped["duplicate_exact"] = len(exact_dropped)
     val_start = val_start or val_start_from_counts(per_date)
     n_train = int(per_date.filter(pl.col("date") < val_start)["len"].sum())
@@ -291,6 +302,7 @@ def _build(lake: Lake, inputs: list[str], outputs: CorpusKeys, work: Path, val_s
         if report.near_duplicate_val + report.near_duplicate_train >= n_train:
             raise ValueError(f"Every training document near-duplicates a validation document ({dropped}); "
                              "raise NearDupConfig.threshold or move the validation start.")
+        lap("near_duplicates")
     drop = np.union1d(exact_dropped, np.fromiter(near, dtype=np.int64, count=len(near)))
     summary = CorpusSummary(val_start=val_start, input_documents=total, buckets=buckets, dropped=dropped,
                             near_duplicates=report)
@@ -319,6 +331,7 @@ def _build(lake: Lake, inputs: list[str], outputs: CorpusKeys, work: Path, val_s
                 for domain, texts in train.group_by("domain").agg(pl.col("text").head(SAMPLES_PER_DOMAIN)).iter_rows():
                     have = summary.samples.setdefault(domain, [])
                     have.extend(t[:SAMPLE_CHARS] for t in texts[: SAMPLES_PER_DOMAIN - len(have)])
+    lap("write")
     if mixing is None:
         stats["train"] = stats["train_unique"]
     else:
@@ -328,6 +341,8 @@ def _build(lake: Lake, inputs: list[str], outputs: CorpusKeys, work: Path, val_s
         with lake.parquet_writer(outputs.train, schema=schema) as train_w:
             summary.mixing = mix_batches(lambda: lake.iter_parquet(outputs.train_unique, stream.batch_rows),
                                          write, mixing)
+    lap("mix")
+    summary.seconds = seconds
     summary.stats = {split: dict(sorted(s.domains.items())) for split, s in stats.items()}
     summary.dates = {split: s.dates() for split, s in stats.items()}
     summary.samples = dict(sorted(summary.samples.items()))
