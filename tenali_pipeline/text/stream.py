@@ -8,7 +8,9 @@ local work folder holds what the stages hand each other. The stages, in order:
    reason), the exact-dedup hash, MinHash signatures and LSH band keys (dedup.py). Writes the kept
    documents, their signatures, and (id, hash, date, doc_id) and (band, key, id) rows spread over
    ``K`` hash buckets, where ``K = ceil(input documents / bucket_docs)``: a bucket holds about
-   ``bucket_docs`` documents whatever the corpus size.
+   ``bucket_docs`` documents whatever the corpus size. Those rows are written in spill files of
+   ``spill_rows`` rows, a row group per bucket (`_Spills`), so the cost per document does not grow
+   with ``K``.
 2. **exact**, per bucket: the earliest (date, doc_id) copy of each hash is kept. The dropped ids and a
    date histogram of the survivors come back; the default validation start (the latest tenth of the
    documents, corpus.val_start_from_counts) is read off that histogram.
@@ -21,7 +23,7 @@ local work folder holds what the stages hand each other. The stages, in order:
 5. **mix** (mixing.mix_batches): three passes over the unique-training table, written as the training
    table.
 
-Memory is one batch, one bucket, and what grows with the number of duplicates (8 bytes per dropped
+Memory is one batch, the spill buffers, one bucket, and what grows with the number of duplicates (8 bytes per dropped
 id, the verified pairs), never with the number of documents: bench/bench_corpus.py measures it at
 1x and 10x. Every stage is a loop over independent files or buckets (``map`` per input table, the
 rest per bucket), the unit a multi-worker run hands out: ``StreamConfig.workers`` maps the input
@@ -59,6 +61,7 @@ class StreamConfig:
     batch_rows: int = 5_000  # documents per map batch (and per row group of the outputs)
     bucket_docs: int = 100_000  # documents per hash bucket: sets the bucket count from the input size
     workers: int = 1  # processes for the map stage (one input table each); 1 = this process
+    spill_rows: int = 500_000  # hash-bucket rows held per input table and kind before a spill file is written
 
 
 @dataclass(frozen=True)
@@ -118,20 +121,60 @@ class _Stats:
         return [str(self.first) if self.first else None, str(self.last) if self.last else None]
 
 
-class _Buckets:
-    """Lazily opened appenders, one file per (bucket, input table) under ``folder/<bucket>/``."""
+class _Spills:
+    """Rows spread over hash buckets (``column % buckets``), held in memory up to ``spill_rows`` rows and
+    then written as one spill file, ``folder/<name>-<n>.parquet``, with one row group per bucket present
+    (bucket -> row group in the file's key-value metadata).
 
-    def __init__(self, stack: contextlib.ExitStack, folder: Path, name: str):
-        self.stack, self.folder, self.name, self.open = stack, folder, name, {}
+    Why spills and not a file per bucket: writing each batch's share of every bucket costs a row group
+    per bucket per batch, and the bucket count grows with the corpus (``bucket_docs``), so the map
+    stage's cost per document would grow with it (bench/bench_corpus.py measured the map stage 4%
+    slower per document at 20 buckets than at 2, on the same documents). A spill costs one write per
+    ``spill_rows`` rows whatever the bucket count; a bucket then reads one row group per spill."""
 
-    def write(self, df: pl.DataFrame, buckets: int, column: str) -> None:
-        df = df.with_columns(_bucket=(pl.col(column) % buckets).cast(pl.Int64))
-        for (k,), part in df.partition_by("_bucket", as_dict=True).items():
-            if k not in self.open:
-                path = self.folder / f"{k:05d}" / f"{self.name}.parquet"
-                path.parent.mkdir(parents=True, exist_ok=True)
-                self.open[k] = self.stack.enter_context(contextlib.closing(ParquetAppender(path)))
-            self.open[k].write(part.drop("_bucket"))
+    def __init__(self, folder: Path, name: str, buckets: int, column: str, spill_rows: int):
+        self.folder, self.name, self.buckets, self.column, self.spill_rows = folder, name, buckets, column, spill_rows
+        self.held: list[pl.DataFrame] = []
+        self.rows = self.spilled = 0
+
+    def write(self, df: pl.DataFrame) -> None:
+        self.held.append(df)
+        self.rows += df.height
+        if self.rows >= self.spill_rows:
+            self.flush()
+
+    def flush(self) -> None:
+        if not self.rows:
+            return
+        import pyarrow.parquet as pq
+
+        df = pl.concat(self.held).with_columns(_bucket=(pl.col(self.column) % self.buckets).cast(pl.Int64))
+        self.held, self.rows = [], 0
+        parts = sorted(df.partition_by("_bucket", as_dict=True, include_key=False).items())
+        self.folder.mkdir(parents=True, exist_ok=True)
+        path = self.folder / f"{self.name}-{self.spilled:05d}.parquet"
+        self.spilled += 1
+        schema = parts[0][1].to_arrow().schema
+        index = ",".join(str(k) for (k,), _ in parts)
+        with pq.ParquetWriter(path, schema.with_metadata({"tenali_buckets": index}), compression="zstd") as out:
+            for _, part in parts:
+                out.write_table(part.to_arrow().cast(schema), row_group_size=part.height)
+
+    def close(self) -> None:
+        self.flush()
+
+
+def _read_bucket(folder: Path, k: int) -> pl.DataFrame | None:
+    """Bucket ``k``'s rows from every spill file in ``folder``."""
+    import pyarrow.parquet as pq
+
+    parts = []
+    for path in sorted(folder.glob("*.parquet")) if folder.exists() else []:
+        f = pq.ParquetFile(path)
+        index = f.schema_arrow.metadata[b"tenali_buckets"].decode().split(",")
+        if str(k) in index:
+            parts.append(pl.from_arrow(f.read_row_group(index.index(str(k)))))
+    return pl.concat(parts) if parts else None
 
 
 def _read_all(folder: Path) -> pl.DataFrame | None:
@@ -139,7 +182,7 @@ def _read_all(folder: Path) -> pl.DataFrame | None:
     return pl.read_parquet(files) if files else None
 
 
-def _map_input(lake: Lake, key: str, t: int, work: Path, buckets: int, batch_rows: int,
+def _map_input(lake: Lake, key: str, t: int, work: Path, buckets: int, batch_rows: int, spill_rows: int,
                filters: FilterConfig, hasher: MinHasher | None) -> tuple[int, Counter]:
     """Stage 1 for input table ``t``: filter, hash, sign; returns the documents kept and the filters' counts.
     Touches only its own files, so tables can be mapped by separate processes."""
@@ -147,8 +190,8 @@ def _map_input(lake: Lake, key: str, t: int, work: Path, buckets: int, batch_row
     with contextlib.ExitStack() as stack:
         docs = stack.enter_context(contextlib.closing(ParquetAppender(work / "docs" / f"{t:05d}.parquet")))
         sigs = stack.enter_context(contextlib.closing(ParquetAppender(work / "sigs" / f"{t:05d}.parquet")))
-        exact = _Buckets(stack, work / "exact", f"{t:05d}")
-        bands = _Buckets(stack, work / "bands", f"{t:05d}")
+        exact = stack.enter_context(contextlib.closing(_Spills(work / "exact", f"{t:05d}", buckets, "h", spill_rows)))
+        bands = stack.enter_context(contextlib.closing(_Spills(work / "bands", f"{t:05d}", buckets, "key", spill_rows)))
         for batch in lake.iter_parquet(key, batch_rows):
             kept, counts = filter_documents(batch, filters)
             dropped.update(counts)
@@ -158,18 +201,19 @@ def _map_input(lake: Lake, key: str, t: int, work: Path, buckets: int, batch_row
             row += kept.height
             kept = kept.with_columns(id=pl.Series(ids), h=_normalised(pl.col("text")).hash(seed=0))
             docs.write(kept.drop("h"))
-            exact.write(kept.select("id", "h", "date", "doc_id"), buckets, "h")
+            exact.write(kept.select("id", "h", "date", "doc_id"))
             if hasher is not None:
                 sig = hasher.signatures(kept["text"].to_list())
                 sigs.write(kept.select("id", "doc_id", "date", "domain").with_columns(sig=pl.Series(sig)))
-                bands.write(hasher.band_rows(ids, sig), buckets, "key")
+                bands.write(hasher.band_rows(ids, sig))
     return row, dropped
 
 
 def _map_all(lake: Lake, inputs: list[str], work: Path, buckets: int, stream: StreamConfig,
              filters: FilterConfig, hasher: MinHasher | None) -> tuple[int, dict[str, int]]:
     """Stage 1 over every input table, in this process or in ``stream.workers`` spawned ones."""
-    args = [(lake, key, t, work, buckets, stream.batch_rows, filters, hasher) for t, key in enumerate(inputs)]
+    args = [(lake, key, t, work, buckets, stream.batch_rows, stream.spill_rows, filters, hasher)
+            for t, key in enumerate(inputs)]
     workers = min(stream.workers, len(inputs))
     if workers > 1:
         with cf.ProcessPoolExecutor(workers, mp_context=mp.get_context("spawn")) as pool:
@@ -186,7 +230,7 @@ def _exact(work: Path, buckets: int) -> tuple[np.ndarray, pl.DataFrame]:
     """Stage 2: ids of the later exact copies, and the survivors' documents per date."""
     drops, hist = [], []
     for k in range(buckets):
-        df = _read_all(work / "exact" / f"{k:05d}")
+        df = _read_bucket(work / "exact", k)
         if df is None:
             continue
         df = first_copies(df)
@@ -204,7 +248,7 @@ def _near_duplicates(work: Path, buckets: int, inputs: int, exact_dropped: np.nd
     skip = pl.Series(exact_dropped)
     found = []
     for k in range(buckets):
-        rows = _read_all(work / "bands" / f"{k:05d}")
+        rows = _read_bucket(work / "bands", k)
         if rows is not None:
             found.append(candidate_pairs(rows.filter(~pl.col("id").is_in(skip))))
     pairs = pl.concat(found).unique() if found else pl.DataFrame(schema={"a": pl.Int64, "b": pl.Int64})

@@ -69,14 +69,15 @@ def rows(df: pl.DataFrame) -> list[tuple]:
 
 def test_batches_and_buckets_do_not_change_the_result(lake, tmp_path):
     one, t1 = build(lake, tmp_path, stream=StreamConfig(batch_rows=10_000, bucket_docs=10_000))
-    many, t2 = build(lake, tmp_path, stream=StreamConfig(batch_rows=7, bucket_docs=40))
+    # many batches and buckets, and spill files of 30 hash-bucket rows (several per input table)
+    many, t2 = build(lake, tmp_path, stream=StreamConfig(batch_rows=7, bucket_docs=40, spill_rows=30))
     assert one.buckets == 1 and many.buckets == 8
     assert one.dropped == many.dropped and one.counts() == many.counts()
     for name in t1:
         assert rows(t1[name]) == rows(t2[name]), name
     assert one.stats == many.stats and one.samples.keys() == many.samples.keys()
     assert not (tmp_path / "work").exists()  # the scratch folder goes
-    pooled, t3 = build(lake, tmp_path, stream=StreamConfig(batch_rows=7, bucket_docs=40, workers=2))
+    pooled, t3 = build(lake, tmp_path, stream=StreamConfig(batch_rows=7, bucket_docs=40, workers=2, spill_rows=30))
     assert pooled.counts() == many.counts() and all(rows(t3[name]) == rows(t2[name]) for name in t2)
 
 
