@@ -15,7 +15,9 @@ Prints documents per second (input documents / wall seconds) and peak RSS for bo
 ratios 10x/1x. First, in this process, it times MinHash signatures of 2,000 of the documents both ways:
 ``datasketch.MinHash.update_batch`` per document over Python shingle sets (CRC-32 per shingle, how
 dedup.py signed before) against ``MinHasher.signatures`` (the whole batch in numpy), and prints the
-ratio.
+ratio. Last, the map stage alone (``--bucket-sweep``, default on) over the 1x documents with 2 and
+with 200 hash buckets, twice each, alternating: the bucket count grows with the corpus, so its cost
+per document must not (min seconds of each, and their ratio).
 
 The issue's targets: throughput at least flat (ratio >= 1, within the machine's noise) and peak
 memory within 1.5x. ``--bucket-docs`` sets the hash-bucket size; the default gives the 1x
@@ -128,6 +130,23 @@ def _signature_rates(n: int = 2_000, seed: int = 1) -> tuple[float, float]:
     return baseline, n / (time.perf_counter() - t0)
 
 
+def bucket_sweep(root: str, keys: list[str], work: Path, batch_rows: int, counts=(2, 200), rounds: int = 2) -> dict:
+    """Map-stage seconds per bucket count on the same documents: {count: min seconds}."""
+    from tenali_pipeline.text.corpus import FilterConfig
+    from tenali_pipeline.text.dedup import MinHasher, NearDupConfig
+    from tenali_pipeline.text.stream import _map_all
+
+    lake, hasher, best = Lake(root), MinHasher(NearDupConfig()), {}
+    for r in range(rounds):
+        for count in counts:
+            folder = work / f"sweep-{count}-{r}"
+            folder.mkdir(parents=True)
+            t0 = time.perf_counter()
+            _map_all(lake, keys, folder, count, StreamConfig(batch_rows=batch_rows), FilterConfig(), hasher)
+            best[count] = min(best.get(count, float("inf")), time.perf_counter() - t0)
+    return best
+
+
 def child(root: str, keys: list[str], work: str, bucket_docs: int, batch_rows: int, workers: int) -> None:
     lake = Lake(root)
     rss_imports = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
@@ -155,6 +174,7 @@ def run(n: int, args, tmp: Path) -> dict:
     out = subprocess.run(cmd, check=True, capture_output=True, text=True).stdout.strip().splitlines()[-1]
     result = json.loads(out)
     result["generate_seconds"] = gen
+    result["keys"] = keys
     return result
 
 
@@ -170,12 +190,16 @@ def main() -> None:
     # 2,000 (the asset's default is 5,000) so that the 1x tables (3,333 documents each) fill whole batches too
     p.add_argument("--batch-rows", type=int, default=2_000)
     p.add_argument("--workers", type=int, default=1, help="processes for the map stage (peak RSS is the parent's)")
+    p.add_argument("--no-bucket-sweep", dest="bucket_sweep", action="store_false",
+                   help="skip timing the map stage at 2 and 200 buckets")
     args = p.parse_args()
     baseline, ours = _signature_rates()
     print(f"MinHash signatures: datasketch per document {baseline:,.0f} docs/s, MinHasher per batch {ours:,.0f} docs/s, "
           f"ratio {ours / baseline:.1f}x")
     with tempfile.TemporaryDirectory(prefix="bench-corpus-") as tmp:
         results = {label: run(n, args, Path(tmp)) for label, n in (("1x", args.docs), (f"{args.scale}x", args.docs * args.scale))}
+        sweep = bucket_sweep(str(Path(tmp) / f"lake-{args.docs}"), results["1x"]["keys"], Path(tmp) / "sweep",
+                             args.batch_rows) if args.bucket_sweep else None
     print("| size | documents | buckets | seconds | docs/s | CPU s | peak RSS (MiB) | RSS after imports |")
     print("|---|---:|---:|---:|---:|---:|---:|---:|")
     for label, r in results.items():
@@ -192,6 +216,10 @@ def main() -> None:
         print(f"| {stage} | {s1:.2f} | {s10:.2f} | {ratio:.2f} |")
     print(f"peak memory {args.scale}x/1x: {large['peak_rss_mib'] / small['peak_rss_mib']:.2f} (target <= 1.5)")
     print("dropped at 1x:", json.dumps(small["dropped"]))
+    if sweep:
+        (k1, s1), (k2, s2) = sorted(sweep.items())
+        print(f"map stage on the 1x documents: {k1} buckets {s1:.2f} s, {k2} buckets {s2:.2f} s, "
+              f"ratio {s2 / s1:.2f} (the cost per document should not grow with the bucket count)")
 
 
 if __name__ == "__main__":
