@@ -46,6 +46,7 @@ from pathlib import Path
 
 import numpy as np
 import polars as pl
+import pyarrow as pa
 
 from ..lake import Lake, ParquetAppender
 from .corpus import FilterConfig, _normalised, domain_stats, filter_documents, first_copies, val_start_from_counts
@@ -123,14 +124,16 @@ class _Stats:
 
 class _Spills:
     """Rows spread over hash buckets (``column % buckets``), held in memory up to ``spill_rows`` rows and
-    then written as one spill file, ``folder/<name>-<n>.parquet``, with one row group per bucket present
-    (bucket -> row group in the file's key-value metadata).
+    then written as one spill file, ``folder/<name>-<n>.arrow``: an Arrow IPC file (zstd buffers) with
+    one record batch per bucket present (bucket -> batch in the schema's metadata). IPC rather than
+    Parquet: a reader jumps to one bucket's batch through a footer of a few bytes per batch, where a
+    Parquet footer with a row group per bucket would be parsed whole for every bucket read.
 
     Why spills and not a file per bucket: writing each batch's share of every bucket costs a row group
     per bucket per batch, and the bucket count grows with the corpus (``bucket_docs``), so the map
     stage's cost per document would grow with it (bench/bench_corpus.py measured the map stage 4%
     slower per document at 20 buckets than at 2, on the same documents). A spill costs one write per
-    ``spill_rows`` rows whatever the bucket count; a bucket then reads one row group per spill."""
+    ``spill_rows`` rows whatever the bucket count; a bucket then reads one batch per spill."""
 
     def __init__(self, folder: Path, name: str, buckets: int, column: str, spill_rows: int):
         self.folder, self.name, self.buckets, self.column, self.spill_rows = folder, name, buckets, column, spill_rows
@@ -146,19 +149,18 @@ class _Spills:
     def flush(self) -> None:
         if not self.rows:
             return
-        import pyarrow.parquet as pq
-
         df = pl.concat(self.held).with_columns(_bucket=(pl.col(self.column) % self.buckets).cast(pl.Int64))
         self.held, self.rows = [], 0
         parts = sorted(df.partition_by("_bucket", as_dict=True, include_key=False).items())
+        del df
         self.folder.mkdir(parents=True, exist_ok=True)
-        path = self.folder / f"{self.name}-{self.spilled:05d}.parquet"
+        path = self.folder / f"{self.name}-{self.spilled:05d}.arrow"
         self.spilled += 1
-        schema = parts[0][1].to_arrow().schema
-        index = ",".join(str(k) for (k,), _ in parts)
-        with pq.ParquetWriter(path, schema.with_metadata({"tenali_buckets": index}), compression="zstd") as out:
-            for _, part in parts:
-                out.write_table(part.to_arrow().cast(schema), row_group_size=part.height)
+        tables = [part.to_arrow() for _, part in parts]
+        schema = tables[0].schema.with_metadata({"tenali_buckets": ",".join(str(k) for (k,), _ in parts)})
+        with pa.ipc.new_file(str(path), schema, options=pa.ipc.IpcWriteOptions(compression="zstd")) as out:
+            for table in tables:
+                out.write_batch(table.cast(schema).combine_chunks().to_batches()[0])
 
     def close(self) -> None:
         self.flush()
@@ -166,14 +168,13 @@ class _Spills:
 
 def _read_bucket(folder: Path, k: int) -> pl.DataFrame | None:
     """Bucket ``k``'s rows from every spill file in ``folder``."""
-    import pyarrow.parquet as pq
-
     parts = []
-    for path in sorted(folder.glob("*.parquet")) if folder.exists() else []:
-        f = pq.ParquetFile(path)
-        index = f.schema_arrow.metadata[b"tenali_buckets"].decode().split(",")
-        if str(k) in index:
-            parts.append(pl.from_arrow(f.read_row_group(index.index(str(k)))))
+    for path in sorted(folder.glob("*.arrow")) if folder.exists() else []:
+        with pa.OSFile(str(path)) as source:  # read into memory: the rows outlive the file handle
+            reader = pa.ipc.open_file(source)
+            index = reader.schema.metadata[b"tenali_buckets"].decode().split(",")
+            if str(k) in index:
+                parts.append(pl.from_arrow(reader.get_batch(index.index(str(k)))))
     return pl.concat(parts) if parts else None
 
 
