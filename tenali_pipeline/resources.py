@@ -252,7 +252,7 @@ class CorpusResource(dg.ConfigurableResource):
     # Streaming build (text/stream.py): documents per batch, and per hash bucket (sets the bucket count).
     batch_rows: int = 5_000
     bucket_docs: int = 100_000
-    workers: int = 1  # processes mapping the document tables (one table each)
+    workers: int = 1  # processes for the corpus stages' units (a document table, a hash bucket)
     # A Hugging Face base model (folder or s3:// prefix): the tokenizer stage copies its tokenizer instead of
     # training one, and pretraining continues from its weights (the shard manifest records the base).
     base_model: str = ""

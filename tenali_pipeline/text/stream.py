@@ -25,9 +25,10 @@ local work folder holds what the stages hand each other. The stages, in order:
 
 Memory is one batch, the spill buffers, one bucket, and what grows with the number of duplicates (8 bytes per dropped
 id, the verified pairs), never with the number of documents: bench/bench_corpus.py measures it at
-1x and 10x. Every stage is a loop over independent files or buckets (``map`` per input table, the
-rest per bucket), the unit a multi-worker run hands out: ``StreamConfig.workers`` maps the input
-tables in that many spawned processes; the bucket stages run in this one. Output
+1x and 10x. Every stage but the last two is a loop over independent units (``map`` and the two
+verification passes per input table, ``exact`` and the candidate pairs per bucket): with
+``StreamConfig.workers`` above 1 they run in that many spawned processes. ``write`` and ``mix`` append
+to one output file each and run in this process. Output
 rows follow the input tables' order, sorted by (date, doc_id) within each batch, not globally.
 """
 
@@ -61,7 +62,7 @@ SAMPLE_CHARS = 1_200
 class StreamConfig:
     batch_rows: int = 5_000  # documents per map batch (and per row group of the outputs)
     bucket_docs: int = 100_000  # documents per hash bucket: sets the bucket count from the input size
-    workers: int = 1  # processes for the map stage (one input table each); 1 = this process
+    workers: int = 1  # processes for the stages' units (an input table, a bucket); 1 = this process
     spill_rows: int = 500_000  # hash-bucket rows held per input table and kind before a spill file is written
 
 
@@ -210,77 +211,98 @@ def _map_input(lake: Lake, key: str, t: int, work: Path, buckets: int, batch_row
     return row, dropped
 
 
+class _Units:
+    """Runs a stage's independent units (an input table, a bucket): in this process, or in a pool of
+    ``workers`` spawned processes shared by the stages. Results come back in the units' order."""
+
+    def __init__(self, workers: int):
+        self.pool = (cf.ProcessPoolExecutor(workers, mp_context=mp.get_context("spawn")) if workers > 1 else None)
+
+    def map(self, fn, args: list[tuple]) -> list:
+        if self.pool is None or len(args) < 2:
+            return [fn(*a) for a in args]
+        return list(self.pool.map(fn, *zip(*args)))
+
+    def close(self) -> None:
+        if self.pool is not None:
+            self.pool.shutdown()
+
+
 def _map_all(lake: Lake, inputs: list[str], work: Path, buckets: int, stream: StreamConfig,
-             filters: FilterConfig, hasher: MinHasher | None) -> tuple[int, dict[str, int]]:
-    """Stage 1 over every input table, in this process or in ``stream.workers`` spawned ones."""
+             filters: FilterConfig, hasher: MinHasher | None, units: _Units | None = None) -> tuple[int, dict[str, int]]:
+    """Stage 1 over every input table."""
     args = [(lake, key, t, work, buckets, stream.batch_rows, stream.spill_rows, filters, hasher)
             for t, key in enumerate(inputs)]
-    workers = min(stream.workers, len(inputs))
-    if workers > 1:
-        with cf.ProcessPoolExecutor(workers, mp_context=mp.get_context("spawn")) as pool:
-            results = list(pool.map(_map_input, *zip(*args)))
-    else:
-        results = [_map_input(*a) for a in args]
+    results = (units or _Units(1)).map(_map_input, args)
     dropped: Counter = Counter()
     for _, counts in results:
         dropped.update(counts)
     return sum(r for r, _ in results), dict(dropped)  # every filter reason, zeros included, in filter order
 
 
-def _exact(work: Path, buckets: int) -> tuple[np.ndarray, pl.DataFrame]:
+def _exact_bucket(work: Path, k: int) -> tuple[np.ndarray, pl.DataFrame] | None:
+    df = _read_bucket(work / "exact", k)
+    if df is None:
+        return None
+    df = first_copies(df)
+    return df.filter(~pl.col("first"))["id"].to_numpy(), df.filter(pl.col("first")).group_by("date").len()
+
+
+def _exact(work: Path, buckets: int, units: _Units | None = None) -> tuple[np.ndarray, pl.DataFrame]:
     """Stage 2: ids of the later exact copies, and the survivors' documents per date."""
-    drops, hist = [], []
-    for k in range(buckets):
-        df = _read_bucket(work / "exact", k)
-        if df is None:
-            continue
-        df = first_copies(df)
-        drops.append(df.filter(~pl.col("first"))["id"].to_numpy())
-        hist.append(df.filter(pl.col("first")).group_by("date").len())
+    found = [r for r in (units or _Units(1)).map(_exact_bucket, [(work, k) for k in range(buckets)]) if r is not None]
+    drops, hist = [d for d, _ in found], [h for _, h in found]
     dropped = np.sort(np.concatenate(drops)) if drops else np.zeros(0, dtype=np.int64)
     per_date = (pl.concat(hist).group_by("date").agg(pl.col("len").sum()).sort("date") if hist
                 else pl.DataFrame(schema={"date": pl.Date, "len": pl.UInt32}))
     return dropped, per_date
 
 
+def _candidates(work: Path, k: int, skip: np.ndarray) -> pl.DataFrame | None:
+    rows = _read_bucket(work / "bands", k)
+    return None if rows is None else candidate_pairs(rows.filter(~pl.col("id").is_in(pl.Series(skip))))
+
+
+def _side(s: str) -> dict[str, str]:
+    """The signature file's columns, named for one side of a pair."""
+    return {"id": s, "sig": f"sig_{s}", "doc_id": f"doc_{s}", "date": f"date_{s}", "domain": f"domain_{s}"}
+
+
+def _file_first_signatures(work: Path, t: int, need: pl.DataFrame, batch_rows: int) -> None:
+    """Pass A for table ``t``: its pairs' first signatures, filed under each pair's second table."""
+    for i, batch in enumerate(Lake(str(work)).iter_parquet(f"sigs/{t:05d}.parquet", batch_rows)):
+        joined = need.join(batch.rename(_side("a")), on="a")
+        for (tb,), part in joined.partition_by("tb", as_dict=True).items():
+            out = work / "verify" / f"{tb:05d}" / f"{t:05d}-{i:06d}.parquet"
+            out.parent.mkdir(parents=True, exist_ok=True)
+            part.write_parquet(out)
+
+
+def _verify(work: Path, t: int, batch_rows: int, threshold: float) -> list[pl.DataFrame]:
+    """Pass B for table ``t``: its signatures against the first signatures filed under it."""
+    filed = _read_all(work / "verify" / f"{t:05d}")
+    if filed is None:
+        return []
+    verified = []
+    for batch in Lake(str(work)).iter_parquet(f"sigs/{t:05d}.parquet", batch_rows):
+        j = filed.join(batch.rename(_side("b")), on="b")
+        if j.is_empty():
+            continue
+        j = j.with_columns(similarity=pl.Series(similarity(j["sig_a"].to_numpy(), j["sig_b"].to_numpy())))
+        verified.append(j.filter(pl.col("similarity") >= threshold).drop("sig_a", "sig_b"))
+    return verified
+
+
 def _near_duplicates(work: Path, buckets: int, inputs: int, exact_dropped: np.ndarray, val_start: dt.date,
-                     cfg: NearDupConfig, batch_rows: int) -> tuple[dict[int, str], NearDupReport]:
-    """Stage 3: candidates per bucket, verified against the signatures, then decided."""
-    skip = pl.Series(exact_dropped)
-    found = []
-    for k in range(buckets):
-        rows = _read_bucket(work / "bands", k)
-        if rows is not None:
-            found.append(candidate_pairs(rows.filter(~pl.col("id").is_in(skip))))
+                     cfg: NearDupConfig, batch_rows: int, units: _Units | None = None) -> tuple[dict[int, str], NearDupReport]:
+    """Stage 3: candidates per bucket, verified against the signatures (two passes, per table), then decided."""
+    units = units or _Units(1)
+    found = [c for c in units.map(_candidates, [(work, k, exact_dropped) for k in range(buckets)]) if c is not None]
     pairs = pl.concat(found).unique() if found else pl.DataFrame(schema={"a": pl.Int64, "b": pl.Int64})
     pairs = pairs.with_columns(ta=pl.col("a") // (1 << 32), tb=pl.col("b") // (1 << 32))
-
-    def side(s: str) -> dict[str, str]:  # the signature file's columns, named for one side of a pair
-        return {"id": s, "sig": f"sig_{s}", "doc_id": f"doc_{s}", "date": f"date_{s}", "domain": f"domain_{s}"}
-
-    # Pass A: each pair gets its first document's signature, filed under the second document's table.
-    for t in range(inputs):
-        need = pairs.filter(pl.col("ta") == t)
-        if need.is_empty():
-            continue
-        for i, batch in enumerate(Lake(str(work)).iter_parquet(f"sigs/{t:05d}.parquet", batch_rows)):
-            joined = need.join(batch.rename(side("a")), on="a")
-            for (tb,), part in joined.partition_by("tb", as_dict=True).items():
-                out = work / "verify" / f"{tb:05d}" / f"{t:05d}-{i:06d}.parquet"
-                out.parent.mkdir(parents=True, exist_ok=True)
-                part.write_parquet(out)
-    # Pass B: per second table, its signatures against the filed first signatures.
-    verified = []
-    for t in range(inputs):
-        filed = _read_all(work / "verify" / f"{t:05d}")
-        if filed is None:
-            continue
-        for batch in Lake(str(work)).iter_parquet(f"sigs/{t:05d}.parquet", batch_rows):
-            j = filed.join(batch.rename(side("b")), on="b")
-            if j.is_empty():
-                continue
-            j = j.with_columns(similarity=pl.Series(similarity(j["sig_a"].to_numpy(), j["sig_b"].to_numpy())))
-            verified.append(j.filter(pl.col("similarity") >= cfg.threshold).drop("sig_a", "sig_b"))
+    needs = [(t, pairs.filter(pl.col("ta") == t)) for t in range(inputs)]
+    units.map(_file_first_signatures, [(work, t, need, batch_rows) for t, need in needs if not need.is_empty()])
+    verified = [v for vs in units.map(_verify, [(work, t, batch_rows, cfg.threshold) for t in range(inputs)]) for v in vs]
     if not verified:
         return {}, NearDupReport(by_domain={}, examples=[])
     v = pl.concat(verified)
@@ -306,15 +328,18 @@ def build_corpus_stream(lake: Lake, inputs: list[str], outputs: CorpusKeys, *, w
     buckets = max(1, math.ceil(total / stream.bucket_docs))
     shutil.rmtree(work, ignore_errors=True)
     work.mkdir(parents=True)
+    units = _Units(min(stream.workers, max(len(inputs), buckets)))
     try:
-        return _build(lake, inputs, outputs, work, val_start, filters, cfg, hasher, mixing, stream, total, buckets)
+        return _build(lake, inputs, outputs, work, val_start, filters, cfg, hasher, mixing, stream, total, buckets,
+                      units)
     finally:
+        units.close()
         shutil.rmtree(work, ignore_errors=True)
 
 
 def _build(lake: Lake, inputs: list[str], outputs: CorpusKeys, work: Path, val_start: dt.date | None,
            filters: FilterConfig, cfg: NearDupConfig | None, hasher: MinHasher | None, mixing: MixConfig | None,
-           stream: StreamConfig, total: int, buckets: int) -> CorpusSummary:
+           stream: StreamConfig, total: int, buckets: int, units: _Units) -> CorpusSummary:
     seconds, clock = {}, [time.perf_counter()]
 
     def lap(stage: str) -> None:
@@ -322,11 +347,11 @@ def _build(lake: Lake, inputs: list[str], outputs: CorpusKeys, work: Path, val_s
         seconds[stage] = round(now - clock[0], 3)
         clock[0] = now
 
-    kept, dropped = _map_all(lake, inputs, work, buckets, stream, filters, hasher)
+    kept, dropped = _map_all(lake, inputs, work, buckets, stream, filters, hasher, units)
     lap("map")
     if kept == 0:
         raise ValueError(f"Every document was filtered out ({dropped}); loosen FilterConfig.")
-    exact_dropped, per_date = _exact(work, buckets)
+    exact_dropped, per_date = _exact(work, buckets, units)
     lap("exact")
     dropped["duplicate_exact"] = len(exact_dropped)
     val_start = val_start or val_start_from_counts(per_date)
@@ -341,7 +366,7 @@ def _build(lake: Lake, inputs: list[str], outputs: CorpusKeys, work: Path, val_s
     near, report = {}, None
     if cfg is not None:
         near, report = _near_duplicates(work, buckets, len(inputs), exact_dropped, val_start, cfg,
-                                        stream.batch_rows)
+                                        stream.batch_rows, units)
         dropped["near_duplicate_val"] = report.near_duplicate_val
         dropped["near_duplicate_train"] = report.near_duplicate_train
         if report.near_duplicate_val + report.near_duplicate_train >= n_train:
