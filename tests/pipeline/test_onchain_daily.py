@@ -120,3 +120,25 @@ def test_cleaning_days_whose_raw_is_missing_names_them(daily):
     assert not result.success
     [message] = [e.event_specific_data.error.message for e in result.all_events if e.is_step_failure]
     assert "raw_defi_metrics has not been materialised for 2 day(s) of 2012-06-09..2012-06-12" in message
+
+
+def test_the_documents_follow_once_every_day_is_held(tmp_path):
+    """The automation sensor's `eager` condition: `onchain_documents` (unpartitioned, so the corpus too)
+    waits while a day since TENALI_START_DATE is missing, as it waits for every instrument bucket."""
+    settings = load_settings({"TENALI_HOME": str(tmp_path), "TENALI_ONCHAIN_DAILY": "1",
+                              "TENALI_START_DATE": "2012-06-01"})
+    defs, instance = build_definitions(settings), dg.DagsterInstance.ephemeral()
+    now = dt.datetime(2012, 6, 11, 2, 0, tzinfo=dt.timezone.utc)  # the last complete day: 2012-06-10
+    docs = dg.AssetKey("onchain_documents")
+
+    def backfill(first: str, last: str) -> None:
+        tags = {"dagster/asset_partition_range_start": first, "dagster/asset_partition_range_end": last}
+        assert defs.resolve_job_def("ingest_onchain").execute_in_process(instance=instance, tags=tags).success
+
+    ticks = dg.evaluate_automation_conditions(defs=defs, instance=instance, evaluation_time=now)
+    backfill("2012-06-05", "2012-06-10")
+    ticks = dg.evaluate_automation_conditions(defs=defs, instance=instance, cursor=ticks.cursor, evaluation_time=now)
+    assert ticks.get_num_requested(docs) == 0  # 2012-06-01 to 06-04 missing
+    backfill("2012-06-01", "2012-06-04")
+    ticks = dg.evaluate_automation_conditions(defs=defs, instance=instance, cursor=ticks.cursor, evaluation_time=now)
+    assert ticks.get_num_requested(docs) == 1
