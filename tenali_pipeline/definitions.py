@@ -48,7 +48,6 @@ def everything_job(daily: bool = False) -> dg.UnresolvedAssetJobDefinition:
                     + (" The daily on-chain sources are in ingest_onchain." if daily else ""))
 
 
-
 def build_definitions(settings: Settings | None = None, **resource_overrides) -> dg.Definitions:
     """Definitions for `settings` (default: from the environment); tests override resources."""
     settings = settings or load_settings()

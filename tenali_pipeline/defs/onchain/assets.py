@@ -99,7 +99,7 @@ defillama_defs = defillama_assets()
 coingecko_defs = coingecko_assets()
 
 
-# The raw assets of the daily job (ingest_onchain) and schedule, when TENALI_ONCHAIN_DAILY is on.
+# The assets of the daily job (ingest_onchain) and schedule, when TENALI_ONCHAIN_DAILY is on.
 RAW_ASSETS = ("raw_defi_metrics", "raw_coin_markets")
 ASSETS = (*RAW_ASSETS, "clean_defi_metrics", "clean_coin_markets")
 
