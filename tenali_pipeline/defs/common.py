@@ -201,6 +201,95 @@ def _same_mode(df: pl.DataFrame | None, sources: SourcesResource) -> pl.DataFram
     return df.filter(is_sample if sources.is_sample else ~is_sample)
 
 
+@dataclass
+class _RunFiles:
+    """Where one run of a source's raw and clean assets reads and writes, by layout: one file
+    (``raw/<source>/<name>.parquet``), the run's instrument bucket (`tenali_pipeline.buckets`) or the run's
+    days (`tenali_pipeline.days`). The assets and checks are written once against it."""
+
+    store: Lake
+    source: str
+    name: str
+    time_column: str | None
+    bucket: Bucket | None = None
+    window: tuple[dt.date, dt.date] | None = None  # (first, last) day of a daily run
+
+    def _folder(self, stage: str) -> str:
+        return f"{stage}/{self.source}/{self.name}"
+
+    @property
+    def _span(self) -> str:
+        first, last = self.window
+        return str(first) if first == last else f"{first}..{last}"
+
+    @property
+    def label(self) -> str:
+        """Names the run's state file and response archive."""
+        if self.window:
+            first, last = self.window
+            return f"{self.name}-{first}" if first == last else f"{self.name}-{first}-to-{last}"
+        if self.bucket:
+            return self.bucket.file("x").split("/")[-1].removesuffix(".parquet")
+        return self.name
+
+    @property
+    def where(self) -> str:
+        """The run's partition, for messages."""
+        if self.window:
+            return f" (days {self._span})"
+        return f" ({self.bucket})" if self.bucket and self.bucket.count > 1 else ""
+
+    @property
+    def meta(self) -> dict:
+        return {"days": self._span} if self.window else {}
+
+    def keep(self, df: pl.DataFrame) -> pl.DataFrame:
+        """The rows this run writes: those of its days, for a daily run."""
+        return df.filter(pl.col(self.time_column).is_between(*self.window)) if self.window else df
+
+    def missing(self, stage: str) -> str:
+        if self.window:
+            first, last = self.window
+            held = sum(first <= d <= last for d in day_files(self.store, self._folder(stage)))
+            return f" for {(last - first).days + 1 - held} day(s) of {first}..{last}"
+        return f" for {self.bucket}" if self.bucket else ""
+
+    def read(self, stage: str) -> pl.DataFrame | None:
+        """The run's table as last written; None when it (or a day of it) has not been written."""
+        if self.window:
+            first, last = self.window
+            held = {d: k for d, k in day_files(self.store, self._folder(stage)).items() if first <= d <= last}
+            if len(held) < (last - first).days + 1:
+                return None
+            return self.store.read_parquet_files([k for _, k in sorted(held.items())], schema=SCHEMAS[self.source])
+        if self.bucket:
+            return read_bucket(self.store, self._folder(stage), self.bucket)
+        key = f"{self._folder(stage)}.parquet"
+        return self.store.read_parquet(key) if self.store.exists(key) else None
+
+    def write(self, stage: str, df: pl.DataFrame, *, merge: bool = False) -> str:
+        """Write the run's table. `merge` (after a partial failure): a daily run keeps the rows of its
+        days whose key `df` lacks; the other layouts get the whole table from the fetch anyway."""
+        if self.window:
+            first, last = self.window
+            return write_days(self.store, self._folder(stage), df, time_column=self.time_column, first=first,
+                              last=last, keys=KEYS[self.source] if merge else None)
+        if self.bucket:
+            return write_bucket(self.store, self._folder(stage), self.bucket, df)
+        return self.store.write_parquet(f"{self._folder(stage)}.parquet", df)
+
+    def drop_other_layout(self, log) -> None:
+        """A clean table written as one file and as days (TENALI_ONCHAIN_DAILY switched): `read_clean`
+        reads whichever is there, so the other goes. Both derive from raw, which stays."""
+        one = f"{self._folder('clean')}.parquet"
+        other = ([one] if self.store.exists(one) else []) if self.window else list(
+            day_files(self.store, self._folder("clean")).values())
+        if other:
+            log.info(f"removing {len(other)} clean file(s) of the other layout (TENALI_ONCHAIN_DAILY changed): "
+                     f"{', '.join(other[:3])}{' ...' if len(other) > 3 else ''}")
+            self.store.delete(other)
+
+
 def source_assets(
     source: str,
     *,
@@ -237,8 +326,7 @@ def source_assets(
         raise ValueError(f"{name}: a source is bucketed or daily, not both")
     if bucketed:
         BUCKETED.add((source, name))
-    raw_key, clean_key = f"raw/{source}/{name}.parquet", f"clean/{source}/{name}.parquet"
-    raw_dir, clean_dir = f"raw/{source}/{name}", f"clean/{source}/{name}"
+    raw_dir = f"raw/{source}/{name}"
     partitions = dg.StaticPartitionsDefinition(bucket_keys(buckets)) if bucketed and buckets > 1 else None
     part_note = (f" Partitioned into {buckets} instrument buckets (TENALI_INSTRUMENT_BUCKETS)." if partitions else "")
     backfill = None
@@ -248,158 +336,86 @@ def source_assets(
         part_note = (f" Partitioned by day from {daily_from} (TENALI_ONCHAIN_DAILY); a backfill of any range "
                      "runs as one run.")
 
-    def bucket_of_run(context) -> Bucket | None:
-        if not bucketed:
-            return None
-        return Bucket.from_key(context.partition_key, buckets) if partitions else Bucket.whole()
-
-    def read_raw(store: Lake, bucket: Bucket | None) -> pl.DataFrame | None:
-        if bucket is None:
-            return store.read_parquet(raw_key) if store.exists(raw_key) else None
-        return read_bucket(store, raw_dir, bucket)
-
-    def write(store: Lake, bucket: Bucket | None, stage: str, df: pl.DataFrame) -> str:
-        if bucket is None:
-            return store.write_parquet(raw_key if stage == "raw" else clean_key, df)
-        return write_bucket(store, raw_dir if stage == "raw" else clean_dir, bucket, df)
-
-    def read_clean_of(context: dg.AssetCheckExecutionContext, store: Lake) -> pl.DataFrame:
+    def files_of(context, store: Lake) -> _RunFiles:
+        """Where this run (an asset's, or its check's op context) reads and writes."""
+        bucket = window = None
+        if bucketed:
+            bucket = Bucket.from_key(context.partition_key, buckets) if partitions else Bucket.whole()
         if daily:
-            return read_days(store, clean_dir, SCHEMAS[source], *window_of(context.op_execution_context))
-        bucket = bucket_of_run(context.op_execution_context)
-        if bucket is None:
-            return store.read_parquet(clean_key)
-        return store.read_parquet(bucket.file(clean_dir))
+            window = window_of(context)
+        return _RunFiles(store, source, name, time_column, bucket=bucket, window=window)
 
     @dg.asset(name=f"raw_{name}", group_name=group, kinds={"polars", "parquet"}, deps=deps or [],
               partitions_def=partitions, backfill_policy=backfill,
               description=f"{description} As collected by the source client (sample or live).{part_note}")
     def raw_asset(context: dg.AssetExecutionContext, lake: LakeResource, sources: SourcesResource) -> dg.MaterializeResult:
         store = lake.lake()
-        if daily:
-            return raw_days(context, store, sources)
-        bucket = bucket_of_run(context)
+        files = files_of(context, store)
         if sources.is_off(source):
-            uri = write(store, bucket, "raw", pl.DataFrame(schema=SCHEMAS[source]))
+            uri = files.write("raw", pl.DataFrame(schema=SCHEMAS[source]))
             return dg.MaterializeResult(metadata={"disabled": True, "uri": dg.MetadataValue.path(uri),
-                                                  "dagster/row_count": 0, "client": sources.mode})
-        previous = read_raw(store, bucket)
-        if previous is None and bucket is not None:
-            previous = seed_from_other_counts(store, raw_dir, bucket, bucket_column)
-        part = bucket.file("x").split("/")[-1].removesuffix(".parquet") if bucket else name
-        run = SourceRun(sources=sources, lake=store, context=context, bucket=bucket,
-                        previous=_same_mode(previous, sources),
-                        state_key=f"state/{source}/{part if bucket else name}.json")
+                                                  "dagster/row_count": 0, "client": sources.mode, **files.meta})
+        # a daily run asks for its days whatever it held; the others ask only for what is new
+        previous = None if daily else files.read("raw")
+        if previous is None and bucketed:
+            previous = seed_from_other_counts(store, raw_dir, files.bucket, bucket_column)
+        run = SourceRun(sources=sources, lake=store, context=context, bucket=files.bucket,
+                        previous=_same_mode(previous, sources), window=files.window,
+                        state_key="" if daily else f"state/{source}/{files.label}.json")
         try:
-            df = fetch(run)
+            df = files.keep(fetch(run))
         except PartialFetchError as exc:
-            if exc.partial is not None and exc.partial.height:
-                write(store, bucket, "raw", exc.partial)
-                context.log.warning(f"kept {exc.partial.height} rows from the items that succeeded")
+            partial = files.keep(exc.partial) if exc.partial is not None else None
+            if partial is not None and partial.height:
+                # the items that answered replace theirs; those that failed keep the rows they had
+                files.write("raw", partial, merge=True)
+                context.log.warning(f"kept {partial.height} rows from the items that succeeded")
                 if run.new_state is not None:
                     run.write_state(run.new_state)
-            run.archive.save(store, source, part, context.run_id)
-            where = f" ({bucket})" if bucket and bucket.count > 1 else ""
-            raise dg.Failure(description=f"{exc}{where}",
+            run.archive.save(store, source, files.label, context.run_id)
+            raise dg.Failure(description=f"{exc}{files.where}",
                              metadata={"failed": dg.MetadataValue.json(exc.failures)}) from exc
         except Exception:
-            run.archive.save(store, source, part, context.run_id)  # what the source said is evidence
+            run.archive.save(store, source, files.label, context.run_id)  # what the source said is evidence
             raise
-        uri = write(store, bucket, "raw", df)
+        if daily and df.is_empty():
+            context.log.warning(f"{source} has no rows{files.where} (before the configured series begin?)")
+        uri = files.write("raw", df)
         if run.new_state is not None:
             run.write_state(run.new_state)
-        archived = run.archive.save(store, source, part, context.run_id)
+        archived = run.archive.save(store, source, files.label, context.run_id)
         meta = {**table_metadata(df, uri, time_column=time_column), "client": sources.mode,
-                "responses_kept": len(run.archive)}
+                "responses_kept": len(run.archive), **files.meta}
         if archived:
             meta["responses"] = dg.MetadataValue.path(archived)
         if previous is not None:
             meta["new_rows"] = df.height - previous.height
         return dg.MaterializeResult(metadata=meta)
 
-    def drop_other_layout(context, store: Lake, keys) -> None:
-        """The clean table written as one file and as days (TENALI_ONCHAIN_DAILY switched): `read_clean`
-        reads whichever is there, so the other goes. Both are derived from raw, which stays."""
-        keys = list(keys)
-        if keys:
-            context.log.info(f"removing {len(keys)} clean file(s) of the other layout (TENALI_ONCHAIN_DAILY "
-                             f"changed): {', '.join(keys[:3])}{' ...' if len(keys) > 3 else ''}")
-            store.delete(keys)
-
-    def raw_days(context: dg.AssetExecutionContext, store: Lake, sources: SourcesResource) -> dg.MaterializeResult:
-        """A daily source's run: fetch the partition range, write one file per day of it."""
-        first, last = window_of(context)
-        span = str(first) if first == last else f"{first}..{last}"
-        if sources.is_off(source):
-            uri = write_days(store, raw_dir, pl.DataFrame(schema=SCHEMAS[source]), time_column=time_column,
-                             first=first, last=last)
-            return dg.MaterializeResult(metadata={"disabled": True, "uri": dg.MetadataValue.path(uri),
-                                                  "dagster/row_count": 0, "client": sources.mode, "days": span})
-        run = SourceRun(sources=sources, lake=store, context=context, window=(first, last))
-        part = f"{name}-{first}" if first == last else f"{name}-{first}-to-{last}"
-
-        def in_window(df: pl.DataFrame) -> pl.DataFrame:
-            return df.filter(pl.col(time_column).is_between(first, last))
-
-        try:
-            df = in_window(fetch(run))
-        except PartialFetchError as exc:
-            partial = in_window(exc.partial) if exc.partial is not None else None
-            if partial is not None and partial.height:
-                # the items that answered replace theirs; those that failed keep the rows they had
-                write_days(store, raw_dir, partial, time_column=time_column, first=first, last=last,
-                           keys=KEYS[source])
-                context.log.warning(f"kept {partial.height} rows from the items that succeeded")
-            run.archive.save(store, source, part, context.run_id)
-            raise dg.Failure(description=f"{exc} (days {span})",
-                             metadata={"failed": dg.MetadataValue.json(exc.failures)}) from exc
-        except Exception:
-            run.archive.save(store, source, part, context.run_id)
-            raise
-        if df.is_empty():
-            context.log.warning(f"{source} has no rows for {span} (before the configured series begin?)")
-        uri = write_days(store, raw_dir, df, time_column=time_column, first=first, last=last)
-        archived = run.archive.save(store, source, part, context.run_id)
-        meta = {**table_metadata(df, uri, time_column=time_column), "client": sources.mode, "days": span,
-                "responses_kept": len(run.archive)}
-        if archived:
-            meta["responses"] = dg.MetadataValue.path(archived)
-        return dg.MaterializeResult(metadata=meta)
-
-    def clean_days(context: dg.AssetExecutionContext, store: Lake) -> dg.MaterializeResult:
-        first, last = window_of(context)
-        held = {d for d in day_files(store, raw_dir) if first <= d <= last}
-        missing = (last - first).days + 1 - len(held)
-        if missing:
-            raise dg.Failure(f"raw_{name} has not been materialised for {missing} day(s) of {first}..{last}: "
-                             "run it for those days first (the same partitions)")
-        result = clean(source, read_days(store, raw_dir, SCHEMAS[source], first, last))
-        uri = write_days(store, clean_dir, result.df, time_column=time_column, first=first, last=last)
-        drop_other_layout(context, store, [clean_key] if store.exists(clean_key) else [])
-        return dg.MaterializeResult(metadata={**table_metadata(result.df, uri, time_column=time_column),
-                                              "days": str(first) if first == last else f"{first}..{last}",
-                                              "dropped": fmt_counts(result.dropped),
-                                              "dropped_total": sum(result.dropped.values())})
-
     @dg.asset(name=f"clean_{name}", group_name=group, deps=[raw_asset], kinds={"polars", "parquet"},
               automation_condition=FOLLOW_INPUTS, partitions_def=partitions, backfill_policy=backfill,
               description=f"{description} Conformed to the schema, impossible and duplicate rows dropped, "
                           f"sorted by key.{part_note}")
     def clean_asset(context: dg.AssetExecutionContext, lake: LakeResource) -> dg.MaterializeResult:
-        store = lake.lake()
-        if daily:
-            return clean_days(context, store)
-        bucket = bucket_of_run(context)
-        raw = read_raw(store, bucket)
+        files = files_of(context, lake.lake())
+        raw = files.read("raw")
         if raw is None:
-            raise dg.Failure(f"raw_{name} has not been materialised{f' for {bucket}' if bucket else ''}: run it first")
+            raise dg.Failure(f"raw_{name} has not been materialised{files.missing('raw')}: run it first "
+                             f"(the same partitions)")
         result = clean(source, raw)
-        uri = write(store, bucket, "clean", result.df)
-        if bucket is None:
-            drop_other_layout(context, store, day_files(store, clean_dir).values())
+        uri = files.write("clean", result.df)
+        if not bucketed:
+            files.drop_other_layout(context.log)
         return dg.MaterializeResult(metadata={**table_metadata(result.df, uri, time_column=time_column),
                                               "dropped": fmt_counts(result.dropped),
-                                              "dropped_total": sum(result.dropped.values())})
+                                              "dropped_total": sum(result.dropped.values()), **files.meta})
+
+    def read_clean_of(context: dg.AssetCheckExecutionContext, store: Lake) -> pl.DataFrame:
+        files = files_of(context.op_execution_context, store)
+        df = files.read("clean")
+        if df is None:
+            raise FileNotFoundError(f"clean_{name} has not been materialised{files.missing('clean')}")
+        return df
 
     @dg.asset_check(asset=clean_asset, name="schema_and_nulls", blocking=True,
                     description="Columns and dtypes match the source schema; required columns have no nulls; "
@@ -451,9 +467,8 @@ def read_clean(lake: Lake, source: str, name: str) -> pl.DataFrame:
     day held of a daily one (its clean asset keeps only one of the two layouts)."""
     if (source, name) in BUCKETED:
         return read_bucketed(lake, f"clean/{source}/{name}", asset=f"clean_{name}")
-    days = day_files(lake, f"clean/{source}/{name}")
-    if days:
-        return lake.read_parquet_files([k for _, k in sorted(days.items())], schema=SCHEMAS[source])
+    if day_files(lake, f"clean/{source}/{name}"):
+        return read_days(lake, f"clean/{source}/{name}", SCHEMAS[source])
     return lake.read_parquet(clean_table(source, name))
 
 
