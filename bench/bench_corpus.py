@@ -134,7 +134,7 @@ def bucket_sweep(root: str, keys: list[str], work: Path, batch_rows: int, counts
     """Map-stage seconds per bucket count on the same documents: {count: min seconds}."""
     from tenali_pipeline.text.corpus import FilterConfig
     from tenali_pipeline.text.dedup import MinHasher, NearDupConfig
-    from tenali_pipeline.text.stream import _map_all
+    from tenali_pipeline.text.stream import _map_all, _Units
 
     lake, hasher, best = Lake(root), MinHasher(NearDupConfig()), {}
     for r in range(rounds):
@@ -142,7 +142,7 @@ def bucket_sweep(root: str, keys: list[str], work: Path, batch_rows: int, counts
             folder = work / f"sweep-{count}-{r}"
             folder.mkdir(parents=True)
             t0 = time.perf_counter()
-            _map_all(lake, keys, folder, count, StreamConfig(batch_rows=batch_rows), FilterConfig(), hasher)
+            _map_all(lake, keys, folder, count, StreamConfig(batch_rows=batch_rows), FilterConfig(), hasher, _Units(1))
             best[count] = min(best.get(count, float("inf")), time.perf_counter() - t0)
     return best
 

@@ -229,11 +229,11 @@ class _Units:
 
 
 def _map_all(lake: Lake, inputs: list[str], work: Path, buckets: int, stream: StreamConfig,
-             filters: FilterConfig, hasher: MinHasher | None, units: _Units | None = None) -> tuple[int, dict[str, int]]:
+             filters: FilterConfig, hasher: MinHasher | None, units: _Units) -> tuple[int, dict[str, int]]:
     """Stage 1 over every input table."""
     args = [(lake, key, t, work, buckets, stream.batch_rows, stream.spill_rows, filters, hasher)
             for t, key in enumerate(inputs)]
-    results = (units or _Units(1)).map(_map_input, args)
+    results = units.map(_map_input, args)
     dropped: Counter = Counter()
     for _, counts in results:
         dropped.update(counts)
@@ -248,9 +248,9 @@ def _exact_bucket(work: Path, k: int) -> tuple[np.ndarray, pl.DataFrame] | None:
     return df.filter(~pl.col("first"))["id"].to_numpy(), df.filter(pl.col("first")).group_by("date").len()
 
 
-def _exact(work: Path, buckets: int, units: _Units | None = None) -> tuple[np.ndarray, pl.DataFrame]:
+def _exact(work: Path, buckets: int, units: _Units) -> tuple[np.ndarray, pl.DataFrame]:
     """Stage 2: ids of the later exact copies, and the survivors' documents per date."""
-    found = [r for r in (units or _Units(1)).map(_exact_bucket, [(work, k) for k in range(buckets)]) if r is not None]
+    found = [r for r in units.map(_exact_bucket, [(work, k) for k in range(buckets)]) if r is not None]
     drops, hist = [d for d, _ in found], [h for _, h in found]
     dropped = np.sort(np.concatenate(drops)) if drops else np.zeros(0, dtype=np.int64)
     per_date = (pl.concat(hist).group_by("date").agg(pl.col("len").sum()).sort("date") if hist
@@ -258,9 +258,23 @@ def _exact(work: Path, buckets: int, units: _Units | None = None) -> tuple[np.nd
     return dropped, per_date
 
 
-def _candidates(work: Path, k: int, skip: np.ndarray) -> pl.DataFrame | None:
+def _outside(ids: pl.Series, drop: np.ndarray) -> pl.Series:
+    """Whether each id is absent from the sorted array ``drop``: a binary search, so no hash set of
+    ``drop`` is built per batch or bucket."""
+    values = ids.to_numpy()
+    if len(drop) == 0:
+        return pl.Series(np.ones(len(values), dtype=bool))
+    return pl.Series(drop[np.searchsorted(drop, values).clip(max=len(drop) - 1)] != values)
+
+
+EXACT_DROPPED = "exact_dropped.npy"  # the exact stage's dropped ids, sorted: read by each bucket, mapped
+
+
+def _candidates(work: Path, k: int) -> pl.DataFrame | None:
     rows = _read_bucket(work / "bands", k)
-    return None if rows is None else candidate_pairs(rows.filter(~pl.col("id").is_in(pl.Series(skip))))
+    if rows is None:
+        return None
+    return candidate_pairs(rows.filter(_outside(rows["id"], np.load(work / EXACT_DROPPED, mmap_mode="r"))))
 
 
 def _side(s: str) -> dict[str, str]:
@@ -294,10 +308,10 @@ def _verify(work: Path, t: int, batch_rows: int, threshold: float) -> list[pl.Da
 
 
 def _near_duplicates(work: Path, buckets: int, inputs: int, exact_dropped: np.ndarray, val_start: dt.date,
-                     cfg: NearDupConfig, batch_rows: int, units: _Units | None = None) -> tuple[dict[int, str], NearDupReport]:
+                     cfg: NearDupConfig, batch_rows: int, units: _Units) -> tuple[dict[int, str], NearDupReport]:
     """Stage 3: candidates per bucket, verified against the signatures (two passes, per table), then decided."""
-    units = units or _Units(1)
-    found = [c for c in units.map(_candidates, [(work, k, exact_dropped) for k in range(buckets)]) if c is not None]
+    np.save(work / EXACT_DROPPED, exact_dropped)  # once, not pickled to every bucket's task
+    found = [c for c in units.map(_candidates, [(work, k) for k in range(buckets)]) if c is not None]
     pairs = pl.concat(found).unique() if found else pl.DataFrame(schema={"a": pl.Int64, "b": pl.Int64})
     pairs = pairs.with_columns(ta=pl.col("a") // (1 << 32), tb=pl.col("b") // (1 << 32))
     needs = [(t, pairs.filter(pl.col("ta") == t)) for t in range(inputs)]
@@ -340,12 +354,13 @@ def build_corpus_stream(lake: Lake, inputs: list[str], outputs: CorpusKeys, *, w
 def _build(lake: Lake, inputs: list[str], outputs: CorpusKeys, work: Path, val_start: dt.date | None,
            filters: FilterConfig, cfg: NearDupConfig | None, hasher: MinHasher | None, mixing: MixConfig | None,
            stream: StreamConfig, total: int, buckets: int, units: _Units) -> CorpusSummary:
-    seconds, clock = {}, [time.perf_counter()]
+    seconds: dict[str, float] = {}
+    since = time.perf_counter()
 
-    def lap(stage: str) -> None:
+    def lap(stage: str) -> None:  # the wall seconds since the last lap, as this stage's
+        nonlocal since
         now = time.perf_counter()
-        seconds[stage] = round(now - clock[0], 3)
-        clock[0] = now
+        seconds[stage], since = round(now - since, 3), now
 
     kept, dropped = _map_all(lake, inputs, work, buckets, stream, filters, hasher, units)
     lap("map")
@@ -389,7 +404,7 @@ def _build(lake: Lake, inputs: list[str], outputs: CorpusKeys, work: Path, val_s
             for batch in Lake(str(work)).iter_parquet(f"docs/{t:05d}.parquet", stream.batch_rows):
                 lo, hi = np.searchsorted(drop, [batch["id"][0], batch["id"][-1] + 1])
                 if hi > lo:
-                    batch = batch.filter(~pl.col("id").is_in(pl.Series(drop[lo:hi])))
+                    batch = batch.filter(_outside(batch["id"], drop[lo:hi]))
                 batch = batch.drop("id").sort("date", "doc_id")
                 val, train = batch.filter(pl.col("date") >= val_start), batch.filter(pl.col("date") < val_start)
                 val_w.write(val)
