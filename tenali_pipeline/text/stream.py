@@ -132,8 +132,8 @@ class _Spills:
 
     Why spills and not a file per bucket: writing each batch's share of every bucket costs a row group
     per bucket per batch, and the bucket count grows with the corpus (``bucket_docs``), so the map
-    stage's cost per document would grow with it (on the same 20,000 documents it took 27% to 56%
-    longer with 200 buckets than with 2; docs/benchmarks.md). A spill costs one write per
+    stage's cost per document would grow with it (on the same 20,000 documents it took 1.34x as long
+    with 200 buckets as with 2; docs/benchmarks.md). A spill costs one write per
     ``spill_rows`` rows whatever the bucket count; a bucket then reads one batch per spill."""
 
     def __init__(self, folder: Path, name: str, buckets: int, column: str, spill_rows: int):

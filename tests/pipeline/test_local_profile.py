@@ -226,7 +226,9 @@ def test_a_second_materialisation_succeeds_with_only_the_cheap_requests_allowed(
         "/fred/series?series_id=FEDFUNDS", "/fred/series?series_id=GDP"]  # no observations asked again
 
 
-@pytest.mark.parametrize("upstream", UPSTREAMS)
+# The daily on-chain sources are not run again in the second phase (their next run is the next day's,
+# which asks for that day), so "nothing new" would hold for them without testing anything.
+@pytest.mark.parametrize("upstream", [u for u in UPSTREAMS if u not in ("defillama", "coingecko")])
 def test_a_second_materialisation_asks_the_source_for_nothing_new(second, upstream):
     allowed = ALLOWED.get(upstream, lambda path, status: False)
     unexpected = [(path, status) for path, status in second.asked[upstream] if not allowed(path, status)]
