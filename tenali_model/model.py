@@ -35,24 +35,27 @@ class RMSNorm(nn.Module):
         self.weight = nn.Parameter(torch.ones(dim))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        xf = x.float()
-        xf = xf * torch.rsqrt(xf.pow(2).mean(-1, keepdim=True) + self.eps)
-        return (xf * self.weight.float()).type_as(x)
+        # x * rsqrt(mean(x^2) + eps) * weight: F.rms_norm gives the same float32 bits as spelling it
+        # out on CPU in fewer dispatches, and a fused kernel on CUDA.
+        return F.rms_norm(x.float(), (x.shape[-1],), self.weight.float(), self.eps).type_as(x)
 
 
 def rope_tables(head_dim: int, max_seq_len: int, theta: float) -> tuple[torch.Tensor, torch.Tensor]:
-    """cos/sin of position * frequency, shape [max_seq_len, head_dim] (each half repeated)."""
+    """cos and signed sin of position * frequency, shape [max_seq_len, head_dim] (each half
+    repeated; the first half of the sin table negated, see `apply_rope`)."""
     freqs = 1.0 / (theta ** (torch.arange(0, head_dim, 2, dtype=torch.float32) / head_dim))
     angles = torch.outer(torch.arange(max_seq_len, dtype=torch.float32), freqs)
-    angles = torch.cat([angles, angles], dim=-1)
-    return angles.cos(), angles.sin()
+    sin = angles.sin()
+    return torch.cat([angles, angles], dim=-1).cos(), torch.cat([-sin, sin], dim=-1)
 
 
 def apply_rope(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
-    """Rotate pairs (i, i + head_dim/2) of x [B, H, T, hd] by the position angles."""
-    half = x.shape[-1] // 2
-    rotated = torch.cat([-x[..., half:], x[..., :half]], dim=-1)
-    return (x * cos + rotated * sin).type_as(x)
+    """Rotate pairs (i, i + head_dim/2) of x [B, H, T, hd] by the position angles.
+
+    Hugging Face's rotate_half(x) * sin is cat(-x2, x1) * sin; with the sign folded into the table
+    (`rope_tables`) it is roll(x, half) * signed_sin: the same float bits in one op instead of four.
+    """
+    return (x * cos + x.roll(x.shape[-1] // 2, -1) * sin).type_as(x)
 
 
 class KVCache:
@@ -275,23 +278,35 @@ class _SlotView:
         return self.cache.k[layer, s, :, :end], self.cache.v[layer, s, :, :end]
 
 
-def _attention_slots(attn: Attention, x, cos, sin, cache: SlotKVCache, slots, positions, span: int):
-    """One new token per row: x [B, 1, dim] at positions [B] of cache rows slots [B]."""
+def _attention_slots(attn: Attention, x, cos, sin, cache: SlotKVCache, rows, positions, span: int,
+                     mask, same_pos: int | None):
+    """One new token per row: x [B, 1, dim] at positions [B] of cache rows `rows` (a slice when the
+    slots are contiguous, so reads are views, else an index tensor, so reads gather)."""
     B = x.shape[0]
-    q = attn.wq(x).view(B, 1, attn.n_heads, attn.head_dim).transpose(1, 2)
-    k = attn.wk(x).view(B, 1, attn.n_kv_heads, attn.head_dim).transpose(1, 2)
-    v = attn.wv(x).view(B, 1, attn.n_kv_heads, attn.head_dim).transpose(1, 2)
+    # [B, 1, heads * hd] viewed as [B, heads, 1, hd] directly: with one position that is the
+    # transpose(1, 2) of the training path, without the op.
+    q = attn.wq(x).view(B, attn.n_heads, 1, attn.head_dim)
+    k = attn.wk(x).view(B, attn.n_kv_heads, 1, attn.head_dim)
+    v = attn.wv(x).view(B, attn.n_kv_heads, 1, attn.head_dim)
     q, k = apply_rope(q, cos, sin), apply_rope(k, cos, sin)
-    cache.k[attn.layer, slots, :, positions] = k[:, :, 0]
-    cache.v[attn.layer, slots, :, positions] = v[:, :, 0]
-    k, v = cache.k[attn.layer, slots, :, :span], cache.v[attn.layer, slots, :, :span]
-    if attn.n_kv_heads != attn.n_heads:
+    ck, cv = cache.k[attn.layer], cache.v[attn.layer]
+    if same_pos is not None and isinstance(rows, slice):  # a plain strided copy
+        ck[rows, :, same_pos] = k[:, :, 0]
+        cv[rows, :, same_pos] = v[:, :, 0]
+    else:
+        index = rows if not isinstance(rows, slice) else torch.arange(rows.start, rows.stop, device=x.device)
+        ck[index, :, positions] = k[:, :, 0]
+        cv[index, :, positions] = v[:, :, 0]
+    k, v = ck[rows, :, :span], cv[rows, :, :span]
+    gqa = attn.n_kv_heads != attn.n_heads
+    if gqa and x.device.type != "cpu":
+        # CUDA's memory-efficient kernel (the one taking a mask) has no grouped-query mode: repeat.
         n_rep = attn.n_heads // attn.n_kv_heads
         k, v = k.repeat_interleave(n_rep, dim=1), v.repeat_interleave(n_rep, dim=1)
-    # Row b sees its own keys 0..positions[b]; longer rows' keys beyond that are masked out.
-    mask = (torch.arange(span, device=x.device)[None, :] <= positions[:, None])[:, None, None, :]
-    y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask)
-    return attn.wo(y.transpose(1, 2).reshape(B, 1, -1))
+        gqa = False
+    # CPU: query head h reads kv head h // n_rep directly (no copies; the same bits as repeating).
+    y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, enable_gqa=gqa)
+    return attn.wo(y.reshape(B, 1, -1))  # [B, heads, 1, hd] -> [B, 1, heads * hd], as above
 
 
 @torch.no_grad()
@@ -299,16 +314,29 @@ def decode_slots(model: "Transformer", tokens: torch.Tensor, cache: SlotKVCache,
                  slots: torch.Tensor, positions: torch.Tensor) -> torch.Tensor:
     """Last-position logits [B, V] (float32) after feeding tokens [B] at positions [B] in cache rows slots [B].
 
-    Each row must have been prefilled up to positions[b] - 1 in its slot.
+    Each row must have been prefilled up to positions[b] - 1 in its slot. Per-step work is kept
+    small because a small model's decoding step is mostly dispatch: contiguous slots (the engine
+    hands out the lowest free ones) are read as views, and the mask is built once per step, or
+    not at all when every row sits at the same position.
     """
     cfg = model.config
-    if int(positions.max()) >= min(cfg.max_seq_len, cache.max_len):
-        raise ValueError(f"position {int(positions.max())} exceeds the context of {min(cfg.max_seq_len, cache.max_len)}")
-    span = int(positions.max()) + 1
+    pos = positions.tolist()
+    span = max(pos) + 1
+    if span > min(cfg.max_seq_len, cache.max_len):
+        raise ValueError(f"position {span - 1} exceeds the context of {min(cfg.max_seq_len, cache.max_len)}")
+    ids = slots.tolist()
+    B = len(ids)
+    rows = slice(ids[0], ids[0] + B) if ids == list(range(ids[0], ids[0] + B)) else slots
+    same_pos = pos[0] if min(pos) == span - 1 else None
+    if same_pos is None:  # row b sees its own keys 0..positions[b]; longer rows' keys are masked
+        mask = (torch.arange(span, device=tokens.device)[None, :] <= positions[:, None])[:, None, None, :]
+    else:
+        mask = None  # every row sees all `span` keys
     cos = model.rope_cos[positions][:, None, None, :]
     sin = model.rope_sin[positions][:, None, None, :]
     x = model.tok_embeddings(tokens[:, None])
     for block in model.layers:
-        x = x + _attention_slots(block.attn, block.attn_norm(x), cos, sin, cache, slots, positions, span)
+        x = x + _attention_slots(block.attn, block.attn_norm(x), cos, sin, cache, rows, positions, span,
+                                 mask, same_pos)
         x = x + block.mlp(block.mlp_norm(x))
     return model.lm_head(model.norm(x)).float()[:, -1]

@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from tenali_model.config import ModelConfig, preset
-from tenali_model.model import KVCache, Transformer
+from tenali_model.model import KVCache, SlotKVCache, Transformer, apply_rope, decode_slots
 
 
 def tiny(**kw) -> Transformer:
@@ -79,6 +79,41 @@ def test_kv_cache_matches_full_forward(kw):
     for t in range(13, 24):
         parts.append(model(idx[:, t:t + 1], cache=cache, start_pos=t)[0])
     torch.testing.assert_close(torch.cat(parts, dim=1), full, atol=1e-5, rtol=1e-4)
+
+
+@pytest.mark.parametrize("kw", [{}, {"n_kv_heads": 4}, {"n_kv_heads": 1}])
+@pytest.mark.parametrize("slots, lengths", [
+    ([0, 1, 2], [7, 7, 7]),  # contiguous rows at one position: views, no mask
+    ([1, 2], [5, 11]),       # contiguous rows at different positions: views and a mask
+    ([3, 0, 2], [9, 4, 6]),  # rows out of order: gathered
+])
+def test_slot_decoding_matches_full_forward(kw, slots, lengths):
+    """The server's batched step (`decode_slots`) gives each row the logits of its own full forward."""
+    model = tiny(**kw).eval()
+    g = torch.Generator().manual_seed(len(slots))
+    seqs = [torch.randint(0, 512, (n + 4,), generator=g) for n in lengths]
+    cache = SlotKVCache(model.config, 4, 32, "cpu", torch.float32)
+    with torch.no_grad():
+        for slot, seq, n in zip(slots, seqs, lengths):
+            model(seq[None, :n], cache=cache.view(slot), start_pos=0)
+        for step in range(4):  # every row advances one token per step
+            tokens = torch.stack([seq[n + step] for seq, n in zip(seqs, lengths)])
+            positions = torch.tensor([n + step for n in lengths])
+            got = decode_slots(model, tokens, cache, torch.tensor(slots), positions)
+            for row, (seq, n) in enumerate(zip(seqs, lengths)):
+                want = model(seq[None, :n + step + 1])[0][0, -1]
+                torch.testing.assert_close(got[row], want, atol=1e-5, rtol=1e-4)
+
+
+def test_rope_rotates_half_like_hugging_face():
+    """The signed-sin table and roll give Hugging Face's x * cos + rotate_half(x) * sin, bit for bit."""
+    model = tiny()
+    x = torch.randn(2, 4, 16, model.config.head_dim)
+    cos, signed_sin = model.rope_cos[:16], model.rope_sin[:16]
+    half = x.shape[-1] // 2
+    sin = torch.cat([-signed_sin[:, :half], signed_sin[:, half:]], dim=-1)  # the plain sin table
+    rotate_half = torch.cat([-x[..., half:], x[..., :half]], dim=-1)
+    assert torch.equal(apply_rope(x, cos, signed_sin), x * cos + rotate_half * sin)
 
 
 def test_too_long_sequence_is_refused():
