@@ -2,16 +2,18 @@
 
     .venv/bin/python bench/bench_serve.py [--preset demo] [--device cpu] [--dtype float32] [--threads 1]
                                           [--lengths 16,32,64,full] [--concurrency 1,4,16] [--new-tokens 32]
-                                          [--out var/bench_serve]
+                                          [--rounds 3] [--stream-interval-ms 20] [--out var/bench_serve]
 
 One run, one model (the preset, randomly initialised: speed does not depend on the weights), one
 device, thread count, dtype and sampling setting (greedy, no stop token, exactly --new-tokens
 tokens per request). For each prompt length and concurrency C (C requests sent at once, equal
-prompt lengths):
+prompt lengths), --rounds rounds, each running the three paths one after another (so a noisy
+neighbour slows them alike; each figure is the median over the rounds):
 
-- in process: `Engine` (batched decoding with a slot KV cache), requests submitted from threads;
+- in process: `Engine` (batched decoding with a slot KV cache), token times stamped by the engine;
 - HTTP: the same engine behind `tenali serve`'s app under uvicorn in a child process, C streaming
-  clients (httpx); times are taken by the client;
+  clients (httpx); times are taken by the client; the server streams with its default chunking
+  (`--stream-interval-ms`, 20: a chunk at most every 20 ms after the first token);
 - transformers: `generate` on the Hugging Face export of the same weights (a batch of C prompts,
   `min_new_tokens` = `max_new_tokens`, greedy, its default cache).
 
@@ -87,7 +89,11 @@ def run_inprocess(engine: Engine, ps, new_tokens: int) -> dict:
     params = SamplingParams(max_tokens=new_tokens, temperature=0)
     t0 = time.perf_counter()
     reqs = [engine.submit(p, params) for p in ps]
-    times = [[ev.time for ev in r.events() if ev.kind == "token"] for r in reqs]  # stamped by the engine
+    # Times are stamped by the engine as it hands each token over; waiting for the end (instead of
+    # waking for each token) keeps this thread from competing with the engine's for the GIL.
+    for r in reqs:
+        r.wait()
+    times = [[ev.time for ev in r.ready_events() if ev.kind == "token"] for r in reqs]
     wall = max(ts[-1] for ts in times) - t0
     ttfts = [ts[0] - t0 for ts in times]
     tps = [(len(ts) - 1) / (ts[-1] - ts[0]) for ts in times if len(ts) > 1]
@@ -151,7 +157,8 @@ def serve_child(args) -> None:
     torch.set_num_threads(args.threads)
     model = load_model(args._serve[0], device=args.device).to(getattr(torch, args.dtype))
     served = Served(model=model, tokenizer=IdTokenizer(model.config.vocab_size), name="bench", source="bench")
-    app = create_app(served, ServeOptions(max_batch=max(args.concurrency), max_queue=64, api_key=""))
+    app = create_app(served, ServeOptions(max_batch=max(args.concurrency), max_queue=64, api_key="",
+                                          stream_interval=args.stream_interval_ms / 1000))
     uvicorn.run(app, host="127.0.0.1", port=int(args._serve[1]), log_level="warning")
 
 
@@ -166,7 +173,8 @@ def start_server(args, ckpt: Path):
         s.bind((DEFAULT_HOST, 0))
         port = s.getsockname()[1]
     cmd = [sys.executable, __file__, "--_serve", str(ckpt), str(port), "--preset", args.preset, "--device", args.device,
-           "--dtype", args.dtype, "--threads", str(args.threads), "--concurrency", ",".join(map(str, args.concurrency))]
+           "--dtype", args.dtype, "--threads", str(args.threads), "--concurrency", ",".join(map(str, args.concurrency)),
+           "--stream-interval-ms", str(args.stream_interval_ms)]
     proc = subprocess.Popen(cmd, env={**os.environ, "OMP_NUM_THREADS": str(args.threads)})
     url = f"http://{DEFAULT_HOST}:{port}"
     for _ in range(600):
@@ -191,8 +199,10 @@ def main(argv=None) -> int:
     p.add_argument("--lengths", default="16,32,64,full", help="prompt lengths; 'full' = context - new tokens")
     p.add_argument("--concurrency", default="1,4,16", type=lambda s: [int(x) for x in s.split(",")])
     p.add_argument("--new-tokens", type=int, default=32)
-    p.add_argument("--rounds", type=int, default=2, help="repeats per cell; the best (least disturbed) is kept")
+    p.add_argument("--rounds", type=int, default=3, help="repeats per cell, alternating the paths; the median is kept")
     p.add_argument("--skip", default="", help="comma-separated: http, transformers")
+    p.add_argument("--stream-interval-ms", type=float, default=20.0,
+                   help="the server's --stream-interval-ms (its default: 20; 0 sends every token at once)")
     p.add_argument("--out", default="var/bench_serve")
     p.add_argument("--_serve", nargs=2, help=argparse.SUPPRESS)
     args = p.parse_args(argv)
@@ -208,51 +218,51 @@ def main(argv=None) -> int:
     lengths = [n for n in lengths if 0 < n <= ctx - args.new_tokens]
     device_name = torch.cuda.get_device_name() if args.device.startswith("cuda") else f"CPU x{args.threads} threads"
     print(f"model {args.preset} ({model.num_params() / 1e6:.1f}M params, context {ctx}), {device_name}, "
-          f"{args.dtype}, greedy, {args.new_tokens} new tokens, lengths {lengths}, concurrency {args.concurrency}")
+          f"{args.dtype}, greedy, {args.new_tokens} new tokens, lengths {lengths}, concurrency {args.concurrency}, "
+          f"HTTP stream interval {args.stream_interval_ms:g} ms")
 
-    results = []
     tmp = Path(tempfile.mkdtemp(prefix="bench-serve-"))
     from tenali_model.checkpoint import save_checkpoint
 
     ckpt = save_checkpoint(tmp / "ckpt", step=0, model=model.float())
     model = model.to(getattr(torch, args.dtype))
 
-    def best(fn, *a):
-        runs = [fn(*a) for _ in range(args.rounds)]
-        return max(runs, key=lambda r: r["aggregate_tps"])
-
+    # Every path is set up first, then each cell's rounds alternate between them, so a noisy
+    # neighbour slows all paths alike and the ratios compare like with like.
     engine = Engine(model, max_batch=max(args.concurrency), max_queue=64).start()
     run_inprocess(engine, prompts(2, 16, cfg.vocab_size), 4)  # warm up
-    for n in lengths:
-        for c in args.concurrency:
-            r = best(run_inprocess, engine, prompts(c, n, cfg.vocab_size), args.new_tokens)
-            results.append({"path": "in-process", "prompt": n, "concurrency": c, **r})
-    engine.stop()
-
-    if "http" not in skip:
-        proc, url = start_server(args, ckpt)
-        try:
+    paths = {"in-process": lambda ps: run_inprocess(engine, ps, args.new_tokens)}
+    proc = None
+    try:
+        if "http" not in skip:
+            proc, url = start_server(args, ckpt)
             asyncio.run(_http_round(url, prompts(2, 16, cfg.vocab_size), 4))
-            for n in lengths:
-                for c in args.concurrency:
-                    r = best(lambda *a: asyncio.run(_http_round(*a)), url, prompts(c, n, cfg.vocab_size), args.new_tokens)
-                    results.append({"path": "http", "prompt": n, "concurrency": c, **r})
-        finally:
-            proc.terminate()
-            proc.wait(10)
+            paths["http"] = lambda ps: asyncio.run(_http_round(url, ps, args.new_tokens))
+        if "transformers" not in skip:
+            from transformers import AutoModelForCausalLM
 
-    if "transformers" not in skip:
-        from transformers import AutoModelForCausalLM
+            from tenali_model.hf import export_hf
 
-        from tenali_model.hf import export_hf
-
-        hf_dir = export_hf(ckpt, tmp / "hf")
-        hf = AutoModelForCausalLM.from_pretrained(hf_dir, torch_dtype=getattr(torch, args.dtype)).to(args.device).eval()
-        run_transformers(hf, prompts(1, 16, cfg.vocab_size), 4, args.device)
+            hf_dir = export_hf(ckpt, tmp / "hf")
+            hf = AutoModelForCausalLM.from_pretrained(hf_dir, dtype=getattr(torch, args.dtype)).to(args.device).eval()
+            run_transformers(hf, prompts(1, 16, cfg.vocab_size), 4, args.device)
+            paths["transformers"] = lambda ps: run_transformers(hf, ps, args.new_tokens, args.device)
+        results = []
         for n in lengths:
             for c in args.concurrency:
-                r = best(run_transformers, hf, prompts(c, n, cfg.vocab_size), args.new_tokens, args.device)
-                results.append({"path": "transformers", "prompt": n, "concurrency": c, **r})
+                ps = prompts(c, n, cfg.vocab_size)
+                runs = {name: [] for name in paths}
+                for _ in range(args.rounds):
+                    for name in runs:
+                        runs[name].append(paths[name](ps))
+                for name, rs in runs.items():
+                    results.append({"path": name, "prompt": n, "concurrency": c,
+                                    **{k: statistics.median(r[k] for r in rs) for k in rs[0]}})
+    finally:
+        engine.stop()
+        if proc is not None:
+            proc.terminate()
+            proc.wait(10)
 
     report(args, results, lengths, device_name, model)
     return 0

@@ -278,26 +278,51 @@ class _SlotView:
         return self.cache.k[layer, s, :, :end], self.cache.v[layer, s, :, :end]
 
 
-def _attention_slots(attn: Attention, x, cos, sin, cache: SlotKVCache, rows, positions, span: int,
+def _norm(norm: RMSNorm, x: torch.Tensor) -> torch.Tensor:
+    """RMSNorm for decoding: the same float32 arithmetic, without the casts a float32 model needs not."""
+    if x.dtype == torch.float32 and norm.weight.dtype == torch.float32:
+        return F.rms_norm(x, (x.shape[-1],), norm.weight, norm.eps)
+    return norm(x)
+
+
+def _linear(mod: nn.Module, x: torch.Tensor) -> torch.Tensor:
+    """mod(x) for a 2-D x; a plain bias-free nn.Linear becomes the mm that F.linear would run,
+    without its wrapper dispatches. Anything else (a LoRA layer, a hooked module) is called as is."""
+    if type(mod) is nn.Linear and mod.bias is None and not (mod._forward_hooks or mod._forward_pre_hooks):
+        return torch.mm(x, mod.weight.t())
+    return mod(x)
+
+
+def _mlp(mlp: MLP, x: torch.Tensor) -> torch.Tensor:
+    """MLP.forward with `_linear` (tests check the two agree)."""
+    if mlp.activation == "swiglu":
+        return _linear(mlp.w2, F.silu(_linear(mlp.w1, x)) * _linear(mlp.w3, x))
+    return _linear(mlp.w2, F.gelu(_linear(mlp.w1, x), approximate="tanh"))
+
+
+def _rope(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
+    out = x * cos + x.roll(x.shape[-1] // 2, -1) * sin
+    return out if out.dtype == x.dtype else out.to(x.dtype)
+
+
+def _attention_slots(attn: Attention, x, cos, sin, keys, values, rows, positions, span: int,
                      mask, same_pos: int | None):
-    """One new token per row: x [B, 1, dim] at positions [B] of cache rows `rows` (a slice when the
-    slots are contiguous, so reads are views, else an index tensor, so reads gather)."""
+    """One new token per row: x [B, dim] at positions [B]; keys/values [B, KV, max_len, hd] are this
+    layer's cache rows (views when the slots are contiguous) or the whole slab with `rows` an index."""
     B = x.shape[0]
-    # [B, 1, heads * hd] viewed as [B, heads, 1, hd] directly: with one position that is the
-    # transpose(1, 2) of the training path, without the op.
-    q = attn.wq(x).view(B, attn.n_heads, 1, attn.head_dim)
-    k = attn.wk(x).view(B, attn.n_kv_heads, 1, attn.head_dim)
-    v = attn.wv(x).view(B, attn.n_kv_heads, 1, attn.head_dim)
-    q, k = apply_rope(q, cos, sin), apply_rope(k, cos, sin)
-    ck, cv = cache.k[attn.layer], cache.v[attn.layer]
-    if same_pos is not None and isinstance(rows, slice):  # a plain strided copy
-        ck[rows, :, same_pos] = k[:, :, 0]
-        cv[rows, :, same_pos] = v[:, :, 0]
+    q = _linear(attn.wq, x).view(B, attn.n_heads, 1, attn.head_dim)  # [B, heads, 1, hd]: one position per row
+    k = _linear(attn.wk, x).view(B, attn.n_kv_heads, attn.head_dim)
+    v = _linear(attn.wv, x).view(B, attn.n_kv_heads, attn.head_dim)
+    q, k = _rope(q, cos[:, None], sin[:, None]), _rope(k, cos, sin)
+    if same_pos is not None and rows is None:  # plain strided copies into the views
+        keys[:, :, same_pos] = k
+        values[:, :, same_pos] = v
+        k, v = keys[:, :, :span], values[:, :, :span]
     else:
-        index = rows if not isinstance(rows, slice) else torch.arange(rows.start, rows.stop, device=x.device)
-        ck[index, :, positions] = k[:, :, 0]
-        cv[index, :, positions] = v[:, :, 0]
-    k, v = ck[rows, :, :span], cv[rows, :, :span]
+        index = torch.arange(B, device=x.device) if rows is None else rows
+        keys[index, :, positions] = k
+        values[index, :, positions] = v
+        k, v = (keys[:, :, :span], values[:, :, :span]) if rows is None else (keys[rows, :, :span], values[rows, :, :span])
     gqa = attn.n_kv_heads != attn.n_heads
     if gqa and x.device.type != "cpu":
         # CUDA's memory-efficient kernel (the one taking a mask) has no grouped-query mode: repeat.
@@ -306,7 +331,7 @@ def _attention_slots(attn: Attention, x, cos, sin, cache: SlotKVCache, rows, pos
         gqa = False
     # CPU: query head h reads kv head h // n_rep directly (no copies; the same bits as repeating).
     y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, enable_gqa=gqa)
-    return attn.wo(y.reshape(B, 1, -1))  # [B, heads, 1, hd] -> [B, 1, heads * hd], as above
+    return _linear(attn.wo, y.view(B, -1))  # [B, heads, 1, hd] -> [B, heads * hd]
 
 
 @torch.no_grad()
@@ -314,10 +339,11 @@ def decode_slots(model: "Transformer", tokens: torch.Tensor, cache: SlotKVCache,
                  slots: torch.Tensor, positions: torch.Tensor) -> torch.Tensor:
     """Last-position logits [B, V] (float32) after feeding tokens [B] at positions [B] in cache rows slots [B].
 
-    Each row must have been prefilled up to positions[b] - 1 in its slot. Per-step work is kept
-    small because a small model's decoding step is mostly dispatch: contiguous slots (the engine
-    hands out the lowest free ones) are read as views, and the mask is built once per step, or
-    not at all when every row sits at the same position.
+    Each row must have been prefilled up to positions[b] - 1 in its slot. The arithmetic is the
+    training forward's (the same logits, bit for bit, on CPU), with fewer dispatches, which are most
+    of a small model's decoding step: activations stay [B, dim]; contiguous slots (the engine hands
+    out the lowest free ones) are read as views; the mask is built once per step, or not at all
+    when every row sits at the same position.
     """
     cfg = model.config
     pos = positions.tolist()
@@ -326,17 +352,21 @@ def decode_slots(model: "Transformer", tokens: torch.Tensor, cache: SlotKVCache,
         raise ValueError(f"position {span - 1} exceeds the context of {min(cfg.max_seq_len, cache.max_len)}")
     ids = slots.tolist()
     B = len(ids)
-    rows = slice(ids[0], ids[0] + B) if ids == list(range(ids[0], ids[0] + B)) else slots
+    contiguous = ids == list(range(ids[0], ids[0] + B))
     same_pos = pos[0] if min(pos) == span - 1 else None
     if same_pos is None:  # row b sees its own keys 0..positions[b]; longer rows' keys are masked
         mask = (torch.arange(span, device=tokens.device)[None, :] <= positions[:, None])[:, None, None, :]
     else:
         mask = None  # every row sees all `span` keys
-    cos = model.rope_cos[positions][:, None, None, :]
-    sin = model.rope_sin[positions][:, None, None, :]
-    x = model.tok_embeddings(tokens[:, None])
-    for block in model.layers:
-        x = x + _attention_slots(block.attn, block.attn_norm(x), cos, sin, cache, rows, positions, span,
-                                 mask, same_pos)
-        x = x + block.mlp(block.mlp_norm(x))
-    return model.lm_head(model.norm(x)).float()[:, -1]
+    cos = model.rope_cos[positions][:, None, :]  # [B, 1, hd]
+    sin = model.rope_sin[positions][:, None, :]
+    if contiguous:
+        keys, values, rows = cache.k[:, ids[0]:ids[0] + B], cache.v[:, ids[0]:ids[0] + B], None
+    else:
+        keys, values, rows = cache.k, cache.v, slots
+    x = model.tok_embeddings(tokens)
+    for i, block in enumerate(model.layers):
+        x = x + _attention_slots(block.attn, _norm(block.attn_norm, x), cos, sin, keys[i], values[i], rows,
+                                 positions, span, mask, same_pos)
+        x = x + _mlp(block.mlp, _norm(block.mlp_norm, x))
+    return _linear(model.lm_head, _norm(model.norm, x)).float()

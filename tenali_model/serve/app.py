@@ -62,6 +62,11 @@ class ServeOptions:
     cors_origins: list[str] = field(default_factory=list)
     # None: read TENALI_API_KEY from the environment; "" means no key.
     api_key: str | None = None
+    # Seconds: after a streamed chunk, the next waits until this much time has passed (or the answer
+    # ends) and carries every token made meanwhile. Each chunk costs the server Python time that the
+    # decoding thread waits for (the GIL), so a fast model streams faster with fewer, fuller chunks;
+    # 0 sends each token as soon as the event loop gets to it. The first token is never held.
+    stream_interval: float = 0.02
 
 
 # --- request bodies ------------------------------------------------------------------------------
@@ -354,11 +359,13 @@ def create_app(served: Served, options: ServeOptions | None = None, engine: Engi
             """(text delta, finish_reason or None, completion tokens so far, error)."""
             text = TextStream(tok, stops)
             used = 0
+            hold_until = None  # the first token goes out at once; later ones at most every stream_interval
+            loop = asyncio.get_running_loop()
             try:
                 while True:
-                    # Every token that arrived meanwhile goes out in one chunk (see Request.ready_events).
+                    # Every token that arrived meanwhile goes out in one chunk (see Request.next_events).
                     delta = ""
-                    for ev in [await req.next_event(), *req.ready_events()]:
+                    for ev in await req.next_events(hold_until):
                         if ev.kind == "token":
                             used += 1
                             delta += text.add(ev.token)
@@ -374,6 +381,8 @@ def create_app(served: Served, options: ServeOptions | None = None, engine: Engi
                         return
                     if delta:
                         yield delta, None, used, None
+                        if options.stream_interval > 0:
+                            hold_until = loop.time() + options.stream_interval
             finally:
                 if not req.done:
                     req.cancel()

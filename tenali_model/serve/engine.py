@@ -95,21 +95,37 @@ class Request:
     _counts: torch.Tensor | None = None
 
     def __post_init__(self):
-        if self.loop is not None:
-            import asyncio
-
-            self._queue = asyncio.Queue()
-        else:
+        if self.loop is None:
             self._queue = queue.Queue()
+            self._ended_flag = threading.Event()  # for wait(): no wake-up per token
+        else:
+            # Events for an asyncio consumer: appended by the engine thread, read on the loop. The
+            # loop is woken (call_soon_threadsafe) only while the consumer waits, and while it holds
+            # a chunk back (`next_events(hold_until=...)`) only by the end: streaming a token must
+            # not cost a loop wake-up, which takes the GIL from the decoding thread.
+            self._items: deque[Event] = deque()
+            self._waiter = None
+            self._wake_on_token = True
+            self._waiter_lock = threading.Lock()
 
     # --- engine side ---------------------------------------------------------------------------
     def _push(self, event: Event) -> None:
         event.time = time.perf_counter()
         if self.loop is None:
             self._queue.put(event)
+            if event.kind == "done":
+                self._ended_flag.set()
             return
+        self._items.append(event)
+        if self._waiter is None:  # the consumer is busy; it reads the deque before it waits
+            return
+        with self._waiter_lock:
+            waiter = self._waiter
+            if waiter is None or not (self._wake_on_token or event.kind == "done"):
+                return
+            self._waiter = None
         try:
-            self.loop.call_soon_threadsafe(self._queue.put_nowait, event)
+            self.loop.call_soon_threadsafe(_wake, waiter)
         except RuntimeError:  # the event loop is closed: nobody is listening any more
             self._cancelled = True
 
@@ -132,32 +148,73 @@ class Request:
             if ev.kind == "done":
                 return
 
+    def wait(self, timeout: float | None = None) -> bool:
+        """Block until the request has ended (threads; its events stay readable). False on timeout.
+        A caller that needs no token before the end is not woken by each one, which would take the
+        GIL from the decoding thread."""
+        return self._ended_flag.wait(timeout)
+
     async def aevents(self):
         while True:
-            ev = await self._queue.get()
-            yield ev
-            if ev.kind == "done":
-                return
+            for ev in await self.next_events():
+                yield ev
+                if ev.kind == "done":
+                    return
 
-    async def next_event(self) -> Event:
-        return await self._queue.get()
+    async def next_events(self, hold_until: float | None = None) -> list[Event]:
+        """(asyncio) Wait for at least one event, then return every event delivered so far.
+
+        hold_until (the loop's clock): after the first event, keep collecting until then, or until
+        the request ends. The server sends what it gets as one chunk, so the HTTP cost is per
+        chunk, not per token, and a slow client or event loop never makes the model wait.
+        """
+        await self._until(lambda: self._items, on_token=True)
+        if hold_until is not None and not self._ended():
+            await self._until(self._ended, on_token=False, deadline=hold_until)
+        out = list(self._items)
+        for _ in out:
+            self._items.popleft()
+        return out
+
+    def _ended(self) -> bool:
+        return bool(self._items) and self._items[-1].kind == "done"
+
+    async def _until(self, ready, on_token: bool, deadline: float | None = None) -> None:
+        loop = self.loop
+        while not ready():
+            if deadline is not None and deadline <= loop.time():
+                return
+            fut = loop.create_future()
+            with self._waiter_lock:
+                self._wake_on_token, self._waiter = on_token, fut
+            timer = None if deadline is None else loop.call_at(deadline, _wake, fut)
+            try:
+                if not ready():  # else it was delivered between the check above and the waiter
+                    await fut
+            finally:
+                if timer is not None:
+                    timer.cancel()
+                with self._waiter_lock:
+                    if self._waiter is fut:
+                        self._waiter = None
 
     def ready_events(self) -> list[Event]:
-        """Events already delivered and not yet read (non-blocking): lets the server send every token
-        that arrived while it was busy in one chunk, so a slow client or event loop never makes the
-        model wait (the HTTP cost per chunk, not per token)."""
-        if self.loop is None:
-            empty = queue.Empty
-        else:
-            import asyncio
-
-            empty = asyncio.QueueEmpty
+        """Events already delivered and not yet read (non-blocking)."""
         out = []
+        if self.loop is not None:
+            while self._items:
+                out.append(self._items.popleft())
+            return out
         while True:
             try:
                 out.append(self._queue.get_nowait())
-            except empty:
+            except queue.Empty:
                 return out
+
+
+def _wake(fut) -> None:
+    if not fut.done():
+        fut.set_result(None)
 
 
 class Engine:
@@ -399,7 +456,9 @@ def generate_ids(engine: Engine, prompts: Sequence[Sequence[int]], params: Sampl
     many = params if isinstance(params, (list, tuple)) else [params] * len(prompts)
     reqs = [engine.submit(p, sp) for p, sp in zip(prompts, many)]
     for r in reqs:
-        for ev in r.events(timeout=timeout):
+        if not r.wait(timeout):
+            raise TimeoutError(f"request {r.id} did not finish within {timeout} s")
+        for ev in r.ready_events():
             if ev.kind == "done" and ev.finish_reason == "error":
                 raise RuntimeError(ev.error)
     return [list(r.generated) for r in reqs]

@@ -81,7 +81,7 @@ def test_kv_cache_matches_full_forward(kw):
     torch.testing.assert_close(torch.cat(parts, dim=1), full, atol=1e-5, rtol=1e-4)
 
 
-@pytest.mark.parametrize("kw", [{}, {"n_kv_heads": 4}, {"n_kv_heads": 1}])
+@pytest.mark.parametrize("kw", [{}, {"n_kv_heads": 4}, {"n_kv_heads": 1}, {"activation": "gelu"}])
 @pytest.mark.parametrize("slots, lengths", [
     ([0, 1, 2], [7, 7, 7]),  # contiguous rows at one position: views, no mask
     ([1, 2], [5, 11]),       # contiguous rows at different positions: views and a mask
@@ -103,6 +103,20 @@ def test_slot_decoding_matches_full_forward(kw, slots, lengths):
             for row, (seq, n) in enumerate(zip(seqs, lengths)):
                 want = model(seq[None, :n + step + 1])[0][0, -1]
                 torch.testing.assert_close(got[row], want, atol=1e-5, rtol=1e-4)
+
+
+def test_slot_decoding_calls_wrapped_layers():
+    """A layer with a forward hook (or any module in a Linear's place, such as a LoRA layer) is
+    called, not bypassed, by the decoding step's shortcut for plain Linears."""
+    model = tiny().eval()
+    model.layers[0].attn.wq.register_forward_hook(lambda mod, args, out: out * 0.5)
+    seq = torch.randint(0, 512, (9,))
+    cache = SlotKVCache(model.config, 1, 16, "cpu", torch.float32)
+    with torch.no_grad():
+        model(seq[None, :8], cache=cache.view(0), start_pos=0)
+        got = decode_slots(model, seq[8:9], cache, torch.tensor([0]), torch.tensor([8]))
+        want = model(seq[None])[0][0, -1]
+    torch.testing.assert_close(got[0], want, atol=1e-5, rtol=1e-4)
 
 
 def test_rope_rotates_half_like_hugging_face():
