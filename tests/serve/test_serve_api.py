@@ -77,18 +77,39 @@ def test_models_health_metrics_info_and_docs(client):
     assert [m["id"] for m in models["data"]] == ["tenali-test"]
     assert client.get("/v1/models/tenali-test").status_code == 200
     assert client.get("/health").json()["status"] == "ok"
-    client.post("/v1/completions", json={"prompt": "AAPL", "max_tokens": 3})
+    n = client.post("/v1/completions", json={"prompt": "AAPL", "max_tokens": 3}).json()["usage"]["completion_tokens"]
     text = client.get("/metrics").text
     for name in ("tenali_requests_total", "tenali_time_to_first_token_seconds_bucket",
                  "tenali_inter_token_latency_seconds_bucket", "tenali_generated_tokens_total",
                  "tenali_queue_depth", "tenali_batch_size"):
         assert name in text, name
     assert 'route="/v1/completions",status="200"' in text
+    assert f"tenali_generated_tokens_total {n}.0" in text  # the one request so far (counted by the engine)
+    assert f"tenali_inter_token_latency_seconds_count {n - 1}.0" in text  # the gaps between its tokens
     info = client.get("/info").json()
     assert info["context"] == CONTEXT and info["model"] == "tenali-test"
     assert client.get("/docs").status_code == 200
     assert "/v1/chat/completions" in client.get("/openapi.json").json()["paths"]
     assert "<title>Tenali chat</title>" in client.get("/").text
+
+
+def test_engine_histograms_count_like_prometheus():
+    """The engine's lock-free histograms: "less or equal" buckets, cumulative, +Inf equals the count."""
+    from prometheus_client import generate_latest
+
+    from tenali_model.serve.metrics import Metrics
+
+    m = Metrics()
+    for seconds in (0.0005, 0.001, 0.003, 2.0, 100.0):
+        m.inter_token(seconds)
+    text = generate_latest(m.registry).decode()
+    for line in ('tenali_inter_token_latency_seconds_bucket{le="0.001"} 2.0',  # 0.001 itself is <= 0.001
+                 'tenali_inter_token_latency_seconds_bucket{le="0.005"} 3.0',
+                 'tenali_inter_token_latency_seconds_bucket{le="2.5"} 4.0',
+                 'tenali_inter_token_latency_seconds_bucket{le="+Inf"} 5.0',
+                 "tenali_inter_token_latency_seconds_count 5.0",
+                 "tenali_inter_token_latency_seconds_sum 102.0045"):
+        assert line in text, line
 
 
 @pytest.mark.parametrize("url, body, status, param", [
