@@ -2,7 +2,7 @@
 
     .venv/bin/python bench/bench_serve.py [--preset demo] [--device cpu] [--dtype float32] [--threads 1]
                                           [--lengths 16,32,64,full] [--concurrency 1,4,16] [--new-tokens 32]
-                                          [--rounds 3] [--stream-interval-ms 20] [--out var/bench_serve]
+                                          [--rounds 5] [--stream-interval-ms 20] [--out var/bench_serve]
 
 One run, one model (the preset, randomly initialised: speed does not depend on the weights), one
 device, thread count, dtype and sampling setting (greedy, no stop token, exactly --new-tokens
@@ -199,7 +199,7 @@ def main(argv=None) -> int:
     p.add_argument("--lengths", default="16,32,64,full", help="prompt lengths; 'full' = context - new tokens")
     p.add_argument("--concurrency", default="1,4,16", type=lambda s: [int(x) for x in s.split(",")])
     p.add_argument("--new-tokens", type=int, default=32)
-    p.add_argument("--rounds", type=int, default=3, help="repeats per cell, alternating the paths; the median is kept")
+    p.add_argument("--rounds", type=int, default=5, help="repeats per cell, alternating the paths; the median is kept")
     p.add_argument("--skip", default="", help="comma-separated: http, transformers")
     p.add_argument("--stream-interval-ms", type=float, default=20.0,
                    help="the server's --stream-interval-ms (its default: 20; 0 sends every token at once)")

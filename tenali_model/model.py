@@ -305,7 +305,7 @@ def _rope(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor
     return out if out.dtype == x.dtype else out.to(x.dtype)
 
 
-def _attention_slots(attn: Attention, x, cos, sin, keys, values, rows, positions, span: int,
+def _attention_slots(attn: Attention, x, rope: tuple, keys, values, rows, positions, span: int,
                      mask, same_pos: int | None):
     """One new token per row: x [B, dim] at positions [B]; keys/values [B, KV, max_len, hd] are this
     layer's cache rows (views when the slots are contiguous) or the whole slab with `rows` an index."""
@@ -313,7 +313,8 @@ def _attention_slots(attn: Attention, x, cos, sin, keys, values, rows, positions
     q = _linear(attn.wq, x).view(B, attn.n_heads, 1, attn.head_dim)  # [B, heads, 1, hd]: one position per row
     k = _linear(attn.wk, x).view(B, attn.n_kv_heads, attn.head_dim)
     v = _linear(attn.wv, x).view(B, attn.n_kv_heads, attn.head_dim)
-    q, k = _rope(q, cos[:, None], sin[:, None]), _rope(k, cos, sin)
+    cos_q, sin_q, cos_k, sin_k = rope
+    q, k = _rope(q, cos_q, sin_q), _rope(k, cos_k, sin_k)
     if same_pos is not None and rows is None:  # plain strided copies into the views
         keys[:, :, same_pos] = k
         values[:, :, same_pos] = v
@@ -358,15 +359,19 @@ def decode_slots(model: "Transformer", tokens: torch.Tensor, cache: SlotKVCache,
         mask = (torch.arange(span, device=tokens.device)[None, :] <= positions[:, None])[:, None, None, :]
     else:
         mask = None  # every row sees all `span` keys
-    cos = model.rope_cos[positions][:, None, :]  # [B, 1, hd]
-    sin = model.rope_sin[positions][:, None, :]
+    if same_pos is None:
+        cos, sin = model.rope_cos[positions][:, None, :], model.rope_sin[positions][:, None, :]  # [B, 1, hd]
+    else:
+        cos, sin = model.rope_cos[same_pos], model.rope_sin[same_pos]  # [hd], broadcast over rows
+    rope = (cos[..., None, :], sin[..., None, :], cos, sin)  # for q [B, heads, 1, hd] and k [B, kv, hd]
     if contiguous:
         keys, values, rows = cache.k[:, ids[0]:ids[0] + B], cache.v[:, ids[0]:ids[0] + B], None
     else:
         keys, values, rows = cache.k, cache.v, slots
     x = model.tok_embeddings(tokens)
     for i, block in enumerate(model.layers):
-        x = x + _attention_slots(block.attn, _norm(block.attn_norm, x), cos, sin, keys[i], values[i], rows,
+        x = x + _attention_slots(block.attn, _norm(block.attn_norm, x), rope, keys[i], values[i], rows,
                                  positions, span, mask, same_pos)
         x = x + _mlp(block.mlp, _norm(block.mlp_norm, x))
-    return _linear(model.lm_head, _norm(model.norm, x)).float()
+    logits = _linear(model.lm_head, _norm(model.norm, x))
+    return logits if logits.dtype == torch.float32 else logits.float()
