@@ -88,10 +88,10 @@ def generate(model: torch.nn.Module, idx: torch.Tensor, max_new_tokens: int,
     if use_cache:
         dtype = next(model.parameters()).dtype
         cache = KVCache(cfg, B, T + max_new_tokens, device, dtype)
-        logits, _ = model(idx, cache=cache, start_pos=0)  # prefill
+        logits, _ = model(idx, cache=cache, start_pos=0, last_only=True)  # prefill
     for i in range(max_new_tokens):
         if not use_cache:
-            logits, _ = model(out[:, -cfg.max_seq_len:])
+            logits, _ = model(out[:, -cfg.max_seq_len:], last_only=True)
         last = logits[:, -1]
         if penalise:
             last = apply_penalties(last.float(), counts, frequency_penalty, presence_penalty)

@@ -205,7 +205,7 @@ class Transformer(nn.Module):
 
     def forward(self, idx: torch.Tensor, targets: torch.Tensor | None = None, *,
                 cache: KVCache | None = None, start_pos: int = 0, z_loss: float = 0.0,
-                doc_ids: torch.Tensor | None = None):
+                doc_ids: torch.Tensor | None = None, last_only: bool = False):
         """idx [B, T] token ids -> (logits [B, T, V] float32, loss or None).
 
         doc_ids [B, T]: which document (conversation) each position belongs to, for several packed
@@ -215,6 +215,8 @@ class Transformer(nn.Module):
         loss = mean cross-entropy over targets != -1, plus z_loss * mean(logsumexp(logits)^2),
         which keeps the softmax normaliser near 1 and large-scale runs stable.
         With a cache, idx holds the tokens at positions start_pos .. start_pos + T - 1.
+        last_only (no targets): logits [B, 1, V] of the last position only, all that sampling the next
+        token needs; a prompt's prefill then pays for the lm head once instead of T times.
         """
         B, T = idx.shape
         if start_pos + T > self.config.max_seq_len:
@@ -230,6 +232,10 @@ class Transformer(nn.Module):
         x = self.tok_embeddings(idx)
         for layer in self.layers:
             x = layer(x, cos, sin, cache, start_pos, mask)
+        if last_only:
+            if targets is not None:
+                raise ValueError("last_only computes no loss: it keeps the last position's logits only")
+            x = x[:, -1:]
         logits = self.lm_head(self.norm(x)).float()
         if targets is None:
             return logits, None

@@ -366,7 +366,7 @@ class Engine:
         if p.penalised:
             req._counts = torch.zeros(1, self.model.config.vocab_size, device=self.device)
         idx = torch.tensor([req.prompt], dtype=torch.long, device=self.device)
-        logits, _ = self.model(idx, cache=self.cache.view(req._slot), start_pos=0)
+        logits, _ = self.model(idx, cache=self.cache.view(req._slot), start_pos=0, last_only=True)
         self._active.append(req)
         self._accept(req, self._sample(req, self._limit(logits[:, -1])))
 

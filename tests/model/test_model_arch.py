@@ -130,6 +130,17 @@ def test_rope_rotates_half_like_hugging_face():
     assert torch.equal(apply_rope(x, cos, signed_sin), x * cos + rotate_half * sin)
 
 
+def test_last_only_gives_the_last_positions_logits():
+    model = tiny().eval()
+    idx = torch.randint(0, 512, (2, 12))
+    full, _ = model(idx)
+    last, _ = model(idx, last_only=True)
+    assert last.shape == (2, 1, 512)
+    torch.testing.assert_close(last[:, 0], full[:, -1], atol=1e-5, rtol=1e-4)
+    with pytest.raises(ValueError, match="last_only"):
+        model(idx, idx, last_only=True)
+
+
 def test_too_long_sequence_is_refused():
     model = tiny()
     with pytest.raises(ValueError, match="max_seq_len"):
