@@ -265,23 +265,30 @@ class SlotKVCache:
 
     def view(self, slot: int) -> "_SlotView":
         """A KVCache-compatible view of one slot, for a prefill through `Transformer.forward`."""
-        if not 0 <= slot < self.slots:
-            raise ValueError(f"slot {slot} outside 0..{self.slots - 1}")
-        return _SlotView(self, slot)
+        return self.rows([slot])
+
+    def rows(self, slots: list[int]) -> "_SlotView":
+        """A KVCache-compatible view of several slots: batch row i is slot slots[i] (a batched prefill)."""
+        bad = [s for s in slots if not 0 <= s < self.slots]
+        if bad or not slots:
+            raise ValueError(f"slots {bad or slots} outside 0..{self.slots - 1}")
+        return _SlotView(self, slots)
 
 
 class _SlotView:
-    def __init__(self, cache: SlotKVCache, slot: int):
-        self.cache, self.slot, self.max_len = cache, slot, cache.max_len
+    def __init__(self, cache: SlotKVCache, slots: list[int]):
+        self.cache, self.max_len = cache, cache.max_len
+        first = slots[0]
+        contiguous = slots == list(range(first, first + len(slots)))
+        self.index = slice(first, first + len(slots)) if contiguous else torch.tensor(slots, device=cache.k.device)
 
     def update(self, layer: int, start_pos: int, k: torch.Tensor, v: torch.Tensor):
         end = start_pos + k.shape[2]
         if end > self.max_len:
             raise ValueError(f"KV cache holds {self.max_len} positions, asked to write up to {end}")
-        s = slice(self.slot, self.slot + 1)
-        self.cache.k[layer, s, :, start_pos:end] = k
-        self.cache.v[layer, s, :, start_pos:end] = v
-        return self.cache.k[layer, s, :, :end], self.cache.v[layer, s, :, :end]
+        self.cache.k[layer, self.index, :, start_pos:end] = k
+        self.cache.v[layer, self.index, :, start_pos:end] = v
+        return self.cache.k[layer, self.index, :, :end], self.cache.v[layer, self.index, :, :end]
 
 
 def _norm(norm: RMSNorm, x: torch.Tensor) -> torch.Tensor:

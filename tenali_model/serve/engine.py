@@ -1,9 +1,9 @@
 """Batched generation for many concurrent requests: one thread owns the model, requests come and go.
 
 Each request gets a row ("slot") of a `SlotKVCache`. The loop admits waiting requests between
-decoding steps (prefilling each alone into its slot and sampling its first token), then advances
-every live request by one token in a single batched forward (`decode_slots`), and frees the slot
-of any request that finished, was cancelled or ran out of time. Sampling is per request with
+decoding steps (prefilling those with prompts of one length together, each into its slot, and
+sampling their first tokens), then advances every live request by one token in a single batched
+forward (`decode_slots`), and frees the slot of any request that finished, was cancelled or ran out of time. Sampling is per request with
 `generate.sample_next` / `apply_penalties` and the request's own `torch.Generator`, so a seeded
 request samples the same tokens whatever else is in the batch, and at temperature 0 the tokens
 equal single-sequence `generate()`'s.
@@ -212,6 +212,15 @@ class Request:
                 return out
 
 
+def _same_length(reqs: list[Request]) -> list[list[Request]]:
+    """Requests grouped by prompt length (in arrival order): a group is prefilled in one forward with
+    no padding, so no row computes positions that are not its own and the last position is every row's."""
+    groups: dict[int, list[Request]] = {}
+    for req in reqs:
+        groups.setdefault(len(req.prompt), []).append(req)
+    return list(groups.values())
+
+
 def _wake(fut) -> None:
     if not fut.done():
         fut.set_result(None)
@@ -337,8 +346,8 @@ class Engine:
                         req._slot = self._free.pop()
                         admitted.append(req)
                     self._observe_queue()
-                for req in admitted:
-                    self._guard([req], self._prefill, req)
+                for group in _same_length(admitted):
+                    self._prefill_group(group)
                 self._reap()
                 if self._active:
                     self._guard(list(self._active), self._step)
@@ -355,20 +364,35 @@ class Engine:
             for req in reqs:
                 self._finish(req, "error", error=f"{type(e).__name__}: {e}")
 
-    def _prefill(self, req: Request) -> None:
-        p = req.params
-        if p.seed is not None:
-            req._generator = torch.Generator(device=self.device)
-            req._generator.manual_seed(p.seed)
-        elif p.temperature > 0:
-            req._generator = torch.Generator(device=self.device)
-            req._generator.seed()
-        if p.penalised:
-            req._counts = torch.zeros(1, self.model.config.vocab_size, device=self.device)
-        idx = torch.tensor([req.prompt], dtype=torch.long, device=self.device)
-        logits, _ = self.model(idx, cache=self.cache.view(req._slot), start_pos=0, last_only=True)
-        self._active.append(req)
-        self._accept(req, self._sample(req, self._limit(logits[:, -1])))
+    def _prefill_group(self, reqs: list[Request]) -> None:
+        """Prefill requests whose prompts have one length in one forward; if that fails, each alone,
+        so that only a request that fails by itself ends with an error."""
+        if len(reqs) > 1:
+            try:
+                self._prefill(reqs)
+                return
+            except Exception:  # noqa: BLE001 - retried one by one below
+                log.warning("a batched prefill of %d requests failed; prefilling each alone", len(reqs),
+                            exc_info=True)
+        for req in reqs:
+            self._guard([req], self._prefill, [req])
+
+    def _prefill(self, reqs: list[Request]) -> None:
+        for req in reqs:
+            p = req.params
+            if p.seed is not None:
+                req._generator = torch.Generator(device=self.device)
+                req._generator.manual_seed(p.seed)
+            elif p.temperature > 0:
+                req._generator = torch.Generator(device=self.device)
+                req._generator.seed()
+            if p.penalised:
+                req._counts = torch.zeros(1, self.model.config.vocab_size, device=self.device)
+        idx = torch.tensor([r.prompt for r in reqs], dtype=torch.long, device=self.device)
+        logits, _ = self.model(idx, cache=self.cache.rows([r._slot for r in reqs]), start_pos=0, last_only=True)
+        for i, req in enumerate(reqs):
+            self._active.append(req)
+            self._accept(req, self._sample(req, self._limit(logits[i:i + 1, -1])))
 
     def _step(self) -> None:
         rows = list(self._active)

@@ -86,6 +86,7 @@ def test_kv_cache_matches_full_forward(kw):
     ([0, 1, 2], [7, 7, 7]),  # contiguous rows at one position: views, no mask
     ([1, 2], [5, 11]),       # contiguous rows at different positions: views and a mask
     ([3, 0, 2], [9, 4, 6]),  # rows out of order: gathered
+    ([2, 0], [5, 5]),        # out of order at one position: prefilled together through rows()
 ])
 def test_slot_decoding_matches_full_forward(kw, slots, lengths):
     """The server's batched step (`decode_slots`) gives each row the logits of its own full forward."""
@@ -94,8 +95,12 @@ def test_slot_decoding_matches_full_forward(kw, slots, lengths):
     seqs = [torch.randint(0, 512, (n + 4,), generator=g) for n in lengths]
     cache = SlotKVCache(model.config, 4, 32, "cpu", torch.float32)
     with torch.no_grad():
-        for slot, seq, n in zip(slots, seqs, lengths):
-            model(seq[None, :n], cache=cache.view(slot), start_pos=0)
+        if len(set(lengths)) == 1:  # one batched prefill, as the engine does for prompts of one length
+            n = lengths[0]
+            model(torch.stack([seq[:n] for seq in seqs]), cache=cache.rows(slots), start_pos=0)
+        else:
+            for slot, seq, n in zip(slots, seqs, lengths):
+                model(seq[None, :n], cache=cache.view(slot), start_pos=0)
         for step in range(4):  # every row advances one token per step
             tokens = torch.stack([seq[n + step] for seq, n in zip(seqs, lengths)])
             positions = torch.tensor([n + step for n in lengths])

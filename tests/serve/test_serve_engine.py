@@ -33,6 +33,37 @@ def test_batched_greedy_equals_single_sequence_generate(model):
     assert got == want
 
 
+def _submit_together(engine, prompts, params):
+    with engine._cv:  # the loop waits for this lock: all are queued before it admits any
+        return [engine.submit(p, params) for p in prompts]
+
+
+@pytest.mark.parametrize("batched_fails", [False, True])
+def test_prompts_of_one_length_are_prefilled_together(model, monkeypatch, batched_fails):
+    """Requests admitted together with prompts of one length share one prefill forward (if it fails,
+    each is prefilled alone); either way the tokens are single-sequence generate()'s."""
+    g = torch.Generator().manual_seed(4)
+    prompts = [torch.randint(0, 300, (12,), generator=g).tolist() for _ in range(4)]
+    prompts.append(prompts[0][:7])  # another length: prefilled on its own
+    want = [_single(model, p, 10, temperature=0) for p in prompts]
+    sizes = []
+    real = Engine._prefill
+
+    def prefill(self, reqs):
+        sizes.append(len(reqs))
+        if batched_fails and len(reqs) > 1:
+            raise RuntimeError("simulated failure of a batched prefill")
+        return real(self, reqs)
+
+    monkeypatch.setattr(Engine, "_prefill", prefill)
+    with Engine(model, max_batch=5) as engine:
+        reqs = _submit_together(engine, prompts, SamplingParams(max_tokens=10, temperature=0))
+        assert all(r.wait(30) for r in reqs)
+    assert sizes == ([4, 1, 1, 1, 1, 1] if batched_fails else [4, 1])
+    assert [r.finish_reason for r in reqs] == ["length"] * 5
+    assert [r.generated for r in reqs] == want
+
+
 def test_seeded_sampling_is_the_same_alone_or_in_a_batch(model):
     prompts = _prompts(5, seed=2)
     params = [SamplingParams(max_tokens=20, temperature=0.9, top_k=50, top_p=0.9, seed=100 + i,
