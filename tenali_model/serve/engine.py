@@ -3,15 +3,15 @@
 Each request gets a row ("slot") of a `SlotKVCache`. The loop admits waiting requests between
 decoding steps (prefilling those with prompts of one length together, each into its slot, and
 sampling their first tokens), then advances every live request by one token in a single batched
-forward (`decode_slots`), and frees the slot of any request that finished, was cancelled or ran out of time. Sampling is per request with
-`generate.sample_next` / `apply_penalties` and the request's own `torch.Generator`, so a seeded
-request samples the same tokens whatever else is in the batch, and at temperature 0 the tokens
-equal single-sequence `generate()`'s.
+forward (`decode_slots`), and frees the slot of any request that finished, was cancelled or ran out
+of time. Sampling is per request with `generate.sample_next` / `apply_penalties` and the request's
+own `torch.Generator`, so a seeded request samples the same tokens whatever else is in the batch,
+and at temperature 0 the tokens equal single-sequence `generate()`'s.
 
 Waiting requests sit in a bounded queue: `submit` raises `QueueFull` when it is full (the server
-answers 429 with Retry-After). Results are delivered as events to an asyncio queue (the server)
-or a plain thread-safe queue (in-process callers); this module imports neither FastAPI nor asyncio
-at the top, so the engine is usable without the server.
+answers 429 with Retry-After). Results are delivered as events, to a deque read on an asyncio loop
+(the server; `Request.next_events`) or to a thread-safe queue (in-process callers; `events`, `wait`);
+this module imports neither FastAPI nor asyncio at the top, so the engine is usable without the server.
 """
 
 from __future__ import annotations
@@ -152,6 +152,8 @@ class Request:
         """Block until the request has ended (threads; its events stay readable). False on timeout.
         A caller that needs no token before the end is not woken by each one, which would take the
         GIL from the decoding thread."""
+        if self.loop is not None:
+            raise RuntimeError("wait() is for requests submitted without an event loop; use next_events()")
         return self._ended_flag.wait(timeout)
 
     async def aevents(self):
@@ -390,9 +392,11 @@ class Engine:
                 req._counts = torch.zeros(1, self.model.config.vocab_size, device=self.device)
         idx = torch.tensor([r.prompt for r in reqs], dtype=torch.long, device=self.device)
         logits, _ = self.model(idx, cache=self.cache.rows([r._slot for r in reqs]), start_pos=0, last_only=True)
-        for i, req in enumerate(reqs):
+        # every first token before any request goes live: a failure leaves none half admitted
+        firsts = [self._sample(req, self._limit(logits[i:i + 1, -1])) for i, req in enumerate(reqs)]
+        for req, tok in zip(reqs, firsts):
             self._active.append(req)
-            self._accept(req, self._sample(req, self._limit(logits[i:i + 1, -1])))
+            self._accept(req, tok)
 
     def _step(self) -> None:
         rows = list(self._active)
