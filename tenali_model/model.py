@@ -249,9 +249,16 @@ class Transformer(nn.Module):
 
 
 # --- slot-based decoding for a server: many sequences, each at its own position -----------------
-# (Added for tenali_model.serve; the single-sequence path above is unchanged. A sequence is
-# prefilled alone into its slot with `SlotKVCache.view(slot)` through `Transformer.forward`, then
-# all live sequences advance one token together with `Transformer.decode_slots`.)
+# (For tenali_model.serve. Prompts are prefilled into their slots through `Transformer.forward` with
+# `SlotKVCache.rows(slots)` as the cache; then all live sequences advance one token together with
+# `decode_slots`.)
+
+
+def _contiguous(slots: list[int]) -> slice | None:
+    """slots as a slice when they are consecutive (the engine hands out the lowest free ones), so the
+    cache rows are read and written as views; None when they are not (an index then gathers)."""
+    first = slots[0]
+    return slice(first, first + len(slots)) if slots == list(range(first, first + len(slots))) else None
 
 class SlotKVCache:
     """One KV slab with a row ("slot") per concurrent sequence; rows are reused as requests come and go."""
@@ -278,9 +285,7 @@ class SlotKVCache:
 class _SlotView:
     def __init__(self, cache: SlotKVCache, slots: list[int]):
         self.cache, self.max_len = cache, cache.max_len
-        first = slots[0]
-        contiguous = slots == list(range(first, first + len(slots)))
-        self.index = slice(first, first + len(slots)) if contiguous else torch.tensor(slots, device=cache.k.device)
+        self.index = _contiguous(slots) or torch.tensor(slots, device=cache.k.device)
 
     def update(self, layer: int, start_pos: int, k: torch.Tensor, v: torch.Tensor):
         end = start_pos + k.shape[2]
@@ -289,13 +294,6 @@ class _SlotView:
         self.cache.k[layer, self.index, :, start_pos:end] = k
         self.cache.v[layer, self.index, :, start_pos:end] = v
         return self.cache.k[layer, self.index, :, :end], self.cache.v[layer, self.index, :, :end]
-
-
-def _norm(norm: RMSNorm, x: torch.Tensor) -> torch.Tensor:
-    """RMSNorm for decoding: the same float32 arithmetic, without the casts a float32 model needs not."""
-    if x.dtype == torch.float32 and norm.weight.dtype == torch.float32:
-        return F.rms_norm(x, (x.shape[-1],), norm.weight, norm.eps)
-    return norm(x)
 
 
 def _linear(mod: nn.Module, x: torch.Tensor) -> torch.Tensor:
@@ -313,11 +311,6 @@ def _mlp(mlp: MLP, x: torch.Tensor) -> torch.Tensor:
     return _linear(mlp.w2, F.gelu(_linear(mlp.w1, x), approximate="tanh"))
 
 
-def _rope(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
-    out = x * cos + x.roll(x.shape[-1] // 2, -1) * sin
-    return out if out.dtype == x.dtype else out.to(x.dtype)
-
-
 def _attention_slots(attn: Attention, x, rope: tuple, keys, values, rows, positions, span: int,
                      mask, same_pos: int | None):
     """One new token per row: x [B, dim] at positions [B]; keys/values [B, KV, max_len, hd] are this
@@ -327,7 +320,7 @@ def _attention_slots(attn: Attention, x, rope: tuple, keys, values, rows, positi
     k = _linear(attn.wk, x).view(B, attn.n_kv_heads, attn.head_dim)
     v = _linear(attn.wv, x).view(B, attn.n_kv_heads, attn.head_dim)
     cos_q, sin_q, cos_k, sin_k = rope
-    q, k = _rope(q, cos_q, sin_q), _rope(k, cos_k, sin_k)
+    q, k = apply_rope(q, cos_q, sin_q), apply_rope(k, cos_k, sin_k)
     if same_pos is not None and rows is None:  # plain strided copies into the views
         keys[:, :, same_pos] = k
         values[:, :, same_pos] = v
@@ -364,27 +357,23 @@ def decode_slots(model: "Transformer", tokens: torch.Tensor, cache: SlotKVCache,
     span = max(pos) + 1
     if span > min(cfg.max_seq_len, cache.max_len):
         raise ValueError(f"position {span - 1} exceeds the context of {min(cfg.max_seq_len, cache.max_len)}")
-    ids = slots.tolist()
-    B = len(ids)
-    contiguous = ids == list(range(ids[0], ids[0] + B))
+    contiguous = _contiguous(slots.tolist())
     same_pos = pos[0] if min(pos) == span - 1 else None
     if same_pos is None:  # row b sees its own keys 0..positions[b]; longer rows' keys are masked
         mask = (torch.arange(span, device=tokens.device)[None, :] <= positions[:, None])[:, None, None, :]
-    else:
-        mask = None  # every row sees all `span` keys
-    if same_pos is None:
         cos, sin = model.rope_cos[positions][:, None, :], model.rope_sin[positions][:, None, :]  # [B, 1, hd]
-    else:
+    else:  # every row sees all `span` keys
+        mask = None
         cos, sin = model.rope_cos[same_pos], model.rope_sin[same_pos]  # [hd], broadcast over rows
     rope = (cos[..., None, :], sin[..., None, :], cos, sin)  # for q [B, heads, 1, hd] and k [B, kv, hd]
     if contiguous:
-        keys, values, rows = cache.k[:, ids[0]:ids[0] + B], cache.v[:, ids[0]:ids[0] + B], None
+        keys, values, rows = cache.k[:, contiguous], cache.v[:, contiguous], None
     else:
         keys, values, rows = cache.k, cache.v, slots
     x = model.tok_embeddings(tokens)
     for i, block in enumerate(model.layers):
-        x = x + _attention_slots(block.attn, _norm(block.attn_norm, x), rope, keys[i], values[i], rows,
+        x = x + _attention_slots(block.attn, block.attn_norm(x), rope, keys[i], values[i], rows,
                                  positions, span, mask, same_pos)
-        x = x + _mlp(block.mlp, _norm(block.mlp_norm, x))
-    logits = _linear(model.lm_head, _norm(model.norm, x))
+        x = x + _mlp(block.mlp, block.mlp_norm(x))
+    logits = _linear(model.lm_head, model.norm(x))
     return logits if logits.dtype == torch.float32 else logits.float()
