@@ -77,9 +77,14 @@ class Bucket:
             return {k: v for k, v in items.items() if self.holds(k)}
         return [i for i in items if self.holds(i)]
 
-    def file(self, folder: str) -> str:
+    @property
+    def name(self) -> str:
+        """"bucket-03-of-16": the stem of its file, and of its run's state file and response archive."""
         w = _width(self.count)
-        return f"{folder}/bucket-{self.index:0{w}d}-of-{self.count:0{w}d}.parquet"
+        return f"bucket-{self.index:0{w}d}-of-{self.count:0{w}d}"
+
+    def file(self, folder: str) -> str:
+        return f"{folder}/{self.name}.parquet"
 
     def __str__(self) -> str:
         return f"bucket {self.key} of {self.count}"

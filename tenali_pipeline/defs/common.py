@@ -229,7 +229,7 @@ class _RunFiles:
             first, last = self.window
             return f"{self.name}-{first}" if first == last else f"{self.name}-{first}-to-{last}"
         if self.bucket:
-            return self.bucket.file("x").split("/")[-1].removesuffix(".parquet")
+            return self.bucket.name
         return self.name
 
     @property
