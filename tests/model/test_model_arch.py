@@ -127,12 +127,16 @@ def test_slot_decoding_calls_wrapped_layers():
 def test_rope_rotates_half_like_hugging_face():
     """The signed-sin table and roll give Hugging Face's x * cos + rotate_half(x) * sin, bit for bit."""
     model = tiny()
-    x = torch.randn(2, 4, 16, model.config.head_dim)
-    cos, signed_sin = model.rope_cos[:16], model.rope_sin[:16]
-    half = x.shape[-1] // 2
-    sin = torch.cat([-signed_sin[:, :half], signed_sin[:, half:]], dim=-1)  # the plain sin table
+    cfg = model.config
+    x = torch.randn(2, 4, 16, cfg.head_dim)
+    # Hugging Face's tables, computed here from the config: angles = position * theta^(-2i/hd), halves repeated
+    freqs = 1.0 / (cfg.rope_theta ** (torch.arange(0, cfg.head_dim, 2, dtype=torch.float32) / cfg.head_dim))
+    angles = torch.outer(torch.arange(16, dtype=torch.float32), freqs)
+    cos, sin = torch.cat([angles, angles], dim=-1).cos(), torch.cat([angles, angles], dim=-1).sin()
+    half = cfg.head_dim // 2
     rotate_half = torch.cat([-x[..., half:], x[..., :half]], dim=-1)
-    assert torch.equal(apply_rope(x, cos, signed_sin), x * cos + rotate_half * sin)
+    assert torch.equal(model.rope_cos[:16], cos)
+    assert torch.equal(apply_rope(x, model.rope_cos[:16], model.rope_sin[:16]), x * cos + rotate_half * sin)
 
 
 def test_last_only_gives_the_last_positions_logits():
