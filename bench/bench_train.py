@@ -1,16 +1,20 @@
 """CPU training throughput: our trainer's step against transformers' LlamaForCausalLM, same run.
 
     .venv/bin/python bench/bench_train.py [--preset demo] [--batch 8] [--seq-len 0] [--threads 1]
-                                          [--steps 8] [--warmup 3] [--rounds 3]
+                                          [--steps 3] [--warmup 1] [--rounds 15]
 
 One training step is what tenali_model.train does per optimizer step with grad_accum 1: forward with
-targets (cross-entropy), backward, gradient clipping at 1.0, AdamW (decay on matrices only), zero_grad.
+targets (the fused, chunked cross-entropy of tenali_model.loss: no [tokens, vocab] logits), backward,
+gradient clipping at 1.0, AdamW (the trainer's: fused where torch has it, decay on matrices only),
+zero_grad. The model runs its CPU paths: grouped-query attention inside SDPA, RMSNorm's own backward.
 Both models get the same shape (dims, heads, KV heads, MLP width, vocabulary, tied embeddings, RoPE
 theta, norm eps), the same float32 weights (ours, exported through tenali_model.hf's name mapping),
 the same batches, optimizer settings and thread count; transformers uses its SDPA attention and
 computes the loss on the same (input, next-token) pairs (`shift_labels`). Rounds alternate the two
-models so a noisy neighbour hurts both alike; each round times `--steps` steps after `--warmup`, and
-the median round is reported. Prints tokens/sec of each and the ratio ours/theirs.
+models, and which goes first, so a noisy neighbour hurts both alike; each round times `--steps`
+steps after `--warmup`.
+Prints tokens/sec of each (median round) and the ratio ours/theirs: the median of the per-round
+ratios (each from two back-to-back timings, so the VM's slow spells cancel), with their range.
 """
 
 from __future__ import annotations
@@ -28,11 +32,12 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from tenali_model.config import preset  # noqa: E402
 from tenali_model.hf import hf_config, hf_names  # noqa: E402
 from tenali_model.model import Transformer  # noqa: E402
-from tenali_model.train import param_groups  # noqa: E402
+from tenali_model.train import fused_adamw, param_groups  # noqa: E402
 
 
 def make_step(model, loss_fn):
-    optimizer = torch.optim.AdamW(param_groups(model, 0.1), lr=3e-4, betas=(0.9, 0.95), eps=1e-8)
+    optimizer = torch.optim.AdamW(param_groups(model, 0.1), lr=3e-4, betas=(0.9, 0.95), eps=1e-8,
+                                  fused=fused_adamw(torch.device("cpu")))  # the trainer's, for both
 
     def step(x, y):
         loss = loss_fn(x, y)
@@ -60,9 +65,9 @@ def main() -> None:
     ap.add_argument("--batch", type=int, default=8, help="sequences per step")
     ap.add_argument("--seq-len", type=int, default=0, help="0 = the model's max_seq_len")
     ap.add_argument("--threads", type=int, default=1)
-    ap.add_argument("--steps", type=int, default=8, help="timed steps per round")
-    ap.add_argument("--warmup", type=int, default=3)
-    ap.add_argument("--rounds", type=int, default=3)
+    ap.add_argument("--steps", type=int, default=3, help="timed steps per round")
+    ap.add_argument("--warmup", type=int, default=1)
+    ap.add_argument("--rounds", type=int, default=15)
     args = ap.parse_args()
 
     from transformers import AutoModelForCausalLM, LlamaConfig  # noqa: F401  (fail early if absent)
@@ -97,13 +102,14 @@ def main() -> None:
                    use_cache=False).loss.item()
     assert abs(a - b) < 1e-4, (a, b)
 
-    step_ours = make_step(ours, lambda x, y: ours(x, y)[1])
+    step_ours = make_step(ours, lambda x, y: ours(x, y, with_logits=False)[1])
     step_theirs = make_step(theirs, lambda x, y: theirs(input_ids=x, labels=y, shift_labels=y,
                                                         use_cache=False).loss)
     t_ours, t_theirs = [], []
-    for _ in range(args.rounds):
-        t_ours.append(timed(step_ours, batches, args.steps, args.warmup))
-        t_theirs.append(timed(step_theirs, batches, args.steps, args.warmup))
+    for r in range(args.rounds):  # who goes first alternates too
+        pair = [(t_ours, step_ours), (t_theirs, step_theirs)]
+        for times, step in (pair if r % 2 == 0 else pair[::-1]):
+            times.append(timed(step, batches, args.steps, args.warmup))
     tokens = args.batch * seq_len
     ours_tps, theirs_tps = tokens / statistics.median(t_ours), tokens / statistics.median(t_theirs)
     print(f"model {args.preset}: {ours.num_params():,} params, batch {args.batch} x {seq_len} tokens, "
@@ -113,7 +119,9 @@ def main() -> None:
     import transformers
     print(f"transformers {transformers.__version__} Llama  {theirs_tps:10,.0f} tokens/s  "
           f"({statistics.median(t_theirs) * 1e3:.1f} ms/step)")
-    print(f"ratio ours/theirs          {ours_tps / theirs_tps:10.2f}x")
+    ratios = sorted(b / a for a, b in zip(t_ours, t_theirs))
+    print(f"ratio ours/theirs          {statistics.median(ratios):10.2f}x  "
+          f"(median of the {args.rounds} rounds' ratios; range {ratios[0]:.2f}x-{ratios[-1]:.2f}x)")
 
 
 if __name__ == "__main__":

@@ -30,6 +30,11 @@ from typing import Any
 TRAIN_CONFIG_FORMAT_VERSION = 1
 # parallelism "auto" shards models of this many parameters or more with FSDP (below: DDP).
 FSDP_AUTO_MIN_PARAMS = 1_000_000_000
+# The training loss (loss.py) computes the lm head's logits this many elements at a time: 2^24
+# float32 values are 64 MiB, a few percent of any GPU and small enough on CPU; the demo model
+# (vocab 4096) then takes 4096 rows at a time, a 7B step (vocab 50k) 335. Here so plan.py can read
+# it without importing torch.
+LOSS_CHUNK_ELEMENTS = 1 << 24
 
 
 class ConfigError(ValueError):

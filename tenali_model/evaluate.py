@@ -43,7 +43,7 @@ def loss_sum(model: torch.nn.Module, batches: Iterable[tuple[torch.Tensor, torch
     for x, y in batches:
         x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
         with autocast or contextlib.nullcontext():
-            _, loss = model(x, y)
+            _, loss = model(x, y, with_logits=False)
         n = int((y != -1).sum())
         if n:
             total += loss.item() * n

@@ -24,6 +24,14 @@ import torch.nn.functional as F
 from torch.utils.checkpoint import checkpoint
 
 from .config import ModelConfig
+from .loss import linear_cross_entropy
+
+
+def _cpu_paths(x: torch.Tensor) -> bool:
+    """Whether x is on the CPU, where the model takes two paths of its own: grouped-query attention
+    inside SDPA (CUDA's masked kernel lacks it) and RMSNorm's hand-written backward (CUDA has a fused
+    kernel). Tests patch it to measure on CPU what CUDA keeps for backward (`test_model_plan.py`)."""
+    return x.device.type == "cpu"
 
 
 class RMSNorm(nn.Module):
@@ -35,9 +43,36 @@ class RMSNorm(nn.Module):
         self.weight = nn.Parameter(torch.ones(dim))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        # x * rsqrt(mean(x^2) + eps) * weight: F.rms_norm gives the same float32 bits as spelling it
-        # out on CPU in fewer dispatches, and a fused kernel on CUDA.
-        return F.rms_norm(x.float(), (x.shape[-1],), self.weight.float(), self.eps).type_as(x)
+        # x * rsqrt(mean(x^2) + eps) * weight: F.rms_norm is a fused kernel on CUDA; on CPU its
+        # gradient is autograd through the composite ops, so training there uses _RMSNormCPU (the same
+        # forward bits, 3x faster forward + backward on the demo model's activations).
+        x, w = x.float(), self.weight.float()
+        if _cpu_paths(x) and torch.is_grad_enabled() and (x.requires_grad or w.requires_grad):
+            return _RMSNormCPU.apply(x, w, self.eps).type_as(x)
+        return F.rms_norm(x, (x.shape[-1],), w, self.eps).type_as(x)
+
+
+class _RMSNormCPU(torch.autograd.Function):
+    """RMSNorm with a hand-written backward: dx = r * (gw - xhat * mean(gw * xhat)), gw = g * w,
+    dw = sum(g * xhat), where xhat = x * r and r = rsqrt(mean(x^2) + eps); eight ops where autograd
+    through F.rms_norm's composite takes about twice as many (tests check both against each other)."""
+
+    @staticmethod
+    def forward(ctx, x, weight, eps):
+        r = torch.rsqrt(x.square().mean(-1, keepdim=True).add_(eps))
+        xhat = x * r
+        ctx.save_for_backward(xhat, r, weight)
+        return xhat * weight
+
+    @staticmethod
+    def backward(ctx, grad):
+        xhat, r, weight = ctx.saved_tensors
+        dw = (grad * xhat).flatten(0, -2).sum(0) if ctx.needs_input_grad[1] else None
+        if not ctx.needs_input_grad[0]:
+            return None, dw, None
+        gw = grad * weight
+        dot = (gw * xhat).mean(-1, keepdim=True)
+        return gw.sub_(xhat * dot).mul_(r), dw, None
 
 
 def rope_tables(head_dim: int, max_seq_len: int, theta: float) -> tuple[torch.Tensor, torch.Tensor]:
@@ -97,18 +132,22 @@ class Attention(nn.Module):
         q, k = apply_rope(q, cos, sin), apply_rope(k, cos, sin)
         if cache is not None:
             k, v = cache.update(self.layer, start_pos, k, v)
-        if self.n_kv_heads != self.n_heads:  # GQA: query head h reads kv head h // n_rep
+        # GQA: query head h reads kv head h // n_rep. On CPU SDPA does that itself (no copies of k/v
+        # and no summing of their gradients; the same bits); CUDA's masked kernel has no such mode.
+        gqa = self.n_kv_heads != self.n_heads
+        if gqa and not _cpu_paths(x):
             n_rep = self.n_heads // self.n_kv_heads
             k, v = k.repeat_interleave(n_rep, dim=1), v.repeat_interleave(n_rep, dim=1)
+            gqa = False
         if mask is not None:  # packed sequences: causal within each document only (doc_mask)
-            y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask)
+            y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, enable_gqa=gqa)
         elif start_pos == 0:  # square causal mask (training, or prefill of an empty cache)
-            y = F.scaled_dot_product_attention(q, k, v, is_causal=True)
+            y = F.scaled_dot_product_attention(q, k, v, is_causal=True, enable_gqa=gqa)
         else:  # queries sit at start_pos.. and may see every key up to their own position
             # (is_causal would align the mask to the top-left corner, which is wrong here)
             S = k.shape[2]
             mask = torch.ones(T, S, dtype=torch.bool, device=x.device).tril(diagonal=S - T)
-            y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask)
+            y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, enable_gqa=gqa)
         return self.wo(y.transpose(1, 2).reshape(B, T, -1))
 
 
@@ -205,7 +244,7 @@ class Transformer(nn.Module):
 
     def forward(self, idx: torch.Tensor, targets: torch.Tensor | None = None, *,
                 cache: KVCache | None = None, start_pos: int = 0, z_loss: float = 0.0,
-                doc_ids: torch.Tensor | None = None, last_only: bool = False):
+                doc_ids: torch.Tensor | None = None, last_only: bool = False, with_logits: bool = True):
         """idx [B, T] token ids -> (logits [B, T, V] float32, loss or None).
 
         doc_ids [B, T]: which document (conversation) each position belongs to, for several packed
@@ -217,6 +256,9 @@ class Transformer(nn.Module):
         With a cache, idx holds the tokens at positions start_pos .. start_pos + T - 1.
         last_only (no targets): logits [B, 1, V] of the last position only, all that sampling the next
         token needs; a prompt's prefill then pays for the lm head once instead of T times.
+        with_logits=False (with targets): return (None, loss), the loss computed by
+        `loss.linear_cross_entropy` chunk by chunk without ever holding the [B, T, V] logits (what
+        training and evaluation want: less memory and time; docs/benchmarks.md).
         """
         B, T = idx.shape
         if start_pos + T > self.config.max_seq_len:
@@ -236,6 +278,11 @@ class Transformer(nn.Module):
             if targets is not None:
                 raise ValueError("last_only computes no loss: it keeps the last position's logits only")
             x = x[:, -1:]
+        if targets is not None and not with_logits and _plain(self.lm_head) \
+                and not torch.compiler.is_compiling():  # (inductor fuses the plain loss itself)
+            h = self.norm(x)
+            return None, linear_cross_entropy(h.reshape(-1, h.shape[-1]), self.lm_head.weight,
+                                              targets.reshape(-1), z_loss=z_loss)
         logits = self.lm_head(self.norm(x)).float()
         if targets is None:
             return logits, None
@@ -245,7 +292,7 @@ class Transformer(nn.Module):
             keep = flat_targets != -1
             lse = torch.logsumexp(flat_logits[keep], dim=-1)
             loss = loss + z_loss * lse.pow(2).mean()
-        return logits, loss
+        return (logits if with_logits else None), loss
 
 
 # --- slot-based decoding for a server: many sequences, each at its own position -----------------
@@ -296,10 +343,16 @@ class _SlotView:
         return self.cache.k[layer, self.index, :, :end], self.cache.v[layer, self.index, :, :end]
 
 
+def _plain(mod: nn.Module) -> bool:
+    """Whether mod is a bias-free nn.Linear with no hooks, so that its weight alone says what it does
+    (not a LoRA layer or a hooked module, which must be called)."""
+    return type(mod) is nn.Linear and mod.bias is None and not (mod._forward_hooks or mod._forward_pre_hooks)
+
+
 def _linear(mod: nn.Module, x: torch.Tensor) -> torch.Tensor:
     """mod(x) for a 2-D x; a plain bias-free nn.Linear becomes the mm that F.linear would run,
     without its wrapper dispatches. Anything else (a LoRA layer, a hooked module) is called as is."""
-    if type(mod) is nn.Linear and mod.bias is None and not (mod._forward_hooks or mod._forward_pre_hooks):
+    if _plain(mod):
         return torch.mm(x, mod.weight.t())
     return mod(x)
 
@@ -331,7 +384,7 @@ def _attention_slots(attn: Attention, x, rope: tuple, keys, values, rows, positi
         values[index, :, positions] = v
         k, v = (keys[:, :, :span], values[:, :, :span]) if rows is None else (keys[rows, :, :span], values[rows, :, :span])
     gqa = attn.n_kv_heads != attn.n_heads
-    if gqa and x.device.type != "cpu":
+    if gqa and not _cpu_paths(x):
         # CUDA's memory-efficient kernel (the one taking a mask) has no grouped-query mode: repeat.
         n_rep = attn.n_heads // attn.n_kv_heads
         k, v = k.repeat_interleave(n_rep, dim=1), v.repeat_interleave(n_rep, dim=1)

@@ -24,7 +24,10 @@ weights and AdamW state and computes in bfloat16 (autocast under DDP, FSDP2's pa
     weights      4P float32 master       (fsdp: 4P/g)
     grads        4P float32               (fsdp: 4P/g)
     adam         8P exp_avg + exp_avg_sq  (fsdp: 8P/g)
-    transient    ddp:  2P bfloat16 copies of the weights that autocast makes and autograd keeps
+    transient    the loss's head gradient, computed in the forward pass (4*vocab*dim float32),
+                 and one chunk of its logits (8 bytes an element: bfloat16, float32, bfloat16
+                 gradient; config.LOSS_CHUNK_ELEMENTS at most), plus
+                 ddp:  2P bfloat16 copies of the weights that autocast makes and autograd keeps
                        until the backward pass
                  fsdp: the unsharded bfloat16 parameters of the root (embedding, final norm, head)
                        and of two blocks (current + prefetched), and one block's float32 gradient
@@ -33,8 +36,8 @@ weights and AdamW state and computes in bfloat16 (autocast under DDP, FSDP2's pa
                    per block  34*dim + 8*ffn_hidden + 4*n_heads   (bf16 matmul inputs and outputs,
                               float32 residual stream and norms, fused attention's log-sum-exp; the
                               GQA keys and values are saved after expansion to n_heads)
-                   head       10*dim + 12*vocab_size   (final norm, float32 log-softmax, and the
-                              logits' gradients at the start of the backward pass)
+                   head       10*dim   (final norm and the gradient of its output: the trainer's fused,
+                              chunked cross-entropy, `loss.py`, keeps no [tokens, vocab] logits)
                  with activation checkpointing a block keeps only its float32 input (4*dim) and one
                  block at a time is recomputed in full.
 The per-token coefficients were measured on this model's saved tensors (`test_model_plan.py` checks
@@ -47,7 +50,8 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, replace
 
-from .config import FSDP_AUTO_MIN_PARAMS, ModelConfig, num_embedding_params, num_params, preset
+from .config import (FSDP_AUTO_MIN_PARAMS, LOSS_CHUNK_ELEMENTS, ModelConfig, num_embedding_params,
+                     num_params, preset)
 
 GIB = 1024 ** 3
 USABLE_FRACTION = 0.9  # of a GPU's memory; the rest for the CUDA context, NCCL, fragmentation
@@ -119,7 +123,7 @@ def layer_params(cfg: ModelConfig) -> int:
 def activation_bytes_per_token(cfg: ModelConfig, activation_checkpointing: bool = False) -> int:
     """Bytes of saved activations per token of a micro-batch (bf16 compute; see the module doc)."""
     block = 34 * cfg.dim + 8 * cfg.ffn_hidden + 4 * cfg.n_heads
-    head = 10 * cfg.dim + 12 * cfg.vocab_size
+    head = 10 * cfg.dim
     if activation_checkpointing:
         return cfg.n_layers * 4 * cfg.dim + block + head
     return cfg.n_layers * block + head
@@ -155,7 +159,9 @@ def memory_per_gpu(cfg: ModelConfig, *, gpus: int, parallelism: str, micro_batch
     else:
         root = P - cfg.n_layers * layer_params(cfg)
         transient = 2 * (root + 2 * layer_params(cfg)) + 4 * layer_params(cfg)
-    acts = micro_batch * seq_len * activation_bytes_per_token(cfg, activation_checkpointing)
+    tokens = micro_batch * seq_len
+    transient += 4 * cfg.vocab_size * cfg.dim + 8 * min(LOSS_CHUNK_ELEMENTS, tokens * cfg.vocab_size)
+    acts = tokens * activation_bytes_per_token(cfg, activation_checkpointing)
     return Memory(parallelism, gpus, activation_checkpointing, weights=4 * P / shards,
                   grads=4 * P / shards, optimizer=8 * P / shards, transient=transient, activations=acts)
 

@@ -43,7 +43,7 @@ from ..checkpoint import (CheckpointError, latest_checkpoint, list_checkpoints, 
 from ..config import ConfigError
 from ..parallel import clip_grad_norm, grad_sync, wrap_ddp
 from ..tokenizer import TokenizerError
-from ..train import (Dist, MetricsLog, _printer, autocast_context, open_pipes, param_groups,
+from ..train import (Dist, MetricsLog, _printer, autocast_context, open_pipes, fused_adamw, param_groups,
                      setup_distributed)
 from .config import Phase, StageConfig
 from .lora import count_trainable, load_adapter, merged_state_dict, save_adapter
@@ -150,7 +150,7 @@ def run_stage(stage: Stage, d: Dist, pipes=None, stop_at: int | None = None) -> 
     n_base_params = sum(p.numel() for n, p in
                         {id(p): (n, p) for n, p in raw.named_parameters() if ".lora_" not in n}.values())
     optimizer = torch.optim.AdamW(param_groups(raw, cfg.weight_decay), lr=phases[0].lr,
-                                  betas=(cfg.beta1, cfg.beta2), eps=1e-8, fused=d.device.type == "cuda")
+                                  betas=(cfg.beta1, cfg.beta2), eps=1e-8, fused=fused_adamw(d.device))
 
     step, tokens_seen, elapsed_before = 0, 0, 0.0
     ckpt = latest_checkpoint(out_dir)

@@ -1,0 +1,124 @@
+"""Cross-entropy of the lm head without the [tokens, vocab] logits: a fused, chunked linear + loss.
+
+`F.cross_entropy(h @ W.T, targets)` materialises the logits, then a log-softmax of the same size,
+then in backward a zero-filled one-hot gradient and the log-softmax gradient: four [N, V] float32
+tensors (for the 7B preset, 8 x 4096 tokens x 50k vocabulary: 6.5 GB each) and as many passes over
+memory. `linear_cross_entropy` instead walks the rows in chunks: for each it computes the chunk's
+logits into one reused buffer, turns them in place into the gradient of the loss with respect to
+those logits (softmax minus one-hot, over the number of counted targets, plus the z-loss term), and
+immediately multiplies that into the gradients of h and W. The backward pass only scales the stored
+gradients by the incoming one. It is the same idea as Liger Kernel's fused linear cross-entropy and
+torchtune's chunked loss, in plain PyTorch so it runs on CPU and GPU alike.
+
+Measured in `bench/bench_train.py` (docs/benchmarks.md). Without autograd (evaluation) the same
+chunked loop computes the loss alone.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from .config import LOSS_CHUNK_ELEMENTS as CHUNK_ELEMENTS
+
+
+def _compute_dtype(x: torch.Tensor) -> torch.dtype:
+    """The dtype autocast would run the lm head's matmul in (x's own outside autocast)."""
+    if x.device.type in ("cuda", "cpu") and torch.is_autocast_enabled(x.device.type):
+        return torch.get_autocast_dtype(x.device.type)
+    return x.dtype
+
+
+def _chunk_loss(logits: torch.Tensor, targets: torch.Tensor, z_loss: float, scale: torch.Tensor | None):
+    """Per-chunk work on float32 logits [c, V]: returns (sum of cross-entropy over counted rows,
+    sum of lse^2 over counted rows). With `scale` (1 / counted rows) it also overwrites `logits` with
+    d loss / d logits: (softmax * (1 + 2 z lse) - onehot) * scale, zero on ignored rows."""
+    valid = targets != -1
+    safe = targets.clamp(min=0)
+    target_logit = logits.gather(1, safe[:, None]).squeeze(1)
+    peak = logits.amax(1, keepdim=True)
+    if scale is None:
+        lse = (peak + (logits - peak).exp().sum(1, keepdim=True).log()).squeeze(1)
+    else:
+        probs = logits.sub_(peak).exp_()
+        total = probs.sum(1, keepdim=True)
+        lse = (peak + total.log()).squeeze(1)
+        keep = valid.to(logits.dtype) * scale
+        row = keep / total.squeeze(1)
+        if z_loss > 0:
+            row = row * (1 + 2 * z_loss * lse)
+        probs.mul_(row[:, None])
+        probs[torch.arange(probs.shape[0], device=probs.device), safe] -= keep
+    ce = torch.where(valid, lse - target_logit, 0.0).sum()
+    zz = torch.where(valid, lse.square(), 0.0).sum() if z_loss > 0 else ce.new_zeros(())
+    return ce, zz
+
+
+class _LinearCrossEntropy(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, h, weight, targets, z_loss, chunk_rows):
+        counted = (targets != -1).sum()
+        n = counted.clamp(min=1).to(torch.float32)
+        scale = 1.0 / n
+        dtype = _compute_dtype(h)
+        with torch.autocast(h.device.type, enabled=False):
+            hc, wc = h.to(dtype), weight.to(dtype)
+            grad_h = torch.empty_like(hc) if h.requires_grad else None
+            grad_w = None  # float32; the first chunk's product, then the others added to it
+            rows = min(chunk_rows, h.shape[0])
+            buf = torch.empty(rows, weight.shape[0], dtype=dtype, device=h.device)
+            ce = torch.zeros((), dtype=torch.float32, device=h.device)
+            zz = torch.zeros((), dtype=torch.float32, device=h.device)
+            for i in range(0, h.shape[0], rows):
+                part = hc[i:i + rows]
+                logits = torch.mm(part, wc.t(), out=buf[:part.shape[0]])
+                if dtype != torch.float32:
+                    logits = logits.float()
+                c, z = _chunk_loss(logits, targets[i:i + rows], z_loss, scale)
+                ce, zz = ce + c, zz + z
+                grad = logits.to(dtype)
+                if grad_h is not None:
+                    torch.mm(grad, wc, out=grad_h[i:i + part.shape[0]])
+                if weight.requires_grad:
+                    if grad_w is None:
+                        grad_w = torch.mm(grad.t(), part).float()
+                    elif dtype == torch.float32:
+                        grad_w.addmm_(grad.t(), part)
+                    else:
+                        grad_w.add_(torch.mm(grad.t(), part))
+        # Kept until backward: h's gradient in the matmul's dtype (as autocast's would be), W's in W's
+        # own (bfloat16 under FSDP's param_dtype, float32 master weights otherwise).
+        ctx.save_for_backward(grad_h, None if grad_w is None else grad_w.to(weight.dtype))
+        ctx.h_dtype = h.dtype
+        return (ce + z_loss * zz) / n
+
+    @staticmethod
+    def backward(ctx, grad_out):
+        grad_h, grad_w = ctx.saved_tensors
+        return (None if grad_h is None else (grad_h * grad_out.to(grad_h.dtype)).to(ctx.h_dtype),
+                None if grad_w is None else grad_w * grad_out.to(grad_w.dtype), None, None, None)
+
+
+def linear_cross_entropy(h: torch.Tensor, weight: torch.Tensor, targets: torch.Tensor, *,
+                         z_loss: float = 0.0, chunk_rows: int | None = None) -> torch.Tensor:
+    """Mean cross-entropy of softmax(h @ weight.T) against targets (-1 = not counted), plus
+    z_loss * mean(logsumexp^2) over the counted rows; h [N, D], weight [V, D], targets [N].
+
+    Equal to `F.cross_entropy(F.linear(h, weight).float(), targets, ignore_index=-1)` (plus the
+    z-loss) up to float rounding, gradients included; never holds more than one chunk of logits.
+    """
+    if h.dim() != 2 or targets.shape != h.shape[:1]:
+        raise ValueError(f"linear_cross_entropy wants h [N, D] and targets [N], got {tuple(h.shape)} "
+                         f"and {tuple(targets.shape)}")
+    rows = chunk_rows or max(1, CHUNK_ELEMENTS // weight.shape[0])
+    if torch.is_grad_enabled() and (h.requires_grad or weight.requires_grad):
+        return _LinearCrossEntropy.apply(h, weight, targets, float(z_loss), rows)
+    with torch.no_grad():  # evaluation: the loss alone, chunk by chunk
+        dtype = _compute_dtype(h)
+        ce = torch.zeros((), dtype=torch.float32, device=h.device)
+        zz = torch.zeros((), dtype=torch.float32, device=h.device)
+        for i in range(0, h.shape[0], rows):
+            logits = torch.mm(h[i:i + rows].to(dtype), weight.to(dtype).t()).float()
+            c, z = _chunk_loss(logits, targets[i:i + rows], z_loss, None)
+            ce, zz = ce + c, zz + z
+        n = (targets != -1).sum().clamp(min=1)
+        return (ce + z_loss * zz) / n

@@ -1,0 +1,148 @@
+"""The fused, chunked cross-entropy (loss.py) and the model's CPU-only paths, against the plain ones."""
+
+import dataclasses
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+import tenali_model.model as model_module
+from tenali_model.config import preset
+from tenali_model.loss import linear_cross_entropy
+from tenali_model.model import RMSNorm, Transformer
+
+
+def _reference(h, w, t, z_loss):
+    logits = F.linear(h, w).float()
+    loss = F.cross_entropy(logits, t, ignore_index=-1)
+    keep = t != -1
+    if z_loss > 0 and keep.any():
+        loss = loss + z_loss * torch.logsumexp(logits[keep], -1).pow(2).mean()
+    return loss
+
+
+def _grads(fn, h, w, t, z_loss):
+    h, w = h.clone().requires_grad_(), w.clone().requires_grad_()
+    loss = fn(h, w, t, z_loss)
+    loss.backward()
+    return loss.detach(), h.grad, w.grad
+
+
+@pytest.mark.parametrize("z_loss", [0.0, 1e-2])
+@pytest.mark.parametrize("chunk_rows", [None, 7, 64])  # one chunk; uneven chunks; one per 64 rows
+def test_matches_cross_entropy_and_its_gradients(z_loss, chunk_rows):
+    torch.manual_seed(0)
+    h, w = torch.randn(100, 16), torch.randn(50, 16)
+    t = torch.randint(0, 50, (100,))
+    t[[3, 40, 41, 99]] = -1  # not counted
+    ref = _grads(_reference, h, w, t, z_loss)
+    got = _grads(lambda *a: linear_cross_entropy(*a[:3], z_loss=a[3], chunk_rows=chunk_rows), h, w, t, z_loss)
+    for a, b in zip(ref, got):
+        torch.testing.assert_close(b, a, rtol=1e-5, atol=1e-6)
+    with torch.no_grad():  # evaluation: the loss alone, the same value
+        torch.testing.assert_close(linear_cross_entropy(h, w, t, z_loss=z_loss, chunk_rows=chunk_rows), ref[0])
+
+
+def test_gradient_scales_with_the_incoming_one_and_only_where_asked():
+    torch.manual_seed(1)
+    h, w, t = torch.randn(12, 8), torch.randn(20, 8), torch.randint(0, 20, (12,))
+    ref = _grads(lambda h, w, t, z: 3.0 * _reference(h, w, t, z), h, w, t, 0.0)
+    got = _grads(lambda h, w, t, z: 3.0 * linear_cross_entropy(h, w, t, chunk_rows=5), h, w, t, 0.0)
+    torch.testing.assert_close(got[1], ref[1])
+    torch.testing.assert_close(got[2], ref[2])
+    frozen = w.clone().requires_grad_()  # a frozen input gets no gradient
+    linear_cross_entropy(h, frozen, t).backward()
+    assert frozen.grad is not None
+    hh = h.clone().requires_grad_()
+    linear_cross_entropy(hh, w, t).backward()
+    torch.testing.assert_close(hh.grad, ref[1] / 3.0)
+
+
+def test_every_target_ignored_gives_zero_and_zero_gradients():
+    h, w = torch.randn(4, 8, requires_grad=True), torch.randn(10, 8, requires_grad=True)
+    loss = linear_cross_entropy(h, w, torch.full((4,), -1))
+    loss.backward()
+    assert loss.item() == 0.0 and not h.grad.any() and not w.grad.any()
+
+
+def test_bf16_autocast_is_close_to_autocast_cross_entropy():
+    torch.manual_seed(2)
+    h, w, t = torch.randn(64, 32), torch.randn(40, 32) * 0.3, torch.randint(0, 40, (64,))
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        ref = _grads(_reference, h, w, t, 0.0)
+        got = _grads(lambda *a: linear_cross_entropy(*a[:3], chunk_rows=16), h, w, t, 0.0)
+    assert got[1].dtype == h.dtype and got[2].dtype == w.dtype
+    for a, b in zip(ref, got):
+        torch.testing.assert_close(b, a, rtol=2e-2, atol=2e-3)
+
+
+def test_bad_shapes_are_named():
+    with pytest.raises(ValueError, match=r"h \[N, D\] and targets \[N\]"):
+        linear_cross_entropy(torch.randn(2, 3, 4), torch.randn(5, 4), torch.zeros(2, 3, dtype=torch.long))
+
+
+def _model(**kw):
+    torch.manual_seed(0)
+    return Transformer(dataclasses.replace(preset("tiny"), **kw))
+
+
+@pytest.mark.parametrize("kw", [{}, {"tie_embeddings": False}])
+def test_model_training_loss_without_logits_matches(kw):
+    idx = torch.randint(0, 512, (2, 33))
+    targets = idx.roll(-1, 1)
+    targets[0, :5] = -1
+    grads = []
+    for with_logits in (True, False):
+        model = _model(**kw)
+        logits, loss = model(idx, targets, z_loss=1e-3, with_logits=with_logits)
+        assert (logits is None) != with_logits
+        loss.backward()
+        grads.append((loss.detach(), {n: p.grad for n, p in model.named_parameters()}))
+    torch.testing.assert_close(grads[1][0], grads[0][0])
+    for name, g in grads[0][1].items():
+        torch.testing.assert_close(grads[1][1][name], g, rtol=1e-4, atol=1e-6, msg=name)
+
+
+def test_a_hooked_head_is_called_not_bypassed():
+    model = _model()
+    calls = []
+    model.lm_head.register_forward_hook(lambda mod, args, out: calls.append(out.shape))
+    idx = torch.randint(0, 512, (2, 9))
+    _, loss = model(idx, idx, with_logits=False)
+    assert calls == [(2, 9, 512)] and loss.requires_grad
+
+
+def test_rmsnorm_cpu_backward_matches_autograd_of_the_fused_op():
+    torch.manual_seed(3)
+    norm = RMSNorm(24)
+    with torch.no_grad():
+        norm.weight.uniform_(0.5, 1.5)
+    x = torch.randn(3, 5, 24, requires_grad=True)
+    y = norm(x)  # the CPU path (grad enabled)
+    ref = F.rms_norm(x, (24,), norm.weight, norm.eps)
+    assert torch.equal(y, ref)  # the same forward bits
+    g = torch.randn_like(y)
+    got = torch.autograd.grad(y, (x, norm.weight), g)
+    want = torch.autograd.grad(ref, (x, norm.weight), g)
+    for a, b in zip(got, want):
+        torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6)
+    norm.weight.requires_grad_(False)  # frozen weight (LoRA): x's gradient alone
+    (gx,) = torch.autograd.grad(norm(x), (x,), g)
+    torch.testing.assert_close(gx, want[0], rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("kw", [{}, {"n_kv_heads": 1}])
+def test_cpu_paths_train_like_the_cuda_paths(kw, monkeypatch):
+    """Grouped-query attention inside SDPA and RMSNorm's own backward (CPU) against the repeated
+    keys and F.rms_norm's autograd (what CUDA runs): same loss, same gradients."""
+    idx = torch.randint(0, 512, (2, 17))
+    out = []
+    for cpu in (True, False):
+        monkeypatch.setattr(model_module, "_cpu_paths", lambda x, cpu=cpu: cpu)
+        model = _model(**kw)
+        _, loss = model(idx, idx, with_logits=False)
+        loss.backward()
+        out.append((loss.detach(), [p.grad for p in model.parameters()]))
+    torch.testing.assert_close(out[0][0], out[1][0])
+    for a, b in zip(out[0][1], out[1][1]):
+        torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-6)
