@@ -9,6 +9,9 @@ Parameter names follow Meta's LLaMA code (wq/wk/wv/wo, w1/w2/w3); RoPE uses the 
 layout that Hugging Face LLaMA uses, so an export needs a rename and no weight permutation
 (`hf.py`; its test checks the logits against transformers).
 
+Training asks for the loss alone (`forward(..., with_logits=False)`): the lm head and cross-entropy
+then run chunk by chunk in `loss.py` and the [B, T, vocab] logits are never held.
+
 Activation checkpointing (`set_activation_checkpointing`) recomputes each block's forward during
 the backward pass instead of keeping its activations; it lives inside `Block.forward`, so FSDP's
 per-block hooks stay outside the recomputed region (the torchtitan arrangement).
