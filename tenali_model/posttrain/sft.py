@@ -19,9 +19,6 @@ from __future__ import annotations
 
 import sys
 
-import torch
-import torch.nn.functional as F
-
 from ..tokenizer import load_tokenizer
 from ..train import Dist
 from .config import Phase, SFTConfig
@@ -30,17 +27,13 @@ from .data import (DataError, RowBatches, collate, encode_sft, load_chats, pack,
 from .loop import Stage, build_student, fit_vocab, load_parent, stage_main, train_stage
 
 
-def token_loss_sum(logits: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, int]:
-    """(sum of cross-entropy over labels != -1, their count)."""
-    s = F.cross_entropy(logits.reshape(-1, logits.size(-1)).float(), y.reshape(-1), ignore_index=-1,
-                        reduction="sum")
-    return s, int((y != -1).sum())
-
-
 def sft_loss(model, batch: dict, phase: Phase | None = None):
-    logits = model(batch["x"], doc_ids=batch.get("doc_ids"))[0]
-    s, n = token_loss_sum(logits, batch["y"])
-    return s, n, {}
+    """(sum of cross-entropy over the answer tokens, their count, {}), through the model's fused
+    loss (no [tokens, vocab] logits held; `tenali_model/loss.py`)."""
+    y = batch["y"]
+    n = int((y != -1).sum())
+    _, mean = model(batch["x"], y, doc_ids=batch.get("doc_ids"), with_logits=False)
+    return mean * n, n, {}
 
 
 def prepare(cfg: SFTConfig, d: Dist) -> Stage:
