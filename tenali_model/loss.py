@@ -17,6 +17,7 @@ chunked loop computes the loss alone.
 from __future__ import annotations
 
 import torch
+from torch.autograd.function import once_differentiable
 
 from .config import LOSS_CHUNK_ELEMENTS as CHUNK_ELEMENTS
 
@@ -64,7 +65,7 @@ class _LinearCrossEntropy(torch.autograd.Function):
             hc, wc = h.to(dtype), weight.to(dtype)
             grad_h = torch.empty_like(hc) if h.requires_grad else None
             grad_w = None  # float32; the first chunk's product, then the others added to it
-            rows = min(chunk_rows, h.shape[0])
+            rows = max(1, min(chunk_rows, h.shape[0]))
             buf = torch.empty(rows, weight.shape[0], dtype=dtype, device=h.device)
             ce = torch.zeros((), dtype=torch.float32, device=h.device)
             zz = torch.zeros((), dtype=torch.float32, device=h.device)
@@ -92,6 +93,7 @@ class _LinearCrossEntropy(torch.autograd.Function):
         return (ce + z_loss * zz) / n
 
     @staticmethod
+    @once_differentiable
     def backward(ctx, grad_out):
         grad_h, grad_w = ctx.saved_tensors
         return (None if grad_h is None else (grad_h * grad_out.to(grad_h.dtype)).to(ctx.h_dtype),

@@ -24,6 +24,7 @@ import math
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
+from torch.autograd.function import once_differentiable
 from torch.utils.checkpoint import checkpoint
 
 from .config import ModelConfig
@@ -68,6 +69,7 @@ class _RMSNormCPU(torch.autograd.Function):
         return xhat * weight
 
     @staticmethod
+    @once_differentiable
     def backward(ctx, grad):
         xhat, r, weight = ctx.saved_tensors
         dw = (grad * xhat).flatten(0, -2).sum(0) if ctx.needs_input_grad[1] else None

@@ -65,6 +65,13 @@ def test_every_target_ignored_gives_zero_and_zero_gradients():
     assert loss.item() == 0.0 and not h.grad.any() and not w.grad.any()
 
 
+def test_no_rows_at_all():
+    h, w = torch.randn(0, 8, requires_grad=True), torch.randn(10, 8, requires_grad=True)
+    loss = linear_cross_entropy(h, w, torch.zeros(0, dtype=torch.long))
+    loss.backward()
+    assert loss.item() == 0.0 and h.grad.shape == (0, 8)
+
+
 def test_bf16_autocast_is_close_to_autocast_cross_entropy():
     torch.manual_seed(2)
     h, w, t = torch.randn(64, 32), torch.randn(40, 32) * 0.3, torch.randint(0, 40, (64,))
