@@ -3,7 +3,8 @@
 One process per visible GPU, or ``nproc_per_node`` CPU processes (default 1) when there is none.
 Only rank 0 of the trainer opens Pipes, so exactly one materialisation comes back. A trainer that
 dies before opening Pipes would otherwise look like success (dagster #17868), so the exit code is
-checked by the client and the reported checkpoint is checked here.
+checked by the client and the reported checkpoint is checked here. Messages come back through a
+reader that never parses a half-written line (`file_messages.py`).
 """
 
 from __future__ import annotations
@@ -13,6 +14,8 @@ import sys
 from pathlib import Path
 
 import dagster as dg
+
+from .file_messages import WholeLineMessageReader
 
 
 def _visible_gpus() -> int:
@@ -41,7 +44,7 @@ class LocalTorchrunLauncher(dg.ConfigurableResource):
         """Run `module` (pretraining, or a post-training stage) with `--config config_path`."""
         cmd, env = self.command(config_path, module)
         context.log.info(f"launching: {' '.join(cmd)}")
-        result = dg.PipesSubprocessClient().run(
+        result = dg.PipesSubprocessClient(message_reader=WholeLineMessageReader()).run(
             command=cmd, context=context, cwd=str(workdir), env=env, extras=extras or {}
         ).get_materialize_result()
         return result
