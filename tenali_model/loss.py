@@ -116,10 +116,11 @@ def linear_cross_entropy(h: torch.Tensor, weight: torch.Tensor, targets: torch.T
         return _LinearCrossEntropy.apply(h, weight, targets, float(z_loss), rows)
     with torch.no_grad():  # evaluation: the loss alone, chunk by chunk
         dtype = _compute_dtype(h)
+        wc = weight.to(dtype)  # once, not per chunk
         ce = torch.zeros((), dtype=torch.float32, device=h.device)
         zz = torch.zeros((), dtype=torch.float32, device=h.device)
         for i in range(0, h.shape[0], rows):
-            logits = torch.mm(h[i:i + rows].to(dtype), weight.to(dtype).t()).float()
+            logits = torch.mm(h[i:i + rows].to(dtype), wc.t()).float()
             c, z = _chunk_loss(logits, targets[i:i + rows], z_loss, None)
             ce, zz = ce + c, zz + z
         n = (targets != -1).sum().clamp(min=1)

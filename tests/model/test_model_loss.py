@@ -78,9 +78,12 @@ def test_bf16_autocast_is_close_to_autocast_cross_entropy():
     with torch.autocast("cpu", dtype=torch.bfloat16):
         ref = _grads(_reference, h, w, t, 0.0)
         got = _grads(lambda *a: linear_cross_entropy(*a[:3], chunk_rows=16), h, w, t, 0.0)
+        with torch.no_grad():  # evaluation under autocast
+            evaluated = linear_cross_entropy(h, w, t, chunk_rows=16)
     assert got[1].dtype == h.dtype and got[2].dtype == w.dtype
     for a, b in zip(ref, got):
         torch.testing.assert_close(b, a, rtol=2e-2, atol=2e-3)
+    torch.testing.assert_close(evaluated, ref[0], rtol=2e-2, atol=2e-3)
 
 
 def test_bad_shapes_are_named():
