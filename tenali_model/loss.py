@@ -30,19 +30,17 @@ def _compute_dtype(x: torch.Tensor) -> torch.dtype:
 
 
 def _chunk_loss(logits: torch.Tensor, targets: torch.Tensor, z_loss: float, scale: torch.Tensor | None):
-    """Per-chunk work on float32 logits [c, V]: returns (sum of cross-entropy over counted rows,
-    sum of lse^2 over counted rows). With `scale` (1 / counted rows) it also overwrites `logits` with
-    d loss / d logits: (softmax * (1 + 2 z lse) - onehot) * scale, zero on ignored rows."""
+    """Per-chunk work on float32 logits [c, V], which it overwrites: returns (sum of cross-entropy
+    over counted rows, sum of lse^2 over counted rows). With `scale` (1 / counted rows) `logits` ends
+    as d loss / d logits: (softmax * (1 + 2 z lse) - onehot) * scale, zero on ignored rows."""
     valid = targets != -1
     safe = targets.clamp(min=0)
     target_logit = logits.gather(1, safe[:, None]).squeeze(1)
     peak = logits.amax(1, keepdim=True)
-    if scale is None:
-        lse = (peak + (logits - peak).exp().sum(1, keepdim=True).log()).squeeze(1)
-    else:
-        probs = logits.sub_(peak).exp_()
-        total = probs.sum(1, keepdim=True)
-        lse = (peak + total.log()).squeeze(1)
+    probs = logits.sub_(peak).exp_()  # unnormalised
+    total = probs.sum(1, keepdim=True)
+    lse = (peak + total.log()).squeeze(1)
+    if scale is not None:
         keep = valid.to(logits.dtype) * scale
         row = keep / total.squeeze(1)
         if z_loss > 0:
@@ -54,43 +52,50 @@ def _chunk_loss(logits: torch.Tensor, targets: torch.Tensor, z_loss: float, scal
     return ce, zz
 
 
+def _chunked(h, weight, targets, z_loss: float, rows: int, grads: bool):
+    """The loss over chunks of `rows` rows, and with `grads` the gradients of h and W (None for an
+    input that does not require one; W's in float32)."""
+    n = (targets != -1).sum().clamp(min=1).to(torch.float32)
+    dtype = _compute_dtype(h)
+    with torch.autocast(h.device.type, enabled=False):
+        hc, wc = h.to(dtype), weight.to(dtype)
+        grad_h = torch.empty_like(hc) if grads and h.requires_grad else None
+        grad_w = None  # the first chunk's product, then the others added to it
+        rows = max(1, min(rows, h.shape[0]))
+        buf = torch.empty(rows, weight.shape[0], dtype=dtype, device=h.device)
+        ce = torch.zeros((), dtype=torch.float32, device=h.device)
+        zz = torch.zeros((), dtype=torch.float32, device=h.device)
+        for i in range(0, h.shape[0], rows):
+            part = hc[i:i + rows]
+            logits = torch.mm(part, wc.t(), out=buf[:part.shape[0]])
+            if dtype != torch.float32:
+                logits = logits.float()
+            c, z = _chunk_loss(logits, targets[i:i + rows], z_loss, 1.0 / n if grads else None)
+            ce, zz = ce + c, zz + z
+            if not grads:
+                continue
+            grad = logits.to(dtype)
+            if grad_h is not None:
+                torch.mm(grad, wc, out=grad_h[i:i + part.shape[0]])
+            if weight.requires_grad:
+                if grad_w is None:
+                    grad_w = torch.mm(grad.t(), part).float()
+                elif dtype == torch.float32:
+                    grad_w.addmm_(grad.t(), part)
+                else:
+                    grad_w.add_(torch.mm(grad.t(), part))
+    return (ce + z_loss * zz) / n, grad_h, grad_w
+
+
 class _LinearCrossEntropy(torch.autograd.Function):
     @staticmethod
     def forward(ctx, h, weight, targets, z_loss, chunk_rows):
-        counted = (targets != -1).sum()
-        n = counted.clamp(min=1).to(torch.float32)
-        scale = 1.0 / n
-        dtype = _compute_dtype(h)
-        with torch.autocast(h.device.type, enabled=False):
-            hc, wc = h.to(dtype), weight.to(dtype)
-            grad_h = torch.empty_like(hc) if h.requires_grad else None
-            grad_w = None  # float32; the first chunk's product, then the others added to it
-            rows = max(1, min(chunk_rows, h.shape[0]))
-            buf = torch.empty(rows, weight.shape[0], dtype=dtype, device=h.device)
-            ce = torch.zeros((), dtype=torch.float32, device=h.device)
-            zz = torch.zeros((), dtype=torch.float32, device=h.device)
-            for i in range(0, h.shape[0], rows):
-                part = hc[i:i + rows]
-                logits = torch.mm(part, wc.t(), out=buf[:part.shape[0]])
-                if dtype != torch.float32:
-                    logits = logits.float()
-                c, z = _chunk_loss(logits, targets[i:i + rows], z_loss, scale)
-                ce, zz = ce + c, zz + z
-                grad = logits.to(dtype)
-                if grad_h is not None:
-                    torch.mm(grad, wc, out=grad_h[i:i + part.shape[0]])
-                if weight.requires_grad:
-                    if grad_w is None:
-                        grad_w = torch.mm(grad.t(), part).float()
-                    elif dtype == torch.float32:
-                        grad_w.addmm_(grad.t(), part)
-                    else:
-                        grad_w.add_(torch.mm(grad.t(), part))
+        loss, grad_h, grad_w = _chunked(h, weight, targets, z_loss, chunk_rows, grads=True)
         # Kept until backward: h's gradient in the matmul's dtype (as autocast's would be), W's in W's
         # own (bfloat16 under FSDP's param_dtype, float32 master weights otherwise).
         ctx.save_for_backward(grad_h, None if grad_w is None else grad_w.to(weight.dtype))
         ctx.h_dtype = h.dtype
-        return (ce + z_loss * zz) / n
+        return loss
 
     @staticmethod
     @once_differentiable
@@ -115,13 +120,4 @@ def linear_cross_entropy(h: torch.Tensor, weight: torch.Tensor, targets: torch.T
     if torch.is_grad_enabled() and (h.requires_grad or weight.requires_grad):
         return _LinearCrossEntropy.apply(h, weight, targets, float(z_loss), rows)
     with torch.no_grad():  # evaluation: the loss alone, chunk by chunk
-        dtype = _compute_dtype(h)
-        wc = weight.to(dtype)  # once, not per chunk
-        ce = torch.zeros((), dtype=torch.float32, device=h.device)
-        zz = torch.zeros((), dtype=torch.float32, device=h.device)
-        for i in range(0, h.shape[0], rows):
-            logits = torch.mm(h[i:i + rows].to(dtype), wc.t()).float()
-            c, z = _chunk_loss(logits, targets[i:i + rows], z_loss, None)
-            ce, zz = ce + c, zz + z
-        n = (targets != -1).sum().clamp(min=1)
-        return (ce + z_loss * zz) / n
+        return _chunked(h, weight, targets, float(z_loss), rows, grads=False)[0]

@@ -50,12 +50,13 @@ def test_gradient_scales_with_the_incoming_one_and_only_where_asked():
     got = _grads(lambda h, w, t, z: 3.0 * linear_cross_entropy(h, w, t, chunk_rows=5), h, w, t, 0.0)
     torch.testing.assert_close(got[1], ref[1])
     torch.testing.assert_close(got[2], ref[2])
-    frozen = w.clone().requires_grad_()  # a frozen input gets no gradient
-    linear_cross_entropy(h, frozen, t).backward()
-    assert frozen.grad is not None
-    hh = h.clone().requires_grad_()
+    ww = w.clone().requires_grad_()  # h frozen: W's gradient alone
+    linear_cross_entropy(h, ww, t).backward()
+    torch.testing.assert_close(ww.grad, ref[2] / 3.0)
+    hh = h.clone().requires_grad_()  # W frozen (LoRA's base weights): h's alone
     linear_cross_entropy(hh, w, t).backward()
     torch.testing.assert_close(hh.grad, ref[1] / 3.0)
+    assert w.grad is None and h.grad is None
 
 
 def test_every_target_ignored_gives_zero_and_zero_gradients():
