@@ -1,7 +1,7 @@
 """CPU training throughput: our trainer's step against transformers' LlamaForCausalLM, same run.
 
     .venv/bin/python bench/bench_train.py [--preset demo] [--batch 8] [--seq-len 0] [--threads 1]
-                                          [--steps 3] [--warmup 1] [--rounds 15]
+                                          [--steps 3] [--warmup 1] [--rounds 15] [--profile N]
 
 One training step is what tenali_model.train does per optimizer step with grad_accum 1: forward with
 targets (the fused, chunked cross-entropy of tenali_model.loss: no [tokens, vocab] logits), backward,
@@ -14,12 +14,15 @@ computes the loss on the same (input, next-token) pairs (`shift_labels`). Rounds
 models, and which goes first, so a noisy neighbour hurts both alike; each round times `--steps`
 steps after `--warmup`.
 Prints tokens/sec of each (median round) and the ratio ours/theirs: the median of the per-round
-ratios (each from two back-to-back timings, so the VM's slow spells cancel), with their range.
+ratios (each from two back-to-back timings, so the VM's slow spells cancel), with their range, and
+each model's minor page faults per step; `--profile N` adds the N costliest PyTorch ops of both
+steps under torch.profiler.
 """
 
 from __future__ import annotations
 
 import argparse
+import resource
 import statistics
 import sys
 import time
@@ -49,14 +52,39 @@ def make_step(model, loss_fn):
     return step
 
 
-def timed(step, batches, steps: int, warmup: int) -> float:
-    """Seconds per step over `steps` steps, after `warmup` untimed ones."""
+def timed(step, batches, steps: int, warmup: int, faults: list) -> float:
+    """Seconds per step over `steps` steps, after `warmup` untimed ones; appends the minor page faults
+    per step (fresh memory the kernel maps, zeroed, on first touch) to `faults`."""
     for i in range(warmup):
         step(*batches[i % len(batches)])
+    f = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
     t = time.perf_counter()
     for i in range(steps):
         step(*batches[i % len(batches)])
-    return (time.perf_counter() - t) / steps
+    seconds = (time.perf_counter() - t) / steps
+    faults.append((resource.getrusage(resource.RUSAGE_SELF).ru_minflt - f) / steps)
+    return seconds
+
+
+def profile(steps: dict, batches, top: int) -> None:
+    """Self CPU time per step of the `top` costliest PyTorch ops, side by side (torch.profiler,
+    3 steps of each model, 4 alternations)."""
+    from collections import Counter
+
+    from torch.profiler import profile as torch_profile
+    totals = {name: Counter() for name in steps}
+    for _ in range(4):
+        for name, step in steps.items():
+            step(*batches[0])
+            with torch_profile() as prof:
+                for i in range(3):
+                    step(*batches[i % len(batches)])
+            for e in prof.key_averages():
+                totals[name][e.key] += e.self_cpu_time_total / 12 / 1e3  # ms per step
+    a, b = totals.values()
+    print(f"\nself CPU ms per step under torch.profiler: ours {sum(a.values()):.1f}, theirs {sum(b.values()):.1f}")
+    for op in sorted(set(a) | set(b), key=lambda k: -(a[k] + b[k]))[:top]:
+        print(f"  {op[:58]:58s} {a[op]:8.2f} {b[op]:8.2f}")
 
 
 def main() -> None:
@@ -68,6 +96,8 @@ def main() -> None:
     ap.add_argument("--steps", type=int, default=3, help="timed steps per round")
     ap.add_argument("--warmup", type=int, default=1)
     ap.add_argument("--rounds", type=int, default=15)
+    ap.add_argument("--profile", type=int, default=0, metavar="N",
+                    help="also print the N costliest ops of each step under torch.profiler")
     args = ap.parse_args()
 
     from transformers import AutoModelForCausalLM, LlamaConfig  # noqa: F401  (fail early if absent)
@@ -105,11 +135,11 @@ def main() -> None:
     step_ours = make_step(ours, lambda x, y: ours(x, y, with_logits=False)[1])
     step_theirs = make_step(theirs, lambda x, y: theirs(input_ids=x, labels=y, shift_labels=y,
                                                         use_cache=False).loss)
-    t_ours, t_theirs = [], []
+    t_ours, t_theirs, f_ours, f_theirs = [], [], [], []
     for r in range(args.rounds):  # who goes first alternates too
-        pair = [(t_ours, step_ours), (t_theirs, step_theirs)]
-        for times, step in (pair if r % 2 == 0 else pair[::-1]):
-            times.append(timed(step, batches, args.steps, args.warmup))
+        pair = [(t_ours, f_ours, step_ours), (t_theirs, f_theirs, step_theirs)]
+        for times, faults, step in (pair if r % 2 == 0 else pair[::-1]):
+            times.append(timed(step, batches, args.steps, args.warmup, faults))
     tokens = args.batch * seq_len
     ours_tps, theirs_tps = tokens / statistics.median(t_ours), tokens / statistics.median(t_theirs)
     print(f"model {args.preset}: {ours.num_params():,} params, batch {args.batch} x {seq_len} tokens, "
@@ -122,6 +152,10 @@ def main() -> None:
     ratios = sorted(b / a for a, b in zip(t_ours, t_theirs))
     print(f"ratio ours/theirs          {statistics.median(ratios):10.2f}x  "
           f"(median of the {args.rounds} rounds' ratios; range {ratios[0]:.2f}x-{ratios[-1]:.2f}x)")
+    print(f"minor page faults per step: ours {statistics.median(f_ours):,.0f}, "
+          f"theirs {statistics.median(f_theirs):,.0f} (medians)")
+    if args.profile:
+        profile({"ours": step_ours, "theirs": step_theirs}, batches, args.profile)
 
 
 if __name__ == "__main__":
