@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 TORCH_VERSION ?= 2.13.0
 EXTRAS ?= live,aws,k8s,postgres,hf,serve,track,dev
 
-.PHONY: setup demo test ui clean
+.PHONY: setup demo test ui clean device-wheels
 
 setup: $(VENV)/.installed
 
@@ -25,6 +25,13 @@ ui: setup
 
 test: setup
 	$(BIN)/python -m pytest -q
+
+# The server's packages as wheels for a lent GPU machine (Python 3.12, x86_64, no network there), which
+# has its own torch and transformers: carried in var/device-wheels by bench/device_checks.sh serve.
+device-wheels:
+	$(PYTHON) -m pip download -q --disable-pip-version-check --only-binary=:all: --python-version 3.12 \
+	  --platform manylinux2014_x86_64 --platform manylinux_2_17_x86_64 --platform any \
+	  -d var/device-wheels "fastapi==0.165.0" "uvicorn==0.54.0"
 
 clean:
 	rm -rf var

@@ -134,12 +134,19 @@ async def _http_round(url: str, ps, new_tokens: int) -> dict:
 def run_transformers(hf_model, ps, new_tokens: int, device) -> dict:
     idx = torch.tensor(ps, device=device)
     common = dict(do_sample=False, pad_token_id=0, eos_token_id=None)
+    def sync():  # a GPU's last step may still be running when generate returns
+        if idx.device.type == "cuda":
+            torch.cuda.synchronize(idx.device)
+
     with torch.inference_mode():
+        sync()
         t0 = time.perf_counter()
         hf_model.generate(idx, max_new_tokens=1, min_new_tokens=1, **common)
+        sync()
         t1 = time.perf_counter() - t0
         t0 = time.perf_counter()
         out = hf_model.generate(idx, max_new_tokens=new_tokens, min_new_tokens=new_tokens, **common)
+        sync()
         tn = time.perf_counter() - t0
     assert out.shape[1] == idx.shape[1] + new_tokens
     per_stream = (new_tokens - 1) / max(tn - t1, 1e-9)

@@ -141,6 +141,30 @@ def fused_adamw(device: torch.device) -> bool:
     return device.type in ("cuda", "cpu")
 
 
+def optimizer_step(model: nn.Module, raw_model: nn.Module, optimizer: torch.optim.Optimizer, mode: str,
+                   next_batch, grad_accum: int, device: torch.device, autocast, z_loss: float,
+                   grad_clip: float) -> tuple[torch.Tensor, torch.Tensor]:
+    """One optimizer step over grad_accum micro-batches from next_batch() -> (x, y) on the CPU:
+    forward with the fused loss (no logits), backward (DDP syncs on the last micro-batch only),
+    clipping (grad_clip <= 0: measured, not clipped), AdamW, zero_grad. `model` is what is called
+    (compiled, DDP-wrapped), `raw_model` the module itself. Returns (sum of the micro-batch losses,
+    gradient norm) as device tensors, so nothing waits for the GPU here. bench/bench_mfu.py times
+    exactly this."""
+    loss_acc = torch.zeros((), device=device)
+    for micro in range(grad_accum):
+        x, y = (t.pin_memory().to(device, non_blocking=True) if device.type == "cuda" else t
+                for t in next_batch())
+        with grad_sync(model, mode, last_micro_step=micro == grad_accum - 1):
+            with autocast:
+                loss = model(x, y, z_loss=z_loss, with_logits=False)[1]  # fused loss, no logits
+            (loss / grad_accum).backward()
+        loss_acc += loss.detach()
+    grad_norm = clip_grad_norm(raw_model, grad_clip if grad_clip > 0 else float("inf"))
+    optimizer.step()
+    optimizer.zero_grad(set_to_none=True)
+    return loss_acc, grad_norm
+
+
 def check_inputs(cfg: TrainConfig, world_size: int = 1) -> int:
     """Validate the config and every shard header before any work; returns train token count."""
     cfg.validate()
@@ -340,19 +364,8 @@ def _train(cfg: TrainConfig, d: Dist, pipes, stop_at: int | None) -> dict:
         lr = lr_at(step, cfg)
         for group in optimizer.param_groups:
             group["lr"] = lr
-        loss_acc = torch.zeros((), device=d.device)
-        for micro in range(grad_accum):
-            x, y = (t.pin_memory().to(d.device, non_blocking=True) if d.device.type == "cuda" else t
-                    for t in loader.next_batch())
-            with grad_sync(model, mode, last_micro_step=micro == grad_accum - 1):
-                with autocast:
-                    loss = model(x, y, z_loss=cfg.z_loss, with_logits=False)[1]  # fused loss, no logits
-                (loss / grad_accum).backward()
-            loss_acc += loss.detach()
-        max_norm = cfg.grad_clip if cfg.grad_clip > 0 else float("inf")
-        grad_norm = clip_grad_norm(raw_model, max_norm)
-        optimizer.step()
-        optimizer.zero_grad(set_to_none=True)
+        loss_acc, grad_norm = optimizer_step(model, raw_model, optimizer, mode, loader.next_batch,
+                                             grad_accum, d.device, autocast, cfg.z_loss, cfg.grad_clip)
         step += 1
         tokens_seen += tokens_per_step
 

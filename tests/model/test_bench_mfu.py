@@ -1,0 +1,52 @@
+"""bench/bench_mfu.py (the GPU MFU benchmark) runs on a CPU too: keep it working between GPU loans."""
+
+import importlib.util
+import json
+import math
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+@pytest.fixture(scope="module")
+def bench():
+    spec = importlib.util.spec_from_file_location("bench_mfu", ROOT / "bench" / "bench_mfu.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+COMMON = ["--device", "cpu", "--dtype", "float32", "--batch", "2", "--seq-len", "32", "--steps", "2",
+          "--warmup", "1", "--threads", "1"]
+
+
+def test_runs_the_trainer_step_and_writes_results(bench, tmp_path, capsys):
+    assert bench.main(["--configs", "tiny,demo", "--first-fit", *COMMON, "--out", str(tmp_path)]) == 0
+    results = json.loads((tmp_path / "results.json").read_text())
+    assert [r["config"] for r in results] == ["tiny"]  # --first-fit stopped after the first that ran
+    r = results[0]
+    assert r["status"] == "ok" and r["tokens_per_step"] == 64 and r["seq_len"] == 32
+    assert r["tokens_per_sec"] == pytest.approx(64 / r["seconds_per_step"])
+    assert r["mfu"] is None and r["peak_bf16_flops"] is None  # no peak for a CPU
+    assert math.isfinite(r["loss"]) and r["loss"] > 0 and r["grad_norm"] > 0
+    assert r["memory_kind"] == "peak RSS" and r["memory_bytes"] > 0
+    assert "| tiny | 0.1M | 2 x 32 (x 1) |" in (tmp_path / "table.md").read_text()
+    assert "tiny:" in capsys.readouterr().out
+
+
+def test_a_config_that_fails_is_reported_with_its_reason(bench, tmp_path):
+    # tiny's context is 128: its child exits with the reason, which the parent reports
+    rc = bench.main(["--configs", "tiny", "--device", "cpu", "--dtype", "float32", "--seq-len", "4096",
+                     "--out", str(tmp_path)])
+    assert rc == 1
+    (r,) = json.loads((tmp_path / "results.json").read_text())
+    assert r["status"].startswith("failed") and "exceeds tiny's context of 128" in r["error"]
+    assert "| tiny |" in (tmp_path / "table.md").read_text()
+
+
+def test_unknown_config_is_refused_before_any_run(bench, capsys):
+    with pytest.raises(SystemExit):
+        bench.main(["--configs", "tiny,13b", "--device", "cpu"])
+    assert "unknown configs ['13b']" in capsys.readouterr().err
