@@ -16,6 +16,11 @@ peak memory of LoRA against full fine-tuning of the same model.
    on CUDA; on CPU the growth of the process's peak RSS over its RSS after the model was built, which
    also counts allocator caching. The analytic training state (gradients + AdamW moments of the
    trainable parameters) is printed beside it.
+3. DPO: the same model as policy, with a frozen copy as reference, 3 DPO steps on batch pairs
+   (2 x batch rows), each variant in a fresh subprocess: per-sequence log-probabilities from the
+   full [rows, T, vocab] logits (log_softmax + gather, what dpo.py did before) against the model's
+   chunked per-token path (`forward(..., token_logps=True)`, loss.linear_token_logps, which recomputes
+   the head's logits in backward). Peak memory as in 2, and seconds per step.
 """
 
 from __future__ import annotations
@@ -108,22 +113,57 @@ def memory_child(mode: str, device: str, batch: int, seq: int) -> dict:
         base_cuda = torch.cuda.memory_allocated()
     opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-4)
     x = torch.randint(0, MEMORY_MODEL.vocab_size, (batch, seq), device=dev)
+    if mode.startswith("dpo"):
+        step = _dpo_step(model, opt, mode, dev, batch, seq)
+    else:
+        def step():
+            model(x, x)[1].backward()
+            opt.step()
+            opt.zero_grad(set_to_none=True)
+    t0 = time.perf_counter()
     for _ in range(3):
-        model(x, x)[1].backward()
-        opt.step()
-        opt.zero_grad(set_to_none=True)
+        step()
+    if dev.type == "cuda":
+        torch.cuda.synchronize()
+    seconds = (time.perf_counter() - t0) / 3
     trainable = count_trainable(model)
     out = {"mode": mode, "trainable_params": trainable, "state_mb": trainable * 12 / 2**20,
-           "peak_mb": _rss_mb() - base_rss, "measure": "peak RSS growth"}
+           "peak_mb": _rss_mb() - base_rss, "measure": "peak RSS growth", "seconds_per_step": seconds}
     if dev.type == "cuda":
         out.update(peak_mb=(torch.cuda.max_memory_allocated() - base_cuda) / 2**20,
                    measure="cuda max_memory_allocated above the model")
     return out
 
 
-def memory(device: str, batch: int, seq: int) -> list[dict]:
+def _dpo_step(model, opt, mode: str, dev, batch: int, seq: int):
+    """One DPO step on `batch` random pairs (2 x batch rows, answers in the second half of each row)."""
+    import copy
+
+    from tenali_model.posttrain.dpo import dpo_loss, sequence_logps
+    ref = copy.deepcopy(model).requires_grad_(False)
+    x = torch.randint(0, MEMORY_MODEL.vocab_size, (2 * batch, seq), device=dev)
+    y = x.roll(-1, 1)
+    y[:, : seq // 2] = -1  # the prompt's labels are not counted
+
+    def from_logits(m):  # the full-logits baseline
+        logp = torch.log_softmax(m(x)[0].float(), dim=-1).gather(-1, y.clamp(min=0)[..., None])[..., 0]
+        return (logp * (y != -1)).sum(-1)
+
+    logps = from_logits if mode == "dpo-logits" else (lambda m: sequence_logps(m, x, y))
+
+    def step():
+        with torch.no_grad():
+            ref_logps = logps(ref)
+        loss, n, _ = dpo_loss(logps(model), ref_logps, 0.1)
+        (loss / n).backward()
+        opt.step()
+        opt.zero_grad(set_to_none=True)
+    return step
+
+
+def memory(device: str, batch: int, seq: int, modes=("full", "lora", "lora-nodrop")) -> list[dict]:
     rows = []
-    for mode in ("full", "lora", "lora-nodrop"):
+    for mode in modes:
         proc = subprocess.run([sys.executable, __file__, "--memory-child", mode, "--device", device,
                                "--batch", str(batch), "--seq", str(seq)],
                               capture_output=True, text=True, check=True, cwd=ROOT)
@@ -137,7 +177,8 @@ def main() -> None:
     p.add_argument("--batch", type=int, default=8)
     p.add_argument("--seq", type=int, default=128)
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
-    p.add_argument("--memory-child", choices=["full", "lora", "lora-nodrop"], default=None, help=argparse.SUPPRESS)
+    p.add_argument("--memory-child", choices=["full", "lora", "lora-nodrop", "dpo-logits", "dpo-chunked"],
+                   default=None, help=argparse.SUPPRESS)
     args = p.parse_args()
     if args.memory_child:
         print(json.dumps(memory_child(args.memory_child, args.device, args.batch, args.seq)))
@@ -159,6 +200,12 @@ def main() -> None:
               f"({r['measure']}) | grads + AdamW state {r['state_mb']:7.1f} MB")
     print(f"  LoRA / full peak: {rows[1]['peak_mb'] / rows[0]['peak_mb']:.2f} (dropout 0.05), "
           f"{rows[2]['peak_mb'] / rows[0]['peak_mb']:.2f} (dropout 0)")
+    dpo = memory(args.device, args.batch, args.seq, modes=("dpo-logits", "dpo-chunked"))
+    print(f"DPO memory: same model as policy and reference, {args.batch} pairs x {args.seq} tokens, 3 steps")
+    for r in dpo:
+        print(f"  {r['mode']:<11} peak {r['peak_mb']:8.1f} MB ({r['measure']}) | {r['seconds_per_step']:.3f} s/step")
+    print(f"  chunked / full-logits: peak {dpo[1]['peak_mb'] / dpo[0]['peak_mb']:.2f}, "
+          f"time per step {dpo[1]['seconds_per_step'] / dpo[0]['seconds_per_step']:.2f}")
 
 
 if __name__ == "__main__":

@@ -121,3 +121,78 @@ def linear_cross_entropy(h: torch.Tensor, weight: torch.Tensor, targets: torch.T
         return _LinearCrossEntropy.apply(h, weight, targets, float(z_loss), rows)
     with torch.no_grad():  # evaluation: the loss alone, chunk by chunk
         return _chunked(h, weight, targets, float(z_loss), rows, grads=False)[0]
+
+
+# --- per-token log-probabilities (DPO): the same chunking, the gradient recomputed in backward ------
+
+
+def _token_logps(hc: torch.Tensor, wc: torch.Tensor, targets: torch.Tensor, rows: int):
+    """(log p(target) per row, 0 where target == -1; logsumexp per row), float32 [N] each, from
+    hc [N, D] and wc [V, D] already in the matmul's dtype, one chunk of logits at a time."""
+    logps = torch.empty(hc.shape[0], dtype=torch.float32, device=hc.device)
+    lse = torch.empty_like(logps)
+    for i in range(0, hc.shape[0], rows):
+        logits = torch.mm(hc[i:i + rows], wc.t()).float()
+        t = targets[i:i + rows]
+        lse[i:i + rows] = torch.logsumexp(logits, 1)
+        picked = logits.gather(1, t.clamp(min=0)[:, None]).squeeze(1)
+        logps[i:i + rows] = torch.where(t != -1, picked - lse[i:i + rows], 0.0)
+    return logps, lse
+
+
+class _LinearTokenLogps(torch.autograd.Function):
+    """Per-row log p(target): unlike the mean loss, each row's upstream gradient is only known in
+    backward (DPO weighs sequences by their margin), so backward recomputes each chunk's logits (one
+    matmul more than `_LinearCrossEntropy`) instead of keeping [N, V] of them: it keeps h, W and the
+    per-row logsumexp."""
+
+    @staticmethod
+    def forward(ctx, h, weight, targets, rows):
+        dtype = _compute_dtype(h)
+        with torch.autocast(h.device.type, enabled=False):
+            logps, lse = _token_logps(h.to(dtype), weight.to(dtype), targets, rows)
+        ctx.save_for_backward(h, weight, targets, lse)
+        ctx.rows, ctx.dtype = rows, dtype
+        return logps
+
+    @staticmethod
+    @once_differentiable
+    def backward(ctx, grad):
+        # d log p(t_i) / d logits_ij = onehot_ij - softmax_ij, times the row's upstream gradient g_i.
+        h, weight, targets, lse = ctx.saved_tensors
+        dtype, rows = ctx.dtype, ctx.rows
+        need_h, need_w = ctx.needs_input_grad[0], ctx.needs_input_grad[1]
+        valid = targets != -1
+        g = torch.where(valid, grad.float(), 0.0)
+        safe = targets.clamp(min=0)
+        hc, wc = h.to(dtype), weight.to(dtype)
+        grad_h = torch.empty_like(hc) if need_h else None
+        grad_w = None
+        for i in range(0, h.shape[0], rows):
+            part, gi = hc[i:i + rows], g[i:i + rows]
+            probs = torch.mm(part, wc.t()).float().sub_(lse[i:i + rows, None]).exp_()
+            probs.mul_(-gi[:, None])
+            probs[torch.arange(probs.shape[0], device=probs.device), safe[i:i + rows]] += gi
+            d = probs.to(dtype)
+            if need_h:
+                torch.mm(d, wc, out=grad_h[i:i + part.shape[0]])
+            if need_w:
+                grad_w = torch.mm(d.t(), part).float() if grad_w is None else grad_w.add_(torch.mm(d.t(), part))
+        return (None if grad_h is None else grad_h.to(h.dtype),
+                None if grad_w is None else grad_w.to(weight.dtype), None, None)
+
+
+def linear_token_logps(h: torch.Tensor, weight: torch.Tensor, targets: torch.Tensor, *,
+                       chunk_rows: int | None = None) -> torch.Tensor:
+    """log softmax(h @ weight.T)[target] per row, float32 [N], 0 where target == -1; h [N, D],
+    weight [V, D], targets [N]. Equal to `log_softmax(F.linear(h, weight).float()).gather(targets)`
+    up to float rounding, gradients included, without holding more than one chunk of logits."""
+    if h.dim() != 2 or targets.shape != h.shape[:1]:
+        raise ValueError(f"linear_token_logps wants h [N, D] and targets [N], got {tuple(h.shape)} "
+                         f"and {tuple(targets.shape)}")
+    rows = max(1, chunk_rows or CHUNK_ELEMENTS // weight.shape[0])
+    if torch.is_grad_enabled() and (h.requires_grad or weight.requires_grad):
+        return _LinearTokenLogps.apply(h, weight, targets, rows)
+    dtype = _compute_dtype(h)
+    with torch.no_grad(), torch.autocast(h.device.type, enabled=False):
+        return _token_logps(h.to(dtype), weight.to(dtype), targets, rows)[0]

@@ -28,7 +28,7 @@ from torch.autograd.function import once_differentiable
 from torch.utils.checkpoint import checkpoint
 
 from .config import ModelConfig
-from .loss import linear_cross_entropy
+from .loss import linear_cross_entropy, linear_token_logps
 
 
 def _cpu_paths(x: torch.Tensor) -> bool:
@@ -249,7 +249,8 @@ class Transformer(nn.Module):
 
     def forward(self, idx: torch.Tensor, targets: torch.Tensor | None = None, *,
                 cache: KVCache | None = None, start_pos: int = 0, z_loss: float = 0.0,
-                doc_ids: torch.Tensor | None = None, last_only: bool = False, with_logits: bool = True):
+                doc_ids: torch.Tensor | None = None, last_only: bool = False, with_logits: bool = True,
+                token_logps: bool = False):
         """idx [B, T] token ids -> (logits [B, T, V] float32, loss or None).
 
         doc_ids [B, T]: which document (conversation) each position belongs to, for several packed
@@ -264,6 +265,10 @@ class Transformer(nn.Module):
         with_logits=False (with targets): return (None, loss), the loss computed by
         `loss.linear_cross_entropy` chunk by chunk without ever holding the [B, T, V] logits (what
         training and evaluation want: less memory and time; docs/benchmarks.md).
+        token_logps=True (with targets): return (None, log p(targets) [B, T] float32, 0 where
+        targets == -1), per position, as DPO sums them per sequence; computed chunk by chunk by
+        `loss.linear_token_logps`, again without the logits. A forward mode rather than a method, so
+        that DDP's forward (which prepares its gradient all-reduce) is what runs.
         """
         B, T = idx.shape
         if start_pos + T > self.config.max_seq_len:
@@ -283,6 +288,18 @@ class Transformer(nn.Module):
             if targets is not None:
                 raise ValueError("last_only computes no loss: it keeps the last position's logits only")
             x = x[:, -1:]
+        if token_logps:
+            if targets is None:
+                raise ValueError("token_logps needs targets: the log-probabilities are of the targets")
+            h, flat_targets = self.norm(x), targets.reshape(-1)
+            h = h.reshape(-1, h.shape[-1])
+            if _plain(self.lm_head) and not torch.compiler.is_compiling():
+                logps = linear_token_logps(h, self.lm_head.weight, flat_targets)
+            else:
+                logps = torch.log_softmax(self.lm_head(h).float(), dim=-1)
+                logps = logps.gather(1, flat_targets.clamp(min=0)[:, None]).squeeze(1)
+                logps = torch.where(flat_targets != -1, logps, 0.0)
+            return None, logps.view(targets.shape)
         if targets is not None and not with_logits and _plain(self.lm_head) \
                 and not torch.compiler.is_compiling():  # (inductor fuses the plain loss itself)
             h = self.norm(x)

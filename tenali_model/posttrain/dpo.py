@@ -29,11 +29,11 @@ from .data import DataError, PairBatches, collate_pairs, encode_pairs, load_pair
 from .loop import Stage, build_student, fit_vocab, load_parent, stage_main, train_stage
 
 
-def sequence_logps(logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-    """Per row: the sum of log p(label) over labels != -1."""
-    logp = torch.log_softmax(logits.float(), dim=-1)
-    picked = logp.gather(-1, y.clamp(min=0).unsqueeze(-1)).squeeze(-1)
-    return (picked * (y != -1)).sum(-1)
+def sequence_logps(model, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    """Per row: the sum of log p(label) over labels != -1, from the model's chunked per-token path
+    (`forward(..., token_logps=True)`): neither the policy nor the reference holds [rows, T, vocab]
+    logits (13 GB each in float32 for 16 rows of 4,096 tokens with a 50k vocabulary)."""
+    return model(x, y, token_logps=True)[1].sum(-1)
 
 
 def dpo_loss(policy_logps: torch.Tensor, ref_logps: torch.Tensor, beta: float
@@ -69,8 +69,8 @@ def prepare(cfg: DPOConfig, d: Dist) -> Stage:
 
     def loss_fn(model, batch: dict, phase: Phase | None = None):
         with torch.no_grad():
-            ref_logps = sequence_logps(ref(batch["x"])[0], batch["y"])
-        return dpo_loss(sequence_logps(model(batch["x"])[0], batch["y"]), ref_logps, cfg.beta)
+            ref_logps = sequence_logps(ref, batch["x"], batch["y"])
+        return dpo_loss(sequence_logps(model, batch["x"], batch["y"]), ref_logps, cfg.beta)
 
     def evaluate(model) -> dict:
         sums = {"val_loss": 0.0, "val_margin": 0.0, "val_accuracy": 0.0, "count": 0}

@@ -8,7 +8,7 @@ import torch.nn.functional as F
 
 import tenali_model.model as model_module
 from tenali_model.config import preset
-from tenali_model.loss import linear_cross_entropy
+from tenali_model.loss import linear_cross_entropy, linear_token_logps
 from tenali_model.model import RMSNorm, Transformer
 
 
@@ -157,3 +157,90 @@ def test_cpu_paths_train_like_the_cuda_paths(kw, monkeypatch):
     torch.testing.assert_close(out[0][0], out[1][0])
     for a, b in zip(out[0][1], out[1][1]):
         torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-6)
+
+
+# --- per-token log-probabilities (DPO) ------------------------------------------------------------
+
+
+def _ref_logps(h, w, t):
+    logp = torch.log_softmax(F.linear(h, w).float(), -1).gather(1, t.clamp(min=0)[:, None]).squeeze(1)
+    return torch.where(t != -1, logp, 0.0)
+
+
+def _logp_grads(fn, h, w, t, weights, h_grad=True, w_grad=True):
+    h, w = h.clone().requires_grad_(h_grad), w.clone().requires_grad_(w_grad)
+    out = fn(h, w, t)
+    (out * weights).sum().backward()  # each row its own upstream gradient, as DPO's margins give
+    return out.detach(), h.grad, w.grad
+
+
+@pytest.mark.parametrize("chunk_rows", [None, 7, 64])
+def test_token_logps_match_log_softmax_and_its_gradients(chunk_rows):
+    torch.manual_seed(3)
+    h, w = torch.randn(100, 16), torch.randn(50, 16)
+    t = torch.randint(0, 50, (100,))
+    t[[0, 17, 18, 99]] = -1
+    weights = torch.randn(100)
+    ref = _logp_grads(_ref_logps, h, w, t, weights)
+    got = _logp_grads(lambda *a: linear_token_logps(*a, chunk_rows=chunk_rows), h, w, t, weights)
+    assert (got[0][[0, 17, 18, 99]] == 0).all()
+    for a, b in zip(ref, got):  # (W's gradient sums the chunks in another order: atol 1e-5)
+        torch.testing.assert_close(b, a, rtol=1e-5, atol=1e-5)
+    with torch.no_grad():  # the reference model's path: values alone
+        torch.testing.assert_close(linear_token_logps(h, w, t, chunk_rows=chunk_rows), ref[0])
+
+
+def test_token_logps_gradient_only_where_asked():
+    torch.manual_seed(4)
+    h, w, t, weights = torch.randn(12, 8), torch.randn(20, 8), torch.randint(0, 20, (12,)), torch.randn(12)
+    ref = _logp_grads(_ref_logps, h, w, t, weights)
+    got = _logp_grads(lambda *a: linear_token_logps(*a, chunk_rows=5), h, w, t, weights, w_grad=False)
+    assert got[2] is None
+    torch.testing.assert_close(got[1], ref[1])
+    got = _logp_grads(lambda *a: linear_token_logps(*a, chunk_rows=5), h, w, t, weights, h_grad=False)
+    assert got[1] is None
+    torch.testing.assert_close(got[2], ref[2])
+
+
+def test_token_logps_under_bf16_autocast():
+    torch.manual_seed(5)
+    h, w, t, weights = torch.randn(64, 32), torch.randn(40, 32) * 0.3, torch.randint(0, 40, (64,)), torch.randn(64)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        ref = _logp_grads(_ref_logps, h, w, t, weights)
+        got = _logp_grads(lambda *a: linear_token_logps(*a, chunk_rows=16), h, w, t, weights)
+    assert got[0].dtype == torch.float32 and got[1].dtype == h.dtype and got[2].dtype == w.dtype
+    torch.testing.assert_close(got[0], ref[0], rtol=2e-2, atol=2e-3)
+    for a, b in zip(ref[1:], got[1:]):  # bf16 products rounded per chunk vs once: compare as a whole
+        assert (b - a).norm() / a.norm() < 1e-2
+
+
+def test_token_logps_bad_shapes_are_named():
+    with pytest.raises(ValueError, match=r"linear_token_logps wants h \[N, D\] and targets \[N\]"):
+        linear_token_logps(torch.randn(3, 4), torch.randn(5, 4), torch.zeros(2, dtype=torch.long))
+
+
+@pytest.mark.parametrize("kw", [{}, {"tie_embeddings": False}])
+def test_model_token_logps_match_its_logits(kw):
+    idx = torch.randint(0, 512, (3, 21))
+    targets = idx.roll(-1, 1)
+    targets[1, :6] = -1
+    weights = torch.randn(3, 21)
+    model = _model(**kw)
+    logits = model(idx)[0]
+    ref = torch.where(targets != -1, torch.log_softmax(logits, -1).gather(2, targets.clamp(min=0)[..., None])[..., 0], 0.0)
+    (ref * weights).sum().backward()
+    ref_grads = {n: p.grad for n, p in model.named_parameters()}
+    model = _model(**kw)
+    none, logps = model(idx, targets, token_logps=True)
+    assert none is None and logps.shape == (3, 21)
+    torch.testing.assert_close(logps, ref.detach(), rtol=1e-5, atol=1e-5)
+    (logps * weights).sum().backward()
+    for name, g in ref_grads.items():
+        torch.testing.assert_close(model.get_parameter(name).grad, g, rtol=1e-4, atol=1e-6, msg=name)
+    hooked = _model(**kw)  # a head that must be called takes the plain path: the same values
+    calls = []
+    hooked.lm_head.register_forward_hook(lambda mod, args, out: calls.append(out.shape))
+    torch.testing.assert_close(hooked(idx, targets, token_logps=True)[1], logps.detach(), rtol=1e-5, atol=1e-5)
+    assert calls == [(63, 512)]
+    with pytest.raises(ValueError, match="token_logps needs targets"):
+        model(idx, token_logps=True)

@@ -156,7 +156,7 @@ def chosen_margin(ckpt, tok, pairs_file) -> float:
     pairs, _ = encode_pairs(tok, load_pairs([pairs_file]), 128)
     batch = collate_pairs(pairs, pad_id_of(tok))
     with torch.no_grad():
-        lp = sequence_logps(load_model(ckpt)(batch["x"])[0], batch["y"])
+        lp = sequence_logps(load_model(ckpt), batch["x"], batch["y"])
     return (lp[:len(pairs)] - lp[len(pairs):]).mean().item()
 
 
