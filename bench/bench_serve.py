@@ -7,8 +7,9 @@
 One run, one model (the preset, randomly initialised: speed does not depend on the weights), one
 device, thread count, dtype and sampling setting (greedy, no stop token, exactly --new-tokens
 tokens per request). For each prompt length and concurrency C (C requests sent at once, equal
-prompt lengths), --rounds rounds, each running the three paths one after another (so a noisy
-neighbour slows them alike; each figure is the median over the rounds):
+prompt lengths), --rounds rounds, each running the three paths one after another, in turn first
+and last (so a noisy neighbour slows them alike; each figure in the table is the median over the
+rounds):
 
 - in process: `Engine` (batched decoding with a slot KV cache), token times stamped by the engine;
 - HTTP: the same engine behind `tenali serve`'s app under uvicorn in a child process, C streaming
@@ -25,7 +26,9 @@ generate; its decode rate is (N - 1) / (t(N tokens) - t(1 token)).
 
 Prints the table and the ratios against the targets (single-stream decode >= 1.5x transformers;
 aggregate at concurrency 16 >= 4x concurrency 1; HTTP decode within 10% of in-process at
-concurrency 1), and writes results.json, table.md and a plot (tps.svg) to --out.
+concurrency 1), and writes results.json, table.md and a plot (tps.svg) to --out. The two
+single-stream comparisons are paired: the median over rounds of each round's own ratio (printed with
+their range), since the paths of a round ran back to back; the aggregate one compares two cells.
 """
 
 from __future__ import annotations
@@ -259,12 +262,13 @@ def main(argv=None) -> int:
             for c in args.concurrency:
                 ps = prompts(c, n, cfg.vocab_size)
                 runs = {name: [] for name in paths}
-                for _ in range(args.rounds):
-                    for name in runs:
+                for r in range(args.rounds):  # which path goes first alternates too
+                    for name in (list(runs) if r % 2 == 0 else list(runs)[::-1]):
                         runs[name].append(paths[name](ps))
                 for name, rs in runs.items():
                     results.append({"path": name, "prompt": n, "concurrency": c,
-                                    **{k: statistics.median(r[k] for r in rs) for k in rs[0]}})
+                                    **{k: statistics.median(r[k] for r in rs) for k in rs[0]},
+                                    "rounds_decode_tps": [r["decode_tps_stream"] for r in rs]})
     finally:
         engine.stop()
         if proc is not None:
@@ -277,6 +281,17 @@ def main(argv=None) -> int:
 
 def _get(results, path, n, c):
     return next((r for r in results if r["path"] == path and r["prompt"] == n and r["concurrency"] == c), None)
+
+
+def _paired(a: dict, b: dict, overhead: bool = False) -> str:
+    """The median over rounds of a's decode rate over b's in the same round (the paths of a round run
+    back to back, so a slow spell of the machine hits both: the ratio cancels it, as bench_train does),
+    with the range; overhead: 1 - b/a as a percentage instead."""
+    if overhead:
+        vals = sorted(1 - y / x for x, y in zip(a["rounds_decode_tps"], b["rounds_decode_tps"]))
+        return f"{statistics.median(vals):+.1%} (rounds {vals[0]:+.0%} to {vals[-1]:+.0%})"
+    vals = sorted(x / y for x, y in zip(a["rounds_decode_tps"], b["rounds_decode_tps"]))
+    return f"{statistics.median(vals):.2f}x (rounds {vals[0]:.2f}x-{vals[-1]:.2f}x)"
 
 
 def report(args, results, lengths, device_name, model) -> None:
@@ -292,12 +307,12 @@ def report(args, results, lengths, device_name, model) -> None:
         c_hi = _get(results, "in-process", n, max(args.concurrency))
         line = f"prompt {n:>4}:"
         if ours and theirs:
-            line += f" decode ours/transformers {ours['decode_tps_stream'] / theirs['decode_tps_stream']:.2f}x (target 1.5x);"
+            line += f" decode ours/transformers {_paired(ours, theirs)} (target 1.5x);"
         if ours and c_hi:
             line += (f" aggregate c{max(args.concurrency)}/c1 {c_hi['aggregate_tps'] / ours['aggregate_tps']:.2f}x"
                      " (target 4x);")
         if ours and http:
-            line += f" HTTP overhead {1 - http['decode_tps_stream'] / ours['decode_tps_stream']:+.1%} (target < 10%)"
+            line += f" HTTP overhead {_paired(ours, http, overhead=True)} (target < 10%)"
         ratios.append(line)
     header = (f"{args.preset} ({model.num_params() / 1e6:.1f}M params), {device_name}, {args.dtype}, greedy, "
               f"{args.new_tokens} new tokens per request")
