@@ -5,8 +5,8 @@ peak memory of LoRA against full fine-tuning of the same model.
 
 1. Throughput: the student (the demo preset's shape) trained on the same random tokens (a) with plain
    cross-entropy and (b) with the distillation loss against a larger teacher (forward under no_grad,
-   bf16 on CUDA), both through `tenali_model.posttrain.distill.distill_loss` / the model's own loss,
-   AdamW steps included; median of 3 rounds. Printed beside the teacher/student FLOP ratio
+   bf16 on CUDA), both through the losses the stages use (the model's fused loss;
+   `posttrain.distill.chunked_distill_loss`), AdamW steps included; median of 3 rounds. Printed beside the teacher/student FLOP ratio
    (plan.flops_per_token): a teacher forward costs about a third of its training FLOPs, so the
    expected slowdown is 1 + (teacher FLOPs / 3) / student FLOPs.
 2. Memory: a larger model fine-tuned for 3 steps with full fine-tuning and with LoRA (r=16 on
@@ -16,11 +16,14 @@ peak memory of LoRA against full fine-tuning of the same model.
    on CUDA; on CPU the growth of the process's peak RSS over its RSS after the model was built, which
    also counts allocator caching. The analytic training state (gradients + AdamW moments of the
    trainable parameters) is printed beside it.
-3. DPO: the same model as policy, with a frozen copy as reference, 3 DPO steps on batch pairs
+3. DPO and distillation: the same model as policy, with a frozen copy as reference (DPO) or as
+   teacher (distillation, T 2.5, alpha 0.7), 3 steps; DPO on batch pairs
    (2 x batch rows), each variant in a fresh subprocess: per-sequence log-probabilities from the
    full [rows, T, vocab] logits (log_softmax + gather, what dpo.py did before) against the model's
    chunked per-token path (`forward(..., token_logps=True)`, loss.linear_token_logps, which recomputes
-   the head's logits in backward). Peak memory as in 2, and seconds per step.
+   the head's logits in backward); distillation with the student's full logits (distill_loss)
+   against `chunked_distill_loss` (the teacher's logits are held in both). Peak memory as in 2, and
+   seconds per step.
 """
 
 from __future__ import annotations
@@ -42,7 +45,7 @@ sys.path.insert(0, str(ROOT))
 from tenali_model.config import ModelConfig, num_params  # noqa: E402
 from tenali_model.model import Transformer  # noqa: E402
 from tenali_model.plan import flops_per_token  # noqa: E402
-from tenali_model.posttrain.distill import distill_loss  # noqa: E402
+from tenali_model.posttrain.distill import chunked_distill_loss  # noqa: E402
 
 STUDENT = ModelConfig(vocab_size=4096, dim=128, n_layers=4, n_heads=4, n_kv_heads=2, max_seq_len=128)
 TEACHER = ModelConfig(vocab_size=4096, dim=256, n_layers=8, n_heads=8, n_kv_heads=4, max_seq_len=128)
@@ -60,15 +63,15 @@ def throughput(device: torch.device, steps: int, batch: int, seq: int) -> dict:
     y = torch.randint(0, STUDENT.vocab_size, (batch, seq), device=device)
 
     def plain():
-        loss = student(x, y)[1]
+        loss = student(x, y, with_logits=False)[1]
         loss.backward()
         opt.step()
         opt.zero_grad(set_to_none=True)
 
-    def distill():
+    def distill():  # as the distillation stage runs it: the student's logits chunked
         with torch.no_grad():
             t = teacher(x)[0]
-        s, n, _ = distill_loss(student(x)[0], t, y, 2.5, 0.7)
+        s, n, _ = chunked_distill_loss(student(x, hidden=True)[0], student.lm_head.weight, t, y, 2.5, 0.7)
         (s / n).backward()
         opt.step()
         opt.zero_grad(set_to_none=True)
@@ -115,6 +118,8 @@ def memory_child(mode: str, device: str, batch: int, seq: int) -> dict:
     x = torch.randint(0, MEMORY_MODEL.vocab_size, (batch, seq), device=dev)
     if mode.startswith("dpo"):
         step = _dpo_step(model, opt, mode, dev, batch, seq)
+    elif mode.startswith("distill"):
+        step = _distill_step(model, opt, mode, dev, batch, seq)
     else:
         def step():
             model(x, x)[1].backward()
@@ -161,6 +166,28 @@ def _dpo_step(model, opt, mode: str, dev, batch: int, seq: int):
     return step
 
 
+def _distill_step(model, opt, mode: str, dev, batch: int, seq: int):
+    """One distillation step against a frozen copy of the model as the teacher."""
+    import copy
+
+    from tenali_model.posttrain.distill import distill_loss
+    teacher = copy.deepcopy(model).requires_grad_(False)
+    x = torch.randint(0, MEMORY_MODEL.vocab_size, (batch, seq), device=dev)
+    y = x.roll(-1, 1)
+
+    def step():
+        with torch.no_grad():
+            t = teacher(x)[0]
+        if mode == "distill-logits":
+            loss, n, _ = distill_loss(model(x)[0], t, y, 2.5, 0.7)
+        else:
+            loss, n, _ = chunked_distill_loss(model(x, hidden=True)[0], model.lm_head.weight, t, y, 2.5, 0.7)
+        (loss / n).backward()
+        opt.step()
+        opt.zero_grad(set_to_none=True)
+    return step
+
+
 def memory(device: str, batch: int, seq: int, modes=("full", "lora", "lora-nodrop")) -> list[dict]:
     rows = []
     for mode in modes:
@@ -177,7 +204,8 @@ def main() -> None:
     p.add_argument("--batch", type=int, default=8)
     p.add_argument("--seq", type=int, default=128)
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
-    p.add_argument("--memory-child", choices=["full", "lora", "lora-nodrop", "dpo-logits", "dpo-chunked"],
+    p.add_argument("--memory-child", choices=["full", "lora", "lora-nodrop", "dpo-logits", "dpo-chunked",
+                                              "distill-logits", "distill-chunked"],
                    default=None, help=argparse.SUPPRESS)
     args = p.parse_args()
     if args.memory_child:
@@ -206,6 +234,12 @@ def main() -> None:
         print(f"  {r['mode']:<11} peak {r['peak_mb']:8.1f} MB ({r['measure']}) | {r['seconds_per_step']:.3f} s/step")
     print(f"  chunked / full-logits: peak {dpo[1]['peak_mb'] / dpo[0]['peak_mb']:.2f}, "
           f"time per step {dpo[1]['seconds_per_step'] / dpo[0]['seconds_per_step']:.2f}")
+    dist = memory(args.device, args.batch, args.seq, modes=("distill-logits", "distill-chunked"))
+    print(f"distillation memory: same model as student and teacher, {args.batch} x {args.seq} tokens, 3 steps")
+    for r in dist:
+        print(f"  {r['mode']:<15} peak {r['peak_mb']:8.1f} MB ({r['measure']}) | {r['seconds_per_step']:.3f} s/step")
+    print(f"  chunked / full-logits: peak {dist[1]['peak_mb'] / dist[0]['peak_mb']:.2f}, "
+          f"time per step {dist[1]['seconds_per_step'] / dist[0]['seconds_per_step']:.2f}")
 
 
 if __name__ == "__main__":

@@ -196,3 +196,91 @@ def linear_token_logps(h: torch.Tensor, weight: torch.Tensor, targets: torch.Ten
     dtype = _compute_dtype(h)
     with torch.no_grad(), torch.autocast(h.device.type, enabled=False):
         return _token_logps(h.to(dtype), weight.to(dtype), targets, rows)[0]
+
+
+# --- distillation: KL to a teacher's distribution plus cross-entropy, the student's logits chunked --
+
+
+def _distill_chunk(s: torch.Tensor, t: torch.Tensor, targets: torch.Tensor, temperature: float,
+                   alpha: float, grads: bool):
+    """On a chunk of float32 student logits s [c, V] (overwritten) and teacher logits t [c, V]:
+    (sum of KL(softmax(t/T) || softmax(s/T)), sum of CE(s, target)) over rows whose target is not -1,
+    and with `grads` s ends as d/ds of sum(alpha T^2 KL + (1 - alpha) CE):
+    alpha T (softmax(s/T) - softmax(t/T)) + (1 - alpha) (softmax(s) - onehot), zero on ignored rows."""
+    valid = targets != -1
+    safe = targets.clamp(min=0)
+    log_pt = torch.log_softmax(t.float() / temperature, dim=-1)
+    log_ps = torch.log_softmax(s / temperature, dim=-1)
+    lse = torch.logsumexp(s, dim=-1)
+    ce = torch.where(valid, lse - s.gather(1, safe[:, None]).squeeze(1), 0.0).sum()
+    pt = log_pt.exp()
+    kl_rows = log_pt.sub_(log_ps).mul_(pt).sum(-1)  # sum_j pt (log pt - log ps); log_pt is spent
+    kl = torch.where(valid, kl_rows, 0.0).sum()
+    if grads:
+        keep = valid.to(s.dtype)
+        probs = s.sub_(lse[:, None]).exp_().mul_((1 - alpha) * keep[:, None])  # (1 - alpha) softmax(s)
+        probs.add_(log_ps.exp_().sub_(pt).mul_(alpha * temperature * keep[:, None]))
+        probs[torch.arange(probs.shape[0], device=probs.device), safe] -= (1 - alpha) * keep
+    return kl, ce
+
+
+def _distill_chunked(h, weight, teacher, targets, temperature, alpha, rows, grads):
+    dtype = _compute_dtype(h)
+    with torch.autocast(h.device.type, enabled=False):
+        hc, wc = h.to(dtype), weight.to(dtype)
+        grad_h = torch.empty_like(hc) if grads and h.requires_grad else None
+        grad_w = None
+        kl = torch.zeros((), dtype=torch.float32, device=h.device)
+        ce = torch.zeros((), dtype=torch.float32, device=h.device)
+        for i in range(0, h.shape[0], rows):
+            part = hc[i:i + rows]
+            s = torch.mm(part, wc.t()).float()
+            k, c = _distill_chunk(s, teacher[i:i + rows], targets[i:i + rows], temperature, alpha, grads)
+            kl, ce = kl + k, ce + c
+            if not grads:
+                continue
+            d = s.to(dtype)
+            if grad_h is not None:
+                torch.mm(d, wc, out=grad_h[i:i + part.shape[0]])
+            if weight.requires_grad:
+                grad_w = torch.mm(d.t(), part).float() if grad_w is None else grad_w.add_(torch.mm(d.t(), part))
+    return kl, ce, grad_h, grad_w
+
+
+class _LinearDistill(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, h, weight, teacher, targets, temperature, alpha, rows):
+        kl, ce, grad_h, grad_w = _distill_chunked(h, weight, teacher, targets, temperature, alpha, rows, True)
+        ctx.save_for_backward(grad_h, None if grad_w is None else grad_w.to(weight.dtype))
+        ctx.h_dtype = h.dtype
+        ctx.mark_non_differentiable(kl, ce)
+        return alpha * temperature ** 2 * kl + (1 - alpha) * ce, kl, ce
+
+    @staticmethod
+    @once_differentiable
+    def backward(ctx, grad_loss, _grad_kl, _grad_ce):
+        grad_h, grad_w = ctx.saved_tensors
+        return (None if grad_h is None else (grad_h * grad_loss.to(grad_h.dtype)).to(ctx.h_dtype),
+                None if grad_w is None else grad_w * grad_loss.to(grad_w.dtype), None, None, None, None, None)
+
+
+def linear_distill_loss(h: torch.Tensor, weight: torch.Tensor, teacher_logits: torch.Tensor,
+                        targets: torch.Tensor, temperature: float, alpha: float, *,
+                        chunk_rows: int | None = None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """(sum over counted rows of alpha T^2 KL(softmax(t/T) || softmax(s/T)) + (1 - alpha) CE(s, target),
+    sum of KL, sum of CE) with s = h @ weight.T: h [N, D], weight [V, D], teacher_logits [N, V] (any
+    float dtype; bf16 halves what the teacher holds), targets [N] (-1: not counted). The student's
+    [N, V] logits, their log-softmaxes and gradient are never held whole: each chunk's gradient is
+    multiplied into h's and W's at once (as `linear_cross_entropy` does), a quarter of the elements
+    per chunk since the chunk keeps four [rows, V] float32 temporaries."""
+    if h.dim() != 2 or targets.shape != h.shape[:1] or teacher_logits.shape != (h.shape[0], weight.shape[0]):
+        raise ValueError(f"linear_distill_loss wants h [N, D], weight [V, D], teacher_logits [N, V] and "
+                         f"targets [N], got {tuple(h.shape)}, {tuple(weight.shape)}, "
+                         f"{tuple(teacher_logits.shape)} and {tuple(targets.shape)}")
+    rows = max(1, chunk_rows or CHUNK_ELEMENTS // 4 // weight.shape[0])
+    T, a = float(temperature), float(alpha)
+    if torch.is_grad_enabled() and (h.requires_grad or weight.requires_grad):
+        return _LinearDistill.apply(h, weight, teacher_logits, targets, T, a, rows)
+    with torch.no_grad():
+        kl, ce, _, _ = _distill_chunked(h, weight, teacher_logits, targets, T, a, rows, False)
+        return a * T ** 2 * kl + (1 - a) * ce, kl, ce

@@ -250,7 +250,7 @@ class Transformer(nn.Module):
     def forward(self, idx: torch.Tensor, targets: torch.Tensor | None = None, *,
                 cache: KVCache | None = None, start_pos: int = 0, z_loss: float = 0.0,
                 doc_ids: torch.Tensor | None = None, last_only: bool = False, with_logits: bool = True,
-                token_logps: bool = False):
+                token_logps: bool = False, hidden: bool = False):
         """idx [B, T] token ids -> (logits [B, T, V] float32, loss or None).
 
         doc_ids [B, T]: which document (conversation) each position belongs to, for several packed
@@ -269,6 +269,8 @@ class Transformer(nn.Module):
         targets == -1), per position, as DPO sums them per sequence; computed chunk by chunk by
         `loss.linear_token_logps`, again without the logits. A forward mode rather than a method, so
         that DDP's forward (which prepares its gradient all-reduce) is what runs.
+        hidden=True: return (the final norm's output [B, T, dim], None), for a loss that applies the
+        lm head itself chunk by chunk (distillation: `loss.linear_distill_loss`).
         """
         B, T = idx.shape
         if start_pos + T > self.config.max_seq_len:
@@ -288,19 +290,21 @@ class Transformer(nn.Module):
             if targets is not None:
                 raise ValueError("last_only computes no loss: it keeps the last position's logits only")
             x = x[:, -1:]
+        if hidden:
+            return self.norm(x), None
         if token_logps:
             if targets is None:
                 raise ValueError("token_logps needs targets: the log-probabilities are of the targets")
             h, flat_targets = self.norm(x), targets.reshape(-1)
             h = h.reshape(-1, h.shape[-1])
-            if _plain(self.lm_head) and not torch.compiler.is_compiling():
+            if plain_linear(self.lm_head) and not torch.compiler.is_compiling():
                 logps = linear_token_logps(h, self.lm_head.weight, flat_targets)
             else:
                 logps = torch.log_softmax(self.lm_head(h).float(), dim=-1)
                 logps = logps.gather(1, flat_targets.clamp(min=0)[:, None]).squeeze(1)
                 logps = torch.where(flat_targets != -1, logps, 0.0)
             return None, logps.view(targets.shape)
-        if targets is not None and not with_logits and _plain(self.lm_head) \
+        if targets is not None and not with_logits and plain_linear(self.lm_head) \
                 and not torch.compiler.is_compiling():  # (inductor fuses the plain loss itself)
             h = self.norm(x)
             return None, linear_cross_entropy(h.reshape(-1, h.shape[-1]), self.lm_head.weight,
@@ -365,7 +369,7 @@ class _SlotView:
         return self.cache.k[layer, self.index, :, :end], self.cache.v[layer, self.index, :, :end]
 
 
-def _plain(mod: nn.Module) -> bool:
+def plain_linear(mod: nn.Module) -> bool:
     """Whether mod is a bias-free nn.Linear with no hooks, so that its weight alone says what it does
     (not a LoRA layer or a hooked module, which must be called)."""
     return type(mod) is nn.Linear and mod.bias is None and not (mod._forward_hooks or mod._forward_pre_hooks)
@@ -374,7 +378,7 @@ def _plain(mod: nn.Module) -> bool:
 def _linear(mod: nn.Module, x: torch.Tensor) -> torch.Tensor:
     """mod(x) for a 2-D x; a plain bias-free nn.Linear becomes the mm that F.linear would run,
     without its wrapper dispatches. Anything else (a LoRA layer, a hooked module) is called as is."""
-    if _plain(mod):
+    if plain_linear(mod):
         return torch.mm(x, mod.weight.t())
     return mod(x)
 

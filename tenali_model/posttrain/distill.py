@@ -12,7 +12,8 @@ Per token, with student logits s, teacher logits t, temperature T and weight alp
 T 2.5 / alpha 0.7 then T 3.0 / alpha 0.4, one-cycle each). The student starts from init_from (a
 pretrained or freshly initialised Tenali checkpoint); the teacher is a Tenali checkpoint or a Hugging
 Face causal-LM directory with the same vocabulary, which is checked from the config files before
-any weight is loaded. Teacher logits are computed on the fly under no_grad, in bfloat16 on CUDA.
+any weight is loaded. Teacher logits are computed on the fly under no_grad, in bfloat16 on CUDA;
+the student's are not held whole (`chunked_distill_loss`).
 
 metrics.jsonl train records add "kl" and "ce" (per-token means); val_loss is the student's plain
 cross-entropy on val_shards.
@@ -30,6 +31,8 @@ import torch.nn.functional as F
 from ..checkpoint import load_config, load_model, resolve_checkpoint
 from ..config import ConfigError
 from ..data import TokenLoader, iter_eval_windows, shard_token_count
+from ..loss import linear_distill_loss
+from ..model import plain_linear
 from ..plan import flops_per_token
 from ..train import Dist
 from .config import DistillConfig, Phase
@@ -50,6 +53,19 @@ def distill_loss(student_logits: torch.Tensor, teacher_logits: torch.Tensor, tar
     ce = F.cross_entropy(s, y, reduction="none")
     loss = alpha * temperature ** 2 * kl + (1 - alpha) * ce
     return loss.sum(), int(keep.sum()), {"kl": kl.sum().detach(), "ce": ce.sum().detach()}
+
+
+def chunked_distill_loss(h: torch.Tensor, weight: torch.Tensor, teacher_logits: torch.Tensor,
+                         targets: torch.Tensor, temperature: float, alpha: float) -> tuple[torch.Tensor, int, dict]:
+    """`distill_loss` from the student's final hidden states h [B, T, D] and head weight [V, D]:
+    the same value and gradients, with the head and the loss run a chunk of rows at a time
+    (`loss.linear_distill_loss`), so the student's [B, T, V] logits, their two log-softmaxes and the
+    KL terms are never held whole; the teacher's logits are (bf16 on CUDA)."""
+    V = weight.shape[0]
+    y = targets.reshape(-1)
+    loss, kl, ce = linear_distill_loss(h.reshape(-1, h.shape[-1]), weight, teacher_logits.reshape(-1, V), y,
+                                       temperature, alpha)
+    return loss, int((y != -1).sum()), {"kl": kl, "ce": ce}
 
 
 # --- the teacher ---------------------------------------------------------------------------------
@@ -135,6 +151,10 @@ def prepare(cfg: DistillConfig, d: Dist) -> Stage:
 
     def loss_fn(model, batch: dict, phase: Phase):
         teacher_logits = teacher.logits(batch["x"])
+        head = getattr(model, "module", model).lm_head  # DDP wraps the student
+        if plain_linear(head) and not torch.compiler.is_compiling():  # the student's logits never held whole
+            return chunked_distill_loss(model(batch["x"], hidden=True)[0], head.weight, teacher_logits,
+                                        batch["y"], phase.temperature, phase.alpha)
         student_logits = model(batch["x"])[0]
         return distill_loss(student_logits, teacher_logits, batch["y"], phase.temperature, phase.alpha)
 

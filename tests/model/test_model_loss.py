@@ -8,7 +8,7 @@ import torch.nn.functional as F
 
 import tenali_model.model as model_module
 from tenali_model.config import preset
-from tenali_model.loss import linear_cross_entropy, linear_token_logps
+from tenali_model.loss import linear_cross_entropy, linear_distill_loss, linear_token_logps
 from tenali_model.model import RMSNorm, Transformer
 
 
@@ -244,3 +244,42 @@ def test_model_token_logps_match_its_logits(kw):
     assert calls == [(63, 512)]
     with pytest.raises(ValueError, match="token_logps needs targets"):
         model(idx, token_logps=True)
+
+
+# --- distillation ----------------------------------------------------------------------------------
+
+
+def _ref_distill(h, w, t, y, T, alpha):
+    from tenali_model.posttrain.distill import distill_loss
+    total, _, stats = distill_loss(F.linear(h, w), t, y, T, alpha)
+    return total, stats["kl"], stats["ce"]
+
+
+@pytest.mark.parametrize("chunk_rows", [None, 7])
+@pytest.mark.parametrize("T,alpha", [(2.5, 0.7), (1.0, 0.0), (3.0, 1.0)])
+def test_distill_loss_matches_the_logits_version_and_its_gradients(chunk_rows, T, alpha):
+    torch.manual_seed(6)
+    h, w, t = torch.randn(50, 16), torch.randn(30, 16), torch.randn(50, 30) * 2
+    y = torch.randint(0, 30, (50,))
+    y[[2, 3, 49]] = -1
+    outs = []
+    for fn in (_ref_distill, lambda *a: linear_distill_loss(*a, chunk_rows=chunk_rows)):
+        hh, ww = h.clone().requires_grad_(), w.clone().requires_grad_()
+        total, kl, ce = fn(hh, ww, t, y, T, alpha)
+        (2.0 * total).backward()
+        outs.append((total.detach(), kl, ce, hh.grad, ww.grad))
+    for a, b in zip(*outs):
+        torch.testing.assert_close(b, a, rtol=1e-5, atol=1e-5)
+    with torch.no_grad():  # without autograd: the values alone
+        for a, b in zip(outs[0][:3], linear_distill_loss(h, w, t, y, T, alpha, chunk_rows=chunk_rows)):
+            torch.testing.assert_close(b, a, rtol=1e-5, atol=1e-5)
+
+
+def test_distill_loss_takes_bf16_teacher_logits_and_names_bad_shapes():
+    torch.manual_seed(7)
+    h, w, t, y = torch.randn(20, 8), torch.randn(12, 8), torch.randn(20, 12), torch.randint(0, 12, (20,))
+    ref = _ref_distill(h, w, t.bfloat16().float(), y, 2.0, 0.5)
+    got = linear_distill_loss(h, w, t.bfloat16(), y, 2.0, 0.5)
+    torch.testing.assert_close(got[0], ref[0])
+    with pytest.raises(ValueError, match=r"teacher_logits \[N, V\]"):
+        linear_distill_loss(h, w, t[:, :5], y, 2.0, 0.5)

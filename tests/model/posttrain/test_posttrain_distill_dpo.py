@@ -37,6 +37,34 @@ def test_distill_loss_equals_a_hand_computation():
     assert stats["kl"].item() == pytest.approx(kl, rel=1e-6) and stats["ce"].item() == pytest.approx(ce, rel=1e-6)
 
 
+@pytest.mark.parametrize("tied", [True, False])
+def test_chunked_distill_loss_from_the_model_equals_the_logits_version(tied):
+    from tenali_model.posttrain.distill import chunked_distill_loss
+    torch.manual_seed(3)
+    cfg = tiny_model_config(VOCAB, max_seq_len=SEQ, dim=32, n_heads=2, n_kv_heads=1, tie_embeddings=tied)
+    x, y = torch.randint(0, VOCAB, (2, 24)), torch.randint(0, VOCAB, (2, 24))
+    y[0, :4] = -1
+    teacher_logits = torch.randn(2, 24, VOCAB) * 3
+    results = []
+    for chunked in (False, True):
+        torch.manual_seed(4)
+        model = Transformer(cfg)
+        if chunked:
+            total, n, stats = chunked_distill_loss(model(x, hidden=True)[0], model.lm_head.weight,
+                                                   teacher_logits, y, 2.5, 0.7)
+        else:
+            total, n, stats = distill_loss(model(x)[0], teacher_logits, y, 2.5, 0.7)
+        (total / n).backward()
+        results.append((total.detach(), n, stats, {k: p.grad for k, p in model.named_parameters()}))
+    (a, n_a, s_a, g_a), (b, n_b, s_b, g_b) = results
+    assert n_a == n_b == 44
+    torch.testing.assert_close(b, a, rtol=1e-5, atol=1e-5)
+    for k in ("kl", "ce"):
+        torch.testing.assert_close(s_b[k], s_a[k], rtol=1e-5, atol=1e-5)
+    for name, g in g_a.items():
+        torch.testing.assert_close(g_b[name], g, rtol=1e-4, atol=1e-6, msg=name)
+
+
 @pytest.fixture
 def student_teacher(tmp_path, shards):
     torch.manual_seed(1)
