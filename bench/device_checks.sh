@@ -1,20 +1,26 @@
 #!/usr/bin/env bash
-# The GPU figures still unmeasured (trainer MFU; serving on a GPU), as one prepared run for a lent
-# GPU machine: it has its own PyTorch and transformers but no dagster, no fastapi and no network, so
-# tenali_model runs there on its own and the server's wheels travel with the working tree.
+# The GPU figures still unmeasured (trainer MFU; serving on a GPU) and the model's CUDA paths, as one
+# prepared run for a lent GPU machine: it has its own PyTorch and transformers but no dagster, no
+# fastapi and no network, so tenali_model runs there on its own and the server's wheels travel with
+# the working tree.
 #
-#   here:   make device-wheels                      # fastapi + uvicorn for Python 3.12, into var/device-wheels
-#   there:  bash bench/device_checks.sh train       # 125m and 1b (bf16, compiled), then the largest that fits
-#           bash bench/device_checks.sh serve       # bench_serve.py, 51m preset, bf16: the table and 51M tok/s
-#   (with the device tool: carry ["var/device-wheels"]; each part fits one 10-minute command)
+#   here:   make device-wheels                 # fastapi + uvicorn for Python 3.12, into var/device-wheels
+#   there:  bash bench/device_checks.sh tests mfu    # CUDA tests; 125m and 1b (bf16, compiled); the largest
+#                                                    # config that fits (stage limits: 90 + 300 + 200 s)
+#           bash bench/device_checks.sh serve        # bench_serve.py, 51m preset, bf16 (limit 420 s)
+#   (with the device tool: carry ["var/device-wheels"]; each of the two commands fits one 10-minute call)
 #
-# Every stage has its own time limit and a failing stage does not stop the next. Results land in
-# $OUT (default var/device-checks) as a few flat files, within what the device tool brings back:
-# log.txt (everything printed), env.txt (GPU, driver, versions), mfu.json, mfu_largest.json,
-# serve.json, serve.md. docs/benchmarks.md ("GPU figures") says what to record from them.
+# Parts run in the order given (default: tests mfu serve). Every stage has its own time limit and a
+# failing stage does not stop the next. Results land in $OUT (default var/device-checks) as a few
+# flat files, within what the device tool brings back: log.txt (everything printed), env.txt (GPU,
+# driver, versions), mfu.json, mfu_largest.json, serve.json, serve.md. docs/benchmarks.md ("GPU
+# figures") says what to record from them.
 set -u
-part=${1:-all}
-case "$part" in train|serve|all) ;; *) echo "usage: $0 [train|serve|all]" >&2; exit 2 ;; esac
+parts=${*:-tests mfu serve}
+for part in $parts; do
+    case "$part" in tests|mfu|serve) ;; *) echo "usage: $0 [tests] [mfu] [serve]" >&2; exit 2 ;; esac
+done
+wants() { case " $parts " in *" $1 "*) return 0 ;; *) return 1 ;; esac; }
 OUT=${OUT:-var/device-checks}
 PY=${PYTHON:-python3}
 mkdir -p "$OUT"
@@ -47,7 +53,7 @@ EOF
 } > "$OUT/env.txt" 2>&1
 cat "$OUT/env.txt"
 
-if [ "$part" != train ]; then
+if wants serve; then
     if [ -d var/device-wheels ]; then
         "$PY" -m pip install -q --no-index --find-links var/device-wheels fastapi uvicorn \
             || echo "installing the carried wheels failed: the HTTP path of bench_serve will fail"
@@ -56,19 +62,26 @@ if [ "$part" != train ]; then
     fi
 fi
 
-if [ "$part" != serve ]; then
+if wants tests; then
+    # Correctness first: the model's CUDA paths against its CPU ones, the trainer on the GPU (the
+    # overrides keep pyproject's dagster warning filters out: there is no dagster there).
+    stage cuda_tests 90 "$PY" -m pytest -q -p no:cacheprovider -o addopts="" \
+        -o filterwarnings=ignore::DeprecationWarning tests/model/test_model_cuda.py
+fi
+
+if wants mfu; then
     # The issue's figures: 125M and 1B with bf16 and compile on one GPU (target MFU >= 45% for 1B).
-    stage mfu 330 "$PY" bench/bench_mfu.py --configs 125m,1b --compile --dtype bfloat16 --batch 8 \
-        --steps 10 --warmup 3 --timeout 200 --out "$work/mfu"
+    stage mfu 300 "$PY" bench/bench_mfu.py --configs 125m,1b --compile --dtype bfloat16 --batch 8 \
+        --steps 10 --warmup 3 --timeout 145 --out "$work/mfu"
     cp "$work/mfu/results.json" "$OUT/mfu.json" 2>/dev/null
     # The largest config that fits one GPU: 7B (fp32 weights and AdamW state, ~108 GB before
     # activations) with activation checkpointing, else the 1B.
-    stage mfu_largest 240 "$PY" bench/bench_mfu.py --configs 7b,1b --first-fit --activation-checkpointing \
-        --dtype bfloat16 --batch 1 --steps 4 --warmup 2 --timeout 180 --out "$work/largest"
+    stage mfu_largest 200 "$PY" bench/bench_mfu.py --configs 7b,1b --first-fit --activation-checkpointing \
+        --dtype bfloat16 --batch 1 --steps 4 --warmup 2 --timeout 120 --out "$work/largest"
     cp "$work/largest/results.json" "$OUT/mfu_largest.json" 2>/dev/null
 fi
 
-if [ "$part" != train ]; then
+if wants serve; then
     # The serving table on the GPU, and single-stream decode of the 51M config (target >= 1,000 tok/s).
     stage serve 420 "$PY" bench/bench_serve.py --preset 51m --device cuda --dtype bfloat16 \
         --new-tokens 128 --rounds 3 --out "$work/serve"

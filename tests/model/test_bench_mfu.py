@@ -56,6 +56,6 @@ def test_the_device_script_parses_and_refuses_an_unknown_part(tmp_path):
     import subprocess
     script = ROOT / "bench" / "device_checks.sh"
     assert subprocess.run(["bash", "-n", str(script)]).returncode == 0
-    r = subprocess.run(["bash", str(script), "gpu"], capture_output=True, text=True,
+    r = subprocess.run(["bash", str(script), "tests", "gpu"], capture_output=True, text=True,
                        env={"OUT": str(tmp_path), "PATH": "/usr/bin:/bin"})
     assert r.returncode == 2 and "usage" in r.stderr and not any(tmp_path.iterdir())
