@@ -5,8 +5,8 @@
         [--activation-checkpointing] [--first-fit] [--timeout 300] [--out DIR]
 
 For each named config (tenali_model.config presets), in a fresh subprocess so that one config's
-out-of-memory error, compile failure or hang ends only that config: the model is built as the
-trainer builds it (`parallel.build_model`, single process), with the trainer's AdamW (fused on CUDA),
+out-of-memory error, compile failure or hang ends only that config: the model (initialised on the
+device, single process, no wrapper), with the trainer's AdamW (fused on CUDA),
 autocast and optional `torch.compile` and activation checkpointing, and `train.optimizer_step` runs
 `--warmup` untimed steps (compilation included, reported apart) and then `--steps` timed ones on
 random tokens (speed does not depend on the data). The device is synchronised before and after the
@@ -44,10 +44,9 @@ def run_one(args: argparse.Namespace, name: str) -> dict:
     import torch
 
     from tenali_model.config import num_params, preset
-    from tenali_model.parallel import build_model
+    from tenali_model.model import Transformer
     from tenali_model.plan import flops_per_token
-    from tenali_model.train import (autocast_context, device_peak_flops, fused_adamw, optimizer_step,
-                                    param_groups, use_bf16)
+    from tenali_model.train import autocast_context, device_peak_flops, fused_adamw, optimizer_step, param_groups
 
     device = torch.device(args.device)
     if device.type == "cuda" and not torch.cuda.is_available():
@@ -59,8 +58,12 @@ def run_one(args: argparse.Namespace, name: str) -> dict:
     if seq > mcfg.max_seq_len:
         raise SystemExit(f"--seq-len {seq} exceeds {name}'s context of {mcfg.max_seq_len}")
     t0 = time.perf_counter()
-    model = build_model(mcfg, "single", device, activation_checkpointing=args.activation_checkpointing,
-                        bf16=use_bf16(device, args.dtype))
+    # Built and initialised on the device itself: the trainer builds on the CPU and moves (so that every
+    # rank starts from the same weights), which for the 7B takes minutes of CPU random numbers and
+    # 27 GB of host memory; speed does not depend on where the random weights came from.
+    with torch.device(device):
+        model = Transformer(mcfg)
+    model.set_activation_checkpointing(args.activation_checkpointing)
     optimizer = torch.optim.AdamW(param_groups(model, 0.1), lr=3e-4, betas=(0.9, 0.95), eps=1e-8,
                                   fused=fused_adamw(device))
     called = torch.compile(model) if args.compile else model
