@@ -241,13 +241,18 @@ def main(argv=None) -> int:
     # neighbour slows all paths alike and the ratios compare like with like.
     engine = Engine(model, max_batch=max(args.concurrency), max_queue=64).start()
     run_inprocess(engine, prompts(2, 16, cfg.vocab_size), 4)  # warm up
-    paths = {"in-process": lambda ps: run_inprocess(engine, ps, args.new_tokens)}
+    # At concurrency 1, CPU seconds of the engine thread and of the other threads of the process that
+    # serves (this one in process; the server for HTTP), summed over the rounds.
+    cpu = {"in-process": {}, "http": {}}
+    paths = {"in-process": lambda ps: _with_thread_cpu(os.getpid(), cpu["in-process"], len(ps),
+                                                       lambda: run_inprocess(engine, ps, args.new_tokens))}
     proc = None
     try:
         if "http" not in skip:
             proc, url = start_server(args, ckpt)
             asyncio.run(_http_round(url, prompts(2, 16, cfg.vocab_size), 4))
-            paths["http"] = lambda ps: asyncio.run(_http_round(url, ps, args.new_tokens))
+            paths["http"] = lambda ps: _with_thread_cpu(proc.pid, cpu["http"], len(ps),
+                                                        lambda: asyncio.run(_http_round(url, ps, args.new_tokens)))
         if "transformers" not in skip:
             from transformers import AutoModelForCausalLM
 
@@ -275,7 +280,7 @@ def main(argv=None) -> int:
             proc.terminate()
             proc.wait(10)
 
-    report(args, results, lengths, device_name, model)
+    report(args, results, lengths, device_name, model, cpu)
     return 0
 
 
@@ -294,7 +299,36 @@ def _paired(a: dict, b: dict, overhead: bool = False) -> str:
     return f"{statistics.median(vals):.2f}x (rounds {vals[0]:.2f}x-{vals[-1]:.2f}x)"
 
 
-def report(args, results, lengths, device_name, model) -> None:
+def _thread_cpu(pid: int) -> dict[str, float]:
+    """CPU seconds (user + system) of each thread of a process, from /proc (Linux)."""
+    out, tick = {}, os.sysconf("SC_CLK_TCK")
+    for tid in os.listdir(f"/proc/{pid}/task"):
+        try:
+            with open(f"/proc/{pid}/task/{tid}/stat") as f:
+                fields = f.read().rsplit(")", 1)[1].split()
+        except FileNotFoundError:  # the thread ended meanwhile
+            continue
+        out[tid] = (int(fields[11]) + int(fields[12])) / tick
+    return out
+
+
+def _with_thread_cpu(pid: int, acc: dict, concurrency: int, run):
+    """run() (one round); at concurrency 1 adds the CPU time of process pid's threads to acc: the
+    busiest is the engine's, the rest (the event loop's HTTP, JSON and SSE work in the server; the
+    waiting caller in process) is "other"."""
+    if concurrency != 1 or not os.path.isdir(f"/proc/{pid}/task"):
+        return run()
+    before = _thread_cpu(pid)
+    out = run()
+    after = _thread_cpu(pid)
+    deltas = sorted((after[t] - before.get(t, 0.0) for t in after), reverse=True)
+    acc["engine"] = acc.get("engine", 0.0) + deltas[0]
+    acc["other"] = acc.get("other", 0.0) + sum(deltas[1:])
+    acc["rounds"] = acc.get("rounds", 0) + 1
+    return out
+
+
+def report(args, results, lengths, device_name, model, cpu: dict | None = None) -> None:
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     rows = ["| path | prompt | concurrency | TTFT ms | decode tok/s per stream | aggregate tok/s |",
@@ -314,6 +348,16 @@ def report(args, results, lengths, device_name, model) -> None:
         if ours and http:
             line += f" HTTP overhead {_paired(ours, http, overhead=True)} (target < 10%)"
         ratios.append(line)
+    inp, srv = (cpu or {}).get("in-process", {}), (cpu or {}).get("http", {})
+    if inp.get("engine") and srv.get("engine"):
+        per = {k: {part: 1e3 * v[part] / (v["rounds"] * args.new_tokens) for part in ("engine", "other")}
+               for k, v in (("in-process", inp), ("http", srv))}
+        total_in, total_http = sum(per["in-process"].values()), sum(per["http"].values())
+        ratios.append(f"CPU per token at concurrency 1 (all lengths; CPU time, which the machine's noise barely "
+                      f"enters): in process {per['in-process']['engine']:.3f} ms engine thread "
+                      f"+ {per['in-process']['other']:.3f} ms other; HTTP server {per['http']['engine']:.3f} ms engine "
+                      f"thread + {per['http']['other']:.3f} ms event loop (HTTP, JSON, SSE): "
+                      f"{total_http / total_in - 1:+.1%} CPU for serving over HTTP")
     header = (f"{args.preset} ({model.num_params() / 1e6:.1f}M params), {device_name}, {args.dtype}, greedy, "
               f"{args.new_tokens} new tokens per request")
     text = "\n".join([header, "", *rows, "", *ratios])
