@@ -39,6 +39,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--stream-interval-ms", type=float, default=20.0,
                    help="stream tokens in chunks at most this often (the first at once; 0: every token as soon as "
                         "possible). Fewer chunks leave the decoding thread more time: see docs/benchmarks.md")
+    p.add_argument("--prefill-padding", type=float, default=0.25,
+                   help="requests arriving together share a prefill, right-padded, while the padding stays within "
+                        "this share of their tokens (0: only prompts of one length share one); bench/bench_prefill.py")
     p.add_argument("--cors-origin", action="append", default=None,
                    help="allow browser calls from this origin (repeatable; also TENALI_CORS_ORIGINS, comma-separated)")
     p.add_argument("--log-level", default="info")
@@ -84,7 +87,7 @@ def run_server(args: argparse.Namespace) -> int:
     origins = args.cors_origin or [o.strip() for o in os.environ.get("TENALI_CORS_ORIGINS", "").split(",") if o.strip()]
     options = ServeOptions(max_batch=args.max_batch, max_queue=args.max_queue,
                            request_timeout=args.request_timeout, cors_origins=origins,
-                           stream_interval=args.stream_interval_ms / 1000)
+                           stream_interval=args.stream_interval_ms / 1000, prefill_padding=args.prefill_padding)
     app = create_app(served, options)
     print(f"Serving {served.name} ({served.source}) on http://{args.host}:{args.port}  "
           f"[{device}, {str(dtype).removeprefix('torch.')}]; chat page at /, API docs at /docs", flush=True)

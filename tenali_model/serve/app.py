@@ -67,6 +67,9 @@ class ServeOptions:
     # decoding thread waits for (the GIL), so a fast model streams faster with fewer, fuller chunks;
     # 0 sends each token as soon as the event loop gets to it. The first token is never held.
     stream_interval: float = 0.02
+    # Requests admitted together are right-padded into shared prefills while the padding stays within
+    # this share of their tokens (Engine's prefill_padding; 0: only prompts of one length share one).
+    prefill_padding: float = 0.25
 
 
 # --- request bodies ------------------------------------------------------------------------------
@@ -150,7 +153,7 @@ def create_app(served: Served, options: ServeOptions | None = None, engine: Engi
     own_engine = engine is None
     engine = engine or Engine(served.model, max_batch=options.max_batch, max_queue=options.max_queue,
                               request_timeout=options.request_timeout, metrics=metrics,
-                              vocab_limit=tok.vocab_size)
+                              vocab_limit=tok.vocab_size, prefill_padding=options.prefill_padding)
     if engine.metrics is None:
         engine.metrics = metrics
     eot = tok.token_id(EOT)

@@ -214,13 +214,28 @@ class Request:
                 return out
 
 
-def _same_length(reqs: list[Request]) -> list[list[Request]]:
-    """Requests grouped by prompt length (in arrival order): a group is prefilled in one forward with
-    no padding, so no row computes positions that are not its own and the last position is every row's."""
-    groups: dict[int, list[Request]] = {}
-    for req in reqs:
-        groups.setdefault(len(req.prompt), []).append(req)
-    return list(groups.values())
+MAX_PREFILL_PADDING = 0.25  # a batched prefill may compute this share of padding beyond the prompts' tokens
+
+
+def _prefill_groups(reqs: list[Request], max_padding: float = MAX_PREFILL_PADDING) -> list[list[Request]]:
+    """Requests admitted together, grouped for batched prefills: shortest prompt first, a group takes
+    the next request while its right-padded size (longest x rows) stays within 1 + max_padding of its
+    prompts' tokens. One forward for several prompts saves the per-forward cost (most of a small
+    model's, kernel launches on a GPU) at the price of computing the pad positions, which are
+    written to the cache after the prompt and overwritten by decoding before any row can see them.
+    On the CPU, 16 prompts of 16..120 tokens at once (bench/bench_prefill.py): the last first token
+    1.17x and the last request's end 1.11x sooner than one prefill per length, the median first
+    token 0.89x (a short prompt waits for its group)."""
+    groups: list[list[Request]] = []
+    for req in sorted(reqs, key=lambda r: len(r.prompt)):  # shortest first: their first tokens come soonest
+        if groups:
+            group = groups[-1]
+            real = sum(len(r.prompt) for r in group) + len(req.prompt)
+            if len(req.prompt) * (len(group) + 1) <= (1 + max_padding) * real:
+                group.append(req)
+                continue
+        groups.append([req])
+    return groups
 
 
 def _wake(fut) -> None:
@@ -233,9 +248,12 @@ class Engine:
 
     def __init__(self, model: torch.nn.Module, *, max_batch: int = 16, max_queue: int = 64,
                  max_len: int | None = None, request_timeout: float = 300.0, metrics=None,
-                 dtype: torch.dtype | None = None, vocab_limit: int | None = None):
+                 dtype: torch.dtype | None = None, vocab_limit: int | None = None,
+                 prefill_padding: float = MAX_PREFILL_PADDING):
         """vocab_limit: ids at or above it are never sampled (a model vocabulary padded beyond its
-        tokenizer's would otherwise emit ids that cannot be decoded)."""
+        tokenizer's would otherwise emit ids that cannot be decoded). prefill_padding: the share of
+        padding a batched prefill of prompts of several lengths may compute (0: only prompts of one
+        length share a prefill; `_prefill_groups`, bench/bench_prefill.py)."""
         self.model: Transformer = unwrap(model).eval()
         cfg = self.model.config
         self.max_len = min(max_len or cfg.max_seq_len, cfg.max_seq_len)
@@ -243,6 +261,9 @@ class Engine:
         self.vocab_limit = vocab_limit if vocab_limit is not None and vocab_limit < cfg.vocab_size else None
         self.request_timeout = request_timeout
         self.metrics = metrics
+        if prefill_padding < 0:
+            raise ValueError(f"prefill_padding must be >= 0, got {prefill_padding}")
+        self.prefill_padding = prefill_padding
         param = next(self.model.parameters())
         self.device = param.device
         self.cache = SlotKVCache(cfg, max_batch, self.max_len, self.device, dtype or param.dtype)
@@ -348,7 +369,7 @@ class Engine:
                         req._slot = self._free.pop()
                         admitted.append(req)
                     self._observe_queue()
-                for group in _same_length(admitted):
+                for group in _prefill_groups(admitted, self.prefill_padding):
                     self._prefill_group(group)
                 self._reap()
                 if self._active:
@@ -367,8 +388,8 @@ class Engine:
                 self._finish(req, "error", error=f"{type(e).__name__}: {e}")
 
     def _prefill_group(self, reqs: list[Request]) -> None:
-        """Prefill requests whose prompts have one length in one forward; if that fails, each alone,
-        so that only a request that fails by itself ends with an error."""
+        """Prefill a group (`_prefill_groups`) in one forward; if that fails, each alone, so that only
+        a request that fails by itself ends with an error."""
         if len(reqs) > 1:
             try:
                 self._prefill(reqs)
@@ -390,10 +411,20 @@ class Engine:
                 req._generator.seed()
             if p.penalised:
                 req._counts = torch.zeros(1, self.model.config.vocab_size, device=self.device)
-        idx = torch.tensor([r.prompt for r in reqs], dtype=torch.long, device=self.device)
-        logits, _ = self.model(idx, cache=self.cache.rows([r._slot for r in reqs]), start_pos=0, last_only=True)
+        lengths = [len(r.prompt) for r in reqs]
+        longest = max(lengths)
+        cache = self.cache.rows([r._slot for r in reqs])
+        if min(lengths) == longest:
+            idx = torch.tensor([r.prompt for r in reqs], dtype=torch.long, device=self.device)
+            logits = self.model(idx, cache=cache, start_pos=0, last_only=True)[0][:, -1]
+        else:  # right-padded: causal attention keeps every prompt position from seeing the pads
+            idx = torch.tensor([r.prompt + [0] * (longest - n) for r, n in zip(reqs, lengths)],
+                               dtype=torch.long, device=self.device)
+            h = self.model(idx, cache=cache, start_pos=0, hidden=True)[0]
+            last = h[torch.arange(len(reqs), device=self.device), torch.tensor(lengths, device=self.device) - 1]
+            logits = self.model.lm_head(last).float()  # each row's own last position
         # every first token before any request goes live: a failure leaves none half admitted
-        firsts = [self._sample(req, self._limit(logits[i:i + 1, -1])) for i, req in enumerate(reqs)]
+        firsts = [self._sample(req, self._limit(logits[i:i + 1])) for i, req in enumerate(reqs)]
         for req, tok in zip(reqs, firsts):
             self._active.append(req)
             self._accept(req, tok)

@@ -110,6 +110,31 @@ def test_slot_decoding_matches_full_forward(kw, slots, lengths):
                 torch.testing.assert_close(got[row], want, atol=1e-5, rtol=1e-4)
 
 
+@pytest.mark.parametrize("kw", [{}, {"n_kv_heads": 1}])
+def test_right_padded_prefill_then_slot_decoding_matches_full_forward(kw):
+    """The engine's batched prefill of prompts of several lengths: right-padded to the longest, each
+    row's last real position gives its first logits, and the pads it wrote to the cache are never
+    seen by decoding (each position is written before it can be attended to)."""
+    model = tiny(**kw).eval()
+    g = torch.Generator().manual_seed(7)
+    lengths, slots = [5, 11, 9], [2, 0, 1]
+    seqs = [torch.randint(0, 512, (n + 4,), generator=g) for n in lengths]
+    cache = SlotKVCache(model.config, 4, 32, "cpu", torch.float32)
+    padded = torch.stack([torch.cat([s[:n], torch.full((11 - n,), 3)]) for s, n in zip(seqs, lengths)])
+    with torch.no_grad():
+        h = model(padded, cache=cache.rows(slots), start_pos=0, hidden=True)[0]
+        first = model.lm_head(h[torch.arange(3), torch.tensor(lengths) - 1])
+        for row, (seq, n) in enumerate(zip(seqs, lengths)):
+            torch.testing.assert_close(first[row], model(seq[None, :n])[0][0, -1], atol=1e-5, rtol=1e-4)
+        for step in range(4):
+            tokens = torch.stack([seq[n + step] for seq, n in zip(seqs, lengths)])
+            positions = torch.tensor([n + step for n in lengths])
+            got = decode_slots(model, tokens, cache, torch.tensor(slots), positions)
+            for row, (seq, n) in enumerate(zip(seqs, lengths)):
+                want = model(seq[None, :n + step + 1])[0][0, -1]
+                torch.testing.assert_close(got[row], want, atol=1e-5, rtol=1e-4)
+
+
 def test_slot_decoding_calls_wrapped_layers():
     """A layer with a forward hook (or any module in a Linear's place, such as a LoRA layer) is
     called, not bypassed, by the decoding step's shortcut for plain Linears."""

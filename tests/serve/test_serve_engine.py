@@ -39,12 +39,14 @@ def _submit_together(engine, prompts, params):
 
 
 @pytest.mark.parametrize("batched_fails", [False, True])
-def test_prompts_of_one_length_are_prefilled_together(model, monkeypatch, batched_fails):
-    """Requests admitted together with prompts of one length share one prefill forward (if it fails,
-    each is prefilled alone); either way the tokens are single-sequence generate()'s."""
+def test_prompts_admitted_together_are_prefilled_together(model, monkeypatch, batched_fails):
+    """Requests admitted together share one prefill forward, right-padded to the longest prompt while
+    the padding stays within 25% (if it fails, each is prefilled alone); either way the tokens are
+    single-sequence generate()'s."""
     g = torch.Generator().manual_seed(4)
     prompts = [torch.randint(0, 300, (12,), generator=g).tolist() for _ in range(4)]
-    prompts.append(prompts[0][:7])  # another length: prefilled on its own
+    prompts.append(prompts[0][:10])  # 12 x 5 = 60 padded positions for 58 tokens: padded into the batch
+    prompts.append(prompts[1][:2])  # with the 10-token one, 10 x 2 = 20 for 12: prefilled on its own (first)
     want = [_single(model, p, 10, temperature=0) for p in prompts]
     sizes = []
     real = Engine._prefill
@@ -56,12 +58,28 @@ def test_prompts_of_one_length_are_prefilled_together(model, monkeypatch, batche
         return real(self, reqs)
 
     monkeypatch.setattr(Engine, "_prefill", prefill)
-    with Engine(model, max_batch=5) as engine:
+    with Engine(model, max_batch=6) as engine:
         reqs = _submit_together(engine, prompts, SamplingParams(max_tokens=10, temperature=0))
         assert all(r.wait(30) for r in reqs)
-    assert sizes == ([4, 1, 1, 1, 1, 1] if batched_fails else [4, 1])
-    assert [r.finish_reason for r in reqs] == ["length"] * 5
+    assert sizes == ([1, 5, 1, 1, 1, 1, 1] if batched_fails else [1, 5])
+    assert [r.finish_reason for r in reqs] == ["length"] * 6
     assert [r.generated for r in reqs] == want
+
+
+def test_prefill_groups_bound_the_padding():
+    from tenali_model.serve.engine import _prefill_groups
+
+    class R:
+        def __init__(self, n):
+            self.prompt = [0] * n
+
+    reqs = [R(n) for n in (10, 40, 38, 9, 100, 35, 8)]
+    groups = [[len(r.prompt) for r in g] for g in _prefill_groups(reqs)]
+    assert groups == [[8, 9, 10], [35, 38, 40], [100]]  # shortest first
+    for g in groups:
+        assert max(g) * len(g) <= 1.25 * sum(g)
+    assert [[len(r.prompt) for r in g] for g in _prefill_groups(reqs, max_padding=0)] == [[8], [9], [10], [35], [38], [40], [100]]
+    assert [[len(r.prompt) for r in g] for g in _prefill_groups([R(5), R(7), R(5)], max_padding=0)] == [[5, 5], [7]]
 
 
 def test_seeded_sampling_is_the_same_alone_or_in_a_batch(model):
