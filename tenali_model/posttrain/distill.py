@@ -31,6 +31,7 @@ import torch.nn.functional as F
 from ..checkpoint import load_config, load_model, resolve_checkpoint
 from ..config import ConfigError
 from ..data import TokenLoader, iter_eval_windows, shard_token_count
+from ..evaluate import loss_sum
 from ..loss import linear_distill_loss
 from ..model import plain_linear
 from ..plan import flops_per_token
@@ -159,12 +160,9 @@ def prepare(cfg: DistillConfig, d: Dist) -> Stage:
         return distill_loss(student_logits, teacher_logits, batch["y"], phase.temperature, phase.alpha)
 
     def evaluate(model) -> dict:
-        total, count = 0.0, 0
-        for x, y in iter_eval_windows(cfg.val_shards, seq_len, cfg.batch_size, cfg.eval_batches,
-                                      d.rank, d.world_size):
-            x, y = x.to(d.device), y.to(d.device)
-            s, n, stats = distill_loss(model(x)[0], teacher.logits(x), y, 1.0, 0.0)
-            total, count = total + s.item(), count + n
+        # val_loss is the student's own cross-entropy: the fused loss, and no teacher forward
+        windows = iter_eval_windows(cfg.val_shards, seq_len, cfg.batch_size, cfg.eval_batches, d.rank, d.world_size)
+        total, count = loss_sum(model, windows, d.device)
         return {"val_loss": total, "count": count}
 
     student_flops = flops_per_token(mcfg, seq_len)

@@ -111,6 +111,12 @@ def test_distillation_pulls_the_student_toward_the_teacher(student_teacher, shar
     assert meta["stage"] == "distill" and meta["teacher"] == str(teacher)
     assert [(p["temperature"], p["alpha"]) for p in meta["phases"]] == [(2.5, 0.9), (3.0, 0.8)]
     assert summary["teacher_student_flop_ratio"] > 3
+    # val_loss is the final student's own cross-entropy on the validation windows
+    from tenali_model.evaluate import loss_sum
+    from tenali_model.data import iter_eval_windows
+    total, n = loss_sum(load_model(summary["checkpoint"]), iter_eval_windows(shards["val"], SEQ, 4, 2), "cpu")
+    val_rows = [r for r in rows if r["kind"] == "val"]
+    assert val_rows and val_rows[-1]["val_loss"] == pytest.approx(total / n, rel=1e-4)
 
 
 def test_distillation_from_a_hugging_face_teacher_and_resume(student_teacher, shards, tmp_path):
