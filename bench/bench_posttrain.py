@@ -228,18 +228,14 @@ def main() -> None:
               f"({r['measure']}) | grads + AdamW state {r['state_mb']:7.1f} MB")
     print(f"  LoRA / full peak: {rows[1]['peak_mb'] / rows[0]['peak_mb']:.2f} (dropout 0.05), "
           f"{rows[2]['peak_mb'] / rows[0]['peak_mb']:.2f} (dropout 0)")
-    dpo = memory(args.device, args.batch, args.seq, modes=("dpo-logits", "dpo-chunked"))
-    print(f"DPO memory: same model as policy and reference, {args.batch} pairs x {args.seq} tokens, 3 steps")
-    for r in dpo:
-        print(f"  {r['mode']:<11} peak {r['peak_mb']:8.1f} MB ({r['measure']}) | {r['seconds_per_step']:.3f} s/step")
-    print(f"  chunked / full-logits: peak {dpo[1]['peak_mb'] / dpo[0]['peak_mb']:.2f}, "
-          f"time per step {dpo[1]['seconds_per_step'] / dpo[0]['seconds_per_step']:.2f}")
-    dist = memory(args.device, args.batch, args.seq, modes=("distill-logits", "distill-chunked"))
-    print(f"distillation memory: same model as student and teacher, {args.batch} x {args.seq} tokens, 3 steps")
-    for r in dist:
-        print(f"  {r['mode']:<15} peak {r['peak_mb']:8.1f} MB ({r['measure']}) | {r['seconds_per_step']:.3f} s/step")
-    print(f"  chunked / full-logits: peak {dist[1]['peak_mb'] / dist[0]['peak_mb']:.2f}, "
-          f"time per step {dist[1]['seconds_per_step'] / dist[0]['seconds_per_step']:.2f}")
+    for stage, title in (("dpo", f"DPO memory: same model as policy and reference, {args.batch} pairs"),
+                         ("distill", f"distillation memory: same model as student and teacher, {args.batch} rows")):
+        pair = memory(args.device, args.batch, args.seq, modes=(f"{stage}-logits", f"{stage}-chunked"))
+        print(f"{title} x {args.seq} tokens, 3 steps")
+        for r in pair:
+            print(f"  {r['mode']:<15} peak {r['peak_mb']:8.1f} MB ({r['measure']}) | {r['seconds_per_step']:.3f} s/step")
+        print(f"  chunked / full-logits: peak {pair[1]['peak_mb'] / pair[0]['peak_mb']:.2f}, "
+              f"time per step {pair[1]['seconds_per_step'] / pair[0]['seconds_per_step']:.2f}")
 
 
 if __name__ == "__main__":

@@ -52,6 +52,22 @@ def _chunk_loss(logits: torch.Tensor, targets: torch.Tensor, z_loss: float, scal
     return ce, zz
 
 
+def _add_chunk_grads(d: torch.Tensor, part: torch.Tensor, wc: torch.Tensor, start: int,
+                     grad_h: torch.Tensor | None, grad_w: torch.Tensor | None, weight_grad: bool):
+    """Multiply a chunk's d loss / d logits (d [c, V], in the matmul's dtype) into the gradients: h's
+    rows start..start+c are written into grad_h (when given), W's is added to grad_w (float32; None
+    before the first chunk). Returns grad_w."""
+    if grad_h is not None:
+        torch.mm(d, wc, out=grad_h[start:start + part.shape[0]])
+    if not weight_grad:
+        return grad_w
+    if grad_w is None:
+        return torch.mm(d.t(), part).float()
+    if d.dtype == torch.float32:
+        return grad_w.addmm_(d.t(), part)
+    return grad_w.add_(torch.mm(d.t(), part))
+
+
 def _chunked(h, weight, targets, z_loss: float, rows: int, grads: bool):
     """The loss over chunks of `rows` rows, and with `grads` the gradients of h and W (None for an
     input that does not require one; W's in float32)."""
@@ -74,16 +90,7 @@ def _chunked(h, weight, targets, z_loss: float, rows: int, grads: bool):
             ce, zz = ce + c, zz + z
             if not grads:
                 continue
-            grad = logits.to(dtype)
-            if grad_h is not None:
-                torch.mm(grad, wc, out=grad_h[i:i + part.shape[0]])
-            if weight.requires_grad:
-                if grad_w is None:
-                    grad_w = torch.mm(grad.t(), part).float()
-                elif dtype == torch.float32:
-                    grad_w.addmm_(grad.t(), part)
-                else:
-                    grad_w.add_(torch.mm(grad.t(), part))
+            grad_w = _add_chunk_grads(logits.to(dtype), part, wc, i, grad_h, grad_w, weight.requires_grad)
     return (ce + z_loss * zz) / n, grad_h, grad_w
 
 
@@ -173,11 +180,7 @@ class _LinearTokenLogps(torch.autograd.Function):
             probs = torch.mm(part, wc.t()).float().sub_(lse[i:i + rows, None]).exp_()
             probs.mul_(-gi[:, None])
             probs[torch.arange(probs.shape[0], device=probs.device), safe[i:i + rows]] += gi
-            d = probs.to(dtype)
-            if need_h:
-                torch.mm(d, wc, out=grad_h[i:i + part.shape[0]])
-            if need_w:
-                grad_w = torch.mm(d.t(), part).float() if grad_w is None else grad_w.add_(torch.mm(d.t(), part))
+            grad_w = _add_chunk_grads(probs.to(dtype), part, wc, i, grad_h, grad_w, need_w)
         return (None if grad_h is None else grad_h.to(h.dtype),
                 None if grad_w is None else grad_w.to(weight.dtype), None, None)
 
@@ -239,11 +242,7 @@ def _distill_chunked(h, weight, teacher, targets, temperature, alpha, rows, grad
             kl, ce = kl + k, ce + c
             if not grads:
                 continue
-            d = s.to(dtype)
-            if grad_h is not None:
-                torch.mm(d, wc, out=grad_h[i:i + part.shape[0]])
-            if weight.requires_grad:
-                grad_w = torch.mm(d.t(), part).float() if grad_w is None else grad_w.add_(torch.mm(d.t(), part))
+            grad_w = _add_chunk_grads(s.to(dtype), part, wc, i, grad_h, grad_w, weight.requires_grad)
     return kl, ce, grad_h, grad_w
 
 

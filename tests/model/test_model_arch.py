@@ -101,13 +101,19 @@ def test_slot_decoding_matches_full_forward(kw, slots, lengths):
         else:
             for slot, seq, n in zip(slots, seqs, lengths):
                 model(seq[None, :n], cache=cache.view(slot), start_pos=0)
-        for step in range(4):  # every row advances one token per step
-            tokens = torch.stack([seq[n + step] for seq, n in zip(seqs, lengths)])
-            positions = torch.tensor([n + step for n in lengths])
-            got = decode_slots(model, tokens, cache, torch.tensor(slots), positions)
-            for row, (seq, n) in enumerate(zip(seqs, lengths)):
-                want = model(seq[None, :n + step + 1])[0][0, -1]
-                torch.testing.assert_close(got[row], want, atol=1e-5, rtol=1e-4)
+        _decode_matches_full_forward(model, cache, slots, seqs, lengths)
+
+
+def _decode_matches_full_forward(model, cache, slots, seqs, lengths, steps: int = 4):
+    """Every row advances one token per step through decode_slots; each row's logits equal its own
+    full forward's."""
+    for step in range(steps):
+        tokens = torch.stack([seq[n + step] for seq, n in zip(seqs, lengths)])
+        positions = torch.tensor([n + step for n in lengths])
+        got = decode_slots(model, tokens, cache, torch.tensor(slots), positions)
+        for row, (seq, n) in enumerate(zip(seqs, lengths)):
+            want = model(seq[None, :n + step + 1])[0][0, -1]
+            torch.testing.assert_close(got[row], want, atol=1e-5, rtol=1e-4)
 
 
 @pytest.mark.parametrize("kw", [{}, {"n_kv_heads": 1}])
@@ -126,13 +132,7 @@ def test_right_padded_prefill_then_slot_decoding_matches_full_forward(kw):
         first = model.lm_head(h[torch.arange(3), torch.tensor(lengths) - 1])
         for row, (seq, n) in enumerate(zip(seqs, lengths)):
             torch.testing.assert_close(first[row], model(seq[None, :n])[0][0, -1], atol=1e-5, rtol=1e-4)
-        for step in range(4):
-            tokens = torch.stack([seq[n + step] for seq, n in zip(seqs, lengths)])
-            positions = torch.tensor([n + step for n in lengths])
-            got = decode_slots(model, tokens, cache, torch.tensor(slots), positions)
-            for row, (seq, n) in enumerate(zip(seqs, lengths)):
-                want = model(seq[None, :n + step + 1])[0][0, -1]
-                torch.testing.assert_close(got[row], want, atol=1e-5, rtol=1e-4)
+        _decode_matches_full_forward(model, cache, slots, seqs, lengths)
 
 
 def test_slot_decoding_calls_wrapped_layers():
