@@ -6,7 +6,7 @@
     tenali export-hf CHECKPOINT OUTDIR [--tokenizer tokenizer.model]
     tenali import-hf HF_DIR OUTDIR
     tenali serve [PATH] [--tokenizer F] [--host 127.0.0.1] [--port 8000] [...]   (see tenali_model.serve)
-    tenali plan --config 7b --tokens 100e9 --gpus 8 --gpu h100 [--mfu 0.4] [--price 2.5]
+    tenali plan --config 7b --tokens 100e9 --gpus 8 --gpu h100 [--mfu 0.4 | --mfu mfu.json] [--price 2.5]
                 [--seq-len N] [--global-batch-tokens N] [--micro-batch N]
 
 `main(argv)` returns the exit status: 0 done, 2 bad arguments or inputs, 1 anything else.
@@ -82,7 +82,10 @@ def build_parser() -> argparse.ArgumentParser:
     pl.add_argument("--tokens", type=_number, required=True, help="training tokens, e.g. 100e9 or 100B")
     pl.add_argument("--gpus", type=int, default=8)
     pl.add_argument("--gpu", default="h100", help="h100, h200 or a100")
-    pl.add_argument("--mfu", type=float, default=0.4, help="model FLOPs utilisation to assume")
+    pl.add_argument("--mfu", default="0.4",
+                    help="model FLOPs utilisation to assume (default 0.4), or the results.json of "
+                         "bench/bench_mfu.py (e.g. var/device-checks/mfu.json from a GPU run): its measured "
+                         "figure for this model is used")
     pl.add_argument("--price", type=float, default=None, help="price per GPU-hour")
     pl.add_argument("--seq-len", type=int, default=None, help="default: the model's (or config's)")
     pl.add_argument("--global-batch-tokens", type=_number, default=None,
@@ -112,9 +115,47 @@ def _plan(args) -> int:
         print(f"tenali plan: error: --config {args.config!r} is neither a preset "
               f"({', '.join(MODEL_PRESETS)}) nor a file", file=sys.stderr)
         return 2
-    print(render(plan(model, tokens=args.tokens, gpus=args.gpus, gpu=args.gpu, mfu=args.mfu,
+    mfu, source = _measured_mfu(args.mfu, model, args.gpu)
+    if source:
+        print(source)
+    print(render(plan(model, tokens=args.tokens, gpus=args.gpus, gpu=args.gpu, mfu=mfu,
                       price_per_gpu_hour=args.price, **kwargs)))
     return 0
+
+
+def _measured_mfu(value: str, model, gpu: str) -> tuple[float, str | None]:
+    """--mfu as a number, or the best MFU that bench/bench_mfu.py's results.json records for this model
+    (by preset name, or by parameter count for a training config), with a line saying where it came from."""
+    try:
+        return float(value), None
+    except ValueError:
+        pass
+    import json
+
+    from .config import num_params
+
+    path = Path(value)
+    if not path.is_file():
+        raise ValueError(f"--mfu {value!r} is neither a number nor a file")
+    try:
+        results = json.loads(path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise ValueError(f"--mfu {path}: not JSON ({e}); expected the results.json of bench/bench_mfu.py") from None
+    if not isinstance(results, list):
+        raise ValueError(f"--mfu {path}: expected a list of results, as bench/bench_mfu.py writes")
+    name = model if isinstance(model, str) else None
+    params = None if name else num_params(model)
+    hits = [r for r in results if isinstance(r, dict) and r.get("status") == "ok" and r.get("mfu")
+            and (r.get("config") == name if name else r.get("params") == params)]
+    if not hits:
+        have = ", ".join(f"{r.get('config')} ({r.get('status')})" for r in results if isinstance(r, dict)) or "nothing"
+        raise ValueError(f"--mfu {path}: no measured MFU for {name or f'a {params:,}-parameter model'} "
+                         f"(it has: {have})")
+    best = max(hits, key=lambda r: r["mfu"])
+    note = "" if gpu.lower() in str(best.get("device", "")).lower() else f"; planning for {gpu}, a different GPU"
+    return best["mfu"], (f"MFU {best['mfu']:.1%} as measured by bench_mfu.py: {best.get('config')} on "
+                         f"{best.get('device')}, {best.get('dtype')}{', compiled' if best.get('compile') else ''}, "
+                         f"batch {best.get('batch')} x {best.get('seq_len')}, torch {best.get('torch')}{note}")
 
 
 def _export(args) -> int:

@@ -30,10 +30,37 @@ def test_plan_from_a_training_config(shards, tmp_path, capsys):
     assert "9,766 steps" in out  # 10M / 1024, rounded up
 
 
+def _mfu_results(path, **over):
+    rec = {"config": "1b", "status": "ok", "params": 1_076_000_000, "mfu": 0.473, "device": "NVIDIA H200",
+           "dtype": "bfloat16", "compile": True, "batch": 8, "seq_len": 2048, "torch": "2.11.0+cu130"}
+    rec.update(over)
+    path.write_text(json.dumps([{"config": "125m", "status": "ok", "params": 1, "mfu": 0.31, "device": "NVIDIA H200"},
+                                rec, {"config": "7b", "status": "out of memory"}]))
+    return str(path)
+
+
+def test_plan_takes_the_mfu_that_bench_mfu_measured(tmp_path, capsys):
+    results = _mfu_results(tmp_path / "mfu.json")
+    assert main(["plan", "--config", "1b", "--tokens", "20B", "--gpus", "8", "--gpu", "h200", "--mfu", results]) == 0
+    out = capsys.readouterr().out
+    assert "MFU 47.3% as measured by bench_mfu.py: 1b on NVIDIA H200, bfloat16, compiled" in out
+    p = plan("1b", tokens=20e9, gpus=8, gpu="h200", mfu=0.473)
+    assert "at 47% MFU" in out and f"{p.gpu_hours:,.0f} GPU-hours" in out
+    assert "a different GPU" not in out
+    assert main(["plan", "--config", "1b", "--tokens", "20B", "--gpu", "h100", "--mfu", results]) == 0
+    assert "planning for h100, a different GPU" in capsys.readouterr().out
+    assert main(["plan", "--config", "7b", "--tokens", "20B", "--mfu", results]) == 2
+    assert "no measured MFU for 7b (it has: 125m (ok), 1b (ok), 7b (out of memory))" in capsys.readouterr().err
+    (tmp_path / "bad.json").write_text("{not json")
+    assert main(["plan", "--config", "1b", "--tokens", "20B", "--mfu", str(tmp_path / "bad.json")]) == 2
+    assert "expected the results.json of bench/bench_mfu.py" in capsys.readouterr().err
+
+
 @pytest.mark.parametrize("argv, message", [
     (["plan", "--config", "huge", "--tokens", "1e9"], "neither a preset"),
     (["plan", "--config", "7b", "--tokens", "1e9", "--gpu", "tpu"], "unknown GPU"),
     (["plan", "--config", "7b", "--tokens", "1e9", "--mfu", "2"], "mfu"),
+    (["plan", "--config", "7b", "--tokens", "1e9", "--mfu", "/nonexistent/mfu.json"], "neither a number nor a file"),
     (["export-hf", "/nonexistent/ckpt", "/tmp/x"], "neither a checkpoint"),
     (["import-hf", "/nonexistent/hf", "/tmp/x"], "config.json is missing"),
 ])
