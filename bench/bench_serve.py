@@ -36,6 +36,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import math
 import os
 import statistics
 import subprocess
@@ -83,8 +84,15 @@ def prompts(n: int, length: int, vocab: int, seed: int = 0) -> list[list[int]]:
     return torch.randint(0, vocab, (n, length), generator=g).tolist()
 
 
+def _median(values) -> float:
+    """The median of the values that are numbers (NaN: a rate that could not be measured); NaN if none."""
+    values = [v for v in values if not math.isnan(v)]
+    return statistics.median(values) if values else math.nan
+
+
 def summarise(ttfts, stream_tps, total_tokens, wall) -> dict:
-    return {"ttft_ms": 1000 * statistics.median(ttfts), "decode_tps_stream": statistics.median(stream_tps),
+    # No decode rate for a stream whose tokens all arrived in one chunk (a fast model, few tokens): NaN.
+    return {"ttft_ms": 1000 * statistics.median(ttfts), "decode_tps_stream": _median(stream_tps),
             "aggregate_tps": total_tokens / wall}
 
 
@@ -272,7 +280,7 @@ def main(argv=None) -> int:
                         runs[name].append(paths[name](ps))
                 for name, rs in runs.items():
                     results.append({"path": name, "prompt": n, "concurrency": c,
-                                    **{k: statistics.median(r[k] for r in rs) for k in rs[0]},
+                                    **{k: _median(r[k] for r in rs) for k in rs[0]},
                                     "rounds_decode_tps": [r["decode_tps_stream"] for r in rs]})
     finally:
         engine.stop()
@@ -292,17 +300,29 @@ def _paired(a: dict, b: dict, overhead: bool = False) -> str:
     """The median over rounds of a's decode rate over b's in the same round (the paths of a round run
     back to back, so a slow spell of the machine hits both: the ratio cancels it, as bench_train does),
     with the range; overhead: 1 - b/a as a percentage instead."""
+    pairs = [(x, y) for x, y in zip(a["rounds_decode_tps"], b["rounds_decode_tps"])
+             if not (math.isnan(x) or math.isnan(y))]
+    if not pairs:
+        return "n/a (no round measured both decode rates: every stream came in one chunk)"
     if overhead:
-        vals = sorted(1 - y / x for x, y in zip(a["rounds_decode_tps"], b["rounds_decode_tps"]))
+        vals = sorted(1 - y / x for x, y in pairs)
         return f"{statistics.median(vals):+.1%} (rounds {vals[0]:+.0%} to {vals[-1]:+.0%})"
-    vals = sorted(x / y for x, y in zip(a["rounds_decode_tps"], b["rounds_decode_tps"]))
+    vals = sorted(x / y for x, y in pairs)
     return f"{statistics.median(vals):.2f}x (rounds {vals[0]:.2f}x-{vals[-1]:.2f}x)"
 
 
 def _thread_cpu(pid: int) -> dict[str, float]:
-    """CPU seconds (user + system) of each thread of a process, from /proc (Linux)."""
+    """CPU seconds of each thread of a process, from /proc (Linux): schedstat's time on the CPU in
+    nanoseconds where the kernel has it, else stat's user + system clock ticks (10 ms steps, too coarse
+    for short rounds)."""
     out, tick = {}, os.sysconf("SC_CLK_TCK")
     for tid in os.listdir(f"/proc/{pid}/task"):
+        try:
+            with open(f"/proc/{pid}/task/{tid}/schedstat") as f:
+                out[tid] = int(f.read().split()[0]) / 1e9
+            continue
+        except (FileNotFoundError, IndexError, ValueError):
+            pass
         try:
             with open(f"/proc/{pid}/task/{tid}/stat") as f:
                 fields = f.read().rsplit(")", 1)[1].split()

@@ -2,6 +2,7 @@
 CPU-per-token line, so the benchmark keeps working between the sessions that run it in full."""
 
 import json
+import math
 import subprocess
 import sys
 from pathlib import Path
@@ -13,14 +14,16 @@ def test_the_serving_benchmark_runs_all_paths_and_reports(tmp_path):
     out = tmp_path / "out"
     proc = subprocess.run(
         [sys.executable, str(ROOT / "bench" / "bench_serve.py"), "--preset", "tiny", "--lengths", "8",
-         "--concurrency", "1,2", "--new-tokens", "6", "--rounds", "2", "--out", str(out)],
+         "--concurrency", "1,2", "--new-tokens", "12", "--rounds", "2", "--out", str(out)],
         capture_output=True, text=True, timeout=300, env={"OMP_NUM_THREADS": "1", "PATH": "/usr/bin:/bin"})
     assert proc.returncode == 0, proc.stderr[-2000:]
     results = json.loads((out / "results.json").read_text())["results"]
     cells = {(r["path"], r["concurrency"]) for r in results}
     assert cells == {(p, c) for p in ("in-process", "http", "transformers") for c in (1, 2)}
     for r in results:
-        assert len(r["rounds_decode_tps"]) == 2 and r["decode_tps_stream"] > 0 and r["aggregate_tps"] > 0
+        assert len(r["rounds_decode_tps"]) == 2 and r["aggregate_tps"] > 0
+        # over HTTP a stream whose tokens all come in one chunk has no decode rate (NaN), not an error
+        assert r["decode_tps_stream"] > 0 or (r["path"] == "http" and math.isnan(r["decode_tps_stream"]))
     text = (out / "table.md").read_text()
     assert "decode ours/transformers" in text and "(rounds " in text and "HTTP overhead" in text
     assert "CPU per token at concurrency 1" in text and "ms engine thread" in text
