@@ -244,6 +244,12 @@ class Transformer(nn.Module):
         for layer in self.layers:
             layer.checkpointing = enabled
 
+    def chunked_head(self) -> bool:
+        """Whether the lm head can be run from its weight a chunk of rows at a time (loss.py): a plain
+        Linear (a hooked or adapted head must be called) and not inside torch.compile (inductor fuses
+        the plain loss itself)."""
+        return _plain(self.lm_head) and not torch.compiler.is_compiling()
+
     def num_params(self) -> int:
         return sum(p.numel() for p in self.parameters())  # shared (tied) tensors counted once
 
@@ -297,15 +303,14 @@ class Transformer(nn.Module):
                 raise ValueError("token_logps needs targets: the log-probabilities are of the targets")
             h, flat_targets = self.norm(x), targets.reshape(-1)
             h = h.reshape(-1, h.shape[-1])
-            if plain_linear(self.lm_head) and not torch.compiler.is_compiling():
+            if self.chunked_head():
                 logps = linear_token_logps(h, self.lm_head.weight, flat_targets)
             else:
                 logps = torch.log_softmax(self.lm_head(h).float(), dim=-1)
                 logps = logps.gather(1, flat_targets.clamp(min=0)[:, None]).squeeze(1)
                 logps = torch.where(flat_targets != -1, logps, 0.0)
             return None, logps.view(targets.shape)
-        if targets is not None and not with_logits and plain_linear(self.lm_head) \
-                and not torch.compiler.is_compiling():  # (inductor fuses the plain loss itself)
+        if targets is not None and not with_logits and self.chunked_head():
             h = self.norm(x)
             return None, linear_cross_entropy(h.reshape(-1, h.shape[-1]), self.lm_head.weight,
                                               targets.reshape(-1), z_loss=z_loss)
@@ -369,7 +374,7 @@ class _SlotView:
         return self.cache.k[layer, self.index, :, :end], self.cache.v[layer, self.index, :, :end]
 
 
-def plain_linear(mod: nn.Module) -> bool:
+def _plain(mod: nn.Module) -> bool:
     """Whether mod is a bias-free nn.Linear with no hooks, so that its weight alone says what it does
     (not a LoRA layer or a hooked module, which must be called)."""
     return type(mod) is nn.Linear and mod.bias is None and not (mod._forward_hooks or mod._forward_pre_hooks)
@@ -378,7 +383,7 @@ def plain_linear(mod: nn.Module) -> bool:
 def _linear(mod: nn.Module, x: torch.Tensor) -> torch.Tensor:
     """mod(x) for a 2-D x; a plain bias-free nn.Linear becomes the mm that F.linear would run,
     without its wrapper dispatches. Anything else (a LoRA layer, a hooked module) is called as is."""
-    if plain_linear(mod):
+    if _plain(mod):
         return torch.mm(x, mod.weight.t())
     return mod(x)
 

@@ -33,7 +33,6 @@ from ..config import ConfigError
 from ..data import TokenLoader, iter_eval_windows, shard_token_count
 from ..evaluate import loss_sum
 from ..loss import linear_distill_loss
-from ..model import plain_linear
 from ..plan import flops_per_token
 from ..train import Dist
 from .config import DistillConfig, Phase
@@ -152,10 +151,10 @@ def prepare(cfg: DistillConfig, d: Dist) -> Stage:
 
     def loss_fn(model, batch: dict, phase: Phase):
         teacher_logits = teacher.logits(batch["x"])
-        head = getattr(model, "module", model).lm_head  # DDP wraps the student
-        if plain_linear(head) and not torch.compiler.is_compiling():  # the student's logits never held whole
-            return chunked_distill_loss(model(batch["x"], hidden=True)[0], head.weight, teacher_logits,
-                                        batch["y"], phase.temperature, phase.alpha)
+        student = getattr(model, "module", model)  # DDP wraps the student
+        if student.chunked_head():  # the student's logits are never held whole
+            return chunked_distill_loss(model(batch["x"], hidden=True)[0], student.lm_head.weight,
+                                        teacher_logits, batch["y"], phase.temperature, phase.alpha)
         student_logits = model(batch["x"])[0]
         return distill_loss(student_logits, teacher_logits, batch["y"], phase.temperature, phase.alpha)
 

@@ -413,16 +413,12 @@ class Engine:
                 req._counts = torch.zeros(1, self.model.config.vocab_size, device=self.device)
         lengths = [len(r.prompt) for r in reqs]
         longest = max(lengths)
-        cache = self.cache.rows([r._slot for r in reqs])
-        if min(lengths) == longest:
-            idx = torch.tensor([r.prompt for r in reqs], dtype=torch.long, device=self.device)
-            logits = self.model(idx, cache=cache, start_pos=0, last_only=True)[0][:, -1]
-        else:  # right-padded: causal attention keeps every prompt position from seeing the pads
-            idx = torch.tensor([r.prompt + [0] * (longest - n) for r, n in zip(reqs, lengths)],
-                               dtype=torch.long, device=self.device)
-            h = self.model(idx, cache=cache, start_pos=0, hidden=True)[0]
-            last = h[torch.arange(len(reqs), device=self.device), torch.tensor(lengths, device=self.device) - 1]
-            logits = self.model.lm_head(last).float()  # each row's own last position
+        # right-padded to the longest: causal attention keeps every prompt position from seeing the pads
+        idx = torch.tensor([r.prompt + [0] * (longest - n) for r, n in zip(reqs, lengths)],
+                           dtype=torch.long, device=self.device)
+        h = self.model(idx, cache=self.cache.rows([r._slot for r in reqs]), start_pos=0, hidden=True)[0]
+        last = h[torch.arange(len(reqs), device=self.device), torch.tensor(lengths, device=self.device) - 1]
+        logits = self.model.lm_head(last).float()  # the head on each row's own last position only
         # every first token before any request goes live: a failure leaves none half admitted
         firsts = [self._sample(req, self._limit(logits[i:i + 1])) for i, req in enumerate(reqs)]
         for req, tok in zip(reqs, firsts):
