@@ -2,13 +2,13 @@
 batched prefill against one prefill per prompt length, same run.
 
     .venv/bin/python bench/bench_prefill.py [--preset demo] [--threads 1] [--requests 16]
-                                            [--new-tokens 8] [--rounds 9]
+                                            [--new-tokens 8] [--rounds 9] [--padding 0.25]
 
 `--requests` prompts with lengths spread evenly from 16 tokens to the context less `--new-tokens`
 are submitted to an in-process `Engine` at once (all queued before it admits any), greedy, exactly
-`--new-tokens` tokens each. Two engines on the same model: `prefill_padding` 0.25 (the default: the
-prompts are right-padded into a few batched prefills, `engine._prefill_groups`) and 0 (only prompts of
-one length share a prefill, so here every prompt gets its own forward). The rounds alternate the two,
+`--new-tokens` tokens each. Two engines on the same model: `prefill_padding` `--padding` (0.25, the
+server's default: the prompts are right-padded into a few batched prefills, `engine._prefill_groups`)
+and 0 (only prompts of one length share a prefill, so here every prompt gets its own forward). The rounds alternate the two,
 taking turns to go first. Prints, per engine, the median over rounds of the median and the last TTFT
 (request to first token, prefill included) and of the time until every request is done, the median of
 the per-round ratios, and the prefill forwards per round. Both must give the same tokens (checked).
@@ -50,7 +50,10 @@ def main(argv=None) -> int:
     p.add_argument("--requests", type=int, default=16)
     p.add_argument("--new-tokens", type=int, default=8)
     p.add_argument("--rounds", type=int, default=9)
+    p.add_argument("--padding", type=float, default=0.25, help="the padded engine's prefill_padding")
     args = p.parse_args(argv)
+    if args.padding <= 0:
+        p.error("--padding must be > 0 (the other engine is the one at 0)")
     torch.set_num_threads(args.threads)
     torch.manual_seed(0)
     cfg = preset(args.preset)
@@ -62,7 +65,8 @@ def main(argv=None) -> int:
     lengths = [round(16 + i * (longest - 16) / max(1, args.requests - 1)) for i in range(args.requests)]
     prompts = [torch.randint(0, cfg.vocab_size, (n,), generator=g).tolist() for n in lengths]
     params = SamplingParams(max_tokens=args.new_tokens, temperature=0)
-    engines = {"padded (0.25)": Engine(model, max_batch=args.requests, prefill_padding=0.25).start(),
+    engines = {f"padded ({args.padding:g})": Engine(model, max_batch=args.requests,
+                                                   prefill_padding=args.padding).start(),
                "per length (0)": Engine(model, max_batch=args.requests, prefill_padding=0.0).start()}
     counts = {}
     try:

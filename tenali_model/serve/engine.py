@@ -223,9 +223,9 @@ def _prefill_groups(reqs: list[Request], max_padding: float = MAX_PREFILL_PADDIN
     prompts' tokens. One forward for several prompts saves the per-forward cost (most of a small
     model's, kernel launches on a GPU) at the price of computing the pad positions, which are
     written to the cache after the prompt and overwritten by decoding before any row can see them.
-    On the CPU, 16 prompts of 16..120 tokens at once (bench/bench_prefill.py): the last first token
-    1.17x and the last request's end 1.11x sooner than one prefill per length, the median first
-    token 0.89x (a short prompt waits for its group)."""
+    On the CPU, 16 prompts of 16..120 tokens at once (bench/bench_prefill.py, three runs): the last
+    first token 1.09-1.26x and the last request's end 1.01-1.16x sooner than one prefill per length,
+    the median first token 0.84-1.06x (a short prompt waits for its group)."""
     groups: list[list[Request]] = []
     for req in sorted(reqs, key=lambda r: len(r.prompt)):  # shortest first: their first tokens come soonest
         if groups:
