@@ -25,6 +25,7 @@ working; the CPU comparison against transformers is bench/bench_train.py.
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import os
 import resource
@@ -70,11 +71,10 @@ def run_one(args: argparse.Namespace, name: str) -> dict:
     autocast = autocast_context(device, args.dtype)
     gen = torch.Generator().manual_seed(0)
     pool = [torch.randint(0, mcfg.vocab_size, (args.batch, seq + 1), generator=gen) for _ in range(4)]
-    batches = [(t[:, :-1].contiguous(), t[:, 1:].contiguous()) for t in pool]
-    count = iter(range(1 << 62))
+    batches = itertools.cycle([(t[:, :-1].contiguous(), t[:, 1:].contiguous()) for t in pool])
 
     def next_batch():
-        return batches[next(count) % len(batches)]
+        return next(batches)
 
     def step():
         return optimizer_step(called, model, optimizer, "single", next_batch, args.grad_accum, device,
