@@ -1,18 +1,22 @@
 """The serving engine's decoding step (`decode_slots`) against the model's plain cached forward, same run.
 
     .venv/bin/python bench/bench_decode.py [--preset demo] [--threads 1] [--steps 100] [--rounds 15]
+                                           [--device cpu] [--dtype float32] [--graph]
 
-One sequence is prefilled with a 16-token prompt into each of two caches; then, per round, each path
-decodes `--steps` tokens (positions 16 onwards), the two paths alternating round by round so a noisy
-neighbour slows both alike:
+One sequence is prefilled with a 16-token prompt into each cache; then, per round, each path
+decodes `--steps` tokens (positions 16 onwards), the paths alternating round by round so a noisy
+neighbour slows them alike:
 
 - slots: `decode_slots` on a `SlotKVCache` (what the server runs every step);
-- forward: `Transformer.forward` of one token with a `KVCache` (what `generate()` runs).
+- forward: `Transformer.forward` of one token with a `KVCache` (what `generate()` runs);
+- with --graph, graph: `serve.graph.StaticDecoder` on a 4-slot cache (what `tenali serve --cuda-graph`
+  runs: one static step over every slot, replayed from a CUDA graph; on a CPU it runs eagerly).
 
-Both give the same logits (checked first). Prints the median CPU time per step of each
-(`time.thread_time`, so time the thread spends descheduled does not count), their ratio, the PyTorch
-operations dispatched per step (`torch.profiler` events, views included), and the cost of the
-engine's Prometheus updates per step beside it.
+All give the same logits (checked first). Prints the median time per step of each (on a CPU,
+`time.thread_time`, so time the thread spends descheduled does not count; on a GPU, wall time with
+a synchronisation after every step, as the engine reads each step's tokens back), ratios against
+slots, the PyTorch operations dispatched per step (`torch.profiler` CPU events, views included), and
+the cost of the engine's Prometheus updates per step beside it.
 """
 
 from __future__ import annotations
@@ -37,42 +41,63 @@ def main(argv=None) -> int:
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--steps", type=int, default=100, help="tokens decoded per round")
     p.add_argument("--rounds", type=int, default=15)
+    p.add_argument("--device", default="cpu")
+    p.add_argument("--dtype", default="float32")
+    p.add_argument("--graph", action="store_true", help="also time the CUDA-graph step (eager on a CPU)")
     args = p.parse_args(argv)
     torch.set_num_threads(args.threads)
     torch.manual_seed(0)
     cfg = preset(args.preset)
-    model = Transformer(cfg).eval()
-    prompt = torch.randint(0, cfg.vocab_size, (1, 16), generator=torch.Generator().manual_seed(0))
+    device, dtype = torch.device(args.device), getattr(torch, args.dtype)
+    model = Transformer(cfg).to(device=device, dtype=dtype).eval()
+    prompt = torch.randint(0, cfg.vocab_size, (1, 16), generator=torch.Generator().manual_seed(0)).to(device)
     if 16 + args.steps > cfg.max_seq_len:
         raise SystemExit(f"--steps {args.steps} does not fit the context of {cfg.max_seq_len} after 16 prompt tokens")
-    slots, cache = SlotKVCache(cfg, 4, cfg.max_seq_len, "cpu", torch.float32), KVCache(cfg, 1, cfg.max_seq_len, "cpu", torch.float32)
-    token, row = torch.tensor([5]), torch.tensor([0])
+    slots = SlotKVCache(cfg, 4, cfg.max_seq_len, device, dtype)
+    cache = KVCache(cfg, 1, cfg.max_seq_len, device, dtype)
+    token, row = torch.tensor([5], device=device), torch.tensor([0], device=device)
 
     def step_slots(pos: int) -> torch.Tensor:
-        return decode_slots(model, token, slots, row, torch.tensor([pos]))
+        return decode_slots(model, token, slots, row, torch.tensor([pos], device=device))
 
     def step_forward(pos: int) -> torch.Tensor:
         return model(token[:, None], cache=cache, start_pos=pos)[0][:, -1]
 
     paths = {"slots": step_slots, "forward": step_forward}
+    caches = [slots.view(0), cache]
+    if args.graph:
+        from tenali_model.serve.graph import StaticDecoder
+
+        static = SlotKVCache(cfg, 4, cfg.max_seq_len, device, dtype)
+        decoder = StaticDecoder(model, static)
+        paths["graph"] = lambda pos: decoder([0], [5], [pos])
+        caches.append(static.view(0))
+    gpu = device.type == "cuda"
+    clock = time.perf_counter if gpu else time.thread_time
+    sync = torch.cuda.synchronize if gpu else (lambda: None)
     with torch.inference_mode():
-        model(prompt, cache=slots.view(0), start_pos=0)
-        model(prompt, cache=cache, start_pos=0)
-        a, b = step_slots(16), step_forward(16)
-        if not torch.allclose(a, b, atol=1e-5, rtol=1e-4):
-            raise SystemExit(f"the two paths disagree: max |diff| {(a - b).abs().max().item():.3g}")
+        for c in caches:
+            model(prompt, cache=c, start_pos=0)
+        first = {name: fn(16).float() for name, fn in paths.items()}
+        tol = {"atol": 1e-5, "rtol": 1e-4} if dtype == torch.float32 else {"atol": 5e-2, "rtol": 2e-2}
+        for name, got in first.items():
+            if not torch.allclose(got, first["slots"], **tol):
+                raise SystemExit(f"{name} and slots disagree: max |diff| {(got - first['slots']).abs().max().item():.3g}")
         times: dict[str, list[float]] = {name: [] for name in paths}
-        for _ in range(args.rounds):
-            for name, fn in paths.items():
-                t = time.thread_time()
+        for r in range(args.rounds):
+            for name in list(paths) if r % 2 == 0 else list(paths)[::-1]:
+                fn = paths[name]
+                sync()
+                t = clock()
                 for pos in range(16, 16 + args.steps):
                     fn(pos)
-                times[name].append((time.thread_time() - t) / args.steps)
+                    sync()
+                times[name].append((clock() - t) / args.steps)
         ops = {}
-        from torch.profiler import profile
+        from torch.profiler import ProfilerActivity, profile
 
         for name, fn in paths.items():
-            with profile() as prof:
+            with profile(activities=[ProfilerActivity.CPU]) as prof:
                 for pos in range(16, 26):
                     fn(pos)
             ops[name] = sum(e.count for e in prof.key_averages()) / 10
@@ -88,11 +113,14 @@ def main(argv=None) -> int:
     metrics_s = (time.thread_time() - t) / n
 
     ms = {name: 1e3 * statistics.median(v) for name, v in times.items()}
-    print(f"model {args.preset}: {model.num_params():,} params, {args.threads} thread(s), torch {torch.__version__}, "
-          f"median of {args.rounds} rounds x {args.steps} steps (CPU time)")
+    where = torch.cuda.get_device_name(device) if gpu else f"{args.threads} thread(s)"
+    print(f"model {args.preset}: {model.num_params():,} params, {where}, {args.dtype}, torch {torch.__version__}, "
+          f"median of {args.rounds} rounds x {args.steps} steps ({'wall time, synchronised' if gpu else 'CPU time'})")
     for name in paths:
-        print(f"{name:8s} {ms[name]:7.3f} ms/step  {ops[name]:6.0f} ops/step")
-    print(f"ratio forward/slots {ms['forward'] / ms['slots']:.2f}x")
+        print(f"{name:8s} {ms[name]:7.3f} ms/step ({1e3 / ms[name]:7.0f} tok/s)  {ops[name]:6.0f} ops/step")
+    for name in paths:
+        if name != "slots":
+            print(f"ratio {name}/slots {ms[name] / ms['slots']:.2f}x  (time per step: above 1, {name} is slower)")
     print(f"prometheus updates {metrics_s * 1e6:.1f} us/step ({metrics_s / (ms['slots'] / 1e3):.2%} of a slots step)")
     return 0
 

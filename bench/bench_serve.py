@@ -2,7 +2,8 @@
 
     .venv/bin/python bench/bench_serve.py [--preset demo] [--device cpu] [--dtype float32] [--threads 1]
                                           [--lengths 16,32,64,full] [--concurrency 1,4,16] [--new-tokens 32]
-                                          [--rounds 5] [--stream-interval-ms 20] [--out var/bench_serve]
+                                          [--rounds 5] [--stream-interval-ms 20] [--cuda-graph]
+                                          [--out var/bench_serve]
 
 One run, one model (the preset, randomly initialised: speed does not depend on the weights), one
 device, thread count, dtype and sampling setting (greedy, no stop token, exactly --new-tokens
@@ -176,7 +177,8 @@ def serve_child(args) -> None:
     model = load_model(args._serve[0], device=args.device).to(getattr(torch, args.dtype))
     served = Served(model=model, tokenizer=IdTokenizer(model.config.vocab_size), name="bench", source="bench")
     app = create_app(served, ServeOptions(max_batch=max(args.concurrency), max_queue=64, api_key="",
-                                          stream_interval=args.stream_interval_ms / 1000))
+                                          stream_interval=args.stream_interval_ms / 1000,
+                                          cuda_graph=args.cuda_graph))
     uvicorn.run(app, host="127.0.0.1", port=int(args._serve[1]), log_level="warning")
 
 
@@ -192,7 +194,7 @@ def start_server(args, ckpt: Path):
         port = s.getsockname()[1]
     cmd = [sys.executable, __file__, "--_serve", str(ckpt), str(port), "--preset", args.preset, "--device", args.device,
            "--dtype", args.dtype, "--threads", str(args.threads), "--concurrency", ",".join(map(str, args.concurrency)),
-           "--stream-interval-ms", str(args.stream_interval_ms)]
+           "--stream-interval-ms", str(args.stream_interval_ms)] + (["--cuda-graph"] if args.cuda_graph else [])
     proc = subprocess.Popen(cmd, env={**os.environ, "OMP_NUM_THREADS": str(args.threads)})
     url = f"http://{DEFAULT_HOST}:{port}"
     for _ in range(600):
@@ -221,6 +223,8 @@ def main(argv=None) -> int:
     p.add_argument("--skip", default="", help="comma-separated: http, transformers")
     p.add_argument("--stream-interval-ms", type=float, default=20.0,
                    help="the server's --stream-interval-ms (its default: 20; 0 sends every token at once)")
+    p.add_argument("--cuda-graph", action="store_true",
+                   help="our engine (in process and in the server) decodes through a CUDA graph (tenali serve --cuda-graph)")
     p.add_argument("--out", default="var/bench_serve")
     p.add_argument("--_serve", nargs=2, help=argparse.SUPPRESS)
     args = p.parse_args(argv)
@@ -237,7 +241,7 @@ def main(argv=None) -> int:
     device_name = torch.cuda.get_device_name() if args.device.startswith("cuda") else f"CPU x{args.threads} threads"
     print(f"model {args.preset} ({model.num_params() / 1e6:.1f}M params, context {ctx}), {device_name}, "
           f"{args.dtype}, greedy, {args.new_tokens} new tokens, lengths {lengths}, concurrency {args.concurrency}, "
-          f"HTTP stream interval {args.stream_interval_ms:g} ms")
+          f"HTTP stream interval {args.stream_interval_ms:g} ms{', CUDA graph' if args.cuda_graph else ''}")
 
     tmp = Path(tempfile.mkdtemp(prefix="bench-serve-"))
     from tenali_model.checkpoint import save_checkpoint
@@ -247,7 +251,7 @@ def main(argv=None) -> int:
 
     # Every path is set up first, then each cell's rounds alternate between them, so a noisy
     # neighbour slows all paths alike and the ratios compare like with like.
-    engine = Engine(model, max_batch=max(args.concurrency), max_queue=64).start()
+    engine = Engine(model, max_batch=max(args.concurrency), max_queue=64, cuda_graph=args.cuda_graph).start()
     run_inprocess(engine, prompts(2, 16, cfg.vocab_size), 4)  # warm up
     # At concurrency 1, CPU seconds of the engine thread and of the other threads of the process that
     # serves (this one in process; the server for HTTP), summed over the rounds.
@@ -379,7 +383,7 @@ def report(args, results, lengths, device_name, model, cpu: dict | None = None) 
                       f"thread + {per['http']['other']:.3f} ms event loop (HTTP, JSON, SSE): "
                       f"{total_http / total_in - 1:+.1%} CPU for serving over HTTP")
     header = (f"{args.preset} ({model.num_params() / 1e6:.1f}M params), {device_name}, {args.dtype}, greedy, "
-              f"{args.new_tokens} new tokens per request")
+              f"{args.new_tokens} new tokens per request{', our engine through a CUDA graph' if args.cuda_graph else ''}")
     text = "\n".join([header, "", *rows, "", *ratios])
     print("\n" + text)
     (out / "table.md").write_text(text + "\n")

@@ -5,20 +5,22 @@
 # the working tree.
 #
 #   here:   make device-wheels                 # fastapi + uvicorn for Python 3.12, into var/device-wheels
-#   there:  bash bench/device_checks.sh tests mfu    # CUDA tests; 125m and 1b (bf16, compiled); the largest
-#                                                    # config that fits (stage limits: 90 + 300 + 200 s)
-#           bash bench/device_checks.sh serve        # bench_serve.py, 51m preset, bf16 (limit 420 s)
-#   (with the device tool: carry ["var/device-wheels"]; each of the two commands fits one 10-minute call)
+#   there:  bash bench/device_checks.sh        # everything, in one device call of under 10 minutes
+#   (with the device tool: carry ["var/device-wheels"], timeout_s 600)
 #
-# Parts run in the order given (default: tests mfu serve). Every stage has its own time limit and a
-# failing stage does not stop the next. Results land in $OUT (default var/device-checks) as a few
-# flat files, within what the device tool brings back: log.txt (everything printed), env.txt (GPU,
-# driver, versions), mfu.json, mfu_largest.json, serve.json, serve.md. docs/benchmarks.md ("GPU
-# figures") says what to record from them.
+# A task is lent 15 minutes of device time in all, the machine's start included, so the whole run fits
+# one call, most needed first: tests (60 s), decode (40 s), mfu (200 s), serve (170 s), largest
+# (100 s) -- each stage's time limit; about 9.5 minutes if every stage runs to its limit. Parts can be
+# named to run fewer (in the order given). A failing stage does not stop the next. Results land in
+# $OUT (default var/device-checks) as a few flat files, within what the device tool brings back:
+# log.txt (everything printed), env.txt (GPU, driver, versions), decode.txt, mfu.json,
+# mfu_largest.json, serve.json, serve.md. docs/benchmarks.md ("GPU figures") says what to record.
 set -u
-parts=${*:-tests mfu serve}
+parts=${*:-tests decode mfu serve largest}
 for part in $parts; do
-    case "$part" in tests|mfu|serve) ;; *) echo "usage: $0 [tests] [mfu] [serve]" >&2; exit 2 ;; esac
+    case "$part" in tests|decode|mfu|serve|largest) ;;
+        *) echo "usage: $0 [tests] [decode] [mfu] [serve] [largest]" >&2; exit 2 ;;
+    esac
 done
 wants() { case " $parts " in *" $1 "*) return 0 ;; *) return 1 ;; esac; }
 OUT=${OUT:-var/device-checks}
@@ -28,13 +30,14 @@ work=$(mktemp -d)
 export PYTHONUNBUFFERED=1
 exec > >(tee -a "$OUT/log.txt") 2>&1
 
-stage() {  # stage NAME LIMIT_SECONDS COMMAND...: run with a time limit, say how it ended
+stage() {  # stage NAME LIMIT_SECONDS COMMAND...: run with a time limit, say how it ended, return its status
     local name=$1 limit=$2 t=$SECONDS rc
     shift 2
     echo "== $name (limit ${limit} s): $*"
     timeout "$limit" "$@"
     rc=$?
     echo "== $name: exit $rc after $((SECONDS - t)) s$([ $rc = 124 ] && echo ' (time limit)')"
+    return $rc
 }
 
 {
@@ -63,30 +66,47 @@ if wants serve; then
 fi
 
 if wants tests; then
-    # Correctness first: the model's CUDA paths against its CPU ones, the trainer on the GPU (the
-    # overrides keep pyproject's dagster warning filters out: there is no dagster there).
-    stage cuda_tests 90 "$PY" -m pytest -q -p no:cacheprovider -o addopts="" \
+    # Correctness first: the model's CUDA paths against its CPU ones, the trainer on the GPU, the
+    # CUDA-graph decoding step (the overrides keep pyproject's dagster warning filters out: there is
+    # no dagster there).
+    stage cuda_tests 60 "$PY" -m pytest -q -p no:cacheprovider -o addopts="" \
         -o filterwarnings=ignore::DeprecationWarning tests/model/test_model_cuda.py
 fi
 
+graph=""
+if wants decode; then
+    # The 51M decoding step three ways (decode_slots, the cached forward, the CUDA graph), bf16: is
+    # the eager step launch-bound, and does the graph (checked against decode_slots first) fix it?
+    if stage decode 40 "$PY" bench/bench_decode.py --preset 51m --device cuda --dtype bfloat16 --graph \
+            --rounds 5 --steps 100 > "$work/decode.txt"; then
+        graph="--cuda-graph"
+    fi
+    cat "$work/decode.txt"
+    cp "$work/decode.txt" "$OUT/decode.txt"
+fi
+
 if wants mfu; then
-    # The issue's figures: 125M and 1B with bf16 and compile on one GPU (target MFU >= 45% for 1B).
-    stage mfu 300 "$PY" bench/bench_mfu.py --configs 125m,1b --compile --dtype bfloat16 --batch 8 \
-        --steps 10 --warmup 3 --timeout 145 --out "$work/mfu"
+    # Issue 7's figures: 125M and 1B with bf16 and compile on one GPU (target MFU >= 45% for 1B).
+    stage mfu 200 "$PY" bench/bench_mfu.py --configs 125m,1b --compile --dtype bfloat16 --batch 8 \
+        --steps 10 --warmup 3 --timeout 95 --out "$work/mfu"
     cp "$work/mfu/results.json" "$OUT/mfu.json" 2>/dev/null
-    # The largest config that fits one GPU: 7B (fp32 weights and AdamW state, ~108 GB before
-    # activations) with activation checkpointing, else the 1B.
-    stage mfu_largest 200 "$PY" bench/bench_mfu.py --configs 7b,1b --first-fit --activation-checkpointing \
-        --dtype bfloat16 --batch 1 --steps 4 --warmup 2 --timeout 120 --out "$work/largest"
-    cp "$work/largest/results.json" "$OUT/mfu_largest.json" 2>/dev/null
 fi
 
 if wants serve; then
-    # The serving table on the GPU, and single-stream decode of the 51M config (target >= 1,000 tok/s).
-    stage serve 420 "$PY" bench/bench_serve.py --preset 51m --device cuda --dtype bfloat16 \
-        --new-tokens 128 --rounds 3 --out "$work/serve"
+    # Issue 11's: the serving table on the GPU, and single-stream decode of the 51M config (target
+    # >= 1,000 tok/s); through the CUDA graph when the decode stage passed with it.
+    stage serve 170 "$PY" bench/bench_serve.py --preset 51m --device cuda --dtype bfloat16 \
+        --new-tokens 128 --rounds 2 $graph --out "$work/serve"
     cp "$work/serve/results.json" "$OUT/serve.json" 2>/dev/null
     cp "$work/serve/table.md" "$OUT/serve.md" 2>/dev/null
+fi
+
+if wants largest; then
+    # The largest config that fits one GPU: 7B (fp32 weights and AdamW state, ~108 GB before
+    # activations) with activation checkpointing, else the 1B.
+    stage mfu_largest 100 "$PY" bench/bench_mfu.py --configs 7b,1b --first-fit --activation-checkpointing \
+        --dtype bfloat16 --batch 1 --steps 4 --warmup 2 --timeout 90 --out "$work/largest"
+    cp "$work/largest/results.json" "$OUT/mfu_largest.json" 2>/dev/null
 fi
 rm -rf "$work"
 echo "== done: $(ls "$OUT" | tr '\n' ' ')"

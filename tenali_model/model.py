@@ -50,10 +50,11 @@ class RMSNorm(nn.Module):
         # x * rsqrt(mean(x^2) + eps) * weight: F.rms_norm is a fused kernel on CUDA; on CPU its
         # gradient is autograd through the composite ops, so training there uses _RMSNormCPU (the same
         # forward bits, 1.3-1.5x faster forward + backward: bench/bench_train_parts.py).
-        x, w = x.float(), self.weight.float()
+        # The output keeps the input's dtype (a bfloat16 model's next Linear needs bfloat16).
+        dtype, x, w = x.dtype, x.float(), self.weight.float()
         if _cpu_paths(x) and torch.is_grad_enabled() and (x.requires_grad or w.requires_grad):
-            return _RMSNormCPU.apply(x, w, self.eps).type_as(x)
-        return F.rms_norm(x, (x.shape[-1],), w, self.eps).type_as(x)
+            return _RMSNormCPU.apply(x, w, self.eps).to(dtype)
+        return F.rms_norm(x, (x.shape[-1],), w, self.eps).to(dtype)
 
 
 class _RMSNormCPU(torch.autograd.Function):
@@ -454,6 +455,38 @@ def decode_slots(model: "Transformer", tokens: torch.Tensor, cache: SlotKVCache,
         keys, values, rows = cache.k[:, contiguous], cache.v[:, contiguous], None
     else:
         keys, values, rows = cache.k, cache.v, slots
+    return _decode_layers(model, tokens, rope, keys, values, rows, positions, span, mask, same_pos)
+
+
+@torch.no_grad()
+def decode_static(model: "Transformer", tokens: torch.Tensor, positions: torch.Tensor,
+                  cache: SlotKVCache) -> torch.Tensor:
+    """`decode_slots` for every slot of the cache at once: logits [slots, V] (float32) after feeding
+    tokens[s] at positions[s] into slot s, attending over the cache's whole length under a mask.
+
+    The shapes are the same every step and nothing is read back to the host, so a CUDA graph can
+    capture one step and replay it (`serve.graph.StaticDecoder`): on a GPU a small model's step is
+    hundreds of kernel launches, which then cost one. Rows that are not decoding must belong to free
+    slots: they write their (dummy) token at their position and their logits are ignored; a slot is
+    prefilled from position 0 before it is used again. Costs more arithmetic than `decode_slots`
+    (every slot, every position), which on a GPU is the same weight reads and a few idle lanes.
+    """
+    cfg = model.config
+    span = cache.max_len
+    if span > cfg.max_seq_len:
+        raise ValueError(f"the cache holds {span} positions, beyond the model's context of {cfg.max_seq_len}")
+    if tokens.shape != (cache.slots,) or positions.shape != (cache.slots,):
+        raise ValueError(f"tokens and positions must have one entry per slot ({cache.slots}), got "
+                         f"{tuple(tokens.shape)} and {tuple(positions.shape)}")
+    mask = (torch.arange(span, device=tokens.device)[None, :] <= positions[:, None])[:, None, None, :]
+    cos, sin = model.rope_cos[positions][:, None, :], model.rope_sin[positions][:, None, :]  # [S, 1, hd]
+    rope = (cos[..., None, :], sin[..., None, :], cos, sin)
+    return _decode_layers(model, tokens, rope, cache.k, cache.v, None, positions, span, mask, None)
+
+
+def _decode_layers(model: "Transformer", tokens, rope, keys, values, rows, positions, span: int, mask,
+                   same_pos: int | None) -> torch.Tensor:
+    """The layers and head of one decoding step (`decode_slots`, `decode_static`): logits [B, V] float32."""
     x = model.tok_embeddings(tokens)
     for i, block in enumerate(model.layers):
         x = x + _attention_slots(block.attn, block.attn_norm(x), rope, keys[i], values[i], rows,

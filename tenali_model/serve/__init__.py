@@ -1,6 +1,7 @@
 """Serving: an OpenAI-compatible streaming API with batched generation, and a chat page.
 
     engine.py   one thread owns the model; requests join and leave a batch between decoding steps
+    graph.py    the decoding step replayed from a CUDA graph (`--cuda-graph`)
     text.py     token ids -> text deltas (whole UTF-8 characters, stop strings cut exactly)
     loading.py  what to serve: a release folder, a Hugging Face export, a checkpoint, a lake
     app.py      FastAPI routes (/v1/models, /v1/completions, /v1/chat/completions, /health, /metrics, /)
@@ -42,6 +43,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--prefill-padding", type=float, default=0.25,
                    help="requests arriving together share a prefill, right-padded, while the padding stays within "
                         "this share of their tokens (0: only prompts of one length share one); bench/bench_prefill.py")
+    p.add_argument("--cuda-graph", action="store_true",
+                   help="decode every slot in one step replayed from a CUDA graph (CUDA devices only): a small model's "
+                        "step is then one launch instead of hundreds; see docs/serving.md")
     p.add_argument("--cors-origin", action="append", default=None,
                    help="allow browser calls from this origin (repeatable; also TENALI_CORS_ORIGINS, comma-separated)")
     p.add_argument("--log-level", default="info")
@@ -79,6 +83,10 @@ def run_server(args: argparse.Namespace) -> int:
     if args.threads:
         torch.set_num_threads(args.threads)
     device, dtype = resolve_device_dtype(args.device, args.dtype)
+    if args.cuda_graph and not device.startswith("cuda"):
+        print(f"tenali serve: error: --cuda-graph needs a CUDA device, and this server runs on {device} "
+              "(give --device cuda, or drop --cuda-graph)", file=sys.stderr)
+        return 2
     try:
         served = load_served(path, tokenizer=args.tokenizer, device=device, dtype=dtype, name=args.name)
     except (LoadError, OSError, ValueError) as e:
@@ -87,7 +95,8 @@ def run_server(args: argparse.Namespace) -> int:
     origins = args.cors_origin or [o.strip() for o in os.environ.get("TENALI_CORS_ORIGINS", "").split(",") if o.strip()]
     options = ServeOptions(max_batch=args.max_batch, max_queue=args.max_queue,
                            request_timeout=args.request_timeout, cors_origins=origins,
-                           stream_interval=args.stream_interval_ms / 1000, prefill_padding=args.prefill_padding)
+                           stream_interval=args.stream_interval_ms / 1000, prefill_padding=args.prefill_padding,
+                           cuda_graph=args.cuda_graph)
     app = create_app(served, options)
     print(f"Serving {served.name} ({served.source}) on http://{args.host}:{args.port}  "
           f"[{device}, {str(dtype).removeprefix('torch.')}]; chat page at /, API docs at /docs", flush=True)

@@ -70,6 +70,8 @@ class ServeOptions:
     # Requests admitted together are right-padded into shared prefills while the padding stays within
     # this share of their tokens (Engine's prefill_padding; 0: only prompts of one length share one).
     prefill_padding: float = 0.25
+    # Decode through one static step replayed from a CUDA graph (Engine's cuda_graph; CUDA only).
+    cuda_graph: bool = False
 
 
 # --- request bodies ------------------------------------------------------------------------------
@@ -153,7 +155,8 @@ def create_app(served: Served, options: ServeOptions | None = None, engine: Engi
     own_engine = engine is None
     engine = engine or Engine(served.model, max_batch=options.max_batch, max_queue=options.max_queue,
                               request_timeout=options.request_timeout, metrics=metrics,
-                              vocab_limit=tok.vocab_size, prefill_padding=options.prefill_padding)
+                              vocab_limit=tok.vocab_size, prefill_padding=options.prefill_padding,
+                              cuda_graph=options.cuda_graph)
     if engine.metrics is None:
         engine.metrics = metrics
     eot = tok.token_id(EOT)

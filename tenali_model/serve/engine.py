@@ -30,6 +30,7 @@ import torch
 from ..checkpoint import unwrap
 from ..generate import apply_penalties, sample_next
 from ..model import SlotKVCache, Transformer, decode_slots
+from .graph import StaticDecoder
 
 log = logging.getLogger("tenali.serve")
 
@@ -249,11 +250,13 @@ class Engine:
     def __init__(self, model: torch.nn.Module, *, max_batch: int = 16, max_queue: int = 64,
                  max_len: int | None = None, request_timeout: float = 300.0, metrics=None,
                  dtype: torch.dtype | None = None, vocab_limit: int | None = None,
-                 prefill_padding: float = MAX_PREFILL_PADDING):
+                 prefill_padding: float = MAX_PREFILL_PADDING, cuda_graph: bool = False):
         """vocab_limit: ids at or above it are never sampled (a model vocabulary padded beyond its
         tokenizer's would otherwise emit ids that cannot be decoded). prefill_padding: the share of
         padding a batched prefill of prompts of several lengths may compute (0: only prompts of one
-        length share a prefill; `_prefill_groups`, bench/bench_prefill.py)."""
+        length share a prefill; `_prefill_groups`, bench/bench_prefill.py). cuda_graph: decode every
+        slot in one static step replayed from a CUDA graph (`graph.StaticDecoder`; on a CPU the same
+        static step runs eagerly, which only tests want)."""
         self.model: Transformer = unwrap(model).eval()
         cfg = self.model.config
         self.max_len = min(max_len or cfg.max_seq_len, cfg.max_seq_len)
@@ -267,6 +270,7 @@ class Engine:
         param = next(self.model.parameters())
         self.device = param.device
         self.cache = SlotKVCache(cfg, max_batch, self.max_len, self.device, dtype or param.dtype)
+        self._static = StaticDecoder(self.model, self.cache) if cuda_graph else None
         self._free = list(range(max_batch - 1, -1, -1))  # pop() hands out the lowest slot first
         self._pending: deque[Request] = deque()
         self._active: list[Request] = []
@@ -428,11 +432,15 @@ class Engine:
     def _step(self) -> None:
         rows = list(self._active)
         started = time.perf_counter()
-        tokens = torch.tensor([r.generated[-1] for r in rows], dtype=torch.long, device=self.device)
-        slots = torch.tensor([r._slot for r in rows], dtype=torch.long, device=self.device)
-        positions = torch.tensor([len(r.prompt) + len(r.generated) - 1 for r in rows],
-                                 dtype=torch.long, device=self.device)
-        logits = self._limit(decode_slots(self.model, tokens, self.cache, slots, positions))
+        tokens = [r.generated[-1] for r in rows]
+        slots = [r._slot for r in rows]
+        positions = [len(r.prompt) + len(r.generated) - 1 for r in rows]
+        if self._static is not None:
+            logits = self._static(slots, tokens, positions)
+        else:
+            t = torch.tensor([tokens, slots, positions], dtype=torch.long, device=self.device)
+            logits = decode_slots(self.model, t[0], self.cache, t[1], t[2])
+        logits = self._limit(logits)
         if all(r.params.greedy_plain for r in rows):
             chosen = logits.argmax(dim=-1).tolist()
         else:

@@ -135,6 +135,38 @@ def test_right_padded_prefill_then_slot_decoding_matches_full_forward(kw):
         _decode_matches_full_forward(model, cache, slots, seqs, lengths)
 
 
+@pytest.mark.parametrize("kw", [{}, {"n_kv_heads": 1}])
+def test_static_decoding_matches_slot_decoding(kw):
+    """`decode_static` (every slot, the whole cache length under a mask: the CUDA graph's step) gives
+    the live rows decode_slots' logits, while free slots decode dummies beside them; the live rows'
+    caches stay right for the next step (checked over 4 steps against full forwards)."""
+    from tenali_model.model import decode_static
+
+    model = tiny(**kw).eval()
+    g = torch.Generator().manual_seed(3)
+    lengths, slots = [5, 11, 9], [4, 0, 2]  # slots 1, 3 and 5 are free
+    seqs = [torch.randint(0, 512, (n + 4,), generator=g) for n in lengths]
+    cache = SlotKVCache(model.config, 6, 32, "cpu", torch.float32)
+    twin = SlotKVCache(model.config, 6, 32, "cpu", torch.float32)
+    with torch.no_grad():
+        for slot, seq, n in zip(slots, seqs, lengths):
+            model(seq[None, :n], cache=cache.view(slot), start_pos=0)
+            model(seq[None, :n], cache=twin.view(slot), start_pos=0)
+        for step in range(4):
+            tokens = torch.full((6,), 7)
+            positions = torch.zeros(6, dtype=torch.long)
+            for slot, seq, n in zip(slots, seqs, lengths):
+                tokens[slot], positions[slot] = seq[n + step], n + step
+            got = decode_static(model, tokens, positions, cache)[slots]
+            want = decode_slots(model, tokens[slots], twin, torch.tensor(slots), positions[slots])
+            torch.testing.assert_close(got, want, atol=1e-5, rtol=1e-4)
+            for row, (seq, n) in enumerate(zip(seqs, lengths)):
+                full = model(seq[None, :n + step + 1])[0][0, -1]
+                torch.testing.assert_close(got[row], full, atol=1e-5, rtol=1e-4)
+        with pytest.raises(ValueError, match="one entry per slot"):
+            decode_static(model, tokens[:3], positions[:3], cache)
+
+
 def test_slot_decoding_calls_wrapped_layers():
     """A layer with a forward hook (or any module in a Linear's place, such as a LoRA layer) is
     called, not bypassed, by the decoding step's shortcut for plain Linears."""

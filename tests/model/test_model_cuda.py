@@ -131,6 +131,42 @@ def test_slot_decoding_matches_the_cached_forward_on_the_device():
             token = a.argmax(-1)
 
 
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_cuda_graph_decoding_matches_slot_decoding_on_the_device(dtype):
+    """The engine's `--cuda-graph` step: `StaticDecoder` captures `decode_static` once and replays it
+    (on CUDA; eager under CUDA_TESTS_DEVICE=cpu); each replay gives the live rows decode_slots'
+    logits on a twin cache, with free slots beside them and a row joining mid-way."""
+    from tenali_model.serve.graph import StaticDecoder
+
+    cfg, _, dev = _pair()
+    dev = dev.to(dtype).eval()
+    g = torch.Generator().manual_seed(5)
+    prompts = {3: torch.randint(0, cfg.vocab_size, (1, 16), generator=g).to(DEVICE),
+               1: torch.randint(0, cfg.vocab_size, (1, 40), generator=g).to(DEVICE)}
+    caches = [SlotKVCache(cfg, 4, cfg.max_seq_len, DEVICE, dtype) for _ in range(2)]
+    decoder = StaticDecoder(dev, caches[0])
+    assert decoder.capture == (DEVICE == "cuda")
+    tol = {"rtol": 1e-4, "atol": 1e-4} if dtype == torch.float32 else {"rtol": 2e-2, "atol": 5e-2}
+    with torch.inference_mode():
+        live = {3: [16, 7]}  # slot -> [next position, next token]
+        for cache in caches:
+            dev(prompts[3], cache=cache.view(3), start_pos=0)
+        for step in range(8):
+            if step == 3:  # a request joins between steps
+                for cache in caches:
+                    dev(prompts[1], cache=cache.view(1), start_pos=0)
+                live[1] = [40, 11]
+            slots = sorted(live)
+            tokens, positions = [live[s][1] for s in slots], [live[s][0] for s in slots]
+            got = decoder(slots, tokens, positions)
+            as_tensor = lambda v: torch.tensor(v, device=DEVICE)  # noqa: E731
+            want = decode_slots(dev, as_tensor(tokens), caches[1], as_tensor(slots), as_tensor(positions))
+            torch.testing.assert_close(got, want, **tol)
+            for s, nxt in zip(slots, want.argmax(-1).tolist()):  # both caches get the same tokens
+                live[s] = [live[s][0] + 1, nxt]
+    assert decoder.replays == (8 if DEVICE == "cuda" else 0)
+
+
 def test_the_trainer_trains_and_resumes_on_the_device(shards, tmp_path):
     from tenali_model import train
 

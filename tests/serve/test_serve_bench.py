@@ -28,3 +28,17 @@ def test_the_serving_benchmark_runs_all_paths_and_reports(tmp_path):
     assert "decode ours/transformers" in text and "(rounds " in text and "HTTP overhead" in text
     assert "CPU per token at concurrency 1" in text and "ms engine thread" in text
     assert (out / "tps.svg").read_text().startswith("<svg")
+
+
+def test_the_decoding_step_benchmark_checks_and_times_every_path():
+    """bench/bench_decode.py with --graph: the three steps agree on the logits (it exits otherwise)
+    and each gets a time, an op count and a ratio against decode_slots."""
+    proc = subprocess.run(
+        [sys.executable, str(ROOT / "bench" / "bench_decode.py"), "--preset", "tiny", "--rounds", "2",
+         "--steps", "3", "--graph"],
+        capture_output=True, text=True, timeout=300, env={"OMP_NUM_THREADS": "1", "PATH": "/usr/bin:/bin"})
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    for name in ("slots", "forward", "graph"):
+        assert any(line.startswith(name) and "ms/step" in line and "ops/step" in line
+                   for line in proc.stdout.splitlines()), proc.stdout
+    assert "ratio forward/slots" in proc.stdout and "ratio graph/slots" in proc.stdout

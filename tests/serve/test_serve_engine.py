@@ -33,6 +33,44 @@ def test_batched_greedy_equals_single_sequence_generate(model):
     assert got == want
 
 
+def test_static_step_engine_equals_single_sequence_generate(model):
+    """Engine(cuda_graph=True) decodes through `StaticDecoder` (every slot in one fixed-shape step; a
+    CUDA graph on a GPU, run eagerly here): the same tokens as generate() while requests join and
+    leave, and free slots decode dummies beside live ones."""
+    prompts = _prompts(8)
+    want = [_single(model, p, 24, temperature=0) for p in prompts]
+    with Engine(model, max_batch=3, max_queue=8, cuda_graph=True) as engine:
+        assert not engine._static.capture  # nothing to capture on the CPU
+        got = generate_ids(engine, prompts, SamplingParams(max_tokens=24, temperature=0))
+    assert got == want
+
+
+@pytest.mark.parametrize("cuda_graph", [False, True])
+def test_a_bfloat16_model_serves(ckpt, tok_path, cuda_graph):
+    """What `tenali serve` loads on a GPU by default (--dtype auto): bfloat16 weights and cache. Every
+    request ends by length, not with an error, and a prompt alone gives generate()'s tokens."""
+    from tenali_model.serve.loading import load_served
+
+    model = load_served(ckpt, tokenizer=tok_path, dtype=torch.bfloat16).model
+    assert next(model.parameters()).dtype == torch.bfloat16
+    prompts = _prompts(4)
+    params = SamplingParams(max_tokens=12, temperature=0)
+    with Engine(model, max_batch=2, cuda_graph=cuda_graph) as engine:
+        reqs = [engine.submit(p, params) for p in prompts]
+        assert all(r.wait(30) for r in reqs)
+        assert [r.finish_reason for r in reqs] == ["length"] * 4
+        (alone,) = generate_ids(engine, prompts[:1], params)
+    assert alone == _single(model, prompts[0], 12, temperature=0)
+
+
+def test_cuda_graph_needs_a_cuda_cache(model):
+    from tenali_model.serve.graph import StaticDecoder
+
+    engine = Engine(model, max_batch=2)
+    with pytest.raises(ValueError, match="CUDA graphs need the cache on a CUDA device, not cpu"):
+        StaticDecoder(model, engine.cache, capture=True)
+
+
 def _submit_together(engine, prompts, params):
     with engine._cv:  # the loop waits for this lock: all are queued before it admits any
         return [engine.submit(p, params) for p in prompts]
