@@ -65,6 +65,7 @@ class StaticDecoder:
                 self._step()
         torch.cuda.current_stream().wait_stream(side)
         graph = torch.cuda.CUDAGraph()
-        with torch.cuda.graph(graph):
+        # thread_local: the server's other threads never touch CUDA, and must not fail the capture if they did
+        with torch.cuda.graph(graph, capture_error_mode="thread_local"):
             self._logits = self._step()
         self._graph = graph
