@@ -27,7 +27,7 @@ test: setup
 	$(BIN)/python -m pytest -q
 
 # The server's packages as wheels for a lent GPU machine (Python 3.12, x86_64, no network there), which
-# has its own torch and transformers: carried in var/device-wheels by bench/device_checks.sh serve.
+# has its own torch and transformers: carried in var/device-wheels for bench/device_checks.sh (its serve stage).
 device-wheels:
 	$(PYTHON) -m pip download -q --disable-pip-version-check --only-binary=:all: --python-version 3.12 \
 	  --platform manylinux2014_x86_64 --platform manylinux_2_17_x86_64 --platform any \

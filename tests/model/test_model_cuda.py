@@ -167,6 +167,26 @@ def test_cuda_graph_decoding_matches_slot_decoding_on_the_device(dtype):
     assert decoder.replays == (8 if DEVICE == "cuda" else 0)
 
 
+def test_the_engine_with_a_cuda_graph_gives_the_tokens_of_the_plain_engine():
+    """`tenali serve --cuda-graph` end to end in the engine: the capture happens on the engine's own
+    thread at its first step; requests of several lengths join and leave 3 slots; greedy tokens equal
+    the plain engine's (float32, TF32 off)."""
+    from tenali_model.serve.engine import Engine, SamplingParams, generate_ids
+
+    cfg, _, dev = _pair()
+    dev.eval()
+    g = torch.Generator().manual_seed(6)
+    prompts = [torch.randint(0, cfg.vocab_size, (n,), generator=g).tolist() for n in (5, 17, 40, 9, 23)]
+    params = SamplingParams(max_tokens=16, temperature=0)
+    out = {}
+    for graph in (False, True):
+        with Engine(dev, max_batch=3, cuda_graph=graph) as engine:
+            out[graph] = generate_ids(engine, prompts, params, timeout=120)
+            if graph:
+                assert engine._static.replays == (engine.steps if DEVICE == "cuda" else 0)
+    assert out[True] == out[False]
+
+
 def test_the_trainer_trains_and_resumes_on_the_device(shards, tmp_path):
     from tenali_model import train
 
