@@ -366,7 +366,7 @@ def report(args, results, lengths, device_name, model, cpu: dict | None = None) 
         line = f"prompt {n:>4}:"
         if ours and theirs:
             line += f" decode ours/transformers {_paired(ours, theirs)} (target 1.5x);"
-        if ours and c_hi:
+        if ours and c_hi and max(args.concurrency) > 1:
             line += (f" aggregate c{max(args.concurrency)}/c1 {c_hi['aggregate_tps'] / ours['aggregate_tps']:.2f}x"
                      " (target 4x);")
         if ours and http:
