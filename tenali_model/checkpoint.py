@@ -245,13 +245,17 @@ def latest_checkpoint(out_dir: str | os.PathLike) -> Path | None:
 
 
 def resolve_checkpoint(path: str | os.PathLike) -> Path:
-    """A checkpoint directory itself, or the latest checkpoint of an out_dir."""
+    """A checkpoint directory itself, the latest checkpoint of an out_dir, or the one an out_dir's
+    `latest` pointer file names (given as the path)."""
     path = Path(path)
+    if path.name == "latest" and path.is_file():  # `run/latest`: what a reader of the folder reaches for
+        path = path.parent / path.read_text().strip()
     if (path / "meta.json").is_file():
         return path
     found = latest_checkpoint(path)
     if found is None:
-        raise CheckpointError(f"{path} is neither a checkpoint directory nor holds any checkpoint")
+        raise CheckpointError(f"{path} is neither a checkpoint directory (step_*/ with meta.json) nor a "
+                              "training out_dir holding one")
     return found
 
 

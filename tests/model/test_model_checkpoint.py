@@ -117,6 +117,24 @@ def test_keep_last_prunes_and_latest_follows(tmp_path):
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]  # no temp dirs left
 
 
+def test_a_checkpoint_is_named_by_its_folder_its_out_dir_or_the_latest_file(tmp_path):
+    """Commands that take a checkpoint (export-hf, evaluate, serve) accept the step folder, the
+    training out_dir, or the out_dir's `latest` pointer file, which is what a reader of the folder
+    reaches for; anything else is refused with what was expected."""
+    from tenali_model.checkpoint import resolve_checkpoint
+
+    model = small_model()
+    for step in (10, 20):
+        save_checkpoint(tmp_path, step=step, model=model)
+    want = tmp_path / "step_00000020"
+    assert resolve_checkpoint(want) == want
+    assert resolve_checkpoint(tmp_path) == want
+    assert resolve_checkpoint(tmp_path / "latest") == want
+    assert resolve_checkpoint(tmp_path / "step_00000010") == tmp_path / "step_00000010"
+    with pytest.raises(CheckpointError, match="neither a checkpoint directory .* nor a training out_dir"):
+        resolve_checkpoint(tmp_path / "metrics.jsonl")
+
+
 def test_resave_same_step_replaces(tmp_path):
     model = small_model()
     save_checkpoint(tmp_path, step=5, model=model, loss=2.0)
