@@ -1,6 +1,5 @@
 """The chat page in a real headless browser (Debian's chromium driven by Playwright): stream, then stop."""
 
-import shutil
 import time
 from pathlib import Path
 
