@@ -190,11 +190,16 @@ def main(argv: list[str] | None = None) -> int:
     unknown = [n for n in names if n not in MODEL_PRESETS]
     if unknown or not names:  # before any child starts
         p.error(f"unknown configs {unknown or args.configs!r}; known: {', '.join(MODEL_PRESETS)}")
+    out = Path(args.out) if args.out else None
+    if out is not None:
+        out.mkdir(parents=True, exist_ok=True)
     results = []
     for name in names:
         r = run_child(argv, name, args.timeout)
         results.append(r)
         print(json.dumps(r), flush=True)
+        if out is not None:  # after every config: a run stopped from outside keeps what it measured
+            (out / "results.json").write_text(json.dumps(results, indent=2) + "\n")
         if args.first_fit and r["status"] == "ok":
             break
     text = table(results)
@@ -204,10 +209,7 @@ def main(argv: list[str] | None = None) -> int:
             mfu = f"MFU {r['mfu']:.1%}" + (" (target for 1b: 45%)" if r["config"] == "1b" else "") if r["mfu"] is not None else "MFU n/a"
             print(f"{r['config']}: {r['tokens_per_sec']:,.0f} tokens/s, {mfu} on {r['device']}, "
                   f"{r['dtype']}{', compiled' if r['compile'] else ''}, torch {r['torch']}")
-    if args.out:
-        out = Path(args.out)
-        out.mkdir(parents=True, exist_ok=True)
-        (out / "results.json").write_text(json.dumps(results, indent=2) + "\n")
+    if out is not None:
         (out / "table.md").write_text(text + "\n")
     return 0 if any(r["status"] == "ok" for r in results) else 1
 
