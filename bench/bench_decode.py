@@ -1,7 +1,7 @@
 """The serving engine's decoding step (`decode_slots`) against the model's plain cached forward, same run.
 
     .venv/bin/python bench/bench_decode.py [--preset demo] [--threads 1] [--steps 100] [--rounds 15]
-                                           [--device cpu] [--dtype float32] [--graph]
+                                           [--device cpu] [--dtype float32] [--graph] [--compile]
 
 One sequence is prefilled with a 16-token prompt into each cache; then, per round, each path
 decodes `--steps` tokens (positions 16 onwards), the paths alternating round by round so a noisy
@@ -10,13 +10,18 @@ neighbour slows them alike:
 - slots: `decode_slots` on a `SlotKVCache` (what the server runs every step);
 - forward: `Transformer.forward` of one token with a `KVCache` (what `generate()` runs);
 - with --graph, graph: `serve.graph.StaticDecoder` on a 4-slot cache (what `tenali serve --cuda-graph`
-  runs: one static step over every slot, replayed from a CUDA graph; on a CPU it runs eagerly).
+  runs: one static step over every slot, replayed from a CUDA graph; on a CPU it runs eagerly);
+- with --compile, compiled: the same static step through torch.compile first (`tenali serve --cuda-graph
+  --compile`); its compile (and capture) time is printed. A compile that fails is reported and the
+  other paths still run.
 
 All give the same logits (checked first). Prints the median time per step of each (on a CPU,
 `time.thread_time`, so time the thread spends descheduled does not count; on a GPU, wall time with
 a synchronisation after every step, as the engine reads each step's tokens back), ratios against
 slots, the PyTorch operations dispatched per step (`torch.profiler` CPU events, views included), and
-the cost of the engine's Prometheus updates per step beside it.
+the cost of the engine's Prometheus updates per step beside it. The last line, "serve with: ...",
+names the `tenali serve` flags of the fastest path that passed its check (bench/device_checks.sh
+reads it).
 """
 
 from __future__ import annotations
@@ -44,6 +49,7 @@ def main(argv=None) -> int:
     p.add_argument("--device", default="cpu")
     p.add_argument("--dtype", default="float32")
     p.add_argument("--graph", action="store_true", help="also time the CUDA-graph step (eager on a CPU)")
+    p.add_argument("--compile", action="store_true", help="also time that step compiled with torch.compile")
     args = p.parse_args(argv)
     torch.set_num_threads(args.threads)
     torch.manual_seed(0)
@@ -65,13 +71,26 @@ def main(argv=None) -> int:
 
     paths = {"slots": step_slots, "forward": step_forward}
     caches = [slots.view(0), cache]
-    if args.graph:
+    flags = {"slots": "", "forward": ""}
+    failed = 0
+    warmup: dict[str, float] = {}
+    for name, wanted, compile in (("graph", args.graph, False), ("compiled", args.compile, True)):
+        if not wanted:
+            continue
         from tenali_model.serve.graph import StaticDecoder
 
         static = SlotKVCache(cfg, 4, cfg.max_seq_len, device, dtype)
-        decoder = StaticDecoder(model, static)
-        paths["graph"] = lambda pos: decoder([0], [5], [pos])
+        decoder = StaticDecoder(model, static, compile=compile)
+        try:
+            with torch.inference_mode():
+                warmup[name] = decoder.warm()  # as the engine does before its first request
+        except Exception as e:  # noqa: BLE001 - say why, time the others
+            print(f"{name}: failed to prepare: {type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}")
+            failed = 1
+            continue
+        paths[name] = lambda pos, decoder=decoder: decoder([0], [5], [pos])
         caches.append(static.view(0))
+        flags[name] = "--cuda-graph" + (" --compile" if compile else "")
     gpu = device.type == "cuda"
     clock = time.perf_counter if gpu else time.thread_time
     sync = torch.cuda.synchronize if gpu else (lambda: None)
@@ -82,7 +101,12 @@ def main(argv=None) -> int:
         tol = {"atol": 1e-5, "rtol": 1e-4} if dtype == torch.float32 else {"atol": 5e-2, "rtol": 2e-2}
         for name, got in first.items():
             if not torch.allclose(got, first["slots"], **tol):
-                raise SystemExit(f"{name} and slots disagree: max |diff| {(got - first['slots']).abs().max().item():.3g}")
+                message = f"{name} and slots disagree: max |diff| {(got - first['slots']).abs().max().item():.3g}"
+                if name == "forward":  # the model's own two paths: nothing here is worth timing
+                    raise SystemExit(message)
+                print(f"{message}; not timed")  # a static step: the others are still worth timing
+                failed = 1
+                del paths[name]
         times: dict[str, list[float]] = {name: [] for name in paths}
         for r in range(args.rounds):
             for name in list(paths) if r % 2 == 0 else list(paths)[::-1]:
@@ -121,8 +145,14 @@ def main(argv=None) -> int:
     for name in paths:
         if name != "slots":
             print(f"ratio {name}/slots {ms[name] / ms['slots']:.2f}x  (time per step: above 1, {name} is slower)")
+    for name, seconds in warmup.items():
+        if name in paths:
+            print(f"{name}: prepared in {seconds:.1f} s ({'compiled, ' if name == 'compiled' else ''}"
+                  f"{'captured' if gpu else 'nothing to capture on a CPU'})")
     print(f"prometheus updates {metrics_s * 1e6:.1f} us/step ({metrics_s / (ms['slots'] / 1e3):.2%} of a slots step)")
-    return 0
+    servable = [name for name in paths if name != "forward"]  # the forward path is generate()'s, not the server's
+    print(f"serve with: {flags[min(servable, key=ms.get)]}".rstrip())
+    return failed
 
 
 if __name__ == "__main__":

@@ -2,7 +2,7 @@
 
     .venv/bin/python bench/bench_serve.py [--preset demo] [--device cpu] [--dtype float32] [--threads 1]
                                           [--lengths 16,32,64,full] [--concurrency 1,4,16] [--new-tokens 32]
-                                          [--rounds 5] [--stream-interval-ms 20] [--cuda-graph]
+                                          [--rounds 5] [--stream-interval-ms 20] [--cuda-graph [--compile]]
                                           [--out var/bench_serve]
 
 One run, one model (the preset, randomly initialised: speed does not depend on the weights), one
@@ -177,8 +177,16 @@ def serve_child(args) -> None:
     served = Served(model=model, tokenizer=IdTokenizer(model.config.vocab_size), name="bench", source="bench")
     app = create_app(served, ServeOptions(max_batch=max(args.concurrency), max_queue=64, api_key="",
                                           stream_interval=args.stream_interval_ms / 1000,
-                                          cuda_graph=args.cuda_graph))
+                                          cuda_graph=args.cuda_graph, compile_step=args.compile))
     uvicorn.run(app, host="127.0.0.1", port=int(args._serve[1]), log_level="warning")
+
+
+def graph_note(args, who: str = "") -> str:
+    """', a CUDA graph' (', a compiled CUDA graph') for the headers when our engine decodes through one."""
+    if not args.cuda_graph:
+        return ""
+    what = "CUDA graph" if args.device.startswith("cuda") else "static step (eager: no graph on a CPU)"
+    return f", {who}a {'compiled ' if args.compile else ''}{what}"
 
 
 def start_server(args, ckpt: Path):
@@ -193,7 +201,7 @@ def start_server(args, ckpt: Path):
         port = s.getsockname()[1]
     cmd = [sys.executable, __file__, "--_serve", str(ckpt), str(port), "--preset", args.preset, "--device", args.device,
            "--dtype", args.dtype, "--threads", str(args.threads), "--concurrency", ",".join(map(str, args.concurrency)),
-           "--stream-interval-ms", str(args.stream_interval_ms)] + (["--cuda-graph"] if args.cuda_graph else [])
+           "--stream-interval-ms", str(args.stream_interval_ms)] + (["--cuda-graph"] if args.cuda_graph else []) + (["--compile"] if args.compile else [])
     proc = subprocess.Popen(cmd, env={**os.environ, "OMP_NUM_THREADS": str(args.threads)})
     url = f"http://{DEFAULT_HOST}:{port}"
     for _ in range(600):
@@ -222,11 +230,15 @@ def main(argv=None) -> int:
     p.add_argument("--skip", default="", help="comma-separated: http, transformers")
     p.add_argument("--stream-interval-ms", type=float, default=20.0,
                    help="the server's --stream-interval-ms (its default: 20; 0 sends every token at once)")
+    p.add_argument("--compile", action="store_true",
+                   help="with --cuda-graph: the graph captures the torch.compile'd step (tenali serve --compile)")
     p.add_argument("--cuda-graph", action="store_true",
                    help="our engine (in process and in the server) decodes through a CUDA graph (tenali serve --cuda-graph)")
     p.add_argument("--out", default="var/bench_serve")
     p.add_argument("--_serve", nargs=2, help=argparse.SUPPRESS)
     args = p.parse_args(argv)
+    if args.compile and not args.cuda_graph:
+        p.error("--compile compiles the CUDA-graph step: give --cuda-graph too")
     if args._serve:
         serve_child(args)
         return 0
@@ -240,7 +252,7 @@ def main(argv=None) -> int:
     device_name = torch.cuda.get_device_name() if args.device.startswith("cuda") else f"CPU x{args.threads} threads"
     print(f"model {args.preset} ({model.num_params() / 1e6:.1f}M params, context {ctx}), {device_name}, "
           f"{args.dtype}, greedy, {args.new_tokens} new tokens, lengths {lengths}, concurrency {args.concurrency}, "
-          f"HTTP stream interval {args.stream_interval_ms:g} ms{', CUDA graph' if args.cuda_graph else ''}")
+          f"HTTP stream interval {args.stream_interval_ms:g} ms{graph_note(args)}")
 
     tmp = Path(tempfile.mkdtemp(prefix="bench-serve-"))
     from tenali_model.checkpoint import save_checkpoint
@@ -250,7 +262,8 @@ def main(argv=None) -> int:
 
     # Every path is set up first, then each cell's rounds alternate between them, so a noisy
     # neighbour slows all paths alike and the ratios compare like with like.
-    engine = Engine(model, max_batch=max(args.concurrency), max_queue=64, cuda_graph=args.cuda_graph).start()
+    engine = Engine(model, max_batch=max(args.concurrency), max_queue=64, cuda_graph=args.cuda_graph,
+                    compile_step=args.compile).start()
     run_inprocess(engine, prompts(2, 16, cfg.vocab_size), 4)  # warm up
     # At concurrency 1, CPU seconds of the engine thread and of the other threads of the process that
     # serves (this one in process; the server for HTTP), summed over the rounds.
@@ -382,7 +395,7 @@ def report(args, results, lengths, device_name, model, cpu: dict | None = None) 
                       f"thread + {per['http']['other']:.3f} ms event loop (HTTP, JSON, SSE): "
                       f"{total_http / total_in - 1:+.1%} CPU for serving over HTTP")
     header = (f"{args.preset} ({model.num_params() / 1e6:.1f}M params), {device_name}, {args.dtype}, greedy, "
-              f"{args.new_tokens} new tokens per request{', our engine through a CUDA graph' if args.cuda_graph else ''}")
+              f"{args.new_tokens} new tokens per request{graph_note(args, 'our engine through ')}")
     text = "\n".join([header, "", *rows, "", *ratios])
     print("\n" + text)
     (out / "table.md").write_text(text + "\n")

@@ -397,9 +397,12 @@ def _mlp(mlp: MLP, x: torch.Tensor) -> torch.Tensor:
 
 
 def _attention_slots(attn: Attention, x, rope: tuple, keys, values, rows, positions, span: int,
-                     mask, same_pos: int | None):
+                     mask, same_pos: int | None, slab: tuple | None = None):
     """One new token per row: x [B, dim] at positions [B]; keys/values [B, KV, max_len, hd] are this
-    layer's cache rows (views when the slots are contiguous) or the whole slab with `rows` an index."""
+    layer's cache rows (views when the slots are contiguous) or the whole slab with `rows` an index.
+    slab (`decode_static`): (cache.k, cache.v, this layer's index repeated [B], arange(B)), to write
+    the new keys and values by indexing the cache itself: written through the layer's view, as eager
+    mode does, torch.compile would copy the layer's whole slab and the cache back every step."""
     B = x.shape[0]
     q = _linear(attn.wq, x).view(B, attn.n_heads, 1, attn.head_dim)  # [B, heads, 1, hd]: one position per row
     k = _linear(attn.wk, x).view(B, attn.n_kv_heads, attn.head_dim)
@@ -409,6 +412,11 @@ def _attention_slots(attn: Attention, x, rope: tuple, keys, values, rows, positi
     if same_pos is not None and rows is None:  # plain strided copies into the views
         keys[:, :, same_pos] = k
         values[:, :, same_pos] = v
+        k, v = keys[:, :, :span], values[:, :, :span]
+    elif slab is not None:
+        cache_k, cache_v, layer, index = slab
+        cache_k[layer, index, :, positions] = k
+        cache_v[layer, index, :, positions] = v
         k, v = keys[:, :, :span], values[:, :, :span]
     else:
         index = torch.arange(B, device=x.device) if rows is None else rows
@@ -481,16 +489,21 @@ def decode_static(model: "Transformer", tokens: torch.Tensor, positions: torch.T
     mask = (torch.arange(span, device=tokens.device)[None, :] <= positions[:, None])[:, None, None, :]
     cos, sin = model.rope_cos[positions][:, None, :], model.rope_sin[positions][:, None, :]  # [S, 1, hd]
     rope = (cos[..., None, :], sin[..., None, :], cos, sin)
-    return _decode_layers(model, tokens, rope, cache.k, cache.v, None, positions, span, mask, None)
+    index = torch.arange(cache.slots, device=tokens.device)
+    layers = torch.arange(cfg.n_layers, device=tokens.device)[:, None].expand(-1, cache.slots)
+    return _decode_layers(model, tokens, rope, cache.k, cache.v, None, positions, span, mask, None,
+                          slab=(layers, index))
 
 
 def _decode_layers(model: "Transformer", tokens, rope, keys, values, rows, positions, span: int, mask,
-                   same_pos: int | None) -> torch.Tensor:
-    """The layers and head of one decoding step (`decode_slots`, `decode_static`): logits [B, V] float32."""
+                   same_pos: int | None, slab: tuple | None = None) -> torch.Tensor:
+    """The layers and head of one decoding step (`decode_slots`, `decode_static`): logits [B, V] float32.
+    slab (`decode_static`): (layer indices [n_layers, B], arange(B)), see `_attention_slots`."""
     x = model.tok_embeddings(tokens)
     for i, block in enumerate(model.layers):
+        at = None if slab is None else (keys, values, slab[0][i], slab[1])
         x = x + _attention_slots(block.attn, block.attn_norm(x), rope, keys[i], values[i], rows,
-                                 positions, span, mask, same_pos)
+                                 positions, span, mask, same_pos, at)
         x = x + _mlp(block.mlp, block.mlp_norm(x))
     logits = _linear(model.lm_head, model.norm(x))
     return logits if logits.dtype == torch.float32 else logits.float()

@@ -1,7 +1,7 @@
 """Serving: an OpenAI-compatible streaming API with batched generation, and a chat page.
 
     engine.py   one thread owns the model; requests join and leave a batch between decoding steps
-    graph.py    the decoding step replayed from a CUDA graph (`--cuda-graph`)
+    graph.py    the decoding step replayed from a CUDA graph (`--cuda-graph`), compiled (`--compile`)
     text.py     token ids -> text deltas (whole UTF-8 characters, stop strings cut exactly)
     loading.py  what to serve: a release folder, a Hugging Face export, a checkpoint, a lake
     app.py      FastAPI routes (/v1/models, /v1/completions, /v1/chat/completions, /health, /metrics, /)
@@ -46,6 +46,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--cuda-graph", action="store_true",
                    help="decode every slot in one step replayed from a CUDA graph (CUDA devices only): a small model's "
                         "step is then one launch instead of hundreds; see docs/serving.md")
+    p.add_argument("--compile", action="store_true",
+                   help="with --cuda-graph: pass the step through torch.compile before capturing it (fewer, fused "
+                        "kernels in the graph; compiling takes up to a minute when the server starts)")
     p.add_argument("--cors-origin", action="append", default=None,
                    help="allow browser calls from this origin (repeatable; also TENALI_CORS_ORIGINS, comma-separated)")
     p.add_argument("--log-level", default="info")
@@ -87,6 +90,10 @@ def run_server(args: argparse.Namespace) -> int:
         print(f"tenali serve: error: --cuda-graph needs a CUDA device, and this server runs on {device} "
               "(give --device cuda, or drop --cuda-graph)", file=sys.stderr)
         return 2
+    if args.compile and not args.cuda_graph:
+        print("tenali serve: error: --compile compiles the CUDA-graph decoding step: give --cuda-graph too",
+              file=sys.stderr)
+        return 2
     try:
         served = load_served(path, tokenizer=args.tokenizer, device=device, dtype=dtype, name=args.name)
     except (LoadError, OSError, ValueError) as e:
@@ -96,7 +103,7 @@ def run_server(args: argparse.Namespace) -> int:
     options = ServeOptions(max_batch=args.max_batch, max_queue=args.max_queue,
                            request_timeout=args.request_timeout, cors_origins=origins,
                            stream_interval=args.stream_interval_ms / 1000, prefill_padding=args.prefill_padding,
-                           cuda_graph=args.cuda_graph)
+                           cuda_graph=args.cuda_graph, compile_step=args.compile)
     app = create_app(served, options)
     print(f"Serving {served.name} ({served.source}) on http://{args.host}:{args.port}  "
           f"[{device}, {str(dtype).removeprefix('torch.')}]; chat page at /, API docs at /docs", flush=True)

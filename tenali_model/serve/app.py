@@ -72,6 +72,8 @@ class ServeOptions:
     prefill_padding: float = 0.25
     # Decode through one static step replayed from a CUDA graph (Engine's cuda_graph; CUDA only).
     cuda_graph: bool = False
+    # With cuda_graph: compile that step with torch.compile before capturing it (Engine's compile_step).
+    compile_step: bool = False
 
 
 # --- request bodies ------------------------------------------------------------------------------
@@ -156,7 +158,7 @@ def create_app(served: Served, options: ServeOptions | None = None, engine: Engi
     engine = engine or Engine(served.model, max_batch=options.max_batch, max_queue=options.max_queue,
                               request_timeout=options.request_timeout, metrics=metrics,
                               vocab_limit=tok.vocab_size, prefill_padding=options.prefill_padding,
-                              cuda_graph=options.cuda_graph)
+                              cuda_graph=options.cuda_graph, compile_step=options.compile_step)
     if engine.metrics is None:
         engine.metrics = metrics
     eot = tok.token_id(EOT)

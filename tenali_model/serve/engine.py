@@ -250,13 +250,16 @@ class Engine:
     def __init__(self, model: torch.nn.Module, *, max_batch: int = 16, max_queue: int = 64,
                  max_len: int | None = None, request_timeout: float = 300.0, metrics=None,
                  dtype: torch.dtype | None = None, vocab_limit: int | None = None,
-                 prefill_padding: float = MAX_PREFILL_PADDING, cuda_graph: bool = False):
+                 prefill_padding: float = MAX_PREFILL_PADDING, cuda_graph: bool = False,
+                 compile_step: bool = False):
         """vocab_limit: ids at or above it are never sampled (a model vocabulary padded beyond its
         tokenizer's would otherwise emit ids that cannot be decoded). prefill_padding: the share of
         padding a batched prefill of prompts of several lengths may compute (0: only prompts of one
         length share a prefill; `_prefill_groups`, bench/bench_prefill.py). cuda_graph: decode every
         slot in one static step replayed from a CUDA graph (`graph.StaticDecoder`; on a CPU the same
-        static step runs eagerly, which only tests want)."""
+        static step runs eagerly, which only tests want). compile_step (with cuda_graph): pass that
+        step through torch.compile before capturing it. Either is prepared when the engine's thread
+        starts, before it takes a request (`warmup_seconds`)."""
         self.model: Transformer = unwrap(model).eval()
         cfg = self.model.config
         self.max_len = min(max_len or cfg.max_seq_len, cfg.max_seq_len)
@@ -270,7 +273,10 @@ class Engine:
         param = next(self.model.parameters())
         self.device = param.device
         self.cache = SlotKVCache(cfg, max_batch, self.max_len, self.device, dtype or param.dtype)
-        self._static = StaticDecoder(self.model, self.cache) if cuda_graph else None
+        if compile_step and not cuda_graph:
+            raise ValueError("compile_step compiles the CUDA-graph step: it needs cuda_graph=True")
+        self._static = StaticDecoder(self.model, self.cache, compile=compile_step) if cuda_graph else None
+        self.warmup_seconds: float | None = None  # compiling and capturing the static step, once done
         self._free = list(range(max_batch - 1, -1, -1))  # pop() hands out the lowest slot first
         self._pending: deque[Request] = deque()
         self._active: list[Request] = []
@@ -357,6 +363,14 @@ class Engine:
     # --- the loop --------------------------------------------------------------------------------
     def _run(self) -> None:
         with torch.inference_mode():  # grad mode is per thread: set it here, where the model runs
+            if self._static is not None:  # every slot is free: compile and capture before any request
+                try:
+                    self.warmup_seconds = self._static.warm()
+                    log.info("decoding step ready in %.1f s (%s)", self.warmup_seconds,
+                             ", ".join(["compiled"] * self._static.compiled + ["CUDA graph"] * self._static.capture)
+                             or "static, eager")
+                except Exception:  # noqa: BLE001 - the first step tries again, and fails its requests
+                    log.exception("preparing the static decoding step failed")
             while True:
                 admitted: list[Request] = []
                 with self._cv:

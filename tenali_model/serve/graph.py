@@ -6,12 +6,20 @@ reports ~260 tok/s on an H100). `decode_static` gives the step fixed shapes (eve
 whole length under a mask) and no reads back to the host, so it can be captured once as a CUDA graph
 and replayed each step for the cost of one launch plus copying the step's tokens and positions in.
 
-On the CPU there is nothing to capture: the same static step runs eagerly (the CPU tests check its
-tokens against the engine's usual step). It computes every slot at every position, so it is slower
-than `decode_slots` there; `tenali serve --cuda-graph` is for CUDA devices.
+A replayed graph still runs every kernel of the step, each a few microseconds on the GPU however
+little it computes. `compile=True` first passes the step through `torch.compile` (inductor), which
+fuses its element-wise work (norms, RoPE, masks, residuals) into a few kernels per layer; the graph
+then captures the compiled step (`tenali serve --cuda-graph --compile`). Compiling costs seconds to a
+minute once, at the engine's start (`warm`), not in a request.
+
+On the CPU there is nothing to capture: the same static step runs eagerly, or compiled (the CPU tests
+check its tokens against the engine's usual step). It computes every slot at every position, so it is
+slower than `decode_slots` there; `tenali serve --cuda-graph` is for CUDA devices.
 """
 
 from __future__ import annotations
+
+import time
 
 import torch
 
@@ -20,10 +28,17 @@ from ..model import SlotKVCache, Transformer, decode_static
 
 class StaticDecoder:
     """`decode_static` over a cache's slots with its inputs in fixed buffers; captured as a CUDA graph
-    on first use when the cache lives on a CUDA device (and `capture` is not False)."""
+    on first use when the cache lives on a CUDA device (and `capture` is not False); compiled with
+    `torch.compile` first when `compile` is True."""
 
-    def __init__(self, model: Transformer, cache: SlotKVCache, capture: bool | None = None):
+    def __init__(self, model: Transformer, cache: SlotKVCache, capture: bool | None = None,
+                 compile: bool = False):
         self.model, self.cache = model, cache
+        self.compiled = compile
+        # Fixed shapes (dynamic=False) and one graph for the whole step (fullgraph: a break would put
+        # Python back between kernels). The cache is written in place through its argument.
+        step = lambda tokens, positions: decode_static(model, tokens, positions, cache)  # noqa: E731
+        self._fn = torch.compile(step, fullgraph=True, dynamic=False) if compile else step
         device = cache.k.device
         self.capture = device.type == "cuda" if capture is None else capture
         if self.capture and device.type != "cuda":
@@ -48,10 +63,17 @@ class StaticDecoder:
             self._graph.replay()
             self.replays += 1
             logits = self._logits
-        return logits[torch.tensor(slots, device=logits.device)]  # a copy: the next replay overwrites
+        return logits[torch.tensor(slots, dtype=torch.long, device=logits.device)]  # a copy: the next replay overwrites
+
+    def warm(self) -> float:
+        """Compile and capture now (what the first step would otherwise do); seconds taken. Every slot
+        must be free: each decodes a dummy token at position 0, which its prefill overwrites."""
+        started = time.perf_counter()
+        self([], [], [])
+        return time.perf_counter() - started
 
     def _step(self) -> torch.Tensor:
-        return decode_static(self.model, self._inputs[0], self._inputs[1], self.cache)
+        return self._fn(self._inputs[0], self._inputs[1])
 
     def _record(self) -> None:
         """Warm up on a side stream (kernel choices, cuBLAS workspaces), then capture one step.

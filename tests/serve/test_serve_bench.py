@@ -31,14 +31,22 @@ def test_the_serving_benchmark_runs_all_paths_and_reports(tmp_path):
 
 
 def test_the_decoding_step_benchmark_checks_and_times_every_path():
-    """bench/bench_decode.py with --graph: the three steps agree on the logits (it exits otherwise)
-    and each gets a time, an op count and a ratio against decode_slots."""
+    """bench/bench_decode.py with --graph --compile: the four steps agree on the logits (it exits
+    non-zero otherwise) and each gets a time, an op count and a ratio against decode_slots; the
+    compiled step dispatches fewer operations than the eager static one; the last line names the
+    serve flags of the fastest server path (what bench/device_checks.sh passes on)."""
     proc = subprocess.run(
         [sys.executable, str(ROOT / "bench" / "bench_decode.py"), "--preset", "tiny", "--rounds", "2",
-         "--steps", "3", "--graph"],
+         "--steps", "3", "--graph", "--compile"],
         capture_output=True, text=True, timeout=300, env={"OMP_NUM_THREADS": "1", "PATH": "/usr/bin:/bin"})
-    assert proc.returncode == 0, proc.stderr[-2000:]
-    for name in ("slots", "forward", "graph"):
-        assert any(line.startswith(name) and "ms/step" in line and "ops/step" in line
-                   for line in proc.stdout.splitlines()), proc.stdout
-    assert "ratio forward/slots" in proc.stdout and "ratio graph/slots" in proc.stdout
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
+    ops = {}
+    for line in proc.stdout.splitlines():
+        if "ms/step" in line and "ops/step" in line:
+            ops[line.split()[0]] = float(line.split()[-2])
+    assert set(ops) == {"slots", "forward", "graph", "compiled"}, proc.stdout
+    assert ops["compiled"] < ops["graph"] / 2, ops
+    assert "ratio forward/slots" in proc.stdout and "ratio compiled/slots" in proc.stdout
+    assert "compiled: prepared in" in proc.stdout
+    last = proc.stdout.splitlines()[-1]
+    assert last in ("serve with:", "serve with: --cuda-graph", "serve with: --cuda-graph --compile"), last

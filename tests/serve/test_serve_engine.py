@@ -45,6 +45,23 @@ def test_static_step_engine_equals_single_sequence_generate(model):
     assert got == want
 
 
+def test_compiled_static_step_engine_equals_single_sequence_generate(model):
+    """Engine(cuda_graph=True, compile_step=True): the static step through torch.compile (inductor's
+    C++ kernels here, Triton's on a GPU, where the graph then captures it), compiled when the engine's
+    thread starts, before the first request: generate()'s tokens while requests join and leave."""
+    prompts = _prompts(6)
+    want = [_single(model, p, 16, temperature=0) for p in prompts]
+    with Engine(model, max_batch=3, max_queue=8, cuda_graph=True, compile_step=True) as engine:
+        got = generate_ids(engine, prompts, SamplingParams(max_tokens=16, temperature=0), timeout=300)
+        assert engine._static.compiled and engine.warmup_seconds is not None
+    assert got == want
+
+
+def test_compiling_the_step_needs_the_static_step(model):
+    with pytest.raises(ValueError, match="compile_step compiles the CUDA-graph step: it needs cuda_graph=True"):
+        Engine(model, max_batch=2, compile_step=True)
+
+
 @pytest.mark.parametrize("cuda_graph", [False, True])
 def test_a_bfloat16_model_serves(ckpt, tok_path, cuda_graph):
     """What `tenali serve` loads on a GPU by default (--dtype auto): bfloat16 weights and cache. Every

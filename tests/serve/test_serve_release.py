@@ -99,8 +99,10 @@ def test_serve_without_a_release_says_what_to_do(tmp_path):
     assert main(["serve", "--lake", str(tmp_path)]) == 2
 
 
-def test_serve_refuses_cuda_graphs_on_the_cpu(ckpt, capsys):
+def test_serve_refuses_cuda_graphs_on_the_cpu_and_compiling_without_one(ckpt, capsys):
     from tenali_model.cli import main
 
     assert main(["serve", str(ckpt), "--device", "cpu", "--cuda-graph"]) == 2
     assert "--cuda-graph needs a CUDA device" in capsys.readouterr().err
+    assert main(["serve", str(ckpt), "--device", "cpu", "--compile"]) == 2
+    assert "--compile compiles the CUDA-graph decoding step: give --cuda-graph too" in capsys.readouterr().err
