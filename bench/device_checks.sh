@@ -10,8 +10,8 @@
 #   (with the device tool: carry ["var/device-wheels"], timeout_s 600, then 120)
 #
 # A task is lent 15 minutes of device time in all, the machine's start included, so the GPU run fits
-# one call, most needed first: tests (60 s), decode (70 s), mfu (210 s), serve (160 s), largest
-# (70 s) -- each stage's time limit; about 9.5 minutes if every stage runs to its limit. `cpu`
+# one call, most needed first: tests (70 s), decode (70 s), mfu (210 s), serve (160 s), largest
+# (60 s) -- each stage's time limit; about 9.5 minutes if every stage runs to its limit. `cpu`
 # (90 s) reruns the two CPU benchmarks whose ratios this project's 2-vCPU development VM cannot
 # settle (its neighbours swing single rounds by 0.8x-1.6x) on the GPU machine's idle cores, one
 # torch thread as here. Parts can be named to run fewer (in the order given). A failing stage does
@@ -73,7 +73,7 @@ if wants tests; then
     # Correctness first: the model's CUDA paths against its CPU ones, the trainer on the GPU, the
     # CUDA-graph decoding step (the overrides keep pyproject's dagster warning filters out: there is
     # no dagster there).
-    stage cuda_tests 60 "$PY" -m pytest -q -p no:cacheprovider -o addopts="" \
+    stage cuda_tests 70 "$PY" -m pytest -q -p no:cacheprovider -o addopts="" \
         -o filterwarnings=ignore::DeprecationWarning tests/model/test_model_cuda.py
 fi
 
@@ -110,8 +110,8 @@ fi
 if wants largest; then
     # The largest config that fits one GPU: 7B (fp32 weights and AdamW state, ~108 GB before
     # activations) with activation checkpointing, else the 1B.
-    stage mfu_largest 70 "$PY" bench/bench_mfu.py --configs 7b,1b --first-fit --activation-checkpointing \
-        --dtype bfloat16 --batch 1 --steps 4 --warmup 2 --timeout 65 --out "$work/largest"
+    stage mfu_largest 60 "$PY" bench/bench_mfu.py --configs 7b,1b --first-fit --activation-checkpointing \
+        --dtype bfloat16 --batch 1 --steps 4 --warmup 2 --timeout 55 --out "$work/largest"
     cp "$work/largest/results.json" "$OUT/mfu_largest.json" 2>/dev/null
 fi
 if wants cpu; then

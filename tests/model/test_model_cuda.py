@@ -131,11 +131,12 @@ def test_slot_decoding_matches_the_cached_forward_on_the_device():
             token = a.argmax(-1)
 
 
-@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
-def test_cuda_graph_decoding_matches_slot_decoding_on_the_device(dtype):
+@pytest.mark.parametrize("dtype,compile", [(torch.float32, False), (torch.bfloat16, False), (torch.bfloat16, True)])
+def test_cuda_graph_decoding_matches_slot_decoding_on_the_device(dtype, compile):
     """The engine's `--cuda-graph` step: `StaticDecoder` captures `decode_static` once and replays it
-    (on CUDA; eager under CUDA_TESTS_DEVICE=cpu); each replay gives the live rows decode_slots'
-    logits on a twin cache, with free slots beside them and a row joining mid-way."""
+    (on CUDA; eager under CUDA_TESTS_DEVICE=cpu), or with `--compile` the step torch.compile made of
+    it; each replay gives the live rows decode_slots' logits on a twin cache, with free slots beside
+    them and a row joining mid-way."""
     from tenali_model.serve.graph import StaticDecoder
 
     cfg, _, dev = _pair()
@@ -144,7 +145,7 @@ def test_cuda_graph_decoding_matches_slot_decoding_on_the_device(dtype):
     prompts = {3: torch.randint(0, cfg.vocab_size, (1, 16), generator=g).to(DEVICE),
                1: torch.randint(0, cfg.vocab_size, (1, 40), generator=g).to(DEVICE)}
     caches = [SlotKVCache(cfg, 4, cfg.max_seq_len, DEVICE, dtype) for _ in range(2)]
-    decoder = StaticDecoder(dev, caches[0])
+    decoder = StaticDecoder(dev, caches[0], compile=compile)
     assert decoder.capture == (DEVICE == "cuda")
     tol = {"rtol": 1e-4, "atol": 1e-4} if dtype == torch.float32 else {"rtol": 2e-2, "atol": 5e-2}
     with torch.inference_mode():
