@@ -2,6 +2,7 @@
 
     GET  /                      the chat page (page.html: one file, no build step)
     GET  /health                liveness and load; 503 when the engine thread is gone
+    GET  /ready                 readiness: 503 until the decoding step is prepared (compiled, captured)
     GET  /metrics               Prometheus text format
     GET  /info                  the served model, its limits and its release (evaluation figures)
     GET  /v1/models[/{id}]      the one served model; another id is 404
@@ -242,11 +243,23 @@ def create_app(served: Served, options: ServeOptions | None = None, engine: Engi
     async def page():
         return HTMLResponse(PAGE.read_text(encoding="utf-8"))
 
+    def status() -> str:
+        if not engine.alive:
+            return "engine stopped"
+        return "ok" if engine.ready else engine.prepare_error or "starting"
+
     @app.get("/health")
     async def health():
-        body = {"status": "ok" if engine.alive else "engine stopped", "model": served.name,
+        """Liveness: 200 while the engine's thread runs, also while it prepares its decoding step."""
+        body = {"status": status(), "ready": engine.ready, "model": served.name,
                 "active": engine.active, "queued": engine.queue_depth, "slots": engine.max_batch}
         return JSONResponse(body, status_code=200 if engine.alive else 503)
+
+    @app.get("/ready")
+    async def ready():
+        """Readiness: 200 once the decoding step is prepared (with --cuda-graph --compile, compiling it
+        can take a minute after the port opens; requests sent meanwhile wait in the queue)."""
+        return JSONResponse({"ready": engine.ready, "status": status()}, status_code=200 if engine.ready else 503)
 
     @app.get("/metrics", include_in_schema=False)
     async def prometheus():

@@ -277,6 +277,12 @@ class Engine:
             raise ValueError("compile_step compiles the CUDA-graph step: it needs cuda_graph=True")
         self._static = StaticDecoder(self.model, self.cache, compile=compile_step) if cuda_graph else None
         self.warmup_seconds: float | None = None  # compiling and capturing the static step, once done
+        # Set once the thread has prepared its decoding step (at once without a static one); a failure
+        # to prepare it is kept (and cleared by the first step that succeeds) for /ready to report.
+        self._prepared = threading.Event()
+        if self._static is None:
+            self._prepared.set()
+        self.prepare_error: str | None = None
         self._free = list(range(max_batch - 1, -1, -1))  # pop() hands out the lowest slot first
         self._pending: deque[Request] = deque()
         self._active: list[Request] = []
@@ -319,6 +325,12 @@ class Engine:
     @property
     def alive(self) -> bool:
         return self._thread is not None and self._thread.is_alive()
+
+    @property
+    def ready(self) -> bool:
+        """Alive, with its decoding step prepared (compiled and captured, for a static one) and working:
+        what a load balancer should wait for before sending traffic (/ready)."""
+        return self.alive and self._prepared.is_set() and self.prepare_error is None
 
     # --- submitting ------------------------------------------------------------------------------
     def submit(self, prompt: Sequence[int], params: SamplingParams, *, loop=None,
@@ -369,8 +381,10 @@ class Engine:
                     log.info("decoding step ready in %.1f s (%s)", self.warmup_seconds,
                              ", ".join(["compiled"] * self._static.compiled + ["CUDA graph"] * self._static.capture)
                              or "static, eager")
-                except Exception:  # noqa: BLE001 - the first step tries again, and fails its requests
+                except Exception as e:  # noqa: BLE001 - the first step tries again, and fails its requests
                     log.exception("preparing the static decoding step failed")
+                    self.prepare_error = f"preparing the decoding step failed: {type(e).__name__}: {e}"
+                self._prepared.set()
             while True:
                 admitted: list[Request] = []
                 with self._cv:
@@ -451,6 +465,7 @@ class Engine:
         positions = [len(r.prompt) + len(r.generated) - 1 for r in rows]
         if self._static is not None:
             logits = self._static(slots, tokens, positions)
+            self.prepare_error = None  # prepared after all (the step retries what the warm-up failed)
         else:
             t = torch.tensor([tokens, slots, positions], dtype=torch.long, device=self.device)
             logits = decode_slots(self.model, t[0], self.cache, t[1], t[2])

@@ -1,6 +1,7 @@
 """The OpenAI-compatible routes through FastAPI's TestClient: streaming, stops, usage, every bad input."""
 
 import json
+import time
 
 import pytest
 
@@ -77,6 +78,7 @@ def test_models_health_metrics_info_and_docs(client):
     assert [m["id"] for m in models["data"]] == ["tenali-test"]
     assert client.get("/v1/models/tenali-test").status_code == 200
     assert client.get("/health").json()["status"] == "ok"
+    assert client.get("/ready").json() == {"ready": True, "status": "ok"}
     n = client.post("/v1/completions", json={"prompt": "AAPL", "max_tokens": 3}).json()["usage"]["completion_tokens"]
     text = client.get("/metrics").text
     for name in ("tenali_requests_total", "tenali_time_to_first_token_seconds_bucket",
@@ -147,6 +149,54 @@ def test_unknown_model_route_and_left_truncation(client):
                                                  "temperature": 0})
     assert resp.status_code == 200, resp.text
     assert resp.json()["usage"]["prompt_tokens"] == CONTEXT - 8
+
+
+def test_ready_waits_for_the_decoding_step_and_reports_its_failure(make_client, monkeypatch):
+    """With --cuda-graph (--compile) the engine prepares its step after the port opens: /health is 200
+    (alive) while /ready is 503 "starting"; a request sent meanwhile waits and is answered; a step that
+    cannot be prepared keeps /ready at 503 with the reason, and a later step that works clears it."""
+    import threading
+
+    from tenali_model.serve.graph import StaticDecoder
+
+    release, calls = threading.Event(), []
+    real_warm = StaticDecoder.warm
+
+    def slow_warm(self):
+        calls.append(1)
+        assert release.wait(30)
+        return real_warm(self)
+
+    monkeypatch.setattr(StaticDecoder, "warm", slow_warm)
+    c = make_client(cuda_graph=True)
+    assert c.get("/health").status_code == 200 and c.get("/health").json()["status"] == "starting"
+    r = c.get("/ready")
+    assert r.status_code == 503 and r.json() == {"ready": False, "status": "starting"}
+    answer = []
+    t = threading.Thread(target=lambda: answer.append(c.post("/v1/completions", json={"prompt": "AAPL", "max_tokens": 3})))
+    t.start()
+    time.sleep(0.2)
+    assert not answer  # queued behind the preparation, not refused
+    release.set()
+    t.join(30)
+    assert answer[0].status_code == 200 and answer[0].json()["usage"]["completion_tokens"] > 0
+    assert c.get("/ready").json() == {"ready": True, "status": "ok"}
+
+    def failing_warm(self):
+        raise RuntimeError("CUDA graph capture failed")
+
+    monkeypatch.setattr(StaticDecoder, "warm", failing_warm)
+    c = make_client(cuda_graph=True)
+    deadline = time.monotonic() + 10
+    while c.get("/ready").json()["status"] == "starting" and time.monotonic() < deadline:
+        time.sleep(0.01)
+    r = c.get("/ready")
+    assert r.status_code == 503
+    assert r.json()["status"] == "preparing the decoding step failed: RuntimeError: CUDA graph capture failed"
+    assert c.get("/health").status_code == 200  # alive: a restart would not help, the reason is shown
+    # the step itself retries (eagerly here) and, when it works, the engine is ready after all
+    assert c.post("/v1/completions", json={"prompt": "AAPL", "max_tokens": 2}).status_code == 200
+    assert c.get("/ready").status_code == 200
 
 
 def test_api_key_from_the_environment(make_client, monkeypatch):

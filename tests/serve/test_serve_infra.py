@@ -17,7 +17,8 @@ def test_kubernetes_manifests():
     assert dep["spec"]["selector"]["matchLabels"].items() <= labels.items()
     assert svc["spec"]["selector"].items() <= labels.items()
     api = dep["spec"]["template"]["spec"]["containers"][0]
-    assert api["readinessProbe"]["httpGet"]["path"] == "/health"
+    assert api["readinessProbe"]["httpGet"]["path"] == "/ready"  # 503 while the step compiles
+    assert api["livenessProbe"]["httpGet"]["path"] == "/health"  # 200 meanwhile: no restart loop
     assert api["ports"][0]["containerPort"] == 8000 and svc["spec"]["ports"][0]["targetPort"] == "http"
     assert api["resources"]["limits"]["nvidia.com/gpu"] == 1
     key = next(e for e in api["env"] if e["name"] == "TENALI_API_KEY")
