@@ -64,6 +64,22 @@ def resolve_device_dtype(device: str, dtype: str):
     return device, getattr(torch, dtype)
 
 
+def log_to_console(level: str) -> None:
+    """Show the server's own log lines (the model served, its decoding step ready or failed) beside
+    uvicorn's, in its format; without a handler Python would print only warnings and worse."""
+    import logging
+
+    from uvicorn.logging import DefaultFormatter
+
+    logger = logging.getLogger("tenali")
+    if not any(getattr(h, "_tenali_console", False) for h in logger.handlers):
+        handler = logging.StreamHandler()
+        handler.setFormatter(DefaultFormatter("%(levelprefix)s %(message)s"))
+        handler._tenali_console = True
+        logger.addHandler(handler)
+    logger.setLevel(level.upper())
+
+
 def run_server(args: argparse.Namespace) -> int:
     """Load the model and serve until interrupted (the body of `tenali serve`)."""
     import torch
@@ -104,6 +120,7 @@ def run_server(args: argparse.Namespace) -> int:
                            request_timeout=args.request_timeout, cors_origins=origins,
                            stream_interval=args.stream_interval_ms / 1000, prefill_padding=args.prefill_padding,
                            cuda_graph=args.cuda_graph, compile_step=args.compile)
+    log_to_console(args.log_level)
     app = create_app(served, options)
     print(f"Serving {served.name} ({served.source}) on http://{args.host}:{args.port}  "
           f"[{device}, {str(dtype).removeprefix('torch.')}]; chat page at /, API docs at /docs", flush=True)
