@@ -319,7 +319,8 @@ def _train(cfg: TrainConfig, d: Dist, pipes, stop_at: int | None) -> dict:
         return tokens_per_sec * flops_tok / (peak * d.world_size) if peak else None
 
     say(f"model {n_params:,} params | {d.world_size} rank(s) on {d.device.type}, {mode}"
-        f"{' + activation checkpointing' if cfg.activation_checkpointing else ''} | "
+        f"{' + activation checkpointing' if cfg.activation_checkpointing else ''}"
+        f"{' + torch.compile' if cfg.compile else ''} | "
         f"{tokens_per_step:,} tokens/step (grad_accum {grad_accum}) | steps {step} -> {cfg.steps}")
 
     t_start, tokens_at_start = time.time(), tokens_seen

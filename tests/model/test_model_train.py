@@ -80,6 +80,33 @@ def test_resume_is_bit_identical_to_an_uninterrupted_run(shards, tmp_path):
     assert read_metrics(split) == rb
 
 
+def test_compile_trains_like_eager_and_saves_plain_weights(shards, tmp_path, monkeypatch, capsys):
+    """The trainer's `compile` switch (what bench/bench_mfu.py --compile and the GPU runs use): the same
+    losses as eager within float reassociation (inductor fuses the plain loss; the chunked head is for
+    eager), and a checkpoint of the module itself (no `_orig_mod.` names) that eager code loads."""
+    kw = dict(steps=6, log_every=2, eval_every=6, ckpt_every=6)
+    eager = train(tiny_config(shards, tmp_path / "eager", **kw))
+    compiled_modules = []
+    real_compile = torch.compile
+
+    def spy(model, *args, **kwargs):
+        compiled_modules.append(type(model).__name__)
+        return real_compile(model, *args, **kwargs)
+
+    monkeypatch.setattr(torch, "compile", spy)
+    compiled = train(tiny_config(shards, tmp_path / "compiled", compile=True, **kw))
+    assert compiled_modules == ["Transformer"] and "+ torch.compile |" in capsys.readouterr().out
+    losses = {name: [r["loss"] for r in read_metrics(tmp_path / name) if r["kind"] == "train"]
+              for name in ("eager", "compiled")}
+    assert len(losses["eager"]) == 3
+    assert losses["compiled"] == pytest.approx(losses["eager"], rel=1e-4)
+    assert compiled["val_loss"] == pytest.approx(eager["val_loss"], rel=1e-4)
+    from tenali_model.checkpoint import load_model
+
+    model = load_model(latest_checkpoint(tmp_path / "compiled"))
+    assert not any("_orig_mod" in name for name in model.state_dict())
+
+
 def test_lr_schedule():
     cfg = TrainConfig(train_shards=["a"], out_dir="o", lr=1.0, min_lr=0.1, warmup_steps=10, steps=110)
     assert lr_at(0, cfg) == pytest.approx(0.1)
