@@ -276,6 +276,14 @@ class Engine:
         if compile_step and not cuda_graph:
             raise ValueError("compile_step compiles the CUDA-graph step: it needs cuda_graph=True")
         self._static = StaticDecoder(self.model, self.cache, compile=compile_step) if cuda_graph else None
+        if cuda_graph:
+            cache_bytes = self.cache.k.nbytes + self.cache.v.nbytes
+            weight_bytes = sum(p.nbytes for p in self.model.parameters())
+            if cache_bytes > weight_bytes:
+                log.warning("the CUDA-graph step reads every slot's whole KV cache each step: %.2f GB against %.2f GB "
+                            "of weights, so it decodes slower than the usual step would; it is for small models and "
+                            "short contexts (fewer --max-batch slots shrink it; larger models: serve the export "
+                            "with vLLM)", cache_bytes / 1e9, weight_bytes / 1e9)
         self.warmup_seconds: float | None = None  # compiling and capturing the static step, once done
         # Set once the thread has prepared its decoding step (at once without a static one); a failure
         # to prepare it is kept (and cleared by the first step that succeeds) for /ready to report.

@@ -80,6 +80,19 @@ def test_a_bfloat16_model_serves(ckpt, tok_path, cuda_graph):
     assert alone == _single(model, prompts[0], 12, temperature=0)
 
 
+def test_a_static_step_whose_cache_outweighs_the_weights_is_warned_about(model, caplog):
+    """The static step reads every slot's whole cache each step: beyond the weights' bytes it decodes
+    slower than the usual step, and the engine says so (a 7B at 16 x 4,096: 34 GB against 13.8 GB)."""
+    weights = sum(p.nbytes for p in model.parameters())
+    per_slot = Engine(model, max_batch=1).cache.k.nbytes * 2
+    few, many = max(1, weights // per_slot // 2), weights // per_slot + 1
+    with caplog.at_level("WARNING", logger="tenali.serve"):
+        Engine(model, max_batch=few, cuda_graph=True)
+        assert not caplog.records
+        Engine(model, max_batch=many, cuda_graph=True)
+    assert "reads every slot's whole KV cache each step" in caplog.text and "it is for small models" in caplog.text
+
+
 def test_cuda_graph_needs_a_cuda_cache(model):
     from tenali_model.serve.graph import StaticDecoder
 
