@@ -15,7 +15,10 @@ models, and which goes first, so a noisy neighbour hurts both alike; each round 
 steps after `--warmup`.
 Prints tokens/sec of each (median round) and the ratio ours/theirs: the median of the per-round
 ratios (each from two back-to-back timings, so the VM's slow spells cancel), with their range, and
-each model's minor page faults per step; `--profile N` adds the N costliest PyTorch ops of both
+each model's minor page faults per step, and the same ratio by CPU time (one thread: the thread's, which
+leaves out any time the core is taken away; where it agrees with the wall-time ratio, as on the
+development VM, the noise is the core running slower beside its neighbours, not descheduling);
+`--profile N` adds the N costliest PyTorch ops of both
 steps under torch.profiler.
 """
 
@@ -52,16 +55,18 @@ def make_step(model, loss_fn):
     return step
 
 
-def timed(step, batches, steps: int, warmup: int, faults: list) -> float:
+def timed(step, batches, steps: int, warmup: int, faults: list, cpu: list, cpu_clock) -> float:
     """Seconds per step over `steps` steps, after `warmup` untimed ones; appends the minor page faults
-    per step (fresh memory the kernel maps, zeroed, on first touch) to `faults`."""
+    per step (fresh memory the kernel maps, zeroed, on first touch) to `faults` and the CPU seconds per
+    step (`cpu_clock`) to `cpu`."""
     for i in range(warmup):
         step(*batches[i % len(batches)])
     f = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
-    t = time.perf_counter()
+    t, c = time.perf_counter(), cpu_clock()
     for i in range(steps):
         step(*batches[i % len(batches)])
     seconds = (time.perf_counter() - t) / steps
+    cpu.append((cpu_clock() - c) / steps)
     faults.append((resource.getrusage(resource.RUSAGE_SELF).ru_minflt - f) / steps)
     return seconds
 
@@ -135,11 +140,14 @@ def main() -> None:
     step_ours = make_step(ours, lambda x, y: ours(x, y, with_logits=False)[1])
     step_theirs = make_step(theirs, lambda x, y: theirs(input_ids=x, labels=y, shift_labels=y,
                                                         use_cache=False).loss)
-    t_ours, t_theirs, f_ours, f_theirs = [], [], [], []
+    t_ours, t_theirs, f_ours, f_theirs, c_ours, c_theirs = [], [], [], [], [], []
+    # One thread: the step runs on this thread, whose CPU time leaves out the time the VM hands the
+    # core to someone else; with more, the process's (its OpenMP workers' spinning included).
+    cpu_clock = time.thread_time if args.threads == 1 else time.process_time
     for r in range(args.rounds):  # who goes first alternates too
-        pair = [(t_ours, f_ours, step_ours), (t_theirs, f_theirs, step_theirs)]
-        for times, faults, step in (pair if r % 2 == 0 else pair[::-1]):
-            times.append(timed(step, batches, args.steps, args.warmup, faults))
+        pair = [(t_ours, f_ours, c_ours, step_ours), (t_theirs, f_theirs, c_theirs, step_theirs)]
+        for times, faults, cpu, step in (pair if r % 2 == 0 else pair[::-1]):
+            times.append(timed(step, batches, args.steps, args.warmup, faults, cpu, cpu_clock))
     tokens = args.batch * seq_len
     ours_tps, theirs_tps = tokens / statistics.median(t_ours), tokens / statistics.median(t_theirs)
     print(f"model {args.preset}: {ours.num_params():,} params, batch {args.batch} x {seq_len} tokens, "
@@ -152,6 +160,10 @@ def main() -> None:
     ratios = sorted(b / a for a, b in zip(t_ours, t_theirs))
     print(f"ratio ours/theirs          {statistics.median(ratios):10.2f}x  "
           f"(median of the {args.rounds} rounds' ratios; range {ratios[0]:.2f}x-{ratios[-1]:.2f}x)")
+    cpu_ratios = sorted(b / a for a, b in zip(c_ours, c_theirs))
+    print(f"ratio by CPU time          {statistics.median(cpu_ratios):10.2f}x  "
+          f"(range {cpu_ratios[0]:.2f}x-{cpu_ratios[-1]:.2f}x; {cpu_clock.__name__}: "
+          f"{statistics.median(c_ours) * 1e3:.1f} / {statistics.median(c_theirs) * 1e3:.1f} ms/step)")
     print(f"minor page faults per step: ours {statistics.median(f_ours):,.0f}, "
           f"theirs {statistics.median(f_theirs):,.0f} (medians)")
     if args.profile:
