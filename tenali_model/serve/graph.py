@@ -36,7 +36,8 @@ class StaticDecoder:
         self.model, self.cache = model, cache
         self.compiled = compile
         # Fixed shapes (dynamic=False) and one graph for the whole step (fullgraph: a break would put
-        # Python back between kernels). The cache is written in place through its argument.
+        # Python back between kernels). The new keys and values go into the cache in place (decode_static
+        # indexes the cache whole; through a layer's view, inductor would copy the cache every step).
         step = lambda tokens, positions: decode_static(model, tokens, positions, cache)  # noqa: E731
         self._fn = torch.compile(step, fullgraph=True, dynamic=False) if compile else step
         device = cache.k.device

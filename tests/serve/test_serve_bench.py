@@ -50,3 +50,17 @@ def test_the_decoding_step_benchmark_checks_and_times_every_path():
     assert "compiled: prepared in" in proc.stdout
     last = proc.stdout.splitlines()[-1]
     assert last in ("serve with:", "serve with: --cuda-graph", "serve with: --cuda-graph --compile"), last
+
+
+def test_a_compile_past_its_time_limit_is_abandoned_and_the_rest_still_timed():
+    """--compile-timeout (the device run's decode stage has a time limit of its own): the compile is
+    given up with its reason, the exit status says a path failed, and the table and the serve flags of
+    the paths that were prepared still come out."""
+    proc = subprocess.run(
+        [sys.executable, str(ROOT / "bench" / "bench_decode.py"), "--preset", "tiny", "--rounds", "2",
+         "--steps", "3", "--graph", "--compile", "--compile-timeout", "0.01"],
+        capture_output=True, text=True, timeout=300, env={"OMP_NUM_THREADS": "1", "PATH": "/usr/bin:/bin"})
+    assert proc.returncode == 1, proc.stdout[-2000:] + proc.stderr[-2000:]
+    assert "compiled: failed to prepare:" in proc.stdout and "--compile-timeout 0.01 s" in proc.stdout
+    assert "ratio graph/slots" in proc.stdout and "ratio compiled/slots" not in proc.stdout
+    assert proc.stdout.splitlines()[-1] in ("serve with:", "serve with: --cuda-graph")
