@@ -27,8 +27,6 @@ reads it).
 from __future__ import annotations
 
 import argparse
-import contextlib
-import signal
 import statistics
 import sys
 import time
@@ -42,26 +40,6 @@ from tenali_model.config import preset  # noqa: E402
 from tenali_model.model import KVCache, SlotKVCache, Transformer, decode_slots  # noqa: E402
 
 
-@contextlib.contextmanager
-def _time_limit(seconds: float):
-    """Raise TimeoutError in this (the main) thread after `seconds` (0: no limit): a compile that takes
-    too long is abandoned, and the paths already prepared are still timed."""
-    if seconds <= 0:
-        yield
-        return
-
-    def expire(signum, frame):
-        raise TimeoutError(f"not prepared within --compile-timeout {seconds:g} s")
-
-    previous = signal.signal(signal.SIGALRM, expire)
-    signal.setitimer(signal.ITIMER_REAL, seconds)
-    try:
-        yield
-    finally:
-        signal.setitimer(signal.ITIMER_REAL, 0)
-        signal.signal(signal.SIGALRM, previous)
-
-
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--preset", default="demo")
@@ -72,9 +50,6 @@ def main(argv=None) -> int:
     p.add_argument("--dtype", default="float32")
     p.add_argument("--graph", action="store_true", help="also time the CUDA-graph step (eager on a CPU)")
     p.add_argument("--compile", action="store_true", help="also time that step compiled with torch.compile")
-    p.add_argument("--compile-timeout", type=float, default=0, metavar="SECONDS",
-                   help="give up compiling after this long (0: no limit) and time the other paths; a run with a "
-                        "time limit then keeps its table")
     args = p.parse_args(argv)
     torch.set_num_threads(args.threads)
     torch.manual_seed(0)
@@ -107,7 +82,7 @@ def main(argv=None) -> int:
         static = SlotKVCache(cfg, 4, cfg.max_seq_len, device, dtype)
         decoder = StaticDecoder(model, static, compile=compile)
         try:
-            with torch.inference_mode(), _time_limit(args.compile_timeout if compile else 0):
+            with torch.inference_mode():
                 warmup[name] = decoder.warm()  # as the engine does before its first request
         except Exception as e:  # noqa: BLE001 - say why, time the others
             print(f"{name}: failed to prepare: {type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}")

@@ -39,6 +39,7 @@ import asyncio
 import json
 import math
 import os
+import signal
 import statistics
 import subprocess
 import sys
@@ -254,7 +255,10 @@ def main(argv=None) -> int:
           f"{args.dtype}, greedy, {args.new_tokens} new tokens, lengths {lengths}, concurrency {args.concurrency}, "
           f"HTTP stream interval {args.stream_interval_ms:g} ms{graph_note(args)}")
 
-    tmp = Path(tempfile.mkdtemp(prefix="bench-serve-"))
+    tmp, out = Path(tempfile.mkdtemp(prefix="bench-serve-")), Path(args.out)
+    # `timeout` (the device run's stage limit) sends SIGTERM: exit through the finally below, so the
+    # server child stops too instead of holding the GPU for the next stage.
+    signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(128 + signum))
     from tenali_model.checkpoint import save_checkpoint
 
     ckpt = save_checkpoint(tmp / "ckpt", step=0, model=model.float())
@@ -298,6 +302,10 @@ def main(argv=None) -> int:
                     results.append({"path": name, "prompt": n, "concurrency": c,
                                     **{k: _median(r[k] for r in rs) for k in rs[0]},
                                     "rounds_decode_tps": [r["decode_tps_stream"] for r in rs]})
+                # what is measured so far survives a time limit (the device run's stages have one)
+                out.mkdir(parents=True, exist_ok=True)
+                (out / "results.json").write_text(json.dumps({"setup": "partial", "complete": False,
+                                                              "results": results}, indent=2))
     finally:
         engine.stop()
         if proc is not None:
@@ -399,7 +407,7 @@ def report(args, results, lengths, device_name, model, cpu: dict | None = None) 
     text = "\n".join([header, "", *rows, "", *ratios])
     print("\n" + text)
     (out / "table.md").write_text(text + "\n")
-    (out / "results.json").write_text(json.dumps({"setup": header, "results": results}, indent=2))
+    (out / "results.json").write_text(json.dumps({"setup": header, "complete": True, "results": results}, indent=2))
     try:
         from tenali_pipeline.plots import line_chart_svg  # plain SVG, no dagster
 
