@@ -27,11 +27,12 @@ test: setup
 	$(BIN)/python -m pytest -q
 
 # The server's packages as wheels for a lent GPU machine (Python 3.12, x86_64, no network there), which
-# has its own torch and transformers: carried in var/device-wheels for bench/device_checks.sh (its serve stage).
+# has its own torch and transformers: carried in var/device-wheels for bench/device_checks.sh (the serve extra's
+# pins, which bench_decode and bench_serve import, and httpx, bench_serve's client; test_bench_mfu.py checks the list).
 device-wheels:
 	$(PYTHON) -m pip download -q --disable-pip-version-check --only-binary=:all: --python-version 3.12 \
 	  --platform manylinux2014_x86_64 --platform manylinux_2_17_x86_64 --platform any \
-	  -d var/device-wheels "fastapi==0.165.0" "uvicorn==0.54.0"
+	  -d var/device-wheels "fastapi==0.165.0" "uvicorn==0.54.0" "prometheus-client==0.26.0" "httpx==0.28.1"
 
 clean:
 	rm -rf var

@@ -126,15 +126,18 @@ def main(argv=None) -> int:
                     fn(pos)
             ops[name] = sum(e.count for e in prof.key_averages()) / 10
 
-    from tenali_model.serve.metrics import Metrics
-
-    metrics, n = Metrics(), 50_000
-    t = time.thread_time()
-    for _ in range(n):  # what Engine._step and _accept record for one sequence per step
-        metrics.batch(1)
-        metrics.inter_token(0.004)
-        metrics.tokens(1)
-    metrics_s = (time.thread_time() - t) / n
+    try:  # prometheus_client: the serve extra, which a bare GPU image may lack; the timings stand without it
+        from tenali_model.serve.metrics import Metrics
+    except ImportError as e:
+        metrics_s, metrics_missing = None, str(e)
+    else:
+        metrics, n = Metrics(), 50_000
+        t = time.thread_time()
+        for _ in range(n):  # what Engine._step and _accept record for one sequence per step
+            metrics.batch(1)
+            metrics.inter_token(0.004)
+            metrics.tokens(1)
+        metrics_s = (time.thread_time() - t) / n
 
     ms = {name: 1e3 * statistics.median(v) for name, v in times.items()}
     where = torch.cuda.get_device_name(device) if gpu else f"{args.threads} thread(s)"
@@ -149,7 +152,10 @@ def main(argv=None) -> int:
         if name in paths:
             print(f"{name}: prepared in {seconds:.1f} s ({'compiled, ' if name == 'compiled' else ''}"
                   f"{'captured' if gpu else 'nothing to capture on a CPU'})")
-    print(f"prometheus updates {metrics_s * 1e6:.1f} us/step ({metrics_s / (ms['slots'] / 1e3):.2%} of a slots step)")
+    if metrics_s is None:
+        print(f"prometheus updates: not measured ({metrics_missing})")
+    else:
+        print(f"prometheus updates {metrics_s * 1e6:.1f} us/step ({metrics_s / (ms['slots'] / 1e3):.2%} of a slots step)")
     servable = [name for name in paths if name != "forward"]  # the forward path is generate()'s, not the server's
     print(f"serve with: {flags[min(servable, key=ms.get)]}".rstrip())
     return failed

@@ -4,7 +4,7 @@
 # fastapi and no network, so tenali_model runs there on its own and the server's wheels travel with
 # the working tree.
 #
-#   here:   make device-wheels                 # fastapi + uvicorn for Python 3.12, into var/device-wheels
+#   here:   make device-wheels                 # the serving wheels for Python 3.12, into var/device-wheels
 #   there:  bash bench/device_checks.sh        # the GPU figures, in one device call of under 10 minutes
 #           bash bench/device_checks.sh cpu    # then, while the machine is still warm: the CPU ratios
 #   (with the device tool: carry ["var/device-wheels"], timeout_s 600, then 120)
@@ -60,13 +60,14 @@ EOF
 } > "$OUT/env.txt" 2>&1
 cat "$OUT/env.txt"
 
-if wants serve || wants cpu; then
-    if [ -d var/device-wheels ]; then
-        "$PY" -m pip install -q --no-index --find-links var/device-wheels fastapi uvicorn \
-            || echo "installing the carried wheels failed: the HTTP path of bench_serve will fail"
-    else
-        echo "no var/device-wheels (make device-wheels, then carry it): the HTTP path needs fastapi and uvicorn"
-    fi
+# The serving packages the image lacks (bench_decode and bench_serve import prometheus_client through
+# the engine's metrics; the server needs fastapi and uvicorn; bench_serve's client, httpx).
+if [ -d var/device-wheels ]; then
+    "$PY" -m pip install -q --no-index --find-links var/device-wheels fastapi uvicorn prometheus-client httpx \
+        || echo "installing the carried wheels failed: bench_serve (and bench_decode's metrics line) will fail"
+else
+    echo "no var/device-wheels (make device-wheels, then carry it): bench_serve needs fastapi, uvicorn," \
+        "prometheus-client and httpx"
 fi
 
 if wants tests; then

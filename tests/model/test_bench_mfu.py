@@ -59,3 +59,25 @@ def test_the_device_script_parses_and_refuses_an_unknown_part(tmp_path):
     r = subprocess.run(["bash", str(script), "tests", "gpu"], capture_output=True, text=True,
                        env={"OUT": str(tmp_path), "PATH": "/usr/bin:/bin"})
     assert r.returncode == 2 and "usage" in r.stderr and not any(tmp_path.iterdir())
+
+
+def test_the_carried_wheels_cover_what_the_device_benchmarks_import():
+    """The GPU image has torch and transformers but not the serve extra: bench_decode and bench_serve
+    import prometheus_client (the engine's metrics), the server fastapi and uvicorn, bench_serve's
+    client httpx. `make device-wheels` downloads each at the project's pin, and device_checks.sh
+    installs each (prometheus-client was once missing, which would have cost both serving stages)."""
+    import re
+    import tomllib
+
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+    pins = list(project["optional-dependencies"]["serve"])
+    pins += [d for deps in project["optional-dependencies"].values() for d in deps if d.startswith("httpx==")][:1]
+    assert len(pins) == 4, pins
+    make = (ROOT / "Makefile").read_text()
+    target = make[make.index("device-wheels:"):].split("\n\n")[0]
+    script = (ROOT / "bench" / "device_checks.sh").read_text()
+    install = next(line for line in script.splitlines() if "pip install" in line and "device-wheels" in line)
+    for pin in pins:
+        name = re.split(r"[=<>\[]", pin)[0]
+        assert f'"{pin}"' in target, (pin, target)
+        assert f" {name}" in install, (name, install)
