@@ -60,8 +60,9 @@ EOF
 } > "$OUT/env.txt" 2>&1
 cat "$OUT/env.txt"
 
-# The serving packages the image lacks (bench_decode and bench_serve import prometheus_client through
-# the engine's metrics; the server needs fastapi and uvicorn; bench_serve's client, httpx).
+# The serving packages (the server needs fastapi and uvicorn, which the image lacks; bench_decode and
+# bench_serve import prometheus_client, bench_serve's client httpx: the image held both on 2026-11-17,
+# and pip leaves what it has alone).
 if [ -d var/device-wheels ]; then
     "$PY" -m pip install -q --no-index --find-links var/device-wheels fastapi uvicorn prometheus-client httpx \
         || echo "installing the carried wheels failed: bench_serve (and bench_decode's metrics line) will fail"

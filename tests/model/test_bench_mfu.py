@@ -62,10 +62,11 @@ def test_the_device_script_parses_and_refuses_an_unknown_part(tmp_path):
 
 
 def test_the_carried_wheels_cover_what_the_device_benchmarks_import():
-    """The GPU image has torch and transformers but not the serve extra: bench_decode and bench_serve
-    import prometheus_client (the engine's metrics), the server fastapi and uvicorn, bench_serve's
-    client httpx. `make device-wheels` downloads each at the project's pin, and device_checks.sh
-    installs each (prometheus-client was once missing, which would have cost both serving stages)."""
+    """The GPU image's packages are its own (fastapi and uvicorn are not among them): bench_decode and
+    bench_serve import prometheus_client (the engine's metrics), the server fastapi and uvicorn,
+    bench_serve's client httpx. `make device-wheels` downloads each at the project's pin, and
+    device_checks.sh installs each where the image lacks it (pip leaves a version it has alone), so
+    the serving stages do not hang on what an image happens to hold."""
     import re
     import tomllib
 
