@@ -64,20 +64,16 @@ def resolve_device_dtype(device: str, dtype: str):
     return device, getattr(torch, dtype)
 
 
-def log_to_console(level: str) -> None:
-    """Show the server's own log lines (the model served, its decoding step ready or failed) beside
-    uvicorn's, in its format; without a handler Python would print only warnings and worse."""
-    import logging
+def log_config(level: str) -> dict:
+    """uvicorn's logging config with the server's own logger ("tenali": the model served, its decoding
+    step ready or failed) on uvicorn's console handler; without it Python prints only warnings."""
+    import copy
 
-    from uvicorn.logging import DefaultFormatter
+    from uvicorn.config import LOGGING_CONFIG
 
-    logger = logging.getLogger("tenali")
-    if not any(getattr(h, "_tenali_console", False) for h in logger.handlers):
-        handler = logging.StreamHandler()
-        handler.setFormatter(DefaultFormatter("%(levelprefix)s %(message)s"))
-        handler._tenali_console = True
-        logger.addHandler(handler)
-    logger.setLevel(level.upper())
+    config = copy.deepcopy(LOGGING_CONFIG)
+    config["loggers"]["tenali"] = {"handlers": ["default"], "level": level.upper(), "propagate": False}
+    return config
 
 
 def run_server(args: argparse.Namespace) -> int:
@@ -120,10 +116,9 @@ def run_server(args: argparse.Namespace) -> int:
                            request_timeout=args.request_timeout, cors_origins=origins,
                            stream_interval=args.stream_interval_ms / 1000, prefill_padding=args.prefill_padding,
                            cuda_graph=args.cuda_graph, compile_step=args.compile)
-    log_to_console(args.log_level)
     app = create_app(served, options)
     print(f"Serving {served.name} ({served.source}) on http://{args.host}:{args.port}  "
           f"[{device}, {str(dtype).removeprefix('torch.')}{', CUDA graph' if args.cuda_graph else ''}"
           f"{', compiled' if args.compile else ''}]; chat page at /, API docs at /docs", flush=True)
-    uvicorn.run(app, host=args.host, port=args.port, log_level=args.log_level)
+    uvicorn.run(app, host=args.host, port=args.port, log_level=args.log_level, log_config=log_config(args.log_level))
     return 0

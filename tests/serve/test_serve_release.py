@@ -109,24 +109,26 @@ def test_serve_refuses_cuda_graphs_on_the_cpu_and_compiling_without_one(ckpt, ca
 
 
 def test_the_servers_own_log_lines_reach_the_console(capsys):
-    """`tenali serve` shows the engine's lines (its decoding step ready, in how long) at --log-level
-    info, in uvicorn's format, once however often it is set up; warnings only at --log-level warning."""
+    """`tenali serve` hands uvicorn a logging config that shows the engine's lines (its decoding step
+    ready, in how long) at --log-level info, in uvicorn's format, once however often it is applied;
+    warnings only at --log-level warning."""
     import logging
+    import logging.config
 
-    from tenali_model.serve import log_to_console
+    from tenali_model.serve import log_config
 
     log = logging.getLogger("tenali.serve")
+    logger = logging.getLogger("tenali")
+    saved = logger.handlers[:], logger.level, logger.propagate
     try:
-        log_to_console("info")
-        log_to_console("info")
+        logging.config.dictConfig(log_config("info"))
+        logging.config.dictConfig(log_config("info"))
         log.info("decoding step ready in %.1f s (%s)", 12.5, "compiled, CUDA graph")
         err = capsys.readouterr().err
         assert err.count("decoding step ready in 12.5 s (compiled, CUDA graph)") == 1
         assert err.startswith("INFO:")
-        log_to_console("warning")
+        logging.config.dictConfig(log_config("warning"))
         log.info("not shown")
         assert "not shown" not in capsys.readouterr().err
     finally:
-        logger = logging.getLogger("tenali")
-        logger.handlers = [h for h in logger.handlers if not getattr(h, "_tenali_console", False)]
-        logger.setLevel(logging.NOTSET)
+        logger.handlers, logger.level, logger.propagate = saved[0], saved[1], saved[2]
