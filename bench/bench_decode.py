@@ -73,7 +73,7 @@ def main(argv=None) -> int:
     caches = [slots.view(0), cache]
     flags = {"slots": "", "forward": ""}
     failed = 0
-    warmup: dict[str, float] = {}
+    warmup: dict[str, tuple[float, str]] = {}
     for name, wanted, compile in (("graph", args.graph, False), ("compiled", args.compile, True)):
         if not wanted:
             continue
@@ -83,7 +83,7 @@ def main(argv=None) -> int:
         decoder = StaticDecoder(model, static, compile=compile)
         try:
             with torch.inference_mode():
-                warmup[name] = decoder.warm()  # as the engine does before its first request
+                warmup[name] = decoder.warm(), decoder.kind  # as the engine does before its first request
         except Exception as e:  # noqa: BLE001 - say why, time the others
             print(f"{name}: failed to prepare: {type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}")
             failed = 1
@@ -148,10 +148,9 @@ def main(argv=None) -> int:
     for name in paths:
         if name != "slots":
             print(f"ratio {name}/slots {ms[name] / ms['slots']:.2f}x  (time per step: above 1, {name} is slower)")
-    for name, seconds in warmup.items():
+    for name, (seconds, kind) in warmup.items():
         if name in paths:
-            print(f"{name}: prepared in {seconds:.1f} s ({'compiled, ' if name == 'compiled' else ''}"
-                  f"{'captured' if gpu else 'nothing to capture on a CPU'})")
+            print(f"{name}: prepared in {seconds:.1f} s ({kind})")
     if metrics_s is None:
         print(f"prometheus updates: not measured ({metrics_missing})")
     else:

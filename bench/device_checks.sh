@@ -90,9 +90,8 @@ if wants decode; then
         --rounds 5 --steps 100 > "$work/decode.txt"
     stage decode_compiled 45 "$PY" bench/bench_decode.py --preset 51m --device cuda --dtype bfloat16 --graph \
         --compile --rounds 5 --steps 100 > "$work/decode_compiled.txt"
-    for f in decode decode_compiled; do
-        flags=$(sed -n 's/^serve with:\( \|$\)//p' "$work/$f.txt")
-        grep -q '^serve with:' "$work/$f.txt" && graph=$flags
+    for f in decode decode_compiled; do  # a run that was stopped has no such line
+        grep -q '^serve with:' "$work/$f.txt" && graph=$(sed -n 's/^serve with:[ ]*//p' "$work/$f.txt")
     done
     cat "$work/decode.txt" "$work/decode_compiled.txt"
     cp "$work/decode.txt" "$work/decode_compiled.txt" "$OUT/"

@@ -386,9 +386,7 @@ class Engine:
             if self._static is not None:  # every slot is free: compile and capture before any request
                 try:
                     self.warmup_seconds = self._static.warm()
-                    log.info("decoding step ready in %.1f s (%s)", self.warmup_seconds,
-                             ", ".join(["compiled"] * self._static.compiled + ["CUDA graph"] * self._static.capture)
-                             or "static, eager")
+                    log.info("decoding step ready in %.1f s (%s)", self.warmup_seconds, self._static.kind)
                 except Exception as e:  # noqa: BLE001 - the first step tries again, and fails its requests
                     log.exception("preparing the static decoding step failed")
                     self.prepare_error = f"preparing the decoding step failed: {type(e).__name__}: {e}"

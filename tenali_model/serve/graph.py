@@ -66,6 +66,12 @@ class StaticDecoder:
             logits = self._logits
         return logits[torch.tensor(slots, dtype=torch.long, device=logits.device)]  # a copy: the next replay overwrites
 
+    @property
+    def kind(self) -> str:
+        """What runs each step, for logs and benchmarks: "compiled, CUDA graph", "CUDA graph",
+        "compiled, eager" or "eager"."""
+        return ", ".join(["compiled"] * self.compiled + ["CUDA graph" if self.capture else "eager"])
+
     def warm(self) -> float:
         """Compile and capture now (what the first step would otherwise do); seconds taken. Every slot
         must be free: each decodes a dummy token at position 0, which its prefill overwrites."""

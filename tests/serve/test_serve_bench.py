@@ -47,7 +47,7 @@ def test_the_decoding_step_benchmark_checks_and_times_every_path():
     assert set(ops) == {"slots", "forward", "graph", "compiled"}, proc.stdout
     assert ops["compiled"] < ops["graph"] / 2, ops
     assert "ratio forward/slots" in proc.stdout and "ratio compiled/slots" in proc.stdout
-    assert "compiled: prepared in" in proc.stdout
+    assert "compiled: prepared in" in proc.stdout and "s (compiled, eager)" in proc.stdout
     last = proc.stdout.splitlines()[-1]
     assert last in ("serve with:", "serve with: --cuda-graph", "serve with: --cuda-graph --compile"), last
 

@@ -54,6 +54,7 @@ def test_compiled_static_step_engine_equals_single_sequence_generate(model):
     with Engine(model, max_batch=3, max_queue=8, cuda_graph=True, compile_step=True) as engine:
         got = generate_ids(engine, prompts, SamplingParams(max_tokens=16, temperature=0), timeout=300)
         assert engine._static.compiled and engine.warmup_seconds is not None
+        assert engine._static.kind == "compiled, eager"  # nothing to capture on the CPU
     assert got == want
 
 
