@@ -48,7 +48,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                         "step is then one launch instead of hundreds; see docs/serving.md")
     p.add_argument("--compile", action="store_true",
                    help="with --cuda-graph: pass the step through torch.compile before capturing it (fewer, fused "
-                        "kernels in the graph; compiling takes up to a minute when the server starts)")
+                        "kernels in the graph; compiled when the server starts, before /ready answers 200)")
     p.add_argument("--cors-origin", action="append", default=None,
                    help="allow browser calls from this origin (repeatable; also TENALI_CORS_ORIGINS, comma-separated)")
     p.add_argument("--log-level", default="info")

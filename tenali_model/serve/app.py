@@ -258,7 +258,7 @@ def create_app(served: Served, options: ServeOptions | None = None, engine: Engi
     @app.get("/ready")
     async def ready():
         """Readiness: 200 once the decoding step is prepared (with --cuda-graph --compile, compiling it
-        can take a minute after the port opens; requests sent meanwhile wait in the queue)."""
+        happens after the port opens; requests sent meanwhile wait in the queue)."""
         return JSONResponse({"ready": engine.ready, "status": status()}, status_code=200 if engine.ready else 503)
 
     @app.get("/metrics", include_in_schema=False)
