@@ -65,11 +65,19 @@ def _children(pid: int) -> list[int]:
     return kids
 
 
+def _running(pid: int) -> bool:
+    """Whether process pid exists and is not a zombie (exited, waiting to be reaped)."""
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except (FileNotFoundError, ProcessLookupError):
+        return False
+    return state != "Z"
+
+
 def test_a_benchmark_stopped_at_its_time_limit_keeps_its_cells_and_stops_its_server(tmp_path):
     """`timeout` (a device-run stage's limit) sends SIGTERM: the cells measured so far are in
     results.json (marked incomplete) and the HTTP server child is stopped with it, not left holding
     the device for the next stage."""
-    import os
     import signal
     import time
 
@@ -89,7 +97,6 @@ def test_a_benchmark_stopped_at_its_time_limit_keeps_its_cells_and_stops_its_ser
     finally:
         proc.kill()
     time.sleep(0.5)
-    for pid in children:
-        assert not os.path.exists(f"/proc/{pid}") or "Z" in Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1][:3], pid
+    assert not [pid for pid in children if _running(pid)]
     result = json.loads((out / "results.json").read_text())
     assert result["complete"] is False and result["results"] and result["results"][0]["prompt"] == 8
