@@ -310,7 +310,11 @@ def main(argv=None) -> int:
         engine.stop()
         if proc is not None:
             proc.terminate()
-            proc.wait(10)
+            try:  # uvicorn waits for open connections to close, and a stopped round may leave one
+                proc.wait(10)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
 
     report(args, results, lengths, device_name, model, cpu)
     return 0
