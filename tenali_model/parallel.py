@@ -11,6 +11,10 @@
             keep unsharded gradients for the whole model, which is what FSDP is there to avoid).
             With bf16 the all-gathered copies are bf16 and gradients are reduced in float32
             (MixedPrecisionPolicy); the sharded master weights stay float32.
+            With `compile`, each block is compiled in place before it is sharded (`Module.compile`:
+            parameter names unchanged): the all-gather and reduce-scatter hooks stay eager around
+            the compiled blocks (FSDP2 keeps dynamo out of them), and the root, whose chunked loss
+            is written for eager, is not compiled. single and ddp compile the whole model instead.
 
 The config key `parallelism` picks one ("auto": fsdp from config.FSDP_AUTO_MIN_PARAMS parameters up;
 one process is always "single"). Checkpoints stay one consolidated file whatever the mode:
@@ -44,12 +48,14 @@ def fsdp_available() -> bool:
 
 
 def build_model(mcfg: ModelConfig, mode: str, device: torch.device, *, world_size: int = 1,
-                activation_checkpointing: bool = False, bf16: bool = False) -> nn.Module:
+                activation_checkpointing: bool = False, bf16: bool = False,
+                compile_blocks: bool = False) -> nn.Module:
     """The Transformer ready for `mode`, before any wrapper that changes its call (DDP, compile).
 
     single/ddp: built and randomly initialised on the CPU with the current torch seed, then moved
     (every rank builds the same weights). fsdp: built on the meta device, sharded, then allocated on
     `device`, weights still empty: fill them with `load_full_state` (which broadcasts rank 0's).
+    compile_blocks (fsdp only): torch.compile every block in place before sharding it.
     """
     if mode != "fsdp":
         model = Transformer(mcfg).to(device)
@@ -63,6 +69,9 @@ def build_model(mcfg: ModelConfig, mode: str, device: torch.device, *, world_siz
     with torch.device("meta"):
         model = Transformer(mcfg)
     model.set_activation_checkpointing(activation_checkpointing)
+    if compile_blocks:
+        for block in model.layers:
+            block.compile()
     mesh = init_device_mesh(device.type, (world_size,))
     mp = MixedPrecisionPolicy(param_dtype=torch.bfloat16 if bf16 else None,
                               reduce_dtype=torch.float32 if bf16 else None)

@@ -170,8 +170,6 @@ def check_inputs(cfg: TrainConfig, world_size: int = 1) -> int:
     cfg.validate()
     cfg.resolved_grad_accum(world_size)  # global_batch_tokens must divide evenly
     mode = resolve_parallelism(cfg.parallelism, num_params(cfg.model_config()), world_size)
-    if mode == "fsdp" and cfg.compile:
-        raise ConfigError("compile is not supported with parallelism 'fsdp' yet; set compile to false")
     missing = [p for p in [*cfg.train_shards, *cfg.val_shards] if not Path(p).is_file()]
     if missing:
         raise ConfigError(f"token shard(s) not found: {missing}")
@@ -272,7 +270,8 @@ def _train(cfg: TrainConfig, d: Dist, pipes, stop_at: int | None) -> dict:
                               f"({mcfg}); use a new out_dir")
     model = build_model(mcfg, mode, d.device, world_size=d.world_size,
                         activation_checkpointing=cfg.activation_checkpointing,
-                        bf16=use_bf16(d.device, cfg.dtype))
+                        bf16=use_bf16(d.device, cfg.dtype),
+                        compile_blocks=cfg.compile and mode == "fsdp")
     optimizer = torch.optim.AdamW(param_groups(model, cfg.weight_decay), lr=cfg.lr,
                                   betas=(cfg.beta1, cfg.beta2), eps=1e-8, fused=fused_adamw(d.device))
     loader = TokenLoader(cfg.train_shards, seq_len, cfg.batch_size, d.rank, d.world_size, cfg.seed)
@@ -305,7 +304,7 @@ def _train(cfg: TrainConfig, d: Dist, pipes, stop_at: int | None) -> dict:
     metrics = MetricsLog(out_dir / "metrics.jsonl", resume_step=step) if d.is_main else None
 
     raw_model = model  # FSDP shards in place: raw_model is the sharded module itself
-    if cfg.compile:
+    if cfg.compile and mode != "fsdp":  # under FSDP build_model compiled each block
         model = torch.compile(model)
     if mode == "ddp":
         model = wrap_ddp(model, d.device)
@@ -320,7 +319,7 @@ def _train(cfg: TrainConfig, d: Dist, pipes, stop_at: int | None) -> dict:
 
     say(f"model {n_params:,} params | {d.world_size} rank(s) on {d.device.type}, {mode}"
         f"{' + activation checkpointing' if cfg.activation_checkpointing else ''}"
-        f"{' + torch.compile' if cfg.compile else ''} | "
+        f"{(' + torch.compile per block' if mode == 'fsdp' else ' + torch.compile') if cfg.compile else ''} | "
         f"{tokens_per_step:,} tokens/step (grad_accum {grad_accum}) | steps {step} -> {cfg.steps}")
 
     t_start, tokens_at_start = time.time(), tokens_seen
