@@ -169,7 +169,6 @@ def check_inputs(cfg: TrainConfig, world_size: int = 1) -> int:
     """Validate the config and every shard header before any work; returns train token count."""
     cfg.validate()
     cfg.resolved_grad_accum(world_size)  # global_batch_tokens must divide evenly
-    mode = resolve_parallelism(cfg.parallelism, num_params(cfg.model_config()), world_size)
     missing = [p for p in [*cfg.train_shards, *cfg.val_shards] if not Path(p).is_file()]
     if missing:
         raise ConfigError(f"token shard(s) not found: {missing}")
