@@ -87,11 +87,12 @@ def build_parser() -> argparse.ArgumentParser:
                          "bench/bench_mfu.py (e.g. var/device-checks/mfu.json from a GPU run): its measured "
                          "figure for this model is used")
     pl.add_argument("--price", type=float, default=None, help="price per GPU-hour")
-    pl.add_argument("--seq-len", type=int, default=None, help="default: the model's (or config's)")
+    pl.add_argument("--seq-len", type=int, default=None, help="default: the config's, else the preset's recipe")
     pl.add_argument("--global-batch-tokens", type=_number, default=None,
-                    help="tokens per optimizer step (default: the config's, else about 1M)")
+                    help="tokens per optimizer step (default: the config's, else the preset's recipe: "
+                         "4M tokens for the 7b)")
     pl.add_argument("--micro-batch", type=int, default=None,
-                    help="sequences per GPU per micro-step (default: the config's batch_size, else 1)")
+                    help="sequences per GPU per micro-step (default: the config's batch_size, else the recipe's)")
     return p
 
 
@@ -99,10 +100,18 @@ def _plan(args) -> int:
     from .config import MODEL_PRESETS, TrainConfig
     from .plan import plan, render
 
-    kwargs = dict(seq_len=args.seq_len, micro_batch=args.micro_batch or 1,
-                  global_batch_tokens=int(args.global_batch_tokens) if args.global_batch_tokens else None)
-    if args.config in MODEL_PRESETS:
-        model = args.config
+    if args.config in MODEL_PRESETS:  # what the pipeline would run: the preset's recipe
+        from .recipes import recipe_for
+
+        model, r = args.config, recipe_for(args.config)[1]
+        seq_len = args.seq_len or r.seq_len
+        micro = args.micro_batch or r.micro_batch
+        batch = r.global_batch_tokens(seq_len) or micro * seq_len * args.gpus
+        kwargs = dict(seq_len=seq_len, micro_batch=micro,
+                      global_batch_tokens=int(args.global_batch_tokens) if args.global_batch_tokens else batch)
+        print(f"recipe     {model} (tenali_model/recipes.py) for what is not given: lr {r.lr:g}, "
+              f"warmup {r.warmup_steps:,} steps{', compile' if r.compile else ''}"
+              f"{', activation checkpointing' if r.activation_checkpointing else ''}")
     elif Path(args.config).is_file():
         cfg = TrainConfig.from_json(args.config)
         model = cfg.model_config()

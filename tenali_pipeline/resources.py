@@ -11,6 +11,7 @@ from __future__ import annotations
 import os
 import tempfile
 from pathlib import Path
+from typing import Optional
 
 import dagster as dg
 
@@ -259,22 +260,74 @@ class CorpusResource(dg.ConfigurableResource):
 
 
 class TrainingResource(dg.ConfigurableResource):
-    """What to pretrain and for how long; the launcher decides where."""
+    """What to pretrain and for how long; the launcher decides where.
+
+    A setting left at None is the model's recipe (`tenali_model.recipes`: the demo's values for the
+    demo, the seed's for the 7B), so changing TENALI_MODEL changes the context, batch and learning
+    rate with it; `resolve` fills them in."""
 
     model: str = "demo"
     steps: int = 300
-    batch_size: int = 16
-    seq_len: int = 128
-    grad_accum: int = 1
-    lr: float = 3e-3
-    warmup_steps: int = 30
-    eval_every: int = 100
+    batch_size: Optional[int] = None  # sequences per rank per micro-step
+    seq_len: Optional[int] = None
+    global_batch_tokens: Optional[int] = None  # tokens per optimizer step; 0 = batch_size x seq_len x ranks
+    lr: Optional[float] = None  # peak; cosine decay to a tenth
+    warmup_steps: Optional[int] = None
+    z_loss: Optional[float] = None
+    compile: Optional[bool] = None
+    activation_checkpointing: Optional[bool] = None
+    eval_every: Optional[int] = None
     eval_batches: int = 20
-    ckpt_every: int = 100
+    ckpt_every: Optional[int] = None
     seed: int = 1337
     # "latest": continue from the latest checkpoint when new shards landed (same tokenizer and model);
     # "scratch": always start fresh (defs/training/assets.py).
     train_from: str = "latest"
+
+    def resolve(self, model) -> dict:
+        """TrainConfig fields for pretraining `model` (a ModelConfig; None: this resource's preset):
+        each setting given here, else the recipe's; `recipe` names the recipe used. The recipe's seq_len
+        is cut to the model's context (an imported base's may be shorter), its batch keeping its
+        sequence count."""
+        from tenali_model.config import preset
+        from tenali_model.recipes import recipe_for
+
+        cfg = preset(self.model) if model is None else model
+        name, r = recipe_for(self.model if model is None else model)
+        seq_len = self.seq_len or min(r.seq_len, cfg.max_seq_len)  # a given one is checked, not cut
+        pick = lambda mine, theirs: theirs if mine is None else mine  # noqa: E731
+        lr = pick(self.lr, r.lr)
+        return {"recipe": name, "batch_size": pick(self.batch_size, r.micro_batch), "seq_len": seq_len,
+                "global_batch_tokens": pick(self.global_batch_tokens, r.global_batch_tokens(seq_len)),
+                "lr": lr, "min_lr": lr / 10,
+                "warmup_steps": min(pick(self.warmup_steps, r.warmup_steps), self.steps // 5),
+                "z_loss": pick(self.z_loss, r.z_loss), "compile": pick(self.compile, r.compile),
+                "activation_checkpointing": pick(self.activation_checkpointing, r.activation_checkpointing),
+                "eval_every": pick(self.eval_every, r.eval_every), "eval_batches": self.eval_batches,
+                "ckpt_every": pick(self.ckpt_every, r.ckpt_every), "seed": self.seed}
+
+
+def training_overrides(values: dict) -> dict:
+    """TENALI_TRAIN_CONFIG's settings for TrainingResource, checked by name and (strictly) by type
+    here, so that a typo stops `tenali` at start-up instead of a training hours later (the resource
+    itself would ignore an unknown name and take "yes" for true)."""
+    from pydantic import TypeAdapter, ValidationError
+
+    from .settings import SettingsError
+
+    own = {"model": "TENALI_MODEL", "steps": "TENALI_TRAIN_STEPS", "train_from": "TENALI_TRAIN_FROM"}
+    fields = TrainingResource.model_fields
+    for key, value in values.items():
+        if key in own:
+            raise SettingsError(f"TENALI_TRAIN_CONFIG sets {key!r}: use {own[key]} for that.")
+        if key not in fields:
+            raise SettingsError(f"TENALI_TRAIN_CONFIG has {key!r}, which is not a pretraining setting; known: "
+                                f"{', '.join(sorted(set(fields) - set(own)))}.")
+        try:
+            TypeAdapter(fields[key].annotation).validate_python(value, strict=True)
+        except ValidationError as e:
+            raise SettingsError(f"TENALI_TRAIN_CONFIG {key}={value!r}: {e.errors()[0]['msg']}.") from None
+    return dict(values)
 
 
 def from_env(name: str, value, env=None):
@@ -329,6 +382,7 @@ def build_resources(settings: Settings, env=None) -> dict:
             base_model=e("TENALI_BASE_MODEL", settings.base_model)),
         "training": TrainingResource(model=e("TENALI_MODEL", settings.model),
                                      steps=e("TENALI_TRAIN_STEPS", settings.train_steps),
-                                     train_from=e("TENALI_TRAIN_FROM", settings.train_from)),
+                                     train_from=e("TENALI_TRAIN_FROM", settings.train_from),
+                                     **training_overrides(settings.train_config)),
         "launcher": build_launcher(settings),
     }

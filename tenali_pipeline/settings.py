@@ -53,6 +53,8 @@ VARIABLES: dict[str, tuple[str, str]] = {
     "TENALI_TRAIN_NPROC": ("torchrun processes per node (0 = one per GPU, else 1 on CPU)", "0"),
     "TENALI_LAUNCHER": ("local | k8s | ecs: where training runs", "local for demo and local, k8s for prod"),
     "TENALI_TRAIN_FROM": ("latest: continue from the latest checkpoint when new shards landed | scratch", "latest"),
+    "TENALI_TRAIN_CONFIG": ("JSON object of pretraining settings replacing the model's recipe (tenali_model/recipes.py), "
+                            "e.g. {\"lr\": 2e-4, \"compile\": false}", "{}: the recipe"),
     "TENALI_BASE_MODEL": ("Hugging Face Llama-family model folder or s3:// prefix to continue pretraining "
                           "(its own tokenizer replaces the trained one)", "none: train from scratch"),
     "TENALI_TRAINER_IMAGE": ("trainer image for k8s and ecs (infra/docker/trainer.Dockerfile)", ""),
@@ -180,6 +182,7 @@ class Settings:
     onchain_daily: bool = False
     refresh_hours: float = 6.0
     train_from: str = "latest"
+    train_config: dict = field(default_factory=dict)  # TENALI_TRAIN_CONFIG: TrainingResource fields
     base_model: str = ""  # TENALI_BASE_MODEL: a Hugging Face base to continue pretraining (defs/tokenizer, training)
     # TENALI_* settings of the cluster launchers (CLUSTER_VARIABLES) that are set, read by launchers/.
     cluster: dict[str, str] = field(default_factory=dict)
@@ -255,6 +258,12 @@ def load_settings(env: dict[str, str] | None = None) -> Settings:
     train_from = get("TENALI_TRAIN_FROM") or "latest"
     if train_from not in ("latest", "scratch"):
         raise SettingsError(f"TENALI_TRAIN_FROM={train_from!r} must be 'latest' or 'scratch'.")
+    try:
+        train_config = json.loads(get("TENALI_TRAIN_CONFIG") or "{}")
+    except json.JSONDecodeError as e:
+        raise SettingsError(f"TENALI_TRAIN_CONFIG must be JSON: {e}") from None
+    if not isinstance(train_config, dict):
+        raise SettingsError(f"TENALI_TRAIN_CONFIG must be a JSON object, got {get('TENALI_TRAIN_CONFIG')!r}.")
     cluster = {name: get(name) for name in CLUSTER_VARIABLES if get(name)}
     for name in ("TENALI_GPUS_PER_NODE", "TENALI_NODES"):
         if integer(name, 1) < 1:
@@ -350,6 +359,7 @@ def load_settings(env: dict[str, str] | None = None) -> Settings:
         defillama_protocols=_csv(get("TENALI_DEFILLAMA_PROTOCOLS")) or base.defillama_protocols,
         coingecko_coins=_csv(get("TENALI_COINGECKO_COINS")) or base.coingecko_coins,
         train_from=train_from,
+        train_config=train_config,
         base_model=get("TENALI_BASE_MODEL"),
         cluster=cluster,
     )

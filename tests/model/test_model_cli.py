@@ -15,9 +15,15 @@ def test_plan_from_a_preset(capsys):
     assert main(["plan", "--config", "7b", "--tokens", "100e9", "--gpus", "8", "--gpu", "h100",
                  "--mfu", "0.4", "--price", "2.5"]) == 0
     out = capsys.readouterr().out
-    p = plan("7b", tokens=100e9, gpus=8, gpu="h100", mfu=0.4, price_per_gpu_hour=2.5)
+    # what is not given comes from the 7b recipe: the seed's 4M-token batches of 4,096-token sequences
+    p = plan("7b", tokens=100e9, gpus=8, gpu="h100", mfu=0.4, price_per_gpu_hour=2.5, seq_len=4096,
+             micro_batch=1, global_batch_tokens=4 * 2 ** 20)
     assert f"{p.gpu_hours:,.0f} GPU-hours" in out and f"${p.cost:,.0f}" in out
-    assert f"{p.steps:,} steps" in out and "fsdp x8" in out
+    assert f"{p.steps:,} steps" in out and "fsdp x8" in out and "23,842 steps" in out
+    assert "recipe     7b" in out and "micro-batch 1 per GPU, grad_accum 128" in out
+    assert main(["plan", "--config", "7b", "--tokens", "100e9", "--gpus", "8", "--global-batch-tokens", "2M",
+                 "--micro-batch", "2"]) == 0  # given values win
+    assert "2,000,000 tokens per step" in capsys.readouterr().out
 
 
 def test_plan_from_a_training_config(shards, tmp_path, capsys):

@@ -150,6 +150,8 @@ def test_training_loss_falls_and_evaluation_is_finite(demo_run):
     meta = latest(instance, "pretrain_checkpoint")
     assert meta["step"].value == STEPS
     assert meta["world_size"].value == 2
+    config = meta["train_config"].value  # the resource's settings, the tiny recipe for the rest
+    assert meta["recipe"].value == "tiny" and (config["batch_size"], config["eval_every"], config["compile"]) == (8, 40, False)
     assert meta["final_loss"].value < 0.75 * meta["initial_loss"].value
     pointer = lake.read_json("checkpoints/pretrain/LATEST.json")
     ckpt = Path(pointer["checkpoint"])

@@ -34,7 +34,7 @@ import shutil
 import tempfile
 
 import dagster as dg
-from tenali_model.config import TrainConfig
+from tenali_model.config import TrainConfig, checkpoint_model_config
 
 from ...plots import line_chart_svg, markdown_image
 from ...resources import LakeResource, TrainingResource
@@ -68,22 +68,16 @@ def pretrain_checkpoint(context: dg.AssetExecutionContext, lake: LakeResource, t
     # from a base: its checkpoint decides the shape and vocabulary (TrainConfig.model_config)
     shape = ({"init_from": base["path"]} if base else
              {"model": training.model, "vocab_size": manifest["tokenizer"]["vocab_size"]})
+    # the hyperparameters: the resource's, else the recipe of the model's size (the base's, from a base)
+    hyper = training.resolve(checkpoint_model_config(base["path"]) if base else None)
+    recipe = hyper.pop("recipe")
     cfg = TrainConfig(
         train_shards=[str(shards / e["file"]) for e in manifest["splits"]["train"]],
         val_shards=[str(shards / e["file"]) for e in manifest["splits"]["val"]],
         out_dir=str(run_dir),
         **shape,
         steps=training.steps,
-        batch_size=training.batch_size,
-        seq_len=training.seq_len,
-        grad_accum=training.grad_accum,
-        lr=training.lr,
-        min_lr=training.lr / 10,
-        warmup_steps=min(training.warmup_steps, training.steps // 5),
-        eval_every=training.eval_every,
-        eval_batches=training.eval_batches,
-        ckpt_every=training.ckpt_every,
-        seed=training.seed,
+        **hyper,
     )
     try:
         cfg.validate()
@@ -96,6 +90,11 @@ def pretrain_checkpoint(context: dg.AssetExecutionContext, lake: LakeResource, t
     if base and parent is None:
         why = f"base model {base['name']} ({base['checkpoint']}); no parent checkpoint: {why}"
     context.log.info(f"starting point: {why}")
+    context.log.info(f"hyperparameters: the {recipe} recipe where not set (tenali_model/recipes.py): "
+                     f"seq_len {cfg.seq_len}, batch {cfg.batch_size} per rank, "
+                     f"{cfg.global_batch_tokens or 'batch x seq_len x ranks'} tokens per step, lr {cfg.lr:g}"
+                     f"{', compile' if cfg.compile else ''}"
+                     f"{', activation checkpointing' if cfg.activation_checkpointing else ''}")
     if parent is not None:
         parent_dir = store.download_dir(parent["checkpoint_key"], lake.cache() / parent["checkpoint_key"])
         parent_step = seed_from_parent(parent_dir, run_dir)  # nothing to do on a retry: run_dir has its own
@@ -126,6 +125,7 @@ def pretrain_checkpoint(context: dg.AssetExecutionContext, lake: LakeResource, t
         "base_model": dg.MetadataValue.path(base["uri"]) if base else "none",
         "base_model_sha256": base["sha256"][:16] if base else "none",
         "train_tokens_available": manifest["totals"]["train"],
+        "recipe": recipe,
         "train_config": dg.MetadataValue.json(cfg.to_dict()),
     })
 
