@@ -34,12 +34,21 @@ def test_info_verbose_prints_the_lake_and_every_variable(env, capsys, monkeypatc
     assert re.search(rf"^dagster home\s+{re.escape(str(env / 'dagster'))}$", out, re.M)
     assert re.search(r"^profile\s+demo$", out, re.M)
     assert re.search(r"^model\s+demo \(300 steps\)$", out, re.M)
+    assert re.search(r"^pretraining\s+the demo recipe: seq_len 128, 16 per rank, .* lr 0.003, warmup 30$", out, re.M)
     listed = re.findall(r"^  ([A-Z][A-Z0-9_]+) ", out, re.M)
     assert listed == list(VARIABLES)
     assert re.search(r"^  TENALI_TICKERS\s+NVDA,AMD\s", out, re.M)  # a set variable shows its value
     assert re.search(r"^  TENALI_VAL_START\s+-\s", out, re.M)  # an unset one shows '-'
     assert re.search(rf"^  TENALI_HOME\s+{re.escape(str(env))}\s", out, re.M)
 
+
+
+def test_info_prints_the_pretraining_a_bigger_model_would_get(env, capsys, monkeypatch):
+    monkeypatch.setenv("TENALI_MODEL", "7b")
+    monkeypatch.setenv("TENALI_TRAIN_CONFIG", '{"lr": 2e-4}')
+    assert cli.main(["info"]) == 0
+    line = next(x for x in capsys.readouterr().out.splitlines() if x.startswith("pretraining"))
+    assert "the 7b recipe + TENALI_TRAIN_CONFIG: seq_len 4,096, 1 per rank, 4,194,304 tokens per step, lr 0.0002" in line
 
 def test_info_never_prints_a_secret(env, capsys, monkeypatch):
     monkeypatch.setenv("FRED_API_KEY", "abcdef0123456789secret")
