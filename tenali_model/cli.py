@@ -101,7 +101,7 @@ def _plan(args) -> int:
     from .plan import plan, render
 
     if args.config in MODEL_PRESETS:  # what the pipeline would run: the preset's recipe
-        from .recipes import recipe_for
+        from .recipes import describe, recipe_for
 
         model, r = args.config, recipe_for(args.config)[1]
         seq_len = args.seq_len or r.seq_len
@@ -109,9 +109,8 @@ def _plan(args) -> int:
         batch = r.global_batch_tokens(seq_len) or micro * seq_len * args.gpus
         kwargs = dict(seq_len=seq_len, micro_batch=micro,
                       global_batch_tokens=int(args.global_batch_tokens) if args.global_batch_tokens else batch)
-        print(f"recipe     {model} (tenali_model/recipes.py) for what is not given: lr {r.lr:g}, "
-              f"warmup {r.warmup_steps:,} steps{', compile' if r.compile else ''}"
-              f"{', activation checkpointing' if r.activation_checkpointing else ''}")
+        print(f"recipe     {model} (tenali_model/recipes.py) for what is not given: "
+              f"{describe(r.train_config(seq_len))}")
     elif Path(args.config).is_file():
         cfg = TrainConfig.from_json(args.config)
         model = cfg.model_config()

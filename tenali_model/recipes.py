@@ -47,6 +47,16 @@ class TrainRecipe:
         """Tokens per optimizer step (0: set by the ranks), at `seq_len` if the run shortens it."""
         return self.global_batch_seqs * (seq_len or self.seq_len)
 
+    def train_config(self, seq_len: int | None = None) -> dict:
+        """The recipe as TrainConfig fields (the same names as TrainingResource's settings), at
+        `seq_len` if the run shortens it (the batch keeps its sequence count)."""
+        seq_len = seq_len or self.seq_len
+        return {"batch_size": self.micro_batch, "seq_len": seq_len,
+                "global_batch_tokens": self.global_batch_tokens(seq_len), "lr": self.lr,
+                "warmup_steps": self.warmup_steps, "z_loss": self.z_loss, "compile": self.compile,
+                "activation_checkpointing": self.activation_checkpointing, "eval_every": self.eval_every,
+                "ckpt_every": self.ckpt_every}
+
 
 RECIPES: dict[str, TrainRecipe] = {
     "tiny": TrainRecipe(micro_batch=16, seq_len=128, global_batch_seqs=0, lr=3e-3, warmup_steps=30,
@@ -86,3 +96,13 @@ def recipe_for(model: str | ModelConfig) -> tuple[str, TrainRecipe]:
 def _body(cfg: ModelConfig) -> int:
     """Parameters outside the token embedding and the lm head."""
     return num_params(cfg) - cfg.vocab_size * cfg.dim * (1 if cfg.tie_embeddings else 2)
+
+
+def describe(fields: dict) -> str:
+    """One line of the settings that decide a run's cost and course (TrainConfig field names), as
+    `tenali info`, `tenali plan` and the pretraining step print them."""
+    tokens = f"{fields['global_batch_tokens']:,} tokens" if fields["global_batch_tokens"] else "batch x seq_len x ranks"
+    return (f"seq_len {fields['seq_len']:,}, {fields['batch_size']} per rank, {tokens} per step, "
+            f"lr {fields['lr']:g}, warmup {fields['warmup_steps']:,}" + "".join(
+                f", {name}" for key, name in (("compile", "compile"), ("activation_checkpointing",
+                                                                     "activation checkpointing")) if fields[key]))

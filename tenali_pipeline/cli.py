@@ -48,14 +48,12 @@ def cmd_info(args) -> int:
     print(f"dagster home  {os.environ['DAGSTER_HOME']}")
     print(f"sources       {s.sources}")
     print(f"model         {s.model} ({s.train_steps} steps)")
+    from tenali_model.recipes import describe
+
     from .resources import TrainingResource, training_overrides
 
     t = TrainingResource(model=s.model, steps=s.train_steps, **training_overrides(s.train_config)).resolve(None)
-    tokens = f"{t['global_batch_tokens']:,} tokens" if t["global_batch_tokens"] else "batch x seq_len x ranks"
-    print(f"pretraining   the {t['recipe']} recipe{' + TENALI_TRAIN_CONFIG' if s.train_config else ''}: "
-          f"seq_len {t['seq_len']:,}, {t['batch_size']} per rank, {tokens} per step, lr {t['lr']:g}, "
-          f"warmup {t['warmup_steps']:,}{', compile' if t['compile'] else ''}"
-          f"{', activation checkpointing' if t['activation_checkpointing'] else ''}")
+    print(f"pretraining   the {t['recipe']} recipe{' + TENALI_TRAIN_CONFIG' if s.train_config else ''}: {describe(t)}")
     if args.verbose:
         print("\nvariables:")
         for name, (meaning, default) in VARIABLES.items():

@@ -295,16 +295,11 @@ class TrainingResource(dg.ConfigurableResource):
         cfg = preset(self.model) if model is None else model
         name, r = recipe_for(self.model if model is None else model)
         seq_len = self.seq_len or min(r.seq_len, cfg.max_seq_len)  # a given one is checked, not cut
-        pick = lambda mine, theirs: theirs if mine is None else mine  # noqa: E731
-        lr = pick(self.lr, r.lr)
-        return {"recipe": name, "batch_size": pick(self.batch_size, r.micro_batch), "seq_len": seq_len,
-                "global_batch_tokens": pick(self.global_batch_tokens, r.global_batch_tokens(seq_len)),
-                "lr": lr, "min_lr": lr / 10,
-                "warmup_steps": min(pick(self.warmup_steps, r.warmup_steps), self.steps // 5),
-                "z_loss": pick(self.z_loss, r.z_loss), "compile": pick(self.compile, r.compile),
-                "activation_checkpointing": pick(self.activation_checkpointing, r.activation_checkpointing),
-                "eval_every": pick(self.eval_every, r.eval_every), "eval_batches": self.eval_batches,
-                "ckpt_every": pick(self.ckpt_every, r.ckpt_every), "seed": self.seed}
+        fields = r.train_config(seq_len)
+        fields.update({k: getattr(self, k) for k in fields if getattr(self, k) is not None})
+        fields["warmup_steps"] = min(fields["warmup_steps"], self.steps // 5)
+        return {"recipe": name, **fields, "min_lr": fields["lr"] / 10, "eval_batches": self.eval_batches,
+                "seed": self.seed}
 
 
 def training_overrides(values: dict) -> dict:

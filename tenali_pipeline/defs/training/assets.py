@@ -35,6 +35,7 @@ import tempfile
 
 import dagster as dg
 from tenali_model.config import TrainConfig, checkpoint_model_config
+from tenali_model.recipes import describe
 
 from ...plots import line_chart_svg, markdown_image
 from ...resources import LakeResource, TrainingResource
@@ -91,10 +92,7 @@ def pretrain_checkpoint(context: dg.AssetExecutionContext, lake: LakeResource, t
         why = f"base model {base['name']} ({base['checkpoint']}); no parent checkpoint: {why}"
     context.log.info(f"starting point: {why}")
     context.log.info(f"hyperparameters: the {recipe} recipe where not set (tenali_model/recipes.py): "
-                     f"seq_len {cfg.seq_len}, batch {cfg.batch_size} per rank, "
-                     f"{cfg.global_batch_tokens or 'batch x seq_len x ranks'} tokens per step, lr {cfg.lr:g}"
-                     f"{', compile' if cfg.compile else ''}"
-                     f"{', activation checkpointing' if cfg.activation_checkpointing else ''}")
+                     f"{describe(cfg.to_dict())}")
     if parent is not None:
         parent_dir = store.download_dir(parent["checkpoint_key"], lake.cache() / parent["checkpoint_key"])
         parent_step = seed_from_parent(parent_dir, run_dir)  # nothing to do on a retry: run_dir has its own
