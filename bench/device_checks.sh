@@ -73,8 +73,8 @@ fi
 
 if wants tests; then
     # Correctness first: the model's CUDA paths against its CPU ones, the trainer on the GPU, the
-    # CUDA-graph decoding step, eager and compiled (the latter last: the slowest) (the overrides keep pyproject's dagster warning filters out: there is
-    # no dagster there).
+    # CUDA-graph decoding step, eager and then compiled (last: the slowest). The overrides keep
+    # pyproject's dagster warning filters out: there is no dagster there.
     stage cuda_tests 70 "$PY" -m pytest -q -p no:cacheprovider -o addopts="" \
         -o filterwarnings=ignore::DeprecationWarning tests/model/test_model_cuda.py
 fi

@@ -118,7 +118,6 @@ def run_server(args: argparse.Namespace) -> int:
                            cuda_graph=args.cuda_graph, compile_step=args.compile)
     app = create_app(served, options)
     print(f"Serving {served.name} ({served.source}) on http://{args.host}:{args.port}  "
-          f"[{device}, {str(dtype).removeprefix('torch.')}{', CUDA graph' if args.cuda_graph else ''}"
-          f"{', compiled' if args.compile else ''}]; chat page at /, API docs at /docs", flush=True)
+          f"[{device}, {str(dtype).removeprefix('torch.')}]; chat page at /, API docs at /docs", flush=True)
     uvicorn.run(app, host=args.host, port=args.port, log_level=args.log_level, log_config=log_config(args.log_level))
     return 0
