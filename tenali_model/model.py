@@ -257,7 +257,7 @@ class Transformer(nn.Module):
     def forward(self, idx: torch.Tensor, targets: torch.Tensor | None = None, *,
                 cache: KVCache | None = None, start_pos: int = 0, z_loss: float = 0.0,
                 doc_ids: torch.Tensor | None = None, last_only: bool = False, with_logits: bool = True,
-                token_logps: bool = False, hidden: bool = False):
+                token_logps: bool = False, hidden: bool = False, head_loss=None):
         """idx [B, T] token ids -> (logits [B, T, V] float32, loss or None).
 
         doc_ids [B, T]: which document (conversation) each position belongs to, for several packed
@@ -278,6 +278,10 @@ class Transformer(nn.Module):
         that DDP's forward (which prepares its gradient all-reduce) is what runs.
         hidden=True: return (the final norm's output [B, T, dim], None), for a loss that applies the
         lm head itself chunk by chunk (distillation: `loss.linear_distill_loss`).
+        head_loss: a function of (the final norm's output [B, T, dim], the lm head's weight [V, dim]);
+        returns (None, what it returns). The same as `hidden` followed by the function, but run inside
+        the forward: under FSDP the head's weight is only whole (all-gathered) there, and DDP's and
+        FSDP's backward hooks see every use of it.
         """
         B, T = idx.shape
         if start_pos + T > self.config.max_seq_len:
@@ -299,6 +303,8 @@ class Transformer(nn.Module):
             x = x[:, -1:]
         if hidden:
             return self.norm(x), None
+        if head_loss is not None:
+            return None, head_loss(self.norm(x), self.lm_head.weight)
         if token_logps:
             if targets is None:
                 raise ValueError("token_logps needs targets: the log-probabilities are of the targets")

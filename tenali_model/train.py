@@ -333,7 +333,7 @@ def _train(cfg: TrainConfig, d: Dist, pipes, stop_at: int | None) -> dict:
         windows = iter_eval_windows(cfg.val_shards, seq_len, cfg.batch_size, cfg.eval_batches,
                                     d.rank, d.world_size)
         if mode == "fsdp":  # every rank must run the same number of forwards (they all-gather)
-            windows = _pad_batches(windows, _eval_batches_per_rank(cfg, seq_len, d.world_size), seq_len)
+            windows = pad_batches(windows, eval_batches_per_rank(cfg, seq_len, d.world_size), seq_len)
         total, count = loss_sum(raw_model, windows, d.device, autocast)
         if d.world_size > 1:
             t = torch.tensor([total, count], dtype=torch.float64, device=d.device)
@@ -424,14 +424,15 @@ def _train(cfg: TrainConfig, d: Dist, pipes, stop_at: int | None) -> dict:
     return summary
 
 
-def _eval_batches_per_rank(cfg: TrainConfig, seq_len: int, world_size: int) -> int:
-    """The most validation batches any rank gets from iter_eval_windows."""
+def eval_batches_per_rank(cfg, seq_len: int, world_size: int) -> int:
+    """The most validation batches any rank gets from iter_eval_windows (cfg: its val_shards,
+    batch_size and eval_batches; a TrainConfig or a distillation config)."""
     n_windows = max(0, sum(shard_token_count(p) for p in cfg.val_shards) - 1) // seq_len
     n_batches = min(math.ceil(n_windows / cfg.batch_size), cfg.eval_batches)
     return math.ceil(n_batches / world_size)
 
 
-def _pad_batches(batches, count: int, seq_len: int):
+def pad_batches(batches, count: int, seq_len: int):
     """The batches, then all-ignored ones (targets -1: no loss, no tokens) up to `count`."""
     n = 0
     for n, batch in enumerate(batches, 1):

@@ -14,6 +14,13 @@ loudly). Fields every stage has:
     lora           null = full fine-tuning, or {"r", "alpha", "dropout", "target_modules",
                    "train_head"} (defaults: the seed's r=16, alpha=32, dropout 0.05 on
                    wq/wk/wv/wo/w1/w2/w3, output head trained)
+    parallelism    over several torchrun ranks: "ddp" (every rank holds the whole model and
+                   optimizer), "fsdp" (FSDP2: weights, gradients and AdamW state sharded over the
+                   ranks, as tenali_model.parallel does for pretraining; full fine-tuning only, which
+                   is what needs it: a 7B's float32 weights, gradients and AdamW state are 110 GB) or "auto"
+                   (fsdp for full fine-tuning of models of 1B parameters or more, else ddp; LoRA
+                   always ddp: its frozen weights fit one GPU and only the adapters carry state)
+    activation_checkpointing   recompute each block's activations in the backward pass
 
 SFT and DPO add steps, lr, min_lr, warmup_steps and schedule ("cosine", "linear", "constant" or
 "onecycle"); distillation has `phases` instead, each with its own steps, lr, min_lr, warmup_steps,
@@ -120,6 +127,8 @@ class StageConfig(JsonConfig):
     dtype: str = "auto"
     num_threads: int = 0
     lora: LoraSettings | None = None
+    parallelism: str = "auto"
+    activation_checkpointing: bool = False
 
     # --- the optimisation schedule -------------------------------------------------------------
 
@@ -160,8 +169,14 @@ class StageConfig(JsonConfig):
             raise ConfigError(f"device must be 'auto', 'cpu' or 'cuda', got {self.device!r}")
         if self.dtype not in ("auto", "float32", "bfloat16"):
             raise ConfigError(f"dtype must be 'auto', 'float32' or 'bfloat16', got {self.dtype!r}")
+        if self.parallelism not in ("auto", "ddp", "fsdp"):
+            raise ConfigError(f"parallelism must be 'auto', 'ddp' or 'fsdp', got {self.parallelism!r}")
         if self.lora is not None:
             self.lora.validate()
+            if self.parallelism == "fsdp":
+                raise ConfigError("parallelism 'fsdp' is for full fine-tuning; LoRA trains under ddp (its "
+                                  "frozen weights fit one GPU in bf16 and only the adapters carry optimizer "
+                                  "state): set parallelism to 'ddp' or 'auto', or drop lora")
         phases = self.plan_phases()
         if not phases:
             raise ConfigError("phases is empty")

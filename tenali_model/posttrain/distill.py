@@ -34,9 +34,9 @@ from ..data import TokenLoader, iter_eval_windows, shard_token_count
 from ..evaluate import loss_sum
 from ..loss import linear_distill_loss
 from ..plan import flops_per_token
-from ..train import Dist
+from ..train import Dist, eval_batches_per_rank, pad_batches
 from .config import DistillConfig, Phase
-from .loop import Stage, build_student, load_parent, stage_main, train_stage
+from .loop import Stage, build_student, load_parent, stage_main, stage_parallelism, train_stage
 
 
 def distill_loss(student_logits: torch.Tensor, teacher_logits: torch.Tensor, targets: torch.Tensor,
@@ -139,7 +139,8 @@ def prepare(cfg: DistillConfig, d: Dist) -> Stage:
         shard_token_count(p)  # ValueError on a bad header, before any compute
     loader = TokenLoader(cfg.train_shards, seq_len, cfg.batch_size, d.rank, d.world_size, cfg.seed)
     bf16 = cfg.teacher_dtype == "bfloat16" or (cfg.teacher_dtype == "auto" and d.device.type == "cuda")
-    student = build_student(cfg, parent, d.device)
+    mode = stage_parallelism(cfg, mcfg, d.world_size)
+    student = build_student(cfg, parent, d, mode=mode)
     teacher = Teacher(shape, d.device, torch.bfloat16 if bf16 else torch.float32)
 
     class Batches:  # the token loader, as dicts
@@ -153,14 +154,16 @@ def prepare(cfg: DistillConfig, d: Dist) -> Stage:
         teacher_logits = teacher.logits(batch["x"])
         student = getattr(model, "module", model)  # DDP wraps the student
         if student.chunked_head():  # the student's logits are never held whole
-            return chunked_distill_loss(model(batch["x"], hidden=True)[0], student.lm_head.weight,
-                                        teacher_logits, batch["y"], phase.temperature, phase.alpha)
+            return model(batch["x"], head_loss=lambda h, weight: chunked_distill_loss(
+                h, weight, teacher_logits, batch["y"], phase.temperature, phase.alpha))[1]
         student_logits = model(batch["x"])[0]
         return distill_loss(student_logits, teacher_logits, batch["y"], phase.temperature, phase.alpha)
 
     def evaluate(model) -> dict:
         # val_loss is the student's own cross-entropy: the fused loss, and no teacher forward
         windows = iter_eval_windows(cfg.val_shards, seq_len, cfg.batch_size, cfg.eval_batches, d.rank, d.world_size)
+        if mode == "fsdp":  # every rank runs as many forwards as the busiest (they all-gather)
+            windows = pad_batches(windows, eval_batches_per_rank(cfg, seq_len, d.world_size), seq_len)
         total, count = loss_sum(model, windows, d.device)
         return {"val_loss": total, "count": count}
 
@@ -172,7 +175,7 @@ def prepare(cfg: DistillConfig, d: Dist) -> Stage:
                              "phases": [vars(p) for p in cfg.plan_phases()]},
                  summary_extra={"teacher": str(shape["path"]),
                                 "teacher_student_flop_ratio": (teacher_flops / student_flops
-                                                               if teacher_flops else None)})
+                                                               if teacher_flops else None)}, mode=mode)
 
 
 def train(cfg: DistillConfig, pipes=None, stop_at: int | None = None) -> dict:

@@ -26,7 +26,8 @@ from ..tokenizer import load_tokenizer
 from ..train import Dist
 from .config import DPOConfig, Phase
 from .data import DataError, PairBatches, collate_pairs, encode_pairs, load_pairs, pad_id_of
-from .loop import Stage, build_student, fit_vocab, load_parent, stage_main, train_stage
+from .loop import (Stage, build_student, eval_starts, fit_vocab, load_parent, load_sharded, stage_main,
+                   stage_parallelism, train_stage)
 
 
 def sequence_logps(model, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
@@ -61,11 +62,15 @@ def prepare(cfg: DPOConfig, d: Dist) -> Stage:
         raise DataError(f"no preference pair keeps an answer token within seq_len {seq_len}")
     pad = pad_id_of(tok)
     batches = PairBatches(pairs, cfg.batch_size, pad, rank=d.rank, world_size=d.world_size, seed=cfg.seed)
-    policy = build_student(cfg, parent, d.device, vocab_size)
-    ref = load_model(reference, device=d.device).requires_grad_(False)
-    if vocab_size:
-        from .vocab import extend_vocab
-        extend_vocab(ref, vocab_size)
+    mode = stage_parallelism(cfg, mcfg, d.world_size)
+    policy = build_student(cfg, parent, d, vocab_size, mode)
+    if mode == "fsdp":  # sharded too: a 7B reference held whole would take a GPU's memory
+        ref = load_sharded(reference, d, cfg.dtype, vocab_size).eval().requires_grad_(False)
+    else:
+        ref = load_model(reference, device=d.device).requires_grad_(False)
+        if vocab_size:
+            from .vocab import extend_vocab
+            extend_vocab(ref, vocab_size)
 
     def loss_fn(model, batch: dict, phase: Phase | None = None):
         with torch.no_grad():
@@ -74,14 +79,12 @@ def prepare(cfg: DPOConfig, d: Dist) -> Stage:
 
     def evaluate(model) -> dict:
         sums = {"val_loss": 0.0, "val_margin": 0.0, "val_accuracy": 0.0, "count": 0}
-        for b, start in enumerate(range(0, len(val_pairs), cfg.batch_size)):
-            if b >= cfg.eval_batches:
-                break
-            if b % d.world_size != d.rank:
-                continue
+        for start, counted in eval_starts(len(val_pairs), cfg.batch_size, cfg.eval_batches, d, mode):
             batch = {k: v.to(d.device) for k, v in
                      collate_pairs(val_pairs[start:start + cfg.batch_size], pad).items()}
             s, n, stats = loss_fn(model, batch)
+            if not counted:
+                continue
             sums["val_loss"] += s.item()
             sums["val_margin"] += stats["margin"].item()
             sums["val_accuracy"] += stats["accuracy"].item()
@@ -92,7 +95,7 @@ def prepare(cfg: DPOConfig, d: Dist) -> Stage:
                  tokens_of=lambda b: b["x"].numel(), evaluate=evaluate if val_pairs else None,
                  extra_meta={"tokenizer": str(cfg.tokenizer), "reference": str(reference), "beta": cfg.beta,
                              **extended},
-                 summary_extra={"train_pairs": stats.examples, "dropped": stats.dropped})
+                 summary_extra={"train_pairs": stats.examples, "dropped": stats.dropped}, mode=mode)
 
 
 def train(cfg: DPOConfig, pipes=None, stop_at: int | None = None) -> dict:

@@ -3,9 +3,15 @@
 A stage gives a `Stage`: its config, the model (parent weights loaded, LoRA injected or not), a
 resumable batch source, a loss function returning (sum of per-item losses, item count, extra sums)
 and an optional evaluation. The loop does the rest the way tenali_model.train does it (and with its
-helpers): torchrun ranks (single or DDP), bf16 autocast, AdamW on the trainable parameters only, the
-phase schedule, gradient accumulation, clipping, metrics.jsonl, checkpoints with exact resume, and
-one Dagster Pipes report from rank 0.
+helpers): torchrun ranks (single, DDP or FSDP2), bf16 autocast, AdamW on the trainable parameters
+only, the phase schedule, gradient accumulation, clipping, metrics.jsonl, checkpoints with exact
+resume, and one Dagster Pipes report from rank 0.
+
+Under FSDP (full fine-tuning of large models, config `parallelism`) the policy is built on the meta
+device and sharded before rank 0's weights are broadcast into it (`tenali_model.parallel`), DPO's
+frozen reference is sharded the same way, checkpoints gather the full state to rank 0, and every rank
+runs the same number of evaluation forwards (they all-gather). A distillation teacher is not sharded:
+each rank holds it whole (in bf16 on CUDA).
 
 The loss is normalised by the item count of the whole optimizer step over all micro-steps and ranks
 (assistant tokens for SFT, tokens for distillation, pairs for DPO), so packed and padded batches, or
@@ -21,6 +27,7 @@ exactly where the checkpoint left it.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import math
 import os
 import random
@@ -38,13 +45,13 @@ import torch.distributed as dist
 import torch.nn as nn
 
 from ..checkpoint import (CheckpointError, latest_checkpoint, list_checkpoints, load_config, load_meta,
-                          load_model, load_train_state, load_weights, resolve_checkpoint, restore_rng,
+                          load_model, load_train_state, read_weights, resolve_checkpoint, restore_rng,
                           save_checkpoint, step_dir_name)
-from ..config import ConfigError
-from ..parallel import clip_grad_norm, grad_sync, wrap_ddp
+from ..config import ConfigError, ModelConfig, num_params, resolve_parallelism
+from ..parallel import build_model, clip_grad_norm, full_state, grad_sync, load_full_state, wrap_ddp
 from ..tokenizer import TokenizerError
 from ..train import (Dist, MetricsLog, _printer, autocast_context, open_pipes, fused_adamw, param_groups,
-                     setup_distributed)
+                     setup_distributed, use_bf16)
 from .config import Phase, StageConfig
 from .lora import count_trainable, load_adapter, merged_state_dict, save_adapter
 
@@ -62,6 +69,7 @@ class Stage:
     evaluate: Callable[[nn.Module], dict[str, float]] | None = None  # sums over this rank + "count"
     extra_meta: dict = field(default_factory=dict)
     summary_extra: dict = field(default_factory=dict)
+    mode: str = "single"  # "single", "ddp" or "fsdp" (stage_parallelism): how `model` was built
 
 
 # --- learning-rate schedules -----------------------------------------------------------------------
@@ -145,7 +153,7 @@ def run_stage(stage: Stage, d: Dist, pipes=None, stop_at: int | None = None) -> 
     out_dir = Path(cfg.out_dir)
     if d.is_main:
         out_dir.mkdir(parents=True, exist_ok=True)
-    raw = stage.model
+    raw, mode = stage.model, stage.mode
     lora = cfg.lora is not None
     n_base_params = sum(p.numel() for n, p in
                         {id(p): (n, p) for n, p in raw.named_parameters() if ".lora_" not in n}.values())
@@ -159,12 +167,14 @@ def run_stage(stage: Stage, d: Dist, pipes=None, stop_at: int | None = None) -> 
         if meta.get("stage") != cfg.STAGE:
             raise ConfigError(f"{out_dir} holds checkpoints of stage {meta.get('stage')!r}, not "
                               f"{cfg.STAGE!r}; give this stage its own out_dir")
+        state = load_train_state(ckpt, mmap=mode == "fsdp")
         if lora:
             load_adapter(raw, adapter_dir(out_dir, meta["step"]))
-        else:
-            load_weights(raw, ckpt)
-        state = load_train_state(ckpt)
-        optimizer.load_state_dict(state["optimizer"])
+            optimizer.load_state_dict(state["optimizer"])
+        else:  # under FSDP rank 0 reads the weights and optimizer state and broadcasts them
+            reads = mode != "fsdp" or d.is_main
+            load_full_state(raw, mode, read_weights(ckpt)[0] if reads else None, optimizer,
+                            state["optimizer"] if reads else None)
         stage.batches.load_state_dict(state["loader"])
         restore_rng(state["rng"])
         step, tokens_seen = state["step"], state["tokens_seen"]
@@ -173,13 +183,12 @@ def run_stage(stage: Stage, d: Dist, pipes=None, stop_at: int | None = None) -> 
     resumed_from = step
     last_saved = step if ckpt is not None else None
     metrics = MetricsLog(out_dir / "metrics.jsonl", resume_step=step) if d.is_main else None
-    model = wrap_ddp(raw, d.device) if d.world_size > 1 else raw
-    mode = "ddp" if d.world_size > 1 else "single"
+    model = wrap_ddp(raw, d.device) if mode == "ddp" else raw
     autocast = autocast_context(d.device, cfg.dtype)
     trainable = [p for p in raw.parameters() if p.requires_grad]
     say(f"{cfg.STAGE}: {n_base_params:,} params, {count_trainable(raw):,} trainable"
-        f"{' (LoRA r=%d)' % cfg.lora.r if lora else ''} | {d.world_size} rank(s) on {d.device.type} | "
-        f"steps {step} -> {total}")
+        f"{' (LoRA r=%d)' % cfg.lora.r if lora else ''} | {d.world_size} rank(s) on {d.device.type}, {mode}"
+        f"{' + activation checkpointing' if cfg.activation_checkpointing else ''} | steps {step} -> {total}")
 
     t_start, tokens_at_start = time.time(), tokens_seen
 
@@ -206,17 +215,17 @@ def run_stage(stage: Stage, d: Dist, pipes=None, stop_at: int | None = None) -> 
         return {k: v / n for k, v in sums.items()} if n else None
 
     def checkpoint(loss: float | None, val: dict | None) -> None:
+        if not lora and (mode == "fsdp" or d.is_main):  # a collective under FSDP; rank 0 gets the state
+            state, optimizer_state = full_state(raw, optimizer, mode)
         if d.is_main:
             extra = stage_meta(stage)
             if lora:
                 extra["adapter"] = str(save_adapter(raw, adapter_dir(out_dir, step)))
-                state = merged_state_dict(raw)
-            else:
-                state = raw.state_dict()
+                state, optimizer_state = merged_state_dict(raw), optimizer.state_dict()
             extra["val_metrics"] = val
             path = save_checkpoint(
                 out_dir, step=step, model=_Shape(raw.config, n_base_params), model_state=state,
-                optimizer_state=optimizer.state_dict(), tokens_seen=tokens_seen,
+                optimizer_state=optimizer_state, tokens_seen=tokens_seen,
                 loader_state=stage.batches.state_dict(), loss=loss,
                 val_loss=None if val is None else val.get("val_loss"), train_config=cfg.to_dict(),
                 extra_state={"elapsed": elapsed()}, keep_last=cfg.keep_last, extra_meta=extra)
@@ -315,6 +324,7 @@ def run_stage(stage: Stage, d: Dist, pipes=None, stop_at: int | None = None) -> 
         "tokens_per_sec": (tokens_seen - tokens_at_start) / max(train_seconds, 1e-9),
         "wall_seconds": time.time() - t_session,
         "world_size": d.world_size,
+        "parallelism": mode,
         "resumed_from_step": resumed_from,
         **{k: v for k, v in (vals[-1].items() if vals else []) if k not in ("kind", "step", "elapsed")},
         **stage.summary_extra,
@@ -349,9 +359,36 @@ def load_parent(cfg: StageConfig, device: torch.device):
     return parent, mcfg, seq_len
 
 
-def build_student(cfg: StageConfig, parent: Path, device: torch.device, vocab_size: int | None = None) -> nn.Module:
+def stage_parallelism(cfg: StageConfig, mcfg: ModelConfig, world_size: int) -> str:
+    """"single", "ddp" or "fsdp" from the config's `parallelism` (LoRA: never fsdp, see config.py)."""
+    if cfg.lora is not None:
+        return "single" if world_size <= 1 else "ddp"
+    return resolve_parallelism(cfg.parallelism, num_params(mcfg), world_size)
+
+
+def load_sharded(ckpt: Path, d: Dist, dtype: str, vocab_size: int | None = None,
+                 activation_checkpointing: bool = False) -> nn.Module:
+    """A checkpoint's model under FSDP2: built on the meta device, sharded over the ranks, then
+    filled with the weights rank 0 alone read (grown to vocab_size first, as `extend_vocab` would)
+    and broadcast. A collective: every rank calls it."""
+    from .vocab import grown_state
+
+    mcfg = load_config(ckpt)
+    state = read_weights(ckpt)[0] if d.is_main else None
+    if vocab_size and vocab_size != mcfg.vocab_size:
+        state = grown_state(state, mcfg, vocab_size) if state is not None else None
+        mcfg = dataclasses.replace(mcfg, vocab_size=vocab_size)
+    model = build_model(mcfg, "fsdp", d.device, world_size=d.world_size,
+                        activation_checkpointing=activation_checkpointing, bf16=use_bf16(d.device, dtype))
+    load_full_state(model, "fsdp", state)
+    return model
+
+
+def build_student(cfg: StageConfig, parent: Path, where: torch.device | Dist, vocab_size: int | None = None,
+                  mode: str = "single") -> nn.Module:
     """The parent's weights in training mode, with LoRA injected when configured (seeded first, so
-    the adapters start the same on every rank and in every run).
+    the adapters start the same on every rank and in every run); under FSDP (`mode`, which needs the
+    Dist as `where`) sharded over the ranks (`load_sharded`).
 
     vocab_size: grow the vocabulary to it first (the chat tokens a base model's tokenizer lacked,
     posttrain/vocab.py); under LoRA the new rows of otherwise frozen tables then train too. The
@@ -359,13 +396,29 @@ def build_student(cfg: StageConfig, parent: Path, device: torch.device, vocab_si
     from .vocab import extend_vocab, train_rows
 
     seed_everything(cfg.seed)
+    if mode == "fsdp":
+        return load_sharded(parent, where, cfg.dtype, vocab_size, cfg.activation_checkpointing).train()
+    device = where.device if isinstance(where, Dist) else where
     model = load_model(parent, device=device).train()
+    model.set_activation_checkpointing(cfg.activation_checkpointing)
     new_ids = extend_vocab(model, vocab_size) if vocab_size else []
     if cfg.lora is not None:
         from .lora import apply_lora
         model = apply_lora(model, cfg.lora)
         train_rows(model, new_ids)
     return model
+
+
+def eval_starts(n_rows: int, batch_size: int, eval_batches: int, d: Dist, mode: str
+                ) -> list[tuple[int, bool]]:
+    """This rank's validation batches as (first row, counted): batch b (of at most eval_batches)
+    goes to rank b % world_size. Under FSDP every rank must run as many forwards as the busiest one
+    (each forward all-gathers), so a rank short of batches repeats its first one, not counted."""
+    starts = list(range(0, n_rows, batch_size))[:eval_batches]
+    mine = [(s, True) for b, s in enumerate(starts) if b % d.world_size == d.rank]
+    if mode == "fsdp" and starts:
+        mine += [(starts[0], False)] * (math.ceil(len(starts) / d.world_size) - len(mine))
+    return mine
 
 
 def fit_vocab(tok, mcfg, parent: Path) -> tuple[int | None, dict]:

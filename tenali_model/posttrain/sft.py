@@ -24,7 +24,8 @@ from ..train import Dist
 from .config import Phase, SFTConfig
 from .data import (DataError, RowBatches, collate, encode_sft, load_chats, pack, pad_id_of,
                    single_rows)
-from .loop import Stage, build_student, fit_vocab, load_parent, stage_main, train_stage
+from .loop import (Stage, build_student, eval_starts, fit_vocab, load_parent, stage_main, stage_parallelism,
+                   train_stage)
 
 
 def sft_loss(model, batch: dict, phase: Phase | None = None):
@@ -49,29 +50,26 @@ def prepare(cfg: SFTConfig, d: Dist) -> Stage:
     batches = RowBatches(rows, cfg.batch_size, pad, cfg.packing, rank=d.rank, world_size=d.world_size,
                          seed=cfg.seed)
     val_rows = pack(val_examples, seq_len) if cfg.packing else single_rows(val_examples)
+    mode = stage_parallelism(cfg, mcfg, d.world_size)
 
     def evaluate(model) -> dict:
         total, count = 0.0, 0
-        starts = range(0, len(val_rows), cfg.batch_size)
-        for b, start in enumerate(starts):
-            if b >= cfg.eval_batches:
-                break
-            if b % d.world_size != d.rank:
-                continue
+        for start, counted in eval_starts(len(val_rows), cfg.batch_size, cfg.eval_batches, d, mode):
             batch = {k: v.to(d.device) for k, v in
                      collate(val_rows[start:start + cfg.batch_size], pad, cfg.packing).items()}
             s, n, _ = sft_loss(model, batch)
-            total, count = total + s.item(), count + n
+            if counted:
+                total, count = total + s.item(), count + n
         return {"val_loss": total, "count": count}
 
-    model = build_student(cfg, parent, d.device, vocab_size)
+    model = build_student(cfg, parent, d, vocab_size, mode)
     return Stage(cfg=cfg, model=model, parent=parent, batches=batches, loss_fn=sft_loss,
                  tokens_of=lambda b: b["x"].numel(), evaluate=evaluate if val_rows else None,
                  extra_meta={"tokenizer": str(cfg.tokenizer), "packing": cfg.packing, **extended},
                  summary_extra={"train_examples": stats.examples, "truncated": stats.truncated,
                                 "dropped": stats.dropped, "train_rows": len(rows),
                                 "assistant_tokens": stats.target_tokens,
-                                **({"vocab_extended_to": vocab_size} if vocab_size else {})})
+                                **({"vocab_extended_to": vocab_size} if vocab_size else {})}, mode=mode)
 
 
 def train(cfg: SFTConfig, pipes=None, stop_at: int | None = None) -> dict:

@@ -83,6 +83,24 @@ def extend_vocab(model: nn.Module, vocab_size: int) -> list[int]:
     return list(range(old, vocab_size))
 
 
+def grown_state(state: dict[str, torch.Tensor], config, vocab_size: int) -> dict[str, torch.Tensor]:
+    """A full state dict (config's shape) with its embedding table and head grown to vocab_size as
+    `extend_vocab` grows a module's: new rows at the mean of the old ones, a tied head the same
+    tensor as the table. For FSDP, where rank 0 grows the weights it read before they are sharded."""
+    rows = vocab_size - config.vocab_size
+    if rows < 0:
+        raise ValueError(f"cannot shrink the vocabulary from {config.vocab_size} to {vocab_size}")
+    if rows == 0:
+        return state
+    state = dict(state)
+    state["tok_embeddings.weight"] = _grown(state["tok_embeddings.weight"], rows)
+    if config.tie_embeddings:
+        state["lm_head.weight"] = state["tok_embeddings.weight"]
+    else:
+        state["lm_head.weight"] = _grown(state["lm_head.weight"], rows)
+    return state
+
+
 def train_rows(model: nn.Module, ids: list[int]) -> dict[str, list[int]]:
     """Let only rows `ids` of a frozen embedding table / head train (a gradient mask); tables that
     already train in full are left alone. Records them as ``model.trainable_rows`` for the adapter

@@ -159,6 +159,7 @@ def distilled_checkpoint(context: dg.AssetExecutionContext, config: DistillSetti
             val_shards=[str(shards / e["file"]) for e in manifest["splits"]["val"]],
             phases=seed_phases(config.steps, lr=config.lr, min_lr=config.lr / 10),
             batch_size=run["batch_size"], seq_len=run["seq_len"], seed=training.seed,
+            activation_checkpointing=run["activation_checkpointing"],
             eval_every=max(config.steps // 2, 1), eval_batches=training.eval_batches,
             ckpt_every=max(config.steps // 2, 1), log_every=max(config.steps // 20, 1))
     return _run_stage(context, lake, launcher, "distill", make, teacher)
@@ -184,6 +185,7 @@ def sft_checkpoint(context: dg.AssetExecutionContext, config: SFTSettings, lake:
                          packing=config.packing, steps=config.steps, lr=config.lr, min_lr=config.lr / 10,
                          warmup_steps=max(config.steps // 10, 1), batch_size=run["batch_size"],
                          seq_len=run["seq_len"], seed=training.seed, lora=lora,
+                         activation_checkpointing=run["activation_checkpointing"],
                          eval_every=max(config.steps // 2, 1), ckpt_every=max(config.steps // 2, 1),
                          log_every=max(config.steps // 20, 1))
     return _run_stage(context, lake, launcher, "sft", make, parent, _fit_parent(parent_dir, tok))
@@ -207,6 +209,7 @@ def dpo_checkpoint(context: dg.AssetExecutionContext, config: DPOSettings, lake:
                          train_files=[str(data / Path(PREFERENCE_TRAIN_KEY).name)], beta=config.beta,
                          steps=config.steps, lr=config.lr, min_lr=config.lr / 10, warmup_steps=max(config.steps // 10, 1),
                          batch_size=run["batch_size"], seq_len=run["seq_len"], seed=training.seed,
+                         activation_checkpointing=run["activation_checkpointing"],
                          ckpt_every=config.steps, log_every=max(config.steps // 10, 1))
     return _run_stage(context, lake, launcher, "dpo", make, parent, _fit_parent(parent_dir, tok))
 

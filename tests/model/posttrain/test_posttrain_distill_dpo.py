@@ -245,11 +245,13 @@ def test_distill_config_validation(tmp_path):
         DistillConfig.from_dict({**d, "phases": []}).validate()
 
 
-def test_distillation_on_two_gloo_ranks_matches_one_process(shards, tmp_path):
-    """DDP with the chunked distillation loss: the student's head weight is applied outside DDP's
-    forward (`forward(x, hidden=True)` + `linear_distill_loss`), so its gradient must still be
-    all-reduced. An untied head makes that the only route; two ranks at batch 4 must then end where
-    one process at batch 4 x grad_accum 2 does."""
+@pytest.mark.parametrize("parallelism", ["ddp", "fsdp"])
+def test_distillation_on_two_gloo_ranks_matches_one_process(parallelism, shards, tmp_path):
+    """DDP and FSDP with the chunked distillation loss: the student's head weight is applied by the
+    loss (`forward(x, head_loss=...)` + `linear_distill_loss`), and its gradient must still be
+    all-reduced (DDP) or reduce-scattered from the all-gathered weight (FSDP). An untied head makes
+    that the only route; two ranks at batch 4 must then end where one process at batch 4 x
+    grad_accum 2 does (with FSDP: with validation, which pads the short rank's batches)."""
     import subprocess
 
     from tm_helpers import PYTHON, REPO_ROOT, subprocess_env
@@ -258,10 +260,11 @@ def test_distillation_on_two_gloo_ranks_matches_one_process(shards, tmp_path):
         tiny_model_config(VOCAB, max_seq_len=SEQ, dim=32, n_heads=2, n_kv_heads=1, tie_embeddings=False)))
     teacher = save_checkpoint(tmp_path / "teacher", step=0, model=Transformer(
         tiny_model_config(VOCAB, max_seq_len=SEQ, dim=48, n_layers=2)))
-    kw = dict(phases=seed_phases(4, lr=1e-2, min_lr=1e-3), log_every=2, val_shards=[])
+    kw = dict(phases=seed_phases(4, lr=1e-2, min_lr=1e-3), log_every=2,
+              **(dict(eval_batches=3, eval_every=2) if parallelism == "fsdp" else dict(val_shards=[])))
     single = distill.train(distill_config(student, teacher, shards, tmp_path / "one", grad_accum=2, **kw))
     cfg_path = tmp_path / "distill.json"
-    distill_config(student, teacher, shards, tmp_path / "two", **kw).to_json(cfg_path)
+    distill_config(student, teacher, shards, tmp_path / "two", parallelism=parallelism, **kw).to_json(cfg_path)
     proc = subprocess.run([PYTHON, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
                            "-m", "tenali_model.posttrain.distill", "--config", str(cfg_path)],
                           cwd=REPO_ROOT, env=subprocess_env(), capture_output=True, text=True, timeout=180)
@@ -272,3 +275,6 @@ def test_distillation_on_two_gloo_ranks_matches_one_process(shards, tmp_path):
     assert not torch.equal(a["lm_head.weight"], load_model(student).state_dict()["lm_head.weight"])  # it trained
     for k in a:
         torch.testing.assert_close(b[k], a[k], rtol=0, atol=2e-5, msg=k)
+    if parallelism == "fsdp":
+        assert "2 rank(s) on cpu, fsdp" in proc.stdout + proc.stderr
+        assert load_meta(two)["val_loss"] == pytest.approx(single["val_loss"], rel=1e-5)
