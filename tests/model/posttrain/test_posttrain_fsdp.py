@@ -47,7 +47,7 @@ def test_full_sft_on_two_fsdp_ranks_matches_one_process_and_resumes(tok_dir, par
     """Rows spread over two ranks at batch 2 are the rows one process takes at batch 2 x grad_accum 2;
     stopped at step 3 and rerun, the sharded run resumes from its own (gathered) checkpoint."""
     f = write_jsonl(tmp_path / "chats.jsonl", CHATS * 4)
-    kw = dict(steps=6, ckpt_every=3, log_every=1, eval_every=3, val_files=[f], eval_batches=3)
+    kw = dict(steps=6, ckpt_every=3, log_every=1, eval_every=3, val_files=[f], eval_batches=3, packing=False)
     one = sft.train(sft_config(parent, tok_dir, [f], tmp_path / "one", grad_accum=2, **kw))
     cfg = sft_config(parent, tok_dir, [f], tmp_path / "two", parallelism="fsdp", **kw)
     first = torchrun("tenali_model.posttrain.sft", cfg, tmp_path / "sft.json", "--stop-at-step", "3")
@@ -61,7 +61,7 @@ def test_full_sft_on_two_fsdp_ranks_matches_one_process_and_resumes(tok_dir, par
     assert "resuming sft from" in second and "at step 3" in second
     assert_same_model(one["checkpoint"], tmp_path / "two" / "step_00000006")
     assert load_meta(tmp_path / "two" / "step_00000006")["stage"] == "sft"
-    # three validation batches over two ranks: rank 1 runs a forward it does not count
+    # three validation batches (of 16 padded rows) over two ranks: rank 1 runs a forward it does not count
     torch.testing.assert_close(val_losses(tmp_path / "two"), val_losses(tmp_path / "one"), rtol=1e-5, atol=0)
     assert not torch.equal(read_weights(one["checkpoint"])[0]["layers.0.attn.wq.weight"],
                            read_weights(parent)[0]["layers.0.attn.wq.weight"])  # it trained
