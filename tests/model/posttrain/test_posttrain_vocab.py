@@ -184,3 +184,21 @@ def test_dpo_from_a_base_vocabulary_grows_policy_and_reference_alike(base, tmp_p
     first = json.loads((tmp_path / "dpo" / "metrics.jsonl").read_text().splitlines()[0])
     # before the first update the policy is the reference: margin 0, loss -log sigmoid(0)
     assert first["margin"] == pytest.approx(0.0, abs=1e-5) and first["loss"] == pytest.approx(math.log(2), abs=1e-5)
+
+
+def test_full_sft_on_two_fsdp_ranks_grows_the_vocabulary_like_one_process(base, tmp_path):
+    """The 7B's path (a Hugging Face base, its tokenizer with the chat tokens added, then a full
+    fine-tune too large for one GPU): under FSDP rank 0 grows the weights it read before sharding
+    them (`vocab.grown_state`); the run must end where one process growing the module ends."""
+    from test_posttrain_fsdp import assert_same_model, torchrun
+
+    f = write_jsonl(tmp_path / "chats.jsonl", CHATS * 4)
+    kw = dict(lora=None, steps=4, ckpt_every=4)
+    one = sft_train(_sft(base, [f], tmp_path / "one", grad_accum=2, **kw))
+    out = torchrun("tenali_model.posttrain.sft", _sft(base, [f], tmp_path / "two", parallelism="fsdp", **kw),
+                   tmp_path / "sft.json")
+    assert "fsdp" in out
+    two = tmp_path / "two" / "step_00000004"
+    assert load_model(two).config.vocab_size == base["base_vocab"] + len(SPECIAL_TOKENS)
+    assert load_meta(two)["vocab_extended"] == load_meta(one["checkpoint"])["vocab_extended"]
+    assert_same_model(one["checkpoint"], two)
