@@ -69,7 +69,8 @@ class Stage:
     evaluate: Callable[[nn.Module], dict[str, float]] | None = None  # sums over this rank + "count"
     extra_meta: dict = field(default_factory=dict)
     summary_extra: dict = field(default_factory=dict)
-    mode: str = "single"  # "single", "ddp" or "fsdp" (stage_parallelism): how `model` was built
+    mode: str | None = None  # "single", "ddp" or "fsdp" (stage_parallelism): how `model` was built;
+    # None: a plain module, wrapped in DDP here when there are several ranks
 
 
 # --- learning-rate schedules -----------------------------------------------------------------------
@@ -153,7 +154,7 @@ def run_stage(stage: Stage, d: Dist, pipes=None, stop_at: int | None = None) -> 
     out_dir = Path(cfg.out_dir)
     if d.is_main:
         out_dir.mkdir(parents=True, exist_ok=True)
-    raw, mode = stage.model, stage.mode
+    raw, mode = stage.model, stage.mode or ("ddp" if d.world_size > 1 else "single")
     lora = cfg.lora is not None
     n_base_params = sum(p.numel() for n, p in
                         {id(p): (n, p) for n, p in raw.named_parameters() if ".lora_" not in n}.values())
