@@ -175,8 +175,8 @@ class StageConfig(JsonConfig):
             self.lora.validate()
             if self.parallelism == "fsdp":
                 raise ConfigError("parallelism 'fsdp' is for full fine-tuning; LoRA trains under ddp (its "
-                                  "frozen weights fit one GPU in bf16 and only the adapters carry optimizer "
-                                  "state): set parallelism to 'ddp' or 'auto', or drop lora")
+                                  "frozen weights fit one GPU, a 7B's in 28 GB, and only the adapters carry "
+                                  "optimizer state): set parallelism to 'ddp' or 'auto', or drop lora")
         phases = self.plan_phases()
         if not phases:
             raise ConfigError("phases is empty")
