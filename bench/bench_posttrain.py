@@ -24,6 +24,14 @@ peak memory of LoRA against full fine-tuning of the same model.
    the head's logits in backward); distillation with the student's full logits (distill_loss)
    against `chunked_distill_loss` (the teacher's logits are held in both). Peak memory as in 2, and
    seconds per step.
+4. LoRA's frozen weights in float32 or bf16 (`lora.base_dtype`), both under bf16 autocast (what the
+   GPU runs; on CPU too, for the comparison), dropout 0, 3 steps, each in a fresh subprocess. Here the
+   weights count: the figure is the process's whole memory above what it held before the model was
+   built (CUDA: max_memory_allocated after the model is ready, weights included; CPU: the peak RSS,
+   reset once the model is ready (/proc/self/clear_refs) after freed memory went back to the system
+   (malloc_trim), minus the RSS before the model, taken after one step of a tiny model has made the
+   same kernels resident). The final losses of the two are printed too: bf16
+   autocast computes with bf16-rounded weights either way, so they should agree.
 """
 
 from __future__ import annotations
@@ -99,6 +107,64 @@ def throughput(device: torch.device, steps: int, batch: int, seq: int) -> dict:
 
 def _rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def _vm_kb(field: str) -> int:
+    """VmRSS / VmHWM of this process in kB (Linux)."""
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith(field + ":"):
+            return int(line.split()[1])
+    raise RuntimeError(f"{field} is not in /proc/self/status")
+
+
+def base_dtype_child(mode: str, device: str, batch: int, seq: int) -> dict:
+    """LoRA with the frozen weights in float32 ("lora-f32base") or bf16 ("lora-bf16base") under bf16
+    autocast; the process's memory above what it held before the model, weights included."""
+    import ctypes
+    import gc
+
+    from tenali_model.posttrain.config import LoraSettings
+    from tenali_model.posttrain.lora import apply_lora
+    dev = torch.device(device)
+    torch.manual_seed(0)
+    x = torch.randint(0, MEMORY_MODEL.vocab_size, (batch, seq), device=dev)
+    # the same kernels once on a tiny model first: their code and libraries' buffers are then already
+    # resident, and the RSS below is the model's and its training's
+    settings = LoraSettings(dropout=0.0, base_dtype="bfloat16" if mode == "lora-bf16base" else "float32")
+    tiny = apply_lora(Transformer(ModelConfig(vocab_size=MEMORY_MODEL.vocab_size, dim=64, n_layers=1, n_heads=2,
+                                              n_kv_heads=1, max_seq_len=seq)).to(dev), settings)
+    with torch.autocast(dev.type, dtype=torch.bfloat16):
+        tiny(x, x)[1].backward()
+    del tiny
+    gc.collect()
+    before_kb = _vm_kb("VmRSS")
+    model = Transformer(MEMORY_MODEL).to(dev)
+    model = apply_lora(model, settings)
+    gc.collect()
+    if dev.type == "cuda":
+        torch.cuda.synchronize()
+        torch.cuda.reset_peak_memory_stats()
+    else:  # the float32 copies apply_lora replaced go back to the system, then the peak starts here
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+        Path("/proc/self/clear_refs").write_text("5")
+    opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-4)
+    losses = []
+    t0 = time.perf_counter()
+    for _ in range(3):
+        with torch.autocast(dev.type, dtype=torch.bfloat16):
+            loss = model(x, x)[1]
+        loss.backward()
+        opt.step()
+        opt.zero_grad(set_to_none=True)
+        losses.append(loss.item())
+    seconds = (time.perf_counter() - t0) / 3
+    weights_mb = sum(p.numel() * p.element_size() for p in model.parameters()) / 2**20
+    if dev.type == "cuda":
+        total, measure = torch.cuda.max_memory_allocated() / 2**20, "cuda max_memory_allocated"
+    else:
+        total, measure = (_vm_kb("VmHWM") - before_kb) / 1024, "peak RSS above the process before the model"
+    return {"mode": mode, "weights_mb": weights_mb, "total_mb": total, "measure": measure,
+            "final_loss": losses[-1], "seconds_per_step": seconds}
 
 
 def memory_child(mode: str, device: str, batch: int, seq: int) -> dict:
@@ -205,11 +271,13 @@ def main() -> None:
     p.add_argument("--seq", type=int, default=128)
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     p.add_argument("--memory-child", choices=["full", "lora", "lora-nodrop", "dpo-logits", "dpo-chunked",
-                                              "distill-logits", "distill-chunked"],
+                                              "distill-logits", "distill-chunked", "lora-f32base",
+                                              "lora-bf16base"],
                    default=None, help=argparse.SUPPRESS)
     args = p.parse_args()
     if args.memory_child:
-        print(json.dumps(memory_child(args.memory_child, args.device, args.batch, args.seq)))
+        child = base_dtype_child if args.memory_child.endswith("base") else memory_child
+        print(json.dumps(child(args.memory_child, args.device, args.batch, args.seq)))
         return
     device = torch.device(args.device)
     name = torch.cuda.get_device_name(device) if device.type == "cuda" else "CPU"
@@ -236,6 +304,12 @@ def main() -> None:
             print(f"  {r['mode']:<15} peak {r['peak_mb']:8.1f} MB ({r['measure']}) | {r['seconds_per_step']:.3f} s/step")
         print(f"  chunked / full-logits: peak {pair[1]['peak_mb'] / pair[0]['peak_mb']:.2f}, "
               f"time per step {pair[1]['seconds_per_step'] / pair[0]['seconds_per_step']:.2f}")
+    pair = memory(args.device, args.batch, args.seq, modes=("lora-f32base", "lora-bf16base"))
+    print(f"LoRA's frozen weights (lora.base_dtype), bf16 autocast, dropout 0, {args.batch} x {args.seq}, 3 steps")
+    for r in pair:
+        print(f"  {r['mode']:<14} parameters {r['weights_mb']:7.1f} MB | whole {r['total_mb']:8.1f} MB "
+              f"({r['measure']}) | final loss {r['final_loss']:.6f} | {r['seconds_per_step']:.3f} s/step")
+    print(f"  bf16 / float32 frozen weights: whole {pair[1]['total_mb'] / pair[0]['total_mb']:.2f}")
 
 
 if __name__ == "__main__":

@@ -12,8 +12,9 @@ loudly). Fields every stage has:
     grad_clip, seed, log_every, eval_every, eval_batches, ckpt_every, keep_last, device, dtype,
     num_threads: as in TrainConfig
     lora           null = full fine-tuning, or {"r", "alpha", "dropout", "target_modules",
-                   "train_head"} (defaults: the seed's r=16, alpha=32, dropout 0.05 on
-                   wq/wk/wv/wo/w1/w2/w3, output head trained)
+                   "train_head", "base_dtype"} (defaults: the seed's r=16, alpha=32, dropout 0.05
+                   on wq/wk/wv/wo/w1/w2/w3, output head trained; frozen weights in bf16 when the
+                   stage computes in bf16, a third of the memory for the same results, see lora.py)
     parallelism    over several torchrun ranks: "ddp" (every rank holds the whole model and
                    optimizer), "fsdp" (FSDP2: weights, gradients and AdamW state sharded over the
                    ranks, as tenali_model.parallel does for pretraining; full fine-tuning only, which
@@ -52,12 +53,18 @@ class LoraSettings:
     dropout: float = 0.05
     target_modules: list[str] = field(default_factory=lambda: list(LORA_TARGETS))
     train_head: bool = True  # the output head (with tied embeddings: the shared table) trains fully
+    # the frozen projections under the adapters: "bfloat16" holds them in a third of what float32
+    # weights plus autocast's bf16 copies take (same results: posttrain/lora.py); needs bf16 compute.
+    # "auto": bfloat16 when the stage computes in bf16 (dtype), else float32
+    base_dtype: str = "auto"
 
     def validate(self, prefix: str = "lora.") -> None:
         if self.r <= 0 or self.alpha <= 0:
             raise ConfigError(f"{prefix}r and {prefix}alpha must be > 0, got {self.r}, {self.alpha}")
         if not 0 <= self.dropout < 1:
             raise ConfigError(f"{prefix}dropout must be in [0, 1), got {self.dropout}")
+        if self.base_dtype not in ("auto", "float32", "bfloat16"):
+            raise ConfigError(f"{prefix}base_dtype must be 'auto', 'float32' or 'bfloat16', got {self.base_dtype!r}")
         unknown = sorted(set(self.target_modules) - set(LORA_TARGETS))
         if unknown or not self.target_modules:
             raise ConfigError(f"{prefix}target_modules must be a non-empty subset of {LORA_TARGETS}, "
@@ -173,6 +180,9 @@ class StageConfig(JsonConfig):
             raise ConfigError(f"parallelism must be 'auto', 'ddp' or 'fsdp', got {self.parallelism!r}")
         if self.lora is not None:
             self.lora.validate()
+            if self.lora.base_dtype == "bfloat16" and self.dtype == "float32":
+                raise ConfigError("lora.base_dtype 'bfloat16' needs bf16 compute: set dtype to 'bfloat16' "
+                                  "or 'auto' (bf16 on a GPU that has it), or base_dtype to 'auto' or 'float32'")
             if self.parallelism == "fsdp":
                 raise ConfigError("parallelism 'fsdp' is for full fine-tuning; LoRA trains under ddp (its "
                                   "frozen weights fit one GPU, a 7B's in 28 GB, and only the adapters carry "

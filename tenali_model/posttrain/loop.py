@@ -53,7 +53,7 @@ from ..tokenizer import TokenizerError
 from ..train import (Dist, MetricsLog, _printer, autocast_context, open_pipes, fused_adamw, param_groups,
                      setup_distributed, use_bf16)
 from .config import Phase, StageConfig
-from .lora import count_trainable, load_adapter, merged_state_dict, save_adapter
+from .lora import count_trainable, load_adapter, merged_state_dict, parent_projections, save_adapter
 
 LossFn = Callable[[nn.Module, dict, Phase], tuple[torch.Tensor, int, dict]]
 
@@ -222,7 +222,8 @@ def run_stage(stage: Stage, d: Dist, pipes=None, stop_at: int | None = None) -> 
             extra = stage_meta(stage)
             if lora:
                 extra["adapter"] = str(save_adapter(raw, adapter_dir(out_dir, step)))
-                state, optimizer_state = merged_state_dict(raw), optimizer.state_dict()
+                base = parent_projections(raw, stage.parent) if raw.lora_settings.base_dtype == "bfloat16" else None
+                state, optimizer_state = merged_state_dict(raw, base), optimizer.state_dict()
             extra["val_metrics"] = val
             path = save_checkpoint(
                 out_dir, step=step, model=_Shape(raw.config, n_base_params), model_state=state,
@@ -405,7 +406,12 @@ def build_student(cfg: StageConfig, parent: Path, where: torch.device | Dist, vo
     new_ids = extend_vocab(model, vocab_size) if vocab_size else []
     if cfg.lora is not None:
         from .lora import apply_lora
-        model = apply_lora(model, cfg.lora)
+        bf16 = use_bf16(device, cfg.dtype)
+        if cfg.lora.base_dtype == "bfloat16" and not bf16:
+            raise ConfigError(f"lora.base_dtype 'bfloat16' needs bf16 compute, and dtype {cfg.dtype!r} on "
+                              f"{device.type} computes in float32: set dtype to 'bfloat16'")
+        base_dtype = ("bfloat16" if bf16 else "float32") if cfg.lora.base_dtype == "auto" else cfg.lora.base_dtype
+        model = apply_lora(model, dataclasses.replace(cfg.lora, base_dtype=base_dtype))
         train_rows(model, new_ids)
     return model
 

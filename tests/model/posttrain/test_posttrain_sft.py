@@ -123,6 +123,44 @@ def test_lora_sft_resumes_exactly_and_merges_into_an_exportable_checkpoint(tok_d
         torch.testing.assert_close(theirs(x).logits, merged(x)[0], rtol=0, atol=1e-4)
 
 
+def test_lora_with_bf16_frozen_weights_trains_as_float32_ones_under_bf16_autocast(tok_dir, parent, chat_file,
+                                                                                     tmp_path, capsys):
+    """`lora.base_dtype: "bfloat16"` (what "auto" picks under bf16 compute) only changes where the
+    frozen weights' bf16 rounding happens (once, at load, instead of at every use under autocast):
+    the same losses and, merged into the parent's float32 weights, the same checkpoint bit for bit.
+    Merging into the bf16 copies instead would round every adapted weight and fail this."""
+    from tenali_model.posttrain.loop import build_student
+
+    runs = {}
+    for base in ("float32", "auto"):
+        lora = LoraSettings(r=4, alpha=8, base_dtype=base)
+        runs[base] = train(sft_config(parent, tok_dir, [chat_file], tmp_path / base, lora=lora, dtype="bfloat16",
+                                      steps=4, ckpt_every=0))
+    assert runs["auto"]["final_loss"] == runs["float32"]["final_loss"] < runs["float32"]["initial_loss"]
+    assert_same_tensors(tmp_path / "float32", tmp_path / "auto", ["step_00000004/model.safetensors"])
+    for dtype, held in (("bfloat16", torch.bfloat16), ("float32", torch.float32)):  # base_dtype "auto"
+        model = build_student(sft_config(parent, tok_dir, [chat_file], tmp_path / "x", dtype=dtype,
+                                         lora=LoraSettings(r=4, alpha=8)), parent, torch.device("cpu"))
+        assert model.get_submodule("layers.0.attn.wq").get_base_layer().weight.dtype == held
+    dtypes = {n: p.dtype for n, p in build_student(sft_config(
+        parent, tok_dir, [chat_file], tmp_path / "x", dtype="bfloat16", lora=LoraSettings(base_dtype="bfloat16")),
+        parent, torch.device("cpu")).named_parameters()}
+    assert dtypes["layers.0.attn.wq.base_layer.weight"] == torch.bfloat16
+    assert dtypes["layers.0.attn.wq.lora_A.default.weight"] == torch.float32
+    assert dtypes["tok_embeddings.weight"] == dtypes["layers.0.attn_norm.weight"] == torch.float32  # the head: tied
+    # bf16 weights need bf16 compute: refused at validation, or (dtype auto on a CPU) before any compute
+    with pytest.raises(ConfigError, match="needs bf16 compute"):
+        sft_config(parent, tok_dir, [chat_file], tmp_path / "y", dtype="float32",
+                   lora=LoraSettings(base_dtype="bfloat16")).validate()
+    with pytest.raises(ConfigError, match="base_dtype must be"):
+        LoraSettings(base_dtype="float16").validate()
+    sft_config(parent, tok_dir, [chat_file], tmp_path / "cpu", dtype="auto",
+               lora=LoraSettings(base_dtype="bfloat16")).to_json(tmp_path / "cpu.json")
+    assert main(["--config", str(tmp_path / "cpu.json")]) == 2
+    assert "dtype 'auto' on cpu computes in float32" in capsys.readouterr().err
+    assert not (tmp_path / "cpu").exists()
+
+
 def test_full_finetune_learns_the_answers(tok_dir, parent, chat_file, tmp_path):
     s = train(sft_config(parent, tok_dir, [chat_file], tmp_path / "run", steps=30, ckpt_every=0,
                          log_every=5, val_files=[chat_file], packing=False))
