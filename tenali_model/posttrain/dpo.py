@@ -23,11 +23,11 @@ import torch.nn.functional as F
 from ..checkpoint import load_config, load_model, resolve_checkpoint
 from ..config import ConfigError
 from ..tokenizer import load_tokenizer
-from ..train import Dist
+from ..train import Dist, use_bf16
 from .config import DPOConfig, Phase
 from .data import DataError, PairBatches, collate_pairs, encode_pairs, load_pairs, pad_id_of
-from .loop import (Stage, build_student, eval_starts, fit_vocab, load_parent, load_sharded, stage_main,
-                   stage_parallelism, train_stage)
+from .loop import (Stage, build_student, eval_starts, fit_vocab, load_parent, load_sharded, projections_to_bf16,
+                   stage_main, stage_parallelism, train_stage)
 
 
 def sequence_logps(model, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
@@ -71,6 +71,8 @@ def prepare(cfg: DPOConfig, d: Dist) -> Stage:
         if vocab_size:
             from .vocab import extend_vocab
             extend_vocab(ref, vocab_size)
+        if use_bf16(d.device, cfg.dtype):  # the same log-probabilities for half the projections' memory
+            projections_to_bf16(ref)
 
     def loss_fn(model, batch: dict, phase: Phase | None = None):
         with torch.no_grad():

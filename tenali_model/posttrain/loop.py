@@ -361,6 +361,17 @@ def load_parent(cfg: StageConfig, device: torch.device):
     return parent, mcfg, seq_len
 
 
+def projections_to_bf16(model: nn.Module) -> nn.Module:
+    """Every block's attention and MLP projections in bf16, in place, for a frozen model run under
+    bf16 autocast (DPO's reference): autocast rounds them to bf16 at each use anyway, so the model
+    computes the same for half their memory (a 7B reference: 14.6 GB instead of 27.5)."""
+    for block in model.layers:
+        for module in block.modules():
+            if isinstance(module, nn.Linear):
+                module.to(torch.bfloat16)
+    return model
+
+
 def stage_parallelism(cfg: StageConfig, mcfg: ModelConfig, world_size: int) -> str:
     """"single", "ddp" or "fsdp" from the config's `parallelism` (LoRA: never fsdp, see config.py)."""
     if cfg.lora is not None:

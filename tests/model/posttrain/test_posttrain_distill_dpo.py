@@ -214,6 +214,28 @@ def test_dpo_raises_the_chosen_over_rejected_margin(lora, tok_dir, tok, parent, 
     assert s["final_loss"] < s["initial_loss"] < math.log(2) + 1e-3  # starts at -log sigmoid(0)
 
 
+def test_the_reference_holds_its_projections_in_bf16_under_bf16_compute(tok_dir, tok, parent, tmp_path, monkeypatch):
+    """Under bf16 autocast a frozen model's projections are rounded to bf16 at each use, so holding
+    them in bf16 gives the same log-probabilities bit for bit, for half their memory; a DPO run in
+    bf16 holds its reference so."""
+    from tenali_model.posttrain import loop
+    f = write_jsonl(tmp_path / "pairs.jsonl", PAIRS)
+    pairs, _ = encode_pairs(tok, load_pairs([f]), 128)
+    batch = collate_pairs(pairs, pad_id_of(tok))
+    with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16):
+        held32 = sequence_logps(load_model(parent), batch["x"], batch["y"])
+        held16 = sequence_logps(loop.projections_to_bf16(load_model(parent)), batch["x"], batch["y"])
+    assert torch.equal(held16, held32)
+    converted = []
+    monkeypatch.setattr(dpo, "projections_to_bf16", lambda m: converted.append(loop.projections_to_bf16(m)))
+    s = dpo.train(dpo_config(parent, tok_dir, [f], tmp_path / "bf16", steps=2, dtype="bfloat16"))
+    assert s["complete"] and len(converted) == 1
+    assert converted[0].layers[0].mlp.w1.weight.dtype == torch.bfloat16
+    assert converted[0].lm_head.weight.dtype == converted[0].norm.weight.dtype == torch.float32
+    dpo.train(dpo_config(parent, tok_dir, [f], tmp_path / "f32", steps=2, dtype="float32"))
+    assert len(converted) == 1  # float32 compute: the reference stays as it was loaded
+
+
 BAD_PAIRS = [
     ({"chosen": "a", "rejected": "b"}, "expected exactly one of 'prompt'"),
     ({"prompt": "q", "chosen": "a"}, "field 'rejected': expected a string or a list of messages, missing"),
