@@ -89,6 +89,21 @@ def test_bf16_autocast_step_is_close_to_float32():
         assert (got[name] - g_ref).norm() <= 0.05 * g_ref.norm() + 1e-6, name
 
 
+def test_bf16_projections_of_a_frozen_model_change_nothing_under_autocast_on_the_device():
+    """DPO's reference (and LoRA's frozen base) hold their projections in bf16 under bf16 compute, on
+    the claim that autocast rounds them so at each use anyway: the same log-probabilities, bit for bit."""
+    from tenali_model.posttrain.loop import projections_to_bf16
+
+    cfg, _, dev = _pair()
+    x = torch.randint(0, cfg.vocab_size, (4, 64), generator=torch.Generator().manual_seed(3)).to(DEVICE)
+    y = x.roll(-1, 1)
+    with torch.no_grad(), torch.autocast(torch.device(DEVICE).type, dtype=torch.bfloat16):
+        held32 = dev(x, y, token_logps=True)[1]
+        held16 = projections_to_bf16(dev)(x, y, token_logps=True)[1]
+    assert dev.layers[0].attn.wq.weight.dtype == torch.bfloat16
+    assert torch.equal(held16, held32)
+
+
 def test_chunked_heads_match_the_reference_on_the_device():
     torch.manual_seed(3)
     h = torch.randn(300, 64, device=DEVICE, requires_grad=True)
