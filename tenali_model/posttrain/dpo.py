@@ -8,7 +8,8 @@ the answer's assistant tokens (policy pi, frozen reference ref: `reference`, def
     loss = -log sigmoid(beta * ((log pi(y_w|x) - log pi(y_l|x)) - (log ref(y_w|x) - log ref(y_l|x))))
 
 The config is a `DPOConfig` JSON file; pairs are JSONL (posttrain/data.py), validated whole before
-any compute. Full fine-tuning or LoRA as in SFT. metrics.jsonl train records add "margin" (the
+any compute. Full fine-tuning or LoRA as in SFT. With LoRA and the default reference, the reference
+pass is the policy itself with its adapters off (lora.StartingPoint): no second model in memory. metrics.jsonl train records add "margin" (the
 policy's log-ratio margin over the reference's, per pair), "accuracy" (share of pairs whose margin is
 positive) and "logp_gap" (log pi(y_w) - log pi(y_l)); val records give the same on val_files.
 """
@@ -64,9 +65,15 @@ def prepare(cfg: DPOConfig, d: Dist) -> Stage:
     batches = PairBatches(pairs, cfg.batch_size, pad, rank=d.rank, world_size=d.world_size, seed=cfg.seed)
     mode = stage_parallelism(cfg, mcfg, d.world_size)
     policy = build_student(cfg, parent, d, vocab_size, mode)
+    start = None
     if mode == "fsdp":  # sharded too: a 7B reference held whole would take a GPU's memory
-        ref = load_sharded(reference, d, cfg.dtype, vocab_size).eval().requires_grad_(False)
+        ref, held = load_sharded(reference, d, cfg.dtype, vocab_size).eval().requires_grad_(False), "sharded copy"
+    elif cfg.lora is not None and reference.resolve() == parent.resolve():
+        # the policy with its adapters off and its head as it started is the parent: no second model
+        from .lora import StartingPoint
+        start, ref, held = StartingPoint(policy), None, "the policy without its adapters"
     else:
+        held = "copy"
         ref = load_model(reference, device=d.device).requires_grad_(False)
         if vocab_size:
             from .vocab import extend_vocab
@@ -74,9 +81,15 @@ def prepare(cfg: DPOConfig, d: Dist) -> Stage:
         if use_bf16(d.device, cfg.dtype):  # the same log-probabilities for half the projections' memory
             projections_to_bf16(ref)
 
+    def reference_logps(x, y):
+        if start is None:
+            return sequence_logps(ref, x, y)
+        with start.active() as parent_again:
+            return sequence_logps(parent_again, x, y)
+
     def loss_fn(model, batch: dict, phase: Phase | None = None):
         with torch.no_grad():
-            ref_logps = sequence_logps(ref, batch["x"], batch["y"])
+            ref_logps = reference_logps(batch["x"], batch["y"])
         return dpo_loss(sequence_logps(model, batch["x"], batch["y"]), ref_logps, cfg.beta)
 
     def evaluate(model) -> dict:
@@ -95,7 +108,8 @@ def prepare(cfg: DPOConfig, d: Dist) -> Stage:
 
     return Stage(cfg=cfg, model=policy, parent=parent, batches=batches, loss_fn=loss_fn,
                  tokens_of=lambda b: b["x"].numel(), evaluate=evaluate if val_pairs else None,
-                 extra_meta={"tokenizer": str(cfg.tokenizer), "reference": str(reference), "beta": cfg.beta,
+                 extra_meta={"tokenizer": str(cfg.tokenizer), "reference": str(reference), "reference_held": held,
+                             "beta": cfg.beta,
                              **extended},
                  summary_extra={"train_pairs": stats.examples, "dropped": stats.dropped}, mode=mode)
 

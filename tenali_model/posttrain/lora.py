@@ -29,6 +29,7 @@ carry the rounding into weights the adapter never touched.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
@@ -175,6 +176,41 @@ def merged_state_dict(model: nn.Module, base_weights: dict[str, torch.Tensor] | 
             base = base_weights[f"{name}.weight"].to(base.device)
         merged[f"{name}.weight"] = base.detach() + layer.get_delta_weight(ADAPTER).to(base.dtype)
     return merged
+
+
+class StartingPoint:
+    """The model as `apply_lora` left it, without a copy of its frozen weights: DPO's reference when
+    it is the policy's own parent (what TRL does with peft too). `active()` turns the adapters off
+    and swaps every other trained tensor (the head, a grown table's rows: copied here, a small share
+    of the model) back to its starting value, for a forward under no_grad; then restores both.
+
+    The adapters are turned off through peft's `_disable_adapters` flag, which its `enable_adapters`
+    sets too; `enable_adapters` itself also flips the adapters' requires_grad, which a DDP wrapper
+    should not see change between its steps. (test_posttrain_distill_dpo checks that the reference
+    pass equals a separate copy of the parent bit for bit, which fails if peft stops reading it.)"""
+
+    def __init__(self, model: nn.Module):
+        self.model = model
+        self.layers = [layer for _, layer in lora_layers(model)]
+        self.start = {name: p.detach().clone() for name, p in model.named_parameters()
+                      if p.requires_grad and ".lora_" not in name}
+
+    @contextlib.contextmanager
+    def active(self):
+        params = dict(self.model.named_parameters())
+        trained = {}
+        try:
+            with torch.no_grad():
+                for name, start in self.start.items():
+                    trained[name], params[name].data = params[name].data, start
+                for layer in self.layers:
+                    layer._disable_adapters = True
+                yield self.model
+        finally:
+            for layer in self.layers:
+                layer._disable_adapters = False
+            for name, data in trained.items():
+                params[name].data = data
 
 
 def count_trainable(model: nn.Module) -> int:

@@ -17,7 +17,7 @@ from tenali_model.posttrain.data import collate_pairs, encode_pairs, load_pairs,
 from tenali_model.posttrain.distill import distill_loss
 from tenali_model.posttrain.dpo import sequence_logps
 from tenali_model.posttrain.loop import lr_in_phase
-from tm_helpers import SEQ, VOCAB
+from tm_helpers import SEQ, VOCAB, assert_same_tensors
 
 
 def test_distill_loss_equals_a_hand_computation():
@@ -234,6 +234,26 @@ def test_the_reference_holds_its_projections_in_bf16_under_bf16_compute(tok_dir,
     assert converted[0].lm_head.weight.dtype == converted[0].norm.weight.dtype == torch.float32
     dpo.train(dpo_config(parent, tok_dir, [f], tmp_path / "f32", steps=2, dtype="float32"))
     assert len(converted) == 1  # float32 compute: the reference stays as it was loaded
+
+
+@pytest.mark.parametrize("dtype", ["float32", "bfloat16"])
+def test_lora_dpo_uses_the_policy_without_adapters_as_its_reference(dtype, tok_dir, parent, tmp_path):
+    """With LoRA and the policy's own parent as the reference, the reference pass is the policy with
+    its adapters off and its head as it started (no second model): the same run, bit for bit, as
+    with a separate copy of the parent (a copied directory is another reference)."""
+    import shutil
+
+    from tenali_model.posttrain.config import LoraSettings
+    f = write_jsonl(tmp_path / "pairs.jsonl", PAIRS * 2)
+    copy = shutil.copytree(parent, tmp_path / "parent-copy")
+    kw = dict(steps=4, dtype=dtype, grad_accum=2, batch_size=1, val_files=[f], eval_every=2,
+              lora=LoraSettings(r=4, alpha=8, dropout=0.05))
+    shared = dpo.train(dpo_config(parent, tok_dir, [f], tmp_path / "shared", **kw))
+    separate = dpo.train(dpo_config(parent, tok_dir, [f], tmp_path / "separate", reference=str(copy), **kw))
+    assert load_meta(shared["checkpoint"])["reference_held"] == "the policy without its adapters"
+    assert load_meta(separate["checkpoint"])["reference_held"] == "copy"
+    assert shared["val_margin"] == separate["val_margin"] != 0 and shared["final_loss"] == separate["final_loss"]
+    assert_same_tensors(tmp_path / "shared", tmp_path / "separate", ["step_00000004/model.safetensors"])
 
 
 BAD_PAIRS = [
