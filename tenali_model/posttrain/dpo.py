@@ -9,9 +9,10 @@ the answer's assistant tokens (policy pi, frozen reference ref: `reference`, def
 
 The config is a `DPOConfig` JSON file; pairs are JSONL (posttrain/data.py), validated whole before
 any compute. Full fine-tuning or LoRA as in SFT. With LoRA and the default reference, the reference
-pass is the policy itself with its adapters off (lora.StartingPoint): no second model in memory. metrics.jsonl train records add "margin" (the
-policy's log-ratio margin over the reference's, per pair), "accuracy" (share of pairs whose margin is
-positive) and "logp_gap" (log pi(y_w) - log pi(y_l)); val records give the same on val_files.
+pass is the policy itself with its adapters off (lora.StartingPoint): no second model in memory.
+metrics.jsonl train records add "margin" (the policy's log-ratio margin over the reference's, per
+pair), "accuracy" (share of pairs whose margin is positive) and "logp_gap" (log pi(y_w) - log
+pi(y_l)); val records give the same on val_files.
 """
 
 from __future__ import annotations
