@@ -110,8 +110,7 @@ def prepare(cfg: DPOConfig, d: Dist) -> Stage:
     return Stage(cfg=cfg, model=policy, parent=parent, batches=batches, loss_fn=loss_fn,
                  tokens_of=lambda b: b["x"].numel(), evaluate=evaluate if val_pairs else None,
                  extra_meta={"tokenizer": str(cfg.tokenizer), "reference": str(reference), "reference_held": held,
-                             "beta": cfg.beta,
-                             **extended},
+                             "beta": cfg.beta, **extended},
                  summary_extra={"train_pairs": stats.examples, "dropped": stats.dropped}, mode=mode)
 
 
