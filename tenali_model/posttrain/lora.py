@@ -18,12 +18,13 @@ model.safetensors, so evaluation, export and serving never need peft.
 
 `base_dtype: "bfloat16"` (what "auto" picks when the stage computes in bf16) holds the frozen
 projections under the adapters in bf16 (the adapters, the head, the embedding and the norms stay
-float32). Under bf16 autocast a float32 frozen weight costs its 4 bytes plus the 2-byte bf16 copy autocast makes at each use, which autograd keeps for the
-backward pass; a bf16 one costs its 2 bytes: a third of the memory for the bulk of the model (a
-7B's projections: 13 GB instead of 39). The forward then runs on the bf16-rounded weights, exactly
-what bf16 autocast computes with anyway. The merge is made against the parent's float32 weights,
-read again from its model.safetensors (`parent_projections`), so the merged checkpoint does not
-carry the rounding into weights the adapter never touched.
+float32). Under bf16 autocast a float32 frozen weight costs its 4 bytes plus the 2-byte bf16 copy
+autocast makes at each use, which autograd keeps for the backward pass; a bf16 one costs its 2
+bytes: a third of the memory for the bulk of the model (a 7B's projections: 13 GB instead of 39).
+The forward then runs on the bf16-rounded weights, exactly what bf16 autocast computes with anyway.
+The merge is made against the parent's float32 weights, read again from its model.safetensors
+(`parent_projections`), so the merged checkpoint does not carry the rounding into weights the
+adapter never touched.
 """
 
 from __future__ import annotations
