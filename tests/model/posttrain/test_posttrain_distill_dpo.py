@@ -256,6 +256,22 @@ def test_lora_dpo_uses_the_policy_without_adapters_as_its_reference(dtype, tok_d
     assert_same_tensors(tmp_path / "shared", tmp_path / "separate", ["step_00000004/model.safetensors"])
 
 
+def test_lora_dpo_on_two_ddp_ranks_matches_one_process(tok_dir, parent, tmp_path):
+    """The adapters-off reference pass swaps tensors under a DDP wrapper between its steps: two ranks
+    must still end where one process at the same global batch does."""
+    from tenali_model.posttrain.config import LoraSettings
+    from test_posttrain_fsdp import assert_same_model, torchrun
+    f = write_jsonl(tmp_path / "pairs.jsonl", PAIRS * 2)
+    kw = dict(steps=4, batch_size=1, lora=LoraSettings(r=4, alpha=8, dropout=0.0))
+    one = dpo.train(dpo_config(parent, tok_dir, [f], tmp_path / "one", grad_accum=2, **kw))
+    out = torchrun("tenali_model.posttrain.dpo", dpo_config(parent, tok_dir, [f], tmp_path / "two", **kw),
+                   tmp_path / "dpo.json")
+    assert "2 rank(s) on cpu, ddp" in out
+    two = tmp_path / "two" / "step_00000004"
+    assert load_meta(two)["reference_held"] == "the policy without its adapters"
+    assert_same_model(one["checkpoint"], two, atol=1e-5)
+
+
 BAD_PAIRS = [
     ({"chosen": "a", "rejected": "b"}, "expected exactly one of 'prompt'"),
     ({"prompt": "q", "chosen": "a"}, "field 'rejected': expected a string or a list of messages, missing"),
