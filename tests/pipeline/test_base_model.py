@@ -296,6 +296,25 @@ def test_the_release_on_the_base_lineage_loads_in_transformers_and_renders_the_c
     assert out.shape[1] > x.shape[1]
 
 
+def test_a_lora_dpo_on_the_base_lineage_keeps_no_second_model(base_defs, base_run, chat_run):
+    """DPOSettings(lora=True): the preference stage tunes adapters on the SFT model, whose own weights
+    (adapters off, head as it started) are the reference."""
+    from tenali_model.checkpoint import load_meta
+
+    from tenali_pipeline.defs.posttraining.stages import DPOSettings
+    _, defs, instance, _ = base_defs
+    _, _, lake, _, _, _ = base_run
+    assert chat_run[0].success
+    result = defs.resolve_implicit_global_asset_job_def().execute_in_process(
+        asset_selection=_keys("dpo_checkpoint"), instance=instance, raise_on_error=False,
+        run_config=dg.RunConfig(ops={"dpo_checkpoint": DPOSettings(steps=4, lora=True, lora_r=8)}))
+    assert result.success, [e.step_key for e in result.all_events if e.is_step_failure]
+    latest = lake.read_json("checkpoints/dpo/LATEST.json")
+    meta = load_meta(lake.local_dir(latest["checkpoint_key"]))
+    assert meta["lora"]["r"] == 8 and meta["reference_held"] == "the policy without its adapters"
+    assert latest["parent_checkpoint"] == lake.read_json("checkpoints/sft/LATEST.json")["checkpoint"]
+
+
 def test_unsetting_the_base_trains_tenali_s_tokenizer_and_leaves_nothing_stale(base_run, tmp_path):
     import shutil
 
