@@ -66,27 +66,27 @@ def extend_vocab(model: nn.Module, vocab_size: int) -> list[int]:
         raise ValueError(f"cannot shrink the vocabulary from {old} to {vocab_size}")
     if vocab_size == old:
         return []
-    rows = vocab_size - old
-    emb = model.tok_embeddings
+    emb, head = model.tok_embeddings, model.lm_head
+    grown = grown_state({"tok_embeddings.weight": emb.weight, "lm_head.weight": head.weight}, model.config,
+                        vocab_size)
     model.tok_embeddings = nn.Embedding(vocab_size, emb.embedding_dim, device=emb.weight.device, dtype=emb.weight.dtype)
-    model.tok_embeddings.weight.copy_(_grown(emb.weight, rows))
+    model.tok_embeddings.weight.copy_(grown["tok_embeddings.weight"])
     model.tok_embeddings.weight.requires_grad_(emb.weight.requires_grad)
     model.config = dataclasses.replace(model.config, vocab_size=vocab_size)
-    head = model.lm_head
     model.lm_head = nn.Linear(head.in_features, vocab_size, bias=False, device=head.weight.device,
                               dtype=head.weight.dtype)
     if model.config.tie_embeddings:
         model.tie_weights()
     else:
-        model.lm_head.weight.copy_(_grown(head.weight, rows))
+        model.lm_head.weight.copy_(grown["lm_head.weight"])
         model.lm_head.weight.requires_grad_(head.weight.requires_grad)
     return list(range(old, vocab_size))
 
 
 def grown_state(state: dict[str, torch.Tensor], config, vocab_size: int) -> dict[str, torch.Tensor]:
-    """A full state dict (config's shape) with its embedding table and head grown to vocab_size as
-    `extend_vocab` grows a module's: new rows at the mean of the old ones, a tied head the same
-    tensor as the table. For FSDP, where rank 0 grows the weights it read before they are sharded."""
+    """A full state dict (config's shape) with its embedding table and head grown to vocab_size: new
+    rows at the mean of the old ones, a tied head the same tensor as the table. `extend_vocab` grows
+    a module with it; under FSDP rank 0 grows the weights it read with it before they are sharded."""
     rows = vocab_size - config.vocab_size
     if rows < 0:
         raise ValueError(f"cannot shrink the vocabulary from {config.vocab_size} to {vocab_size}")

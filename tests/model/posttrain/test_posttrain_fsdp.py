@@ -79,7 +79,7 @@ def test_dpo_on_two_fsdp_ranks_shards_the_reference_and_matches_one_process(tok_
     assert one["val_margin"] > 0
 
 
-def test_which_stages_shard(parent, tok_dir):
+def test_which_stages_shard():
     big = preset("1b")
     full = SFTConfig(init_from="p", out_dir="o", train_files=["f"], tokenizer="t")
     assert stage_parallelism(full, big, 1) == "single"
@@ -113,7 +113,12 @@ def test_grown_state_is_what_extend_vocab_grows(tied, tmp_path):
 
 
 def test_activation_checkpointing_changes_no_result(tok_dir, parent, tmp_path):
+    from tenali_model.posttrain.loop import build_student
+
     f = write_jsonl(tmp_path / "chats.jsonl", CHATS * 2)
+    for on in (False, True):  # the switch reaches the blocks (else the comparison below proves nothing)
+        cfg = sft_config(parent, tok_dir, [f], tmp_path / "x", activation_checkpointing=on)
+        assert all(layer.checkpointing == on for layer in build_student(cfg, parent, torch.device("cpu")).layers)
     plain = sft.train(sft_config(parent, tok_dir, [f], tmp_path / "plain", steps=3, ckpt_every=0))
     recomputed = sft.train(sft_config(parent, tok_dir, [f], tmp_path / "ac", steps=3, ckpt_every=0,
                                       activation_checkpointing=True))
