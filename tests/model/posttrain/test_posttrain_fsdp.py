@@ -97,7 +97,9 @@ def test_which_stages_shard():
 @pytest.mark.parametrize("tied", [True, False])
 def test_grown_state_is_what_extend_vocab_grows(tied, tmp_path):
     """Under FSDP rank 0 grows the weights it read (a state dict) before broadcasting them; the
-    result must be the module-level growth one process applies."""
+    result must be the model one process grows (`extend_vocab`, which builds new tables from the
+    same rule: this checks its copying, tying and that nothing else moved; the mean rows themselves
+    are checked in test_posttrain_vocab)."""
     torch.manual_seed(0)
     model = Transformer(tiny_model_config(50, tie_embeddings=tied))
     ckpt = save_checkpoint(tmp_path / "m", step=0, model=model)
