@@ -22,6 +22,9 @@ loudly). Fields every stage has:
                    (fsdp for full fine-tuning of models of 1B parameters or more, else ddp; LoRA
                    always ddp: its frozen weights fit one GPU and only the adapters carry state)
     activation_checkpointing   recompute each block's activations in the backward pass
+    compile        torch.compile the policy's training forward (as TrainConfig's; under FSDP each
+                   block in place, before sharding); validation, DPO's reference and a teacher run
+                   eager. For GPUs: on a CPU inductor was slower than eager in pretraining
 
 SFT and DPO add steps, lr, min_lr, warmup_steps and schedule ("cosine", "linear", "constant" or
 "onecycle"); distillation has `phases` instead, each with its own steps, lr, min_lr, warmup_steps,
@@ -136,6 +139,7 @@ class StageConfig(JsonConfig):
     lora: LoraSettings | None = None
     parallelism: str = "auto"
     activation_checkpointing: bool = False
+    compile: bool = False
 
     # --- the optimisation schedule -------------------------------------------------------------
 

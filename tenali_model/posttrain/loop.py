@@ -184,12 +184,16 @@ def run_stage(stage: Stage, d: Dist, pipes=None, stop_at: int | None = None) -> 
     resumed_from = step
     last_saved = step if ckpt is not None else None
     metrics = MetricsLog(out_dir / "metrics.jsonl", resume_step=step) if d.is_main else None
-    model = wrap_ddp(raw, d.device) if mode == "ddp" else raw
+    model = torch.compile(raw) if cfg.compile and mode != "fsdp" else raw  # FSDP: blocks compiled when built
+    if mode == "ddp":
+        model = wrap_ddp(model, d.device)
     autocast = autocast_context(d.device, cfg.dtype)
     trainable = [p for p in raw.parameters() if p.requires_grad]
     say(f"{cfg.STAGE}: {n_base_params:,} params, {count_trainable(raw):,} trainable"
         f"{' (LoRA r=%d)' % cfg.lora.r if lora else ''} | {d.world_size} rank(s) on {d.device.type}, {mode}"
-        f"{' + activation checkpointing' if cfg.activation_checkpointing else ''} | steps {step} -> {total}")
+        f"{' + activation checkpointing' if cfg.activation_checkpointing else ''}"
+        f"{(' + torch.compile per block' if mode == 'fsdp' else ' + torch.compile') if cfg.compile else ''} | "
+        f"steps {step} -> {total}")
 
     t_start, tokens_at_start = time.time(), tokens_seen
 
@@ -380,7 +384,7 @@ def stage_parallelism(cfg: StageConfig, mcfg: ModelConfig, world_size: int) -> s
 
 
 def load_sharded(ckpt: Path, d: Dist, dtype: str, vocab_size: int | None = None,
-                 activation_checkpointing: bool = False) -> nn.Module:
+                 activation_checkpointing: bool = False, compile_blocks: bool = False) -> nn.Module:
     """A checkpoint's model under FSDP2: built on the meta device, sharded over the ranks, then
     filled with the weights rank 0 alone read (grown to vocab_size first, as `extend_vocab` would)
     and broadcast. A collective: every rank calls it."""
@@ -392,7 +396,8 @@ def load_sharded(ckpt: Path, d: Dist, dtype: str, vocab_size: int | None = None,
         state = grown_state(state, mcfg, vocab_size) if state is not None else None
         mcfg = dataclasses.replace(mcfg, vocab_size=vocab_size)
     model = build_model(mcfg, "fsdp", d.device, world_size=d.world_size,
-                        activation_checkpointing=activation_checkpointing, bf16=use_bf16(d.device, dtype))
+                        activation_checkpointing=activation_checkpointing, bf16=use_bf16(d.device, dtype),
+                        compile_blocks=compile_blocks)
     load_full_state(model, "fsdp", state)
     return model
 
@@ -410,7 +415,8 @@ def build_student(cfg: StageConfig, parent: Path, where: torch.device | Dist, vo
 
     seed_everything(cfg.seed)
     if mode == "fsdp":
-        return load_sharded(parent, where, cfg.dtype, vocab_size, cfg.activation_checkpointing).train()
+        return load_sharded(parent, where, cfg.dtype, vocab_size, cfg.activation_checkpointing,
+                            compile_blocks=cfg.compile).train()
     device = where.device if isinstance(where, Dist) else where
     model = load_model(parent, device=device).train()
     model.set_activation_checkpointing(cfg.activation_checkpointing)

@@ -60,3 +60,21 @@ def test_a_bad_train_config_stops_at_start_up_naming_it(tmp_path, value, match):
     with pytest.raises(SettingsError, match="TENALI_TRAIN_CONFIG") as e:
         build_resources(_prod(tmp_path, TENALI_TRAIN_CONFIG=value))
     assert match in str(e.value)
+
+
+def test_post_training_stages_take_the_pretraining_batch_context_and_switches(tmp_path):
+    """Distillation, SFT and DPO run with the pretraining's batch and context, and with its compile and
+    activation checkpointing (the large recipes turn both on for GPUs), resolved for the parent's size."""
+    from tenali_model.checkpoint import save_checkpoint
+    from tenali_model.model import Transformer
+    from tenali_model.posttrain.config import SFTConfig
+    from tenali_pipeline.defs.posttraining.stages import pretraining_settings
+
+    parent = save_checkpoint(tmp_path / "parent", step=0, model=Transformer(preset("tiny")))
+    assert pretraining_settings(TrainingResource(), parent) == {
+        "batch_size": 16, "seq_len": 128, "activation_checkpointing": False, "compile": False}
+    got = pretraining_settings(TrainingResource(compile=True, activation_checkpointing=True, batch_size=4), parent)
+    assert got == {"batch_size": 4, "seq_len": 128, "activation_checkpointing": True, "compile": True}
+    cfg = SFTConfig(init_from=str(parent), out_dir=str(tmp_path / "sft"), tokenizer="t", train_files=["f"], **got)
+    cfg.validate()
+    assert cfg.compile and cfg.activation_checkpointing

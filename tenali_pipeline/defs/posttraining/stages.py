@@ -74,12 +74,14 @@ class DPOSettings(dg.Config):
     lora_dropout: float = 0.05
 
 
-def _pretraining_batch(training: TrainingResource, checkpoint) -> dict:
-    """Sequences per micro-step and context of a post-training stage: the pretraining's (the resource's
-    settings, else the recipe of the parent's size), resolved for the parent checkpoint's shape."""
+def pretraining_settings(training: TrainingResource, checkpoint) -> dict:
+    """The fields a post-training stage takes from pretraining (the resource's settings, else the
+    recipe of the parent's size, resolved for the parent checkpoint's shape): sequences per
+    micro-step, context, activation checkpointing and torch.compile (the large recipes compile)."""
     from tenali_model.checkpoint import load_config, resolve_checkpoint
 
-    return training.resolve(load_config(resolve_checkpoint(checkpoint)))
+    run = training.resolve(load_config(resolve_checkpoint(checkpoint)))
+    return {k: run[k] for k in ("batch_size", "seq_len", "activation_checkpointing", "compile")}
 
 
 def _local(store, lake: LakeResource, key: str) -> Path:
@@ -155,7 +157,7 @@ def distilled_checkpoint(context: dg.AssetExecutionContext, config: DistillSetti
     manifest = store.read_json(f"{SHARDS_KEY}/{MANIFEST}")
     shards = _local(store, lake, SHARDS_KEY)
     layers = config.student_layers or max(1, load_config(teacher_dir).n_layers // 2)
-    run = _pretraining_batch(training, teacher_dir)
+    run = pretraining_settings(training, teacher_dir)
 
     def make(run_dir: Path) -> DistillConfig:
         student = init_student(teacher_dir, run_dir / "student_init", layers)
@@ -164,9 +166,7 @@ def distilled_checkpoint(context: dg.AssetExecutionContext, config: DistillSetti
             train_shards=[str(shards / e["file"]) for e in manifest["splits"]["train"]],
             val_shards=[str(shards / e["file"]) for e in manifest["splits"]["val"]],
             phases=seed_phases(config.steps, lr=config.lr, min_lr=config.lr / 10),
-            batch_size=run["batch_size"], seq_len=run["seq_len"], seed=training.seed,
-            activation_checkpointing=run["activation_checkpointing"],
-            eval_every=max(config.steps // 2, 1), eval_batches=training.eval_batches,
+            seed=training.seed, **run, eval_every=max(config.steps // 2, 1), eval_batches=training.eval_batches,
             ckpt_every=max(config.steps // 2, 1), log_every=max(config.steps // 20, 1))
     return _run_stage(context, lake, launcher, "distill", make, teacher)
 
@@ -183,15 +183,13 @@ def sft_checkpoint(context: dg.AssetExecutionContext, config: SFTSettings, lake:
     data = _local(store, lake, GROUNDED_KEY)
     tok = _local(store, lake, "tokenizer") / chat_tokenizer_file(store)
     lora = LoraSettings(r=config.lora_r, alpha=config.lora_alpha, dropout=config.lora_dropout) if config.lora else None
-    run = _pretraining_batch(training, parent_dir)
+    run = pretraining_settings(training, parent_dir)
 
     def make(run_dir: Path) -> SFTConfig:
         return SFTConfig(init_from=str(parent_dir), out_dir=str(run_dir), tokenizer=str(tok),
                          train_files=[str(data / Path(SFT_TRAIN_KEY).name)], val_files=[str(data / Path(SFT_VAL_KEY).name)],
                          packing=config.packing, steps=config.steps, lr=config.lr, min_lr=config.lr / 10,
-                         warmup_steps=max(config.steps // 10, 1), batch_size=run["batch_size"],
-                         seq_len=run["seq_len"], seed=training.seed, lora=lora,
-                         activation_checkpointing=run["activation_checkpointing"],
+                         warmup_steps=max(config.steps // 10, 1), seed=training.seed, lora=lora, **run,
                          eval_every=max(config.steps // 2, 1), ckpt_every=max(config.steps // 2, 1),
                          log_every=max(config.steps // 20, 1))
     return _run_stage(context, lake, launcher, "sft", make, parent, _fit_parent(parent_dir, tok))
@@ -208,16 +206,14 @@ def dpo_checkpoint(context: dg.AssetExecutionContext, config: DPOSettings, lake:
     parent_dir = _local(store, lake, parent["checkpoint_key"])
     data = _local(store, lake, GROUNDED_KEY)
     tok = _local(store, lake, "tokenizer") / chat_tokenizer_file(store)
-    run = _pretraining_batch(training, parent_dir)
+    run = pretraining_settings(training, parent_dir)
     lora = LoraSettings(r=config.lora_r, alpha=config.lora_alpha, dropout=config.lora_dropout) if config.lora else None
 
     def make(run_dir: Path) -> DPOConfig:
         return DPOConfig(init_from=str(parent_dir), out_dir=str(run_dir), tokenizer=str(tok), lora=lora,
                          train_files=[str(data / Path(PREFERENCE_TRAIN_KEY).name)], beta=config.beta,
                          steps=config.steps, lr=config.lr, min_lr=config.lr / 10, warmup_steps=max(config.steps // 10, 1),
-                         batch_size=run["batch_size"], seq_len=run["seq_len"], seed=training.seed,
-                         activation_checkpointing=run["activation_checkpointing"],
-                         ckpt_every=config.steps, log_every=max(config.steps // 10, 1))
+                         seed=training.seed, **run, ckpt_every=config.steps, log_every=max(config.steps // 10, 1))
     return _run_stage(context, lake, launcher, "dpo", make, parent, _fit_parent(parent_dir, tok))
 
 
