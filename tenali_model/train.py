@@ -125,12 +125,15 @@ def lr_at(step: int, cfg: TrainConfig) -> float:
 
 
 def param_groups(model: nn.Module, weight_decay: float) -> list[dict]:
-    """Decay matrices; leave norms, biases and embeddings (and the lm head tied to it) alone."""
+    """Decay matrices; leave norms, biases and embeddings (and the lm head tied to it) alone, and any
+    table that trains only some rows behind a gradient mask (posttrain.vocab.train_rows): decoupled
+    decay would shrink the rows the mask freezes."""
     embeddings = {id(m.weight) for m in model.modules() if isinstance(m, nn.Embedding)}
     decay, no_decay = [], []
     for p in model.parameters():  # shared (tied) parameters appear once
         if p.requires_grad:
-            (no_decay if p.dim() < 2 or id(p) in embeddings else decay).append(p)
+            masked = getattr(p, "trainable_row_count", None) is not None
+            (no_decay if p.dim() < 2 or id(p) in embeddings or masked else decay).append(p)
     return [{"params": decay, "weight_decay": weight_decay},
             {"params": no_decay, "weight_decay": 0.0}]
 
@@ -163,6 +166,17 @@ def optimizer_step(model: nn.Module, raw_model: nn.Module, optimizer: torch.opti
     optimizer.step()
     optimizer.zero_grad(set_to_none=True)
     return loss_acc, grad_norm
+
+
+def check_finite(loss: float, grad_norm: float, step: int, out_dir: Path) -> None:
+    """Raise before a diverged model is logged as trained or saved: a non-finite loss, or a
+    non-finite gradient norm (the step just taken then wrote NaN into the weights)."""
+    if not (math.isfinite(loss) and math.isfinite(grad_norm)):
+        what = f"loss is {loss}" if not math.isfinite(loss) else f"gradient norm is {grad_norm}"
+        last = latest_checkpoint(out_dir)
+        raise FloatingPointError(f"{what} at step {step}; "
+                                 + (f"the last good checkpoint is {last}" if last else "no checkpoint was saved")
+                                 + " (lower the learning rate, or check the data)")
 
 
 def check_inputs(cfg: TrainConfig, world_size: int = 1) -> int:
@@ -368,15 +382,15 @@ def _train(cfg: TrainConfig, d: Dist, pipes, stop_at: int | None) -> dict:
         step += 1
         tokens_seen += tokens_per_step
 
-        if step % cfg.log_every == 0 or step == end:
+        saving = (cfg.ckpt_every and step % cfg.ckpt_every == 0) or step == end
+        if saving or step % cfg.log_every == 0:
             loss_mean = loss_acc / grad_accum
             if d.world_size > 1:
                 dist.all_reduce(loss_mean)
                 loss_mean = loss_mean / d.world_size
             last_loss = loss_mean.item()
-            if not math.isfinite(last_loss):  # stop before a NaN model reaches a checkpoint
-                raise FloatingPointError(f"loss is {last_loss} at step {step}; the last good "
-                                         f"checkpoint is {latest_checkpoint(out_dir)}")
+            check_finite(last_loss, grad_norm.item(), step, out_dir)  # before a NaN model is saved
+        if step % cfg.log_every == 0 or step == end:
             now = time.time()
             tps = (tokens_seen - tokens_log) / max(now - t_log, 1e-9)
             if d.is_main:
@@ -395,7 +409,7 @@ def _train(cfg: TrainConfig, d: Dist, pipes, stop_at: int | None) -> dict:
             if val_loss is not None and d.is_main:
                 metrics.append({"kind": "val", "step": step, "val_loss": val_loss, "elapsed": elapsed()})
                 say(f"step {step} | val_loss {val_loss:.4f}")
-        if (cfg.ckpt_every and step % cfg.ckpt_every == 0) or step == end:
+        if saving:
             checkpoint(last_loss, val_loss if val_step == step else None)
             last_saved = step
         if step % cfg.log_every == 0 or val_step == step or last_saved == step:

@@ -50,8 +50,8 @@ from ..checkpoint import (CheckpointError, latest_checkpoint, list_checkpoints, 
 from ..config import ConfigError, ModelConfig, num_params, resolve_parallelism
 from ..parallel import build_model, clip_grad_norm, full_state, grad_sync, load_full_state, wrap_ddp
 from ..tokenizer import TokenizerError
-from ..train import (Dist, MetricsLog, _printer, autocast_context, open_pipes, fused_adamw, param_groups,
-                     setup_distributed, use_bf16)
+from ..train import (Dist, MetricsLog, _printer, autocast_context, check_finite, open_pipes, fused_adamw,
+                     param_groups, setup_distributed, use_bf16)
 from .config import Phase, StageConfig
 from .lora import count_trainable, load_adapter, merged_state_dict, parent_projections, save_adapter
 
@@ -276,12 +276,12 @@ def run_stage(stage: Stage, d: Dist, pipes=None, stop_at: int | None = None) -> 
         optimizer.zero_grad(set_to_none=True)
         step += 1
 
-        if step % cfg.log_every == 0 or step == end:
+        saving = (cfg.ckpt_every and step % cfg.ckpt_every == 0) or step == end
+        if saving or step % cfg.log_every == 0:
             sums = reduce({"loss": loss_sum.item(), **{k: v.item() for k, v in stat_sums.items()}})
             last_loss = sums.pop("loss") / max(n_items, 1)
-            if not math.isfinite(last_loss):
-                raise FloatingPointError(f"{cfg.STAGE} loss is {last_loss} at step {step}; the last good "
-                                         f"checkpoint is {latest_checkpoint(out_dir)}")
+            check_finite(last_loss, grad_norm.item(), step, out_dir)  # before a NaN model is saved
+        if step % cfg.log_every == 0 or step == end:
             now = time.time()
             tps = (tokens_seen - tokens_log) / max(now - t_log, 1e-9)
             if d.is_main:
@@ -299,7 +299,7 @@ def run_stage(stage: Stage, d: Dist, pipes=None, stop_at: int | None = None) -> 
             if val is not None and d.is_main:
                 metrics.append({"kind": "val", "step": step, **val, "elapsed": elapsed()})
                 say(f"{cfg.STAGE} step {step} | " + " | ".join(f"{k} {v:.4f}" for k, v in val.items()))
-        if (cfg.ckpt_every and step % cfg.ckpt_every == 0) or step == end:
+        if saving:
             checkpoint(last_loss, val if val_step == step else None)
             last_saved = step
         if step % cfg.log_every == 0 or val_step == step or last_saved == step:

@@ -107,6 +107,43 @@ def test_compile_trains_like_eager_and_saves_plain_weights(shards, tmp_path, mon
     assert not any("_orig_mod" in name for name in model.state_dict())
 
 
+def poison_gradients_at(monkeypatch, module, call: int) -> None:
+    """From the `call`-th optimizer step of `module`'s loop on, every gradient is NaN when clipped
+    (a loss spike that overflows): the step then writes NaN into the weights."""
+    import tenali_model.parallel as parallel
+    calls = [0]
+
+    def clip(model, max_norm):
+        calls[0] += 1
+        if calls[0] >= call:
+            for p in model.parameters():
+                if p.grad is not None:
+                    p.grad.fill_(float("nan"))
+        return parallel.clip_grad_norm(model, max_norm)
+
+    monkeypatch.setattr(module, "clip_grad_norm", clip)
+
+
+@pytest.mark.parametrize("poisoned, message, saved", [
+    (3, r"loss is nan at step 4; the last good checkpoint is .*step_00000002", ["step_00000002"]),
+    (2, r"gradient norm is nan at step 2; no checkpoint was saved", []),
+])
+def test_a_diverged_step_stops_the_run_before_it_is_saved(poisoned, message, saved, shards, tmp_path, monkeypatch):
+    """Steps 2, 4 and 6 save and log_every is 5. Weights turned to NaN at step 3 are found on the
+    next saving step (4), not on the next logging step (5); at step 2, whose loss was computed before
+    the update, by the gradient norm. Nothing diverged becomes a checkpoint."""
+    import tenali_model.train as train_module
+    from tenali_model.checkpoint import read_weights
+
+    poison_gradients_at(monkeypatch, train_module, call=poisoned)
+    out = tmp_path / "run"
+    with pytest.raises(FloatingPointError, match=message):
+        train(tiny_config(shards, out, steps=6, ckpt_every=2, log_every=5, keep_last=1))
+    assert [p.name for p in list_checkpoints(out)] == saved
+    if saved:
+        assert all(torch.isfinite(w).all() for w in read_weights(latest_checkpoint(out))[0].values())
+
+
 def test_lr_schedule():
     cfg = TrainConfig(train_shards=["a"], out_dir="o", lr=1.0, min_lr=0.1, warmup_steps=10, steps=110)
     assert lr_at(0, cfg) == pytest.approx(0.1)

@@ -220,3 +220,18 @@ def test_config_round_trip_and_errors(tmp_path, parent, tok_dir, chat_file):
             SFTConfig.from_dict({**d, **change}).validate()
     with pytest.raises(ConfigError, match="missing required field"):
         SFTConfig.from_dict({k: v for k, v in d.items() if k != "train_files"})
+
+
+def test_a_diverged_step_stops_the_stage_before_it_is_saved(tok_dir, parent, tmp_path, monkeypatch):
+    """As the pretraining trainer (test_model_train.py): weights turned to NaN at step 3 are found on
+    the saving step 4, not on the logging step 5, and never saved."""
+    from tenali_model.checkpoint import list_checkpoints
+    from tenali_model.posttrain import loop
+    from test_model_train import poison_gradients_at
+
+    poison_gradients_at(monkeypatch, loop, call=3)
+    f = write_jsonl(tmp_path / "chats.jsonl", CHATS)
+    out = tmp_path / "sft"
+    with pytest.raises(FloatingPointError, match=r"loss is nan at step 4; the last good checkpoint is .*step_00000002"):
+        train(sft_config(parent, tok_dir, [f], out, steps=6, ckpt_every=2, log_every=5, keep_last=1))
+    assert [p.name for p in list_checkpoints(out)] == ["step_00000002"]

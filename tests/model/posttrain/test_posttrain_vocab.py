@@ -202,3 +202,26 @@ def test_full_sft_on_two_fsdp_ranks_grows_the_vocabulary_like_one_process(base, 
     assert load_model(two).config.vocab_size == base["base_vocab"] + len(SPECIAL_TOKENS)
     assert load_meta(two)["vocab_extended"] == load_meta(one["checkpoint"])["vocab_extended"]
     assert_same_model(one["checkpoint"], two)
+
+
+def test_rows_frozen_behind_the_mask_are_not_decayed():
+    """An untied head that LoRA leaves frozen (train_head false) trains only its new rows, behind a
+    gradient mask: AdamW's decoupled weight decay must not shrink the others (it would, by lr x wd
+    a step, and a resumed run rebuilds them from the parent undecayed)."""
+    from tenali_model.posttrain.lora import apply_lora
+    from tenali_model.posttrain.vocab import train_rows
+    from tenali_model.train import param_groups
+
+    torch.manual_seed(0)
+    model = Transformer(tiny_model_config(64, dim=32, n_layers=1, n_heads=2, n_kv_heads=1, tie_embeddings=False,
+                                          max_seq_len=16))
+    new = extend_vocab(model, 66)
+    model = apply_lora(model, LoraSettings(train_head=False, base_dtype="float32", dropout=0.0))
+    train_rows(model, new)
+    head, before = model.lm_head.weight, model.lm_head.weight.detach().clone()
+    optimizer = torch.optim.AdamW(param_groups(model, 0.1), lr=1e-2)
+    x = torch.randint(0, 66, (2, 16))
+    model(x, x, with_logits=False)[1].backward()
+    optimizer.step()
+    assert torch.equal(head[:64], before[:64])
+    assert not torch.equal(head[64:], before[64:])
