@@ -252,7 +252,7 @@ def run_stage(stage: Stage, d: Dist, pipes=None, stop_at: int | None = None) -> 
             group["lr"] = lr
         loss_sum = torch.zeros((), dtype=torch.float64, device=d.device)
         stat_sums: dict[str, torch.Tensor] = {}
-        count = 0
+        count = tokens = 0
         for micro in range(cfg.grad_accum):
             batch = {k: v.to(d.device, non_blocking=True) for k, v in stage.batches.next_batch().items()}
             with grad_sync(model, mode, last_micro_step=micro == cfg.grad_accum - 1):
@@ -263,9 +263,10 @@ def run_stage(stage: Stage, d: Dist, pipes=None, stop_at: int | None = None) -> 
             count += n
             for k, v in stats.items():
                 stat_sums[k] = stat_sums.get(k, 0.0) + torch.as_tensor(v, device=d.device).detach().double()
-            tokens_seen += stage.tokens_of(batch) * d.world_size
-        totals = reduce({"count": float(count)})
+            tokens += stage.tokens_of(batch)
+        totals = reduce({"count": float(count), "tokens": float(tokens)})  # ranks pad to their own lengths
         n_items = totals["count"]
+        tokens_seen += int(totals["tokens"])
         if n_items > 0:  # mean over every item of the step, on every rank (DDP averaged the sums)
             scale = d.world_size / n_items
             for p in trainable:

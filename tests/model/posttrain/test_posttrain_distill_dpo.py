@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from conftest import tiny_model_config, write_jsonl
-from tenali_model.checkpoint import load_meta, load_model, save_checkpoint
+from tenali_model.checkpoint import load_meta, load_model, load_train_state, save_checkpoint
 from tenali_model.config import ConfigError
 from tenali_model.model import Transformer
 from tenali_model.posttrain import distill, dpo
@@ -136,6 +136,27 @@ def test_distillation_from_a_hugging_face_teacher_and_resume(student_teacher, sh
     assert load_meta(full["checkpoint"])["teacher_kind"] == "hf"
 
 
+@pytest.mark.parametrize("kind", ["tenali", "hf"])
+def test_a_bf16_teacher_hands_over_bf16_logits_unchanged(kind, student_teacher, tmp_path):
+    """A bf16 teacher's logits are bf16 values: held in bf16 (half the memory of the [B, T, V] tensor
+    the step keeps), they are the float32 ones exactly; a float32 teacher's stay float32."""
+    from tenali_model.posttrain.distill import Teacher, teacher_shape
+    _, teacher = student_teacher
+    if kind == "hf":
+        pytest.importorskip("transformers")
+        from tenali_model.hf import export_hf
+        teacher = export_hf(teacher, tmp_path / "hf_teacher")
+    shape = teacher_shape(str(teacher))
+    x = torch.randint(0, VOCAB, (2, SEQ))
+    bf16 = Teacher(shape, torch.device("cpu"), torch.bfloat16)
+    held = bf16.logits(x)
+    assert held.dtype == torch.bfloat16 and held.shape == (2, SEQ, VOCAB)
+    if kind == "tenali":
+        with torch.no_grad():
+            assert torch.equal(held.float(), bf16.model(x)[0])  # the model's own float32 upcast
+    assert Teacher(shape, torch.device("cpu"), torch.float32).logits(x).dtype == torch.float32
+
+
 def test_a_teacher_with_another_vocabulary_fails_before_any_compute(shards, tmp_path, capsys):
     student = save_checkpoint(tmp_path / "s", step=0, model=Transformer(tiny_model_config(VOCAB, max_seq_len=SEQ)))
     teacher = save_checkpoint(tmp_path / "t", step=0, model=Transformer(tiny_model_config(VOCAB * 2, max_seq_len=SEQ)))
@@ -143,6 +164,29 @@ def test_a_teacher_with_another_vocabulary_fails_before_any_compute(shards, tmp_
     cfg.to_json(tmp_path / "d.json")
     assert distill.main(["--config", str(tmp_path / "d.json")]) == 2
     assert "vocabulary of 128 but the student" in capsys.readouterr().err
+    assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize("bad, message", [("val", "truncated"), ("train", "too few for one window")])
+def test_a_bad_shard_fails_with_exit_2_before_any_compute(bad, message, student_teacher, shards, tmp_path, capsys):
+    """A truncated shard, or train shards too short for one window, is bad data (exit 2 with the
+    reason, nothing written), as in pretraining, not a traceback."""
+    import shutil
+
+    student, teacher = student_teacher
+    files = {k: [str(shutil.copy(p, tmp_path / f"{k}_{i}.bin")) for i, p in enumerate(v)] for k, v in shards.items()}
+    if bad == "val":
+        with open(files["val"][0], "r+b") as f:
+            f.truncate(300)
+    else:
+        from tenali_model.data import write_shard
+        write_shard(files["train"][0], list(range(8)), vocab_size=VOCAB)
+        files["train"] = files["train"][:1]
+    cfg = distill_config(student, teacher, files, tmp_path / "out")
+    cfg.to_json(tmp_path / "d.json")
+    assert distill.main(["--config", str(tmp_path / "d.json")]) == 2
+    err = capsys.readouterr().err
+    assert "python -m tenali_model.posttrain.distill: error:" in err and message in err and "Traceback" not in err
     assert not (tmp_path / "out").exists()
 
 
@@ -270,6 +314,8 @@ def test_lora_dpo_on_two_ddp_ranks_matches_one_process(tok_dir, parent, tmp_path
     two = tmp_path / "two" / "step_00000004"
     assert load_meta(two)["reference_held"] == "the policy without its adapters"
     assert_same_model(one["checkpoint"], two, atol=1e-5)
+    # tokens counted over every rank's own padded rows (not rank 0's times the ranks)
+    assert load_train_state(two)["tokens_seen"] == load_train_state(one["checkpoint"])["tokens_seen"]
 
 
 BAD_PAIRS = [
