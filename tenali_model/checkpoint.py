@@ -127,6 +127,7 @@ def save_checkpoint(out_dir: str | os.PathLike, *, step: int, model: torch.nn.Mo
     """
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
+    clear_interrupted_saves(out_dir)
     model = unwrap(model)
     cfg: ModelConfig = model.config
     final = out_dir / step_dir_name(step)
@@ -185,6 +186,20 @@ def save_checkpoint(out_dir: str | os.PathLike, *, step: int, model: torch.nn.Mo
     if keep_last > 0:
         prune_checkpoints(out_dir, keep_last)
     return final
+
+
+def clear_interrupted_saves(out_dir: Path) -> None:
+    """What a save killed half-way leaves in out_dir: `.tmp-*` folders (a checkpoint never
+    completed: removed; a 7B's holds tens of GB) and `.old-*` folders (a step being re-saved, moved
+    aside: put back when its replacement never arrived, else removed). Only the one process that
+    saves into out_dir calls this, before it saves."""
+    for p in out_dir.glob(".tmp-step_*"):
+        shutil.rmtree(p, ignore_errors=True)
+    for p in out_dir.glob(".old-step_*"):
+        for inner in p.glob("step_*"):
+            if not (out_dir / inner.name).exists():
+                os.replace(inner, out_dir / inner.name)
+        shutil.rmtree(p, ignore_errors=True)
 
 
 def prune_checkpoints(out_dir: str | os.PathLike, keep_last: int) -> list[Path]:

@@ -40,6 +40,7 @@ import torch
 import torch.nn as nn
 from safetensors.torch import load_file, save_file
 
+from ..checkpoint import clear_interrupted_saves
 from ..config import atomic_write_text
 from .config import LoraSettings
 
@@ -88,6 +89,7 @@ def save_adapter(model: nn.Module, path: str | os.PathLike) -> Path:
     settings: LoraSettings = model.lora_settings
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
+    clear_interrupted_saves(path.parent)
     tmp = Path(tempfile.mkdtemp(prefix=f".tmp-{path.name}-", dir=path.parent))
     try:
         save_file(adapter_state(model), str(tmp / "adapter_model.safetensors"), metadata={"format": "pt"})

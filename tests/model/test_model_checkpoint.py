@@ -156,3 +156,24 @@ def test_latest_ignores_incomplete_and_falls_back(tmp_path):
     assert load_model(tmp_path).num_params() == model.num_params()  # an out_dir resolves to latest
     with pytest.raises(CheckpointError, match="neither"):
         load_model(tmp_path / "nothing")
+
+
+def test_the_next_save_clears_what_a_killed_save_left(tmp_path):
+    """A save killed half-way leaves a `.tmp-` folder (removed by the next save: a 7B's holds tens
+    of GB) or, while re-saving a step, the old copy moved aside in `.old-` (put back when its
+    replacement never arrived)."""
+    import shutil
+    model = small_model()
+    save_checkpoint(tmp_path, step=1, model=model, loss=1.0)
+    save_checkpoint(tmp_path, step=2, model=model, loss=2.0)
+    (tmp_path / ".tmp-step_00000003-crashed").mkdir()
+    (tmp_path / ".tmp-step_00000003-crashed" / "model.safetensors").write_bytes(b"\0" * 1024)
+    aside = tmp_path / ".old-step_00000002-killed"  # killed between moving step 2 aside and replacing it
+    aside.mkdir()
+    shutil.move(tmp_path / "step_00000002", aside / "step_00000002")
+    (tmp_path / ".old-step_00000001-done").mkdir()  # its replacement did arrive: only the leftover
+    save_checkpoint(tmp_path, step=3, model=model, loss=3.0)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["latest", "step_00000001", "step_00000002",
+                                                          "step_00000003"]
+    assert json.loads((tmp_path / "step_00000002" / "meta.json").read_text())["loss"] == 2.0
+    load_model(tmp_path / "step_00000002")  # whole: its checksum verifies
