@@ -97,6 +97,14 @@ def capture_rng() -> dict[str, Any]:
     return rng
 
 
+def rank_rng(state: dict, rank: int, world_size: int) -> dict[str, Any]:
+    """This rank's RNG state from a train_state: its own when the checkpoint holds one per rank
+    from a run over as many ranks (ranks draw different amounts, e.g. LoRA dropout on rows padded
+    to their own lengths, and each CUDA device has its own generator), else rank 0's."""
+    per_rank = state.get("rng_per_rank")
+    return per_rank[rank] if per_rank and len(per_rank) == world_size else state["rng"]
+
+
 def restore_rng(rng: dict[str, Any]) -> None:
     py = rng["python"]
     random.setstate((py["version"], tuple(py["state"]), py["gauss"]))
@@ -116,12 +124,14 @@ def save_checkpoint(out_dir: str | os.PathLike, *, step: int, model: torch.nn.Mo
                     val_loss: float | None = None, train_config: dict | None = None,
                     extra_state: dict | None = None, keep_last: int = 0,
                     model_state: dict | None = None, optimizer_state: dict | None = None,
-                    extra_meta: dict | None = None) -> Path:
+                    extra_meta: dict | None = None, rng_per_rank: list[dict] | None = None) -> Path:
     """Write <out_dir>/step_<step>/ atomically, point `latest` at it, prune old ones.
 
     model_state / optimizer_state: full state dicts gathered beforehand (FSDP, or name-keyed
     optimizer state); by default model.state_dict() and optimizer.state_dict().
     extra_meta: more meta.json entries (e.g. where an imported model came from).
+    rng_per_rank: every rank's `capture_rng()` (index = rank) when several ranks train; `rng`
+    holds this process's either way (restore with `rank_rng`).
     keep_last > 0 keeps that many newest step directories (never the one `latest` names).
     Returns the checkpoint directory.
     """
@@ -152,6 +162,7 @@ def save_checkpoint(out_dir: str | os.PathLike, *, step: int, model: torch.nn.Mo
                           else optimizer.state_dict() if optimizer is not None else None),
             "loader": loader_state,
             "rng": capture_rng(),
+            **({"rng_per_rank": rng_per_rank} if rng_per_rank else {}),
             **(extra_state or {}),
         }
         torch.save(train_state, tmp / "train_state.pt")

@@ -44,8 +44,8 @@ import torch
 import torch.distributed as dist
 import torch.nn as nn
 
-from .checkpoint import (latest_checkpoint, load_config, load_train_state, read_weights,
-                         resolve_checkpoint, restore_rng, save_checkpoint)
+from .checkpoint import (capture_rng, latest_checkpoint, load_config, load_train_state, read_weights,
+                         rank_rng, resolve_checkpoint, restore_rng, save_checkpoint)
 from .config import ConfigError, TrainConfig, atomic_write_text, num_params, resolve_parallelism
 from .data import TokenLoader, iter_eval_windows, shard_token_count
 from .evaluate import loss_sum
@@ -166,6 +166,15 @@ def optimizer_step(model: nn.Module, raw_model: nn.Module, optimizer: torch.opti
     optimizer.step()
     optimizer.zero_grad(set_to_none=True)
     return loss_acc, grad_norm
+
+
+def gather_rng(d: Dist) -> list[dict] | None:
+    """Every rank's RNG state, for rank 0's checkpoint (a collective); None on one rank."""
+    if d.world_size == 1:
+        return None
+    states: list = [None] * d.world_size
+    dist.all_gather_object(states, capture_rng())
+    return states
 
 
 def check_finite(loss: float, grad_norm: float, step: int, out_dir: Path) -> None:
@@ -301,7 +310,7 @@ def _train(cfg: TrainConfig, d: Dist, pipes, stop_at: int | None) -> dict:
                         state["optimizer"] if reads_state else None)
         if state.get("loader"):
             loader.load_state_dict(state["loader"])
-        restore_rng(state["rng"])
+        restore_rng(rank_rng(state, d.rank, d.world_size))
         step, tokens_seen = state["step"], state["tokens_seen"]
         elapsed_before = float(state.get("elapsed", 0.0))
         del state
@@ -358,13 +367,14 @@ def _train(cfg: TrainConfig, d: Dist, pipes, stop_at: int | None) -> dict:
     def checkpoint(loss: float | None, val_loss: float | None) -> None:
         if mode == "fsdp" or d.is_main:  # a collective under FSDP; rank 0 gets the full state
             model_state, optimizer_state = full_state(raw_model, optimizer, mode)
+        rngs = gather_rng(d)
         if d.is_main:
             path = save_checkpoint(
                 out_dir, step=step, model=raw_model, model_state=model_state,
                 optimizer_state=optimizer_state, tokens_seen=tokens_seen,
                 loader_state=loader.state_dict(), loss=loss, val_loss=val_loss,
                 train_config=cfg.to_dict(), extra_state={"elapsed": elapsed()},
-                keep_last=cfg.keep_last)
+                keep_last=cfg.keep_last, rng_per_rank=rngs)
             say(f"saved {path}")
         if d.world_size > 1:
             dist.barrier()

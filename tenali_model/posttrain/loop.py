@@ -45,13 +45,13 @@ import torch.distributed as dist
 import torch.nn as nn
 
 from ..checkpoint import (CheckpointError, latest_checkpoint, list_checkpoints, load_config, load_meta,
-                          load_model, load_train_state, read_weights, resolve_checkpoint, restore_rng,
+                          load_model, load_train_state, rank_rng, read_weights, resolve_checkpoint, restore_rng,
                           save_checkpoint, step_dir_name)
 from ..config import ConfigError, ModelConfig, num_params, resolve_parallelism
 from ..parallel import build_model, clip_grad_norm, full_state, grad_sync, load_full_state, wrap_ddp
 from ..tokenizer import TokenizerError
-from ..train import (Dist, MetricsLog, _printer, autocast_context, check_finite, open_pipes, fused_adamw,
-                     param_groups, setup_distributed, use_bf16)
+from ..train import (Dist, MetricsLog, _printer, autocast_context, check_finite, gather_rng, open_pipes,
+                     fused_adamw, param_groups, setup_distributed, use_bf16)
 from .config import Phase, StageConfig
 from .lora import count_trainable, load_adapter, merged_state_dict, parent_projections, save_adapter
 
@@ -177,7 +177,7 @@ def run_stage(stage: Stage, d: Dist, pipes=None, stop_at: int | None = None) -> 
             load_full_state(raw, mode, read_weights(ckpt)[0] if reads else None, optimizer,
                             state["optimizer"] if reads else None)
         stage.batches.load_state_dict(state["loader"])
-        restore_rng(state["rng"])
+        restore_rng(rank_rng(state, d.rank, d.world_size))
         step, tokens_seen = state["step"], state["tokens_seen"]
         elapsed_before = float(state.get("elapsed", 0.0))
         say(f"resuming {cfg.STAGE} from {ckpt} at step {step}")
@@ -222,6 +222,7 @@ def run_stage(stage: Stage, d: Dist, pipes=None, stop_at: int | None = None) -> 
     def checkpoint(loss: float | None, val: dict | None) -> None:
         if not lora and (mode == "fsdp" or d.is_main):  # a collective under FSDP; rank 0 gets the state
             state, optimizer_state = full_state(raw, optimizer, mode)
+        rngs = gather_rng(d)
         if d.is_main:
             extra = stage_meta(stage)
             if lora:
@@ -234,7 +235,8 @@ def run_stage(stage: Stage, d: Dist, pipes=None, stop_at: int | None = None) -> 
                 optimizer_state=optimizer_state, tokens_seen=tokens_seen,
                 loader_state=stage.batches.state_dict(), loss=loss,
                 val_loss=None if val is None else val.get("val_loss"), train_config=cfg.to_dict(),
-                extra_state={"elapsed": elapsed()}, keep_last=cfg.keep_last, extra_meta=extra)
+                extra_state={"elapsed": elapsed()}, keep_last=cfg.keep_last, extra_meta=extra,
+                rng_per_rank=rngs)
             if lora:
                 _prune_adapters(out_dir)
             say(f"saved {path}")

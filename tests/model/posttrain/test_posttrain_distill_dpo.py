@@ -382,3 +382,21 @@ def test_distillation_on_two_gloo_ranks_matches_one_process(parallelism, shards,
     if parallelism == "fsdp":
         assert "2 rank(s) on cpu, fsdp" in proc.stdout + proc.stderr
         assert load_meta(two)["val_loss"] == pytest.approx(single["val_loss"], rel=1e-5)
+
+
+def test_two_ranks_with_lora_dropout_resume_exactly(tok_dir, parent, tmp_path):
+    """Each rank draws its own dropout masks, and as many numbers as its rows (padded to their own
+    lengths) need: a checkpoint keeps every rank's RNG state, so a killed two-rank run resumes to the
+    same weights, bit for bit, as one never stopped."""
+    from tenali_model.posttrain.config import LoraSettings
+    from test_posttrain_fsdp import torchrun
+    f = write_jsonl(tmp_path / "pairs.jsonl", PAIRS * 2)
+    kw = dict(steps=4, batch_size=1, ckpt_every=2, lora=LoraSettings(r=4, alpha=8, dropout=0.3))
+    torchrun("tenali_model.posttrain.dpo", dpo_config(parent, tok_dir, [f], tmp_path / "full", **kw),
+             tmp_path / "full.json")
+    split = dpo_config(parent, tok_dir, [f], tmp_path / "split", **kw)
+    torchrun("tenali_model.posttrain.dpo", split, tmp_path / "split.json", "--stop-at-step", "2")
+    assert len(load_train_state(tmp_path / "split" / "step_00000002")["rng_per_rank"]) == 2
+    out = torchrun("tenali_model.posttrain.dpo", split, tmp_path / "split.json")
+    assert "resuming dpo" in out
+    assert_same_tensors(tmp_path / "full", tmp_path / "split", ["step_00000004/model.safetensors"])
