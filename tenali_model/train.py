@@ -19,7 +19,7 @@ Rank 0 appends one JSON object per line to <out_dir>/metrics.jsonl:
   {"kind": "val", "step", "val_loss", "elapsed"}
 ("loss" is the optimised objective: cross-entropy, plus the z-loss term when z_loss > 0; val_loss
 is always plain cross-entropy in nats/token. mfu = tokens_per_sec * plan.flops_per_token /
-(peak bf16 FLOP/s * world_size), with flops_per_token = 6 * non-embedding params
+(peak bf16 FLOP/s * world_size), with flops_per_token = 6 * (non-embedding params + lm head)
 + 12 * n_layers * dim * seq_len.) When launched by Dagster Pipes, rank 0 alone opens
 the Pipes session, streams progress as log lines and reports one asset materialization at the end
 (its asset key is the Pipes extra "asset_key" when the launching step targets several assets).

@@ -1,5 +1,7 @@
 """Planning: the FLOP formula, peak FLOPs by device name, memory per GPU, time and cost."""
 
+import dataclasses
+
 import pytest
 import torch
 
@@ -15,10 +17,14 @@ def test_flops_per_token_is_6n_plus_attention():
     n = num_params(cfg) - cfg.vocab_size * cfg.dim
     assert non_embedding_params(cfg) == n
     assert flops_per_token(cfg, 4096) == 6 * n + 12 * 32 * 4096 * 4096
-    tied = preset("125m")  # the tied head shares the table: not counted
+    tied = preset("125m")  # the tied table is the head too: its matmul is counted
     assert non_embedding_params(tied) == num_params(tied) - 50000 * 768
+    assert flops_per_token(tied, 2048) == 6 * num_params(tied) + 12 * 12 * 768 * 2048
     assert flops_per_token(tied) == flops_per_token(tied, 2048)  # default: max_seq_len
     assert mfu(1000.0, tied, 2048, 1e12) == pytest.approx(1000 * flops_per_token(tied) / 1e12)
+    # the same computation counts the same, tied or not
+    untied = dataclasses.replace(tied, tie_embeddings=False)
+    assert flops_per_token(untied, 2048) == flops_per_token(tied, 2048)
 
 
 @pytest.mark.parametrize("name, peak", [
