@@ -15,8 +15,9 @@ N counts the parameters a token is multiplied by: all parameters minus the token
 (no FLOPs), with the lm head's V x dim counted whether it is tied to that table or not, since its
 matmul runs either way (nanoGPT's count for a tied head, torchtitan's for an untied one). Until
 2026-12-03 a tied head was left out as PaLM does, which gave the same computation fewer FLOPs when
-tied and understated MFU for small models, whose head is a large share: by 9% for the 1B preset, 31%
-for the 125M, 94% for the 51M (whose 50k x 512 head has as many parameters as its blocks). The second
+tied and understated MFU for small models, whose head is a large share: the count now is 1.09x the
+old one for the 1B preset, 1.31x for the 125M, 1.94x for the 51M (whose 50k x 512 head has about as
+many parameters as its blocks). The second
 term is the attention score and value matmuls (QK^T and AV: 2 * 2 * seq_len * dim per token and layer
 in the forward pass, times 3 for forward + backward), counted over the full causal square as PaLM does.
 Recomputation (activation checkpointing) is not model FLOPs: MFU = achieved model FLOP/s / peak.
