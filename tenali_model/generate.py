@@ -1,7 +1,7 @@
 """Autoregressive sampling with a KV cache: prefill the prompt once, then one token per step.
 
 Per step: last-position logits -> frequency/presence penalties -> temperature -> top-k -> top-p ->
-sample (or argmax when temperature <= 0). Penalties follow OpenAI's definition:
+sample (or argmax when temperature < GREEDY_BELOW, 1e-5). Penalties follow OpenAI's definition:
 
     logits[j] -= frequency_penalty * c[j] + presence_penalty * (c[j] > 0)
 
@@ -21,11 +21,16 @@ import torch
 from .checkpoint import unwrap
 from .model import KVCache, Transformer
 
+# Below this temperature sampling is greedy, as in vLLM (its _SAMPLING_EPS, 1e-5, reads a smaller
+# temperature as 0): dividing float32 logits by a tinier one overflows them to inf, softmax then
+# gives NaN and torch.multinomial raises, where the caller meant "as sure as possible".
+GREEDY_BELOW = 1e-5
+
 
 def sample_next(logits: torch.Tensor, temperature: float = 1.0, top_k: int | None = None,
                 top_p: float | None = None, generator: torch.Generator | None = None) -> torch.Tensor:
-    """Next token ids [B] from last-position logits [B, V]; temperature <= 0 means greedy."""
-    if temperature <= 0:
+    """Next token ids [B] from last-position logits [B, V]; temperature < GREEDY_BELOW means greedy."""
+    if temperature < GREEDY_BELOW:
         return logits.argmax(dim=-1)
     logits = logits.float() / temperature
     if top_k is not None and top_k > 0:

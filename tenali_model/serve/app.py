@@ -16,11 +16,14 @@ that end the answer besides the defaults) and ``truncate_prompt`` (cut the promp
 to fit the context instead of answering 400). Errors use OpenAI's shape
 ``{"error": {"message", "type", "param", "code"}}``: 422 for malformed JSON or fields (naming
 the field), 400 for a prompt that does not fit (naming the limit), 404 for an unknown model, 429
-with Retry-After when the queue is full, 401 without the API key when one is set.
+with Retry-After when the queue is full, 401 without the API key when one is set, 503 while the
+engine is stopped. A temperature below 1e-5 is greedy, as in vLLM (`generate.GREEDY_BELOW`).
 
 A client that disconnects cancels its generation (its slot is freed at the next step); every
 request has a time limit (``finish_reason`` "length" when it strikes mid-answer, 503 when it
-strikes before the first token).
+strikes before the first token, streamed or not: a stream's headers wait for its first token, so
+a request that fails before it gets the status and error body a whole answer would). A stream cut
+by the server shutting down ends with an error chunk before ``data: [DONE]``.
 """
 
 from __future__ import annotations
@@ -36,15 +39,16 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
 
-from fastapi import Depends, FastAPI, HTTPException, Request
+from fastapi import Depends, FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import HTMLResponse, JSONResponse, Response, StreamingResponse
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from pydantic import BaseModel, ConfigDict, Field
+from starlette.exceptions import HTTPException
 
 from ..chat import ChatFormatError, prompt_ids, stop_ids
 from ..tokenizer import EOT
-from .engine import Engine, QueueFull, SamplingParams
+from .engine import Engine, EngineStopped, Event, QueueFull, SamplingParams
 from .loading import Served
 from .metrics import Metrics
 from .text import TextStream
@@ -96,7 +100,8 @@ class _Sampling(BaseModel):
     presence_penalty: float | None = Field(0.0, ge=-2.0, le=2.0)
     stop: str | list[str] | None = None
     stop_token_ids: list[int] | None = None
-    seed: int | None = None
+    # torch.Generator.manual_seed takes int64 and uint64 values; others would fail in the engine (500)
+    seed: int | None = Field(None, ge=-2**63, le=2**64 - 1)
     stream: bool = False
     stream_options: StreamOptions | None = None
     n: int = Field(1, ge=1, le=1, description="only one choice per request")
@@ -163,7 +168,10 @@ def create_app(served: Served, options: ServeOptions | None = None, engine: Engi
     if engine.metrics is None:
         engine.metrics = metrics
     eot = tok.token_id(EOT)
-    chat_stops = stop_ids(tok) if eot is not None else []
+    # The model's own end of text (an imported base's "</s>", from its config.json) ends an answer too.
+    vocab = served.model.config.vocab_size
+    ends = list(dict.fromkeys(([eot] if eot is not None else []) + [i for i in served.eos_ids if 0 <= i < vocab]))
+    chat_stops = list(dict.fromkeys(stop_ids(tok) + ends)) if eot is not None else ends
     started = time.time()
 
     from contextlib import asynccontextmanager
@@ -192,8 +200,11 @@ def create_app(served: Served, options: ServeOptions | None = None, engine: Engi
     if options.cors_origins:
         from fastapi.middleware.cors import CORSMiddleware
 
+        # Any request header from the allowed origins (the origin list is the gate, as vLLM's default
+        # --allowed-headers '*'): X-API-Key, which check_key takes, and the OpenAI JS SDK's x-stainless-*
+        # headers, whose set grows with its versions (x-stainless-retry-count, -timeout, ...).
         app.add_middleware(CORSMiddleware, allow_origins=options.cors_origins, allow_methods=["GET", "POST"],
-                           allow_headers=["Authorization", "Content-Type"])
+                           allow_headers=["*"])
     app.add_middleware(_CountRequests, metrics=metrics)
 
     @app.exception_handler(APIError)
@@ -216,6 +227,7 @@ def create_app(served: Served, options: ServeOptions | None = None, engine: Engi
         body["detail"] = [{"loc": list(e.get("loc", ())), "msg": e.get("msg"), "type": e.get("type")} for e in errors]
         return JSONResponse(body, status_code=422)
 
+    # starlette's class, which FastAPI's subclasses: the router's own 404 and 405 raise starlette's
     @app.exception_handler(HTTPException)
     async def _http_error(request: Request, exc: HTTPException):
         return JSONResponse(_error_body(str(exc.detail), "invalid_request_error"), status_code=exc.status_code,
@@ -332,6 +344,10 @@ def create_app(served: Served, options: ServeOptions | None = None, engine: Engi
                            headers={"Retry-After": str(e.retry_after)}, code="queue_full") from None
         except ValueError as e:
             raise APIError(400, str(e), param="prompt") from None
+        except EngineStopped:
+            raise APIError(503, "the server is not generating (its engine is stopped or shutting down): retry "
+                                "after it restarts, or on another replica", type_="server_error",
+                           code="engine_stopped") from None
         metrics.prompt_tokens.inc(len(prompt))
         return req
 
@@ -345,7 +361,7 @@ def create_app(served: Served, options: ServeOptions | None = None, engine: Engi
         else:
             text_prompt = body.prompt
         ids = tok.encode(text_prompt) if isinstance(text_prompt, str) else list(text_prompt)
-        prompt, params = sampling(body, ids, None, [eot] if eot is not None else [])
+        prompt, params = sampling(body, ids, None, ends)
         return await respond(request, body, prompt, params, chat=False)
 
     @app.post("/v1/chat/completions", dependencies=[Depends(check_key)])
@@ -376,9 +392,17 @@ def create_app(served: Served, options: ServeOptions | None = None, engine: Engi
             return {"prompt_tokens": len(prompt), "completion_tokens": n_completion,
                     "total_tokens": len(prompt) + n_completion}
 
-        async def pieces():
-            """(text delta, finish_reason or None, completion tokens so far, error)."""
-            text = TextStream(tok, stops)
+        def close(label: str) -> None:
+            if not req.done:
+                req.cancel()
+            watcher.cancel()
+            metrics.finished.labels(label).inc()
+
+        async def pieces(first: list[Event] | None = None):
+            """(text delta, finish_reason or None, completion tokens so far, error); first: events
+            already read."""
+            # a completion continues its prompt: decoded after its last ids, its first space is kept
+            text = TextStream(tok, stops, context=() if chat else prompt)
             used = 0
             hold_until = None  # the first token goes out at once; later ones at most every stream_interval
             loop = asyncio.get_running_loop()
@@ -386,7 +410,8 @@ def create_app(served: Served, options: ServeOptions | None = None, engine: Engi
                 while True:
                     # Every token that arrived meanwhile goes out in one chunk (see Request.next_events).
                     delta = ""
-                    for ev in await req.next_events(hold_until):
+                    events, first = (first, None) if first is not None else (await req.next_events(hold_until), None)
+                    for ev in events:
                         if ev.kind == "token":
                             used += 1
                             delta += text.add(ev.token)
@@ -405,28 +430,31 @@ def create_app(served: Served, options: ServeOptions | None = None, engine: Engi
                         if options.stream_interval > 0:
                             hold_until = loop.time() + options.stream_interval
             finally:
-                if not req.done:
-                    req.cancel()
-                watcher.cancel()
-                metrics.finished.labels(req.finish_reason or "stop").inc()
+                # ended by the engine: its reason; cut by a stop string: "stop"; else the client left
+                close(req.finish_reason or ("stop" if text.stopped else "cancelled"))
 
         if body.stream:
+            # The headers wait for the first token: a request that ends without one (time limit,
+            # error, shutdown) gets the status and body a whole answer would, not a 200 with nothing.
+            try:
+                first = await req.next_events()
+            except BaseException:
+                close("cancelled")
+                raise
+            done = next((ev for ev in first if ev.kind == "done"), None)
+            if done is not None and not req.generated:
+                close(req.finish_reason)
+                raise await ended_without_answer(request, req, done.error)
             include_usage = bool(body.stream_options and body.stream_options.include_usage)
-            return StreamingResponse(_sse(pieces(), rid, created, served.name, chat, include_usage, usage, req),
+            return StreamingResponse(_sse(pieces(first), rid, created, served.name, chat, include_usage, usage, req),
                                      media_type="text/event-stream",
                                      headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
         parts, reason, used, error = [], None, 0, None
         async for delta, fr, n, err in pieces():
             parts.append(delta)
             reason, used, error = fr or reason, n, err
-        if reason == "error":
-            raise APIError(500, f"generation failed: {error}", type_="server_error")
-        if reason == "cancelled":
-            raise APIError(499 if await request.is_disconnected() else 503, "the generation was cancelled",
-                           type_="server_error")
-        if req.finish_reason == "time_limit" and not req.generated:
-            raise APIError(503, f"no slot became free within the time limit of {engine.request_timeout:.0f} s",
-                           type_="server_error", headers={"Retry-After": str(engine.retry_after())})
+        if reason in ("error", "cancelled") or (req.finish_reason == "time_limit" and not req.generated):
+            raise await ended_without_answer(request, req, error)
         text = "".join(parts)
         if chat:
             choice = {"index": 0, "message": {"role": "assistant", "content": text}, "logprobs": None,
@@ -436,6 +464,17 @@ def create_app(served: Served, options: ServeOptions | None = None, engine: Engi
         choice = {"index": 0, "text": text, "logprobs": None, "finish_reason": reason}
         return {"id": rid, "object": "text_completion", "created": created, "model": served.name,
                 "system_fingerprint": None, "choices": [choice], "usage": usage(used)}
+
+    async def ended_without_answer(request: Request, req, error: str | None) -> APIError:
+        """The error for a generation that failed, was cancelled, or ran out of time before its first
+        token (the same for streamed and whole answers)."""
+        if req.finish_reason == "error":
+            return APIError(500, f"generation failed: {error}", type_="server_error")
+        if req.finish_reason == "cancelled":
+            return APIError(499 if await request.is_disconnected() else 503,
+                            f"the generation was cancelled{f': {error}' if error else ''}", type_="server_error")
+        return APIError(503, f"no slot became free within the time limit of {engine.request_timeout:g} s",
+                        type_="server_error", headers={"Retry-After": str(engine.retry_after())})
 
     return app
 
@@ -475,7 +514,8 @@ async def _sse(pieces, rid: str, created: int, model: str, chat: bool, include_u
         if finish == "error":
             yield chunk(_error_body(f"generation failed: {error}", "server_error"))
             break
-        if finish == "cancelled":
+        if finish == "cancelled":  # the client left (nobody reads this) or the server is shutting down
+            yield chunk(_error_body(f"the generation was cancelled{f': {error}' if error else ''}", "server_error"))
             break
         if delta:
             yield chunk({**base, "choices": [choice(delta, None)]})

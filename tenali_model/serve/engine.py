@@ -28,7 +28,7 @@ from typing import Any, Iterator, Sequence
 import torch
 
 from ..checkpoint import unwrap
-from ..generate import apply_penalties, sample_next
+from ..generate import GREEDY_BELOW, apply_penalties, sample_next
 from ..model import SlotKVCache, Transformer, decode_slots
 from .graph import StaticDecoder
 
@@ -44,6 +44,10 @@ class QueueFull(RuntimeError):
     def __init__(self, message: str, retry_after: int):
         super().__init__(message)
         self.retry_after = retry_after
+
+
+class EngineStopped(RuntimeError):
+    """The engine's thread is not running (not started, stopped, or stopping): nothing would answer."""
 
 
 @dataclass(frozen=True)
@@ -63,7 +67,7 @@ class SamplingParams:
 
     @property
     def greedy_plain(self) -> bool:
-        return self.temperature <= 0 and not self.penalised
+        return self.temperature < GREEDY_BELOW and not self.penalised
 
 
 @dataclass
@@ -303,7 +307,11 @@ class Engine:
 
     # --- lifecycle -------------------------------------------------------------------------------
     def start(self) -> "Engine":
-        if self._thread is None:
+        """Start the thread (again after stop(): an app's lifespan may run more than once)."""
+        with self._cv:
+            if self._thread is not None and self._thread.is_alive():
+                return self
+            self._stop = False
             self._thread = threading.Thread(target=self._run, name="tenali-engine", daemon=True)
             self._thread.start()
         return self
@@ -314,7 +322,10 @@ class Engine:
             self._cv.notify_all()
         if self._thread is not None:
             self._thread.join(timeout)
-            self._thread = None
+            if self._thread.is_alive():  # a long step: it stops after it, and start() waits for no new one
+                log.warning("the engine's thread did not stop within %.0f s; it stops after its current step", timeout)
+            else:
+                self._thread = None
 
     def __enter__(self):
         return self.start()
@@ -343,7 +354,8 @@ class Engine:
     # --- submitting ------------------------------------------------------------------------------
     def submit(self, prompt: Sequence[int], params: SamplingParams, *, loop=None,
                timeout: float | None = None) -> Request:
-        """Queue a generation; raises ValueError for a prompt that cannot fit, QueueFull when full."""
+        """Queue a generation; raises ValueError for a prompt that cannot fit, QueueFull when full,
+        EngineStopped when the engine's thread is not running (the request would never be answered)."""
         prompt = [int(t) for t in prompt]
         if not prompt:
             raise ValueError("the prompt is empty: give at least one token")
@@ -352,12 +364,14 @@ class Engine:
         if len(prompt) + params.max_tokens > self.max_len:
             raise ValueError(f"prompt ({len(prompt)} tokens) + max_tokens ({params.max_tokens}) exceeds "
                              f"the context of {self.max_len} tokens")
-        if self._thread is None:
-            raise RuntimeError("the engine is not running: call start() first")
         now = time.monotonic()
         req = Request(id=next(self._ids), prompt=prompt, params=params, created=now,
                       deadline=now + (timeout or self.request_timeout), loop=loop, _engine=self)
         with self._cv:
+            # under the lock: the thread's shutdown finishes what is queued under it, so none is left waiting
+            if self._stop or not self.alive:
+                raise EngineStopped("the engine is not running (stopped, or never started): call start() first; "
+                                    "a server answers 503 until it is restarted")
             # requests that will still wait once every free slot is taken
             if len(self._pending) - len(self._free) >= self.max_queue:
                 raise QueueFull(f"all {self.max_batch} slots are busy and {len(self._pending)} requests are "
@@ -382,6 +396,17 @@ class Engine:
 
     # --- the loop --------------------------------------------------------------------------------
     def _run(self) -> None:
+        try:
+            self._loop()
+        finally:  # also when the loop itself crashed: no request may wait for a thread that is gone
+            with self._cv:
+                self._stop = True
+                for req in list(self._active) + list(self._pending):
+                    self._finish(req, "cancelled", error="the server is shutting down")
+                self._pending.clear()
+                self._observe_queue()
+
+    def _loop(self) -> None:
         with torch.inference_mode():  # grad mode is per thread: set it here, where the model runs
             if self._static is not None:  # every slot is free: compile and capture before any request
                 try:
@@ -412,9 +437,6 @@ class Engine:
                 self._reap()
                 if self._active:
                     self._guard(list(self._active), self._step)
-            for req in list(self._active) + list(self._pending):
-                self._finish(req, "cancelled", error="the server is shutting down")
-            self._pending.clear()
 
     def _guard(self, reqs: list[Request], fn, *args) -> None:
         """Run fn; on an exception end only the requests involved (with the error) and go on."""
@@ -444,7 +466,7 @@ class Engine:
             if p.seed is not None:
                 req._generator = torch.Generator(device=self.device)
                 req._generator.manual_seed(p.seed)
-            elif p.temperature > 0:
+            elif p.temperature >= GREEDY_BELOW:
                 req._generator = torch.Generator(device=self.device)
                 req._generator.seed()
             if p.penalised:
@@ -479,18 +501,30 @@ class Engine:
         if all(r.params.greedy_plain for r in rows):
             chosen = logits.argmax(dim=-1).tolist()
         else:
-            chosen = [self._sample(r, logits[i:i + 1]) for i, r in enumerate(rows)]
+            chosen = [self._sample_row(r, logits[i:i + 1]) for i, r in enumerate(rows)]
         self._decode_times.append(time.perf_counter() - started)
         self.steps += 1
         if self.metrics is not None:
             self.metrics.batch(len(rows))
         for r, tok in zip(rows, chosen):
-            self._accept(r, int(tok))
+            if tok is not None:
+                self._accept(r, int(tok))
 
     def _limit(self, logits: torch.Tensor) -> torch.Tensor:
         if self.vocab_limit is not None:
             logits[:, self.vocab_limit:] = float("-inf")
         return logits
+
+    def _sample_row(self, req: Request, logits: torch.Tensor) -> int | None:
+        """One row's token, or None when its sampling failed: that ends only this request, with the
+        error; the other rows of the step keep their tokens (one request's bad parameters must not
+        end everybody's answer)."""
+        try:
+            return self._sample(req, logits)
+        except Exception as e:  # noqa: BLE001 - isolated to the row that failed
+            log.exception("sampling request %d failed", req.id)
+            self._finish(req, "error", error=f"{type(e).__name__}: {e}")
+            return None
 
     def _sample(self, req: Request, logits: torch.Tensor) -> int:
         p = req.params
@@ -550,13 +584,23 @@ class Engine:
 
 def generate_ids(engine: Engine, prompts: Sequence[Sequence[int]], params: SamplingParams | Sequence[SamplingParams],
                  timeout: float | None = None) -> list[list[int]]:
-    """Submit several prompts at once and wait for all (the in-process batched API)."""
+    """Submit several prompts at once and wait for all (the in-process batched API). On an error or
+    a timeout the requests still running are cancelled, so none keeps a slot for a caller that left."""
     many = params if isinstance(params, (list, tuple)) else [params] * len(prompts)
-    reqs = [engine.submit(p, sp) for p, sp in zip(prompts, many)]
-    for r in reqs:
-        if not r.wait(timeout):
-            raise TimeoutError(f"request {r.id} did not finish within {timeout} s")
-        for ev in r.ready_events():
-            if ev.kind == "done" and ev.finish_reason == "error":
-                raise RuntimeError(ev.error)
+    if len(many) != len(prompts):
+        raise ValueError(f"{len(prompts)} prompts but {len(many)} SamplingParams: give one per prompt, or one for all")
+    reqs: list[Request] = []
+    try:
+        for p, sp in zip(prompts, many):
+            reqs.append(engine.submit(p, sp))
+        for r in reqs:
+            if not r.wait(timeout):
+                raise TimeoutError(f"request {r.id} did not finish within {timeout} s")
+            for ev in r.ready_events():
+                if ev.kind == "done" and ev.finish_reason == "error":
+                    raise RuntimeError(ev.error)
+    except BaseException:
+        for r in reqs:
+            r.cancel()
+        raise
     return [list(r.generated) for r in reqs]

@@ -8,6 +8,9 @@
 - a Tenali checkpoint directory or training out_dir (its latest), with ``--tokenizer`` unless the
   folder holds a tokenizer.model;
 - a local lake root: its ``releases/LATEST.json`` names the release to serve.
+
+Weights are read and cast to the serving dtype on the CPU and moved to the device once, so the
+device never holds a float32 copy of a model served in bfloat16 (a 7B: 14 GB on the GPU, not 28).
 """
 
 from __future__ import annotations
@@ -19,7 +22,8 @@ from pathlib import Path
 
 import torch
 
-from ..checkpoint import CheckpointError, load_meta, load_model, resolve_checkpoint
+from ..checkpoint import CheckpointError, load_config, load_meta, load_weights, resolve_checkpoint
+from ..config import ModelConfig
 from ..model import Transformer
 from ..tokenizer import TextTokenizer, TokenizerError, load_tokenizer
 
@@ -38,6 +42,8 @@ class Served:
     name: str
     source: str
     release: dict = field(default_factory=dict)  # release.json (evaluation figures, lineage), if any
+    # the model's own end-of-text ids (a Hugging Face config's eos_token_id): they end an answer too
+    eos_ids: tuple[int, ...] = ()
 
 
 def latest_release_dir(lake_root: str | os.PathLike) -> Path:
@@ -50,32 +56,83 @@ def latest_release_dir(lake_root: str | os.PathLike) -> Path:
     if not pointer.is_file():
         raise LoadError(f"{pointer} does not exist: materialise the model_release asset first "
                         "(`tenali demo` does), or pass a checkpoint or release folder to `tenali serve PATH`")
-    latest = json.loads(pointer.read_text())
-    folder = Path(root) / RELEASES / latest["release_id"]
+    try:
+        latest = json.loads(pointer.read_text())
+    except (ValueError, UnicodeDecodeError) as e:
+        raise LoadError(f"{pointer} is not valid JSON ({e}): materialise the model_release asset again to rewrite "
+                        "it, or pass a release folder to `tenali serve PATH`") from None
+    release_id = latest.get("release_id") if isinstance(latest, dict) else None
+    if not isinstance(release_id, str) or not release_id:
+        raise LoadError(f"{pointer} names no release (no \"release_id\" string): materialise the model_release "
+                        "asset again to rewrite it, or pass a release folder to `tenali serve PATH`")
+    folder = Path(root) / RELEASES / release_id
     if not (folder / "release.json").is_file():
-        raise LoadError(f"{pointer} names release {latest['release_id']!r}, but {folder} holds no release.json")
+        raise LoadError(f"{pointer} names release {release_id!r}, but {folder} holds no release.json")
     return folder
 
 
-def load_hf_model(hf_dir: str | os.PathLike, device: str | torch.device = "cpu") -> Transformer:
-    """A Transformer from a Llama/Arcee transformers directory, renamed in memory (no copy on disk)."""
+def _empty_model(cfg: ModelConfig, dtype: torch.dtype | None) -> Transformer:
+    """An uninitialised Transformer on the CPU in the serving dtype (rope tables included, cast as
+    `model.to(dtype)` casts them); load_state_dict then casts each weight as it copies it in, so no
+    float32 copy of the whole model is made for a bfloat16 one."""
+    with torch.device("meta"):
+        model = Transformer(cfg)
+    if dtype is not None:
+        model = model.to(dtype)
+    model = model.to_empty(device="cpu")
+    model.tie_weights()
+    model.init_rope()
+    return model
+
+
+def _to_device(model: Transformer, device: str | torch.device) -> Transformer:
+    """One move to the device, in the serving dtype already."""
+    if torch.device(device) != torch.device("cpu"):
+        model = model.to(device)
+        model.tie_weights()
+    return model.eval()
+
+
+def load_hf_model(hf_dir: str | os.PathLike, device: str | torch.device = "cpu",
+                  dtype: torch.dtype | None = None) -> Transformer:
+    """A Transformer from a Llama/Arcee transformers directory, renamed in memory (no copy on disk);
+    dtype None: float32."""
     from ..hf import _read_hf_weights, hf_names, model_config_from_hf
 
     hf_dir = Path(hf_dir)
     cfg = model_config_from_hf(json.loads((hf_dir / "config.json").read_text()))
     theirs = _read_hf_weights(hf_dir)
-    state = {ours: theirs[name].to(torch.float32) for ours, name in hf_names(cfg).items() if name in theirs}
+    state = {ours: theirs[name] for ours, name in hf_names(cfg).items() if name in theirs}
     if cfg.tie_embeddings:
         state["lm_head.weight"] = state["tok_embeddings.weight"]
-    with torch.device("meta"):
-        model = Transformer(cfg)
-    model = model.to_empty(device=device)
-    model.tie_weights()
-    model.init_rope()
+    model = _empty_model(cfg, dtype)
     missing, unexpected = model.load_state_dict(state, strict=False)
     if missing or unexpected:
         raise LoadError(f"{hf_dir}: weights do not match the config: missing {missing[:5]}, unexpected {unexpected[:5]}")
-    return model.eval()
+    del state, theirs
+    return _to_device(model, device)
+
+
+def _load_checkpoint_model(ckpt: Path, device: str | torch.device, dtype: torch.dtype | None) -> Transformer:
+    """`checkpoint.load_model`, built in the serving dtype on the CPU and moved to the device once."""
+    model = _empty_model(load_config(ckpt), dtype)
+    load_weights(model, ckpt)
+    return _to_device(model, device)
+
+
+def hf_eos_ids(folder: Path) -> tuple[int, ...]:
+    """eos_token_id from a Hugging Face folder's config.json and generation_config.json (an int or a
+    list); () when neither names one."""
+    ids: list[int] = []
+    for name in ("config.json", "generation_config.json"):
+        try:
+            value = json.loads((folder / name).read_text()).get("eos_token_id")
+        except (OSError, ValueError, AttributeError):
+            continue
+        for i in value if isinstance(value, list) else [value]:
+            if isinstance(i, int) and not isinstance(i, bool) and i >= 0 and i not in ids:
+                ids.append(i)
+    return tuple(ids)
 
 
 def load_served(path: str | os.PathLike, tokenizer: str | os.PathLike | None = None,
@@ -91,11 +148,13 @@ def load_served(path: str | os.PathLike, tokenizer: str | os.PathLike | None = N
         release = json.loads((p / "release.json").read_text())
     try:
         if (p / "config.json").is_file() and not (p / "meta.json").is_file() and "model_type" in (p / "config.json").read_text():
-            model = load_hf_model(p, device)
+            model = load_hf_model(p, device, dtype)
+            eos_ids = hf_eos_ids(p)
             default_name = release.get("model_name") or p.name
         else:
             ckpt = resolve_checkpoint(p)
-            model = load_model(ckpt, device=device)
+            model = _load_checkpoint_model(ckpt, device, dtype)
+            eos_ids = ()
             default_name = f"{p.name}-{ckpt.name}" if ckpt != p else p.name
             release = release or {"checkpoint": {k: v for k, v in load_meta(ckpt).items() if k != "train_config"}}
         tok = load_tokenizer(tokenizer if tokenizer else p)
@@ -104,6 +163,5 @@ def load_served(path: str | os.PathLike, tokenizer: str | os.PathLike | None = N
     if tok.vocab_size > model.config.vocab_size:
         raise LoadError(f"the tokenizer has {tok.vocab_size} pieces but the model only {model.config.vocab_size} "
                         "embeddings: they do not belong together")
-    if dtype is not None:
-        model = model.to(dtype)
-    return Served(model=model, tokenizer=tok, name=name or default_name, source=str(p), release=release)
+    return Served(model=model, tokenizer=tok, name=name or default_name, source=str(p), release=release,
+                  eos_ids=eos_ids)

@@ -3,7 +3,9 @@
 Two things make naive streaming wrong. With byte fallback a character such as "é" or "🙂" can
 arrive as several byte tokens, and decoding a prefix gives U+FFFD until the last byte is in; so
 text is released only when it no longer ends in a replacement character (and a window of earlier
-tokens is decoded with it, since sentencepiece drops the leading space of the first piece decoded).
+tokens is decoded with it, since sentencepiece drops the leading space of the first piece decoded;
+a completion's first tokens are decoded after the prompt's last few, as vLLM's prefix_offset and
+read_offset do, so "Apple closed" + "▁at" continues with " at", not "at").
 A stop string may span several tokens, so the tail that could still become a stop string is held
 back until it is clearly not one; when a stop string appears the text ends right before it.
 """
@@ -18,11 +20,13 @@ REPLACEMENT = "\ufffd"
 class IncrementalDetokenizer:
     """Feed ids one at a time; get back the newly completed text (possibly "")."""
 
-    def __init__(self, tokenizer, prefix_window: int = 6):
+    def __init__(self, tokenizer, prefix_window: int = 6, context: Sequence[int] = ()):
+        """context: ids that precede the first one fed (a completion's prompt; only its last
+        prefix_window are kept); their text is never released, only decoded before the new ids."""
         self.tok = tokenizer
-        self.ids: list[int] = []
+        self.ids: list[int] = [int(i) for i in context][-prefix_window:] if prefix_window else []
         self.prefix_offset = 0  # decode from here (context so the first piece's space is right)
-        self.read_offset = 0  # text up to here has been released
+        self.read_offset = len(self.ids)  # text up to here has been released (or is the context's)
         self.window = prefix_window
 
     def add(self, token_id: int) -> str:
@@ -81,8 +85,10 @@ class StopMatcher:
 class TextStream:
     """Detokenizer + stop strings: `add(id)` -> text delta; `finished` once a stop string matched."""
 
-    def __init__(self, tokenizer, stops: Sequence[str] = ()):
-        self.detok = IncrementalDetokenizer(tokenizer)
+    def __init__(self, tokenizer, stops: Sequence[str] = (), context: Sequence[int] = ()):
+        """context: the prompt ids a completion continues (their text is not repeated); none for chat,
+        whose answer starts a new turn and so without a leading space."""
+        self.detok = IncrementalDetokenizer(tokenizer, context=context)
         self.matcher = StopMatcher(stops)
 
     @property

@@ -69,8 +69,40 @@ def test_stop_token_ids_end_the_answer(client, served):
     got = client.post("/v1/completions", json={**body, "stop_token_ids": [stop_at, 1]}).json()
     assert got["choices"][0]["finish_reason"] == "stop"
     assert got["usage"]["completion_tokens"] == first + 1  # the stop token counts, its text is not shown
-    assert got["choices"][0]["text"] == served.tokenizer.decode(gen[:first])
-    assert free["usage"]["completion_tokens"] == 30 or free["choices"][0]["finish_reason"] == "stop"
+    # the text continues the prompt: decoded after it (a first "▁piece" keeps its space)
+    prompt_text = served.tokenizer.decode(ids)
+    assert got["choices"][0]["text"] == served.tokenizer.decode(ids + gen[:first])[len(prompt_text):]
+
+
+@pytest.mark.parametrize("stream", [False, True])
+def test_a_completion_keeps_the_leading_space_of_its_continuation(client, served, stream):
+    """sentencepiece drops the space of a "▁piece" decoded first: "Apple closed" + "▁at" must read
+    " at", as the prompt and the answer decoded together do (a chat answer starts without one)."""
+    import torch
+
+    from tenali_model.generate import generate
+
+    tok = served.tokenizer
+    ids = tok.encode("Apple closed")
+    assert tok.decode(tok.encode("Apple closed at")[len(ids):]) == "at"  # the pitfall
+    for seed in range(200):  # a seed whose first sampled token is a "▁piece" (sampled: the same in the server)
+        gen = generate(served.model, torch.tensor([ids]), 8, temperature=1.0, seed=seed)[0, len(ids):].tolist()
+        if tok.id_to_token(gen[0]).startswith("\u2581") and tok.id_to_token(gen[0]) != "\u2581":
+            break
+    else:
+        pytest.fail("no seed starts the answer with a word")
+    eot = tok.eot_id
+    gen = gen[:gen.index(eot)] if eot in gen else gen  # the server stops there (its text is not shown)
+    want = tok.decode(ids + gen)[len(tok.decode(ids)):]
+    assert want.startswith(" ")
+    body = {"prompt": "Apple closed", "max_tokens": 8, "temperature": 1.0, "seed": seed, "stop_token_ids": [],
+            "stream": stream}
+    if stream:
+        with client.stream("POST", "/v1/completions", json=body) as r:
+            text = "".join(c["choices"][0]["text"] for c in _sse(r) if c["choices"])
+    else:
+        text = client.post("/v1/completions", json=body).json()["choices"][0]["text"]
+    assert text == want
 
 
 def test_models_health_metrics_info_and_docs(client):
@@ -237,3 +269,90 @@ def test_queue_full_answers_429_with_retry_after(make_client, monkeypatch):
     waiting.cancel()
     running.cancel()
     assert "tenali_rejected_requests_total 1.0" in c.get("/metrics").text
+
+
+@pytest.mark.parametrize("seed, status", [(2**64 - 1, 200), (-2**63, 200), (2**64, 422), (-2**63 - 1, 422), (10**30, 422)])
+def test_a_seed_outside_int64_and_uint64_is_refused_naming_the_field(client, seed, status):
+    for stream in (False, True):
+        resp = client.post("/v1/completions", json={"prompt": "AAPL", "max_tokens": 2, "seed": seed, "stream": stream})
+        assert resp.status_code == status, resp.text
+        if status == 422:
+            assert resp.json()["error"]["param"] == "seed" and "seed" in resp.json()["error"]["message"]
+
+
+def test_a_tiny_temperature_answers_greedily(client):
+    """The API takes any temperature >= 0; one below 1e-5 is greedy (as in vLLM), not a NaN softmax."""
+    body = {"prompt": "Treasury yields", "max_tokens": 12, "stop_token_ids": []}
+    greedy = client.post("/v1/completions", json={**body, "temperature": 0}).json()["choices"][0]["text"]
+    for t in (1e-39, 1e-44):
+        resp = client.post("/v1/completions", json={**body, "temperature": t})
+        assert resp.status_code == 200, resp.text
+        assert resp.json()["choices"][0]["text"] == greedy
+
+
+def test_unknown_routes_and_methods_answer_in_openais_error_shape(client):
+    for resp, status in ((client.get("/nope"), 404), (client.get("/v1/completions"), 405)):
+        assert resp.status_code == status
+        assert resp.json()["error"]["type"] == "invalid_request_error" and resp.json()["error"]["message"]
+
+
+def test_cors_preflight_allows_the_api_key_header_and_the_openai_sdks_headers(make_client):
+    c = make_client(cors_origins=["https://x.test"], api_key="k")
+    for headers in ("authorization,content-type", "x-api-key,content-type",
+                    "authorization,content-type,x-stainless-lang,x-stainless-os,x-stainless-retry-count"):
+        r = c.options("/v1/chat/completions", headers={"Origin": "https://x.test", "Access-Control-Request-Method": "POST",
+                                                       "Access-Control-Request-Headers": headers})
+        assert r.status_code == 200, (headers, r.text)
+        assert r.headers["access-control-allow-origin"] == "https://x.test"
+    assert c.get("/v1/models", headers={"x-api-key": "k"}).status_code == 200
+
+
+def _slow_engine(monkeypatch, seconds=0.02):
+    import tenali_model.serve.engine as eng
+
+    real = eng.decode_slots
+    monkeypatch.setattr(eng, "decode_slots", lambda *a, **k: (time.sleep(seconds), real(*a, **k))[1])
+
+
+def test_a_stream_that_times_out_before_its_first_token_answers_503(make_client, monkeypatch):
+    """As a whole answer does: not a 200 stream with finish_reason "length" and no text."""
+    from tenali_model.serve.engine import SamplingParams
+
+    _slow_engine(monkeypatch)
+    c = make_client(max_batch=1, request_timeout=0.3)
+    hog = c.app.state.engine.submit([1, 2, 3], SamplingParams(max_tokens=100, temperature=0), timeout=30)
+    next(hog.events(timeout=5))  # it holds the only slot
+    body = {"messages": CHAT, "max_tokens": 5}
+    whole = c.post("/v1/chat/completions", json=body)
+    with c.stream("POST", "/v1/chat/completions", json={**body, "stream": True}) as r:
+        r.read()
+        streamed = r
+    hog.cancel()
+    assert whole.status_code == streamed.status_code == 503
+    assert streamed.json()["error"] == whole.json()["error"] and "time limit" in whole.json()["error"]["message"]
+    assert int(streamed.headers["Retry-After"]) >= 1
+    assert 'tenali_finished_generations_total{reason="time_limit"} 2.0' in c.get("/metrics").text
+
+
+def test_a_stopped_engine_answers_503_and_a_stream_cut_by_shutdown_ends_with_an_error(make_client, monkeypatch):
+    import threading
+
+    _slow_engine(monkeypatch)
+    c = make_client()
+    engine = c.app.state.engine
+    body = {"prompt": "The curve", "max_tokens": 100, "temperature": 0, "stop_token_ids": [], "stream": True}
+    with c.stream("POST", "/v1/completions", json=body) as r:
+        lines = r.iter_lines()
+        next(line for line in lines if line.startswith("data: "))
+        threading.Thread(target=engine.stop).start()  # the server shutting down mid-answer
+        rest = [line[len("data: "):] for line in lines if line.startswith("data: ")]
+    assert rest[-1] == "[DONE]"
+    last = json.loads(rest[-2])
+    assert last["error"]["type"] == "server_error" and "shutting down" in last["error"]["message"]
+    deadline = time.time() + 5
+    while engine.alive and time.time() < deadline:
+        time.sleep(0.01)
+    resp = c.post("/v1/completions", json={"prompt": "AAPL", "max_tokens": 2})
+    assert resp.status_code == 503 and resp.json()["error"]["code"] == "engine_stopped"
+    with c.stream("POST", "/v1/completions", json={"prompt": "AAPL", "max_tokens": 2, "stream": True}) as r:
+        assert r.status_code == 503

@@ -221,3 +221,126 @@ def test_prompt_that_cannot_fit_is_refused(model):
             engine.submit(list(range(100)), SamplingParams(max_tokens=40))
         with pytest.raises(ValueError, match="empty"):
             engine.submit([], SamplingParams(max_tokens=4))
+
+
+def _slow_steps(monkeypatch, seconds=0.01):
+    import tenali_model.serve.engine as eng
+
+    real = eng.decode_slots
+    monkeypatch.setattr(eng, "decode_slots", lambda *a, **k: (time.sleep(seconds), real(*a, **k))[1])
+
+
+def test_one_requests_sampling_failure_ends_only_that_request(model, monkeypatch):
+    """Every live request samples in one decoding step; when one row's sampling raises (a temperature
+    that overflowed its logits used to), only that request ends with the error, and the others get
+    the tokens they would have got alone."""
+    import tenali_model.serve.engine as eng
+
+    real, calls = eng.sample_next, []
+
+    def failing(logits, temperature, *a, **k):
+        if temperature == 0.5:
+            calls.append(1)
+            if len(calls) >= 3:  # past its prefill: in a decoding step shared with the others
+                raise RuntimeError("probability tensor contains either inf, nan or element < 0")
+        return real(logits, temperature, *a, **k)
+
+    monkeypatch.setattr(eng, "sample_next", failing)
+    prompts = _prompts(3, seed=5)
+    good = [SamplingParams(max_tokens=20, temperature=0.8, seed=7), SamplingParams(max_tokens=20, temperature=0)]
+    with Engine(model, max_batch=4) as engine:
+        alone = [generate_ids(engine, [p], sp)[0] for p, sp in zip(prompts, good)]
+        with engine._cv:  # all admitted together: they share every decoding step
+            reqs = [engine.submit(p, sp) for p, sp in
+                    zip(prompts, good + [SamplingParams(max_tokens=20, temperature=0.5, seed=1)])]
+        assert all(r.wait(30) for r in reqs)
+    assert [r.finish_reason for r in reqs] == ["length", "length", "error"]
+    assert [r.generated for r in reqs[:2]] == alone
+    assert len(reqs[2].generated) == 2
+    done = [ev for ev in reqs[2].ready_events() if ev.kind == "done"]
+    assert done[0].error == "RuntimeError: probability tensor contains either inf, nan or element < 0"
+
+
+@pytest.mark.parametrize("temperature", [1e-39, 1e-44, 9e-6])
+def test_a_tiny_temperature_is_greedy(model, temperature):
+    """Below 1e-5 (vLLM's _SAMPLING_EPS) a temperature is greedy: dividing logits by 1e-39 overflows
+    them to inf, and softmax then gives NaN, which torch.multinomial refuses."""
+    prompt = _prompts(1, seed=6)[0]
+    want = _single(model, prompt, 16, temperature=0)
+    assert _single(model, prompt, 16, temperature=temperature, seed=3) == want
+    with Engine(model, max_batch=2) as engine:
+        req = engine.submit(prompt, SamplingParams(max_tokens=16, temperature=temperature, seed=3))
+        assert req.wait(30)
+    assert req.finish_reason == "length" and req.generated == want
+
+
+def test_the_engine_restarts_and_refuses_requests_while_stopped(model):
+    """An app's lifespan may start and stop its engine more than once: after stop() start() runs it
+    again; a stopped engine refuses a request at once (EngineStopped) instead of queueing it forever."""
+    from tenali_model.serve.engine import EngineStopped
+
+    engine = Engine(model, max_batch=2)
+    params = SamplingParams(max_tokens=3, temperature=0)
+    with pytest.raises(EngineStopped, match="call start"):
+        engine.submit([1, 2, 3], params)
+    engine.start()
+    engine.stop()
+    with pytest.raises(EngineStopped):
+        engine.submit([1, 2, 3], params)
+    assert engine.queue_depth == 0
+    engine.start()
+    try:
+        assert engine.alive
+        (out,) = generate_ids(engine, [[1, 2, 3]], params, timeout=10)
+        assert len(out) == 3
+    finally:
+        engine.stop()
+
+
+def test_a_request_submitted_while_the_engine_stops_is_refused(model, monkeypatch):
+    """Between stop() asking the thread to end and the thread ending, a submitted request would be
+    queued behind a loop that never takes it again: it is refused, and the live one is cancelled."""
+    import threading
+
+    from tenali_model.serve.engine import EngineStopped
+
+    _slow_steps(monkeypatch, 0.2)
+    engine = Engine(model, max_batch=2).start()
+    running = engine.submit([1, 2, 3], SamplingParams(max_tokens=50, temperature=0))
+    next(running.events(timeout=5))
+    stopper = threading.Thread(target=engine.stop)
+    stopper.start()
+    deadline = time.time() + 5
+    while not engine._stop and time.time() < deadline:
+        time.sleep(0.001)
+    assert engine.alive  # the thread is still in its step
+    with pytest.raises(EngineStopped):
+        engine.submit([4, 5], SamplingParams(max_tokens=3, temperature=0))
+    stopper.join(10)
+    assert running.wait(5) and running.finish_reason == "cancelled"
+    assert engine.queue_depth == 0
+
+
+def test_generate_ids_checks_lengths_and_cancels_the_rest_on_failure(model, monkeypatch):
+    import tenali_model.serve.engine as eng
+
+    _slow_steps(monkeypatch)
+    real = eng.sample_next
+
+    def failing(logits, temperature, *a, **k):
+        if temperature == 0.5:
+            raise RuntimeError("sampling failed")
+        return real(logits, temperature, *a, **k)
+
+    monkeypatch.setattr(eng, "sample_next", failing)
+    with Engine(model, max_batch=4) as engine:
+        with pytest.raises(ValueError, match="3 prompts but 2 SamplingParams"):
+            generate_ids(engine, [[1], [2], [3]], [SamplingParams(max_tokens=2)] * 2)
+        assert engine.queue_depth == 0 and engine.active == 0
+        long = SamplingParams(max_tokens=100, temperature=0)
+        with pytest.raises(RuntimeError, match="sampling failed"):
+            generate_ids(engine, [[1, 2], [3, 4], [5, 6]], [SamplingParams(max_tokens=5, temperature=0.5), long, long])
+        deadline = time.time() + 5
+        while (engine.active or engine.queue_depth) and time.time() < deadline:
+            time.sleep(0.01)
+        assert engine.active == 0 and engine.queue_depth == 0  # the other two were cancelled, not left running

@@ -107,6 +107,13 @@ def test_a_client_that_disconnects_frees_its_slot(live, monkeypatch):
     while engine.active and time.time() < deadline:
         time.sleep(0.02)
     assert engine.active == 0
+    # counted as cancelled, not as an answer that stopped
+    finished = 'tenali_finished_generations_total{reason="cancelled"} 1.0'
+    deadline = time.time() + 5
+    while finished not in httpx.get(live.url + "/metrics").text and time.time() < deadline:
+        time.sleep(0.02)
+    metrics = httpx.get(live.url + "/metrics").text
+    assert finished in metrics and 'reason="stop"' not in metrics
     # the same for a non-streaming request that is abandoned
     with pytest.raises(httpx.ReadTimeout):
         httpx.post(live.url + "/v1/completions", json={**body, "stream": False}, timeout=0.3)

@@ -45,3 +45,18 @@ def test_text_that_only_looks_like_a_stop_prefix_is_released():
     assert m.feed("S") == "" and m.flush() == "S" and not m.stopped
     m = StopMatcher(["ab", "b"])
     assert m.feed("xab") == "x" and m.stopped  # the earliest stop wins
+
+
+@pytest.mark.parametrize("text", ["Apple closed at the high", TEXTS[0], TEXTS[1]])
+def test_a_continuation_decodes_after_its_prompt(tok, text):
+    """Given the prompt's ids as context, the deltas are the continuation's text as it reads after the
+    prompt (a first "▁word" keeps its space), and the prompt's own text is never repeated."""
+    ids = tok.encode(text)
+    for cut in (2, len(ids) // 2, len(ids) - 3):
+        prompt, cont = ids[:cut], ids[cut:]
+        stream = TextStream(tok, context=prompt)
+        got = "".join([stream.add(i) for i in cont] + [stream.flush()])
+        assert got == tok.decode(ids)[len(tok.decode(prompt)):]
+    prompt = tok.encode("Apple closed")
+    stream = TextStream(tok, context=prompt)
+    assert stream.add(tok.encode("Apple closed at")[len(prompt)]) == " at"
