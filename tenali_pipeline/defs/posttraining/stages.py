@@ -37,7 +37,7 @@ from ...tracking import log_stage_safely
 from ..evaluation.assets import evaluate_latest, pretrain_evaluation
 from ..shards.assets import MANIFEST, SHARDS_KEY, token_shards
 from ..tokenizer.assets import chat_tokenizer_file, tokenizer
-from ..training.assets import (LATEST_KEY, TRAINING_POOL, loss_curve_markdown, pretrain_checkpoint,
+from ..training.assets import (LATEST_KEY, TRAINING_POOL, loss_curve_markdown, pretrain_checkpoint, run_folder,
                                store_reported_checkpoint)
 from .assets import GROUNDED_KEY, PREFERENCE_TRAIN_KEY, SFT_TRAIN_KEY, SFT_VAL_KEY, grounded_instructions
 
@@ -112,9 +112,8 @@ def _run_stage(context: dg.AssetExecutionContext, lake: LakeResource, launcher, 
                parent: dict, extra_metadata: dict | None = None) -> dg.MaterializeResult:
     """Write the stage's config, launch it, check what rank 0 reported, upload, record LATEST."""
     store = lake.lake()
-    run_key = f"checkpoints/{stage}/{context.run_id}"
-    run_dir = store.local_dir(run_key) if store.is_local else lake.cache() / run_key
-    run_dir.mkdir(parents=True, exist_ok=True)
+    run_key, run_dir = run_folder(context, store, lake, f"checkpoints/{stage}",
+                                  {"parent_checkpoint": parent["checkpoint"]})
     cfg = make_config(run_dir)
     cfg.validate()
     config_path = run_dir / f"{stage}_config.json"

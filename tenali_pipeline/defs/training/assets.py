@@ -62,9 +62,7 @@ def pretrain_checkpoint(context: dg.AssetExecutionContext, lake: LakeResource, t
     manifest = store.read_json(f"{SHARDS_KEY}/{MANIFEST}")
     manifest_sha = manifest_sha256(manifest)
     shards = store.download_dir(SHARDS_KEY, lake.cache() / SHARDS_KEY)
-    run_key = f"{CHECKPOINTS_KEY}/{context.run_id}"
-    run_dir = store.local_dir(run_key) if store.is_local else lake.cache() / run_key
-    run_dir.mkdir(parents=True, exist_ok=True)
+    run_key, run_dir = run_folder(context, store, lake, CHECKPOINTS_KEY, {"shard_manifest_sha256": manifest_sha})
     base = import_base(context, lake, manifest) if manifest["tokenizer"].get("base") else None
     # from a base: its checkpoint decides the shape and vocabulary (TrainConfig.model_config)
     shape = ({"init_from": base["path"]} if base else
@@ -126,6 +124,39 @@ def pretrain_checkpoint(context: dg.AssetExecutionContext, lake: LakeResource, t
         "recipe": recipe,
         "train_config": dg.MetadataValue.json(cfg.to_dict()),
     })
+
+
+def run_folder(context: dg.AssetExecutionContext, store, lake: LakeResource, prefix: str,
+               inputs: dict) -> tuple[str, Path]:
+    """(lake key, local folder) this step trains in: its run's own, or, when the run re-executes one
+    that failed or was cancelled (Dagster's "Re-execute", from failure or all steps, and run retries
+    are new runs with new ids), the folder of the first run of that chain, so training resumes from
+    the failed run's checkpoints instead of starting again. Only when the folder was started on the
+    same `inputs` (e.g. the shard manifest): a loader position means nothing on other shards, so
+    after new data the re-execution starts a folder of its own. `run.json` in the folder records them."""
+    from tenali_model.config import atomic_write_text
+
+    def folder(run_id: str) -> tuple[str, Path]:
+        key = f"{prefix}/{run_id}"
+        return key, store.local_dir(key) if store.is_local else lake.cache() / key
+
+    run = context.dagster_run
+    parent = context.instance.get_run_by_id(run.parent_run_id) if run.parent_run_id else None
+    if parent is not None and parent.status in (dg.DagsterRunStatus.FAILURE, dg.DagsterRunStatus.CANCELED):
+        key, path = folder(run.root_run_id or parent.run_id)
+        record = path / "run.json"
+        started = json.loads(record.read_text()) if record.is_file() else None
+        if started is not None and started.get("inputs") == inputs:
+            context.log.info(f"re-executing failed run {parent.run_id}: resuming in {key}")
+            return key, path
+        if started is not None:
+            context.log.warning(f"re-executing failed run {parent.run_id}, whose folder {key} was started on other "
+                                f"inputs ({started.get('inputs')} against {inputs}): starting a folder of its own")
+    key, path = folder(run.run_id)
+    path.mkdir(parents=True, exist_ok=True)
+    if not (path / "run.json").is_file():
+        atomic_write_text(path / "run.json", json.dumps({"run_id": run.run_id, "inputs": inputs}) + "\n")
+    return key, path
 
 
 def import_base(context, lake: LakeResource, manifest: dict) -> dict:
