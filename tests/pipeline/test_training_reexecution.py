@@ -17,8 +17,9 @@ STATE = "TENALI_TEST_REEXEC_STATE"  # a JSON file: the lake root, the inputs, ho
 
 
 @dg.asset
-def training_step(context: dg.AssetExecutionContext, lake: LakeResource) -> None:
+def training_step(context: dg.AssetExecutionContext) -> None:
     state = json.loads(Path(os.environ[STATE]).read_text())
+    lake = LakeResource(root=state["root"])  # read here: Dagster caches the job make_job builds
     key, folder = run_folder(context, lake.lake(), lake, "checkpoints/test", state["inputs"])
     folder.mkdir(parents=True, exist_ok=True)
     (folder / "attempts.txt").open("a").write(context.run_id + "\n")
@@ -30,8 +31,7 @@ def training_step(context: dg.AssetExecutionContext, lake: LakeResource) -> None
 
 
 def make_job():
-    lake = LakeResource(root=json.loads(Path(os.environ[STATE]).read_text())["root"])
-    return dg.Definitions(assets=[training_step], resources={"lake": lake},
+    return dg.Definitions(assets=[training_step],
                           jobs=[dg.define_asset_job("train", executor_def=dg.in_process_executor)]).resolve_job_def("train")
 
 
@@ -80,3 +80,22 @@ def test_new_inputs_since_the_failed_run_start_a_folder_of_their_own(state):
         second = _run(instance, first)
         assert second.success
     assert seen() == [f"checkpoints/test/{second.run_id}"]
+
+
+def test_a_retry_after_the_inputs_changed_fails_naming_why(state, tmp_path):
+    """The step's own retry (same run, same folder) after the shards were rebuilt: its checkpoints'
+    loader positions mean nothing on the new shards, so it stops and says so instead of resuming."""
+    write, _ = state
+    write(fail=1, inputs={"shard_manifest_sha256": "a"})
+    with dg.instance_for_test() as instance:
+        first = _run(instance)
+    run_json = tmp_path / "lake" / "checkpoints" / "test" / first.run_id / "run.json"
+    assert json.loads(run_json.read_text())["inputs"] == {"shard_manifest_sha256": "a"}
+
+    class Context:  # the same run again, as its retry sees it
+        dagster_run, instance = first.dagster_run, None
+
+    lake = LakeResource(root=str(tmp_path / "lake"))
+    with pytest.raises(dg.Failure, match="trained on other inputs.*Launch a new run"):
+        run_folder(Context(), lake.lake(), lake, "checkpoints/test", {"shard_manifest_sha256": "b"})
+    assert run_folder(Context(), lake.lake(), lake, "checkpoints/test", {"shard_manifest_sha256": "a"})[1] == run_json.parent

@@ -154,8 +154,14 @@ def run_folder(context: dg.AssetExecutionContext, store, lake: LakeResource, pre
                                 f"inputs ({started.get('inputs')} against {inputs}): starting a folder of its own")
     key, path = folder(run.run_id)
     path.mkdir(parents=True, exist_ok=True)
-    if not (path / "run.json").is_file():
-        atomic_write_text(path / "run.json", json.dumps({"run_id": run.run_id, "inputs": inputs}) + "\n")
+    record = path / "run.json"
+    if not record.is_file():
+        atomic_write_text(record, json.dumps({"run_id": run.run_id, "inputs": inputs}) + "\n")
+    elif json.loads(record.read_text()).get("inputs") != inputs:  # this run's retry, after new data
+        raise dg.Failure(f"{key} holds checkpoints trained on other inputs than this retry's "
+                         f"({json.loads(record.read_text()).get('inputs')} against {inputs}): the shards (or the "
+                         "parent checkpoint) changed since the step first ran. Launch a new run; it continues "
+                         "from the latest checkpoint on the new data.")
     return key, path
 
 
