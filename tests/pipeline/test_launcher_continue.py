@@ -109,3 +109,36 @@ def test_training_takes_a_slot_of_the_training_pool():
     """Two runs never train on the same GPUs at once: the asset's step waits for the pool's slot
     (limit 1 by default in tenali_pipeline/instance/dagster.yaml and infra/dagster.prod.yaml)."""
     assert pretrain_checkpoint.op.pool == "training"
+
+
+class RisingLossLauncher(InProcessLauncher):
+    """The real trainer, whose logged losses are then made to rise (a run that learned nothing)."""
+
+    def launch(self, context, config_path: Path, workdir: Path, extras=None) -> dg.MaterializeResult:
+        result = super().launch(context, config_path, workdir, extras)
+        metrics = Path(workdir) / "metrics.jsonl"
+        records = [json.loads(line) for line in metrics.read_text().splitlines()]
+        for i, r in enumerate(records):
+            if r.get("kind") == "train":
+                r["loss"] = 1.0 + i
+        metrics.write_text("".join(json.dumps(r) + "\n" for r in records))
+        return result
+
+
+def test_a_run_whose_loss_did_not_fall_never_becomes_latest(tmp_path):
+    """The loss test runs in the asset before LATEST.json moves: a blocking check stops only its own
+    run's downstream steps, while evaluation, post-training, the release and the next run all read
+    LATEST.json."""
+    lake = Lake(str(tmp_path / "lake"))
+    write_shards(lake, 1)
+    run(lake)
+    good = lake.read_json(LATEST_KEY)
+    write_shards(lake, 2)
+    training = TrainingResource(model="tiny", steps=6, batch_size=4, seq_len=32, lr=3e-3, warmup_steps=1,
+                                eval_every=0, eval_batches=1, ckpt_every=0)
+    res = dg.materialize([pretrain_checkpoint], raise_on_error=False, resources={
+        "lake": LakeResource(root=lake.root), "training": training, "launcher": RisingLossLauncher()})
+    assert not res.success
+    failure = res.get_step_failure_events()[0].step_failure_data.error.message
+    assert "The training loss did not fall or was not finite" in failure
+    assert lake.read_json(LATEST_KEY) == good

@@ -100,6 +100,11 @@ def pretrain_checkpoint(context: dg.AssetExecutionContext, lake: LakeResource, t
     result = launcher.launch(context, config_path, workdir=run_dir)
     reported = result.metadata or {}
     ckpt_key, uri, metrics = store_reported_checkpoint(store, reported, run_key, run_dir, "trainer")
+    passed, verdict = loss_verdict(metrics)
+    if not passed:  # before LATEST.json names it: evaluation, post-training, release and the next run read that
+        raise dg.Failure(f"The training loss did not fall or was not finite ({verdict}); {uri} is kept but "
+                         f"{LATEST_KEY} still names the previous checkpoint. Check the learning rate and the data, "
+                         "or train longer.", metadata=verdict, allow_retries=False)  # a retry would report the same
     store.write_json(LATEST_KEY, {"run_id": context.run_id, "checkpoint_key": ckpt_key, "checkpoint": uri,
                                   "metrics_key": f"{run_key}/metrics.jsonl",
                                   "tokenizer_sha256": manifest["tokenizer"]["sha256"],
@@ -289,10 +294,20 @@ def loss_curve_markdown(raw_metrics: bytes) -> str:
 def loss_finite_and_decreasing(lake: LakeResource) -> dg.AssetCheckResult:
     store = lake.lake()
     latest = store.read_json(LATEST_KEY)
-    losses = [r["loss"] for r in _metrics(store.read_bytes(latest["metrics_key"])) if r.get("kind") == "train"]
+    passed, metadata = loss_verdict(store.read_bytes(latest["metrics_key"]))
+    return dg.AssetCheckResult(passed=passed, metadata=metadata)
+
+
+def loss_verdict(raw_metrics: bytes) -> tuple[bool, dict]:
+    """Every logged training loss finite, and the last tenth's mean below the first tenth's (judged
+    from two logged points on: one point shows no trend). The asset applies it before moving
+    LATEST.json (a blocking check stops only its own run's downstream steps, while every later run
+    reads LATEST.json); the check reports it."""
+    losses = [r["loss"] for r in _metrics(raw_metrics) if r.get("kind") == "train"]
     finite = bool(losses) and all(math.isfinite(x) for x in losses)
     tenth = max(1, len(losses) // 10)
     first, last = (sum(losses[:tenth]) / tenth, sum(losses[-tenth:]) / tenth) if losses else (math.nan, math.nan)
-    return dg.AssetCheckResult(passed=finite and last < first,
-                               metadata={"logged_points": len(losses), "first_tenth_loss": first,
-                                         "last_tenth_loss": last, "all_finite": finite})
+    judged = len(losses) >= 2
+    return finite and (last < first or not judged), {
+        "logged_points": len(losses), "first_tenth_loss": first, "last_tenth_loss": last, "all_finite": finite,
+        "fall_judged": judged}
