@@ -6,7 +6,8 @@ a local store) and every training stage (pretraining, distillation, SFT, DPO) be
 in the experiment ``TENALI_MLFLOW_EXPERIMENT`` (default ``tenali``): its config as parameters, every
 record of its ``metrics.jsonl`` as step-indexed metrics, the final summary, and tags that lead back
 to Dagster (run id, asset key, checkpoint URI). The asset's metadata gets ``mlflow_run`` (the run's
-id, and its URL when the tracking server has a UI).
+id, and its URL when the tracking server has a UI). The URI may carry credentials
+(``https://user:token@host``, ``?token=...``); they are stripped from that URL and from logged warnings.
 
 Set ``TENALI_WANDB_PROJECT`` and every training stage is also a W&B run in that project (entity
 ``TENALI_WANDB_ENTITY``, or the API key's default): the config (with the Dagster tags under
@@ -28,12 +29,39 @@ from __future__ import annotations
 import json
 import math
 import os
+import re
+from urllib.parse import parse_qsl, unquote, urlencode, urlsplit, urlunsplit
 
 EXPERIMENT_DEFAULT = "tenali"
 _MAX_PARAM = 500  # MLflow's limit on a parameter value's length
 
 
 WANDB_MODES = ("online", "offline")
+_SECRET_PARAM = re.compile(r"token|key|secret|passw|pwd|auth|signature|credential|^sig$|^code$", re.IGNORECASE)
+
+
+def public_uri(uri: str) -> str:
+    """`uri` without its credentials (``user:token@`` and token-like query parameters), for asset
+    metadata and logs: whoever can read Dagster's event log must not get the tracking server's token."""
+    parts = urlsplit(uri)
+    if not parts.netloc and not parts.query:
+        return uri  # sqlite:///path, a local folder: nothing to hide
+    host = parts.netloc.rpartition("@")[2]
+    query = urlencode([(k, v) for k, v in parse_qsl(parts.query, keep_blank_values=True)
+                       if not _SECRET_PARAM.search(k)])
+    return urlunsplit((parts.scheme, host, parts.path, query, parts.fragment))
+
+
+def _redact(text: str, uri: str) -> str:
+    """`text` (an exception message) with `uri`'s credentials removed wherever they appear."""
+    parts = urlsplit(uri)
+    secrets = [uri, parts.netloc.rpartition("@")[0]]
+    secrets += [v for k, v in parse_qsl(parts.query, keep_blank_values=True) if _SECRET_PARAM.search(k)]
+    if parts.password:
+        secrets += [parts.password, unquote(parts.password)]
+    for secret in sorted({x for x in secrets if len(x) >= 4}, key=len, reverse=True):
+        text = text.replace(secret, public_uri(uri) if secret == uri else "***")
+    return text
 
 
 def enabled() -> bool:
@@ -113,7 +141,8 @@ def log_stage(stage: str, *, config: dict, metrics_jsonl: bytes, summary: dict, 
     client.log_batch(rid, metrics=[Metric(k, v, 0, 0) for k, v in final.items()],
                      tags=[RunTag("tenali.complete", str(summary.get("complete", True)))])
     client.set_terminated(rid)
-    url = f"{uri.rstrip('/')}/#/experiments/{exp_id}/runs/{rid}" if uri.startswith("http") else ""
+    base = public_uri(uri).split("?")[0].split("#")[0].rstrip("/")  # the UI's URL: no credentials, no query
+    url = f"{base}/#/experiments/{exp_id}/runs/{rid}" if uri.startswith("http") else ""
     return {"run_id": rid, "experiment_id": exp_id, "url": url}
 
 
@@ -166,7 +195,8 @@ def log_stage_safely(context, stage: str, **kwargs) -> dict:
         try:
             info = log(stage, **kwargs)
         except Exception as e:  # noqa: BLE001 - the trained checkpoint matters more than its tracking
-            context.log.warning(f"{name} logging failed ({type(e).__name__}: {e}); the checkpoint is unaffected.")
+            detail = _redact(str(e), os.environ.get("TENALI_MLFLOW_TRACKING_URI", ""))
+            context.log.warning(f"{name} logging failed ({type(e).__name__}: {detail}); the checkpoint is unaffected.")
             out[key] = f"not logged: {type(e).__name__}"
             continue
         if key == "mlflow_run":

@@ -3,7 +3,8 @@
 Why ECS on EC2 GPU instances rather than SageMaker Training or AWS Batch: ECS takes the same trainer
 image as Kubernetes with GPUs as a plain ``resourceRequirements`` entry, ``linuxParameters`` for
 shared memory and EFS volumes for the shared work folder; dagster-aws ships a maintained Pipes
-client for it (exit codes checked, the task stopped when Dagster cancels the step). dagster-aws has
+client for it (exit codes checked, the task stopped when Dagster cancels the step; the launcher stops
+it too when waiting for it times out or fails, before the step's retry starts another). dagster-aws has
 no Pipes client for SageMaker or Batch, and SageMaker would also want its own container contract
 (``/opt/ml``) and S3 channels instead of the shared folder every other launcher uses. One ECS task
 is one node (up to 8 GPUs on a p4d/p5); train on several nodes with the Kubernetes launcher on EKS.
@@ -71,6 +72,7 @@ class EcsTrainingLauncher(dg.ConfigurableResource):
     pipes_prefix: str = "pipes"
     poll_seconds: int = 15
     timeout_seconds: int = 14 * 24 * 3600
+    stop_wait_seconds: int = 300  # after stop_task: ECS's stopTimeout (30 s default, 120 s at most) and teardown
 
     # ---- what is submitted ----------------------------------------------------------------------
     def task_definition(self) -> dict:
@@ -186,21 +188,70 @@ class EcsTrainingLauncher(dg.ConfigurableResource):
                 waiter_config={"Delay": self.poll_seconds,
                                "MaxAttempts": max(1, self.timeout_seconds // max(self.poll_seconds, 1))})
         except (RuntimeError, WaiterError) as e:
-            raise self._task_failure(ecs, str(e)) from e
+            raise self._task_failure(context, ecs, self._cause(e)) from e
+        except Exception as e:
+            if not (ecs.started and ecs.started.get("tasks")):
+                raise  # nothing was started: nothing to stop or describe
+            raise self._task_failure(context, ecs, f"the launcher failed while following the task "
+                                                   f"({type(e).__name__}: {e})") from e
         try:
             return invocation.get_materialize_result()
         except Exception as e:  # noqa: BLE001 - exited 0 without reporting (dagster #17868)
-            raise self._task_failure(ecs, f"it exited without reporting ({e})") from e
+            raise self._task_failure(context, ecs, f"it exited without reporting ({e})") from e
 
-    def _task_failure(self, ecs: _Recorder, reason: str) -> dg.Failure:
+    def _cause(self, e: Exception) -> str:
+        """What went wrong and what to do about it, for PipesECSClient's errors (the task stopped with
+        a bad exit code or never started: RuntimeError; waiting for it failed: botocore WaiterError)."""
+        from botocore.exceptions import WaiterError
+
+        if not isinstance(e, WaiterError):
+            return str(e)
+        if "Max attempts exceeded" in str(e.kwargs.get("reason", "")):
+            return (f"it was still running after the launcher's timeout_seconds={self.timeout_seconds}: raise "
+                    "timeout_seconds if the run needs longer, or find in the log tail why it stalled")
+        return (f"the launcher could not follow the task ({e}): check that the Dagster role may call "
+                f"ecs:DescribeTasks on cluster {self.cluster} and that the ECS endpoint is reachable")
+
+    def _stop_if_running(self, context, ecs: _Recorder, arn: str, why: str) -> tuple[bool, str]:
+        """Stop the task unless ECS says it has stopped, and wait (at most stop_wait_seconds) until it
+        has: the failed step is retried (RetryPolicy), and the retry must not start a second trainer
+        writing into the same run folder while this one still trains. PipesECSClient stops the task
+        only when Dagster interrupts the step, not when its waiter times out or fails.
+
+        Returns (whether it was stopped here, "" or why it may still be running)."""
+        try:
+            status = ecs.describe_tasks(cluster=self.cluster, tasks=[arn])["tasks"][0].get("lastStatus")
+        except Exception:  # noqa: BLE001 - unknown state: stop it to be sure
+            status = None
+        if status == "STOPPED":
+            return False, ""
+        context.log.warning(f"stopping ECS task {arn} (status {status or 'unknown'}) before failing the step")
+        try:
+            ecs.stop_task(cluster=self.cluster, task=arn, reason=f"Tenali: the Dagster step failed: {why}"[:255])
+            delay = max(1, min(self.poll_seconds, 15))
+            ecs.get_waiter("tasks_stopped").wait(
+                cluster=self.cluster, tasks=[arn],
+                WaiterConfig={"Delay": delay, "MaxAttempts": max(1, self.stop_wait_seconds // delay)})
+        except Exception as e:  # noqa: BLE001 - must not hide the original failure
+            problem = (f"The launcher could not confirm that ECS task {arn} stopped ({type(e).__name__}: {e}); it may "
+                       f"still be writing to the run folder, so this step is not retried: stop it (aws ecs stop-task "
+                       f"--cluster {self.cluster} --task {arn}) and check that it stopped before rerunning the step.")
+            context.log.error(problem)
+            return True, problem
+        return True, ""
+
+    def _task_failure(self, context, ecs: _Recorder, reason: str) -> dg.Failure:
+        """The step failure: the task stopped first if it may still run, then its exit code and log tail."""
         if not ecs.started or not ecs.started.get("tasks"):
             return failure(f"ECS cluster {self.cluster}", None, "", reason)
         arn = ecs.started["tasks"][0]["taskArn"]
+        stopped_here, problem = self._stop_if_running(context, ecs, arn, reason)
         task_id, exit_code, tail = arn.split("/")[-1], None, ""
         try:
             task = ecs.describe_tasks(cluster=self.cluster, tasks=[arn])["tasks"][0]
             exit_code = next((c.get("exitCode") for c in task["containers"] if c["name"] == CONTAINER), None)
-            reason = task.get("stoppedReason") or reason
+            if not stopped_here:  # ECS's own reason; when stopped here, it is ours and says less than `reason`
+                reason = task.get("stoppedReason") or reason
         except Exception:  # noqa: BLE001 - best effort: the step fails either way
             pass
         try:
@@ -210,7 +261,13 @@ class EcsTrainingLauncher(dg.ConfigurableResource):
             tail = "\n".join(e["message"] for e in events)
         except Exception as e:  # noqa: BLE001
             tail = f"(could not read CloudWatch logs {self.log_group}: {e})"
-        return failure(f"ECS task {task_id}", exit_code, tail, reason)
+        if stopped_here and not problem:
+            reason = f"{reason} (the launcher stopped the task)"
+        result = failure(f"ECS task {task_id}", exit_code, tail, reason)
+        if not problem:
+            return result
+        return dg.Failure(description=f"{result.description}\n{problem}", metadata=result.metadata,
+                          allow_retries=False)
 
 
 def ecs_launcher_from_settings(settings) -> EcsTrainingLauncher:

@@ -103,6 +103,7 @@ class Process:
 OOM_AT_START = [sys.executable, "-c", "print('loading 1.2B parameters'); "
                 "print('torch.OutOfMemoryError: CUDA out of memory. Tried to allocate 2.00 GiB'); "
                 "import sys; sys.exit(137)"]
+HANG = [sys.executable, "-c", "print('step 1 loss 9.9', flush=True); import time; time.sleep(600)"]  # a stalled trainer
 
 
 def _expand(value: str, env: dict[str, str]) -> str:
@@ -228,6 +229,7 @@ class FakeEcs:
         self.calls: list[tuple[str, dict]] = []
         self.definitions: list[dict] = []
         self.tasks: dict[str, tuple[dict, Process | None]] = {}
+        self.stop_error: Exception | None = None  # what stop_task raises, when set
 
     def _record(self, operation: str, params: dict) -> None:
         from botocore.validate import validate_parameters
@@ -266,6 +268,8 @@ class FakeEcs:
         command = override.get("command") or container["command"]
         if container["image"].startswith("oom/"):
             command = OOM_AT_START
+        if container["image"].startswith("hang/"):
+            command = HANG
         if not container["image"].startswith("missing/"):  # an image that cannot be pulled never starts
             proc = Process(command, env, None, self.logs_dir / f"{task_id}.log")
         self.tasks[arn] = ({"td": td, "container": container["name"], "task_id": task_id}, proc)
@@ -277,12 +281,21 @@ class FakeEcs:
         return SimpleNamespace(wait=self._wait)
 
     def _wait(self, tasks, cluster=None, WaiterConfig=None):  # noqa: N803 - boto3's argument name
+        """botocore's tasks_stopped waiter: polls until every task has stopped, or raises WaiterError
+        ("Max attempts exceeded") after Delay x MaxAttempts seconds, as botocore does."""
         import time
 
+        from botocore.exceptions import WaiterError
+
         self._record("DescribeTasks", {"tasks": tasks, **({"cluster": cluster} if cluster else {})})
+        config = WaiterConfig or {}
+        deadline = time.monotonic() + config.get("Delay", 6) * config.get("MaxAttempts", 100)
         for arn in tasks:
             info, proc = self.tasks[arn]
             while proc is not None and proc.exit_code is None:
+                if time.monotonic() > deadline:
+                    raise WaiterError(name="TasksStopped", reason="Max attempts exceeded",
+                                      last_response=self.describe_tasks(tasks=tasks, cluster=cluster))
                 time.sleep(0.2)
             if proc is not None and not info.get("logged"):
                 group = info["td"]["containerDefinitions"][0]["logConfiguration"]["options"]["awslogs-group"]
@@ -309,12 +322,22 @@ class FakeEcs:
             if proc is None:
                 task.update(stopCode="TaskFailedToStart",
                             stoppedReason="CannotPullContainerError: pull image manifest has been retried 5 time(s)")
-            else:
-                container["exitCode"] = proc.exit_code
+            elif proc.exit_code is None:
+                task["lastStatus"] = container["lastStatus"] = "RUNNING"
+            else:  # a container killed by signal N exits 128 + N in ECS
+                container["exitCode"] = proc.exit_code if proc.exit_code >= 0 else 128 - proc.exit_code
                 task.update(stopCode="EssentialContainerExited", stoppedReason="Essential container in task exited")
+                if "stopped_reason" in info:
+                    task.update(stopCode="UserInitiated", stoppedReason=info["stopped_reason"])
             out.append(task)
         return {"tasks": out, "failures": []}
 
     def stop_task(self, **params):
         self._record("StopTask", params)
-        self.tasks[params["task"]][1].kill()
+        if self.stop_error is not None:
+            raise self.stop_error
+        info, proc = self.tasks[params["task"]]
+        info["stopped_reason"] = params.get("reason", "Task stopped by user")
+        if proc is not None:
+            proc.kill()
+        return {"task": {"taskArn": params["task"], "desiredStatus": "STOPPED"}}

@@ -47,8 +47,8 @@ def launcher(tmp_path, endpoint="", **kw) -> Launcher:
     return Launcher(**base)
 
 
-def materialise(resource, config_path, run_dir):
-    @dg.asset
+def materialise(resource, config_path, run_dir, retry_policy=None):
+    @dg.asset(retry_policy=retry_policy)
     def pretrain_checkpoint(context: dg.AssetExecutionContext, launcher: dg.ResourceParam):
         return launcher.launch(context, config_path, workdir=run_dir)
 
@@ -126,3 +126,49 @@ def test_a_task_killed_at_start_fails_with_exit_code_and_its_cloudwatch_tail(tmp
     text = failure.step_failure_data.error.message + str(failure.step_failure_data.user_failure_data)
     assert "exit code 137 (killed (out of memory or preempted))" in text
     assert "CUDA out of memory" in text  # read back from the task's CloudWatch stream
+
+
+def step_failures(res) -> list[str]:
+    return [e.step_failure_data.error.message + str(e.step_failure_data.user_failure_data)
+            for e in res.all_events if e.is_step_failure]
+
+
+def test_a_task_past_its_timeout_is_stopped_before_the_step_fails(tmp_path, s3, ecs):
+    """PipesECSClient leaves the task running when its waiter times out; a retry would then start a
+    second trainer writing into the same run folder. The launcher stops it and waits until it has."""
+    endpoint, _ = s3
+    config_path, run_dir = tiny_run(tmp_path)
+    res = materialise(launcher(tmp_path, endpoint, image="hang/tenali-trainer:1", timeout_seconds=2),
+                      config_path, run_dir)
+    assert not res.success
+    (text,) = step_failures(res)
+    assert "timeout_seconds=2" in text and "raise timeout_seconds" in text  # the cause and the fix
+    assert "the launcher stopped the task" in text and "exit code 137" in text
+    assert "step 1 loss 9.9" in text  # the stalled trainer's CloudWatch tail
+    ((_, proc),) = ecs.tasks.values()
+    assert proc.exit_code is not None  # no longer training
+    (stop,) = [p for op, p in ecs.calls if op == "StopTask"]
+    (arn,) = ecs.tasks
+    assert stop["cluster"] == "gpu" and stop["task"] == arn and "timeout_seconds" in stop["reason"]
+    assert len(stop["reason"]) <= 255  # ECS's limit
+    ops = [op for op, _ in ecs.calls]
+    assert ops.index("StopTask") < len(ops) - 1 and "DescribeTasks" in ops[ops.index("StopTask") + 1:]  # waited
+
+
+def test_a_task_that_cannot_be_stopped_keeps_the_original_error_and_is_not_retried(tmp_path, s3, ecs):
+    """A failed stop_task is reported next to the original cause, never instead of it, and the retry
+    is refused: a second task would write into the run folder the first may still be writing."""
+    from botocore.exceptions import ClientError
+
+    endpoint, _ = s3
+    ecs.stop_error = ClientError({"Error": {"Code": "AccessDeniedException", "Message": "not allowed: ecs:StopTask"}},
+                                 "StopTask")
+    config_path, run_dir = tiny_run(tmp_path)
+    res = materialise(launcher(tmp_path, endpoint, image="hang/tenali-trainer:1", timeout_seconds=2),
+                      config_path, run_dir, retry_policy=dg.RetryPolicy(max_retries=1))
+    assert not res.success
+    (text,) = step_failures(res)
+    assert "timeout_seconds=2" in text  # the original cause
+    assert "the launcher stopped the task" not in text
+    assert "could not confirm that ECS task" in text and "AccessDeniedException" in text and "aws ecs stop-task" in text
+    assert [op for op, _ in ecs.calls].count("RunTask") == 1  # not retried into a second writer

@@ -187,3 +187,56 @@ def test_importing_tracking_needs_neither_wandb_nor_mlflow():
             "import tenali_pipeline.tracking as t; assert not t.enabled() and not t.wandb_enabled()")
     env = {k: v for k, v in __import__("os").environ.items() if not k.startswith(("TENALI_WANDB", "TENALI_MLFLOW"))}
     subprocess.run([sys.executable, "-c", code], check=True, env=env)
+
+
+# --- credentials in the tracking URI ------------------------------------------------------------------
+
+TOKEN = "tok-0123456789abcdef"
+CREDENTIALED = f"https://tenali:{TOKEN}@mlflow.example.com/tracking/?access_token={TOKEN}&workspace=ml"
+
+
+class _FakeMlflowClient:
+    """MlflowClient without a server: records the URI it was given, accepts every call."""
+
+    uris: list = []
+
+    def __init__(self, tracking_uri):
+        self.uris.append(tracking_uri)
+
+    def get_experiment_by_name(self, name):
+        return None
+
+    def create_experiment(self, name):
+        return "7"
+
+    def create_run(self, exp_id, run_name=None, tags=None):
+        from types import SimpleNamespace
+        return SimpleNamespace(info=SimpleNamespace(run_id="r1"))
+
+    def log_batch(self, *a, **k):
+        pass
+
+    def set_terminated(self, rid):
+        pass
+
+
+def test_credentials_in_the_tracking_uri_never_reach_metadata_or_logs(mlflow, monkeypatch):
+    """A token in TENALI_MLFLOW_TRACKING_URI goes to MLflow, never into asset metadata or the event log."""
+    monkeypatch.setenv("TENALI_MLFLOW_TRACKING_URI", CREDENTIALED)
+    monkeypatch.delenv("TENALI_WANDB_PROJECT", raising=False)
+    monkeypatch.setattr("mlflow.tracking.MlflowClient", _FakeMlflowClient)
+    _FakeMlflowClient.uris = []
+    ctx = _Ctx()
+    out = log_stage_safely(ctx, "sft", config={"lr": 1e-3}, metrics_jsonl=METRICS, summary={}, tags={})
+    assert _FakeMlflowClient.uris == [CREDENTIALED]  # MLflow itself still authenticates
+    assert out["mlflow_run"] == "https://mlflow.example.com/tracking/#/experiments/7/runs/r1"
+    assert TOKEN not in repr(out) and "tenali:" not in repr(out)
+    assert not any(TOKEN in m for m in ctx.log.infos + ctx.log.warnings)
+
+    def down(*a, **k):  # the client's error message quotes the URI it was given
+        raise ConnectionError(f"cannot reach {CREDENTIALED} (password {TOKEN})")
+    monkeypatch.setattr("tenali_pipeline.tracking.log_stage", down)
+    ctx = _Ctx()
+    log_stage_safely(ctx, "sft", config={}, metrics_jsonl=METRICS, summary={}, tags={})
+    (warning,) = ctx.log.warnings
+    assert "cannot reach https://mlflow.example.com/tracking/?workspace=ml" in warning and TOKEN not in warning
