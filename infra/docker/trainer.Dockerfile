@@ -12,9 +12,18 @@ ENV PYTHONUNBUFFERED=1 \
     PIP_NO_CACHE_DIR=1 \
     PYTHONPATH=/opt/tenali
 
-# The versions the pipeline pins (pyproject.toml); torch comes with the base image.
+# The versions the pipeline pins (pyproject.toml); torch comes with the base image. Every third-party
+# module the trainer's code (tenali_model.train, tenali_model.posttrain and what they import, lazily
+# too) needs is here (tests/pipeline/test_infra.py derives that list from the code):
+# - pyarrow: user-supplied post-training data in Parquet (posttrain/data.py);
+# - peft (the "hf" extra): LoRA, on by default in SFT and optional in DPO (posttrain/lora.py);
+# - transformers (the "hf" extra): a Hugging Face teacher for distillation (posttrain/distill.py),
+#   and a dependency of peft, pinned so the image has the version the tests run with;
+# - accelerate: a dependency of peft that pyproject.toml does not pin; this is the version tested.
+# None of them replaces the base image's torch (they ask for torch>=2.6 at most).
 RUN pip install "dagster-pipes==1.13.27" "boto3==1.44.5" "numpy>=2.4,<3" "safetensors>=0.8,<0.9" \
-        "sentencepiece==0.2.3" "tokenizers>=0.22,<0.24"
+        "sentencepiece==0.2.3" "tokenizers>=0.22,<0.24" "pyarrow>=26,<27" \
+        "peft==0.21.2" "transformers==5.23.0" "accelerate==1.16.0"
 
 COPY tenali_model /opt/tenali/tenali_model
 

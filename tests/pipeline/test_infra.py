@@ -6,11 +6,18 @@ is meant for, with paths consistent with the volumes.
 The Dagster chart cannot be downloaded here, so its keys are listed below as its values schema
 documents them (helm/dagster/schema/schema/charts/dagster/... in the Dagster repository, 1.13)."""
 
+import ast
+import importlib.metadata
 import json
+import re
+import sys
+import tomllib
 from pathlib import Path
 
 import pytest
 import yaml
+from packaging.requirements import Requirement
+from packaging.utils import canonicalize_name
 
 from tenali_pipeline.settings import VARIABLES, load_settings
 
@@ -22,7 +29,7 @@ MANIFESTS = sorted((INFRA / "k8s").glob("*.yaml"))
 # kind -> model of the kubernetes client
 MODELS = {"ConfigMap": "V1ConfigMap", "PersistentVolumeClaim": "V1PersistentVolumeClaim", "Role": "V1Role",
           "RoleBinding": "V1RoleBinding", "ServiceAccount": "V1ServiceAccount", "Job": "V1Job",
-          "Service": "V1Service", "Pod": "V1Pod"}
+          "Service": "V1Service", "Pod": "V1Pod", "Secret": "V1Secret"}
 
 # The chart's documented keys (values schema), for the parts these values set.
 CHART_TOP = {"dagsterWebserver", "dagster-user-deployments", "postgresql", "generatePostgresqlPasswordSecret",
@@ -132,6 +139,29 @@ def test_the_settings_configmap_builds_the_k8s_launcher_with_consistent_volumes(
     assert roundtrip(spec, "V1PodSpec") == spec
 
 
+def test_the_api_keys_reach_the_code_location_and_every_run_worker_from_tenali_secrets():
+    # the secret variables of the settings (the README table marks them "secret"), not in the ConfigMap
+    api_keys = {name for name, (meaning, _) in VARIABLES.items() if "secret" in meaning}
+    assert {"FRED_API_KEY", "COINGECKO_API_KEY"} <= api_keys
+    v = helm_values()
+    (deployment,) = v["dagster-user-deployments"]["deployments"]
+    launcher = v["runLauncher"]["config"]["k8sRunLauncher"]
+    for where in (deployment, launcher):
+        assert {"name": "tenali-secrets"} in where["envSecrets"]
+        assert {"name": "tenali-env"} in where["envConfigMaps"]
+        for ref in where["envSecrets"]:
+            assert roundtrip(ref, "V1SecretEnvSource") == ref
+    (secret,) = [d for p in MANIFESTS for d in docs(p) if d["kind"] == "Secret"]
+    assert secret["metadata"]["name"] == "tenali-secrets" and secret["type"] == "Opaque"
+    assert api_keys <= set(secret["stringData"]) <= api_keys | {"WANDB_API_KEY"}
+    assert not any(secret["stringData"].values())  # an example: never a real key
+    (configmap,) = docs(INFRA / "k8s" / "tenali-env.yaml")
+    assert not api_keys & set(configmap["data"])
+    assert configmap["data"]["SEC_EDGAR_IDENTITY"]  # not a secret: a name and a contact email
+    runbook = (ROOT / "docs" / "runbook.md").read_text()
+    assert "create secret generic tenali-secrets" in runbook
+
+
 @pytest.mark.parametrize("path", ["tenali_pipeline/instance/dagster.yaml", "infra/dagster.prod.yaml"])
 def test_instance_yaml_passes_dagsters_instance_schema(path, tmp_path, monkeypatch):
     from dagster._core.instance.config import dagster_instance_config
@@ -143,6 +173,72 @@ def test_instance_yaml_passes_dagsters_instance_schema(path, tmp_path, monkeypat
     assert config["concurrency"]["pools"]["default_limit"] == 1
 
 
+def trainer_third_party_modules() -> set[str]:
+    """Top-level third-party modules the trainer's code can import: tenali_model.train and every
+    tenali_model.posttrain module (what the launchers run with `-m`), and, transitively, each
+    tenali_model module they import, at module level or inside a function or try block."""
+    package = ROOT / "tenali_model"
+
+    def module_file(name: str) -> Path | None:
+        path = ROOT.joinpath(*name.split("."))
+        for candidate in (path.with_suffix(".py"), path / "__init__.py"):
+            if candidate.is_file():
+                return candidate
+        return None
+
+    def module_name(path: Path) -> str:
+        parts = path.relative_to(ROOT).with_suffix("").parts
+        return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+
+    todo = ["tenali_model.train"] + [module_name(p) for p in sorted((package / "posttrain").glob("*.py"))]
+    seen, third_party = set(), set()
+    while todo:
+        name = todo.pop()
+        if name in seen or module_file(name) is None:
+            continue
+        seen.add(name)
+        # importing a module runs its packages' __init__ first
+        todo += [".".join(name.split(".")[:i]) for i in range(1, name.count(".") + 1)]
+        path = module_file(name)
+        is_package = path.name == "__init__.py"
+        for node in ast.walk(ast.parse(path.read_text())):
+            targets = []
+            if isinstance(node, ast.Import):
+                targets = [a.name for a in node.names]
+            elif isinstance(node, ast.ImportFrom) and node.level == 0:
+                targets = [node.module] + [f"{node.module}.{a.name}" for a in node.names]
+            elif isinstance(node, ast.ImportFrom):
+                base = name.split(".")[: len(name.split(".")) - node.level + (1 if is_package else 0)]
+                prefix = ".".join(base + ([node.module] if node.module else []))
+                targets = [prefix] + [f"{prefix}.{a.name}" for a in node.names]
+            for target in targets:
+                top = target.split(".")[0]
+                if top == "tenali_model":
+                    todo.append(target)
+                elif top not in sys.stdlib_module_names and top != "__future__":
+                    third_party.add(top)
+    assert {"tenali_model.train", "tenali_model.posttrain.lora", "tenali_model.checkpoint"} <= seen
+    return third_party
+
+
+def dockerfile_requirements(text: str) -> dict[str, str]:
+    """{normalised distribution name: requirement string} of the `pip install` lines."""
+    joined = text.replace("\\\n", " ")
+    reqs = {}
+    for line in joined.splitlines():
+        if line.startswith("RUN ") and "pip install" in line:
+            for req in re.findall(r'"([^"]+)"', line):
+                r = Requirement(req)
+                reqs[canonicalize_name(r.name)] = str(r.specifier)
+    return reqs
+
+
+def pyproject_pins() -> dict[str, str]:
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+    reqs = list(project["dependencies"]) + [r for extra in project["optional-dependencies"].values() for r in extra]
+    return {canonicalize_name(Requirement(r).name): str(Requirement(r).specifier) for r in reqs}
+
+
 def test_dockerfiles_copy_what_exists_and_keep_dagster_out_of_the_trainer():
     trainer = (INFRA / "docker" / "trainer.Dockerfile").read_text()
     assert "dagster-pipes==" in trainer and "boto3==" in trainer
@@ -152,3 +248,23 @@ def test_dockerfiles_copy_what_exists_and_keep_dagster_out_of_the_trainer():
         if line.startswith("COPY "):
             for src in line.split()[1:-1]:
                 assert (ROOT / src).exists(), line
+
+
+def test_the_trainer_image_installs_every_module_the_trainer_imports_at_the_tested_versions():
+    """A module missing from the image fails its stage only on the cluster (peft: every LoRA SFT)."""
+    modules = trainer_third_party_modules()
+    assert "dagster" not in modules  # tenali_model never imports dagster; dagster_pipes only
+    assert {"peft", "pyarrow", "dagster_pipes"} <= modules  # the scan sees lazy and try-block imports
+    installed = dockerfile_requirements((INFRA / "docker" / "trainer.Dockerfile").read_text())
+    assert "dagster" not in installed and "torch" not in installed  # torch: the base image's build
+    distributions = importlib.metadata.packages_distributions()
+    missing = {m: distributions.get(m) for m in modules - {"torch"}
+               if not {canonicalize_name(d) for d in distributions.get(m, [m])} & set(installed)}
+    assert not missing, f"imported by the trainer's code, not installed by trainer.Dockerfile: {missing}"
+    # the image gets what the tests run with: pyproject's pins, else the version installed here
+    pins = pyproject_pins()
+    for name, spec in installed.items():
+        if name in pins:
+            assert spec == pins[name], f"{name}{spec} in the trainer image, {name}{pins[name]} in pyproject.toml"
+        else:
+            assert spec == f"=={importlib.metadata.version(name)}", f"{name}{spec}: pin the tested version"
