@@ -142,3 +142,19 @@ def test_a_run_whose_loss_did_not_fall_never_becomes_latest(tmp_path):
     failure = res.get_step_failure_events()[0].step_failure_data.error.message
     assert "The training loss did not fall or was not finite" in failure
     assert lake.read_json(LATEST_KEY) == good
+
+
+def test_evaluation_refuses_a_checkpoint_of_another_tokenizer(tmp_path):
+    """The tokenizer and shards were rebuilt since the latest pretraining: scoring (or distilling from)
+    that checkpoint on the new shards would read its ids as other text, so the step stops and says why."""
+    from tenali_pipeline.defs.evaluation.assets import pretrain_evaluation
+
+    lake = Lake(str(tmp_path / "lake"))
+    write_shards(lake, 1)
+    run(lake)
+    write_shards(lake, 1, tokenizer="b" * 64)
+    res = dg.materialize([pretrain_evaluation], raise_on_error=False,
+                         resources={"lake": LakeResource(root=lake.root, cache_dir=str(tmp_path / "cache"))})
+    assert not res.success
+    message = res.get_step_failure_events()[0].step_failure_data.error.message
+    assert f"was trained with tokenizer {TOKENIZER[:16]}, but the shards are now made with {'b' * 16}" in message

@@ -38,11 +38,12 @@ def lake_setup(tmp_path, tok_path, served):
     return lake, keys, instance, resources
 
 
-def _evaluated(instance, lake, key, bpb):
+def _evaluated(instance, lake, key, bpb, tokenizer_sha256=None):
+    extra = {"tokenizer_sha256": tokenizer_sha256} if tokenizer_sha256 else {}
     instance.report_runless_asset_event(dg.AssetMaterialization(
         asset_key="pretrain_evaluation",
         metadata={"bits_per_byte": bpb, "val_loss": bpb * 1.1, "perplexity": 9.0, "val_loss/market": bpb,
-                  "checkpoint": dg.MetadataValue.path(lake.uri(key))}))
+                  "checkpoint": dg.MetadataValue.path(lake.uri(key)), **extra}))
 
 
 def _release(instance, resources, **config):
@@ -132,3 +133,18 @@ def test_the_servers_own_log_lines_reach_the_console(capsys):
         assert "not shown" not in capsys.readouterr().err
     finally:
         logger.handlers, logger.level, logger.propagate = saved[0], saved[1], saved[2]
+
+
+def test_a_checkpoint_of_another_tokenizer_is_never_released(lake_setup):
+    """Evaluations record the tokenizer they scored with; the release picks only among checkpoints of
+    the lake's tokenizer (an older lineage's, exported with today's tokenizer, would read its ids as
+    other text), however good its figures, and says so when one is named."""
+    lake, keys, instance, resources = lake_setup
+    ours = lake.read_json("shards/manifest.json")["tokenizer"]["sha256"]
+    _evaluated(instance, lake, keys[0], 1.50, tokenizer_sha256=ours)
+    _evaluated(instance, lake, keys[1], 0.50, tokenizer_sha256="f" * 64)  # better, but another vocabulary
+    result, _ = _release(instance, resources, pick="best")
+    assert result.success and lake.read_json(LATEST_RELEASE_KEY)["checkpoint_key"] == keys[0]
+    result, _ = _release(instance, resources, checkpoint_key=keys[1])
+    assert not result.success
+    assert "trained with another tokenizer" in result.get_step_failure_events()[0].step_failure_data.error.message

@@ -22,7 +22,7 @@ from tenali_model.generate import generate
 from ...resources import LakeResource
 from ..shards.assets import MANIFEST, SHARDS_KEY
 from ..tokenizer.assets import lake_tokenizer
-from ..training.assets import LATEST_KEY, pretrain_checkpoint
+from ..training.assets import LATEST_KEY, pretrain_checkpoint, require_shard_tokenizer
 
 PROMPTS = ["AAPL rose", "US economic data for", "Technical picture for MSFT", "Dividend yield is"]
 # A new checkpoint may be this much worse than the previous one before the check warns.
@@ -58,6 +58,7 @@ def evaluate_latest(context, lake: LakeResource, latest_key: str, chat: bool) ->
     store = lake.lake()
     latest = store.read_json(latest_key)
     manifest = store.read_json(f"{SHARDS_KEY}/{MANIFEST}")
+    require_shard_tokenizer(latest, manifest, "scoring it")
     shards = store.download_dir(SHARDS_KEY, lake.cache() / SHARDS_KEY)
     checkpoint = str(store.download_dir(latest["checkpoint_key"], lake.cache() / latest["checkpoint_key"]))
     model = load_model(checkpoint)
@@ -94,6 +95,8 @@ def evaluate_latest(context, lake: LakeResource, latest_key: str, chat: bool) ->
         "val_tokens_evaluated": total,
         "checkpoint_step": load_meta(checkpoint)["step"],
         "checkpoint": dg.MetadataValue.path(latest["checkpoint"]),
+        # the tokenizer it was scored with: the release exports only checkpoints of the lake's tokenizer
+        "tokenizer_sha256": manifest["tokenizer"]["sha256"],
         "by_domain": dg.MetadataValue.md("| domain | tokens | loss | perplexity | bits/byte |\n|---|---:|---:|---:|---:|\n" + table),
         "samples": dg.MetadataValue.md("\n\n".join(samples)),
     }

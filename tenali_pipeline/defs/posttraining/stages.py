@@ -37,8 +37,8 @@ from ...tracking import log_stage_safely
 from ..evaluation.assets import evaluate_latest, pretrain_evaluation
 from ..shards.assets import MANIFEST, SHARDS_KEY, token_shards
 from ..tokenizer.assets import chat_tokenizer_file, tokenizer
-from ..training.assets import (LATEST_KEY, TRAINING_POOL, loss_curve_markdown, pretrain_checkpoint, run_folder,
-                               store_reported_checkpoint)
+from ..training.assets import (LATEST_KEY, TRAINING_POOL, loss_curve_markdown, pretrain_checkpoint,
+                               require_shard_tokenizer, run_folder, store_reported_checkpoint)
 from .assets import GROUNDED_KEY, PREFERENCE_TRAIN_KEY, SFT_TRAIN_KEY, SFT_VAL_KEY, grounded_instructions
 
 
@@ -152,8 +152,9 @@ def distilled_checkpoint(context: dg.AssetExecutionContext, config: DistillSetti
 
     store = lake.lake()
     teacher = store.read_json(LATEST_KEY)
-    teacher_dir = _local(store, lake, teacher["checkpoint_key"])
     manifest = store.read_json(f"{SHARDS_KEY}/{MANIFEST}")
+    require_shard_tokenizer(teacher, manifest, "distilling from it")
+    teacher_dir = _local(store, lake, teacher["checkpoint_key"])
     shards = _local(store, lake, SHARDS_KEY)
     layers = config.student_layers or max(1, load_config(teacher_dir).n_layers // 2)
     run = pretraining_settings(training, teacher_dir)

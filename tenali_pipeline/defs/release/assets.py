@@ -66,8 +66,9 @@ def _evaluations(instance) -> list[dict]:
             figures = {k: float(v.value) for k, v in meta.items()
                        if isinstance(v.value, (int, float)) and not isinstance(v.value, bool)}
             if "checkpoint" in meta and math.isfinite(figures.get("bits_per_byte", math.nan)):
+                tok = meta.get("tokenizer_sha256")  # absent in evaluations recorded before 2026-12-03
                 out.append({"checkpoint": str(meta["checkpoint"].value), "figures": figures,
-                            "timestamp": r.timestamp, "stage": stage})
+                            "timestamp": r.timestamp, "stage": stage, "tokenizer_sha256": tok.value if tok else None})
     return sorted(out, key=lambda e: -e["timestamp"])
 
 
@@ -107,11 +108,19 @@ def _lineage(instance, manifest: dict) -> dict:
                       "format with a model card: what `tenali serve` serves.")
 def model_release(context: dg.AssetExecutionContext, lake: LakeResource, config: ReleaseConfig) -> dg.MaterializeResult:
     store = lake.lake()
-    evaluations = _evaluations(context.instance)
+    source, _ = lake_tokenizer(store)  # the tokenizer the shards (and so the checkpoints) were made with
+    recorded = _evaluations(context.instance)
+    # only checkpoints of the lake's tokenizer: an older lineage's would be exported with the wrong one
+    evaluations = [e for e in recorded if e["tokenizer_sha256"] in (None, source.sha256)]
     if not evaluations:
-        raise dg.Failure("No evaluation of a checkpoint is on record: materialise pretrain_evaluation first.")
+        raise dg.Failure("No evaluation of a checkpoint is on record" + (
+            f" for the lake's tokenizer ({source.sha256[:16]}; {len(recorded)} of checkpoints made with another one): "
+            "retrain on the current shards" if recorded else ": materialise pretrain_evaluation first."))
     if config.checkpoint_key:
         chosen = [e for e in evaluations if _key_of(store, e["checkpoint"]) == config.checkpoint_key]
+        if not chosen and any(_key_of(store, e["checkpoint"]) == config.checkpoint_key for e in recorded):
+            raise dg.Failure(f"checkpoint_key {config.checkpoint_key!r} was trained with another tokenizer than the "
+                             f"lake's ({source.sha256[:16]}): its ids would be exported with the wrong vocabulary.")
         if not chosen:
             raise dg.Failure(f"checkpoint_key {config.checkpoint_key!r} has no evaluation on record; evaluated: "
                              f"{sorted({_key_of(store, e['checkpoint']) for e in evaluations})}")
@@ -133,7 +142,6 @@ def model_release(context: dg.AssetExecutionContext, lake: LakeResource, config:
     ckpt_key = _key_of(store, chosen["checkpoint"])
     ckpt = store.download_dir(ckpt_key, lake.cache() / ckpt_key)
     meta, cfg = load_meta(ckpt), load_config(ckpt)
-    source, _ = lake_tokenizer(store)  # the tokenizer the shards (and so the checkpoints) were made with
     latest_ckpt = store.read_json(LATEST_KEY)
     if latest_ckpt.get("checkpoint_key") == ckpt_key and latest_ckpt.get("tokenizer_sha256") not in (None, source.sha256):
         raise dg.Failure(f"The tokenizer in the lake (sha256 {source.sha256[:12]}) is not the one {ckpt_key} was "

@@ -131,6 +131,18 @@ def pretrain_checkpoint(context: dg.AssetExecutionContext, lake: LakeResource, t
     })
 
 
+def require_shard_tokenizer(latest: dict, manifest: dict, use: str) -> None:
+    """Stop when the checkpoint a LATEST.json names was trained with another tokenizer than the one
+    the current shards were made with (tokenizer and shards rebuilt since): its token ids would mean
+    other strings, so scoring it or distilling from it on these shards is meaningless."""
+    trained, current = latest.get("tokenizer_sha256"), manifest["tokenizer"]["sha256"]
+    if trained and trained != current:
+        raise dg.Failure(f"{latest['checkpoint']} was trained with tokenizer {trained[:16]}, but the shards are now "
+                         f"made with {current[:16]}: {use} on them would read its ids as other text. Materialise "
+                         "pretrain_checkpoint (and the stages after it) on the current shards first.",
+                         allow_retries=False)
+
+
 def run_folder(context: dg.AssetExecutionContext, store, lake: LakeResource, prefix: str,
                inputs: dict) -> tuple[str, Path]:
     """(lake key, local folder) this step trains in: its run's own, or, when the run re-executes one
