@@ -38,10 +38,10 @@ def lake_setup(tmp_path, tok_path, served):
     return lake, keys, instance, resources
 
 
-def _evaluated(instance, lake, key, bpb, tokenizer_sha256=None):
+def _evaluated(instance, lake, key, bpb, tokenizer_sha256=None, asset="pretrain_evaluation"):
     extra = {"tokenizer_sha256": tokenizer_sha256} if tokenizer_sha256 else {}
     instance.report_runless_asset_event(dg.AssetMaterialization(
-        asset_key="pretrain_evaluation",
+        asset_key=asset,
         metadata={"bits_per_byte": bpb, "val_loss": bpb * 1.1, "perplexity": 9.0, "val_loss/market": bpb,
                   "checkpoint": dg.MetadataValue.path(lake.uri(key)), **extra}))
 
@@ -148,3 +148,16 @@ def test_a_checkpoint_of_another_tokenizer_is_never_released(lake_setup):
     result, _ = _release(instance, resources, checkpoint_key=keys[1])
     assert not result.success
     assert "trained with another tokenizer" in result.get_step_failure_events()[0].step_failure_data.error.message
+
+
+def test_auto_releases_a_dpo_model_only_when_it_follows_the_newest_sft_model(lake_setup):
+    """DPO runs on the SFT model before it: a DPO evaluation older than the newest SFT one belongs to
+    an SFT model since replaced, and is not preferred to it."""
+    lake, keys, instance, resources = lake_setup
+    _evaluated(instance, lake, keys[0], 1.50, asset="dpo_evaluation")
+    _evaluated(instance, lake, keys[1], 1.60, asset="sft_evaluation")  # a newer SFT model
+    result, _ = _release(instance, resources)
+    assert result.success and lake.read_json(LATEST_RELEASE_KEY)["checkpoint_key"] == keys[1]
+    _evaluated(instance, lake, keys[0], 1.55, asset="dpo_evaluation")  # its DPO follows
+    result, _ = _release(instance, resources)
+    assert result.success and lake.read_json(LATEST_RELEASE_KEY)["checkpoint_key"] == keys[0]

@@ -38,7 +38,8 @@ TOLERANCE = 0.01
 
 
 class ReleaseConfig(dg.Config):
-    # "auto": the instruction-tuned model when one is evaluated (the last chat stage: dpo, else sft), else "best";
+    # "auto": the instruction-tuned model when one is evaluated (the newest DPO model if it is newer than the
+    # newest SFT one, which it then follows; else that SFT model), else "best";
     # "chat": that chat model (an error when there is none); "best": the base checkpoint with the lowest
     # validation bits per byte; "latest": the latest evaluated checkpoint of any stage.
     pick: str = "auto"
@@ -70,6 +71,17 @@ def _evaluations(instance) -> list[dict]:
                 out.append({"checkpoint": str(meta["checkpoint"].value), "figures": figures,
                             "timestamp": r.timestamp, "stage": stage, "tokenizer_sha256": tok.value if tok else None})
     return sorted(out, key=lambda e: -e["timestamp"])
+
+
+def _newest_chat(evaluations: list[dict]) -> list[dict]:
+    """[the chat model to release] or []: the newest DPO evaluation when it is newer than the newest SFT
+    one (DPO runs on the SFT model it follows), else the newest SFT one: a DPO of an older SFT model
+    is not preferred over the SFT model that replaced it. `evaluations` is newest first."""
+    newest = {stage: next((e for e in evaluations if e["stage"] == stage), None) for stage in CHAT_STAGES}
+    dpo, sft = newest["dpo"], newest["sft"]
+    if dpo is not None and (sft is None or dpo["timestamp"] >= sft["timestamp"]):
+        return [dpo]
+    return [sft] if sft is not None else []
 
 
 def _json_vocab(tokenizer_json: bytes) -> int:
@@ -131,7 +143,7 @@ def model_release(context: dg.AssetExecutionContext, lake: LakeResource, config:
         existing = [e for e in evaluations if store.exists(_key_of(store, e["checkpoint"]) + "/meta.json")]
         if not existing:
             raise dg.Failure("None of the evaluated checkpoints is still in the lake.")
-        chat = [e for stage in CHAT_STAGES for e in existing if e["stage"] == stage][:1]
+        chat = _newest_chat(existing)
         if config.pick == "chat" and not chat:
             raise dg.Failure("pick='chat' but no instruction-tuned model (sft or dpo) is evaluated: materialise "
                              "sft_evaluation first, or pick 'best'.")
