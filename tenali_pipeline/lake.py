@@ -5,10 +5,12 @@ profile from demo to prod moves the whole graph to S3 without touching asset cod
 locally a temporary name in the same folder then a rename; on S3 one object upload, which S3 makes
 visible all at once. Re-writing a key replaces it, so re-running a partition leaves no duplicates.
 
-Folders on S3 (shards, checkpoints): files are streamed up in chunks (Arrow's S3 output stream sends
-them as multipart uploads, so a multi-GB checkpoint never sits in memory) and their sha256 sums are
-written last into ``<folder>/.tenali-sha256.json``; `download_dir` verifies every downloaded file
-against it (one retry, then an error naming the file) and writes it atomically.
+Folders on S3 (shards, checkpoints): files go up from local disk through boto3, as S3 multipart
+uploads of `_CHUNK`-sized parts (a multi-GB checkpoint never sits in memory) that are aborted on any
+error or cancel, so a failed upload never replaces an object (`Lake._put_file`). Their sha256 sums
+are written last into ``<folder>/.tenali-sha256.json``; `download_dir` verifies every downloaded file
+against it (one retry, then an error naming the file) and writes it atomically. What is and is not
+atomic for a whole folder on S3: see `Lake.staged_dir`.
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ import shutil
 import tempfile
 import uuid
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import polars as pl
@@ -63,7 +66,17 @@ class ParquetAppender:
 
 
 CHECKSUMS = ".tenali-sha256.json"  # per-folder sha256 sums on S3 (staged_dir / download_dir)
-_CHUNK = 8 << 20
+_CHUNK = 8 << 20  # read size, and S3 multipart part size (S3 wants >= 5 MiB parts, at most 10,000 of them)
+_UPLOAD_THREADS = 4  # parts of one file in flight at once (memory: about this many parts)
+_INDEX_LAST = ("report.json", "manifest.json")  # uploaded after every other file of a staged folder, in this order
+
+
+def _upload_order(rel: str) -> tuple:
+    """Sort key for a staged folder's files on S3: data files first, then the files that describe them
+    (``*.json``: meta/config, then report.json, then manifest.json last), so a reader that finds a new
+    index file also finds every file it names."""
+    name = rel.rsplit("/", 1)[-1]
+    return (2 + _INDEX_LAST.index(name) if name in _INDEX_LAST else int(name.endswith(".json"))), rel
 
 
 class ChecksumError(OSError):
@@ -76,9 +89,14 @@ class Lake:
     Keys are slash-separated relative paths such as ``"clean/market/prices.parquet"``.
     """
 
-    def __init__(self, root: str, *, s3_endpoint_url: str | None = None, s3_region: str | None = None):
+    def __init__(self, root: str, *, s3_endpoint_url: str | None = None, s3_region: str | None = None,
+                 cache_dir: str | os.PathLike | None = None):
+        """``cache_dir``: the local folder for files on their way to or from S3 (staged folders, Parquet
+        files being written); LakeResource's cache. Unset: the same default as LakeResource.cache()."""
         self.root = root.rstrip("/") if root.startswith("s3://") else str(Path(root).expanduser().absolute())
         self.is_local = not self.root.startswith("s3://")
+        self.cache_dir = Path(cache_dir or Path(tempfile.gettempdir()) / "tenali-cache").expanduser().absolute()
+        self._s3_endpoint_url, self._s3_region, self._s3_client = s3_endpoint_url, s3_region, None
         if self.is_local:
             self._fs: pafs.FileSystem = pafs.LocalFileSystem()
             self._base = self.root
@@ -129,6 +147,8 @@ class Lake:
         if self.is_local:
             atomic_write_bytes(Path(path), data)
         else:
+            # One write of the whole payload before close, so even a cancel that lands here completes the
+            # object with all of `data` (files are streamed by `_put_file` instead, which can abort).
             with self._fs.open_output_stream(path, compression=None) as out:  # bytes as given, even for .gz
                 out.write(data)
         return self.uri(key)
@@ -161,12 +181,12 @@ class Lake:
         """Yield an appender whose ``write(df)`` adds one row group to the table at `key`; the table
         appears at `key` only when the block ends without error (a local temporary file, renamed or
         uploaded in one go), so a table larger than memory is written without holding it. The local
-        file lives beside the target on a local lake, in the system temp folder for S3. ``schema``
-        makes an empty table a valid file."""
+        file lives beside the target on a local lake, in the cache's staging folder for S3, where the
+        upload (`_put_file`) is aborted on error: a failed or cancelled write leaves the old table.
+        ``schema`` makes an empty table a valid file."""
         target = Path(self._path(key)) if self.is_local else None
-        folder = target.parent if target is not None else None
-        if folder is not None:
-            folder.mkdir(parents=True, exist_ok=True)
+        folder = target.parent if target is not None else self._staging()
+        folder.mkdir(parents=True, exist_ok=True)
         fd, tmp = tempfile.mkstemp(prefix=".parquet-", suffix=".tmp", dir=folder)
         os.close(fd)
         appender = ParquetAppender(Path(tmp), schema)
@@ -228,12 +248,28 @@ class Lake:
         return pl.from_arrow(table)
 
     # ---- folders of files (tokenizer, shards, checkpoints) ------------------------------------
+    def _staging(self) -> Path:
+        """Where S3 writes stage their local files: under the cache folder, which is sized for shards
+        and checkpoints, unlike the system temp folder (often a small tmpfs or container layer)."""
+        return self.cache_dir / ".staging"
+
     @contextlib.contextmanager
     def staged_dir(self, key: str) -> Iterator[Path]:
-        """Yield a local folder to fill; on success it replaces the folder at `key` as a whole.
+        """Yield a local folder to fill; on success it replaces the folder at `key`. On error inside the
+        block nothing is written.
 
-        Locally the swap is two renames, so readers never see half a folder; on S3 each file is
-        one PUT and stale files under the prefix are removed afterwards. On error nothing changes.
+        Locally the swap is two renames, so readers see the old folder or the new one, never a mix, and
+        a failed swap puts the old folder back.
+
+        On S3 there is no folder to swap; what holds (see `_upload_tree`): each object is replaced
+        whole or not at all (a failed upload is aborted, the old object stays); data files go up
+        first, then ``*.json`` files with ``manifest.json`` last, then the checksum file, and files
+        of the old version that the new one lacks are deleted only after all of that succeeded. So a
+        reader that finds a new manifest finds every file it names. Not atomic: while the upload
+        runs, and after it fails part-way, the folder mixes new data files (those sharing a name
+        with old ones replace them) with the old index files; `download_dir` then fails the
+        replaced files' checksums, and the next successful run completes the folder. The local copy
+        is staged under the cache folder (``cache_dir``).
         """
         if self.is_local:
             target = Path(self._path(key))
@@ -254,24 +290,91 @@ class Lake:
             finally:
                 shutil.rmtree(tmp, ignore_errors=True)
         else:
-            with tempfile.TemporaryDirectory(prefix="tenali-stage-") as tmp:
-                yield Path(tmp)
-                sums = {}
-                for f in sorted(Path(tmp).rglob("*")):
-                    if f.is_file():
-                        rel = f.relative_to(tmp).as_posix()
-                        sums[rel] = {"sha256": self._put_file(f, f"{key}/{rel}"), "size": f.stat().st_size}
-                self.write_json(f"{key}/{CHECKSUMS}", {"files": sums})
-                for stale in set(self.list(key)) - {f"{key}/{rel}" for rel in sums}:
-                    self._fs.delete_file(self._path(stale))
+            self._staging().mkdir(parents=True, exist_ok=True)
+            tmp = Path(tempfile.mkdtemp(prefix="stage-", dir=self._staging()))
+            try:
+                yield tmp
+                self._upload_tree(tmp, key)
+            finally:
+                shutil.rmtree(tmp, ignore_errors=True)
+
+    def _upload_tree(self, local: Path, key: str) -> None:
+        """Make the S3 folder at `key` hold exactly the files of `local`, in the order `staged_dir`
+        documents: data files, ``*.json`` (manifest.json last), the checksum file, then deletions."""
+        files = sorted((f.relative_to(local).as_posix() for f in local.rglob("*") if f.is_file()), key=_upload_order)
+        sums = {}
+        for rel in files:
+            sums[rel] = {"sha256": self._put_file(local / rel, f"{key}/{rel}"), "size": (local / rel).stat().st_size}
+        self.write_json(f"{key}/{CHECKSUMS}", {"files": sums})
+        self.delete(sorted(set(self.list(key)) - {f"{key}/{rel}" for rel in sums}))
+
+    def _s3(self):
+        """The boto3 S3 client for uploads (created once, thread-safe)."""
+        if self._s3_client is None:
+            try:
+                import boto3
+            except ImportError as e:
+                raise ImportError(
+                    f"writing files to the S3 lake {self.root} needs boto3 (aborts failed multipart uploads "
+                    "so they never replace an object): pip install 'tenali[aws]'") from e
+            url = self._s3_endpoint_url
+            if url and "://" not in url:
+                url = f"https://{url}"  # as the Arrow filesystem reads a bare host
+            self._s3_client = boto3.client("s3", endpoint_url=url or None, region_name=self._s3_region or None)
+        return self._s3_client
 
     def _put_file(self, local: Path, key: str) -> str:
-        """Stream a local file to `key` in chunks; returns its sha256."""
+        """Upload a local file to `key`, read in chunks; returns its sha256.
+
+        Not through Arrow's S3 output stream: closing it, which its ``with`` block always does, even on
+        an exception, COMPLETES the multipart upload with whatever was written, so an interrupted
+        upload (a Dagster cancel) would replace a good object with a truncated one. Here a file up to
+        `_CHUNK` is one PUT, a larger one a multipart upload that is completed only after every part
+        went up, and aborted on any error or cancel (BaseException), so the old object stays; parts
+        left by a killed process are removed by the bucket's AbortIncompleteMultipartUpload rule
+        (infra/aws/s3-lifecycle.json). A temporary key plus a server-side copy would also work, but
+        S3 copies one object of at most 5 GB and the copy doubles the writes of a checkpoint.
+        """
+        s3 = self._s3()
+        bucket, _, name = self._path(key).partition("/")
         digest = hashlib.sha256()
-        with open(local, "rb") as src, self._fs.open_output_stream(self._path(key), compression=None) as out:
-            while chunk := src.read(_CHUNK):
-                digest.update(chunk)
-                out.write(chunk)
+        size = os.stat(local).st_size
+        with open(local, "rb") as src:
+            if size <= _CHUNK:
+                data = src.read()
+                digest.update(data)
+                s3.put_object(Bucket=bucket, Key=name, Body=data)
+                return digest.hexdigest()
+            # as boto3's upload_file does: CRC32 per part unless checksums are set to "when_required"
+            checksums = getattr(s3.meta.config, "request_checksum_calculation", None)
+            extra = {"ChecksumAlgorithm": "CRC32"} if checksums == "when_supported" else {}
+            part_size = max(_CHUNK, -(-size // 10_000))
+            upload_id = s3.create_multipart_upload(Bucket=bucket, Key=name, **extra)["UploadId"]
+            pool, futures = ThreadPoolExecutor(_UPLOAD_THREADS, thread_name_prefix="lake-upload"), []
+            try:
+                while chunk := src.read(part_size):
+                    digest.update(chunk)
+                    futures.append(pool.submit(s3.upload_part, Bucket=bucket, Key=name, UploadId=upload_id,
+                                               PartNumber=len(futures) + 1, Body=chunk, **extra))
+                    del chunk
+                    if len(futures) > _UPLOAD_THREADS:  # bound memory: wait for the part before the window
+                        futures[-_UPLOAD_THREADS - 1].result()
+                parts = []
+                for number, future in enumerate(futures, 1):
+                    response = future.result()
+                    parts.append({"PartNumber": number, "ETag": response["ETag"],
+                                  **{k: response[k] for k in ("ChecksumCRC32",) if k in response}})
+                s3.complete_multipart_upload(Bucket=bucket, Key=name, UploadId=upload_id,
+                                             MultipartUpload={"Parts": parts})
+            except BaseException:
+                for future in futures:
+                    future.cancel()
+                pool.shutdown(wait=True)  # parts still in flight finish first, so the abort removes them all
+                with contextlib.suppress(Exception):  # the lifecycle rule cleans up if this fails too
+                    s3.abort_multipart_upload(Bucket=bucket, Key=name, UploadId=upload_id)
+                raise
+            finally:
+                pool.shutdown(wait=True)
         return digest.hexdigest()
 
     def _get_file(self, key: str, out: Path, expected: str | None) -> None:
@@ -336,8 +439,12 @@ class Lake:
         return dest
 
     def upload_dir(self, local: Path, key: str) -> str:
-        """Put the files of a local folder under `key` (nothing to do when it is already there)."""
+        """Put the files of a local folder under `key` (nothing to do when it is already there), with
+        `staged_dir`'s guarantees."""
         if self.is_local and Path(self._path(key)).resolve() == local.resolve():
+            return self.uri(key)
+        if not self.is_local:  # straight from `local`: a staged copy of a multi-GB checkpoint buys nothing
+            self._upload_tree(local, key)
             return self.uri(key)
         with self.staged_dir(key) as out:
             shutil.copytree(local, out, dirs_exist_ok=True)

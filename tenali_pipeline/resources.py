@@ -29,7 +29,7 @@ class LakeResource(dg.ConfigurableResource):
     cache_dir: str = ""
 
     def lake(self) -> Lake:
-        return Lake(self.root, s3_endpoint_url=self.s3_endpoint_url or None)
+        return Lake(self.root, s3_endpoint_url=self.s3_endpoint_url or None, cache_dir=self.cache())
 
     def cache(self) -> Path:
         return Path(self.cache_dir or Path(tempfile.gettempdir()) / "tenali-cache")

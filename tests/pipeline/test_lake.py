@@ -1,8 +1,9 @@
 """The lake: round trips, listing, key safety, atomic writes and staged folders, locally and on S3 (moto)."""
 
 import datetime as dt
-import time
 import os
+import tempfile
+import time
 from pathlib import Path
 
 import polars as pl
@@ -325,3 +326,231 @@ def test_local_staged_dir_restores_the_old_folder_when_the_swap_fails(tmp_path, 
         with lake.staged_dir("shards") as out:
             (out / "a.bin").write_bytes(b"new")
     assert (tmp_path / "lake" / "shards" / "a.bin").read_bytes() == b"old"
+
+
+# ---- S3: what a failed or cancelled upload leaves, and where uploads stage ---------------------
+class Cancelled(BaseException):
+    """What a Dagster cancel raises in the run's main thread (a BaseException, like KeyboardInterrupt)."""
+
+
+def _cancel_while_reading(monkeypatch, matches, after_reads: int) -> None:
+    """Reads of a file the lake opens whose name `matches` raise `Cancelled` after `after_reads` chunks:
+    a run cancelled half way through an upload."""
+    real_open = open
+
+    class Reader:
+        def __init__(self, f):
+            self._f, self._reads = f, 0
+
+        def read(self, *args):
+            self._reads += 1
+            if self._reads > after_reads:
+                raise Cancelled("run cancelled mid-upload")
+            return self._f.read(*args)
+
+        def __enter__(self):
+            return self
+
+        def __exit__(self, *exc):
+            self._f.close()
+
+        def __getattr__(self, name):
+            return getattr(self._f, name)
+
+    def fake_open(path, mode="r", *args, **kwargs):
+        f = real_open(path, mode, *args, **kwargs)
+        return Reader(f) if "r" in mode and matches(Path(path).name) else f
+
+    monkeypatch.setattr(lake_module, "open", fake_open, raising=False)
+
+
+def _open_uploads(s3_lake, s3_endpoint) -> list:
+    import boto3
+
+    bucket, _, prefix = s3_lake.root[len("s3://"):].partition("/")
+    client = boto3.client("s3", endpoint_url=s3_endpoint, region_name="us-east-1")
+    return client.list_multipart_uploads(Bucket=bucket, Prefix=prefix + "/").get("Uploads", [])
+
+
+def test_s3_cancelled_upload_keeps_the_old_object(s3_lake, s3_endpoint, tmp_path, monkeypatch):
+    old = tmp_path / "old"
+    old.mkdir()
+    (old / "model.safetensors").write_bytes(b"A" * 1000)
+    s3_lake.upload_dir(old, "checkpoints/run/step_10")
+    monkeypatch.setattr(lake_module, "_CHUNK", 64 << 10)
+    new = tmp_path / "new"
+    new.mkdir()
+    (new / "model.safetensors").write_bytes(b"B" * (300 << 10))
+    _cancel_while_reading(monkeypatch, lambda name: name == "model.safetensors", after_reads=2)
+    with pytest.raises(Cancelled):
+        s3_lake.upload_dir(new, "checkpoints/run/step_10")
+    # not a truncated "B" * 128 KiB: the multipart upload was aborted, not completed
+    assert s3_lake.read_bytes("checkpoints/run/step_10/model.safetensors") == b"A" * 1000
+    assert _open_uploads(s3_lake, s3_endpoint) == []
+
+
+def test_s3_cancelled_parquet_writer_keeps_the_old_table(s3_lake, s3_endpoint, monkeypatch):
+    import numpy as np
+
+    s3_lake.write_parquet("clean/t.parquet", _frame())
+    monkeypatch.setattr(lake_module, "_CHUNK", 16 << 10)
+    big = pl.DataFrame({"x": np.random.default_rng(0).random(40_000)})  # ~300 KiB, incompressible
+    _cancel_while_reading(monkeypatch, lambda name: name.startswith(".parquet-"), after_reads=2)
+    with pytest.raises(Cancelled):
+        with s3_lake.parquet_writer("clean/t.parquet") as w:
+            w.write(big)
+    assert s3_lake.read_parquet("clean/t.parquet").equals(_frame())
+    assert _open_uploads(s3_lake, s3_endpoint) == []
+
+
+def test_s3_large_file_goes_up_in_parts(s3_lake, s3_endpoint, tmp_path, monkeypatch):
+    import hashlib
+
+    import boto3
+
+    monkeypatch.setattr(lake_module, "_CHUNK", 5 << 20)  # S3's smallest part
+    data = os.urandom(11 << 20)
+    src = tmp_path / "ckpt"
+    src.mkdir()
+    (src / "model.safetensors").write_bytes(data)
+    s3_lake.upload_dir(src, "checkpoints/big")
+    assert s3_lake.read_bytes("checkpoints/big/model.safetensors") == data
+    bucket, _, prefix = s3_lake.root[len("s3://"):].partition("/")
+    head = boto3.client("s3", endpoint_url=s3_endpoint, region_name="us-east-1").head_object(
+        Bucket=bucket, Key=f"{prefix}/checkpoints/big/model.safetensors")
+    assert head["ETag"].strip('"').endswith("-3")  # three parts
+    sums = s3_lake.read_json(f"checkpoints/big/{lake_module.CHECKSUMS}")["files"]
+    assert sums == {"model.safetensors": {"sha256": hashlib.sha256(data).hexdigest(), "size": len(data)}}
+
+
+def _record_writes(monkeypatch, fail_on: str | None = None) -> list:
+    """Every object write and delete of the lake, in order; the upload of `fail_on` fails."""
+    events, real_put, real_write, real_delete = [], Lake._put_file, Lake.write_bytes, Lake.delete
+
+    def put(self, local, key):
+        events.append(("put", key.split("/", 1)[1]))
+        if fail_on and key.endswith("/" + fail_on):
+            raise ConnectionError("upload failed")
+        return real_put(self, local, key)
+
+    def write(self, key, data):
+        events.append(("put", key.split("/", 1)[1]))
+        return real_write(self, key, data)
+
+    def delete(self, keys):
+        events.append(("delete", sorted(k.split("/", 1)[1] for k in keys)))
+        return real_delete(self, keys)
+
+    monkeypatch.setattr(Lake, "_put_file", put)
+    monkeypatch.setattr(Lake, "write_bytes", write)
+    monkeypatch.setattr(Lake, "delete", delete)
+    return events
+
+
+def test_s3_staged_dir_uploads_data_then_index_files_then_deletes(s3_lake, monkeypatch):
+    with s3_lake.staged_dir("shards") as out:
+        (out / "train_a_00000.bin").write_bytes(b"old")
+        (out / "manifest.json").write_text('{"v": 1}')
+    events = _record_writes(monkeypatch)
+    with s3_lake.staged_dir("shards") as out:
+        for name in ("train_b_00000.bin", "val_x_00000.bin", "sub/a.bin", "meta.json", "report.json", "manifest.json"):
+            (out / name).parent.mkdir(exist_ok=True)
+            (out / name).write_text("{}")
+    assert events == [("put", p) for p in ("sub/a.bin", "train_b_00000.bin", "val_x_00000.bin", "meta.json",
+                                          "report.json", "manifest.json", lake_module.CHECKSUMS)] + [
+        ("delete", ["train_a_00000.bin"])]
+    assert s3_lake.list("shards") == [f"shards/{n}" for n in ("manifest.json", "meta.json", "report.json",
+                                                              "sub/a.bin", "train_b_00000.bin", "val_x_00000.bin")]
+
+
+@pytest.mark.parametrize("failing", ["train_b_00000.bin", "report.json", "manifest.json"])
+def test_s3_staged_dir_failing_part_way_keeps_the_old_manifest_and_its_files(s3_lake, monkeypatch, failing):
+    import json
+
+    with s3_lake.staged_dir("shards") as out:
+        (out / "train_a_00000.bin").write_bytes(b"old")
+        (out / "manifest.json").write_text(json.dumps({"v": 1, "files": ["train_a_00000.bin"]}))
+    _record_writes(monkeypatch, fail_on=failing)
+    with pytest.raises(ConnectionError):
+        with s3_lake.staged_dir("shards") as out:
+            (out / "train_b_00000.bin").write_bytes(b"new")
+            (out / "report.json").write_text("{}")
+            (out / "manifest.json").write_text(json.dumps({"v": 2, "files": ["train_b_00000.bin"]}))
+    # readers still find the old manifest, and every file it names
+    assert s3_lake.read_json("shards/manifest.json") == {"v": 1, "files": ["train_a_00000.bin"]}
+    assert s3_lake.read_bytes("shards/train_a_00000.bin") == b"old"
+
+
+@pytest.fixture
+def no_system_temp(tmp_path, monkeypatch):
+    """A system temp folder nothing can be created in (in production: a small tmpfs, a full disk)."""
+    blocker = tmp_path / "not-a-folder"
+    blocker.write_text("")
+    monkeypatch.setattr(tempfile, "tempdir", str(blocker / "tmp"))
+
+
+def _s3_lake_at(endpoint, request, **kwargs) -> Lake:
+    return Lake(f"s3://tenali-test/{request.node.name.replace('[', '_').rstrip(']')}", s3_endpoint_url=endpoint,
+                **kwargs)
+
+
+def test_s3_staging_lives_in_the_cache_folder(s3_endpoint, request, tmp_path, no_system_temp):
+    cache = tmp_path / "cache"
+    lake = _s3_lake_at(s3_endpoint, request, cache_dir=cache)
+    with lake.staged_dir("shards") as out:
+        assert out.is_relative_to(cache)
+        (out / "train_00000.bin").write_bytes(b"a")
+    with lake.parquet_writer("clean/t.parquet", schema={"a": pl.Int64}) as w:
+        assert w.path.is_relative_to(cache)
+        w.write(pl.DataFrame({"a": [1]}))
+    assert lake.read_bytes("shards/train_00000.bin") == b"a"
+    assert lake.read_parquet("clean/t.parquet")["a"].to_list() == [1]
+    assert [p for p in cache.rglob("*") if p.is_file()] == []  # staged copies are gone
+
+
+def test_s3_upload_dir_uploads_straight_from_the_folder(s3_endpoint, request, tmp_path, no_system_temp):
+    # neither the system temp folder nor the default cache (under it) can hold a staged copy
+    lake = _s3_lake_at(s3_endpoint, request)
+    src = tmp_path / "step_00000010"
+    src.mkdir()
+    (src / "model.safetensors").write_bytes(b"weights")
+    (src / "meta.json").write_text('{"step": 10}')
+    lake.upload_dir(src, "checkpoints/run/step_00000010")
+    assert lake.list("checkpoints/run") == ["checkpoints/run/step_00000010/meta.json",
+                                            "checkpoints/run/step_00000010/model.safetensors"]
+    assert lake.read_bytes("checkpoints/run/step_00000010/model.safetensors") == b"weights"
+
+
+def test_s3_shard_check_reads_through_the_shard_cache(s3_endpoint, request, tmp_path, monkeypatch):
+    import json
+
+    from tenali_model.data import write_shard
+
+    from tenali_pipeline.defs.shards.assets import shard_counts_match
+    from tenali_pipeline.resources import LakeResource
+
+    lake = _s3_lake_at(s3_endpoint, request)
+    with lake.staged_dir("shards") as out:
+        write_shard(out / "train_00000.bin", list(range(10)))
+        write_shard(out / "val_news_00000.bin", list(range(4)))
+        (out / "manifest.json").write_text(json.dumps({
+            "splits": {"train": [{"file": "train_00000.bin", "tokens": 10}],
+                       "val": [{"file": "val_news_00000.bin", "tokens": 4, "domain": "news"}]},
+            "totals": {"train": 10, "val": 4}}))
+    blocker = tmp_path / "not-a-folder"
+    blocker.write_text("")
+    monkeypatch.setattr(tempfile, "tempdir", str(blocker / "tmp"))  # no per-check temp copy
+    cache = tmp_path / "cache"
+    resource = LakeResource(root=lake.root, s3_endpoint_url=s3_endpoint, cache_dir=str(cache))
+    result = shard_counts_match(lake=resource)
+    assert result.passed, result.metadata
+    assert sorted(p.name for p in (cache / "shards").iterdir()) == ["manifest.json", "train_00000.bin",
+                                                                   "val_news_00000.bin"]
+
+
+def test_the_resource_gives_its_lake_its_cache_folder(tmp_path):
+    """What S3 writes stage (LakeResource.cache(), $TENALI_HOME/cache in the profiles), not the system
+    temp folder."""
+    from tenali_pipeline.resources import LakeResource
+    resource = LakeResource(root=str(tmp_path / "lake"), cache_dir=str(tmp_path / "cache"))
+    assert resource.lake().cache_dir == (tmp_path / "cache").absolute() == resource.cache().absolute()

@@ -6,7 +6,6 @@ base model's tokenizer.json: kind, sha256, end-of-text id, and the base); traini
 """
 
 import json
-import tempfile
 from pathlib import Path
 
 import dagster as dg
@@ -86,9 +85,10 @@ def token_shards(context: dg.AssetExecutionContext, lake: LakeResource,
 def shard_counts_match(lake: LakeResource) -> dg.AssetCheckResult:
     store = lake.lake()
     manifest = store.read_json(f"{SHARDS_KEY}/{MANIFEST}")
-    with tempfile.TemporaryDirectory() as tmp:
-        local = store.download_dir(SHARDS_KEY, Path(tmp))
-        bad = [e["file"] for entries in manifest["splits"].values() for e in entries
-               if shard_token_count(local / e["file"]) != e["tokens"]]
+    # Through the shard cache that training and evaluation download into (checksum-verified, kept between
+    # runs): not a fresh temp copy of every shard per check. A local lake is read in place.
+    local = store.download_dir(SHARDS_KEY, lake.cache() / SHARDS_KEY)
+    bad = [e["file"] for entries in manifest["splits"].values() for e in entries
+           if shard_token_count(local / e["file"]) != e["tokens"]]
     totals_ok = all(sum(e["tokens"] for e in manifest["splits"][s]) == t for s, t in manifest["totals"].items())
     return dg.AssetCheckResult(passed=not bad and totals_ok, metadata={"mismatched_shards": ", ".join(bad) or "none"})
