@@ -59,7 +59,6 @@ def test_stop_strings_end_the_answer_exactly(client):
 
 def test_stop_token_ids_end_the_answer(client, served):
     body = {"prompt": "The Federal Reserve held", "max_tokens": 30, "temperature": 0}
-    free = client.post("/v1/completions", json=body).json()
     ids = served.tokenizer.encode("The Federal Reserve held")
     from tenali_model.generate import generate
     import torch
