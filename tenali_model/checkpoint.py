@@ -352,16 +352,28 @@ def load_weights(model: torch.nn.Module, ckpt_dir: str | os.PathLike, verify: bo
     return meta
 
 
-def load_model(ckpt_dir: str | os.PathLike, device: str | torch.device = "cpu",
-               verify: bool = True) -> Transformer:
-    """Build the Transformer a checkpoint describes and load its (verified) weights; eval mode."""
-    ckpt_dir = resolve_checkpoint(ckpt_dir)
-    cfg = load_config(ckpt_dir)
+def empty_model(cfg: ModelConfig, device: str | torch.device = "cpu", dtype: torch.dtype | None = None
+                ) -> Transformer:
+    """The Transformer `cfg` describes, its weights allocated but not initialised (load_state_dict
+    fills them next: no random init to throw away). With `dtype` the parameters and rope tables are
+    in it (as `model.to(dtype)` casts them) and load_state_dict casts each weight as it copies it in,
+    so a bf16 model is never held in float32 first."""
     with torch.device("meta"):
         model = Transformer(cfg)
-    model = model.to_empty(device=device)  # no random init: the weights are overwritten next
+    if dtype is not None:
+        model = model.to(dtype)
+    model = model.to_empty(device=device)
     model.tie_weights()
     model.init_rope()
+    return model
+
+
+def load_model(ckpt_dir: str | os.PathLike, device: str | torch.device = "cpu",
+               verify: bool = True, dtype: torch.dtype | None = None) -> Transformer:
+    """Build the Transformer a checkpoint describes and load its (verified) weights, in `dtype` when
+    given (else the checkpoint's float32); eval mode."""
+    ckpt_dir = resolve_checkpoint(ckpt_dir)
+    model = empty_model(load_config(ckpt_dir), device, dtype)
     load_weights(model, ckpt_dir, verify=verify)
     return model.eval()
 

@@ -62,9 +62,8 @@ from pathlib import Path
 import torch
 from safetensors.torch import load_file, save_file
 
-from .checkpoint import load_config, read_weights, resolve_checkpoint, save_checkpoint, sha256_file
+from .checkpoint import empty_model, load_config, read_weights, resolve_checkpoint, save_checkpoint, sha256_file
 from .config import ModelConfig
-from .model import Transformer
 
 
 class ConversionError(ValueError):
@@ -248,11 +247,7 @@ def import_hf(hf_dir: str | os.PathLike, out_dir: str | os.PathLike) -> Path:
     state = {ours: theirs[name].to(torch.float32) for ours, name in names.items()}
     if cfg.tie_embeddings:
         state["lm_head.weight"] = state["tok_embeddings.weight"]
-    with torch.device("meta"):
-        model = Transformer(cfg)
-    model = model.to_empty(device="cpu")
-    model.tie_weights()
-    model.init_rope()
+    model = empty_model(cfg)
     model.load_state_dict(state, strict=True)
     weights = hf_dir / ("model.safetensors" if (hf_dir / "model.safetensors").is_file()
                         else "model.safetensors.index.json")

@@ -22,8 +22,7 @@ from pathlib import Path
 
 import torch
 
-from ..checkpoint import CheckpointError, load_config, load_meta, load_weights, resolve_checkpoint
-from ..config import ModelConfig
+from ..checkpoint import CheckpointError, empty_model, load_meta, load_model, resolve_checkpoint
 from ..model import Transformer
 from ..tokenizer import TextTokenizer, TokenizerError, load_tokenizer
 
@@ -71,20 +70,6 @@ def latest_release_dir(lake_root: str | os.PathLike) -> Path:
     return folder
 
 
-def _empty_model(cfg: ModelConfig, dtype: torch.dtype | None) -> Transformer:
-    """An uninitialised Transformer on the CPU in the serving dtype (rope tables included, cast as
-    `model.to(dtype)` casts them); load_state_dict then casts each weight as it copies it in, so no
-    float32 copy of the whole model is made for a bfloat16 one."""
-    with torch.device("meta"):
-        model = Transformer(cfg)
-    if dtype is not None:
-        model = model.to(dtype)
-    model = model.to_empty(device="cpu")
-    model.tie_weights()
-    model.init_rope()
-    return model
-
-
 def _to_device(model: Transformer, device: str | torch.device) -> Transformer:
     """One move to the device, in the serving dtype already."""
     if torch.device(device) != torch.device("cpu"):
@@ -105,18 +90,11 @@ def load_hf_model(hf_dir: str | os.PathLike, device: str | torch.device = "cpu",
     state = {ours: theirs[name] for ours, name in hf_names(cfg).items() if name in theirs}
     if cfg.tie_embeddings:
         state["lm_head.weight"] = state["tok_embeddings.weight"]
-    model = _empty_model(cfg, dtype)
+    model = empty_model(cfg, "cpu", dtype)  # cast as the weights are copied in; moved once below
     missing, unexpected = model.load_state_dict(state, strict=False)
     if missing or unexpected:
         raise LoadError(f"{hf_dir}: weights do not match the config: missing {missing[:5]}, unexpected {unexpected[:5]}")
     del state, theirs
-    return _to_device(model, device)
-
-
-def _load_checkpoint_model(ckpt: Path, device: str | torch.device, dtype: torch.dtype | None) -> Transformer:
-    """`checkpoint.load_model`, built in the serving dtype on the CPU and moved to the device once."""
-    model = _empty_model(load_config(ckpt), dtype)
-    load_weights(model, ckpt)
     return _to_device(model, device)
 
 
@@ -153,7 +131,7 @@ def load_served(path: str | os.PathLike, tokenizer: str | os.PathLike | None = N
             default_name = release.get("model_name") or p.name
         else:
             ckpt = resolve_checkpoint(p)
-            model = _load_checkpoint_model(ckpt, device, dtype)
+            model = _to_device(load_model(ckpt, dtype=dtype), device)
             eos_ids = ()
             default_name = f"{p.name}-{ckpt.name}" if ckpt != p else p.name
             release = release or {"checkpoint": {k: v for k, v in load_meta(ckpt).items() if k != "train_config"}}
