@@ -153,32 +153,31 @@ def run_folder(context: dg.AssetExecutionContext, store, lake: LakeResource, pre
     after new data the re-execution starts a folder of its own. `run.json` in the folder records them."""
     from tenali_model.config import atomic_write_text
 
-    def folder(run_id: str) -> tuple[str, Path]:
+    def folder(run_id: str) -> tuple[str, Path, dict | None]:
+        """Its key, its local path and what its run.json says it was started on (None: nothing yet)."""
         key = f"{prefix}/{run_id}"
-        return key, store.local_dir(key) if store.is_local else lake.cache() / key
+        path = store.local_dir(key) if store.is_local else lake.cache() / key
+        record = path / "run.json"
+        return key, path, json.loads(record.read_text())["inputs"] if record.is_file() else None
 
     run = context.dagster_run
     parent = context.instance.get_run_by_id(run.parent_run_id) if run.parent_run_id else None
     if parent is not None and parent.status in (dg.DagsterRunStatus.FAILURE, dg.DagsterRunStatus.CANCELED):
-        key, path = folder(run.root_run_id or parent.run_id)
-        record = path / "run.json"
-        started = json.loads(record.read_text()) if record.is_file() else None
-        if started is not None and started.get("inputs") == inputs:
+        key, path, started = folder(run.root_run_id or parent.run_id)
+        if started == inputs:
             context.log.info(f"re-executing failed run {parent.run_id}: resuming in {key}")
             return key, path
         if started is not None:
             context.log.warning(f"re-executing failed run {parent.run_id}, whose folder {key} was started on other "
-                                f"inputs ({started.get('inputs')} against {inputs}): starting a folder of its own")
-    key, path = folder(run.run_id)
-    path.mkdir(parents=True, exist_ok=True)
-    record = path / "run.json"
-    if not record.is_file():
-        atomic_write_text(record, json.dumps({"run_id": run.run_id, "inputs": inputs}) + "\n")
-    elif json.loads(record.read_text()).get("inputs") != inputs:  # this run's retry, after new data
-        raise dg.Failure(f"{key} holds checkpoints trained on other inputs than this retry's "
-                         f"({json.loads(record.read_text()).get('inputs')} against {inputs}): the shards (or the "
-                         "parent checkpoint) changed since the step first ran. Launch a new run; it continues "
-                         "from the latest checkpoint on the new data.")
+                                f"inputs ({started} against {inputs}): starting a folder of its own")
+    key, path, started = folder(run.run_id)
+    if started is None:
+        path.mkdir(parents=True, exist_ok=True)
+        atomic_write_text(path / "run.json", json.dumps({"run_id": run.run_id, "inputs": inputs}) + "\n")
+    elif started != inputs:  # this run's retry, after new data
+        raise dg.Failure(f"{key} holds checkpoints trained on other inputs than this retry's ({started} against "
+                         f"{inputs}): the shards (or the parent checkpoint) changed since the step first ran. Launch "
+                         "a new run; it continues from the latest checkpoint on the new data.")
     return key, path
 
 
