@@ -333,7 +333,10 @@ class Lake:
         went up, and aborted on any error or cancel (BaseException), so the old object stays; parts
         left by a killed process are removed by the bucket's AbortIncompleteMultipartUpload rule
         (infra/aws/s3-lifecycle.json). A temporary key plus a server-side copy would also work, but
-        S3 copies one object of at most 5 GB and the copy doubles the writes of a checkpoint.
+        S3 copies one object of at most 5 GB and the copy doubles the writes of a checkpoint. boto3's
+        own `upload_file` (s3transfer) aborts on an error in its threads but cancels its transfer only
+        on KeyboardInterrupt; Dagster's cancel raises DagsterExecutionInterruptedError (a
+        BaseException), which would leave its threads completing the upload.
         """
         s3 = self._s3()
         bucket, _, name = self._path(key).partition("/")
