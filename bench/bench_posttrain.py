@@ -105,12 +105,11 @@ def throughput(device: torch.device, steps: int, batch: int, seq: int) -> dict:
     plain(), distill()  # warm-up
     # the two alternate round by round, taking turns to go first; the slowdown is the median of
     # each round's own ratio (this VM's neighbours move whole rounds)
-    plains, distills = [], []
+    rates = {plain: [], distill: []}
     for r in range(5):
-        if r % 2 == 0:
-            plains.append(rate(plain)), distills.append(rate(distill))
-        else:
-            distills.append(rate(distill)), plains.append(rate(plain))
+        for fn in (plain, distill) if r % 2 == 0 else (distill, plain):
+            rates[fn].append(rate(fn))
+    plains, distills = rates[plain], rates[distill]
     plain_tps, distill_tps = statistics.median(plains), statistics.median(distills)
     slowdown = statistics.median(p / d for p, d in zip(plains, distills))
     f_s, f_t = flops_per_token(STUDENT, seq), flops_per_token(TEACHER, seq)

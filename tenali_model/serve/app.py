@@ -410,7 +410,10 @@ def create_app(served: Served, options: ServeOptions | None = None, engine: Engi
                 while True:
                     # Every token that arrived meanwhile goes out in one chunk (see Request.next_events).
                     delta = ""
-                    events, first = (first, None) if first is not None else (await req.next_events(hold_until), None)
+                    if first is not None:  # read before the headers went out
+                        events, first = first, None
+                    else:
+                        events = await req.next_events(hold_until)
                     for ev in events:
                         if ev.kind == "token":
                             used += 1
