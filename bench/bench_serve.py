@@ -257,8 +257,17 @@ def main(argv=None) -> int:
 
     tmp, out = Path(tempfile.mkdtemp(prefix="bench-serve-")), Path(args.out)
     # `timeout` (the device run's stage limit) sends SIGTERM: exit through the finally below, so the
-    # server child stops too instead of holding the GPU for the next stage.
-    signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(128 + signum))
+    # server child stops too instead of holding the GPU for the next stage. The SystemExit the
+    # handler raises can land where Python only prints it (a weakref callback, a __del__) or be
+    # turned into another error on its way out, so the signal is also remembered: each round checks
+    # it, and any error while stopping exits as the signal.
+    stopped: list[int] = []
+
+    def on_sigterm(signum, frame):
+        stopped.append(signum)
+        raise SystemExit(128 + signum)
+
+    signal.signal(signal.SIGTERM, on_sigterm)
     from tenali_model.checkpoint import save_checkpoint
 
     ckpt = save_checkpoint(tmp / "ckpt", step=0, model=model.float())
@@ -298,14 +307,22 @@ def main(argv=None) -> int:
                 for r in range(args.rounds):  # which path goes first alternates too
                     for name in (list(runs) if r % 2 == 0 else list(runs)[::-1]):
                         runs[name].append(paths[name](ps))
+                        if stopped:  # the handler's SystemExit was swallowed
+                            raise SystemExit(128 + stopped[0])
                 for name, rs in runs.items():
                     results.append({"path": name, "prompt": n, "concurrency": c,
                                     **{k: _median(r[k] for r in rs) for k in rs[0]},
                                     "rounds_decode_tps": [r["decode_tps_stream"] for r in rs]})
                 # what is measured so far survives a time limit (the device run's stages have one)
                 out.mkdir(parents=True, exist_ok=True)
-                (out / "results.json").write_text(json.dumps({"setup": "partial", "complete": False,
-                                                              "results": results}, indent=2))
+                part = out / "results.json.part"  # renamed whole: a signal mid-write leaves the last one
+                part.write_text(json.dumps({"setup": "partial", "complete": False, "results": results}, indent=2))
+                part.replace(out / "results.json")
+    except BaseException as e:
+        if stopped and not (isinstance(e, SystemExit) and e.code == 128 + stopped[0]):
+            print(f"stopped by signal {stopped[0]} ({type(e).__name__} on the way out)", file=sys.stderr)
+            raise SystemExit(128 + stopped[0]) from e
+        raise
     finally:
         engine.stop()
         if proc is not None:

@@ -30,6 +30,42 @@ def test_the_serving_benchmark_runs_all_paths_and_reports(tmp_path):
     assert (out / "tps.svg").read_text().startswith("<svg")
 
 
+def test_a_stop_signal_that_python_swallows_still_stops_the_benchmark(tmp_path):
+    """A SIGTERM whose handler runs inside a weakref callback: Python prints the handler's SystemExit
+    and carries on ("Exception ignored in"), and the benchmark once ran on to exit 0 (or 1). It must
+    still stop at the end of that round, as the signal, with the cells so far kept."""
+    driver = f"""
+import os, signal, sys, weakref
+sys.path.insert(0, {str(ROOT / "bench")!r})
+import bench_serve
+
+real, calls = bench_serve.run_inprocess, []
+
+def round_then_signal_in_a_callback(engine, ps, n):
+    calls.append(1)
+    out = real(engine, ps, n)
+    if len(calls) == 5:  # the warm-up, three rounds of the first cell, one of the second
+        class Held:
+            pass
+        held = Held()
+        ref = weakref.ref(held, lambda r: os.kill(os.getpid(), signal.SIGTERM))
+        del held
+    return out
+
+bench_serve.run_inprocess = round_then_signal_in_a_callback
+sys.exit(bench_serve.main(sys.argv[1:]))
+"""
+    out = tmp_path / "out"
+    proc = subprocess.run(
+        [sys.executable, "-c", driver, "--preset", "tiny", "--lengths", "8,16", "--concurrency", "1",
+         "--new-tokens", "4", "--rounds", "3", "--skip", "http,transformers", "--out", str(out)],
+        capture_output=True, text=True, timeout=300, env={"OMP_NUM_THREADS": "1", "PATH": "/usr/bin:/bin"})
+    assert "Exception ignored in" in proc.stderr, proc.stderr[-2000:]  # the case this test is about
+    assert proc.returncode == 143, proc.stderr[-2000:]
+    result = json.loads((out / "results.json").read_text())
+    assert result["complete"] is False and [r["prompt"] for r in result["results"]] == [8]
+
+
 def test_the_decoding_step_benchmark_checks_and_times_every_path():
     """bench/bench_decode.py with --graph --compile: the four steps agree on the logits (it exits
     non-zero otherwise) and each gets a time, an op count and a ratio against decode_slots; the
