@@ -300,3 +300,31 @@ def test_streaming_synthetic_instruments_and_csv(tmp_path):
     with pytest.raises(FeatureInputError, match="duplicate"):
         compute_features_to_parquet(pl.concat([df, df.head(1)]), tmp_path / "dup.parquet")
     assert not (tmp_path / "dup.parquet").exists()
+
+
+@pytest.mark.parametrize("chunk", [1, 2, 3, 7, 40, 1000])
+@pytest.mark.parametrize("batch_rows", [1, 9, 10**9])
+def test_chunks_are_regrouped_into_batches_of_whole_instruments(chunk, batch_rows):
+    """The streamed path reads chunks of at least 65,536 rows, so the sample data never crosses one: the
+    regrouping of chunks into batches is checked here on its own, with an instrument spanning many chunks."""
+    from tenali_pipeline.technicals.features import _batch_bounds, _whole_instruments
+
+    lengths = {"A": 1, "B": 23, "C": 2, "D": 11}
+    df = pl.DataFrame({"instrument": [k for k, n in lengths.items() for _ in range(n)],
+                       "date": [dt.date(2020, 1, 1) + dt.timedelta(days=i) for n in lengths.values() for i in range(n)]})
+    parts = list(_whole_instruments((df.slice(i, chunk) for i in range(0, df.height, chunk)), "instrument", "date",
+                                    batch_rows))
+    assert pl.concat(parts).equals(df)
+    starts = [p["instrument"][0] for p in parts]
+    for p in parts:  # whole instruments, a batch ending with the one that reaches batch_rows (as _batch_bounds)
+        assert all(p.filter(pl.col("instrument") == k).height == lengths[k] for k in p["instrument"].unique())
+        assert p.height - lengths[p["instrument"][-1]] < batch_rows
+    # however it is chunked, the batches are those of the in-memory path
+    assert [p.height for p in parts] == [b - a for a, b in _batch_bounds(df, "instrument", batch_rows)]
+    assert len(starts) == len(set(starts))
+    if batch_rows == 1:
+        assert [p["instrument"].n_unique() for p in parts] == [1] * 4
+    dup = pl.concat([df.head(20), df.slice(19)])  # B's 20th row twice, maybe across a chunk boundary
+    with pytest.raises(FeatureInputError, match="duplicate"):
+        list(_whole_instruments((dup.slice(i, chunk) for i in range(0, dup.height, chunk)), "instrument", "date",
+                                batch_rows))
