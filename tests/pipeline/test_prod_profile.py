@@ -55,7 +55,8 @@ def test_prod_profile_runs_on_s3_and_postgres(tmp_path, s3, postgres):
         graph = defs.resolve_asset_graph()
         selection = dg.AssetSelection.assets("pretrain_evaluation").upstream().resolve(graph)
         # The per-instrument sources are in 2 buckets: what they need first, then each bucket (as a
-        # backfill would); the on-chain sources are daily: two months of the sample as one backfill run;
+        # backfill would); the on-chain sources are daily: two days of the sample as one backfill run
+        # (two months took 18 s more and covered nothing a second day does not);
         # then everything downstream, which reads both buckets and every day from S3.
         def partitioned_by(kind):
             return {k for k in selection if isinstance(graph.get(k).partitions_def, kind)}
@@ -66,7 +67,7 @@ def test_prod_profile_runs_on_s3_and_postgres(tmp_path, s3, postgres):
         runs = [(job, dict(asset_selection=sorted(before)))]
         runs += [(job, dict(asset_selection=sorted(partitioned), partition_key=key)) for key in ("00", "01")]
         runs += [(defs.resolve_job_def("ingest_onchain"), dict(tags={
-            "dagster/asset_partition_range_start": "2012-06-01", "dagster/asset_partition_range_end": "2012-07-31"}))]
+            "dagster/asset_partition_range_start": "2012-07-30", "dagster/asset_partition_range_end": "2012-07-31"}))]
         runs += [(job, dict(asset_selection=sorted(selection - partitioned - daily - before)))]
         for run_job, run in runs:
             result = run_job.execute_in_process(instance=instance, raise_on_error=False, **run)
@@ -82,7 +83,7 @@ def test_prod_profile_runs_on_s3_and_postgres(tmp_path, s3, postgres):
     assert {"lake/corpus/train.parquet", "lake/tokenizer/tenali.model", "lake/shards/manifest.json",
             "lake/clean/market/market_prices/bucket-00-of-02.parquet",
             "lake/clean/market/market_prices/bucket-01-of-02.parquet",
-            "lake/clean/defillama/defi_metrics/2012-06-01.parquet",
+            "lake/clean/defillama/defi_metrics/2012-07-30.parquet",
             "lake/clean/coingecko/coin_markets/2012-07-31.parquet"} <= keys
     lake = Lake(f"s3://{BUCKET}/lake", s3_endpoint_url=endpoint)
     latest = lake.read_json("checkpoints/pretrain/LATEST.json")
