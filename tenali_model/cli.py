@@ -16,6 +16,7 @@ Torch is imported only by the subcommands that need it, so `plan` answers at onc
 from __future__ import annotations
 
 import argparse
+import math
 import sys
 from pathlib import Path
 
@@ -48,9 +49,23 @@ def _number(text: str) -> float:
     text = text.strip().replace("_", "").replace(",", "")
     scale = {"K": 1e3, "M": 1e6, "B": 1e9, "G": 1e9, "T": 1e12}.get(text[-1:].upper())
     try:
-        return float(text[:-1]) * scale if scale else float(text)
+        value = float(text[:-1]) * scale if scale else float(text)
     except ValueError:
         raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
+    if not math.isfinite(value):  # inf crashed plan with an OverflowError traceback, nan with a cryptic one
+        raise argparse.ArgumentTypeError(f"not a finite number: {text!r}")
+    return value
+
+
+def _positive_int(text: str) -> int:
+    """--seq-len and --micro-batch: 0 used to be taken as 'not given' and silently replaced."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not an integer: {text!r}") from None
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f"must be > 0, got {value}")
+    return value
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -87,11 +102,11 @@ def build_parser() -> argparse.ArgumentParser:
                          "bench/bench_mfu.py (e.g. var/device-checks/mfu.json from a GPU run): its measured "
                          "figure for this model is used")
     pl.add_argument("--price", type=float, default=None, help="price per GPU-hour")
-    pl.add_argument("--seq-len", type=int, default=None, help="default: the config's, else the preset's recipe")
+    pl.add_argument("--seq-len", type=_positive_int, default=None, help="default: the config's, else the preset's recipe")
     pl.add_argument("--global-batch-tokens", type=_number, default=None,
                     help="tokens per optimizer step (default: the config's, else the preset's recipe: "
                          "4M tokens for the 7b)")
-    pl.add_argument("--micro-batch", type=int, default=None,
+    pl.add_argument("--micro-batch", type=_positive_int, default=None,
                     help="sequences per GPU per micro-step (default: the config's batch_size, else the recipe's)")
     return p
 

@@ -85,6 +85,9 @@ class ModelConfig:
                 f"model.n_heads ({self.n_heads}) must be a multiple of n_kv_heads ({self.n_kv_heads})")
         if self.activation not in ("swiglu", "gelu"):
             raise ConfigError(f"model.activation must be 'swiglu' or 'gelu', got {self.activation!r}")
+        for name in ("norm_eps", "rope_theta"):  # 0, negative or NaN: NaN activations from the first step
+            if not (0 < getattr(self, name) < math.inf):
+                raise ConfigError(f"model.{name} must be a finite number > 0, got {getattr(self, name)}")
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> ModelConfig:
@@ -282,11 +285,13 @@ class TrainConfig(JsonConfig):
                      "vocab_size"):
             if getattr(self, name) < 0:
                 raise ConfigError(f"{name} must be >= 0, got {getattr(self, name)}")
+        # `not 0 <= x < inf`, not `x < 0`: NaN (which JSON can carry) passes every comparison and would
+        # turn the weights into NaN at the first step.
         for name in ("weight_decay", "grad_clip", "z_loss", "min_lr"):
-            if getattr(self, name) < 0:
-                raise ConfigError(f"{name} must be >= 0, got {getattr(self, name)}")
-        if not self.lr > 0:
-            raise ConfigError(f"lr must be > 0, got {self.lr}")
+            if not 0 <= getattr(self, name) < math.inf:
+                raise ConfigError(f"{name} must be a finite number >= 0, got {getattr(self, name)}")
+        if not 0 < self.lr < math.inf:
+            raise ConfigError(f"lr must be a finite number > 0, got {self.lr}")
         if self.min_lr > self.lr:
             raise ConfigError(f"min_lr ({self.min_lr}) must be <= lr ({self.lr})")
         if not (0 <= self.beta1 < 1 and 0 <= self.beta2 < 1):
@@ -301,6 +306,8 @@ class TrainConfig(JsonConfig):
             raise ConfigError(f"parallelism must be 'auto', 'ddp' or 'fsdp', got {self.parallelism!r}")
         if self.global_batch_tokens < 0:
             raise ConfigError(f"global_batch_tokens must be >= 0, got {self.global_batch_tokens}")
+        if not 0 <= self.seed < 2**32:  # np.random.seed (train.py) takes no other value
+            raise ConfigError(f"seed must be in [0, 2**32), got {self.seed}")
 
     # --- serialisation -------------------------------------------------------------------
 

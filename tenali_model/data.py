@@ -29,7 +29,7 @@ from typing import TYPE_CHECKING, Iterator, Sequence
 
 import numpy as np
 
-from .config import atomic_write_bytes
+from .config import ConfigError, atomic_write_bytes
 
 if TYPE_CHECKING:  # torch only where tensors are made: shard writers (the pipeline's encoder processes) skip it
     import torch
@@ -128,8 +128,11 @@ class TokenStream:
         self.offsets = np.cumsum([0] + [len(s) for s in self.shards])  # start of each shard
         self.total = int(self.offsets[-1])
 
-    def read(self, start: int, length: int) -> np.ndarray:
-        """Tokens [start, start + length) as int64, crossing shard boundaries as needed."""
+    def read(self, start: int, length: int, vocab_size: int | None = None) -> np.ndarray:
+        """Tokens [start, start + length) as int64, crossing shard boundaries as needed.
+
+        vocab_size: raise ConfigError naming the shard on an id >= vocab_size (else the embedding
+        lookup fails with a bare IndexError on CPU, a device-side assert on CUDA)."""
         out = np.empty(length, dtype=np.int64)
         filled = 0
         i = int(np.searchsorted(self.offsets, start, side="right")) - 1
@@ -140,6 +143,13 @@ class TokenStream:
             out[filled:filled + n] = shard[lo:lo + n]
             filled += n
             i += 1
+        if vocab_size is not None and length and int(out.max()) >= vocab_size:
+            pos = start + int(np.argmax(out >= vocab_size))
+            j = int(np.searchsorted(self.offsets, pos, side="right")) - 1
+            raise ConfigError(
+                f"token shard {self.paths[j]}: token id {int(out[pos - start])} at index "
+                f"{pos - int(self.offsets[j])} is outside the model's vocab_size {vocab_size}: the shards "
+                "were encoded with another tokenizer (re-encode them, or set vocab_size to the tokenizer's)")
         return out
 
 
@@ -154,12 +164,13 @@ class TokenLoader:
     """
 
     def __init__(self, shard_paths: Sequence[str | os.PathLike], seq_len: int, batch_size: int,
-                 rank: int = 0, world_size: int = 1, seed: int = 0):
+                 rank: int = 0, world_size: int = 1, seed: int = 0, vocab_size: int | None = None):
         if not 0 <= rank < world_size:
             raise ValueError(f"rank {rank} is outside world_size {world_size}")
         self.stream = TokenStream(shard_paths)
         self.seq_len, self.batch_size = seq_len, batch_size
         self.rank, self.world_size, self.seed = rank, world_size, seed
+        self.vocab_size = vocab_size  # when given, every batch is checked against it (see TokenStream.read)
         self.n_windows = (self.stream.total - 1) // seq_len if self.stream.total > 0 else 0
         self.per_rank = self.n_windows // world_size
         if self.per_rank == 0:
@@ -190,7 +201,7 @@ class TokenLoader:
         idx = self.next_window_indices(self.batch_size)
         import torch
 
-        buf = torch.from_numpy(np.stack([self.stream.read(i * T, T + 1) for i in idx]))
+        buf = torch.from_numpy(np.stack([self.stream.read(i * T, T + 1, self.vocab_size) for i in idx]))
         return buf[:, :-1].contiguous(), buf[:, 1:].contiguous()
 
     def state_dict(self) -> dict:
@@ -200,12 +211,15 @@ class TokenLoader:
     def load_state_dict(self, state: dict) -> None:
         """Continue where a saved loader stopped. Same data and world size: exactly the same
         batches follow. A different world size keeps the same global position in the epoch."""
+        # ConfigError (a ValueError): the trainer reports it and exits 2 instead of a traceback.
         if state["seq_len"] != self.seq_len:
-            raise ValueError(f"loader state was saved with seq_len {state['seq_len']}, "
-                             f"this loader uses {self.seq_len}")
+            raise ConfigError(f"loader state was saved with seq_len {state['seq_len']}, "
+                              f"this loader uses {self.seq_len}: resume with seq_len {state['seq_len']}, "
+                              "or start in a new out_dir")
         if state["seed"] != self.seed:
-            raise ValueError(f"loader state was saved with seed {state['seed']}, "
-                             f"this loader uses {self.seed}")
+            raise ConfigError(f"loader state was saved with seed {state['seed']}, "
+                              f"this loader uses {self.seed}: resume with seed {state['seed']}, "
+                              "or start in a new out_dir")
         if state["n_windows"] != self.n_windows:
             warnings.warn(f"token shards changed since the loader state was saved "
                           f"({state['n_windows']} windows then, {self.n_windows} now): "
@@ -219,10 +233,11 @@ class TokenLoader:
 
 def iter_eval_windows(shard_paths: Sequence[str | os.PathLike], seq_len: int, batch_size: int,
                       max_batches: int | None = None, rank: int = 0,
-                      world_size: int = 1) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+                      world_size: int = 1, vocab_size: int | None = None) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
     """Sequential non-overlapping windows from the start of the stream, for a stable val loss.
 
     The last batch may be smaller. With world_size > 1, batch b goes to rank b % world_size.
+    vocab_size: raise ConfigError on a token id outside it (see TokenStream.read).
     """
     import torch
 
@@ -233,5 +248,5 @@ def iter_eval_windows(shard_paths: Sequence[str | os.PathLike], seq_len: int, ba
         n_batches = min(n_batches, max_batches)
     for b in range(rank, n_batches, world_size):
         starts = range(b * batch_size, min((b + 1) * batch_size, n_windows))
-        buf = torch.from_numpy(np.stack([stream.read(i * seq_len, seq_len + 1) for i in starts]))
+        buf = torch.from_numpy(np.stack([stream.read(i * seq_len, seq_len + 1, vocab_size) for i in starts]))
         yield buf[:, :-1].contiguous(), buf[:, 1:].contiguous()

@@ -58,8 +58,8 @@ def evaluate_model(model: torch.nn.Module, val_shards, seq_len: int | None = Non
     """Mean validation loss (nats/token), perplexity, token count, and bits/byte when possible, for a
     model already loaded (so several shard sets, e.g. one per domain, share one load)."""
     seq_len = seq_len or model.config.max_seq_len
-    total, count = loss_sum(model, iter_eval_windows(val_shards, seq_len, batch_size, max_batches),
-                            device)
+    total, count = loss_sum(model, iter_eval_windows(val_shards, seq_len, batch_size, max_batches,
+                                                     vocab_size=model.config.vocab_size), device)
     if count == 0:
         raise ValueError(f"validation shards hold too few tokens for one window of {seq_len + 1}")
     loss = total / count

@@ -89,13 +89,21 @@ def load_tokenizer(path: str | os.PathLike) -> TextTokenizer:
         raise TokenizerError(f"{p} holds no tokenizer.model or tokenizer.json: pass the tokenizer file with --tokenizer.")
     if not p.exists():
         raise TokenizerError(f"tokenizer file {p} does not exist")
+    # A file that does not parse raises RuntimeError (sentencepiece) or a bare Exception (tokenizers),
+    # which the commands' error handling (TokenizerError) let through as a traceback.
     if p.suffix == ".json":
         from tokenizers import Tokenizer
 
-        return TextTokenizer(hf=Tokenizer.from_file(str(p)), name=str(p))
+        try:
+            return TextTokenizer(hf=Tokenizer.from_file(str(p)), name=str(p))
+        except Exception as e:
+            raise TokenizerError(f"{p} is not a Hugging Face tokenizer.json ({e})") from e
     import sentencepiece as spm
 
-    return TextTokenizer(sp=spm.SentencePieceProcessor(model_file=str(p)), name=str(p))
+    try:
+        return TextTokenizer(sp=spm.SentencePieceProcessor(model_file=str(p)), name=str(p))
+    except Exception as e:
+        raise TokenizerError(f"{p} is not a sentencepiece tokenizer model ({e})") from e
 
 
 def add_chat_tokens(tokenizer_json: str | bytes) -> tuple[str, list[str]]:

@@ -196,9 +196,11 @@ def check_inputs(cfg: TrainConfig, world_size: int = 1) -> int:
     if missing:
         raise ConfigError(f"token shard(s) not found: {missing}")
     total = sum(shard_token_count(p) for p in cfg.train_shards)  # ValueError on a bad header
-    for p in cfg.val_shards:
-        shard_token_count(p)
+    val_total = sum(shard_token_count(p) for p in cfg.val_shards)
     seq_len = cfg.resolved_seq_len()
+    if cfg.val_shards and val_total < seq_len + 1:  # else no val loss is ever logged, silently
+        raise ConfigError(f"val shards hold {val_total} tokens: too few for one window of {seq_len + 1} tokens "
+                          "(give longer val shards, a shorter seq_len, or no val_shards)")
     if (total - 1) // seq_len < world_size:
         raise ConfigError(f"train shards hold {total} tokens: too few for one window of "
                           f"{seq_len + 1} tokens per rank ({world_size} ranks)")
@@ -296,7 +298,8 @@ def _train(cfg: TrainConfig, d: Dist, pipes, stop_at: int | None) -> dict:
                         compile_blocks=cfg.compile and mode == "fsdp")
     optimizer = torch.optim.AdamW(param_groups(model, cfg.weight_decay), lr=cfg.lr,
                                   betas=(cfg.beta1, cfg.beta2), eps=1e-8, fused=fused_adamw(d.device))
-    loader = TokenLoader(cfg.train_shards, seq_len, cfg.batch_size, d.rank, d.world_size, cfg.seed)
+    loader = TokenLoader(cfg.train_shards, seq_len, cfg.batch_size, d.rank, d.world_size, cfg.seed,
+                         vocab_size=mcfg.vocab_size)
 
     step, tokens_seen, elapsed_before = 0, 0, 0.0
     # Under FSDP rank 0 alone reads the weights and optimizer state and broadcasts them; the other
@@ -354,7 +357,7 @@ def _train(cfg: TrainConfig, d: Dist, pipes, stop_at: int | None) -> dict:
         if not cfg.val_shards:
             return None
         windows = iter_eval_windows(cfg.val_shards, seq_len, cfg.batch_size, cfg.eval_batches,
-                                    d.rank, d.world_size)
+                                    d.rank, d.world_size, vocab_size=mcfg.vocab_size)
         if mode == "fsdp":  # every rank must run the same number of forwards (they all-gather)
             windows = pad_batches(windows, eval_batches_per_rank(cfg, seq_len, d.world_size), seq_len)
         total, count = loss_sum(raw_model, windows, d.device, autocast)

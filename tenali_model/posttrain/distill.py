@@ -141,7 +141,8 @@ def prepare(cfg: DistillConfig, d: Dist) -> Stage:
     try:  # a bad header or too few tokens: a data error (exit 2) before any compute
         for p in cfg.val_shards:
             shard_token_count(p)
-        loader = TokenLoader(cfg.train_shards, seq_len, cfg.batch_size, d.rank, d.world_size, cfg.seed)
+        loader = TokenLoader(cfg.train_shards, seq_len, cfg.batch_size, d.rank, d.world_size, cfg.seed,
+                             vocab_size=mcfg.vocab_size)
     except ValueError as e:
         raise DataError(str(e)) from e
     bf16 = cfg.teacher_dtype == "bfloat16" or (cfg.teacher_dtype == "auto" and d.device.type == "cuda")
@@ -167,7 +168,8 @@ def prepare(cfg: DistillConfig, d: Dist) -> Stage:
 
     def evaluate(model) -> dict:
         # val_loss is the student's own cross-entropy: the fused loss, and no teacher forward
-        windows = iter_eval_windows(cfg.val_shards, seq_len, cfg.batch_size, cfg.eval_batches, d.rank, d.world_size)
+        windows = iter_eval_windows(cfg.val_shards, seq_len, cfg.batch_size, cfg.eval_batches, d.rank, d.world_size,
+                                    vocab_size=mcfg.vocab_size)
         if mode == "fsdp":  # every rank runs as many forwards as the busiest (they all-gather)
             windows = pad_batches(windows, eval_batches_per_rank(cfg, seq_len, d.world_size), seq_len)
         total, count = loss_sum(model, windows, d.device)

@@ -118,3 +118,39 @@ def test_post_training_stages_pass_through(stage, tmp_path, capsys):
 
     assert main([stage, "--config", str(tmp_path / "missing.json")]) == 2
     assert "missing.json" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["--tokens", "inf"], "not a finite number: 'inf'"),  # was an OverflowError traceback
+    (["--tokens", "nan"], "not a finite number"),
+    (["--tokens", "1e9", "--global-batch-tokens", "inf"], "not a finite number"),
+    (["--tokens", "1e9", "--micro-batch", "0"], "must be > 0, got 0"),  # was silently the recipe's
+    (["--tokens", "1e9", "--seq-len", "0"], "must be > 0, got 0"),
+])
+def test_plan_refuses_bad_numbers(argv, message, capsys):
+    assert main(["plan", "--config", "7b", *argv]) == 2
+    assert message in capsys.readouterr().err
+
+
+def test_train_resumed_with_another_seq_len_exits_2(shards, tmp_path, capsys):
+    # The data loader refuses the checkpoint's position; that must be exit 2 with the fix, not a traceback.
+    out = tmp_path / "run"
+    tiny_config(shards, out, steps=1, eval_every=0, ckpt_every=0).to_json(tmp_path / "a.json")
+    assert main(["train", "--config", str(tmp_path / "a.json")]) == 0
+    tiny_config(shards, out, steps=2, eval_every=0, ckpt_every=0, seq_len=16).to_json(tmp_path / "b.json")
+    capsys.readouterr()
+    assert main(["train", "--config", str(tmp_path / "b.json")]) == 2
+    assert "saved with seq_len 32, this loader uses 16" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("name", ["tokenizer.model", "tokenizer.json"])
+def test_a_corrupt_tokenizer_file_is_a_tokenizer_error(name, tmp_path):
+    # what `tenali serve --tokenizer` and the post-training stages load: their error handling catches
+    # TokenizerError, and a file that does not parse raised RuntimeError / Exception (a traceback)
+    from tenali_model.tokenizer import TokenizerError, load_tokenizer
+
+    (tmp_path / name).write_bytes(b"{not a tokenizer")
+    with pytest.raises(TokenizerError, match=name.replace(".", r"\.") + " is not a"):
+        load_tokenizer(tmp_path / name)
+    with pytest.raises(TokenizerError, match="is not a"):
+        load_tokenizer(tmp_path)  # the folder form finds the same file

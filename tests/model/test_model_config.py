@@ -135,3 +135,20 @@ def test_from_json_names_the_file(tmp_path):
     path.write_text("{not json")
     with pytest.raises(ConfigError, match="bad.json"):
         TrainConfig.from_json(path)
+
+
+@pytest.mark.parametrize("bad, message", [
+    ({"min_lr": float("nan")}, "min_lr must be a finite number"),
+    ({"weight_decay": float("nan")}, "weight_decay"), ({"weight_decay": float("inf")}, "weight_decay"),
+    ({"grad_clip": float("nan")}, "grad_clip"), ({"z_loss": float("nan")}, "z_loss"),
+    ({"lr": float("inf")}, "lr must be a finite number"),
+    ({"seed": -1}, r"seed must be in \[0, 2\*\*32\)"), ({"seed": 2 ** 32}, "seed"),
+    ({"model": {"preset": "tiny", "rope_theta": 0.0}}, "model.rope_theta must be a finite number > 0"),
+    ({"model": {"preset": "tiny", "norm_eps": float("nan")}}, "model.norm_eps"),
+])
+def test_non_finite_and_out_of_range_values_are_refused(bad, message):
+    # JSON carries NaN and Infinity (json.dumps writes them): NaN passed the `< 0` checks and trained a NaN
+    # model; a seed outside [0, 2**32) crashed np.random.seed in the trainer with a traceback.
+    d = json.loads(json.dumps({"train_shards": ["a"], "out_dir": "o", **bad}))
+    with pytest.raises(ConfigError, match=message):
+        TrainConfig.from_dict(d).validate()

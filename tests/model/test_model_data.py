@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 import torch
 
+from tenali_model.config import ConfigError
 from tenali_model.data import (HEADER_BYTES, SHARD_MAGIC, TokenLoader, TokenStream, dtype_for_vocab,
                                iter_eval_windows, read_shard, shard_token_count, write_shard)
 
@@ -179,6 +180,30 @@ def test_loader_state_checks(tmp_path):
         TokenLoader(paths, 8, 2, seed=1).load_state_dict(state)
     with pytest.raises(ValueError, match="too few"):
         TokenLoader(paths, 5000, 2)
+
+
+def test_resume_refusals_are_config_errors(tmp_path):
+    # ConfigError, not a plain ValueError: the trainer turns it into exit 2 with the message (and the fix)
+    # instead of a traceback when a run is resumed with another seq_len or seed.
+    paths, _ = make_stream(tmp_path)
+    state = TokenLoader(paths, 16, 2, seed=1).state_dict()
+    with pytest.raises(ConfigError, match="seq_len 16.*new out_dir"):
+        TokenLoader(paths, 8, 2, seed=1).load_state_dict(state)
+    with pytest.raises(ConfigError, match="seed 1.*new out_dir"):
+        TokenLoader(paths, 16, 2, seed=2).load_state_dict(state)
+
+
+def test_token_ids_outside_the_vocab_are_named(tmp_path):
+    # Shards from another tokenizer: a clear error naming the shard, not an IndexError in the embedding.
+    paths, total = make_stream(tmp_path)  # ids 0..1499, one per position
+    loader = TokenLoader(paths, 16, 100, seed=0, vocab_size=1488)  # a whole epoch: the last window ends on 1488
+    with pytest.raises(ConfigError, match=r"s3\.bin: token id 1488 at index 288 is outside the model's vocab_size 1488"):
+        loader.next_batch()
+    x, _ = TokenLoader(paths, 16, 100, seed=0, vocab_size=total).next_batch()  # all in range: no error
+    assert x.shape == (100, 16)
+    with pytest.raises(ConfigError, match=r"s3\.bin: token id 1300 at index 100"):
+        list(iter_eval_windows(paths, 16, 8, vocab_size=1300))
+    assert len(list(iter_eval_windows(paths, 16, 8, max_batches=2, vocab_size=1300))) == 2  # ids < 1300 there
 
 
 def test_eval_windows_sequential(tmp_path):

@@ -182,6 +182,20 @@ def test_cli_config_errors_exit_2(shards, tmp_path, capsys):
 
     assert main(["--config", str(tmp_path / "nope.json")]) == 2
 
+    # shards of another tokenizer: an id past the model's vocabulary, named, not an IndexError
+    wide = tmp_path / "wide.bin"
+    write_shard(wide, np.arange(2000) % (VOCAB + 5), vocab_size=VOCAB + 5)
+    tiny_config({**shards, "train": [str(wide)]}, tmp_path / "o2", steps=2).to_json(cfg_path)
+    assert main(["--config", str(cfg_path)]) == 2
+    err = capsys.readouterr().err
+    assert "wide.bin" in err and f"outside the model's vocab_size {VOCAB}" in err
+
+    short = tmp_path / "short.bin"  # a val split shorter than one window: no val loss would ever be logged
+    write_shard(short, np.arange(SEQ) % VOCAB, vocab_size=VOCAB)
+    tiny_config({**shards, "val": [str(short)]}, tmp_path / "o3", steps=2).to_json(cfg_path)
+    assert main(["--config", str(cfg_path)]) == 2
+    assert f"too few for one window of {SEQ + 1}" in capsys.readouterr().err
+
 
 def test_cli_refuses_out_dir_of_another_model(shards, tmp_path, capsys):
     out = tmp_path / "o"
