@@ -102,11 +102,24 @@ class _Sampling(BaseModel):
     stop_token_ids: list[int] | None = None
     # torch.Generator.manual_seed takes int64 and uint64 values; others would fail in the engine (500)
     seed: int | None = Field(None, ge=-2**63, le=2**64 - 1)
-    stream: bool = False
+    # OpenAI takes null for every optional field (as its default): typed clients send "n": null
+    stream: bool | None = False
     stream_options: StreamOptions | None = None
-    n: int = Field(1, ge=1, le=1, description="only one choice per request")
+    n: int | None = Field(1, ge=1, le=1, description="only one choice per request")
     user: str | None = None
     truncate_prompt: bool = Field(False, description="cut the prompt from the left to fit the context")
+
+    def refuse_unsupported(self) -> None:
+        """Options that would change the answer's content or shape are refused (400), not silently
+        ignored: a client asking for them would otherwise get a wrong answer that looks right."""
+        for name, wanted in self._unsupported():
+            if wanted:
+                raise APIError(400, f"{name}: not supported by this server", param=name, code="unsupported_parameter")
+
+    logit_bias: dict[str, float] | None = None
+
+    def _unsupported(self) -> list[tuple[str, bool]]:
+        return [("logit_bias", bool(self.logit_bias))]
 
     def stops(self) -> list[str]:
         stops = [self.stop] if isinstance(self.stop, str) else list(self.stop or [])
@@ -118,6 +131,15 @@ class _Sampling(BaseModel):
 class CompletionRequest(_Sampling):
     prompt: str | list[int] | list[str]
     max_tokens: int | None = Field(16, ge=1)
+    echo: bool | None = None
+    logprobs: int | bool | None = None  # false: none asked for (0 asks for the sampled token's)
+    best_of: int | None = None
+    suffix: str | None = None
+
+    def _unsupported(self) -> list[tuple[str, bool]]:
+        return [*super()._unsupported(), ("echo", bool(self.echo)),
+                ("logprobs", self.logprobs is not None and self.logprobs is not False),
+                ("best_of", (self.best_of or 1) > 1), ("suffix", bool(self.suffix))]
 
 
 class ContentPart(BaseModel):
@@ -133,6 +155,16 @@ class ChatMessage(BaseModel):
 
 class ChatRequest(_Sampling):
     messages: list[ChatMessage] = Field(min_length=1)
+    logprobs: bool | None = None
+    response_format: dict | None = None
+    tool_choice: str | dict | None = None
+
+    def _unsupported(self) -> list[tuple[str, bool]]:
+        # JSON modes and forced tool calls promise a shape plain generation cannot keep; "auto" tools
+        # may be answered in text, as a model that chose not to call one would
+        return [*super()._unsupported(), ("logprobs", bool(self.logprobs)),
+                ("response_format", (self.response_format or {}).get("type", "text") != "text"),
+                ("tool_choice", self.tool_choice not in (None, "auto", "none"))]
 
 
 # --- errors --------------------------------------------------------------------------------------
@@ -299,25 +331,28 @@ def create_app(served: Served, options: ServeOptions | None = None, engine: Engi
     def sampling(body: _Sampling, prompt: list[int], default_max: int | None, extra_stops: list[int]):
         limit = engine.max_len
         max_tokens = body.max_completion_tokens or body.max_tokens or default_max
+        # name the fields this request used: a completion has no messages, chat may send max_completion_tokens
+        prompt_param = "messages" if isinstance(body, ChatRequest) else "prompt"
+        max_param = "max_completion_tokens" if body.max_completion_tokens else "max_tokens"
         if max_tokens is None:
             max_tokens = limit - len(prompt)
             if max_tokens < 1:
                 if not body.truncate_prompt:
-                    raise APIError(400, f"the prompt has {len(prompt)} tokens, the context holds {limit}: "
-                                        "shorten it or set truncate_prompt", param="messages",
+                    raise APIError(400, f"{prompt_param}: the prompt has {len(prompt)} tokens, the context holds "
+                                        f"{limit}: shorten it or set truncate_prompt", param=prompt_param,
                                    code="context_length_exceeded")
                 max_tokens = min(16, limit - 1)
         if max_tokens >= limit:
-            raise APIError(400, f"max_tokens {max_tokens} must be below the context of {limit} tokens",
-                           param="max_tokens", code="context_length_exceeded")
+            raise APIError(400, f"{max_param} {max_tokens} must be below the context of {limit} tokens",
+                           param=max_param, code="context_length_exceeded")
         if len(prompt) + max_tokens > limit:
             if body.truncate_prompt:
                 prompt = prompt[len(prompt) + max_tokens - limit:]
             else:
-                raise APIError(400, f"the prompt ({len(prompt)} tokens) plus max_tokens ({max_tokens}) exceeds the "
-                                    f"context of {limit} tokens: shorten the prompt, lower max_tokens, or set "
+                raise APIError(400, f"the prompt ({len(prompt)} tokens) plus {max_param} ({max_tokens}) exceeds the "
+                                    f"context of {limit} tokens: shorten the prompt, lower {max_param}, or set "
                                     "truncate_prompt to cut the prompt from the left",
-                               param="max_tokens", code="context_length_exceeded")
+                               param=max_param, code="context_length_exceeded")
         if not prompt:
             raise APIError(400, "prompt: empty; give at least one token", param="prompt")
         vocab = served.model.config.vocab_size
@@ -354,6 +389,7 @@ def create_app(served: Served, options: ServeOptions | None = None, engine: Engi
     @app.post("/v1/completions", dependencies=[Depends(check_key)])
     async def completions(body: CompletionRequest, request: Request):
         check_model(body.model)
+        body.refuse_unsupported()
         if isinstance(body.prompt, list) and body.prompt and isinstance(body.prompt[0], str):
             if len(body.prompt) != 1:
                 raise _invalid("prompt", "one prompt per request (a list of one string, a string, or token ids)")
@@ -367,6 +403,7 @@ def create_app(served: Served, options: ServeOptions | None = None, engine: Engi
     @app.post("/v1/chat/completions", dependencies=[Depends(check_key)])
     async def chat_completions(body: ChatRequest, request: Request):
         check_model(body.model)
+        body.refuse_unsupported()
         messages = []
         for m in body.messages:
             content = m.content if isinstance(m.content, str) else "".join(p.text for p in m.content)

@@ -163,6 +163,23 @@ def test_inter_token_latency_buckets():
     ("/v1/completions", {"prompt": "", "max_tokens": 2}, 400, "prompt"),
     ("/v1/completions", {"prompt": "x", "model": "gpt-4o"}, 404, "model"),
     ("/v1/chat/completions", {"messages": CHAT, "model": "gpt-4o"}, 404, "model"),
+    # the field this request used: a completion has no "messages"; chat's newer name for max_tokens
+    ("/v1/completions", {"prompt": "x " * 200, "max_tokens": None}, 400, "prompt"),
+    ("/v1/chat/completions", {"messages": CHAT, "max_completion_tokens": CONTEXT}, 400, "max_completion_tokens"),
+    ("/v1/chat/completions", {"messages": [{"role": "user", "content": "x " * 200}], "max_completion_tokens": 8},
+     400, "max_completion_tokens"),
+    # options that would change the answer are refused, not silently ignored
+    ("/v1/completions", {"prompt": "x", "max_tokens": 2, "echo": True}, 400, "echo"),
+    ("/v1/completions", {"prompt": "x", "max_tokens": 2, "logprobs": 1}, 400, "logprobs"),
+    ("/v1/completions", {"prompt": "x", "max_tokens": 2, "logprobs": 0}, 400, "logprobs"),
+    ("/v1/completions", {"prompt": "x", "max_tokens": 2, "best_of": 3}, 400, "best_of"),
+    ("/v1/completions", {"prompt": "x", "max_tokens": 2, "suffix": " end."}, 400, "suffix"),
+    ("/v1/chat/completions", {"messages": CHAT, "max_tokens": 2, "logprobs": True, "top_logprobs": 2}, 400, "logprobs"),
+    ("/v1/completions", {"prompt": "x", "max_tokens": 2, "logit_bias": {"5": 100}}, 400, "logit_bias"),
+    ("/v1/chat/completions", {"messages": CHAT, "max_tokens": 2, "response_format": {"type": "json_object"}}, 400,
+     "response_format"),
+    ("/v1/chat/completions", {"messages": CHAT, "max_tokens": 2, "tool_choice": "required",
+                              "tools": [{"type": "function", "function": {"name": "f"}}]}, 400, "tool_choice"),
 ])
 def test_bad_input_gets_its_status_and_names_the_field(client, url, body, status, param):
     resp = client.post(url, content=body) if isinstance(body, bytes) else client.post(url, json=body)
@@ -172,6 +189,21 @@ def test_bad_input_gets_its_status_and_names_the_field(client, url, body, status
     if status == 400 and "context" in err["message"]:
         assert str(CONTEXT) in err["message"]
     assert client.get("/health").json()["status"] == "ok"  # nobody else was harmed
+
+
+@pytest.mark.parametrize("url, body", [
+    ("/v1/completions", {"prompt": "AAPL", "max_tokens": 3, "n": None, "stream": None, "echo": False, "logprobs": False,
+                         "best_of": 1, "suffix": None, "logit_bias": {}, "user": "u", "seed": None}),
+    ("/v1/chat/completions", {"messages": CHAT, "max_tokens": 3, "n": None, "stream": None, "logprobs": False,
+                              "stream_options": None, "response_format": {"type": "text"}, "user": None,
+                              "logit_bias": None, "tool_choice": "auto",
+                              "tools": [{"type": "function", "function": {"name": "f"}}]}),
+])
+def test_null_and_default_values_of_openai_fields_are_accepted(client, url, body):
+    """OpenAI takes null (or the default) for every optional field; a typed client sends them so."""
+    resp = client.post(url, json=body)
+    assert resp.status_code == 200, resp.text
+    assert resp.json()["choices"][0]["finish_reason"] in ("stop", "length")
 
 
 def test_unknown_model_route_and_left_truncation(client):
