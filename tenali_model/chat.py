@@ -91,9 +91,10 @@ def prompt_ids(tok: TextTokenizer, messages: Sequence[Mapping]) -> list[int]:
 
 
 def stop_ids(tok: TextTokenizer) -> list[int]:
-    """Tokens that end an answer: end of text, or the model starting the next turn by itself."""
+    """Tokens that end an answer: end of text, or the model starting a turn by itself (another
+    assistant marker included: the answer is over either way)."""
     out = [tok.special(EOT)]
-    for t in (USER, SYSTEM):
+    for t in (USER, SYSTEM, ASSISTANT):
         i = tok.token_id(t)
         if i is not None:
             out.append(i)

@@ -47,7 +47,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from starlette.exceptions import HTTPException
 
 from ..chat import ChatFormatError, prompt_ids, stop_ids
-from ..tokenizer import EOT
+from ..tokenizer import EOT, SPECIAL_TOKENS
 from .engine import Engine, EngineStopped, Event, QueueFull, SamplingParams
 from .loading import Served
 from .metrics import Metrics
@@ -204,6 +204,8 @@ def create_app(served: Served, options: ServeOptions | None = None, engine: Engi
     vocab = served.model.config.vocab_size
     ends = list(dict.fromkeys(([eot] if eot is not None else []) + [i for i in served.eos_ids if 0 <= i < vocab]))
     chat_stops = list(dict.fromkeys(stop_ids(tok) + ends)) if eot is not None else ends
+    # never shown as text (vLLM's skip_special_tokens): the chat markers, pad, and the model's own ends
+    special = {i for i in (tok.token_id(t) for t in SPECIAL_TOKENS) if i is not None} | set(ends)
     started = time.time()
 
     from contextlib import asynccontextmanager
@@ -439,7 +441,7 @@ def create_app(served: Served, options: ServeOptions | None = None, engine: Engi
             """(text delta, finish_reason or None, completion tokens so far, error); first: events
             already read."""
             # a completion continues its prompt: decoded after its last ids, its first space is kept
-            text = TextStream(tok, stops, context=() if chat else prompt)
+            text = TextStream(tok, stops, context=() if chat else prompt, skip=special)
             used = 0
             hold_until = None  # the first token goes out at once; later ones at most every stream_interval
             loop = asyncio.get_running_loop()

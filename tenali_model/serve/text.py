@@ -12,7 +12,7 @@ back until it is clearly not one; when a stop string appears the text ends right
 
 from __future__ import annotations
 
-from typing import Sequence
+from typing import Collection, Sequence
 
 REPLACEMENT = "\ufffd"
 
@@ -85,17 +85,22 @@ class StopMatcher:
 class TextStream:
     """Detokenizer + stop strings: `add(id)` -> text delta; `finished` once a stop string matched."""
 
-    def __init__(self, tokenizer, stops: Sequence[str] = (), context: Sequence[int] = ()):
+    def __init__(self, tokenizer, stops: Sequence[str] = (), context: Sequence[int] = (),
+                 skip: Collection[int] = ()):
         """context: the prompt ids a completion continues (their text is not repeated); none for chat,
-        whose answer starts a new turn and so without a leading space."""
-        self.detok = IncrementalDetokenizer(tokenizer, context=context)
+        whose answer starts a new turn and so without a leading space. skip: ids that add no text (the
+        special pieces: a "<|pad|>" is not part of an answer; vLLM's skip_special_tokens)."""
+        self.detok = IncrementalDetokenizer(tokenizer, context=[i for i in context if i not in skip])
         self.matcher = StopMatcher(stops)
+        self.skip = frozenset(skip)
 
     @property
     def stopped(self) -> bool:
         return self.matcher.stopped
 
     def add(self, token_id: int) -> str:
+        if token_id in self.skip:
+            return ""
         return self.matcher.feed(self.detok.add(token_id))
 
     def flush(self) -> str:

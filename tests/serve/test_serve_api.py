@@ -387,3 +387,56 @@ def test_a_stopped_engine_answers_503_and_a_stream_cut_by_shutdown_ends_with_an_
     assert resp.status_code == 503 and resp.json()["error"]["code"] == "engine_stopped"
     with c.stream("POST", "/v1/completions", json={"prompt": "AAPL", "max_tokens": 2, "stream": True}) as r:
         assert r.status_code == 503
+
+
+@pytest.mark.parametrize("url, body", [("/v1/completions", {"prompt": "AAPL"}),
+                                       ("/v1/chat/completions", {"messages": CHAT})])
+@pytest.mark.parametrize("stream", [False, True])
+def test_special_pieces_are_never_answer_text(client, served, url, body, stream):
+    """A model that emits "<|pad|>" (a tiny or half-trained one does): the tokens count, the text
+    does not show the marker, as vLLM's skip_special_tokens does."""
+    from tenali_model.tokenizer import PAD
+
+    pad = served.tokenizer.special(PAD)
+
+    def favour_pad(module, args, out):
+        out[..., pad] += 1e4
+        return out
+
+    hook = served.model.lm_head.register_forward_hook(favour_pad)
+    try:
+        resp = client.post(url, json={**body, "max_tokens": 3, "temperature": 0, "stream": stream,
+                                      "stream_options": {"include_usage": True} if stream else None})
+    finally:
+        hook.remove()
+    assert resp.status_code == 200, resp.text
+    if stream:
+        chunks = [json.loads(line[6:]) for line in resp.text.splitlines() if line.startswith("data: {")]
+        text = "".join((c["choices"][0].get("text") or (c["choices"][0].get("delta") or {}).get("content") or "")
+                       for c in chunks if c["choices"])
+        usage = chunks[-1]["usage"]
+    else:
+        answer = resp.json()
+        choice = answer["choices"][0]
+        text, usage = choice.get("text", (choice.get("message") or {}).get("content")), answer["usage"]
+    assert PAD not in text and text == ""
+    assert usage["completion_tokens"] == 3
+
+
+def test_another_assistant_marker_ends_a_chat_answer(client, served):
+    from tenali_model.tokenizer import ASSISTANT
+
+    marker = served.tokenizer.special(ASSISTANT)
+
+    def favour_marker(module, args, out):
+        out[..., marker] += 1e4
+        return out
+
+    hook = served.model.lm_head.register_forward_hook(favour_marker)
+    try:
+        resp = client.post("/v1/chat/completions", json={"messages": CHAT, "max_tokens": 5, "temperature": 0})
+    finally:
+        hook.remove()
+    answer = resp.json()
+    assert answer["choices"][0]["finish_reason"] == "stop" and answer["choices"][0]["message"]["content"] == ""
+    assert answer["usage"]["completion_tokens"] == 1
