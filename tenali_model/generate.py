@@ -80,6 +80,9 @@ def generate(model: torch.nn.Module, idx: torch.Tensor, max_new_tokens: int,
         generator = torch.Generator(device=device)
         generator.manual_seed(seed)
     B, T = idx.shape
+    if T == 0:  # nothing to condition on (the forward would fail deep in attention's reshape)
+        raise ValueError("generate needs a prompt of at least one token, got idx of shape "
+                         f"{tuple(idx.shape)}")
     use_cache = use_cache and T + max_new_tokens <= cfg.max_seq_len
     stops = ([] if eos_id is None else [eos_id]) + [int(t) for t in (stop_ids or []) if t != eos_id]
     if pad_id is None and stops:

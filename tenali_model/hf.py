@@ -201,15 +201,28 @@ def model_config_from_hf(hf: dict) -> ModelConfig:
     rope_type = rope.get("rope_type") or scaling.get("rope_type") or scaling.get("type") or "default"
     if rope_type != "default":
         raise ConversionError(f"RoPE scaling {rope_type!r} is not supported (plain RoPE only)")
-    theta = hf.get("rope_theta", rope.get("rope_theta", 10000.0))
+    # transformers 4.x reads the top-level rope_theta, 5.x rope_parameters' (which wins when both are
+    # there): two that differ describe two models, so refuse rather than pick one. A null is absent.
+    thetas = {float(t) for t in (hf.get("rope_theta"), rope.get("rope_theta")) if t is not None}
+    if len(thetas) > 1:
+        raise ConversionError(f"rope_theta {hf['rope_theta']} differs from rope_parameters' "
+                              f"{rope['rope_theta']}: transformers versions disagree on which applies")
+    theta = thetas.pop() if thetas else 10000.0
+    missing = [k for k in ("vocab_size", "hidden_size", "num_hidden_layers", "num_attention_heads",
+                           "intermediate_size") if hf.get(k) is None]
+    if missing:
+        raise ConversionError(f"config.json lacks {missing}")
     heads = hf["num_attention_heads"]
     if hf.get("head_dim") not in (None, hf["hidden_size"] // heads):
         raise ConversionError(f"head_dim {hf['head_dim']} != hidden_size / num_attention_heads")
+    # Absent keys take the transformers class's defaults, which differ between the two (ArceeConfig:
+    # rms_norm_eps 1e-5, max_position_embeddings 4096; LlamaConfig: 1e-6, 2048).
+    eps, max_pos = (1e-6, 2048) if model_type == "llama" else (1e-5, 4096)
     return ModelConfig(
         vocab_size=hf["vocab_size"], dim=hf["hidden_size"], n_layers=hf["num_hidden_layers"],
         n_heads=heads, n_kv_heads=hf.get("num_key_value_heads") or heads,
-        ffn_hidden=hf["intermediate_size"], max_seq_len=hf.get("max_position_embeddings", 2048),
-        norm_eps=float(hf.get("rms_norm_eps", 1e-6)), rope_theta=float(theta),
+        ffn_hidden=hf["intermediate_size"], max_seq_len=hf.get("max_position_embeddings") or max_pos,
+        norm_eps=float(eps if hf.get("rms_norm_eps") is None else hf["rms_norm_eps"]), rope_theta=theta,
         tie_embeddings=bool(hf.get("tie_word_embeddings", False)), activation=activation)
 
 

@@ -325,11 +325,15 @@ class Transformer(nn.Module):
         if targets is None:
             return logits, None
         flat_logits, flat_targets = logits.view(-1, logits.size(-1)), targets.reshape(-1)
-        loss = F.cross_entropy(flat_logits, flat_targets, ignore_index=-1)
+        # Sums over max(1, counted targets), as `linear_cross_entropy` does: with every target -1
+        # (an SFT row whose answer was cut off) the loss is 0, not the NaN of a mean over nothing,
+        # whichever path runs (this one under torch.compile or with a hooked head).
+        keep = flat_targets != -1
+        n = keep.sum().clamp(min=1)
+        loss = F.cross_entropy(flat_logits, flat_targets, ignore_index=-1, reduction="sum") / n
         if z_loss > 0:
-            keep = flat_targets != -1
             lse = torch.logsumexp(flat_logits[keep], dim=-1)
-            loss = loss + z_loss * lse.pow(2).mean()
+            loss = loss + z_loss * lse.pow(2).sum() / n
         return (logits if with_logits else None), loss
 
 

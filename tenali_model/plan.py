@@ -200,8 +200,14 @@ class Plan:
         return flops_per_token(self.cfg, self.seq_len)
 
     @property
+    def trained_tokens(self) -> int:
+        """What the run trains: whole steps of global_batch_tokens, at least the tokens asked for (one
+        step of 1M tokens when fewer are asked for, whose time the plan must count)."""
+        return self.steps * self.global_batch_tokens
+
+    @property
     def total_flops(self) -> float:
-        return self.flops_per_token * self.tokens
+        return self.flops_per_token * self.trained_tokens
 
     @property
     def steps(self) -> int:
@@ -295,7 +301,9 @@ def render(p: Plan) -> str:
         f"batch      seq_len {p.seq_len:,}; {p.global_batch_tokens:,} tokens per step "
         f"({p.global_batch_tokens / p.seq_len:g} sequences); micro-batch {p.micro_batch} per GPU, "
         f"grad_accum {accum_text}",
-        f"compute    {_si(p.tokens)} tokens = {p.steps:,} steps; {p.flops_per_token:.3g} FLOPs/token "
+        f"compute    {_si(p.tokens)} tokens = {p.steps:,} steps"
+        + (f" ({_si(p.trained_tokens)} tokens trained)" if _si(p.trained_tokens) != _si(p.tokens) else "")
+        + f"; {p.flops_per_token:.3g} FLOPs/token "
         f"(6N + 12*L*d*T) = {p.total_flops:.3g} FLOPs",
         f"time       at {p.mfu:.0%} MFU: {_duration(p.seconds)} wall, {p.gpu_hours:,.0f} GPU-hours"
         + (f", ${p.cost:,.0f} at ${p.price_per_gpu_hour:g}/GPU-hour" if p.cost is not None else ""),

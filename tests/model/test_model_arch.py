@@ -68,6 +68,26 @@ def test_ignore_index():
     torch.testing.assert_close(loss, ref)
 
 
+@pytest.mark.parametrize("z_loss", [0.0, 1e-2])
+def test_every_target_ignored_gives_zero_loss_on_every_path(z_loss):
+    """The logits path (with_logits, a hooked head, torch.compile) and the fused loss agree when no
+    target is counted: 0 with zero gradients, not NaN (NaN * 0 counted targets would still be NaN)."""
+    model = tiny()
+    idx = torch.randint(0, 512, (2, 8))
+    none = torch.full_like(idx, -1)
+    fused = model(idx, none, z_loss=z_loss, with_logits=False)[1]
+    assert fused.item() == 0.0
+    plain = model(idx, none, z_loss=z_loss)[1]
+    assert plain.item() == 0.0
+    plain.backward()
+    assert all(p.grad is None or not p.grad.isnan().any() for p in model.parameters())
+    # partly counted: still the mean over the counted targets
+    part = idx.clone()
+    part[:, 5:] = -1
+    torch.testing.assert_close(model(idx, part, z_loss=z_loss)[1],
+                               model(idx, part, z_loss=z_loss, with_logits=False)[1])
+
+
 @pytest.mark.parametrize("kw", [{}, {"n_kv_heads": 4}, {"n_kv_heads": 1}, {"activation": "gelu"}])
 def test_kv_cache_matches_full_forward(kw):
     model = tiny(**kw).eval()

@@ -1,5 +1,6 @@
 """Generation: the KV-cache path must produce what the plain path produces."""
 
+import pytest
 import torch
 
 from tenali_model.config import ModelConfig, preset
@@ -114,3 +115,10 @@ def test_several_stop_ids():
     row0 = both[0, 4:].tolist()
     stop = next(i for i, t in enumerate(row0) if t in (stop_a, stop_b))
     assert all(t == stop_a for t in row0[stop + 1:])
+
+
+def test_empty_prompt_is_refused_clearly():
+    model = model_with_spread_logits()
+    for use_cache in (True, False):
+        with pytest.raises(ValueError, match="at least one token"):
+            generate(model, torch.zeros(2, 0, dtype=torch.long), 3, use_cache=use_cache)

@@ -147,6 +147,9 @@ def test_refusals(trained, tmp_path):
     for change, message in [({"attention_bias": True}, "attention_bias"),
                             ({"rope_scaling": {"rope_type": "llama3", "factor": 8.0}}, "RoPE scaling"),
                             ({"model_type": "gpt2"}, "model_type"),
+                            # transformers 5 applies rope_parameters' theta, 4.x the top-level one
+                            ({"rope_parameters": {"rope_type": "default", "rope_theta": 1e4}}, "rope_theta"),
+                            ({"intermediate_size": None}, "lacks"),
                             ({"hidden_act": "gelu"}, "hidden_act")]:
         (hf_dir / "config.json").write_text(json.dumps({**config, **change}))
         with pytest.raises(ConversionError, match=message):
@@ -161,3 +164,29 @@ def test_refusals(trained, tmp_path):
         build_tokenizer(folded.read_bytes())
     with pytest.raises(ConversionError, match="tokenizer has 400 pieces"):
         write_tokenizer(trained["sp_path"], tmp_path, vocab_size=100)  # more ids than embeddings
+
+
+@pytest.mark.parametrize("arch, edit", [
+    ("llama", lambda c: {**c, "rope_theta": None}),  # a full dump: the top-level key present but null
+    ("arcee", lambda c: {k: v for k, v in c.items() if k not in ("rms_norm_eps", "max_position_embeddings")}),
+])
+def test_import_reads_configs_as_transformers_does(tmp_path, arch, edit):
+    """A config.json as transformers 5 writes it (rope_theta in rope_parameters), edited as other tools
+    leave it: the imported model's logits equal what transformers loads from the same directory."""
+    torch.manual_seed(0)
+    Config, Model = ((transformers.LlamaConfig, transformers.LlamaForCausalLM) if arch == "llama" else
+                     (transformers.ArceeConfig, transformers.ArceeForCausalLM))
+    extra = {} if arch == "llama" else {"hidden_act": "gelu_pytorch_tanh"}
+    hf_model = Model(Config(vocab_size=120, hidden_size=64, intermediate_size=96, num_hidden_layers=2,
+                            num_attention_heads=4, num_key_value_heads=2, rope_theta=500.0, bos_token_id=None,
+                            eos_token_id=None, pad_token_id=None, **extra))
+    hf_model.save_pretrained(tmp_path / "hf")
+    config = tmp_path / "hf" / "config.json"
+    config.write_text(json.dumps(edit(json.loads(config.read_text()))))
+    theirs = transformers.AutoModelForCausalLM.from_pretrained(tmp_path / "hf", dtype=torch.float32).eval()
+    ours = load_model(import_hf(tmp_path / "hf", tmp_path / "ours")).eval()
+    assert (ours.config.rope_theta, ours.config.norm_eps, ours.config.max_seq_len) == (
+        500.0, theirs.config.rms_norm_eps, theirs.config.max_position_embeddings)
+    x = torch.randint(0, 120, (2, 24))
+    with torch.no_grad():
+        torch.testing.assert_close(theirs(x).logits, ours(x)[0], rtol=0, atol=1e-4)

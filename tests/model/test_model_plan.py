@@ -97,7 +97,9 @@ def test_memory_ddp_versus_fsdp():
 
 def test_plan_time_and_cost():
     p = plan("7b", tokens=100e9, gpus=8, gpu="h100", mfu=0.4, price_per_gpu_hour=2.5)
-    seconds = flops_per_token(preset("7b"), 4096) * 100e9 / (8 * GPUS["h100"].peak_bf16_flops * 0.4)
+    trained = p.steps * p.global_batch_tokens  # whole steps: 100e9 rounded up to 95,368 x 2^20
+    assert 100e9 <= trained < 100e9 + p.global_batch_tokens
+    seconds = flops_per_token(preset("7b"), 4096) * trained / (8 * GPUS["h100"].peak_bf16_flops * 0.4)
     assert p.seconds == pytest.approx(seconds)
     assert p.gpu_hours == pytest.approx(seconds / 3600 * 8)
     assert p.cost == pytest.approx(p.gpu_hours * 2.5)
@@ -117,3 +119,13 @@ def test_plan_time_and_cost():
     for bad in (dict(gpu="tpu"), dict(mfu=0), dict(seq_len=10 ** 6), dict(gpus=0)):
         with pytest.raises(ValueError):
             plan("125m", tokens=1e9, **{"gpus": 1, **bad})
+
+
+def test_fewer_tokens_than_one_step_cost_one_step():
+    """A run trains whole steps: asking for 1e5 tokens with a 4M-token batch still runs (and pays for)
+    one step of 4M tokens, not 1e5 tokens' worth of time."""
+    one = plan("7b", tokens=1e5, gpus=8, global_batch_tokens=2 ** 22)
+    full = plan("7b", tokens=2 ** 22, gpus=8, global_batch_tokens=2 ** 22)
+    assert one.steps == full.steps == 1
+    assert one.seconds == pytest.approx(full.seconds) and one.gpu_hours == pytest.approx(full.gpu_hours)
+    assert "100.00k tokens = 1 steps (4.19M tokens trained)" in render(one)
