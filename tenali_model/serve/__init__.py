@@ -20,6 +20,19 @@ import sys
 DEFAULT_HOST, DEFAULT_PORT = "127.0.0.1", 8000
 
 
+def _at_least(low: float, kind=int, strict: bool = False):
+    """An argparse type: a number >= low (> low when strict), refused at parse time with the flag's name
+    (--max-batch 0 served nothing: every request waited for a slot until its time limit; --threads -1
+    and a negative --prefill-padding were tracebacks after the model had loaded)."""
+    def parse(text: str):
+        value = kind(text)
+        if value != value or value < low or (strict and value == low):  # value != value: NaN
+            raise argparse.ArgumentTypeError(f"must be {'above' if strict else 'at least'} {low:g}, got {text}")
+        return value
+    parse.__name__ = kind.__name__  # argparse names the type in "invalid int value" messages
+    return parse
+
+
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("path", nargs="?", default=None,
                    help="a release folder, a Hugging Face export, a checkpoint (or training out_dir), or a lake "
@@ -33,14 +46,14 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--device", default="auto", help="cpu, cuda, cuda:N or auto")
     p.add_argument("--dtype", default="auto", choices=["auto", "float32", "bfloat16", "float16"],
                    help="auto: bfloat16 on a GPU that supports it, else float32")
-    p.add_argument("--threads", type=int, default=0, help="CPU threads for torch (0: torch's default)")
-    p.add_argument("--max-batch", type=int, default=16, help="sequences decoded together (KV cache slots)")
-    p.add_argument("--max-queue", type=int, default=64, help="requests that may wait for a slot before 429")
-    p.add_argument("--request-timeout", type=float, default=300.0, help="seconds a request may take in all")
+    p.add_argument("--threads", type=_at_least(0), default=0, help="CPU threads for torch (0: torch's default)")
+    p.add_argument("--max-batch", type=_at_least(1), default=16, help="sequences decoded together (KV cache slots)")
+    p.add_argument("--max-queue", type=_at_least(0), default=64, help="requests that may wait for a slot before 429")
+    p.add_argument("--request-timeout", type=_at_least(0, float, strict=True), default=300.0, help="seconds a request may take in all")
     p.add_argument("--stream-interval-ms", type=float, default=20.0,
                    help="stream tokens in chunks at most this often (the first at once; 0: every token as soon as "
                         "possible). Fewer chunks leave the decoding thread more time: see docs/benchmarks.md")
-    p.add_argument("--prefill-padding", type=float, default=0.25,
+    p.add_argument("--prefill-padding", type=_at_least(0, float), default=0.25,
                    help="requests arriving together share a prefill, right-padded, while the padding stays within "
                         "this share of their tokens (0: only prompts of one length share one); bench/bench_prefill.py")
     p.add_argument("--cuda-graph", action="store_true",
@@ -59,6 +72,17 @@ def resolve_device_dtype(device: str, dtype: str):
 
     if device == "auto":
         device = "cuda" if torch.cuda.is_available() else "cpu"
+    # A device this machine lacks is an error to explain, not torch's AssertionError traceback
+    # ("Torch not compiled with CUDA enabled") from deep inside loading the model.
+    try:
+        parsed = torch.device(device)
+    except RuntimeError:
+        raise ValueError(f"--device {device}: not a device (give cpu, cuda, cuda:N or auto)") from None
+    if parsed.type == "cuda":
+        count = torch.cuda.device_count() if torch.cuda.is_available() else 0
+        if (parsed.index or 0) >= count:
+            raise ValueError(f"--device {device}: this machine has {count} CUDA device(s)"
+                             + ("" if count else " (or this torch was built without CUDA)") + "; give --device cpu")
     if dtype == "auto":
         dtype = "bfloat16" if device.startswith("cuda") and torch.cuda.is_bf16_supported() else "float32"
     return device, getattr(torch, dtype)
@@ -97,7 +121,11 @@ def run_server(args: argparse.Namespace) -> int:
             return 2
     if args.threads:
         torch.set_num_threads(args.threads)
-    device, dtype = resolve_device_dtype(args.device, args.dtype)
+    try:
+        device, dtype = resolve_device_dtype(args.device, args.dtype)
+    except ValueError as e:
+        print(f"tenali serve: error: {e}", file=sys.stderr)
+        return 2
     if args.cuda_graph and not device.startswith("cuda"):
         print(f"tenali serve: error: --cuda-graph needs a CUDA device, and this server runs on {device} "
               "(give --device cuda, or drop --cuda-graph)", file=sys.stderr)

@@ -266,6 +266,10 @@ class Engine:
         starts, before it takes a request (`warmup_seconds`)."""
         self.model: Transformer = unwrap(model).eval()
         cfg = self.model.config
+        # max_batch 0 (no slot) left every request waiting in the queue until its time limit.
+        if max_batch < 1 or max_queue < 0 or not request_timeout > 0:
+            raise ValueError(f"max_batch must be >= 1, max_queue >= 0 and request_timeout > 0; got {max_batch}, "
+                             f"{max_queue} and {request_timeout}")
         self.max_len = min(max_len or cfg.max_seq_len, cfg.max_seq_len)
         self.max_batch, self.max_queue = max_batch, max_queue
         self.vocab_limit = vocab_limit if vocab_limit is not None and vocab_limit < cfg.vocab_size else None
@@ -309,8 +313,17 @@ class Engine:
     def start(self) -> "Engine":
         """Start the thread (again after stop(): an app's lifespan may run more than once)."""
         with self._cv:
-            if self._thread is not None and self._thread.is_alive():
+            old = self._thread
+            if old is not None and old.is_alive() and not self._stop:
                 return self
+        # A thread still ending after a stop() that timed out (a long step or warm-up) was taken for a
+        # running one: start() returned, the thread then ended, and every request got EngineStopped.
+        # Wait for it to end, then start a new one.
+        if old is not None:
+            old.join()
+        with self._cv:
+            if self._thread is not None and self._thread.is_alive():
+                return self  # another start() got there first
             self._stop = False
             self._thread = threading.Thread(target=self._run, name="tenali-engine", daemon=True)
             self._thread.start()
@@ -322,7 +335,7 @@ class Engine:
             self._cv.notify_all()
         if self._thread is not None:
             self._thread.join(timeout)
-            if self._thread.is_alive():  # a long step: it stops after it, and start() waits for no new one
+            if self._thread.is_alive():  # a long step: it stops after it (start() waits for that)
                 log.warning("the engine's thread did not stop within %.0f s; it stops after its current step", timeout)
             else:
                 self._thread = None
@@ -359,8 +372,21 @@ class Engine:
         prompt = [int(t) for t in prompt]
         if not prompt:
             raise ValueError("the prompt is empty: give at least one token")
+        # An id outside the embeddings failed the prefill with a bare IndexError (on CUDA a device-side
+        # assert, which breaks every later request too): refused here, before it takes a slot.
+        bad = [t for t in prompt if not 0 <= t < self.model.config.vocab_size]
+        if bad:
+            raise ValueError(f"prompt token ids {bad[:5]} are outside the vocabulary 0..{self.model.config.vocab_size - 1}")
         if params.max_tokens < 1:
             raise ValueError("max_tokens must be at least 1")
+        # Refused at once: each of these used to take a slot and then end the request with
+        # torch.multinomial's "probability tensor contains either inf, nan or element < 0".
+        finite = lambda x: abs(x) < float("inf")  # noqa: E731 - False for NaN too
+        if params.temperature != params.temperature or (params.top_p is not None and params.top_p < 0) \
+                or not (finite(params.frequency_penalty) and finite(params.presence_penalty)):
+            raise ValueError(f"sampling needs a temperature (not NaN), top_p >= 0 and finite penalties; got temperature "
+                             f"{params.temperature}, top_p {params.top_p}, frequency_penalty "
+                             f"{params.frequency_penalty}, presence_penalty {params.presence_penalty}")
         if len(prompt) + params.max_tokens > self.max_len:
             raise ValueError(f"prompt ({len(prompt)} tokens) + max_tokens ({params.max_tokens}) exceeds "
                              f"the context of {self.max_len} tokens")

@@ -85,17 +85,42 @@ def load_hf_model(hf_dir: str | os.PathLike, device: str | torch.device = "cpu",
     from ..hf import _read_hf_weights, hf_names, model_config_from_hf
 
     hf_dir = Path(hf_dir)
-    cfg = model_config_from_hf(json.loads((hf_dir / "config.json").read_text()))
-    theirs = _read_hf_weights(hf_dir)
+    # A corrupt or hand-edited folder is named with its file, not a bare JSON/safetensors/torch
+    # error (a truncated model.safetensors was a SafetensorError traceback from `tenali serve`).
+    config = _read_json(hf_dir / "config.json")
+    try:
+        cfg = model_config_from_hf(config)
+    except (TypeError, ValueError, KeyError) as e:
+        raise LoadError(f"{hf_dir / 'config.json'} is not a usable model config: {type(e).__name__}: {e}") from e
+    from safetensors import SafetensorError  # its own error, not an OSError or ValueError
+
+    try:
+        theirs = _read_hf_weights(hf_dir)
+    except (OSError, ValueError, KeyError, SafetensorError) as e:
+        raise LoadError(f"{hf_dir}: the weights cannot be read ({type(e).__name__}: {e}); copy the folder again") from e
     state = {ours: theirs[name] for ours, name in hf_names(cfg).items() if name in theirs}
-    if cfg.tie_embeddings:
+    if cfg.tie_embeddings and "tok_embeddings.weight" in state:
         state["lm_head.weight"] = state["tok_embeddings.weight"]
     model = empty_model(cfg, "cpu", dtype)  # cast as the weights are copied in; moved once below
-    missing, unexpected = model.load_state_dict(state, strict=False)
+    try:
+        missing, unexpected = model.load_state_dict(state, strict=False)
+    except RuntimeError as e:  # a tensor whose shape is not the config's
+        raise LoadError(f"{hf_dir}: weights do not match config.json: {e}") from e
     if missing or unexpected:
         raise LoadError(f"{hf_dir}: weights do not match the config: missing {missing[:5]}, unexpected {unexpected[:5]}")
     del state, theirs
     return _to_device(model, device)
+
+
+def _read_json(path: Path) -> dict:
+    """A JSON object from path, or a LoadError naming the file."""
+    try:
+        value = json.loads(path.read_text())
+    except (ValueError, UnicodeDecodeError) as e:
+        raise LoadError(f"{path} is not valid JSON ({e})") from None
+    if not isinstance(value, dict):
+        raise LoadError(f"{path} holds a JSON {type(value).__name__}, not an object")
+    return value
 
 
 def hf_eos_ids(folder: Path) -> tuple[int, ...]:
@@ -123,7 +148,7 @@ def load_served(path: str | os.PathLike, tokenizer: str | os.PathLike | None = N
         p = latest_release_dir(p)
     release: dict = {}
     if (p / "release.json").is_file():
-        release = json.loads((p / "release.json").read_text())
+        release = _read_json(p / "release.json")
     try:
         if (p / "config.json").is_file() and not (p / "meta.json").is_file() and "model_type" in (p / "config.json").read_text():
             model = load_hf_model(p, device, dtype)

@@ -344,3 +344,51 @@ def test_generate_ids_checks_lengths_and_cancels_the_rest_on_failure(model, monk
         while (engine.active or engine.queue_depth) and time.time() < deadline:
             time.sleep(0.01)
         assert engine.active == 0 and engine.queue_depth == 0  # the other two were cancelled, not left running
+
+
+def test_bad_token_ids_and_sampling_values_are_refused_before_they_take_a_slot(model):
+    """A prompt id outside the embeddings used to fail its prefill with a bare IndexError (on CUDA a
+    device-side assert that breaks every later request); a negative top_p, a NaN temperature or an
+    infinite penalty used to take a slot and end in torch.multinomial's "probability tensor contains
+    either inf, nan or element < 0". Each is now a ValueError from submit, and nothing is queued."""
+    vocab = model.config.vocab_size
+    with Engine(model, max_batch=2) as engine:
+        for prompt in ([1, vocab], [-1, 2]):
+            with pytest.raises(ValueError, match=r"prompt token ids \[-?\d+\] are outside the vocabulary"):
+                engine.submit(prompt, SamplingParams(max_tokens=2, temperature=0))
+        for bad in (dict(temperature=0.8, top_p=-0.5), dict(temperature=float("nan")),
+                    dict(temperature=0.8, frequency_penalty=float("inf")), dict(presence_penalty=float("nan"))):
+            with pytest.raises(ValueError, match="sampling needs"):
+                engine.submit([1, 2, 3], SamplingParams(max_tokens=4, seed=1, **bad))
+        assert engine.queue_depth == 0 and engine.active == 0
+        # the edges that work are still taken: top_p 0 keeps the likeliest token, a penalty of 2 is fine
+        (out,) = generate_ids(engine, [[1, 2, 3]], SamplingParams(max_tokens=4, top_p=0.0, presence_penalty=2.0, seed=1))
+        assert len(out) == 4
+
+
+@pytest.mark.parametrize("bad", [dict(max_batch=0), dict(max_queue=-1), dict(request_timeout=0),
+                                 dict(request_timeout=-5.0), dict(request_timeout=float("nan"))])
+def test_an_engine_that_could_never_answer_is_refused(model, bad):
+    """max_batch=0 gave no slot, so every request waited in the queue until its time limit; a time
+    limit of 0 (or below, or NaN: never) ended every request, or none, whatever the model did."""
+    with pytest.raises(ValueError, match="max_batch must be >= 1, max_queue >= 0 and request_timeout > 0"):
+        Engine(model, **bad)
+
+
+def test_a_start_after_a_stop_that_timed_out_runs_the_engine(model, monkeypatch):
+    """stop() gives up waiting after its timeout while a long step (or the static step's warm-up)
+    runs; start() then took the ending thread for a running one and returned, the thread ended, and
+    the engine refused every request (EngineStopped) until the process restarted."""
+    _slow_steps(monkeypatch, 0.3)
+    engine = Engine(model, max_batch=2).start()
+    try:
+        running = engine.submit([1, 2, 3], SamplingParams(max_tokens=50, temperature=0))
+        next(running.events(timeout=5))
+        engine.stop(timeout=0.01)
+        assert engine.alive  # still in its step
+        engine.start()
+        assert engine.alive and running.wait(5) and running.finish_reason == "cancelled"
+        (out,) = generate_ids(engine, [[1, 2, 3]], SamplingParams(max_tokens=2, temperature=0), timeout=10)
+        assert len(out) == 2
+    finally:
+        engine.stop()

@@ -116,3 +116,89 @@ def test_a_broken_latest_json_is_explained(tmp_path, capsys, content, says):
         load_served(tmp_path)
     assert main(["serve", "--lake", str(tmp_path)]) == 2
     assert says in capsys.readouterr().err
+
+
+def _shrunk_q_proj(folder):
+    from safetensors.torch import load_file, save_file
+
+    state = load_file(str(folder / "model.safetensors"))
+    name = next(k for k in state if "q_proj" in k)
+    state[name] = state[name][:-4].contiguous()
+    save_file(state, str(folder / "model.safetensors"))
+
+
+@pytest.mark.parametrize("case, says", [
+    ("garbage weights", "the weights cannot be read (SafetensorError"),
+    ("truncated weights", "the weights cannot be read (SafetensorError"),
+    ("a shrunk tensor", "weights do not match config.json"),
+    ("corrupt config.json", "config.json is not valid JSON"),
+    ("config.json a list", "config.json holds a JSON list, not an object"),
+    ("a config value of the wrong type", "config.json is not a usable model config: TypeError"),
+    ("corrupt release.json", "release.json is not valid JSON"),
+    ("release.json a list", "release.json holds a JSON list, not an object"),
+])
+def test_a_broken_release_folder_is_explained(tmp_path, hf_base, capsys, monkeypatch, case, says):
+    """A release folder copied in part or edited by hand: a LoadError naming the file, and `tenali
+    serve` exits 2 with it. Were: a SafetensorError or RuntimeError traceback, an AttributeError for a
+    release.json that is not an object, a TypeError for a config value, a bare JSON message."""
+    import shutil
+
+    import uvicorn
+
+    from tenali_model.cli import main
+
+    folder = shutil.copytree(hf_base, tmp_path / "release")
+    weights, config = folder / "model.safetensors", folder / "config.json"
+    edit = {
+        "garbage weights": lambda: weights.write_bytes(b"garbage" * 10),
+        "truncated weights": lambda: weights.write_bytes(weights.read_bytes()[:1000]),
+        "a shrunk tensor": lambda: _shrunk_q_proj(folder),
+        "corrupt config.json": lambda: config.write_text('{"model_type": "llama", '),
+        "config.json a list": lambda: config.write_text('["model_type"]'),
+        "a config value of the wrong type": lambda: config.write_text(
+            json.dumps({**json.loads(config.read_text()), "hidden_size": "big"})),
+        "corrupt release.json": lambda: (folder / "release.json").write_text("{oops"),
+        "release.json a list": lambda: (folder / "release.json").write_text("[]"),
+    }[case]
+    edit()
+    with pytest.raises(LoadError) as err:
+        load_served(folder)
+    assert says in str(err.value) and str(folder) in str(err.value)
+    monkeypatch.setattr(uvicorn, "run", lambda *a, **k: pytest.fail("served a broken folder"))
+    assert main(["serve", str(folder), "--device", "cpu"]) == 2
+    assert says in capsys.readouterr().err
+
+
+def test_serve_refuses_a_device_this_machine_lacks(ckpt, tok_path, capsys, monkeypatch):
+    """--device cuda on a machine without one (or cuda:N past its count) was torch's AssertionError
+    traceback, after reading the weights; --device with a typo was a RuntimeError traceback."""
+    import uvicorn
+
+    from tenali_model.cli import main
+
+    monkeypatch.setattr(uvicorn, "run", lambda *a, **k: pytest.fail("served"))
+    missing = f"cuda:{torch.cuda.device_count()}" if torch.cuda.is_available() else "cuda"
+    assert main(["serve", str(ckpt), "--tokenizer", str(tok_path), "--device", missing]) == 2
+    assert f"--device {missing}: this machine has" in capsys.readouterr().err
+    assert main(["serve", str(ckpt), "--tokenizer", str(tok_path), "--device", "gpu"]) == 2
+    assert "--device gpu: not a device" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("flag, value, says", [
+    ("--max-batch", "0", "must be at least 1"), ("--max-queue", "-1", "must be at least 0"),
+    ("--threads", "-1", "must be at least 0"), ("--request-timeout", "0", "must be above 0"),
+    ("--request-timeout", "nan", "must be above 0"), ("--prefill-padding", "-0.5", "must be at least 0"),
+    ("--max-batch", "two", "invalid int value"),
+])
+def test_serve_refuses_numbers_that_could_not_serve(ckpt, tok_path, capsys, monkeypatch, flag, value, says):
+    """--max-batch 0 served nothing (every request waited for a slot until its time limit), a time limit
+    of 0 ended every request at once; --threads -1 and a negative --prefill-padding were tracebacks or
+    errors after the weights had loaded. argparse refuses each, naming the flag, before any loading."""
+    import uvicorn
+
+    from tenali_model.cli import main
+
+    monkeypatch.setattr(uvicorn, "run", lambda *a, **k: pytest.fail("served"))
+    assert main(["serve", str(ckpt), "--tokenizer", str(tok_path), "--device", "cpu", flag, value]) == 2
+    err = capsys.readouterr().err
+    assert f"argument {flag}: {says}" in err
