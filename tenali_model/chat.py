@@ -4,9 +4,10 @@ A conversation is a list of ``{"role": "system" | "user" | "assistant", "content
 
     [<|system|> system-text] <|user|> user-text <|assistant|> answer <|endoftext|> <|user|> ... <|assistant|>
 
-Each marker is one id (a special piece of the tokenizer) and each content is encoded on its own, so
-markup can never be forged by text that contains "<|user|>" (the pipeline strips special strings
-from documents; here content is encoded as text and the markers as ids). An answer ends with
+Each marker is one id (a special piece of the tokenizer) and each content is encoded on its own, with
+the special strings removed first (`TextTokenizer.encode_content`, as the pipeline removes them from
+documents), so markup can never be forged by text that contains "<|user|>": the tokenizer would
+otherwise read it as the marker. An answer ends with
 ``<|endoftext|>``, which is the stop token at generation.
 
 Loss mask: the tokens the model must learn to produce are exactly each assistant content and its
@@ -38,7 +39,7 @@ def validate_messages(messages: Sequence[Mapping], where: str = "messages") -> l
         if not isinstance(m, Mapping):
             raise ChatFormatError(f"{where}[{i}]: expected an object with 'role' and 'content'")
         role, content = m.get("role"), m.get("content")
-        if role not in ROLES:
+        if not isinstance(role, str) or role not in ROLES:  # a list/dict role is unhashable: TypeError
             raise ChatFormatError(f"{where}[{i}].role: {role!r} is not one of {sorted(ROLES)}")
         if not isinstance(content, str):
             raise ChatFormatError(f"{where}[{i}].content: expected a string, got {type(content).__name__}")
@@ -68,7 +69,7 @@ def encode_chat(tok: TextTokenizer, messages: Sequence[Mapping], add_generation_
     mask: list[bool] = []
     for m in messages:
         marker = tok.special(ROLES[m["role"]])
-        content = tok.encode(m["content"]) if m["content"] else []
+        content = tok.encode_content(m["content"]) if m["content"] else []
         ids.append(marker)
         mask.append(False)
         if m["role"] == "assistant":

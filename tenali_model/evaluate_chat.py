@@ -73,7 +73,7 @@ def completion_logprobs(model: torch.nn.Module, tok: TextTokenizer, messages: Se
     eot = tok.special(EOT)
     out = []
     for text in completions:
-        answer = tok.encode(text) + [eot]
+        answer = tok.encode_content(text) + [eot]
         ids = (prompt + answer)[-(m.config.max_seq_len + 1):]
         n = min(len(answer), len(ids) - 1)
         x = torch.tensor([ids[:-1]], device=device)

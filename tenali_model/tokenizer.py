@@ -41,6 +41,26 @@ class TextTokenizer:
             return list(self._sp.encode(text))
         return list(self._hf.encode(text, add_special_tokens=False).ids)
 
+    def special_strings(self) -> list[str]:
+        """Strings the encoder turns into a special id wherever text holds them: Tenali's chat and
+        end-of-text pieces (sentencepiece user-defined symbols), and a Hugging Face tokenizer's special
+        added tokens (an imported base's "</s>", "<|eot_id|>", ...). Longest first."""
+        out = {t for t in SPECIAL_TOKENS if self.token_id(t) is not None}
+        if self._hf is not None:
+            out |= {t.content for t in self._hf.get_added_tokens_decoder().values() if t.special}
+        return sorted(out, key=len, reverse=True)
+
+    def encode_content(self, text: str) -> list[int]:
+        """encode() for text that must stay text (a chat message): the special strings in it are
+        removed first, as the pipeline removes them from documents, so a message holding
+        "<|system|>" or "<|endoftext|>" can never forge a turn or end an answer. Removed until none is
+        left, since removing one can join the halves of another."""
+        specials = self.special_strings()
+        while any(s in text for s in specials):
+            for s in specials:
+                text = text.replace(s, "")
+        return self.encode(text)
+
     def decode(self, ids) -> str:
         ids = [int(i) for i in ids]
         if self._sp is not None:

@@ -50,15 +50,23 @@ def read_records(path: str | os.PathLike) -> Iterator[tuple[str, dict]]:
         raise DataError(f"{path}: file not found")
     suffix = path.suffix.lower()
     if suffix in (".jsonl", ".json", ".ndjson"):
-        with open(path, encoding="utf-8") as f:
-            for n, line in enumerate(f, 1):
+        with open(path, "rb") as f:  # decoded per line, so a bad byte is reported with its line
+            for n, raw in enumerate(f, 1):
+                where = f"{path}:line {n}"
+                try:
+                    line = raw.decode("utf-8")
+                except UnicodeDecodeError as e:
+                    raise DataError(f"{where}: not valid UTF-8 ({e.reason} at byte {e.start})") from None
                 if not line.strip():
                     continue
-                where = f"{path}:line {n}"
                 try:
                     rec = json.loads(line)
                 except json.JSONDecodeError as e:
-                    raise DataError(f"{where}: not valid JSON ({e.msg} at column {e.colno})") from None
+                    # a lone bracket: a pretty-printed JSON document (e.g. Alpaca's .json array),
+                    # which "Expecting value at column 1" alone does not explain
+                    hint = ("; the file looks like one JSON document spread over lines, but records must be "
+                            "JSON Lines: one object per line") if line.strip() in ("[", "{") else ""
+                    raise DataError(f"{where}: not valid JSON ({e.msg} at column {e.colno}){hint}") from None
                 if not isinstance(rec, dict):
                     raise DataError(f"{where}: expected a JSON object, got {type(rec).__name__}")
                 yield where, rec
@@ -70,7 +78,9 @@ def read_records(path: str | os.PathLike) -> Iterator[tuple[str, dict]]:
         except Exception as e:  # pyarrow raises several types for a corrupt file
             raise DataError(f"{path}: cannot read Parquet: {e}") from e
         for n, rec in enumerate(rows, 1):
-            yield f"{path}:row {n}", rec
+            # a column the row does not use reads as null (a file mixing the record formats, or
+            # both 'prompt' and 'messages' columns): the field is absent, as in a JSONL record
+            yield f"{path}:row {n}", {k: v for k, v in rec.items() if v is not None}
     else:
         raise DataError(f"{path}: unsupported file type {suffix!r} (use .jsonl or .parquet)")
 
@@ -94,13 +104,21 @@ def _messages(value, where: str, key: str = "messages") -> list[dict]:
         raise DataError(str(e)) from None
 
 
+def _answers_nonempty(msgs: list[dict], where: str, key: str) -> list[dict]:
+    # an empty answer would train the model to stop at once (only <|endoftext|> is a target)
+    for i, m in enumerate(msgs):
+        if m["role"] == "assistant" and not m["content"].strip():
+            raise DataError(f"{where}: field {key}[{i}].content: the assistant's answer is empty")
+    return msgs
+
+
 def chat_from_record(rec: Mapping, where: str) -> list[dict]:
     """The conversation of an SFT record (OpenAI `messages` or Alpaca), validated."""
     if "messages" in rec:
         msgs = _messages(rec["messages"], where)
         if not any(m["role"] == "assistant" for m in msgs):
             raise DataError(f"{where}: field messages: has no assistant message (nothing to learn)")
-        return msgs
+        return _answers_nonempty(msgs, where, "messages")
     if "instruction" in rec or "output" in rec:
         instruction = _string(rec, "instruction", where, nonempty=True)
         extra = _string(rec, "input", where, required=False)
@@ -142,7 +160,7 @@ def pair_from_record(rec: Mapping, where: str) -> Pair:
             msgs = _messages(value, where, key)
             if msgs[0]["role"] != "assistant" or any(m["role"] == "system" for m in msgs):
                 raise DataError(f"{where}: field {key}[0].role: the completion must start with the assistant")
-            sides.append(msgs)
+            sides.append(_answers_nonempty(msgs, where, key))
         else:
             got = "missing" if key not in rec else f"a {type(value).__name__}"
             raise DataError(f"{where}: field {key!r}: expected a string or a list of messages, {got}")
@@ -223,6 +241,12 @@ def encode_completion(tok: TextTokenizer, prompt: Sequence[Mapping], completion:
                       seq_len: int) -> Example | None:
     """The prompt and a completion with labels on the completion's assistant tokens only (not on any
     earlier assistant turn of the prompt). None when truncation leaves no target."""
+    return _encode_completion(tok, prompt, completion, seq_len)[0]
+
+
+def _encode_completion(tok: TextTokenizer, prompt: Sequence[Mapping], completion: Sequence[Mapping],
+                       seq_len: int) -> tuple[Example | None, bool]:
+    """(encode_completion's result, whether the chat was cut at seq_len + 1 tokens)."""
     enc = encode_chat(tok, [*prompt, *completion])
     start = len(prompt_ids(tok, prompt))
     if enc.ids[:start] != prompt_ids(tok, prompt):  # the template guarantees it; a fork would not
@@ -230,17 +254,21 @@ def encode_completion(tok: TextTokenizer, prompt: Sequence[Mapping], completion:
     mask = [m and i >= start for i, m in enumerate(enc.target_mask)]
     ids = enc.ids[:seq_len + 1]
     ex = labels_from_mask(ids, mask[:seq_len + 1])
-    return ex if any(y != -1 for y in ex.labels) else None
+    return (ex if any(y != -1 for y in ex.labels) else None), len(enc.ids) > seq_len + 1
 
 
 def encode_pairs(tok: TextTokenizer, pairs: Sequence[Pair], seq_len: int
                  ) -> tuple[list[tuple[Example, Example]], EncodeStats]:
+    """Pairs cut at seq_len + 1 tokens are counted (`truncated`, as in SFT); a pair is dropped
+    (`dropped`) when a side keeps no target or when the cut leaves both sides the same tokens (no
+    preference left: a constant log 2 loss that would only dilute the step's mean)."""
     stats = EncodeStats()
     out = []
     for pair in pairs:
-        c = encode_completion(tok, pair.prompt, pair.chosen, seq_len)
-        r = encode_completion(tok, pair.prompt, pair.rejected, seq_len)
-        if c is None or r is None:
+        c, c_cut = _encode_completion(tok, pair.prompt, pair.chosen, seq_len)
+        r, r_cut = _encode_completion(tok, pair.prompt, pair.rejected, seq_len)
+        stats.truncated += c_cut or r_cut
+        if c is None or r is None or c == r:
             stats.dropped += 1
             continue
         out.append((c, r))

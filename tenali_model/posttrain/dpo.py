@@ -111,7 +111,8 @@ def prepare(cfg: DPOConfig, d: Dist) -> Stage:
                  tokens_of=lambda b: b["x"].numel(), evaluate=evaluate if val_pairs else None,
                  extra_meta={"tokenizer": str(cfg.tokenizer), "reference": str(reference), "reference_held": held,
                              "beta": cfg.beta, **extended},
-                 summary_extra={"train_pairs": stats.examples, "dropped": stats.dropped}, mode=mode)
+                 summary_extra={"train_pairs": stats.examples, "truncated": stats.truncated,
+                               "dropped": stats.dropped}, mode=mode)
 
 
 def train(cfg: DPOConfig, pipes=None, stop_at: int | None = None) -> dict:

@@ -245,6 +245,23 @@ def test_completion_labels_skip_earlier_assistant_turns(tok, tmp_path):
     assert [y for y in rejected.labels if y != -1] == tok.encode("1.00%.") + [tok.eot_id]
 
 
+def test_pairs_cut_by_the_context_are_counted_and_dropped_when_no_preference_is_left(tok):
+    from tenali_model.chat import encode_chat
+    from tenali_model.posttrain.data import Pair
+    prompt = [{"role": "user", "content": "What is the 10-year yield?"}]
+    pair = Pair(prompt, [{"role": "assistant", "content": "The yield was 4.50%."}],
+                [{"role": "assistant", "content": "The yield was 7.25%."}])
+    c, r = (encode_chat(tok, prompt + side).ids for side in (pair.chosen, pair.rejected))
+    shared = next(i for i, (a, b) in enumerate(zip(c, r)) if a != b)  # tokens both sides begin with
+    _, whole = encode_pairs(tok, [pair], 128)
+    assert (whole.examples, whole.truncated, whole.dropped) == (1, 0, 0)
+    ((cc, rr),), cut = encode_pairs(tok, [pair], shared)  # inputs and labels reach the first differing token
+    assert (cut.examples, cut.truncated, cut.dropped) == (1, 1, 0) and cc.labels[-1] != rr.labels[-1]
+    # one token fewer: both sides are the same tokens, whose loss is log 2 whatever the model does
+    kept, same = encode_pairs(tok, [pair], shared - 1)
+    assert kept == [] and (same.examples, same.truncated, same.dropped) == (0, 1, 1)
+
+
 @pytest.mark.parametrize("lora", [False, True])
 def test_dpo_raises_the_chosen_over_rejected_margin(lora, tok_dir, tok, parent, tmp_path):
     from tenali_model.posttrain.config import LoraSettings
@@ -325,7 +342,22 @@ BAD_PAIRS = [
     ({"messages": [{"role": "user", "content": "q"}, {"role": "assistant", "content": "x"}],
       "chosen": "a", "rejected": "b"}, "must end with a user turn"),
     ({"prompt": "q", "chosen": [{"role": "user", "content": "a"}], "rejected": "b"}, "field chosen[0].role"),
+    ({"prompt": "q", "chosen": "a", "rejected": [{"role": "assistant", "content": ""}]},
+     "field rejected[0].content: the assistant's answer is empty"),
 ]
+
+
+def test_parquet_pairs_with_both_prompt_and_messages_columns(tmp_path):
+    """Each Parquet row has every column (null where unused): 'prompt' rows and 'messages' rows mix."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+    message = pa.struct([("role", pa.string()), ("content", pa.string())])
+    schema = pa.schema([("prompt", pa.string()), ("messages", pa.list_(message)), ("chosen", pa.string()),
+                        ("rejected", pa.string())])
+    rows = [PAIRS[0], {**PAIRS[2], "rejected": "1.00%."}]
+    pq.write_table(pa.Table.from_pylist(rows, schema=schema), tmp_path / "p.parquet")
+    pairs = load_pairs([tmp_path / "p.parquet"])
+    assert [p.prompt for p in pairs] == [[{"role": "user", "content": PAIRS[0]["prompt"]}], PAIRS[2]["messages"]]
 
 
 @pytest.mark.parametrize("record,message", BAD_PAIRS)

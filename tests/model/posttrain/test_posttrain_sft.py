@@ -185,6 +185,12 @@ BAD = [
     ({"messages": [{"role": "user", "content": "only a question"}]}, "line 2", "no assistant message"),
     ({"prompt": "x", "completion": "y"}, "line 2", "expected a 'messages' field"),
     ({"instruction": "Q?", "output": 3}, "line 2", "field 'output': expected a string"),
+    # an empty answer (as Alpaca's empty output) is refused, not trained as an immediate stop
+    ({"messages": [{"role": "user", "content": "q"}, {"role": "assistant", "content": " "}]}, "line 2",
+     "field messages[1].content"),
+    # a role that is not a string (unhashable) is named, not a TypeError traceback
+    ({"messages": [{"role": ["user"], "content": "q"}, {"role": "assistant", "content": "a"}]}, "line 2",
+     "field messages[0].role"),
 ]
 
 
@@ -199,6 +205,30 @@ def test_malformed_files_name_file_line_field_and_write_nothing(record, line, fi
     err = capsys.readouterr().err
     assert f"{bad}:{line}" in err and field in err, err
     assert not out.exists()
+
+
+def test_invalid_utf8_names_the_line(tmp_path):
+    f = tmp_path / "u.jsonl"
+    f.write_bytes(json.dumps(CHATS[1]).encode() + b"\n" + b'{"instruction": "Q\xff?", "output": "A."}\n')
+    with pytest.raises(DataError, match=r"u.jsonl:line 2: not valid UTF-8"):
+        load_chats([f])
+
+
+def test_a_pretty_printed_json_array_is_named_as_not_json_lines(tmp_path):
+    f = tmp_path / "alpaca.json"  # Alpaca's own data file is an indented JSON array
+    f.write_text(json.dumps([CHATS[1]], indent=2))
+    with pytest.raises(DataError, match=r"alpaca.json:line 1: .*records must be JSON Lines"):
+        load_chats([f])
+
+
+def test_parquet_columns_a_row_does_not_use_read_as_absent(tmp_path):
+    """A Parquet file mixing the record formats has every column in every row, null where unused."""
+    message = pa.struct([("role", pa.string()), ("content", pa.string())])
+    schema = pa.schema([("instruction", pa.string()), ("input", pa.string()), ("output", pa.string()),
+                        ("messages", pa.list_(message))])
+    rows = [{"instruction": "Q?", "output": "A."}, CHATS[3]]
+    pq.write_table(pa.Table.from_pylist(rows, schema=schema), tmp_path / "m.parquet")
+    assert load_chats([tmp_path / "m.parquet"]) == [chat_from_record(r, "x") for r in rows]
 
 
 def test_parquet_errors_name_the_row(tmp_path):
