@@ -553,14 +553,14 @@ async def _sse(pieces, rid: str, created: int, model: str, chat: bool, include_u
     used = 0
     async for delta, finish, n, error in pieces:
         used = n
+        if delta:  # before an error chunk too: the text generated so far reaches the client
+            yield chunk({**base, "choices": [choice(delta, None)]})
         if finish == "error":
             yield chunk(_error_body(f"generation failed: {error}", "server_error"))
             break
         if finish == "cancelled":  # the client left (nobody reads this) or the server is shutting down
             yield chunk(_error_body(f"the generation was cancelled{f': {error}' if error else ''}", "server_error"))
             break
-        if delta:
-            yield chunk({**base, "choices": [choice(delta, None)]})
         if finish:
             yield chunk({**base, "choices": [choice(None, finish)]})
     if include_usage:

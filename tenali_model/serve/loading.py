@@ -64,6 +64,9 @@ def latest_release_dir(lake_root: str | os.PathLike) -> Path:
     if not isinstance(release_id, str) or not release_id:
         raise LoadError(f"{pointer} names no release (no \"release_id\" string): materialise the model_release "
                         "asset again to rewrite it, or pass a release folder to `tenali serve PATH`")
+    if Path(release_id).name != release_id or release_id in (".", ".."):  # a path would leave releases/
+        raise LoadError(f"{pointer} names release {release_id!r}, which is not a folder name under {RELEASES}/: "
+                        "materialise the model_release asset again to rewrite it")
     folder = Path(root) / RELEASES / release_id
     if not (folder / "release.json").is_file():
         raise LoadError(f"{pointer} names release {release_id!r}, but {folder} holds no release.json")

@@ -440,3 +440,26 @@ def test_another_assistant_marker_ends_a_chat_answer(client, served):
     answer = resp.json()
     assert answer["choices"][0]["finish_reason"] == "stop" and answer["choices"][0]["message"]["content"] == ""
     assert answer["usage"]["completion_tokens"] == 1
+
+
+@pytest.mark.parametrize("chat", [False, True])
+@pytest.mark.parametrize("finish", ["error", "cancelled"])
+def test_text_that_arrives_with_an_error_is_still_streamed(chat, finish):
+    """Tokens collected in one chunk, then the request fails (or the server shuts down): the text goes
+    out before the error chunk instead of being dropped with it."""
+    import asyncio
+
+    from tenali_model.serve.app import _sse
+
+    async def pieces():
+        yield "Apple", None, 1, None
+        yield " closed at", finish, 3, "boom"
+
+    async def collect():
+        return [c async for c in _sse(pieces(), "id", 0, "m", chat, True, lambda n: {"completion_tokens": n}, None)]
+
+    events = [json.loads(c[6:]) for c in asyncio.run(collect()) if c.startswith("data: {")]
+    texts = [(e["choices"][0]["delta"].get("content") if chat else e["choices"][0]["text"])
+             for e in events if e.get("choices")]
+    assert "".join(t or "" for t in texts) == "Apple closed at"
+    assert "error" in events[-2] and events[-1]["usage"] == {"completion_tokens": 3}

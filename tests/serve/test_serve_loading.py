@@ -102,7 +102,8 @@ def test_an_imported_base_stops_at_its_own_end_of_text(hf_base):
 
 
 @pytest.mark.parametrize("content, says", [("{not json", "is not valid JSON"), ("{}", "names no release"),
-                                           ('{"release_id": 3}', "names no release"), ("[]", "names no release")])
+                                           ('{"release_id": 3}', "names no release"), ("[]", "names no release"),
+                                           ('{"release_id": "../../elsewhere"}', "not a folder name")])
 def test_a_broken_latest_json_is_explained(tmp_path, capsys, content, says):
     from tenali_model.cli import main
 
