@@ -36,6 +36,7 @@ Like tenali_model.config, this module imports only the standard library.
 from __future__ import annotations
 
 import dataclasses
+import math
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any, ClassVar
@@ -91,14 +92,14 @@ class Phase:
             raise ConfigError(f"{prefix}steps must be > 0, got {self.steps}")
         if self.warmup_steps < 0 or self.warmup_steps > self.steps:
             raise ConfigError(f"{prefix}warmup_steps must be in [0, steps={self.steps}], got {self.warmup_steps}")
-        if not self.lr > 0:
-            raise ConfigError(f"{prefix}lr must be > 0, got {self.lr}")
+        if not 0 < self.lr < math.inf:
+            raise ConfigError(f"{prefix}lr must be a finite number > 0, got {self.lr}")
         if not 0 <= self.min_lr <= self.lr:
             raise ConfigError(f"{prefix}min_lr must be in [0, lr={self.lr}], got {self.min_lr}")
         if self.schedule not in SCHEDULES:
             raise ConfigError(f"{prefix}schedule must be one of {list(SCHEDULES)}, got {self.schedule!r}")
-        if not self.temperature > 0:
-            raise ConfigError(f"{prefix}temperature must be > 0, got {self.temperature}")
+        if not 0 < self.temperature < math.inf:
+            raise ConfigError(f"{prefix}temperature must be a finite number > 0, got {self.temperature}")
         if not 0 <= self.alpha <= 1:
             raise ConfigError(f"{prefix}alpha must be in [0, 1], got {self.alpha}")
 
@@ -165,15 +166,21 @@ class StageConfig(JsonConfig):
             raise ConfigError("init_from is empty: name the parent checkpoint (or its out_dir)")
         if not self.out_dir:
             raise ConfigError("out_dir is empty")
-        if Path(self.out_dir).resolve() == Path(self.init_from).resolve():
+        out, parent = Path(self.out_dir).resolve(), Path(self.init_from).resolve()
+        if out == parent:
             raise ConfigError(f"out_dir and init_from are both {self.out_dir}: give the stage its own out_dir")
+        if out in parent.parents:  # e.g. out_dir/step_N: the stage would "resume" from its own parent
+            raise ConfigError(f"init_from {self.init_from} is inside out_dir {self.out_dir}: give the stage its "
+                              "own out_dir")
         for name in ("batch_size", "grad_accum", "log_every", "eval_batches"):
             if getattr(self, name) <= 0:
                 raise ConfigError(f"{name} must be > 0, got {getattr(self, name)}")
-        for name in ("seq_len", "eval_every", "ckpt_every", "keep_last", "num_threads", "weight_decay",
-                     "grad_clip"):
+        for name in ("seq_len", "eval_every", "ckpt_every", "keep_last", "num_threads"):
             if getattr(self, name) < 0:
                 raise ConfigError(f"{name} must be >= 0, got {getattr(self, name)}")
+        for name in ("weight_decay", "grad_clip"):  # NaN (JSON carries it) passes a `< 0` check
+            if not 0 <= getattr(self, name) < math.inf:
+                raise ConfigError(f"{name} must be a finite number >= 0, got {getattr(self, name)}")
         if not (0 <= self.beta1 < 1 and 0 <= self.beta2 < 1):
             raise ConfigError(f"beta1/beta2 must be in [0, 1), got {self.beta1}, {self.beta2}")
         if self.device not in ("auto", "cpu", "cuda"):
@@ -273,8 +280,8 @@ class DPOConfig(ScheduledConfig):
             raise ConfigError("train_files is empty")
         if not self.tokenizer:
             raise ConfigError("tokenizer is empty")
-        if not self.beta > 0:
-            raise ConfigError(f"beta must be > 0, got {self.beta}")
+        if not 0 < self.beta < math.inf:  # an infinite beta makes a zero margin's loss NaN
+            raise ConfigError(f"beta must be a finite number > 0, got {self.beta}")
 
 
 @dataclass(kw_only=True)

@@ -69,7 +69,9 @@ def read_records(path: str | os.PathLike) -> Iterator[tuple[str, dict]]:
                     raise DataError(f"{where}: not valid JSON ({e.msg} at column {e.colno}){hint}") from None
                 if not isinstance(rec, dict):
                     raise DataError(f"{where}: expected a JSON object, got {type(rec).__name__}")
-                yield where, rec
+                # null is an absent field, as in Parquet (pandas' to_json(lines=True) writes null for a
+                # column a row does not use)
+                yield where, {k: v for k, v in rec.items() if v is not None}
     elif suffix == ".parquet":
         import pyarrow.parquet as pq
 

@@ -370,10 +370,17 @@ def test_malformed_preference_files_fail_with_file_line_field(record, message, t
     assert not (tmp_path / "out").exists()
 
 
+@pytest.mark.parametrize("beta", [0.0, float("inf"), float("nan")])
+def test_dpo_beta_must_be_finite_and_positive(beta, tmp_path):
+    # an infinite beta makes a pair whose margin is 0 (every pair at the first step) a NaN loss
+    with pytest.raises(ConfigError, match="beta must be a finite number > 0"):
+        dpo_config("p", "t", ["f.jsonl"], tmp_path / "o", beta=beta).validate()
+
+
 def test_distill_config_validation(tmp_path):
     d = dict(init_from="a", teacher="t", out_dir="o", train_shards=["x.bin"],
              phases=[{"steps": 10, "temperature": 0, "alpha": 0.5}])
-    with pytest.raises(ConfigError, match=r"phases\[0\].temperature must be > 0"):
+    with pytest.raises(ConfigError, match=r"phases\[0\].temperature must be a finite number > 0"):
         DistillConfig.from_dict(d).validate()
     with pytest.raises(ConfigError, match=r"phases\[0\].steps must be int"):
         DistillConfig.from_dict({**d, "phases": [{"steps": 1.5}]})

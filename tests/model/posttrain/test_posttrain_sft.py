@@ -221,6 +221,11 @@ def test_a_pretty_printed_json_array_is_named_as_not_json_lines(tmp_path):
         load_chats([f])
 
 
+def test_jsonl_nulls_read_as_absent(tmp_path):
+    f = write_jsonl(tmp_path / "n.jsonl", [{"instruction": "Q?", "input": None, "output": "A.", "messages": None}])
+    assert load_chats([f]) == [chat_from_record({"instruction": "Q?", "output": "A."}, "x")]
+
+
 def test_parquet_columns_a_row_does_not_use_read_as_absent(tmp_path):
     """A Parquet file mixing the record formats has every column in every row, null where unused."""
     message = pa.struct([("role", pa.string()), ("content", pa.string())])
@@ -245,7 +250,12 @@ def test_config_round_trip_and_errors(tmp_path, parent, tok_dir, chat_file):
     d = json.loads((tmp_path / "c.json").read_text())
     for change, match in (({"stepz": 1}, "unknown field"), ({"steps": "10"}, "steps must be int"),
                           ({"lora": {"r": 4, "targets": []}}, "unknown field"),
-                          ({"format_version": 2}, "format_version 2"), ({"schedule": "step"}, "schedule")):
+                          ({"format_version": 2}, "format_version 2"), ({"schedule": "step"}, "schedule"),
+                          # NaN passed the `< 0` checks (JSON carries it); a parent inside out_dir would be
+                          # taken for the stage's own checkpoint to resume
+                          ({"weight_decay": float("nan")}, "weight_decay must be a finite"),
+                          ({"lr": float("inf")}, "lr must be a finite"),
+                          ({"init_from": str(tmp_path / "o" / "step_00000002")}, "inside out_dir")):
         with pytest.raises(ConfigError, match=match):
             SFTConfig.from_dict({**d, **change}).validate()
     with pytest.raises(ConfigError, match="missing required field"):
