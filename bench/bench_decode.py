@@ -88,6 +88,9 @@ def main(argv=None) -> int:
             print(f"{name}: failed to prepare: {type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}")
             failed = 1
             continue
+        # Printed now as well as in the summary: a run stopped at its time limit (device_checks.sh) prints
+        # no summary, and the compile time is then the one figure it has.
+        print(f"({name} ready after {warmup[name][0]:.1f} s: {warmup[name][1]})")
         paths[name] = lambda pos, decoder=decoder: decoder([0], [5], [pos])
         caches.append(static.view(0))
         flags[name] = "--cuda-graph" + (" --compile" if compile else "")
@@ -117,6 +120,9 @@ def main(argv=None) -> int:
                     fn(pos)
                     sync()
                 times[name].append((clock() - t) / args.steps)
+        # The medians before the op counts (the profiler's start-up is slow): kept if the run is stopped.
+        print("(timed, median ms per step: " + ", ".join(f"{name} {1e3 * statistics.median(v):.3f}"
+                                                        for name, v in times.items()) + "; counting ops next)")
         ops = {}
         from torch.profiler import ProfilerActivity, profile
 

@@ -296,7 +296,10 @@ def main(argv=None) -> int:
             from tenali_model.hf import export_hf
 
             hf_dir = export_hf(ckpt, tmp / "hf")
-            hf = AutoModelForCausalLM.from_pretrained(hf_dir, dtype=getattr(torch, args.dtype)).to(args.device).eval()
+            # dtype again in .to(): transformers before 4.56 knows only torch_dtype= and would load float32
+            # silently (ours bf16 against theirs fp32: a ratio that misleads); the device image brings its own.
+            hf = AutoModelForCausalLM.from_pretrained(hf_dir, dtype=getattr(torch, args.dtype)).to(
+                args.device, getattr(torch, args.dtype)).eval()
             run_transformers(hf, prompts(1, 16, cfg.vocab_size), 4, args.device)
             paths["transformers"] = lambda ps: run_transformers(hf, ps, args.new_tokens, args.device)
         results = []

@@ -34,13 +34,30 @@ work=$(mktemp -d)
 export PYTHONUNBUFFERED=1
 exec > >(tee -a "$OUT/log.txt") 2>&1
 
+# The whole run's time: the device call's 600 s less a margin for the copies after the last stage.
+# The stages' limits add up to 570 s, and the set-up before them (nvidia-smi, a cold `import torch`,
+# pip) takes some of the rest: without this cap a run whose stages all ran to their limits would be
+# cut by the device tool mid-`largest`, before its results were copied to $OUT.
+budget=${DEVICE_CHECKS_BUDGET:-580}
+
 stage() {  # stage NAME LIMIT_SECONDS COMMAND...: run with a time limit, say how it ended, return its status
-    local name=$1 limit=$2 t=$SECONDS rc
+    local name=$1 limit=$2 t=$SECONDS rc left
     shift 2
+    left=$((budget - SECONDS))
+    if [ "$left" -lt "$limit" ]; then
+        if [ "$left" -lt 10 ]; then
+            echo "== $name: skipped (the run's ${budget} s are spent)"
+            return 124
+        fi
+        echo "== $name: limit cut from ${limit} s to the run's ${left} s left"
+        limit=$left
+    fi
     echo "== $name (limit ${limit} s): $*"
-    timeout "$limit" "$@"
+    # -k: SIGKILL 10 s after the SIGTERM, so a process that does not stop on it (bench_serve stops its
+    # engine and server first; a CUDA call can block) cannot hold the run and the GPU past the limit.
+    timeout -k 10 "$limit" "$@"
     rc=$?
-    echo "== $name: exit $rc after $((SECONDS - t)) s$([ $rc = 124 ] && echo ' (time limit)')"
+    echo "== $name: exit $rc after $((SECONDS - t)) s$( { [ $rc = 124 ] || [ $rc = 137 ]; } && echo ' (time limit)')"
     return $rc
 }
 
@@ -75,7 +92,9 @@ if wants tests; then
     # Correctness first: the model's CUDA paths against its CPU ones, the trainer on the GPU, the
     # CUDA-graph decoding step, eager and then compiled (last: the slowest). The overrides keep
     # pyproject's dagster warning filters out: there is no dagster there.
-    stage cuda_tests 70 "$PY" -m pytest -q -p no:cacheprovider -o addopts="" \
+    # PYTEST_DISABLE_PLUGIN_AUTOLOAD: the image's own pytest plugins (benchmark, cov, xdist, hypothesis,
+    # anyio...) are not needed here; not loading them saves start-up time and their surprises.
+    stage cuda_tests 70 env PYTEST_DISABLE_PLUGIN_AUTOLOAD=1 "$PY" -m pytest -q -p no:cacheprovider -o addopts="" \
         -o filterwarnings=ignore::DeprecationWarning tests/model/test_model_cuda.py
 fi
 
