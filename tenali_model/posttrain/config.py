@@ -169,9 +169,11 @@ class StageConfig(JsonConfig):
         out, parent = Path(self.out_dir).resolve(), Path(self.init_from).resolve()
         if out == parent:
             raise ConfigError(f"out_dir and init_from are both {self.out_dir}: give the stage its own out_dir")
-        if out in parent.parents:  # e.g. out_dir/step_N: the stage would "resume" from its own parent
-            raise ConfigError(f"init_from {self.init_from} is inside out_dir {self.out_dir}: give the stage its "
-                              "own out_dir")
+        # out_dir/step_N (or out_dir/latest): a checkpoint of out_dir itself, which the stage would take for its
+        # own to resume. Deeper folders are not (the pipeline keeps a distillation's student_init there).
+        if parent.parent == out:
+            raise ConfigError(f"init_from {self.init_from} is a checkpoint folder of out_dir {self.out_dir}: give "
+                              "the stage its own out_dir")
         for name in ("batch_size", "grad_accum", "log_every", "eval_batches"):
             if getattr(self, name) <= 0:
                 raise ConfigError(f"{name} must be > 0, got {getattr(self, name)}")

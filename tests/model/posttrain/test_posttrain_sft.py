@@ -255,11 +255,14 @@ def test_config_round_trip_and_errors(tmp_path, parent, tok_dir, chat_file):
                           # taken for the stage's own checkpoint to resume
                           ({"weight_decay": float("nan")}, "weight_decay must be a finite"),
                           ({"lr": float("inf")}, "lr must be a finite"),
-                          ({"init_from": str(tmp_path / "o" / "step_00000002")}, "inside out_dir")):
+                          ({"init_from": str(tmp_path / "o" / "step_00000002")}, "a checkpoint folder of out_dir")):
         with pytest.raises(ConfigError, match=match):
             SFTConfig.from_dict({**d, **change}).validate()
     with pytest.raises(ConfigError, match="missing required field"):
         SFTConfig.from_dict({k: v for k, v in d.items() if k != "train_files"})
+    # a parent deeper inside out_dir is not one of its checkpoints (the pipeline's distillation keeps its
+    # student_init/step_00000000 there)
+    SFTConfig.from_dict({**d, "init_from": str(tmp_path / "o" / "student_init" / "step_00000000")}).validate()
 
 
 def test_a_diverged_step_stops_the_stage_before_it_is_saved(tok_dir, parent, tmp_path, monkeypatch):
