@@ -16,6 +16,7 @@ Torch is imported only by the subcommands that need it, so `plan` answers at onc
 from __future__ import annotations
 
 import argparse
+import os
 import math
 import sys
 from pathlib import Path
@@ -215,6 +216,9 @@ def main(argv: list[str] | None = None) -> int:
     handler = {"plan": _plan, "export-hf": _export, "import-hf": _import, "serve": _serve}[args.command]
     try:
         return handler(args)
+    except BrokenPipeError:  # `tenali plan ... | head` closed the pipe: the reader has what it wanted
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # no second error at exit's flush
+        return 0
     except (ValueError, OSError) as e:  # ConfigError, ConversionError, CheckpointError, missing files
         print(f"tenali {args.command}: error: {e}", file=sys.stderr)
         return 2

@@ -154,3 +154,12 @@ def test_a_corrupt_tokenizer_file_is_a_tokenizer_error(name, tmp_path):
         load_tokenizer(tmp_path / name)
     with pytest.raises(TokenizerError, match="is not a"):
         load_tokenizer(tmp_path)  # the folder form finds the same file
+
+
+def test_plan_into_a_closed_pipe_is_quiet():
+    """`tenali plan ... | head -1`: the reader closes the pipe early; no "Broken pipe" error, status 0."""
+    proc = subprocess.Popen([PYTHON, "-m", "tenali_model", "plan", "--config", "7b", "--tokens", "1e9", "--gpus", "8"],
+                            cwd=REPO_ROOT, env=subprocess_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    proc.stdout.close()  # before the interpreter has started: its first write finds the pipe closed
+    err = proc.stderr.read().decode()
+    assert proc.wait(60) == 0 and "Broken pipe" not in err, err
