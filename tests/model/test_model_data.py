@@ -174,18 +174,11 @@ def test_resume_with_another_world_size_keeps_global_position(tmp_path):
 
 
 def test_loader_state_checks(tmp_path):
-    paths, _ = make_stream(tmp_path)
-    state = TokenLoader(paths, 16, 2, seed=1).state_dict()
-    with pytest.raises(ValueError, match="seq_len"):
-        TokenLoader(paths, 8, 2, seed=1).load_state_dict(state)
-    with pytest.raises(ValueError, match="too few"):
-        TokenLoader(paths, 5000, 2)
-
-
-def test_resume_refusals_are_config_errors(tmp_path):
     # ConfigError, not a plain ValueError: the trainer turns it into exit 2 with the message (and the fix)
     # instead of a traceback when a run is resumed with another seq_len or seed.
     paths, _ = make_stream(tmp_path)
+    with pytest.raises(ValueError, match="too few"):
+        TokenLoader(paths, 5000, 2)
     state = TokenLoader(paths, 16, 2, seed=1).state_dict()
     with pytest.raises(ConfigError, match="seq_len 16.*new out_dir"):
         TokenLoader(paths, 8, 2, seed=1).load_state_dict(state)

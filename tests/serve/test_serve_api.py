@@ -1,5 +1,6 @@
 """The OpenAI-compatible routes through FastAPI's TestClient: streaming, stops, usage, every bad input."""
 
+import contextlib
 import json
 import time
 
@@ -389,6 +390,22 @@ def test_a_stopped_engine_answers_503_and_a_stream_cut_by_shutdown_ends_with_an_
         assert r.status_code == 503
 
 
+@contextlib.contextmanager
+def _emitting(served, piece: str):
+    """The served model makes `piece` its greedy choice at every step (a hook on its head)."""
+    token = served.tokenizer.special(piece)
+
+    def favour(module, args, out):
+        out[..., token] += 1e4
+        return out
+
+    hook = served.model.lm_head.register_forward_hook(favour)
+    try:
+        yield
+    finally:
+        hook.remove()
+
+
 @pytest.mark.parametrize("url, body", [("/v1/completions", {"prompt": "AAPL"}),
                                        ("/v1/chat/completions", {"messages": CHAT})])
 @pytest.mark.parametrize("stream", [False, True])
@@ -397,18 +414,9 @@ def test_special_pieces_are_never_answer_text(client, served, url, body, stream)
     does not show the marker, as vLLM's skip_special_tokens does."""
     from tenali_model.tokenizer import PAD
 
-    pad = served.tokenizer.special(PAD)
-
-    def favour_pad(module, args, out):
-        out[..., pad] += 1e4
-        return out
-
-    hook = served.model.lm_head.register_forward_hook(favour_pad)
-    try:
+    with _emitting(served, PAD):
         resp = client.post(url, json={**body, "max_tokens": 3, "temperature": 0, "stream": stream,
                                       "stream_options": {"include_usage": True} if stream else None})
-    finally:
-        hook.remove()
     assert resp.status_code == 200, resp.text
     if stream:
         chunks = [json.loads(line[6:]) for line in resp.text.splitlines() if line.startswith("data: {")]
@@ -426,17 +434,8 @@ def test_special_pieces_are_never_answer_text(client, served, url, body, stream)
 def test_another_assistant_marker_ends_a_chat_answer(client, served):
     from tenali_model.tokenizer import ASSISTANT
 
-    marker = served.tokenizer.special(ASSISTANT)
-
-    def favour_marker(module, args, out):
-        out[..., marker] += 1e4
-        return out
-
-    hook = served.model.lm_head.register_forward_hook(favour_marker)
-    try:
+    with _emitting(served, ASSISTANT):
         resp = client.post("/v1/chat/completions", json={"messages": CHAT, "max_tokens": 5, "temperature": 0})
-    finally:
-        hook.remove()
     answer = resp.json()
     assert answer["choices"][0]["finish_reason"] == "stop" and answer["choices"][0]["message"]["content"] == ""
     assert answer["usage"]["completion_tokens"] == 1
