@@ -384,8 +384,7 @@ def test_a_start_after_a_stop_that_timed_out_runs_the_engine(model, monkeypatch)
     try:
         running = engine.submit([1, 2, 3], SamplingParams(max_tokens=50, temperature=0))
         next(running.events(timeout=5))
-        engine.stop(timeout=0.01)
-        assert engine.alive  # still in its step
+        engine.stop(timeout=0.01)  # almost always mid-step (0.3 s each): the thread outlives the stop
         engine.start()
         assert engine.alive and running.wait(5) and running.finish_reason == "cancelled"
         (out,) = generate_ids(engine, [[1, 2, 3]], SamplingParams(max_tokens=2, temperature=0), timeout=10)
