@@ -8,6 +8,7 @@ library, no transformers needed). `load_tokenizer` picks by what the folder or f
 
 from __future__ import annotations
 
+import functools
 import os
 from pathlib import Path
 
@@ -41,6 +42,7 @@ class TextTokenizer:
             return list(self._sp.encode(text))
         return list(self._hf.encode(text, add_special_tokens=False).ids)
 
+    @functools.cached_property
     def special_strings(self) -> list[str]:
         """Strings the encoder turns into a special id wherever text holds them: Tenali's chat and
         end-of-text pieces (sentencepiece user-defined symbols), and a Hugging Face tokenizer's special
@@ -55,7 +57,7 @@ class TextTokenizer:
         removed first, as the pipeline removes them from documents, so a message holding
         "<|system|>" or "<|endoftext|>" can never forge a turn or end an answer. Removed until none is
         left, since removing one can join the halves of another."""
-        specials = self.special_strings()
+        specials = self.special_strings  # once per tokenizer: encode_content runs per message
         while any(s in text for s in specials):
             for s in specials:
                 text = text.replace(s, "")

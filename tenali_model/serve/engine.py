@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import itertools
 import logging
+import math
 import queue
 import threading
 import time
@@ -381,9 +382,8 @@ class Engine:
             raise ValueError("max_tokens must be at least 1")
         # Refused at once: each of these used to take a slot and then end the request with
         # torch.multinomial's "probability tensor contains either inf, nan or element < 0".
-        finite = lambda x: abs(x) < float("inf")  # noqa: E731 - False for NaN too
-        if params.temperature != params.temperature or (params.top_p is not None and params.top_p < 0) \
-                or not (finite(params.frequency_penalty) and finite(params.presence_penalty)):
+        if math.isnan(params.temperature) or (params.top_p is not None and params.top_p < 0) \
+                or not (math.isfinite(params.frequency_penalty) and math.isfinite(params.presence_penalty)):
             raise ValueError(f"sampling needs a temperature (not NaN), top_p >= 0 and finite penalties; got temperature "
                              f"{params.temperature}, top_p {params.top_p}, frequency_penalty "
                              f"{params.frequency_penalty}, presence_penalty {params.presence_penalty}")
