@@ -58,18 +58,9 @@ def _number(text: str) -> float:
     return value
 
 
-def _positive_int(text: str) -> int:
-    """--seq-len and --micro-batch: 0 used to be taken as 'not given' and silently replaced."""
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not an integer: {text!r}") from None
-    if value <= 0:
-        raise argparse.ArgumentTypeError(f"must be > 0, got {value}")
-    return value
-
-
 def build_parser() -> argparse.ArgumentParser:
+    from .serve import at_least  # argparse only: no torch
+
     p = argparse.ArgumentParser(prog="tenali", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
@@ -103,11 +94,11 @@ def build_parser() -> argparse.ArgumentParser:
                          "bench/bench_mfu.py (e.g. var/device-checks/mfu.json from a GPU run): its measured "
                          "figure for this model is used")
     pl.add_argument("--price", type=float, default=None, help="price per GPU-hour")
-    pl.add_argument("--seq-len", type=_positive_int, default=None, help="default: the config's, else the preset's recipe")
+    pl.add_argument("--seq-len", type=at_least(0, strict=True), default=None, help="default: the config's, else the preset's recipe")
     pl.add_argument("--global-batch-tokens", type=_number, default=None,
                     help="tokens per optimizer step (default: the config's, else the preset's recipe: "
                          "4M tokens for the 7b)")
-    pl.add_argument("--micro-batch", type=_positive_int, default=None,
+    pl.add_argument("--micro-batch", type=at_least(0, strict=True), default=None,
                     help="sequences per GPU per micro-step (default: the config's batch_size, else the recipe's)")
     return p
 

@@ -20,8 +20,8 @@ import sys
 DEFAULT_HOST, DEFAULT_PORT = "127.0.0.1", 8000
 
 
-def _at_least(low: float, kind=int, strict: bool = False):
-    """An argparse type: a number >= low (> low when strict), refused at parse time with the flag's name
+def at_least(low: float, kind=int, strict: bool = False):
+    """An argparse type (here and in `tenali plan`): a number >= low (> low when strict), refused at parse time with the flag's name
     (--max-batch 0 served nothing: every request waited for a slot until its time limit; --threads -1
     and a negative --prefill-padding were tracebacks after the model had loaded)."""
     def parse(text: str):
@@ -46,14 +46,14 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--device", default="auto", help="cpu, cuda, cuda:N or auto")
     p.add_argument("--dtype", default="auto", choices=["auto", "float32", "bfloat16", "float16"],
                    help="auto: bfloat16 on a GPU that supports it, else float32")
-    p.add_argument("--threads", type=_at_least(0), default=0, help="CPU threads for torch (0: torch's default)")
-    p.add_argument("--max-batch", type=_at_least(1), default=16, help="sequences decoded together (KV cache slots)")
-    p.add_argument("--max-queue", type=_at_least(0), default=64, help="requests that may wait for a slot before 429")
-    p.add_argument("--request-timeout", type=_at_least(0, float, strict=True), default=300.0, help="seconds a request may take in all")
+    p.add_argument("--threads", type=at_least(0), default=0, help="CPU threads for torch (0: torch's default)")
+    p.add_argument("--max-batch", type=at_least(1), default=16, help="sequences decoded together (KV cache slots)")
+    p.add_argument("--max-queue", type=at_least(0), default=64, help="requests that may wait for a slot before 429")
+    p.add_argument("--request-timeout", type=at_least(0, float, strict=True), default=300.0, help="seconds a request may take in all")
     p.add_argument("--stream-interval-ms", type=float, default=20.0,
                    help="stream tokens in chunks at most this often (the first at once; 0: every token as soon as "
                         "possible). Fewer chunks leave the decoding thread more time: see docs/benchmarks.md")
-    p.add_argument("--prefill-padding", type=_at_least(0, float), default=0.25,
+    p.add_argument("--prefill-padding", type=at_least(0, float), default=0.25,
                    help="requests arriving together share a prefill, right-padded, while the padding stays within "
                         "this share of their tokens (0: only prompts of one length share one); bench/bench_prefill.py")
     p.add_argument("--cuda-graph", action="store_true",

@@ -124,8 +124,8 @@ def test_post_training_stages_pass_through(stage, tmp_path, capsys):
     (["--tokens", "inf"], "not a finite number: 'inf'"),  # was an OverflowError traceback
     (["--tokens", "nan"], "not a finite number"),
     (["--tokens", "1e9", "--global-batch-tokens", "inf"], "not a finite number"),
-    (["--tokens", "1e9", "--micro-batch", "0"], "must be > 0, got 0"),  # was silently the recipe's
-    (["--tokens", "1e9", "--seq-len", "0"], "must be > 0, got 0"),
+    (["--tokens", "1e9", "--micro-batch", "0"], "must be above 0, got 0"),  # was silently the recipe's
+    (["--tokens", "1e9", "--seq-len", "0"], "must be above 0, got 0"),
 ])
 def test_plan_refuses_bad_numbers(argv, message, capsys):
     assert main(["plan", "--config", "7b", *argv]) == 2
