@@ -445,6 +445,8 @@ class Engine:
             while True:
                 admitted: list[Request] = []
                 with self._cv:
+                    if not self._active and self.metrics is not None:
+                        self.metrics.idle()
                     while not self._stop and not self._pending and not self._active:
                         self._cv.wait()
                     if self._stop:

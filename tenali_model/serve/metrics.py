@@ -24,7 +24,8 @@ class Metrics:
         self.generated = Counter("tenali_generated_tokens", "Tokens generated", registry=r)
         self.prompt_tokens = Counter("tenali_prompt_tokens", "Prompt tokens prefilled", registry=r)
         self.queue_depth = Gauge("tenali_queue_depth", "Requests waiting for a slot", registry=r)
-        self.batch_size = Gauge("tenali_batch_size", "Sequences in the last decoding step", registry=r)
+        self.batch_size = Gauge("tenali_batch_size", "Sequences being decoded (0 while the engine is idle)",
+                                registry=r)
         self.batch_hist = Histogram("tenali_decode_batch_size", "Sequences per decoding step",
                                     buckets=(1, 2, 4, 8, 16, 32, 64, 128), registry=r)
         self.rejected = Counter("tenali_rejected_requests", "Requests refused because the queue was full",
@@ -48,3 +49,7 @@ class Metrics:
     def batch(self, size: int) -> None:
         self.batch_size.set(size)
         self.batch_hist.observe(size)
+
+    def idle(self) -> None:
+        """No sequence left: without this the gauge would show the last step's batch for ever."""
+        self.batch_size.set(0)

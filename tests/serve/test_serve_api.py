@@ -120,6 +120,11 @@ def test_models_health_metrics_info_and_docs(client):
     assert 'route="/v1/completions",status="200"' in text
     assert f"tenali_generated_tokens_total {n}.0" in text  # the one request so far (counted by the engine)
     assert f"tenali_inter_token_latency_seconds_count {n - 1}.0" in text  # the gaps between its tokens
+    deadline = time.monotonic() + 10  # the engine goes idle just after the answer is sent
+    while "tenali_batch_size 0.0" not in text and time.monotonic() < deadline:
+        time.sleep(0.02)
+        text = client.get("/metrics").text
+    assert "tenali_batch_size 0.0" in text  # nothing is decoding now, whatever the last step held
     info = client.get("/info").json()
     assert info["context"] == CONTEXT and info["model"] == "tenali-test"
     assert client.get("/docs").status_code == 200
