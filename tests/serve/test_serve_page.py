@@ -1,5 +1,8 @@
-"""The chat page in a real headless browser (Debian's chromium driven by Playwright): stream, then stop."""
+"""The chat page in a real headless browser (Debian's chromium driven by Playwright): stream, then stop;
+refused requests, cut streams, long conversations, New chat mid-answer, unreadable fields."""
 
+import contextlib
+import json
 import time
 from pathlib import Path
 
@@ -63,3 +66,139 @@ def test_the_page_streams_an_answer_and_stops_one(served, browser, monkeypatch):
         assert app.state.engine.active == 0
         assert page.inner_text("#error") == ""
         page.close()
+
+
+# --- the page's failure paths and limits --------------------------------------------------------------
+
+
+@contextlib.contextmanager
+def _chat_page(served, browser, **options):
+    """(page, app, posted chat bodies) for a live app with these ServeOptions, the page loaded."""
+    from tenali_model.serve.app import ServeOptions, create_app
+
+    options.setdefault("api_key", "")
+    app = create_app(served, ServeOptions(max_batch=2, **options))
+    with LiveServer(app) as server:
+        page = browser.new_page()
+        posted = []
+        page.on("request", lambda r: posted.append(r.post_data_json) if r.url.endswith("/v1/chat/completions") else None)
+        page.goto(server.url + "/")
+        page.wait_for_function("document.getElementById('model-name').textContent === 'tenali-test'")
+        try:
+            yield page, app, posted
+        finally:
+            page.close()
+
+
+def _ask(page, text, state="done"):
+    """Send text; wait for its answer (the new last one) to reach state."""
+    n = page.locator(".assistant").count()
+    page.fill("#prompt", text)
+    page.click("#send")
+    page.wait_for_function(f"(() => {{ const a = document.querySelectorAll('.assistant'); "
+                           f"return a.length > {n} && a[{n}].dataset.state === '{state}'; }})()", timeout=20_000)
+
+
+def test_the_default_max_tokens_fits_a_small_context(served, browser):
+    # The demo model's context is 128 tokens, as here: a max_tokens of 128 is refused (400) by the server.
+    with _chat_page(served, browser) as (page, app, posted):
+        assert int(page.input_value("#max_tokens")) < app.state.engine.max_len
+        _ask(page, "What did Apple close at?")
+        assert page.inner_text("#error") == ""
+
+
+def test_a_refused_request_gives_the_prompt_back_and_leaves_no_turn_behind(served, browser):
+    with _chat_page(served, browser, api_key="sekret") as (page, app, posted):
+        page.fill("#max_tokens", "8")
+        page.fill("#prompt", "What did Apple close at?")
+        page.click("#send")
+        page.wait_for_function("document.getElementById('error').textContent.includes('401')", timeout=20_000)
+        page.wait_for_selector("#send:not([disabled])", timeout=5_000)
+        assert page.locator(".msg").count() == 0  # the refused turn is not shown as part of the chat
+        # the text is back in the box, to send again once the key is in
+        assert page.input_value("#prompt") == "What did Apple close at?"
+        page.fill("#apikey", "sekret")
+        page.click("#send")
+        page.wait_for_selector(".assistant[data-state=done]", timeout=20_000)
+        assert page.inner_text("#error") == ""
+        # the retry is the whole conversation: one user turn, not the failed one as well
+        assert posted[-1]["messages"] == [{"role": "user", "content": "What did Apple close at?"}]
+
+
+def test_new_chat_during_an_answer_starts_an_empty_conversation(served, browser, monkeypatch):
+    import tenali_model.serve.engine as eng
+
+    real = eng.decode_slots
+    monkeypatch.setattr(eng, "decode_slots", lambda *a, **k: (time.sleep(0.05), real(*a, **k))[1])
+    monkeypatch.setattr("tenali_model.serve.app.stop_ids", lambda tok: [])
+    with _chat_page(served, browser) as (page, app, posted):
+        page.fill("#max_tokens", "100")
+        page.fill("#prompt", "And the 10-year yield?")
+        page.click("#send")
+        page.wait_for_function("document.querySelectorAll('.assistant')[0].textContent.length > 0", timeout=20_000)
+        page.click("#clear")
+        page.wait_for_selector("#send:not([disabled])", timeout=10_000)
+        monkeypatch.setattr(eng, "decode_slots", real)
+        page.fill("#max_tokens", "4")
+        _ask(page, "Hello")
+        assert posted[-1]["messages"] == [{"role": "user", "content": "Hello"}]
+        assert page.locator(".msg").count() == 2
+
+
+def test_a_long_conversation_drops_its_oldest_turns_and_keeps_the_system_message(served, browser):
+    from tenali_model.tokenizer import SYSTEM
+
+    system_id = served.tokenizer.token_id(SYSTEM)
+    with _chat_page(served, browser) as (page, app, posted):
+        prompts = []
+        engine = app.state.engine
+        submit = engine.submit
+        engine.submit = lambda prompt, params, **k: (prompts.append(list(prompt)), submit(prompt, params, **k))[1]
+        page.fill("#system", "Answer briefly.")
+        page.fill("#max_tokens", "16")
+        question = "What did the shares of Apple and Microsoft close at on Friday, and why did they move?"
+        for i in range(4):
+            _ask(page, f"{i}. {question}")
+            assert page.inner_text("#error") == ""
+        assert len(prompts) >= 4
+        # every prompt the model saw starts with the system message, none with the middle of a turn
+        assert all(p[0] == system_id for p in prompts), [p[:3] for p in prompts]
+        # and the oldest turns did go: the last request does not carry the first question
+        assert "0. " + question not in json.dumps(posted[-1]["messages"])
+        assert posted[-1]["messages"][0] == {"role": "system", "content": "Answer briefly."}
+        assert posted[-1]["messages"][-1] == {"role": "user", "content": f"3. {question}"}
+
+
+def test_an_unreadable_sampling_field_is_reported_not_replaced_by_the_default(served, browser):
+    with _chat_page(served, browser) as (page, app, posted):
+        page.fill("#temperature", "")
+        page.click("#temperature")
+        page.keyboard.type("1e")  # half an exponent: the input's value reads ""
+        page.fill("#prompt", "What did Apple close at?")
+        page.click("#send")
+        page.wait_for_function("document.getElementById('error').textContent.includes('temperature')",
+                               timeout=5_000)
+        assert posted == []
+        assert page.input_value("#prompt") == "What did Apple close at?"
+
+
+def test_enter_that_confirms_an_input_method_composition_does_not_send(served, browser):
+    with _chat_page(served, browser) as (page, app, posted):
+        page.fill("#prompt", "東京")
+        page.evaluate("""document.getElementById('prompt').dispatchEvent(new KeyboardEvent('keydown',
+            {key: 'Enter', isComposing: true, bubbles: true, cancelable: true}))""")
+        page.wait_for_timeout(300)
+        assert page.locator(".msg").count() == 0 and posted == []
+
+
+def test_a_stream_cut_before_its_end_is_an_error_not_a_finished_answer(served, browser):
+    def chunk(content):
+        return "data: " + json.dumps({"choices": [{"index": 0, "delta": {"content": content}, "finish_reason": None}]})
+
+    with _chat_page(served, browser) as (page, app, posted):
+        # two events in one read, the third split across nothing: the connection closes without [DONE]
+        page.route("**/v1/chat/completions", lambda route: route.fulfill(
+            status=200, content_type="text/event-stream", body=chunk("Hel") + "\n\n" + chunk("lo") + "\n\n"))
+        _ask(page, "What did Apple close at?", state="error")
+        assert page.locator(".assistant").first.inner_text().startswith("Hello")
+        assert "ended" in page.inner_text("#error")
