@@ -63,20 +63,7 @@ def evaluate_latest(context, lake: LakeResource, latest_key: str, chat: bool) ->
     checkpoint = str(store.download_dir(latest["checkpoint_key"], lake.cache() / latest["checkpoint_key"]))
     model = load_model(checkpoint)
 
-    by_domain: dict[str, dict] = {}
-    for domain in sorted({e.get("domain", "all") for e in manifest["splits"]["val"]}):
-        entries = [e for e in manifest["splits"]["val"] if e.get("domain", "all") == domain]
-        tokens, n_bytes = sum(e["tokens"] for e in entries), sum(e["bytes"] for e in entries)
-        try:
-            by_domain[domain] = evaluate_model(model, [str(shards / e["file"]) for e in entries],
-                                               batch_size=8, bytes_per_token=n_bytes / tokens)
-        except ValueError as e:  # fewer tokens than one window
-            context.log.warning(f"validation domain {domain!r} skipped: {e}")
-    if not by_domain:
-        raise dg.Failure("No validation domain has enough tokens for one window: lower seq_len or move TENALI_VAL_START earlier.")
-    total = sum(m["tokens"] for m in by_domain.values())
-    val_loss = sum(m["val_loss"] * m["tokens"] for m in by_domain.values()) / total
-    bpb = sum(m["bits_per_byte"] * m["tokens"] for m in by_domain.values()) / total
+    by_domain, val_loss, bpb, total = score_val_split(context, manifest, shards, model)
 
     tok = shard_tokenizer(store, manifest)
     samples = []
@@ -97,6 +84,8 @@ def evaluate_latest(context, lake: LakeResource, latest_key: str, chat: bool) ->
         "checkpoint": dg.MetadataValue.path(latest["checkpoint"]),
         # the tokenizer it was scored with: the release exports only checkpoints of the lake's tokenizer
         "tokenizer_sha256": manifest["tokenizer"]["sha256"],
+        # the validation text it was scored on: bits per byte compares only on the same text (see val_set_sha256)
+        "val_set_sha256": val_set_sha256(manifest),
         "by_domain": dg.MetadataValue.md("| domain | tokens | loss | perplexity | bits/byte |\n|---|---:|---:|---:|---:|\n" + table),
         "samples": dg.MetadataValue.md("\n\n".join(samples)),
     }
@@ -149,6 +138,47 @@ def evaluate_latest(context, lake: LakeResource, latest_key: str, chat: bool) ->
                          + (f" grounded exact={grounded['exact_match']:.3f} choice={grounded['choice_accuracy']:.3f}"
                             if grounded else ""))
     return metadata
+
+
+def score_val_split(context, manifest: dict, shards, model) -> tuple[dict, float, float, int]:
+    """(figures per domain, val loss, bits per byte, tokens) of a model on a manifest's validation shards
+    (in the local folder `shards`): the numbers an evaluation records and a release compares."""
+    by_domain: dict[str, dict] = {}
+    bytes_per_token: dict[str, float] = {}
+    for domain in sorted({e.get("domain", "all") for e in manifest["splits"]["val"]}):
+        entries = [e for e in manifest["splits"]["val"] if e.get("domain", "all") == domain]
+        tokens, n_bytes = sum(e["tokens"] for e in entries), sum(e["bytes"] for e in entries)
+        try:
+            bytes_per_token[domain] = n_bytes / tokens
+            by_domain[domain] = evaluate_model(model, [str(shards / e["file"]) for e in entries],
+                                               batch_size=8, bytes_per_token=bytes_per_token[domain])
+        except (ValueError, ZeroDivisionError) as e:  # fewer tokens than one window
+            context.log.warning(f"validation domain {domain!r} skipped: {e}")
+    if not by_domain:
+        raise dg.Failure("No validation domain has enough tokens for one window: lower seq_len or move TENALI_VAL_START earlier.")
+    total = sum(m["tokens"] for m in by_domain.values())
+    val_loss = sum(m["val_loss"] * m["tokens"] for m in by_domain.values()) / total
+    # Bits per byte overall is all bits over all bytes evaluated, not a token-weighted mean of the domains'
+    # ratios (that over-weights domains with few bytes per token, e.g. digit-split numbers, and so moves
+    # with the tokenizer: the figure would no longer compare across tokenizers).
+    bpb = (sum(m["val_loss"] * m["tokens"] for m in by_domain.values()) / math.log(2)
+           / sum(m["tokens"] * bytes_per_token[d] for d, m in by_domain.items()))
+    return by_domain, val_loss, bpb, total
+
+
+def val_set_sha256(manifest: dict) -> str:
+    """The identity of the validation text a manifest's val shards hold, independent of the tokenizer:
+    its start date and each domain's documents and UTF-8 bytes. Two bits-per-byte figures compare only
+    when this is the same (new data or a moved TENALI_VAL_START is another, harder or easier, test)."""
+    import hashlib
+
+    domains: dict[str, list[int]] = {}
+    for e in manifest.get("splits", {}).get("val", []):
+        d = domains.setdefault(e.get("domain", "all"), [0, 0])
+        d[0] += int(e.get("documents", 0))
+        d[1] += int(e["bytes"])
+    ident = {"val_start": manifest.get("corpus", {}).get("val_start"), "domains": domains}
+    return hashlib.sha256(json.dumps(ident, sort_keys=True).encode()).hexdigest()
 
 
 def shard_tokenizer(store, manifest: dict):

@@ -24,7 +24,7 @@ from tenali_model.hf import _ARCH, ConversionError, export_hf
 
 from ...resources import LakeResource
 from ..corpus.assets import DOCUMENT_ASSETS
-from ..evaluation.assets import pretrain_evaluation
+from ..evaluation.assets import pretrain_evaluation, score_val_split, val_set_sha256
 from ..shards.assets import MANIFEST, SHARDS_KEY
 from ..tokenizer.assets import TOKENIZER_KEY, export_tokenizer_file, lake_tokenizer
 from ..training.assets import LATEST_KEY
@@ -45,6 +45,10 @@ class ReleaseConfig(dg.Config):
     pick: str = "auto"
     checkpoint_key: str = ""  # a lake key of one checkpoint (overrides pick; must have been evaluated)
     name: str = "tenali"
+    # The current release was scored on another validation set (new data, a moved TENALI_VAL_START) and its
+    # checkpoint has no evaluation on this one and cannot be scored on it (gone from the lake, another tokenizer):
+    # the figures do not compare, so the release is refused unless this is set (a deliberate move).
+    replace_incomparable: bool = False
 
 
 def _key_of(store, uri: str) -> str:
@@ -68,8 +72,10 @@ def _evaluations(instance) -> list[dict]:
                        if isinstance(v.value, (int, float)) and not isinstance(v.value, bool)}
             if "checkpoint" in meta and math.isfinite(figures.get("bits_per_byte", math.nan)):
                 tok = meta.get("tokenizer_sha256")  # absent in evaluations recorded before 2026-12-03
+                val_set = meta.get("val_set_sha256")  # the validation text scored; absent in older evaluations
                 out.append({"checkpoint": str(meta["checkpoint"].value), "figures": figures,
-                            "timestamp": r.timestamp, "stage": stage, "tokenizer_sha256": tok.value if tok else None})
+                            "timestamp": r.timestamp, "stage": stage, "tokenizer_sha256": tok.value if tok else None,
+                            "val_set": val_set.value if val_set else None})
     return sorted(out, key=lambda e: -e["timestamp"])
 
 
@@ -148,10 +154,17 @@ def model_release(context: dg.AssetExecutionContext, lake: LakeResource, config:
             raise dg.Failure("pick='chat' but no instruction-tuned model (sft or dpo) is evaluated: materialise "
                              "sft_evaluation first, or pick 'best'.")
         base = [e for e in existing if e["stage"] == "pretrain"] or existing
+        # bits per byte ranks checkpoints only on one validation text: the newest evaluation's
+        newest_set = base[0]["val_set"]
+        base = [e for e in base if e["val_set"] in (None, newest_set)] if newest_set else base
         chosen = chat[0] if chat and config.pick != "best" else min(base, key=lambda e: e["figures"]["bits_per_byte"])
     else:
         raise dg.Failure(f"pick must be 'auto', 'chat', 'best' or 'latest', not {config.pick!r}")
     ckpt_key = _key_of(store, chosen["checkpoint"])
+    if not store.exists(f"{ckpt_key}/meta.json"):  # pruned since it was evaluated (or never finished uploading)
+        raise dg.Failure(f"The evaluated checkpoint {ckpt_key} is no longer in the lake ({store.uri(ckpt_key)} has no "
+                         "meta.json): name another with checkpoint_key, or pick 'best' / 'auto' (evaluated "
+                         "checkpoints still in the lake).")
     ckpt = store.download_dir(ckpt_key, lake.cache() / ckpt_key)
     meta, cfg = load_meta(ckpt), load_config(ckpt)
     latest_ckpt = store.read_json(LATEST_KEY)
@@ -170,7 +183,24 @@ def model_release(context: dg.AssetExecutionContext, lake: LakeResource, config:
     # Bits per byte compares like with like: a chat model replacing a base model (or back) is a deliberate
     # switch of kind, recorded in release.json, not a regression.
     same_kind = current is not None and _kind(current.get("stage", "pretrain")) == _kind(chosen["stage"])
-    promoted = current is None or not same_kind or bpb <= current["bits_per_byte"] * (1 + TOLERANCE)
+    # ... and on the same validation text: a figure on another set (new data, a moved validation start) is
+    # another test. Then the current release's checkpoint scored on this set is the baseline, if it was.
+    baseline, comparable = (current or {}).get("bits_per_byte"), True
+    if same_kind and current.get("val_set_sha256") and chosen["val_set"] \
+            and current["val_set_sha256"] != chosen["val_set"]:
+        again = [e for e in recorded if _key_of(store, e["checkpoint"]) == current.get("checkpoint_key")
+                 and e["val_set"] == chosen["val_set"] and _kind(e["stage"]) == _kind(chosen["stage"])]
+        baseline = again[0]["figures"]["bits_per_byte"] if again else _rescore(context, store, lake, current,
+                                                                               recorded, manifest, chosen)
+        comparable = baseline is not None
+    if same_kind and not isinstance(baseline, (int, float)):
+        comparable = False  # a pointer without a usable figure is not beaten by default
+    if current is None or not same_kind:
+        promoted = True
+    elif not comparable:
+        promoted = config.replace_incomparable
+    else:
+        promoted = bpb <= baseline * (1 + TOLERANCE)
     release = {
         "release_id": release_id, "model_name": release_id, "created": created.strftime("%Y-%m-%dT%H:%M:%SZ"),
         "model": {**cfg.__dict__, "num_params": meta["num_params"], "architecture": _ARCH[cfg.activation][0]},
@@ -183,40 +213,98 @@ def model_release(context: dg.AssetExecutionContext, lake: LakeResource, config:
         "evaluation": chosen["figures"],
         "lineage": _lineage(context.instance, manifest),
         "previous": current, "promoted": promoted, "pick": config.checkpoint_key or config.pick,
+        "comparable_with_previous": comparable, "baseline_bits_per_byte": baseline,
+        "val_set_sha256": chosen["val_set"],
         "stage": chosen["stage"], "chat_template": _kind(chosen["stage"]) == "chat",
     }
-    key = f"{RELEASES_KEY}/{release_id}"
-    with store.staged_dir(key) as out, tempfile.TemporaryDirectory() as tmp:
-        tok_path = Path(tmp) / release["tokenizer"]["file"]
-        tok_path.write_bytes(tokenizer)
-        try:
-            export_hf(ckpt, out, tokenizer_model=tok_path)
-        except ConversionError as e:
-            raise dg.Failure(f"{ckpt_key} cannot be exported with tokenizer/{tok_file}: {e}") from e
-        if sentencepiece:
-            (out / "tokenizer.model").write_bytes(tokenizer)
-        (out / "README.md").write_text(model_card(release), encoding="utf-8")
-        (out / "release.json").write_text(release_json(release), encoding="utf-8")
-        card = (out / "README.md").read_text(encoding="utf-8")
+    same = _already_released(store, current, ckpt_key, meta, tok_sha, chosen, config.name) if promoted else None
+    if same is not None:
+        # A re-materialisation with nothing new: the current release is this one (same weights, tokenizer,
+        # stage and figures). Another full copy of the model under a new id would only fill the lake.
+        release_id, release["created"] = current["release_id"], same.get("created", release["created"])
+        key = f"{RELEASES_KEY}/{release_id}"
+        card = store.read_bytes(f"{key}/README.md").decode("utf-8")
+        context.log.info(f"{ckpt_key} is already the current release {release_id}: nothing new written.")
+    else:
+        key = f"{RELEASES_KEY}/{release_id}"
+        with store.staged_dir(key) as out, tempfile.TemporaryDirectory() as tmp:
+            tok_path = Path(tmp) / release["tokenizer"]["file"]
+            tok_path.write_bytes(tokenizer)
+            try:
+                export_hf(ckpt, out, tokenizer_model=tok_path)
+            except ConversionError as e:
+                raise dg.Failure(f"{ckpt_key} cannot be exported with tokenizer/{tok_file}: {e}") from e
+            if sentencepiece:
+                (out / "tokenizer.model").write_bytes(tokenizer)
+            (out / "README.md").write_text(model_card(release), encoding="utf-8")
+            (out / "release.json").write_text(release_json(release), encoding="utf-8")
+            card = (out / "README.md").read_text(encoding="utf-8")
     pointer = {"release_id": release_id, "key": key, "uri": store.uri(key), "bits_per_byte": bpb,
-               "checkpoint_key": ckpt_key, "created": release["created"], "stage": chosen["stage"]}
+               "checkpoint_key": ckpt_key, "created": release["created"], "stage": chosen["stage"],
+               "val_set_sha256": chosen["val_set"]}
     if promoted:
-        store.write_json(LATEST_RELEASE_KEY, pointer)
+        if same is None:
+            store.write_json(LATEST_RELEASE_KEY, pointer)
+    elif not comparable:
+        context.log.warning(f"Release {release_id} (bits/byte {bpb:.4f}) was scored on another validation set than the "
+                            f"current {current.get('release_id')} ({current.get('bits_per_byte')}), whose checkpoint has "
+                            "no evaluation on this one and cannot be scored on it now (gone from the lake, another "
+                            "tokenizer, or the new release's own set is not the lake's): the figures do not compare; "
+                            "LATEST.json unchanged. Re-run "
+                            "with config replace_incomparable=True to move to this release deliberately.")
     else:
         context.log.warning(f"Release {release_id} (bits/byte {bpb:.4f}) is worse than the current "
-                            f"{current['release_id']} ({current['bits_per_byte']:.4f}); LATEST.json unchanged.")
+                            f"{current['release_id']} ({baseline:.4f}); LATEST.json unchanged.")
     return dg.MaterializeResult(metadata={
         "release_id": release_id,
         "uri": dg.MetadataValue.path(store.uri(key)),
         "checkpoint": dg.MetadataValue.path(chosen["checkpoint"]),
         "bits_per_byte": bpb,
-        "previous_bits_per_byte": current["bits_per_byte"] if current else float("nan"),
+        "previous_bits_per_byte": float(baseline) if isinstance(baseline, (int, float)) else float("nan"),
+        "comparable_with_previous": comparable,
         "promoted": promoted,
         "num_params": meta["num_params"],
         "stage": chosen["stage"],
         "model_card": dg.MetadataValue.md(card),
         "serve": dg.MetadataValue.text(f"tenali serve {store.uri(key)}" if promoted else "not promoted"),
     })
+
+
+def _rescore(context, store, lake: LakeResource, current: dict, recorded: list[dict], manifest: dict,
+             chosen: dict) -> float | None:
+    """The current release's checkpoint's bits per byte on the validation shards in the lake, scored now,
+    when the new release was scored on those shards and that checkpoint can be: still in the lake and made
+    with the shards' tokenizer (its evaluations say which). New data moves the validation set each day, so
+    without this every release after new data would have nothing to be compared with. None otherwise."""
+    key = current.get("checkpoint_key")
+    tokenizers = {e["tokenizer_sha256"] for e in recorded if _key_of(store, e["checkpoint"]) == key}
+    if not key or chosen["val_set"] != val_set_sha256(manifest) or not store.exists(f"{key}/meta.json") \
+            or tokenizers != {manifest["tokenizer"]["sha256"]}:
+        return None
+    from tenali_model.checkpoint import load_model
+
+    shards = store.download_dir(SHARDS_KEY, lake.cache() / SHARDS_KEY)
+    model = load_model(str(store.download_dir(key, lake.cache() / key)))
+    bpb = score_val_split(context, manifest, shards, model)[2]
+    context.log.info(f"The current release {current.get('release_id')} was scored on another validation set; its "
+                     f"checkpoint {key} scores {bpb:.4f} bits/byte on this one, the baseline of the comparison.")
+    return bpb
+
+
+def _already_released(store, current: dict | None, ckpt_key: str, meta: dict, tok_sha: str, chosen: dict,
+                      name: str) -> dict | None:
+    """The current release's release.json when it is already this release (same checkpoint weights,
+    tokenizer file, stage, figures and name), else None."""
+    if not current or current.get("checkpoint_key") != ckpt_key or current.get("stage") != chosen["stage"]:
+        return None
+    path = f"{RELEASES_KEY}/{current.get('release_id')}/release.json"
+    if not store.exists(path):
+        return None
+    old = store.read_json(path)
+    same = (old.get("checkpoint", {}).get("model_sha256") == meta["model_sha256"]
+            and old.get("tokenizer", {}).get("sha256") == tok_sha and old.get("evaluation") == chosen["figures"]
+            and str(old.get("model_name", "")).startswith(f"{name}-") and old.get("promoted"))
+    return old if same else None
 
 
 @dg.asset_check(asset=model_release, blocking=True,
@@ -236,5 +324,7 @@ def not_worse_than_current(context: dg.AssetCheckExecutionContext, lake: LakeRes
     return dg.AssetCheckResult(passed=passed, metadata={
         "release_id": release_id, "bits_per_byte": release["evaluation"]["bits_per_byte"],
         "current_release": previous["release_id"] if previous else "none: first release",
-        "current_bits_per_byte": previous["bits_per_byte"] if previous else float("nan"),
+        "current_bits_per_byte": float(release.get("baseline_bits_per_byte", previous.get("bits_per_byte")) or math.nan)
+        if previous else float("nan"),
+        "comparable": bool(release.get("comparable_with_previous", True)),
         "missing_files": ", ".join(missing) or "none"})

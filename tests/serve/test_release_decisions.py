@@ -1,0 +1,241 @@
+"""What the release decides and records: overall bits per byte, comparing releases on one validation set, clear errors, no second copy."""
+
+import hashlib
+import logging
+import math
+import shutil
+
+import dagster as dg
+import pytest
+
+from tenali_pipeline.lake import Lake
+from tenali_pipeline.resources import LakeResource
+from ts_helpers import make_checkpoint
+
+
+class _Ctx:
+    log = logging.getLogger("test")
+
+
+def _eval_lake(tmp_path, tok_path, served):
+    root = tmp_path / "lake"
+    lake = Lake(str(root))
+    tok = tok_path.read_bytes()
+    sha = hashlib.sha256(tok).hexdigest()
+    lake.write_bytes("tokenizer/tenali.model", tok)
+    # two validation domains: prose at 4 bytes per token, digit-split numbers at 1 byte per token
+    val = [{"file": "val_news_0000.bin", "tokens": 1000, "bytes": 4000, "documents": 10, "domain": "news"},
+           {"file": "val_market_0000.bin", "tokens": 1000, "bytes": 1000, "documents": 10, "domain": "market"}]
+    lake.write_json("shards/manifest.json", {
+        "tokenizer": {"sha256": sha, "vocab_size": served.tokenizer.vocab_size, "eot_id": 0},
+        "splits": {"train": [], "val": val}, "totals": {"train": 0, "val": 2000},
+        "corpus": {"val_start": "2012-01-01"}})
+    ckpt = make_checkpoint(tmp_path / "run", vocab_size=served.tokenizer.vocab_size)
+    key = f"checkpoints/pretrain/run/{ckpt.name}"
+    shutil.copytree(ckpt, root / key)
+    lake.write_json("checkpoints/pretrain/LATEST.json", {"checkpoint_key": key, "checkpoint": lake.uri(key),
+                                                         "tokenizer_sha256": sha})
+    return lake, LakeResource(root=str(root), cache_dir=str(tmp_path / "cache"))
+
+
+def test_overall_bits_per_byte_is_all_bits_over_all_bytes(tmp_path, tok_path, served, monkeypatch):
+    """Two domains with the same number of evaluated tokens but 4 and 1 bytes per token: the overall bits
+    per byte is total bits / total bytes, not the token-weighted mean of the per-domain ratios."""
+    from tenali_pipeline.defs.evaluation import assets as ev
+
+    losses = {"val_news_0000.bin": 2.0, "val_market_0000.bin": 1.0}
+
+    def fake_evaluate(model, files, batch_size=8, bytes_per_token=None, **kw):
+        loss = losses[files[0].rsplit("/", 1)[-1]]
+        return {"val_loss": loss, "perplexity": math.exp(loss), "tokens": 1000, "seq_len": 128,
+                "bits_per_byte": loss / math.log(2) / bytes_per_token}
+
+    monkeypatch.setattr(ev, "evaluate_model", fake_evaluate)
+    lake, resource = _eval_lake(tmp_path, tok_path, served)
+    meta = ev.evaluate_latest(_Ctx(), resource, "checkpoints/pretrain/LATEST.json", chat=False)
+    bits = (2.0 * 1000 + 1.0 * 1000) / math.log(2)
+    assert meta["bits_per_byte"] == pytest.approx(bits / (4000 + 1000))
+    assert meta["val_loss"] == pytest.approx(1.5)
+    # the validation text it was scored on, for the release to compare like with like
+    assert meta["val_set_sha256"] == ev.val_set_sha256(lake.read_json("shards/manifest.json"))
+
+
+# ---- model_release ---------------------------------------------------------------------------------
+
+from tenali_pipeline.defs.release.assets import LATEST_RELEASE_KEY, model_release, not_worse_than_current  # noqa: E402
+
+
+@pytest.fixture
+def lake_setup(tmp_path, tok_path, served):
+    root = tmp_path / "lake"
+    lake = Lake(str(root))
+    tok = tok_path.read_bytes()
+    lake.write_bytes("tokenizer/tenali.model", tok)
+    vocab = served.tokenizer.vocab_size
+    lake.write_json("shards/manifest.json", {"tokenizer": {"sha256": hashlib.sha256(tok).hexdigest(), "vocab_size": vocab},
+                                             "corpus": {"val_start": "2012-01-01", "train_documents": 10},
+                                             "totals": {"train": 1000, "val": 100}})
+    keys = []
+    for i in range(2):
+        ckpt = make_checkpoint(tmp_path / f"run{i}", seed=i, vocab_size=vocab)
+        key = f"checkpoints/pretrain/run{i}/{ckpt.name}"
+        shutil.copytree(ckpt, root / key)
+        keys.append(key)
+    lake.write_json("checkpoints/pretrain/LATEST.json", {"checkpoint_key": keys[1], "checkpoint": lake.uri(keys[1]),
+                                                         "tokenizer_sha256": hashlib.sha256(tok).hexdigest()})
+    instance = dg.DagsterInstance.ephemeral()
+    resources = {"lake": LakeResource(root=str(root), cache_dir=str(tmp_path / "cache"))}
+    return lake, keys, instance, resources
+
+
+def _evaluated(instance, lake, key, bpb, val_set=None, asset="pretrain_evaluation"):
+    extra = {"val_set_sha256": val_set} if val_set else {}
+    instance.report_runless_asset_event(dg.AssetMaterialization(
+        asset_key=asset,
+        metadata={"bits_per_byte": bpb, "val_loss": bpb * 1.1, "perplexity": 9.0,
+                  "checkpoint": dg.MetadataValue.path(lake.uri(key)), **extra}))
+
+
+def _release(instance, resources, **config):
+    result = dg.materialize([model_release, not_worse_than_current], instance=instance, resources=resources,
+                            run_config={"ops": {"model_release": {"config": config}}} if config else None,
+                            raise_on_error=False)
+    checks = result.get_asset_check_evaluations()
+    return result, checks[0] if checks else None
+
+
+def test_a_release_scored_on_another_validation_set_is_compared_on_that_set(lake_setup):
+    """Bits per byte on new data (another validation set) is another test: the new release is compared with
+    the current release's checkpoint scored on the same set, and refused when there is no such figure."""
+    lake, keys, instance, resources = lake_setup
+    _evaluated(instance, lake, keys[0], 1.50, val_set="A")
+    result, check = _release(instance, resources, checkpoint_key=keys[0])
+    assert check.passed
+    first = lake.read_json(LATEST_RELEASE_KEY)
+    assert first["checkpoint_key"] == keys[0]
+
+    # an easier set: 1.40 looks better than 1.50, but the current checkpoint was never scored on it
+    _evaluated(instance, lake, keys[1], 1.40, val_set="B")
+    result, check = _release(instance, resources, checkpoint_key=keys[1])
+    assert not check.passed and lake.read_json(LATEST_RELEASE_KEY) == first
+    # scored on B the current checkpoint is better (1.30): the new one is worse and refused
+    _evaluated(instance, lake, keys[0], 1.30, val_set="B")
+    result, check = _release(instance, resources, checkpoint_key=keys[1])
+    assert not check.passed and lake.read_json(LATEST_RELEASE_KEY) == first
+
+
+def test_a_better_release_on_a_harder_validation_set_replaces_the_current(lake_setup):
+    lake, keys, instance, resources = lake_setup
+    _evaluated(instance, lake, keys[0], 1.50, val_set="A")
+    _release(instance, resources, checkpoint_key=keys[0])
+    # new, harder data: both checkpoints score worse on it, the new one less so
+    _evaluated(instance, lake, keys[0], 1.80, val_set="B")
+    _evaluated(instance, lake, keys[1], 1.60, val_set="B")
+    result, check = _release(instance, resources, checkpoint_key=keys[1])
+    assert check.passed and lake.read_json(LATEST_RELEASE_KEY)["checkpoint_key"] == keys[1]
+
+
+def test_best_ranks_checkpoints_on_one_validation_set(lake_setup):
+    """'best' picks the lowest bits per byte among evaluations on the newest validation set, not a lower
+    figure that an older checkpoint had on an easier, older set."""
+    lake, keys, instance, resources = lake_setup
+    _evaluated(instance, lake, keys[0], 1.20, val_set="A")  # old, easier set
+    _evaluated(instance, lake, keys[1], 1.60, val_set="B")
+    _evaluated(instance, lake, keys[0], 1.90, val_set="B")
+    result, _ = _release(instance, resources, pick="best")
+    assert result.success
+    assert lake.read_json(LATEST_RELEASE_KEY)["checkpoint_key"] == keys[1]
+
+
+def test_an_evaluated_checkpoint_gone_from_the_lake_is_a_clear_failure(lake_setup):
+    lake, keys, instance, resources = lake_setup
+    _evaluated(instance, lake, keys[0], 1.50)
+    shutil.rmtree(lake.local_dir(keys[0]))
+    for config in ({"checkpoint_key": keys[0]}, {"pick": "latest"}):
+        result, _ = _release(instance, resources, **config)
+        assert not result.success
+        error = result.get_step_failure_events()[0].step_failure_data.error
+        assert error.cls_name == "Failure", (error.cls_name, error.message)
+        assert "no longer in the lake" in error.message
+
+
+def test_the_cards_serve_command_names_a_path_serve_can_load(lake_setup, capsys):
+    """`tenali serve <release id>` (what the card said) is not a path: serve answers that it does not exist."""
+    from tenali_model.serve.loading import load_served
+
+    lake, keys, instance, resources = lake_setup
+    _evaluated(instance, lake, keys[0], 1.50)
+    _release(instance, resources)
+    release_id = lake.read_json(LATEST_RELEASE_KEY)["release_id"]
+    card = (lake.local_dir(f"releases/{release_id}") / "README.md").read_text()
+    commands = [line.split("#")[0].split()[2:] for line in card.splitlines() if line.startswith("tenali serve ")]
+    assert commands
+    for args in commands:
+        args = [a.replace("LAKE_ROOT", str(lake.root)) for a in args]
+        path = args[1] if args[0] == "--lake" else args[0]
+        assert load_served(path).name == release_id
+
+
+def test_releasing_the_current_release_again_writes_no_second_copy(lake_setup):
+    """Materialising model_release twice with nothing new leaves one release folder (a full copy of the
+    model each time would fill the lake), LATEST.json as it was, and the check passing."""
+    lake, keys, instance, resources = lake_setup
+    _evaluated(instance, lake, keys[0], 1.50)
+    result, check = _release(instance, resources)
+    assert result.success and check.passed
+    pointer = lake.read_json(LATEST_RELEASE_KEY)
+    import time
+    time.sleep(1.1)  # release ids carry the second they were made
+    result, check = _release(instance, resources)
+    assert result.success and check.passed
+    folders = [p.name for p in lake.local_dir("releases").iterdir() if p.is_dir()]
+    assert folders == [pointer["release_id"]]
+    assert lake.read_json(LATEST_RELEASE_KEY) == pointer
+    # a new figure for it (re-evaluated) is a new release
+    _evaluated(instance, lake, keys[0], 1.49)
+    time.sleep(1.1)
+    result, check = _release(instance, resources)
+    assert check.passed and lake.read_json(LATEST_RELEASE_KEY)["release_id"] != pointer["release_id"]
+
+
+def test_new_data_scores_the_current_release_on_the_new_validation_set(lake_setup, monkeypatch):
+    """New data moves the validation set every day: the current release's checkpoint, still in the lake and of
+    the shards' tokenizer, is scored on the new set in the release step, and the comparison made there."""
+    from tenali_pipeline.defs.evaluation import assets as ev
+
+    lake, keys, instance, resources = lake_setup
+    manifest = lake.read_json("shards/manifest.json")
+    manifest["splits"] = {"train": [], "val": [{"file": "val_news_0000.bin", "tokens": 1000, "bytes": 4000,
+                                               "documents": 10, "domain": "news"}]}
+    lake.write_json("shards/manifest.json", manifest)
+    lake.write_bytes("shards/val_news_0000.bin", b"")
+    sha, new_set = manifest["tokenizer"]["sha256"], ev.val_set_sha256(manifest)
+    scored = []
+
+    def fake_evaluate(model, files, batch_size=8, bytes_per_token=None, **kw):
+        scored.append(files)
+        return {"val_loss": 1.7 * math.log(2) * bytes_per_token, "perplexity": 1.0, "tokens": 1000, "seq_len": 128,
+                "bits_per_byte": 1.7}
+
+    monkeypatch.setattr(ev, "evaluate_model", fake_evaluate)
+
+    def evaluated(key, bpb, val_set):
+        instance.report_runless_asset_event(dg.AssetMaterialization(asset_key="pretrain_evaluation", metadata={
+            "bits_per_byte": bpb, "checkpoint": dg.MetadataValue.path(lake.uri(key)), "val_set_sha256": val_set,
+            "tokenizer_sha256": sha}))
+
+    evaluated(keys[0], 1.50, "old")
+    _release(instance, resources, checkpoint_key=keys[0])
+    first = lake.read_json(LATEST_RELEASE_KEY)
+    evaluated(keys[1], 1.60, new_set)  # worse than 1.70, the current checkpoint's figure on the new set
+    result, check = _release(instance, resources, checkpoint_key=keys[1])
+    assert len(scored) == 1 and check.passed
+    pointer = lake.read_json(LATEST_RELEASE_KEY)
+    assert pointer["checkpoint_key"] == keys[1] and pointer["val_set_sha256"] == new_set
+    release = lake.read_json(f"releases/{pointer['release_id']}/release.json")
+    assert release["baseline_bits_per_byte"] == pytest.approx(1.7) and release["comparable_with_previous"]
+    # 1.80 on the new set is worse than the current release (1.60, scored on that set): refused
+    evaluated(keys[0], 1.80, new_set)
+    result, check = _release(instance, resources, checkpoint_key=keys[0])
+    assert not check.passed and lake.read_json(LATEST_RELEASE_KEY) == pointer
+    assert first["checkpoint_key"] == keys[0]
