@@ -16,21 +16,24 @@ CHECKPOINT LAYOUT, version 1 (a contract between the trainer, the pipeline and s
                               under another parallelism (DDP <-> FSDP) or world size; index-keyed
                               state (optimizer.state_dict()) is read too
         meta.json             checkpoint_format_version, step, tokens_seen, loss, val_loss,
-                              model_sha256 (of model.safetensors), num_params, created (UTC ISO 8601),
-                              and the training config when known
+                              model_sha256 (of model.safetensors), train_state_sha256 (of
+                              train_state.pt; absent in older checkpoints), num_params, created
+                              (UTC ISO 8601), and the training config when known
 
 Under FSDP the trainer gathers the full weights and optimizer state to rank 0 first, so a sharded
 run writes the same single model.safetensors as any other.
 
 A checkpoint directory is written under a temporary name in out_dir and renamed into place, then
 `latest` is replaced atomically: a reader sees either the old checkpoint or the complete new one.
-Loading verifies model.safetensors against meta.json's sha256 and never unpickles code.
+Loading verifies model.safetensors and train_state.pt against meta.json's sha256s and never
+unpickles code.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+import math
 import os
 import random
 import re
@@ -132,7 +135,8 @@ def save_checkpoint(out_dir: str | os.PathLike, *, step: int, model: torch.nn.Mo
     extra_meta: more meta.json entries (e.g. where an imported model came from).
     rng_per_rank: every rank's `capture_rng()` (index = rank) when several ranks train; `rng`
     holds this process's either way (restore with `rank_rng`).
-    keep_last > 0 keeps that many newest step directories (never the one `latest` names).
+    keep_last > 0 keeps that many newest step directories, and always the one `latest` names and the
+    best by val_loss (named by the `best` pointer file, written when any checkpoint has a val_loss).
     Returns the checkpoint directory.
     """
     out_dir = Path(out_dir)
@@ -167,6 +171,9 @@ def save_checkpoint(out_dir: str | os.PathLike, *, step: int, model: torch.nn.Mo
         }
         torch.save(train_state, tmp / "train_state.pt")
         _fsync(tmp / "train_state.pt")
+        # torch.load reads a flipped byte in a tensor record without complaint (no CRC check), so
+        # the optimizer state is checksummed like the weights
+        state_digest = sha256_file(tmp / "train_state.pt")
         meta = {
             "checkpoint_format_version": CHECKPOINT_FORMAT_VERSION,
             "step": int(step),
@@ -174,6 +181,7 @@ def save_checkpoint(out_dir: str | os.PathLike, *, step: int, model: torch.nn.Mo
             "loss": loss,
             "val_loss": val_loss,
             "model_sha256": digest,
+            "train_state_sha256": state_digest,
             "num_params": model.num_params(),
             "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         }
@@ -194,9 +202,26 @@ def save_checkpoint(out_dir: str | os.PathLike, *, step: int, model: torch.nn.Mo
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     atomic_write_text(out_dir / "latest", final.name + "\n")
+    best = best_checkpoint(out_dir)
+    if best is not None:
+        atomic_write_text(out_dir / "best", best.name + "\n")
     if keep_last > 0:
         prune_checkpoints(out_dir, keep_last)
     return final
+
+
+def best_checkpoint(out_dir: str | os.PathLike) -> Path | None:
+    """The complete checkpoint with the lowest finite val_loss in its meta.json (the newest of equals);
+    None when no checkpoint recorded one (val_loss is recorded at the steps evaluated)."""
+    best, score = None, math.inf
+    for p in list_checkpoints(out_dir):
+        try:
+            v = load_meta(p).get("val_loss")
+        except CheckpointError:
+            continue
+        if isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) and v <= score:
+            best, score = p, v
+    return best
 
 
 def clear_interrupted_saves(out_dir: Path) -> None:
@@ -214,16 +239,31 @@ def clear_interrupted_saves(out_dir: Path) -> None:
 
 
 def prune_checkpoints(out_dir: str | os.PathLike, keep_last: int) -> list[Path]:
-    """Delete all but the newest keep_last complete checkpoints (and the one `latest` names)."""
+    """Delete all but the newest keep_last complete checkpoints, the one `latest` names and the best
+    (lowest val_loss, `best_checkpoint`: the one to release may be older than the last few).
+
+    Each is first renamed to a `.tmp-` folder (gone from every listing at once, never left
+    half-deleted under its own name), then removed as far as the filesystem lets: a reader still
+    holding a file open (an upload, an evaluation; NFS then refuses to remove the folder) must not
+    fail the training run that just saved. What stays behind goes with the next save."""
     out_dir = Path(out_dir)
     keep = {p.name for p in list_checkpoints(out_dir)[-keep_last:]}
     latest = out_dir / "latest"
     if latest.exists():
         keep.add(latest.read_text().strip())
+    best = best_checkpoint(out_dir)
+    if best is not None:
+        keep.add(best.name)
     removed = []
     for p in list_checkpoints(out_dir):
         if p.name not in keep:
-            shutil.rmtree(p)
+            trash = Path(tempfile.mkdtemp(prefix=f".tmp-{p.name}-pruned-", dir=out_dir))
+            try:
+                os.replace(p, trash / p.name)
+            except OSError:
+                shutil.rmtree(trash, ignore_errors=True)
+                continue  # left for a later save to prune
+            shutil.rmtree(trash, ignore_errors=True)
             removed.append(p)
     return removed
 
@@ -272,9 +312,9 @@ def latest_checkpoint(out_dir: str | os.PathLike) -> Path | None:
 
 def resolve_checkpoint(path: str | os.PathLike) -> Path:
     """A checkpoint directory itself, the latest checkpoint of an out_dir, or the one an out_dir's
-    `latest` pointer file names (given as the path)."""
+    `latest` or `best` pointer file names (given as the path)."""
     path = Path(path)
-    if path.name == "latest" and path.is_file():  # `run/latest`: what a reader of the folder reaches for
+    if path.name in ("latest", "best") and path.is_file():  # `run/latest`: what a reader of the folder reaches for
         path = path.parent / path.read_text().strip()
     if (path / "meta.json").is_file():
         return path
@@ -378,18 +418,45 @@ def load_model(ckpt_dir: str | os.PathLike, device: str | torch.device = "cpu",
     return model.eval()
 
 
-def load_train_state(ckpt_dir: str | os.PathLike, mmap: bool = False) -> dict:
-    """train_state.pt read with weights_only=True (plain containers and tensors only).
+def load_train_state(ckpt_dir: str | os.PathLike, mmap: bool = False, verify: bool = True) -> dict:
+    """train_state.pt read with weights_only=True (plain containers and tensors only), its sha256
+    checked first against meta.json's train_state_sha256 when verify (checkpoints from before that
+    entry are read unchecked).
 
     mmap=True maps the tensors instead of reading them: ranks that only need the step, loader and
-    RNG state then never page in the (possibly huge) optimizer state.
+    RNG state then never page in the (possibly huge) optimizer state (pass verify=False there too
+    once another rank has verified the file: hashing reads all of it).
     """
     path = Path(ckpt_dir) / "train_state.pt"
     if not path.is_file():
         raise CheckpointError(f"checkpoint {ckpt_dir}: train_state.pt is missing")
+    if verify:
+        expected = load_meta(ckpt_dir).get("train_state_sha256")
+        if expected is not None and (digest := sha256_file(path)) != expected:
+            raise CheckpointError(
+                f"checkpoint {ckpt_dir}: train_state.pt sha256 mismatch: meta.json records {expected}, "
+                f"the file hashes to {digest} (corrupt or replaced)")
     try:
         state = torch.load(path, map_location="cpu", weights_only=True, mmap=mmap)
     except Exception as e:  # a truncated zip, or a forbidden pickled global
         raise CheckpointError(f"checkpoint {ckpt_dir}: cannot read train_state.pt: {e}") from e
     _check_version(path, state)
     return state
+
+
+def verify_checkpoint(ckpt_dir: str | os.PathLike) -> dict:
+    """Check a checkpoint whole without loading it: meta.json and config.json readable and of this
+    format version, model.safetensors and train_state.pt matching their sha256s, train_state.pt
+    readable (mapped, not read); returns meta. Raises CheckpointError naming what is wrong."""
+    ckpt_dir = Path(ckpt_dir)
+    meta = load_meta(ckpt_dir)
+    load_config(ckpt_dir)
+    weights = ckpt_dir / "model.safetensors"
+    if not weights.is_file():
+        raise CheckpointError(f"checkpoint {ckpt_dir}: model.safetensors is missing")
+    if (digest := sha256_file(weights)) != meta.get("model_sha256"):
+        raise CheckpointError(
+            f"checkpoint {ckpt_dir}: model.safetensors sha256 mismatch: meta.json records "
+            f"{meta.get('model_sha256')}, the file hashes to {digest} (corrupt or replaced)")
+    load_train_state(ckpt_dir, mmap=True)
+    return meta

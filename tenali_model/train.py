@@ -23,7 +23,8 @@ is always plain cross-entropy in nats/token. mfu = tokens_per_sec * plan.flops_p
 + 12 * n_layers * dim * seq_len.) When launched by Dagster Pipes, rank 0 alone opens
 the Pipes session, streams progress as log lines and reports one asset materialization at the end
 (its asset key is the Pipes extra "asset_key" when the launching step targets several assets).
-Exit status: 0 done, 2 bad config or missing/corrupt shards, 1 anything else.
+Exit status: 0 done, 2 bad config, missing/corrupt shards or checkpoints in out_dir of which none
+verifies (a corrupt newest one alone is skipped, with a warning, for the one before), 1 anything else.
 """
 
 from __future__ import annotations
@@ -35,6 +36,7 @@ import math
 import os
 import random
 import sys
+import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -44,8 +46,9 @@ import torch
 import torch.distributed as dist
 import torch.nn as nn
 
-from .checkpoint import (capture_rng, latest_checkpoint, load_config, load_train_state, read_weights,
-                         rank_rng, resolve_checkpoint, restore_rng, save_checkpoint)
+from .checkpoint import (CheckpointError, capture_rng, latest_checkpoint, list_checkpoints, load_config,
+                         load_train_state, read_weights, rank_rng, resolve_checkpoint, restore_rng,
+                         save_checkpoint, verify_checkpoint)
 from .config import ConfigError, TrainConfig, atomic_write_text, num_params, resolve_parallelism
 from .data import TokenLoader, iter_eval_windows, shard_token_count
 from .evaluate import loss_sum
@@ -195,6 +198,12 @@ def check_inputs(cfg: TrainConfig, world_size: int = 1) -> int:
     missing = [p for p in [*cfg.train_shards, *cfg.val_shards] if not Path(p).is_file()]
     if missing:
         raise ConfigError(f"token shard(s) not found: {missing}")
+    try:  # a read-only mount or a path through a file: say so now, not in a traceback at the first save
+        Path(cfg.out_dir).mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryFile(dir=cfg.out_dir):
+            pass
+    except OSError as e:
+        raise ConfigError(f"out_dir {cfg.out_dir} cannot be written: {e}") from None
     total = sum(shard_token_count(p) for p in cfg.train_shards)  # ValueError on a bad header
     val_total = sum(shard_token_count(p) for p in cfg.val_shards)
     seq_len = cfg.resolved_seq_len()
@@ -205,6 +214,37 @@ def check_inputs(cfg: TrainConfig, world_size: int = 1) -> int:
         raise ConfigError(f"train shards hold {total} tokens: too few for one window of "
                           f"{seq_len + 1} tokens per rank ({world_size} ranks)")
     return total
+
+
+def resume_checkpoint(out_dir: Path, d: Dist, say) -> Path | None:
+    """The checkpoint to resume from: the one `latest` names or, when that fails verification (a
+    flipped byte, a file lost by the storage), the newest older one that passes, with a warning; None
+    when out_dir holds none. Rank 0 verifies (hashing every file once) and tells the others (a
+    collective). CheckpointError, naming each one and why, when checkpoints exist but none passes."""
+    choice, problems = None, []
+    if d.is_main:
+        newest, found = latest_checkpoint(out_dir), list_checkpoints(out_dir)
+        older = found[:found.index(newest)] if newest in found else []
+        candidates = [] if newest is None else [newest, *reversed(older)]
+        for ckpt in candidates:
+            try:
+                verify_checkpoint(ckpt)
+            except CheckpointError as e:
+                problems.append(str(e))
+                say(f"warning: cannot resume from {ckpt.name}: {e}")
+                continue
+            choice = ckpt
+            break
+    if d.world_size > 1:
+        shared = [None if choice is None else str(choice), problems]
+        dist.broadcast_object_list(shared, src=0)
+        choice, problems = None if shared[0] is None else Path(shared[0]), shared[1]
+    if choice is None and problems:
+        raise CheckpointError(f"no checkpoint in {out_dir} can be resumed: " + "; ".join(problems)
+                              + " (move them out of the way to start afresh)")
+    if choice is not None and problems:
+        say(f"warning: resuming from the older {choice.name} instead")
+    return choice
 
 
 # --- metrics -----------------------------------------------------------------------------------
@@ -286,7 +326,7 @@ def _train(cfg: TrainConfig, d: Dist, pipes, stop_at: int | None) -> dict:
     if d.is_main:
         out_dir.mkdir(parents=True, exist_ok=True)
 
-    ckpt = latest_checkpoint(out_dir)
+    ckpt = resume_checkpoint(out_dir, d, say)  # verified by rank 0: read below without hashing again
     if ckpt is not None:
         saved = load_config(ckpt)
         if saved != mcfg:
@@ -306,9 +346,9 @@ def _train(cfg: TrainConfig, d: Dist, pipes, stop_at: int | None) -> dict:
     # ranks map train_state.pt only for its small entries.
     reads_state = mode != "fsdp" or d.is_main
     if ckpt is not None:
-        state = load_train_state(ckpt, mmap=mode == "fsdp")
+        state = load_train_state(ckpt, mmap=mode == "fsdp", verify=False)
         has_optimizer = state["optimizer"] is not None  # None in an imported (hf.py) checkpoint
-        load_full_state(model, mode, read_weights(ckpt)[0] if reads_state else None,
+        load_full_state(model, mode, read_weights(ckpt, verify=False)[0] if reads_state else None,
                         optimizer if has_optimizer else None,
                         state["optimizer"] if reads_state else None)
         if state.get("loader"):
@@ -552,7 +592,7 @@ def main(argv: list[str] | None = None) -> int:
             return 2
         try:
             train(cfg, pipes=pipes, stop_at=args.stop_at_step)
-        except ConfigError as e:  # e.g. out_dir holds a checkpoint of another model
+        except (ConfigError, CheckpointError) as e:  # e.g. out_dir holds another model, or none readable
             msg = f"tenali_model.train: error: {e}"
             print(msg, file=sys.stderr)
             if pipes is not None:

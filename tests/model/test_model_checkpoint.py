@@ -117,6 +117,23 @@ def test_keep_last_prunes_and_latest_follows(tmp_path):
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]  # no temp dirs left
 
 
+def test_keep_last_also_keeps_the_best_by_val_loss(tmp_path):
+    """keep the last N and the best: the checkpoint with the lowest val_loss survives pruning however
+    old, and the `best` pointer file names it (a step without an evaluation has no val_loss)."""
+    from tenali_model.checkpoint import best_checkpoint, resolve_checkpoint
+
+    model = small_model()
+    assert best_checkpoint(tmp_path) is None
+    for step, val in ((10, 3.0), (20, 1.0), (30, 2.0), (40, None), (50, float("nan")), (60, 2.5)):
+        save_checkpoint(tmp_path, step=step, model=model, val_loss=val, keep_last=2)
+    assert [p.name for p in list_checkpoints(tmp_path)] == ["step_00000020", "step_00000050", "step_00000060"]
+    assert best_checkpoint(tmp_path).name == "step_00000020"
+    assert resolve_checkpoint(tmp_path / "best").name == "step_00000020"
+    save_checkpoint(tmp_path, step=70, model=model, val_loss=0.5, keep_last=2)  # a new best frees the old
+    assert [p.name for p in list_checkpoints(tmp_path)] == ["step_00000060", "step_00000070"]
+    assert (tmp_path / "best").read_text().strip() == "step_00000070"
+
+
 def test_a_checkpoint_is_named_by_its_folder_its_out_dir_or_the_latest_file(tmp_path):
     """Commands that take a checkpoint (export-hf, evaluate, serve) accept the step folder, the
     training out_dir, or the out_dir's `latest` pointer file, which is what a reader of the folder
@@ -177,3 +194,47 @@ def test_the_next_save_clears_what_a_killed_save_left(tmp_path):
                                                           "step_00000003"]
     assert json.loads((tmp_path / "step_00000002" / "meta.json").read_text())["loss"] == 2.0
     load_model(tmp_path / "step_00000002")  # whole: its checksum verifies
+
+
+def test_corrupt_optimizer_state_fails_with_sha256_message(tmp_path):
+    """torch.load reads a flipped byte inside a tensor of train_state.pt without complaint (its zip
+    reader checks no CRC): resuming would continue from a silently corrupted optimizer state."""
+    model = small_model()
+    path = save_checkpoint(tmp_path, step=3, model=model, optimizer=trained_optimizer(model))
+    state_file = path / "train_state.pt"
+    raw = bytearray(state_file.read_bytes())
+    raw[len(raw) // 2] ^= 0xFF  # inside the optimizer's moment tensors, not the zip structure
+    state_file.write_bytes(bytes(raw))
+    with pytest.raises(CheckpointError, match="train_state.pt sha256 mismatch"):
+        load_train_state(path)
+    assert len(json.loads((path / "meta.json").read_text())["train_state_sha256"]) == 64
+    from tenali_model.checkpoint import verify_checkpoint
+    with pytest.raises(CheckpointError, match="train_state.pt sha256 mismatch"):
+        verify_checkpoint(path)
+    load_train_state(path, verify=False)  # the damage is invisible without the checksum
+
+
+def test_pruning_a_checkpoint_someone_still_reads_does_not_fail_the_save(tmp_path, monkeypatch):
+    """An upload or evaluation holding a file of an old checkpoint open (on NFS the folder then
+    cannot be removed: 'Directory not empty') made the save that pruned it raise, killing the
+    training run after its checkpoint was safely written. The pruned checkpoint leaves every listing
+    at once, and what could not be removed goes with the next save."""
+    import shutil
+
+    import tenali_model.checkpoint as ckpt_module
+
+    real_rmtree = shutil.rmtree
+
+    def busy_rmtree(path, ignore_errors=False, **kw):
+        if not ignore_errors:
+            raise OSError(39, "Directory not empty", str(path))  # NFS keeps a .nfs* file behind
+
+    model = small_model()
+    save_checkpoint(tmp_path, step=10, model=model, keep_last=1)
+    monkeypatch.setattr(ckpt_module.shutil, "rmtree", busy_rmtree)
+    path = save_checkpoint(tmp_path, step=20, model=model, keep_last=1)
+    assert latest_checkpoint(tmp_path) == path
+    assert [p.name for p in list_checkpoints(tmp_path)] == ["step_00000020"]
+    monkeypatch.setattr(ckpt_module.shutil, "rmtree", real_rmtree)  # the reader is done
+    save_checkpoint(tmp_path, step=30, model=model, keep_last=1)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["latest", "step_00000030"]

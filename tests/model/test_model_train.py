@@ -385,3 +385,44 @@ def test_cli_rejects_a_global_batch_that_does_not_divide(shards, tmp_path, capsy
     tiny_config(shards, tmp_path / "o", global_batch_tokens=1000).to_json(cfg_path)
     assert main(["--config", str(cfg_path)]) == 2
     assert "global_batch_tokens (1000) must be a positive multiple" in capsys.readouterr().err
+
+
+def test_a_corrupt_newest_checkpoint_resumes_from_the_one_before(shards, tmp_path, capsys):
+    """A newest checkpoint whose weights fail their sha256 (a flipped byte on the storage) made
+    every rerun die with a traceback: the run could not go on without someone deleting it by hand.
+    It is skipped, with a warning, for the newest one that verifies, and the run still ends exactly
+    where an uninterrupted one does; when none verifies, exit 2 and a message naming them."""
+    kw = dict(steps=12, log_every=2, eval_every=4, ckpt_every=4, keep_last=3)
+    full, split = tmp_path / "full", tmp_path / "split"
+    train(tiny_config(shards, full, **kw))
+    train(tiny_config(shards, split, **kw), stop_at=8)
+    weights = split / "step_00000008" / "model.safetensors"
+    raw = bytearray(weights.read_bytes())
+    raw[-5] ^= 0xFF
+    weights.write_bytes(bytes(raw))
+    capsys.readouterr()
+    summary = train(tiny_config(shards, split, **kw))
+    out = capsys.readouterr().out
+    assert "cannot resume from step_00000008" in out and "sha256 mismatch" in out
+    assert summary["resumed_from_step"] == 4 and summary["step"] == 12
+    assert_same_run(read_metrics(full), read_metrics(split), full / "step_00000012",
+                    split / "step_00000012", rel=0, atol=0)
+
+    for ckpt in list_checkpoints(split):  # now every checkpoint is damaged
+        (ckpt / "train_state.pt").write_bytes((ckpt / "train_state.pt").read_bytes()[:100])
+    cfg_path = tmp_path / "train.json"
+    tiny_config(shards, split, **{**kw, "steps": 16}).to_json(cfg_path)
+    assert main(["--config", str(cfg_path)]) == 2
+    err = capsys.readouterr().err
+    assert "no checkpoint in" in err and "step_00000012" in err and "step_00000004" in err
+
+
+def test_cli_out_dir_that_cannot_be_written_exits_2(shards, tmp_path, capsys):
+    """An out_dir that cannot be created (a path through a file, a read-only mount) is a config
+    error found before any work, not a traceback from the trainer."""
+    blocker = tmp_path / "file"
+    blocker.write_text("not a directory")
+    cfg_path = tmp_path / "train.json"
+    tiny_config(shards, blocker / "run", steps=2).to_json(cfg_path)
+    assert main(["--config", str(cfg_path)]) == 2
+    assert f"out_dir {blocker / 'run'} cannot be written" in capsys.readouterr().err

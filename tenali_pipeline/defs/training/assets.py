@@ -260,7 +260,7 @@ def seed_from_parent(parent_dir: Path, run_dir: Path) -> int:
     (the shards are new). ``parent.json`` in the run folder records the parent, so a retry, which finds
     its own checkpoints there, keeps them and the same step target.
     """
-    from tenali_model.checkpoint import latest_checkpoint, load_meta, load_train_state
+    from tenali_model.checkpoint import latest_checkpoint, load_meta, load_train_state, sha256_file
     from tenali_model.config import atomic_write_text
 
     record = run_dir / "parent.json"
@@ -274,11 +274,14 @@ def seed_from_parent(parent_dir: Path, run_dir: Path) -> int:
                                           "parent_tokens_seen": meta["tokens_seen"]}) + "\n")
     tmp = Path(tempfile.mkdtemp(prefix=".seed-", dir=run_dir))
     try:
-        for name in ("model.safetensors", "config.json", "meta.json"):
+        for name in ("model.safetensors", "config.json"):
             shutil.copy2(parent_dir / name, tmp / name)
         state = load_train_state(parent_dir)
         state["loader"] = None
         torch.save(state, tmp / "train_state.pt")
+        # meta.json checksums train_state.pt: the rewritten one's, or resuming refuses it as corrupt
+        (tmp / "meta.json").write_text(json.dumps({**meta, "train_state_sha256": sha256_file(tmp / "train_state.pt")},
+                                                  indent=2) + "\n")
         os.replace(tmp, run_dir / parent_dir.name)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
