@@ -1,5 +1,5 @@
 # The Dagster code location (user deployment): tenali_pipeline + tenali_model with the aws, k8s,
-# postgres and live extras. The run worker pods (K8sRunLauncher) use this image too: they download
+# postgres, live and track extras. The run worker pods (K8sRunLauncher) use this image too: they download
 # shards into the shared volume, launch the trainer, evaluate checkpoints on CPU and upload results.
 #
 #   docker build -f infra/docker/pipeline.Dockerfile -t REGISTRY/tenali-pipeline:$(git rev-parse --short HEAD) .
@@ -17,7 +17,9 @@ WORKDIR /opt/tenali
 COPY pyproject.toml README.md workspace.yaml ./
 COPY tenali_pipeline ./tenali_pipeline
 COPY tenali_model ./tenali_model
-RUN pip install ".[aws,k8s,postgres,live]"
+# track: the MLflow and W&B clients, imported by the run worker when TENALI_MLFLOW_TRACKING_URI or
+# TENALI_WANDB_PROJECT is set (tenali_pipeline/tracking.py); without them tracking is only a warning.
+RUN pip install ".[aws,k8s,postgres,live,track]"
 
 RUN useradd --uid 10001 --create-home tenali && mkdir -p "$DAGSTER_HOME" && chown 10001 "$DAGSTER_HOME"
 USER 10001

@@ -270,6 +270,21 @@ class EcsTrainingLauncher(dg.ConfigurableResource):
                           allow_retries=False)
 
 
+def _aws_region() -> str:
+    """The region boto3 itself uses (AWS_REGION, AWS_DEFAULT_REGION, else the profile in ~/.aws/config):
+    the ECS calls go there, so the trainer's logs must too, or the failure's log tail is read from
+    another region than the one awslogs wrote (and created the group) in."""
+    region = os.environ.get("AWS_REGION") or os.environ.get("AWS_DEFAULT_REGION", "")
+    if region:
+        return region
+    try:
+        import boto3
+
+        return boto3.session.Session().region_name or ""
+    except Exception:  # noqa: BLE001 - no boto3 or an unreadable config: the launch names what is missing
+        return ""
+
+
 def ecs_launcher_from_settings(settings) -> EcsTrainingLauncher:
     """The launcher for TENALI_LAUNCHER=ecs, from TENALI_ECS_* and the shared variables (checked by
     settings.load_settings)."""
@@ -288,7 +303,7 @@ def ecs_launcher_from_settings(settings) -> EcsTrainingLauncher:
         capacity_provider=get("TENALI_ECS_CAPACITY_PROVIDER"), subnets=get("TENALI_ECS_SUBNETS"),
         security_groups=get("TENALI_ECS_SECURITY_GROUPS"), execution_role_arn=get("TENALI_ECS_EXECUTION_ROLE"),
         task_role_arn=get("TENALI_ECS_TASK_ROLE"), log_group=get("TENALI_ECS_LOG_GROUP", "/tenali/trainer"),
-        region=os.environ.get("AWS_REGION") or os.environ.get("AWS_DEFAULT_REGION", ""), efs_file_system_id=get("TENALI_ECS_EFS_ID"),
+        region=_aws_region(), efs_file_system_id=get("TENALI_ECS_EFS_ID"),
         shared_mount=get("TENALI_SHARED_MOUNT"), lake_root=settings.lake_root,
         s3_endpoint_url=settings.s3_endpoint_url, pipes_bucket=bucket,
         pipes_prefix=get("TENALI_PIPES_PREFIX", "pipes"))

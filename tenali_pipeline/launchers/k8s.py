@@ -42,10 +42,14 @@ FATAL_WAITING = {"ErrImagePull", "ImagePullBackOff", "InvalidImageName", "CrashL
                  "CreateContainerError"}
 
 
-def _name(run_id: str, op_name: str, prefix: str = "tenali-train") -> str:
-    """A DNS-1123 name per run and step (<= 52 chars, so pod names with an index stay under 63)."""
-    op = "".join(c if c.isalnum() else "-" for c in op_name.lower()).strip("-")[:20]
-    return f"{prefix}-{run_id[:8]}-{op}".strip("-")[:52].rstrip("-")
+def _name(run_id: str, op_name: str, prefix: str = "tenali-train", launch_id: str = "") -> str:
+    """A DNS-1123 name per run, step and launch (<= 52 chars, so pod names with an index stay under
+    63). `launch_id` makes each attempt's name its own: a retry of the step must not reuse the name
+    of the Job and Service it just deleted, whose pods (same job-name label, same hostnames behind the
+    Service) are still terminating and would be read as the retry's own failed pods."""
+    op = "".join(c if c.isalnum() else "-" for c in op_name.lower()).strip("-")[:20].strip("-")
+    suffix = f"-{launch_id[:6]}" if launch_id else ""
+    return f"{prefix}-{run_id[:8]}-{op}".strip("-")[:52 - len(suffix)].rstrip("-") + suffix
 
 
 class K8sTrainingLauncher(dg.ConfigurableResource):
@@ -71,6 +75,9 @@ class K8sTrainingLauncher(dg.ConfigurableResource):
     master_port: int = 29500
     timeout_seconds: int = 14 * 24 * 3600
     poll_interval: float = 10.0
+    # How long the Kubernetes API may keep failing (5xx, 429, connection refused: a control-plane
+    # upgrade, an API server restart) while a Job trains before the launcher gives up on it.
+    api_error_grace_seconds: float = 600.0
 
     # ---- what is submitted ----------------------------------------------------------------------
     def _selector(self) -> dict:
@@ -267,7 +274,7 @@ class K8sTrainingLauncher(dg.ConfigurableResource):
 
         injector, reader = self._pipes(multi=True)
         kube = self._kube()
-        name = _name(context.run_id, context.op.name)
+        name = _name(context.run_id, context.op.name, launch_id=uuid.uuid4().hex[:6])
         with dg.open_pipes_session(context=context, extras=extras or {}, context_injector=injector,
                                    message_reader=reader) as session:
             service, job = self.job_manifests(name, context.run_id, config_path,
@@ -292,12 +299,26 @@ class K8sTrainingLauncher(dg.ConfigurableResource):
     def _wait_for_job(self, kube, name: str, context) -> None:
         """Until every index succeeded; fail fast on a failed pod or one that cannot start."""
         deadline = time.monotonic() + self.timeout_seconds
+        failing_since = None  # when the API began failing, while it does
         while True:
-            status = kube.batch_api.read_namespaced_job_status(name, self.namespace).status
+            try:
+                status = kube.batch_api.read_namespaced_job_status(name, self.namespace).status
+                pods = kube.core_api.list_namespaced_pod(
+                    self.namespace, label_selector=f"batch.kubernetes.io/job-name={name}").items
+            except Exception as e:  # noqa: BLE001 - a passing API outage must not kill a days-long training
+                if not _transient_api_error(e):
+                    raise
+                failing_since = failing_since or time.monotonic()
+                if time.monotonic() - failing_since > self.api_error_grace_seconds:
+                    raise failure(f"job {name}", None, "", f"the Kubernetes API kept failing for more than "
+                                  f"{self.api_error_grace_seconds:.0f} s ({type(e).__name__}: {e})") from e
+                context.log.warning(f"the Kubernetes API failed while following job {name} "
+                                    f"({type(e).__name__}: {str(e)[:200]}); asking again")
+                time.sleep(self.poll_interval)
+                continue
+            failing_since = None
             if (status.succeeded or 0) >= self.nodes:
                 return
-            pods = kube.core_api.list_namespaced_pod(
-                self.namespace, label_selector=f"batch.kubernetes.io/job-name={name}").items
             for pod in pods:
                 for cs in pod.status.container_statuses or []:
                     term, wait = cs.state.terminated if cs.state else None, cs.state.waiting if cs.state else None
@@ -314,6 +335,16 @@ class K8sTrainingLauncher(dg.ConfigurableResource):
             if time.monotonic() > deadline:
                 raise failure(f"job {name}", None, "", f"no result after {self.timeout_seconds} s")
             time.sleep(self.poll_interval)
+
+
+def _transient_api_error(e: Exception) -> bool:
+    """An API error worth asking again: the server overloaded or restarting, or unreachable for a while."""
+    import urllib3
+    from kubernetes.client.exceptions import ApiException
+
+    if isinstance(e, ApiException):
+        return e.status in (None, 0, 408, 429, 500, 502, 503, 504)
+    return isinstance(e, (urllib3.exceptions.HTTPError, ConnectionError, TimeoutError))
 
 
 def k8s_launcher_from_settings(settings) -> K8sTrainingLauncher:

@@ -121,9 +121,13 @@ class FakeKubernetes:
         self.deleted: list[str] = []
         self.jobs: dict[str, k8s.V1Job] = {}
         self.core, self.batch = _Api(self), _Api(self)
+        # As a real cluster: a deleted Job's pods stay listed (terminating, then failed) until the
+        # garbage collector removes them, i.e. after the next attempt has started.
+        self.linger_deleted_job_pods = False
+        self.fail_jobs = 0  # the first N Jobs' last index dies at start (out of memory)
         self._lock = threading.Lock()
 
-    def run_pod(self, pod: k8s.V1Pod, index: int | None = None) -> None:
+    def run_pod(self, pod: k8s.V1Pod, index: int | None = None, fail: bool = False) -> None:
         c = pod.spec.containers[0]
         env = {}
         for e in c.env or []:
@@ -134,7 +138,7 @@ class FakeKubernetes:
                 env[e.name] = e.value
         # cluster DNS: the headless Service name of node 0 resolves to this machine
         command = [re.sub(r"--master_addr=\S+", "--master_addr=127.0.0.1", _expand(a, env)) for a in c.command]
-        if c.image.startswith("oom/"):
+        if c.image.startswith("oom/") or fail:
             command = OOM_AT_START
         with self._lock:
             self.pods[pod.metadata.name] = (pod, Process(command, env, c.working_dir,
@@ -189,18 +193,29 @@ class _Api:
     def delete_namespaced_service(self, name, namespace, **_):
         self.c.deleted.append(f"service/{name}")
 
-    # jobs: one pod per completion index, named and labelled as the Job controller does
+    # jobs: one pod per completion index, named (<job>-<index>-<random>) and labelled as the Job controller does
     def create_namespaced_job(self, namespace, body: k8s.V1Job):
+        import uuid
+
+        if body.metadata.name in self.c.jobs:
+            raise k8s.ApiException(status=409, reason=f"jobs.batch {body.metadata.name!r} already exists")
         self.c.submitted.append(body)
         self.c.jobs[body.metadata.name] = body
+        fail = self.c.fail_jobs > 0
+        self.c.fail_jobs -= 1
         for i in range(body.spec.completions):
-            name = f"{body.metadata.name}-{i}"
+            name = f"{body.metadata.name}-{i}-{uuid.uuid4().hex[:5]}"
             meta = k8s.V1ObjectMeta(name=name, labels={**(body.spec.template.metadata.labels or {}),
                                                        "batch.kubernetes.io/job-name": body.metadata.name})
-            self.c.run_pod(k8s.V1Pod(metadata=meta, spec=body.spec.template.spec), index=i)
+            self.c.run_pod(k8s.V1Pod(metadata=meta, spec=body.spec.template.spec), index=i,
+                           fail=fail and i == body.spec.completions - 1)
+
+    def _job_pod_names(self, name):
+        return [n for n, (pod, _) in self.c.pods.items()
+                if (pod.metadata.labels or {}).get("batch.kubernetes.io/job-name") == name]
 
     def _job_pods(self, name):
-        return [p for n, p in self.c.pods.items() if n.rsplit("-", 1)[0] == name]
+        return [self.c.pods[n] for n in self._job_pod_names(name)]
 
     def read_namespaced_job_status(self, name, namespace):
         codes = [proc.exit_code for _, proc in self._job_pods(name)]
@@ -210,8 +225,12 @@ class _Api:
 
     def delete_namespaced_job(self, name, namespace, propagation_policy=None, **_):
         self.c.deleted.append(f"job/{name}:{propagation_policy}")
-        for pod_name in [n for n in self.c.pods if n.rsplit("-", 1)[0] == name]:
-            self.c.pods.pop(pod_name)[1].kill()
+        self.c.jobs.pop(name, None)
+        for pod_name in self._job_pod_names(name):
+            if self.c.linger_deleted_job_pods:  # killed, still listed until garbage-collected
+                self.c.pods[pod_name][1].kill()
+            else:
+                self.c.pods.pop(pod_name)[1].kill()
 
 
 class FakeEcs:

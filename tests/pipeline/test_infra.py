@@ -268,3 +268,49 @@ def test_the_trainer_image_installs_every_module_the_trainer_imports_at_the_test
             assert spec == pins[name], f"{name}{spec} in the trainer image, {name}{pins[name]} in pyproject.toml"
         else:
             assert spec == f"=={importlib.metadata.version(name)}", f"{name}{spec}: pin the tested version"
+
+
+def pipeline_image_distributions() -> set[str]:
+    """Distributions pipeline.Dockerfile installs: pyproject's dependencies and the extras of its
+    `pip install ".[...]"`, with what they require in turn (as installed here), and its torch."""
+    text = (INFRA / "docker" / "pipeline.Dockerfile").read_text()
+    (extras,) = re.findall(r'pip install "\.\[([^\]]*)\]"', text)
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+    todo = list(project["dependencies"]) + [r for e in extras.split(",")
+                                            for r in project["optional-dependencies"][e.strip()]]
+    todo = [Requirement(r) for r in todo] + [Requirement(f"{name}{spec}") for name, spec in
+                                             dockerfile_requirements(text.replace(f'".[{extras}]"', "")).items()]
+    seen: set[str] = set()
+    while todo:
+        req = todo.pop()
+        name = canonicalize_name(req.name)
+        if name in seen:
+            continue
+        seen.add(name)
+        try:
+            requires = importlib.metadata.requires(req.name) or []
+        except importlib.metadata.PackageNotFoundError:
+            continue
+        for r in map(Requirement, requires):
+            if r.marker is None or any(r.marker.evaluate({"extra": e}) for e in (req.extras or {""})):
+                todo.append(r)
+    return seen
+
+
+def test_the_pipeline_image_installs_every_module_the_run_worker_imports():
+    """The run worker (this image, K8sRunLauncher) imports tenali_pipeline's optional clients lazily:
+    mlflow and wandb for TENALI_MLFLOW_TRACKING_URI / TENALI_WANDB_PROJECT (tracking.py). One missing
+    from the image makes every stage's tracking a warning in production, never a tracked run."""
+    modules = set()
+    for path in (ROOT / "tenali_pipeline").rglob("*.py"):
+        for node in ast.walk(ast.parse(path.read_text())):
+            names = ([a.name for a in node.names] if isinstance(node, ast.Import) else
+                     [node.module] if isinstance(node, ast.ImportFrom) and node.level == 0 else [])
+            modules |= {n.split(".")[0] for n in names}
+    modules -= set(sys.stdlib_module_names) | {"__future__", "tenali_pipeline", "tenali_model"}
+    assert {"mlflow", "wandb", "dagster_k8s", "boto3"} <= modules  # the scan sees lazy imports
+    installed = pipeline_image_distributions()
+    distributions = importlib.metadata.packages_distributions()
+    missing = {m: distributions.get(m) for m in modules
+               if not {canonicalize_name(d) for d in distributions.get(m, [m])} & installed}
+    assert not missing, f"imported by tenali_pipeline, not installed by pipeline.Dockerfile: {missing}"

@@ -172,3 +172,20 @@ def test_a_task_that_cannot_be_stopped_keeps_the_original_error_and_is_not_retri
     assert "the launcher stopped the task" not in text
     assert "could not confirm that ECS task" in text and "AccessDeniedException" in text and "aws ecs stop-task" in text
     assert [op for op, _ in ecs.calls].count("RunTask") == 1  # not retried into a second writer
+
+
+def test_the_trainer_logs_go_to_the_region_boto3_uses(tmp_path, monkeypatch):
+    """A Dagster host whose region is in ~/.aws/config (no AWS_REGION): the ECS calls go to that
+    region, so must the awslogs stream, or every failure's log tail is read from the wrong region."""
+    config = tmp_path / "aws-config"
+    config.write_text("[default]\nregion = eu-west-1\n")
+    for name in ("AWS_REGION", "AWS_DEFAULT_REGION", "AWS_PROFILE"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("AWS_CONFIG_FILE", str(config))
+    settings = load_settings({"TENALI_PROFILE": "prod", "TENALI_HOME": str(tmp_path), "TENALI_LAUNCHER": "ecs",
+                              "TENALI_LAKE_ROOT": "s3://lake/tenali", "TENALI_TRAINER_IMAGE": "img:1",
+                              "TENALI_ECS_CLUSTER": "gpu", "TENALI_SHARED_MOUNT": str(tmp_path)})
+    built = build_launcher(settings)
+    assert built.region == "eu-west-1"
+    (container,) = built.task_definition()["containerDefinitions"]
+    assert container["logConfiguration"]["options"]["awslogs-region"] == "eu-west-1"

@@ -209,3 +209,67 @@ def test_post_training_stages_run_their_own_module():
                                              module="tenali_model.posttrain.sft")
     assert job["spec"]["template"]["spec"]["containers"][0]["command"][-4:] == [
         "-m", "tenali_model.posttrain.sft", "--config", "/mnt/tenali/c.json"]
+
+
+def test_a_retried_multi_node_step_gets_a_job_of_its_own_and_trains(tmp_path, s3, cluster):
+    """The step's retry (RetryPolicy) must not reuse the name of the Job it just deleted: that Job's
+    pods are still listed, terminating or failed, under the same job-name label (and the same
+    hostnames behind the Service) until the garbage collector removes them, and the retry would read
+    them as its own failed nodes and fail at once."""
+    endpoint, _ = s3
+    config_path, run_dir = tiny_run(tmp_path)
+    cluster.linger_deleted_job_pods = True
+    cluster.fail_jobs = 1  # the first attempt: node 1 runs out of memory at start
+    resource = launcher(nodes=2, gpus_per_node=1, shared_mount=str(tmp_path), pipes_bucket=BUCKET,
+                        s3_endpoint_url=endpoint, poll_interval=0.5, master_port=free_port())
+
+    @dg.asset(retry_policy=dg.RetryPolicy(max_retries=1))
+    def pretrain_checkpoint(context: dg.AssetExecutionContext, launcher: dg.ResourceParam):
+        return launcher.launch(context, config_path, workdir=run_dir)
+
+    res = dg.materialize([pretrain_checkpoint], resources={"launcher": resource}, raise_on_error=False)
+    assert res.success, [e.step_failure_data.error.message for e in res.all_events if e.is_step_failure]
+    jobs = [o for o in cluster.submitted if isinstance(o, k8s.V1Job)]
+    assert len(jobs) == 2 and jobs[0].metadata.name != jobs[1].metadata.name
+    assert res.asset_materializations_for_node("pretrain_checkpoint")[0].metadata["step"].value == 6
+    for job in jobs:  # every name a valid DNS label with room for the pods' "-<index>-<random>"
+        assert len(job.metadata.name) <= 52 and job.metadata.name.rstrip("-") == job.metadata.name
+
+
+def test_a_passing_kubernetes_api_outage_does_not_kill_a_multi_node_training(tmp_path, s3, cluster, monkeypatch):
+    """An EKS control-plane upgrade or an API server restart answers 503 (or refuses connections) for
+    a while; the launcher following a Job for days must ask again, not fail the step (and so delete the
+    Job, killing the training)."""
+    endpoint, _ = s3
+    config_path, run_dir = tiny_run(tmp_path)
+    api = type(cluster.batch)
+    read = api.read_namespaced_job_status
+    calls = {"n": 0}
+
+    def unavailable_for_a_while(self, *args, **kwargs):
+        calls["n"] += 1
+        if 2 <= calls["n"] <= 4:
+            raise k8s.ApiException(status=503, reason="Service Unavailable")
+        return read(self, *args, **kwargs)
+
+    monkeypatch.setattr(api, "read_namespaced_job_status", unavailable_for_a_while)
+    res = materialise(launcher(nodes=2, gpus_per_node=1, shared_mount=str(tmp_path), pipes_bucket=BUCKET,
+                               s3_endpoint_url=endpoint, poll_interval=0.5, master_port=free_port()),
+                      config_path, run_dir)
+    assert res.success, [e.step_failure_data.error.message for e in res.all_events if e.is_step_failure]
+    assert calls["n"] > 4
+    assert any("the Kubernetes API failed while following job" in m for m in res.logs)
+
+
+def test_a_kubernetes_api_outage_longer_than_the_grace_fails_the_step(tmp_path, cluster, monkeypatch):
+    from tenali_pipeline.launchers.k8s import _transient_api_error
+
+    assert _transient_api_error(k8s.ApiException(status=503)) and _transient_api_error(ConnectionRefusedError())
+    assert not _transient_api_error(k8s.ApiException(status=403))  # RBAC: asking again will not help
+    api = type(cluster.batch)
+    monkeypatch.setattr(api, "read_namespaced_job_status",
+                        lambda self, *a, **k: (_ for _ in ()).throw(k8s.ApiException(status=503)))
+    kube = type("Kube", (), {"batch_api": cluster.batch, "core_api": cluster.core})()
+    context = type("Ctx", (), {"log": logging.getLogger("test")})()
+    with pytest.raises(dg.Failure, match="kept failing for more than 1 s"):
+        launcher(nodes=2, poll_interval=0.1, api_error_grace_seconds=1)._wait_for_job(kube, "j", context)

@@ -126,3 +126,28 @@ def test_compose_and_dockerfiles():
         assert f'"--device", "{device}"' in text and "dagster" not in text.split("FROM", 1)[1].lower()
         for pin in ("fastapi==0.165.0", "uvicorn==0.54.0", "prometheus-client==0.26.0"):
             assert pin in text
+
+
+def test_the_gpu_deployment_tolerates_the_gpu_nodes_taint():
+    """The GPU node group is tainted nvidia.com/gpu (docs/runbook.md; the trainers tolerate it through
+    TENALI_K8S_TOLERATIONS): a serving pod asking for a GPU without the toleration stays Pending."""
+    dep = yaml.safe_load((INFRA / "k8s" / "deployment.yaml").read_text())
+    pod = dep["spec"]["template"]["spec"]
+    assert pod["containers"][0]["resources"]["limits"]["nvidia.com/gpu"] >= 1
+    lake = yaml.safe_load((INFRA.parents[1] / "infra" / "k8s" / "tenali-env.yaml").read_text())["data"]
+    taints = [{"key": t["key"], "effect": t["effect"]} for t in json.loads(lake["TENALI_K8S_TOLERATIONS"])]
+    assert any(t["key"] == "nvidia.com/gpu" for t in taints)
+
+    def tolerates(toleration: dict, taint: dict) -> bool:  # the scheduler's rule
+        if toleration.get("effect") not in (None, "", taint["effect"]):
+            return False
+        if not toleration.get("key") and toleration.get("operator") == "Exists":
+            return True
+        return toleration.get("key") == taint["key"] and toleration.get("operator", "Equal") in ("Exists", "Equal")
+
+    for taint in taints:
+        assert any(tolerates(t, taint) for t in pod.get("tolerations", [])), taint
+    k8s = pytest.importorskip("kubernetes.client")
+    api = k8s.ApiClient()
+    assert api.sanitize_for_serialization(api._ApiClient__deserialize(pod["tolerations"], "list[V1Toleration]")) \
+        == pod["tolerations"]
