@@ -32,6 +32,9 @@ class TextTokenizer:
         if (sp is None) == (hf is None):
             raise TokenizerError("give exactly one of a sentencepiece processor or a tokenizers.Tokenizer")
         self._sp, self._hf, self.name = sp, hf, name
+        if hf is not None:  # a tokenizer.json saved with truncation or padding on would cut or pad every encode()
+            hf.no_truncation()
+            hf.no_padding()
 
     @property
     def vocab_size(self) -> int:

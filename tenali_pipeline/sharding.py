@@ -35,7 +35,7 @@ from pathlib import Path
 
 import numpy as np
 import polars as pl
-from tenali_model.tokenizer import EOT
+from tenali_model.tokenizer import EOT, SPECIAL_TOKENS
 
 FINGERPRINT_METHOD = f"polars-{pl.__version__}-hash42-positional"
 
@@ -132,6 +132,11 @@ class Encoder:
     """Batch encoding, decoding and the ids shards need, over sentencepiece or a `tokenizers.Tokenizer`.
 
     No special tokens are added by the encoder (no BOS): a document is its text's ids, then ``eot_id``.
+    Document text is encoded as text: a special token's string inside it (``<|endoftext|>``, a chat
+    marker, a base's ``</s>``) becomes ordinary pieces, never the special id, so the only end-of-text
+    ids in a shard are the ones that end documents. ``sp`` / ``hf`` are the tokenizer as loaded (special
+    strings match: what chat encoding wants); documents go through a copy that treats them as text.
+    A tokenizer.json's truncation and padding settings are switched off (a document is encoded whole).
     """
 
     def __init__(self, source: TokenizerSource):
@@ -140,6 +145,8 @@ class Encoder:
             import sentencepiece as spm
 
             self.sp, self.hf = spm.SentencePieceProcessor(model_proto=source.data), None
+            self._text_sp = spm.SentencePieceProcessor(
+                model_proto=_specials_as_control(source.data, {*SPECIAL_TOKENS, source.eot_token}))
             self.vocab_size = self.sp.vocab_size()
             eot = self.sp.piece_to_id(source.eot_token)
             eot = None if eot == self.sp.unk_id() and source.eot_token != self.sp.id_to_piece(eot) else eot
@@ -147,7 +154,14 @@ class Encoder:
             from tokenizers import Tokenizer
 
             self.sp, self.hf = None, Tokenizer.from_str(source.data.decode())
-            self.vocab_size = self.hf.get_vocab_size(with_added_tokens=True)
+            self._text_hf = Tokenizer.from_str(source.data.decode())
+            for t in (self.hf, self._text_hf):
+                t.no_truncation()
+                t.no_padding()
+            self._text_hf.encode_special_tokens = True  # special tokens' strings in text are split as text
+            # Ids can have gaps (a vocabulary's size counts entries): the shard dtype must hold the largest id.
+            ids = self.hf.get_vocab(with_added_tokens=True).values()
+            self.vocab_size = max(self.hf.get_vocab_size(with_added_tokens=True), max(ids, default=-1) + 1)
             eot = self.hf.token_to_id(source.eot_token)
         if eot is None:
             raise ValueError(f"the {source.kind} tokenizer has no {source.eot_token!r} token to end documents with")
@@ -155,8 +169,8 @@ class Encoder:
 
     def encode(self, texts: list[str], threads: int = 1) -> list[list[int]]:
         if self.sp is not None:
-            return self.sp.encode(texts, num_threads=threads)
-        return [e.ids for e in self.hf.encode_batch(texts, add_special_tokens=False)]
+            return self._text_sp.encode(texts, num_threads=threads)
+        return [e.ids for e in self._text_hf.encode_batch(texts, add_special_tokens=False)]
 
     def decode(self, ids) -> str:
         ids = [int(i) for i in ids]
@@ -171,6 +185,62 @@ class Encoder:
             if i < self.vocab_size and _BYTE_PIECE.match(piece):
                 mask[i] = True
         return mask
+
+
+def _varint(buf: bytes, i: int) -> tuple[int, int]:
+    value = shift = 0
+    while True:
+        b = buf[i]
+        i += 1
+        value |= (b & 0x7F) << shift
+        shift += 7
+        if not b & 0x80:
+            return value, i
+
+
+def _skip(buf: bytes, wire: int, i: int) -> int:
+    """The position after a protobuf field's value of wire type `wire` starting at i."""
+    if wire == 0:
+        return _varint(buf, i)[1]
+    if wire == 1:
+        return i + 8
+    if wire == 2:
+        n, i = _varint(buf, i)
+        return i + n
+    if wire == 5:
+        return i + 4
+    raise ValueError(f"unexpected protobuf wire type {wire} in a sentencepiece model")
+
+
+def _specials_as_control(model: bytes, tokens: set[str]) -> bytes:
+    """The sentencepiece model with `tokens` turned from user-defined pieces (matched wherever text holds
+    them) into control pieces (never produced from text; same ids): encoding then spells their strings
+    with ordinary and byte pieces. Edits the serialised ModelProto in place (field 1, the pieces; a
+    piece's field 3, its type: USER_DEFINED = 4 -> CONTROL = 3, both one byte), so no protobuf module
+    is needed."""
+    wanted = {t.encode() for t in tokens}
+    out, i = bytearray(model), 0
+    while i < len(model):
+        key, i = _varint(model, i)
+        if key >> 3 != 1 or key & 7 != 2:  # not a piece
+            i = _skip(model, key & 7, i)
+            continue
+        n, start = _varint(model, i)
+        end, j, piece, type_at = start + n, start, None, None
+        while j < end:
+            k, j = _varint(model, j)
+            if k == (1 << 3 | 2):  # piece string
+                m, j = _varint(model, j)
+                piece, j = model[j:j + m], j + m
+            elif k == (3 << 3 | 0):  # type
+                type_at = j
+                j = _varint(model, j)[1]
+            else:
+                j = _skip(model, k & 7, j)
+        if piece in wanted and type_at is not None and model[type_at] == 4:
+            out[type_at] = 3
+        i = end
+    return bytes(out)
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -221,7 +291,9 @@ class ShardWriter:
         if not self._buf:
             return
         name = self.name(len(self.entries))
-        write_shard(self.out_dir / name, np.concatenate(self._buf).astype(self.dtype), vocab_size=self.vocab_size)
+        # int64 in: write_shard checks every id against vocab_size before narrowing (an astype here would
+        # wrap an id above 65,535 into a valid-looking one)
+        write_shard(self.out_dir / name, np.concatenate(self._buf), vocab_size=self.vocab_size)
         self.entries.append({"file": name, **self.stats, "domains": dict(sorted(self.stats["domains"].items())),
                              **self.extra})
         self._buf.clear()
@@ -270,7 +342,12 @@ def build_shards(parts: list[Partition], tokenizer: bytes | TokenizerSource, tok
     hard-linked (or copied) from there into out_dir.
     """
     reusable: dict[tuple[str, str, str], list[dict]] = {}
-    if previous and previous_dir is not None and previous.get("tokenizer", {}).get("sha256") == tokenizer_sha256 \
+    source = as_source(tokenizer)
+    prev_tok = (previous or {}).get("tokenizer", {})
+    # The same tokenizer.json can end documents with another token (a base's tokenizer_config.json names
+    # its eos): reused shards would keep the old end-of-text id next to new ones, under a manifest naming one.
+    if previous and previous_dir is not None and prev_tok.get("sha256") == tokenizer_sha256 \
+            and prev_tok.get("eot_token", source.eot_token) == source.eot_token \
             and previous.get("fingerprint_method") == FINGERPRINT_METHOD:
         for entries in previous.get("splits", {}).values():
             for e in entries:
@@ -296,7 +373,7 @@ def build_shards(parts: list[Partition], tokenizer: bytes | TokenizerSource, tok
         else:
             # spawn, not fork: the parent may be a threaded Dagster step process.
             with cf.ProcessPoolExecutor(workers, mp_context=mp.get_context("spawn"), initializer=_init_worker,
-                                        initargs=(as_source(tokenizer),)) as pool:
+                                        initargs=(source,)) as pool:
                 futures = {pool.submit(encode_partition, p, str(out_dir), shard_tokens, batch_docs): p for p in todo}
                 for f in cf.as_completed(futures):
                     done[futures[f]] = f.result()

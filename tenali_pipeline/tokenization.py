@@ -20,10 +20,12 @@ from __future__ import annotations
 
 import hashlib
 import io
+import itertools
 import json
 import os
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import Iterable
 
 import numpy as np
 import polars as pl
@@ -45,15 +47,25 @@ class TokenizerConfig:
     seed: int = 0
 
 
-def train_tokenizer(texts: list[str], cfg: TokenizerConfig) -> bytes:
-    """Train on `texts` and return the serialised model (a .model file's bytes)."""
-    lines = [line for t in texts for line in t.split("\n") if line.strip()]
-    if not lines:
+# Trainer threads, fixed: the model file records num_threads, so a machine-dependent count (os.cpu_count())
+# would give the same vocabulary a different sha256 on another machine, and every shard (and the warm start
+# of training) keyed on it would be thrown away. The pieces do not depend on it.
+TRAIN_THREADS = 16
+
+
+def train_tokenizer(texts: Iterable[str], cfg: TokenizerConfig) -> bytes:
+    """Train on `texts` and return the serialised model (a .model file's bytes).
+
+    `texts` is read once, lazily: sentencepiece keeps a reservoir sample of ``cfg.max_sentences`` lines,
+    so an iterator over the corpus trains in memory that does not grow with it."""
+    lines = (line for t in texts for line in t.split("\n") if line.strip())
+    first = next(lines, None)
+    if first is None:
         raise ValueError("The tokenizer has no training text: the corpus's training split is empty.")
     model = io.BytesIO()
     spm.set_random_generator_seed(cfg.seed)
     spm.SentencePieceTrainer.train(
-        sentence_iterator=iter(lines),
+        sentence_iterator=itertools.chain([first], lines),
         model_writer=model,
         model_type="bpe",
         vocab_size=cfg.vocab_size,
@@ -67,7 +79,7 @@ def train_tokenizer(texts: list[str], cfg: TokenizerConfig) -> bytes:
         input_sentence_size=cfg.max_sentences,
         shuffle_input_sentence=True,
         max_sentence_length=1 << 16,
-        num_threads=os.cpu_count() or 1,
+        num_threads=TRAIN_THREADS,
         unk_id=0, bos_id=-1, eos_id=-1, pad_id=-1,
         # Small corpora cannot fill a large vocabulary: stop early instead of failing.
         hard_vocab_limit=False,
@@ -87,34 +99,48 @@ def _encoder(tok) -> Encoder:
     return TokenizerSource(SENTENCEPIECE, tok.serialized_model_proto()).load()
 
 
-def tokenizer_report(tok: Encoder | spm.SentencePieceProcessor, val: pl.DataFrame) -> dict:
-    """Bytes per token per domain, byte-fallback rate, exact round trip and vocabulary use on `val`."""
+def tokenizer_report(tok: Encoder | spm.SentencePieceProcessor, val: pl.DataFrame | Iterable[pl.DataFrame],
+                     each_batch=None, batch_rows: int = 10_000) -> dict:
+    """Bytes per token per domain, byte-fallback rate, exact round trip and vocabulary use on `val`.
+
+    val: the validation table, or an iterable of its batches (``Lake.iter_parquet``): only one batch is
+    held at a time, so memory does not grow with the split. each_batch(texts, ids), when given, sees
+    every batch's texts and ids (the asset's Hugging Face agreement count)."""
     enc = _encoder(tok)
-    texts = val["text"].to_list()
-    ids = enc.encode(texts, threads=os.cpu_count() or 1)
     byte_ids = enc.byte_mask()
-    flat = np.concatenate([np.asarray(x, dtype=np.int64) for x in ids]) if ids else np.zeros(0, np.int64)
-    roundtrip_failures = sum(enc.decode(x) != t for x, t in zip(ids, texts))
-    per_domain: dict[str, float] = {}
-    for domain in sorted(set(val["domain"].to_list())):
-        sel = [i for i, d in enumerate(val["domain"].to_list()) if d == domain]
-        n_tok = sum(len(ids[i]) for i in sel)
-        n_bytes = sum(len(texts[i].encode()) for i in sel)
-        per_domain[domain] = round(n_bytes / max(n_tok, 1), 3)
-    total_bytes = sum(len(t.encode()) for t in texts)
+    used = np.zeros(enc.vocab_size, dtype=bool)
+    frames = val.iter_slices(batch_rows) if isinstance(val, pl.DataFrame) else val
+    n_docs = n_tokens = n_bytes = n_byte_tokens = roundtrip_failures = 0
+    dom_tokens: dict[str, int] = {}
+    dom_bytes: dict[str, int] = {}
+    for frame in frames:
+        texts, domains = frame["text"].to_list(), frame["domain"].to_list()
+        ids = enc.encode(texts, threads=os.cpu_count() or 1)
+        for x, text, domain in zip(ids, texts, domains):
+            arr = np.asarray(x, dtype=np.int64)
+            size = len(text.encode())
+            n_docs, n_tokens, n_bytes = n_docs + 1, n_tokens + arr.size, n_bytes + size
+            n_byte_tokens += int(byte_ids[arr].sum())
+            used[arr] = True
+            roundtrip_failures += enc.decode(x) != text
+            dom_tokens[domain] = dom_tokens.get(domain, 0) + arr.size
+            dom_bytes[domain] = dom_bytes.get(domain, 0) + size
+        if each_batch is not None:
+            each_batch(texts, ids)
+    per_domain = {d: round(dom_bytes[d] / max(dom_tokens[d], 1), 3) for d in sorted(dom_tokens)}
     return {
         "kind": enc.kind,
         "sha256": enc.source.sha256,
         "vocab_size": enc.vocab_size,
         "eot_token": enc.source.eot_token,
         "eot_id": enc.eot_id,
-        "val_documents": len(texts),
-        "val_tokens": int(flat.size),
-        "bytes_per_token": round(total_bytes / max(flat.size, 1), 3),
+        "val_documents": n_docs,
+        "val_tokens": int(n_tokens),
+        "bytes_per_token": round(n_bytes / max(n_tokens, 1), 3),
         "bytes_per_token_by_domain": per_domain,
-        "byte_fallback_rate": float(byte_ids[flat].mean()) if flat.size else 0.0,
+        "byte_fallback_rate": n_byte_tokens / n_tokens if n_tokens else 0.0,
         "roundtrip_failures": int(roundtrip_failures),
-        "vocab_used_fraction": round(len(np.unique(flat)) / enc.vocab_size, 4),
+        "vocab_used_fraction": round(int(used.sum()) / enc.vocab_size, 4),
     }
 
 

@@ -153,3 +153,20 @@ def test_a_base_tokenizer_encodes_in_parallel_and_reuses_by_its_sha256(tmp_path,
     assert same.reused == same.partitions
     _, _, other = _build(tmp_path / "train.parquet", model_bytes, tmp_path / "d", previous=a, previous_dir=tmp_path / "a")
     assert other.reused == 0 and other.encoded == other.partitions
+
+
+def test_the_same_tokenizer_json_with_another_end_of_text_token_re_encodes(tmp_path, hf_source):
+    """A base's tokenizer.json is the reuse key's sha256, but its end-of-text token comes from
+    tokenizer_config.json / config.json: switching it (a sibling base naming another eos) must not reuse
+    shards whose documents end with the old id beside new ones ending with the new id."""
+    docs = _docs(8)
+    docs.write_parquet(tmp_path / "train.parquet")
+    _, a, _ = _build(tmp_path / "train.parquet", hf_source, tmp_path / "a", workers=1)
+    a["tokenizer"]["eot_token"] = hf_source.eot_token  # as build_manifest records it
+    other = TokenizerSource(HF_BASE, hf_source.data, eot_token="<s>")
+    assert other.sha256 == hf_source.sha256
+    _, b, report = _build(tmp_path / "train.parquet", other, tmp_path / "b", previous=a, previous_dir=tmp_path / "a")
+    assert report.reused == 0 and report.encoded == report.partitions
+    eot = other.load().eot_id
+    tokens = _tokens(b, tmp_path / "b")
+    assert int((tokens == eot).sum()) == docs.height and hf_source.load().eot_id not in set(tokens.tolist())

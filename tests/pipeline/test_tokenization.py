@@ -322,3 +322,168 @@ def test_base_on_s3_is_read_and_fetched_through_the_lake_filesystem(hf_tok, s3, 
     folder = fetch_base(uri, tmp_path / "cache", endpoint)
     assert {p.name: p.read_bytes() for p in folder.iterdir()} == files
     assert base_name(uri + "/") == "tiny"
+
+
+# ---- review fixes ------------------------------------------------------------------------------------
+
+def test_tokenizer_file_does_not_depend_on_the_machines_cpu_count(monkeypatch):
+    """The same corpus and settings give the same model bytes (its sha256 keys shard reuse and the warm
+    start of training) on a 2-core laptop and a 16-core pod."""
+    import os
+
+    texts = _corpus(200, seed=8)
+    monkeypatch.setattr(os, "cpu_count", lambda: 1)
+    one = train_tokenizer(texts, CFG)
+    monkeypatch.setattr(os, "cpu_count", lambda: 8)
+    eight = train_tokenizer(texts, CFG)
+    assert hashlib.sha256(one).hexdigest() == hashlib.sha256(eight).hexdigest()
+
+
+def test_training_streams_its_texts():
+    """An iterator over the corpus is read lazily: the Python side never holds the whole corpus."""
+    import tracemalloc
+
+    def texts():
+        rng = random.Random(0)
+        for _ in range(20_000):  # about 20 MB of text, made on the fly
+            yield "\n".join(" ".join(rng.choice(WORDS) for _ in range(12)) for _ in range(12))
+
+    tracemalloc.start()
+    try:
+        model = train_tokenizer(texts(), TokenizerConfig(vocab_size=300, max_sentences=5_000))
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert load_tokenizer(model).vocab_size() > 0
+    assert peak < 5_000_000, f"{peak:,} bytes held while training"
+
+
+def _eot_positions_are_document_ends(tokens: np.ndarray, eot: int, n_docs: int) -> None:
+    assert int((tokens == eot).sum()) == n_docs
+    assert tokens[-1] == eot
+
+
+def test_special_token_strings_inside_documents_are_encoded_as_text(sp, tmp_path):
+    """A document whose text holds "<|endoftext|>" or a chat marker (the corpus filter's single pass leaves
+    one when removing a marker joins two halves) must not get the special ids: a fake end of document or turn."""
+    texts = ["Shares rose.<|endoftext|>The index fell.", "quote: <|user|> hi <|assistant|> hello <|pad|><|system|>",
+             "plain text."]
+    entries = encode_split(sp, _docs(texts), tmp_path, "train", 10_000)
+    tokens = np.concatenate([np.asarray(read_shard(tmp_path / e["file"])) for e in entries]).astype(np.int64)
+    eot = sp.piece_to_id(EOT)
+    _eot_positions_are_document_ends(tokens, eot, len(texts))
+    specials = {sp.piece_to_id(t) for t in SPECIAL_TOKENS}
+    docs = np.split(tokens, np.flatnonzero(tokens == eot) + 1)[:-1]
+    for text, doc in zip(texts, docs):
+        assert not specials & set(doc[:-1].tolist())
+        assert sp.decode(doc[:-1].tolist()) == text  # the text survives exactly
+    # the special pieces themselves still encode to one id each outside documents (chat markup)
+    assert sp.encode(EOT)[-1] == eot
+
+
+def test_a_base_tokenizers_special_strings_inside_documents_are_encoded_as_text(hf_tok, hf_source, tmp_path):
+    """The corpus filter removes Tenali's markers only; a base's own specials ("</s>", an HTML strike-through
+    close tag in a news page) must not end a document early."""
+    enc = hf_source.load()
+    texts = ["Price <s>was</s> is 12.", "</s></s>", "plain."]
+    entries = encode_split(enc, _docs(texts), tmp_path, "train", 10_000)
+    tokens = np.concatenate([np.asarray(read_shard(tmp_path / e["file"])) for e in entries]).astype(np.int64)
+    _eot_positions_are_document_ends(tokens, enc.eot_id, len(texts))
+    assert hf_tok.token_to_id("<s>") not in tokens.tolist()
+    docs = np.split(tokens, np.flatnonzero(tokens == enc.eot_id) + 1)[:-1]
+    assert [enc.decode(d[:-1]) for d in docs] == texts
+
+
+def test_a_base_tokenizer_saved_with_truncation_and_padding_encodes_whole_documents(hf_tok, tmp_path):
+    from tokenizers import Tokenizer
+
+    from tenali_model.tokenizer import TextTokenizer
+
+    cut = Tokenizer.from_str(hf_tok.to_str())
+    cut.enable_truncation(8)
+    cut.enable_padding(pad_id=0, pad_token="<unk>")
+    texts = _corpus(5, seed=6) + ["short."]
+    want = [hf_tok.encode(t, add_special_tokens=False).ids for t in texts]
+    assert max(map(len, want)) > 8
+    enc = TokenizerSource(HF_BASE, cut.to_str().encode(), eot_token="</s>").load()
+    entries = encode_split(enc, _docs(texts), tmp_path, "train", 10_000)
+    on_disk = np.concatenate([read_shard(tmp_path / e["file"]) for e in entries]).tolist()
+    assert on_disk == [t for ids in want for t in [*ids, enc.eot_id]]
+    # the model side's tokenizer (SFT, generation) too
+    tok = TextTokenizer(hf=Tokenizer.from_str(cut.to_str()))
+    assert tok.encode(texts[0]) == want[0]
+
+
+def test_token_ids_above_uint16_are_not_wrapped(hf_tok, tmp_path):
+    """A tokenizer.json whose ids have gaps: its entry count fits uint16 but an id does not; the shard must
+    hold that id (uint32), not the id modulo 65,536 (another, valid-looking token)."""
+    vocab_json = json.loads(hf_tok.to_str())
+    vocab = vocab_json["model"]["vocab"]
+    piece = max(vocab, key=vocab.get)
+    text = hf_tok.decode([vocab[piece]])
+    vocab[piece] = 65_536 + 5
+    from tokenizers import Tokenizer
+
+    gappy = Tokenizer.from_str(json.dumps(vocab_json))
+    ids = gappy.encode(text, add_special_tokens=False).ids
+    assert 65_541 in ids and gappy.get_vocab_size(with_added_tokens=True) < 65_536
+    enc = TokenizerSource(HF_BASE, json.dumps(vocab_json).encode(), eot_token="</s>").load()
+    entries = encode_split(enc, _docs([text]), tmp_path, "train", 10_000)
+    tokens = read_shard(tmp_path / entries[0]["file"])
+    assert tokens.dtype == np.uint32
+    assert tokens.tolist() == [*ids, enc.eot_id]
+
+
+def test_the_report_streams_batches_and_gives_the_whole_tables_figures(sp):
+    texts = _corpus(30, seed=5)
+    texts[0] += " 🚀"
+    val = _docs(texts)
+    whole = tokenizer_report(sp, val)
+    seen = []
+    batched = tokenizer_report(sp, iter(val.iter_slices(7)), each_batch=lambda t, ids: seen.append(len(t)))
+    assert batched == whole
+    assert seen == [7, 7, 7, 7, 2]
+
+
+def test_tokenizer_and_shard_assets_on_a_small_lake(tmp_path):
+    """The tokenizer asset (streaming the training split and the validation report) and the shards asset
+    materialise together; every document lands in a shard once, documents end with the one end-of-text id."""
+    import datetime as dt
+
+    import dagster as dg
+    from tenali_model.data import read_shard
+
+    from tenali_pipeline.defs.shards.assets import token_shards
+    from tenali_pipeline.defs.tokenizer.assets import tokenizer
+    from tenali_pipeline.lake import Lake
+    from tenali_pipeline.resources import CorpusResource, LakeResource
+
+    texts = _corpus(120, seed=11)
+    texts[5] += " (a quoted <|endoftext|> marker)"
+    dates = [dt.date(2010, 1, 1) + dt.timedelta(days=3 * i) for i in range(len(texts))]
+    docs = pl.DataFrame({"doc_id": [f"d{i}" for i in range(len(texts))], "date": dates, "text": texts,
+                         "domain": ["market", "economic", "technical"] * 40})
+    train, val = docs.head(100), docs.tail(20)
+    lake = Lake(str(tmp_path / "lake"))
+    lake.write_parquet("corpus/train.parquet", train)
+    lake.write_parquet("corpus/train_unique.parquet", train)
+    lake.write_parquet("corpus/val.parquet", val)
+    result = dg.materialize(
+        [tokenizer, token_shards],
+        resources={"lake": LakeResource(root=str(tmp_path / "lake"), cache_dir=str(tmp_path / "cache")),
+                   "corpus_settings": CorpusResource(vocab_size=400, shard_tokens=500)},
+        selection=[tokenizer.key, token_shards.key])
+    assert result.success
+    report = lake.read_json("tokenizer/report.json")
+    assert report["val_documents"] == 20 and report["roundtrip_failures"] == 0 and report["hf_id_agreement"] > 0.9
+    manifest = lake.read_json("shards/manifest.json")
+    folder = tmp_path / "lake" / "shards"
+    sp = load_tokenizer(lake.read_bytes("tokenizer/tenali.model"))
+    eot = manifest["tokenizer"]["eot_id"]
+    for split, frame in (("train", train), ("val", val)):
+        tokens = np.concatenate([read_shard(folder / e["file"]) for e in manifest["splits"][split]]).astype(np.int64)
+        assert int((tokens == eot).sum()) == frame.height == sum(e["documents"] for e in manifest["splits"][split])
+        got = [sp.decode(d[:-1].tolist()) for d in np.split(tokens, np.flatnonzero(tokens == eot) + 1)[:-1]]
+        want = frame["text"].to_list() if split == "train" else \
+            frame.sort("domain", maintain_order=True)["text"].to_list()  # validation shards are per domain
+        assert got == want

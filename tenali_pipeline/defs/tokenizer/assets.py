@@ -40,15 +40,15 @@ BASE_CHAT_FILE = "base/chat/tokenizer.json"  # relative to tokenizer/: the base'
                       "or, with TENALI_BASE_MODEL set, the base model's own tokenizer.")
 def tokenizer(context: dg.AssetExecutionContext, lake: LakeResource, corpus_settings: CorpusResource) -> dg.MaterializeResult:
     store = lake.lake()
-    val = store.read_parquet(VAL_KEY)
     if corpus_settings.base_model:
-        return _base_tokenizer(context, lake, corpus_settings.base_model, val)
+        return _base_tokenizer(context, lake, corpus_settings.base_model, _val_batches(store))
     cfg = TokenizerConfig(vocab_size=corpus_settings.vocab_size)
-    model = train_tokenizer(store.read_parquet(TRAIN_UNIQUE_KEY)["text"].to_list(), cfg)
+    # Streamed a row group at a time: the trainer samples cfg.max_sentences lines, the split is not held whole.
+    texts = (t for batch in store.iter_parquet(TRAIN_UNIQUE_KEY, columns=["text"]) for t in batch["text"] if t)
+    model = train_tokenizer(texts, cfg)
     sp = load_tokenizer(model)
     if sp.vocab_size() < cfg.vocab_size:
         context.log.warning(f"The corpus filled only {sp.vocab_size()} of {cfg.vocab_size} vocabulary entries.")
-    report = tokenizer_report(sp, val)
     with store.staged_dir(TOKENIZER_KEY) as out:
         (out / "tenali.model").write_bytes(model)
         # The same tokenizer for the Hugging Face ecosystem (tokenizer.json + tokenizer_config.json),
@@ -57,9 +57,15 @@ def tokenizer(context: dg.AssetExecutionContext, lake: LakeResource, corpus_sett
         hf_dir.mkdir()
         write_tokenizer(out / "tenali.model", hf_dir)
         hf = Tokenizer.from_file(str(hf_dir / "tokenizer.json"))
-        texts = val["text"].to_list()
-        same = sum(a.ids == b for a, b in zip(hf.encode_batch(texts, add_special_tokens=False), sp.encode(texts)))
-        report["hf_id_agreement"] = same / max(len(texts), 1)
+        same = 0
+
+        def agree(texts: list[str], ids: list[list[int]]) -> None:
+            nonlocal same
+            same += sum(a.ids == list(b) for a, b in zip(hf.encode_batch(texts, add_special_tokens=False), ids))
+
+        # The validation split streamed a batch at a time: the report's memory does not grow with it.
+        report = tokenizer_report(sp, _val_batches(store), each_batch=agree)
+        report["hf_id_agreement"] = same / max(report["val_documents"], 1)
         (out / "report.json").write_text(json.dumps(report, indent=2, sort_keys=True))
     return dg.MaterializeResult(metadata={
         **_report_metadata(report),
@@ -67,6 +73,10 @@ def tokenizer(context: dg.AssetExecutionContext, lake: LakeResource, corpus_sett
         "hf_tokenizer": dg.MetadataValue.path(store.uri(HF_KEY)),
         "hf_id_agreement": report["hf_id_agreement"],
     })
+
+
+def _val_batches(store):
+    return store.iter_parquet(VAL_KEY, columns=["text", "domain"])
 
 
 def _base_tokenizer(context: dg.AssetExecutionContext, lake: LakeResource, uri: str, val) -> dg.MaterializeResult:
