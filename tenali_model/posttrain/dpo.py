@@ -56,8 +56,10 @@ def prepare(cfg: DPOConfig, d: Dist) -> Stage:
     if load_config(reference).vocab_size != mcfg.vocab_size:
         raise ConfigError(f"reference {reference} has another vocabulary than the policy {parent}")
     tok = load_tokenizer(cfg.tokenizer)
-    # chat tokens added to a base model's tokenizer: policy and reference grow alike (the same mean rows)
-    vocab_size, extended = fit_vocab(tok, mcfg, parent)
+    # chat tokens added to a base model's tokenizer: policy and reference grow alike (the same mean rows;
+    # a reference that is another checkpoint fits by its own lineage's record)
+    vocab_size, new_from, extended = fit_vocab(tok, mcfg, parent)
+    ref_vocab, ref_from, _ = fit_vocab(tok, load_config(reference), reference)
     pairs, stats = encode_pairs(tok, load_pairs(cfg.train_files), seq_len)
     val_pairs, _ = encode_pairs(tok, load_pairs(cfg.val_files), seq_len) if cfg.val_files else ([], None)
     if not pairs:
@@ -65,10 +67,11 @@ def prepare(cfg: DPOConfig, d: Dist) -> Stage:
     pad = pad_id_of(tok)
     batches = PairBatches(pairs, cfg.batch_size, pad, rank=d.rank, world_size=d.world_size, seed=cfg.seed)
     mode = stage_parallelism(cfg, mcfg, d.world_size)
-    policy = build_student(cfg, parent, d, vocab_size, mode)
+    policy = build_student(cfg, parent, d, vocab_size, mode, new_from)
     start = None
     if mode == "fsdp":  # sharded too: a 7B reference held whole would take a GPU's memory
-        ref, held = load_sharded(reference, d, cfg.dtype, vocab_size).eval().requires_grad_(False), "sharded copy"
+        ref = load_sharded(reference, d, cfg.dtype, ref_vocab, new_from=ref_from)
+        ref, held = ref.eval().requires_grad_(False), "sharded copy"
     elif cfg.lora is not None and reference.resolve() == parent.resolve():
         # the policy with its adapters off and its head as it started is the parent: no second model
         from .lora import StartingPoint
@@ -76,9 +79,9 @@ def prepare(cfg: DPOConfig, d: Dist) -> Stage:
     else:
         held = "copy"
         ref = load_model(reference, device=d.device).requires_grad_(False)
-        if vocab_size:
+        if ref_vocab:
             from .vocab import extend_vocab
-            extend_vocab(ref, vocab_size)
+            extend_vocab(ref, ref_vocab, ref_from)
         if use_bf16(d.device, cfg.dtype):  # the same log-probabilities for half the projections' memory
             projections_to_bf16(ref)
 

@@ -137,10 +137,16 @@ def _prune_adapters(out_dir: Path) -> None:
 
 
 def stage_meta(stage: Stage) -> dict:
+    """meta.json entries of the stage's checkpoints; the parent's record of the rows its lineage fitted
+    to a chat tokenizer (posttrain/vocab.py) is carried on unless the stage records its own."""
+    from .vocab import FITTED_KEY, fitted_vocab
+
     cfg = stage.cfg
+    fitted = fitted_vocab(load_meta(stage.parent), load_config(stage.parent).vocab_size)
     return {"stage": cfg.STAGE, "parent_checkpoint": str(stage.parent),
             "data_files": [str(Path(p).resolve()) for p in cfg.data_files()],
-            "lora": None if cfg.lora is None else vars(cfg.lora), **stage.extra_meta}
+            "lora": None if cfg.lora is None else vars(cfg.lora),
+            **({FITTED_KEY: fitted} if fitted is not None else {}), **stage.extra_meta}
 
 
 # --- the loop --------------------------------------------------------------------------------------
@@ -387,17 +393,18 @@ def stage_parallelism(cfg: StageConfig, mcfg: ModelConfig, world_size: int) -> s
 
 
 def load_sharded(ckpt: Path, d: Dist, dtype: str, vocab_size: int | None = None,
-                 activation_checkpointing: bool = False, compile_blocks: bool = False) -> nn.Module:
+                 activation_checkpointing: bool = False, compile_blocks: bool = False,
+                 new_from: int | None = None) -> nn.Module:
     """A checkpoint's model under FSDP2: built on the meta device, sharded over the ranks, then
-    filled with the weights rank 0 alone read (grown to vocab_size first, as `extend_vocab` would)
-    and broadcast. A collective: every rank calls it."""
+    filled with the weights rank 0 alone read (fitted to vocab_size first, rows from new_from new, as
+    `extend_vocab` would) and broadcast. A collective: every rank calls it."""
     from .vocab import grown_state
 
     mcfg = load_config(ckpt)
     state = read_weights(ckpt)[0] if d.is_main else None
-    if vocab_size and vocab_size != mcfg.vocab_size:
-        state = grown_state(state, mcfg, vocab_size) if state is not None else None
-        mcfg = dataclasses.replace(mcfg, vocab_size=vocab_size)
+    if vocab_size and (vocab_size != mcfg.vocab_size or new_from is not None):
+        state = grown_state(state, mcfg, vocab_size, new_from) if state is not None else None
+        mcfg = dataclasses.replace(mcfg, vocab_size=max(mcfg.vocab_size, vocab_size))
     model = build_model(mcfg, "fsdp", d.device, world_size=d.world_size,
                         activation_checkpointing=activation_checkpointing, bf16=use_bf16(d.device, dtype),
                         compile_blocks=compile_blocks)
@@ -406,24 +413,25 @@ def load_sharded(ckpt: Path, d: Dist, dtype: str, vocab_size: int | None = None,
 
 
 def build_student(cfg: StageConfig, parent: Path, where: torch.device | Dist, vocab_size: int | None = None,
-                  mode: str = "single") -> nn.Module:
+                  mode: str = "single", new_from: int | None = None) -> nn.Module:
     """The parent's weights in training mode, with LoRA injected when configured (seeded first, so
     the adapters start the same on every rank and in every run); under FSDP (`mode`, which needs the
     Dist as `where`) sharded over the ranks (`load_sharded`).
 
     vocab_size: grow the vocabulary to it first (the chat tokens a base model's tokenizer lacked,
-    posttrain/vocab.py); under LoRA the new rows of otherwise frozen tables then train too. The
-    growth is deterministic, so a resumed run rebuilds the same start before loading its state."""
+    posttrain/vocab.py); with new_from, rows from it on are new too (chat tokens that landed on a
+    padded table's rows; `fit_vocab`). Under LoRA the new rows of otherwise frozen tables then train
+    too. The growth is deterministic, so a resumed run rebuilds the same start before loading its state."""
     from .vocab import extend_vocab, train_rows
 
     seed_everything(cfg.seed)
     if mode == "fsdp":
         return load_sharded(parent, where, cfg.dtype, vocab_size, cfg.activation_checkpointing,
-                            compile_blocks=cfg.compile).train()
+                            compile_blocks=cfg.compile, new_from=new_from).train()
     device = where.device if isinstance(where, Dist) else where
     model = load_model(parent, device=device).train()
     model.set_activation_checkpointing(cfg.activation_checkpointing)
-    new_ids = extend_vocab(model, vocab_size) if vocab_size else []
+    new_ids = extend_vocab(model, vocab_size, new_from) if vocab_size else []
     if cfg.lora is not None:
         from .lora import apply_lora
         bf16 = use_bf16(device, cfg.dtype)
@@ -448,16 +456,23 @@ def eval_starts(n_rows: int, batch_size: int, eval_batches: int, d: Dist, mode: 
     return mine
 
 
-def fit_vocab(tok, mcfg, parent: Path) -> tuple[int | None, dict]:
-    """(vocabulary to grow the parent to, or None; the record for meta.json) for a chat stage whose
-    tokenizer may carry chat tokens the parent lacks; a mismatch that cannot be fixed is a DataError."""
-    from .vocab import added_token_ids
+def fit_vocab(tok, mcfg, parent: Path) -> tuple[int | None, int | None, dict]:
+    """(vocabulary to fit the parent to, or None; the first new id; the record for meta.json) for a
+    chat stage whose tokenizer may carry chat tokens the parent has no trained rows for: rows it
+    lacks, or padding rows of a table larger than its base tokenizer (posttrain/vocab.py). A
+    mismatch that cannot be fixed is a DataError. The record says the stage's rows are fitted to
+    its tokenizer, so a later stage does not start them again."""
+    from .vocab import FITTED_KEY, fitted_vocab, new_token_ids
 
-    ids = added_token_ids(tok, mcfg.vocab_size, f"the parent {parent}")
+    fitted = fitted_vocab(load_meta(parent), mcfg.vocab_size)
+    ids = new_token_ids(tok, mcfg.vocab_size, fitted, f"the parent {parent}")
+    record = {FITTED_KEY: max(tok.vocab_size, fitted or 0)}
     if not ids:
-        return None, {}
-    return tok.vocab_size, {"vocab_extended": {"from": mcfg.vocab_size, "to": tok.vocab_size,
-                                               "tokens": [tok.id_to_token(i) for i in ids], "init": "mean"}}
+        return None, None, record
+    extended = {"from": ids[0], "to": tok.vocab_size, "tokens": [tok.id_to_token(i) for i in ids], "init": "mean"}
+    if ids[0] < mcfg.vocab_size:  # some landed on rows of a padded table
+        extended["embedding_rows"] = max(mcfg.vocab_size, tok.vocab_size)
+    return tok.vocab_size, ids[0], {**record, "vocab_extended": extended}
 
 
 def train_stage(cfg: StageConfig, prepare: Callable[[StageConfig, Dist], Stage], pipes=None,

@@ -40,7 +40,7 @@ def sft_loss(model, batch: dict, phase: Phase | None = None):
 def prepare(cfg: SFTConfig, d: Dist) -> Stage:
     parent, mcfg, seq_len = load_parent(cfg, d.device)
     tok = load_tokenizer(cfg.tokenizer)
-    vocab_size, extended = fit_vocab(tok, mcfg, parent)  # chat tokens added to a base model's tokenizer
+    vocab_size, new_from, extended = fit_vocab(tok, mcfg, parent)  # chat tokens added to a base model's tokenizer
     train_examples, stats = encode_sft(tok, load_chats(cfg.train_files), seq_len)
     val_examples, _ = encode_sft(tok, load_chats(cfg.val_files), seq_len) if cfg.val_files else ([], None)
     if not train_examples:
@@ -62,7 +62,7 @@ def prepare(cfg: SFTConfig, d: Dist) -> Stage:
                 total, count = total + s.item(), count + n
         return {"val_loss": total, "count": count}
 
-    model = build_student(cfg, parent, d, vocab_size, mode)
+    model = build_student(cfg, parent, d, vocab_size, mode, new_from)
     return Stage(cfg=cfg, model=model, parent=parent, batches=batches, loss_fn=sft_loss,
                  tokens_of=lambda b: b["x"].numel(), evaluate=evaluate if val_rows else None,
                  extra_meta={"tokenizer": str(cfg.tokenizer), "packing": cfg.packing, **extended},

@@ -12,7 +12,7 @@ import dataclasses
 import sys
 from pathlib import Path
 
-from ..checkpoint import latest_checkpoint, load_model, resolve_checkpoint, save_checkpoint
+from ..checkpoint import latest_checkpoint, load_meta, load_model, resolve_checkpoint, save_checkpoint
 from ..config import ConfigError
 from ..model import Transformer
 
@@ -45,8 +45,14 @@ def init_student(teacher_ckpt: str | Path, out_dir: str | Path, n_layers: int) -
         else:
             new[name] = state[name]
     student.load_state_dict(new)
+    # the teacher's embedding rows come along, and with them its record of those fitted to a chat
+    # tokenizer: a chat stage on the student must not start them again (posttrain/vocab.py)
+    from .vocab import FITTED_KEY, fitted_vocab
+
+    fitted = fitted_vocab(load_meta(teacher_dir), tcfg.vocab_size)
     return save_checkpoint(out_dir, step=0, model=student,
-                           extra_meta={"initialised_from": str(teacher_dir), "teacher_layers": layers})
+                           extra_meta={"initialised_from": str(teacher_dir), "teacher_layers": layers,
+                                       **({FITTED_KEY: fitted} if fitted is not None else {})})
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -91,20 +91,22 @@ def _local(store, lake: LakeResource, key: str) -> Path:
 def _fit_parent(parent_dir: Path, tokenizer: Path) -> dict:
     """Metadata on the parent's vocabulary against the chat tokenizer: empty when it fits, a note when
     the stage will grow it by the chat tokens; a mismatch that growing cannot fix fails before launch."""
-    from tenali_model.checkpoint import load_config, resolve_checkpoint
+    from tenali_model.checkpoint import load_config, load_meta, resolve_checkpoint
     from tenali_model.posttrain.data import DataError
-    from tenali_model.posttrain.vocab import added_token_ids
+    from tenali_model.posttrain.vocab import fitted_vocab, new_token_ids
     from tenali_model.tokenizer import load_tokenizer
 
     tok = load_tokenizer(tokenizer)
-    vocab = load_config(resolve_checkpoint(parent_dir)).vocab_size
-    try:
-        ids = added_token_ids(tok, vocab, f"the parent checkpoint {parent_dir}")
+    ckpt = resolve_checkpoint(parent_dir)
+    vocab = load_config(ckpt).vocab_size
+    try:  # new ids: grown rows, or a padded table's padding rows the chat tokens land on
+        ids = new_token_ids(tok, vocab, fitted_vocab(load_meta(ckpt), vocab), f"the parent checkpoint {parent_dir}")
     except DataError as e:
         raise dg.Failure(str(e)) from e
     if not ids:
         return {}
-    return {"vocab_extended": f"{vocab} -> {tok.vocab_size}: {', '.join(tok.id_to_token(i) for i in ids)} "
+    rows = f"{vocab} -> {tok.vocab_size}" if tok.vocab_size > vocab else f"{vocab} rows (padding used)"
+    return {"vocab_extended": f"{rows}: {', '.join(tok.id_to_token(i) for i in ids)} "
                               "added, rows initialised to the mean embedding"}
 
 
