@@ -32,6 +32,7 @@ import asyncio
 import hmac
 import logging
 import os
+import math
 import re
 import time
 import uuid
@@ -186,6 +187,19 @@ def _error_body(message: str, type_: str, param: str | None = None, code: str | 
 
 # --- the app -------------------------------------------------------------------------------------
 
+
+def _json_safe(value):
+    """value with NaN and infinities as None: a release's figures may hold them (an evaluation that
+    skipped a domain), and JSON has no such numbers, so /info answered 500 and the page showed nothing."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, dict):
+        return {k: _json_safe(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_json_safe(v) for v in value]
+    return value
+
+
 def create_app(served: Served, options: ServeOptions | None = None, engine: Engine | None = None) -> FastAPI:
     """The FastAPI app; the engine starts with the app and stops with it."""
     options = options or ServeOptions()
@@ -319,7 +333,7 @@ def create_app(served: Served, options: ServeOptions | None = None, engine: Engi
                 "architecture": {"dim": cfg.dim, "n_layers": cfg.n_layers, "n_heads": cfg.n_heads,
                                  "n_kv_heads": cfg.n_kv_heads, "activation": cfg.activation},
                 "slots": engine.max_batch, "queue": engine.max_queue, "auth": bool(api_key),
-                "release": served.release}
+                "release": _json_safe(served.release)}
 
     @app.get("/v1/models", dependencies=[Depends(check_key)])
     async def models():

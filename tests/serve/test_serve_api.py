@@ -467,3 +467,14 @@ def test_text_that_arrives_with_an_error_is_still_streamed(chat, finish):
              for e in events if e.get("choices")]
     assert "".join(t or "" for t in texts) == "Apple closed at"
     assert "error" in events[-2] and events[-1]["usage"] == {"completion_tokens": 3}
+
+
+def test_info_answers_when_the_release_figures_hold_nan(make_client, served, monkeypatch):
+    """A release whose evaluation recorded NaN (a skipped figure) is served; /info gives it as null
+    instead of failing with 500 (JSON has no NaN), so the chat page still shows the model."""
+    monkeypatch.setattr(served, "release", {"evaluation": {"bits_per_byte": 1.2, "grounded_accuracy": float("nan"),
+                                                           "per_domain": [float("inf"), 2.0]}})
+    r = make_client().get("/info")
+    assert r.status_code == 200, r.text
+    assert r.json()["release"]["evaluation"] == {"bits_per_byte": 1.2, "grounded_accuracy": None,
+                                                 "per_domain": [None, 2.0]}
