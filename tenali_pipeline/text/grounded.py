@@ -6,7 +6,7 @@ it to read numbers correctly, because every answer is recomputed from the cleane
 - ``close_on``      closing price on a day (clean market prices)
 - ``return``        total return over N trading days, from the adjusted close (ratio, so causal)
 - ``sma``           N-day simple moving average, in the bar's own price units (as the features are)
-- ``range_high``    highest close of the last N trading days
+- ``range_high``    highest close of the last N trading days, split-adjusted to the day's units
 - ``rsi``           the 14-day RSI reading and what it signals (technical features)
 - ``pattern``       the candlestick pattern printed on a day (technical features)
 - ``macro_change``  change of an economic series between two observations (values as first published)
@@ -106,7 +106,11 @@ def _options(rng: np.random.Generator, right: str, wrong: list[str], n: int) -> 
 
 def _with_windows(prices: pl.DataFrame, cfg: GroundedConfig) -> pl.DataFrame:
     """Per ticker, the values each market question needs, computed once with rolling expressions."""
-    df = prices.select("ticker", "date", "close", "adj_close").sort("ticker", "date")
+    splits = pl.col("splits") if "splits" in prices.columns else pl.lit(None, dtype=pl.Float64)
+    df = (prices.select("ticker", "date", "close", "adj_close", split=splits).sort("ticker", "date")
+          # Cumulative split factor (a 2:1 split on a day makes it 2 from that day on; its close is post-split).
+          .with_columns(split_cum=pl.when(pl.col("split") > 0).then(pl.col("split")).otherwise(1.0)
+                        .cum_prod().over("ticker")))
     exprs = [pl.col("date").shift(1).over("ticker").alias("prev_date")]
     for n in cfg.return_windows:
         exprs += [
@@ -120,7 +124,10 @@ def _with_windows(prices: pl.DataFrame, cfg: GroundedConfig) -> pl.DataFrame:
             pl.col("date").shift(n - 1).over("ticker").alias(f"sma_{n}_from"),
         ]
     for n in cfg.high_windows:
-        exprs += [pl.col("close").rolling_max(n).over("ticker").alias(f"high_{n}"),
+        # Split-adjusted to the bar's own units: a 2:1 split inside the window must not leave the
+        # pre-split (doubled) price as the "high". Without a split the high is a printed close.
+        exprs += [((pl.col("close") * pl.col("split_cum")).rolling_max(n).over("ticker")
+                   / pl.col("split_cum")).alias(f"high_{n}"),
                   pl.col("date").shift(n - 1).over("ticker").alias(f"high_{n}_from")]
     return df.with_columns(exprs)
 
@@ -240,16 +247,22 @@ def _rsi_signal(v: float) -> str:
 def _features(b: _Builder, features: pl.DataFrame) -> None:
     cfg = b.cfg
     f = features.rename({"instrument": "ticker"}) if "instrument" in features.columns else features
+    f = f.sort("ticker", "date")  # sampling picks rows by position: same table in any row order, same questions
+    # A reading depends on earlier bars too: RSI(14) on at least the 14 changes before it (15 closes),
+    # a candlestick pattern on up to three bars. A held-out question must not lean on training days.
+    f = f.with_columns(rsi_from=pl.col("date").shift(14).over("ticker"),
+                       pattern_from=pl.col("date").shift(2).over("ticker").fill_null(pl.col("date")))
     if "rsi" in cfg.kinds and "rsi_14" in f.columns:
         src = f.filter(pl.col("rsi_14").is_not_null() & pl.col("rsi_14").is_finite())
-        for split, rng, rows in b.sample(src, "rsi", "date"):
+        for split, rng, rows in b.sample(src, "rsi", "rsi_from"):
             for r in rows.iter_rows(named=True):
                 v = r["rsi_14"]
                 right = f"{v:.1f}"
                 q = rng.choice([f"What was the 14-day RSI of {r['ticker']} on {_fmt_date(r['date'])}, and what did it signal?",
                                 f"Read {r['ticker']}'s RSI(14) at the close of {r['date'].isoformat()}."])
                 wrong = _wrong_numbers(rng, v, lambda x: f"{min(max(x, 0.0), 100.0):.1f}", cfg.n_choices - 1)
-                b.add(split=split, kind="rsi", subject=r["ticker"], first=r["date"], as_of=r["date"], question=str(q),
+                b.add(split=split, kind="rsi", subject=r["ticker"], first=r["rsi_from"] or r["date"], as_of=r["date"],
+                      question=str(q),
                       answer=f"The 14-day RSI of {r['ticker']} was {right} on {_fmt_date(r['date'])}: {_rsi_signal(v)}.",
                       value=round(v, 1), right=right, wrong=wrong, rng=rng)
     cols = [c for c in PATTERN_NAMES if c in f.columns]
@@ -257,14 +270,14 @@ def _features(b: _Builder, features: pl.DataFrame) -> None:
         fired = pl.sum_horizontal([pl.col(c).fill_null(False).cast(pl.Int32) for c in cols])
         src = f.filter(fired == 1).with_columns(
             pattern=pl.coalesce([pl.when(pl.col(c)).then(pl.lit(c)) for c in cols]))
-        for split, rng, rows in b.sample(src, "pattern", "date"):
+        for split, rng, rows in b.sample(src, "pattern", "pattern_from"):
             for r in rows.iter_rows(named=True):
                 right = PATTERN_NAMES[r["pattern"]]
                 others = [PATTERN_NAMES[c] for c in cols if c != r["pattern"]]
                 wrong = [others[i] for i in rng.permutation(len(others))[: cfg.n_choices - 1]]
                 q = rng.choice([f"Which candlestick pattern did {r['ticker']} print on {_fmt_date(r['date'])}?",
                                 f"Name the candlestick pattern on {r['ticker']}'s {r['date'].isoformat()} bar."])
-                b.add(split=split, kind="pattern", subject=r["ticker"], first=r["date"], as_of=r["date"],
+                b.add(split=split, kind="pattern", subject=r["ticker"], first=r["pattern_from"], as_of=r["date"],
                       question=str(q), answer=f"{r['ticker']} printed {right} on {_fmt_date(r['date'])}.",
                       value=None, right=right, wrong=wrong, rng=rng)
 
@@ -277,8 +290,10 @@ def _macro(b: _Builder, macro: pl.DataFrame) -> None:
          .with_columns(prev_value=pl.col("value").shift(1).over("series_id"),
                        prev_date=pl.col("date").shift(1).over("series_id"),
                        prev_known=pl.col("known").shift(1).over("series_id"))
-         .filter(pl.col("prev_value").is_not_null() & pl.col("value").is_not_null()))
-    for split, rng, rows in b.sample(m, "macro_change", "prev_date", last_col="known"):
+         .filter(pl.col("prev_value").is_not_null() & pl.col("value").is_not_null())
+         # The question depends on both observations as published: split on the later of the two.
+         .with_columns(as_of=pl.max_horizontal("known", "prev_known")))
+    for split, rng, rows in b.sample(m, "macro_change", "prev_date", last_col="as_of"):
         for r in rows.iter_rows(named=True):
             units = r["units"] or ""
             delta = r["value"] - r["prev_value"]
@@ -287,15 +302,18 @@ def _macro(b: _Builder, macro: pl.DataFrame) -> None:
                 f"How did {r['title']} change from {_fmt_date(r['prev_date'])} to {_fmt_date(r['date'])}?",
                 f"{r['series_id']}: change between the {r['prev_date'].isoformat()} and {r['date'].isoformat()} observations?"])
             b.add(split=split, kind="macro_change", subject=r["series_id"], first=r["prev_date"],
-                  as_of=max(r["known"], r["prev_known"]), question=str(q),
-                  answer=f"{r['title']} went from {r['prev_value']:,.2f} to {r['value']:,.2f} {units}".rstrip()
-                         + f", a change of {right}.",
+                  as_of=r["as_of"], question=str(q),
+                  # The change comes first: wrong answers and choice sentences replace the first
+                  # occurrence of the figure, and a level can print the same (0.00 -> -0.25: -0.25).
+                  answer=f"{r['title']} changed by {right}, from {r['prev_value']:,.2f} to {r['value']:,.2f} "
+                         f"{units}".rstrip() + ".",
                   value=round(delta, 2), right=right,
                   wrong=_wrong_numbers(rng, delta, lambda x: f"{x:+,.2f}", b.cfg.n_choices - 1, signed=True), rng=rng)
 
 
 def _filings(b: _Builder, filings: pl.DataFrame) -> None:
     f = filings.filter(pl.col("filed").is_not_null())
+    f = f.sort([c for c in ("filed", "cik", "form", "accession", "period", "items") if c in f.columns], nulls_last=True)
     name = pl.coalesce(pl.col("company"), pl.col("ticker"), pl.col("cik"))
     if "filing_date" in b.cfg.kinds:
         periodic = f.filter(pl.col("form").is_in(["10-K", "10-Q"]) & pl.col("period").is_not_null()).with_columns(name=name)
@@ -388,12 +406,47 @@ def numbers_in(text: str) -> list[float]:
     return out
 
 
+_DATE = re.compile(r"\b(?:January|February|March|April|May|June|July|August|September|October|November|December)"
+                   r"\s+\d{1,2}(?:st|nd|rd|th)?,?\s+\d{4}\b|\b\d{4}-\d{2}-\d{2}\b", re.IGNORECASE)
+# A sign counts only at the start of a token ("-0.25", not the hyphen of "10-K" or "2012-01").
+_FIGURE = re.compile(r"(?<![\w.])([-+\u2212]?)(\$?)(\d{1,3}(?:,\d{3})+(?:\.\d+)?|\d+(?:\.\d+)?)(?![\d])(\s*%)?")
+_ITEM = re.compile(r"(?<![\w.])\d{1,2}\.\d{2}(?![\d])")
+
+
+def figures_in(text: str) -> list[float]:
+    """The figures stated in a text: numbers written with a decimal point, a currency sign, a percent
+    sign or an explicit sign. Dates, window lengths ("20-day", "5 trading days", "RSI(14)") and the
+    RSI thresholds ("between 30 and 70") are not figures, so they can't pass for the answer."""
+    out = []
+    for sign, cur, num, pct in _FIGURE.findall(_DATE.sub(" ", text)):
+        if not (sign or cur or pct or "." in num):
+            continue
+        x = float(num.replace(",", ""))
+        out.append(-x if sign in ("-", "\u2212") else x)
+    return out
+
+
 def answer_is_correct(generated: str, row: dict) -> bool:
-    """Exact match after normalisation: the answer's figure (to its printed precision) appears in
-    the generated text, or for non-numeric answers the expected name/date/items text does."""
+    """Exact match after normalisation: the answer's figure (to its printed precision) is stated in the
+    generated text, or for non-numeric answers the expected name/date/items text is, and no other option.
+
+    Figures that the reference answer states besides the answer (an SMA's close, a macro change's two
+    levels) don't count when the text restates them: "$24.00 ... the close of $31.99" is a wrong SMA of
+    $31.99 however often the close is quoted."""
     value = row.get("value")
     if value is None or (isinstance(value, float) and math.isnan(value)):
-        right = row["choices"][row["correct_choice"]]
-        return right.lower() in generated.lower()
+        choices = list(row.get("choices") or [])
+        right = choices[row["correct_choice"]]
+        if row.get("kind") == "filing_items":
+            return set(_ITEM.findall(generated)) == set(_ITEM.findall(right))
+        text = generated.lower()
+        others = [c for c in choices if c != right and c.lower() not in right.lower()]
+        return right.lower() in text and not any(c.lower() in text for c in others)
     decimals = 1 if row["kind"] == "rsi" else 2
-    return any(round(x, decimals) == round(float(value), decimals) for x in numbers_in(generated))
+    want = round(float(value), decimals)
+    said = [round(x, decimals) for x in figures_in(generated)]
+    hits = sum(x == want for x in said)
+    if hits == 0:
+        return False
+    context = sum(round(x, decimals) == want for x in figures_in(row.get("answer") or "")) - 1
+    return hits > max(context, 0) or all(x == want for x in said)

@@ -3,6 +3,7 @@
 import datetime as dt
 import json
 
+import numpy as np
 import polars as pl
 import pytest
 
@@ -69,7 +70,10 @@ def test_market_answers_match_an_independent_recomputation(tables, questions):
             want = adj[i - n + 1:i + 1].mean() * close[i] / adj[i]
         else:
             j = dates.index(r["first_date"])
-            want = close[j:i + 1].max()
+            # Split-adjusted to day i's units: closes before a split inside the window divided by it.
+            split = prices.filter(pl.col("ticker") == r["subject"]).sort("date")["splits"].to_numpy()
+            factor = np.cumprod(np.where(split > 0, split, 1.0))
+            want = (close[j:i + 1] * factor[j:i + 1]).max() / factor[i]
         assert r["value"] == pytest.approx(round(want, 2), abs=0.006), r
         assert answer_is_correct(r["answer"], r) and not answer_is_correct(r["wrong_answer"], r)
         checked += 1
