@@ -16,15 +16,20 @@ Sampling, per domain, with ``f = t_d / a_d``:
 - up (``f >= 1``): every document ``floor(f)`` times, plus the remaining tokens drawn as below;
 - down (``f < 1``): documents in a fixed pseudo-random order (a hash of doc_id and ``seed``) are
   taken while their tokens fit the remaining target (the document that crosses the target is
-  taken when that lands closer to it). Same input and seed, same selection, on any machine.
+  taken when that lands closer to it, or when the domain would otherwise get no document at all).
+  Same input and seed, same selection, on any machine.
 
 Domains: a weighted domain with no documents is reported as ``missing`` and its weight is
 redistributed over the present domains in proportion to their weights (``on_missing="redistribute"``,
 the default) or the call fails (``on_missing="error"``). A domain present in the data but absent
 from the weights gets weight 0: it is left out of the mix and listed as ``unweighted``.
 
-The mixed frame keeps the document schema; repeated documents appear once per copy, adjacent and
-in (date, doc_id) order like the rest of the split (shuffling is the loader's job).
+The mixed frame keeps the document schema; repeated documents appear once per copy, in rounds: round
+``k`` holds copy ``k`` of every document mixed in at least ``k`` times, in (date, doc_id) order like the
+rest of the split, and the rounds follow one another. Copies are a round apart, never side by side:
+the loader cuts the token stream into contiguous windows and shuffles only the windows, so adjacent
+copies of a short document would share a window, and every copy after the first would be copied from
+the context instead of learnt (the repeats would add tokens, not signal).
 """
 
 from __future__ import annotations
@@ -141,26 +146,28 @@ def _plan(avail: dict[str, tuple[int, int]], cfg: MixConfig) -> tuple[dict[str, 
     return weights, missing, unweighted, total, input_tokens, capped
 
 
-def _cut(rows: pl.DataFrame, before: int, target: int) -> set[str]:
+def _cut(rows: pl.DataFrame, before: int, target: int, only: bool = False) -> set[str]:
     """doc_ids taken from the bin that crosses ``target``: ``rows`` (key, doc_id, tokens) of that bin,
     ``before`` the tokens of the bins below it. A prefix in (key, doc_id) order whose tokens fit, plus
-    the crossing row when that lands closer to the target."""
+    the crossing row when that lands closer to the target, or when it would otherwise be the domain's
+    only chance (``only``: nothing else of the domain is taken), so a weighted domain never vanishes."""
     rows = rows.sort("_key", "doc_id")
     cum = rows["_tokens"].cum_sum() + before
     n = int((cum <= target).sum())
     if n < rows.height:
         under = int(cum[n - 1]) if n else before
-        if int(cum[n]) - target < target - under:
+        if int(cum[n]) - target < target - under or (only and n == 0 and before == 0):
             n += 1
     return set(rows["doc_id"].head(n).to_list())
 
 
 def mix_batches(batches, write, config: MixConfig | None = None) -> MixReport:
     """Mix a training split that arrives in batches: ``batches()`` returns a fresh iterator over it
-    (it is read three times), ``write(df)`` receives the mixed rows batch by batch. Memory: a batch and
-    65,536 bins per domain. Down-sampling takes documents in (key, doc_id) order, key a stable hash of
-    doc_id and seed: the bins of keys below the crossing bin whole, the crossing bin's documents
-    sorted (pass 2), so the result is the same as sorting the whole domain."""
+    (it is read twice, then once per round of copies), ``write(df)`` receives the mixed rows batch by
+    batch, round after round. Memory: a batch and 65,536 bins per domain. Down-sampling takes
+    documents in (key, doc_id) order, key a stable hash of doc_id and seed: the bins of keys below the
+    crossing bin whole, the crossing bin's documents sorted (pass 2), so the result is the same as
+    sorting the whole domain."""
     cfg = config or MixConfig()
     if cfg.bytes_per_token <= 0 or cfg.max_repeats < 1:
         raise ValueError("bytes_per_token must be > 0 and max_repeats >= 1")
@@ -204,25 +211,35 @@ def mix_batches(batches, write, config: MixConfig | None = None) -> MixReport:
             if p["bin"] >= 0:
                 crossing[d].append(df.filter((pl.col("domain") == d) & (pl.col("_bin") == p["bin"]))
                                    .select("_key", "doc_id", "_tokens"))
-    chosen = {d: _cut(pl.concat(crossing[d]), p["before"], p["rest"]) if p["bin"] >= 0 else set()
+    chosen = {d: _cut(pl.concat(crossing[d]), p["before"], p["rest"], only=p["full"] == 0) if p["bin"] >= 0 else set()
               for d, p in plan.items()}
-    # Pass 3: every document `full` times, plus once more when sampled; adjacent, in (date, doc_id) order.
+    # Pass 3, in rounds: round c writes copy c + 1 of every document mixed in more than c times, in
+    # (date, doc_id) order, so a document's copies are a round apart (see the module docstring).
     achieved = {d: [0, 0, 0] for d in plan}  # tokens, rows, unique documents
-    for df in batches():
-        df = prepared(df)
-        copies = pl.lit(0, dtype=pl.Int64)
-        for d, p in plan.items():
-            extra = (pl.col("_bin") < p["bin"]) | ((pl.col("_bin") == p["bin"]) & pl.col("doc_id").is_in(list(chosen[d])))
-            copies = pl.when(pl.col("domain") == d).then(p["full"] + extra.cast(pl.Int64)).otherwise(copies)
-        df = df.with_columns(_copies=copies).filter(pl.col("_copies") > 0)
-        for d, tokens, rows, docs in (df.group_by("domain")
-                                      .agg((pl.col("_tokens") * pl.col("_copies")).sum(), pl.col("_copies").sum(), pl.len())
-                                      .iter_rows()):
-            achieved[d][0] += int(tokens)
-            achieved[d][1] += int(rows)
-            achieved[d][2] += int(docs)
-        out = df.select(pl.exclude("_tokens", "_key", "_bin", "_copies").repeat_by(pl.col("_copies")).explode())
-        write(out.sort("date", "doc_id", maintain_order=True))
+    most = {d: p["full"] + (1 if p["bin"] >= 0 else 0) for d, p in plan.items()}  # copies at most, per domain
+    for c in range(max(most.values(), default=0)):
+        live = [d for d in plan if most[d] > c]
+        for df in batches():
+            df = df.filter(pl.col("domain").is_in(live))
+            if df.is_empty():
+                continue
+            df = prepared(df)
+            copies = pl.lit(0, dtype=pl.Int64)
+            for d in live:
+                p = plan[d]
+                extra = (pl.col("_bin") < p["bin"]) | ((pl.col("_bin") == p["bin"]) & pl.col("doc_id").is_in(list(chosen[d])))
+                copies = pl.when(pl.col("domain") == d).then(p["full"] + extra.cast(pl.Int64)).otherwise(copies)
+            df = df.with_columns(_copies=copies).filter(pl.col("_copies") > c)
+            if c == 0:
+                for d, tokens, rows, docs in (df.group_by("domain")
+                                              .agg((pl.col("_tokens") * pl.col("_copies")).sum(), pl.col("_copies").sum(),
+                                                   pl.len())
+                                              .iter_rows()):
+                    achieved[d][0] += int(tokens)
+                    achieved[d][1] += int(rows)
+                    achieved[d][2] += int(docs)
+            if not df.is_empty():
+                write(df.select(pl.exclude("_tokens", "_key", "_bin", "_copies")).sort("date", "doc_id", maintain_order=True))
     domains = {d: DomainMix(weight=round(weights[d], 6), available_tokens=avail_t[d][0],
                             available_documents=avail_t[d][1], target_tokens=p["target"],
                             achieved_tokens=achieved[d][0], documents=achieved[d][1], unique_documents=achieved[d][2],

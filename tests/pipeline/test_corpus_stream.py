@@ -125,3 +125,28 @@ def test_near_duplicates_off_and_a_strict_threshold(lake, tmp_path):
     assert "near_duplicate_val" not in off.dropped and off.near_duplicates is None
     strict, _ = build(lake, tmp_path, near_dup=NearDupConfig(threshold=0.999))
     assert strict.dropped["near_duplicate_val"] == strict.dropped["near_duplicate_train"] == 0
+
+
+def test_the_leak_check_holds_the_tables_to_the_recorded_split_date_a_column_at_a_time(tmp_path, monkeypatch):
+    """The blocking check compares every table with the split date the build recorded (not with the earliest
+    validation date, which may come later), covers the unique training table the tokenizer learns from, and
+    reads only the date column a row group at a time (the corpus is larger than memory)."""
+    from tenali_pipeline.defs.corpus.assets import SPLIT_KEY, TRAIN_KEY, TRAIN_UNIQUE_KEY, VAL_KEY, no_temporal_leak
+    from tenali_pipeline.resources import LakeResource
+
+    lake = Lake(str(tmp_path / "lake"))
+    resource = LakeResource(root=str(tmp_path / "lake"), cache_dir=str(tmp_path / "cache"))
+    day = dt.date(2021, 1, 1)
+    table = lambda dates: pl.DataFrame([{**documents(1)[0], "doc_id": f"x{i}", "date": d}  # noqa: E731
+                                        for i, d in enumerate(dates)], schema=DOCUMENT_SCHEMA)
+    lake.write_json(SPLIT_KEY, {"val_start": day.isoformat()})
+    lake.write_parquet(VAL_KEY, table([day + dt.timedelta(days=10), day + dt.timedelta(days=20)]))
+    monkeypatch.setattr(Lake, "read_parquet", lambda *a, **k: pytest.fail("the check read a whole table"))
+    clean = table([day - dt.timedelta(days=3), day - dt.timedelta(days=1)])
+    lake.write_parquet(TRAIN_KEY, clean)
+    lake.write_parquet(TRAIN_UNIQUE_KEY, clean)
+    assert no_temporal_leak(lake=resource).passed
+    # dated after the split date but before the first validation document: still a leak
+    lake.write_parquet(TRAIN_UNIQUE_KEY, table([day - dt.timedelta(days=1), day + dt.timedelta(days=5)]))
+    result = no_temporal_leak(lake=resource)
+    assert not result.passed and result.metadata["leaking_documents"].value == 1

@@ -47,7 +47,28 @@ def test_achieved_shares_are_close_to_the_weights():
     assert news.repeat_factor < 1 and news.documents == news.unique_documents == 300  # down-sampled
     assert mixed.group_by("domain").len().sort("domain").rows() == sorted(
         (d, m.documents) for d, m in report.domains.items())
-    assert mixed.select("date", "doc_id").rows() == sorted(mixed.select("date", "doc_id").rows())
+    # copies come in rounds (copy k of every document repeated k times or more), each in (date, doc_id) order
+    rounds = mixed.with_columns(round=pl.int_range(pl.len()).over("doc_id"))
+    assert rounds["round"].to_list() == sorted(rounds["round"].to_list())
+    assert rounds["round"].max() == 3
+    for _, part in rounds.group_by("round"):
+        assert part.select("date", "doc_id").rows() == sorted(part.select("date", "doc_id").rows())
+
+
+def test_copies_of_a_repeated_document_are_never_side_by_side():
+    """The loader shuffles contiguous windows of the token stream, not documents: copies written next to
+    each other would share a window, and every copy after the first would be copied from the context."""
+    train = corpus({"market": 200, "crypto_forex": 10}, nbytes=40)  # short documents: many per window
+    mixed, report = mix(train, MixConfig(weights={"market": 0.5, "crypto_forex": 0.5}, max_repeats=4))
+    crypto = report.domains["crypto_forex"]
+    assert crypto.documents == 40 and crypto.unique_documents == 10  # each crypto document 4 times
+    ids = mixed["doc_id"].to_list()
+    positions: dict[str, list[int]] = {}
+    for i, doc_id in enumerate(ids):
+        positions.setdefault(doc_id, []).append(i)
+    # copies at least a round apart: every other document mixed in at least that many times sits between them
+    gaps = [b - a for p in positions.values() for a, b in zip(p, p[1:])]
+    assert gaps and min(gaps) >= 10
 
 
 def test_without_the_cap_the_input_total_is_kept():
@@ -111,3 +132,14 @@ def test_report_serialises_and_bad_configs_fail():
         mix(corpus(SIZES), MixConfig(weights={"market": 0.0}))
     with pytest.raises(ValueError, match="none of the weighted domains"):
         mix(corpus({"market": 3}), MixConfig(weights={"technical": 1.0}))
+
+
+def test_a_weighted_domain_of_long_documents_is_not_cut_to_nothing():
+    """Down-sampling a domain whose documents are each longer than twice its target took none of them:
+    a weighted domain vanished from training. It now keeps at least its first document in sampling order."""
+    train = pl.concat([corpus({"market": 200}), corpus({"educational": 2}, nbytes=400_000)])  # 100k tokens each
+    mixed, report = mix(train, MixConfig(weights={"market": 0.5, "educational": 0.5}, total_tokens=40_000))
+    edu = report.domains["educational"]
+    assert edu.target_tokens == 20_000 and edu.documents == edu.unique_documents == 1
+    assert set(mixed["domain"]) == {"market", "educational"}
+    assert report.domains["market"].achieved_tokens == pytest.approx(20_000, rel=0.01)  # the rest is unchanged

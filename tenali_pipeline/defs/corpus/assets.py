@@ -144,9 +144,24 @@ def corpus(context: dg.AssetExecutionContext, lake: LakeResource, corpus_setting
     })
 
 
-@dg.asset_check(asset=corpus, blocking=True, description="No training document is dated on or after the validation start.")
+@dg.asset_check(asset=corpus, blocking=True, description="No training document (mixed or unique) is dated on or after "
+                "the validation start the corpus recorded, and no validation document before it.")
 def no_temporal_leak(lake: LakeResource) -> dg.AssetCheckResult:
     store = lake.lake()
-    train, val = store.read_parquet(TRAIN_KEY), store.read_parquet(VAL_KEY)
-    leaks = train.filter(pl.col("date") >= val["date"].min()).height
-    return dg.AssetCheckResult(passed=leaks == 0 and val.height > 0, metadata={"leaking_documents": leaks})
+    val_start = dt.date.fromisoformat(store.read_json(SPLIT_KEY)["val_start"])
+
+    def count(key: str, bad) -> tuple[int, int]:  # (rows, bad rows), the date column a row group at a time
+        rows = leaks = 0
+        for batch in store.iter_parquet(key, 1_000_000, columns=["date"]):
+            rows += batch.height
+            leaks += batch.filter(bad).height
+        return rows, leaks
+
+    late = pl.col("date").is_null() | (pl.col("date") >= val_start)
+    _, train_leaks = count(TRAIN_KEY, late)
+    _, unique_leaks = count(TRAIN_UNIQUE_KEY, late)
+    val_rows, early = count(VAL_KEY, pl.col("date").is_null() | (pl.col("date") < val_start))
+    leaks = train_leaks + unique_leaks
+    return dg.AssetCheckResult(passed=leaks == 0 and early == 0 and val_rows > 0,
+                               metadata={"leaking_documents": leaks, "val_start": str(val_start),
+                                         "val_documents_before_start": early, "val_documents": val_rows})
