@@ -97,7 +97,7 @@ def prepare(cfg: DPOConfig, d: Dist) -> Stage:
         return dpo_loss(sequence_logps(model, batch["x"], batch["y"]), ref_logps, cfg.beta)
 
     def evaluate(model) -> dict:
-        sums = {"val_loss": 0.0, "val_margin": 0.0, "val_accuracy": 0.0, "count": 0}
+        sums = {"val_loss": 0.0, "val_margin": 0.0, "val_accuracy": 0.0, "val_logp_gap": 0.0, "count": 0}
         for start, counted in eval_starts(len(val_pairs), cfg.batch_size, cfg.eval_batches, d, mode):
             batch = {k: v.to(d.device) for k, v in
                      collate_pairs(val_pairs[start:start + cfg.batch_size], pad).items()}
@@ -107,6 +107,7 @@ def prepare(cfg: DPOConfig, d: Dist) -> Stage:
             sums["val_loss"] += s.item()
             sums["val_margin"] += stats["margin"].item()
             sums["val_accuracy"] += stats["accuracy"].item()
+            sums["val_logp_gap"] += stats["logp_gap"].item()
             sums["count"] += n
         return sums
 

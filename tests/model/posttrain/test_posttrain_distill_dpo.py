@@ -272,6 +272,7 @@ def test_dpo_raises_the_chosen_over_rejected_margin(lora, tok_dir, tok, parent, 
     after = chosen_margin(s["checkpoint"], tok, f)
     assert after > before + 1.0
     assert s["val_accuracy"] == 1.0 and s["val_margin"] > 1.0
+    assert math.isfinite(s["val_logp_gap"])  # val records give what train records give (dpo.py's doc)
     assert s["final_loss"] < s["initial_loss"] < math.log(2) + 1e-3  # starts at -log sigmoid(0)
 
 
