@@ -44,14 +44,14 @@ import torch
 import torch.distributed as dist
 import torch.nn as nn
 
-from ..checkpoint import (CheckpointError, latest_checkpoint, list_checkpoints, load_config, load_meta,
+from ..checkpoint import (CheckpointError, list_checkpoints, load_config, load_meta,
                           load_model, load_train_state, rank_rng, read_weights, resolve_checkpoint, restore_rng,
                           save_checkpoint, step_dir_name)
 from ..config import ConfigError, ModelConfig, num_params, resolve_parallelism
 from ..parallel import build_model, clip_grad_norm, full_state, grad_sync, load_full_state, wrap_ddp
 from ..tokenizer import TokenizerError
 from ..train import (Dist, MetricsLog, _printer, autocast_context, check_finite, gather_rng, open_pipes,
-                     fused_adamw, param_groups, setup_distributed, use_bf16)
+                     fused_adamw, param_groups, resume_checkpoint, setup_distributed, use_bf16)
 from .config import Phase, StageConfig
 from .lora import count_trainable, load_adapter, merged_state_dict, parent_projections, save_adapter
 
@@ -168,19 +168,19 @@ def run_stage(stage: Stage, d: Dist, pipes=None, stop_at: int | None = None) -> 
                                   betas=(cfg.beta1, cfg.beta2), eps=1e-8, fused=fused_adamw(d.device))
 
     step, tokens_seen, elapsed_before = 0, 0, 0.0
-    ckpt = latest_checkpoint(out_dir)
+    ckpt = resume_checkpoint(out_dir, d, say)  # verified by rank 0 (or an older one): read without hashing again
     if ckpt is not None:
         meta = load_meta(ckpt)
         if meta.get("stage") != cfg.STAGE:
             raise ConfigError(f"{out_dir} holds checkpoints of stage {meta.get('stage')!r}, not "
                               f"{cfg.STAGE!r}; give this stage its own out_dir")
-        state = load_train_state(ckpt, mmap=mode == "fsdp")
+        state = load_train_state(ckpt, mmap=mode == "fsdp", verify=False)
         if lora:
             load_adapter(raw, adapter_dir(out_dir, meta["step"]))
             optimizer.load_state_dict(state["optimizer"])
         else:  # under FSDP rank 0 reads the weights and optimizer state and broadcasts them
             reads = mode != "fsdp" or d.is_main
-            load_full_state(raw, mode, read_weights(ckpt)[0] if reads else None, optimizer,
+            load_full_state(raw, mode, read_weights(ckpt, verify=False)[0] if reads else None, optimizer,
                             state["optimizer"] if reads else None)
         stage.batches.load_state_dict(state["loader"])
         restore_rng(rank_rng(state, d.rank, d.world_size))

@@ -123,6 +123,22 @@ def test_lora_sft_resumes_exactly_and_merges_into_an_exportable_checkpoint(tok_d
         torch.testing.assert_close(theirs(x).logits, merged(x)[0], rtol=0, atol=1e-4)
 
 
+def test_a_corrupt_newest_checkpoint_resumes_from_the_one_before(tok_dir, parent, chat_file, tmp_path, capsys):
+    """A flipped byte in the newest checkpoint's optimizer state is caught by its checksum; the stage
+    resumes from the checkpoint before it (its adapter kept beside it) and ends where an uninterrupted
+    run ends, bit for bit."""
+    lora = LoraSettings(r=4, alpha=8)
+    full = train(sft_config(parent, tok_dir, [chat_file], tmp_path / "full", lora=lora, ckpt_every=2))
+    train(sft_config(parent, tok_dir, [chat_file], tmp_path / "split", lora=lora, ckpt_every=2), stop_at=4)
+    state = tmp_path / "split" / "step_00000004" / "train_state.pt"
+    raw = bytearray(state.read_bytes())
+    raw[len(raw) // 2] ^= 0xFF
+    state.write_bytes(bytes(raw))
+    second = train(sft_config(parent, tok_dir, [chat_file], tmp_path / "split", lora=lora, ckpt_every=2))
+    assert "cannot resume from step_00000004" in capsys.readouterr().out
+    assert second["resumed_from_step"] == 2 and second["complete"] and full["complete"]
+    assert_same_tensors(tmp_path / "full", tmp_path / "split", ["step_00000008/model.safetensors"])
+
 def test_lora_with_bf16_frozen_weights_trains_as_float32_ones_under_bf16_autocast(tok_dir, parent, chat_file,
                                                                                      tmp_path, capsys):
     """`lora.base_dtype: "bfloat16"` (what "auto" picks under bf16 compute) only changes where the
