@@ -239,3 +239,23 @@ def test_new_data_scores_the_current_release_on_the_new_validation_set(lake_setu
     result, check = _release(instance, resources, checkpoint_key=keys[0])
     assert not check.passed and lake.read_json(LATEST_RELEASE_KEY) == pointer
     assert first["checkpoint_key"] == keys[0]
+
+
+def test_a_release_missing_a_file_never_becomes_latest(lake_setup, monkeypatch):
+    """The files serve and transformers read are checked before LATEST.json moves (the blocking check
+    runs after the asset, too late to take the pointer back)."""
+    from tenali_pipeline.defs.release import assets as rel
+
+    lake, keys, instance, resources = lake_setup
+    _evaluated(instance, lake, keys[0], 1.50)
+    real = rel.export_hf
+
+    def export_without_tokenizer_config(ckpt, out, **kw):
+        path = real(ckpt, out, **kw)
+        (out / "tokenizer_config.json").unlink()
+        return path
+
+    monkeypatch.setattr(rel, "export_hf", export_without_tokenizer_config)
+    result, _ = _release(instance, resources)
+    assert not result.success and not lake.exists(LATEST_RELEASE_KEY)
+    assert "lacks tokenizer_config.json" in result.get_step_failure_events()[0].step_failure_data.error.message

@@ -243,6 +243,9 @@ def model_release(context: dg.AssetExecutionContext, lake: LakeResource, config:
                "checkpoint_key": ckpt_key, "created": release["created"], "stage": chosen["stage"],
                "val_set_sha256": chosen["val_set"]}
     if promoted:
+        # checked before LATEST.json moves: the blocking check cannot take back a pointer already written
+        if missing := _missing_files(store, release_id, release):
+            raise dg.Failure(f"Release {release_id} lacks {', '.join(missing)} after export; LATEST.json unchanged.")
         if same is None:
             store.write_json(LATEST_RELEASE_KEY, pointer)
     elif not comparable:
@@ -291,6 +294,13 @@ def _rescore(context, store, lake: LakeResource, current: dict, recorded: list[d
     return bpb
 
 
+def _missing_files(store, release_id: str, release: dict) -> list[str]:
+    """The files a release folder must hold (what serve and transformers read) that it does not."""
+    files = {"config.json", "model.safetensors", "tokenizer.json", "tokenizer_config.json", "README.md",
+             "release.json", release["tokenizer"].get("file", "tokenizer.model")}  # + tokenizer.model, or not
+    return sorted(f for f in files if not store.exists(f"{RELEASES_KEY}/{release_id}/{f}"))
+
+
 def _already_released(store, current: dict | None, ckpt_key: str, meta: dict, tok_sha: str, chosen: dict,
                       name: str) -> dict | None:
     """The current release's release.json when it is already this release (same checkpoint weights,
@@ -316,9 +326,7 @@ def not_worse_than_current(context: dg.AssetCheckExecutionContext, lake: LakeRes
     store = lake.lake()
     release_id = meta["release_id"]
     release = store.read_json(f"{RELEASES_KEY}/{release_id}/release.json")
-    files = {"config.json", "model.safetensors", "tokenizer.json", "tokenizer_config.json", "README.md",
-             "release.json", release["tokenizer"].get("file", "tokenizer.model")}  # + tokenizer.model, or not
-    missing = sorted(f for f in files if not store.exists(f"{RELEASES_KEY}/{release_id}/{f}"))
+    missing = _missing_files(store, release_id, release)
     previous = release.get("previous")
     passed = bool(release["promoted"]) and not missing
     return dg.AssetCheckResult(passed=passed, metadata={
