@@ -259,3 +259,20 @@ def test_a_release_missing_a_file_never_becomes_latest(lake_setup, monkeypatch):
     result, _ = _release(instance, resources)
     assert not result.success and not lake.exists(LATEST_RELEASE_KEY)
     assert "lacks tokenizer_config.json" in result.get_step_failure_events()[0].step_failure_data.error.message
+
+
+def test_the_evaluation_regression_warning_compares_one_validation_set():
+    """pretrain_evaluation's no_regression warns on a worse figure on the same validation text only:
+    new data (another val_set_sha256) is another test."""
+    from tenali_pipeline.defs.evaluation.assets import no_regression
+
+    def check(*evaluations):
+        instance = dg.DagsterInstance.ephemeral()
+        for bpb, val_set in evaluations:
+            instance.report_runless_asset_event(dg.AssetMaterialization(
+                asset_key="pretrain_evaluation", metadata={"bits_per_byte": bpb, "val_set_sha256": val_set}))
+        return no_regression(dg.build_asset_check_context(instance=instance)).passed
+
+    assert not check((1.0, "A"), (1.5, "A"))
+    assert check((1.0, "A"), (1.5, "B"))  # a harder set, not a worse model
+    assert check((1.0, "A"), (1.02, "A"))
