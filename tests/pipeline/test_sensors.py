@@ -142,6 +142,22 @@ def test_news_cursor_is_bounded_and_forgets_unconfigured_feeds(feeds):
     assert len(cursor) < 2_000
 
 
+def test_an_entry_listed_by_two_feeds_is_not_new_when_the_other_feed_answers_304(feeds):
+    """The client returns a shared entry once, under the first feed that answered 200; when that feed
+    is unchanged (304), the other feed lists it: already seen, no second run for it."""
+    feeds.routes["/a.rss"] = rss([("shared-1", "Both wires carry it"), ("a-1", "Only A")])
+    plain = Feeds({"/b.rss": rss([("shared-1", "Both wires carry it"), ("b-1", "Only B")])}, etags=False)
+    try:
+        sources = live_news(feeds.url("/a.rss"), plain.url("/b.rss"))
+        first, cursor = tick(news.new_feed_entries, None, sources)
+        assert isinstance(first, dg.RunRequest)
+        second, _ = tick(news.new_feed_entries, cursor, sources)  # A: 304, B: 200 with the shared entry
+        assert ("/a.rss", 304) in feeds.hits
+        assert isinstance(second, dg.SkipReason), second
+    finally:
+        plain.http.close()
+
+
 def test_news_sample_mode_and_garbage_cursor(feeds):
     skip, cursor = tick(news.new_feed_entries, "x", SourcesResource(mode="sample", news_feeds=[feeds.url("/wire.rss")]))
     assert isinstance(skip, dg.SkipReason) and "sample" in skip.skip_message and not feeds.hits
@@ -260,6 +276,36 @@ def test_edgar_http_errors_skip_naming_the_cause(sec, status):
     assert isinstance(skip, dg.SkipReason) and "ticker list" in skip.skip_message
 
 
+def test_edgar_a_broken_response_for_one_company_does_not_stop_the_others(sec, monkeypatch):
+    """Any requests error (here a body cut off mid-read), not only a refused connection or a timeout,
+    skips that company: the tick never raises, the others still count and it is asked again next tick."""
+    import requests
+
+    real, broken = edgar.sec_session, {"on": True}
+
+    def session(identity):
+        s = real(identity)
+        get = s.get
+
+        def flaky(url, **kwargs):
+            if broken["on"] and "CIK0000789019" in url:
+                raise requests.exceptions.ChunkedEncodingError("Connection broken: IncompleteRead(0 bytes read)")
+            return get(url, **kwargs)
+
+        s.get = flaky
+        return s
+
+    monkeypatch.setattr(edgar, "sec_session", session)
+    sec.subs["0000789019"] = submissions([("0000789019-25-000101", "10-Q", "2025-10-29T16:05:00.000Z")])
+    sources = live_filings("MSFT", "AAPL")
+    first, cursor = tick(edgar.new_edgar_filings, None, sources)
+    assert isinstance(first, dg.RunRequest)
+    assert set(json.loads(cursor)["latest"]) == {"0000320193"}  # MSFT not marked as seen
+    broken["on"] = False
+    second, _ = tick(edgar.new_edgar_filings, cursor, sources)
+    assert isinstance(second, dg.RunRequest) and second.run_key != first.run_key
+
+
 def test_edgar_without_identity_or_in_sample_mode_skips(sec, monkeypatch):
     monkeypatch.delenv("SEC_EDGAR_IDENTITY")
     skip, cursor = tick(edgar.new_edgar_filings, None, live_filings("AAPL"))
@@ -335,6 +381,19 @@ def test_edgar_with_buckets_requests_only_the_partitions_with_new_filings(sec):
     assert first[0].run_key.startswith("edgar-") and first[0].run_key.endswith("-" + first[0].partition_key)
 
 
+def test_edgar_with_buckets_requests_the_bucket_of_every_ticker_of_a_company(sec):
+    """Two configured tickers of one CIK (share classes, or a ticker and its CIK as digits) sit in their
+    own buckets, each holding the company's filings: a new filing asks for both."""
+    from tenali_pipeline.buckets import Bucket, bucket_of
+
+    count = next(n for n in range(2, 64) if bucket_of("AAPL", n) != bucket_of("320193", n))
+    sensor = edgar.build_new_edgar_filings_sensor(buckets=count)
+    first, _ = tick(sensor, None, live_filings("AAPL", "320193"))
+    want = sorted(Bucket(bucket_of(t, count), count).key for t in ("AAPL", "320193"))
+    assert sorted(r.partition_key for r in first) == want
+    assert len({r.run_key for r in first}) == 2
+
+
 # --- universe mode: EDGAR's current-filings feed (defs/filings/current_feed.py) ------------------------
 
 from tenali_pipeline.defs.filings import current_feed  # noqa: E402
@@ -404,3 +463,35 @@ def test_universe_mode_builds_the_feed_sensor():
     schedules, sensors, _ = build_schedules_and_sensors("local", buckets=4, universe=True)
     sensor = next(s for s in sensors if s.name == "new_edgar_filings")
     assert "current-filings feed" in sensor.description and "lake" in sensor.required_resource_keys
+
+
+def test_universe_mode_pages_on_after_a_tick_that_saw_an_empty_first_page(monkeypatch):
+    """A form with no filings on the feed at one tick (an empty first page) is not a first tick: when
+    more than a page of filings arrives before the next one, every page back to the last tick is read
+    (up to MAX_PAGES), not just the first."""
+    from tenali_pipeline.buckets import Bucket, bucket_of
+
+    universe = {f"T{i:03d}": f"{i + 1:010d}" for i in range(150)}
+    pages = {"10-K": [], "10-Q": [], "8-K": []}
+
+    def respond(req):
+        from urllib.parse import parse_qs, urlsplit
+        q = parse_qs(urlsplit(req.path).query)
+        start = int(q["start"][0])
+        return 200, {"Content-Type": "application/atom+xml"}, atom(pages[q["type"][0]][start:start + 100])
+
+    server = LocalServer(respond)
+    try:
+        monkeypatch.setattr(current_feed, "FEED_URL", server.base + "/cgi-bin/browse-edgar?action=getcurrent&type={form}"
+                                                                   "&start={start}&count=100&output=atom")
+        monkeypatch.setenv("SEC_EDGAR_IDENTITY", IDENTITY)
+        sources = SourcesResource(mode="live", tickers_from_universe=True)
+        first, cursor = current_feed.evaluate_universe(sources, None, universe, buckets=8)
+        assert isinstance(first, dg.SkipReason)
+        # 150 10-Qs, newest first, before the next tick: two pages
+        pages["10-Q"] = [("10-Q", f"Co {s}", cik, f"{cik}-26-000001") for s, cik in reversed(list(universe.items()))]
+        second, _ = current_feed.evaluate_universe(sources, cursor, universe, buckets=8)
+        assert sorted(r.partition_key for r in second) == sorted({Bucket(bucket_of(s, 8), 8).key for s in universe})
+        assert int(second[0].tags["tenali/new_filings"]) == 150
+    finally:
+        server.close()

@@ -83,6 +83,7 @@ def evaluate_universe(sources, cursor_raw: str | None, companies: dict[str, str]
     new, first_pages, errors = [], {}, []
     for form in FORMS:
         known = set(seen.get(form, []))
+        baseline = form not in seen  # the first tick of this form; an empty list is an empty first page
         try:
             for page in range(MAX_PAGES):
                 entries = _page(session, form, page * 100)
@@ -90,7 +91,7 @@ def evaluate_universe(sources, cursor_raw: str | None, companies: dict[str, str]
                     first_pages[form] = [e["accession"] for e in entries]
                 fresh = [e for e in entries if e["accession"] not in known]
                 new += [e for e in fresh if e["form"] == form and e["cik"] in symbol_of]
-                if not known or len(fresh) < len(entries) or len(entries) < 100:
+                if baseline or len(fresh) < len(entries) or len(entries) < 100:
                     break  # reached last tick's filings (or the first tick: one page is the baseline)
             else:
                 if log is not None:
@@ -98,7 +99,9 @@ def evaluate_universe(sources, cursor_raw: str | None, companies: dict[str, str]
                                 "are left to the end-of-day run")
         except EdgarPollError as exc:
             errors.append(str(exc))
-            first_pages[form] = seen.get(form, [])
+            first_pages.pop(form, None)
+            if form in seen:  # unchanged; a form never read stays absent, so its first read is the baseline
+                first_pages[form] = seen[form]
     new_cursor = json.dumps({"v": 2, "seen": first_pages}, sort_keys=True, separators=(",", ":"))
     if errors and log is not None:
         log.warning("EDGAR feed failed in part: " + "; ".join(errors))

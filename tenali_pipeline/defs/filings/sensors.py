@@ -68,8 +68,8 @@ def sec_get(session, url: str, what: str):
 
     try:
         resp = session.get(url, timeout=TIMEOUT_S)
-    except (requests.ConnectionError, requests.Timeout) as exc:
-        raise EdgarPollError(f"{what}: could not reach {url} ({type(exc).__name__})") from exc
+    except requests.RequestException as exc:  # not only ConnectionError/Timeout: a broken body, redirects, ...
+        raise EdgarPollError(f"{what}: could not read {url} ({type(exc).__name__})") from exc
     if resp.status_code == 403:
         raise EdgarPollError(f"{what}: SEC answered HTTP 403 Forbidden (User-Agent from {IDENTITY_VAR} refused, "
                            "or request rate too high)")
@@ -187,8 +187,13 @@ def evaluate(sources: SourcesResource, cursor_raw: str | None, log=None, env=Non
         return dg.RunRequest(run_key=run_key, tags=tags), new_cursor
     from ...buckets import Bucket, bucket_of
 
-    ticker_of = {c: t for t, c in ciks.items() if c}
-    keys = sorted({Bucket(bucket_of(ticker_of.get(c, c), buckets), buckets).key for c, _ in new})
+    # every configured ticker of a CIK (GOOG and GOOGL, or a ticker and its CIK as digits): raw_filings
+    # buckets by ticker, so each of them holds the company's filings
+    tickers_of: dict[str, list[str]] = {}
+    for t, c in ciks.items():
+        if c:
+            tickers_of.setdefault(c, []).append(t)
+    keys = sorted({Bucket(bucket_of(t, buckets), buckets).key for c, _ in new for t in tickers_of.get(c, [c])})
     return [dg.RunRequest(run_key=f"{run_key}-{k}", partition_key=k, tags=tags) for k in keys], new_cursor
 
 

@@ -63,6 +63,9 @@ def evaluate(sources: SourcesResource, cursor_raw: str | None, log=None):
     except Exception as exc:  # every feed failed: never raise from a sensor tick
         return dg.SkipReason(f"every news feed failed: {exc}"), None
 
+    # An entry listed by two feeds is returned once, under whichever feed answered 200 first this tick
+    # (the client de-duplicates by id and link): it is new only if no feed has seen it.
+    seen_anywhere = {h for v in known.values() for h in (v.get("seen") or [])}
     new_ids: list[str] = []
     out: dict[str, dict] = {}
     for feed in feeds:
@@ -73,8 +76,7 @@ def evaluate(sources: SourcesResource, cursor_raw: str | None, log=None):
             continue
         rows = frame.filter(frame["feed"] == feed).sort("published", descending=True).head(MAX_SEEN)
         hashes = [_h(i) for i in rows["entry_id"].to_list()]
-        seen_set = set(seen)
-        fresh = [h for h in hashes if h not in seen_set]
+        fresh = [h for h in hashes if h not in seen_anywhere]
         new_ids += [f"{feed}\n{h}" for h in fresh]
         merged = hashes + [h for h in seen if h not in set(hashes)]
         entry = {"seen": merged[:MAX_SEEN]}
