@@ -200,3 +200,23 @@ def test_the_asset_keeps_yahoo_s_raw_responses_next_to_the_parquet(yahoo, tmp_pa
     assert all("crumb-abc" not in r["url"] or "crumb=" in r["url"] for r in records)
     meta = result.asset_materializations_for_node("raw_market_prices")[0].metadata
     assert meta["responses_kept"].value == len(records) and meta["dagster/row_count"].value == 49
+
+
+def test_split_adjusted_bars_are_turned_back_into_traded_prices():
+    """Yahoo quotes the days before a split in post-split shares; the stored close is the price that
+    traded (the sample's convention, which the documents assume): 4x before a 4:1 split, volume / 4."""
+    from tenali_pipeline.sources.live.market import as_traded
+
+    days = [dt.date(2020, 8, d) for d in (27, 28, 31)] + [dt.date(2020, 9, 1)]
+    yahoo = pl.DataFrame({"date": days, "open": [125.0, 126.0, 127.6, 132.8], "high": [126.0] * 4,
+                          "low": [124.0] * 4, "close": [125.0, 124.8, 129.0, 134.2],
+                          "adj_close": [121.9, 121.7, 125.8, 130.9], "volume": [4e8, 3.6e8, 2.26e8, 1.5e8],
+                          "splits": [0.0, 0.0, 4.0, 0.0]})
+    out = as_traded(yahoo.reverse())  # in any order
+    assert out["date"].to_list() == days
+    assert out["close"].to_list() == pytest.approx([500.0, 499.2, 129.0, 134.2])  # AAPL closed at $499.23
+    assert out["volume"].to_list() == pytest.approx([1e8, 9e7, 2.26e8, 1.5e8])
+    assert out["adj_close"].to_list() == yahoo["adj_close"].to_list()
+    # two splits: the days before both carry both ratios
+    two = as_traded(yahoo.with_columns(splits=pl.Series([0.0, 2.0, 4.0, 0.0])))
+    assert two["close"].to_list() == pytest.approx([1000.0, 499.2, 129.0, 134.2])

@@ -64,13 +64,29 @@ def _raise_yfinance_errors():
             yf.config.debug.hide_exceptions = previous
 
 
+def as_traded(df: pl.DataFrame) -> pl.DataFrame:
+    """One ticker's split-adjusted bars (Yahoo's) as traded: each day's open/high/low/close times the
+    ratios of the splits after it (a 4:1 split makes the days before it 4x the adjusted price), its
+    volume divided by them. A split's own day is already in post-split shares. `adj_close` stays as
+    Yahoo gives it (adjusted for splits and dividends), so adj_close / close is the full adjustment,
+    as in the sample data."""
+    ratio = pl.when(pl.col("splits") > 0).then(pl.col("splits")).otherwise(1.0)
+    later = ratio.shift(-1, fill_value=1.0).reverse().cum_prod().reverse()  # product over the days after
+    df = df.sort("date")
+    return df.with_columns([(pl.col(c) * later).alias(c) for c in ("open", "high", "low", "close")]
+                           + [(pl.col("volume") / later).alias("volume")])
+
+
 class YFinanceMarketClient:
     """Daily OHLCV, Adj Close, dividends and splits for `tickers` in [start, end).
 
-    Yahoo's open/high/low/close are adjusted for splits (not for dividends; `adj_close` is adjusted
-    for both), even with ``auto_adjust=False``: a price before a later split is not the price that
-    traded that day. The sample twin (Quandl WIKI) is unadjusted. Compare a traded price such as an
-    IPO's offer price only after dividing it by the splits that followed.
+    Yahoo's open/high/low/close and volume are adjusted for splits (not for dividends; `adj_close`
+    is adjusted for both), even with ``auto_adjust=False``: a price before a later split is not the
+    price that traded that day. `as_traded` undoes that with the splits the answer lists, so `close`
+    is the traded price, as in the sample twin (Quandl WIKI), which the renderers, the technical notes,
+    the IPO notes and the grounded questions assume (a note dated before a split quoting adjusted
+    prices would also reveal the split). The pipeline asks up to today (end=None), so every split
+    Yahoo adjusted for is in the answer; with an `end` in the past, splits after it are not undone.
     """
 
     def __init__(
@@ -140,7 +156,7 @@ class YFinanceMarketClient:
                 "splits": pdf["Stock Splits"].to_numpy() if "Stock Splits" in pdf else 0.0,
                 "source": "yfinance",
             }
-        ).with_columns(pl.col("dividends", "splits").cast(pl.Float64).fill_null(0.0).fill_nan(0.0))
+        ).with_columns(pl.col("dividends", "splits").cast(pl.Float64).fill_null(0.0).fill_nan(0.0)).pipe(as_traded)
 
     def _history(self, ticker: str, start: str):
         try:
