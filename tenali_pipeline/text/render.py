@@ -55,8 +55,8 @@ def _frame(rows: list[dict]) -> pl.DataFrame:
 # ---- market: one summary per instrument and month ---------------------------------------------
 _MARKET_OPEN = [
     "{t} {verb} {chg} in {month}, closing at {close} after opening the month at {open}.",
-    "In {month}, {t} {verb} {chg}, from {open} to {close}.",
-    "{t} ended {month} at {close}, a monthly change of {ret} from its {open} open.",
+    "In {month}, {t} {verb} {chg} to close at {close}; it had opened the month at {open}.",
+    "{t} ended {month} at {close}, a monthly change of {ret}; it opened the month at {open}.",
 ]
 _MARKET_RANGE = [
     "It traded between {low} and {high} over {days} sessions, with average daily volume of {vol} {unit}.",
@@ -70,19 +70,40 @@ _MARKET_EXTREMES = [
 
 def render_market(prices: pl.DataFrame, *, domain: str = "market", by: str = "ticker", time: str = "date",
                   unit: str = "shares") -> pl.DataFrame:
-    """Monthly summaries per instrument from daily OHLCV (stocks, or crypto with ``by='symbol'``)."""
+    """Monthly summaries per instrument from daily OHLCV (stocks, or crypto with ``by='symbol'``).
+
+    The monthly change is close to close (the previous month's last close to this month's, from
+    ``adj_close`` where present, so dividends and splits are in it); an instrument's first month in
+    the data runs from its first open. Prices are quoted as traded on the month's last day: where a
+    split inside the month shows in the raw prices (the ``adj_close / close`` ratio jumps by the
+    ``splits`` ratio that day), the earlier bars' open, high and low are divided by it and their
+    volume multiplied, so a month never puts pre-split and post-split prices side by side. Data whose
+    raw prices are already split-adjusted (Yahoo's) has no such jump and is left as it is.
+    """
     if prices.is_empty():
         return _frame([])
     df = prices.with_columns(pl.col(time).cast(pl.Date).alias("_day")).sort(by, "_day")
     adj = "adj_close" if "adj_close" in df.columns else "close"
     df = df.with_columns(ret=(pl.col(adj) / pl.col(adj).shift(1) - 1).over(by), month=pl.col("_day").dt.truncate("1mo"))
+    if "splits" in df.columns and adj == "adj_close":
+        ratio = pl.col("adj_close") / pl.col("close")
+        jump = (ratio / ratio.shift(1)).over(by)
+        split = pl.col("splits").fill_null(0.0).fill_nan(0.0)
+        step = pl.when((split > 0) & (split != 1) & ((jump / split - 1).abs() < 0.05)).then(split).otherwise(1.0)
+        df = df.with_columns(_cum=step.cum_prod().over(by))
+        df = df.with_columns(_scale=pl.col("_cum") / pl.col("_cum").last().over(by, "month"))
+    else:
+        df = df.with_columns(_scale=pl.lit(1.0))
+    # the first bar of an instrument has no previous close: its month starts from its open
+    step_ret = pl.col("ret").fill_null(pl.col("close") / pl.col("open") - 1)
     monthly = df.group_by(by, "month").agg(
-        open=pl.col("open").first(), close=pl.col("close").last(), high=pl.col("high").max(),
-        low=pl.col("low").min(), vol=pl.col("volume").mean(), days=pl.len(), last_day=pl.col("_day").max(),
-        mret=(pl.col("ret").fill_null(0) + 1).product() - 1,
+        open=(pl.col("open") * pl.col("_scale")).first(), close=pl.col("close").last(),
+        high=(pl.col("high") * pl.col("_scale")).max(), low=(pl.col("low") * pl.col("_scale")).min(),
+        vol=(pl.col("volume") / pl.col("_scale")).mean(), days=pl.len(), last_day=pl.col("_day").max(),
+        mret=(step_ret + 1).product() - 1,
         best=pl.col("ret").max(), worst=pl.col("ret").min(),
-        best_day=pl.col("_day").sort_by(pl.col("ret").fill_null(0)).last(),
-        worst_day=pl.col("_day").sort_by(pl.col("ret").fill_null(0)).first(),
+        best_day=pl.col("_day").get(pl.col("ret").arg_max()),
+        worst_day=pl.col("_day").get(pl.col("ret").arg_min()),
         source=pl.col("source").first(),
     ).sort(by, "month")
     rows = []
@@ -100,30 +121,53 @@ def render_market(prices: pl.DataFrame, *, domain: str = "market", by: str = "ti
     return _frame(rows)
 
 
-# ---- economic: one release note per quarter (or month) with every series known by then ---------
+# ---- economic: one release note per observation period and frequency --------------------------
+def _macro_period(day, freq: str) -> str:
+    """The period an observation dated ``day`` measures, by FRED's frequency name (FRED dates an
+    observation by the start of its month, quarter or year, a weekly one by the week's last day)."""
+    if freq.startswith("q"):
+        return f"Q{(day.month - 1) // 3 + 1} {day.year}"
+    if freq.startswith("a"):
+        return f"{day.year}"
+    if freq.startswith("semi") or freq == "sa":
+        return f"H{(day.month - 1) // 6 + 1} {day.year}"
+    if freq.startswith(("bi", "bw")):
+        return f"the two weeks ending {day:%B} {day.day}, {day.year}"
+    if freq.startswith("w"):
+        return f"the week ending {day:%B} {day.day}, {day.year}"
+    if freq.startswith("d"):
+        return f"{day:%B} {day.day}, {day.year}"
+    return f"{day:%B %Y}"
+
+
 def render_macro(obs: pl.DataFrame) -> pl.DataFrame:
-    """A note per observation date listing each series' level and change, dated when published."""
+    """A note per observation date and frequency listing each series' level and change, dated when
+    published. Series of different frequencies sharing a date (monthly CPI and quarterly GDP both
+    dated January 1) measure different periods, so they get separate notes, each labelled with its own
+    period (a daily series gets one note per day, not one per day all titled with the month)."""
     if obs.is_empty():
         return _frame([])
     df = obs.sort("series_id", "date").with_columns(prev=pl.col("value").shift(1).over("series_id"))
     # "A year earlier" by calendar, so monthly, quarterly and daily series all compare like with like.
     year_ago = obs.select("series_id", date=pl.col("date").dt.offset_by("1y"), prev_year="value")
     df = df.join(year_ago, on=["series_id", "date"], how="left")
+    df = df.with_columns(_freq=pl.col("frequency").fill_null("").str.to_lowercase())
     rows = []
-    for (day,), g in df.group_by(["date"], maintain_order=True):
+    for (day, freq), g in df.group_by(["date", "_freq"], maintain_order=True):
         lines = []
         for r in g.sort("series_id").iter_rows(named=True):
             line = f"{r['title']} ({r['series_id']}) was {r['value']:,.2f} ({r['units']})"
-            if r["prev"] not in (None, 0) and "Percent" not in r["units"]:
+            # A percentage change only between two positive levels: from -100 to -50 is a rise, not "-50%".
+            if r["prev"] is not None and r["prev"] > 0 and r["value"] > 0 and "Percent" not in r["units"]:
                 line += f", {pct(r['value'] / r['prev'] - 1)} from the previous period"
-                if r["prev_year"] not in (None, 0):
+                if r["prev_year"] is not None and r["prev_year"] > 0:
                     line += f" and {pct(r['value'] / r['prev_year'] - 1)} from a year earlier"
             elif r["prev"] is not None:
-                line += f", {r['value'] - r['prev']:+.2f} points from the previous period"
+                unit = " points" if "Percent" in r["units"] else ""
+                line += f", {r['value'] - r['prev']:+,.2f}{unit} from the previous period"
             lines.append(line + ".")
         published = g["realtime_start"].max()
-        freq = g["frequency"][0].lower()
-        period = f"Q{(day.month - 1) // 3 + 1} {day.year}" if freq.startswith("q") else f"{day:%B %Y}"
+        period = _macro_period(day, freq)
         intro = _pick([f"US economic data for {period}, as first published on {published:%B %d, %Y}:",
                        f"Macroeconomic release for {period} (published {published:%B %d, %Y}):"], day)
         rows.append(_doc("economic", g["source"][0], "US", published, f"US economy {period}", intro + "\n" + "\n".join(lines)))
@@ -142,7 +186,9 @@ def render_filings(filings: pl.DataFrame) -> pl.DataFrame:
     for r in filings.iter_rows(named=True):
         header = f"{r['company']} (CIK {r['cik']}) filed a Form {r['form']} on {r['filed']:%B %d, %Y}"
         if r["period"] is not None:
-            header += f" for the period ended {r['period']:%B %d, %Y}"
+            # An 8-K's "period of report" is the date of the event it reports, not the end of a period.
+            header += (f" reporting an event of {r['period']:%B %d, %Y}" if _filings.base_form(r["form"]) == "8-K"
+                       else f" for the period ended {r['period']:%B %d, %Y}")
         text = _filings.filing_to_text(r["document"], r["form"], header=header + ".",
                                        document_format=r["document_format"])
         rows.append(_doc("news_filings", r["source"], r["ticker"] or r["cik"], r["filed"],

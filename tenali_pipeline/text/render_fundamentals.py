@@ -11,6 +11,7 @@ text says it was restated.
 from __future__ import annotations
 
 import datetime as dt
+import math
 
 import polars as pl
 
@@ -29,6 +30,15 @@ def big_money(x: float) -> str:
     if a >= 1e6:
         return f"{sign}${a / 1e6:,.1f} million"
     return f"{sign}${a:,.0f}"
+
+
+def unit_price(x: float) -> str:
+    """A price per share or coin: cents at $1 and above, four significant digits below, so a
+    $0.00001234 token is not printed as "$0.00" (sign kept)."""
+    sign, a = ("-" if x < 0 else ""), abs(x)
+    if a >= 1 or a == 0:
+        return f"{sign}${a:,.2f}"
+    return f"{sign}${a:.{3 - math.floor(math.log10(a))}f}"
 
 
 def _day(d: dt.date) -> str:
@@ -81,7 +91,7 @@ _OPEN = [
 def _line(label: str, cur: dict | None, prior: dict | None, pit: _PointInTime, *, eps: bool = False) -> str | None:
     if cur is None:
         return None
-    fmt = (lambda v: f"${v:,.2f}") if eps else big_money
+    fmt = (lambda v: f"{'-' if v < 0 else ''}${abs(v):,.2f}") if eps else big_money
     text = f"{label} was {fmt(cur['value'])}"
     if prior is not None and prior["value"]:
         change = cur["value"] / prior["value"] - 1
@@ -169,12 +179,21 @@ def render_defi(metrics: pl.DataFrame) -> pl.DataFrame:
     if metrics.is_empty():
         return _frame([])
     df = metrics.with_columns(month=pl.col("date").dt.truncate("1mo"))
-    monthly = (df.sort("date").group_by("scope", "entity", "metric", "month")
+    key = ("scope", "entity", "metric")
+    monthly = (df.sort("date").group_by(*key, "month")
                .agg(last=pl.col("value").last(), first=pl.col("value").first(), total=pl.col("value").sum(),
                     days=pl.len(), last_day=pl.col("date").max(), source=pl.col("source").first())
-               .sort("scope", "entity", "metric", "month")
-               .with_columns(prev_last=pl.col("last").shift(1).over("scope", "entity", "metric"),
-                             prev_total=pl.col("total").shift(1).over("scope", "entity", "metric")))
+               .sort(*key, "month")
+               .with_columns(full=pl.col("days") == pl.col("month").dt.month_end().dt.day())
+               .with_columns(prev_last=pl.col("last").shift(1).over(*key),
+                             prev_total=pl.col("total").shift(1).over(*key),
+                             prev_days=pl.col("days").shift(1).over(*key),
+                             prev_full=pl.col("full").shift(1).over(*key),
+                             prev_month=pl.col("month").shift(1).over(*key))
+               # "the previous month" is the calendar month before, not the last month that has data
+               .with_columns(pl.when(pl.col("prev_month") == pl.col("month").dt.offset_by("-1mo"))
+                             .then(pl.col(c)).otherwise(None).alias(c)
+                             for c in ("prev_last", "prev_total", "prev_days", "prev_full")))
     rows = []
     for (scope, entity, month), g in monthly.group_by(["scope", "entity", "month"], maintain_order=True):
         if g["days"].max() < 5:
@@ -185,10 +204,15 @@ def render_defi(metrics: pl.DataFrame) -> pl.DataFrame:
             label = _METRIC_LABEL.get(r["metric"], r["metric"])
             if r["metric"] in _FLOW:
                 line = f"{label[0].upper() + label[1:]} totalled {big_money(r['total'])} over {r['days']} days"
-                if r["prev_total"]:
+                if r["prev_total"] and r["full"] and r["prev_full"]:
                     line += f" ({pct(r['total'] / r['prev_total'] - 1)} on the previous month)"
+                elif r["prev_total"]:  # a month not fully covered: compare like with like, per day
+                    per_day = (r["total"] / r["days"]) / (r["prev_total"] / r["prev_days"]) - 1
+                    line += f" (a daily average {pct(per_day)} on the previous month's)"
             else:
-                line = f"{label[0].upper() + label[1:]} ended the month at {big_money(r['last'])}"
+                label = label[0].upper() + label[1:]
+                line = (f"{label} ended the month at {big_money(r['last'])}" if r["full"] else
+                        f"{label} stood at {big_money(r['last'])} on {_day(r['last_day'])}")
                 if r["prev_last"]:
                     line += f", {pct(r['last'] / r['prev_last'] - 1)} from the previous month-end"
             lines.append(line + ".")
@@ -216,7 +240,7 @@ def render_coins(coins: pl.DataFrame) -> pl.DataFrame:
         if r["days"] < 5 or r["mcap"] is None:
             continue
         sym = (r["symbol"] or r["coin_id"]).upper()
-        parts = [f"{r['coin_id'].capitalize()} ({sym}) ended {r['month']:%B %Y} at ${r['price']:,.2f} with a market "
+        parts = [f"{r['coin_id'].capitalize()} ({sym}) ended {r['month']:%B %Y} at {unit_price(r['price'])} with a market "
                  f"capitalisation of {big_money(r['mcap'])}"]
         if r["prev_mcap"]:
             parts[-1] += f" ({pct(r['mcap'] / r['prev_mcap'] - 1)} on the month)"

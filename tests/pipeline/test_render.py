@@ -185,7 +185,7 @@ def test_market_summary_numbers():
     for figure in (money(10.0), money(11.5), money(9.5), money(12.8), "2,000 shares"):
         assert figure in text, figure
     assert re.search(r"\b4 (sessions|trading days)", text)
-    assert "4.5%" in text  # 11.0 -> 11.5 over the month's closes
+    assert "15.0%" in text  # the instrument's first month in the data: from its first open, 10.0 -> 11.5
     assert f"March 03 ({pct(12 / 11 - 1)})" in text  # best day
     assert f"March 04 ({pct(11 / 12 - 1)})" in text  # worst day
 
