@@ -116,12 +116,21 @@ def render_text(messages: Iterable[Mapping], add_generation_prompt: bool = False
     return "".join(parts)
 
 
-# The template in Jinja for a Hugging Face export (tokenizer_config.json "chat_template").
-HF_CHAT_TEMPLATE = (
-    "{% for m in messages %}"
-    "{% if m['role'] == 'system' %}" + SYSTEM + "{{ m['content'] }}"
-    "{% elif m['role'] == 'user' %}" + USER + "{{ m['content'] }}"
-    "{% else %}" + ASSISTANT + "{{ m['content'] }}" + EOT + "{% endif %}"
-    "{% endfor %}"
-    "{% if add_generation_prompt %}" + ASSISTANT + "{% endif %}"
-)
+def _hf_template(content: str) -> str:
+    return ("{% for m in messages %}"
+            "{% if m['role'] == 'system' %}" + SYSTEM + content +
+            "{% elif m['role'] == 'user' %}" + USER + content +
+            "{% else %}" + ASSISTANT + content + EOT + "{% endif %}"
+            "{% endfor %}"
+            "{% if add_generation_prompt %}" + ASSISTANT + "{% endif %}")
+
+
+# The template in Jinja for a Hugging Face export (tokenizer_config.json "chat_template"): each content
+# right after its marker. Right for a tokenizer that encodes a text after a special token as it
+# encodes it alone (byte-level BPE; a base's tokenizer.json).
+HF_CHAT_TEMPLATE = _hf_template("{{ m['content'] }}")
+# The same with a space before each non-empty content, for a tokenizer.json converted from sentencepiece
+# (Metaspace, prepend_scheme "first"): it gives a text its leading "▁" only at the start of the whole
+# string, while `encode_chat` encodes each content alone, "▁" first; the space puts it back.
+# `hf.write_tokenizer` picks whichever of the two gives `encode_chat`'s ids.
+HF_CHAT_TEMPLATE_SPACED = _hf_template("{% if m['content'] %} {{ m['content'] }}{% endif %}")

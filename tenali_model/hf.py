@@ -171,7 +171,7 @@ def export_hf(ckpt_dir: str | os.PathLike, out_dir: str | os.PathLike,
         eos, pad = ids.get("eos_token_id"), ids.get("pad_token_id")
         (tmp / "config.json").write_text(json.dumps(hf_config(cfg, eos, pad), indent=2) + "\n")
         (tmp / "generation_config.json").write_text(json.dumps(
-            {"bos_token_id": None, "eos_token_id": eos, "pad_token_id": pad}, indent=2) + "\n")
+            {"bos_token_id": None, "eos_token_id": ids.get("stop_ids") or eos, "pad_token_id": pad}, indent=2) + "\n")
         if out_dir.exists():
             out_dir.rmdir()
         os.replace(tmp, out_dir)
@@ -401,7 +401,8 @@ def write_tokenizer(sp_model_path: str | os.PathLike, out_dir: str | os.PathLike
     (as PreTrainedTokenizerFast; the config is written in the form transformers 4.x and 5.x read).
     Given a sentencepiece model it is converted (module doc); given a tokenizer.json (a base model's,
     with the chat tokens added by `tenali_model.tokenizer.add_chat_tokens`) it is written as it is.
-    Returns {"eos_token_id", "pad_token_id"} (None where the model lacks the piece)."""
+    Returns {"eos_token_id", "pad_token_id", "stop_ids"} (None where the model lacks the piece; stop_ids:
+    the end of text and the turn markers, for a chat tokenizer)."""
     path = Path(sp_model_path)
     if path.suffix == ".json":
         from tokenizers import Tokenizer
@@ -433,9 +434,26 @@ def write_tokenizer(sp_model_path: str | os.PathLike, out_dir: str | os.PathLike
         "add_eos_token": False,
         "model_max_length": model_max_length or int(1e30),
     }
+    stops = None
     if all(t in vocab for t in (EOS_TOKEN, "<|user|>", "<|assistant|>")):
-        from .chat import HF_CHAT_TEMPLATE  # the one template (chat.py), so apply_chat_template matches serving
-
-        config["chat_template"] = HF_CHAT_TEMPLATE
+        config["chat_template"] = _chat_template(tok)
+        # generate() stops where serving stops: the end of text, or the model opening a turn itself
+        stops = [vocab[t] for t in (EOS_TOKEN, "<|user|>", "<|system|>", "<|assistant|>") if t in vocab]
     (out_dir / "tokenizer_config.json").write_text(json.dumps(config, indent=2) + "\n")
-    return {"eos_token_id": vocab.get(EOS_TOKEN), "pad_token_id": vocab.get(PAD_TOKEN)}
+    return {"eos_token_id": vocab.get(EOS_TOKEN), "pad_token_id": vocab.get(PAD_TOKEN), "stop_ids": stops}
+
+
+def _chat_template(tok) -> str:
+    """The chat template (chat.py) under which `apply_chat_template` gives `encode_chat`'s ids with this
+    tokenizer: each content encoded as it is alone, after its marker's id. A converted sentencepiece
+    tokenizer needs a space after each marker (chat.HF_CHAT_TEMPLATE_SPACED); a byte-level base's does
+    not. Probed on a sample text, both ways."""
+    from .chat import HF_CHAT_TEMPLATE, HF_CHAT_TEMPLATE_SPACED
+
+    probe = "AAPL closed at $189.25, up 1.2%."
+    alone = tok.encode(probe, add_special_tokens=False).ids
+    marker = tok.token_to_id("<|user|>")
+    for template, sep in ((HF_CHAT_TEMPLATE, ""), (HF_CHAT_TEMPLATE_SPACED, " ")):
+        if tok.encode("<|user|>" + sep + probe, add_special_tokens=False).ids == [marker, *alone]:
+            return template
+    return HF_CHAT_TEMPLATE  # neither reproduces it exactly: the plain one, as before

@@ -85,6 +85,29 @@ def test_export_matches_transformers_logits_and_generation(trained):
     assert tok.decode(tok.encode("a<|endoftext|>b"), skip_special_tokens=True) == "ab"
 
 
+def test_the_exported_chat_template_gives_the_ids_serving_encodes(trained, tmp_path):
+    """apply_chat_template on the export gives encode_chat's ids (training's and serving's): with a
+    converted sentencepiece tokenizer each content needs the space the template puts after its marker,
+    or every message's first word loses its leading piece ("AAPL" for "▁AAPL") and the model sees
+    prompts it was never trained on. generate() stops where serving stops."""
+    from tenali_model.chat import encode_chat, stop_ids
+    from tenali_model.tokenizer import load_tokenizer
+
+    out = export_hf(trained["ckpt"], tmp_path / "hf", tokenizer_model=trained["sp_path"])
+    hf_tok, ours = transformers.AutoTokenizer.from_pretrained(out), load_tokenizer(trained["sp_path"])
+    conversations = [
+        [{"role": "user", "content": "AAPL close on 2012-05-01?"}],
+        [{"role": "system", "content": "Answer with the figure."}, {"role": "user", "content": "What did SPY do?"},
+         {"role": "assistant", "content": "It rose 1.2%."}, {"role": "user", "content": " and QQQ?"}],
+        [{"role": "user", "content": ""}],
+        [{"role": "user", "content": "line one\nline two"}],
+    ]
+    for messages in conversations:
+        ids = hf_tok.apply_chat_template(messages, add_generation_prompt=True, tokenize=True, return_dict=True)
+        assert ids["input_ids"] == encode_chat(ours, messages, add_generation_prompt=True).ids, messages
+    stops = json.loads((out / "generation_config.json").read_text())["eos_token_id"]
+    assert sorted(stops) == sorted(stop_ids(ours))
+
 def test_tokenizer_differs_from_sentencepiece_only_at_the_start(trained):
     """The two known differences (see hf.py), pinned: a text that starts with a space, and one that
     starts with a user-defined piece. Everything after the start is encoded identically."""
