@@ -202,3 +202,37 @@ def test_a_stream_cut_before_its_end_is_an_error_not_a_finished_answer(served, b
         _ask(page, "What did Apple close at?", state="error")
         assert page.locator(".assistant").first.inner_text().startswith("Hello")
         assert "ended" in page.inner_text("#error")
+
+
+def test_a_narrow_screen_gets_one_column_with_the_buttons_in_view_and_no_404(served, browser):
+    # At 400 px the wide two-column grid (conversation | 300 px sidebar) left the conversation ~80 px
+    # wide and pushed "New chat" off screen; the page also asked for /favicon.ico, which is a 404.
+    from tenali_model.serve.app import ServeOptions, create_app
+
+    app = create_app(served, ServeOptions(max_batch=2, api_key=""))
+    with LiveServer(app) as server:
+        page = browser.new_page(viewport={"width": 400, "height": 800})
+        missing = []
+        page.on("response", lambda r: missing.append(r.url) if r.status == 404 else None)
+        page.goto(server.url + "/")
+        page.wait_for_function("document.getElementById('model-name').textContent === 'tenali-test'")
+        page.wait_for_load_state("networkidle")
+        width, height = 400, 800
+        log = page.locator("#log").bounding_box()
+        assert log["width"] >= 300, log
+        assert log["x"] >= 0 and log["x"] + log["width"] <= width + 0.5, log
+        for sel in ("#send", "#stop", "#clear", "#prompt"):
+            box = page.locator(sel).bounding_box()
+            assert box is not None, sel
+            assert box["x"] >= 0 and box["y"] >= 0, (sel, box)
+            assert box["x"] + box["width"] <= width + 0.5 and box["y"] + box["height"] <= height + 0.5, (sel, box)
+        # nothing wider than the screen: no sideways scrolling
+        assert page.evaluate("document.documentElement.scrollWidth") <= width
+        # the settings and model information are still there, below the conversation, not beside it
+        aside = page.locator("aside").bounding_box()
+        assert aside["y"] >= log["y"] + log["height"] and aside["width"] >= 300, aside
+        assert "vocab_size" in page.inner_text("#model-table")
+        # headless chromium asks for no favicon, so a 404 would not show here: the page must name its icon
+        assert page.locator("head link[rel~=icon]").count() == 1
+        assert missing == [], missing
+        page.close()
