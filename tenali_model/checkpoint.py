@@ -316,6 +316,9 @@ def resolve_checkpoint(path: str | os.PathLike) -> Path:
     path = Path(path)
     if path.name in ("latest", "best") and path.is_file():  # `run/latest`: what a reader of the folder reaches for
         path = path.parent / path.read_text().strip()
+    elif path.name == "best" and not path.exists() and latest_checkpoint(path.parent) is not None:
+        raise CheckpointError(f"{path.parent} has no `best` pointer: none of its checkpoints recorded a val_loss "
+                              f"(the run had no validation data); name {path.parent / 'latest'} instead")
     if (path / "meta.json").is_file():
         return path
     found = latest_checkpoint(path)

@@ -238,3 +238,12 @@ def test_pruning_a_checkpoint_someone_still_reads_does_not_fail_the_save(tmp_pat
     monkeypatch.setattr(ckpt_module.shutil, "rmtree", real_rmtree)  # the reader is done
     save_checkpoint(tmp_path, step=30, model=model, keep_last=1)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["latest", "step_00000030"]
+
+
+def test_best_without_any_val_loss_says_why(tmp_path):
+    """`run/best` of a run without validation data is refused with the reason and what to name instead."""
+    from tenali_model.checkpoint import resolve_checkpoint
+
+    save_checkpoint(tmp_path, step=10, model=small_model())
+    with pytest.raises(CheckpointError, match="no `best` pointer: none of its checkpoints recorded a val_loss"):
+        resolve_checkpoint(tmp_path / "best")
