@@ -276,3 +276,100 @@ def test_the_evaluation_regression_warning_compares_one_validation_set():
     assert not check((1.0, "A"), (1.5, "A"))
     assert check((1.0, "A"), (1.5, "B"))  # a harder set, not a worse model
     assert check((1.0, "A"), (1.02, "A"))
+
+
+# ---- what the release shows a reader: the card and the asset's metadata ----------------------------
+
+
+def _card(lake, release_id=None):
+    release_id = release_id or lake.read_json(LATEST_RELEASE_KEY)["release_id"]
+    return (lake.local_dir(f"releases/{release_id}") / "README.md").read_text()
+
+
+def _release_metadata(instance):
+    event = instance.get_latest_materialization_event(model_release.key)
+    return {k: v.value for k, v in event.asset_materialization.metadata.items()}
+
+
+def test_the_card_prints_whole_small_and_ordinary_figures_readably(lake_setup):
+    """Figures arrive as floats (evaluation metadata, the config): a whole number reads as one (30, 91,648,
+    10,000, not 30.0000), a small one keeps its digits (norm_eps 1e-05, not 0.0000), others 4 decimals."""
+    from tenali_pipeline.defs.release.card import _fmt
+
+    assert _fmt(1e-05) == "1e-05" and _fmt(0.000123456) == "0.0001235"
+    assert _fmt(10000.0) == "10,000" and _fmt(30.0) == "30" and _fmt(91648.0) == "91,648" and _fmt(0.0) == "0"
+    assert _fmt(1.5) == "1.5000" and _fmt(0.1234567) == "0.1235" and _fmt(12345.678) == "12,345.6780"
+    assert _fmt(float("nan")) == "nan" and _fmt(1234) == "1,234" and _fmt("x") == "x"
+
+    lake, keys, instance, resources = lake_setup
+    _evaluated(instance, lake, keys[0], 1.50)
+    _release(instance, resources)
+    card = _card(lake)
+    assert "| norm_eps | 1e-05 |" in card and "| rope_theta | 10,000 |" in card
+    assert "| bits_per_byte | 1.5000 |" in card and "| perplexity | 9 |" in card
+    assert "0.0000" not in card and "10000.0000" not in card
+
+
+def test_the_ui_model_card_has_no_front_matter_but_the_readme_keeps_it(lake_setup):
+    """Hugging Face's YAML front matter renders in the Dagster UI as a rule and a heading: the card shown
+    there starts at its title; README.md (what the Hub reads) keeps it."""
+    lake, keys, instance, resources = lake_setup
+    _evaluated(instance, lake, keys[0], 1.50)
+    _release(instance, resources)
+    readme = _card(lake)
+    assert readme.startswith("---\nlibrary_name: transformers\n")
+    shown = _release_metadata(instance)["model_card"]
+    assert shown.startswith("# ") and "library_name" not in shown and "\n---\n" not in shown
+    assert shown == readme.split("---\n", 2)[2].lstrip("\n")  # the rest of the card, whole
+
+
+def test_a_chat_releases_card_does_not_call_it_a_text_continuer(lake_setup):
+    """The limits follow the stage: a base model continues text; an sft/dpo release is a chat model, and its
+    card does not say it only continues text next to "Stage: preference-tuned"."""
+    lake, keys, instance, resources = lake_setup
+    _evaluated(instance, lake, keys[0], 1.50)
+    _release(instance, resources)
+    base = _card(lake)
+    assert "Stage: **pretrained base model**" in base
+    assert "it continues text rather than following instructions" in base
+    assert "Instruction-tuned (a chat model)" not in base
+
+    _evaluated(instance, lake, keys[1], 1.60, asset="dpo_evaluation")
+    result, _ = _release(instance, resources)
+    assert result.success and lake.read_json(LATEST_RELEASE_KEY)["stage"] == "dpo"
+    chat = _card(lake)
+    assert "Stage: **preference-tuned**" in chat
+    assert "continues text" not in chat and "Pretrained only" not in chat
+    limits = chat.split("## Intended use and limits")[1].split("## How to use")[0]
+    assert "Instruction-tuned (a chat model)" in limits and "chat template" in limits
+
+
+def test_the_cards_how_to_use_says_where_tenali_comes_from(lake_setup):
+    """A new shell has no `tenali` on PATH unless the venv is active: the card says so before its commands
+    (which stay runnable lines; test_the_cards_serve_command_names_a_path_serve_can_load loads them)."""
+    lake, keys, instance, resources = lake_setup
+    _evaluated(instance, lake, keys[0], 1.50)
+    _release(instance, resources)
+    how = _card(lake).split("## How to use")[1]
+    note, block = how.split("```")[0], how.split("```")[1]
+    assert "source .venv/bin/activate" in note and "`.venv/bin/tenali`" in note
+    assert [line.split()[:2] for line in block.strip().splitlines()] == [["tenali", "serve"]] * 2
+
+
+def test_a_first_release_has_no_previous_figure_rather_than_nan(lake_setup):
+    """NaN shows as a blank cell in the UI: a first release leaves previous_bits_per_byte out and says
+    there was none; the next one records the figure it was compared with."""
+    lake, keys, instance, resources = lake_setup
+    _evaluated(instance, lake, keys[0], 1.50)
+    _release(instance, resources)
+    first = lake.read_json(LATEST_RELEASE_KEY)["release_id"]
+    meta = _release_metadata(instance)
+    assert "previous_bits_per_byte" not in meta
+    assert meta["previous_release"] == "none: first release"
+    assert not any(isinstance(v, float) and math.isnan(v) for v in meta.values())
+
+    _evaluated(instance, lake, keys[1], 1.45)
+    result, check = _release(instance, resources, pick="latest")
+    assert result.success and check.passed
+    meta = _release_metadata(instance)
+    assert meta["previous_bits_per_byte"] == pytest.approx(1.50) and meta["previous_release"] == first

@@ -28,7 +28,7 @@ from ..evaluation.assets import pretrain_evaluation, score_val_split, val_set_sh
 from ..shards.assets import MANIFEST, SHARDS_KEY
 from ..tokenizer.assets import TOKENIZER_KEY, export_tokenizer_file, lake_tokenizer
 from ..training.assets import LATEST_KEY
-from .card import model_card, release_json
+from .card import model_card, release_json, without_front_matter
 
 RELEASES_KEY = "releases"
 LATEST_RELEASE_KEY = f"{RELEASES_KEY}/LATEST.json"
@@ -263,12 +263,15 @@ def model_release(context: dg.AssetExecutionContext, lake: LakeResource, config:
         "uri": dg.MetadataValue.path(store.uri(key)),
         "checkpoint": dg.MetadataValue.path(chosen["checkpoint"]),
         "bits_per_byte": bpb,
-        "previous_bits_per_byte": float(baseline) if isinstance(baseline, (int, float)) else float("nan"),
+        # no figure to compare with (a first release, or none usable): left out, not NaN (a blank cell in the UI)
+        **({"previous_bits_per_byte": float(baseline)}
+           if isinstance(baseline, (int, float)) and math.isfinite(baseline) else {}),
+        "previous_release": current["release_id"] if current else "none: first release",
         "comparable_with_previous": comparable,
         "promoted": promoted,
         "num_params": meta["num_params"],
         "stage": chosen["stage"],
-        "model_card": dg.MetadataValue.md(card),
+        "model_card": dg.MetadataValue.md(without_front_matter(card)),  # README.md keeps its front matter
         "serve": dg.MetadataValue.text(f"tenali serve {store.uri(key)}" if promoted else "not promoted"),
     })
 

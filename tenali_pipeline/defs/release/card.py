@@ -12,11 +12,34 @@ RELEASE_FORMAT_VERSION = 1
 
 
 def _fmt(v) -> str:
+    """A figure for the card: whole numbers as integers with thousands separators (evaluation figures and
+    counts arrive as floats), small values with their significant digits (norm_eps 1e-05, not 0.0000),
+    others with 4 decimals."""
+    if isinstance(v, bool):
+        return str(v)
     if isinstance(v, float):
-        return f"{v:.4f}" if math.isfinite(v) else str(v)
+        if not math.isfinite(v):
+            return str(v)
+        if v.is_integer():
+            return f"{int(v):,}"
+        if abs(v) < 1e-3:
+            return f"{v:.4g}"
+        return f"{v:,.4f}"
     if isinstance(v, int):
         return f"{v:,}"
     return str(v)
+
+
+def without_front_matter(card: str) -> str:
+    """The card without its YAML front matter (Hugging Face's metadata between the leading `---` lines), for
+    a Markdown view that would render it as a rule and a heading (the Dagster UI); README.md keeps it."""
+    lines = card.splitlines(keepends=True)
+    if not lines or lines[0].strip() != "---":
+        return card
+    for i, line in enumerate(lines[1:], start=1):
+        if line.strip() == "---":
+            return "".join(lines[i + 1:]).lstrip("\n")
+    return card
 
 
 _STAGE_LINES = {
@@ -26,6 +49,13 @@ _STAGE_LINES = {
            "finance questions whose answers are computed from the data; use the chat template below.",
     "dpo": "Stage: **preference-tuned** (distilled, instruction-tuned, then DPO preferring the correct figure over "
            "a wrong one); use the chat template below.",
+}
+# The limits line that depends on the stage: a base model continues text, a chat model answers in turns.
+_KIND_LIMITS = {
+    "base": "- A base model (not instruction-tuned): it continues text rather than following instructions.",
+    "chat": "- Instruction-tuned (a chat model): it answers short finance questions put in the chat template "
+            "above; a small model, so check every figure it gives, and beyond such questions it follows "
+            "instructions poorly.",
 }
 
 
@@ -114,11 +144,14 @@ def model_card(release: dict) -> str:
         "- Research and education: studying small finance-domain language models, serving and evaluation.",
         "- Not financial advice. It generates plausible-sounding text, including numbers, prices and dates that "
         "may be wrong; it has no access to live data and knows nothing after its training data ends.",
-        "- Pretrained only unless the lineage says otherwise: it continues text rather than following instructions.",
+        _KIND_LIMITS["chat" if release.get("chat_template") else "base"],  # release.json: trained on the template
         "- English finance text dominates the data; other languages and domains are weak.",
         "- Data sources carry their own terms (e.g. SEC EDGAR, FRED, exchange data); check them before reuse.",
         "",
         "## How to use",
+        "",
+        "From the Tenali repository with its virtual environment activated (`source .venv/bin/activate`; "
+        "without it `tenali` is not on PATH: run `.venv/bin/tenali` instead):",
         "",
         "```",
         f"tenali serve LAKE_ROOT/releases/{release['release_id']}   # this folder, wherever it is copied",
