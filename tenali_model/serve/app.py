@@ -365,10 +365,12 @@ def create_app(served: Served, options: ServeOptions | None = None, engine: Engi
             if body.truncate_prompt:
                 prompt = prompt[len(prompt) + max_tokens - limit:]
             else:
-                raise APIError(400, f"the prompt ({len(prompt)} tokens) plus {max_param} ({max_tokens}) exceeds the "
-                                    f"context of {limit} tokens: shorten the prompt, lower {max_param}, or set "
-                                    "truncate_prompt to cut the prompt from the left",
-                               param=max_param, code="context_length_exceeded")
+                # the field to change: the prompt when it fills the context alone, else max_tokens
+                param = prompt_param if len(prompt) >= limit else max_param
+                raise APIError(400, f"{param}: the prompt ({len(prompt)} tokens) plus {max_param} ({max_tokens}) "
+                                    f"exceeds the context of {limit} tokens: shorten the prompt, lower {max_param}, "
+                                    "or set truncate_prompt to cut the prompt from the left",
+                               param=param, code="context_length_exceeded")
         if not prompt:
             raise APIError(400, "prompt: empty; give at least one token", param="prompt")
         vocab = served.model.config.vocab_size

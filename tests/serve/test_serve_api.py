@@ -163,7 +163,8 @@ def test_inter_token_latency_buckets():
     ("/v1/chat/completions", {"messages": [{"role": "bot", "content": "x"}]}, 422, "messages.0.role"),
     ("/v1/chat/completions", {"messages": [{"role": "user", "content": "a"}, {"role": "system", "content": "b"}]},
      422, "messages[1].role"),
-    ("/v1/completions", {"prompt": "x " * 200, "max_tokens": 8}, 400, "max_tokens"),
+    ("/v1/completions", {"prompt": "x " * 200, "max_tokens": 8}, 400, "prompt"),  # the prompt fills the context
+    ("/v1/completions", {"prompt": "x " * 30, "max_tokens": 120}, 400, "max_tokens"),  # together they overflow it
     ("/v1/completions", {"prompt": "x", "max_tokens": CONTEXT}, 400, "max_tokens"),
     ("/v1/completions", {"prompt": [1, 2, 10**6], "max_tokens": 2}, 400, "prompt"),
     ("/v1/completions", {"prompt": "", "max_tokens": 2}, 400, "prompt"),
@@ -173,6 +174,8 @@ def test_inter_token_latency_buckets():
     ("/v1/completions", {"prompt": "x " * 200, "max_tokens": None}, 400, "prompt"),
     ("/v1/chat/completions", {"messages": CHAT, "max_completion_tokens": CONTEXT}, 400, "max_completion_tokens"),
     ("/v1/chat/completions", {"messages": [{"role": "user", "content": "x " * 200}], "max_completion_tokens": 8},
+     400, "messages"),
+    ("/v1/chat/completions", {"messages": [{"role": "user", "content": "x " * 30}], "max_completion_tokens": 120},
      400, "max_completion_tokens"),
     # options that would change the answer are refused, not silently ignored
     ("/v1/completions", {"prompt": "x", "max_tokens": 2, "echo": True}, 400, "echo"),
