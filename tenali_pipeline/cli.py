@@ -143,25 +143,63 @@ def cmd_ui(args) -> int:
     # Started from the instance folder, so Dagster does not warn about the repository's dagster.yaml,
     # and in its own process group: dagster dev does not always stop on SIGTERM, so we end the group.
     proc = subprocess.Popen(cmd, cwd=os.environ["DAGSTER_HOME"], start_new_session=True)
-    stopping = []
+    return _supervise(proc)
+
+
+# How `tenali ui` stops Dagster: each signal goes to the child's process group, and the next one
+# follows if the group leader is still alive after the grace. dagster dev shuts down cleanly on SIGINT,
+# in a second or two; the graces add up to under docker stop's 10 s before it kills this wrapper.
+STOP_SEQUENCE = ((signal.SIGINT, 6.0), (signal.SIGTERM, 2.0), (signal.SIGKILL, 1.0))
+POLL_SECONDS = 0.25
+
+
+def _supervise(proc: subprocess.Popen) -> int:
+    """Wait for `proc` (a session leader); on SIGINT/SIGTERM stop its process group and return 0.
+
+    The handler only forwards the stop and records it; waiting and escalating happen here, in the
+    main thread. (Waiting in the handler cannot work: the main thread's interrupted proc.wait() holds
+    Popen's lock, so the handler's wait could never reap the child and timed out at every stage,
+    25 s in all, even when Dagster had exited within a second.)
+    """
+    stopping: list[float] = []
+
+    def signal_group(sig) -> None:
+        try:
+            os.killpg(proc.pid, sig)
+        except ProcessLookupError:
+            pass
 
     def stop(*_):
         if stopping:
             return
-        stopping.append(True)
-        for sig, wait in ((signal.SIGINT, 15), (signal.SIGTERM, 5), (signal.SIGKILL, 5)):
-            try:
-                os.killpg(proc.pid, sig)
-                proc.wait(timeout=wait)
-                return
-            except subprocess.TimeoutExpired:
-                continue
-            except ProcessLookupError:
-                return
+        stopping.append(time.monotonic())
+        signal_group(STOP_SEQUENCE[0][0])
 
-    signal.signal(signal.SIGINT, stop)
-    signal.signal(signal.SIGTERM, stop)
-    code = proc.wait()
+    previous = {sig: signal.signal(sig, stop) for sig in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        stage, deadline = 0, None
+        while True:
+            try:
+                code = proc.wait(timeout=POLL_SECONDS)  # returns within ~50 ms of the child's exit
+                break
+            except subprocess.TimeoutExpired:
+                pass
+            if not stopping:
+                continue
+            if deadline is None:
+                deadline = stopping[0] + STOP_SEQUENCE[0][1]
+            if time.monotonic() < deadline:
+                continue
+            stage += 1
+            if stage < len(STOP_SEQUENCE):
+                sig, grace = STOP_SEQUENCE[stage]
+                signal_group(sig)
+                deadline = time.monotonic() + grace
+            else:  # not even SIGKILL ended it within its grace: keep waiting, as before
+                deadline = float("inf")
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
     return 0 if stopping else code
 
 

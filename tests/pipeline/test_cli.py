@@ -178,3 +178,90 @@ def test_progress_logger_in_a_real_run(capsys):
     assert "        second: second saw 1" in lines
     assert "        check second_is_small on second FAILED" in lines
     assert any("broken on purpose" in line for line in lines)
+
+
+# ---- tenali ui: stopping the Dagster child -------------------------------------------------------
+import signal  # noqa: E402
+import subprocess  # noqa: E402
+import sys  # noqa: E402
+import threading  # noqa: E402
+import time  # noqa: E402
+
+# Stands in for `dagster dev`: says it is up, then stops at once on SIGINT or SIGTERM (or exits by
+# itself after 30 s, so nothing outlives a failing test).
+_STAND_IN = """
+import signal, sys, time
+from pathlib import Path
+signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
+{setup}
+Path(sys.argv[1]).write_text("up")
+try:
+    time.sleep(30)
+except KeyboardInterrupt:
+    sys.exit(0)
+sys.exit({code})
+"""
+
+
+def _run_ui_with_stand_in(monkeypatch, ready: Path, send=None, setup="", code=7):
+    """cmd_ui with the stand-in as its child; `send` is a signal the test sends itself once the child is up."""
+    started = []
+    real_popen = subprocess.Popen
+
+    def popen(cmd, **kwargs):
+        assert cmd[1:4] == ["-m", "dagster", "dev"] and kwargs.get("start_new_session") is True
+        proc = real_popen([sys.executable, "-c", _STAND_IN.format(setup=setup, code=code), str(ready)], **kwargs)
+        started.append(proc)
+        return proc
+
+    monkeypatch.setattr(cli.subprocess, "Popen", popen)
+    original = {sig: signal.getsignal(sig) for sig in (signal.SIGINT, signal.SIGTERM)}
+
+    def deliver():
+        give_up = time.monotonic() + 20
+        # wait until the child is up and cmd_ui's handler is installed, so the signal goes to the handler
+        while time.monotonic() < give_up and not (ready.exists() and signal.getsignal(send) is not original[send]):
+            time.sleep(0.02)
+        os.kill(os.getpid(), send)
+
+    if send is not None:
+        threading.Thread(target=deliver, daemon=True).start()
+    begun = time.monotonic()
+    try:
+        rc = cli.cmd_ui(SimpleNamespace(host="127.0.0.1", port=3999))
+    finally:
+        for sig, handler in original.items():  # the unfixed cmd_ui left its handlers installed
+            signal.signal(sig, handler)
+        for proc in started:
+            if proc.poll() is None:
+                os.killpg(proc.pid, signal.SIGKILL)
+                proc.wait(timeout=5)
+    return rc, time.monotonic() - begun, started[0]
+
+
+@pytest.mark.timeout(90)
+@pytest.mark.parametrize("send", [signal.SIGINT, signal.SIGTERM], ids=["ctrl-c", "sigterm"])
+def test_ui_exits_within_a_second_or_two_of_dagster_stopping(env, monkeypatch, capsys, send):
+    # It used to take 25 s: the handler's proc.wait(timeout=...) could not reap the child while the
+    # main thread's proc.wait() held Popen's lock, so every stage (15 + 5 + 5 s) timed out.
+    ready = env / "ready"
+    rc, elapsed, proc = _run_ui_with_stand_in(monkeypatch, ready, send=send)
+    assert ready.exists() and proc.returncode == 0  # the stand-in got SIGINT and stopped itself
+    assert rc == 0
+    assert elapsed < 5, f"tenali ui took {elapsed:.1f} s to exit after the child had stopped"
+    assert "Ctrl-C stops it." in capsys.readouterr().out
+
+
+@pytest.mark.timeout(60)
+def test_ui_returns_dagsters_exit_status_when_it_stops_by_itself(env, monkeypatch):
+    rc, elapsed, _ = _run_ui_with_stand_in(monkeypatch, env / "ready", setup="sys.exit(3)")
+    assert rc == 3 and elapsed < 10
+
+
+@pytest.mark.timeout(60)
+def test_ui_escalates_to_sigterm_and_sigkill_when_dagster_ignores_the_stop(env, monkeypatch):
+    monkeypatch.setattr(cli, "STOP_SEQUENCE", ((signal.SIGINT, 1.0), (signal.SIGTERM, 1.0), (signal.SIGKILL, 5.0)))
+    ignore = "signal.signal(signal.SIGINT, signal.SIG_IGN); signal.signal(signal.SIGTERM, signal.SIG_IGN)"
+    rc, elapsed, proc = _run_ui_with_stand_in(monkeypatch, env / "ready", send=signal.SIGTERM, setup=ignore)
+    assert proc.returncode == -signal.SIGKILL and rc == 0
+    assert 1.5 < elapsed < 8
