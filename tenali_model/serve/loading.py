@@ -54,7 +54,9 @@ def latest_release_dir(lake_root: str | os.PathLike) -> Path:
     pointer = Path(root) / LATEST_RELEASE
     if not pointer.is_file():
         raise LoadError(f"{pointer} does not exist: materialise the model_release asset first "
-                        "(`tenali demo` does), or pass a checkpoint or release folder to `tenali serve PATH`")
+                        "(`tenali demo` does), name the lake that holds it (`tenali serve --lake ROOT` or "
+                        "TENALI_LAKE_ROOT), or pass a "
+                        "checkpoint or release folder to `tenali serve PATH`")
     try:
         latest = json.loads(pointer.read_text())
     except (ValueError, UnicodeDecodeError) as e:
