@@ -248,6 +248,9 @@ def main(argv: list[str] | None = None) -> int:
     p = sub.add_parser("info", help="print the resolved settings")
     p.add_argument("-v", "--verbose", action="store_true", help="also list every environment variable")
     p.set_defaults(fn=cmd_info)
+    if argv and not argv[0].startswith("-") and argv[0] not in sub.choices:  # argparse would list the pipeline's only
+        parser.error(f"unknown command {argv[0]!r}: the pipeline's are {', '.join(sub.choices)}; "
+                     f"the model's (no dagster needed) are {', '.join(MODEL_COMMANDS)}")
     args = parser.parse_args(argv)
     return args.fn(args)
 

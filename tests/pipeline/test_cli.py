@@ -265,3 +265,14 @@ def test_ui_escalates_to_sigterm_and_sigkill_when_dagster_ignores_the_stop(env, 
     rc, elapsed, proc = _run_ui_with_stand_in(monkeypatch, env / "ready", send=signal.SIGTERM, setup=ignore)
     assert proc.returncode == -signal.SIGKILL and rc == 0
     assert 1.5 < elapsed < 8
+
+
+def test_an_unknown_command_lists_the_model_commands_too(capsys):
+    """`tenali generate` (no such command) names every command, the model's (train, serve, ...) included."""
+    from tenali_pipeline.cli import MODEL_COMMANDS, main
+
+    with pytest.raises(SystemExit) as exit_info:
+        main(["generate"])
+    assert exit_info.value.code == 2
+    err = capsys.readouterr().err
+    assert "unknown command 'generate'" in err and all(c in err for c in ("demo", "ui", *MODEL_COMMANDS))
