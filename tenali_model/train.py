@@ -47,7 +47,7 @@ import torch.distributed as dist
 import torch.nn as nn
 
 from .checkpoint import (CheckpointError, capture_rng, latest_checkpoint, list_checkpoints, load_config,
-                         load_train_state, read_weights, rank_rng, resolve_checkpoint, restore_rng,
+                         load_meta, load_train_state, read_weights, rank_rng, resolve_checkpoint, restore_rng,
                          save_checkpoint, verify_checkpoint)
 from .config import ConfigError, TrainConfig, atomic_write_text, num_params, resolve_parallelism
 from .data import TokenLoader, iter_eval_windows, shard_token_count
@@ -364,6 +364,10 @@ def _train(cfg: TrainConfig, d: Dist, pipes, stop_at: int | None) -> dict:
         say(f"starting from {parent}")
     elif mode == "fsdp":  # rank 0's initialisation: the weights one process would start from
         load_full_state(model, mode, Transformer(mcfg).state_dict() if d.is_main else None)
+    # what the lineage recorded and later stages read: the rows a chat stage fitted (posttrain/vocab.py),
+    # carried from the parent (or, resuming, from this run's own checkpoint)
+    lineage_meta = {k: v for k, v in load_meta(ckpt or resolve_checkpoint(cfg.init_from)).items()
+                    if k == "chat_vocab_size"} if ckpt is not None or cfg.init_from else {}
     resumed_from = step
     last_saved = step if ckpt is not None else None
     metrics = MetricsLog(out_dir / "metrics.jsonl", resume_step=step) if d.is_main else None
@@ -417,7 +421,7 @@ def _train(cfg: TrainConfig, d: Dist, pipes, stop_at: int | None) -> dict:
                 optimizer_state=optimizer_state, tokens_seen=tokens_seen,
                 loader_state=loader.state_dict(), loss=loss, val_loss=val_loss,
                 train_config=cfg.to_dict(), extra_state={"elapsed": elapsed()},
-                keep_last=cfg.keep_last, rng_per_rank=rngs)
+                keep_last=cfg.keep_last, rng_per_rank=rngs, extra_meta=lineage_meta)
             say(f"saved {path}")
         if d.world_size > 1:
             dist.barrier()

@@ -53,6 +53,7 @@ def test_continued_pretraining_from_an_imported_hugging_face_base(hf_base, tmp_p
     assert summary["complete"] and np.isfinite(summary["final_loss"])
     meta = load_meta(summary["checkpoint"])
     assert meta["train_config"]["init_from"] == str(tmp_path / "imported")
+    assert "chat_vocab_size" not in meta  # nothing to carry from a plain base
     # it started from the base's weights: 4 small steps stay close to them (a random start would not)
     start, end = load_model(imported).state_dict(), load_model(summary["checkpoint"]).state_dict()
     for k in start:
@@ -76,3 +77,21 @@ def test_init_from_shape_mismatch_and_missing_checkpoint(tmp_path, hf_base):
         cfg.validate()
     with pytest.raises(ConfigError, match="not a checkpoint directory"):
         TrainConfig(train_shards=["x.bin"], out_dir="o", init_from=str(tmp_path / "nowhere")).validate()
+
+
+def test_continued_pretraining_carries_the_rows_a_chat_stage_fitted(hf_base, tmp_path):
+    """A chat model's checkpoint records how many rows its lineage fitted (chat_vocab_size); continued
+    pretraining from it carries the record, so a later SFT does not re-initialise the trained chat rows."""
+    from tenali_model.hf import import_hf
+    imported = import_hf(hf_base, tmp_path / "imported")
+    meta_path = next(imported.glob("step_*")) / "meta.json" if not (imported / "meta.json").exists() else imported / "meta.json"
+    meta = json.loads(meta_path.read_text())
+    meta_path.write_text(json.dumps({**meta, "chat_vocab_size": 123}))  # as if a chat stage had written it
+    tok = load_tokenizer(hf_base / "tokenizer.json")
+    ids = np.concatenate([tok.encode(t) + [tok.special("<|endoftext|>")] for t in FINANCE_TEXT * 30])
+    write_shard(tmp_path / "train.bin", ids, vocab_size=tok.vocab_size)
+    cfg = TrainConfig(train_shards=[str(tmp_path / "train.bin")], out_dir=str(tmp_path / "cpt"),
+                      init_from=str(tmp_path / "imported"), steps=2, batch_size=4, seq_len=32, lr=1e-4,
+                      min_lr=1e-5, warmup_steps=1, log_every=1, device="cpu", num_threads=1)
+    summary = train(cfg)
+    assert load_meta(summary["checkpoint"])["chat_vocab_size"] == 123
