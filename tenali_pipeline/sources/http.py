@@ -192,6 +192,9 @@ def get_or_transient(session, url: str, *, site: str, shown: str, timeout: float
         resp = session.get(url, params=params, headers=headers, timeout=timeout)
     except (requests.ConnectionError, requests.Timeout) as exc:
         raise TransientError(f"could not reach {site} ({shown}): {redact(str(exc), *secrets)}") from None
+    except (requests.exceptions.ChunkedEncodingError, requests.exceptions.ContentDecodingError) as exc:
+        # the connection dropped mid-body (a truncated response): as transient as a refused connection
+        raise TransientError(f"{site} broke off its answer for {shown}: {redact(str(exc), *secrets)}") from None
     if resp.status_code == 429 or resp.status_code >= 500:
         after = resp.headers.get("Retry-After", "")
         raise TransientError(f"{site} answered HTTP {resp.status_code} for {shown}",

@@ -77,6 +77,15 @@ class FakeFred:
         self.http.close()
 
 
+@pytest.fixture(autouse=True)
+def _unpaced(monkeypatch):
+    """The replays need not keep to FRED's 120 requests per minute."""
+    from tenali_pipeline.sources.http import RateLimiter
+    from tenali_pipeline.sources.live import macro
+
+    monkeypatch.setattr(macro, "FRED_LIMITER", RateLimiter(10_000), raising=False)
+
+
 @pytest.fixture
 def fred():
     server = FakeFred()
@@ -344,3 +353,60 @@ def test_a_silent_server_times_out_and_is_retried():
         with pytest.raises(PartialFetchError, match=r"GDP: RetriesExhausted: .*did not answer within 0.2s") as info:
             client.fetch()
     assert len(asked) == 2 and KEY not in str(info.value)
+
+
+def test_a_body_cut_off_mid_transfer_is_retried():
+    """FRED's connection dropping mid-body surfaces from urllib's read() as http.client.IncompleteRead
+    (neither a URLError nor a timeout): it must be retried like them, not fail the series at once."""
+    import socket
+    import threading
+
+    gdp = _capture("fredapi_gdp.json")
+    bodies = [series_xml("GDP"), observations_xml(gdp)]
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen(5)
+    asked = []
+
+    def serve():
+        while True:
+            try:
+                conn, _ = listener.accept()
+            except OSError:
+                return
+            asked.append(conn.recv(65536).split(b" ")[1].decode())
+            body = bodies[0] if "/series/observations" not in asked[-1] else bodies[1]
+            head = b"HTTP/1.1 200 OK\r\nContent-Type: text/xml; charset=UTF-8\r\nContent-Length: %d\r\n\r\n" % len(body)
+            first_try = sum(1 for p in asked if p.split("?")[0] == asked[-1].split("?")[0]) == 1
+            conn.sendall(head + (body[: len(body) // 2] if first_try else body))  # each path: cut off once
+            conn.close()
+
+    threading.Thread(target=serve, daemon=True).start()
+    try:
+        client = FredMacroClient(["GDP"], KEY, root_url=f"http://127.0.0.1:{listener.getsockname()[1]}/fred",
+                                 attempts=3, base_delay=0.01)
+        df = client.fetch()
+    finally:
+        listener.close()
+    assert len(asked) == 4
+    assert df.height == len(gdp["observations"]) and df["date"].min() == dt.date(1999, 1, 1)
+
+
+def test_requests_are_paced_to_freds_rate_limit(fred, monkeypatch):
+    """FRED allows 120 requests per minute per key; a long series list (one metadata request per series
+    even when nothing changed) must be paced to that rather than run into 429s and retry blind."""
+    from tenali_pipeline.sources.http import RateLimiter
+
+    fred.answers[("/fred/series", "GDP")] = [(200, series_xml("GDP"))]
+    fred.answers[("/fred/series/observations", "GDP")] = [(200, observations_xml(_capture("fredapi_gdp.json")))]
+    sleeps: list[float] = []
+    limiter = RateLimiter(2, clock=lambda: 100.0, sleep=sleeps.append)  # a frozen clock: every wait is owed
+    FredMacroClient(["GDP"], KEY, root_url=fred.root_url, limiter=limiter).fetch()
+    assert len(fred.requests) == 2 and sleeps == [0.5]
+
+    from tenali_pipeline.sources.live import macro
+
+    shared: list[float] = []  # without a limiter of its own, a client waits on the process-wide one
+    monkeypatch.setattr(macro, "FRED_LIMITER", RateLimiter(2, clock=lambda: 100.0, sleep=shared.append))
+    FredMacroClient(["GDP"], KEY, root_url=fred.root_url).fetch()
+    assert shared == [0.5]

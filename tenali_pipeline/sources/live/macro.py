@@ -6,7 +6,8 @@ Endpoints (XML, fredapi's default; the API key travels as the `api_key` query pa
   every vintage of every observation, each with the first day it was published (realtime_start).
 
 Rate limits: FRED allows 120 requests per minute per API key and answers HTTP 429 beyond it.
-This client makes two requests per series and retries 429 and 5xx with exponential backoff.
+This client makes two requests per series, spaces every request of the process 0.5 s apart
+(`FRED_LIMITER`), and retries 429 and 5xx with exponential backoff.
 
 fredapi facts this client relies on: it uses urllib (no timeout, no session) in its private
 ``Fred.__fetch_data``; `_TimedFred` overrides it (name-mangled ``_Fred__fetch_data``) to read with a
@@ -29,6 +30,7 @@ import logging
 import os
 import xml.etree.ElementTree as ET
 from datetime import date
+from http.client import HTTPException
 from typing import Literal
 from urllib.error import HTTPError, URLError
 from urllib.request import urlopen
@@ -37,7 +39,7 @@ from xml.etree.ElementTree import ParseError
 import polars as pl
 
 from ..archive import ResponseArchive
-from ..http import PartialFetchError, TransientError, redact, retry
+from ..http import PartialFetchError, RateLimiter, TransientError, redact, retry
 from ..schema import MACRO_OBSERVATIONS, conform
 
 log = logging.getLogger(__name__)
@@ -46,18 +48,24 @@ log = logging.getLogger(__name__)
 # FRED's `limit` for series/observations defaults to, and cannot exceed, 100000 rows.
 FRED_ROW_CAP = 100_000
 
+# FRED allows 120 requests per minute per key: every client in the process paces itself to that, so
+# a long series list (one metadata request each, even when nothing changed) does not run into 429s.
+FRED_LIMITER = RateLimiter(2)
+
 
 class FredError(RuntimeError):
     """FRED refused a request for a reason retrying will not fix."""
 
 
-def _timed_fred(api_key: str, *, timeout: float, archive: ResponseArchive | None):
+def _timed_fred(api_key: str, *, timeout: float, archive: ResponseArchive | None,
+                limiter: RateLimiter | None = None):
     """A `fredapi.Fred` whose requests time out and are kept in `archive` (built lazily: fredapi is optional)."""
     from fredapi import Fred
 
     class _TimedFred(Fred):
         def _Fred__fetch_data(self, url):  # replaces fredapi's private urllib call (no timeout there)
             url += "&api_key=" + self.api_key
+            (limiter or FRED_LIMITER).wait()
             try:
                 with urlopen(url, timeout=timeout) as response:
                     body = response.read()
@@ -103,6 +111,7 @@ class FredMacroClient:
         base_delay: float = 2.0,
         timeout: float = 60.0,
         archive: ResponseArchive | None = None,
+        limiter: RateLimiter | None = None,
     ):
         api_key = api_key or os.environ.get("FRED_API_KEY")
         if not api_key:
@@ -117,6 +126,7 @@ class FredMacroClient:
         self.vintages = vintages
         self.attempts, self.base_delay = attempts, base_delay
         self.timeout, self.archive = timeout, archive
+        self.limiter = limiter  # None: the process-wide FRED_LIMITER (120 requests per minute)
         self._api_key = api_key
         self._root_url = root_url
         # series id -> FRED's last_updated, as of this client's last fetch (persist it with the rows)
@@ -133,7 +143,7 @@ class FredMacroClient:
         One failing series fails alone: the `PartialFetchError` raised at the end names it and
         carries the other series' rows and its own old rows. `self.last_updated` is the state to keep.
         """
-        fred = _timed_fred(self._api_key, timeout=self.timeout, archive=self.archive)
+        fred = _timed_fred(self._api_key, timeout=self.timeout, archive=self.archive, limiter=self.limiter)
         if self._root_url:
             fred.root_url = self._root_url.rstrip("/")
         known = dict(last_updated or {})
@@ -218,6 +228,9 @@ class FredMacroClient:
                 raise TransientError(f"could not reach FRED ({reason}) for {what} of {series_id}") from None
             except TimeoutError:  # the read timed out (the connect timeout arrives as a URLError)
                 raise TransientError(f"FRED did not answer within {self.timeout:g}s for {what} of {series_id}") from None
+            except (HTTPException, ConnectionError) as exc:  # cut off mid-body (IncompleteRead), reset while reading
+                reason = redact(f"{type(exc).__name__}: {exc}", self._api_key)
+                raise TransientError(f"FRED broke off its answer ({reason}) for {what} of {series_id}") from None
 
         return retry(attempt, attempts=self.attempts, base_delay=self.base_delay, what=f"FRED {what} for {series_id}")
 
