@@ -57,7 +57,9 @@ REQUIRED = {
 }
 
 _BAD_OHLC = (
-    (pl.col("low") > pl.col("high"))
+    # NaN / inf first: polars orders NaN above every number, so a NaN bar passes every comparison below
+    ~pl.all_horizontal([pl.col(c).is_finite() for c in ("open", "high", "low", "close", "volume")])
+    | (pl.col("low") > pl.col("high"))
     | (pl.col("open") <= 0) | (pl.col("close") <= 0) | (pl.col("low") <= 0)
     | (pl.col("open") > pl.col("high") * 1.0001) | (pl.col("open") < pl.col("low") * 0.9999)
     | (pl.col("close") > pl.col("high") * 1.0001) | (pl.col("close") < pl.col("low") * 0.9999)
@@ -71,7 +73,7 @@ _EXTRA_RULES = {
     "filings": [("empty_document", pl.col("document").str.strip_chars().str.len_chars() == 0)],
     "fundamentals": [("non_finite_value", ~pl.col("value").is_finite())],
     "defillama": [("non_finite_value", ~pl.col("value").is_finite()), ("negative_value", pl.col("value") < 0)],
-    "coingecko": [("non_positive_price", ~(pl.col("price_usd") > 0))],
+    "coingecko": [("non_positive_price", ~(pl.col("price_usd") > 0) | ~pl.col("price_usd").is_finite())],
     "india_bhavcopy": [("impossible_ohlc", _BAD_OHLC)],
     "india_ipos": [("non_positive_price", pl.col("issue_price") <= 0)],
     "us_ipos": [("non_positive_price", pl.col("offer_price") <= 0)],

@@ -332,7 +332,12 @@ def from_env(name: str, value, env=None):
     launches; an unset variable keeps the default that `settings.load_settings` chose for the profile.
     """
     env = os.environ if env is None else env
-    if not env.get(name, "").strip():
+    raw = env.get(name, "")
+    if not raw.strip():
+        return value
+    if raw != str(value):
+        # load_settings trimmed or normalised it (" sample " -> "sample"); Dagster would read the raw
+        # text at launch, so the validated value goes in instead
         return value
     return dg.EnvVar.int(name) if isinstance(value, int) else dg.EnvVar(name)
 

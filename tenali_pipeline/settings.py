@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import math
 import os
 import re
 from dataclasses import dataclass, field
@@ -203,14 +204,17 @@ def load_settings(env: dict[str, str] | None = None) -> Settings:
     demo = profile == "demo"
     home = Path(get("TENALI_HOME") or "var").expanduser().absolute()
 
-    def integer(name: str, default: int) -> int:
+    def integer(name: str, default: int, low: int | None = None) -> int:
         raw = get(name)
         if not raw:
             return default
         try:
-            return int(raw)
+            value = int(raw)
         except ValueError:
             raise SettingsError(f"{name}={raw!r} must be an integer.") from None
+        if low is not None and value < low:
+            raise SettingsError(f"{name}={raw!r} must be at least {low}.")
+        return value
 
     def number(name: str, default: float, high: float | None = 1.0) -> float:
         """A float in [0, high] (no upper bound when `high` is None)."""
@@ -221,7 +225,7 @@ def load_settings(env: dict[str, str] | None = None) -> Settings:
             value = float(raw)
         except ValueError:
             raise SettingsError(f"{name}={raw!r} must be a number.") from None
-        if value < 0 or (high is not None and value > high):
+        if not math.isfinite(value) or value < 0 or (high is not None and value > high):
             raise SettingsError(f"{name}={raw!r} must be " + (f"between 0 and {high:g}." if high is not None
                                                                else "a number not below 0."))
         return value
@@ -238,6 +242,10 @@ def load_settings(env: dict[str, str] | None = None) -> Settings:
         raw = get(name)
         if raw:
             try:
+                # YYYY-MM-DD only: fromisoformat also takes 20150101 and 2015-W01-1, which the sources
+                # and resources would get as typed
+                if not re.fullmatch(r"\d{4}-\d{2}-\d{2}", raw):
+                    raise ValueError(raw)
                 dt.date.fromisoformat(raw)
             except ValueError:
                 raise SettingsError(f"{name}={raw!r} must be a date such as 2015-01-01.") from None
@@ -291,6 +299,14 @@ def load_settings(env: dict[str, str] | None = None) -> Settings:
 
     tickers_raw = _csv(get("TENALI_TICKERS"))
     tickers_from_universe = [t.lower() for t in tickers_raw] == ["universe"]
+    if not tickers_from_universe:
+        # Yahoo and SEC symbols are upper case (the market client upper-cases what it asks for, so a
+        # lower-case ticker would never match the rows it holds)
+        tickers_raw = tuple(t.upper() for t in tickers_raw)
+        for ticker in tickers_raw:
+            if ticker == "UNIVERSE" or not re.fullmatch(r"[A-Z0-9^][A-Z0-9.=^&_/-]*", ticker):
+                raise SettingsError(f"TENALI_TICKERS entry {ticker!r} is not a ticker: give comma-separated "
+                                    "symbols such as AAPL,BRK-B,RELIANCE.NS, or 'universe' alone.")
     central_bank_feeds = _csv(get("TENALI_CENTRAL_BANK_FEEDS")) or Settings.central_bank_feeds
     for pair in central_bank_feeds:  # the client's parse_feeds says the same; no network code imported here
         bank, _, url = pair.partition("=")
@@ -302,8 +318,9 @@ def load_settings(env: dict[str, str] | None = None) -> Settings:
     except ValueError:
         raise SettingsError(f"TENALI_CENTRAL_BANK_DELAY={get('TENALI_CENTRAL_BANK_DELAY')!r} must be a number of "
                             "seconds.") from None
-    if central_bank_delay < 0:
-        raise SettingsError("TENALI_CENTRAL_BANK_DELAY must not be negative.")
+    if not math.isfinite(central_bank_delay) or central_bank_delay < 0:
+        raise SettingsError(f"TENALI_CENTRAL_BANK_DELAY={get('TENALI_CENTRAL_BANK_DELAY')!r} must be a number of "
+                            "seconds, not negative.")
 
     news_articles = _csv(get("TENALI_NEWS_ARTICLES").lower())
     # the client's parse_article_hosts says the same; no network code imported here
@@ -343,11 +360,11 @@ def load_settings(env: dict[str, str] | None = None) -> Settings:
         val_start=date("TENALI_VAL_START"),
         near_dup_threshold=number("TENALI_NEAR_DUP", 0.8),
         mix=flag("TENALI_MIX", True),
-        vocab_size=integer("TENALI_VOCAB_SIZE", 4096 if demo else 50_000),
-        shard_tokens=integer("TENALI_SHARD_TOKENS", (1 << 20) if demo else 100_000_000),
+        vocab_size=integer("TENALI_VOCAB_SIZE", 4096 if demo else 50_000, low=1),
+        shard_tokens=integer("TENALI_SHARD_TOKENS", (1 << 20) if demo else 100_000_000, low=1),
         model=get("TENALI_MODEL") or ("demo" if demo else "51m"),
-        train_steps=integer("TENALI_TRAIN_STEPS", 300 if demo else 20_000),
-        train_nproc=integer("TENALI_TRAIN_NPROC", 0),
+        train_steps=integer("TENALI_TRAIN_STEPS", 300 if demo else 20_000, low=1),
+        train_nproc=integer("TENALI_TRAIN_NPROC", 0, low=0),
         launcher=launcher,
         universe_classes=universe_classes,
         universe_mics=_csv(get("TENALI_UNIVERSE_MICS").upper()) or base.universe_mics,

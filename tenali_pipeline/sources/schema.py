@@ -205,4 +205,21 @@ def conform(df: pl.DataFrame, schema: dict[str, pl.DataType], *, what: str) -> p
             f"{what}: missing column(s) {missing}; got {df.columns}. The upstream response format "
             "may have changed: update the client that produced it."
         )
-    return df.select([pl.col(c).cast(t, strict=False).alias(c) for c, t in schema.items()])
+    numeric_times = [c for c, t in schema.items() if isinstance(t, (pl.Datetime, pl.Date))
+                     and df.schema[c].is_numeric() and df[c].null_count() < df.height]
+    if numeric_times:
+        raise SchemaError(
+            f"{what}: column(s) {numeric_times} hold numbers where {', '.join(str(schema[c]) for c in numeric_times)} "
+            "is expected; a number has no unit: convert epoch values with pl.from_epoch(..., time_unit=...) first."
+        )
+    return df.select([_cast(c, df.schema[c], t).alias(c) for c, t in schema.items()])
+
+
+def _cast(column: str, have: pl.DataType, want: pl.DataType) -> pl.Expr:
+    """`column` as `want`; a value that does not convert becomes null (the cleaning counts those)."""
+    col = pl.col(column)
+    if want == pl.Date and isinstance(have, pl.Datetime) and have.time_zone:
+        return col.dt.date()  # the calendar day where it was stamped (a cast would take the UTC day)
+    if want == pl.Date and have == pl.String:
+        return col.str.to_date("%Y-%m-%d", strict=False)  # polars 2 no longer casts strings to dates
+    return col.cast(want, strict=False)

@@ -151,3 +151,66 @@ def test_helpers_report_nulls_and_mismatches():
     assert "missing close" in problems
     assert any(p.startswith("date:") for p in problems)
     assert schema_mismatches(clean("market", _market([("A", D(2020, 1, 2), *GOOD)])).df, "market") == []
+
+
+NAN, INF = float("nan"), float("inf")
+
+
+@pytest.mark.parametrize("bad", [
+    (NAN, NAN, NAN, NAN, NAN),          # Yahoo's empty bar: every field NaN (numpy gives NaN, not null)
+    (10.0, NAN, 9.0, 10.0, 100.0),      # NaN high: every comparison with it is false in polars
+    (10.0, INF, 9.0, 10.0, 100.0),
+    (10.0, 11.0, 9.0, 10.0, NAN),       # NaN volume
+    (10.0, 11.0, 9.0, 10.0, INF),
+    (10.0, 11.0, -INF, 10.0, 100.0),
+])
+def test_non_finite_prices_or_volume_are_impossible_ohlc(bad):
+    raw = _market([("A", D(2020, 1, 2), *GOOD), ("A", D(2020, 1, 3), *bad)])
+    out = clean("market", raw)
+    assert out.df["date"].to_list() == [D(2020, 1, 2)]
+    assert out.dropped["impossible_ohlc"] == 1
+
+
+def test_penny_stock_prices_and_zero_volume_are_kept():
+    raw = _market([("P", D(2020, 1, 2), 0.0001, 0.0001, 0.0001, 0.0001, 0.0),
+                   ("P", D(2020, 1, 3), 0.0001, 0.0002, 0.0001, 0.0002, 5.0)])
+    assert clean("market", raw).df.height == 2
+
+
+@pytest.mark.parametrize("price", [NAN, INF])
+def test_coingecko_drops_a_non_finite_price(price):
+    raw = pl.DataFrame({"coin_id": ["bitcoin"] * 2, "symbol": ["btc"] * 2, "date": [D(2021, 1, 1), D(2021, 1, 2)],
+                        "price_usd": [30000.0, price], "market_cap_usd": [1.0, 1.0], "volume_usd": [1.0, 1.0],
+                        "circulating_supply": [1.0, 1.0], "max_supply": [None, None], "source": ["t"] * 2})
+    out = clean("coingecko", raw)
+    assert out.df["date"].to_list() == [D(2021, 1, 1)]
+    assert out.dropped["non_positive_price"] == 1
+
+
+def test_conform_takes_the_calendar_date_where_a_zoned_timestamp_was_stamped():
+    """An NSE bar stamped midnight IST is 18:30 UTC the day before: its date is the IST day."""
+    from zoneinfo import ZoneInfo
+
+    from tenali_pipeline.sources.schema import conform
+
+    raw = _market([("RELIANCE.NS", D(2020, 1, 2), *GOOD)]).with_columns(
+        date=pl.lit(dt.datetime(2020, 1, 2, tzinfo=ZoneInfo("Asia/Kolkata"))))
+    assert conform(raw, SCHEMAS["market"], what="t")["date"].to_list() == [D(2020, 1, 2)]
+
+
+def test_conform_reads_iso_date_strings_and_nulls_the_rest():
+    from tenali_pipeline.sources.schema import conform
+
+    raw = pl.concat([_market([("A", D(2020, 1, 2), *GOOD)]).with_columns(pl.col("date").cast(pl.String))] * 2)
+    raw = raw.with_columns(date=pl.Series(["2020-01-02", "02/01/2020"]))
+    assert conform(raw, SCHEMAS["market"], what="t")["date"].to_list() == [D(2020, 1, 2), None]
+
+
+def test_conform_refuses_epoch_numbers_for_a_timestamp_naming_the_column():
+    """A number has no unit: cast as microseconds, ccxt's milliseconds would land in January 1970."""
+    from tenali_pipeline.sources.schema import conform
+
+    raw = pl.DataFrame({"exchange": ["k"], "symbol": ["BTC/USD"], "timeframe": ["1d"], "timestamp": [1577923200000],
+                        "open": [1.0], "high": [1.0], "low": [1.0], "close": [1.0], "volume": [1.0], "source": ["t"]})
+    with pytest.raises(SchemaError, match="timestamp"):
+        conform(raw, SCHEMAS["crypto"], what="raw crypto")

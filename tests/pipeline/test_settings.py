@@ -187,3 +187,69 @@ def test_refresh_hours_take_any_non_negative_number():
     assert load_settings({}).instrument_buckets == 1
     with pytest.raises(SettingsError, match="TENALI_INSTRUMENT_BUCKETS"):
         load_settings({"TENALI_INSTRUMENT_BUCKETS": "0"})
+
+
+def test_resources_see_the_values_settings_validated_not_the_raw_text(tmp_path, monkeypatch):
+    """A stray space (a .env file, a YAML value) is trimmed by load_settings; the resource must not read
+    the untrimmed text at launch: ' sample ' is not 'sample' and would switch every source to live."""
+    import dagster as dg
+
+    from tenali_pipeline.resources import CorpusResource, LakeResource, SourcesResource, build_resources
+
+    monkeypatch.setenv("TENALI_HOME", str(tmp_path))
+    monkeypatch.setenv("TENALI_SOURCES", " sample ")
+    monkeypatch.setenv("TENALI_LAKE_ROOT", f"{tmp_path / 'lake'}  ")
+    monkeypatch.setenv("TENALI_START_DATE", "2020-01-01 ")
+    monkeypatch.setenv("TENALI_VOCAB_SIZE", " 512")
+    monkeypatch.setenv("TENALI_VAL_START", "2012-01-01")  # set without spaces: still an EnvVar for the UI
+    resources = build_resources(load_settings())
+    assert isinstance(resources["corpus_settings"].val_start, dg.EnvVar)
+    seen = {}
+
+    @dg.asset
+    def probe(lake: LakeResource, sources: SourcesResource, corpus_settings: CorpusResource) -> None:
+        seen.update(root=lake.root, sample=sources.is_sample, start=sources.start_date,
+                    vocab=corpus_settings.vocab_size, val=corpus_settings.val_start)
+
+    assert dg.materialize([probe], resources=resources).success
+    assert seen == {"root": str(tmp_path / "lake"), "sample": True, "start": "2020-01-01", "vocab": 512,
+                    "val": "2012-01-01"}
+
+
+@pytest.mark.parametrize(("name", "value"), [("TENALI_VOCAB_SIZE", "0"), ("TENALI_VOCAB_SIZE", "-4096"),
+                                             ("TENALI_SHARD_TOKENS", "0"), ("TENALI_TRAIN_STEPS", "-1"),
+                                             ("TENALI_TRAIN_NPROC", "-2")])
+def test_counts_below_their_minimum_name_the_variable(name, value):
+    with pytest.raises(SettingsError, match=name) as e:
+        load_settings({name: value})
+    assert repr(value) in str(e.value)
+
+
+def test_zero_nproc_still_means_one_per_gpu():
+    assert load_settings({"TENALI_TRAIN_NPROC": "0"}).train_nproc == 0
+
+
+@pytest.mark.parametrize(("name", "value"), [("TENALI_REFRESH_HOURS", "nan"), ("TENALI_REFRESH_HOURS", "inf"),
+                                             ("TENALI_NEAR_DUP", "nan"), ("TENALI_CENTRAL_BANK_DELAY", "nan"),
+                                             ("TENALI_CENTRAL_BANK_DELAY", "inf")])
+def test_non_finite_numbers_name_the_variable(name, value):
+    with pytest.raises(SettingsError, match=name):
+        load_settings({name: value})
+
+
+@pytest.mark.parametrize("name", ["TENALI_VAL_START", "TENALI_START_DATE"])
+@pytest.mark.parametrize("value", ["20120101", "2012-W01-1", "2012-001"])
+def test_dates_other_than_yyyy_mm_dd_name_the_variable(name, value):
+    """Python 3.11's fromisoformat takes these, but the resources and sources pass the text on as it is."""
+    with pytest.raises(SettingsError, match=name):
+        load_settings({name: value})
+
+
+def test_tickers_are_upper_cased():
+    assert load_settings({"TENALI_TICKERS": "aapl, Msft,brk-b"}).tickers == ("AAPL", "MSFT", "BRK-B")
+
+
+@pytest.mark.parametrize("value", ["AAPL MSFT", "AAPL,BRK B", "universe,AAPL", "AAPL;MSFT"])
+def test_malformed_tickers_name_the_variable(value):
+    with pytest.raises(SettingsError, match="TENALI_TICKERS"):
+        load_settings({"TENALI_TICKERS": value})
