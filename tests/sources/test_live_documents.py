@@ -168,3 +168,30 @@ def test_an_unreadable_file_fails_alone_and_keeps_its_old_row(tmp_path, reads):
     reads.opened.clear()
     fixed, _ = _materialize(tmp_path, root)
     assert fixed.success and reads.opened == ["fomc.md"]  # asked again; the others are unchanged
+
+
+REALDATA = os.path.join(os.path.dirname(__file__), "..", "..", "..", "shared", "realdata", "sec")
+
+
+def test_html_to_text_drops_the_inline_xbrl_header_and_keeps_cells_apart():
+    # An SEC inline-XBRL document: its hidden ix:header (contexts, units, dei facts) is not text, and the
+    # cells of a financial table must not run into each other ("Services27,423 24,213").
+    html = ('<html><body><div style="display:none"><ix:header><ix:hidden><ix:nonNumeric name="dei:AmendmentFlag">'
+            'false</ix:nonNumeric></ix:hidden><ix:resources><xbrli:context id="c-1"><xbrli:entity>'
+            '<xbrli:identifier scheme="http://www.sec.gov/CIK">0000320193</xbrli:identifier></xbrli:entity>'
+            '</xbrli:context></ix:resources></ix:header></div>'
+            '<p>FORM 10-Q</p><table><tr><td>Services</td><td>27,423</td><td>24,213</td></tr>'
+            '<tr><td>California</td><td>94-2404110</td></tr></table></body></html>')
+    text, _ = html_to_text(html)
+    assert text == "FORM 10-Q\nServices 27,423 24,213\nCalifornia 94-2404110"
+
+
+def test_html_to_text_of_a_real_apple_10q():
+    path = os.path.join(REALDATA, "aapl-10-q-2025-08-01.html")
+    if not os.path.exists(path):
+        pytest.skip("real capture ../shared/realdata/sec/aapl-10-q-2025-08-01.html is absent")
+    with open(path, encoding="utf-8") as f:
+        text, _ = html_to_text(f.read())
+    assert text.startswith("UNITED STATES\nSECURITIES AND EXCHANGE COMMISSION")
+    assert "us-gaap:" not in text and "iso4217:USD" not in text
+    assert "Total net sales 94,036 85,777 313,695 296,105" in text

@@ -237,3 +237,68 @@ def test_identity_is_required(monkeypatch, tmp_path):
     monkeypatch.setenv("SEC_EDGAR_IDENTITY", IDENTITY)
     client = EdgarFilingsClient(["AAPL"], download_dir=tmp_path)
     assert (client.name, client.email) == ("Tenali Research", "data@tenali.example")
+
+
+
+PARENT, SUBSIDIARY = ("0001326160", "Duke Energy CORP"), ("0000030371", "DUKE ENERGY CAROLINAS, LLC")
+
+
+def _combined_10k(*filers) -> str:
+    """A combined 10-K (one filing, several registrants) with its filers in the order given."""
+    blocks = "".join(f"\nFILER:\n\n\tCOMPANY DATA:\n\t\tCOMPANY CONFORMED NAME:\t\t\t{name}\n"
+                     f"\t\tCENTRAL INDEX KEY:\t\t\t{cik}\n" for cik, name in filers)
+    return ("<SEC-DOCUMENT>0001326160-24-000034.txt : 20240223\n<SEC-HEADER>0001326160-24-000034.hdr.sgml : 20240223\n"
+            "ACCESSION NUMBER:\t\t0001326160-24-000034\nCONFORMED SUBMISSION TYPE:\t10-K\n"
+            "CONFORMED PERIOD OF REPORT:\t20231231\nFILED AS OF DATE:\t\t20240223\n" + blocks +
+            "</SEC-HEADER>\n<DOCUMENT>\n<TYPE>10-K\n<SEQUENCE>1\n<FILENAME>duk-20231231.htm\n<TEXT>\n"
+            "<html><body>FORM 10-K combined annual report</body></html>\n</TEXT>\n</DOCUMENT>\n</SEC-DOCUMENT>\n")
+
+
+@pytest.mark.parametrize("company, folder, filers, want", [
+    ("30371", "0000030371", (PARENT, SUBSIDIARY), SUBSIDIARY),  # a subsidiary asked for by CIK
+    ("DUK", "DUK", (SUBSIDIARY, PARENT), PARENT),  # the parent asked for by ticker, listed second
+])
+def test_combined_filing_is_attributed_to_the_company_asked_for(tmp_path, monkeypatch, company, folder, filers, want):
+    # Utilities file one 10-K for the parent and its subsidiaries; the company asked for is not
+    # necessarily the first filer in the header, and must not be recorded as another registrant.
+    acc = "0001326160-24-000034"
+    saved = tmp_path / "sec-edgar-filings" / folder / "10-K" / acc / "full-submission.txt"
+    saved.parent.mkdir(parents=True)
+    saved.write_text(_combined_10k(*filers))
+
+    class Downloader:  # what sec-edgar-downloader leaves behind: the file on disk, its ticker map
+        ticker_to_cik_mapping = {"DUK": "0001326160"}
+
+        def get(self, *args, **kwargs):
+            return 1
+
+    monkeypatch.setattr(EdgarFilingsClient, "_downloader", lambda self: Downloader())
+    df = EdgarFilingsClient([company], forms=("10-K",), identity=IDENTITY, download_dir=tmp_path,
+                            after="2024-01-01", before="2024-03-01").fetch()
+    row = df.row(0, named=True)
+    assert (row["cik"], row["company"], row["accession"]) == (*want, acc)
+
+
+def test_a_403_stops_asking_for_the_other_companies(sec, tmp_path):
+    # The SEC answers 403 to a client it refuses; asking for each of the next (up to thousands of)
+    # companies in universe mode prolongs the block. The rest are named as not asked.
+    sec.forbidden.add("/submissions/CIK0000320193.json")
+    client = EdgarFilingsClient(["AAPL", "MSFT", "789019"], forms=("10-K", "8-K"), identity=IDENTITY,
+                                download_dir=tmp_path, base_delay=0.01)
+
+    with pytest.raises(PartialFetchError) as info:
+        client.fetch()
+
+    assert set(info.value.failures) == {"AAPL", "MSFT", "789019"}
+    assert "403" in info.value.failures["AAPL"] and "not asked" in info.value.failures["MSFT"]
+    assert [p for p in sec.paths() if p.startswith("/submissions/")] == ["/submissions/CIK0000320193.json"]
+
+
+def test_a_403_on_a_filing_the_downloader_swallows_also_stops_the_fetch(sec, tmp_path):
+    sec.archive[ACC] = [(403, b"<h1>Your Request Originates from an Undeclared Automated Tool</h1>")]
+    client = EdgarFilingsClient(["AAPL", "MSFT"], forms=("8-K",), identity=IDENTITY, download_dir=tmp_path,
+                                limit=1, after="2019-11-15", before="2019-11-15", base_delay=0.01)
+
+    with pytest.raises(PartialFetchError, match=r"AAPL: EdgarBlocked: .*403 Client Error.*MSFT: not asked"):
+        client.fetch()
+    assert "/submissions/CIK0000789019.json" not in sec.paths()

@@ -212,3 +212,17 @@ def test_earnings_narratives_use_only_point_in_time_figures(sample):
     # every narrative is dated on its filing day and is not earlier than any period it reports
     filed = sample.group_by("ticker", "accession").agg(pl.col("filed").min())
     assert set(docs["date"]) <= set(filed["filed"])
+
+
+def test_16_week_quarters_and_24_week_halves_are_kept():
+    # Kroger's fiscal Q1 is 16 weeks (2023-01-29..2023-05-20, 112 days); PepsiCo's first half is 24 weeks
+    # (2023-01-01..2023-06-17, 168 days) and its Q4 17 weeks in a 53-week year (119 days). Dropping them
+    # loses a quarter of every year for these filers.
+    doc = {"cik": 56873, "entityName": "Kroger-like", "facts": {"us-gaap": {"NetIncomeLoss": {"label": "NI", "units": {
+        "USD": [fact("2023-01-29", "2023-05-20", 962000000, "0000056873-23-000020", 2023, "Q1", "10-Q", "2023-06-23"),
+                fact("2023-01-01", "2023-06-17", 3480000000, "0000077476-23-000040", 2023, "Q2", "10-Q", "2023-07-13"),
+                fact("2022-09-04", "2022-12-31", 518000000, "0000077476-23-000007", 2022, "FY", "10-K", "2023-02-09"),
+                fact("2022-01-30", "2022-11-05", 1500000000, "0000056873-22-000040", 2022, "Q3", "10-Q", "2022-12-09")]}}}}}
+    df = normalise_companyfacts(doc, ticker="KR")
+    got = {(r["period_start"], r["period_type"]) for r in df.iter_rows(named=True)}
+    assert got == {(D(2023, 1, 29), "Q"), (D(2023, 1, 1), "YTD"), (D(2022, 9, 4), "Q"), (D(2022, 1, 30), "YTD")}

@@ -36,6 +36,8 @@ from ..schema import DOCUMENTS, conform
 log = logging.getLogger(__name__)
 
 SUFFIXES = (".txt", ".md", ".markdown", ".html", ".htm")
+# ix:header is the hidden inline-XBRL header of SEC filings (contexts, units, hidden facts): not text.
+_SKIP = {"script", "style", "noscript", "template", "ix:header"}
 _BLOCK = {"p", "div", "br", "li", "tr", "h1", "h2", "h3", "h4", "h5", "h6", "section", "article", "table", "ul", "ol"}
 
 
@@ -50,15 +52,17 @@ class _HtmlText(HTMLParser):
         self._in_title = False
 
     def handle_starttag(self, tag, attrs):
-        if tag in ("script", "style", "noscript", "template"):
+        if tag in _SKIP:
             self._skip += 1
         elif tag == "title":
             self._in_title = True
         elif tag in _BLOCK:
             self.parts.append("\n")
+        elif tag in ("td", "th"):  # cells of one row stay on one line, but apart ("Services 27,423")
+            self.parts.append(" ")
 
     def handle_endtag(self, tag):
-        if tag in ("script", "style", "noscript", "template"):
+        if tag in _SKIP:
             self._skip = max(0, self._skip - 1)
         elif tag == "title":
             self._in_title = False

@@ -56,6 +56,11 @@ class EdgarDownloadError(RuntimeError):
     """Filings could not be downloaded for a reason retrying will not fix."""
 
 
+class EdgarBlocked(EdgarDownloadError):
+    """The SEC answered 403: it refuses this client (User-Agent or request rate). Asking again for the
+    next company only prolongs the block, so the fetch stops."""
+
+
 # --- parsing (pure) ----------------------------------------------------------------------------
 
 
@@ -182,8 +187,12 @@ class EdgarFilingsClient:
         downloader = self._call(self._downloader, what="SEC ticker list")
         since = since if since is not None else {c: None for c in self.companies}
         rows, failures = [], {}
+        blocked = None
         for company in self.companies:
             if company not in since:
+                continue
+            if blocked is not None:  # the SEC refuses this client: do not keep asking (fair access)
+                failures[company] = f"not asked: the SEC refused this client earlier in the run ({blocked})"
                 continue
             after = max(self.after, since[company]) if since[company] else self.after
             try:
@@ -191,11 +200,13 @@ class EdgarFilingsClient:
                 for form in self.forms:
                     what = f"SEC {form} filings of {company}"
                     self._call(lambda: self._get(downloader, form, company, before, after), what=what)
-                    got += self._read_saved(company, form, before, after)
+                    got += self._read_saved(company, form, before, after, cik=self._cik_of(downloader, company))
                 rows += got
             except Exception as exc:  # noqa: BLE001 - named in the PartialFetchError, never swallowed
                 log.warning("EDGAR filings of %s failed: %s", company, exc)
                 failures[company] = f"{type(exc).__name__}: {exc}"
+                if isinstance(exc, EdgarBlocked):
+                    blocked = f"403 for {company}"
         frame = pl.DataFrame(rows, schema={**FILINGS}) if rows else pl.DataFrame(schema=FILINGS)
         frame = conform(frame, FILINGS, what="SEC EDGAR filings")
         if failures:
@@ -216,14 +227,24 @@ class EdgarFilingsClient:
             listed = "; ".join(f"{f['acc']}: {f['why'][:160]}" for f in failures)
             if any(_TRANSIENT.search(f["why"]) for f in failures):
                 raise TransientError(f"{len(failures)} {form} filing(s) of {company} failed to download ({listed})")
-            raise EdgarDownloadError(
+            error = EdgarBlocked if any(re.match(r"\s*403\b", f["why"]) for f in failures) else EdgarDownloadError
+            raise error(
                 f"{len(failures)} {form} filing(s) of {company} failed to download ({listed}): "
                 "a 403 means the SEC refused the User-Agent or the request rate (check "
                 "SEC_EDGAR_IDENTITY); a 404 means the filing is not in the EDGAR archive"
             )
         return count
 
-    def _read_saved(self, company: str, form: str, before: date, after: date) -> list[dict]:
+    @staticmethod
+    def _cik_of(downloader, company: str) -> str | None:
+        """The 10-digit CIK asked for: the CIK given, or the downloader's ticker map entry."""
+        if company.isdigit():
+            return company.zfill(10)
+        mapping = getattr(downloader, "ticker_to_cik_mapping", None) or {}
+        cik = mapping.get(company)
+        return str(cik).zfill(10) if cik else None
+
+    def _read_saved(self, company: str, form: str, before: date, after: date, cik: str | None = None) -> list[dict]:
         folder = company.zfill(10) if company.isdigit() else company
         paths = sorted((self.download_dir / "sec-edgar-filings" / folder / form).glob("*/full-submission.txt"))
         texts = [p.read_text(encoding="utf-8", errors="replace") for p in paths]
@@ -237,11 +258,15 @@ class EdgarFilingsClient:
                                     f"{s.accession.replace('-', '')}/{s.accession}.txt", 200, text,
                                     content_type="text/plain")
         subs = [s for s, _ in subs]
+        # A combined filing (a utility and its subsidiaries file one 10-K) names several filers, the
+        # one asked for not necessarily first: the row is the company asked for.
+        filer = {s.accession: next(((c.zfill(10), n) for c, n in s.filers if c.zfill(10) == cik), (s.cik, s.company))
+                 for s in subs}
         return [
             {
-                "cik": s.cik,
+                "cik": filer[s.accession][0],
                 "ticker": None if company.isdigit() else company,
-                "company": s.company,
+                "company": filer[s.accession][1],
                 "form": s.form,
                 "accession": s.accession,
                 "filed": s.filed,
@@ -263,7 +288,7 @@ class EdgarFilingsClient:
                 if status == 429 or (status or 0) >= 500:
                     raise TransientError(f"{what}: SEC answered HTTP {status}") from exc
                 if status == 403:
-                    raise EdgarDownloadError(
+                    raise EdgarBlocked(
                         f"{what}: SEC answered 403 Forbidden: set SEC_EDGAR_IDENTITY to a real name "
                         "and email and stay under 10 requests per second"
                     ) from exc

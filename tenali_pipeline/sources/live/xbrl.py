@@ -107,15 +107,19 @@ class XbrlError(RuntimeError):
 
 
 def period_type(start: dt.date | None, end: dt.date) -> str | None:
-    """FY, Q, YTD or I (instant) from a fact's dates; None for other spans (1 or 2 months, 2 years)."""
+    """FY, Q, YTD or I (instant) from a fact's dates; None for other spans (1 or 2 months, 2 years).
+
+    Retailers and food companies on a 12/12/12/16-week calendar (Kroger, PepsiCo, Costco, Albertsons)
+    have 16- or 17-week quarters (112-119 days) and a 24-week half (168 days): still Q and YTD.
+    """
     if start is None:
         return "I"
     days = (end - start).days + 1
     if 350 <= days <= 380:
         return "FY"
-    if 80 <= days <= 100:
+    if 80 <= days <= 125:
         return "Q"
-    if 170 <= days <= 290:
+    if 160 <= days <= 300:
         return "YTD"
     return None
 
