@@ -60,3 +60,37 @@ def make_client(served):
 @pytest.fixture
 def client(make_client):
     return make_client()
+
+
+@pytest.fixture
+def lake_setup(tmp_path, tok_path, served):
+    """A local lake with the tokenizer, a shards manifest and two pretrained checkpoints (the second
+    named by checkpoints/pretrain/LATEST.json), an ephemeral Dagster instance and the lake resource:
+    what the release tests materialise model_release against."""
+    import hashlib
+    import shutil
+
+    import dagster as dg
+
+    from tenali_pipeline.lake import Lake
+    from tenali_pipeline.resources import LakeResource
+
+    root = tmp_path / "lake"
+    lake = Lake(str(root))
+    tok = tok_path.read_bytes()
+    lake.write_bytes("tokenizer/tenali.model", tok)
+    vocab = served.tokenizer.vocab_size
+    lake.write_json("shards/manifest.json", {"tokenizer": {"sha256": hashlib.sha256(tok).hexdigest(), "vocab_size": vocab},
+                                             "corpus": {"val_start": "2012-01-01", "train_documents": 10},
+                                             "totals": {"train": 1000, "val": 100}})
+    keys = []
+    for i in range(2):
+        ckpt = make_checkpoint(tmp_path / f"run{i}", seed=i, vocab_size=vocab)
+        key = f"checkpoints/pretrain/run{i}/{ckpt.name}"
+        shutil.copytree(ckpt, root / key)
+        keys.append(key)
+    lake.write_json("checkpoints/pretrain/LATEST.json", {"checkpoint_key": keys[1], "checkpoint": lake.uri(keys[1]),
+                                                         "tokenizer_sha256": hashlib.sha256(tok).hexdigest()})
+    instance = dg.DagsterInstance.ephemeral()
+    resources = {"lake": LakeResource(root=str(root), cache_dir=str(tmp_path / "cache"))}
+    return lake, keys, instance, resources

@@ -10,7 +10,7 @@ import pytest
 
 from tenali_pipeline.lake import Lake
 from tenali_pipeline.resources import LakeResource
-from ts_helpers import make_checkpoint
+from ts_helpers import make_checkpoint, materialise_release, record_evaluation
 
 
 class _Ctx:
@@ -62,76 +62,37 @@ def test_overall_bits_per_byte_is_all_bits_over_all_bytes(tmp_path, tok_path, se
 
 # ---- model_release ---------------------------------------------------------------------------------
 
-from tenali_pipeline.defs.release.assets import LATEST_RELEASE_KEY, model_release, not_worse_than_current  # noqa: E402
-
-
-@pytest.fixture
-def lake_setup(tmp_path, tok_path, served):
-    root = tmp_path / "lake"
-    lake = Lake(str(root))
-    tok = tok_path.read_bytes()
-    lake.write_bytes("tokenizer/tenali.model", tok)
-    vocab = served.tokenizer.vocab_size
-    lake.write_json("shards/manifest.json", {"tokenizer": {"sha256": hashlib.sha256(tok).hexdigest(), "vocab_size": vocab},
-                                             "corpus": {"val_start": "2012-01-01", "train_documents": 10},
-                                             "totals": {"train": 1000, "val": 100}})
-    keys = []
-    for i in range(2):
-        ckpt = make_checkpoint(tmp_path / f"run{i}", seed=i, vocab_size=vocab)
-        key = f"checkpoints/pretrain/run{i}/{ckpt.name}"
-        shutil.copytree(ckpt, root / key)
-        keys.append(key)
-    lake.write_json("checkpoints/pretrain/LATEST.json", {"checkpoint_key": keys[1], "checkpoint": lake.uri(keys[1]),
-                                                         "tokenizer_sha256": hashlib.sha256(tok).hexdigest()})
-    instance = dg.DagsterInstance.ephemeral()
-    resources = {"lake": LakeResource(root=str(root), cache_dir=str(tmp_path / "cache"))}
-    return lake, keys, instance, resources
-
-
-def _evaluated(instance, lake, key, bpb, val_set=None, asset="pretrain_evaluation"):
-    extra = {"val_set_sha256": val_set} if val_set else {}
-    instance.report_runless_asset_event(dg.AssetMaterialization(
-        asset_key=asset,
-        metadata={"bits_per_byte": bpb, "val_loss": bpb * 1.1, "perplexity": 9.0,
-                  "checkpoint": dg.MetadataValue.path(lake.uri(key)), **extra}))
-
-
-def _release(instance, resources, **config):
-    result = dg.materialize([model_release, not_worse_than_current], instance=instance, resources=resources,
-                            run_config={"ops": {"model_release": {"config": config}}} if config else None,
-                            raise_on_error=False)
-    checks = result.get_asset_check_evaluations()
-    return result, checks[0] if checks else None
+from tenali_pipeline.defs.release.assets import LATEST_RELEASE_KEY, model_release  # noqa: E402
 
 
 def test_a_release_scored_on_another_validation_set_is_compared_on_that_set(lake_setup):
     """Bits per byte on new data (another validation set) is another test: the new release is compared with
     the current release's checkpoint scored on the same set, and refused when there is no such figure."""
     lake, keys, instance, resources = lake_setup
-    _evaluated(instance, lake, keys[0], 1.50, val_set="A")
-    result, check = _release(instance, resources, checkpoint_key=keys[0])
+    record_evaluation(instance, lake, keys[0], 1.50, val_set_sha256="A")
+    result, check = materialise_release(instance, resources, checkpoint_key=keys[0])
     assert check.passed
     first = lake.read_json(LATEST_RELEASE_KEY)
     assert first["checkpoint_key"] == keys[0]
 
     # an easier set: 1.40 looks better than 1.50, but the current checkpoint was never scored on it
-    _evaluated(instance, lake, keys[1], 1.40, val_set="B")
-    result, check = _release(instance, resources, checkpoint_key=keys[1])
+    record_evaluation(instance, lake, keys[1], 1.40, val_set_sha256="B")
+    result, check = materialise_release(instance, resources, checkpoint_key=keys[1])
     assert not check.passed and lake.read_json(LATEST_RELEASE_KEY) == first
     # scored on B the current checkpoint is better (1.30): the new one is worse and refused
-    _evaluated(instance, lake, keys[0], 1.30, val_set="B")
-    result, check = _release(instance, resources, checkpoint_key=keys[1])
+    record_evaluation(instance, lake, keys[0], 1.30, val_set_sha256="B")
+    result, check = materialise_release(instance, resources, checkpoint_key=keys[1])
     assert not check.passed and lake.read_json(LATEST_RELEASE_KEY) == first
 
 
 def test_a_better_release_on_a_harder_validation_set_replaces_the_current(lake_setup):
     lake, keys, instance, resources = lake_setup
-    _evaluated(instance, lake, keys[0], 1.50, val_set="A")
-    _release(instance, resources, checkpoint_key=keys[0])
+    record_evaluation(instance, lake, keys[0], 1.50, val_set_sha256="A")
+    materialise_release(instance, resources, checkpoint_key=keys[0])
     # new, harder data: both checkpoints score worse on it, the new one less so
-    _evaluated(instance, lake, keys[0], 1.80, val_set="B")
-    _evaluated(instance, lake, keys[1], 1.60, val_set="B")
-    result, check = _release(instance, resources, checkpoint_key=keys[1])
+    record_evaluation(instance, lake, keys[0], 1.80, val_set_sha256="B")
+    record_evaluation(instance, lake, keys[1], 1.60, val_set_sha256="B")
+    result, check = materialise_release(instance, resources, checkpoint_key=keys[1])
     assert check.passed and lake.read_json(LATEST_RELEASE_KEY)["checkpoint_key"] == keys[1]
 
 
@@ -139,20 +100,20 @@ def test_best_ranks_checkpoints_on_one_validation_set(lake_setup):
     """'best' picks the lowest bits per byte among evaluations on the newest validation set, not a lower
     figure that an older checkpoint had on an easier, older set."""
     lake, keys, instance, resources = lake_setup
-    _evaluated(instance, lake, keys[0], 1.20, val_set="A")  # old, easier set
-    _evaluated(instance, lake, keys[1], 1.60, val_set="B")
-    _evaluated(instance, lake, keys[0], 1.90, val_set="B")
-    result, _ = _release(instance, resources, pick="best")
+    record_evaluation(instance, lake, keys[0], 1.20, val_set_sha256="A")  # old, easier set
+    record_evaluation(instance, lake, keys[1], 1.60, val_set_sha256="B")
+    record_evaluation(instance, lake, keys[0], 1.90, val_set_sha256="B")
+    result, _ = materialise_release(instance, resources, pick="best")
     assert result.success
     assert lake.read_json(LATEST_RELEASE_KEY)["checkpoint_key"] == keys[1]
 
 
 def test_an_evaluated_checkpoint_gone_from_the_lake_is_a_clear_failure(lake_setup):
     lake, keys, instance, resources = lake_setup
-    _evaluated(instance, lake, keys[0], 1.50)
+    record_evaluation(instance, lake, keys[0], 1.50)
     shutil.rmtree(lake.local_dir(keys[0]))
     for config in ({"checkpoint_key": keys[0]}, {"pick": "latest"}):
-        result, _ = _release(instance, resources, **config)
+        result, _ = materialise_release(instance, resources, **config)
         assert not result.success
         error = result.get_step_failure_events()[0].step_failure_data.error
         assert error.cls_name == "Failure", (error.cls_name, error.message)
@@ -164,8 +125,8 @@ def test_the_cards_serve_command_names_a_path_serve_can_load(lake_setup, capsys)
     from tenali_model.serve.loading import load_served
 
     lake, keys, instance, resources = lake_setup
-    _evaluated(instance, lake, keys[0], 1.50)
-    _release(instance, resources)
+    record_evaluation(instance, lake, keys[0], 1.50)
+    materialise_release(instance, resources)
     release_id = lake.read_json(LATEST_RELEASE_KEY)["release_id"]
     card = (lake.local_dir(f"releases/{release_id}") / "README.md").read_text()
     commands = [line.split("#")[0].split()[2:] for line in card.splitlines() if line.startswith("tenali serve ")]
@@ -180,21 +141,21 @@ def test_releasing_the_current_release_again_writes_no_second_copy(lake_setup):
     """Materialising model_release twice with nothing new leaves one release folder (a full copy of the
     model each time would fill the lake), LATEST.json as it was, and the check passing."""
     lake, keys, instance, resources = lake_setup
-    _evaluated(instance, lake, keys[0], 1.50)
-    result, check = _release(instance, resources)
+    record_evaluation(instance, lake, keys[0], 1.50)
+    result, check = materialise_release(instance, resources)
     assert result.success and check.passed
     pointer = lake.read_json(LATEST_RELEASE_KEY)
     import time
     time.sleep(1.1)  # release ids carry the second they were made
-    result, check = _release(instance, resources)
+    result, check = materialise_release(instance, resources)
     assert result.success and check.passed
     folders = [p.name for p in lake.local_dir("releases").iterdir() if p.is_dir()]
     assert folders == [pointer["release_id"]]
     assert lake.read_json(LATEST_RELEASE_KEY) == pointer
     # a new figure for it (re-evaluated) is a new release
-    _evaluated(instance, lake, keys[0], 1.49)
+    record_evaluation(instance, lake, keys[0], 1.49)
     time.sleep(1.1)
-    result, check = _release(instance, resources)
+    result, check = materialise_release(instance, resources)
     assert check.passed and lake.read_json(LATEST_RELEASE_KEY)["release_id"] != pointer["release_id"]
 
 
@@ -225,10 +186,10 @@ def test_new_data_scores_the_current_release_on_the_new_validation_set(lake_setu
             "tokenizer_sha256": sha}))
 
     evaluated(keys[0], 1.50, "old")
-    _release(instance, resources, checkpoint_key=keys[0])
+    materialise_release(instance, resources, checkpoint_key=keys[0])
     first = lake.read_json(LATEST_RELEASE_KEY)
     evaluated(keys[1], 1.60, new_set)  # worse than 1.70, the current checkpoint's figure on the new set
-    result, check = _release(instance, resources, checkpoint_key=keys[1])
+    result, check = materialise_release(instance, resources, checkpoint_key=keys[1])
     assert len(scored) == 1 and check.passed
     pointer = lake.read_json(LATEST_RELEASE_KEY)
     assert pointer["checkpoint_key"] == keys[1] and pointer["val_set_sha256"] == new_set
@@ -236,7 +197,7 @@ def test_new_data_scores_the_current_release_on_the_new_validation_set(lake_setu
     assert release["baseline_bits_per_byte"] == pytest.approx(1.7) and release["comparable_with_previous"]
     # 1.80 on the new set is worse than the current release (1.60, scored on that set): refused
     evaluated(keys[0], 1.80, new_set)
-    result, check = _release(instance, resources, checkpoint_key=keys[0])
+    result, check = materialise_release(instance, resources, checkpoint_key=keys[0])
     assert not check.passed and lake.read_json(LATEST_RELEASE_KEY) == pointer
     assert first["checkpoint_key"] == keys[0]
 
@@ -247,7 +208,7 @@ def test_a_release_missing_a_file_never_becomes_latest(lake_setup, monkeypatch):
     from tenali_pipeline.defs.release import assets as rel
 
     lake, keys, instance, resources = lake_setup
-    _evaluated(instance, lake, keys[0], 1.50)
+    record_evaluation(instance, lake, keys[0], 1.50)
     real = rel.export_hf
 
     def export_without_tokenizer_config(ckpt, out, **kw):
@@ -256,7 +217,7 @@ def test_a_release_missing_a_file_never_becomes_latest(lake_setup, monkeypatch):
         return path
 
     monkeypatch.setattr(rel, "export_hf", export_without_tokenizer_config)
-    result, _ = _release(instance, resources)
+    result, _ = materialise_release(instance, resources)
     assert not result.success and not lake.exists(LATEST_RELEASE_KEY)
     assert "lacks tokenizer_config.json" in result.get_step_failure_events()[0].step_failure_data.error.message
 
@@ -302,8 +263,8 @@ def test_the_card_prints_whole_small_and_ordinary_figures_readably(lake_setup):
     assert _fmt(float("nan")) == "nan" and _fmt(1234) == "1,234" and _fmt("x") == "x"
 
     lake, keys, instance, resources = lake_setup
-    _evaluated(instance, lake, keys[0], 1.50)
-    _release(instance, resources)
+    record_evaluation(instance, lake, keys[0], 1.50)
+    materialise_release(instance, resources)
     card = _card(lake)
     assert "| norm_eps | 1e-05 |" in card and "| rope_theta | 10,000 |" in card
     assert "| bits_per_byte | 1.5000 |" in card and "| perplexity | 9 |" in card
@@ -314,8 +275,8 @@ def test_the_ui_model_card_has_no_front_matter_but_the_readme_keeps_it(lake_setu
     """Hugging Face's YAML front matter renders in the Dagster UI as a rule and a heading: the card shown
     there starts at its title; README.md (what the Hub reads) keeps it."""
     lake, keys, instance, resources = lake_setup
-    _evaluated(instance, lake, keys[0], 1.50)
-    _release(instance, resources)
+    record_evaluation(instance, lake, keys[0], 1.50)
+    materialise_release(instance, resources)
     readme = _card(lake)
     assert readme.startswith("---\nlibrary_name: transformers\n")
     shown = _release_metadata(instance)["model_card"]
@@ -327,15 +288,15 @@ def test_a_chat_releases_card_does_not_call_it_a_text_continuer(lake_setup):
     """The limits follow the stage: a base model continues text; an sft/dpo release is a chat model, and its
     card does not say it only continues text next to "Stage: preference-tuned"."""
     lake, keys, instance, resources = lake_setup
-    _evaluated(instance, lake, keys[0], 1.50)
-    _release(instance, resources)
+    record_evaluation(instance, lake, keys[0], 1.50)
+    materialise_release(instance, resources)
     base = _card(lake)
     assert "Stage: **pretrained base model**" in base
     assert "it continues text rather than following instructions" in base
     assert "Instruction-tuned (a chat model)" not in base
 
-    _evaluated(instance, lake, keys[1], 1.60, asset="dpo_evaluation")
-    result, _ = _release(instance, resources)
+    record_evaluation(instance, lake, keys[1], 1.60, asset="dpo_evaluation")
+    result, _ = materialise_release(instance, resources)
     assert result.success and lake.read_json(LATEST_RELEASE_KEY)["stage"] == "dpo"
     chat = _card(lake)
     assert "Stage: **preference-tuned**" in chat
@@ -348,8 +309,8 @@ def test_the_cards_how_to_use_says_where_tenali_comes_from(lake_setup):
     """A new shell has no `tenali` on PATH unless the venv is active: the card says so before its commands
     (which stay runnable lines; test_the_cards_serve_command_names_a_path_serve_can_load loads them)."""
     lake, keys, instance, resources = lake_setup
-    _evaluated(instance, lake, keys[0], 1.50)
-    _release(instance, resources)
+    record_evaluation(instance, lake, keys[0], 1.50)
+    materialise_release(instance, resources)
     how = _card(lake).split("## How to use")[1]
     note, block = how.split("```")[0], how.split("```")[1]
     assert "source .venv/bin/activate" in note and "`.venv/bin/tenali`" in note
@@ -360,16 +321,16 @@ def test_a_first_release_has_no_previous_figure_rather_than_nan(lake_setup):
     """NaN shows as a blank cell in the UI: a first release leaves previous_bits_per_byte out and says
     there was none; the next one records the figure it was compared with."""
     lake, keys, instance, resources = lake_setup
-    _evaluated(instance, lake, keys[0], 1.50)
-    _release(instance, resources)
+    record_evaluation(instance, lake, keys[0], 1.50)
+    materialise_release(instance, resources)
     first = lake.read_json(LATEST_RELEASE_KEY)["release_id"]
     meta = _release_metadata(instance)
     assert "previous_bits_per_byte" not in meta
     assert meta["previous_release"] == "none: first release"
     assert not any(isinstance(v, float) and math.isnan(v) for v in meta.values())
 
-    _evaluated(instance, lake, keys[1], 1.45)
-    result, check = _release(instance, resources, pick="latest")
+    record_evaluation(instance, lake, keys[1], 1.45)
+    result, check = materialise_release(instance, resources, pick="latest")
     assert result.success and check.passed
     meta = _release_metadata(instance)
     assert meta["previous_bits_per_byte"] == pytest.approx(1.50) and meta["previous_release"] == first

@@ -1,65 +1,20 @@
 """The model_release asset on a tiny checkpoint built directly: export, card, LATEST.json, the refusal check,
 and `tenali serve` finding the release."""
 
-import hashlib
 import json
-import shutil
 
-import dagster as dg
-import pytest
 import torch
 
-from tenali_pipeline.defs.release.assets import LATEST_RELEASE_KEY, model_release, not_worse_than_current
-from tenali_pipeline.lake import Lake
-from tenali_pipeline.resources import LakeResource
-from ts_helpers import make_checkpoint
-
-
-@pytest.fixture
-def lake_setup(tmp_path, tok_path, served):
-    root = tmp_path / "lake"
-    lake = Lake(str(root))
-    tok = tok_path.read_bytes()
-    lake.write_bytes("tokenizer/tenali.model", tok)
-    vocab = served.tokenizer.vocab_size
-    lake.write_json("shards/manifest.json", {"tokenizer": {"sha256": hashlib.sha256(tok).hexdigest(), "vocab_size": vocab},
-                                             "corpus": {"val_start": "2012-01-01", "train_documents": 10},
-                                             "totals": {"train": 1000, "val": 100}})
-    keys = []
-    for i in range(2):
-        ckpt = make_checkpoint(tmp_path / f"run{i}", seed=i, vocab_size=vocab)
-        key = f"checkpoints/pretrain/run{i}/{ckpt.name}"
-        shutil.copytree(ckpt, root / key)
-        keys.append(key)
-    lake.write_json("checkpoints/pretrain/LATEST.json", {"checkpoint_key": keys[1], "checkpoint": lake.uri(keys[1]),
-                                                         "tokenizer_sha256": hashlib.sha256(tok).hexdigest()})
-    instance = dg.DagsterInstance.ephemeral()
-    resources = {"lake": LakeResource(root=str(root), cache_dir=str(tmp_path / "cache"))}
-    return lake, keys, instance, resources
-
-
-def _evaluated(instance, lake, key, bpb, tokenizer_sha256=None, asset="pretrain_evaluation"):
-    extra = {"tokenizer_sha256": tokenizer_sha256} if tokenizer_sha256 else {}
-    instance.report_runless_asset_event(dg.AssetMaterialization(
-        asset_key=asset,
-        metadata={"bits_per_byte": bpb, "val_loss": bpb * 1.1, "perplexity": 9.0, "val_loss/market": bpb,
-                  "checkpoint": dg.MetadataValue.path(lake.uri(key)), **extra}))
-
-
-def _release(instance, resources, **config):
-    result = dg.materialize([model_release, not_worse_than_current], instance=instance, resources=resources,
-                            run_config={"ops": {"model_release": {"config": config}}} if config else None,
-                            raise_on_error=False)
-    checks = result.get_asset_check_evaluations()
-    return result, checks[0] if checks else None
+from tenali_pipeline.defs.release.assets import LATEST_RELEASE_KEY
+from ts_helpers import materialise_release, record_evaluation
 
 
 def test_release_exports_a_card_and_serves_and_a_worse_one_is_refused(lake_setup, served):
     from tenali_model.serve.loading import latest_release_dir, load_served
 
     lake, keys, instance, resources = lake_setup
-    _evaluated(instance, lake, keys[0], 1.50)
-    result, check = _release(instance, resources)
+    record_evaluation(instance, lake, keys[0], 1.50)
+    result, check = materialise_release(instance, resources)
     assert result.success and check.passed
     pointer = lake.read_json(LATEST_RELEASE_KEY)
     folder = latest_release_dir(lake.root)
@@ -85,12 +40,12 @@ def test_release_exports_a_card_and_serves_and_a_worse_one_is_refused(lake_setup
     assert torch.allclose(got.model(idx)[0], want(idx)[0], atol=1e-5)
 
     # a worse checkpoint: written for inspection, refused by the check, LATEST.json unchanged
-    _evaluated(instance, lake, keys[1], 2.00)
-    result, check = _release(instance, resources, pick="latest")
+    record_evaluation(instance, lake, keys[1], 2.00)
+    result, check = materialise_release(instance, resources, pick="latest")
     assert not check.passed
     assert lake.read_json(LATEST_RELEASE_KEY) == pointer
     # "best" picks the better one again
-    result, check = _release(instance, resources, pick="best")
+    result, check = materialise_release(instance, resources, pick="best")
     assert check.passed and lake.read_json(LATEST_RELEASE_KEY)["checkpoint_key"] == keys[0]
 
 
@@ -141,11 +96,11 @@ def test_a_checkpoint_of_another_tokenizer_is_never_released(lake_setup):
     other text), however good its figures, and says so when one is named."""
     lake, keys, instance, resources = lake_setup
     ours = lake.read_json("shards/manifest.json")["tokenizer"]["sha256"]
-    _evaluated(instance, lake, keys[0], 1.50, tokenizer_sha256=ours)
-    _evaluated(instance, lake, keys[1], 0.50, tokenizer_sha256="f" * 64)  # better, but another vocabulary
-    result, _ = _release(instance, resources, pick="best")
+    record_evaluation(instance, lake, keys[0], 1.50, tokenizer_sha256=ours)
+    record_evaluation(instance, lake, keys[1], 0.50, tokenizer_sha256="f" * 64)  # better, but another vocabulary
+    result, _ = materialise_release(instance, resources, pick="best")
     assert result.success and lake.read_json(LATEST_RELEASE_KEY)["checkpoint_key"] == keys[0]
-    result, _ = _release(instance, resources, checkpoint_key=keys[1])
+    result, _ = materialise_release(instance, resources, checkpoint_key=keys[1])
     assert not result.success
     assert "trained with another tokenizer" in result.get_step_failure_events()[0].step_failure_data.error.message
 
@@ -154,10 +109,10 @@ def test_auto_releases_a_dpo_model_only_when_it_follows_the_newest_sft_model(lak
     """DPO runs on the SFT model before it: a DPO evaluation older than the newest SFT one belongs to
     an SFT model since replaced, and is not preferred to it."""
     lake, keys, instance, resources = lake_setup
-    _evaluated(instance, lake, keys[0], 1.50, asset="dpo_evaluation")
-    _evaluated(instance, lake, keys[1], 1.60, asset="sft_evaluation")  # a newer SFT model
-    result, _ = _release(instance, resources)
+    record_evaluation(instance, lake, keys[0], 1.50, asset="dpo_evaluation")
+    record_evaluation(instance, lake, keys[1], 1.60, asset="sft_evaluation")  # a newer SFT model
+    result, _ = materialise_release(instance, resources)
     assert result.success and lake.read_json(LATEST_RELEASE_KEY)["checkpoint_key"] == keys[1]
-    _evaluated(instance, lake, keys[0], 1.55, asset="dpo_evaluation")  # its DPO follows
-    result, _ = _release(instance, resources)
+    record_evaluation(instance, lake, keys[0], 1.55, asset="dpo_evaluation")  # its DPO follows
+    result, _ = materialise_release(instance, resources)
     assert result.success and lake.read_json(LATEST_RELEASE_KEY)["checkpoint_key"] == keys[0]

@@ -60,3 +60,29 @@ class LiveServer:
     def __exit__(self, *exc):
         self.server.should_exit = True
         self.thread.join(10)
+
+
+# --- releases: what the release tests record and materialise ---------------------------------------
+
+def record_evaluation(instance, lake, key, bpb, asset="pretrain_evaluation", **meta):
+    """An evaluation of the checkpoint at lake `key` with bits per byte `bpb` (more metadata in `meta`,
+    e.g. val_set_sha256 or tokenizer_sha256), as the evaluation assets record it."""
+    import dagster as dg
+
+    instance.report_runless_asset_event(dg.AssetMaterialization(
+        asset_key=asset,
+        metadata={"bits_per_byte": bpb, "val_loss": bpb * 1.1, "perplexity": 9.0, "val_loss/market": bpb,
+                  "checkpoint": dg.MetadataValue.path(lake.uri(key)), **meta}))
+
+
+def materialise_release(instance, resources, **config):
+    """model_release and its blocking check with `config`: (result, the check's evaluation or None)."""
+    import dagster as dg
+
+    from tenali_pipeline.defs.release.assets import model_release, not_worse_than_current
+
+    result = dg.materialize([model_release, not_worse_than_current], instance=instance, resources=resources,
+                            run_config={"ops": {"model_release": {"config": config}}} if config else None,
+                            raise_on_error=False)
+    checks = result.get_asset_check_evaluations()
+    return result, checks[0] if checks else None
