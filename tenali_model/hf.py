@@ -63,6 +63,7 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from .checkpoint import empty_model, load_config, read_weights, resolve_checkpoint, save_checkpoint, sha256_file
+from . import sentencepiece_proto as sp_proto
 from .config import ModelConfig
 
 
@@ -271,40 +272,17 @@ def import_hf(hf_dir: str | os.PathLike, out_dir: str | os.PathLike) -> Path:
 
 # --- tokenizer -----------------------------------------------------------------------------------
 
-# sentencepiece ModelProto field numbers (sentencepiece_model.proto)
-_PIECES, _TRAINER, _NORMALIZER = 1, 2, 3
-_NORMAL, _UNKNOWN, _CONTROL, _USER_DEFINED, _UNUSED, _BYTE = 1, 2, 3, 4, 5, 6
-
-
-def _varint(buf: bytes, i: int) -> tuple[int, int]:
-    shift = value = 0
-    while True:
-        b = buf[i]
-        i += 1
-        value |= (b & 0x7F) << shift
-        if not b & 0x80:
-            return value, i
-        shift += 7
+# sentencepiece ModelProto field numbers (sentencepiece_proto.py)
+_PIECES, _TRAINER, _NORMALIZER = sp_proto.PIECES, sp_proto.TRAINER, sp_proto.NORMALIZER
+_NORMAL, _UNKNOWN, _CONTROL, _USER_DEFINED, _UNUSED, _BYTE = (sp_proto.NORMAL, sp_proto.UNKNOWN, sp_proto.CONTROL,
+                                                              sp_proto.USER_DEFINED, sp_proto.UNUSED, sp_proto.BYTE)
 
 
 def _fields(buf: bytes):
-    """(field number, value) of a protobuf message: ints for varints, bytes otherwise."""
-    i = 0
-    while i < len(buf):
-        key, i = _varint(buf, i)
-        number, wire = key >> 3, key & 7
-        if wire == 0:
-            value, i = _varint(buf, i)
-        elif wire == 1:
-            value, i = buf[i:i + 8], i + 8
-        elif wire == 2:
-            n, i = _varint(buf, i)
-            value, i = buf[i:i + n], i + n
-        elif wire == 5:
-            value, i = buf[i:i + 4], i + 4
-        else:
-            raise ConversionError(f"not a sentencepiece model (protobuf wire type {wire})")
-        yield number, value
+    try:
+        yield from sp_proto.fields(buf)
+    except ValueError as e:  # a wire type protobuf does not have
+        raise ConversionError(str(e)) from None
 
 
 def read_sentencepiece(data: bytes) -> dict:

@@ -35,6 +35,7 @@ from pathlib import Path
 
 import numpy as np
 import polars as pl
+from tenali_model.sentencepiece_proto import with_control_pieces
 from tenali_model.tokenizer import EOT, SPECIAL_TOKENS
 
 FINGERPRINT_METHOD = f"polars-{pl.__version__}-hash42-positional"
@@ -146,7 +147,7 @@ class Encoder:
 
             self.sp, self.hf = spm.SentencePieceProcessor(model_proto=source.data), None
             self._text_sp = spm.SentencePieceProcessor(
-                model_proto=_specials_as_control(source.data, {*SPECIAL_TOKENS, source.eot_token}))
+                model_proto=with_control_pieces(source.data, {*SPECIAL_TOKENS, source.eot_token}))
             self.vocab_size = self.sp.vocab_size()
             eot = self.sp.piece_to_id(source.eot_token)
             eot = None if eot == self.sp.unk_id() and source.eot_token != self.sp.id_to_piece(eot) else eot
@@ -185,62 +186,6 @@ class Encoder:
             if i < self.vocab_size and _BYTE_PIECE.match(piece):
                 mask[i] = True
         return mask
-
-
-def _varint(buf: bytes, i: int) -> tuple[int, int]:
-    value = shift = 0
-    while True:
-        b = buf[i]
-        i += 1
-        value |= (b & 0x7F) << shift
-        shift += 7
-        if not b & 0x80:
-            return value, i
-
-
-def _skip(buf: bytes, wire: int, i: int) -> int:
-    """The position after a protobuf field's value of wire type `wire` starting at i."""
-    if wire == 0:
-        return _varint(buf, i)[1]
-    if wire == 1:
-        return i + 8
-    if wire == 2:
-        n, i = _varint(buf, i)
-        return i + n
-    if wire == 5:
-        return i + 4
-    raise ValueError(f"unexpected protobuf wire type {wire} in a sentencepiece model")
-
-
-def _specials_as_control(model: bytes, tokens: set[str]) -> bytes:
-    """The sentencepiece model with `tokens` turned from user-defined pieces (matched wherever text holds
-    them) into control pieces (never produced from text; same ids): encoding then spells their strings
-    with ordinary and byte pieces. Edits the serialised ModelProto in place (field 1, the pieces; a
-    piece's field 3, its type: USER_DEFINED = 4 -> CONTROL = 3, both one byte), so no protobuf module
-    is needed."""
-    wanted = {t.encode() for t in tokens}
-    out, i = bytearray(model), 0
-    while i < len(model):
-        key, i = _varint(model, i)
-        if key >> 3 != 1 or key & 7 != 2:  # not a piece
-            i = _skip(model, key & 7, i)
-            continue
-        n, start = _varint(model, i)
-        end, j, piece, type_at = start + n, start, None, None
-        while j < end:
-            k, j = _varint(model, j)
-            if k == (1 << 3 | 2):  # piece string
-                m, j = _varint(model, j)
-                piece, j = model[j:j + m], j + m
-            elif k == (3 << 3 | 0):  # type
-                type_at = j
-                j = _varint(model, j)[1]
-            else:
-                j = _skip(model, k & 7, j)
-        if piece in wanted and type_at is not None and model[type_at] == 4:
-            out[type_at] = 3
-        i = end
-    return bytes(out)
 
 
 # ---------------------------------------------------------------------------------------------------
