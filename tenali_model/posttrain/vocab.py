@@ -54,15 +54,20 @@ def added_token_ids(tok: TextTokenizer, model_vocab: int, model_name: str = "the
     if tok.vocab_size <= model_vocab:
         return []
     extra = list(range(model_vocab, tok.vocab_size))
-    foreign = [(i, tok.id_to_token(i)) for i in extra if tok.id_to_token(i) not in SPECIAL_TOKENS]
+    _only_chat_tokens(tok, extra, f"has {tok.vocab_size} ids but {model_name} only {model_vocab} embeddings, and the "
+                      "extra ids", "(for a base model's lineage: its tokenizer with "
+                      f"{', '.join(SPECIAL_TOKENS)} added, as the pipeline's tokenizer asset writes it)")
+    return extra
+
+
+def _only_chat_tokens(tok: TextTokenizer, ids: list[int], what: str, advice: str) -> None:
+    """A DataError naming the first few of `ids` that are not chat special pieces (only those can be
+    given new rows): "tokenizer T <what> are not only the chat special tokens (...): use ... <advice>"."""
+    foreign = [(i, tok.id_to_token(i)) for i in ids if tok.id_to_token(i) not in SPECIAL_TOKENS]
     if foreign:
         shown = ", ".join(f"{i}={t!r}" for i, t in foreign[:5])
-        raise DataError(
-            f"tokenizer {tok.name or ''} has {tok.vocab_size} ids but {model_name} only {model_vocab} embeddings, and "
-            f"the extra ids are not only the chat special tokens ({shown}{', ...' if len(foreign) > 5 else ''}): "
-            "use the tokenizer the parent was trained with (for a base model's lineage: its tokenizer with "
-            f"{', '.join(SPECIAL_TOKENS)} added, as the pipeline's tokenizer asset writes it)")
-    return extra
+        raise DataError(f"tokenizer {tok.name or ''} {what} are not only the chat special tokens ({shown}"
+                        f"{', ...' if len(foreign) > 5 else ''}): use the tokenizer the parent was trained with {advice}")
 
 
 FITTED_KEY = "chat_vocab_size"  # meta.json: ids below it have rows the lineage fitted (module doc)
@@ -107,13 +112,8 @@ def new_token_ids(tok: TextTokenizer, model_vocab: int, fitted: int | None = Non
     added_token_ids(tok, model_vocab, model_name)
     start = min(model_vocab, chat_tokens_start(tok) if fitted is None else fitted)
     extra = list(range(start, tok.vocab_size))
-    foreign = [(i, tok.id_to_token(i)) for i in extra if tok.id_to_token(i) not in SPECIAL_TOKENS]
-    if foreign:
-        shown = ", ".join(f"{i}={t!r}" for i, t in foreign[:5])
-        raise DataError(
-            f"tokenizer {tok.name or ''} has ids from {start} on that {model_name} has no trained rows for, and "
-            f"they are not only the chat special tokens ({shown}{', ...' if len(foreign) > 5 else ''}): use the "
-            "tokenizer the parent was trained with, its chat tokens added")
+    _only_chat_tokens(tok, extra, f"has ids from {start} on that {model_name} has no trained rows for, and they",
+                      "(its chat tokens added)")
     return extra
 
 
