@@ -52,3 +52,36 @@ class LocalServer:
 
     def __exit__(self, *exc) -> None:
         self.close()
+
+
+class RawServer:
+    """A socket server on 127.0.0.1 that sends `answer(path)`'s bytes as they are (status line and
+    headers included) and hangs up: for what an HTTP server class will not send, such as a body shorter
+    than its Content-Length. `asked` lists the request paths, in order."""
+
+    def __init__(self, answer: Callable[[str], bytes]):
+        import socket
+
+        self.asked: list[str] = []
+        self._listener = socket.socket()
+        self._listener.bind(("127.0.0.1", 0))
+        self._listener.listen(5)
+        self.base = f"http://127.0.0.1:{self._listener.getsockname()[1]}"
+
+        def serve():
+            while True:
+                try:
+                    conn, _ = self._listener.accept()
+                except OSError:  # closed
+                    return
+                self.asked.append(conn.recv(65536).split(b" ")[1].decode())
+                conn.sendall(answer(self.asked[-1]))
+                conn.close()
+
+        threading.Thread(target=serve, daemon=True).start()
+
+    def __enter__(self) -> RawServer:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._listener.close()

@@ -143,39 +143,19 @@ def test_fetch_json_retries_a_body_cut_off_mid_transfer():
     """A connection that drops mid-body (Content-Length not met) raises requests' ChunkedEncodingError,
     which is neither a ConnectionError nor a Timeout: it must be retried like them, not escape the
     collectors' per-item handling and end the whole fetch with a traceback."""
-    import socket
-
     import requests
+    from local_http import RawServer
 
     from tenali_pipeline.sources.http import fetch_json
 
-    listener = socket.socket()
-    listener.bind(("127.0.0.1", 0))
-    listener.listen(5)
-    served = []
+    def answer(path: str) -> bytes:
+        if len(server.asked) == 1:  # promises 100 bytes, sends 11, hangs up
+            return b'HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: 100\r\n\r\n{"prices": '
+        return b'HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: 8\r\n\r\n{"a": 1}'
 
-    def serve():
-        while True:
-            try:
-                conn, _ = listener.accept()
-            except OSError:
-                return
-            conn.recv(65536)
-            served.append(1)
-            if len(served) == 1:  # promises 100 bytes, sends 11, hangs up
-                conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: 100\r\n\r\n"
-                             b'{"prices": ')
-            else:
-                conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: 8\r\n\r\n"
-                             b'{"a": 1}')
-            conn.close()
-
-    threading.Thread(target=serve, daemon=True).start()
     sleeps: list[float] = []
-    try:
-        body = fetch_json(requests.Session(), f"http://127.0.0.1:{listener.getsockname()[1]}/x", site="Example",
+    with RawServer(answer) as server:
+        body = fetch_json(requests.Session(), f"{server.base}/x", site="Example",
                           off_setting="TENALI_SOURCES_OFF=example", sleep=sleeps.append, base_delay=0.01)
-    finally:
-        listener.close()
     assert body == {"a": 1}
-    assert len(served) == 2 and len(sleeps) == 1
+    assert len(server.asked) == 2 and len(sleeps) == 1

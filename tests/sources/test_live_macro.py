@@ -358,37 +358,21 @@ def test_a_silent_server_times_out_and_is_retried():
 def test_a_body_cut_off_mid_transfer_is_retried():
     """FRED's connection dropping mid-body surfaces from urllib's read() as http.client.IncompleteRead
     (neither a URLError nor a timeout): it must be retried like them, not fail the series at once."""
-    import socket
-    import threading
+    from local_http import RawServer
 
     gdp = _capture("fredapi_gdp.json")
     bodies = [series_xml("GDP"), observations_xml(gdp)]
-    listener = socket.socket()
-    listener.bind(("127.0.0.1", 0))
-    listener.listen(5)
-    asked = []
 
-    def serve():
-        while True:
-            try:
-                conn, _ = listener.accept()
-            except OSError:
-                return
-            asked.append(conn.recv(65536).split(b" ")[1].decode())
-            body = bodies[0] if "/series/observations" not in asked[-1] else bodies[1]
-            head = b"HTTP/1.1 200 OK\r\nContent-Type: text/xml; charset=UTF-8\r\nContent-Length: %d\r\n\r\n" % len(body)
-            first_try = sum(1 for p in asked if p.split("?")[0] == asked[-1].split("?")[0]) == 1
-            conn.sendall(head + (body[: len(body) // 2] if first_try else body))  # each path: cut off once
-            conn.close()
+    def answer(path: str) -> bytes:
+        body = bodies[0] if "/series/observations" not in path else bodies[1]
+        head = b"HTTP/1.1 200 OK\r\nContent-Type: text/xml; charset=UTF-8\r\nContent-Length: %d\r\n\r\n" % len(body)
+        first_try = sum(1 for p in server.asked if p.split("?")[0] == path.split("?")[0]) == 1
+        return head + (body[: len(body) // 2] if first_try else body)  # each path: cut off once
 
-    threading.Thread(target=serve, daemon=True).start()
-    try:
-        client = FredMacroClient(["GDP"], KEY, root_url=f"http://127.0.0.1:{listener.getsockname()[1]}/fred",
-                                 attempts=3, base_delay=0.01)
+    with RawServer(answer) as server:
+        client = FredMacroClient(["GDP"], KEY, root_url=f"{server.base}/fred", attempts=3, base_delay=0.01)
         df = client.fetch()
-    finally:
-        listener.close()
-    assert len(asked) == 4
+    assert len(server.asked) == 4
     assert df.height == len(gdp["observations"]) and df["date"].min() == dt.date(1999, 1, 1)
 
 
