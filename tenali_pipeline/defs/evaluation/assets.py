@@ -9,6 +9,7 @@ continued-pretraining path, a base model's); a base tokenizer without the chat p
 chat-formatted figures (held-out instructions, grounded questions) with a note.
 """
 
+import hashlib
 import json
 import math
 
@@ -170,8 +171,6 @@ def val_set_sha256(manifest: dict) -> str:
     """The identity of the validation text a manifest's val shards hold, independent of the tokenizer:
     its start date and each domain's documents and UTF-8 bytes. Two bits-per-byte figures compare only
     when this is the same (new data or a moved TENALI_VAL_START is another, harder or easier, test)."""
-    import hashlib
-
     domains: dict[str, list[int]] = {}
     for e in manifest.get("splits", {}).get("val", []):
         d = domains.setdefault(e.get("domain", "all"), [0, 0])
