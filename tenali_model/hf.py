@@ -57,6 +57,7 @@ import re
 import shutil
 import struct
 import tempfile
+import warnings
 from pathlib import Path
 
 import torch
@@ -434,4 +435,6 @@ def _chat_template(tok) -> str:
     for template, sep in ((HF_CHAT_TEMPLATE, ""), (HF_CHAT_TEMPLATE_SPACED, " ")):
         if tok.encode("<|user|>" + sep + probe, add_special_tokens=False).ids == [marker, *alone]:
             return template
-    return HF_CHAT_TEMPLATE  # neither reproduces it exactly: the plain one, as before
+    warnings.warn("neither chat template gives encode_chat's ids with this tokenizer: the exported "
+                  "chat_template may tokenise message boundaries differently from training and serving")
+    return HF_CHAT_TEMPLATE

@@ -78,7 +78,8 @@ def evaluate(sources: SourcesResource, cursor_raw: str | None, log=None):
         hashes = [_h(i) for i in rows["entry_id"].to_list()]
         fresh = [h for h in hashes if h not in seen_anywhere]
         new_ids += [f"{feed}\n{h}" for h in fresh]
-        merged = hashes + [h for h in seen if h not in set(hashes)]
+        now = set(hashes)
+        merged = hashes + [h for h in seen if h not in now]
         entry = {"seen": merged[:MAX_SEEN]}
         entry.update(client.state.get(feed) or {k: old[k] for k in ("etag", "modified") if old.get(k)})
         out[feed] = entry
