@@ -116,14 +116,15 @@ def tokenizer_report(tok: Encoder | spm.SentencePieceProcessor, val: pl.DataFram
     for frame in frames:
         texts, domains = frame["text"].to_list(), frame["domain"].to_list()
         ids = enc.encode(texts, threads=os.cpu_count() or 1)
+        flat = np.fromiter((i for x in ids for i in x), dtype=np.int64)  # the batch's ids, once for all its counts
+        n_byte_tokens += int(byte_ids[flat].sum())
+        used[flat] = True
+        n_docs, n_tokens = n_docs + len(texts), n_tokens + flat.size
         for x, text, domain in zip(ids, texts, domains):
-            arr = np.asarray(x, dtype=np.int64)
             size = len(text.encode())
-            n_docs, n_tokens, n_bytes = n_docs + 1, n_tokens + arr.size, n_bytes + size
-            n_byte_tokens += int(byte_ids[arr].sum())
-            used[arr] = True
+            n_bytes += size
             roundtrip_failures += enc.decode(x) != text
-            dom_tokens[domain] = dom_tokens.get(domain, 0) + arr.size
+            dom_tokens[domain] = dom_tokens.get(domain, 0) + len(x)
             dom_bytes[domain] = dom_bytes.get(domain, 0) + size
         if each_batch is not None:
             each_batch(texts, ids)
