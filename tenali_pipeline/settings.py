@@ -73,6 +73,8 @@ VARIABLES: dict[str, tuple[str, str]] = {
     "TENALI_K8S_CPU": ("CPU request per trainer pod", ""),
     "TENALI_K8S_MEMORY": ("memory request and limit per trainer pod", ""),
     "TENALI_K8S_SHM_SIZE": ("size of the memory-backed /dev/shm", "64Gi"),
+    "TENALI_K8S_SCHEDULE_TIMEOUT": ("seconds a multi-node trainer pod may stay unschedulable before the step fails "
+                                    "with the scheduler's reason; 0 waits", "1800"),
     "TENALI_ECS_CLUSTER": ("ECS cluster with GPU EC2 instances (ecs)", ""),
     "TENALI_ECS_CAPACITY_PROVIDER": ("capacity provider of the GPU instances", "launch type EC2"),
     "TENALI_ECS_SUBNETS": ("comma-separated subnets (awsvpc networking)", "bridge networking"),
@@ -276,6 +278,12 @@ def load_settings(env: dict[str, str] | None = None) -> Settings:
     for name in ("TENALI_GPUS_PER_NODE", "TENALI_NODES"):
         if integer(name, 1) < 1:
             raise SettingsError(f"{name}={get(name)!r} must be at least 1.")
+    try:
+        if not float(get("TENALI_K8S_SCHEDULE_TIMEOUT") or "1800") >= 0:  # NaN too
+            raise ValueError
+    except ValueError:
+        raise SettingsError(f"TENALI_K8S_SCHEDULE_TIMEOUT={get('TENALI_K8S_SCHEDULE_TIMEOUT')!r} must be a number "
+                            "of seconds, 0 or more.") from None
     for name, kind in (("TENALI_K8S_NODE_SELECTOR", dict), ("TENALI_K8S_TOLERATIONS", list)):
         try:
             value = json.loads(get(name) or ("{}" if kind is dict else "[]"))

@@ -78,6 +78,10 @@ class K8sTrainingLauncher(dg.ConfigurableResource):
     # How long the Kubernetes API may keep failing (5xx, 429, connection refused: a control-plane
     # upgrade, an API server restart) while a Job trains before the launcher gives up on it.
     api_error_grace_seconds: float = 600.0
+    # How long a node's pod may stay unschedulable (no node has the GPUs, memory, selector or
+    # tolerations it asks for) before the step fails with the scheduler's reason; 0 waits up to
+    # timeout_seconds. Long enough for a cluster autoscaler to bring up GPU nodes.
+    schedule_timeout_seconds: float = 1800.0
 
     # ---- what is submitted ----------------------------------------------------------------------
     def _selector(self) -> dict:
@@ -300,6 +304,7 @@ class K8sTrainingLauncher(dg.ConfigurableResource):
         """Until every index succeeded; fail fast on a failed pod or one that cannot start."""
         deadline = time.monotonic() + self.timeout_seconds
         failing_since = None  # when the API began failing, while it does
+        waiting_since, last_message = None, ""  # when a pod was first seen unschedulable, while one is
         while True:
             try:
                 status = kube.batch_api.read_namespaced_job_status(name, self.namespace).status
@@ -319,6 +324,21 @@ class K8sTrainingLauncher(dg.ConfigurableResource):
             failing_since = None
             if (status.succeeded or 0) >= self.nodes:
                 return
+            unschedulable = _unschedulable(pods)
+            if unschedulable is None:
+                waiting_since = None
+            else:
+                pod_name, message = unschedulable
+                if waiting_since is None or message != last_message:
+                    context.log.warning(f"pod {pod_name} of job {name} cannot be scheduled yet: {message}")
+                waiting_since, last_message = waiting_since or time.monotonic(), message
+                if self.schedule_timeout_seconds and time.monotonic() - waiting_since > self.schedule_timeout_seconds:
+                    raise failure(
+                        f"pod {pod_name} of job {name}", None, "",
+                        f"no node could take it for {self.schedule_timeout_seconds:.0f} s: {message}. Ask for what "
+                        "the GPU nodes have (TENALI_GPUS_PER_NODE, TENALI_NODES, TENALI_K8S_CPU, TENALI_K8S_MEMORY), "
+                        "check TENALI_K8S_NODE_SELECTOR and TENALI_K8S_TOLERATIONS against the nodes' labels and "
+                        "taints, or wait longer for an autoscaler (TENALI_K8S_SCHEDULE_TIMEOUT, seconds)")
             for pod in pods:
                 for cs in pod.status.container_statuses or []:
                     term, wait = cs.state.terminated if cs.state else None, cs.state.waiting if cs.state else None
@@ -335,6 +355,17 @@ class K8sTrainingLauncher(dg.ConfigurableResource):
             if time.monotonic() > deadline:
                 raise failure(f"job {name}", None, "", f"no result after {self.timeout_seconds} s")
             time.sleep(self.poll_interval)
+
+
+def _unschedulable(pods) -> tuple[str, str] | None:
+    """(pod name, the scheduler's message) of a pending pod that no node can take now, or None."""
+    for pod in pods:
+        if pod.status is None or pod.status.phase not in (None, "Pending"):
+            continue
+        for c in pod.status.conditions or []:
+            if c.type == "PodScheduled" and c.status == "False" and c.reason == "Unschedulable":
+                return pod.metadata.name, (c.message or "the scheduler gave no reason").strip()
+    return None
 
 
 def _transient_api_error(e: Exception) -> bool:
@@ -367,4 +398,5 @@ def k8s_launcher_from_settings(settings) -> K8sTrainingLauncher:
         shared_pvc=get("TENALI_K8S_SHARED_PVC"), shared_mount=get("TENALI_SHARED_MOUNT"),
         service_account=get("TENALI_K8S_SERVICE_ACCOUNT"), env_secret=get("TENALI_K8S_ENV_SECRET"),
         lake_root=settings.lake_root, s3_endpoint_url=settings.s3_endpoint_url,
-        pipes_bucket=bucket, pipes_prefix=get("TENALI_PIPES_PREFIX", "pipes"))
+        pipes_bucket=bucket, pipes_prefix=get("TENALI_PIPES_PREFIX", "pipes"),
+        schedule_timeout_seconds=float(get("TENALI_K8S_SCHEDULE_TIMEOUT", "1800")))

@@ -273,3 +273,46 @@ def test_a_kubernetes_api_outage_longer_than_the_grace_fails_the_step(tmp_path, 
     context = type("Ctx", (), {"log": logging.getLogger("test")})()
     with pytest.raises(dg.Failure, match="kept failing for more than 1 s"):
         launcher(nodes=2, poll_interval=0.1, api_error_grace_seconds=1)._wait_for_job(kube, "j", context)
+
+
+class _PendingCluster:
+    """A Job whose pods no node can take: the scheduler's condition, as `kubectl describe pod` shows it."""
+
+    def __init__(self, message: str):
+        self.message, self.listed = message, 0
+        self.batch_api, self.core_api = self, self
+
+    def read_namespaced_job_status(self, name, namespace):
+        return k8s.V1Job(status=k8s.V1JobStatus(active=2))
+
+    def list_namespaced_pod(self, namespace, label_selector=None, **_):
+        self.listed += 1
+        cond = k8s.V1PodCondition(type="PodScheduled", status="False", reason="Unschedulable", message=self.message)
+        return k8s.V1PodList(items=[k8s.V1Pod(metadata=k8s.V1ObjectMeta(name=f"j-{i}-abcde"),
+                                              status=k8s.V1PodStatus(phase="Pending", conditions=[cond]))
+                                    for i in range(2)])
+
+
+def test_a_job_no_node_can_take_fails_with_the_schedulers_reason_instead_of_waiting_for_days(caplog):
+    """Eight GPUs asked of a pool that has four (or a selector no node matches) leave the pods Pending
+    for ever: the step said nothing and waited timeout_seconds (14 days). It now names the scheduler's
+    reason at once and fails after schedule_timeout_seconds."""
+    message = "0/3 nodes are available: 3 Insufficient nvidia.com/gpu. preemption: 0/3 nodes are available."
+    kube = _PendingCluster(message)
+    context = type("Ctx", (), {"log": logging.getLogger("test-unschedulable")})()
+    with caplog.at_level(logging.WARNING, "test-unschedulable"):
+        with pytest.raises(dg.Failure, match="no node could take it for 1 s: 0/3 nodes are available: 3 Insufficient "
+                                             "nvidia.com/gpu.*TENALI_GPUS_PER_NODE.*TENALI_K8S_SCHEDULE_TIMEOUT"):
+            launcher(nodes=2, poll_interval=0.05, schedule_timeout_seconds=1)._wait_for_job(kube, "j", context)
+    warnings = [r.getMessage() for r in caplog.records if "cannot be scheduled yet" in r.getMessage()]
+    assert len(warnings) == 1 and message in warnings[0]  # said once, not at every poll
+    assert kube.listed > 5
+
+
+def test_the_schedule_timeout_is_read_and_checked_from_the_environment(tmp_path):
+    env = {"TENALI_PROFILE": "local", "TENALI_HOME": str(tmp_path), "TENALI_LAUNCHER": "k8s",
+           "TENALI_TRAINER_IMAGE": "registry.example/tenali-trainer:1", "TENALI_K8S_SCHEDULE_TIMEOUT": "7200"}
+    assert build_launcher(load_settings(env)).schedule_timeout_seconds == 7200
+    for bad in ("-1", "nan", "soon"):
+        with pytest.raises(SettingsError, match="TENALI_K8S_SCHEDULE_TIMEOUT"):
+            load_settings({**env, "TENALI_K8S_SCHEDULE_TIMEOUT": bad})
