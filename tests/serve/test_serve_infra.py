@@ -23,6 +23,10 @@ def test_kubernetes_manifests():
     api = dep["spec"]["template"]["spec"]["containers"][0]
     assert api["readinessProbe"]["httpGet"]["path"] == "/ready"  # 503 while the step compiles
     assert api["livenessProbe"]["httpGet"]["path"] == "/health"  # 200 meanwhile: no restart loop
+    # the server listens only after loading the weights: liveness must not start before it does
+    startup = api["startupProbe"]
+    assert startup["httpGet"]["path"] == "/health" and startup["periodSeconds"] * startup["failureThreshold"] >= 600
+    assert "initialDelaySeconds" not in api["livenessProbe"]
     assert api["ports"][0]["containerPort"] == 8000 and svc["spec"]["ports"][0]["targetPort"] == "http"
     assert api["resources"]["limits"]["nvidia.com/gpu"] == 1
     key = next(e for e in api["env"] if e["name"] == "TENALI_API_KEY")
