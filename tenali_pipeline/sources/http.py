@@ -17,6 +17,8 @@ import random
 import threading
 import time
 from collections.abc import Callable
+from datetime import datetime, timezone
+from email.utils import parsedate_to_datetime
 from typing import TypeVar
 from urllib.parse import urlsplit
 
@@ -184,6 +186,22 @@ class PartialFetchError(RuntimeError):
         super().__init__(f"{what}: {len(self.failures)} failed ({listed}); the others were kept")
 
 
+def retry_after_seconds(value: object) -> float | None:
+    """Seconds to wait from a Retry-After header, in either form RFC 9110 allows: delay-seconds
+    ("120") or an HTTP-date ("Wed, 21 Oct 2015 07:28:00 GMT", which SEC and CDNs send); None when
+    absent or unreadable, so that plain backoff applies."""
+    text = str(value or "").strip()
+    if text.isdigit():
+        return float(text)
+    try:
+        when = parsedate_to_datetime(text)
+    except (TypeError, ValueError, IndexError):
+        return None
+    if when.tzinfo is None:  # "-0000" or no zone: HTTP-dates are GMT
+        when = when.replace(tzinfo=timezone.utc)
+    return max(0.0, (when - datetime.now(timezone.utc)).total_seconds())
+
+
 def get_or_transient(session, url: str, *, site: str, shown: str, timeout: float, params: dict | None = None,
                      headers: dict | None = None, secrets: tuple[str | None, ...] = ()) -> requests.Response:
     """One GET whose network errors, 429 and 5xx raise `TransientError` (with Retry-After) for `retry`;
@@ -196,9 +214,8 @@ def get_or_transient(session, url: str, *, site: str, shown: str, timeout: float
         # the connection dropped mid-body (a truncated response): as transient as a refused connection
         raise TransientError(f"{site} broke off its answer for {shown}: {redact(str(exc), *secrets)}") from None
     if resp.status_code == 429 or resp.status_code >= 500:
-        after = resp.headers.get("Retry-After", "")
         raise TransientError(f"{site} answered HTTP {resp.status_code} for {shown}",
-                             retry_after=float(after) if after.isdigit() else None)
+                             retry_after=retry_after_seconds(resp.headers.get("Retry-After")))
     return resp
 
 

@@ -13,7 +13,7 @@ import polars as pl
 import pytest
 
 from local_http import LocalServer
-from tenali_pipeline.sources.http import PartialFetchError
+from tenali_pipeline.sources.http import PartialFetchError, retry
 from tenali_pipeline.sources.schema import CRYPTO_OHLCV
 
 ccxt = pytest.importorskip("ccxt")
@@ -179,6 +179,63 @@ def test_server_error_is_retried(binance):
 
     assert client.fetch().height == 5
     assert len(fake.kline_requests) == 2
+
+
+class PageBodies(FakeBinance):
+    """Binance whose klines pages numbered in `bodies` (0-based) answer those raw bytes with HTTP 200."""
+
+    def __init__(self, klines, bodies: dict[int, bytes]):
+        super().__init__(klines)
+        self.bodies = bodies
+
+    def _respond(self, req):
+        status, headers, body = super()._respond(req)
+        page = len(self.kline_requests) - 1
+        if "/klines" in req.path and page in self.bodies:
+            return 200, {"Content-Type": "application/json"}, self.bodies[page]
+        return status, headers, body
+
+
+@pytest.mark.parametrize("bad", [b"<html><body><h1>We'll be back soon</h1></body></html>",
+                                 b'[[1510617600000,"0.00001","0.00001","0.00001","0.00001","1.2',  # cut off mid-JSON
+                                 ])
+def test_a_page_that_is_not_json_is_retried_not_taken_for_the_end(bad):
+    """ccxt turns a 200 body that is not JSON into an empty page; the collector must not stop there."""
+    fake = PageBodies(_klines(), {1: bad})  # the second of 14 pages
+    try:
+        client = CcxtCryptoClient("binance", ["UNITTEST/BTC"], "1m", since=fake.klines[0][0], exchange=fake.exchange,
+                                  base_delay=0.01)
+        assert client.fetch().height == len(fake.klines)
+        assert int(fake.kline_requests[2]["startTime"]) == int(fake.kline_requests[1]["startTime"])  # asked again
+    finally:
+        fake.close()
+
+
+def test_a_page_that_stays_html_fails_its_symbol_by_name():
+    fake = PageBodies(_klines(), {i: b"<html>Service Unavailable</html>" for i in range(10)})
+    try:
+        client = CcxtCryptoClient("binance", ["UNITTEST/BTC"], "1m", since=fake.klines[0][0], exchange=fake.exchange,
+                                  attempts=2, base_delay=0.01)
+        with pytest.raises(PartialFetchError, match=r"UNITTEST/BTC: RetriesExhausted: .*not JSON.*Service Unavailable"):
+            client.fetch()
+    finally:
+        fake.close()
+
+
+def test_a_429_with_an_http_date_retry_after_waits_until_then(binance, monkeypatch):
+    from email.utils import format_datetime
+
+    from tenali_pipeline.sources.live import crypto
+
+    later = format_datetime(dt.datetime.now(dt.timezone.utc) + dt.timedelta(seconds=30), usegmt=True)
+    fake = binance(status_first=[(429, {"Retry-After": later}, {"code": -1003, "msg": "Too many requests"})])
+    slept: list[float] = []
+    monkeypatch.setattr(crypto, "retry", lambda fn, **kw: retry(fn, **{**kw, "sleep": slept.append}))
+    client = CcxtCryptoClient("binance", ["UNITTEST/BTC"], "1m", since=fake.klines[0][0], limit=5,
+                              exchange=fake.exchange, base_delay=0.01)
+
+    assert client.fetch().height == 5
+    assert len(slept) == 1 and 25 <= slept[0] <= 30
 
 
 # --- through Dagster: raw responses kept, incremental runs, one failing symbol ---------------------

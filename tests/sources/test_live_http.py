@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import threading
 import time
+from datetime import datetime, timedelta, timezone
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
@@ -159,3 +160,33 @@ def test_fetch_json_retries_a_body_cut_off_mid_transfer():
                           off_setting="TENALI_SOURCES_OFF=example", sleep=sleeps.append, base_delay=0.01)
     assert body == {"a": 1}
     assert len(server.asked) == 2 and len(sleeps) == 1
+
+
+@pytest.mark.parametrize("form", ["seconds", "http-date"])
+def test_fetch_json_waits_as_long_as_retry_after_says_in_either_form(form):
+    """RFC 9110 allows Retry-After as delay-seconds or as an HTTP-date (as SEC's and CDNs' 429s send
+    it); both must set the wait, not fall back to a short random backoff that asks again too soon."""
+    from email.utils import format_datetime
+
+    import requests
+    from local_http import LocalServer
+
+    from tenali_pipeline.sources.http import fetch_json
+
+    when = (str(40) if form == "seconds" else
+            format_datetime(datetime.now(timezone.utc) + timedelta(seconds=40), usegmt=True))
+    answers = [(429, {"Retry-After": when}, b"Too Many Requests"), (200, {"Content-Type": "application/json"}, b"[1]")]
+    sleeps: list[float] = []
+    with LocalServer(lambda handler: answers.pop(0)) as server:
+        body = fetch_json(requests.Session(), f"{server.base}/x", site="Example",
+                          off_setting="TENALI_SOURCES_OFF=example", sleep=sleeps.append, base_delay=0.01)
+    assert body == [1]
+    assert len(sleeps) == 1 and 35 <= sleeps[0] <= 40
+
+
+def test_retry_after_seconds_reads_both_forms_and_ignores_junk():
+    from tenali_pipeline.sources.http import retry_after_seconds
+
+    assert retry_after_seconds("120") == 120.0
+    assert retry_after_seconds("Wed, 21 Oct 2015 07:28:00 GMT") == 0.0  # already past: no extra wait
+    assert retry_after_seconds(None) is None and retry_after_seconds("soon") is None and retry_after_seconds("") is None

@@ -206,6 +206,20 @@ def test_missing_key_names_env_var(monkeypatch):
     assert KEY not in repr(FredMacroClient(["GDP"], api_key=KEY))
 
 
+@pytest.mark.parametrize("pasted", [f" {KEY}", f"  {KEY}\r\n"])
+def test_a_key_with_surrounding_whitespace_is_used_not_taken_for_a_broken_connection(fred, monkeypatch, pasted):
+    """FRED_API_KEY copied with a space or read from a file with its line end: urllib refuses the URL
+    (InvalidURL, an HTTPException), which read as "FRED broke off its answer" and was retried."""
+    fred.answers[("/fred/series", "GDP")] = [(200, series_xml("GDP"))]
+    fred.answers[("/fred/series/observations", "GDP")] = [(200, observations_xml(_capture("fredapi_gdp.json")))]
+    monkeypatch.setenv("FRED_API_KEY", pasted)
+
+    df = FredMacroClient(["GDP"], None, root_url=fred.root_url, attempts=1).fetch()
+
+    assert df.height == 97
+    assert all(parse_qs(urlsplit(r).query)["api_key"] == [KEY] for r in fred.requests)
+
+
 def test_unreachable_server_is_retried_then_clear(fred):
     root = fred.root_url
     fred.close()  # nothing listens there any more

@@ -220,3 +220,18 @@ def test_split_adjusted_bars_are_turned_back_into_traded_prices():
     # two splits: the days before both carry both ratios
     two = as_traded(yahoo.with_columns(splits=pl.Series([0.0, 2.0, 4.0, 0.0])))
     assert two["close"].to_list() == pytest.approx([1000.0, 499.2, 129.0, 134.2])
+
+
+def test_a_dividend_before_a_split_is_per_traded_share_like_the_close():
+    """Yahoo split-adjusts dividends as it does prices (AAPL paid $0.82 on 2020-08-07, 3 weeks before its
+    4:1 split; Yahoo lists 0.205): the stored row must pair the traded close with the paid dividend."""
+    from tenali_pipeline.sources.live.market import as_traded
+
+    yahoo = pl.DataFrame({"date": [dt.date(2020, 8, 7), dt.date(2020, 8, 31), dt.date(2020, 11, 6)],
+                          "open": [113.2, 127.6, 118.3], "high": [113.7, 131.0, 119.2], "low": [110.3, 126.0, 116.1],
+                          "close": [111.1, 129.0, 118.7], "adj_close": [109.4, 127.1, 118.7],
+                          "volume": [1.98e8, 2.26e8, 1.27e8], "dividends": [0.205, 0.0, 0.205],
+                          "splits": [0.0, 4.0, 0.0]})
+    out = as_traded(yahoo)
+    assert out["dividends"].to_list() == pytest.approx([0.82, 0.0, 0.205])
+    assert out["close"][0] == pytest.approx(444.4)  # and the close it was paid on, as traded

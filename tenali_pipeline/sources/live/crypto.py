@@ -26,6 +26,7 @@ sends API keys in headers, which the archive never keeps. Funding-rate history i
 
 from __future__ import annotations
 
+import json
 import logging
 import re
 from datetime import date, datetime, timezone
@@ -33,7 +34,7 @@ from datetime import date, datetime, timezone
 import polars as pl
 
 from ..archive import ResponseArchive
-from ..http import PartialFetchError, TransientError, retry
+from ..http import PartialFetchError, TransientError, retry, retry_after_seconds
 from ..schema import CRYPTO_OHLCV, conform
 
 log = logging.getLogger(__name__)
@@ -135,12 +136,14 @@ class CcxtCryptoClient:
         what = f"{self.exchange_id} {symbol} {self.timeframe} candles"
         candles: list[list] = []
         if since is None:  # just the most recent page
-            candles = self._call(lambda: ex.fetch_ohlcv(symbol, self.timeframe, None, min(self.limit or page, page)), what=what)
+            newest = min(self.limit or page, page)
+            candles = self._call(lambda: self._page(ex.fetch_ohlcv(symbol, self.timeframe, None, newest), what), what=what)
         else:
             cursor = since
             while self.limit is None or len(candles) < self.limit:
                 want = page if self.limit is None else min(page, self.limit - len(candles))
-                batch = self._call(lambda: ex.fetch_ohlcv(symbol, self.timeframe, cursor, want), what=what)
+                batch = self._call(lambda: self._page(ex.fetch_ohlcv(symbol, self.timeframe, cursor, want), what),
+                                   what=what)
                 batch = [c for c in batch if c[0] >= cursor]
                 if not batch:
                     break
@@ -164,6 +167,18 @@ class CcxtCryptoClient:
             timeframe=pl.lit(self.timeframe),
             source=pl.lit("ccxt"),
         )
+
+    def _page(self, batch: list, what: str) -> list:
+        """`batch`, unless it is empty because the body was not JSON: ccxt turns an HTML error page or a
+        cut-off body served with 200 into an empty list, which would read as "no more candles"."""
+        raw = getattr(self.exchange, "last_http_response", None)
+        if not batch and raw:
+            try:
+                json.loads(raw)
+            except ValueError:
+                raise TransientError(f"{what}: {self.exchange_id} answered a body that is not JSON (an error page "
+                                     f"or a cut-off answer): {raw[:120]!r}") from None
+        return batch
 
     def _call(self, fn, *, what: str):
         import ccxt
@@ -190,7 +205,7 @@ class CcxtCryptoClient:
                 retry_after = headers.get("Retry-After") or headers.get("retry-after")
                 raise TransientError(
                     f"{what}: {type(exc).__name__} ({str(exc)[:200]})",
-                    retry_after=float(retry_after) if retry_after and str(retry_after).isdigit() else None,
+                    retry_after=retry_after_seconds(retry_after),
                 ) from exc
 
         return retry(attempt, attempts=self.attempts, base_delay=self.base_delay, what=what)

@@ -113,7 +113,9 @@ class FredMacroClient:
         archive: ResponseArchive | None = None,
         limiter: RateLimiter | None = None,
     ):
-        api_key = api_key or os.environ.get("FRED_API_KEY")
+        # A key pasted with a space or read from a file with its newline: urllib refuses whitespace in
+        # a URL (InvalidURL, which would read as a broken connection and be retried), so drop it here.
+        api_key = (api_key or os.environ.get("FRED_API_KEY") or "").strip()
         if not api_key:
             raise ValueError(
                 "FRED API key missing: set FRED_API_KEY (a free key is issued at "

@@ -67,13 +67,16 @@ def _raise_yfinance_errors():
 def as_traded(df: pl.DataFrame) -> pl.DataFrame:
     """One ticker's split-adjusted bars (Yahoo's) as traded: each day's open/high/low/close times the
     ratios of the splits after it (a 4:1 split makes the days before it 4x the adjusted price), its
-    volume divided by them. A split's own day is already in post-split shares. `adj_close` stays as
+    volume divided by them. Yahoo split-adjusts dividends too (AAPL's $0.82 of 2020-08-07 reads 0.205):
+    they get the same factor, so a row's dividend is per share of that day, like its close. A split's
+    own day is already in post-split shares. `adj_close` stays as
     Yahoo gives it (adjusted for splits and dividends), so adj_close / close is the full adjustment,
     as in the sample data."""
     ratio = pl.when(pl.col("splits") > 0).then(pl.col("splits")).otherwise(1.0)
     later = ratio.shift(-1, fill_value=1.0).reverse().cum_prod().reverse()  # product over the days after
     df = df.sort("date")
-    return df.with_columns([(pl.col(c) * later).alias(c) for c in ("open", "high", "low", "close")]
+    per_share = [c for c in ("open", "high", "low", "close", "dividends") if c in df.columns]
+    return df.with_columns([(pl.col(c) * later).alias(c) for c in per_share]
                            + [(pl.col("volume") / later).alias("volume")])
 
 
