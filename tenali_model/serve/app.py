@@ -38,13 +38,13 @@ import time
 import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Literal
+from typing import Annotated, Literal
 
 from fastapi import Depends, FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import HTMLResponse, JSONResponse, Response, StreamingResponse
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field
 from starlette.exceptions import HTTPException
 
 from ..chat import ChatFormatError, prompt_ids, stop_ids
@@ -84,12 +84,27 @@ class ServeOptions:
 
 # --- request bodies ------------------------------------------------------------------------------
 
+def _whole_characters(text: str) -> str:
+    """JSON may carry a lone UTF-16 surrogate ("\\ud83d", half an emoji a client cut in two), which no
+    UTF-8 text holds: the tokenizer failed on it and the client got a bare 500."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError as e:
+        raise ValueError(f"holds a lone UTF-16 surrogate ({text[e.start]!r} at character {e.start}), which is not "
+                         "a character: send whole characters (both halves of a surrogate pair)") from None
+    return text
+
+
+Text = Annotated[str, AfterValidator(_whole_characters)]
+
+
 class StreamOptions(BaseModel):
     include_usage: bool = False
 
 
 class _Sampling(BaseModel):
-    model_config = ConfigDict(extra="ignore")
+    # NaN (Python's JSON reads it) failed "temperature <= 2" and was refused as too large
+    model_config = ConfigDict(extra="ignore", allow_inf_nan=False)
 
     model: str | None = None
     max_tokens: int | None = Field(None, ge=1)
@@ -99,7 +114,7 @@ class _Sampling(BaseModel):
     top_k: int | None = Field(None, ge=-1)
     frequency_penalty: float | None = Field(0.0, ge=-2.0, le=2.0)
     presence_penalty: float | None = Field(0.0, ge=-2.0, le=2.0)
-    stop: str | list[str] | None = None
+    stop: Text | list[Text] | None = None
     stop_token_ids: list[int] | None = None
     # torch.Generator.manual_seed takes int64 and uint64 values; others would fail in the engine (500)
     seed: int | None = Field(None, ge=-2**63, le=2**64 - 1)
@@ -130,7 +145,7 @@ class _Sampling(BaseModel):
 
 
 class CompletionRequest(_Sampling):
-    prompt: str | list[int] | list[str]
+    prompt: Text | list[int] | list[Text]
     max_tokens: int | None = Field(16, ge=1)
     echo: bool | None = None
     logprobs: int | bool | None = None  # false: none asked for (0 asks for the sampled token's)
@@ -145,13 +160,13 @@ class CompletionRequest(_Sampling):
 
 class ContentPart(BaseModel):
     type: Literal["text"]
-    text: str
+    text: Text
 
 
 class ChatMessage(BaseModel):
     model_config = ConfigDict(extra="ignore")
     role: Literal["system", "user", "assistant", "developer"]
-    content: str | list[ContentPart]
+    content: Text | list[ContentPart]
 
 
 class ChatRequest(_Sampling):
@@ -159,13 +174,20 @@ class ChatRequest(_Sampling):
     logprobs: bool | None = None
     response_format: dict | None = None
     tool_choice: str | dict | None = None
+    function_call: str | dict | None = None  # the deprecated form of tool_choice
+    modalities: list[str] | None = None
+    audio: dict | None = None
 
     def _unsupported(self) -> list[tuple[str, bool]]:
         # JSON modes and forced tool calls promise a shape plain generation cannot keep; "auto" tools
-        # may be answered in text, as a model that chose not to call one would
+        # may be answered in text, as a model that chose not to call one would. An audio answer would
+        # come back without its audio.
         return [*super()._unsupported(), ("logprobs", bool(self.logprobs)),
                 ("response_format", (self.response_format or {}).get("type", "text") != "text"),
-                ("tool_choice", self.tool_choice not in (None, "auto", "none"))]
+                ("tool_choice", self.tool_choice not in (None, "auto", "none")),
+                ("function_call", self.function_call not in (None, "auto", "none")),
+                ("modalities", any(m != "text" for m in self.modalities or ())),
+                ("audio", self.audio is not None)]
 
 
 # --- errors --------------------------------------------------------------------------------------
@@ -264,6 +286,12 @@ def create_app(served: Served, options: ServeOptions | None = None, engine: Engi
     async def _validation_error(request: Request, exc: RequestValidationError):
         errors = exc.errors()
         first = errors[0] if errors else {"loc": ("body",), "msg": "invalid request"}
+        # a field of several types (stop: a string or a list) fails once per type, the type the client
+        # did not send first ("Input should be a valid string" for a list): the deepest error of that
+        # field is about what was sent, and of those one our validators raised about its value
+        field_errors = [e for e in errors if tuple(e.get("loc", ()))[:2] == tuple(first.get("loc", ()))[:2]]
+        first = max(field_errors, key=lambda e: (len(e.get("loc", ())), e.get("type") == "value_error"),
+                    default=first)
         # pydantic adds union members ("str", "list[str]") to the location: keep only field names and indexes
         loc = [str(x) for x in first.get("loc", ()) if x != "body" and not _UNION_TAG.search(str(x))]
         param = ".".join(loc) or "body"
