@@ -24,6 +24,7 @@ and multiple-choice options for log-likelihood evaluation. Same tables + same se
 from __future__ import annotations
 
 import datetime as dt
+import functools
 import json
 import math
 import re
@@ -31,6 +32,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 import polars as pl
+
+from .render import _SIGNS, quote_currency
 
 KINDS = ("close_on", "return", "sma", "range_high", "rsi", "pattern", "macro_change", "filing_date", "filing_items")
 
@@ -66,8 +69,10 @@ def _fmt_date(d: dt.date) -> str:
     return f"{d:%B} {d.day}, {d.year}"
 
 
-def _money(x: float) -> str:
-    return f"${x:,.2f}"
+def _money(x: float, currency: str = "USD") -> str:
+    """Cents in the ticker's quote currency: "$1,234.50", "₹2,950.10" for an NSE share, "0.05 BTC"."""
+    mark = _SIGNS.get(currency)
+    return f"{mark}{x:,.2f}" if mark else f"{x:,.2f} {currency}"
 
 
 def _pct(x: float) -> str:
@@ -182,14 +187,15 @@ def _market(b: _Builder, prices: pl.DataFrame) -> None:
     if "close_on" in cfg.kinds:
         for split, rng, rows in b.sample(w, "close_on", "date"):
             for r in rows.iter_rows(named=True):
-                right = _money(r["close"])
+                money = functools.partial(_money, currency=quote_currency(r["ticker"]))
+                right = money(r["close"])
                 q = rng.choice([f"What was the closing price of {r['ticker']} on {_fmt_date(r['date'])}?",
                                 f"At what price did {r['ticker']} close on {_fmt_date(r['date'])}?",
                                 f"{r['ticker']} close on {r['date'].isoformat()}?"])
                 b.add(split=split, kind="close_on", subject=r["ticker"], first=r["date"], as_of=r["date"],
                       question=str(q), answer=f"{r['ticker']} closed at {right} on {_fmt_date(r['date'])}.",
                       value=round(r["close"], 2), right=right,
-                      wrong=_wrong_numbers(rng, r["close"], _money, cfg.n_choices - 1), rng=rng)
+                      wrong=_wrong_numbers(rng, r["close"], money, cfg.n_choices - 1), rng=rng)
     if "return" in cfg.kinds:
         for n in cfg.return_windows:
             src = w.filter(pl.col(f"ret_{n}").is_not_null())
@@ -211,7 +217,8 @@ def _market(b: _Builder, prices: pl.DataFrame) -> None:
             src = w.filter(pl.col(f"sma_{n}").is_not_null())
             for split, rng, rows in b.sample(src, "sma", f"sma_{n}_from"):
                 for r in rows.iter_rows(named=True):
-                    v, right = r[f"sma_{n}"], _money(r[f"sma_{n}"])
+                    money = functools.partial(_money, currency=quote_currency(r["ticker"]))
+                    v, right = r[f"sma_{n}"], money(r[f"sma_{n}"])
                     rel = "above" if r["close"] > v else "below" if r["close"] < v else "at"
                     q = rng.choice([
                         f"What was the {n}-day simple moving average of {r['ticker']} on {_fmt_date(r['date'])}?",
@@ -220,15 +227,16 @@ def _market(b: _Builder, prices: pl.DataFrame) -> None:
                     b.add(split=split, kind="sma", subject=r["ticker"], first=r[f"sma_{n}_from"], as_of=r["date"],
                           question=str(q),
                           answer=f"The {n}-day SMA of {r['ticker']} was {right} on {_fmt_date(r['date'])}; "
-                                 f"the close of {_money(r['close'])} was {rel} it.",
+                                 f"the close of {money(r['close'])} was {rel} it.",
                           value=round(v, 2), right=right,
-                          wrong=_wrong_numbers(rng, v, _money, cfg.n_choices - 1), rng=rng)
+                          wrong=_wrong_numbers(rng, v, money, cfg.n_choices - 1), rng=rng)
     if "range_high" in cfg.kinds:
         for n in cfg.high_windows:
             src = w.filter(pl.col(f"high_{n}").is_not_null())
             for split, rng, rows in b.sample(src, "range_high", f"high_{n}_from"):
                 for r in rows.iter_rows(named=True):
-                    v, right = r[f"high_{n}"], _money(r[f"high_{n}"])
+                    money = functools.partial(_money, currency=quote_currency(r["ticker"]))
+                    v, right = r[f"high_{n}"], money(r[f"high_{n}"])
                     q = rng.choice([
                         f"What was the highest close of {r['ticker']} in the {n} trading days to {_fmt_date(r['date'])}?",
                         f"{r['ticker']}: {n}-day closing high as of {r['date'].isoformat()}?"])
@@ -237,7 +245,7 @@ def _market(b: _Builder, prices: pl.DataFrame) -> None:
                           answer=f"The highest close of {r['ticker']} in the {n} trading days to "
                                  f"{_fmt_date(r['date'])} was {right}.",
                           value=round(v, 2), right=right,
-                          wrong=_wrong_numbers(rng, v, _money, cfg.n_choices - 1), rng=rng)
+                          wrong=_wrong_numbers(rng, v, money, cfg.n_choices - 1), rng=rng)
 
 
 def _rsi_signal(v: float) -> str:

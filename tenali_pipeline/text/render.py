@@ -4,12 +4,16 @@ Every document is stamped with its domain, source, instrument and ``date``: the 
 describes, or the day it became public if that is later (a GDP figure is dated when it was
 published, not the quarter it measures). The temporal split relies on that stamp. Phrasing varies by
 a hash of the document's key, so the same data always gives the same text, and numbers are
-formatted one way everywhere (``$1,234.56``, ``+1.2%``).
+formatted one way everywhere (``$1,234.56``, ``+1.2%``; a price in its quote currency, ``price``).
+A month the data does not cover to its end (the current one) is described up to its last bar, never
+as having ended (``month_coverage``).
 """
 
 from __future__ import annotations
 
+import datetime as dt
 import hashlib
+import math
 import zlib
 
 import polars as pl
@@ -42,6 +46,69 @@ def pct(x: float) -> str:
     return f"{x * 100:+.1f}%"
 
 
+# Quote currencies written as a sign before the amount (dollar stablecoins are dollars); any other
+# quote (BTC, ETH, CHF, ...) is written as its code after the amount: "0.05234 BTC".
+_SIGNS = {"USD": "$", "USDT": "$", "USDC": "$", "BUSD": "$", "FDUSD": "$", "TUSD": "$", "USDP": "$", "DAI": "$",
+          "INR": "₹", "EUR": "€", "GBP": "£", "JPY": "¥"}
+# Quotes recognised after a dash (Yahoo's "BTC-EUR"): a share class such as "BRK-B" is not a currency.
+_DASH_QUOTES = set(_SIGNS) | {"BTC", "ETH", "BNB", "CAD", "AUD", "CHF", "HKD", "SGD", "KRW"}
+# Yahoo ticker suffixes of the default universe's venues that do not quote in dollars (XNSE, XBOM).
+_SUFFIX_CURRENCY = {"NS": "INR", "BO": "INR"}
+
+
+def quote_currency(instrument: str) -> str:
+    """The currency an instrument's prices are in, read from its name: the quote of a pair (ccxt's
+    "ETH/BTC" or "BTC/USDT:USDT", Yahoo's "BTC-EUR"), rupees for NSE/BSE tickers ("RELIANCE.NS"),
+    else dollars. Why: "$0.05" for ETH/BTC or "$2,950.10" for an Indian share states a wrong fact."""
+    s = str(instrument).upper()
+    if "/" in s:
+        return s.split("/", 1)[1].split(":", 1)[0] or "USD"
+    _, dash, quote = s.rpartition("-")
+    if dash and quote in _DASH_QUOTES:
+        return quote
+    _, dot, suffix = s.rpartition(".")
+    return _SUFFIX_CURRENCY.get(suffix, "USD") if dot else "USD"
+
+
+def price(x: float, currency: str = "USD") -> str:
+    """A price in ``currency``: "$1,234.56", "₹2,950.10", "0.05234 BTC"; below 1, four significant
+    digits, so a $0.0000123 coin is not "$0.00" and a range is not "$0.05 to $0.05" (sign kept)."""
+    sign, a = ("-" if x < 0 else ""), abs(x)
+    digits = 2 if a >= 1 or a == 0 or not math.isfinite(a) else 3 - math.floor(math.log10(a))
+    mark = _SIGNS.get(currency)
+    return f"{sign}{mark}{a:,.{digits}f}" if mark else f"{sign}{a:,.{digits}f} {currency}"
+
+
+def month_coverage(monthly: pl.DataFrame, by: str, *, month: str, first: str, last: str, weekend: str,
+                   lookahead: bool = True) -> pl.DataFrame:
+    """Add ``started`` and ``ended``: whether an instrument-month's bars run from the month's first session
+    to its last. A month followed by data ended (a month before data started); otherwise it ended only if
+    its last bar is the month's last session: the last calendar day for an instrument that trades at
+    weekends (``weekend``), else the last weekday. Why: the data's current month is not over, and a note
+    must not say the price "ended the month" there. Holidays are unknown, so a month whose last weekday
+    is a holiday reads as unfinished, which only makes the text say "through <its last day>". With
+    ``lookahead=False`` later data is not consulted (a causal note must read the same when rendered on its date)."""
+    m = pl.col(month)
+    end = m.dt.month_end()
+    last_session = pl.when(pl.col(weekend)).then(end).otherwise(
+        end - pl.duration(days=(end.dt.weekday() - 5).clip(lower_bound=0)))
+    first_session = pl.when(pl.col(weekend) | (m.dt.weekday() <= 5)).then(m).otherwise(
+        m + pl.duration(days=8 - m.dt.weekday()))
+    return monthly.sort(by, month).with_columns(
+        ended=(pl.col(month).shift(-1).over(by).is_not_null() & lookahead) | (pl.col(last) >= last_session),
+        started=pl.col(month).shift(1).over(by).is_not_null() | (pl.col(first) <= first_session))
+
+
+def span(month_name: str, first: dt.date, last: dt.date, started: bool, ended: bool) -> str:
+    """'in March 2020', or what part of it the bars cover: 'in March 2020 through March 13'."""
+    out = f"in {month_name}"
+    if not started:
+        out += f" from {first:%B} {first.day}"
+    if not ended:
+        out += f" through {last:%B} {last.day}"
+    return out
+
+
 def _doc(domain, source, instrument, date, title, text) -> dict:
     key = f"{domain}|{source}|{instrument}|{date}|{title}"
     return dict(doc_id=hashlib.sha1(key.encode()).hexdigest(), domain=domain, source=source,
@@ -57,6 +124,11 @@ _MARKET_OPEN = [
     "{t} {verb} {chg} in {month}, closing at {close} after opening the month at {open}.",
     "In {month}, {t} {verb} {chg} to close at {close}; it had opened the month at {open}.",
     "{t} ended {month} at {close}, a monthly change of {ret}; it opened the month at {open}.",
+]
+# A month the bars do not cover end to end (the data's current month, or its first): what they cover.
+_MARKET_PART = [
+    "{t} {verb} {chg} {span}, closing at {close} on {last} after {opened}.",
+    "{Span}, {t} {verb} {chg} to {close} on {last}; it {opened2}.",
 ]
 _MARKET_RANGE = [
     "It traded between {low} and {high} over {days} sessions, with average daily volume of {vol} {unit}.",
@@ -84,7 +156,8 @@ def render_market(prices: pl.DataFrame, *, domain: str = "market", by: str = "ti
         return _frame([])
     df = prices.with_columns(pl.col(time).cast(pl.Date).alias("_day")).sort(by, "_day")
     adj = "adj_close" if "adj_close" in df.columns else "close"
-    df = df.with_columns(ret=(pl.col(adj) / pl.col(adj).shift(1) - 1).over(by), month=pl.col("_day").dt.truncate("1mo"))
+    df = df.with_columns(ret=(pl.col(adj) / pl.col(adj).shift(1) - 1).over(by), month=pl.col("_day").dt.truncate("1mo"),
+                         _weekend=(pl.col("_day").dt.weekday() >= 6).any().over(by))
     if "splits" in df.columns and adj == "adj_close":
         ratio = pl.col("adj_close") / pl.col("close")
         jump = (ratio / ratio.shift(1)).over(by)
@@ -100,22 +173,36 @@ def render_market(prices: pl.DataFrame, *, domain: str = "market", by: str = "ti
         open=(pl.col("open") * pl.col("_scale")).first(), close=pl.col("close").last(),
         high=(pl.col("high") * pl.col("_scale")).max(), low=(pl.col("low") * pl.col("_scale")).min(),
         vol=(pl.col("volume") / pl.col("_scale")).mean(), days=pl.len(), last_day=pl.col("_day").max(),
+        first_day=pl.col("_day").min(), weekend=pl.col("_weekend").first(),
         mret=(step_ret + 1).product() - 1,
         best=pl.col("ret").max(), worst=pl.col("ret").min(),
         best_day=pl.col("_day").get(pl.col("ret").arg_max()),
         worst_day=pl.col("_day").get(pl.col("ret").arg_min()),
         source=pl.col("source").first(),
-    ).sort(by, "month")
+    )
+    monthly = month_coverage(monthly, by, month="month", first="first_day", last="last_day", weekend="weekend")
     rows = []
     for r in monthly.iter_rows(named=True):
         t, m = r[by], r["month"]
+        cur = quote_currency(t)
+        first = f"{r['first_day']:%B} {r['first_day'].day}"
         f = dict(t=t, month=f"{m:%B %Y}", verb="rose" if r["mret"] >= 0 else "fell", ret=pct(r["mret"]),
                  chg=f"{abs(r['mret']) * 100:.1f}%", unit=unit,
-                 open=money(r["open"]), close=money(r["close"]), low=money(r["low"]), high=money(r["high"]),
-                 days=r["days"], vol=f"{r['vol']:,.0f}")
-        parts = [_pick(_MARKET_OPEN, t, m).format(**f), _pick(_MARKET_RANGE, t, m).format(**f)]
+                 open=price(r["open"], cur), close=price(r["close"], cur), low=price(r["low"], cur),
+                 high=price(r["high"], cur), days=r["days"], vol=f"{r['vol']:,.0f}")
+        if r["started"] and r["ended"]:
+            opening = _pick(_MARKET_OPEN, t, m).format(**f)
+        else:
+            sp = span(f["month"], r["first_day"], r["last_day"], r["started"], r["ended"])
+            opened = (f"opening the month at {f['open']}" if r["started"] else f"opening at {f['open']} on {first}")
+            opening = _pick(_MARKET_PART, t, m).format(
+                **f, span=sp, Span=sp[0].upper() + sp[1:], last=f"{r['last_day']:%B} {r['last_day'].day}",
+                opened=opened, opened2=opened.replace("opening", "opened"))
+        parts = [opening, _pick(_MARKET_RANGE, t, m).format(**f)]
         if r["best"] is not None and r["days"] > 2:
-            parts.append(_pick(_MARKET_EXTREMES, t, m).format(
+            # "largest daily gain" only for a rise and "largest loss" only for a fall; else best and worst day
+            signs_fit = r["best"] > 0 and r["worst"] < 0
+            parts.append((_pick(_MARKET_EXTREMES, t, m) if signs_fit else _MARKET_EXTREMES[0]).format(
                 best_day=f"{r['best_day']:%B %d}", best=pct(r["best"]), worst_day=f"{r['worst_day']:%B %d}", worst=pct(r["worst"])))
         rows.append(_doc(domain, r["source"], t, r["last_day"], f"{t} in {m:%B %Y}", " ".join(parts)))
     return _frame(rows)
@@ -149,7 +236,9 @@ def render_macro(obs: pl.DataFrame) -> pl.DataFrame:
         return _frame([])
     df = obs.sort("series_id", "date").with_columns(prev=pl.col("value").shift(1).over("series_id"))
     # "A year earlier" by calendar, so monthly, quarterly and daily series all compare like with like.
-    year_ago = obs.select("series_id", date=pl.col("date").dt.offset_by("1y"), prev_year="value")
+    # February 28 and 29 of a leap year both land on February 28 a year later: keep the 28th, one line per date.
+    year_ago = (obs.sort("date").select("series_id", date=pl.col("date").dt.offset_by("1y"), prev_year="value")
+                .unique(["series_id", "date"], keep="first", maintain_order=True))
     df = df.join(year_ago, on=["series_id", "date"], how="left")
     df = df.with_columns(_freq=pl.col("frequency").fill_null("").str.to_lowercase())
     rows = []

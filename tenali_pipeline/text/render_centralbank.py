@@ -13,8 +13,14 @@ from .render import _doc, _frame
 _KIND = {"statement": "policy statement", "minutes": "minutes", "speech": "speech", "press_release": "press release"}
 
 
+def _level(x: float) -> str:
+    """Two decimals, three where the rate has them: a 4-1/8% rate is "4.125%", not "4.12%"."""
+    s = f"{x:.3f}"
+    return s[:-1] if s.endswith("0") else s
+
+
 def _rate(lo: float, hi: float) -> str:
-    return f"{lo:.2f}%" if lo == hi else f"{lo:.2f}-{hi:.2f}%"
+    return f"{_level(lo)}%" if lo == hi else f"{_level(lo)}-{_level(hi)}%"
 
 
 def decision_sentence(r: dict) -> str | None:

@@ -16,7 +16,7 @@ import math
 import polars as pl
 
 from ..sources.live.xbrl import CONCEPT_INDEX
-from .render import _doc, _frame, _pick, pct
+from .render import _doc, _frame, _pick, month_coverage, pct
 
 _PERIODIC = ("10-K", "10-K/A", "10-Q", "10-Q/A")
 _YEAR = dt.timedelta(days=365)
@@ -226,29 +226,37 @@ def render_coins(coins: pl.DataFrame) -> pl.DataFrame:
     """Monthly tokenomics notes per coin: market cap, circulating supply and its change, the cap."""
     if coins.is_empty():
         return _frame([])
-    monthly = (coins.sort("date").with_columns(month=pl.col("date").dt.truncate("1mo"))
+    # a day without a price or a cap says nothing: the month's figures are those of its last full day
+    monthly = (coins.filter(pl.col("price_usd").is_not_null(), pl.col("market_cap_usd").is_not_null())
+               .sort("date").with_columns(month=pl.col("date").dt.truncate("1mo"))
                .group_by("coin_id", "month")
                .agg(symbol=pl.col("symbol").last(), price=pl.col("price_usd").last(), mcap=pl.col("market_cap_usd").last(),
                     supply=pl.col("circulating_supply").last(), max_supply=pl.col("max_supply").last(),
                     volume=pl.col("volume_usd").mean(), days=pl.len(), last_day=pl.col("date").max(),
-                    source=pl.col("source").first())
-               .sort("coin_id", "month")
-               .with_columns(prev_supply=pl.col("supply").shift(1).over("coin_id"),
-                             prev_mcap=pl.col("mcap").shift(1).over("coin_id")))
+                    first_day=pl.col("date").min(), source=pl.col("source").first())
+               .with_columns(weekend=True))
+    monthly = (month_coverage(monthly, "coin_id", month="month", first="first_day", last="last_day", weekend="weekend")
+               # "on the month" compares with the calendar month before, not the last month that has data
+               .with_columns(pl.when(pl.col("month").shift(1).over("coin_id") == pl.col("month").dt.offset_by("-1mo"))
+                             .then(pl.col(c).shift(1).over("coin_id")).alias(f"prev_{c}") for c in ("supply", "mcap")))
     rows = []
     for r in monthly.iter_rows(named=True):
         if r["days"] < 5 or r["mcap"] is None:
             continue
         sym = (r["symbol"] or r["coin_id"]).upper()
-        parts = [f"{r['coin_id'].capitalize()} ({sym}) ended {r['month']:%B %Y} at {unit_price(r['price'])} with a market "
+        # "ended the month" only once it has: the data's current month stood at a price on its last day
+        when = (f"ended {r['month']:%B %Y}" if r["ended"] else f"stood on {_day(r['last_day'])}")
+        parts = [f"{r['coin_id'].capitalize()} ({sym}) {when} at {unit_price(r['price'])} with a market "
                  f"capitalisation of {big_money(r['mcap'])}"]
         if r["prev_mcap"]:
-            parts[-1] += f" ({pct(r['mcap'] / r['prev_mcap'] - 1)} on the month)"
+            parts[-1] += (f" ({pct(r['mcap'] / r['prev_mcap'] - 1)} on the month)" if r["ended"] else
+                          f" ({pct(r['mcap'] / r['prev_mcap'] - 1)} since the end of the previous month)")
         parts[-1] += "."
         if r["supply"]:
             line = f"Circulating supply was about {r['supply']:,.0f} {sym}"
             if r["prev_supply"]:
-                line += f", {pct(r['supply'] / r['prev_supply'] - 1)} from a month earlier"
+                line += (f", {pct(r['supply'] / r['prev_supply'] - 1)} "
+                         + ("from a month earlier" if r["ended"] else "from the previous month-end"))
             if r["max_supply"]:
                 line += f"; {r['supply'] / r['max_supply'] * 100:.1f}% of the {r['max_supply']:,.0f} maximum"
             parts.append(line + ".")

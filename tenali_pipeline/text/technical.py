@@ -21,8 +21,7 @@ import polars as pl
 
 from ..technicals.features import COLUMNS, compute_features
 from ..technicals.patterns import PATTERNS
-from .render import _doc, _frame, _pick, pct
-from .render import money as _money_exact
+from .render import _doc, _frame, _pick, month_coverage, pct, price, quote_currency, span
 
 __all__ = ["render_technical"]
 
@@ -39,7 +38,12 @@ _OPEN = [
     "{t} {verb} {chg} in {month}, closing at {close} on {day}.",
     "Over {month}, {t} {verb} {chg} to finish at {close} ({day}).",
     "{t} ended {month} at {close} on {day}, {ret} for the month.",
-    "{month} review for {t}: the stock {verb} {chg} and closed the period at {close} on {day}.",
+    "{month} review for {t}: the price {verb} {chg} and closed the period at {close} on {day}.",
+]
+# A month the bars do not cover end to end (the data's current month, or its first): what they cover.
+_OPEN_PART = [
+    "{t} {verb} {chg} {span}, closing at {close} on {day}.",
+    "{Span}, {t} {verb} {chg} to {close} ({day}).",
 ]
 _RANGE = [
     "It traded between {low} and {high} across {days} sessions.",
@@ -85,10 +89,10 @@ _NO_STRUCTURE = ["Market structure saw no breaks during the month.",
                  "There was no break of market structure this month."]
 
 
-def money(x: float) -> str:
-    """``render.money`` of ``x`` rounded to 6 decimals first, so a sub-cent price computed two ways (within
-    float noise) always prints the same cents."""
-    return _money_exact(round(x, 6))
+def money(x: float, currency: str = "USD") -> str:
+    """``render.price`` of ``x`` (in the instrument's quote currency) rounded to 10 significant digits first,
+    so a price computed two ways (within float noise) always prints the same digits."""
+    return price(float(f"{x:.10g}"), currency)
 
 
 def _day(d: dt.date | dt.datetime, ref: dt.date | dt.datetime | None = None) -> str:
@@ -137,6 +141,7 @@ def _month_table(f: pl.DataFrame, by: str, time: str) -> pl.DataFrame:
             pl.struct(day=t, kind=pl.when(pl.col("choch") != 0).then(pl.lit("change of character"))
                       .otherwise(pl.lit("break of structure")))).forward_fill().over(by),
         _prev_close=(pl.col("close") * factor).shift(1).over(by),
+        _weekend=(pl.col("_day").dt.weekday() >= 6).cum_max().over(by),  # trades at weekends, as known so far
     )
     # levels of objects that later get resolved, looked up on the row that recorded them
     rec = f.filter(pl.col("liquidity") != 0).select(by, _rec=t, _rec_factor=factor, _pool=pl.col("liquidity_level"))
@@ -155,6 +160,7 @@ def _month_table(f: pl.DataFrame, by: str, time: str) -> pl.DataFrame:
         pl.col("adj_low").min().alias("m_low_adj"),
         pl.col("_prev_close").first().alias("m_prev_close_adj"),
         pl.len().alias("m_days"),
+        pl.col("_day").first().alias("m_first_day"),
         month_first_row.alias("m_first_bar"),
         pl.col("obv").first().alias("m_obv_first"),
         pl.col("cdl_doji").sum().alias("m_doji"),
@@ -183,7 +189,9 @@ def _month_table(f: pl.DataFrame, by: str, time: str) -> pl.DataFrame:
         .alias("e_sweep_low"),
     ]
     aggs += [events(pl.col(p)).alias(f"e_{p}") for p in PATTERNS if p != "cdl_doji"]
-    return f.group_by(by, "_month").agg(aggs).sort(by, "_month")
+    table = f.group_by(by, "_month").agg(aggs)
+    return month_coverage(table, by, month="_month", first="m_first_day", last="_day", weekend="_weekend",
+                          lookahead=False)
 
 
 def render_technical(features: pl.DataFrame, *, by: str = "ticker", time: str = "date",
@@ -208,12 +216,13 @@ def _note(r: dict, by: str) -> str:
     t, month = r[by], r["_month"]
     end = r["_day"]
     fd = r["adj_factor"]  # prices quoted in the units current on the note's date
+    cur = quote_currency(t)  # and in the pair's quote currency ("0.05234 BTC" for ETH/BTC)
 
     def px(adj_value: float) -> str:  # a value in adj_close units, in the note date's units
-        return money(adj_value / fd)
+        return money(adj_value / fd, cur)
 
     def lvl(value: float, factor: float) -> str:  # a level in the units of the bar that carries it
-        return money(value * factor / fd)
+        return money(value * factor / fd, cur)
 
     def pick(options: list[str], slot: str) -> str:
         return _pick(options, t, month, slot)
@@ -223,16 +232,24 @@ def _note(r: dict, by: str) -> str:
     f = dict(t=t, month=f"{month:%B %Y}", day=_day(end, end), close=px(r["_close_adj"]),
              verb="rose" if mret >= 0 else "fell", chg=f"{abs(mret) * 100:.1f}%", ret=pct(mret),
              low=px(r["m_low_adj"]), high=px(r["m_high_adj"]), days=r["m_days"])
-    parts = [pick(_OPEN, "open").format(**f), pick(_RANGE, "range").format(**f)]
+    whole = r["started"] and r["ended"]
+    sp = span(f["month"], r["m_first_day"], end, r["started"], r["ended"])
+    opening = (pick(_OPEN, "open").format(**f) if whole
+               else pick(_OPEN_PART, "open").format(**f, span=sp, Span=sp[0].upper() + sp[1:]))
+    parts = [opening, pick(_RANGE, "range").format(**f)]
 
     close = r["close"]  # the note date's own units, like the level columns on that row
+
+    def side(level: float) -> str:  # "at" where the two print the same (a flat stablecoin), not "below"
+        same = money(close, cur) == money(level, cur)
+        return "at" if same else "above" if close > level else "below"
+
     if r["sma_50"] is not None:
         and200 = ""
         if r["sma_200"] is not None:
-            and200 = (f" and {'above' if close > r['sma_200'] else 'below'} the 200-day average of "
-                      f"{money(r['sma_200'])}")
-        parts.append(pick(_AVERAGES, "avg").format(a50="above" if close > r["sma_50"] else "below",
-                                                   sma50=money(r["sma_50"]), and200=and200))
+            and200 = f" and {side(r['sma_200'])} the 200-day average of {money(r['sma_200'], cur)}"
+        parts.append(pick(_AVERAGES, "avg").format(a50=side(r["sma_50"]),
+                                                   sma50=money(r["sma_50"], cur), and200=and200))
     for e in r["e_golden"]:
         parts.append(f"A golden cross formed on {_day(e['day'], end)}: the 50-day average rose through the 200-day.")
     for e in r["e_death"]:
@@ -243,7 +260,8 @@ def _note(r: dict, by: str) -> str:
         zone = ("overbought territory" if v >= 70 else "oversold territory" if v <= 30
                 else "neutral with a bullish lean" if v >= 55 else "neutral with a bearish lean" if v <= 45
                 else "a neutral reading")
-        parts.append(pick(_RSI, "rsi").format(rsi=_num(v), zone=zone))
+        # "closed the month at" only once the month is over
+        parts.append(pick(_RSI if r["ended"] else _RSI[:2], "rsi").format(rsi=_num(v), zone=zone))
     if r["macd_signal"] is not None:
         h = r["macd_hist"]
         parts.append(pick(_MACD, "macd").format(macd=_signed(r["macd"]), signal=_signed(r["macd_signal"]),
@@ -258,10 +276,10 @@ def _note(r: dict, by: str) -> str:
         b = r["bb_pct_b"]
         where = ("above the upper band" if b > 1 else "below the lower band" if b < 0 else "near the upper band"
                  if b >= 0.8 else "near the lower band" if b <= 0.2 else "around the middle band")
-        parts.append(pick(_BANDS, "bands").format(lower=money(r["bb_lower"]), upper=money(r["bb_upper"]),
+        parts.append(pick(_BANDS, "bands").format(lower=money(r["bb_lower"], cur), upper=money(r["bb_upper"], cur),
                                                   pos=f"{b * 100:.0f}", where=where))
     if r["atr_14"] is not None and r["realised_vol_20"] is not None:
-        parts.append(pick(_VOL, "vol").format(atr=money(r["atr_14"]), atr_pct=f"{r['atr_14'] / close * 100:.1f}%",
+        parts.append(pick(_VOL, "vol").format(atr=money(r["atr_14"], cur), atr_pct=f"{r['atr_14'] / close * 100:.1f}%",
                                               rv=f"{r['realised_vol_20'] * 100:.1f}%"))
     if r["stoch_d"] is not None:
         k = r["stoch_k"]
@@ -353,9 +371,8 @@ def _structure(r: dict, end, px, lvl, pick) -> list[str]:
         for e in e_list[-2:]:
             if e["level"] is None:
                 continue
-            level = e["level"] / r["adj_factor"]
             closed_back = (e["close"] < e["level"]) if name == "high" else (e["close"] > e["level"])
             out.append(f"On {_day(e['day'], end)} price swept the {'equal highs' if name == 'high' else 'equal lows'} "
-                       f"at {money(level)}, " + ("closing back inside the range (a liquidity grab)."
+                       f"at {px(e['level'])}, " + ("closing back inside the range (a liquidity grab)."
                                                   if closed_back else "and closed beyond them (a breakout)."))
     return out

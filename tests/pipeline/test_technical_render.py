@@ -66,7 +66,8 @@ def test_prices_are_quoted_as_they_traded_then(raw, features, notes):
 def test_numbers_are_formatted_one_way(notes):
     text = " ".join(notes["text"].to_list())
     for amount in re.findall(r"\$[\d,.]+", text):
-        assert re.fullmatch(r"\$\d{1,3}(,\d{3})*\.\d{2}", amount.rstrip(".,")), amount
+        # cents from $1 up; four significant digits below (render.price), so a sub-cent price is not "$0.00"
+        assert re.fullmatch(r"\$(\d{1,3}(,\d{3})*\.\d{2}|0\.0*[1-9]\d{3})", amount.rstrip(".,")), amount
     assert re.search(r"[+-]\d+\.\d%", text)
 
 
