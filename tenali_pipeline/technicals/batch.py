@@ -65,13 +65,12 @@ def prepare(part: pl.DataFrame, *, by: str, time_col: str, has_adj: bool) -> pl.
     raw = part["adj_close"].to_numpy() / close if has_adj else np.ones(n)
     factor = kernels.snap_factor(first, raw, FACTOR_NOISE)
     t = part[time_col]
-    t_phys = t.to_physical().to_numpy().astype(np.int64)
-    if isinstance(t.dtype, pl.Datetime):
-        per_day = 86_400 * {"ms": 1_000, "us": 1_000_000, "ns": 1_000_000_000}[t.dtype.time_unit]
-    else:
-        per_day = 1  # a Date counts days
+    # Calendar days: the dates in the column's own time zone. Not elapsed time // 24 h, which reads a weekend
+    # across a DST change (yfinance's daily bars at local midnight: Fri 05:00 UTC to Mon 04:00 UTC) or an
+    # overnight gap of intraday bars (Fri 16:00 to Mon 09:30) as a day short.
+    days = (t.dt.date() if isinstance(t.dtype, pl.Datetime) else t).to_physical().to_numpy().astype(np.int64)
     gap = np.zeros(n, dtype=np.int64)
-    gap[1:] = (t_phys[1:] - t_phys[:-1]) // per_day  # times ascend within an instrument: floor is truncation
+    gap[1:] = days[1:] - days[:-1]
     if has_adj:
         part = part.rename({"adj_close": "adj_close__input"})
     return part.with_columns(
@@ -115,7 +114,7 @@ def feature_columns(part: pl.DataFrame, *, time_col: str, swing_length: int, liq
     # indicators
     price = kernels.price_kernel(starts, h, l, c)
     rows = dict(zip(kernels.PRICE_ROWS, price))
-    volume = part["volume"].cast(pl.Float64).fill_null(0).to_numpy()
+    volume = part["volume"].cast(pl.Float64).fill_nan(0).fill_null(0).to_numpy()  # missing (null or NaN): 0
     ind = kernels.indicator_kernel(starts, c, rows["_delta"], rows["_tr"], volume)
     rows.update(zip(kernels.INDICATOR_ROWS, ind))
     std = pl.DataFrame({"g": part["_gid"], "c": c, "r": masked(rows["log_ret_1d"], bars >= 1)}).select(

@@ -68,8 +68,13 @@ def run(args) -> int:
 
     import polars as pl
 
-    from .features import COLUMNS, FeatureInputError, compute_features_to_file
+    from .features import COLUMNS, FeatureInputError, _csv_times_are_iso, compute_features_to_file
 
+    if read_as in (".csv", ".csv.gz"):
+        try:
+            _csv_times_are_iso(src, args.time_col)  # before polars' inference reads 01/02/2024 as February 1
+        except FeatureInputError as e:
+            return _fail(f"{src}: {e}")
     # Read lazily (Parquet, plain CSV) and write batch by batch as the features are computed: peak memory is
     # the input columns plus one batch of instruments, not the whole output.
     try:

@@ -30,8 +30,9 @@ that order. Conventions (all in the module docstrings of ``indicators``, ``patte
   compare directly with them, and do not change when a later corporate action re-bases adj_close.
   Multiply by ``adj_factor`` for adj_close units. Ratios (returns, RSI, %B, stochastic) need nothing.
 - Bars, not days: windows count an instrument's bars; missing days (weekends, holidays, halts) are
-  simply absent, ``days_since_prev_bar`` shows the gap. A zero-volume bar is an ordinary bar (it adds
-  nothing to OBV or VWAP); a zero-range bar forms no candlestick pattern.
+  simply absent, ``days_since_prev_bar`` shows the gap (calendar dates in the time column's zone). A zero-volume
+  bar is an ordinary bar (it adds nothing to OBV or VWAP), and so is one whose volume is missing (null or NaN:
+  counted as 0); a zero-range bar forms no candlestick pattern.
 - Dropped rows: a bar with a null, NaN or non-positive open/high/low/close (or adj_close) is no bar
   and is left out of the output. Duplicate (instrument, time) rows are an error.
 - Warm-up: an indicator is null until its window is full (SMA 200 from the 200th bar); booleans
@@ -80,7 +81,7 @@ COLUMNS: dict[str, str] = {
     # indicators (technicals/indicators.py)
     "ret_1d": "simple return of the adjusted close over the previous bar (total return: dividends included)",
     "log_ret_1d": "log return of the adjusted close over the previous bar",
-    "realised_vol_20": "annualised (x sqrt(252)) sample std of the last 20 log returns",
+    "realised_vol_20": "annualised (x sqrt(periods_per_year), 252 by default) sample std of the last 20 log returns",
     "sma_20": "20-bar simple moving average of the adjusted close",
     "sma_50": "50-bar simple moving average of the adjusted close",
     "sma_200": "200-bar simple moving average of the adjusted close",
@@ -164,18 +165,47 @@ class FeatureInputError(ValueError):
     """The input frame cannot be turned into features (missing or unusable columns)."""
 
 
+# ISO 8601 dates and datetimes (a space or T, optional seconds, fraction and offset): the only strings read as
+# times, because "01/02/2024" is ambiguous (polars reads it day first, a US file means January 2).
+_ISO_TIME = r"^\d{4}-\d{2}-\d{2}([T ]\d{2}:\d{2}(:\d{2}(\.\d+)?)?)?(Z|[+-]\d{2}(:?\d{2})?)?$"
+
+
+def _check_iso(values: pl.Series, time_col: str) -> None:
+    """Refuse time strings that are not ISO 8601, naming the first one (instead of guessing day or month first)."""
+    bad = values.drop_nulls().filter(~values.drop_nulls().str.contains(_ISO_TIME))
+    if bad.len():
+        raise FeatureInputError(f"time column {time_col!r} holds {bad[0]!r}, not an ISO 8601 date or datetime "
+                                f"(YYYY-MM-DD, YYYY-MM-DD HH:MM[:SS][+HH:MM]): convert it to ISO (or to a date / "
+                                f"datetime column)")
+
+
 def _parse_time(df: pl.DataFrame, time_col: str) -> pl.DataFrame:
     dtype = df.schema[time_col]
     if dtype == pl.Date or isinstance(dtype, pl.Datetime):
         return df
     if dtype == pl.String:
         s = df[time_col]
+        _check_iso(s, time_col)
         for parse in (lambda x: x.str.to_date(strict=True), lambda x: x.str.to_datetime(strict=True)):
             try:
                 return df.with_columns(parse(s).alias(time_col))
             except Exception:  # noqa: BLE001 - try the next format
                 continue
+        bad = s.filter(s.str.to_date(strict=False).is_null() & s.str.to_datetime(strict=False).is_null()
+                       & s.is_not_null())
+        if bad.len():
+            raise FeatureInputError(f"time column {time_col!r} holds {bad[0]!r}, which is not a valid date or time")
     raise FeatureInputError(f"time column {time_col!r} must be a date or datetime (got {dtype})")
+
+
+def _csv_times_are_iso(path: str | Path, time_col: str) -> None:
+    """polars' CSV date inference reads "01/02/2024" day first (February 1): check the raw strings of the first
+    rows of a CSV's time column before letting it parse them."""
+    try:
+        head = pl.read_csv(path, columns=[time_col], n_rows=1000, infer_schema=False)
+    except Exception:  # noqa: BLE001 - no such column or unreadable: reported where the whole file is read
+        return
+    _check_iso(head[time_col], time_col)
 
 
 @dataclass
@@ -198,13 +228,14 @@ class _Prepared:
     has_adj: bool
 
 
-def _scan(source: str | Path | pl.LazyFrame | pl.DataFrame) -> pl.LazyFrame:
+def _scan(source: str | Path | pl.LazyFrame | pl.DataFrame, time_col: str) -> pl.LazyFrame:
     if isinstance(source, pl.LazyFrame):
         return source
     if isinstance(source, pl.DataFrame):
         return source.lazy()
     name = str(source).lower()
     if name.endswith((".csv", ".csv.gz")):
+        _csv_times_are_iso(source, time_col)
         return pl.scan_csv(source, try_parse_dates=True)
     return pl.scan_parquet(source)
 
@@ -466,8 +497,8 @@ def iter_feature_batches(source: pl.DataFrame | pl.LazyFrame | str | Path, instr
     if isinstance(source, pl.DataFrame):
         return _iter_prepared(_prepare(source, instrument_col, time_col), time_col=time_col, batch_rows=batch_rows,
                               **params)
-    return _iter_streamed(_plan(_scan(source), instrument_col, time_col, _parquet_path(source)), time_col=time_col,
-                          batch_rows=batch_rows, **params)
+    return _iter_streamed(_plan(_scan(source, time_col), instrument_col, time_col, _parquet_path(source)),
+                          time_col=time_col, batch_rows=batch_rows, **params)
 
 
 def compute_features(df: pl.DataFrame, instrument_col: str = "instrument", time_col: str = "date", *,
@@ -569,7 +600,7 @@ def compute_features_to_file(source: pl.DataFrame | pl.LazyFrame | str | Path, o
         by = prep.by
         del prep  # the generator keeps the sorted input alive only while it runs
     else:
-        plan = _plan(_scan(source), instrument_col, time_col, _parquet_path(source))
+        plan = _plan(_scan(source, time_col), instrument_col, time_col, _parquet_path(source))
         summary = FeatureSummary(plan.count.collect().item(), 0, 0, 0)
         by = plan.by
         batches = _iter_streamed(plan, time_col=time_col, batch_rows=batch_rows, **params)

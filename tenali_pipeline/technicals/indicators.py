@@ -33,9 +33,11 @@ Stochastic (14,3)  fast %K = 100 (C - LL14) / (HH14 - LL14), %D = SMA 3 of %K (`
                    TA-Lib: 0).
 OBV                0 on an instrument's first bar, then +volume on an up close, -volume on a down close, 0 when
                    unchanged (Granville; TA-Lib starts at the first bar's volume instead, ``ta`` also
-                   starts there and *adds* volume on an unchanged close). Null volume counts as 0.
-Realised vol (20)  sample std (ddof=1) of 20 log returns x sqrt(periods_per_year) (252 by default, also for
-                   crypto, so the numbers compare across asset classes).
+                   starts there and *adds* volume on an unchanged close). Missing volume (null or NaN, as
+                   pandas writes it) counts as 0: a NaN would make every later OBV NaN.
+Realised vol (20)  sample std (ddof=1) of 20 log returns x sqrt(periods_per_year): 252 (the default) for
+                   equities' trading days; pass 365 for crypto's daily bars, or its "annualised" volatility
+                   is that of 252 days (0.69 of a year) and reads about 17% low against an equity's.
 VWAP               only for intraday bars: a session VWAP of the typical price (H+L+C)/3 weighted by volume,
                    reset at each calendar day of the time column, per instrument. It is reported from the
                    first time an instrument shows two bars on one calendar day (known to be intraday, causally);
@@ -120,7 +122,7 @@ def stochastic_k(close: pl.Expr, highest: pl.Expr, lowest: pl.Expr) -> pl.Expr:
 
 
 def obv_from_change(delta: pl.Expr, volume: pl.Expr) -> pl.Expr:
-    return (delta.sign().fill_null(0) * volume.cast(pl.Float64).fill_null(0)).cum_sum()
+    return (delta.sign().fill_null(0) * volume.cast(pl.Float64).fill_nan(0).fill_null(0)).cum_sum()
 
 
 def bollinger(mid: pl.Expr, std: pl.Expr, price: pl.Expr) -> dict[str, pl.Expr]:
@@ -133,7 +135,7 @@ def session_vwap(high: str = "adj_high", low: str = "adj_low", close: str = "adj
                  volume: str = "volume") -> pl.Expr:
     """Cumulative VWAP of the typical price within a session; evaluate ``.over([instrument, day])``."""
     typical = (pl.col(high) + pl.col(low) + pl.col(close)) / 3
-    v = pl.col(volume).cast(pl.Float64).fill_null(0)
+    v = pl.col(volume).cast(pl.Float64).fill_nan(0).fill_null(0)  # a NaN would poison the rest of the session
     cum_v = v.cum_sum()
     return pl.when(cum_v > 0).then((typical * v).cum_sum() / cum_v)
 

@@ -16,8 +16,8 @@ with the polars expression, and the whole feature frame with the previous implem
   from the first value on, reported from ``min_samples`` values;
 - ``wilder``: ``indicators.wilder``: the left-to-right mean of values 1..n as the seed, then the EWM above.
 
-Nulls are NaN here (warm-up rows); the callers mask them back to nulls by bar number, so a genuine NaN
-(a NaN volume in OBV) stays NaN as before.
+Nulls are NaN here (warm-up rows); the callers mask them back to nulls by bar number (a missing volume,
+null or NaN, reaches OBV as 0).
 
 Also here: the snapped adjustment factor, returns / true range / stochastic (``price_kernel``) and RSI / MACD
 histogram / Bollinger (``oscillator_kernel``); the candlestick patterns and the market structure have their own
@@ -104,7 +104,7 @@ def indicator_kernel(starts, close, delta, tr, volume):
     """SMA 20/50/200, EMA 12/26/50, the MACD signal, Wilder gain / loss / ATR 14 and OBV, per instrument.
 
     ``delta`` (close change) and ``tr`` (true range) are NaN on each instrument's first bar; ``volume`` has
-    nulls as 0. Returns a (12, n) array in the order of ``INDICATOR_ROWS``."""
+    nulls and NaNs as 0. Returns a (12, n) array in the order of ``INDICATOR_ROWS``."""
     n = close.size
     out = np.empty((12, n))
     for g in range(starts.size - 1):

@@ -53,7 +53,7 @@ def _add_indicators(df: pl.DataFrame, *, by: str, time_col: str, periods_per_yea
     bars = df["bar_index"].to_numpy()
     starts = np.append(np.flatnonzero(bars == 0), bars.size).astype(np.int64)
     out = kernels.indicator_kernel(starts, df["adj_close"].to_numpy(), df["_delta"].to_numpy(), df["_tr"].to_numpy(),
-                                   df["volume"].cast(pl.Float64).fill_null(0).to_numpy())
+                                   df["volume"].cast(pl.Float64).fill_nan(0).fill_null(0).to_numpy())
     computed = {name: pl.Series(out[i]) if warm == 0 else pl.when(bar >= warm).then(pl.Series(out[i]))
                 for i, (name, warm) in enumerate(zip(kernels.INDICATOR_ROWS, kernels.INDICATOR_WARMUP))}
     del out
