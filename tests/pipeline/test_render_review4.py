@@ -224,3 +224,23 @@ def test_close_equal_to_its_averages_is_at_them_not_below():
     text = notes.filter(pl.col("date") == D(2023, 12, 31))["text"].item()
     assert "below" not in text and re.search(r"\bat (its|the) 50-day", text), text
     assert "at the 200-day average of $1.00" in text, text
+
+
+def test_crypto_documents_describe_daily_bars_only(monkeypatch):
+    """Hourly candles in the lake next to the daily ones were rendered as extra 'sessions' of the month
+    (the features asset already kept timeframe 1d only)."""
+    import datetime as dt
+
+    import polars as pl
+
+    from tenali_pipeline.defs.corpus import assets as corpus_assets
+
+    daily = [dict(timestamp=dt.datetime(2024, 3, d), symbol="BTC/USD", timeframe="1d", open=100.0 + d,
+                  high=102.0 + d, low=99.0 + d, close=101.0 + d, volume=10.0, source="ccxt") for d in range(1, 32)]
+    hourly = [dict(r, timestamp=r["timestamp"] + dt.timedelta(hours=h), timeframe="1h", high=500.0)
+              for r in daily[:3] for h in range(1, 24)]
+    monkeypatch.setattr(corpus_assets, "read_clean", lambda store, source, name: pl.DataFrame(daily + hourly))
+    docs = corpus_assets._crypto_documents(None)
+    assert docs.height == 1
+    text = docs["text"][0]
+    assert "31 " in text and "$500" not in text  # 31 sessions, and no hourly high

@@ -118,3 +118,34 @@ def test_cli_refuses_a_us_format_csv(tmp_path, capsys):
     assert tenali("features", str(src), str(tmp_path / "o.parquet")) == 2
     assert "'01/02/2024', not an ISO 8601 date or datetime" in capsys.readouterr().err
     assert not (tmp_path / "o.parquet").exists()
+
+
+def test_the_features_asset_annualises_crypto_over_365_days_and_stocks_over_252(tmp_path, monkeypatch):
+    """Stocks and crypto went through one compute_features call at 252 periods a year: crypto's
+    'annualised' volatility was that of 0.69 of a year, about 17% low against a stock's."""
+    import math
+    import datetime as dt
+
+    import numpy as np
+    import polars as pl
+
+    from tenali_pipeline.defs.features import assets as features_assets
+    from tenali_pipeline.resources import LakeResource
+
+    rng = np.random.default_rng(7)
+    closes = 100 * np.exp(np.cumsum(rng.normal(0, 0.02, 40)))
+    days = [dt.date(2024, 1, 1) + dt.timedelta(days=i) for i in range(40)]
+    bars = dict(open=closes, high=closes * 1.01, low=closes * 0.99, close=closes, volume=np.full(40, 1e6))
+    stocks = pl.DataFrame({"date": days, "ticker": "AAA", **bars, "adj_close": closes, "source": "t"})
+    crypto = pl.DataFrame({"timestamp": [dt.datetime(d.year, d.month, d.day) for d in days], "symbol": "BTC/USD",
+                           "timeframe": "1d", **bars, "source": "t"})
+    monkeypatch.setattr(features_assets, "read_clean",
+                        lambda store, source, name: stocks if source == "market" else crypto)
+    features_assets.technical_features(lake=LakeResource(root=str(tmp_path)))
+    out = pl.read_parquet(tmp_path / features_assets.FEATURES_KEY)
+    logs = np.diff(np.log(closes))[-20:]
+    std = float(np.std(logs, ddof=1))
+    last = out.sort("date").group_by("instrument", maintain_order=True).last()
+    vol = dict(zip(last["instrument"], last["realised_vol_20"]))
+    assert math.isclose(vol["AAA"], std * math.sqrt(252), rel_tol=1e-9)
+    assert math.isclose(vol["BTC/USD"], std * math.sqrt(365), rel_tol=1e-9)

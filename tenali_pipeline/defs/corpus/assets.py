@@ -44,7 +44,8 @@ def _documents_asset(name: str, deps: list, description: str, make):
 
 
 def _crypto_documents(store):
-    clean = read_clean(store, "crypto", "crypto_ohlcv")
+    # monthly notes of daily bars, as the features use: other timeframes' bars are not sessions
+    clean = read_clean(store, "crypto", "crypto_ohlcv").filter(pl.col("timeframe") == "1d")
     return render.render_market(clean, domain="crypto_forex", by="symbol", time="timestamp", unit="coins")
 
 
