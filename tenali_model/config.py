@@ -62,10 +62,14 @@ class ModelConfig:
         if self.n_kv_heads == 0:
             self.n_kv_heads = self.n_heads
         if self.ffn_hidden == 0:
-            # SwiGLU has three matrices instead of two: 8/3*dim keeps the MLP at ~8*dim^2 params.
-            hidden = 8 * self.dim / 3 if self.activation == "swiglu" else 4 * self.dim
-            self.ffn_hidden = self.multiple_of * math.ceil(hidden / self.multiple_of)
+            self.ffn_hidden = self.derived_ffn_hidden()
         self.validate()
+
+    def derived_ffn_hidden(self) -> int:
+        """The MLP width ffn_hidden=0 stands for. SwiGLU has three matrices instead of two: 8/3*dim
+        keeps the MLP at ~8*dim^2 params."""
+        hidden = 8 * self.dim / 3 if self.activation == "swiglu" else 4 * self.dim
+        return self.multiple_of * math.ceil(hidden / self.multiple_of)
 
     @property
     def head_dim(self) -> int:
@@ -95,7 +99,10 @@ class ModelConfig:
         d = dict(d)
         base: dict[str, Any] = {}
         if "preset" in d:
-            base = asdict(preset(d.pop("preset")))
+            named = preset(d.pop("preset"))
+            base = asdict(named)
+            if named.ffn_hidden == named.derived_ffn_hidden():
+                base["ffn_hidden"] = 0  # derived from the shape: derived again from the overridden one
         _check_keys("model", d, {f.name for f in fields(cls)}, required=set())
         for f in fields(cls):
             if f.name in d:

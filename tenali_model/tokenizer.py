@@ -36,9 +36,14 @@ class TextTokenizer:
             hf.no_truncation()
             hf.no_padding()
 
-    @property
+    @functools.cached_property
     def vocab_size(self) -> int:
-        return self._sp.vocab_size() if self._sp is not None else self._hf.get_vocab_size(with_added_tokens=True)
+        """One more than the largest id: a tokenizer.json's ids can have gaps, and its entry count would then
+        leave its top ids (often the special ones, eos) outside the vocabulary (as `sharding.Encoder` counts)."""
+        if self._sp is not None:
+            return self._sp.vocab_size()
+        ids = self._hf.get_vocab(with_added_tokens=True).values()
+        return max(self._hf.get_vocab_size(with_added_tokens=True), max(ids, default=-1) + 1)
 
     def encode(self, text: str) -> list[int]:
         if self._sp is not None:

@@ -487,3 +487,67 @@ def test_tokenizer_and_shard_assets_on_a_small_lake(tmp_path):
         want = frame["text"].to_list() if split == "train" else \
             frame.sort("domain", maintain_order=True)["text"].to_list()  # validation shards are per domain
         assert got == want
+
+
+def test_shards_rebuild_after_an_upload_that_died_part_way_on_s3(s3, tmp_path, monkeypatch):
+    """A rebuild whose S3 upload dies after replacing one shard leaves that shard newer than the folder's
+    checksums; the next run must still build (re-encoding what it cannot trust), not fail on the
+    checksum of the very folder it is asked to replace, run after run."""
+    import datetime as dt
+
+    import dagster as dg
+
+    from tenali_pipeline.defs.shards.assets import shard_counts_match, token_shards
+    from tenali_pipeline.defs.tokenizer.assets import tokenizer
+    from tenali_pipeline.lake import Lake
+    from tenali_pipeline.resources import CorpusResource, LakeResource
+
+    endpoint, _ = s3
+    lake = Lake(f"s3://{BUCKET}/lake", s3_endpoint_url=endpoint)
+    texts = _corpus(60, seed=12)
+    dates = [dt.date(2010, 1, 1) + dt.timedelta(days=3 * i) for i in range(len(texts))]
+
+    def write_corpus(texts):
+        docs = pl.DataFrame({"doc_id": [f"d{i}" for i in range(len(texts))], "date": dates, "text": texts,
+                             "domain": ["market", "economic"] * 30})
+        lake.write_parquet("corpus/train.parquet", docs.head(50))
+        lake.write_parquet("corpus/train_unique.parquet", docs.head(50))
+        lake.write_parquet("corpus/val.parquet", docs.tail(10))
+
+    resources = {"lake": LakeResource(root=f"s3://{BUCKET}/lake", s3_endpoint_url=endpoint,
+                                      cache_dir=str(tmp_path / "cache")),
+                 "corpus_settings": CorpusResource(vocab_size=400, shard_tokens=500)}
+
+    def run(*assets):
+        return dg.materialize(list(assets), resources=resources, selection=[a.key for a in assets],
+                              raise_on_error=False)
+
+    write_corpus(texts)
+    assert run(tokenizer, token_shards).success
+    # The cleaning changed one old document: its partition keeps its label (the same shard names) and is
+    # re-encoded; the upload dies after the first shard went up.
+    write_corpus(["Rewritten. " + texts[0], *texts[1:]])
+    real_put, puts = Lake._put_file, []
+
+    def dying_put(self, local, key):
+        if puts:
+            raise ConnectionError("the network went away")
+        puts.append(key)
+        return real_put(self, local, key)
+
+    monkeypatch.setattr(Lake, "_put_file", dying_put)
+    assert not run(token_shards).success
+    monkeypatch.setattr(Lake, "_put_file", real_put)
+    assert puts and puts[0].endswith(".bin")
+
+    result = run(token_shards)
+    assert result.success
+    check = dg.materialize([token_shards, shard_counts_match], resources=resources,
+                           selection=dg.AssetSelection.checks(shard_counts_match))
+    assert check.get_asset_check_evaluations()[0].passed
+    manifest = lake.read_json("shards/manifest.json")
+    local = lake.download_dir("shards", tmp_path / "check")
+    sp = load_tokenizer(lake.read_bytes("tokenizer/tenali.model"))
+    tokens = np.concatenate([read_shard(local / e["file"]) for e in manifest["splits"]["train"]]).astype(np.int64)
+    first = tokens[:int(np.flatnonzero(tokens == manifest["tokenizer"]["eot_id"])[0])]
+    assert sp.decode(first.tolist()) == "Rewritten. " + texts[0]

@@ -12,6 +12,7 @@ import dagster as dg
 import polars as pl
 from tenali_model.data import shard_token_count
 
+from ...lake import ChecksumError
 from ...resources import CorpusResource, LakeResource
 from ...sharding import FINGERPRINT_METHOD, build_shards, partition_summary, plan_partitions
 from ...tokenization import build_manifest
@@ -48,7 +49,14 @@ def token_shards(context: dg.AssetExecutionContext, lake: LakeResource,
     if store.exists(f"{SHARDS_KEY}/{MANIFEST}"):
         previous = store.read_json(f"{SHARDS_KEY}/{MANIFEST}")
         if previous.get("tokenizer", {}).get("sha256") == sha:
-            previous_dir = store.download_dir(SHARDS_KEY, lake.cache() / SHARDS_KEY)
+            try:
+                previous_dir = store.download_dir(SHARDS_KEY, lake.cache() / SHARDS_KEY)
+            except ChecksumError as e:
+                # An S3 upload that died part-way leaves new shards under the old checksums: nothing of the
+                # old folder can be trusted, and this run is the one that replaces it, so encode it all anew.
+                context.log.warning(f"The previous shards do not match their checksums ({e}); re-encoding every "
+                                    "partition instead of reusing them.")
+                previous = None
     with store.staged_dir(SHARDS_KEY) as out:
         by_prefix, report = build_shards(parts, source, sha, out, corpus_settings.shard_tokens,
                                          previous=previous, previous_dir=previous_dir)
