@@ -6,7 +6,9 @@
 The config is a `TrainConfig` JSON file (see config.py). A run resumes by itself from
 <out_dir>/latest (weights, optimizer, step, data position, RNG), so a killed or preempted job
 rerun with the same config continues instead of restarting; with a fixed seed on CPU the result
-is bit-identical to an uninterrupted run. out_dir must be shared by all ranks (and nodes).
+is bit-identical to an uninterrupted run. The config's schedule, weight decay and betas apply from the
+resumed step on; where they or the tokens per step differ from the checkpoint's run, a note says so.
+out_dir must be shared by all ranks (and nodes).
 
 Features are switched by config, not by forks of this loop: `parallelism` (DDP or FSDP2, see
 parallel.py), `activation_checkpointing` (model.py), `global_batch_tokens` (the step's size in
@@ -31,15 +33,18 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import ctypes
 import json
 import math
 import os
 import random
+import signal
 import sys
 import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from types import SimpleNamespace
 
 import numpy as np
 import torch
@@ -147,6 +152,18 @@ def fused_adamw(device: torch.device) -> bool:
     return device.type in ("cuda", "cpu")
 
 
+def keep_configured_hyperparameters(optimizer: torch.optim.Optimizer, configured: list[tuple], say) -> None:
+    """Put the config's weight decay and betas (`configured`: each group's, taken before the load)
+    back after loading a checkpoint's optimizer state, whose param groups carry the values it was
+    saved with: a resume that changes them must train with them, as meta.json will record."""
+    saved = [(g["weight_decay"], tuple(g["betas"])) for g in optimizer.param_groups]
+    if saved != configured:  # group 0 is the decayed one (param_groups)
+        say(f"note: the checkpoint was trained with weight_decay {saved[0][0]}, betas {saved[0][1]}; "
+            f"continuing with the config's weight_decay {configured[0][0]}, betas {configured[0][1]}")
+    for group, (weight_decay, betas) in zip(optimizer.param_groups, configured):
+        group["weight_decay"], group["betas"] = weight_decay, betas
+
+
 def optimizer_step(model: nn.Module, raw_model: nn.Module, optimizer: torch.optim.Optimizer, mode: str,
                    next_batch, grad_accum: int, device: torch.device, autocast, z_loss: float,
                    grad_clip: float) -> tuple[torch.Tensor, torch.Tensor]:
@@ -178,6 +195,32 @@ def gather_rng(d: Dist) -> list[dict] | None:
     states: list = [None] * d.world_size
     dist.all_gather_object(states, capture_rng())
     return states
+
+
+def resume_notes(saved: dict, saved_world_size: int | None, cfg: TrainConfig, seq_len: int,
+                 world_size: int, tokens_per_step: int, step: int) -> list[str]:
+    """What a resumed run changes against the run that saved the checkpoint (`saved`: its training
+    config from meta.json; `saved_world_size`: its loader's) and would otherwise change unsaid: the
+    learning-rate schedule (steps, warmup_steps, lr, min_lr) and the tokens per optimizer step."""
+    notes = []
+    changed = [k for k in ("steps", "warmup_steps", "lr", "min_lr") if k in saved and saved[k] != getattr(cfg, k)]
+    if changed:
+        before = SimpleNamespace(**{k: saved.get(k, getattr(cfg, k))
+                                    for k in ("steps", "warmup_steps", "lr", "min_lr")})
+        notes.append("note: the learning-rate schedule changed since the checkpoint ("
+                     + ", ".join(f"{k} {saved[k]} -> {getattr(cfg, k)}" for k in changed)
+                     + f"): step {step + 1} trains at lr {lr_at(step, cfg):.2e} where the checkpoint's "
+                     f"schedule gives {lr_at(step, before):.2e}")
+    if saved_world_size and {"batch_size", "grad_accum", "global_batch_tokens"} <= saved.keys():
+        before = saved["global_batch_tokens"] or (
+            saved["batch_size"] * (saved.get("seq_len") or seq_len) * saved_world_size * saved["grad_accum"])
+        if before != tokens_per_step:
+            keep = (f"set global_batch_tokens to {before} to keep it"
+                    if before % (cfg.batch_size * seq_len * world_size) == 0 else
+                    f"batch_size * seq_len * {world_size} rank(s) does not divide it: change batch_size to keep it")
+            notes.append(f"note: {tokens_per_step:,} tokens per step where the checkpoint trained with "
+                         f"{before:,} ({saved_world_size} rank(s) then, {world_size} now); {keep}")
+    return notes
 
 
 def check_finite(loss: float, grad_norm: float, step: int, out_dir: Path) -> None:
@@ -341,21 +384,24 @@ def _train(cfg: TrainConfig, d: Dist, pipes, stop_at: int | None) -> dict:
     loader = TokenLoader(cfg.train_shards, seq_len, cfg.batch_size, d.rank, d.world_size, cfg.seed,
                          vocab_size=mcfg.vocab_size)
 
-    step, tokens_seen, elapsed_before = 0, 0, 0.0
+    step, tokens_seen, elapsed_before, saved_world_size = 0, 0, 0.0, None
     # Under FSDP rank 0 alone reads the weights and optimizer state and broadcasts them; the other
     # ranks map train_state.pt only for its small entries.
     reads_state = mode != "fsdp" or d.is_main
     if ckpt is not None:
         state = load_train_state(ckpt, mmap=mode == "fsdp", verify=False)
         has_optimizer = state["optimizer"] is not None  # None in an imported (hf.py) checkpoint
+        configured = [(g["weight_decay"], g["betas"]) for g in optimizer.param_groups]
         load_full_state(model, mode, read_weights(ckpt, verify=False)[0] if reads_state else None,
                         optimizer if has_optimizer else None,
                         state["optimizer"] if reads_state else None)
+        keep_configured_hyperparameters(optimizer, configured, say)
         if state.get("loader"):
             loader.load_state_dict(state["loader"])
         restore_rng(rank_rng(state, d.rank, d.world_size))
         step, tokens_seen = state["step"], state["tokens_seen"]
         elapsed_before = float(state.get("elapsed", 0.0))
+        saved_world_size = (state.get("loader") or {}).get("world_size")
         del state
         say(f"resuming from {ckpt} at step {step} ({tokens_seen:,} tokens seen)")
     elif cfg.init_from:  # continued pretraining: the parent's weights, a fresh optimizer and data
@@ -380,6 +426,10 @@ def _train(cfg: TrainConfig, d: Dist, pipes, stop_at: int | None) -> dict:
     autocast = autocast_context(d.device, cfg.dtype)
     n_params = raw_model.num_params()
     tokens_per_step = cfg.batch_size * seq_len * grad_accum * d.world_size
+    if ckpt is not None and step < cfg.steps:
+        for note in resume_notes(load_meta(ckpt).get("train_config") or {}, saved_world_size, cfg,
+                                 seq_len, d.world_size, tokens_per_step, step):
+            say(note)
     flops_tok = flops_per_token(mcfg, seq_len)
     peak = device_peak_flops(d.device)
 
@@ -577,7 +627,20 @@ def open_pipes(rank: int):
                         if "bucket" in params.load_messages_params() else None))
 
 
+def die_with_torchrun() -> None:
+    """Under torchrun, have the kernel end this worker when the torchrun agent that started it dies:
+    the agent puts each worker in a session of its own, so an agent killed outright (kill -9, an OOM
+    kill) would leave its workers training and writing checkpoints into out_dir next to a rerun's."""
+    if "TORCHELASTIC_RUN_ID" not in os.environ or not sys.platform.startswith("linux"):
+        return
+    agent = os.getppid()
+    ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGTERM)  # 1 = PR_SET_PDEATHSIG
+    if os.getppid() != agent:  # it died before the call took effect
+        os.kill(os.getpid(), signal.SIGTERM)
+
+
 def main(argv: list[str] | None = None) -> int:
+    die_with_torchrun()
     p = argparse.ArgumentParser(prog="python -m tenali_model.train", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--config", required=True, help="TrainConfig JSON file")
