@@ -269,7 +269,9 @@ class TrainConfig(JsonConfig):
             raise ConfigError(
                 f"global_batch_tokens ({self.global_batch_tokens}) must be a positive multiple of "
                 f"batch_size * seq_len * world_size = {self.batch_size} * {self.resolved_seq_len()} * "
-                f"{world_size} = {per_micro}")
+                f"{world_size} = {per_micro}: "
+                + (f"the smallest is {per_micro:,}" if accum == 0 else
+                   f"the nearest are {accum * per_micro:,} and {(accum + 1) * per_micro:,}"))
         if self.grad_accum not in (1, accum):
             raise ConfigError(f"grad_accum ({self.grad_accum}) contradicts global_batch_tokens "
                               f"({self.global_batch_tokens}), which needs {accum}; set one of them")

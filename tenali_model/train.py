@@ -430,6 +430,9 @@ def _train(cfg: TrainConfig, d: Dist, pipes, stop_at: int | None) -> dict:
         for note in resume_notes(load_meta(ckpt).get("train_config") or {}, saved_world_size, cfg,
                                  seq_len, d.world_size, tokens_per_step, step):
             say(note)
+    if cfg.warmup_steps >= cfg.steps > step:
+        say(f"note: warmup_steps ({cfg.warmup_steps}) is not below steps ({cfg.steps}): the run ends while the "
+            "learning rate is still warming up and it never decays; lower warmup_steps or raise steps")
     flops_tok = flops_per_token(mcfg, seq_len)
     peak = device_peak_flops(d.device)
 

@@ -2,6 +2,7 @@
 
 import base64
 import json
+import re
 import shutil
 import subprocess
 import zlib
@@ -384,7 +385,13 @@ def test_cli_rejects_a_global_batch_that_does_not_divide(shards, tmp_path, capsy
     cfg_path = tmp_path / "train.json"
     tiny_config(shards, tmp_path / "o", global_batch_tokens=1000).to_json(cfg_path)
     assert main(["--config", str(cfg_path)]) == 2
-    assert "global_batch_tokens (1000) must be a positive multiple" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert "global_batch_tokens (1000) must be a positive multiple" in err
+    # and it names the valid values around it, multiples of batch_size * seq_len * world_size
+    per_micro = int(re.search(r"world_size = [\d *]+ = (\d+)", err).group(1))
+    named = [int(n.replace(",", "")) for n in re.search(r"(?:nearest are|smallest is) ([\d, and]+)", err).group(1)
+             .replace(" and ", " ").split()]
+    assert named and all(n % per_micro == 0 for n in named) and min(named) <= max(1000, per_micro) <= max(named) + per_micro
 
 
 def test_a_corrupt_newest_checkpoint_resumes_from_the_one_before(shards, tmp_path, capsys):

@@ -99,3 +99,10 @@ def test_workers_end_when_torchrun_is_killed_outright(shards, tmp_path):
         agent.kill()
         for pid in filter(_running, workers):
             os.kill(pid, signal.SIGKILL)
+
+
+def test_a_run_shorter_than_its_warmup_says_the_rate_never_decays(shards, tmp_path, capsys):
+    train(tiny_config(shards, tmp_path / "short", steps=3, warmup_steps=5, eval_every=0, ckpt_every=3))
+    assert "note: warmup_steps (5) is not below steps (3)" in capsys.readouterr().out
+    train(tiny_config(shards, tmp_path / "long", steps=6, warmup_steps=5, eval_every=0, ckpt_every=6))
+    assert "warmup_steps" not in capsys.readouterr().out
