@@ -2,7 +2,8 @@
 
 ``releases/<id>/`` is a transformers model folder (config.json, model.safetensors, tokenizer.json,
 tokenizer_config.json with the chat template) plus the sentencepiece ``tokenizer.model``, the model
-card ``README.md`` and ``release.json`` (evaluation figures, lineage). On a base model's lineage
+card ``README.md`` and ``release.json`` (evaluation figures, and the lineage of the data the checkpoint
+was trained on, as its training run recorded it). On a base model's lineage
 (``TENALI_BASE_MODEL``) there is no sentencepiece model: tokenizer.json is the base's own for a base
 checkpoint, and for a chat model the base's with the chat tokens added (the one its embeddings were
 grown to), so its chat template renders them. ``releases/LATEST.json``
@@ -23,11 +24,10 @@ from tenali_model.checkpoint import load_config, load_meta
 from tenali_model.hf import _ARCH, ConversionError, export_hf
 
 from ...resources import LakeResource
-from ..corpus.assets import DOCUMENT_ASSETS
 from ..evaluation.assets import pretrain_evaluation, score_val_split, val_set_sha256
 from ..shards.assets import MANIFEST, SHARDS_KEY
 from ..tokenizer.assets import TOKENIZER_KEY, export_tokenizer_file, lake_tokenizer
-from ..training.assets import LATEST_KEY
+from ..training.assets import LATEST_KEY, LINEAGE, data_lineage, manifest_sha256
 from .card import model_card, release_json, without_front_matter
 
 RELEASES_KEY = "releases"
@@ -54,6 +54,13 @@ class ReleaseConfig(dg.Config):
 def _key_of(store, uri: str) -> str:
     root = store.root.rstrip("/") + "/"
     return uri[len(root):] if uri.startswith(root) else uri
+
+
+def _in_lake(store, uri: str) -> bool:
+    """Whether a recorded checkpoint is in this lake: an evaluation made against another lake root (the same
+    Dagster instance before TENALI_LAKE_ROOT moved) names a path this lake cannot read."""
+    key = _key_of(store, uri)
+    return key != uri and store.exists(f"{key}/meta.json")
 
 
 # Evaluation assets by stage; sft and dpo are chat models (trained on the chat template).
@@ -100,25 +107,69 @@ def _kind(stage: str | None) -> str:
     return "chat" if stage in CHAT_STAGES else "base"
 
 
-def _lineage(instance, manifest: dict) -> dict:
-    sources, firsts, lasts, sample = [], [], [], True
-    for a in DOCUMENT_ASSETS:
-        ev = instance.get_latest_materialization_event(a.key)
-        if ev is None:
-            continue
-        meta = {k: v.value for k, v in ev.asset_materialization.metadata.items()}
-        row = {"asset": a.key.to_user_string(), "rows": meta.get("dagster/row_count"), "first": meta.get("first"),
-               "last": meta.get("last"), "sources": meta.get("sources", "")}
-        sources.append(row)
-        firsts += [row["first"]] if row["first"] else []
-        lasts += [row["last"]] if row["last"] else []
-        sample = sample and bool(meta.get("sample_data", False))
-    corpus = manifest.get("corpus", {})
-    return {"sources": sources, "date_range": [min(firsts), max(lasts)] if firsts else None,
-            "sample_data": sample and bool(sources), "val_start": corpus.get("val_start"),
-            "train_documents": corpus.get("train_documents"), "val_documents": corpus.get("val_documents"),
-            "train_tokens": manifest.get("totals", {}).get("train"), "val_tokens": manifest.get("totals", {}).get("val"),
-            "tokenizer_sha256": manifest.get("tokenizer", {}).get("sha256")}
+# Post-training stages by checkpoint folder: their asset records the checkpoint each was trained from.
+STAGE_CHECKPOINTS = {"checkpoints/distill/": "distilled_checkpoint", "checkpoints/sft/": "sft_checkpoint",
+                     "checkpoints/dpo/": "dpo_checkpoint"}
+
+
+def _parent_key(instance, store, key: str) -> str | None:
+    """The lake key of the checkpoint a post-trained checkpoint was trained from, as its stage recorded it."""
+    asset = next((a for prefix, a in STAGE_CHECKPOINTS.items() if key.startswith(prefix)), None)
+    if asset is None:
+        return None
+    uri = store.uri(key)
+    for r in instance.fetch_materializations(dg.AssetKey(asset), limit=100).records:
+        meta = r.asset_materialization.metadata
+        if "checkpoint" in meta and str(meta["checkpoint"].value) == uri and "parent_checkpoint" in meta:
+            parent = str(meta["parent_checkpoint"].value)
+            return _key_of(store, parent) if _key_of(store, parent) != parent else None  # None: another lake's
+    return None
+
+
+def _trained_manifest(instance, store, key: str) -> str | None:
+    """The shard manifest sha256 (or its first 16 characters) a pretrained checkpoint was trained on, as its
+    run recorded it (run.json, LATEST.json, its materialisation), or None where nothing says."""
+    run_key = key.rsplit("/", 1)[0]
+    if store.exists(f"{run_key}/run.json"):
+        inputs = store.read_json(f"{run_key}/run.json").get("inputs", {})
+        if inputs.get("shard_manifest_sha256"):
+            return inputs["shard_manifest_sha256"]
+    latest = store.read_json(LATEST_KEY) if store.exists(LATEST_KEY) else {}
+    if latest.get("checkpoint_key") == key and latest.get("shard_manifest_sha256"):
+        return latest["shard_manifest_sha256"]
+    uri = store.uri(key)
+    for r in instance.fetch_materializations(dg.AssetKey("pretrain_checkpoint"), limit=100).records:
+        meta = r.asset_materialization.metadata
+        if "checkpoint" in meta and str(meta["checkpoint"].value) == uri and "shard_manifest_sha256" in meta:
+            return str(meta["shard_manifest_sha256"].value)
+    return None
+
+
+def _lineage(instance, store, ckpt_key: str, manifest: dict) -> dict:
+    """The data the checkpoint was trained on: what its training run recorded (lineage.json in its run folder,
+    or in that of the checkpoint it was post-trained from). A checkpoint trained before runs recorded it gets
+    the lake's current data when its shard manifest is the current one (or nothing says), and otherwise a
+    lineage that says its data is not known rather than another run's."""
+    key, seen = ckpt_key, set()
+    while key and key not in seen:
+        seen.add(key)
+        run_key = key.rsplit("/", 1)[0]
+        if store.exists(f"{run_key}/{LINEAGE}"):
+            return {**store.read_json(f"{run_key}/{LINEAGE}"), "recorded": "by its training run"}
+        if not any(key.startswith(prefix) for prefix in STAGE_CHECKPOINTS):
+            break
+        key = _parent_key(instance, store, key)
+    current = manifest_sha256(manifest)
+    trained = _trained_manifest(instance, store, key) if key else None
+    if trained and not current.startswith(trained):
+        unknown = dict.fromkeys(("val_start", "train_documents", "val_documents", "train_tokens", "val_tokens",
+                                 "tokenizer_sha256"))
+        return {**unknown, "sources": [], "date_range": None, "sample_data": False, "shard_manifest_sha256": trained,
+                "recorded": "unknown",
+                "note": f"trained on shard manifest {trained[:16]}, not the lake's current {current[:16]}, before "
+                        "training runs recorded their data: its documents, dates and token counts are not known"}
+    return {**data_lineage(instance, manifest, current),
+            "recorded": "the lake's current data at release" + ("" if trained else " (not recorded by its training run)")}
 
 
 @dg.asset(group_name="release", deps=[pretrain_evaluation, "sft_evaluation", "dpo_evaluation"], kinds={"huggingface"},
@@ -146,7 +197,7 @@ def model_release(context: dg.AssetExecutionContext, lake: LakeResource, config:
     elif config.pick == "latest":
         chosen = evaluations[0]
     elif config.pick in ("auto", "chat", "best"):
-        existing = [e for e in evaluations if store.exists(_key_of(store, e["checkpoint"]) + "/meta.json")]
+        existing = [e for e in evaluations if _in_lake(store, e["checkpoint"])]
         if not existing:
             raise dg.Failure("None of the evaluated checkpoints is still in the lake.")
         chat = _newest_chat(existing)
@@ -161,10 +212,11 @@ def model_release(context: dg.AssetExecutionContext, lake: LakeResource, config:
     else:
         raise dg.Failure(f"pick must be 'auto', 'chat', 'best' or 'latest', not {config.pick!r}")
     ckpt_key = _key_of(store, chosen["checkpoint"])
-    if not store.exists(f"{ckpt_key}/meta.json"):  # pruned since it was evaluated (or never finished uploading)
-        raise dg.Failure(f"The evaluated checkpoint {ckpt_key} is no longer in the lake ({store.uri(ckpt_key)} has no "
-                         "meta.json): name another with checkpoint_key, or pick 'best' / 'auto' (evaluated "
-                         "checkpoints still in the lake).")
+    if not _in_lake(store, chosen["checkpoint"]):  # pruned since it was evaluated (or never finished uploading)
+        where = (f"{store.uri(ckpt_key)} has no meta.json" if ckpt_key != chosen["checkpoint"] else
+                 f"evaluated in another lake than this one, {store.root}")
+        raise dg.Failure(f"The evaluated checkpoint {ckpt_key} is no longer in the lake ({where}): name another "
+                         "with checkpoint_key, or pick 'best' / 'auto' (evaluated checkpoints still in the lake).")
     ckpt = store.download_dir(ckpt_key, lake.cache() / ckpt_key)
     meta, cfg = load_meta(ckpt), load_config(ckpt)
     latest_ckpt = store.read_json(LATEST_KEY)
@@ -176,6 +228,7 @@ def model_release(context: dg.AssetExecutionContext, lake: LakeResource, config:
     tok_sha = hashlib.sha256(tokenizer).hexdigest()
     sentencepiece = tok_file.endswith(".model")
     manifest = store.read_json(f"{SHARDS_KEY}/{MANIFEST}")
+    lineage = _lineage(context.instance, store, ckpt_key, manifest)
     created = dt.datetime.now(dt.timezone.utc)
     release_id = f"{config.name}-{created:%Y%m%d-%H%M%S}-step{meta['step']}-{meta['model_sha256'][:8]}"
     current = store.read_json(LATEST_RELEASE_KEY) if store.exists(LATEST_RELEASE_KEY) else None
@@ -207,11 +260,12 @@ def model_release(context: dg.AssetExecutionContext, lake: LakeResource, config:
         "tokenizer": {"sha256": tok_sha, "kind": source.kind, "shards_sha256": source.sha256,
                       "file": "tokenizer.model" if sentencepiece else "tokenizer.json",
                       "vocab_size": manifest["tokenizer"]["vocab_size"] if sentencepiece else _json_vocab(tokenizer)},
-        "base_model": latest_ckpt.get("base_model"),
+        # the base its lineage started from, as its run recorded it (LATEST.json names the newest run's)
+        "base_model": lineage["base_model"] if "base_model" in lineage else latest_ckpt.get("base_model"),
         "checkpoint": {"key": ckpt_key, "step": meta["step"], "tokens_seen": meta.get("tokens_seen"),
                        "model_sha256": meta["model_sha256"], "created": meta.get("created")},
         "evaluation": chosen["figures"],
-        "lineage": _lineage(context.instance, manifest),
+        "lineage": lineage,
         "previous": current, "promoted": promoted, "pick": config.checkpoint_key or config.pick,
         "comparable_with_previous": comparable, "baseline_bits_per_byte": baseline,
         "val_set_sha256": chosen["val_set"],

@@ -119,9 +119,14 @@ def model_card(release: dict) -> str:
         "## Training data and lineage",
         "",
         f"Checkpoint `{ck['key']}` (step {_fmt(ck['step'])}, {_fmt(ck.get('tokens_seen') or 0)} tokens seen, "
-        f"model sha256 `{str(ck.get('model_sha256', ''))[:16]}…`), trained on {_fmt(lin.get('train_tokens') or 0)} "
-        f"training tokens; validation is split by time: no training document is dated on or after "
-        f"{lin.get('val_start') or 'the validation start'}.",
+        f"model sha256 `{str(ck.get('model_sha256', ''))[:16]}…`), "
+        + (f"**training data not known**: {lin.get('note', '')}." if lin.get("recorded") == "unknown" else
+           f"trained on {_fmt(lin.get('train_tokens') or 0)} training tokens; validation is split by time: no "
+           f"training document is dated on or after {lin.get('val_start') or 'the validation start'}.")
+        + (f" Continued from `{lin['continued_from']}`, which was trained on earlier data." if lin.get("continued_from")
+           else "")
+        + (" Its training run did not record its data: what follows is the lake's data at release, which it may not "
+           "have been trained on." if "not recorded" in str(lin.get("recorded", "")) else ""),
         "",
     ]
     if lin.get("sources"):

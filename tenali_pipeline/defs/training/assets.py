@@ -14,7 +14,9 @@ schedule is the trainer's warmup + cosine over the whole step count, so a contin
 the schedule's value for its first step. ``TENALI_TRAIN_FROM=scratch`` always starts fresh, and so does
 a changed tokenizer (token ids would mean other things) or model shape, which is logged and recorded.
 The same manifest as the latest checkpoint (a re-run, e.g. with other settings) also trains from
-scratch. Metadata records the parent checkpoint, the shard manifest hash and the tokenizer version.
+scratch. Metadata records the parent checkpoint, the shard manifest hash and the tokenizer version;
+``lineage.json`` in the run folder records the data it trains on (``data_lineage``), which a release
+of its checkpoints describes, however much the lake's data has changed since.
 
 A Hugging Face base (``TENALI_BASE_MODEL``; the shard manifest records it when the shards were encoded
 with its tokenizer): the base is imported once per content into ``checkpoints/base/<sha>`` and every
@@ -40,11 +42,13 @@ from tenali_model.recipes import describe
 from ...plots import line_chart_svg, markdown_image
 from ...resources import LakeResource, TrainingResource
 from ...tracking import log_stage_safely
+from ..corpus.assets import DOCUMENT_ASSETS
 from ..shards.assets import MANIFEST, SHARDS_KEY, token_shards
 
 CHECKPOINTS_KEY = "checkpoints/pretrain"
 LATEST_KEY = f"{CHECKPOINTS_KEY}/LATEST.json"
 BASE_CHECKPOINTS_KEY = "checkpoints/base"  # imported Hugging Face bases, one folder per content sha256
+LINEAGE = "lineage.json"  # in a run folder: the data its checkpoints were trained on (data_lineage)
 
 
 # Trainings wait for each other: one slot per pool by default (instance dagster.yaml), so two runs
@@ -89,6 +93,11 @@ def pretrain_checkpoint(context: dg.AssetExecutionContext, lake: LakeResource, t
     if base and parent is None:
         why = f"base model {base['name']} ({base['checkpoint']}); no parent checkpoint: {why}"
     context.log.info(f"starting point: {why}")
+    if not store.exists(f"{run_key}/{LINEAGE}"):  # a resumed run keeps what it first trained on
+        store.write_json(f"{run_key}/{LINEAGE}", {
+            **data_lineage(context.instance, manifest, manifest_sha),
+            "continued_from": parent["checkpoint"] if parent else None,
+            "base_model": {k: base[k] for k in ("name", "uri", "sha256", "checkpoint")} if base else None})
     context.log.info(f"hyperparameters: the {recipe} recipe where not set (tenali_model/recipes.py): "
                      f"{describe(cfg.to_dict())}")
     if parent is not None:
@@ -129,6 +138,31 @@ def pretrain_checkpoint(context: dg.AssetExecutionContext, lake: LakeResource, t
         "recipe": recipe,
         "train_config": dg.MetadataValue.json(cfg.to_dict()),
     })
+
+
+def data_lineage(instance, manifest: dict, manifest_sha: str) -> dict:
+    """The data a model trained on these shards sees, for a release's model card: each document asset's
+    rows, dates and sources (its latest materialisation), the corpus split and the token totals. The run
+    records it when it starts, so a release of an older checkpoint describes that checkpoint's data, not
+    what the lake holds by the time of the release."""
+    sources, firsts, lasts, sample = [], [], [], True
+    for a in DOCUMENT_ASSETS:
+        ev = instance.get_latest_materialization_event(a.key)
+        if ev is None:
+            continue
+        meta = {k: v.value for k, v in ev.asset_materialization.metadata.items()}
+        row = {"asset": a.key.to_user_string(), "rows": meta.get("dagster/row_count"), "first": meta.get("first"),
+               "last": meta.get("last"), "sources": meta.get("sources", "")}
+        sources.append(row)
+        firsts += [row["first"]] if row["first"] else []
+        lasts += [row["last"]] if row["last"] else []
+        sample = sample and bool(meta.get("sample_data", False))
+    corpus = manifest.get("corpus", {})
+    return {"sources": sources, "date_range": [min(firsts), max(lasts)] if firsts else None,
+            "sample_data": sample and bool(sources), "val_start": corpus.get("val_start"),
+            "train_documents": corpus.get("train_documents"), "val_documents": corpus.get("val_documents"),
+            "train_tokens": manifest.get("totals", {}).get("train"), "val_tokens": manifest.get("totals", {}).get("val"),
+            "tokenizer_sha256": manifest.get("tokenizer", {}).get("sha256"), "shard_manifest_sha256": manifest_sha}
 
 
 def require_shard_tokenizer(latest: dict, manifest: dict, use: str) -> None:
