@@ -105,6 +105,21 @@ def test_scratch_switch_changed_tokenizer_and_changed_model_train_from_scratch(t
     assert parent is None and "model shape differs" in why
 
 
+def test_a_validation_start_moved_earlier_trains_from_scratch(tmp_path):
+    """Backfilled older documents move the time split earlier: continuing the last checkpoint would score
+    it on documents it trained on (validation leaking into training), so the run starts from scratch."""
+    lake = Lake(str(tmp_path / "lake"))
+    manifest = {**write_shards(lake, 1), "corpus": {"val_start": "2024-06-01"}}
+    lake.write_json("shards/manifest.json", manifest)
+    run(lake)
+    cfg = TrainConfig(train_shards=["x"], out_dir="y", model="tiny", vocab_size=64)
+    for val_start, continued in (("2024-07-01", True), ("2024-06-01", True), ("2024-05-15", False)):
+        moved = {**write_shards(lake, 2), "corpus": {"val_start": val_start}}
+        parent, why = choose_parent(lake, moved, manifest_sha256(moved), cfg, "latest")
+        assert (parent is not None) is continued, why
+    assert "validation now starts on 2024-05-15, before 2024-06-01" in why and why.startswith("scratch")
+
+
 def test_training_takes_a_slot_of_the_training_pool():
     """Two runs never train on the same GPUs at once: the asset's step waits for the pool's slot
     (limit 1 by default in tenali_pipeline/instance/dagster.yaml and infra/dagster.prod.yaml)."""

@@ -284,6 +284,14 @@ def choose_parent(store, manifest: dict, manifest_sha: str, cfg: TrainConfig, tr
     config.pop("checkpoint_format_version", None)
     if config != asdict(cfg.model_config()):
         return None, f"scratch: the model shape differs from {latest['checkpoint']}'s"
+    # The time split moves earlier when older documents are backfilled (the latest 10% of dates is then a
+    # longer span): the parent trained on documents that are validation now, and would be scored on them.
+    lineage_key = f"{latest['checkpoint_key'].rsplit('/', 1)[0]}/{LINEAGE}"
+    before = store.read_json(lineage_key).get("val_start") if store.exists(lineage_key) else None
+    now = manifest.get("corpus", {}).get("val_start")
+    if before and now and str(now) < str(before):
+        return None, (f"scratch: validation now starts on {now}, before {before}, where {latest['checkpoint']}'s "
+                      "training documents ended: it trained on documents that are validation now")
     return latest, f"continued from {latest['checkpoint']} (new shards landed)"
 
 
