@@ -12,7 +12,9 @@ optimizer state, step and tokens seen are copied into the run folder as the star
 data position is reset, the shards being new), and the run trains ``steps`` more. The learning-rate
 schedule is the trainer's warmup + cosine over the whole step count, so a continued run restarts at
 the schedule's value for its first step. ``TENALI_TRAIN_FROM=scratch`` always starts fresh, and so does
-a changed tokenizer (token ids would mean other things) or model shape, which is logged and recorded.
+a changed tokenizer (token ids would mean other things) or model shape, or a validation split that now
+starts earlier than the parent's did (it trained on documents that are validation now), which is logged
+and recorded.
 The same manifest as the latest checkpoint (a re-run, e.g. with other settings) also trains from
 scratch. Metadata records the parent checkpoint, the shard manifest hash and the tokenizer version;
 ``lineage.json`` in the run folder records the data it trains on (``data_lineage``), which a release
