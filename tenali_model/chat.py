@@ -11,9 +11,10 @@ otherwise read it as the marker. An answer ends with
 ``<|endoftext|>``, which is the stop token at generation.
 
 Loss mask: the tokens the model must learn to produce are exactly each assistant content and its
-closing ``<|endoftext|>``. The ``<|assistant|>`` marker is given by the template (the prompt ends
-with it), so it is not a target; the label for position i is token i+1, so the mask is applied
-to targets, not to inputs (a one-off error here is a classic SFT bug: tested).
+closing ``<|endoftext|>``, except for an assistant message with ``"weight": 0`` (OpenAI's fine-tuning
+format: a turn kept as context, not learnt). The ``<|assistant|>`` marker is given by the template
+(the prompt ends with it), so it is not a target; the label for position i is token i+1, so the
+mask is applied to targets, not to inputs (a one-off error here is a classic SFT bug: tested).
 """
 
 from __future__ import annotations
@@ -45,7 +46,11 @@ def validate_messages(messages: Sequence[Mapping], where: str = "messages") -> l
             raise ChatFormatError(f"{where}[{i}].content: expected a string, got {type(content).__name__}")
         if role == "system" and i != 0:
             raise ChatFormatError(f"{where}[{i}].role: a system message may only come first")
-        out.append({"role": role, "content": content})
+        weight = m.get("weight")  # OpenAI's fine-tuning format; None (a Parquet column's null) is absent
+        if weight is not None and (role != "assistant" or isinstance(weight, str) or weight not in (0, 1)):
+            raise ChatFormatError(f"{where}[{i}].weight: only an assistant message has a weight, 0 (not learnt) "
+                                  f"or 1, got {weight!r} on a message of role {role!r}")
+        out.append({"role": role, "content": content, **({"weight": 0} if weight == 0 else {})})
     return out
 
 
@@ -53,7 +58,7 @@ def validate_messages(messages: Sequence[Mapping], where: str = "messages") -> l
 class EncodedChat:
     ids: list[int]
     # target_mask[i] is True when ids[i] is a token the model is trained to produce (an assistant
-    # content token or the <|endoftext|> closing it); as a label it belongs to position i - 1.
+    # content token or the <|endoftext|> closing it, weight 0 aside); as a label it belongs to position i - 1.
     target_mask: list[bool]
 
 
@@ -74,7 +79,7 @@ def encode_chat(tok: TextTokenizer, messages: Sequence[Mapping], add_generation_
         mask.append(False)
         if m["role"] == "assistant":
             ids += content + [eot]
-            mask += [True] * (len(content) + 1)
+            mask += [m.get("weight", 1) != 0] * (len(content) + 1)
         else:
             ids += content
             mask += [False] * len(content)

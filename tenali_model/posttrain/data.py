@@ -4,7 +4,8 @@ INSTRUCTION FILES (SFT): JSONL (one JSON object per line; blank lines skipped) o
 per example), local paths (the pipeline downloads S3 objects first). Each record is one of
 
     OpenAI chat   {"messages": [{"role": "system" | "user" | "assistant", "content": str}, ...]}
-                  (a system message only first; at least one assistant message)
+                  (a system message only first; at least one assistant message; an assistant message
+                  with "weight": 0 is context only, no loss, as in OpenAI's fine-tuning format)
     Alpaca        {"instruction": str, "input": str (optional), "output": str, "system": str (optional)}
                   -> [system], user: instruction (+ "\\n\\n" + input when non-empty), assistant: output
 
@@ -34,7 +35,7 @@ import numpy as np
 import torch
 
 from ..chat import ChatFormatError, encode_chat, prompt_ids, validate_messages
-from ..tokenizer import PAD, TextTokenizer
+from ..tokenizer import PAD, SPECIAL_TOKENS, TextTokenizer
 
 
 class DataError(ValueError):
@@ -67,6 +68,8 @@ def read_records(path: str | os.PathLike) -> Iterator[tuple[str, dict]]:
                     hint = ("; the file looks like one JSON document spread over lines, but records must be "
                             "JSON Lines: one object per line") if line.strip() in ("[", "{") else ""
                     raise DataError(f"{where}: not valid JSON ({e.msg} at column {e.colno}){hint}") from None
+                except RecursionError:  # brackets nested past Python's limit: json raises no JSONDecodeError
+                    raise DataError(f"{where}: not valid JSON (nested too deeply to read)") from None
                 if not isinstance(rec, dict):
                     raise DataError(f"{where}: expected a JSON object, got {type(rec).__name__}")
                 # null is an absent field, as in Parquet (pandas' to_json(lines=True) writes null for a
@@ -94,8 +97,9 @@ def _string(rec: Mapping, key: str, where: str, required: bool = True, nonempty:
     if not isinstance(value, str):
         got = "missing" if key not in rec else f"a {type(value).__name__}"
         raise DataError(f"{where}: field {key!r}: expected a string, {got}")
-    if nonempty and not value.strip():
-        raise DataError(f"{where}: field {key!r}: is empty")
+    if nonempty and not _without_chat_markers(value).strip():
+        cause = " once its chat markers are removed" if value.strip() else ""
+        raise DataError(f"{where}: field {key!r}: is empty{cause}")
     return value
 
 
@@ -106,11 +110,21 @@ def _messages(value, where: str, key: str = "messages") -> list[dict]:
         raise DataError(str(e)) from None
 
 
+def _without_chat_markers(text: str) -> str:
+    # what encode_content keeps of a text: the chat markers are removed (until none is left)
+    while any(t in text for t in SPECIAL_TOKENS):
+        for t in SPECIAL_TOKENS:
+            text = text.replace(t, "")
+    return text
+
+
 def _answers_nonempty(msgs: list[dict], where: str, key: str) -> list[dict]:
-    # an empty answer would train the model to stop at once (only <|endoftext|> is a target)
+    # an empty answer would train the model to stop at once (only <|endoftext|> is a target); so would
+    # one made only of chat markers ("<|endoftext|>"), which encoding removes from message text
     for i, m in enumerate(msgs):
-        if m["role"] == "assistant" and not m["content"].strip():
-            raise DataError(f"{where}: field {key}[{i}].content: the assistant's answer is empty")
+        if m["role"] == "assistant" and m.get("weight", 1) and not _without_chat_markers(m["content"]).strip():
+            raise DataError(f"{where}: field {key}[{i}].content: the assistant's answer is empty"
+                            + (" once its chat markers are removed" if m["content"].strip() else ""))
     return msgs
 
 
@@ -118,8 +132,9 @@ def chat_from_record(rec: Mapping, where: str) -> list[dict]:
     """The conversation of an SFT record (OpenAI `messages` or Alpaca), validated."""
     if "messages" in rec:
         msgs = _messages(rec["messages"], where)
-        if not any(m["role"] == "assistant" for m in msgs):
-            raise DataError(f"{where}: field messages: has no assistant message (nothing to learn)")
+        if not any(m["role"] == "assistant" and m.get("weight", 1) for m in msgs):
+            weighted = " with weight 1" if any(m["role"] == "assistant" for m in msgs) else ""
+            raise DataError(f"{where}: field messages: has no assistant message{weighted} (nothing to learn)")
         return _answers_nonempty(msgs, where, "messages")
     if "instruction" in rec or "output" in rec:
         instruction = _string(rec, "instruction", where, nonempty=True)
@@ -155,13 +170,13 @@ def pair_from_record(rec: Mapping, where: str) -> Pair:
     for key in ("chosen", "rejected"):
         value = rec.get(key)
         if isinstance(value, str):
-            if not value.strip():
-                raise DataError(f"{where}: field {key!r}: is empty")
-            sides.append([{"role": "assistant", "content": value}])
+            sides.append([{"role": "assistant", "content": _string(rec, key, where, nonempty=True)}])
         elif isinstance(value, list):
             msgs = _messages(value, where, key)
             if msgs[0]["role"] != "assistant" or any(m["role"] == "system" for m in msgs):
                 raise DataError(f"{where}: field {key}[0].role: the completion must start with the assistant")
+            if not any(m["role"] == "assistant" and m.get("weight", 1) for m in msgs):
+                raise DataError(f"{where}: field {key}: has no assistant message with weight 1 (nothing to compare)")
             sides.append(_answers_nonempty(msgs, where, key))
         else:
             got = "missing" if key not in rec else f"a {type(value).__name__}"

@@ -149,6 +149,27 @@ def stage_meta(stage: Stage) -> dict:
             **({FITTED_KEY: fitted} if fitted is not None else {}), **stage.extra_meta}
 
 
+LORA_SHAPE = ("r", "alpha", "target_modules", "train_head")  # what the saved adapter and optimizer state are
+
+
+def check_same_lora(meta: dict, cfg: StageConfig, out_dir: Path) -> None:
+    """Refuse to resume a checkpoint with LoRA switched on or off or another adapter (rank, alpha,
+    targets, head): its adapter and optimizer state would not fit (a size mismatch, or an IndexError
+    in the optimizer), or, for alpha, the trained adapter would be scaled by another factor unsaid."""
+    if "lora" not in meta:  # a checkpoint written before the record
+        return
+
+    def shape(lora: dict | None) -> dict | None:
+        return None if lora is None else {k: sorted(lora[k]) if k == "target_modules" else lora[k] for k in LORA_SHAPE}
+
+    saved, now = shape(meta["lora"]), shape(None if cfg.lora is None else vars(cfg.lora))
+    if saved != now:
+        changed = (f"lora {'on' if saved else 'off'} -> {'on' if now else 'off'}" if (saved is None) != (now is None)
+                   else ", ".join(f"lora.{k} {saved[k]} -> {now[k]}" for k in LORA_SHAPE if saved[k] != now[k]))
+        raise ConfigError(f"{out_dir} holds a {cfg.STAGE} run its config no longer describes ({changed}): put the "
+                          "lora settings back to resume it, or give the changed stage its own out_dir")
+
+
 # --- the loop --------------------------------------------------------------------------------------
 
 def run_stage(stage: Stage, d: Dist, pipes=None, stop_at: int | None = None) -> dict:
@@ -174,6 +195,7 @@ def run_stage(stage: Stage, d: Dist, pipes=None, stop_at: int | None = None) -> 
         if meta.get("stage") != cfg.STAGE:
             raise ConfigError(f"{out_dir} holds checkpoints of stage {meta.get('stage')!r}, not "
                               f"{cfg.STAGE!r}; give this stage its own out_dir")
+        check_same_lora(meta, cfg, out_dir)
         state = load_train_state(ckpt, mmap=mode == "fsdp", verify=False)
         if lora:
             load_adapter(raw, adapter_dir(out_dir, meta["step"]))
