@@ -267,6 +267,13 @@ class _RunFiles:
         key = f"{self._folder(stage)}.parquet"
         return self.store.read_parquet(key) if self.store.exists(key) else None
 
+    def address(self, stage: str) -> str:
+        """Where the run's table is (a folder of days, for a daily run)."""
+        folder = self._folder(stage)
+        if self.window:
+            return self.store.uri(folder)
+        return self.store.uri(self.bucket.file(folder) if self.bucket else f"{folder}.parquet")
+
     def write(self, stage: str, df: pl.DataFrame, *, merge: bool = False) -> str:
         """Write the run's table. `merge` (after a partial failure): a daily run keeps the rows of its
         days whose key `df` lacks; the other layouts get the whole table from the fetch anyway."""
@@ -314,8 +321,10 @@ def source_assets(
     - `daily_from`: partition by day from this date (``tenali_pipeline.days``); the fetch gets the
       run's days in `SourceRun.window` and nothing of the previous runs (re-running a day asks again).
     - A source can be turned off (``TENALI_SOURCES_OFF=fundamentals,coingecko``), e.g. for a site that
-      refuses automated access: its assets then write an empty table marked ``disabled`` and its
-      checks pass, so the rest of the graph still builds, visibly without it.
+      refuses automated access: its clean asset then writes an empty table, the raw one (marked
+      ``disabled``) keeps the rows it holds for when the source is back on, and its checks pass, so
+      the rest of the graph still builds, visibly without it.
+    - A sample run stops rather than replace live rows (demo and local share ``$TENALI_HOME/lake``).
     - One failing item (a ticker, a series, a coin) fails only itself: a client raises
       `PartialFetchError` at the end, the raw asset writes what the others returned, then fails with a
       message naming every failed item. A malformed table fails the blocking checks, so nothing
@@ -352,16 +361,31 @@ def source_assets(
         store = lake.lake()
         files = files_of(context, store)
         if sources.is_off(source):
-            uri = files.write("raw", pl.DataFrame(schema=SCHEMAS[source]))
+            # Turned off (a site refusing us): nothing is asked and the rows held stay as they are (a feed's
+            # history cannot be fetched again); an empty table only where nothing is held. The clean
+            # table is empty meanwhile, so the rest of the graph builds without the source.
+            empty = pl.DataFrame(schema=SCHEMAS[source])
+            held = None if daily else files.read("raw")
+            uri = files.write("raw", empty, merge=True) if held is None else files.address("raw")
             return dg.MaterializeResult(metadata={"disabled": True, "uri": dg.MetadataValue.path(uri),
-                                                  "dagster/row_count": 0, "client": sources.mode, **files.meta})
+                                                  "dagster/row_count": held.height if held is not None else 0,
+                                                  "client": sources.mode, **files.meta})
         # a daily run asks for its days whatever it held; the others ask only for what is new
         previous = None if daily else files.read("raw")
         if previous is None and bucketed:
             previous = seed_from_other_counts(store, raw_dir, files.bucket, bucket_column)
+        kept = _same_mode(previous, sources)
+        if sources.is_sample and previous is not None and kept.height < previous.height:
+            # demo and local share $TENALI_HOME/lake by default: a sample run would replace the live rows,
+            # whose history (feeds list only their latest items) cannot be fetched again
+            raise dg.Failure(
+                f"raw_{name}: the lake holds {previous.height - kept.height} live rows{files.where} "
+                f"({files.address('raw')}) and the sources are in sample mode, which would replace them. Run the "
+                "demo on another lake (TENALI_HOME or TENALI_LAKE_ROOT), or set TENALI_SOURCES=live.")
+        # sample runs keep their own state: their check times must not hold back a live run on the same lake
+        state_key = "" if daily else f"state/{source}/{files.label}{'.sample' if sources.is_sample else ''}.json"
         run = SourceRun(sources=sources, lake=store, context=context, bucket=files.bucket,
-                        previous=_same_mode(previous, sources), window=files.window,
-                        state_key="" if daily else f"state/{source}/{files.label}.json")
+                        previous=kept, window=files.window, state_key=state_key)
         try:
             df = files.keep(fetch(run))
         except PartialFetchError as exc:
@@ -388,17 +412,19 @@ def source_assets(
                 "responses_kept": len(run.archive), **files.meta}
         if archived:
             meta["responses"] = dg.MetadataValue.path(archived)
-        if previous is not None:
-            meta["new_rows"] = df.height - previous.height
+        if kept is not None:  # rows of the other mode (sample rows in a live lake) are not counted as held
+            meta["new_rows"] = df.height - kept.height
         return dg.MaterializeResult(metadata=meta)
 
     @dg.asset(name=f"clean_{name}", group_name=group, deps=[raw_asset], kinds={"polars", "parquet"},
               automation_condition=FOLLOW_INPUTS, partitions_def=partitions, backfill_policy=backfill,
               description=f"{description} Conformed to the schema, impossible and duplicate rows dropped, "
                           f"sorted by key.{part_note}")
-    def clean_asset(context: dg.AssetExecutionContext, lake: LakeResource) -> dg.MaterializeResult:
+    def clean_asset(context: dg.AssetExecutionContext, lake: LakeResource,
+                    sources: SourcesResource) -> dg.MaterializeResult:
         files = files_of(context, lake.lake())
-        raw = files.read("raw")
+        # a source turned off is cleaned as empty: its raw rows are kept, unused, for when it is back on
+        raw = pl.DataFrame(schema=SCHEMAS[source]) if sources.is_off(source) else files.read("raw")
         if raw is None:
             raise dg.Failure(f"raw_{name} has not been materialised{files.missing('raw')}: run it first "
                              f"(the same partitions)")

@@ -495,3 +495,52 @@ def test_universe_mode_pages_on_after_a_tick_that_saw_an_empty_first_page(monkey
         assert int(second[0].tags["tenali/new_filings"]) == 150
     finally:
         server.close()
+
+
+# --- cursors set by hand (the UI's "set cursor") or left by another version -------------------------
+
+
+def test_news_cursor_with_a_malformed_feed_entry_starts_that_feed_over(feeds):
+    """A feed entry that is not an object used to raise on every tick; a non-string ETag made every tick's
+    request fail (and was kept, so it never healed)."""
+    url = feeds.url("/wire.rss")
+    sources = live_news(url)
+    for bad in ({url: "x"}, {url: {"seen": "abc", "etag": 5}}, {url: {"seen": [1, None], "modified": []}}):
+        result, cursor = tick(news.new_feed_entries, json.dumps({"v": 1, "feeds": bad}), sources)
+        assert isinstance(result, dg.RunRequest), bad
+        assert isinstance(tick(news.new_feed_entries, cursor, sources)[0], dg.SkipReason)
+
+
+def test_edgar_cursor_with_malformed_entries_looks_them_up_again(sec):
+    sources = live_filings("AAPL")
+    bad = {"v": 1, "ciks": {"AAPL": None}, "latest": {"0000320193": "x"}}
+    result, cursor = tick(edgar.new_edgar_filings, json.dumps(bad), sources)
+    assert isinstance(result, dg.RunRequest)  # AAPL was silently never polled (a null CIK)
+    assert json.loads(cursor)["ciks"] == {"AAPL": "0000320193"}
+    bad = {"v": 1, "ciks": {"AAPL": 320193}, "latest": {"0000320193": {"acc": 1}}}
+    result, _ = tick(edgar.new_edgar_filings, json.dumps(bad), sources)
+    assert isinstance(result, dg.RunRequest)
+    assert "/submissions/CIK320193.json" not in sec.hits
+
+
+@pytest.mark.parametrize("raw", ["null", "[]", '"x"', '{"v": 2, "seen": []}', '{"v": 2, "seen": {"10-K": 5}}'])
+def test_universe_feed_cursor_of_another_shape_is_a_baseline(monkeypatch, raw):
+    """JSON that is not this sensor's cursor (null, a list, a bad `seen`) used to raise on every tick."""
+    pages = {"10-K": [("10-K", "Apple Inc.", "0000320193", "0000320193-26-000001")], "10-Q": [], "8-K": []}
+
+    def respond(req):
+        from urllib.parse import parse_qs, urlsplit
+        q = parse_qs(urlsplit(req.path).query)
+        return 200, {"Content-Type": "application/atom+xml"}, atom(pages[q["type"][0]] if q["start"][0] == "0" else [])
+
+    server = LocalServer(respond)
+    try:
+        monkeypatch.setattr(current_feed, "FEED_URL", server.base + "/cgi-bin/browse-edgar?action=getcurrent&type={form}"
+                                                                   "&start={start}&count=100&output=atom")
+        monkeypatch.setenv("SEC_EDGAR_IDENTITY", IDENTITY)
+        sources = SourcesResource(mode="live", tickers_from_universe=True)
+        result, cursor = current_feed.evaluate_universe(sources, raw, {"AAPL": "0000320193"})
+        assert isinstance(result, (dg.SkipReason, dg.RunRequest))
+        assert json.loads(cursor)["seen"]["10-K"] == ["0000320193-26-000001"]
+    finally:
+        server.close()

@@ -60,6 +60,20 @@ def _page(session, form: str, start: int) -> list[dict]:
     return parse_current_feed(resp.content)
 
 
+def load_seen(raw: str | None) -> dict[str, list[str]]:
+    """The cursor's accessions per form; {} (every form at its baseline) for a cursor of another sensor
+    or version, or one set by hand that is not this shape (a form with a malformed list starts over)."""
+    try:
+        cursor = json.loads(raw) if raw else {}
+    except ValueError:
+        return {}
+    seen = cursor.get("seen") if isinstance(cursor, dict) and cursor.get("v") == 2 else None
+    if not isinstance(seen, dict):
+        return {}
+    return {form: accs for form, accs in seen.items()
+            if isinstance(accs, list) and all(isinstance(a, str) for a in accs)}
+
+
 def evaluate_universe(sources, cursor_raw: str | None, companies: dict[str, str], log=None, env=None,
                       buckets: int = 1):
     """(RunRequest(s) or SkipReason, new cursor or None) for the universe's filers (`companies`:
@@ -73,11 +87,7 @@ def evaluate_universe(sources, cursor_raw: str | None, companies: dict[str, str]
                              "('Your Name you@example.com'); set it to poll EDGAR"), None
     if not companies:
         return dg.SkipReason("the universe holds no SEC filers yet: materialise `universe` first"), None
-    try:
-        cursor = json.loads(cursor_raw) if cursor_raw else {}
-    except ValueError:
-        cursor = {}
-    seen = cursor.get("seen", {}) if cursor.get("v") == 2 else {}
+    seen = load_seen(cursor_raw)
     session = sec_session(identity)
     symbol_of = {cik: symbol for symbol, cik in companies.items()}
     new, first_pages, errors = [], {}, []

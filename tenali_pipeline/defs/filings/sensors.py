@@ -51,7 +51,12 @@ def load_cursor(raw: str | None) -> dict:
     if (not isinstance(cursor, dict) or cursor.get("v") != 1 or not isinstance(cursor.get("ciks"), dict)
             or not isinstance(cursor.get("latest"), dict)):
         return {"v": 1, "ciks": {}, "latest": {}}
-    return cursor
+    # A cursor set by hand in the UI may hold anything: malformed entries are dropped (looked up or polled
+    # afresh) rather than failing every tick or polling a CIK that is not one.
+    ciks = {t: c for t, c in cursor["ciks"].items() if isinstance(c, str) and (c == "" or c.isdigit())}
+    latest = {c: v for c, v in cursor["latest"].items()
+              if isinstance(v, dict) and all(isinstance(v.get(k), str) for k in ("acc", "form", "at"))}
+    return {"v": 1, "ciks": ciks, "latest": latest}
 
 
 def sec_session(identity: str):

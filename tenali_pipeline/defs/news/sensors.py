@@ -41,7 +41,14 @@ def load_cursor(raw: str | None) -> dict:
         cursor = {}
     if not isinstance(cursor, dict) or cursor.get("v") != 1 or not isinstance(cursor.get("feeds"), dict):
         return {"v": 1, "feeds": {}}
-    return cursor
+    # A cursor set by hand in the UI may hold anything: a malformed feed entry is dropped (that feed starts
+    # over) rather than failing every tick, or sending a bad ETag every tick.
+    feeds = {}
+    for url, entry in cursor["feeds"].items():
+        if isinstance(entry, dict) and isinstance(entry.get("seen", []), list):
+            feeds[url] = {"seen": [h for h in entry.get("seen", []) if isinstance(h, str)],
+                          **{k: entry[k] for k in ("etag", "modified") if isinstance(entry.get(k), str)}}
+    return {"v": 1, "feeds": feeds}
 
 
 def evaluate(sources: SourcesResource, cursor_raw: str | None, log=None):

@@ -8,6 +8,7 @@ import datetime as dt
 
 import dagster as dg
 import polars as pl
+from pydantic import Field
 
 from ...resources import LakeResource
 from ...text.grounded import GroundedConfig, build_questions, preference_records, sft_records, write_jsonl
@@ -22,7 +23,8 @@ PREFERENCE_TRAIN_KEY = f"{GROUNDED_KEY}/preference_train.jsonl"
 
 
 class GroundedSettings(dg.Config):
-    per_kind: int = 200
+    # checked here: 0 used to fail as "move TENALI_VAL_START", a negative count inside numpy
+    per_kind: int = Field(default=200, ge=1, description="At most this many questions of each kind in each split.")
     seed: int = 0
 
 

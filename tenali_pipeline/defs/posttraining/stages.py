@@ -30,6 +30,7 @@ import math
 from pathlib import Path
 
 import dagster as dg
+from pydantic import Field
 from tenali_model.posttrain.config import DistillConfig, DPOConfig, LoraSettings, SFTConfig, seed_phases
 
 from ...resources import LakeResource, TrainingResource
@@ -47,8 +48,10 @@ def stage_latest(stage: str) -> str:
 
 
 class DistillSettings(dg.Config):
-    steps: int = 60  # over two phases
-    student_layers: int = 0  # 0: half the teacher's (at least 1)
+    # checked here, naming the field, before the teacher is downloaded (0 steps failed later as "phases is empty")
+    steps: int = Field(default=60, ge=1, description="Optimizer steps, over two phases.")
+    student_layers: int = Field(default=0, ge=0,
+                                description="Blocks of the student; 0: half the teacher's (at least 1).")
     lr: float = 3e-3
 
 

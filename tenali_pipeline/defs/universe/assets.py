@@ -13,7 +13,7 @@ import datetime as dt
 import dagster as dg
 import polars as pl
 
-from ...resources import LakeResource
+from ...resources import LakeResource, SourcesResource
 from ..common import FOLLOW_INPUTS, read_clean, source_assets, table_metadata
 from .history import STATUSES, UNIVERSE_KEY, merge_snapshot
 
@@ -45,11 +45,17 @@ clean_snapshot = snapshot_defs[1]
 @dg.asset(group_name="universe", deps=[clean_snapshot], kinds={"polars", "parquet"}, automation_condition=FOLLOW_INPUTS,
           description="Every instrument ever seen in the universe with first_seen, last_seen and status "
                       "(listed, delisted, renamed with renamed_to, missing): refreshes add, never drop.")
-def universe(context: dg.AssetExecutionContext, lake: LakeResource) -> dg.MaterializeResult:
+def universe(context: dg.AssetExecutionContext, lake: LakeResource, sources: SourcesResource) -> dg.MaterializeResult:
     store = lake.lake()
     snapshot = read_clean(store, "universe", "universe_snapshot")
     previous = store.read_parquet(UNIVERSE_KEY) if store.exists(UNIVERSE_KEY) else None
-    merged = merge_snapshot(previous, snapshot, dt.date.today())
+    if sources.is_off("universe") and previous is not None:
+        # turned off (TENALI_SOURCES_OFF=universe): its empty snapshot says nothing about delistings, so
+        # every instrument keeps its status instead of becoming "missing"
+        context.log.warning("the universe source is off: the history is kept as it was")
+        merged = previous
+    else:
+        merged = merge_snapshot(previous, snapshot, dt.date.today())
     uri = store.write_parquet(UNIVERSE_KEY, merged)
     counts = merged.group_by("asset_class", "status").len().sort("asset_class", "status")
     table = "| class | status | instruments |\n|---|---|---:|\n" + "\n".join(
