@@ -2,6 +2,7 @@
 
     .venv/bin/python bench/bench_corpus.py [--docs 20000] [--scale 10] [--bucket-docs 10000] [--batch-rows 2000]
                                               [--workers 1]
+    .venv/bin/python bench/bench_corpus.py --template 1000,2000,5000
 
 Generates deterministic synthetic document tables (one per domain, written a row group at a time):
 finance-flavoured prose of 80 to 700 words with numbers, dates over ten years, and planted faults at
@@ -18,6 +19,12 @@ dedup.py signed before) against ``MinHasher.signatures`` (the whole batch in num
 ratio. Last, the map stage alone (``--bucket-sweep``, default on) over the 1x documents with 2 and
 with 200 hash buckets, twice each, alternating: the bucket count grows with the corpus, so its cost
 per document must not (min seconds of each, and their ratio).
+
+``--template 1000,5000`` instead times near-duplicate removal alone (``dedup.drop_near_duplicates``)
+on that many documents of one 200-word template, each with 0 to 3 words replaced (a filing or wire
+template: pairs from identical to a Jaccard of about 0.75), a tenth of them in validation, each size in
+a fresh process: seconds, peak RSS, and a digest of what was kept and reported, to compare across
+versions of dedup.py (listing every pair of a shared band key took time and memory in n^2).
 
 The issue's targets: throughput at least flat (ratio >= 1, within the machine's noise) and peak
 memory within 1.5x. ``--bucket-docs`` sets the hash-bucket size; the default gives the 1x
@@ -147,6 +154,47 @@ def bucket_sweep(root: str, keys: list[str], work: Path, batch_rows: int, counts
     return best
 
 
+def template_child(n: int) -> None:
+    """Near-duplicate removal over ``n`` documents of one template (see ``--template``), as JSON."""
+    import hashlib
+
+    from tenali_pipeline.text.dedup import drop_near_duplicates
+
+    rng = random.Random(n)
+    base = [rng.choice(WORDS) + (str(rng.randrange(50)) if rng.random() < 0.7 else "") for _ in range(200)]
+    rows = []
+    for i in range(n):
+        words = list(base)
+        for _ in range(rng.randint(0, 3)):
+            words[rng.randrange(len(words))] = f"x{rng.randrange(10**6)}"
+        rows.append(dict(doc_id=f"t{i:07d}", domain="news_filings", source="bench", instrument="X",
+                         date=dt.date(2015, 1, 1) + dt.timedelta(days=rng.randrange(3650)), title="t",
+                         text=" ".join(words)))
+    docs = pl.DataFrame(rows, schema=DOCUMENT_SCHEMA)
+    cut = dt.date(2024, 1, 1)
+    train, val = docs.filter(pl.col("date") < cut), docs.filter(pl.col("date") >= cut)
+    start = time.perf_counter()
+    kept, report = drop_near_duplicates(train, val)
+    seconds = time.perf_counter() - start
+    digest = hashlib.sha256((",".join(kept["doc_id"]) + json.dumps(report.to_dict(), sort_keys=True)).encode())
+    print(json.dumps({"documents": n, "seconds": seconds, "kept": kept.height, "val": val.height,
+                      "near_duplicate_val": report.near_duplicate_val,
+                      "near_duplicate_train": report.near_duplicate_train,
+                      "peak_rss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+                      "digest": digest.hexdigest()[:12]}))
+
+
+def templates(sizes: list[int]) -> None:
+    print("| template documents | seconds | peak RSS (MiB) | kept train | val | dropped (val, train) | digest |")
+    print("|---:|---:|---:|---:|---:|---|---|")
+    for n in sizes:
+        out = subprocess.run([sys.executable, __file__, "--template-child", str(n)], check=True, capture_output=True,
+                             text=True).stdout.strip().splitlines()[-1]
+        r = json.loads(out)
+        print(f"| {n:,} | {r['seconds']:.2f} | {r['peak_rss_mib']:.0f} | {r['kept']:,} | {r['val']:,} | "
+              f"{r['near_duplicate_val']:,}, {r['near_duplicate_train']:,} | {r['digest']} |", flush=True)
+
+
 def child(root: str, keys: list[str], work: str, bucket_docs: int, batch_rows: int, workers: int) -> None:
     lake = Lake(root)
     rss_imports = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
@@ -183,6 +231,9 @@ def main() -> None:
         root, keys, work, bucket_docs, batch_rows, workers = sys.argv[2:8]
         child(root, json.loads(keys), work, int(bucket_docs), int(batch_rows), int(workers))
         return
+    if len(sys.argv) > 1 and sys.argv[1] == "--template-child":
+        template_child(int(sys.argv[2]))
+        return
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--docs", type=int, default=20_000)
     p.add_argument("--scale", type=int, default=10)
@@ -192,7 +243,11 @@ def main() -> None:
     p.add_argument("--workers", type=int, default=1, help="processes for the map stage (peak RSS is the parent's)")
     p.add_argument("--no-bucket-sweep", dest="bucket_sweep", action="store_false",
                    help="skip timing the map stage at 2 and 200 buckets")
+    p.add_argument("--template", help="comma-separated sizes: time near-duplicate removal on one template only")
     args = p.parse_args()
+    if args.template:
+        templates([int(n) for n in args.template.split(",")])
+        return
     baseline, ours = _signature_rates()
     print(f"MinHash signatures: datasketch per document {baseline:,.0f} docs/s, MinHasher per batch {ours:,.0f} docs/s, "
           f"ratio {ours / baseline:.1f}x")

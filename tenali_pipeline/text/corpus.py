@@ -130,6 +130,8 @@ def filter_documents(docs: pl.DataFrame, cfg: FilterConfig) -> tuple[pl.DataFram
             (pl.col("text").str.count_matches(r"[A-Za-z]") < cfg.min_ascii_letter_ratio * pl.col("_alpha"))
             | ((words >= cfg.language_min_words) & (stops < cfg.min_stopword_ratio * words))
         )
+    # The temporal split cannot place a document without a date: it would reach neither side, uncounted.
+    reasons["undated"] = pl.col("date").is_null()
     dropped = {}
     for reason, bad in reasons.items():
         before = df.height

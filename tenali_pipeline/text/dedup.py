@@ -22,9 +22,12 @@ Policy (:func:`decide`), after exact dedup and the temporal split:
 
 Staged, so memory does not grow with the corpus (text/stream.py runs the stages over files): documents
 are signed in batches and their band keys written to hash buckets; each bucket yields its candidate
-pairs on its own (:func:`candidate_pairs`); candidates are verified against the stored signatures; and
+pairs on its own (:func:`candidates`); candidates are verified against the stored signatures; and
 :func:`decide` runs over the verified pairs only, so what it holds grows with the number of
-duplicates, not documents. :func:`drop_near_duplicates` composes the same functions in memory.
+duplicates, not documents. A band key shared by more than ``LISTED_GROUP`` documents (a template:
+thousands of filings or wire stories alike) is not listed as pairs, n^2/2 of them; :func:`decide`
+gets its members and their signatures instead and compares each with the key's kept documents.
+:func:`drop_near_duplicates` composes the same functions in memory.
 
 Why not datatrove's MinHash stages, the usual tool at this scale: its buckets match on one identical
 band without a similarity check (a false candidate is a dropped document), and its clustering keeps
@@ -158,12 +161,33 @@ class MinHasher:
                              "key": keys.reshape(-1), "id": np.repeat(np.asarray(ids, dtype=np.int64), self.bands)})
 
 
-def candidate_pairs(band_rows: pl.DataFrame) -> pl.DataFrame:
-    """Unique (a, b) id pairs, a < b, that share a band key."""
-    groups = (band_rows.group_by("band", "key").agg(pl.col("id").unique().sort())
-              .filter(pl.col("id").list.len() > 1))
+LISTED_GROUP = 50  # documents sharing one band key up to which its candidate pairs are listed
+
+
+def _groups(band_rows: pl.DataFrame) -> pl.DataFrame:
+    return (band_rows.group_by("band", "key").agg(pl.col("id").unique().sort())
+            .filter(pl.col("id").list.len() > 1))
+
+
+def _pairs(groups: pl.DataFrame) -> pl.DataFrame:
     return (groups.select(a=pl.col("id"), b=pl.col("id")).explode("a").explode("b")
             .filter(pl.col("a") < pl.col("b")).unique().sort("a", "b"))
+
+
+def candidate_pairs(band_rows: pl.DataFrame) -> pl.DataFrame:
+    """Unique (a, b) id pairs, a < b, that share a band key."""
+    return _pairs(_groups(band_rows))
+
+
+def candidates(band_rows: pl.DataFrame, listed: int = LISTED_GROUP) -> tuple[pl.DataFrame, pl.DataFrame]:
+    """(pairs, large): the candidate pairs of band keys shared by at most ``listed`` documents, and the
+    (band, key, id) members of the keys shared by more. A key shared by n documents has n^2/2 pairs,
+    so thousands of filings or wire stories on one template would list millions; :func:`decide`
+    instead compares each member of a large key with that key's kept documents only (the same drops)."""
+    groups = _groups(band_rows)
+    small = pl.col("id").list.len() <= listed
+    large = groups.filter(~small).explode("id").select("band", "key", "id")
+    return _pairs(groups.filter(small)), large.with_columns(pl.col("band").cast(pl.UInt16), pl.col("id").cast(pl.Int64))
 
 
 def similarity(sig_a: np.ndarray, sig_b: np.ndarray) -> np.ndarray:
@@ -171,20 +195,29 @@ def similarity(sig_a: np.ndarray, sig_b: np.ndarray) -> np.ndarray:
     return (np.asarray(sig_a) == np.asarray(sig_b)).mean(axis=1)
 
 
+def _sign(hasher: MinHasher, texts: Sequence[str]) -> np.ndarray:
+    n = hasher.config.batch_size
+    sigs = [hasher.signatures(texts[i:i + n]) for i in range(0, len(texts), n)]
+    return np.concatenate(sigs) if sigs else np.zeros((0, hasher.config.num_perm), dtype=np.uint32)
+
+
+def _verified(pairs: pl.DataFrame, ids: np.ndarray, sigs: np.ndarray, threshold: float) -> pl.DataFrame:
+    """``pairs`` (a, b) with their similarity, those at or above ``threshold``; ``ids`` ascending."""
+    a = np.searchsorted(ids, pairs["a"].to_numpy())
+    b = np.searchsorted(ids, pairs["b"].to_numpy())
+    sim = similarity(sigs[a], sigs[b]) if len(a) else np.zeros(0)
+    return pairs.with_columns(similarity=pl.Series(sim, dtype=pl.Float64)).filter(pl.col("similarity") >= threshold)
+
+
 def near_duplicate_pairs(ids, texts: Sequence[str], config: NearDupConfig | None = None) -> pl.DataFrame:
     """(a, b, similarity) for every verified near-duplicate pair among ``texts`` (ids are int64), in
-    memory, signed in batches of ``config.batch_size``."""
+    memory, signed in batches of ``config.batch_size``. Lists every pair, so a template shared by n
+    documents costs n^2: :func:`drop_near_duplicates` does not need the list."""
     hasher = MinHasher(config)
-    cfg = hasher.config
     ids = np.asarray(ids, dtype=np.int64)
-    sigs = [hasher.signatures(texts[i:i + cfg.batch_size]) for i in range(0, len(texts), cfg.batch_size)]
-    sigs = np.concatenate(sigs) if sigs else np.zeros((0, cfg.num_perm), dtype=np.uint32)
-    pairs = candidate_pairs(hasher.band_rows(ids, sigs))
-    row = {int(i): k for k, i in enumerate(ids)}
-    a = np.array([row[i] for i in pairs["a"].to_list()], dtype=np.int64)
-    b = np.array([row[i] for i in pairs["b"].to_list()], dtype=np.int64)
-    sim = similarity(sigs[a], sigs[b]) if len(a) else np.zeros(0)
-    return pairs.with_columns(similarity=pl.Series(sim, dtype=pl.Float64)).filter(pl.col("similarity") >= cfg.threshold)
+    sigs = _sign(hasher, texts)
+    order = np.argsort(ids, kind="stable")
+    return _verified(candidate_pairs(hasher.band_rows(ids, sigs)), ids[order], sigs[order], hasher.config.threshold)
 
 
 @dataclass
@@ -199,33 +232,125 @@ class NearDupReport:
                 "by_domain": self.by_domain or {}, "examples": self.examples or []}
 
 
-def decide(pairs: pl.DataFrame, docs: pl.DataFrame, *, max_examples: int = 5) -> tuple[dict[int, str], NearDupReport]:
-    """Which training documents to drop, from the verified ``pairs`` (a, b, similarity) and ``docs``
-    (id, doc_id, date, domain, is_val) of every id in them. Returns {id: "near_duplicate_val" |
-    "near_duplicate_train"} and the report (see the module docstring for the policy)."""
+_SCAN = 64  # signatures compared at once when looking for any match among a large key's documents
+
+
+class _LargeKeys:
+    """The documents of large band keys (:func:`candidates`), for :func:`decide`: their signatures, each
+    key's validation documents and kept training documents so far (as rows of the signature matrix)."""
+
+    def __init__(self, groups: pl.DataFrame, signatures: pl.DataFrame, threshold: float):
+        sig = signatures.unique("id").sort("id")
+        self.ids = sig["id"].to_numpy()
+        self.sigs = sig["sig"].to_numpy()
+        self.threshold = threshold
+        g = groups.with_columns(g=pl.struct("band", "key").rank("dense").cast(pl.Int64) - 1)
+        self.rows = np.searchsorted(self.ids, g["id"].to_numpy())
+        self.gid = g["g"].to_numpy()
+        by_doc = np.argsort(self.rows, kind="stable")
+        self.doc_rows, self.doc_gids = self.rows[by_doc], self.gid[by_doc]
+        self.kept: list[list[int]] = [[] for _ in range(int(self.gid.max()) + 1 if len(self.gid) else 0)]
+        self.val: list[np.ndarray] = []
+
+    def set_val(self, is_val: np.ndarray) -> None:
+        """``is_val`` per signature row."""
+        by_group = np.argsort(self.gid, kind="stable")
+        rows, gids = self.rows[by_group], self.gid[by_group]
+        rows_val = is_val[rows]
+        bounds = np.searchsorted(gids, np.arange(len(self.kept) + 1))
+        self.val = [rows[lo:hi][rows_val[lo:hi]] for lo, hi in zip(bounds[:-1], bounds[1:])]
+
+    def keys_of(self, i: int) -> tuple[int, np.ndarray]:
+        """(signature row, the large keys) of id ``i``; row -1 when it is in none."""
+        r = int(np.searchsorted(self.ids, i))
+        if r == len(self.ids) or self.ids[r] != i:
+            return -1, np.zeros(0, dtype=np.int64)
+        lo, hi = np.searchsorted(self.doc_rows, [r, r + 1])
+        return r, self.doc_gids[lo:hi]
+
+    def matching(self, r: int, lists: list[np.ndarray], first: bool) -> list[tuple[float, int]]:
+        """(similarity, id) of the rows in ``lists`` that near-duplicate row ``r``, each row compared
+        once (a document shares most of its large keys with the same documents); only the first
+        found when ``first``."""
+        out: list[tuple[float, int]] = []
+        seen = np.zeros(0, dtype=np.int64)
+        for rows in lists:
+            rows = rows[~np.isin(rows, seen)] if len(seen) else rows
+            seen = np.concatenate([seen, rows])
+            for lo in range(0, len(rows), _SCAN):
+                chunk = rows[lo:lo + _SCAN]
+                sim = similarity(self.sigs[chunk], self.sigs[r][None, :])
+                hit = sim >= self.threshold
+                out += [(float(x), int(self.ids[c])) for x, c in zip(sim[hit], chunk[hit])]
+                if out and first:
+                    return out[:1]
+        return out
+
+
+def decide(pairs: pl.DataFrame, docs: pl.DataFrame, *, groups: pl.DataFrame | None = None,
+           signatures: pl.DataFrame | None = None, threshold: float = NearDupConfig.threshold,
+           max_examples: int = 5) -> tuple[dict[int, str], NearDupReport]:
+    """Which training documents to drop, from the verified ``pairs`` (a, b, similarity), the members
+    (band, key, id) of large band keys (``groups``, with their ``signatures`` (id, sig); see
+    :func:`candidates`) and ``docs`` (id, doc_id, date, domain, is_val) of every id in them. Returns
+    {id: "near_duplicate_val" | "near_duplicate_train"} and the report (see the module docstring for
+    the policy). A document of a large key is compared with that key's validation documents and the
+    key's training documents kept before it, until one matches: the same decision as listing every
+    pair (a dropped document can drop nothing), at a cost that grows with the key's kept documents,
+    not its size."""
     info = {r[0]: r[1:] for r in docs.select("id", "doc_id", "date", "domain", "is_val").iter_rows()}
     matches: dict[int, list[tuple[float, int]]] = {}
     for a, b, sim in pairs.select("a", "b", "similarity").iter_rows():
         matches.setdefault(a, []).append((sim, b))
         matches.setdefault(b, []).append((sim, a))
-    order = sorted((i for i in matches if not info[i][3]), key=lambda i: (info[i][1], info[i][0]))
+    large = None
+    todo = set(matches)
+    if groups is not None and groups.height:
+        large = _LargeKeys(groups, signatures, threshold)
+        large.set_val(np.array([info[int(i)][3] for i in large.ids], dtype=bool))
+        todo.update(int(i) for i in large.ids)
+    order = sorted((i for i in todo if not info[i][3]), key=lambda i: (info[i][1], info[i][0]))
     dropped: dict[int, str] = {}
     examples: list[dict] = []
     by_domain: dict[str, dict[str, int]] = {}
     for i in order:
         doc_id, date, domain, _ = info[i]
-        ranked = sorted(matches[i], key=lambda m: (-m[0], info[m[1]][0]))
-        val = [j for _, j in ranked if info[j][3]]
-        earlier = [j for _, j in ranked if not info[j][3] and j not in dropped
-                   and (info[j][1], info[j][0]) < (date, doc_id)]
+        r, keys = large.keys_of(i) if large is not None else (-1, ())
+        explicit = matches.get(i, [])
+
+        def strictly_before(kept: list[int]) -> list[int]:
+            """A key's kept rows dated before this document: they are in (date, doc_id) order, so
+            only the tail can tie with it."""
+            n = len(kept)
+            while n and (info[int(large.ids[kept[n - 1]])][1], info[int(large.ids[kept[n - 1]])][0]) == (date, doc_id):
+                n -= 1
+            return kept[:n]
+
+        def found(full: bool) -> tuple[list[tuple[float, int]], list[tuple[float, int]]]:
+            """(validation, earlier kept training) matches: all of them when ``full``, else enough to decide."""
+            val = [m for m in explicit if info[m[1]][3]]
+            if len(keys) and (full or not val):
+                val += large.matching(r, [large.val[g] for g in keys], first=not full)
+            earlier = [m for m in explicit if not info[m[1]][3] and m[1] not in dropped
+                       and (info[m[1]][1], info[m[1]][0]) < (date, doc_id)]
+            if len(keys) and not val and (full or not earlier):
+                earlier += large.matching(r, [np.array(strictly_before(large.kept[g]), dtype=np.int64) for g in keys],
+                                          first=not full)
+            return val, earlier
+
+        val, earlier = found(full=False)
         if not val and not earlier:
+            for g in keys:
+                large.kept[g].append(r)
             continue
-        reason, match = ("near_duplicate_val", val[0]) if val else ("near_duplicate_train", earlier[0])
+        reason = "near_duplicate_val" if val else "near_duplicate_train"
         dropped[i] = reason
         counts = by_domain.setdefault(domain, {"near_duplicate_val": 0, "near_duplicate_train": 0})
         counts[reason] += 1
         if len(examples) < max_examples:
-            examples.append({"dropped": doc_id, "domain": domain, "matches": info[match][0],
+            val, earlier = found(full=True)
+            ranked = sorted(dict((j, m) for m, j in (val or earlier)).items(), key=lambda jm: (-jm[1], info[jm[0]][0]))
+            examples.append({"dropped": doc_id, "domain": domain, "matches": info[ranked[0][0]][0],
                              "matched_split": "val" if val else "train"})
     report = NearDupReport(
         near_duplicate_val=sum(v == "near_duplicate_val" for v in dropped.values()),
@@ -241,7 +366,13 @@ def drop_near_duplicates(train: pl.DataFrame, val: pl.DataFrame, config: NearDup
     kept training rows keep their order."""
     both = pl.concat([val.with_columns(is_val=pl.lit(True)), train.with_columns(is_val=pl.lit(False))])
     both = both.with_row_index("id").with_columns(pl.col("id").cast(pl.Int64))
-    pairs = near_duplicate_pairs(both["id"].to_numpy(), both["text"].to_list(), config)
-    dropped, report = decide(pairs, both, max_examples=max_examples)
+    hasher = MinHasher(config)
+    ids = both["id"].to_numpy()  # 0, 1, ...: ascending
+    sigs = _sign(hasher, both["text"].to_list())
+    pairs, large = candidates(hasher.band_rows(ids, sigs))
+    members = np.unique(large["id"].to_numpy())
+    dropped, report = decide(_verified(pairs, ids, sigs, hasher.config.threshold), both, groups=large,
+                             signatures=pl.DataFrame({"id": members, "sig": sigs[members]}),
+                             threshold=hasher.config.threshold, max_examples=max_examples)
     keep = ~both.filter(~pl.col("is_val"))["id"].is_in(list(dropped))
     return train.filter(keep), report

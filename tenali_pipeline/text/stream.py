@@ -17,16 +17,17 @@ local work folder holds what the stages hand each other. The stages, in order:
 3. **near-duplicates**, per bucket: candidate pairs from shared band keys; verified against the
    signatures in two passes over the signature files (each pair joined to its first document's
    signature, filed under its second document's table, then compared there); then dedup.decide over
-   the verified pairs only.
+   the verified pairs only. Band keys shared by more than dedup.LISTED_GROUP documents give their
+   members instead of their pairs, and those members' signatures are read for dedup.decide.
 4. **write**, per input table: the kept documents split at the validation start and appended to the
    validation and unique-training tables, with per-domain counts and a few samples per domain.
 5. **mix** (mixing.mix_batches): three passes over the unique-training table, written as the training
    table.
 
 Memory is one batch, the spill buffers, one bucket, and what grows with the number of duplicates (8 bytes per dropped
-id, the verified pairs), never with the number of documents: bench/bench_corpus.py measures it at
-1x and 10x. Every stage but the last two is a loop over independent units (``map`` and the two
-verification passes per input table, ``exact`` and the candidate pairs per bucket): with
+id, the verified pairs, the signatures of documents in large band keys), never with the number of documents:
+bench/bench_corpus.py measures it at 1x and 10x. Every stage but the last two is a loop over independent units
+(``map`` and the two verification passes per input table, ``exact`` and the candidate pairs per bucket): with
 ``StreamConfig.workers`` above 1 they run in that many spawned processes. ``write`` and ``mix`` append
 to one output file each and run in this process. Output
 rows follow the input tables' order, sorted by (date, doc_id) within each batch, not globally.
@@ -51,7 +52,7 @@ import pyarrow as pa
 
 from ..lake import Lake, ParquetAppender
 from .corpus import FilterConfig, _normalised, domain_stats, filter_documents, first_copies, val_start_from_counts
-from .dedup import MinHasher, NearDupConfig, NearDupReport, candidate_pairs, decide, similarity
+from .dedup import MinHasher, NearDupConfig, NearDupReport, candidates, decide, similarity
 from .mixing import MixConfig, MixReport, mix_batches
 
 SAMPLES_PER_DOMAIN = 2
@@ -270,11 +271,26 @@ def _outside(ids: pl.Series, drop: np.ndarray) -> pl.Series:
 EXACT_DROPPED = "exact_dropped.npy"  # the exact stage's dropped ids, sorted: read by each bucket, mapped
 
 
-def _candidates(work: Path, k: int) -> pl.DataFrame | None:
+def _candidates(work: Path, k: int) -> tuple[pl.DataFrame, pl.DataFrame] | None:
+    """Bucket ``k``'s candidate pairs and the members of its large band keys (dedup.candidates)."""
     rows = _read_bucket(work / "bands", k)
     if rows is None:
         return None
-    return candidate_pairs(rows.filter(_outside(rows["id"], np.load(work / EXACT_DROPPED, mmap_mode="r"))))
+    return candidates(rows.filter(_outside(rows["id"], np.load(work / EXACT_DROPPED, mmap_mode="r"))))
+
+
+LARGE_MEMBERS = "large_members.npy"  # ids in large band keys, sorted: their signatures go to dedup.decide
+
+
+def _large_signatures(work: Path, t: int, batch_rows: int) -> pl.DataFrame | None:
+    """Table ``t``'s signatures (and doc_id, date, domain) of the documents in large band keys."""
+    members = np.load(work / LARGE_MEMBERS, mmap_mode="r")
+    lo, hi = np.searchsorted(members, [t << 32, (t + 1) << 32])
+    if hi == lo or not (work / "sigs" / f"{t:05d}.parquet").exists():
+        return None
+    found = [batch.filter(~_outside(batch["id"], members[lo:hi]))
+             for batch in Lake(str(work)).iter_parquet(f"sigs/{t:05d}.parquet", batch_rows)]
+    return pl.concat(found)
 
 
 def _side(s: str) -> dict[str, str]:
@@ -312,17 +328,27 @@ def _near_duplicates(work: Path, buckets: int, inputs: int, exact_dropped: np.nd
     """Stage 3: candidates per bucket, verified against the signatures (two passes, per table), then decided."""
     np.save(work / EXACT_DROPPED, exact_dropped)  # once, not pickled to every bucket's task
     found = [c for c in units.map(_candidates, [(work, k) for k in range(buckets)]) if c is not None]
-    pairs = pl.concat(found).unique() if found else pl.DataFrame(schema={"a": pl.Int64, "b": pl.Int64})
+    pairs = pl.concat([p for p, _ in found]).unique() if found else pl.DataFrame(schema={"a": pl.Int64, "b": pl.Int64})
+    large = pl.concat([g for _, g in found]) if found else None
+    np.save(work / LARGE_MEMBERS, np.unique(large["id"].to_numpy()) if large is not None else np.zeros(0, np.int64))
+    large_sigs = [s for s in units.map(_large_signatures, [(work, t, batch_rows) for t in range(inputs)])
+                  if s is not None]
     pairs = pairs.with_columns(ta=pl.col("a") // (1 << 32), tb=pl.col("b") // (1 << 32))
     needs = [(t, pairs.filter(pl.col("ta") == t)) for t in range(inputs)]
     units.map(_file_first_signatures, [(work, t, need, batch_rows) for t, need in needs if not need.is_empty()])
     verified = [v for vs in units.map(_verify, [(work, t, batch_rows, cfg.threshold) for t in range(inputs)]) for v in vs]
-    if not verified:
+    if not verified and not large_sigs:
         return {}, NearDupReport(by_domain={}, examples=[])
-    v = pl.concat(verified)
-    docs = pl.concat([v.select(id=f"{s}", doc_id=f"doc_{s}", date=f"date_{s}", domain=f"domain_{s}") for s in "ab"])
-    docs = docs.unique("id").with_columns(is_val=pl.col("date") >= val_start)
-    return decide(v.select("a", "b", "similarity"), docs)
+    v = pl.concat(verified) if verified else None
+    docs = ([v.select(id=f"{s}", doc_id=f"doc_{s}", date=f"date_{s}", domain=f"domain_{s}") for s in "ab"]
+            if v is not None else [])
+    sigs = pl.concat(large_sigs) if large_sigs else None
+    docs += [sigs.select("id", "doc_id", "date", "domain")] if sigs is not None else []
+    docs = pl.concat(docs).unique("id").with_columns(is_val=pl.col("date") >= val_start)
+    pairs = (v.select("a", "b", "similarity") if v is not None
+             else pl.DataFrame(schema={"a": pl.Int64, "b": pl.Int64, "similarity": pl.Float64}))
+    return decide(pairs, docs, groups=large, signatures=sigs.select("id", "sig") if sigs is not None else None,
+                  threshold=cfg.threshold)
 
 
 def build_corpus_stream(lake: Lake, inputs: list[str], outputs: CorpusKeys, *, work: Path,

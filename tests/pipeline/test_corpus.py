@@ -55,7 +55,8 @@ def test_each_filter_counts_its_own_rejects():
     ])
     kept, dropped = filter_documents(frame, FilterConfig(max_chars=2000))
     assert kept["doc_id"].to_list() == ["ok"]
-    assert dropped == {"too_short": 1, "too_long": 1, "low_alpha_ratio": 1, "repeated_lines": 1, "non_english": 0}
+    assert dropped == {"too_short": 1, "too_long": 1, "low_alpha_ratio": 1, "repeated_lines": 1, "non_english": 0,
+                       "undated": 0}
     assert kept.columns == frame.columns and kept.schema == frame.schema
 
 
