@@ -187,12 +187,19 @@ def template_child(n: int) -> None:
 def templates(sizes: list[int]) -> None:
     print("| template documents | seconds | peak RSS (MiB) | kept train | val | dropped (val, train) | digest |")
     print("|---:|---:|---:|---:|---:|---|---|")
+    per_doc = {}
     for n in sizes:
         out = subprocess.run([sys.executable, __file__, "--template-child", str(n)], check=True, capture_output=True,
                              text=True).stdout.strip().splitlines()[-1]
         r = json.loads(out)
+        per_doc[n] = r["seconds"] / n
         print(f"| {n:,} | {r['seconds']:.2f} | {r['peak_rss_mib']:.0f} | {r['kept']:,} | {r['val']:,} | "
               f"{r['near_duplicate_val']:,}, {r['near_duplicate_train']:,} | {r['digest']} |", flush=True)
+    if len(per_doc) > 1:
+        small, large = min(per_doc), max(per_doc)
+        # the target: about 1 (linear); listing every pair of a shared key gives about large / small
+        print(f"seconds per document at {large:,} / at {small:,}: {per_doc[large] / per_doc[small]:.2f} "
+              f"(linear: 1, quadratic: {large / small:.1f})")
 
 
 def child(root: str, keys: list[str], work: str, bucket_docs: int, batch_rows: int, workers: int) -> None:
