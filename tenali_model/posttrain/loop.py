@@ -50,8 +50,9 @@ from ..checkpoint import (CheckpointError, list_checkpoints, load_config, load_m
 from ..config import ConfigError, ModelConfig, num_params, resolve_parallelism
 from ..parallel import build_model, clip_grad_norm, full_state, grad_sync, load_full_state, wrap_ddp
 from ..tokenizer import TokenizerError
-from ..train import (Dist, MetricsLog, _printer, autocast_context, check_finite, gather_rng, open_pipes,
-                     fused_adamw, param_groups, resume_checkpoint, setup_distributed, use_bf16)
+from ..train import (Dist, MetricsLog, _printer, autocast_context, check_finite, die_with_torchrun, gather_rng,
+                     fused_adamw, keep_configured_hyperparameters, open_pipes, param_groups, resume_checkpoint,
+                     setup_distributed, use_bf16)
 from .config import Phase, StageConfig
 from .lora import count_trainable, load_adapter, merged_state_dict, parent_projections, save_adapter
 
@@ -197,6 +198,7 @@ def run_stage(stage: Stage, d: Dist, pipes=None, stop_at: int | None = None) -> 
                               f"{cfg.STAGE!r}; give this stage its own out_dir")
         check_same_lora(meta, cfg, out_dir)
         state = load_train_state(ckpt, mmap=mode == "fsdp", verify=False)
+        configured = [(g["weight_decay"], g["betas"]) for g in optimizer.param_groups]
         if lora:
             load_adapter(raw, adapter_dir(out_dir, meta["step"]))
             optimizer.load_state_dict(state["optimizer"])
@@ -204,6 +206,7 @@ def run_stage(stage: Stage, d: Dist, pipes=None, stop_at: int | None = None) -> 
             reads = mode != "fsdp" or d.is_main
             load_full_state(raw, mode, read_weights(ckpt, verify=False)[0] if reads else None, optimizer,
                             state["optimizer"] if reads else None)
+        keep_configured_hyperparameters(optimizer, configured, say)  # the state brought back the saved ones
         stage.batches.load_state_dict(state["loader"])
         restore_rng(rank_rng(state, d.rank, d.world_size))
         step, tokens_seen = state["step"], state["tokens_seen"]
@@ -516,6 +519,8 @@ def stage_main(argv: list[str] | None, prog: str, doc: str, config_cls, prepare)
     """`python -m tenali_model.posttrain.<stage> --config F [--stop-at-step K]`; exit 0 done, 2 bad
     config or data (nothing written), 1 anything else."""
     from .data import DataError
+
+    die_with_torchrun()
 
     p = argparse.ArgumentParser(prog=prog, description=doc, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--config", required=True, help=f"{config_cls.__name__} JSON file")

@@ -112,3 +112,32 @@ def test_a_preference_side_with_only_weight_0_answers_is_named(tok, tmp_path):
     (pair,) = load_pairs([write_jsonl(tmp_path / "q.jsonl", [ok])])
     ((chosen, _),), _ = encode_pairs(tok, [pair], 128)
     assert [y for y in chosen.labels if y != -1] == tok.encode_content("3.4%.") + [tok.eot_id]
+
+
+@pytest.mark.parametrize("lora", [None, LoraSettings(r=4, alpha=8)], ids=["full", "lora"])
+def test_a_resumed_stage_trains_with_the_configs_weight_decay_and_betas(lora, tok_dir, parent, chat_file, tmp_path,
+                                                                        monkeypatch, capsys):
+    """The optimizer state a checkpoint holds brings back the weight decay and betas it was saved with;
+    a resume whose config changes them trains with the config's (as pretraining does)."""
+    import torch
+
+    def cfg(**kw):
+        base = dict(init_from=str(parent), out_dir=str(tmp_path / "out"), train_files=[chat_file],
+                    tokenizer=str(tok_dir), steps=4, warmup_steps=1, batch_size=2, log_every=1, ckpt_every=2,
+                    device="cpu", num_threads=1, seed=3, lora=lora)
+        return SFTConfig(**{**base, **kw})
+
+    train(cfg(weight_decay=0.1), stop_at=2)
+    seen = []
+    real = torch.optim.AdamW.step
+
+    def spy(self, *args, **kwargs):
+        seen.append({(g["weight_decay"], tuple(g["betas"])) for g in self.param_groups if g["weight_decay"]}
+                    | {("betas", tuple(g["betas"])) for g in self.param_groups})
+        return real(self, *args, **kwargs)
+
+    monkeypatch.setattr(torch.optim.AdamW, "step", spy)
+    capsys.readouterr()
+    assert train(cfg(weight_decay=0.05, beta1=0.8, beta2=0.99))["resumed_from_step"] == 2
+    assert seen and all(s == {(0.05, (0.8, 0.99)), ("betas", (0.8, 0.99))} for s in seen), seen
+    assert "continuing with the config's weight_decay 0.05, betas (0.8, 0.99)" in capsys.readouterr().out
