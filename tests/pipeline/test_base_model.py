@@ -276,6 +276,9 @@ def test_the_release_on_the_base_lineage_loads_in_transformers_and_renders_the_c
     release = json.loads((folder / "release.json").read_text())
     assert release["tokenizer"]["file"] == "tokenizer.json" and release["tokenizer"]["vocab_size"] == tok.get_vocab_size() + 5
     assert release["base_model"]["name"] == "tiny-llama" and "tiny-llama" in (folder / "README.md").read_text()
+    # its data is what the distilled student was trained on, recorded by the distillation run
+    assert release["lineage"]["distilled_from"] and release["lineage"]["recorded"] == "by its training run"
+    assert "Distilled from" in (folder / "README.md").read_text()
     hf_tok = transformers.AutoTokenizer.from_pretrained(folder)
     hf_model = transformers.AutoModelForCausalLM.from_pretrained(folder, dtype=torch.float32).eval()
     messages = [{"role": "system", "content": "Answer with the figure."},

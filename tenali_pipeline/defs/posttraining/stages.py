@@ -38,8 +38,8 @@ from ...tracking import log_stage_safely
 from ..evaluation.assets import evaluate_latest, pretrain_evaluation
 from ..shards.assets import MANIFEST, SHARDS_KEY, token_shards
 from ..tokenizer.assets import chat_tokenizer_file, tokenizer
-from ..training.assets import (LATEST_KEY, TRAINING_POOL, loss_curve_markdown, pretrain_checkpoint,
-                               require_shard_tokenizer, run_folder, store_reported_checkpoint)
+from ..training.assets import (LATEST_KEY, LINEAGE, TRAINING_POOL, data_lineage, loss_curve_markdown, manifest_sha256,
+                               pretrain_checkpoint, require_shard_tokenizer, run_folder, store_reported_checkpoint)
 from .assets import GROUNDED_KEY, PREFERENCE_TRAIN_KEY, SFT_TRAIN_KEY, SFT_VAL_KEY, grounded_instructions
 
 
@@ -114,11 +114,15 @@ def _fit_parent(parent_dir: Path, tokenizer: Path) -> dict:
 
 
 def _run_stage(context: dg.AssetExecutionContext, lake: LakeResource, launcher, stage: str, make_config,
-               parent: dict, extra_metadata: dict | None = None) -> dg.MaterializeResult:
-    """Write the stage's config, launch it, check what rank 0 reported, upload, record LATEST."""
+               parent: dict, extra_metadata: dict | None = None, lineage: dict | None = None) -> dg.MaterializeResult:
+    """Write the stage's config, launch it, check what rank 0 reported, upload, record LATEST. `lineage`:
+    the data a stage trains on when it is not its parent's (distillation reads the current shards), kept
+    in the run folder as pretraining keeps its own, for a release's card."""
     store = lake.lake()
     run_key, run_dir = run_folder(context, store, lake, f"checkpoints/{stage}",
                                   {"parent_checkpoint": parent["checkpoint"]})
+    if lineage is not None and not store.exists(f"{run_key}/{LINEAGE}"):  # a retry keeps what it first trained on
+        store.write_json(f"{run_key}/{LINEAGE}", lineage)
     cfg = make_config(run_dir)
     cfg.validate()
     config_path = run_dir / f"{stage}_config.json"
@@ -173,7 +177,13 @@ def distilled_checkpoint(context: dg.AssetExecutionContext, config: DistillSetti
             phases=seed_phases(config.steps, lr=config.lr, min_lr=config.lr / 10),
             seed=training.seed, **run, eval_every=max(config.steps // 2, 1), eval_batches=training.eval_batches,
             ckpt_every=max(config.steps // 2, 1), log_every=max(config.steps // 20, 1))
-    return _run_stage(context, lake, launcher, "distill", make, teacher)
+    # the student learns from the shards as they are now, which may be newer than the teacher's data;
+    # the base model (if any) is the teacher's lineage's
+    teacher_lineage = f"{teacher['checkpoint_key'].rsplit('/', 1)[0]}/{LINEAGE}"
+    base = store.read_json(teacher_lineage).get("base_model") if store.exists(teacher_lineage) else None
+    lineage = {**data_lineage(context.instance, manifest, manifest_sha256(manifest)),
+               "distilled_from": teacher["checkpoint"], "base_model": base}
+    return _run_stage(context, lake, launcher, "distill", make, teacher, lineage=lineage)
 
 
 @dg.asset(group_name="posttraining", deps=[distilled_checkpoint, grounded_instructions, tokenizer], kinds={"pytorch"},

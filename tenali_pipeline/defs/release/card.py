@@ -125,6 +125,7 @@ def model_card(release: dict) -> str:
            f"training document is dated on or after {lin.get('val_start') or 'the validation start'}.")
         + (f" Continued from `{lin['continued_from']}`, which was trained on earlier data." if lin.get("continued_from")
            else "")
+        + (f" Distilled from `{lin['distilled_from']}` on these shards." if lin.get("distilled_from") else "")
         + (" Its training run did not record its data: what follows is the lake's data at release, which it may not "
            "have been trained on." if "not recorded" in str(lin.get("recorded", "")) else ""),
         "",
