@@ -18,7 +18,8 @@ each candidate is weighed by the real text between it and the next candidate (a 
 and the sections are the chain of candidates, in document order and in the form's item order, with
 the most text (a weighted longest increasing subsequence). That skips the TOC, and also stray lines
 that begin with "Item 7 ..." inside the body, without any rule about where the TOC ends. The cover
-page before the first item and anything after the signature block are left out.
+page before the first item and the signature block are left out; financial statements placed after the
+signature block (F-pages starting with their index or the auditor's report) are kept.
 
 Public API: :func:`extract_sections` (item key -> text), :func:`split_sections` (the same with
 titles), :func:`filing_to_text` (a document with one heading line per item), :func:`html_to_text`,
@@ -31,6 +32,7 @@ import argparse
 import json
 import re
 import sys
+from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -249,7 +251,7 @@ def _table_rows(table, cell_separator: str) -> list[str]:
 
 
 _UNICODE_SPACES = re.compile(r"[\xa0\u1680\u2000-\u200a\u202f\u205f\u3000]")
-_ZERO_WIDTH = re.compile(r"[\u200b-\u200d\u2060\ufeff]")
+_ZERO_WIDTH = re.compile(r"[\u00ad\u200b-\u200d\u2060\ufeff]")  # soft hyphen and zero-width marks: invisible
 
 
 def _normalise_line(line: str) -> str:
@@ -287,20 +289,26 @@ _TOC_LINE = re.compile(r"(?:table\s+of\s+contents|index|page|\(continued\)|back\
 _FOOTER_HINT = re.compile(r"form\s+(?:10-[kq]|8-k)|\bpage\b|annual report|quarterly report", re.I)
 
 
+def _footer_shape(line: str) -> str | None:
+    """The digit-blind shape of a line that may be a running page header or footer, else None: short,
+    naming the report, and with the page number at either end ("21 | Acme 2024 Form 10-K") or none
+    (a header that repeats verbatim, "ACME CORP. ANNUAL REPORT ON FORM 10-K")."""
+    if len(line) >= 100 or not _FOOTER_HINT.search(line):
+        return None
+    return re.sub(r"\d+", "#", line) if re.search(r"^\s*\d|\d\s*$", line) else line
+
+
 def _drop_noise(lines: list[str]) -> list[str]:
-    """Remove page numbers, TOC links and running page footers ("Apple Inc. | Q3 2025 Form 10-Q | 21")."""
-    shapes: dict[str, int] = {}
-    for line in lines:
-        if len(line) < 100 and re.search(r"\d\s*$", line):
-            shape = re.sub(r"\d+", "#", line)
-            shapes[shape] = shapes.get(shape, 0) + 1
+    """Remove page numbers, TOC links and running page headers and footers ("Apple Inc. | Q3 2025 Form
+    10-Q | 21"): a footer shape seen on three pages or more."""
+    shapes = Counter(shape for shape in map(_footer_shape, lines) if shape)
     out = []
     for line in lines:
         bare = line.replace("|", " ").strip()
         if _PAGE_NUMBER.fullmatch(bare) or _TOC_LINE.fullmatch(bare):
             continue
-        if (len(line) < 100 and re.search(r"\d\s*$", line) and shapes.get(re.sub(r"\d+", "#", line), 0) >= 3
-                and _FOOTER_HINT.search(line)):
+        shape = _footer_shape(line)
+        if shape and shapes[shape] >= 3:
             continue
         out.append(line)
     return out
@@ -323,6 +331,10 @@ _ITEM = re.compile(
 )
 _PART = re.compile(rf"PART\s+(?P<part>IV|I{{1,3}})\b(?:\s*[{_DASH}.:;,]\s*|\s+|$)(?P<title>.*)", re.I)
 _SIGNATURES = re.compile(r"signatures?\.?", re.I)
+# The first heading of the financial statements section (F-pages).
+_FINANCIALS = re.compile(r"(?:index\s+to\s+(?:the\s+)?(?:consolidated\s+)?financial\s+statements"
+                         r"|reports?\s+of\s+independent\s+(?:registered\s+public\s+accounting\s+firms?|auditors?|"
+                         r"accountants?))(?:\W.{0,100})?", re.I)
 _TRAILING_PAGE = re.compile(r"(?:\s*[|.]+)*\s+\d{1,3}$|\s*\|+$")
 
 
@@ -501,7 +513,11 @@ def _section_text(c: _Candidate, lines: list[str], end: int) -> str:
     body = lines[c.body:end]
     for k, line in enumerate(body):
         if _SIGNATURES.fullmatch(line.replace("|", " ").strip()):
-            body = body[:k]
+            # the signature block ends the text, but many 10-Ks put their financial statements (the
+            # F-pages Item 8 points to) after it: those are kept
+            after = next((j for j in range(k + 1, len(body))
+                          if _FINANCIALS.fullmatch(body[j].replace("|", " ").strip())), None)
+            body = body[:k] + ([""] + body[after:] if after is not None else [])
             break
     while body and _is_weightless(body[-1]):
         body.pop()
@@ -511,11 +527,16 @@ def _section_text(c: _Candidate, lines: list[str], end: int) -> str:
 
 def split_sections(text_or_html: str, form: str | None = None, *, document_format: str | None = None) -> list[Section]:
     """The form's items in document order (see the module docstring); [] for other forms."""
+    return _split(text_or_html, form, document_format)[0]
+
+
+def _split(text_or_html: str, form: str | None, document_format: str | None) -> tuple[list[Section], str]:
+    """(the sections, the cleaned text of the whole primary document)."""
     doc = primary_document(text_or_html, form)
     text = document_text(doc.content, document_format or doc.document_format)
     name = base_form(doc.form) or (detect_form(text) if doc.form is None else None)
     if name is None:
-        return []
+        return [], text
     lines = text.split("\n")
     spec = _Form(name)
     chain = _choose(_candidates(lines, spec), lines)
@@ -529,7 +550,7 @@ def split_sections(text_or_html: str, form: str | None = None, *, document_forma
         usable = c.title and not c.title.isupper() and len(c.title) <= 200
         title = c.title if usable else (canonical or c.title.title())
         sections.append(Section(spec.key(c.part, c.item), c.part, c.item, title, _section_text(c, lines, end)))
-    return sections
+    return sections, text
 
 
 def extract_sections(text_or_html: str, form: str | None = None) -> dict[str, str]:
@@ -540,17 +561,23 @@ def extract_sections(text_or_html: str, form: str | None = None) -> dict[str, st
     return {s.key: s.text for s in split_sections(text_or_html, form)}
 
 
+# Text outside the items that a filing may have without being read whole (cover page, TOC, signatures).
+_UNSECTIONED_CHARS = 20_000
+
+
 def filing_to_text(text_or_html: str, form: str | None = None, *, header: str | None = None,
                    document_format: str | None = None) -> str:
     """The filing as training text: optional ``header`` paragraph, then each item as a heading line
     (``Item 1A. Risk Factors``) followed by its text. A document in which no item is recognised is
-    returned whole (cleaned), so nothing is lost when a filing does not follow the form."""
-    sections = split_sections(text_or_html, form, document_format=document_format)
-    if sections:
+    returned whole (cleaned), so nothing is lost when a filing does not follow the form; so is one whose
+    items hold less text than the rest of it (more than `_UNSECTIONED_CHARS`): a 10-K laid out as an annual
+    report with a "Form 10-K cross-reference index" at the end has item headings only in that index."""
+    sections, text = _split(text_or_html, form, document_format)
+    covered = sum(len(s.text) for s in sections)
+    if sections and len(text) - covered <= max(covered, _UNSECTIONED_CHARS):
         body = "\n\n".join(f"{s.heading}\n{s.text}".strip() for s in sections)
     else:
-        doc = primary_document(text_or_html, form)
-        body = document_text(doc.content, document_format or doc.document_format)
+        body = text
     return f"{header}\n\n{body}".strip() if header else body
 
 

@@ -19,6 +19,7 @@ kept), named in the `PartialFetchError` raised at the end.
 
 from __future__ import annotations
 
+import codecs
 import hashlib
 import logging
 import re
@@ -76,12 +77,34 @@ class _HtmlText(HTMLParser):
             self.parts.append(data)
 
 
+_META_CHARSET = re.compile(rb"""<meta[^>]+charset\s*=\s*["']?([A-Za-z0-9_.:-]+)""", re.I)
+_INVISIBLE = re.compile(r"[\u00ad\u200b-\u200d\u2060\ufeff]")  # soft hyphens and zero-width marks
+
+
+def decode(data: bytes, *, html: bool = False) -> str:
+    """A file's text: UTF-8 (or UTF-16 with its BOM); else the charset an HTML page declares; else
+    Windows-1252, the encoding of legacy Western files (HTML5's fallback), so that a Latin-1 "Société"
+    is not turned into replacement characters."""
+    if data.startswith((codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE)):
+        return data.decode("utf-16", errors="replace")
+    try:
+        return data.decode("utf-8-sig")
+    except UnicodeDecodeError:
+        pass
+    m = _META_CHARSET.search(data[:4096]) if html else None
+    try:
+        return data.decode(m.group(1).decode("ascii") if m else "cp1252", errors="replace")
+    except LookupError:  # an unknown charset name
+        return data.decode("cp1252", errors="replace")
+
+
 def html_to_text(source: str) -> tuple[str, str | None]:
     """(visible text with one line per block, <title> or None)."""
     parser = _HtmlText()
     parser.feed(source)
     parser.close()
-    lines = (re.sub(r"[ \t\r\f\v\xa0]+", " ", line).strip() for line in "".join(parser.parts).split("\n"))
+    lines = (re.sub(r"[ \t\r\f\v\xa0]+", " ", _INVISIBLE.sub("", line)).strip()
+             for line in "".join(parser.parts).split("\n"))
     title = re.sub(r"\s+", " ", "".join(parser.title)).strip() or None
     return "\n".join(line for line in lines if line), title
 
@@ -174,8 +197,8 @@ class LocalDocumentsClient:
     def _read(self, filesystem, info, uri: str, suffix: str) -> dict | None:
         """One document's row, or None when it holds no text."""
         with filesystem.open_input_stream(info.path) as stream:
-            raw = stream.read().decode("utf-8", errors="replace").lstrip("\ufeff")
-        text, title = html_to_text(raw) if suffix in (".html", ".htm") else (raw.strip(), None)
+            raw = decode(stream.read(), html=suffix in (".html", ".htm"))
+        text, title = html_to_text(raw) if suffix in (".html", ".htm") else (_INVISIBLE.sub("", raw).strip(), None)
         if not text:
             log.info("skipping empty document %s", info.path)
             return None

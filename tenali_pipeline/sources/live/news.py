@@ -20,6 +20,10 @@ Raw responses: with an `archive`, every response the session receives (feed bodi
 pages, robots.txt and article pages) is recorded into it as served; request headers (the User-Agent
 identity) are not kept.
 
+User-Agent: the EDGAR identity (``SEC_EDGAR_IDENTITY``, "Name email") goes to sec.gov hosts only, which
+refuse anonymous agents; every other feed, robots.txt and article host gets `user_agent` (default a
+neutral ``tenali-pipeline`` agent), so the user's name and e-mail never reach third parties.
+
 Full articles (opt-in, `articles`: feed hosts or ``all``, from ``TENALI_NEWS_ARTICLES``; default off,
 since the pages belong to their publishers and their terms decide what may be kept, see
 docs/sources.md): an entry of such a feed whose summary is shorter than `SHORT_SUMMARY_CHARS`
@@ -41,6 +45,7 @@ import logging
 import os
 import re
 import time
+import warnings
 from collections.abc import Callable, Iterable, Sequence
 from datetime import datetime, timezone
 from html.parser import HTMLParser
@@ -48,6 +53,9 @@ from urllib.parse import urlsplit
 
 import polars as pl
 import requests
+from dateutil import parser as dateutil_parser
+from dateutil import tz
+from requests.adapters import BaseAdapter
 
 from ..archive import ResponseArchive
 from ..http import RetriesExhausted, SourceBlocked, get_or_transient, rate_limited_session, retry
@@ -127,6 +135,59 @@ def _decode(resp: requests.Response) -> str:
         return resp.content.decode("utf-8", errors="replace")
 
 
+def is_sec_host(url: str) -> bool:
+    """sec.gov or one of its subdomains (www., data., efts.)."""
+    host = (urlsplit(url).hostname or "").lower()
+    return host == "sec.gov" or host.endswith(".sec.gov")
+
+
+class _SecIdentityAdapter(BaseAdapter):
+    """Wraps a session's adapter: the EDGAR identity as User-Agent for sec.gov, never for other hosts.
+
+    Set per request at send time, so that a redirect between hosts switches the agent too."""
+
+    def __init__(self, inner: BaseAdapter, identity: str, neutral: str):
+        super().__init__()
+        self.inner, self.identity, self.neutral = inner, identity, neutral
+
+    def send(self, request, *args, **kwargs):  # type: ignore[override]
+        if is_sec_host(request.url):
+            request.headers["User-Agent"] = self.identity
+        elif request.headers.get("User-Agent") == self.identity:
+            request.headers["User-Agent"] = self.neutral
+        return self.inner.send(request, *args, **kwargs)
+
+    def close(self) -> None:
+        self.inner.close()
+
+
+_US_EASTERN = tz.gettz("America/New_York")
+_ZONES = {"ET": _US_EASTERN, "EST": _US_EASTERN, "EDT": _US_EASTERN}  # the zone US financial news is dated in
+
+
+def entry_time(entry) -> datetime | None:
+    """When an entry was published (else updated), in UTC; None when it carries no readable date.
+
+    feedparser's own parse first; failing that (it rejects an RFC 822 date without its zone, such as
+    "Fri, 12 Dec 2025 09:30:00", and "9:30am ET" styles) the raw string is read by dateutil, a time
+    without a zone taken as UTC. A string without a four-digit year is not trusted (dateutil would
+    fill the missing date from today)."""
+    when = entry.get("published_parsed") or entry.get("updated_parsed")  # UTC struct_time
+    if when is not None:
+        return datetime(*when[:6], tzinfo=timezone.utc)
+    for raw in (entry.get("published"), entry.get("updated")):
+        if not raw or not re.search(r"(?<!\d)\d{4}(?!\d)", raw):
+            continue
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", dateutil_parser.UnknownTimezoneWarning)
+                parsed = dateutil_parser.parse(raw, tzinfos=_ZONES)
+        except (ValueError, OverflowError):
+            continue
+        return parsed.replace(tzinfo=timezone.utc) if parsed.tzinfo is None else parsed.astimezone(timezone.utc)
+    return None
+
+
 class RssNewsClient:
     """Entries of `feeds`, de-duplicated by id (then link), published time in UTC."""
 
@@ -153,15 +214,21 @@ class RssNewsClient:
         self.state: dict[str, dict[str, str]] = {k: dict(v) for k, v in (state or {}).items()}
         if session is None:
             session = rate_limited_session()
-            # sec.gov refuses anonymous agents: reuse the EDGAR identity ("Name email") when set.
-            session.headers["User-Agent"] = user_agent or os.environ.get("SEC_EDGAR_IDENTITY") or _DEFAULT_AGENT
+            session.headers["User-Agent"] = user_agent or _DEFAULT_AGENT
         elif user_agent:
             session.headers["User-Agent"] = user_agent
+        # sec.gov refuses anonymous agents, so its hosts get the EDGAR identity ("Name email"); no other
+        # host may see it (it names the user and their e-mail), not even after a redirect.
+        identity = os.environ.get("SEC_EDGAR_IDENTITY")
+        if identity:
+            neutral = user_agent if user_agent and user_agent != identity else _DEFAULT_AGENT
+            for prefix, adapter in list(session.adapters.items()):
+                session.mount(prefix, _SecIdentityAdapter(adapter, identity, neutral))
         self.session = archive.attach(session) if archive is not None else session
         self.attempts, self.base_delay = attempts, base_delay
         self.errors: dict[str, str] = {}
-        self.undated = 0  # entries dropped for having neither published nor updated
-        # Full articles: one polite session over the same requests session (same identity, same archive).
+        self.undated = 0  # entries dropped for having no readable published or updated date
+        # Full articles: one polite session over the same requests session (same agents, same archive).
         self.article_hosts = parse_article_hosts(articles) if articles else frozenset()
         self.known_articles = dict(known_articles or {})
         self.skip_articles = set(skip_articles)
@@ -187,7 +254,7 @@ class RssNewsClient:
         if self.feeds and len(self.errors) == len(self.feeds):
             raise FeedError("every feed failed: " + "; ".join(f"{f}: {e}" for f, e in self.errors.items()))
         if self.undated:
-            log.warning("dropped %d feed entries with neither a published nor an updated date", self.undated)
+            log.warning("dropped %d feed entries without a readable published or updated date", self.undated)
         seen: set[str] = set()
         unique = []
         for row in rows:
@@ -295,19 +362,20 @@ class RssNewsClient:
             log.warning("feed %s is malformed but readable (%s)", feed, parsed.get("bozo_exception"))
         rows = []
         for entry in parsed.entries:
-            when = entry.get("published_parsed") or entry.get("updated_parsed")  # UTC struct_time
+            when = entry_time(entry)
             if when is None:
                 self.undated += 1
                 continue
             link = entry.get("link")
+            fallback_id = f"{entry.get('title', '')}@{when.replace(tzinfo=None).isoformat()}"
             rows.append(
                 {
                     "feed": feed,
-                    "entry_id": entry.get("id") or link or f"{entry.get('title', '')}@{datetime(*when[:6]).isoformat()}",
+                    "entry_id": entry.get("id") or link or fallback_id,
                     "link": link,
                     "title": strip_html(entry.get("title")),
                     "summary": strip_html(entry.get("summary")),
-                    "published": datetime(*when[:6], tzinfo=timezone.utc),
+                    "published": when,
                     "source": "rss",
                     ARTICLE: None,
                 }

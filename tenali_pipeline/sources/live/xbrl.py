@@ -56,6 +56,7 @@ import datetime as dt
 import json
 import logging
 import re
+from collections import Counter
 from collections.abc import Callable, Iterable
 
 import polars as pl
@@ -160,12 +161,29 @@ def normalise_companyfacts(doc, *, ticker: str | None = None, source: str = "sec
                              "period_type": ptype, "fiscal_year": f.get("fy"), "fiscal_period": f.get("fp"),
                              "form": f.get("form"), "filed": filed, "accession": accession, "value": value,
                              "source": source})
+    rows = _reporting_currency(rows, cik)
     if not rows:
         return pl.DataFrame(schema=FUNDAMENTALS)
     df = conform(pl.DataFrame(rows, schema=FUNDAMENTALS), FUNDAMENTALS, what=f"companyfacts of CIK {cik}")
     # One filing can tag the same figure twice (e.g. in two statements): keep one.
     return df.unique(["cik", "concept", "unit", "period_start", "period_end", "accession"], keep="first",
                      maintain_order=True)
+
+
+def _reporting_currency(rows: list[dict], cik: str) -> list[dict]:
+    """Only the figures in the company's reporting currency (the one most of its money facts use).
+
+    A filer reporting in RMB or EUR also tags the latest year in USD as a convenience translation:
+    kept, the same period would have two values in two currencies, and a comparison with a year
+    earlier would set USD against RMB."""
+    counts = Counter(r["unit"] for r in rows if _UNIT["money"].match(r["unit"]))
+    if len(counts) < 2:
+        return rows
+    currency = max(counts, key=lambda c: (counts[c], c == "USD"))
+    kept = [r for r in rows if r["unit"] == "shares" or r["unit"].split("/")[0] == currency]
+    log.info("companyfacts of CIK %s: kept figures in %s, its reporting currency; dropped %d in %s",
+             cik, currency, len(rows) - len(kept), ", ".join(sorted(set(counts) - {currency})))
+    return kept
 
 
 def as_of(facts: pl.DataFrame, day: dt.date) -> pl.DataFrame:
