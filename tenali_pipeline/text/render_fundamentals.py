@@ -11,6 +11,7 @@ text says it was restated.
 from __future__ import annotations
 
 import datetime as dt
+import functools
 import math
 
 import polars as pl
@@ -22,14 +23,30 @@ _PERIODIC = ("10-K", "10-K/A", "10-Q", "10-Q/A")
 _YEAR = dt.timedelta(days=365)
 
 
-def big_money(x: float) -> str:
-    """$1.23 billion / $456.7 million / $12,345 (sign kept)."""
-    sign, a = ("-" if x < 0 else ""), abs(x)
+# Reporting currencies written as a sign; any other as its code before the amount ("CNY 1.23 billion").
+_CURRENCY_SIGNS = {"USD": "$", "EUR": "€", "GBP": "£", "JPY": "¥", "INR": "₹"}
+
+
+def _mark(currency: str) -> str:
+    return _CURRENCY_SIGNS.get(currency) or f"{currency} "
+
+
+def big_money(x: float, currency: str = "USD") -> str:
+    """$1.23 billion / $456.7 million / $12,345 (sign kept); in the filer's reporting currency
+    ("CNY 1.23 billion"): an RMB or euro filer's figures are not dollars."""
+    sign, a, mark = ("-" if x < 0 else ""), abs(x), _mark(currency)
     if a >= 1e9:
-        return f"{sign}${a / 1e9:,.2f} billion"
+        return f"{sign}{mark}{a / 1e9:,.2f} billion"
     if a >= 1e6:
-        return f"{sign}${a / 1e6:,.1f} million"
-    return f"{sign}${a:,.0f}"
+        return f"{sign}{mark}{a / 1e6:,.1f} million"
+    return f"{sign}{mark}{a:,.0f}"
+
+
+def _reporting_currency(facts: pl.DataFrame) -> str:
+    """The currency of a company's money figures (xbrl keeps one per company), from their unit
+    ("CNY", "EUR/shares"); USD where none says."""
+    units = [u for u in facts["unit"].drop_nulls().to_list() if u != "shares"] if "unit" in facts.columns else []
+    return units[0].split("/")[0] if units else "USD"
 
 
 def unit_price(x: float) -> str:
@@ -88,10 +105,12 @@ _OPEN = [
 ]
 
 
-def _line(label: str, cur: dict | None, prior: dict | None, pit: _PointInTime, *, eps: bool = False) -> str | None:
+def _line(label: str, cur: dict | None, prior: dict | None, pit: _PointInTime, *, eps: bool = False,
+          currency: str = "USD") -> str | None:
     if cur is None:
         return None
-    fmt = (lambda v: f"{'-' if v < 0 else ''}${abs(v):,.2f}") if eps else big_money
+    fmt = ((lambda v: f"{'-' if v < 0 else ''}{_mark(currency)}{abs(v):,.2f}") if eps
+           else (lambda v: big_money(v, currency)))
     text = f"{label} was {fmt(cur['value'])}"
     if prior is not None and prior["value"]:
         change = cur["value"] / prior["value"] - 1
@@ -114,6 +133,8 @@ def render_earnings(facts: pl.DataFrame) -> pl.DataFrame:
     rows = []
     for (cik,), company_facts in facts.group_by(["cik"], maintain_order=True):
         pit = _PointInTime(company_facts.to_dicts())
+        currency = _reporting_currency(company_facts)
+        money = functools.partial(big_money, currency=currency)
         own_periods = (company_facts.filter(pl.col("form").is_in(_PERIODIC), pl.col("statement") == "income",
                                             pl.col("period_type").is_in(["FY", "Q"]))
                        .with_columns(_own=pl.when(pl.col("form").str.starts_with("10-K")).then(pl.lit("FY")).otherwise(pl.lit("Q")))
@@ -132,7 +153,8 @@ def render_earnings(facts: pl.DataFrame) -> pl.DataFrame:
             parts = [_pick(_OPEN, cik, accession).format(**f)]
             for item, label, eps in (("revenue", "Revenue", False), ("operating_income", "Operating income", False),
                                      ("net_income", "Net income", False), ("eps_diluted", "Diluted earnings per share", True)):
-                line = _line(label, pit.get(item, ptype, end, start), pit.get(item, ptype, prior_end, prior_start), pit, eps=eps)
+                line = _line(label, pit.get(item, ptype, end, start), pit.get(item, ptype, prior_end, prior_start), pit,
+                             eps=eps, currency=currency)
                 if line:
                     parts.append(line)
             rev, net = pit.get("revenue", ptype, end, start), pit.get("net_income", ptype, end, start)
@@ -144,21 +166,21 @@ def render_earnings(facts: pl.DataFrame) -> pl.DataFrame:
                 months = round(((cash["period_end"] - cash["period_start"]).days + 1) / 30.4)
                 prior = pit.get("operating_cash_flow", cash["period_type"], cash["period_end"] - _YEAR,
                                 cash["period_start"] - _YEAR)
-                line = _line(f"Operating cash flow for the {months} months", cash, prior, pit)
+                line = _line(f"Operating cash flow for the {months} months", cash, prior, pit, currency=currency)
                 capex = pit.get("capex", cash["period_type"], cash["period_end"], cash["period_start"])
                 if capex:
-                    line += (f" Capital expenditure was {big_money(capex['value'])}, leaving free cash flow of "
-                             f"{big_money(cash['value'] - capex['value'])}.")
+                    line += (f" Capital expenditure was {money(capex['value'])}, leaving free cash flow of "
+                             f"{money(cash['value'] - capex['value'])}.")
                 parts.append(line)
             bal = {i: pit.get(i, "I", end) for i in ("assets", "liabilities", "equity", "cash")}
             if bal["assets"]:
-                text = f"At {_day(end)} total assets were {big_money(bal['assets']['value'])}"
+                text = f"At {_day(end)} total assets were {money(bal['assets']['value'])}"
                 if bal["liabilities"]:
-                    text += f", total liabilities {big_money(bal['liabilities']['value'])}"
+                    text += f", total liabilities {money(bal['liabilities']['value'])}"
                 if bal["equity"]:
-                    text += f" and shareholders' equity {big_money(bal['equity']['value'])}"
+                    text += f" and shareholders' equity {money(bal['equity']['value'])}"
                 if bal["cash"]:
-                    text += f"; cash and equivalents stood at {big_money(bal['cash']['value'])}"
+                    text += f"; cash and equivalents stood at {money(bal['cash']['value'])}"
                 parts.append(text + ".")
             if len(parts) < 2:
                 continue

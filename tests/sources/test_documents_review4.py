@@ -224,3 +224,17 @@ def test_running_page_headers_with_a_leading_or_no_page_number_are_dropped(foote
     assert document_text(html, "html").split("\n\n") == [
         "Revenue grew because customers bought more widgets in every region this year."] * 6 + [
         "See the Annual Report on Form 10-K for 2023."]
+
+
+def test_an_rmb_filers_figures_are_written_in_rmb_not_dollars():
+    """The earnings narrative wrote every figure with "$": an RMB filer's revenue of 7.1 billion yuan
+    read as $7.10 billion."""
+    import polars as pl
+
+    from tenali_pipeline.sources.live.xbrl import normalise_companyfacts
+    from tenali_pipeline.text.render_fundamentals import render_earnings
+
+    text = render_earnings(normalise_companyfacts(_cny_filer(), ticker="JADE")).filter(
+        pl.col("title").str.contains("2023-12-31"))["text"][0]
+    assert "Revenue was CNY 7.10 billion, up 9.2% from CNY 6.50 billion" in text
+    assert "Diluted earnings per share was CNY 3.55" in text and "$" not in text
