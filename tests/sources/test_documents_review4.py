@@ -238,3 +238,26 @@ def test_an_rmb_filers_figures_are_written_in_rmb_not_dollars():
         pl.col("title").str.contains("2023-12-31"))["text"][0]
     assert "Revenue was CNY 7.10 billion, up 9.2% from CNY 6.50 billion" in text
     assert "Diluted earnings per share was CNY 3.55" in text and "$" not in text
+
+
+def test_a_story_whose_guid_changed_between_runs_is_kept_once():
+    """Runs were merged by entry id only: a feed that re-issued a story under a new GUID (same link) put
+    it in the table, and so the corpus, twice."""
+    import datetime as dt
+
+    import polars as pl
+
+    from tenali_pipeline.defs.news.assets import merge_runs
+    from tenali_pipeline.sources.live.news import NEWS_TABLE
+
+    def rows(*entries):
+        return pl.DataFrame([{"feed": "f", "entry_id": e, "link": link, "title": t, "summary": "s",
+                              "published": dt.datetime(2025, 1, 2, tzinfo=dt.timezone.utc), "source": "rss",
+                              "article": None} for e, link, t in entries], schema=NEWS_TABLE)
+
+    held = rows(("guid-1", "https://n.example/a", "old title"), ("guid-2", None, "no link"),
+                ("guid-3", "https://n.example/c", "c"))
+    fetched = rows(("guid-1b", "https://n.example/a", "new title"), ("guid-4", None, "no link either"))
+    merged = merge_runs(held, fetched)
+    assert merged["entry_id"].to_list() == ["guid-2", "guid-3", "guid-1b", "guid-4"]
+    assert merged.filter(pl.col("link") == "https://n.example/a")["title"].to_list() == ["new title"]

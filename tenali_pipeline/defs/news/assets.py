@@ -21,6 +21,13 @@ from ..common import source_assets
 LEGACY_STATE_KEY = "state/news/http_cache.json"  # where the HTTP cache lived before the factory kept state
 
 
+def merge_runs(previous: pl.DataFrame, new: pl.DataFrame) -> pl.DataFrame:
+    """The entries held and those just fetched, one row per story: by entry id, then by link (a feed
+    that changed a story's GUID between runs lists it again under the same link), the newest kept."""
+    both = pl.concat([previous, new], how="diagonal_relaxed").unique("entry_id", keep="last", maintain_order=True)
+    return both.filter(pl.col("link").is_null() | pl.col("link").is_last_distinct()).select(list(NEWS_TABLE))
+
+
 def _fetch(run):
     sources, lake = run.sources, run.lake
     if sources.is_sample:
@@ -39,8 +46,7 @@ def _fetch(run):
     # A feed answers 304 or lists only recent entries: keep what earlier runs collected (a table
     # written before the article column existed gets it, empty).
     if previous is not None:
-        df = (pl.concat([previous, df], how="diagonal_relaxed").unique("entry_id", keep="last", maintain_order=True)
-              .select(list(NEWS_TABLE)))
+        df = merge_runs(previous, df)
     if client.articles_fetched or client.articles_disallowed or client.article_failures:
         run.log.info(f"articles: {client.articles_fetched} fetched, {len(client.articles_disallowed)} disallowed by "
                      f"robots.txt, {len(client.article_failures)} failed (those entries keep their summaries)")
