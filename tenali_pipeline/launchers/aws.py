@@ -42,6 +42,13 @@ class _Recorder:
 
     def run_task(self, **kwargs):
         self.started = self._client.run_task(**kwargs)
+        if not self.started.get("tasks"):  # ECS placed nothing (no instance with free GPUs): say so, not IndexError
+            why = "; ".join(f.get("reason", "?") + (f" ({f['detail']})" if f.get("detail") else "")
+                            for f in self.started.get("failures", [])) or "no reason given"
+            raise dg.Failure(
+                f"ECS could not place the trainer task on cluster {kwargs.get('cluster')}: {why}. RESOURCE:GPU or "
+                "RESOURCE:MEMORY means no container instance has that much free now (the step is retried; let the "
+                "capacity provider scale out, or lower TENALI_GPUS_PER_NODE).", metadata={"ecs_failures": why})
         return self.started
 
     def __getattr__(self, name):
@@ -194,8 +201,8 @@ class EcsTrainingLauncher(dg.ConfigurableResource):
                 raise  # nothing was started: nothing to stop or describe
             raise self._task_failure(context, ecs, f"the launcher failed while following the task "
                                                    f"({type(e).__name__}: {e})") from e
-        try:
-            return invocation.get_materialize_result()
+        try:  # no implicit result: a task that stopped without reporting (exit 0, or its host lost) fails here
+            return invocation.get_materialize_result(implicit_materialization=False)
         except Exception as e:  # noqa: BLE001 - exited 0 without reporting (dagster #17868)
             raise self._task_failure(context, ecs, f"it exited without reporting ({e})") from e
 
@@ -249,9 +256,11 @@ class EcsTrainingLauncher(dg.ConfigurableResource):
         task_id, exit_code, tail = arn.split("/")[-1], None, ""
         try:
             task = ecs.describe_tasks(cluster=self.cluster, tasks=[arn])["tasks"][0]
-            exit_code = next((c.get("exitCode") for c in task["containers"] if c["name"] == CONTAINER), None)
+            container = next((c for c in task["containers"] if c["name"] == CONTAINER), {})
+            exit_code = container.get("exitCode")
             if not stopped_here:  # ECS's own reason; when stopped here, it is ours and says less than `reason`
-                reason = task.get("stoppedReason") or reason
+                ecs_reason = _ecs_reason(task, container)  # after exit 0, ours (no report) is the news
+                reason = f"{ecs_reason}; {reason}" if ecs_reason and exit_code == 0 else ecs_reason or reason
         except Exception:  # noqa: BLE001 - best effort: the step fails either way
             pass
         try:
@@ -268,6 +277,13 @@ class EcsTrainingLauncher(dg.ConfigurableResource):
             return result
         return dg.Failure(description=f"{result.description}\n{problem}", metadata=result.metadata,
                           allow_retries=False)
+
+
+def _ecs_reason(task: dict, container: dict) -> str:
+    """Why ECS says the task stopped: its stop code (SpotInterruption, TerminationNotice, ...), its
+    stoppedReason and the container's own reason (OutOfMemoryError: Container killed due to memory usage)."""
+    stopped = ": ".join(x for x in (task.get("stopCode"), task.get("stoppedReason")) if x)
+    return "; ".join(x for x in (stopped, container.get("reason") and f"container: {container['reason']}") if x)
 
 
 def _aws_region() -> str:

@@ -12,6 +12,7 @@ import string
 from collections.abc import Iterator
 from contextlib import contextmanager
 
+from botocore.exceptions import BotoCoreError
 from dagster_aws.pipes import PipesS3ContextInjector, PipesS3MessageReader
 
 
@@ -21,6 +22,21 @@ class PrefixedS3MessageReader(PipesS3MessageReader):
     def __init__(self, *, bucket: str, prefix: str, client, interval: float = 5):
         super().__init__(bucket=bucket, client=client, interval=interval, include_stdio_in_messages=True)
         self.prefix = prefix.strip("/")
+
+    def messages_are_readable(self, params) -> bool:
+        try:
+            return super().messages_are_readable(params)
+        except BotoCoreError:  # S3 unreachable for longer than boto3's own retries: ask again next poll
+            return False
+
+    def download_messages_chunk(self, index: int, params) -> str | None:
+        """The chunk, or None when it is not there yet. dagster-aws treats only an S3 error answer
+        so; a connection error (endpoint unreachable, read timeout) would end the reader thread, and
+        the trainer's report, days later, would never be read. Here it is tried again next poll."""
+        try:
+            return super().download_messages_chunk(index, params)
+        except BotoCoreError:
+            return None
 
     @contextmanager
     def get_params(self) -> Iterator[dict]:

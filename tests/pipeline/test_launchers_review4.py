@@ -1,0 +1,241 @@
+"""Review 4 of the launchers: a launched training step ends with the trainer's report or with a
+failure that says why and leaves nothing running, when the trainer, its host or the network does not
+behave (ECS stop reasons and placement failures, S3 outages, a killed or cancelled local torchrun)."""
+
+import os
+import subprocess
+import sys
+import textwrap
+import threading
+import time
+from pathlib import Path
+
+import dagster as dg
+import pytest
+
+pytest.importorskip("dagster_aws")
+from launcher_fakes import ROOT, s3, tiny_run  # noqa: E402, F401
+from test_launcher_aws import ecs, launcher, materialise, step_failures  # noqa: E402, F401
+
+from tenali_pipeline.launchers import local  # noqa: E402
+
+# A trainer that opens Pipes, logs a step and is then lost with its host (never reports).
+LOST_HOST = [sys.executable, "-c", "import time; print('step 1 loss 9.9', flush=True); time.sleep(600)"]
+
+
+def retries(res) -> int:
+    return sum(e.event_type_value == "STEP_UP_FOR_RETRY" for e in res.all_events)
+
+
+def test_a_spot_interrupted_task_fails_naming_the_interruption_and_is_retried(tmp_path, s3, ecs, monkeypatch):
+    """ECS stops a task whose Spot host is reclaimed with stopCode SpotInterruption and no exit code
+    on the container: the step must fail naming that, and be retried (it is transient)."""
+    endpoint, _ = s3
+    config_path, run_dir = tiny_run(tmp_path)
+    run_task, describe = ecs.run_task, ecs.describe_tasks
+
+    def run_task_then_interrupt(**params):
+        params["overrides"]["containerOverrides"][0]["command"] = LOST_HOST
+        started = run_task(**params)
+        info, proc = ecs.tasks[started["tasks"][0]["taskArn"]]
+        info["spot"] = True
+        threading.Timer(2, proc.kill).start()  # the host is reclaimed while it trains
+        return started
+
+    def describe_spot(**params):
+        out = describe(**params)
+        for task in out["tasks"]:
+            if ecs.tasks[task["taskArn"]][0].get("spot") and task["lastStatus"] == "STOPPED":
+                task["containers"][0].pop("exitCode", None)  # the host went away with the container
+                task.update(stopCode="SpotInterruption", stoppedReason="Your Spot Task was interrupted.")
+        return out
+
+    monkeypatch.setattr(ecs, "run_task", run_task_then_interrupt)
+    monkeypatch.setattr(ecs, "describe_tasks", describe_spot)
+    res = materialise(launcher(tmp_path, endpoint), config_path, run_dir, retry_policy=dg.RetryPolicy(max_retries=1))
+    assert not res.success
+    texts = step_failures(res)
+    assert texts and "Your Spot Task was interrupted" in texts[-1] and "SpotInterruption" in texts[-1]
+    assert retries(res) == 1
+
+
+def test_a_task_ecs_cannot_place_fails_naming_the_missing_resource_and_is_retried(tmp_path, s3, ecs, monkeypatch):
+    """run_task answers with no task and a failure (RESOURCE:GPU) when no instance has the GPUs free;
+    PipesECSClient then indexes an empty list, and the step failed with "IndexError"."""
+    endpoint, _ = s3
+    config_path, run_dir = tiny_run(tmp_path)
+
+    def no_capacity(**params):
+        ecs._record("RunTask", params)
+        return {"tasks": [], "failures": [{"arn": "arn:aws:ecs:us-east-1:123456789012:container-instance/gpu/1",
+                                           "reason": "RESOURCE:GPU"}]}
+
+    monkeypatch.setattr(ecs, "run_task", no_capacity)
+    res = materialise(launcher(tmp_path, endpoint), config_path, run_dir, retry_policy=dg.RetryPolicy(max_retries=1))
+    assert not res.success
+    texts = step_failures(res)
+    assert "RESOURCE:GPU" in texts[-1] and "IndexError" not in texts[-1]
+    assert retries(res) == 1
+
+
+def test_an_oom_killed_task_names_the_containers_reason(tmp_path, s3, ecs, monkeypatch):
+    """The trainer killed by the container's memory limit: exit code 137 and ECS's container reason."""
+    endpoint, _ = s3
+    config_path, run_dir = tiny_run(tmp_path)
+    describe = ecs.describe_tasks
+
+    def with_oom_reason(**params):
+        out = describe(**params)
+        for task in out["tasks"]:
+            if task["containers"][0].get("exitCode") == 137:
+                task["containers"][0]["reason"] = "OutOfMemoryError: Container killed due to memory usage"
+        return out
+
+    monkeypatch.setattr(ecs, "describe_tasks", with_oom_reason)
+    res = materialise(launcher(tmp_path, endpoint, image="oom/tenali-trainer:1"), config_path, run_dir)
+    (text,) = step_failures(res)
+    assert "exit code 137" in text and "OutOfMemoryError: Container killed due to memory usage" in text
+    assert "EssentialContainerExited" in text
+
+
+# ---- the local launcher: real torchrun, a stand-in trainer module -----------------------------------
+
+STUCK = textwrap.dedent("""
+    import os, signal, sys, time
+    from tenali_model.train import die_with_torchrun
+    die_with_torchrun()
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # deep in a long C call: SIGINT does not stop it
+    folder = os.path.dirname(sys.argv[sys.argv.index("--config") + 1])
+    with open(os.path.join(folder, f"worker{os.environ['RANK']}.pid"), "w") as f:
+        f.write(str(os.getpid()))
+    time.sleep(600)
+""")
+KILLED = textwrap.dedent("""
+    import os, signal
+    print("loading", flush=True)
+    os.kill(os.getpid(), signal.SIGKILL)  # what the kernel's OOM killer does
+""")
+SILENT = "print('done, but reported nothing')\n"
+
+
+def run_local(tmp_path, monkeypatch, source: str, nproc: int = 1):
+    (tmp_path / "fake_trainer.py").write_text(source)
+    monkeypatch.setenv("PYTHONPATH", f"{tmp_path}{os.pathsep}{ROOT}")
+    config_path, run_dir = tiny_run(tmp_path)
+
+    @dg.asset
+    def trained(context: dg.AssetExecutionContext, launcher: local.LocalTorchrunLauncher):
+        return launcher.launch(context, config_path, run_dir, module="fake_trainer")
+
+    launcher_ = local.LocalTorchrunLauncher(nproc_per_node=nproc, threads_per_process=1)
+    return dg.materialize([trained], resources={"launcher": launcher_}, raise_on_error=False), run_dir
+
+
+def alive(pid: int) -> bool:
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except OSError:
+        return False
+    return state not in ("Z", "X")
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="checks /proc and PR_SET_PDEATHSIG")
+def test_a_cancelled_local_step_leaves_no_torchrun_worker_running(tmp_path, monkeypatch):
+    """Dagster cancels the step while a worker ignores SIGINT: the step must end as interrupted
+    with no worker left (it ended on subprocess.TimeoutExpired after 20 s, the workers still running)."""
+    from dagster._core.errors import DagsterExecutionInterruptedError
+
+    monkeypatch.setattr(local, "TORCHRUN_GRACE_SECONDS", 2, raising=False)
+    wait = subprocess.Popen.wait
+    state = {"interrupted": False}
+
+    def interrupted_once_training(self, timeout=None):
+        if timeout is None and not state["interrupted"] and "torch.distributed.run" in self.args:
+            for _ in range(600):  # both workers up (the pid check below fails if they never came)
+                if len(list(tmp_path.glob("cache/checkpoints/run/worker*.pid"))) == 2:
+                    break
+                time.sleep(0.1)
+            state["interrupted"] = True
+            raise DagsterExecutionInterruptedError()
+        return wait(self, timeout)
+
+    monkeypatch.setattr(subprocess.Popen, "wait", interrupted_once_training)
+    res, run_dir = run_local(tmp_path, monkeypatch, STUCK, nproc=2)
+    pids = [int(p.read_text()) for p in run_dir.glob("worker*.pid")]
+    try:
+        assert not res.success
+        (failure,) = [e for e in res.all_events if e.is_step_failure]
+        assert "TimeoutExpired" not in failure.step_failure_data.error.to_string()
+        for _ in range(100):  # PR_SET_PDEATHSIG: the kernel ends them as torchrun goes
+            if not any(alive(p) for p in pids):
+                break
+            time.sleep(0.1)
+        assert len(pids) == 2 and not [p for p in pids if alive(p)]
+    finally:
+        for p in pids:
+            if alive(p):
+                os.kill(p, 9)
+
+
+def test_a_local_worker_killed_by_sigkill_fails_the_step_naming_it(tmp_path, monkeypatch):
+    """torchrun exits 1 whatever killed a worker; the failure must say SIGKILL (it said only
+    "External execution process failed with code 1")."""
+    res, _ = run_local(tmp_path, monkeypatch, KILLED)
+    (text,) = step_failures(res)
+    assert "killed by SIGKILL" in text and "out-of-memory" in text
+
+
+def test_a_local_trainer_that_exits_0_without_reporting_fails_the_step(tmp_path, monkeypatch):
+    res, _ = run_local(tmp_path, monkeypatch, SILENT)
+    assert not res.success
+    (text,) = step_failures(res)
+    assert "exited without one report" in text and "No materialization results" in text
+
+
+def test_an_ecs_task_that_exits_0_without_reporting_fails_the_step(tmp_path, s3, ecs, monkeypatch):
+    """dagster #17868 on ECS: the launcher took Dagster's implicit (empty) materialisation as success."""
+    endpoint, _ = s3
+    config_path, run_dir = tiny_run(tmp_path)
+    run_task = ecs.run_task
+
+    def silent(**params):
+        params["overrides"]["containerOverrides"][0]["command"] = [sys.executable, "-c", "print('nothing to say')"]
+        return run_task(**params)
+
+    monkeypatch.setattr(ecs, "run_task", silent)
+    res = materialise(launcher(tmp_path, endpoint), config_path, run_dir)
+    (text,) = step_failures(res)
+    assert "exit code 0" in text and "exited without reporting" in text and "nothing to say" in text
+
+
+def test_a_network_outage_while_reading_s3_messages_loses_no_report(tmp_path, s3, ecs, monkeypatch):
+    """S3 unreachable from the Dagster side for a while (boto3's own retries spent): the message
+    reader must keep polling, not die and lose the trainer's report."""
+    from botocore.exceptions import EndpointConnectionError
+
+    from tenali_pipeline.launchers import aws, common
+
+    endpoint, _ = s3
+    config_path, run_dir = tiny_run(tmp_path)
+    outages = {"head_object": 2, "get_object": 3}
+
+    def flaky_client(endpoint_url=""):
+        client = common.s3_client(endpoint_url)
+
+        def down_for_a_while(name, real):
+            def call(**kwargs):
+                if outages[name] > 0:
+                    outages[name] -= 1
+                    raise EndpointConnectionError(endpoint_url=endpoint_url)
+                return real(**kwargs)
+            return call
+        for name in outages:
+            setattr(client, name, down_for_a_while(name, getattr(client, name)))
+        return client
+
+    monkeypatch.setattr(aws, "s3_client", flaky_client)
+    res = materialise(launcher(tmp_path, endpoint), config_path, run_dir)
+    assert res.success, step_failures(res)
+    assert outages == {"head_object": 0, "get_object": 0}
+    meta = res.asset_materializations_for_node("pretrain_checkpoint")[0].metadata
+    assert meta["step"].value == 6
