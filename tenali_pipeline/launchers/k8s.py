@@ -229,7 +229,8 @@ class K8sTrainingLauncher(dg.ConfigurableResource):
                 base_pod_meta=meta, base_pod_spec=self.pod_spec(command, self.env(), workdir),
                 pod_wait_timeout=self.timeout_seconds, delete_pod_on_completion=False)
             try:
-                return invocation.get_materialize_result()
+                # no implicit result: a pod that exited 0 without reporting fails here
+                return invocation.get_materialize_result(implicit_materialization=False)
             except Exception as e:  # noqa: BLE001 - exited 0 without reporting (dagster #17868)
                 raise self._pod_failure(kube, pod_name(), f"it exited without reporting ({e})") from e
         except DagsterK8sError as e:
@@ -296,7 +297,7 @@ class K8sTrainingLauncher(dg.ConfigurableResource):
                 self._delete(lambda: kube.core_api.delete_namespaced_service(name, self.namespace), context,
                              f"service {name}")
         try:
-            return dg.PipesClientCompletedInvocation(session).get_materialize_result()
+            return dg.PipesClientCompletedInvocation(session).get_materialize_result(implicit_materialization=False)
         except Exception as e:  # noqa: BLE001 - every pod exited 0 but rank 0 reported nothing
             raise failure(f"job {name}", 0, "", f"it exited without reporting ({e})") from e
 

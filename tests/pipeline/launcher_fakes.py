@@ -140,6 +140,8 @@ class FakeKubernetes:
         command = [re.sub(r"--master_addr=\S+", "--master_addr=127.0.0.1", _expand(a, env)) for a in c.command]
         if c.image.startswith("oom/") or fail:
             command = OOM_AT_START
+        elif c.image.startswith("silent/"):  # exits 0 without a word through Pipes
+            command = [sys.executable, "-c", "print('nothing to say')"]
         with self._lock:
             self.pods[pod.metadata.name] = (pod, Process(command, env, c.working_dir,
                                                          self.logs / f"{pod.metadata.name}.log"))

@@ -316,3 +316,17 @@ def test_the_schedule_timeout_is_read_and_checked_from_the_environment(tmp_path)
     for bad in ("-1", "nan", "soon"):
         with pytest.raises(SettingsError, match="TENALI_K8S_SCHEDULE_TIMEOUT"):
             load_settings({**env, "TENALI_K8S_SCHEDULE_TIMEOUT": bad})
+
+
+@pytest.mark.parametrize("nodes", [1, 2])
+def test_a_trainer_that_exits_0_without_reporting_fails_the_step(tmp_path, s3, cluster, nodes):
+    """dagster #17868 on Kubernetes: Dagster's implicit (empty) materialisation read as success."""
+    endpoint, _ = s3
+    config_path, run_dir = tiny_run(tmp_path)
+    res = materialise(launcher(image="silent/tenali-trainer:1", nodes=nodes, gpus_per_node=1, shared_mount=str(tmp_path),
+                               pipes_bucket=BUCKET, s3_endpoint_url=endpoint, poll_interval=0.5,
+                               master_port=free_port()), config_path, run_dir)
+    assert not res.success
+    (failure,) = [e for e in res.all_events if e.is_step_failure]
+    assert "exited without reporting" in failure.step_failure_data.error.message + str(
+        failure.step_failure_data.user_failure_data)
