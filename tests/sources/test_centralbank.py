@@ -379,3 +379,19 @@ def test_assets_keep_history_and_the_off_switch(banks, tmp_path):
     off = SourcesResource(mode="live", central_bank_feeds=_feeds(fed, ecb, rbi), sources_off=["centralbank"])
     assert _materialise({"lake": LakeResource(root=str(tmp_path / "off")), "sources": off}).success
     assert Lake(str(tmp_path / "off")).read_parquet("clean/centralbank/central_bank.parquet").is_empty()
+
+
+def test_a_feed_whose_dates_all_became_unreadable_fails_by_name(banks):
+    """The RBI switching its pubDate to "07/02/2025 10:10:00" must fail that feed with a message, not
+    yield zero new rows as if nothing had been published; the other banks still land."""
+    fed, ecb, rbi = banks
+    changed = RBI_FEED.replace("Fri, 07 Feb 2025 04:40:00 GMT", "07/02/2025 10:10:00").replace(
+        "Fri, 07 Feb 2025 03:30:00 GMT", "07/02/2025 09:00:00")
+    rbi.routes["/pressreleases_rss.xml"] = _rss(changed.format(base=rbi.base))
+    client = CentralBankClient(_feeds(fed, ecb, rbi), delay=0, base_delay=0.01)
+    with pytest.raises(PartialFetchError) as e:
+        client.fetch()
+    why = e.value.failures[f"rbi feed {rbi.base}/pressreleases_rss.xml"]
+    assert "none of its 2 items" in why and "07/02/2025 10:10:00" in why and "TENALI_CENTRAL_BANK_FEEDS" in why
+    assert set(e.value.partial["bank"]) == {"fed", "ecb"}
+    assert f"{rbi.base}/pressreleases_rss.xml" not in client.state  # asked again in full next time, not 304

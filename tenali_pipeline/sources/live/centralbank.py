@@ -318,15 +318,21 @@ class CentralBankClient:
             raise ValueError(f"feed {feed} is not a readable RSS/Atom document ({why}): check {FEEDS_SETTING}")
         if parsed.bozo:
             log.warning("feed %s is malformed but readable (%s)", feed, parsed.get("bozo_exception"))
-        out = []
+        out, dropped = [], []
         for entry in parsed.entries:
             when = entry.get("published_parsed") or entry.get("updated_parsed")  # UTC
             link = (entry.get("link") or "").strip()
             if not link or when is None:
-                self.undated += 1
+                dropped.append(entry)
                 continue
             out.append({"link": link, "title": _clean(entry.get("title") or ""),
                         "published": dt.datetime(*when[:6], tzinfo=dt.timezone.utc)})
+        self.undated += len(dropped)
+        if dropped and not out:  # a changed feed layout, not a quiet day: never zero rows without a word
+            first = dropped[0]
+            raise ValueError(f"feed {feed}: none of its {len(dropped)} items has both a link and a readable date "
+                             f"(first: link {first.get('link')!r}, date {first.get('published') or first.get('updated')!r}); "
+                             f"the feed's layout may have changed: check the feed or {FEEDS_SETTING}")
         self.state[feed] = {k: v for k, v in (("etag", resp.headers.get("ETag")),
                                               ("modified", resp.headers.get("Last-Modified"))) if v}
         return out

@@ -8,15 +8,17 @@ Endpoints (https://docs.coingecko.com/v3.0.1/reference/coins-id-market-chart-ran
   -> ``{"id", "symbol", "name", "market_data": {"max_supply", "total_supply", "circulating_supply", ...}}``.
 
 History supply is not served, so ``circulating_supply`` is the one the market cap implies (cap /
-price, as CoinGecko computes the cap); ``max_supply`` is the protocol's cap (null when uncapped).
+price, as CoinGecko computes the cap; a cap of 0, CoinGecko's answer for a day it knows no supply
+of, is stored as unknown); ``max_supply`` is the protocol's cap (null when uncapped).
 A demo key (COINGECKO_API_KEY, header ``x-cg-demo-api-key``) raises the rate limit; without one the
 public API allows a few calls per minute and only the last 365 days of history (it answers 401,
 error 10012, beyond that: start later with TENALI_START_DATE or use a key). A failing coin fails
 alone (`PartialFetchError` at the end names each).
 
-Incremental runs: `fetch(since={coin: first day})` asks each coin only from that day, but never
-for less than `DAILY_DAYS` back from today: CoinGecko picks the granularity from the range (hourly
-up to 90 days back, daily at 00:00 UTC beyond), and a merged history must be daily throughout. The
+Incremental runs: `fetch(since={coin: first day})` asks each coin only from that day. Every request
+(a first run from a recent TENALI_START_DATE too) reaches at least `DAILY_DAYS` back from its end, and
+rows before the start date are dropped: CoinGecko picks the granularity from the range (hourly up to
+90 days, daily at 00:00 UTC beyond), and a merged history must be daily throughout. The
 JSON bodies are kept in the run's `ResponseArchive` (attached to the session); the key travels in a
 header, which the archive never keeps.
 """
@@ -61,7 +63,8 @@ def parse_market_chart(body) -> pl.DataFrame:
     out = series("prices", "price_usd")
     for name, col in (("market_caps", "market_cap_usd"), ("total_volumes", "volume_usd")):
         out = out.join(series(name, col), on="date", how="left")
-    return out.sort("date")
+    # CoinGecko answers a cap of 0 for days it knows no supply of: unknown, not a worthless coin
+    return out.with_columns(pl.col("market_cap_usd").replace(0.0, None)).sort("date")
 
 
 class CoinGeckoClient:
@@ -84,15 +87,16 @@ class CoinGeckoClient:
                           secrets=(self.api_key,))
 
     def coin(self, coin: str, since: dt.date | None = None) -> pl.DataFrame:
-        """Daily rows of `coin` from `since` (kept at least `DAILY_DAYS` back; None: from `start`)."""
-        first = self.start
-        if since is not None:
-            end = self.end or dt.date.today()
-            first = max(self.start, min(since, end - dt.timedelta(days=DAILY_DAYS)))
+        """Daily rows of `coin` from `since` (None: from `start`), asked at least `DAILY_DAYS` back even
+        when `start` is later (a shorter range is served hourly: a day's last point would be its 23:00
+        price, not the 00:00 UTC one); rows before `start` are dropped."""
+        end = self.end or dt.date.today()
+        first = min(self.start if since is None else max(self.start, since), end - dt.timedelta(days=DAILY_DAYS))
         t0 = calendar.timegm(first.timetuple())
         t1 = int(time.time()) if self.end is None else calendar.timegm(self.end.timetuple())
         chart = parse_market_chart(self._get(f"/coins/{coin}/market_chart/range",
                                              {"vs_currency": "usd", "from": t0, "to": t1}))
+        chart = chart.filter(pl.col("date") >= self.start)
         info = self._get(f"/coins/{coin}", {"localization": "false", "tickers": "false", "market_data": "true",
                                             "community_data": "false", "developer_data": "false", "sparkline": "false"})
         if not isinstance(info, dict) or not isinstance(info.get("market_data"), dict):

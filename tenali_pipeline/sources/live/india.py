@@ -285,6 +285,10 @@ def parse_bhavcopy(data: bytes, day: dt.date | None = None, *, exchange: str = "
 _NUM = re.compile(r"\d[\d,]*(?:\.\d+)?")
 _NAME_STATUS = re.compile(r"\s*-\s*issue\s+(withdrawn|postponed|deferred|cancell?ed)\s*$", re.I)
 _NOT_AN_IPO = re.compile(r"(?:-\s*(?:special\s+)?withdrawal\s+(?:window|option)|-\s*FPO)\s*$", re.I)
+# The numbered partly-paid line of a listed company's rights issue (ADANIENPP1); a bare PP is a real
+# IPO's symbol (CLOUDPP, SILGOPP).
+_NOT_AN_IPO_SYMBOL = re.compile(r"(?:FPO|PP\d+)$")
+IPO_TYPES = ("EQ", "SME")  # main board and SME; the past list also carries debt, InvIT and REIT issues
 
 
 def _amounts(text) -> list[float]:
@@ -310,7 +314,8 @@ def parse_issue_size(text) -> tuple[float | None, float | None]:
 def parse_past_issues(body, *, exchange: str = "NSE", source: str = SOURCE) -> pl.DataFrame:
     """A public-past-issues response -> INDIA_IPOS rows.
 
-    FPOs and "withdrawal window" lines (not IPOs) are dropped; a "-Issue Withdrawn" suffix on the
+    FPOs, "withdrawal window" lines, rights issues' partly-paid lines and issues other than equity
+    (EQ, SME: not debt, InvITs or REITs) are dropped; a "-Issue Withdrawn" suffix on the
     name becomes the status. `issuePrice` is the final price ("   500", "Rs.500"; "-" before it is
     fixed); `priceRange` the band ("Rs.475 to Rs.500"; a fixed-price issue states one number).
     """
@@ -321,7 +326,8 @@ def parse_past_issues(body, *, exchange: str = "NSE", source: str = SOURCE) -> p
             name = _text(item.get("companyName") or item.get("company"))
             if not symbol or not name:
                 raise KeyError("symbol/companyName")
-            if _NOT_AN_IPO.search(name):
+            security_type = (_text(item.get("securityType") or item.get("series")) or "EQ").upper()
+            if _NOT_AN_IPO.search(name) or _NOT_AN_IPO_SYMBOL.search(symbol.upper()) or security_type not in IPO_TYPES:
                 continue
             m = _NAME_STATUS.search(name)
             status = m.group(1).lower() if m else None
@@ -336,7 +342,7 @@ def parse_past_issues(body, *, exchange: str = "NSE", source: str = SOURCE) -> p
         shares, inr = parse_issue_size(item.get("issueSize"))
         rows.append({
             "exchange": exchange, "symbol": symbol, "company": name,
-            "security_type": (_text(item.get("securityType") or item.get("series")) or "EQ").upper(),
+            "security_type": security_type,
             "issue_start": start, "issue_end": end, "listing_date": listing,
             "issue_price": price[-1] if price else (band[-1] if len(band) == 1 else None),
             "price_band_low": band[0] if band else None, "price_band_high": band[-1] if band else None,

@@ -220,8 +220,8 @@ _NOTE = r"(?:\s*\(\d\))?"
 _UNIT = r"(?:(?:common\s+|ordinary\s+)?(?:share|unit)|ADS|American\s+Depositary\s+Share)"
 _LEADER = r"[\s.]*"  # spaces, or the dot leaders of plain-text tables ("Initial public offering price.....")
 
-_IPO = re.compile(
-    r"this\s+is\s+(?:our|an|the|a)\s+initial\s+public\s+offering"
+_IPO = re.compile(  # "This is our / an / Uber Technologies, Inc.’s initial public offering", ...
+    r"this\s+is\s+(?:our|an|the|a|[A-Z][\w.,&\- ]{0,80}?[’']s)\s+initial\s+public\s+offering"
     r"|no\s+public\s+market\s+(?:currently\s+)?exists"
     r"|there\s+(?:has|have)\s+(?:previously\s+)?been\s+no\s+(?:established\s+)?public\s+(?:trading\s+)?market"
     r"|there\s+is\s+(?:currently\s+|presently\s+)?no\s+(?:established\s+)?public\s+(?:trading\s+)?market", _I)
@@ -336,7 +336,12 @@ def _is_whole(resp: requests.Response) -> bool:
 def _decode(body: bytes) -> str:
     try:
         return body.decode("utf-8")
-    except UnicodeDecodeError:
+    except UnicodeDecodeError as exc:
+        if exc.reason == "unexpected end of data":  # a Range cut inside the last character: UTF-8 all the same
+            try:
+                return body[:exc.start].decode("utf-8")
+            except UnicodeDecodeError:
+                pass
         return body.decode("cp1252", errors="replace")  # EDGAR's older documents: Windows curly quotes
 
 
