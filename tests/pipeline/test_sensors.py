@@ -7,6 +7,7 @@ way the daemon does it.
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import hashlib
 import json
@@ -421,6 +422,19 @@ def test_the_real_current_feed_capture_parses():
     assert {e["cik"] for e in entries if e["accession"] == "0002063236-25-000004"} == {"0002063236", "0001673743"}
 
 
+@contextlib.contextmanager
+def feed_server(monkeypatch, respond):
+    """EDGAR's current-filings feed served by `respond` on 127.0.0.1, with the identity the sensor needs."""
+    server = LocalServer(respond)
+    try:
+        monkeypatch.setattr(current_feed, "FEED_URL", server.base + "/cgi-bin/browse-edgar?action=getcurrent&type={form}"
+                                                                   "&start={start}&count=100&output=atom")
+        monkeypatch.setenv("SEC_EDGAR_IDENTITY", IDENTITY)
+        yield server
+    finally:
+        server.close()
+
+
 def test_universe_mode_reads_the_feed_and_asks_only_for_buckets_of_universe_filers(monkeypatch):
     from tenali_pipeline.buckets import Bucket, bucket_of
 
@@ -436,11 +450,7 @@ def test_universe_mode_reads_the_feed_and_asks_only_for_buckets_of_universe_file
         rows = pages[q["type"][0]] if q["start"][0] == "0" else []
         return 200, {"Content-Type": "application/atom+xml"}, atom(rows)
 
-    server = LocalServer(respond)
-    try:
-        monkeypatch.setattr(current_feed, "FEED_URL", server.base + "/cgi-bin/browse-edgar?action=getcurrent&type={form}"
-                                                                   "&start={start}&count=100&output=atom")
-        monkeypatch.setenv("SEC_EDGAR_IDENTITY", IDENTITY)
+    with feed_server(monkeypatch, respond):
         universe = {"AAPL": "0000320193", "MSFT": "0000789019"}
         sources = SourcesResource(mode="live", tickers_from_universe=True)
         first, cursor = current_feed.evaluate_universe(sources, None, universe, buckets=8)
@@ -455,8 +465,6 @@ def test_universe_mode_reads_the_feed_and_asks_only_for_buckets_of_universe_file
         third, _ = current_feed.evaluate_universe(sources, cursor2, universe, buckets=8)
         assert [r.partition_key for r in third] == [Bucket(bucket_of("AAPL", 8), 8).key]
         assert "0000320193-26-000009" in json.loads(_)["seen"]["8-K"]
-    finally:
-        server.close()
 
 
 def test_universe_mode_builds_the_feed_sensor():
@@ -480,11 +488,7 @@ def test_universe_mode_pages_on_after_a_tick_that_saw_an_empty_first_page(monkey
         start = int(q["start"][0])
         return 200, {"Content-Type": "application/atom+xml"}, atom(pages[q["type"][0]][start:start + 100])
 
-    server = LocalServer(respond)
-    try:
-        monkeypatch.setattr(current_feed, "FEED_URL", server.base + "/cgi-bin/browse-edgar?action=getcurrent&type={form}"
-                                                                   "&start={start}&count=100&output=atom")
-        monkeypatch.setenv("SEC_EDGAR_IDENTITY", IDENTITY)
+    with feed_server(monkeypatch, respond):
         sources = SourcesResource(mode="live", tickers_from_universe=True)
         first, cursor = current_feed.evaluate_universe(sources, None, universe, buckets=8)
         assert isinstance(first, dg.SkipReason)
@@ -493,8 +497,6 @@ def test_universe_mode_pages_on_after_a_tick_that_saw_an_empty_first_page(monkey
         second, _ = current_feed.evaluate_universe(sources, cursor, universe, buckets=8)
         assert sorted(r.partition_key for r in second) == sorted({Bucket(bucket_of(s, 8), 8).key for s in universe})
         assert int(second[0].tags["tenali/new_filings"]) == 150
-    finally:
-        server.close()
 
 
 # --- cursors set by hand (the UI's "set cursor") or left by another version -------------------------
@@ -533,14 +535,8 @@ def test_universe_feed_cursor_of_another_shape_is_a_baseline(monkeypatch, raw):
         q = parse_qs(urlsplit(req.path).query)
         return 200, {"Content-Type": "application/atom+xml"}, atom(pages[q["type"][0]] if q["start"][0] == "0" else [])
 
-    server = LocalServer(respond)
-    try:
-        monkeypatch.setattr(current_feed, "FEED_URL", server.base + "/cgi-bin/browse-edgar?action=getcurrent&type={form}"
-                                                                   "&start={start}&count=100&output=atom")
-        monkeypatch.setenv("SEC_EDGAR_IDENTITY", IDENTITY)
+    with feed_server(monkeypatch, respond):
         sources = SourcesResource(mode="live", tickers_from_universe=True)
         result, cursor = current_feed.evaluate_universe(sources, raw, {"AAPL": "0000320193"})
         assert isinstance(result, (dg.SkipReason, dg.RunRequest))
         assert json.loads(cursor)["seen"]["10-K"] == ["0000320193-26-000001"]
-    finally:
-        server.close()
