@@ -27,15 +27,28 @@ PACKAGE_ROOT = Path(__file__).resolve().parent
 
 def _prepare_environment() -> None:
     """Pin TENALI_HOME and DAGSTER_HOME to absolute paths and give the instance its dagster.yaml."""
+    from .settings import SettingsError
+
     home = Path(os.environ.get("TENALI_HOME") or "var").expanduser().absolute()
     os.environ["TENALI_HOME"] = str(home)
+    # Runs launched from `tenali ui` start in another folder (the instance's), where a relative path
+    # would name a different lake than `tenali demo` and `tenali info` use.
+    for name in ("TENALI_LAKE_ROOT", "TENALI_DOCUMENTS_ROOT", "TENALI_BASE_MODEL", "TENALI_WANDB_DIR"):
+        value = os.environ.get(name, "").strip()
+        if value and "://" not in value:
+            os.environ[name] = str(Path(value).expanduser().absolute())
+    named = "DAGSTER_HOME" if os.environ.get("DAGSTER_HOME") else "TENALI_HOME"
     dagster_home = Path(os.environ.get("DAGSTER_HOME") or home / "dagster").expanduser().absolute()
     os.environ["DAGSTER_HOME"] = str(dagster_home)
-    dagster_home.mkdir(parents=True, exist_ok=True)
     target = dagster_home / "dagster.yaml"
-    if not target.exists():
-        source = PACKAGE_ROOT / "instance" / "dagster.yaml"
-        shutil.copyfile(source, target)
+    try:
+        dagster_home.mkdir(parents=True, exist_ok=True)
+        if not target.exists():
+            source = PACKAGE_ROOT / "instance" / "dagster.yaml"
+            shutil.copyfile(source, target)
+    except OSError as e:  # a traceback from mkdir would not say which setting to change
+        raise SettingsError(f"cannot set up the Dagster instance in {dagster_home}: {e.strerror or e}. "
+                            f"Set {named} to a folder you can write.") from None
 
 
 def cmd_info(args) -> int:
@@ -136,14 +149,28 @@ def cmd_demo(args) -> int:
 def cmd_ui(args) -> int:
     os.environ.setdefault("TENALI_PROFILE", "demo")
     _prepare_environment()
-    workspace = Path("workspace.yaml").absolute()
-    target = ["-w", str(workspace)] if workspace.exists() else ["-m", "tenali_pipeline.definitions", "-a", "defs"]
-    cmd = [sys.executable, "-m", "dagster", "dev", *target, "-h", args.host, "-p", str(args.port)]
+    workspace = _write_workspace(Path(os.environ["DAGSTER_HOME"]))
+    cmd = [sys.executable, "-m", "dagster", "dev", "-w", str(workspace), "-h", args.host, "-p", str(args.port)]
     print(f"Dagster UI on http://{args.host}:{args.port} (instance {os.environ['DAGSTER_HOME']}); Ctrl-C stops it.")
     # Started from the instance folder, so Dagster does not warn about the repository's dagster.yaml,
     # and in its own process group: dagster dev does not always stop on SIGTERM, so we end the group.
     proc = subprocess.Popen(cmd, cwd=os.environ["DAGSTER_HOME"], start_new_session=True)
     return _supervise(proc)
+
+
+def _write_workspace(dagster_home: Path) -> Path:
+    """The instance's own workspace file: Tenali's code as location `tenali`, from whatever folder `tenali ui`
+    starts in (a workspace.yaml there may be another project's, and `-m` would name the location differently,
+    so its schedules' and sensors' state would not carry over)."""
+    import yaml
+
+    location = {"module_name": "tenali_pipeline.definitions", "attribute": "defs", "location_name": "tenali",
+                "working_directory": str(PACKAGE_ROOT.parent)}
+    target = dagster_home / "workspace.yaml"
+    tmp = target.with_name(f".workspace.yaml.{os.getpid()}")
+    tmp.write_text(yaml.safe_dump({"load_from": [{"python_module": location}]}))
+    os.replace(tmp, target)
+    return target
 
 
 # How `tenali ui` stops Dagster: each signal goes to the child's process group, and the next one
@@ -214,8 +241,19 @@ def _serve_lake_default() -> None:
         from .settings import SettingsError, load_settings
         try:
             os.environ["TENALI_LAKE_ROOT"] = load_settings().lake_root
-        except SettingsError:
-            pass  # tenali serve then asks for PATH or --lake
+        except SettingsError as e:  # tenali serve then asks for PATH or --lake; say why the lake is unknown
+            print(f"tenali serve: no lake from the settings: {e}", file=sys.stderr)
+
+
+def _positive_int(text: str) -> int:
+    """--steps: refused here, under its own name, rather than later as TENALI_TRAIN_STEPS."""
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number of steps of at least 1")
+    return value
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -231,7 +269,8 @@ def main(argv: list[str] | None = None) -> int:
         epilog=f"Model commands (no dagster needed): {', '.join(MODEL_COMMANDS)}; see `tenali train --help` etc.")
     sub = parser.add_subparsers(dest="command", required=True)
     p = sub.add_parser("demo", help="materialise the whole graph on sample data (a few minutes on 2 CPU cores)")
-    p.add_argument("--steps", type=int, default=0, help="pretraining steps (default: TENALI_TRAIN_STEPS or 300)")
+    p.add_argument("--steps", type=_positive_int, default=0,
+                   help="pretraining steps (default: TENALI_TRAIN_STEPS or 300)")
     p.set_defaults(fn=cmd_demo)
     p = sub.add_parser("ui", help="start the Dagster UI on the project-local instance")
     p.add_argument("--host", default="127.0.0.1")
@@ -252,7 +291,18 @@ def main(argv: list[str] | None = None) -> int:
         parser.error(f"unknown command {argv[0]!r}: the pipeline's are {', '.join(sub.choices)}; "
                      f"the model's (no dagster needed) are {', '.join(MODEL_COMMANDS)}")
     args = parser.parse_args(argv)
-    return args.fn(args)
+    from tenali_model.config import ConfigError
+
+    from .settings import SettingsError
+
+    try:
+        return args.fn(args)
+    except (SettingsError, ConfigError) as e:  # a setting to fix: its message, not a traceback
+        print(f"tenali {args.command}: error: {e}", file=sys.stderr)
+        return 2
+    except BrokenPipeError:  # `tenali filing-sections F | head`: the reader stopped early, nothing went wrong
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # so the exit's flush does not fail again
+        return 1
 
 
 if __name__ == "__main__":
