@@ -278,6 +278,11 @@ def load_settings(env: dict[str, str] | None = None) -> Settings:
     for name in ("TENALI_GPUS_PER_NODE", "TENALI_NODES"):
         if integer(name, 1) < 1:
             raise SettingsError(f"{name}={get(name)!r} must be at least 1.")
+    from tenali_model.config import MODEL_PRESETS
+
+    if get("TENALI_MODEL") and get("TENALI_MODEL") not in MODEL_PRESETS:  # else the pretraining step, minutes in
+        raise SettingsError(f"TENALI_MODEL={get('TENALI_MODEL')!r} is not a model preset: choose from "
+                            f"{', '.join(MODEL_PRESETS)}.")
     try:
         if not float(get("TENALI_K8S_SCHEDULE_TIMEOUT") or "1800") >= 0:  # NaN too
             raise ValueError

@@ -28,7 +28,7 @@ def env(monkeypatch, tmp_path):
 @pytest.mark.parametrize("name, value, says", [
     ("TENALI_PROFILE", "Demo", "TENALI_PROFILE='Demo' is not one of demo, local, prod"),
     ("TENALI_TRAIN_STEPS", "abc", "TENALI_TRAIN_STEPS='abc' must be an integer"),
-    ("TENALI_MODEL", "7B", "unknown model preset '7B'"),
+    ("TENALI_MODEL", "7B", "TENALI_MODEL='7B' is not a model preset"),
 ])
 def test_a_bad_setting_is_one_error_line_and_exit_code_2(env, monkeypatch, capsys, name, value, says):
     # It was a traceback ending in SettingsError (or tenali_model's ConfigError) and exit code 1.

@@ -253,3 +253,10 @@ def test_tickers_are_upper_cased():
 def test_malformed_tickers_name_the_variable(value):
     with pytest.raises(SettingsError, match="TENALI_TICKERS"):
         load_settings({"TENALI_TICKERS": value})
+
+
+def test_an_unknown_model_preset_is_refused_at_start_naming_the_variable(tmp_path):
+    """TENALI_MODEL=7B built the definitions and failed only at the pretraining step, minutes in."""
+    with pytest.raises(SettingsError, match=r"TENALI_MODEL='7B' is not a model preset: choose from .*7b"):
+        load_settings({"TENALI_HOME": str(tmp_path), "TENALI_MODEL": "7B"})
+    assert load_settings({"TENALI_HOME": str(tmp_path), "TENALI_MODEL": "7b"}).model == "7b"
