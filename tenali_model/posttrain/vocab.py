@@ -124,6 +124,15 @@ def _grown(weight: torch.Tensor, start: int, end: int) -> torch.Tensor:
     return torch.cat([w[:start], mean.expand(end - start, -1), w[end:]], 0)
 
 
+def fit_for_chat(model: nn.Module, tok: TextTokenizer, meta: dict) -> list[int]:
+    """Start a loaded checkpoint's rows for `tok`'s chat tokens as a chat stage starts them (rows
+    grown, or a padded table's padding rows, at the mean; rows a chat stage already trained kept), so
+    that a chat evaluation of a base scores the model SFT will start from. Returns the new ids."""
+    vocab = model.config.vocab_size
+    ids = new_token_ids(tok, vocab, fitted_vocab(meta, vocab))
+    return extend_vocab(model, tok.vocab_size, new_from=ids[0]) if ids else []
+
+
 @torch.no_grad()
 def extend_vocab(model: nn.Module, vocab_size: int, new_from: int | None = None) -> list[int]:
     """Fit a Transformer's embedding table (and untied head) to a vocabulary of vocab_size in place:

@@ -100,15 +100,15 @@ def evaluate_latest(context, lake: LakeResource, latest_key: str, chat: bool) ->
         # embeddings grown the way SFT grows them (new rows at the mean), so every stage is comparable.
         from tokenizers import Tokenizer
 
-        from tenali_model.posttrain.vocab import added_token_ids, extend_vocab
+        from tenali_model.posttrain.vocab import fit_for_chat
         from tenali_model.tokenizer import TextTokenizer
 
         from ..tokenizer.assets import TOKENIZER_KEY, chat_tokenizer_file
 
         chat_tok = TextTokenizer(hf=Tokenizer.from_str(
             store.read_bytes(f"{TOKENIZER_KEY}/{chat_tokenizer_file(store)}").decode()))
-        if added_token_ids(chat_tok, model.config.vocab_size):
-            extend_vocab(model, chat_tok.vocab_size)
+        # rows beyond the table, or a padded table's padding rows, at the mean (padding was never trained)
+        fit_for_chat(model, chat_tok, load_meta(checkpoint))
     tok = chat_tok
     missing = [t for t in SPECIAL_TOKENS if t != PAD and tok.token_id(t) is None]
     if missing and store.exists(QUESTIONS_KEY):

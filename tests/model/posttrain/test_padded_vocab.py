@@ -265,3 +265,22 @@ def test_a_tokenizer_larger_than_the_model_is_refused_before_any_compute(padded,
     assert f"has {n + 5} ids but the parent" in err and f"only {n - 10} embeddings" in err
     assert "not only the chat special tokens" in err
     assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize("tied", [False, True])
+def test_a_chat_evaluation_of_a_padded_base_starts_the_chat_rows_as_sft_does(padded, tied, tmp_path):
+    """The pipeline's chat evaluation of a base grew rows only beyond the table: on a padded table the
+    chat tokens kept their untrained padding rows, so it scored another model than the one SFT starts."""
+    from tenali_model.posttrain.vocab import fit_for_chat
+
+    parent = padded["tied" if tied else "untied"]
+    model = load_model(parent)
+    ids = fit_for_chat(model, load_tokenizer(padded["chat"]), load_meta(parent))
+    assert ids == list(range(padded["n"], padded["n"] + 5))
+    start = sft_train(_sft(padded, tmp_path / "sft", parent=parent, lora=None), stop_at=0)["checkpoint"]
+    emb, head = _rows(start)
+    torch.testing.assert_close(model.tok_embeddings.weight.detach(), emb, rtol=0, atol=0)
+    torch.testing.assert_close(model.lm_head.weight.detach(), head, rtol=0, atol=0)
+    # a chat stage's checkpoint has its rows fitted: nothing is started again
+    sft_model = load_model(start)
+    assert fit_for_chat(sft_model, load_tokenizer(padded["chat"]), load_meta(start)) == []
