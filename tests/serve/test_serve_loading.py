@@ -166,6 +166,7 @@ def test_a_broken_release_folder_is_explained(tmp_path, hf_base, capsys, monkeyp
         load_served(folder)
     assert says in str(err.value) and str(folder) in str(err.value)
     monkeypatch.setattr(uvicorn, "run", lambda *a, **k: pytest.fail("served a broken folder"))
+    monkeypatch.setattr(uvicorn.Server, "run", lambda *a, **k: pytest.fail("served a broken folder"))  # what run_server calls
     assert main(["serve", str(folder), "--device", "cpu"]) == 2
     assert says in capsys.readouterr().err
 
@@ -178,6 +179,7 @@ def test_serve_refuses_a_device_this_machine_lacks(ckpt, tok_path, capsys, monke
     from tenali_model.cli import main
 
     monkeypatch.setattr(uvicorn, "run", lambda *a, **k: pytest.fail("served"))
+    monkeypatch.setattr(uvicorn.Server, "run", lambda *a, **k: pytest.fail("served"))  # what run_server calls
     missing = f"cuda:{torch.cuda.device_count()}" if torch.cuda.is_available() else "cuda"
     assert main(["serve", str(ckpt), "--tokenizer", str(tok_path), "--device", missing]) == 2
     assert f"--device {missing}: this machine has" in capsys.readouterr().err
@@ -200,6 +202,7 @@ def test_serve_refuses_numbers_that_could_not_serve(ckpt, tok_path, capsys, monk
     from tenali_model.cli import main
 
     monkeypatch.setattr(uvicorn, "run", lambda *a, **k: pytest.fail("served"))
+    monkeypatch.setattr(uvicorn.Server, "run", lambda *a, **k: pytest.fail("served"))  # what run_server calls
     assert main(["serve", str(ckpt), "--tokenizer", str(tok_path), "--device", "cpu", flag, value]) == 2
     err = capsys.readouterr().err
     assert f"argument {flag}: {says}" in err
