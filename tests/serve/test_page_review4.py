@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from ts_helpers import LiveServer, free_port
+from ts_helpers import LiveServer, chat_page, free_port
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 
@@ -178,20 +178,9 @@ def slow(monkeypatch, served):
     return delay
 
 
-@contextlib.contextmanager
 def _page(served, browser, viewport=None, **options):
-    from tenali_model.serve.app import ServeOptions, create_app
-
-    options.setdefault("api_key", "")
-    app = create_app(served, ServeOptions(max_batch=2, **options))
-    with LiveServer(app) as server:
-        page = browser.new_page(viewport=viewport or {"width": 1200, "height": 700})
-        page.goto(server.url + "/")
-        page.wait_for_function("document.getElementById('model-name').textContent === 'tenali-test'")
-        try:
-            yield page, app, server
-        finally:
-            page.close()
+    """(page, app, server), the page loaded in a 1200 x 700 window unless `viewport` says otherwise."""
+    return chat_page(served, browser, viewport=viewport or {"width": 1200, "height": 700}, **options)
 
 
 def _answer(page, text, states=("done",)):

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from ts_helpers import LiveServer
+from ts_helpers import LiveServer, chat_page
 
 CHROMIUM = Path("/usr/bin/chromium")
 ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
@@ -74,20 +74,13 @@ def test_the_page_streams_an_answer_and_stops_one(served, browser, monkeypatch):
 @contextlib.contextmanager
 def _chat_page(served, browser, **options):
     """(page, app, posted chat bodies) for a live app with these ServeOptions, the page loaded."""
-    from tenali_model.serve.app import ServeOptions, create_app
+    posted = []
 
-    options.setdefault("api_key", "")
-    app = create_app(served, ServeOptions(max_batch=2, **options))
-    with LiveServer(app) as server:
-        page = browser.new_page()
-        posted = []
+    def listen(page):
         page.on("request", lambda r: posted.append(r.post_data_json) if r.url.endswith("/v1/chat/completions") else None)
-        page.goto(server.url + "/")
-        page.wait_for_function("document.getElementById('model-name').textContent === 'tenali-test'")
-        try:
-            yield page, app, posted
-        finally:
-            page.close()
+
+    with chat_page(served, browser, before_load=listen, **options) as (page, app, _):
+        yield page, app, posted
 
 
 def _ask(page, text, state="done"):

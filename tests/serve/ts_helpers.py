@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import socket
 import sys
 import threading
@@ -20,7 +21,7 @@ from tenali_model.model import Transformer  # noqa: E402
 CONTEXT = 128
 TINY = dict(vocab_size=512, dim=64, n_layers=2, n_heads=4, n_kv_heads=2, max_seq_len=CONTEXT)
 
-__all__ = ["FINANCE_TEXT", "train_sentencepiece", "make_checkpoint", "LiveServer", "free_port", "CONTEXT"]
+__all__ = ["FINANCE_TEXT", "train_sentencepiece", "make_checkpoint", "LiveServer", "chat_page", "free_port", "CONTEXT"]
 
 
 def make_checkpoint(out_dir: Path, seed: int = 0, **overrides) -> Path:
@@ -60,6 +61,26 @@ class LiveServer:
     def __exit__(self, *exc):
         self.server.should_exit = True
         self.thread.join(10)
+
+
+@contextlib.contextmanager
+def chat_page(served, browser, viewport: dict | None = None, before_load=None, **options):
+    """(page, app, server): the chat page of a live app with these ServeOptions, loaded in `browser`
+    (`before_load(page)` runs first, e.g. to listen to its requests)."""
+    from tenali_model.serve.app import ServeOptions, create_app
+
+    options.setdefault("api_key", "")
+    app = create_app(served, ServeOptions(max_batch=2, **options))
+    with LiveServer(app) as server:
+        page = browser.new_page(**({"viewport": viewport} if viewport else {}))
+        if before_load is not None:
+            before_load(page)
+        page.goto(server.url + "/")
+        page.wait_for_function("document.getElementById('model-name').textContent === 'tenali-test'")
+        try:
+            yield page, app, server
+        finally:
+            page.close()
 
 
 # --- releases: what the release tests record and materialise ---------------------------------------
