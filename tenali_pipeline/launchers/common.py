@@ -19,6 +19,7 @@ to pod logs. The trainer picks the S3 loader and writer from the params Dagster 
 from __future__ import annotations
 
 import os
+import re
 from pathlib import Path
 
 import dagster as dg
@@ -87,13 +88,24 @@ def trainer_env(lake_root: str, s3_endpoint_url: str, extra: dict[str, str] | No
     return env
 
 
+def worker_code(log: str) -> int | None:
+    """The first failed worker's exit status from torchrun's "Root Cause" block (torchrun itself exits 1
+    whatever ended a worker), or None when the log has no such block."""
+    found = re.search(r"Root Cause.*?exitcode\s*:\s*(-?\d+)", log, re.DOTALL)
+    return int(found.group(1)) if found else None
+
+
 def failure(where: str, exit_code: int | None, log_tail: str, reason: str = "") -> dg.Failure:
-    """A step failure that names the exit code, what it usually means and the trainer's last lines."""
+    """A step failure that names the exit code, what it usually means and the trainer's last lines.
+    Not retried when the trainer itself (its worker's status in torchrun's log, else `exit_code`) exited
+    2: that is its own refusal of a config or data, and a retry would be refused the same way."""
+    trainer = worker_code(log_tail)
     meaning = EXIT_MEANINGS.get(exit_code or 0, "")
     code = "no exit code" if exit_code is None else f"exit code {exit_code}" + (f" ({meaning})" if meaning else "")
     lines = log_tail.rstrip().splitlines()[-LOG_TAIL_LINES:]
     text = "\n".join(lines) if lines else "(no log lines)"
     return dg.Failure(
+        allow_retries=(exit_code if trainer is None else trainer) != 2,
         description=f"The trainer in {where} failed before reporting a checkpoint: {code}"
                     f"{'; ' + reason if reason else ''}.\nLast {len(lines)} log lines:\n{text}",
         metadata={"exit_code": exit_code if exit_code is not None else -1, "where": where,

@@ -16,7 +16,6 @@ away with torchrun and the workers still training).
 from __future__ import annotations
 
 import os
-import re
 import signal
 import subprocess
 import sys
@@ -25,7 +24,7 @@ from pathlib import Path
 
 import dagster as dg
 
-from .common import EXIT_MEANINGS, failure
+from .common import EXIT_MEANINGS, failure, worker_code
 from .file_messages import WholeLineMessageReader
 
 # torchrun's own shutdown on SIGINT: signal the workers, SIGKILL them after 30 s; then some margin.
@@ -85,10 +84,9 @@ def _root_cause(torchrun_code: int, stderr: str) -> str:
     its exit status and what that means."""
     if torchrun_code < 0:
         return f"torchrun itself was {_killed_by(-torchrun_code)} (its workers end with it)"
-    found = re.search(r"Root Cause.*?exitcode\s*:\s*(-?\d+)", stderr, re.DOTALL)
-    if not found:
+    code = worker_code(stderr)
+    if code is None:
         return ""
-    code = int(found.group(1))
     if code < 0:
         return f"a trainer worker was {_killed_by(-code)}"
     meaning = EXIT_MEANINGS.get(code, "")

@@ -239,3 +239,34 @@ def test_a_network_outage_while_reading_s3_messages_loses_no_report(tmp_path, s3
     assert outages == {"head_object": 0, "get_object": 0}
     meta = res.asset_materializations_for_node("pretrain_checkpoint")[0].metadata
     assert meta["step"].value == 6
+
+
+@pytest.mark.parametrize("code,retried", [(2, False), (1, True)])
+def test_a_config_error_is_not_retried_a_crash_is(tmp_path, monkeypatch, code, retried):
+    """Exit 2 is the trainer's own refusal (a bad config, missing shards): the step's RetryPolicy ran the
+    same refusal again. A crash (exit 1) may be transient and is still retried."""
+    (tmp_path / "fake_trainer.py").write_text(f"import sys\nprint('refused', file=sys.stderr)\nsys.exit({code})\n")
+    monkeypatch.setenv("PYTHONPATH", f"{tmp_path}{os.pathsep}{ROOT}")
+    config_path, run_dir = tiny_run(tmp_path)
+
+    @dg.asset(retry_policy=dg.RetryPolicy(max_retries=1))
+    def trained(context: dg.AssetExecutionContext, launcher: local.LocalTorchrunLauncher):
+        return launcher.launch(context, config_path, run_dir, module="fake_trainer")
+
+    res = dg.materialize([trained], resources={"launcher": local.LocalTorchrunLauncher(threads_per_process=1)},
+                         raise_on_error=False)
+    assert not res.success
+    ups = [e for e in res.all_events if e.event_type_value == "STEP_UP_FOR_RETRY"]
+    assert len(ups) == (1 if retried else 0)
+
+
+def test_the_trainers_own_exit_status_decides_the_retry_on_every_launcher():
+    """torchrun exits 1 whatever ended a worker: the worker's status in its "Root Cause" block, which
+    pod and ECS log tails carry too, decides whether a retry can help."""
+    from tenali_pipeline.launchers.common import failure
+
+    block = "Root Cause (first observed failure):\n[0]:\n  time      : 2026-12-03\n  rank      : 0\n  exitcode  : {}\n"
+    assert not failure("pod p", 1, "config error\n" + block.format(2)).allow_retries
+    assert failure("pod p", 1, block.format(-9)).allow_retries
+    assert not failure("task t", 2, "no torchrun block").allow_retries
+    assert failure("task t", 137, "").allow_retries
