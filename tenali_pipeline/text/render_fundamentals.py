@@ -17,18 +17,15 @@ import math
 import polars as pl
 
 from ..sources.live.xbrl import CONCEPT_INDEX
-from .render import _doc, _frame, _pick, month_coverage, pct
+from .render import _SIGNS, _doc, _frame, _pick, month_coverage, pct
 
 _PERIODIC = ("10-K", "10-K/A", "10-Q", "10-Q/A")
 _YEAR = dt.timedelta(days=365)
 
 
-# Reporting currencies written as a sign; any other as its code before the amount ("CNY 1.23 billion").
-_CURRENCY_SIGNS = {"USD": "$", "EUR": "€", "GBP": "£", "JPY": "¥", "INR": "₹"}
-
-
 def _mark(currency: str) -> str:
-    return _CURRENCY_SIGNS.get(currency) or f"{currency} "
+    """The currency's sign (render's one table of them), else its code before the amount ("CNY 1.23 billion")."""
+    return _SIGNS.get(currency) or f"{currency} "
 
 
 def big_money(x: float, currency: str = "USD") -> str:
