@@ -12,12 +12,11 @@ from __future__ import annotations
 
 import datetime as dt
 import functools
-import math
 
 import polars as pl
 
 from ..sources.live.xbrl import CONCEPT_INDEX
-from .render import _SIGNS, _doc, _frame, _pick, month_coverage, pct
+from .render import _SIGNS, _doc, _frame, _pick, month_coverage, pct, price
 
 _PERIODIC = ("10-K", "10-K/A", "10-Q", "10-Q/A")
 _YEAR = dt.timedelta(days=365)
@@ -44,15 +43,6 @@ def _reporting_currency(facts: pl.DataFrame) -> str:
     ("CNY", "EUR/shares"); USD where none says."""
     units = [u for u in facts["unit"].drop_nulls().to_list() if u != "shares"] if "unit" in facts.columns else []
     return units[0].split("/")[0] if units else "USD"
-
-
-def unit_price(x: float) -> str:
-    """A price per share or coin: cents at $1 and above, four significant digits below, so a
-    $0.00001234 token is not printed as "$0.00" (sign kept)."""
-    sign, a = ("-" if x < 0 else ""), abs(x)
-    if a >= 1 or a == 0:
-        return f"{sign}${a:,.2f}"
-    return f"{sign}${a:.{3 - math.floor(math.log10(a))}f}"
 
 
 def _day(d: dt.date) -> str:
@@ -265,7 +255,7 @@ def render_coins(coins: pl.DataFrame) -> pl.DataFrame:
         sym = (r["symbol"] or r["coin_id"]).upper()
         # "ended the month" only once it has: the data's current month stood at a price on its last day
         when = (f"ended {r['month']:%B %Y}" if r["ended"] else f"stood on {_day(r['last_day'])}")
-        parts = [f"{r['coin_id'].capitalize()} ({sym}) {when} at {unit_price(r['price'])} with a market "
+        parts = [f"{r['coin_id'].capitalize()} ({sym}) {when} at {price(r['price'])} with a market "
                  f"capitalisation of {big_money(r['mcap'])}"]
         if r["prev_mcap"]:
             parts[-1] += (f" ({pct(r['mcap'] / r['prev_mcap'] - 1)} on the month)" if r["ended"] else
