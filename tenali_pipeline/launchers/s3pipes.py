@@ -7,13 +7,17 @@ message chunks at the bucket root.
 
 from __future__ import annotations
 
+import logging
 import random
 import string
-from collections.abc import Iterator
+import time
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 
 from botocore.exceptions import BotoCoreError
 from dagster_aws.pipes import PipesS3ContextInjector, PipesS3MessageReader
+
+log = logging.getLogger(__name__)
 
 
 class PrefixedS3MessageReader(PipesS3MessageReader):
@@ -23,20 +27,41 @@ class PrefixedS3MessageReader(PipesS3MessageReader):
         super().__init__(bucket=bucket, client=client, interval=interval, include_stdio_in_messages=True)
         self.prefix = prefix.strip("/")
 
+    # A connection error (endpoint unreachable, read timeout: boto3's own retries spent) is retried
+    # here, in place, for up to OUTAGE_SECONDS. Dagster's reader gives up WAIT_FOR_LOGS_AFTER_EXECUTION_
+    # INTERVAL (10 s) after the task ends, so an outage then, answered "not there yet", would lose the
+    # trainer's final report; the join waits 120 s, hence the bound.
+    OUTAGE_SECONDS = 90.0
+    FIRST_DELAY = 0.5
+
+    def _through_outages(self, what: str, call: Callable[[], object], unreachable: object) -> object:
+        delay, deadline = self.FIRST_DELAY, time.monotonic() + self.OUTAGE_SECONDS
+        while True:
+            try:
+                return call()
+            except BotoCoreError as e:
+                if time.monotonic() + delay > deadline:
+                    log.warning("S3 bucket %s still unreachable while %s after %.0f s (%s: %s); the reader "
+                                "tries again at its next poll", self.bucket, what, self.OUTAGE_SECONDS,
+                                type(e).__name__, e)
+                    return unreachable
+                log.info("S3 bucket %s unreachable while %s (%s); retrying in %.1f s",
+                         self.bucket, what, type(e).__name__, delay)
+                time.sleep(delay)
+                delay = min(delay * 2, 10.0)
+
     def messages_are_readable(self, params) -> bool:
-        try:
-            return super().messages_are_readable(params)
-        except BotoCoreError:  # S3 unreachable for longer than boto3's own retries: ask again next poll
-            return False
+        return bool(self._through_outages("looking for the first message chunk",
+                                          lambda: super(PrefixedS3MessageReader, self).messages_are_readable(params),
+                                          False))
 
     def download_messages_chunk(self, index: int, params) -> str | None:
         """The chunk, or None when it is not there yet. dagster-aws treats only an S3 error answer
-        so; a connection error (endpoint unreachable, read timeout) would end the reader thread, and
-        the trainer's report, days later, would never be read. Here it is tried again next poll."""
-        try:
-            return super().download_messages_chunk(index, params)
-        except BotoCoreError:
-            return None
+        so; a connection error would end the reader thread, and the trainer's report, days later,
+        would never be read. Here it is retried (see OUTAGE_SECONDS), then tried again next poll."""
+        return self._through_outages(
+            f"reading message chunk {index}",
+            lambda: super(PrefixedS3MessageReader, self).download_messages_chunk(index, params), None)
 
     @contextmanager
     def get_params(self) -> Iterator[dict]:
