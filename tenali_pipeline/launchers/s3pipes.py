@@ -63,6 +63,17 @@ class PrefixedS3MessageReader(PipesS3MessageReader):
             f"reading message chunk {index}",
             lambda: super(PrefixedS3MessageReader, self).download_messages_chunk(index, params), None)
 
+    def download_messages(self, cursor, params):
+        """Every chunk there now, not one: dagster-aws reads one chunk a poll while the trainer writes
+        one about as often, so a reader that fell behind (an outage, a slow poll) stayed behind for the
+        rest of a days-long run, and the final report, more than ten chunks back when the task ended,
+        was never read (Dagster drains for only 10 s after that)."""
+        chunks = []
+        while (chunk := self.download_messages_chunk(self.counter, params)) is not None:
+            chunks.append(chunk)
+            self.counter += 1
+        return (self.counter, "\n".join(chunks)) if chunks else None
+
     @contextmanager
     def get_params(self) -> Iterator[dict]:
         with super().get_params() as params:

@@ -297,6 +297,35 @@ def test_the_s3_reader_gives_up_a_long_outage_with_a_warning(monkeypatch, caplog
     assert len(warned) == 2 and all("tenali-pipes still unreachable" in w for w in warned)
 
 
+def test_the_s3_reader_catches_up_a_backlog_in_one_poll():
+    """The trainer writes a chunk every 5 s and dagster-aws read one a poll, so a reader that fell
+    behind never caught up, and after the task ended Dagster drains for 10 s only: the final report,
+    30 chunks back here, was lost. Each poll now reads every chunk that is there."""
+    import io
+
+    from tenali_pipeline.launchers.s3pipes import PrefixedS3MessageReader
+
+    class Bucket:
+        def __init__(self, n):
+            self.objects = {f"x/{i}.json": f'{{"chunk": {i}}}' for i in range(1, n + 1)}
+
+        def get_object(self, Bucket, Key):
+            from botocore.exceptions import ClientError
+
+            if Key not in self.objects:
+                raise ClientError({"Error": {"Code": "NoSuchKey"}}, "GetObject")
+            return {"Body": io.BytesIO(self.objects[Key].encode())}
+
+    bucket = Bucket(30)
+    reader = PrefixedS3MessageReader(bucket="b", prefix="", client=bucket)
+    params = {"bucket": "b", "key_prefix": "x"}
+    cursor, text = reader.download_messages(None, params)
+    assert cursor == 31 and text.split("\n") == [f'{{"chunk": {i}}}' for i in range(1, 31)]
+    assert reader.download_messages(cursor, params) is None
+    bucket.objects["x/31.json"] = '{"chunk": 31}'
+    assert reader.download_messages(cursor, params) == (32, '{"chunk": 31}')
+
+
 @pytest.mark.parametrize("code,retried", [(2, False), (1, True)])
 def test_a_config_error_is_not_retried_a_crash_is(tmp_path, monkeypatch, code, retried):
     """Exit 2 is the trainer's own refusal (a bad config, missing shards): the step's RetryPolicy ran the
