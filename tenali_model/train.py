@@ -60,6 +60,7 @@ from .evaluate import loss_sum
 from .model import Transformer
 from .parallel import (build_model, clip_grad_norm, full_state, grad_sync, load_full_state,
                        wrap_ddp)
+from .pipes_s3 import PatientS3
 from .plan import flops_per_token, peak_bf16_flops
 
 try:  # optional: only present where Dagster launches us; never import dagster itself here
@@ -626,7 +627,7 @@ def open_pipes(rank: int):
         params_loader=params,
         context_loader=(dagster_pipes.PipesS3ContextLoader(s3) if "bucket" in params.load_context_params()
                         else None),
-        message_writer=(dagster_pipes.PipesS3MessageWriter(s3, interval=5)
+        message_writer=(dagster_pipes.PipesS3MessageWriter(PatientS3(s3), interval=5)  # outages: pipes_s3
                         if "bucket" in params.load_messages_params() else None))
 
 
