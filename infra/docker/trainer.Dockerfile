@@ -19,9 +19,11 @@ ENV PYTHONUNBUFFERED=1 \
 # - peft (the "hf" extra): LoRA, on by default in SFT and optional in DPO (posttrain/lora.py);
 # - transformers (the "hf" extra): a Hugging Face teacher for distillation (posttrain/distill.py),
 #   and a dependency of peft, pinned so the image has the version the tests run with;
-# - accelerate: a dependency of peft that pyproject.toml does not pin; this is the version tested.
+# - accelerate: a dependency of peft that pyproject.toml does not pin; this is the version tested;
+# - botocore: boto3's own, imported directly to tell a passing S3 outage from a refusal when the
+#   trainer's Pipes reports are uploaded (pipes_s3.py); the version tested.
 # None of them replaces the base image's torch (they ask for torch>=2.6 at most).
-RUN pip install "dagster-pipes==1.13.27" "boto3==1.44.5" "numpy>=2.4,<3" "safetensors>=0.8,<0.9" \
+RUN pip install "dagster-pipes==1.13.27" "boto3==1.44.5" "botocore==1.44.8" "numpy>=2.4,<3" "safetensors>=0.8,<0.9" \
         "sentencepiece==0.2.3" "tokenizers>=0.22,<0.24" "pyarrow>=26,<27" \
         "peft==0.21.2" "transformers==5.23.0" "accelerate==1.16.0"
 
