@@ -1,17 +1,22 @@
 """Run training on Kubernetes GPU nodes: one pod per node, torchrun inside, Pipes through S3.
 
-- **One node** (``nodes == 1``): dagster-k8s's `PipesK8sClient` launches one pod asking for
-  ``gpus_per_node`` ``nvidia.com/gpu``, with the node selector and tolerations of the GPU pool, a
-  memory-backed ``/dev/shm`` (NCCL and DataLoader workers need more than Docker's 64 MiB) and the
-  shared work volume, running ``torchrun --standalone --nproc_per_node=<gpus>``.
-- **Several nodes**: an **indexed Job** (``completionMode: Indexed``, one pod per node) plus a
-  headless Service, created inside Dagster's ``open_pipes_session``. Chosen over JobSet and Kubeflow's
-  PyTorchJob because it needs nothing installed in the cluster (batch/v1 only, Kubernetes >= 1.24):
-  each pod gets its index (torchrun's ``--node_rank``) and a stable DNS name
-  ``<job>-0.<service>``, which is node 0's rendezvous address for torchrun's static rendezvous.
-  What the operators would add (gang restarts, elastic sizes) Dagster already covers: a failed
-  pod fails the Job (``backoffLimit: 0``), the step fails, and Dagster's retry relaunches the whole
-  Job, which resumes from the last checkpoint on the shared volume.
+- **Reporting through S3** (``TENALI_PIPES_BUCKET``, any number of nodes): an **indexed Job**
+  (``completionMode: Indexed``, one pod per node), created inside Dagster's ``open_pipes_session``
+  and followed by this module (`_wait_for_job`): a pod no node can take is named at once and fails the
+  step after ``TENALI_K8S_SCHEDULE_TIMEOUT``, a passing API outage is ridden out, a bad image fails
+  fast. Each pod asks for ``gpus_per_node`` ``nvidia.com/gpu`` with the node selector and
+  tolerations of the GPU pool, a memory-backed ``/dev/shm`` (NCCL and DataLoader workers need more
+  than Docker's 64 MiB) and the shared work volume. One node runs ``torchrun --standalone``; several
+  add a headless Service. Chosen over JobSet and Kubeflow's PyTorchJob because it needs nothing
+  installed in the cluster (batch/v1 only, Kubernetes >= 1.24): each pod gets its index (torchrun's
+  ``--node_rank``) and a stable DNS name ``<job>-0.<service>``, which is node 0's rendezvous address
+  for torchrun's static rendezvous. What the operators would add (gang restarts, elastic sizes)
+  Dagster already covers: a failed pod fails the Job (``backoffLimit: 0``), the step fails, and
+  Dagster's retry relaunches the whole Job, which resumes from the last checkpoint on the shared
+  volume.
+- **No bucket, one node**: dagster-k8s's `PipesK8sClient` runs the same pod spec as a bare pod and
+  reads the reports from its logs. Its wait is dagster-k8s's own: an unschedulable pod waits up to a
+  day, and one failed API call fails the step; set a bucket for production.
 
 Clean-up: the pod (or Job with its pods, and the Service) is deleted when the step ends, whether it
 succeeded, failed or was cancelled (the finally block runs on Dagster's interrupt); if the run worker
@@ -142,24 +147,29 @@ class K8sTrainingLauncher(dg.ConfigurableResource):
                 "dagster/run-id": run_id}
 
     def job_manifests(self, name: str, run_id: str, config_path: str, env: dict[str, str],
-                      workdir: str, module: str = "tenali_model.train") -> tuple[dict, dict]:
-        """(headless Service, indexed Job) for ``nodes`` nodes; node 0 is the rendezvous host."""
-        master = f"{name}-0.{name}.{self.namespace}.svc"
-        command = trainer_command(config_path, gpus_per_node=self.gpus_per_node, nodes=self.nodes,
-                                  node_rank="$(NODE_RANK)", master_addr=master, master_port=self.master_port,
-                                  module=module)
-        spec = self.pod_spec(command, env, workdir)
-        spec["subdomain"] = name  # <pod hostname>.<subdomain> resolves through the headless Service
-        spec["containers"][0]["env"].insert(0, {"name": "NODE_RANK", "valueFrom": {"fieldRef": {
-            "fieldPath": "metadata.annotations['batch.kubernetes.io/job-completion-index']"}}})
-        spec["containers"][0]["ports"] = [{"containerPort": self.master_port, "name": "rendezvous"}]
+                      workdir: str, module: str = "tenali_model.train") -> tuple[dict | None, dict]:
+        """(headless Service, indexed Job) for ``nodes`` nodes; node 0 is the rendezvous host. One
+        node needs no rendezvous: no Service (None), and torchrun runs standalone."""
         meta = {"name": name, "namespace": self.namespace, "labels": self.labels(run_id)}
         if owner_reference():
             meta["ownerReferences"] = owner_reference()
-        service = {"apiVersion": "v1", "kind": "Service", "metadata": meta,
-                   "spec": {"clusterIP": "None", "publishNotReadyAddresses": True,
-                            "selector": {"batch.kubernetes.io/job-name": name},
-                            "ports": [{"name": "rendezvous", "port": self.master_port}]}}
+        if self.nodes == 1:
+            command = trainer_command(config_path, gpus_per_node=self.gpus_per_node, module=module)
+            spec, service = self.pod_spec(command, env, workdir), None
+        else:
+            master = f"{name}-0.{name}.{self.namespace}.svc"
+            command = trainer_command(config_path, gpus_per_node=self.gpus_per_node, nodes=self.nodes,
+                                      node_rank="$(NODE_RANK)", master_addr=master,
+                                      master_port=self.master_port, module=module)
+            spec = self.pod_spec(command, env, workdir)
+            spec["subdomain"] = name  # <pod hostname>.<subdomain> resolves through the headless Service
+            spec["containers"][0]["env"].insert(0, {"name": "NODE_RANK", "valueFrom": {"fieldRef": {
+                "fieldPath": "metadata.annotations['batch.kubernetes.io/job-completion-index']"}}})
+            spec["containers"][0]["ports"] = [{"containerPort": self.master_port, "name": "rendezvous"}]
+            service = {"apiVersion": "v1", "kind": "Service", "metadata": meta,
+                       "spec": {"clusterIP": "None", "publishNotReadyAddresses": True,
+                                "selector": {"batch.kubernetes.io/job-name": name},
+                                "ports": [{"name": "rendezvous", "port": self.master_port}]}}
         job = {"apiVersion": "batch/v1", "kind": "Job", "metadata": meta,
                "spec": {"completionMode": "Indexed", "completions": self.nodes, "parallelism": self.nodes,
                         "backoffLimit": 0, "activeDeadlineSeconds": self.timeout_seconds,
@@ -204,7 +214,12 @@ class K8sTrainingLauncher(dg.ConfigurableResource):
                extras: dict | None = None, module: str = "tenali_model.train") -> dg.MaterializeResult:
         """Run `module` (pretraining, or a post-training stage) with ``--config config_path``."""
         check_shared_paths(self.shared_mount, config_path, workdir)
-        if self.nodes > 1:
+        # The Job path follows the pods itself: it names a pod no node can take (and gives up after
+        # schedule_timeout_seconds), rides out a passing API outage and fails fast on a bad image.
+        # PipesK8sClient's wait does none of these (an unschedulable pod waits a day; one API error
+        # fails the step and deletes a training pod), so it is kept only for the pod-logs reporting
+        # that needs it, when no Pipes bucket is set.
+        if self.nodes > 1 or self.pipes_bucket:
             return self._launch_job(context, str(config_path), str(workdir), extras, module)
         return self._launch_pod(context, str(config_path), str(workdir), extras, module)
 
@@ -284,9 +299,10 @@ class K8sTrainingLauncher(dg.ConfigurableResource):
                                    message_reader=reader) as session:
             service, job = self.job_manifests(name, context.run_id, config_path,
                                               self.env(session.get_bootstrap_env_vars()), workdir, module)
-            context.log.info(f"launching indexed Job {name}: {self.nodes} nodes x {self.gpus_per_node} GPUs")
-            kube.core_api.create_namespaced_service(
-                self.namespace, k8s_model_from_dict(V1Service, k8s_snake_case_dict(V1Service, service)))
+            context.log.info(f"launching indexed Job {name}: {self.nodes} node(s) x {self.gpus_per_node} GPUs")
+            if service is not None:
+                kube.core_api.create_namespaced_service(
+                    self.namespace, k8s_model_from_dict(V1Service, k8s_snake_case_dict(V1Service, service)))
             try:
                 kube.batch_api.create_namespaced_job(
                     self.namespace, k8s_model_from_dict(V1Job, k8s_snake_case_dict(V1Job, job)))
@@ -294,8 +310,9 @@ class K8sTrainingLauncher(dg.ConfigurableResource):
             finally:
                 self._delete(lambda: kube.batch_api.delete_namespaced_job(
                     name, self.namespace, propagation_policy="Background"), context, f"job {name} and its pods")
-                self._delete(lambda: kube.core_api.delete_namespaced_service(name, self.namespace), context,
-                             f"service {name}")
+                if service is not None:
+                    self._delete(lambda: kube.core_api.delete_namespaced_service(name, self.namespace), context,
+                                 f"service {name}")
         try:
             return dg.PipesClientCompletedInvocation(session).get_materialize_result(implicit_materialization=False)
         except Exception as e:  # noqa: BLE001 - every pod exited 0 but rank 0 reported nothing

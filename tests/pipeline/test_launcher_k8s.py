@@ -115,7 +115,31 @@ def materialise(launcher_resource, config_path, run_dir):
     return res
 
 
-def test_a_pod_trains_and_reports_through_s3_then_is_deleted(tmp_path, s3, cluster):
+def test_one_node_with_a_bucket_trains_as_a_one_pod_job_then_is_deleted(tmp_path, s3, cluster):
+    """The launcher follows its own Job (unschedulable pods, API outages, bad images) on one node too:
+    torchrun standalone, no Service."""
+    endpoint, client = s3
+    config_path, run_dir = tiny_run(tmp_path)
+    res = materialise(launcher(gpus_per_node=1, cpu="", memory="", shared_mount=str(tmp_path), pipes_bucket=BUCKET,
+                               s3_endpoint_url=endpoint, poll_interval=0.5), config_path, run_dir)
+    assert res.success, res.all_events
+    meta = res.asset_materializations_for_node("pretrain_checkpoint")[0].metadata
+    assert meta["step"].value == 6 and meta["world_size"].value == 1 and (run_dir / "latest").exists()
+    (job,) = cluster.submitted
+    assert isinstance(job, k8s.V1Job) and job.spec.completions == job.spec.parallelism == 1
+    c = job.spec.template.spec.containers[0]
+    assert c.command == ["torchrun", "--nproc_per_node=1", "--standalone", "-m", "tenali_model.train",
+                         "--config", str(config_path)]
+    assert not c.ports and job.spec.template.spec.subdomain is None
+    assert all(e.value_from is None for e in c.env)  # no NODE_RANK from the completion index
+    assert cluster.deleted == [f"job/{job.metadata.name}:Background"]
+    assert any("step 6/6" in m for m in res.logs)
+
+
+def test_the_bare_pod_path_trains_and_reports_then_is_deleted(tmp_path, s3, cluster, monkeypatch):
+    """Without a bucket one node runs as a bare pod through PipesK8sClient, whose reports come from
+    the pod's logs; the fake cannot stream logs, so the bare pod runs here with the S3 reader."""
+    monkeypatch.setattr(K8sTrainingLauncher, "_launch_job", K8sTrainingLauncher._launch_pod)
     endpoint, client = s3
     config_path, run_dir = tiny_run(tmp_path)
     res = materialise(launcher(gpus_per_node=1, cpu="", memory="", shared_mount=str(tmp_path), pipes_bucket=BUCKET,
@@ -152,8 +176,8 @@ def test_a_trainer_that_dies_at_start_fails_with_exit_code_and_last_lines(tmp_pa
     assert "exit code 137 (killed (out of memory or preempted))" in text
     assert "loading 1.2B parameters" in text and "CUDA out of memory" in text  # the last log lines
     assert failure.step_failure_data.user_failure_data.metadata["exit_code"].value == 137
-    (pod,) = cluster.submitted
-    assert cluster.deleted == [f"pod/{pod.metadata.name}"]  # cleaned up after a failure too
+    (job,) = cluster.submitted
+    assert cluster.deleted == [f"job/{job.metadata.name}:Background"] and not cluster.pods  # cleaned up
 
 
 def test_paths_off_the_shared_volume_fail_before_anything_is_submitted(tmp_path, cluster):
@@ -180,7 +204,8 @@ def test_two_nodes_train_as_an_indexed_job_and_report_once(tmp_path, s3, cluster
     assert cluster.deleted == [f"job/{name}:Background", f"service/{name}"]
 
 
-def test_a_cancelled_step_deletes_its_pod(tmp_path, s3, cluster, monkeypatch):
+@pytest.mark.parametrize("bare_pod", [False, True])
+def test_a_cancelled_step_deletes_its_pod(tmp_path, s3, cluster, monkeypatch, bare_pod):
     """Dagster cancels a step by raising DagsterExecutionInterruptedError in it; the pod must go."""
     from dagster._core.errors import DagsterExecutionInterruptedError
 
@@ -191,16 +216,20 @@ def test_a_cancelled_step_deletes_its_pod(tmp_path, s3, cluster, monkeypatch):
 
     def interrupted_once_running(self, *args, **kwargs):
         result = listed(self, *args, **kwargs)
-        if kwargs.get("field_selector") and result.items:  # PipesK8sClient waiting on the running pod
+        # the wait lists by name (PipesK8sClient) or by the Job's label (the launcher's own wait)
+        if kwargs.get("field_selector" if bare_pod else "label_selector") and result.items:
             raise DagsterExecutionInterruptedError("run cancelled from the UI")
         return result
 
     monkeypatch.setattr(api, "list_namespaced_pod", interrupted_once_running)
+    if bare_pod:
+        monkeypatch.setattr(K8sTrainingLauncher, "_launch_job", K8sTrainingLauncher._launch_pod)
     res = materialise(launcher(gpus_per_node=1, shared_mount=str(tmp_path), pipes_bucket=BUCKET,
                                s3_endpoint_url=endpoint, poll_interval=0.5), config_path, run_dir)
     assert not res.success
-    (pod,) = cluster.submitted
-    assert cluster.deleted == [f"pod/{pod.metadata.name}"] and not cluster.pods
+    (submitted,) = cluster.submitted
+    name = submitted.metadata.name
+    assert cluster.deleted == ([f"pod/{name}"] if bare_pod else [f"job/{name}:Background"]) and not cluster.pods
 
 
 def test_post_training_stages_run_their_own_module():
@@ -278,8 +307,8 @@ def test_a_kubernetes_api_outage_longer_than_the_grace_fails_the_step(tmp_path, 
 class _PendingCluster:
     """A Job whose pods no node can take: the scheduler's condition, as `kubectl describe pod` shows it."""
 
-    def __init__(self, message: str):
-        self.message, self.listed = message, 0
+    def __init__(self, message: str, pods: int = 2):
+        self.message, self.listed, self.pods = message, 0, pods
         self.batch_api, self.core_api = self, self
 
     def read_namespaced_job_status(self, name, namespace):
@@ -290,20 +319,21 @@ class _PendingCluster:
         cond = k8s.V1PodCondition(type="PodScheduled", status="False", reason="Unschedulable", message=self.message)
         return k8s.V1PodList(items=[k8s.V1Pod(metadata=k8s.V1ObjectMeta(name=f"j-{i}-abcde"),
                                               status=k8s.V1PodStatus(phase="Pending", conditions=[cond]))
-                                    for i in range(2)])
+                                    for i in range(self.pods)])
 
 
-def test_a_job_no_node_can_take_fails_with_the_schedulers_reason_instead_of_waiting_for_days(caplog):
+@pytest.mark.parametrize("nodes", [1, 2])
+def test_a_job_no_node_can_take_fails_with_the_schedulers_reason_instead_of_waiting_for_days(caplog, nodes):
     """Eight GPUs asked of a pool that has four (or a selector no node matches) leave the pods Pending
     for ever: the step said nothing and waited timeout_seconds (14 days). It now names the scheduler's
     reason at once and fails after schedule_timeout_seconds."""
     message = "0/3 nodes are available: 3 Insufficient nvidia.com/gpu. preemption: 0/3 nodes are available."
-    kube = _PendingCluster(message)
+    kube = _PendingCluster(message, pods=nodes)
     context = type("Ctx", (), {"log": logging.getLogger("test-unschedulable")})()
     with caplog.at_level(logging.WARNING, "test-unschedulable"):
         with pytest.raises(dg.Failure, match="no node could take it for 1 s: 0/3 nodes are available: 3 Insufficient "
                                              "nvidia.com/gpu.*TENALI_GPUS_PER_NODE.*TENALI_K8S_SCHEDULE_TIMEOUT"):
-            launcher(nodes=2, poll_interval=0.05, schedule_timeout_seconds=1)._wait_for_job(kube, "j", context)
+            launcher(nodes=nodes, poll_interval=0.05, schedule_timeout_seconds=1)._wait_for_job(kube, "j", context)
     warnings = [r.getMessage() for r in caplog.records if "cannot be scheduled yet" in r.getMessage()]
     assert len(warnings) == 1 and message in warnings[0]  # said once, not at every poll
     assert kube.listed > 5
