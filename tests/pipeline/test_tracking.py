@@ -269,3 +269,27 @@ def test_credentials_in_the_tracking_uri_never_reach_metadata_or_logs(mlflow, mo
     log_stage_safely(ctx, "sft", config={}, metrics_jsonl=METRICS, summary={}, tags={})
     (warning,) = ctx.log.warnings
     assert "cannot reach https://mlflow.example.com/tracking/?workspace=ml" in warning and TOKEN not in warning
+
+
+def test_an_unreachable_wandb_server_is_given_up_after_30_s_not_90(monkeypatch):
+    """wandb.init waits init_timeout (90 s by default; 91 s measured against a refused port) with the
+    training pool's slot held. log_stage_wandb asks for 30 s, unless WANDB_INIT_TIMEOUT is set."""
+    wandb = pytest.importorskip("wandb")
+    from tenali_pipeline.tracking import log_stage_wandb
+
+    seen = []
+
+    def refused(**kwargs):
+        seen.append(kwargs["settings"].init_timeout)
+        raise ConnectionError("refused")
+
+    monkeypatch.setattr(wandb, "init", refused)
+    monkeypatch.setenv("TENALI_WANDB_PROJECT", "p")
+    monkeypatch.setenv("TENALI_WANDB_MODE", "offline")
+    monkeypatch.delenv("WANDB_INIT_TIMEOUT", raising=False)
+    for env in (None, "120"):
+        if env:
+            monkeypatch.setenv("WANDB_INIT_TIMEOUT", env)
+        with pytest.raises(ConnectionError):
+            log_stage_wandb("pretrain", config={}, metrics_jsonl=b"", summary={}, tags={})
+    assert seen == [30.0, wandb.Settings().init_timeout]  # the second: left to wandb, which reads the variable
