@@ -61,9 +61,15 @@ def check_shared_paths(mount_path: str, *paths: Path | str) -> None:
 
 
 def s3_client(endpoint_url: str = ""):
+    """The Pipes client (context upload, message polling). Calls are bounded (5 s to connect, 20 s to
+    read, 2 attempts: under a minute) where boto3's defaults (60 s, 60 s, 5 attempts) could spend 10
+    minutes on one poll of an endpoint that drops packets, past Dagster's 120 s wait for the reader
+    thread; the reader retries outages itself (s3pipes.PrefixedS3MessageReader.OUTAGE_SECONDS)."""
     import boto3
+    from botocore.config import Config
 
-    return boto3.client("s3", endpoint_url=endpoint_url or None)
+    return boto3.client("s3", endpoint_url=endpoint_url or None,
+                        config=Config(connect_timeout=5, read_timeout=20, retries={"total_max_attempts": 2, "mode": "standard"}))
 
 
 def parse_s3_root(uri: str) -> tuple[str, str]:

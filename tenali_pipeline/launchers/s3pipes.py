@@ -30,8 +30,9 @@ class PrefixedS3MessageReader(PipesS3MessageReader):
     # A connection error (endpoint unreachable, read timeout: boto3's own retries spent) is retried
     # here, in place, for up to OUTAGE_SECONDS. Dagster's reader gives up WAIT_FOR_LOGS_AFTER_EXECUTION_
     # INTERVAL (10 s) after the task ends, so an outage then, answered "not there yet", would lose the
-    # trainer's final report; the join waits 120 s, hence the bound.
-    OUTAGE_SECONDS = 90.0
+    # trainer's final report; Dagster's join waits 120 s, hence the bound (60 s, plus one call of at
+    # most 50 s: common.s3_client's timeouts).
+    OUTAGE_SECONDS = 60.0
     FIRST_DELAY = 0.5
 
     def _through_outages(self, what: str, call: Callable[[], object], unreachable: object) -> object:

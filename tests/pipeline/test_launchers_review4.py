@@ -355,3 +355,15 @@ def test_the_trainers_own_exit_status_decides_the_retry_on_every_launcher():
     assert failure("pod p", 1, block.format(-9)).allow_retries
     assert not failure("task t", 2, "no torchrun block").allow_retries
     assert failure("task t", 137, "").allow_retries
+
+
+def test_the_pipes_s3_client_bounds_each_call_within_dagsters_wait_for_the_reader():
+    """boto3's defaults (60 s to connect, 60 s to read, 5 attempts) could hold one poll of an endpoint
+    that drops packets for 10 minutes, past Dagster's 120 s join of the reader thread (which then fails
+    the step and loses the report). One call is now at most 2 x (5 + 20) s, inside OUTAGE_SECONDS' margin."""
+    from tenali_pipeline.launchers.common import s3_client
+    from tenali_pipeline.launchers.s3pipes import PrefixedS3MessageReader
+
+    config = s3_client("http://127.0.0.1:9").meta.config
+    worst = config.retries["total_max_attempts"] * (config.connect_timeout + config.read_timeout)
+    assert worst <= 50 and PrefixedS3MessageReader.OUTAGE_SECONDS + worst < 120
