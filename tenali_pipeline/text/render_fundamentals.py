@@ -16,7 +16,8 @@ import functools
 import polars as pl
 
 from ..sources.live.xbrl import CONCEPT_INDEX
-from .render import _SIGNS, _doc, _frame, _pick, month_coverage, pct, price
+from ..sources.live.defillama import FLOWS
+from .render import _SIGNS, _doc, _frame, _pick, month_coverage, pct, price, span
 
 _PERIODIC = ("10-K", "10-K/A", "10-Q", "10-Q/A")
 _YEAR = dt.timedelta(days=365)
@@ -179,19 +180,25 @@ def render_earnings(facts: pl.DataFrame) -> pl.DataFrame:
 # ---- on-chain and DeFi: one note per chain or protocol and month ---------------------------------
 _METRIC_LABEL = {"tvl": "total value locked", "fees": "fees", "revenue": "revenue", "dex_volume": "DEX volume",
                  "stablecoin_supply": "stablecoin supply"}
-_FLOW = {"fees", "revenue", "dex_volume"}  # daily flows: summed over the month; others are levels
+_FLOW = FLOWS  # daily flows: summed over the month; others are levels
 
 
 def render_defi(metrics: pl.DataFrame) -> pl.DataFrame:
     """Monthly notes per entity: month-end levels (TVL, stablecoin supply) with their change, and
-    monthly totals of daily flows (fees, revenue, DEX volume). Dated on the month's last data day."""
+    monthly totals of daily flows (fees, revenue, DEX volume). Dated on the month's last data day.
+    The data's current month is not over (`month_coverage`): its flows are a month to date, said so
+    and compared per day, and the heading says how far the data goes ("in March 2024 through March 12")."""
     if metrics.is_empty():
         return _frame([])
-    df = metrics.with_columns(month=pl.col("date").dt.truncate("1mo"))
+    df = metrics.with_columns(month=pl.col("date").dt.truncate("1mo"),
+                              series=pl.concat_str("scope", "entity", "metric", separator="|"))
     key = ("scope", "entity", "metric")
-    monthly = (df.sort("date").group_by(*key, "month")
+    monthly = (df.sort("date").group_by(*key, "series", "month")
                .agg(last=pl.col("value").last(), first=pl.col("value").first(), total=pl.col("value").sum(),
-                    days=pl.len(), last_day=pl.col("date").max(), source=pl.col("source").first())
+                    days=pl.len(), first_day=pl.col("date").min(), last_day=pl.col("date").max(),
+                    source=pl.col("source").first())
+               .with_columns(weekend=True))  # DeFi runs every day
+    monthly = (month_coverage(monthly, "series", month="month", first="first_day", last="last_day", weekend="weekend")
                .sort(*key, "month")
                .with_columns(full=pl.col("days") == pl.col("month").dt.month_end().dt.day())
                .with_columns(prev_last=pl.col("last").shift(1).over(*key),
@@ -212,7 +219,10 @@ def render_defi(metrics: pl.DataFrame) -> pl.DataFrame:
         for r in g.sort("metric").iter_rows(named=True):
             label = _METRIC_LABEL.get(r["metric"], r["metric"])
             if r["metric"] in _FLOW:
-                line = f"{label[0].upper() + label[1:]} totalled {big_money(r['total'])} over {r['days']} days"
+                label = label[0].upper() + label[1:]
+                line = (f"{label} totalled {big_money(r['total'])} over {r['days']} days" if r["ended"] else
+                        f"{label} for the month to date ({r['days']} days through {r['last_day']:%B} "
+                        f"{r['last_day'].day}) totalled {big_money(r['total'])}")
                 if r["prev_total"] and r["full"] and r["prev_full"]:
                     line += f" ({pct(r['total'] / r['prev_total'] - 1)} on the previous month)"
                 elif r["prev_total"]:  # a month not fully covered: compare like with like, per day
@@ -226,7 +236,8 @@ def render_defi(metrics: pl.DataFrame) -> pl.DataFrame:
                     line += f", {pct(r['last'] / r['prev_last'] - 1)} from the previous month-end"
             lines.append(line + ".")
         title = f"{entity} on-chain activity in {month:%B %Y}"
-        text = f"On-chain and DeFi activity for {who} in {month:%B %Y} (DefiLlama):\n" + "\n".join(lines)
+        when = span(f"{month:%B %Y}", g["first_day"].min(), g["last_day"].max(), g["started"].any(), g["ended"].any())
+        text = f"On-chain and DeFi activity for {who} {when} (DefiLlama):\n" + "\n".join(lines)
         rows.append(_doc("crypto_forex", g["source"][0], entity, g["last_day"].max(), title, text))
     return _frame(rows)
 

@@ -8,6 +8,7 @@ trading day for every symbol, so a run asks only for the days after those alread
 overlap catches late corrections) instead of per-symbol requests. Announcements come from NSE, then
 BSE, each from a week before its own newest row held; one exchange failing (a bot wall, a bad window)
 keeps the other's rows and fails the run naming it. BSE rows carry the BSE scrip code as symbol.
+IPOs: NSE's list of past issues (no date parameters) is merged into the rows held, one row per issue.
 ``TENALI_SOURCES_OFF=india`` turns all three tables (both exchanges) off, e.g. when a bot wall refuses
 this machine.
 """
@@ -19,6 +20,7 @@ import requests
 
 from ...sources.http import PartialFetchError
 from ...sources.incremental import upsert
+from ...sources.india_schema import INDIA_KEYS
 from ..common import source_assets, unless_recently_checked
 
 OVERLAP = dt.timedelta(days=7)
@@ -83,8 +85,18 @@ bhavcopy_defs = source_assets(
                                                 lambda start: run.sources.india(start, archive=run.archive).bhavcopy())),
     description="NSE daily bhavcopy: end-of-day OHLC, volume, turnover and trades per symbol and series.",
 )
+
+
+def _ipos(run) -> pl.DataFrame:
+    """NSE's past issues merged into those held: NSE lists the issues it shows now (how far back is its
+    choice), and the raw table is written whole, so an issue it no longer lists must stay. An issue
+    listed again replaces its row (closed -> listed, its price and listing day), one row per issue."""
+    return upsert(run.previous, run.sources.india(archive=run.archive).ipos(), INDIA_KEYS["india_ipos"],
+                  sort=["issue_start", "symbol"])
+
+
 ipo_defs = source_assets(
     "india_ipos", name="india_ipos", group="india", time_column="listing_date",
-    fetch=unless_recently_checked(lambda run: run.sources.india(archive=run.archive).ipos()),
+    fetch=unless_recently_checked(_ipos),
     description="NSE past public issues: issue price, price band, size, dates and status (main board and SME).",
 )

@@ -13,9 +13,12 @@ Endpoints and the response shapes this client reads (https://defillama.com/docs/
 
 Dates are Unix seconds at 00:00 UTC (strings in the stablecoin charts). Every request returns the
 whole history, so a run both backfills and brings the table up to date; rows before `start` are
-dropped. Each (metric, entity) is one item: a failure fails that item only (`PartialFetchError`
-names them all at the end); a 404 means DefiLlama has no such series for it (a chain without DEX
-volume) and is listed in `self.missing`. DefiLlama asks for moderate use: requests are spaced by
+dropped. The charts of daily flows (fees, revenue, DEX volume) often end with today's day so far, a
+partial sum that reads as a crash: flows are kept up to yesterday (UTC), and today's comes complete
+with the next run. Levels (TVL, stablecoin supply) keep today's point, a true value when read.
+Each (metric, entity) is one item: a failure fails that item only (`PartialFetchError` names them
+all at the end); a 404 means DefiLlama has no such series for it (a chain without DEX volume) and
+is listed in `self.missing`. DefiLlama asks for moderate use: requests are spaced by
 a process-wide limiter (5 per second).
 
 Incremental runs: every request serves a whole history, so the asset asks only the series due for a
@@ -42,6 +45,7 @@ API, STABLECOINS = "https://api.llama.fi", "https://stablecoins.llama.fi"
 LIMITER = RateLimiter(5)
 OFF_SETTING = "TENALI_SOURCES_OFF=defillama"
 _CHART = {"excludeTotalDataChart": "false", "excludeTotalDataChartBreakdown": "true"}
+FLOWS = frozenset({"fees", "revenue", "dex_volume"})  # daily sums; the other metrics are levels
 
 
 def _day(stamp) -> dt.date:
@@ -85,10 +89,12 @@ def parse_stablecoin_chart(body) -> list[tuple[dt.date, float]]:
 
 
 def to_frame(series: dict[tuple[str, str, str], list[tuple[dt.date, float]]], source: str,
-             start: dt.date | None = None) -> pl.DataFrame:
-    """{(metric, scope, entity): [(date, value)]} -> DEFI_METRICS rows (one per day: the last wins)."""
+             start: dt.date | None = None, today: dt.date | None = None) -> pl.DataFrame:
+    """{(metric, scope, entity): [(date, value)]} -> DEFI_METRICS rows (one per day: the last wins).
+    With `today`, flows dated today or later are left out: that day is not over."""
     rows = [{"metric": m, "scope": s, "entity": e, "date": d, "value": v, "source": source}
-            for (m, s, e), points in series.items() for d, v in points if start is None or d >= start]
+            for (m, s, e), points in series.items() for d, v in points
+            if (start is None or d >= start) and (today is None or m not in FLOWS or d < today)]
     if not rows:
         return pl.DataFrame(schema=DEFI_METRICS)
     df = conform(pl.DataFrame(rows, schema=DEFI_METRICS), DEFI_METRICS, what="DefiLlama metrics")
@@ -99,9 +105,10 @@ def to_frame(series: dict[tuple[str, str, str], list[tuple[dt.date, float]]], so
 class DefiLlamaClient:
     def __init__(self, chains=("Ethereum",), protocols=(), *, start: str | dt.date | None = None, api: str = API,
                  stablecoins: str = STABLECOINS, session: requests.Session | None = None, attempts: int = 4,
-                 base_delay: float = 1.0, archive: ResponseArchive | None = None):
+                 base_delay: float = 1.0, archive: ResponseArchive | None = None, today: dt.date | None = None):
         self.chains, self.protocols = list(chains), list(protocols)
         self.start = dt.date.fromisoformat(str(start)) if start else None
+        self.today = today  # the UTC day in progress (flows of it are partial); None: the clock's, at fetch time
         self.api, self.stablecoins = api.rstrip("/"), stablecoins.rstrip("/")
         self.session = session or rate_limited_session(LIMITER)
         if archive is not None:
@@ -153,7 +160,7 @@ class DefiLlamaClient:
                     failures[name] = str(exc)
             except (RetriesExhausted, MalformedResponse) as exc:
                 failures[name] = str(exc)
-        df = to_frame(series, "defillama", self.start)
+        df = to_frame(series, "defillama", self.start, self.today or dt.datetime.now(dt.timezone.utc).date())
         if failures:
             raise PartialFetchError("DefiLlama", failures, partial=df)
         return df

@@ -24,7 +24,8 @@ Bhavcopy, one file per trading day on ``nsearchives.nseindia.com``:
 
 The parser tells the layout from the header (the old ``cmDDMONYYYYbhav.csv`` too).
 
-IPOs: ``www.nseindia.com/api/public-past-issues`` lists every past issue::
+IPOs: ``www.nseindia.com/api/public-past-issues`` lists past issues, as far back as NSE keeps them
+(no date parameters; the asset merges each answer into the issues held)::
 
     {"symbol": "TATATECH", "companyName": "Tata Technologies Limited", "securityType": "EQ",
      "ipoStartDate": "22-NOV-2023", "ipoEndDate": "24-NOV-2023", "listingDate": "30-NOV-2023",
@@ -528,6 +529,6 @@ class NseClient:
         return df
 
     def ipos(self) -> pl.DataFrame:
-        """Past public issues (NSE lists every one; no date parameters)."""
+        """The past public issues NSE lists now (no date parameters; older ones may have left the list)."""
         body = self._api("/api/public-past-issues", None, referer=IPO_REFERER, what="past public issues")
         return self._keep(parse_past_issues(body)).sort("issue_start", "symbol", nulls_last=True)
