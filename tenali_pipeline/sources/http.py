@@ -5,6 +5,13 @@
   Anything else propagates at once: a bad series id must not be retried five times.
 - `RateLimiter(per_second)` spaces calls evenly across all threads of the process;
   `rate_limited_session` mounts it on a `requests.Session` so every request through it waits.
+  `RateLimiter(per_second, shared=path)` spaces them across every process of the machine too: Dagster's
+  multiprocess executor runs the SEC assets (filings, XBRL, universe, IPOs, news) and the EDGAR sensor in
+  separate processes, whose own limiters would together go over the SEC's 10/s per client (it then blocks
+  the IP for ~10 minutes). The next free slot (wall-clock seconds) lives in `path`, read and written under
+  an exclusive `fcntl.flock`; `SEC_LIMITER` keeps it in $TENALI_HOME/ratelimits/sec.gov (`home_state_file`).
+  Without fcntl (Windows), without TENALI_HOME, or when the file cannot be written, the limiter spaces
+  calls within its process only; an unreadable file counts as "no slot taken".
 - `redact(text, *secrets)` removes secrets (API keys) before text reaches a message or a log.
 
 No network access happens here; the collectors in `live/` use these around their library calls.
@@ -13,17 +20,25 @@ No network access happens here; the collectors in `live/` use these around their
 from __future__ import annotations
 
 import logging
+import math
+import os
 import random
 import threading
 import time
 from collections.abc import Callable
 from datetime import datetime, timezone
 from email.utils import parsedate_to_datetime
+from pathlib import Path
 from typing import TypeVar
 from urllib.parse import urlsplit
 
 import requests
 from requests.adapters import HTTPAdapter
+
+try:
+    import fcntl
+except ImportError:  # Windows: no flock, so each process keeps its own spacing
+    fcntl = None  # type: ignore[assignment]
 
 log = logging.getLogger(__name__)
 
@@ -78,35 +93,99 @@ def retry(
     raise AssertionError("unreachable")  # pragma: no cover
 
 
+StatePath = str | os.PathLike | None
+
+
+def home_state_file(name: str) -> Path | None:
+    """$TENALI_HOME/ratelimits/`name`, where the processes of this machine share a limiter's next slot; None
+    when TENALI_HOME is unset. The `tenali` CLI sets it, absolute, for every process it starts (run workers
+    start in the instance's folder, where the settings' relative default "var" would name another file)."""
+    home = os.environ.get("TENALI_HOME", "").strip()
+    return Path(home).expanduser().absolute() / "ratelimits" / name if home else None
+
+
 class RateLimiter:
     """At most `per_second` calls per second across every thread that shares this object.
 
     Calls are spaced evenly (1/per_second apart) rather than allowed in bursts, which is what the
     SEC's "10 requests per second" asks for. `wait()` blocks until the caller's slot.
+
+    `shared` (a file path, or a callable returning one or None, asked at each call) extends the spacing
+    to every process using the same file: the next free slot, in wall-clock seconds, is kept there
+    under an exclusive flock. Where that cannot work (no fcntl, no path, an unwritable file) calls are
+    spaced within this process only, as without `shared`: a limiter never fails a collection.
     """
 
     def __init__(
         self,
         per_second: float,
         *,
-        clock: Callable[[], float] = time.monotonic,
+        shared: StatePath | Callable[[], StatePath] = None,
+        clock: Callable[[], float] | None = None,
         sleep: Callable[[float], None] = time.sleep,
     ):
         if per_second <= 0:
             raise ValueError("per_second must be positive")
         self.interval = 1.0 / per_second
-        self._clock = clock
+        self.shared = shared
+        self._clock = clock or time.monotonic
+        self._wall = clock or time.time  # processes compare slots: monotonic clocks need not agree
         self._sleep = sleep
         self._next = float("-inf")
         self._lock = threading.Lock()
+        self._warned: set[str] = set()
+        # a stored slot further ahead than any queue of waiters could push it means the clock was set back
+        self._horizon = 60.0 + 100 * self.interval
+
+    def state_file(self) -> Path | None:
+        """The file shared with other processes now, or None (per-process spacing)."""
+        path = self.shared() if callable(self.shared) else self.shared
+        return Path(path) if path and fcntl is not None else None
 
     def wait(self) -> None:
         with self._lock:
-            now = self._clock()
-            slot = max(now, self._next)
-            self._next = slot + self.interval
+            path = self.state_file()
+            taken = self._take_shared(path) if path is not None else None
+            if taken is not None:
+                now, slot = taken
+            else:
+                now = self._clock()
+                slot = max(now, self._next)
+                self._next = slot + self.interval
         if slot > now:
             self._sleep(slot - now)
+
+    def _take_shared(self, path: Path) -> tuple[float, float] | None:
+        """(now, this call's slot) from the state file, which then holds the slot after it; None on an OSError."""
+        try:
+            try:
+                fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+            except FileNotFoundError:
+                path.parent.mkdir(parents=True, exist_ok=True)
+                fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX)  # released by close
+                now = self._wall()
+                try:
+                    taken = float(os.read(fd, 64).decode("ascii").strip() or "-inf")
+                except (UnicodeDecodeError, ValueError):  # corrupt: as if no slot were taken
+                    taken = float("-inf")
+                if not math.isfinite(taken) or taken > now + self._horizon:
+                    taken = float("-inf")
+                slot = max(now, taken)
+                os.lseek(fd, 0, os.SEEK_SET)
+                os.ftruncate(fd, 0)
+                os.write(fd, repr(slot + self.interval).encode("ascii"))
+                return now, slot
+            finally:
+                os.close(fd)
+        except OSError as exc:
+            if str(path) not in self._warned:
+                self._warned.add(str(path))
+                log.warning("rate limit state %s is unusable (%s): spacing calls within this process only, so "
+                            "parallel processes may together exceed the limit; make TENALI_HOME writable",
+                            path, exc.strerror or exc)
+            return None
 
     def __enter__(self) -> RateLimiter:
         self.wait()
@@ -116,13 +195,14 @@ class RateLimiter:
         return None
 
 
-# One limiter per rate-limited host, shared by every session in the process.
-SEC_LIMITER = RateLimiter(10)
+# One limiter per rate-limited host, shared by every session in the process and, through a file under
+# TENALI_HOME, by every process of the machine (the SEC's 10/s is per client: per IP address).
+SEC_LIMITER = RateLimiter(10, shared=lambda: home_state_file("sec.gov"))
 _HOST_LIMITERS: dict[str, RateLimiter] = {"sec.gov": SEC_LIMITER}
 
 
 def limiter_for_url(url: str) -> RateLimiter | None:
-    """The process-wide limiter for `url`'s host (sec.gov and its subdomains), if it has one."""
+    """The limiter for `url`'s host (sec.gov and its subdomains), if it has one."""
     host = (urlsplit(url).hostname or "").lower()
     for domain, limiter in _HOST_LIMITERS.items():
         if host == domain or host.endswith("." + domain):

@@ -11,9 +11,9 @@ History supply is not served, so ``circulating_supply`` is the one the market ca
 price, as CoinGecko computes the cap; a cap of 0, CoinGecko's answer for a day it knows no supply
 of, is stored as unknown); ``max_supply`` is the protocol's cap (null when uncapped).
 A demo key (COINGECKO_API_KEY, header ``x-cg-demo-api-key``) raises the rate limit; without one the
-public API allows a few calls per minute and only the last 365 days of history (it answers 401,
-error 10012, beyond that: start later with TENALI_START_DATE or use a key). A failing coin fails
-alone (`PartialFetchError` at the end names each).
+public API allows a few calls per minute (spaced across the machine's processes, see `PUBLIC_LIMITER`)
+and only the last 365 days of history (it answers 401, error 10012, beyond that: start later with
+TENALI_START_DATE or use a key). A failing coin fails alone (`PartialFetchError` at the end names each).
 
 Incremental runs: `fetch(since={coin: first day})` asks each coin only from that day. Every request
 (a first run from a recent TENALI_START_DATE too) reaches at least `DAILY_DAYS` back from its end, and
@@ -35,13 +35,15 @@ import requests
 
 from ..archive import ResponseArchive
 from ..http import (MalformedResponse, PartialFetchError, RateLimiter, RetriesExhausted, SourceBlocked, fetch_json,
-                    rate_limited_session)
+                    home_state_file, rate_limited_session)
 from ..schema import COIN_MARKETS, conform
 
 log = logging.getLogger(__name__)
 
 API = "https://api.coingecko.com/api/v3"
-PUBLIC_LIMITER, KEY_LIMITER = RateLimiter(0.2), RateLimiter(0.5)  # ~12 and 30 calls per minute
+# ~12 and 30 calls per minute, per IP / per key: shared by every process of the machine through TENALI_HOME
+PUBLIC_LIMITER = RateLimiter(0.2, shared=lambda: home_state_file("coingecko-public"))
+KEY_LIMITER = RateLimiter(0.5, shared=lambda: home_state_file("coingecko-key"))
 OFF_SETTING = "TENALI_SOURCES_OFF=coingecko"
 DAILY_DAYS = 92  # a range starting further back than 90 days from now is served daily
 

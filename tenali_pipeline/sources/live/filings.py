@@ -13,9 +13,10 @@ _sec_gateway and _orchestrator modules):
 Rate limits: the SEC allows 10 requests per second per client and wants a User-Agent naming a
 person or company and an email (SEC_EDGAR_IDENTITY="Name email@domain"); it answers abuse with
 403. sec-edgar-downloader 5.1 enforces 10/s itself with a module-level pyrate_limiter Limiter
-around every request it makes (process-wide, shared by all Downloader objects). That budget is not
-shared with `tenali_pipeline.sources.http.SEC_LIMITER`, which throttles the sec.gov requests we
-make ourselves (e.g. the EDGAR RSS feed in news.py).
+around every request it makes (process-wide, shared by all Downloader objects). That budget sees
+neither our other SEC requests nor other processes, so every request it makes also waits on
+`tenali_pipeline.sources.http.SEC_LIMITER`, which throttles the sec.gov requests of every SEC source
+(XBRL, universe, IPOs, the EDGAR RSS feed, the sensor) across the machine's processes.
 
 sec-edgar-downloader facts this client works around:
 - a failure while saving a filing is printed to stdout and skipped, and a filing already on disk is
@@ -40,6 +41,7 @@ from pathlib import Path
 import polars as pl
 import requests
 
+from .. import http
 from ..http import PartialFetchError, TransientError, retry
 from ..schema import FILINGS, conform
 
@@ -50,6 +52,36 @@ _FAILURE = re.compile(
     r"Error occurred while downloading filing for accession number (?:\{\}: \{\} )?(?P<acc>\d{10}-\d{2}-\d{6}):? (?P<why>.*)"
 )
 _TRANSIENT = re.compile(r"\b(429|5\d\d)\b|Connection|Timeout|timed out", re.I)
+
+
+class _SecLimitedRequests:
+    """Stands in for the `requests` module inside sec_edgar_downloader._sec_gateway (whose `_call_sec` makes every
+    request of the library with `requests.get`): each GET first waits on `SEC_LIMITER`, looked up at call time."""
+
+    def __init__(self, module):
+        self._module = module
+
+    def get(self, *args, **kwargs):
+        http.SEC_LIMITER.wait()
+        return self._module.get(*args, **kwargs)
+
+    def __getattr__(self, name: str):
+        return getattr(self._module, name)
+
+
+def _share_sec_budget() -> None:
+    """Route sec-edgar-downloader's requests through `SEC_LIMITER` (idempotent): its own 10/s limiter is per
+    process and blind to our other SEC requests, so filings next to XBRL or the sensor would exceed the SEC's 10/s."""
+    from sec_edgar_downloader import _sec_gateway
+
+    current = getattr(_sec_gateway, "requests", None)
+    if isinstance(current, _SecLimitedRequests):
+        return
+    if not hasattr(current, "get"):  # another sec-edgar-downloader than the pinned 5.1: its own limit only
+        log.warning("sec_edgar_downloader._sec_gateway has no `requests.get` to rate limit: its requests are not "
+                    "counted in SEC_LIMITER (check the sec-edgar-downloader version pinned in pyproject.toml)")
+        return
+    _sec_gateway.requests = _SecLimitedRequests(current)
 
 
 class EdgarDownloadError(RuntimeError):
@@ -216,6 +248,7 @@ class EdgarFilingsClient:
     def _downloader(self):
         from sec_edgar_downloader import Downloader
 
+        _share_sec_budget()  # before the constructor, which fetches the ticker map
         return Downloader(self.name, self.email, self.download_dir)
 
     def _get(self, downloader, form: str, company: str, before: date, after: date) -> int:
