@@ -2,8 +2,8 @@
 
 Every tick (at most every 15 minutes) reads each company's submissions JSON
 (`SUBMISSIONS_URL`, one small request per CIK) with the SEC_EDGAR_IDENTITY User-Agent, through the
-process-wide 10/s `SEC_LIMITER`. Tickers are turned into CIKs once, from `TICKERS_URL`, and the
-answer is kept in the cursor; a ticker given as digits is taken as a CIK.
+machine-wide 10/s `SEC_LIMITER` (shared by processes through $TENALI_HOME). Tickers are turned into
+CIKs once, from `TICKERS_URL`, and the answer is kept in the cursor; a ticker given as digits is taken as a CIK.
 
 Cursor (JSON, bounded by the number of configured tickers; tickers and CIKs no longer configured
 are dropped)::

@@ -6,7 +6,7 @@ exchange press-release feeds. One GET per feed per fetch, conditional (If-None-M
 If-Modified-Since) when `state` holds the feed's last ETag / Last-Modified, so an unchanged
 feed costs a 304 and no parsing.
 
-Rate limits: feeds publish none, but hosts do: requests to sec.gov go through the process-wide
+Rate limits: feeds publish none, but hosts do: requests to sec.gov go through the machine-wide
 10/s `SEC_LIMITER` (see ../http.py), 429 and 5xx are retried with backoff (Retry-After
 honoured). feedparser has no timeout of its own, which is why we fetch the bytes ourselves.
 

@@ -41,7 +41,7 @@ What it cannot parse, and what happens then:
   gross proceeds are the table's "Total" (price x shares when the table has none); prices in a
   currency other than US dollars are read as dollars only when written "$" / "US$".
 
-Rate limits and faults: every request waits on the process-wide `SEC_LIMITER` (10 per second, the
+Rate limits and faults: every request waits on the machine-wide `SEC_LIMITER` (10 per second, the
 SEC's fair-access limit) and carries the User-Agent from SEC_EDGAR_IDENTITY ("Name email"); 429,
 5xx and network errors are retried with backoff. A 403 (the SEC's answer to an undeclared tool or
 a client over the limit) stops the fetch with `SourceBlocked` naming SEC_EDGAR_IDENTITY and

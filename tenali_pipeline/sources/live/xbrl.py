@@ -17,7 +17,7 @@ filing keeps both rows (same period, different accession and ``filed``): that is
 stay visible. `as_of` gives the point-in-time view: only figures filed on or before a date, the
 latest filing winning.
 
-Rate limits: the SEC allows 10 requests per second per client (process-wide `SEC_LIMITER`) and
+Rate limits: the SEC allows 10 requests per second per client (`SEC_LIMITER`, shared by the machine's processes) and
 wants a User-Agent with a name and email (SEC_EDGAR_IDENTITY); it answers abuse with 403.
 
 Concepts used (one table; the first concept a filing reports wins for its period, see `as_of`):
