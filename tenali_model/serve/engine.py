@@ -334,12 +334,18 @@ class Engine:
         with self._cv:
             self._stop = True
             self._cv.notify_all()
-        if self._thread is not None:
-            self._thread.join(timeout)
-            if self._thread.is_alive():  # a long step: it stops after it (start() waits for that)
+            # One read of the thread: a stop() on another thread (two at once: a program's own and an
+            # app's lifespan) dropped self._thread between this one's reads, which then raised
+            # AttributeError on None; and a thread a start() made meanwhile is not dropped for the old one.
+            thread = self._thread
+        if thread is not None:
+            thread.join(timeout)
+            if thread.is_alive():  # a long step: it stops after it (start() waits for that)
                 log.warning("the engine's thread did not stop within %.0f s; it stops after its current step", timeout)
             else:
-                self._thread = None
+                with self._cv:
+                    if self._thread is thread:
+                        self._thread = None
 
     def __enter__(self):
         return self.start()
@@ -357,7 +363,8 @@ class Engine:
 
     @property
     def alive(self) -> bool:
-        return self._thread is not None and self._thread.is_alive()
+        thread = self._thread  # read once: a stop() on another thread may drop it between two reads
+        return thread is not None and thread.is_alive()
 
     @property
     def ready(self) -> bool:

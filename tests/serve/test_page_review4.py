@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from ts_helpers import LiveServer, chat_page, free_port
+from ts_helpers import LiveServer, StepGate, chat_page, free_port, never_sample, no_text_yet, wait_until
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 
@@ -80,24 +80,40 @@ def test_serving_every_interface_without_an_api_key_is_warned(ckpt, tok_path, ca
     assert "warning" not in err and "sekret" not in err
 
 
-# `tenali serve` in a process of its own: slow decoding steps, no stop tokens (answers run to max_tokens)
+# `tenali serve` in a process of its own whose answers do not end by themselves: no stop tokens, no end
+# of text, and after a few tokens each decoding step waits until the engine is told to stop (slow steps
+# only made that likely: a loaded machine let an answer run to max_tokens before the Ctrl-C landed).
 _SLOW_SERVER = """
 import sys, time
 import tenali_model.serve as serve, tenali_model.serve.app as app, tenali_model.serve.engine as eng
 from tenali_model.tokenizer import EOT, load_tokenizer
 serve.SHUTDOWN_GRACE = float(sys.argv[1])
 eot = load_tokenizer(sys.argv[2]).token_id(EOT)
-real = eng.decode_slots
-def decode(*a, **k):
-    time.sleep(0.05)
-    logits = real(*a, **k)
+real_limit, real_step = eng.Engine._limit, eng.Engine._step
+def limit(self, logits):
+    logits = real_limit(self, logits)
     logits[:, eot] = float("-inf")
     return logits
-eng.decode_slots = decode
+def step(self):
+    give_up = time.monotonic() + 120
+    while self.steps >= 3 and not self._stop and time.monotonic() < give_up:
+        time.sleep(0.01)
+    real_step(self)
+eng.Engine._limit, eng.Engine._step = limit, step
 app.stop_ids = lambda tok: []
 from tenali_model.cli import main
 sys.exit(main(sys.argv[3:]))
 """
+
+
+def _refused(port: int) -> bool:
+    try:
+        socket.create_connection(("127.0.0.1", port), timeout=5).close()
+    except ConnectionRefusedError:
+        return True
+    except OSError:
+        pass
+    return False
 
 
 @pytest.mark.parametrize("grace, interrupts", [(0.5, 1), (600, 2)])
@@ -113,25 +129,28 @@ def test_ctrl_c_during_an_answer_ends_it_cleanly(ckpt, tok_path, grace, interrup
          "--device", "cpu", "--port", str(port), "--threads", "1"],
         cwd=REPO_ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
-        deadline = time.time() + 60
+        deadline = time.time() + 180
         while True:
             with contextlib.suppress(OSError):
                 socket.create_connection(("127.0.0.1", port), timeout=1).close()
                 break
             assert proc.poll() is None and time.time() < deadline, proc.communicate()
             time.sleep(0.2)
-        conn = http.client.HTTPConnection("127.0.0.1", port, timeout=60)
+        conn = http.client.HTTPConnection("127.0.0.1", port, timeout=180)
         conn.request("POST", "/v1/chat/completions", json.dumps(
             {"messages": [{"role": "user", "content": "hi"}], "stream": True, "max_tokens": 120, "seed": 1}),
             {"Content-Type": "application/json"})
         resp = conn.getresponse()
         assert resp.status == 200
         assert resp.readline().startswith(b"data:")  # the answer is under way
-        for _ in range(interrupts):
+        proc.send_signal(signal.SIGINT)
+        if interrupts == 2:
+            # A second SIGINT sent before the server handled the first merges with it (one pending
+            # signal): wait for the shutdown to begin (the listening socket closed), then send it.
+            wait_until(lambda: _refused(port), "the server began shutting down", seconds=120)
             proc.send_signal(signal.SIGINT)
-            time.sleep(0.3)
         body = resp.read().decode()
-        out, err = proc.communicate(timeout=60)
+        out, err = proc.communicate(timeout=180)
     finally:
         if proc.poll() is None:
             proc.kill()
@@ -161,19 +180,18 @@ def browser():
 @pytest.fixture
 def slow(monkeypatch, served):
     """{"s": seconds each decoding step sleeps}; answers run to max_tokens: no turn markers stop them, and
-    the untrained model's end of text (1 in ~500 tokens) is never sampled after the first token."""
+    the untrained model's end of text (1 in ~600 tokens) is never sampled, the first token included."""
     import tenali_model.serve.engine as eng
     from tenali_model.tokenizer import EOT
 
-    real, delay, eot = eng.decode_slots, {"s": 0.0}, served.tokenizer.token_id(EOT)
+    real, delay = eng.decode_slots, {"s": 0.0}
 
     def decode(*a, **k):
         time.sleep(delay["s"])
-        logits = real(*a, **k)
-        logits[:, eot] = float("-inf")
-        return logits
+        return real(*a, **k)
 
     monkeypatch.setattr(eng, "decode_slots", decode)
+    never_sample(monkeypatch, served.tokenizer.token_id(EOT))
     monkeypatch.setattr("tenali_model.serve.app.stop_ids", lambda tok: [])
     return delay
 
@@ -188,11 +206,11 @@ def _answer(page, text, states=("done",)):
     page.fill("#prompt", text)
     page.click("#send")
     page.wait_for_function(f"(() => {{ const a = document.querySelectorAll('.assistant')[{n}]; "
-                           f"return a && {json.dumps(list(states))}.includes(a.dataset.state); }})()", timeout=30_000)
+                           f"return a && {json.dumps(list(states))}.includes(a.dataset.state); }})()", timeout=60_000)
 
 
 @needs_browser
-def test_a_long_conversation_scrolls_in_the_log_and_leaves_a_reader_where_they_are(served, browser, slow):
+def test_a_long_conversation_scrolls_in_the_log_and_leaves_a_reader_where_they_are(served, browser, slow, monkeypatch):
     """The page grew with the conversation (the grid row took the log's height), so the box and its
     buttons went below the screen; and each streamed chunk pulled a reader who had scrolled up back down."""
     with _page(served, browser) as (page, app, server):
@@ -205,43 +223,46 @@ def test_a_long_conversation_scrolls_in_the_log_and_leaves_a_reader_where_they_a
         assert box["y"] >= 0 and box["y"] + box["height"] <= 700, box
         # at the end, the log follows a new answer; scrolled up, it stays put while the answer streams on
         slow["s"] = 0.05
+        # once it shows text (a few tokens), 60 more of its 100 after the scroll; then it waits for the stop
+        gate = StepGate(monkeypatch, pass_while=no_text_yet(served.tokenizer))
         page.fill("#prompt", "And the 10-year yield?")
         page.click("#send")
-        page.wait_for_function("document.querySelectorAll('.assistant')[4].textContent.length > 0", timeout=20_000)
+        page.wait_for_function("document.querySelectorAll('.assistant')[4].textContent.length > 0", timeout=60_000)
         page.evaluate("document.getElementById('log').scrollTop = 0")
         shown = page.evaluate("document.querySelectorAll('.assistant')[4].textContent.length")
+        gate.allow(60)
         page.wait_for_function(f"document.querySelectorAll('.assistant')[4].textContent.length > {shown} + 20",
-                               timeout=20_000)
+                               timeout=60_000)
         assert page.evaluate("document.getElementById('log').scrollTop") == 0
         page.click("#stop")
-        page.wait_for_selector(".assistant[data-state=stopped]", timeout=10_000)
+        page.wait_for_selector(".assistant[data-state=stopped]", timeout=60_000)
 
 
 @needs_browser
-def test_a_server_that_goes_away_and_comes_back(served, browser, slow):
+def test_a_server_that_goes_away_and_comes_back(served, browser, slow, monkeypatch):
     """Were "network error" and "Failed to fetch": neither said the server was gone, nor what to do."""
+    # the answer is still streaming when the server goes (once it shows text its steps wait until the
+    # engine stops): the server's 2 s of grace end with the stream cut, not with the answer finished
+    gate = StepGate(monkeypatch, pass_while=no_text_yet(served.tokenizer))
     with _page(served, browser) as (page, app, server):
-        slow["s"] = 0.05
         page.fill("#max_tokens", "100")
         page.fill("#prompt", "What did Apple close at?")
         page.click("#send")
-        page.wait_for_function("document.querySelectorAll('.assistant')[0].textContent.length > 0", timeout=20_000)
+        page.wait_for_function("document.querySelectorAll('.assistant')[0].textContent.length > 0", timeout=60_000)
         server.__exit__(None, None, None)
-        page.wait_for_selector(".assistant[data-state=error]", timeout=20_000)
+        page.wait_for_selector(".assistant[data-state=error]", timeout=60_000)
         assert "connection to the server was lost" in page.inner_text("#error")
         page.fill("#prompt", "Hello again")
         page.click("#send")
         page.wait_for_function("document.getElementById('error').textContent.includes('could not reach the server')",
-                               timeout=20_000)
+                               timeout=60_000)
         assert page.input_value("#prompt") == "Hello again"  # kept, to send once the server is back
-        slow["s"] = 0.0
-        back = LiveServer(app)
-        back.server.config.port = server.port
-        with back:
+        gate.open()
+        with LiveServer(app, port=server.port):
             page.fill("#max_tokens", "4")
             page.click("#send")
             page.wait_for_function("document.querySelectorAll('.assistant')[1]?.dataset.state === 'done'",
-                                   timeout=20_000)
+                                   timeout=60_000)
             assert page.inner_text("#error") == ""
 
 
@@ -252,12 +273,12 @@ def test_a_401_sends_the_reader_to_the_key_field_and_the_key_stays_in_it(served,
         page.fill("#max_tokens", "4")
         page.fill("#prompt", "What did Apple close at?")
         page.click("#send")
-        page.wait_for_function("document.getElementById('error').textContent.includes('401')", timeout=20_000)
+        page.wait_for_function("document.getElementById('error').textContent.includes('401')", timeout=60_000)
         assert '"API key" field' in page.inner_text("#error")
         assert page.evaluate("document.activeElement.id") == "apikey"
         page.keyboard.type("sekret")
         page.click("#send")
-        page.wait_for_selector(".assistant[data-state=done]", timeout=20_000)
+        page.wait_for_selector(".assistant[data-state=done]", timeout=60_000)
         # the key goes in the header only: never in the address or the browser's storage
         assert "sekret" not in page.url
         assert page.evaluate("JSON.stringify(localStorage) + JSON.stringify(sessionStorage) + document.cookie") \
@@ -265,21 +286,22 @@ def test_a_401_sends_the_reader_to_the_key_field_and_the_key_stays_in_it(served,
 
 
 @needs_browser
-def test_keyboard_use_keeps_the_focus_and_right_to_left_text_reads_right_to_left(served, browser, slow):
+def test_keyboard_use_keeps_the_focus_and_right_to_left_text_reads_right_to_left(served, browser, slow, monkeypatch):
     """Stop pressed from the keyboard dropped the focus to the page's start (the button it was on became
     disabled); an Arabic question was laid out left to right."""
+    # the answer is still under way (Stop enabled) until it is stopped: once it shows text its steps wait
+    StepGate(monkeypatch, pass_while=no_text_yet(served.tokenizer))
     with _page(served, browser) as (page, app, server):
-        slow["s"] = 0.05
         page.fill("#max_tokens", "100")
         page.focus("#prompt")
         page.keyboard.type("ما هو سعر سهم أبل؟")
         page.keyboard.press("Enter")
-        page.wait_for_function("document.querySelectorAll('.assistant')[0]?.textContent.length > 0", timeout=20_000)
+        page.wait_for_function("document.querySelectorAll('.assistant')[0]?.textContent.length > 0", timeout=60_000)
         assert page.evaluate("getComputedStyle(document.querySelector('.user')).direction") == "rtl"
         page.keyboard.press("Tab")
         assert page.evaluate("document.activeElement.id") == "stop"
         page.keyboard.press("Enter")
-        page.wait_for_selector(".assistant[data-state=stopped]", timeout=10_000)
+        page.wait_for_selector(".assistant[data-state=stopped]", timeout=60_000)
         assert page.evaluate("document.activeElement.id") == "prompt"
 
 
@@ -297,7 +319,7 @@ def test_info_without_some_fields_still_shows_the_rest(served, browser):
             {"model": "tenali-test", "context": 128, "auth": True, "release": {"evaluation": {"bits_per_byte": None}}})))
         page.goto(server.url + "/")
         page.wait_for_function("document.getElementById('model-name').textContent === 'tenali-test'")
-        page.wait_for_function("document.getElementById('apikey').placeholder === 'required'", timeout=5_000)
+        page.wait_for_function("document.getElementById('apikey').placeholder === 'required'", timeout=60_000)
         sub = page.inner_text("#model-sub")
         assert sub == "context 128 tokens", sub
         assert page.inner_text("#eval-table") == "no release figures"

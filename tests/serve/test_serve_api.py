@@ -6,7 +6,7 @@ import time
 
 import pytest
 
-from ts_helpers import CONTEXT
+from ts_helpers import CONTEXT, StepGate, never_sample, no_text_yet, wait_until
 
 CHAT = [{"role": "user", "content": "What did Apple close at?"}]
 
@@ -120,7 +120,7 @@ def test_models_health_metrics_info_and_docs(client):
     assert 'route="/v1/completions",status="200"' in text
     assert f"tenali_generated_tokens_total {n}.0" in text  # the one request so far (counted by the engine)
     assert f"tenali_inter_token_latency_seconds_count {n - 1}.0" in text  # the gaps between its tokens
-    deadline = time.monotonic() + 10  # the engine goes idle just after the answer is sent
+    deadline = time.monotonic() + 60  # the engine goes idle just after the answer is sent
     while "tenali_batch_size 0.0" not in text and time.monotonic() < deadline:
         time.sleep(0.02)
         text = client.get("/metrics").text
@@ -247,10 +247,11 @@ def test_ready_waits_for_the_decoding_step_and_reports_its_failure(make_client, 
     answer = []
     t = threading.Thread(target=lambda: answer.append(c.post("/v1/completions", json={"prompt": "AAPL", "max_tokens": 3})))
     t.start()
-    time.sleep(0.2)
-    assert not answer  # queued behind the preparation, not refused
+    engine = c.app.state.engine
+    wait_until(lambda: engine.queue_depth == 1 or answer, "the request reached the engine")
+    assert not answer and engine.queue_depth == 1  # queued behind the preparation, not refused
     release.set()
-    t.join(30)
+    t.join(60)
     assert answer[0].status_code == 200 and answer[0].json()["usage"]["completion_tokens"] > 0
     assert c.get("/ready").json() == {"ready": True, "status": "ok"}
 
@@ -259,7 +260,7 @@ def test_ready_waits_for_the_decoding_step_and_reports_its_failure(make_client, 
 
     monkeypatch.setattr(StaticDecoder, "warm", failing_warm)
     c = make_client(cuda_graph=True)
-    deadline = time.monotonic() + 10
+    deadline = time.monotonic() + 60
     while c.get("/ready").json()["status"] == "starting" and time.monotonic() < deadline:
         time.sleep(0.01)
     r = c.get("/ready")
@@ -290,18 +291,14 @@ def test_cors_only_when_configured(make_client):
 
 
 def test_queue_full_answers_429_with_retry_after(make_client, monkeypatch):
-    import time
-
-    import tenali_model.serve.engine as eng
     from tenali_model.serve.engine import SamplingParams
 
-    real = eng.decode_slots
-    monkeypatch.setattr(eng, "decode_slots", lambda *a, **k: (time.sleep(0.02), real(*a, **k))[1])
+    StepGate(monkeypatch)  # the running request keeps the only slot (and the other its place) until cancelled
     c = make_client(max_batch=1, max_queue=1)
     engine = c.app.state.engine
     long = SamplingParams(max_tokens=100, temperature=0)
     running = engine.submit([1, 2, 3], long)
-    next(running.events(timeout=5))
+    next(running.events(timeout=60))
     waiting = engine.submit([4], long)
     resp = c.post("/v1/completions", json={"prompt": "AAPL", "max_tokens": 4})
     assert resp.status_code == 429 and int(resp.headers["Retry-After"]) >= 1
@@ -347,21 +344,16 @@ def test_cors_preflight_allows_the_api_key_header_and_the_openai_sdks_headers(ma
     assert c.get("/v1/models", headers={"x-api-key": "k"}).status_code == 200
 
 
-def _slow_engine(monkeypatch, seconds=0.02):
-    import tenali_model.serve.engine as eng
-
-    real = eng.decode_slots
-    monkeypatch.setattr(eng, "decode_slots", lambda *a, **k: (time.sleep(seconds), real(*a, **k))[1])
-
-
 def test_a_stream_that_times_out_before_its_first_token_answers_503(make_client, monkeypatch):
     """As a whole answer does: not a 200 stream with finish_reason "length" and no text."""
     from tenali_model.serve.engine import SamplingParams
 
-    _slow_engine(monkeypatch)
+    # The hog keeps the only slot until cancelled (its steps wait, but for the engine to end a request
+    # whose time ran out): it cannot finish while the two requests below wait their 0.3 s.
+    StepGate(monkeypatch)
     c = make_client(max_batch=1, request_timeout=0.3)
-    hog = c.app.state.engine.submit([1, 2, 3], SamplingParams(max_tokens=100, temperature=0), timeout=30)
-    next(hog.events(timeout=5))  # it holds the only slot
+    hog = c.app.state.engine.submit([1, 2, 3], SamplingParams(max_tokens=100, temperature=0), timeout=600)
+    next(hog.events(timeout=60))  # it holds the only slot
     body = {"messages": CHAT, "max_tokens": 5}
     whole = c.post("/v1/chat/completions", json=body)
     with c.stream("POST", "/v1/chat/completions", json={**body, "stream": True}) as r:
@@ -374,10 +366,14 @@ def test_a_stream_that_times_out_before_its_first_token_answers_503(make_client,
     assert 'tenali_finished_generations_total{reason="time_limit"} 2.0' in c.get("/metrics").text
 
 
-def test_a_stopped_engine_answers_503_and_a_stream_cut_by_shutdown_ends_with_an_error(make_client, monkeypatch):
+def test_a_stopped_engine_answers_503_and_a_stream_cut_by_shutdown_ends_with_an_error(make_client, served, monkeypatch):
     import threading
 
-    _slow_engine(monkeypatch)
+    from tenali_model.tokenizer import EOT
+
+    # the answer is still under way when the engine stops: once it shows text its steps wait for the stop
+    StepGate(monkeypatch, pass_while=no_text_yet(served.tokenizer))
+    never_sample(monkeypatch, served.tokenizer.token_id(EOT))  # nor does its first token end it
     c = make_client()
     engine = c.app.state.engine
     body = {"prompt": "The curve", "max_tokens": 100, "temperature": 0, "stop_token_ids": [], "stream": True}
@@ -389,9 +385,7 @@ def test_a_stopped_engine_answers_503_and_a_stream_cut_by_shutdown_ends_with_an_
     assert rest[-1] == "[DONE]"
     last = json.loads(rest[-2])
     assert last["error"]["type"] == "server_error" and "shutting down" in last["error"]["message"]
-    deadline = time.time() + 5
-    while engine.alive and time.time() < deadline:
-        time.sleep(0.01)
+    wait_until(lambda: not engine.alive, "the engine's thread ended")
     resp = c.post("/v1/completions", json={"prompt": "AAPL", "max_tokens": 2})
     assert resp.status_code == 503 and resp.json()["error"]["code"] == "engine_stopped"
     with c.stream("POST", "/v1/completions", json={"prompt": "AAPL", "max_tokens": 2, "stream": True}) as r:

@@ -119,7 +119,8 @@ def test_a_benchmark_stopped_at_its_time_limit_keeps_its_cells_and_stops_its_ser
 
     out = tmp_path / "out"
     proc = subprocess.Popen(
-        [sys.executable, str(ROOT / "bench" / "bench_serve.py"), "--preset", "tiny", "--lengths", "8,16,24,32,40",
+        [sys.executable, str(ROOT / "bench" / "bench_serve.py"), "--preset", "tiny",
+         "--lengths", "8,16,24,32,40,48,56,64,72,80,88,96,104,112",  # still running when the first cell is written
          "--concurrency", "1", "--new-tokens", "8", "--rounds", "40", "--skip", "transformers", "--out", str(out)],
         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env={"OMP_NUM_THREADS": "1", "PATH": "/usr/bin:/bin"})
     try:
@@ -129,7 +130,7 @@ def test_a_benchmark_stopped_at_its_time_limit_keeps_its_cells_and_stops_its_ser
         children = _children(proc.pid)
         assert proc.poll() is None and children, "the benchmark ended (or never started its server) too soon"
         proc.send_signal(signal.SIGTERM)
-        assert proc.wait(30) == 128 + signal.SIGTERM
+        assert proc.wait(120) == 128 + signal.SIGTERM
     finally:
         proc.kill()
     time.sleep(0.5)

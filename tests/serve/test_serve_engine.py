@@ -5,6 +5,7 @@ import time
 import pytest
 import torch
 
+from ts_helpers import StepGate, wait_until
 from tenali_model.generate import generate
 from tenali_model.serve.engine import Engine, QueueFull, SamplingParams, generate_ids
 
@@ -174,19 +175,11 @@ def test_stop_tokens_end_generation_exactly(model):
 
 
 def test_cancel_frees_the_slot_and_a_full_queue_refuses(model, monkeypatch):
-    import tenali_model.serve.engine as eng
-
-    real = eng.decode_slots
-
-    def slow(*a, **k):
-        time.sleep(0.01)
-        return real(*a, **k)
-
-    monkeypatch.setattr(eng, "decode_slots", slow)
+    gate = StepGate(monkeypatch)  # the running request cannot finish (and free its slot) before it is cancelled
     with Engine(model, max_batch=1, max_queue=1) as engine:
         long = SamplingParams(max_tokens=100, temperature=0)
         running = engine.submit([1, 2, 3], long)
-        next(running.events(timeout=5))  # it holds the only slot
+        next(running.events(timeout=60))  # it holds the only slot
         waiting = engine.submit([4, 5], long)
         with pytest.raises(QueueFull) as err:
             engine.submit([6], long)
@@ -194,24 +187,31 @@ def test_cancel_frees_the_slot_and_a_full_queue_refuses(model, monkeypatch):
         waiting.cancel()
         assert waiting.finish_reason == "cancelled" and engine.queue_depth == 0
         running.cancel()
-        deadline = time.time() + 5
-        while engine.active and time.time() < deadline:
-            time.sleep(0.01)
+        wait_until(lambda: not engine.active, "the cancelled request's slot freed")
         assert engine.active == 0 and running.finish_reason == "cancelled"
         assert len(running.generated) < 100
         # the freed slot serves the next request
-        (out,) = generate_ids(engine, [[7, 8]], SamplingParams(max_tokens=3, temperature=0), timeout=10)
+        gate.open()
+        (out,) = generate_ids(engine, [[7, 8]], SamplingParams(max_tokens=3, temperature=0), timeout=60)
         assert len(out) == 3
 
 
 def test_time_limit_ends_a_request(model, monkeypatch):
+    """A request whose time runs out mid-answer ends with "time_limit" and keeps its tokens. The engine's
+    clock is the test's: on a loaded machine 0.2 s of real time could pass before the request was even
+    admitted (it then ended in the queue, with no token)."""
+    import types
+
     import tenali_model.serve.engine as eng
 
-    real = eng.decode_slots
-    monkeypatch.setattr(eng, "decode_slots", lambda *a, **k: (time.sleep(0.01), real(*a, **k))[1])
+    now = [1000.0]
+    monkeypatch.setattr(eng, "time", types.SimpleNamespace(monotonic=lambda: now[0], perf_counter=time.perf_counter))
+    StepGate(monkeypatch)  # no step before the time is up: the answer cannot reach max_tokens first
     with Engine(model, max_batch=1) as engine:
         req = engine.submit([1, 2], SamplingParams(max_tokens=100, temperature=0), timeout=0.2)
-        list(req.events(timeout=10))
+        assert next(req.events(timeout=60)).kind == "token"  # admitted and answering
+        now[0] += 0.25
+        assert req.wait(60)
     assert req.finish_reason == "time_limit" and 0 < len(req.generated) < 100
 
 
@@ -221,13 +221,6 @@ def test_prompt_that_cannot_fit_is_refused(model):
             engine.submit(list(range(100)), SamplingParams(max_tokens=40))
         with pytest.raises(ValueError, match="empty"):
             engine.submit([], SamplingParams(max_tokens=4))
-
-
-def _slow_steps(monkeypatch, seconds=0.01):
-    import tenali_model.serve.engine as eng
-
-    real = eng.decode_slots
-    monkeypatch.setattr(eng, "decode_slots", lambda *a, **k: (time.sleep(seconds), real(*a, **k))[1])
 
 
 def test_one_requests_sampling_failure_ends_only_that_request(model, monkeypatch):
@@ -291,7 +284,7 @@ def test_the_engine_restarts_and_refuses_requests_while_stopped(model):
     engine.start()
     try:
         assert engine.alive
-        (out,) = generate_ids(engine, [[1, 2, 3]], params, timeout=10)
+        (out,) = generate_ids(engine, [[1, 2, 3]], params, timeout=60)
         assert len(out) == 3
     finally:
         engine.stop()
@@ -304,27 +297,26 @@ def test_a_request_submitted_while_the_engine_stops_is_refused(model, monkeypatc
 
     from tenali_model.serve.engine import EngineStopped
 
-    _slow_steps(monkeypatch, 0.2)
+    gate = StepGate(monkeypatch, react=False)  # the thread stays in its step until the request was tried
     engine = Engine(model, max_batch=2).start()
     running = engine.submit([1, 2, 3], SamplingParams(max_tokens=50, temperature=0))
-    next(running.events(timeout=5))
-    stopper = threading.Thread(target=engine.stop)
+    next(running.events(timeout=60))
+    stopper = threading.Thread(target=lambda: engine.stop(timeout=60))
     stopper.start()
-    deadline = time.time() + 5
-    while not engine._stop and time.time() < deadline:
-        time.sleep(0.001)
+    wait_until(lambda: engine._stop, "stop() asked the thread to end")
     assert engine.alive  # the thread is still in its step
     with pytest.raises(EngineStopped):
         engine.submit([4, 5], SamplingParams(max_tokens=3, temperature=0))
-    stopper.join(10)
-    assert running.wait(5) and running.finish_reason == "cancelled"
+    gate.open()
+    stopper.join(60)
+    assert running.wait(60) and running.finish_reason == "cancelled"
     assert engine.queue_depth == 0
 
 
 def test_generate_ids_checks_lengths_and_cancels_the_rest_on_failure(model, monkeypatch):
     import tenali_model.serve.engine as eng
 
-    _slow_steps(monkeypatch)
+    StepGate(monkeypatch)  # the two long requests run until cancelled: ended by generate_ids, not by their length
     real = eng.sample_next
 
     def failing(logits, temperature, *a, **k):
@@ -340,9 +332,7 @@ def test_generate_ids_checks_lengths_and_cancels_the_rest_on_failure(model, monk
         long = SamplingParams(max_tokens=100, temperature=0)
         with pytest.raises(RuntimeError, match="sampling failed"):
             generate_ids(engine, [[1, 2], [3, 4], [5, 6]], [SamplingParams(max_tokens=5, temperature=0.5), long, long])
-        deadline = time.time() + 5
-        while (engine.active or engine.queue_depth) and time.time() < deadline:
-            time.sleep(0.01)
+        wait_until(lambda: not (engine.active or engine.queue_depth), "the other two requests ended")
         assert engine.active == 0 and engine.queue_depth == 0  # the other two were cancelled, not left running
 
 
@@ -379,15 +369,63 @@ def test_a_start_after_a_stop_that_timed_out_runs_the_engine(model, monkeypatch)
     """stop() gives up waiting after its timeout while a long step (or the static step's warm-up)
     runs; start() then took the ending thread for a running one and returned, the thread ended, and
     the engine refused every request (EngineStopped) until the process restarted."""
-    _slow_steps(monkeypatch, 0.3)
+    gate = StepGate(monkeypatch, react=False)  # the thread is held in its step: it outlives the stop
     engine = Engine(model, max_batch=2).start()
     try:
         running = engine.submit([1, 2, 3], SamplingParams(max_tokens=50, temperature=0))
-        next(running.events(timeout=5))
-        engine.stop(timeout=0.01)  # almost always mid-step (0.3 s each): the thread outlives the stop
+        next(running.events(timeout=60))
+        engine.stop(timeout=0.01)
+        old = engine._thread
+        assert old is not None and old.is_alive()
+        join = old.join
+        old.join = lambda timeout=None: (gate.open(), join(timeout))[1]  # its step ends once start() waits for it
         engine.start()
-        assert engine.alive and running.wait(5) and running.finish_reason == "cancelled"
-        (out,) = generate_ids(engine, [[1, 2, 3]], SamplingParams(max_tokens=2, temperature=0), timeout=10)
+        gate.open()  # (a start() that did not wait for it)
+        assert running.wait(60) and running.finish_reason == "cancelled"
+        assert engine.alive
+        (out,) = generate_ids(engine, [[1, 2, 3]], SamplingParams(max_tokens=2, temperature=0), timeout=60)
         assert len(out) == 2
     finally:
+        gate.open()
         engine.stop()
+
+
+def test_two_stops_at_once_both_return(model, monkeypatch):
+    """stop() from two threads at once (a program's own and an app's lifespan): the one whose wait for
+    the thread ended second read self._thread after the other had dropped it, and raised AttributeError
+    ('NoneType' object has no attribute 'is_alive') instead of returning."""
+    import threading
+
+    gate = StepGate(monkeypatch, react=False)  # the thread stays in its step until both stops wait for it
+    engine = Engine(model, max_batch=1).start()
+    running = engine.submit([1, 2, 3], SamplingParams(max_tokens=50, temperature=0))
+    next(running.events(timeout=60))
+    thread, waiting, first_done, errors = engine._thread, [], threading.Event(), []
+    join = thread.join
+
+    def join_then_let_the_first_finish(timeout=None):
+        waiting.append(threading.current_thread().name)
+        join(timeout)
+        if threading.current_thread().name == "second":
+            assert first_done.wait(60)
+
+    thread.join = join_then_let_the_first_finish
+
+    def stop(name):
+        try:
+            engine.stop(timeout=60)
+        except Exception as e:  # noqa: BLE001 - what the test is about
+            errors.append(e)
+        finally:
+            if name == "first":
+                first_done.set()
+
+    stoppers = [threading.Thread(target=stop, args=(name,), name=name) for name in ("first", "second")]
+    for t in stoppers:
+        t.start()
+    wait_until(lambda: len(waiting) == 2, "both stops wait for the thread")
+    gate.open()
+    for t in stoppers:
+        t.join(120)
+    assert errors == [] and not engine.alive and engine._thread is None
+    assert running.finish_reason == "cancelled"

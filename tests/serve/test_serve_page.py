@@ -3,12 +3,11 @@ refused requests, cut streams, long conversations, New chat mid-answer, unreadab
 
 import contextlib
 import json
-import time
 from pathlib import Path
 
 import pytest
 
-from ts_helpers import LiveServer, chat_page
+from ts_helpers import LiveServer, StepGate, chat_page, never_sample, no_text_yet, wait_until
 
 CHROMIUM = Path("/usr/bin/chromium")
 ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
@@ -28,15 +27,13 @@ def browser():
 
 
 def test_the_page_streams_an_answer_and_stops_one(served, browser, monkeypatch):
-    import tenali_model.serve.engine as eng
     from tenali_model.serve.app import ServeOptions, create_app
+    from tenali_model.tokenizer import EOT
 
     served.release = {"created": "2026-11-22", "evaluation": {"bits_per_byte": 1.2345, "val_loss": 2.5}}
-    real = eng.decode_slots
-    delay = {"s": 0.0}
-    monkeypatch.setattr(eng, "decode_slots", lambda *a, **k: (time.sleep(delay["s"]), real(*a, **k))[1])
     # An untrained model may end an answer at once; here answers run to max_tokens, so the stop button has work.
     monkeypatch.setattr("tenali_model.serve.app.stop_ids", lambda tok: [])
+    never_sample(monkeypatch, served.tokenizer.token_id(EOT))
     app = create_app(served, ServeOptions(max_batch=2, api_key=""))
     with LiveServer(app) as server:
         page = browser.new_page()
@@ -47,22 +44,21 @@ def test_the_page_streams_an_answer_and_stops_one(served, browser, monkeypatch):
         page.fill("#max_tokens", "24")
         page.fill("#prompt", "What did Apple close at?")
         page.click("#send")
-        page.wait_for_selector(".assistant[data-state=done]", timeout=20_000)
+        page.wait_for_selector(".assistant[data-state=done]", timeout=60_000)
         answer = page.locator(".assistant").first
         assert "finish:" in answer.inner_text()
         assert page.locator(".user").first.inner_text() == "What did Apple close at?"
-        # 2. a slow answer stopped mid-way frees its slot
-        delay["s"] = 0.05
+        # 2. an answer stopped mid-way frees its slot (once it shows text its steps wait for the stop: it
+        # cannot end first)
+        StepGate(monkeypatch, pass_while=no_text_yet(served.tokenizer))
         page.fill("#max_tokens", "100")
         page.fill("#prompt", "And the 10-year yield?")
         page.click("#send")
-        page.wait_for_function("document.querySelectorAll('.assistant')[1].textContent.length > 0", timeout=20_000)
+        page.wait_for_function("document.querySelectorAll('.assistant')[1].textContent.length > 0", timeout=60_000)
         assert app.state.engine.active == 1
         page.click("#stop")
-        page.wait_for_selector(".assistant[data-state=stopped]", timeout=10_000)
-        deadline = time.time() + 5
-        while app.state.engine.active and time.time() < deadline:
-            time.sleep(0.02)
+        page.wait_for_selector(".assistant[data-state=stopped]", timeout=60_000)
+        wait_until(lambda: not app.state.engine.active, "the stopped answer's slot freed")
         assert app.state.engine.active == 0
         assert page.inner_text("#error") == ""
         page.close()
@@ -89,7 +85,7 @@ def _ask(page, text, state="done"):
     page.fill("#prompt", text)
     page.click("#send")
     page.wait_for_function(f"(() => {{ const a = document.querySelectorAll('.assistant'); "
-                           f"return a.length > {n} && a[{n}].dataset.state === '{state}'; }})()", timeout=20_000)
+                           f"return a.length > {n} && a[{n}].dataset.state === '{state}'; }})()", timeout=60_000)
 
 
 def test_the_default_max_tokens_fits_a_small_context(served, browser):
@@ -105,33 +101,36 @@ def test_a_refused_request_gives_the_prompt_back_and_leaves_no_turn_behind(serve
         page.fill("#max_tokens", "8")
         page.fill("#prompt", "What did Apple close at?")
         page.click("#send")
-        page.wait_for_function("document.getElementById('error').textContent.includes('401')", timeout=20_000)
-        page.wait_for_selector("#send:not([disabled])", timeout=5_000)
+        page.wait_for_function("document.getElementById('error').textContent.includes('401')", timeout=60_000)
+        page.wait_for_selector("#send:not([disabled])", timeout=60_000)
         assert page.locator(".msg").count() == 0  # the refused turn is not shown as part of the chat
         # the text is back in the box, to send again once the key is in
         assert page.input_value("#prompt") == "What did Apple close at?"
         page.fill("#apikey", "sekret")
         page.click("#send")
-        page.wait_for_selector(".assistant[data-state=done]", timeout=20_000)
+        page.wait_for_selector(".assistant[data-state=done]", timeout=60_000)
         assert page.inner_text("#error") == ""
         # the retry is the whole conversation: one user turn, not the failed one as well
         assert posted[-1]["messages"] == [{"role": "user", "content": "What did Apple close at?"}]
 
 
 def test_new_chat_during_an_answer_starts_an_empty_conversation(served, browser, monkeypatch):
-    import tenali_model.serve.engine as eng
+    from tenali_model.tokenizer import EOT
 
-    real = eng.decode_slots
-    monkeypatch.setattr(eng, "decode_slots", lambda *a, **k: (time.sleep(0.05), real(*a, **k))[1])
+    # the first answer is still under way at "New chat": once it shows text its steps wait (but for its
+    # cancellation)
+    gate = StepGate(monkeypatch, pass_while=no_text_yet(served.tokenizer))
+    never_sample(monkeypatch, served.tokenizer.token_id(EOT))
     monkeypatch.setattr("tenali_model.serve.app.stop_ids", lambda tok: [])
     with _chat_page(served, browser) as (page, app, posted):
         page.fill("#max_tokens", "100")
         page.fill("#prompt", "And the 10-year yield?")
         page.click("#send")
-        page.wait_for_function("document.querySelectorAll('.assistant')[0].textContent.length > 0", timeout=20_000)
+        page.wait_for_function("document.querySelectorAll('.assistant')[0].textContent.length > 0", timeout=60_000)
+        assert app.state.engine.active == 1
         page.click("#clear")
-        page.wait_for_selector("#send:not([disabled])", timeout=10_000)
-        monkeypatch.setattr(eng, "decode_slots", real)
+        page.wait_for_selector("#send:not([disabled])", timeout=60_000)
+        gate.open()
         page.fill("#max_tokens", "4")
         _ask(page, "Hello")
         assert posted[-1]["messages"] == [{"role": "user", "content": "Hello"}]
@@ -170,7 +169,7 @@ def test_an_unreadable_sampling_field_is_reported_not_replaced_by_the_default(se
         page.fill("#prompt", "What did Apple close at?")
         page.click("#send")
         page.wait_for_function("document.getElementById('error').textContent.includes('temperature')",
-                               timeout=5_000)
+                               timeout=60_000)
         assert posted == []
         assert page.input_value("#prompt") == "What did Apple close at?"
 
