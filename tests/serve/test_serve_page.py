@@ -30,7 +30,8 @@ def test_the_page_streams_an_answer_and_stops_one(served, browser, monkeypatch):
     from tenali_model.serve.app import ServeOptions, create_app
     from tenali_model.tokenizer import EOT
 
-    served.release = {"created": "2026-11-22", "evaluation": {"bits_per_byte": 1.2345, "val_loss": 2.5}}
+    # served is the session's model: the release is put back after this test
+    monkeypatch.setattr(served, "release", {"created": "2026-11-22", "evaluation": {"bits_per_byte": 1.2345, "val_loss": 2.5}})
     # An untrained model may end an answer at once; here answers run to max_tokens, so the stop button has work.
     monkeypatch.setattr("tenali_model.serve.app.stop_ids", lambda tok: [])
     never_sample(monkeypatch, served.tokenizer.token_id(EOT))
