@@ -11,6 +11,7 @@ import socket
 import subprocess
 import sys
 import threading
+import time
 import urllib.request
 from pathlib import Path
 from types import SimpleNamespace
@@ -44,10 +45,11 @@ def s3(monkeypatch):
     for name, value in {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing",
                         "AWS_DEFAULT_REGION": "us-east-1", "AWS_REGION": "us-east-1"}.items():
         monkeypatch.setenv(name, value)
-    port = free_port()
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
+    # port 0: the server binds a free port itself (a port picked here could be taken before it binds it,
+    # and start() would then wait for ever on a server thread that died)
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
     server.start()
-    endpoint = f"http://127.0.0.1:{port}"
+    endpoint = f"http://127.0.0.1:{server.get_host_and_port()[1]}"
     # moto keeps its state per process, not per server: start every test from an empty account
     urllib.request.urlopen(urllib.request.Request(f"{endpoint}/moto-api/reset", method="POST"), timeout=10)
     client = boto3.client("s3", endpoint_url=endpoint, region_name="us-east-1")
@@ -92,6 +94,16 @@ class Process:
     def tail(self, lines: int | None) -> str:
         text = self.log.read_text(errors="replace") if self.log.exists() else ""
         return "\n".join(text.splitlines()[-lines:]) + "\n" if lines else text
+
+    def wait_for_output(self, text: str, timeout: float = 120) -> None:
+        """Until the container has logged `text` (a loaded machine may take seconds to start it)."""
+        deadline = time.monotonic() + timeout
+        while text not in self.tail(None):
+            if self.exit_code is not None and text not in self.tail(None):
+                raise AssertionError(f"the container exited {self.exit_code} before logging {text!r}:\n{self.tail(20)}")
+            if time.monotonic() > deadline:
+                raise AssertionError(f"the container did not log {text!r} within {timeout:.0f} s:\n{self.tail(20)}")
+            time.sleep(0.05)
 
     def kill(self) -> None:
         if self.proc.poll() is None:
@@ -293,6 +305,10 @@ class FakeEcs:
             command = HANG
         if not container["image"].startswith("missing/"):  # an image that cannot be pulled never starts
             proc = Process(command, env, None, self.logs_dir / f"{task_id}.log")
+        if container["image"].startswith("hang/"):
+            # it stalls after its first step: the launcher's clock (timeout_seconds) starts once it has logged
+            # that step, or a slow start would leave its log tail empty when the launcher gives up on it
+            proc.wait_for_output("step 1 loss 9.9")
         self.tasks[arn] = ({"td": td, "container": container["name"], "task_id": task_id}, proc)
         return {"tasks": [{"taskArn": arn, "lastStatus": "PROVISIONING",
                            "containers": [{"name": container["name"], "lastStatus": "PENDING"}]}], "failures": []}
@@ -304,8 +320,6 @@ class FakeEcs:
     def _wait(self, tasks, cluster=None, WaiterConfig=None):  # noqa: N803 - boto3's argument name
         """botocore's tasks_stopped waiter: polls until every task has stopped, or raises WaiterError
         ("Max attempts exceeded") after Delay x MaxAttempts seconds, as botocore does."""
-        import time
-
         from botocore.exceptions import WaiterError
 
         self._record("DescribeTasks", {"tasks": tasks, **({"cluster": cluster} if cluster else {})})

@@ -322,11 +322,29 @@ class _PendingCluster:
                                     for i in range(self.pods)])
 
 
+class _LauncherClock:
+    """k8s.py's `time`: a clock that moves only when the launcher sleeps, so its polls fit the schedule
+    timeout as they would on an idle machine (a starved thread polled twice in a second)."""
+
+    def __init__(self):
+        self.now = 1000.0
+
+    def monotonic(self) -> float:
+        return self.now
+
+    def sleep(self, seconds: float) -> None:
+        self.now += seconds
+
+
 @pytest.mark.parametrize("nodes", [1, 2])
-def test_a_job_no_node_can_take_fails_with_the_schedulers_reason_instead_of_waiting_for_days(caplog, nodes):
+def test_a_job_no_node_can_take_fails_with_the_schedulers_reason_instead_of_waiting_for_days(caplog, monkeypatch,
+                                                                                             nodes):
     """Eight GPUs asked of a pool that has four (or a selector no node matches) leave the pods Pending
     for ever: the step said nothing and waited timeout_seconds (14 days). It now names the scheduler's
     reason at once and fails after schedule_timeout_seconds."""
+    from tenali_pipeline.launchers import k8s as k8s_launcher
+
+    monkeypatch.setattr(k8s_launcher, "time", _LauncherClock())
     message = "0/3 nodes are available: 3 Insufficient nvidia.com/gpu. preemption: 0/3 nodes are available."
     kube = _PendingCluster(message, pods=nodes)
     context = type("Ctx", (), {"log": logging.getLogger("test-unschedulable")})()

@@ -19,14 +19,18 @@ pytestmark = pytest.mark.skipif(importlib.util.find_spec("fcntl") is None, reaso
 
 
 def _calls(path: str, per_second: float, n: int, barrier, out) -> None:
-    """Child process: n calls through its own limiter on the shared file, after the other child is ready."""
-    limiter = RateLimiter(per_second, shared=path)
+    """Child process: n calls through its own limiter on the shared file, after the other child is ready.
+    Its clock is frozen and its sleeps are recorded, so each call's slot (now + the wait owed) is what the
+    file gave it, wherever the machine's load delays the process; the two still race for the file."""
+    sleeps: list[float] = []
+    limiter = RateLimiter(per_second, shared=path, clock=lambda: 1000.0, sleep=sleeps.append)
     barrier.wait()
-    stamps = []
+    slots = []
     for _ in range(n):
+        owed = len(sleeps)
         limiter.wait()
-        stamps.append(time.time())
-    out.put(stamps)
+        slots.append(1000.0 + sum(sleeps[owed:]))
+    out.put(slots)
 
 
 def test_two_processes_share_one_budget(tmp_path):
@@ -39,15 +43,14 @@ def test_two_processes_share_one_budget(tmp_path):
     for p in procs:
         p.start()
     try:
-        stamps = sorted(out.get(timeout=60) + out.get(timeout=60))
+        slots = sorted(out.get(timeout=120) + out.get(timeout=120))
     finally:
         for p in procs:
-            p.join(timeout=30)
+            p.join(timeout=60)
     assert [p.exitcode for p in procs] == [0, 0]
-    assert len(stamps) == 2 * n
-    gaps = [b - a for a, b in zip(stamps, stamps[1:])]
-    # each process alone would start at once after the barrier: both first calls together (a gap near 0)
-    assert min(gaps) >= interval * 0.4, gaps
+    # one queue of slots, 1/per_second apart; each process alone would take 1000.0 for its first call (and
+    # every slot twice)
+    assert slots == pytest.approx([1000.0 + k * interval for k in range(2 * n)]), slots
 
 
 def test_limiters_on_one_file_take_turns(tmp_path):

@@ -141,7 +141,16 @@ class FakeDataSec:
         return status, {"Content-Type": "application/json"}, body
 
 
-def test_live_client_replayed_one_bad_company_fails_alone():
+def test_live_client_replayed_one_bad_company_fails_alone(monkeypatch):
+    from tenali_pipeline.sources import http
+    from tenali_pipeline.sources.live import xbrl
+
+    # the process-wide SEC limiter's rate, on a frozen clock that records the waits: every request's wait is
+    # owed in full, so the spacing is checked exactly, not by when a loaded machine got the requests out
+    assert xbrl.SEC_LIMITER is http.SEC_LIMITER
+    waits: list[float] = []
+    monkeypatch.setattr(xbrl, "SEC_LIMITER", http.RateLimiter(1 / http.SEC_LIMITER.interval, clock=lambda: 100.0,
+                                                              sleep=waits.append))
     good = json.dumps(APPLE).encode()
     other = json.dumps({**APPLE, "cik": 789019, "entityName": "MICROSOFT CORP"}).encode()
     fake = FakeDataSec({"0000320193": [(503, b"busy"), (200, good)],  # a transient fault, then the document
@@ -163,8 +172,9 @@ def test_live_client_replayed_one_bad_company_fails_alone():
     assert set(kept) == {"0000320193", "0000789019"} and json.loads(kept["0000320193"])["entityName"] == "Apple Inc."
     assert all(ua == IDENTITY for _, _, ua in fake.hits)
     assert fake.hits[0][1] == "/api/xbrl/companyfacts/CIK0000320193.json"
-    gaps = [b[0] - a[0] for a, b in zip(fake.hits, fake.hits[1:])]
-    assert min(gaps) >= 0.09  # the process-wide SEC limiter: at most 10 requests per second
+    # the process-wide SEC limiter: at most 10 requests per second, retries included
+    assert http.SEC_LIMITER.interval == pytest.approx(0.1)
+    assert waits == pytest.approx([0.1 * k for k in range(1, len(fake.hits))])
 
 
 def test_403_stops_the_fetch_naming_the_site_and_the_setting():
