@@ -1,22 +1,33 @@
 """`new_edgar_filings`: launch `raw_filings` when a configured company files a new 10-K, 10-Q or 8-K.
 
-Every tick (at most every 15 minutes) reads each company's submissions JSON
-(`SUBMISSIONS_URL`, one small request per CIK) with the SEC_EDGAR_IDENTITY User-Agent, through the
-machine-wide 10/s `SEC_LIMITER` (shared by processes through $TENALI_HOME). Tickers are turned into
-CIKs once, from `TICKERS_URL`, and the answer is kept in the cursor; a ticker given as digits is taken as a CIK.
+Every tick (at most every 15 minutes) reads companies' submissions JSON (`SUBMISSIONS_URL`, one small
+request per CIK) with the SEC_EDGAR_IDENTITY User-Agent, through the machine-wide 10/s `SEC_LIMITER`
+(shared by processes through $TENALI_HOME). Tickers are turned into CIKs once, from `TICKERS_URL`, and
+the answer is kept in the cursor; a ticker given as digits is taken as a CIK.
+
+A tick spends at most `BUDGET_S` seconds starting requests: Dagster fails an evaluation that outlives
+its gRPC timeout (DAGSTER_SENSOR_GRPC_TIMEOUT_SECONDS, 60 s by default) and then keeps the old cursor,
+so a list of several hundred tickers (hundreds of requests at 10/s or less, the limiter being shared
+with raw_filings and the XBRL assets) would start over at the first CIK every tick and never reach
+the last ones. Instead CIKs are polled round-robin: a tick starts at the cursor's `next`, stops
+starting requests once the budget is spent (a request under way may take TIMEOUT_S more), and saves
+where it stopped, so every CIK is polled within ceil(CIKs / CIKs polled per tick) ticks.
 
 Cursor (JSON, bounded by the number of configured tickers; tickers and CIKs no longer configured
 are dropped)::
 
     {"v": 1, "ciks": {"AAPL": "0000320193", "NOPE": ""},          # "" = not in the SEC's list
      "latest": {"0000320193": {"acc": "0000320193-25-000079", "form": "10-K",
-                               "at": "2025-10-31T06:01:26.000Z"}}}
+                               "at": "2025-10-31T06:01:26.000Z"}},
+     "next": "0000789019"}                      # only after a tick that did not reach every CIK
 
-`latest` is the newest filing of interest per CIK (the SEC lists `filings.recent` newest first).
-A CIK "has something new" when its newest accession differs from the cursor's and was not accepted
-earlier than it. The run_key hashes the new (CIK, accession) pairs. Never raises: sample mode, a
-missing SEC_EDGAR_IDENTITY, HTTP errors (403 = the SEC refusing the User-Agent or the rate) all
-end in a SkipReason that names the cause; companies that could be read still count.
+`next` is the first CIK the last tick did not poll; a cursor without it, or whose `next` is no longer
+configured (or is not a CIK), starts at the first configured CIK. `latest` is the newest filing of
+interest per CIK (the SEC lists `filings.recent` newest first). A CIK "has something new" when its
+newest accession differs from the cursor's and was not accepted earlier than it. The run_key hashes
+the new (CIK, accession) pairs. Never raises: sample mode, a missing SEC_EDGAR_IDENTITY, HTTP errors
+(403 = the SEC refusing the User-Agent or the rate) all end in a SkipReason that names the cause;
+companies that could be read still count, and a failed CIK is asked again on its next turn.
 
 `TICKERS_URL` and `SUBMISSIONS_URL` are module constants so tests can point them at 127.0.0.1.
 """
@@ -26,6 +37,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import time
 
 import dagster as dg
 
@@ -37,6 +49,9 @@ SUBMISSIONS_URL = "https://data.sec.gov/submissions/CIK{cik}.json"
 FORMS = ("10-K", "10-Q", "8-K")
 TIMEOUT_S = 10.0
 IDENTITY_VAR = "SEC_EDGAR_IDENTITY"
+# Seconds a tick may spend starting requests: under Dagster's 60 s sensor timeout with room for the
+# request under way (TIMEOUT_S) and the sensor's own start-up.
+BUDGET_S = 40.0
 
 
 class EdgarPollError(Exception):
@@ -56,7 +71,10 @@ def load_cursor(raw: str | None) -> dict:
     ciks = {t: c for t, c in cursor["ciks"].items() if isinstance(c, str) and (c == "" or c.isdigit())}
     latest = {c: v for c, v in cursor["latest"].items()
               if isinstance(v, dict) and all(isinstance(v.get(k), str) for k in ("acc", "form", "at"))}
-    return {"v": 1, "ciks": ciks, "latest": latest}
+    out = {"v": 1, "ciks": ciks, "latest": latest}
+    if isinstance(cursor.get("next"), str) and cursor["next"].isdigit():
+        out["next"] = cursor["next"]
+    return out
 
 
 def sec_session(identity: str):
@@ -117,12 +135,16 @@ def _is_newer(new: dict, old: dict | None) -> bool:
     return not (new["at"] and old.get("at") and new["at"] < old["at"])
 
 
-def evaluate(sources: SourcesResource, cursor_raw: str | None, log=None, env=None, buckets: int = 1):
+def evaluate(sources: SourcesResource, cursor_raw: str | None, log=None, env=None, buckets: int = 1,
+             budget_s: float | None = None, clock=time.monotonic):
     """(RunRequest(s) or SkipReason, new cursor or None); pure apart from the SEC requests.
 
     With `buckets` > 1 (TENALI_INSTRUMENT_BUCKETS), one RunRequest per bucket that holds a company
-    with a new filing, for that partition of raw_filings only."""
+    with a new filing, for that partition of raw_filings only. No request starts once `budget_s`
+    (default BUDGET_S) seconds of `clock` have passed since the call: the rest wait for the next tick."""
     env = os.environ if env is None else env
+    budget_s = BUDGET_S if budget_s is None else budget_s
+    started = clock()
     if sources.is_sample:
         return dg.SkipReason("sources are in sample mode: sample filings never change, nothing to poll"), None
     identity = (env.get(IDENTITY_VAR) or "").strip()
@@ -163,7 +185,14 @@ def evaluate(sources: SourcesResource, cursor_raw: str | None, log=None, env=Non
     wanted = list(dict.fromkeys(c for t in companies if (c := ciks.get(t))))
     latest = {c: v for c, v in cursor["latest"].items() if c in wanted}
     new: list[tuple[str, dict]] = []
-    for cik in wanted:
+    # round-robin from where the last tick stopped; the first CIK when that one is gone or unknown
+    first = wanted.index(cursor["next"]) if cursor.get("next") in wanted else 0
+    turn = wanted[first:] + wanted[:first]
+    polled = 0
+    for cik in turn:
+        if clock() - started >= budget_s:
+            break
+        polled += 1
         try:
             data = _get_json(session, SUBMISSIONS_URL.format(cik=cik), f"SEC submissions of CIK {cik}")
         except EdgarPollError as exc:
@@ -175,14 +204,24 @@ def evaluate(sources: SourcesResource, cursor_raw: str | None, log=None, env=Non
         if _is_newer(top, latest.get(cik)):
             new.append((cik, top))
             latest[cik] = top
-    new_cursor = json.dumps({"v": 1, "ciks": ciks, "latest": latest}, sort_keys=True, separators=(",", ":"))
+    state = {"v": 1, "ciks": ciks, "latest": latest}
+    partial = ""
+    if polled < len(turn):
+        state["next"] = turn[polled]
+        partial = (f"polled {polled} of {len(turn)} CIKs within the {budget_s:g} s tick budget; "
+                   f"the rest next tick, from CIK {turn[polled]}")
+        if log is not None:
+            log.info(partial)
+    new_cursor = json.dumps(state, sort_keys=True, separators=(",", ":"))
 
     failed = "; ".join(errors)
     if failed and log is not None:
         log.warning(f"EDGAR polling failed in part: {failed}")
     if not new:
         if failed:
-            return dg.SkipReason(f"EDGAR poll failed: {failed}"), new_cursor
+            return dg.SkipReason(f"EDGAR poll failed: {failed}" + (f" ({partial})" if partial else "")), new_cursor
+        if partial:
+            return dg.SkipReason(f"no new {'/'.join(FORMS)} filings; {partial}"), new_cursor
         return dg.SkipReason(f"no new {'/'.join(FORMS)} filings for {len(wanted)} CIK(s)"), new_cursor
     run_key = "edgar-" + hashlib.sha1("\n".join(sorted(f"{c}:{v['acc']}" for c, v in new)).encode()).hexdigest()[:20]
     if log is not None:
