@@ -150,3 +150,18 @@ def test_sec_edgar_downloader_requests_wait_on_sec_limiter(tmp_path, monkeypatch
         client._downloader()  # installing twice does not wait twice per request
     assert downloader.ticker_to_cik_mapping["AAPL"] == "0000320193"
     assert waits == [1, 1]
+
+
+def test_fred_defillama_and_nse_limiters_share_under_tenali_home(tmp_path, monkeypatch):
+    """Per key (FRED) or per address (DefiLlama, NSE, whose bot wall answers bursts): every process of the
+    machine counts against the same budget; NSE's assets (bhavcopy, announcements, IPOs) run at once."""
+    from tenali_pipeline.sources.live import defillama, india, macro
+
+    monkeypatch.delenv("TENALI_HOME", raising=False)
+    assert macro.FRED_LIMITER.state_file() is None
+    monkeypatch.setenv("TENALI_HOME", str(tmp_path))
+    assert macro.FRED_LIMITER.state_file() == tmp_path / "ratelimits" / "fred"
+    assert defillama.LIMITER.state_file() == tmp_path / "ratelimits" / "defillama"
+    nse = india.host_limiter("https://www.nseindia.com/api/x", 3)
+    assert nse.state_file() == tmp_path / "ratelimits" / "www.nseindia.com"
+    assert india.host_limiter("https://www.nseindia.com/api/y", 3) is nse

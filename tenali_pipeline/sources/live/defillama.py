@@ -19,7 +19,7 @@ with the next run. Levels (TVL, stablecoin supply) keep today's point, a true va
 Each (metric, entity) is one item: a failure fails that item only (`PartialFetchError` names them
 all at the end); a 404 means DefiLlama has no such series for it (a chain without DEX volume) and
 is listed in `self.missing`. DefiLlama asks for moderate use: requests are spaced by
-a process-wide limiter (5 per second).
+a machine-wide limiter (5 per second).
 
 Incremental runs: every request serves a whole history, so the asset asks only the series due for a
 refresh (`fetch(only=...)`, by the names `series_names` gives) and replaces their rows; the JSON
@@ -36,13 +36,13 @@ import requests
 
 from ..archive import ResponseArchive
 from ..http import (MalformedResponse, PartialFetchError, RateLimiter, RetriesExhausted, SourceBlocked, fetch_json,
-                    rate_limited_session)
+                    home_state_file, rate_limited_session)
 from ..schema import DEFI_METRICS, conform
 
 log = logging.getLogger(__name__)
 
 API, STABLECOINS = "https://api.llama.fi", "https://stablecoins.llama.fi"
-LIMITER = RateLimiter(5)
+LIMITER = RateLimiter(5, shared=lambda: home_state_file("defillama"))  # all of the machine's processes
 OFF_SETTING = "TENALI_SOURCES_OFF=defillama"
 _CHART = {"excludeTotalDataChart": "false", "excludeTotalDataChartBreakdown": "true"}
 FLOWS = frozenset({"fees", "revenue", "dex_volume"})  # daily sums; the other metrics are levels

@@ -36,7 +36,7 @@ the site with a browser's headers and kept the cookies it set. `NseClient.handsh
 home page) before the first API call and again, once, when a call answers 401 (the cookies last
 minutes). A 403, an HTML challenge page where JSON or a file was expected, or a second 401 mean NSE
 refuses this client: `SourceBlocked` names NSE and ``TENALI_SOURCES_OFF=india``. 429, 5xx and
-network errors are retried with backoff; every request waits on its host's process-wide limiter
+network errors are retried with backoff; every request waits on its host's machine-wide limiter
 (3 per second by default, the pace NSE client libraries keep to).
 
 Times are IST (UTC+05:30, no daylight saving) and stored in UTC. A weekday without a bhavcopy
@@ -66,7 +66,7 @@ import requests
 from requests.adapters import HTTPAdapter
 
 from ..http import (MalformedResponse, PartialFetchError, RateLimiter, RetriesExhausted, SourceBlocked,
-                    get_or_transient, retry)
+                    get_or_transient, home_state_file, retry)
 from ..india_schema import INDIA_ANNOUNCEMENTS, INDIA_BHAVCOPY, INDIA_IPOS
 from ..schema import conform
 from .centralbank import looks_like_bot_wall
@@ -102,11 +102,13 @@ _HOST_LOCK = threading.Lock()
 
 
 def host_limiter(url: str, per_second: float) -> RateLimiter:
-    """The process-wide limiter of `url`'s host (created at `per_second` on first use)."""
+    """The limiter of `url`'s host (created at `per_second` on first use), shared by the machine's processes
+    through $TENALI_HOME: bhavcopy, announcements and IPOs are separate assets, run at once in separate
+    processes, and NSE's bot wall answers a burst from one address."""
     host = (urlsplit(url).hostname or "").lower()
     with _HOST_LOCK:
         if host not in _HOST_LIMITERS:
-            _HOST_LIMITERS[host] = RateLimiter(per_second)
+            _HOST_LIMITERS[host] = RateLimiter(per_second, shared=lambda: home_state_file(host))
         return _HOST_LIMITERS[host]
 
 
@@ -121,7 +123,7 @@ class _PerHostAdapter(HTTPAdapter):
 
 
 def per_host_session(per_second: float = 3.0, session: requests.Session | None = None) -> requests.Session:
-    """A session whose every request waits on its host's process-wide limiter."""
+    """A session whose every request waits on its host's machine-wide limiter."""
     session = session or requests.Session()
     adapter = _PerHostAdapter(per_second)
     session.mount("http://", adapter)

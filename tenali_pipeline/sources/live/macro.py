@@ -6,8 +6,8 @@ Endpoints (XML, fredapi's default; the API key travels as the `api_key` query pa
   every vintage of every observation, each with the first day it was published (realtime_start).
 
 Rate limits: FRED allows 120 requests per minute per API key and answers HTTP 429 beyond it.
-This client makes two requests per series, spaces every request of the process 0.5 s apart
-(`FRED_LIMITER`), and retries 429 and 5xx with exponential backoff.
+This client makes two requests per series, spaces every request 0.5 s apart
+(`FRED_LIMITER`, shared by the machine's processes), and retries 429 and 5xx with exponential backoff.
 
 fredapi facts this client relies on: it uses urllib (no timeout, no session) in its private
 ``Fred.__fetch_data``; `_TimedFred` overrides it (name-mangled ``_Fred__fetch_data``) to read with a
@@ -39,7 +39,7 @@ from xml.etree.ElementTree import ParseError
 import polars as pl
 
 from ..archive import ResponseArchive
-from ..http import PartialFetchError, RateLimiter, TransientError, redact, retry
+from ..http import PartialFetchError, RateLimiter, TransientError, home_state_file, redact, retry
 from ..schema import MACRO_OBSERVATIONS, conform
 
 log = logging.getLogger(__name__)
@@ -50,7 +50,7 @@ FRED_ROW_CAP = 100_000
 
 # FRED allows 120 requests per minute per key: every client in the process paces itself to that, so
 # a long series list (one metadata request each, even when nothing changed) does not run into 429s.
-FRED_LIMITER = RateLimiter(2)
+FRED_LIMITER = RateLimiter(2, shared=lambda: home_state_file("fred"))  # 120/min per key, all processes
 
 
 class FredError(RuntimeError):
