@@ -115,15 +115,20 @@ def materialise(launcher_resource, config_path, run_dir):
     return res
 
 
-def test_one_node_with_a_bucket_trains_as_a_one_pod_job_then_is_deleted(tmp_path, s3, cluster):
-    """The launcher follows its own Job (unschedulable pods, API outages, bad images) on one node too:
-    torchrun standalone, no Service."""
-    endpoint, client = s3
+def _train_one_node(tmp_path, s3):
+    """(result, checkpoint metadata, config path, run folder) of a one-node, one-GPU training reporting through S3."""
+    endpoint, _ = s3
     config_path, run_dir = tiny_run(tmp_path)
     res = materialise(launcher(gpus_per_node=1, cpu="", memory="", shared_mount=str(tmp_path), pipes_bucket=BUCKET,
                                s3_endpoint_url=endpoint, poll_interval=0.5), config_path, run_dir)
     assert res.success, res.all_events
-    meta = res.asset_materializations_for_node("pretrain_checkpoint")[0].metadata
+    return res, res.asset_materializations_for_node("pretrain_checkpoint")[0].metadata, config_path, run_dir
+
+
+def test_one_node_with_a_bucket_trains_as_a_one_pod_job_then_is_deleted(tmp_path, s3, cluster):
+    """The launcher follows its own Job (unschedulable pods, API outages, bad images) on one node too:
+    torchrun standalone, no Service."""
+    res, meta, config_path, run_dir = _train_one_node(tmp_path, s3)
     assert meta["step"].value == 6 and meta["world_size"].value == 1 and (run_dir / "latest").exists()
     (job,) = cluster.submitted
     assert isinstance(job, k8s.V1Job) and job.spec.completions == job.spec.parallelism == 1
@@ -141,11 +146,7 @@ def test_the_bare_pod_path_trains_and_reports_then_is_deleted(tmp_path, s3, clus
     the pod's logs; the fake cannot stream logs, so the bare pod runs here with the S3 reader."""
     monkeypatch.setattr(K8sTrainingLauncher, "_launch_job", K8sTrainingLauncher._launch_pod)
     endpoint, client = s3
-    config_path, run_dir = tiny_run(tmp_path)
-    res = materialise(launcher(gpus_per_node=1, cpu="", memory="", shared_mount=str(tmp_path), pipes_bucket=BUCKET,
-                               s3_endpoint_url=endpoint, poll_interval=0.5), config_path, run_dir)
-    assert res.success, res.all_events
-    meta = res.asset_materializations_for_node("pretrain_checkpoint")[0].metadata
+    res, meta, config_path, run_dir = _train_one_node(tmp_path, s3)
     assert meta["step"].value == 6 and (run_dir / "latest").exists()
     assert str(meta["checkpoint"].value).startswith(str(run_dir))
     # the pod that was submitted: V1Pod with the command, GPUs, Pipes env on S3, then deleted
