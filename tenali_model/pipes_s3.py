@@ -21,6 +21,15 @@ TRANSIENT_CODES = {"SlowDown", "Throttling", "ThrottlingException", "RequestTime
                    "InternalError", "ServiceUnavailable", "RequestLimitExceeded"}
 
 
+def pipes_s3_config():
+    """botocore settings for the trainer's Pipes client: each call bounded (5 s to connect, 20 s to read,
+    2 attempts), where boto3's defaults (60 s, 60 s, 5 attempts) let one hung connection take the whole
+    60 s that dagster_pipes waits for the last upload when the run ends; PatientS3 retries past that."""
+    from botocore.config import Config
+
+    return Config(connect_timeout=5, read_timeout=20, retries={"total_max_attempts": 2, "mode": "standard"})
+
+
 def is_transient(error: Exception) -> bool:
     """Whether a botocore error from put_object is worth retrying."""
     from botocore.exceptions import BotoCoreError, ClientError

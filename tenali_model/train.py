@@ -60,7 +60,7 @@ from .evaluate import loss_sum
 from .model import Transformer
 from .parallel import (build_model, clip_grad_norm, full_state, grad_sync, load_full_state,
                        wrap_ddp)
-from .pipes_s3 import PatientS3
+from .pipes_s3 import PatientS3, pipes_s3_config
 from .plan import flops_per_token, peak_bf16_flops
 
 try:  # optional: only present where Dagster launches us; never import dagster itself here
@@ -622,7 +622,7 @@ def open_pipes(rank: int):
         except ImportError:
             raise SystemExit("tenali_model.train: error: Dagster passed Pipes params on S3 but boto3 is "
                              "not installed in this image: pip install boto3") from None
-        s3 = boto3.client("s3")
+        s3 = boto3.client("s3", config=pipes_s3_config())
     return dagster_pipes.open_dagster_pipes(
         params_loader=params,
         context_loader=(dagster_pipes.PipesS3ContextLoader(s3) if "bucket" in params.load_context_params()

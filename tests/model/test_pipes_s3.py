@@ -100,3 +100,13 @@ def test_transient_or_not(error, transient):
 
 def test_other_calls_pass_through():
     assert PatientS3(FlakyBucket()).get_object(Bucket="b", Key="k") == "passed through"
+
+
+def test_the_trainers_pipes_client_bounds_each_call_within_the_last_uploads_60_s():
+    """dagster_pipes waits 60 s for the upload thread when the run ends; with boto3's defaults (60 s to
+    connect, 5 attempts) one hung connection took all of it, and the final report with it."""
+    boto3 = pytest.importorskip("boto3")
+    from tenali_model.pipes_s3 import pipes_s3_config
+
+    config = boto3.client("s3", region_name="us-east-1", config=pipes_s3_config()).meta.config
+    assert config.retries["total_max_attempts"] * (config.connect_timeout + config.read_timeout) < 60
