@@ -24,7 +24,8 @@ is always plain cross-entropy in nats/token. mfu = tokens_per_sec * plan.flops_p
 (peak bf16 FLOP/s * world_size), with flops_per_token = 6 * (non-embedding params + lm head)
 + 12 * n_layers * dim * seq_len.) When launched by Dagster Pipes, rank 0 alone opens
 the Pipes session, streams progress as log lines and reports one asset materialization at the end
-(its asset key is the Pipes extra "asset_key" when the launching step targets several assets).
+(its asset key is the Pipes extra "asset_key" when the launching step targets several assets),
+after writing the same report to <out_dir>/report.json for a launcher whose Pipes channel lost it (report.py).
 Exit status: 0 done, 2 bad config, missing/corrupt shards or checkpoints in out_dir of which none
 verifies (a corrupt newest one alone is skipped, with a warning, for the one before), 1 anything else.
 """
@@ -62,6 +63,7 @@ from .parallel import (build_model, clip_grad_norm, full_state, grad_sync, load_
                        wrap_ddp)
 from .pipes_s3 import PatientS3, pipes_s3_config
 from .plan import flops_per_token, peak_bf16_flops
+from .report import publish as publish_report
 
 try:  # optional: only present where Dagster launches us; never import dagster itself here
     import dagster_pipes
@@ -540,12 +542,7 @@ def _train(cfg: TrainConfig, d: Dist, pipes, stop_at: int | None) -> dict:
                        resumed_from, tps_run, time.time() - t_session)
     summary.update(mfu=mfu(tps_run) if step > resumed_from else None, parallelism=mode,
                    global_batch_tokens=tokens_per_step)
-    if pipes is not None:
-        report = {k: v for k, v in summary.items() if v is not None and k != "checkpoint"}
-        report["checkpoint"] = {"raw_value": str(ckpt_path), "type": "path"}
-        report["loss_curve"] = {"raw_value": metrics.loss_table(), "type": "md"}
-        extras = pipes.extras or {}
-        pipes.report_asset_materialization(metadata=report, asset_key=extras.get("asset_key"))
+    publish_report(pipes, out_dir, summary, ckpt_path, metrics.loss_table())  # and report.json
     return summary
 
 

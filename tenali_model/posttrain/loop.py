@@ -50,6 +50,7 @@ from ..checkpoint import (CheckpointError, list_checkpoints, load_config, load_m
 from ..config import ConfigError, ModelConfig, num_params, resolve_parallelism
 from ..parallel import build_model, clip_grad_norm, full_state, grad_sync, load_full_state, wrap_ddp
 from ..tokenizer import TokenizerError
+from ..report import publish as publish_report
 from ..train import (Dist, MetricsLog, _printer, autocast_context, check_finite, die_with_torchrun, gather_rng,
                      fused_adamw, keep_configured_hyperparameters, open_pipes, param_groups, resume_checkpoint,
                      setup_distributed, use_bf16)
@@ -371,12 +372,7 @@ def run_stage(stage: Stage, d: Dist, pipes=None, stop_at: int | None = None) -> 
     }
     if lora:
         summary["adapter"] = str(adapter_dir(out_dir, step))
-    if pipes is not None:
-        report = {k: v for k, v in summary.items() if v is not None and k != "checkpoint"}
-        report["checkpoint"] = {"raw_value": str(ckpt_path), "type": "path"}
-        report["loss_curve"] = {"raw_value": metrics.loss_table(), "type": "md"}
-        extras = pipes.extras or {}
-        pipes.report_asset_materialization(metadata=report, asset_key=extras.get("asset_key"))
+    publish_report(pipes, out_dir, summary, ckpt_path, metrics.loss_table())  # and report.json
     return summary
 
 

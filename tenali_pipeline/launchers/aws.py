@@ -27,7 +27,7 @@ from typing import Any
 import dagster as dg
 
 from ..settings import SettingsError
-from .common import check_shared_paths, failure, s3_client, trainer_command, trainer_env
+from .common import check_shared_paths, failure, launch_extras, reported_result, s3_client, trainer_command, trainer_env
 
 CONTAINER = "trainer"
 WORK_VOLUME = "work"
@@ -188,9 +188,10 @@ class EcsTrainingLauncher(dg.ConfigurableResource):
                                     interval=min(self.poll_seconds, 5))
         client = PipesECSClient(client=ecs, context_injector=injector, message_reader=reader)
         context.log.info(f"running {arn} on ECS cluster {self.cluster}")
+        extras, report_id = launch_extras(extras)
         try:
             invocation = client.run(
-                context=context, extras=extras or {},
+                context=context, extras=extras,
                 run_task_params=self.run_task_params(arn, command, context.run_id),
                 waiter_config={"Delay": self.poll_seconds,
                                "MaxAttempts": max(1, self.timeout_seconds // max(self.poll_seconds, 1))})
@@ -202,7 +203,8 @@ class EcsTrainingLauncher(dg.ConfigurableResource):
             raise self._task_failure(context, ecs, f"the launcher failed while following the task "
                                                    f"({type(e).__name__}: {e})") from e
         try:  # no implicit result: a task that stopped without reporting (exit 0, or its host lost) fails here
-            return invocation.get_materialize_result(implicit_materialization=False)
+            return reported_result(lambda: invocation.get_materialize_result(implicit_materialization=False),
+                                   context, workdir, report_id)
         except Exception as e:  # noqa: BLE001 - exited 0 without reporting (dagster #17868)
             raise self._task_failure(context, ecs, f"it exited without reporting ({e})") from e
 

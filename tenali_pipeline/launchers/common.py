@@ -20,6 +20,8 @@ from __future__ import annotations
 
 import os
 import re
+import uuid
+from collections.abc import Callable
 from pathlib import Path
 
 import dagster as dg
@@ -117,6 +119,39 @@ def failure(where: str, exit_code: int | None, log_tail: str, reason: str = "") 
         metadata={"exit_code": exit_code if exit_code is not None else -1, "where": where,
                   "last_log_lines": dg.MetadataValue.text(text)},
     )
+
+
+def launch_extras(extras: dict | None) -> tuple[dict, str]:
+    """(`extras` plus a new launch id for the trainer's report file, that id): see `reported_result`."""
+    from tenali_model.report import LAUNCH_ID
+
+    launch_id = uuid.uuid4().hex
+    return {**(extras or {}), LAUNCH_ID: launch_id}, launch_id
+
+
+def reported_result(get: Callable[[], dg.MaterializeResult], context, workdir: Path | str,
+                    launch_id: str) -> dg.MaterializeResult:
+    """The materialisation the trainer reported through Pipes (`get()`), or, when Pipes delivered none
+    (an S3 outage past the trainer's exit, a pod log stream cut short), the same report from the file
+    rank 0 wrote beside its checkpoints in this launch (`tenali_model.report`). Raises get()'s error when
+    there is neither: the caller turns it into its failure."""
+    from dagster._core.definitions.metadata.external_metadata import metadata_map_from_external
+    from tenali_model.report import REPORT_FILE, read
+
+    try:
+        return get()
+    except Exception as e:
+        kept = read(workdir, launch_id)
+        if kept is None:
+            raise
+        try:
+            metadata = metadata_map_from_external(kept)
+        except Exception:  # noqa: BLE001 - not Pipes metadata: fail as without the file
+            raise e from None
+        context.log.warning(f"The trainer's report did not come through Dagster Pipes ({e}); using the copy it "
+                            f"wrote to {Path(workdir) / REPORT_FILE} in this launch. Check the Pipes channel "
+                            "(the S3 bucket's reachability, or the pod log stream) in the step's log.")
+        return dg.MaterializeResult(metadata=metadata)
 
 
 def owner_reference() -> list[dict]:

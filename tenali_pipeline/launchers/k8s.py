@@ -38,7 +38,8 @@ from typing import Any
 import dagster as dg
 
 from ..settings import SettingsError
-from .common import check_shared_paths, failure, owner_reference, s3_client, trainer_env, trainer_command
+from .common import (check_shared_paths, failure, launch_extras, owner_reference, reported_result, s3_client, trainer_env,
+                     trainer_command)
 
 SHM_VOLUME, WORK_VOLUME = "dshm", "work"
 CONTAINER = "trainer"
@@ -239,13 +240,15 @@ class K8sTrainingLauncher(dg.ConfigurableResource):
         context.log.info(f"launching a pod in {self.namespace}: {' '.join(command)}")
         pod_name = lambda: self._pod_name(kube, launch_id)  # noqa: E731
         try:
+            extras, report_id = launch_extras(extras)
             invocation = client.run(
-                context=context, extras=extras or {}, namespace=self.namespace, image=None, command=None,
+                context=context, extras=extras, namespace=self.namespace, image=None, command=None,
                 base_pod_meta=meta, base_pod_spec=self.pod_spec(command, self.env(), workdir),
                 pod_wait_timeout=self.timeout_seconds, delete_pod_on_completion=False)
             try:
                 # no implicit result: a pod that exited 0 without reporting fails here
-                return invocation.get_materialize_result(implicit_materialization=False)
+                return reported_result(lambda: invocation.get_materialize_result(implicit_materialization=False),
+                                       context, workdir, report_id)
             except Exception as e:  # noqa: BLE001 - exited 0 without reporting (dagster #17868)
                 raise self._pod_failure(kube, pod_name(), f"it exited without reporting ({e})") from e
         except DagsterK8sError as e:
@@ -295,7 +298,8 @@ class K8sTrainingLauncher(dg.ConfigurableResource):
         injector, reader = self._pipes(multi=True)
         kube = self._kube()
         name = _name(context.run_id, context.op.name, launch_id=uuid.uuid4().hex[:6])
-        with dg.open_pipes_session(context=context, extras=extras or {}, context_injector=injector,
+        extras, report_id = launch_extras(extras)
+        with dg.open_pipes_session(context=context, extras=extras, context_injector=injector,
                                    message_reader=reader) as session:
             service, job = self.job_manifests(name, context.run_id, config_path,
                                               self.env(session.get_bootstrap_env_vars()), workdir, module)
@@ -314,7 +318,8 @@ class K8sTrainingLauncher(dg.ConfigurableResource):
                     self._delete(lambda: kube.core_api.delete_namespaced_service(name, self.namespace), context,
                                  f"service {name}")
         try:
-            return dg.PipesClientCompletedInvocation(session).get_materialize_result(implicit_materialization=False)
+            return reported_result(lambda: dg.PipesClientCompletedInvocation(session).get_materialize_result(
+                implicit_materialization=False), context, workdir, report_id)
         except Exception as e:  # noqa: BLE001 - every pod exited 0 but rank 0 reported nothing
             raise failure(f"job {name}", 0, "", f"it exited without reporting ({e})") from e
 

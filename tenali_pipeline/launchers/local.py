@@ -24,7 +24,7 @@ from pathlib import Path
 
 import dagster as dg
 
-from .common import EXIT_MEANINGS, failure, worker_code
+from .common import EXIT_MEANINGS, failure, launch_extras, reported_result, worker_code
 from .file_messages import WholeLineMessageReader
 
 # torchrun's own shutdown on SIGINT: signal the workers, SIGKILL them after 30 s; then some margin.
@@ -58,8 +58,9 @@ class LocalTorchrunLauncher(dg.ConfigurableResource):
         """Run `module` (pretraining, or a post-training stage) with `--config config_path`."""
         cmd, env = self.command(config_path, module)
         context.log.info(f"launching: {' '.join(cmd)}")
+        extras, launch_id = launch_extras(extras)
         with dg.open_pipes_session(context=context, context_injector=dg.PipesTempFileContextInjector(),
-                                   message_reader=WholeLineMessageReader(), extras=extras or {}) as session:
+                                   message_reader=WholeLineMessageReader(), extras=extras) as session:
             proc = subprocess.Popen(cmd, cwd=str(workdir), stderr=subprocess.PIPE,
                                     env={**os.environ, **env, **session.get_bootstrap_env_vars()})
             stderr = _StderrTail(proc.stderr)
@@ -73,7 +74,8 @@ class LocalTorchrunLauncher(dg.ConfigurableResource):
             if code != 0:
                 raise failure("local torchrun", code, stderr.text(), _root_cause(code, stderr.text()))
         try:  # no implicit result: a trainer that exited 0 without reporting fails here (dagster #17868)
-            return dg.PipesClientCompletedInvocation(session).get_materialize_result(implicit_materialization=False)
+            return reported_result(lambda: dg.PipesClientCompletedInvocation(session).get_materialize_result(
+                implicit_materialization=False), context, workdir, launch_id)
         except Exception as e:  # noqa: BLE001 - several reports, or none
             raise failure("local torchrun", code, stderr.text(), f"it exited without one report ({e})") from e
 
