@@ -10,8 +10,9 @@
   separate processes, whose own limiters would together go over the SEC's 10/s per client (it then blocks
   the IP for ~10 minutes). The next free slot (wall-clock seconds) lives in `path`, read and written under
   an exclusive `fcntl.flock`; `SEC_LIMITER` keeps it in $TENALI_HOME/ratelimits/sec.gov (`home_state_file`).
-  Without fcntl (Windows), without TENALI_HOME, or when the file cannot be written, the limiter spaces
-  calls within its process only; an unreadable file counts as "no slot taken".
+  Without TENALI_HOME (`dagster dev` started by hand) the file is in a private folder of the user's in the
+  temp dir. Without fcntl (Windows), or when the file cannot be written, the limiter spaces calls within
+  its process only; an unreadable file counts as "no slot taken".
 - `redact(text, *secrets)` removes secrets (API keys) before text reaches a message or a log.
 
 No network access happens here; the collectors in `live/` use these around their library calls.
@@ -23,6 +24,8 @@ import logging
 import math
 import os
 import random
+import stat
+import tempfile
 import threading
 import time
 from collections.abc import Callable
@@ -97,11 +100,32 @@ StatePath = str | os.PathLike | None
 
 
 def home_state_file(name: str) -> Path | None:
-    """$TENALI_HOME/ratelimits/`name`, where the processes of this machine share a limiter's next slot; None
-    when TENALI_HOME is unset. The `tenali` CLI sets it, absolute, for every process it starts (run workers
-    start in the instance's folder, where the settings' relative default "var" would name another file)."""
+    """Where the processes of this machine share a limiter's next slot: $TENALI_HOME/ratelimits/`name`. The
+    `tenali` CLI sets TENALI_HOME, absolute, for every process it starts (run workers start in the instance's
+    folder, where the settings' relative default "var" would name another file). Without it (`dagster dev`
+    started by hand) a folder of this user's in the temp dir (`user_state_dir`); None where neither works."""
     home = os.environ.get("TENALI_HOME", "").strip()
-    return Path(home).expanduser().absolute() / "ratelimits" / name if home else None
+    if home:
+        return Path(home).expanduser().absolute() / "ratelimits" / name
+    folder = user_state_dir()
+    return folder / "ratelimits" / name if folder else None
+
+
+def user_state_dir() -> Path | None:
+    """<temp dir>/tenali-<uid>, made private (0700) if missing; None unless it is a real folder of this user's
+    that no one else may write (the temp dir is shared: another user's folder, or a link planted there, must
+    not steer our files), or on a system without user ids."""
+    if not hasattr(os, "getuid"):
+        return None
+    folder = Path(tempfile.gettempdir()) / f"tenali-{os.getuid()}"
+    try:
+        folder.mkdir(mode=0o700, exist_ok=True)
+        st = os.lstat(folder)
+    except OSError:
+        return None
+    if not stat.S_ISDIR(st.st_mode) or st.st_uid != os.getuid() or st.st_mode & 0o022:
+        return None
+    return folder
 
 
 class RateLimiter:

@@ -7,6 +7,8 @@ import importlib.util
 import json
 import logging
 import multiprocessing
+import os
+import tempfile
 import time
 
 import pytest
@@ -116,14 +118,41 @@ def test_without_fcntl_or_path_the_limiter_is_per_process(tmp_path, monkeypatch)
 def test_sec_and_coingecko_limiters_share_under_tenali_home(tmp_path, monkeypatch):
     from tenali_pipeline.sources.live import coingecko
 
-    monkeypatch.delenv("TENALI_HOME", raising=False)
-    assert http.SEC_LIMITER.state_file() is None and coingecko.PUBLIC_LIMITER.state_file() is None
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path / "tmp"))
+    (tmp_path / "tmp").mkdir()
+    monkeypatch.delenv("TENALI_HOME", raising=False)  # `dagster dev` by hand: a private folder in the temp dir
+    private = tmp_path / "tmp" / f"tenali-{os.getuid()}"
+    assert http.SEC_LIMITER.state_file() == private / "ratelimits" / "sec.gov"
+    assert coingecko.PUBLIC_LIMITER.state_file() == private / "ratelimits" / "coingecko-public"
+    assert private.stat().st_mode & 0o777 == 0o700
     monkeypatch.setenv("TENALI_HOME", str(tmp_path))
     assert http.limiter_for_url("https://data.sec.gov/x") is http.SEC_LIMITER
     assert http.SEC_LIMITER.state_file() == tmp_path / "ratelimits" / "sec.gov"
     assert coingecko.PUBLIC_LIMITER.state_file() == tmp_path / "ratelimits" / "coingecko-public"
     http.SEC_LIMITER.wait()
     assert float((tmp_path / "ratelimits" / "sec.gov").read_text()) > time.time() - 60
+
+
+@pytest.mark.skipif(not hasattr(os, "getuid"), reason="no user ids on this system")
+def test_without_tenali_home_only_a_private_folder_of_ours_in_the_temp_dir_is_used(tmp_path, monkeypatch):
+    """The temp dir is shared by every user: a folder there that others may write, or a link planted in
+    its place, must not hold our state (another user could stall our collections through it)."""
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
+    monkeypatch.delenv("TENALI_HOME", raising=False)
+    private = tmp_path / f"tenali-{os.getuid()}"
+    private.mkdir(mode=0o777)
+    private.chmod(0o777)
+    assert http.home_state_file("sec.gov") is None and http.SEC_LIMITER.state_file() is None
+    private.rmdir()
+    (tmp_path / "elsewhere").mkdir(mode=0o700)
+    private.symlink_to(tmp_path / "elsewhere")
+    assert http.home_state_file("sec.gov") is None
+    private.unlink()
+    assert http.home_state_file("sec.gov") == private / "ratelimits" / "sec.gov"
+    other = os.getuid() + 1  # a folder of ours under another user's name: as if that user had made it
+    (tmp_path / f"tenali-{other}").mkdir(mode=0o700)
+    monkeypatch.setattr(http.os, "getuid", lambda: other)
+    assert http.home_state_file("sec.gov") is None
 
 
 def test_sec_edgar_downloader_requests_wait_on_sec_limiter(tmp_path, monkeypatch):
@@ -157,8 +186,6 @@ def test_fred_defillama_and_nse_limiters_share_under_tenali_home(tmp_path, monke
     machine counts against the same budget; NSE's assets (bhavcopy, announcements, IPOs) run at once."""
     from tenali_pipeline.sources.live import defillama, india, macro
 
-    monkeypatch.delenv("TENALI_HOME", raising=False)
-    assert macro.FRED_LIMITER.state_file() is None
     monkeypatch.setenv("TENALI_HOME", str(tmp_path))
     assert macro.FRED_LIMITER.state_file() == tmp_path / "ratelimits" / "fred"
     assert defillama.LIMITER.state_file() == tmp_path / "ratelimits" / "defillama"
