@@ -3,7 +3,8 @@
 Dagster fails a sensor evaluation that outlives its gRPC timeout (60 s by default) and keeps the old
 cursor, so a long ticker list polled from the first CIK every tick never reached the last ones. The
 clock here is the number of requests the stand-in has answered (one second each): a budget of 3 lets
-a tick start 3 requests, whatever the machine's speed.
+a tick start 3 requests, whatever the machine's speed. A 403 or 429 ends the tick at once (each further
+request would extend the SEC's block); the refused company is first in line next tick.
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ from __future__ import annotations
 import json
 
 import dagster as dg
+import pytest
 from test_sensors import Edgar, live_filings, sec, submissions, tick  # noqa: F401 (sec: the fixture)
 
 from tenali_pipeline.defs.filings import sensors as edgar
@@ -125,3 +127,65 @@ def test_a_stale_position_after_the_ticker_list_shrank_wraps_safely(sec):
     result, after, polled = run(sec, fewer, after, budget=3)
     assert polled == [CIK["NVDA"], CIK["AAPL"], CIK["MSFT"]] and "next" not in json.loads(after)
     assert isinstance(result, dg.SkipReason) and result.skip_message == "no new 10-K/10-Q/8-K filings for 3 CIK(s)"
+
+
+# --- 403 / 429: the SEC's block grows with every refused request, so the tick stops asking at once ------------
+
+
+@pytest.mark.parametrize("status, fix", [(429, "resumes next tick"),
+                                         (403, "SEC_EDGAR_IDENTITY to 'Name email@domain'")])
+def test_a_refused_request_stops_the_tick_and_the_next_one_starts_at_that_company(sec, status, fix):
+    tickers = seven(sec)
+    order = [CIK[t] for t in tickers]
+    cursor = settled(sec, tickers)
+    nvda = CIK["NVDA"]
+    sec.subs[CIK["MSFT"]] = submissions([(f"{CIK['MSFT']}-25-000002", "8-K", "2025-11-03T16:30:00.000Z")])
+    sec.fail[f"/submissions/CIK{nvda}"] = status
+    log = Log()
+    result, after, polled = run(sec, tickers, cursor, budget=1e9, log=log)
+    assert polled == order[:3]  # AAPL, MSFT, then NVDA refused: nothing after it
+    state = json.loads(after)
+    assert state["next"] == nvda
+    assert state["latest"][CIK["MSFT"]]["acc"] == f"{CIK['MSFT']}-25-000002"  # learned before the refusal: kept
+    assert isinstance(result, dg.RunRequest) and result.tags["tenali/new_filings"] == "1"
+    warned = [line for line in log.lines if f"HTTP {status}" in line]
+    assert warned and fix in warned[0] and "no further SEC requests this tick" in warned[0]
+    assert any("polled 2 of 7 CIKs before the SEC refused a request" in line for line in log.lines)
+
+    # still refused: the next tick asks NVDA once and stops, skipping with the cause and the fix
+    result, again, polled = run(sec, tickers, after, budget=1e9)
+    assert polled == [nvda] and json.loads(again)["next"] == nvda
+    assert isinstance(result, dg.SkipReason) and f"HTTP {status}" in result.skip_message and fix in result.skip_message
+    assert "polled 0 of 7 CIKs" in result.skip_message
+    assert json.loads(again)["latest"] == state["latest"]
+
+    # the block lifted: the tick goes on from NVDA, round to MSFT
+    sec.fail.clear()
+    result, done, polled = run(sec, tickers, again, budget=1e9)
+    assert polled == order[2:] + order[:2] and "next" not in json.loads(done)
+
+
+@pytest.mark.parametrize("status", [403, 429])
+def test_a_refused_ticker_list_stops_before_any_company_is_polled(sec, status):
+    tickers = seven(sec)
+    _, cursor, _ = run(sec, tickers[:3], None, budget=1e9)  # three tickers known; the other four need the list
+    sec.fail["/files/"] = status
+    result, after, polled = run(sec, tickers, cursor, budget=1e9)
+    assert sec.hits == ["/files/company_tickers.json"] and polled == []
+    assert isinstance(result, dg.SkipReason) and f"HTTP {status}" in result.skip_message
+    state = json.loads(after)
+    assert state["next"] == CIK["AAPL"] and set(state["ciks"]) == set(tickers[:3])  # the rest looked up next tick
+    assert state["latest"] == json.loads(cursor)["latest"]
+
+
+@pytest.mark.parametrize("status", [500, 503, 404])
+def test_other_http_errors_concern_one_company_only(sec, status):
+    tickers = seven(sec)
+    order = [CIK[t] for t in tickers]
+    cursor = settled(sec, tickers)
+    sec.fail[f"/submissions/CIK{CIK['NVDA']}"] = status
+    log = Log()
+    result, after, polled = run(sec, tickers, cursor, budget=1e9, log=log)
+    assert polled == order and "next" not in json.loads(after)
+    assert isinstance(result, dg.SkipReason) and f"HTTP {status}" in result.skip_message
+    assert "no further SEC requests" not in result.skip_message

@@ -26,8 +26,14 @@ configured (or is not a CIK), starts at the first configured CIK. `latest` is th
 interest per CIK (the SEC lists `filings.recent` newest first). A CIK "has something new" when its
 newest accession differs from the cursor's and was not accepted earlier than it. The run_key hashes
 the new (CIK, accession) pairs. Never raises: sample mode, a missing SEC_EDGAR_IDENTITY, HTTP errors
-(403 = the SEC refusing the User-Agent or the rate) all end in a SkipReason that names the cause;
-companies that could be read still count, and a failed CIK is asked again on its next turn.
+all end in a SkipReason that names the cause; companies that could be read still count, and a failed
+CIK is asked again on its next turn.
+
+A 403 or 429 (`EdgarBlocked`) stops the tick at once: the SEC's fair-access policy answers a refused
+User-Agent or a rate over 10/s with a block of about 10 minutes, and every further request made
+during it is refused too and extends it. So the tick starts no more requests, keeps what it learned
+from the CIKs read before, and saves `next` = the refused CIK (polled first next tick). Other errors
+(a timeout, a 5xx, one bad body) concern that CIK only: the tick goes on with the others.
 
 `TICKERS_URL` and `SUBMISSIONS_URL` are module constants so tests can point them at 127.0.0.1.
 """
@@ -56,6 +62,14 @@ BUDGET_S = 40.0
 
 class EdgarPollError(Exception):
     """A poll of EDGAR failed (network, HTTP status, a body that is not JSON or Atom): the tick skips, naming it."""
+
+
+class EdgarBlocked(EdgarPollError):
+    """The SEC answered 403 or 429: every further request extends its block, so the tick stops asking."""
+
+    def __init__(self, message: str, status: int):
+        super().__init__(message)
+        self.status = status
 
 
 def load_cursor(raw: str | None) -> dict:
@@ -94,10 +108,13 @@ def sec_get(session, url: str, what: str):
     except requests.RequestException as exc:  # not only ConnectionError/Timeout: a broken body, redirects, ...
         raise EdgarPollError(f"{what}: could not read {url} ({type(exc).__name__})") from exc
     if resp.status_code == 403:
-        raise EdgarPollError(f"{what}: SEC answered HTTP 403 Forbidden (User-Agent from {IDENTITY_VAR} refused, "
-                           "or request rate too high)")
+        raise EdgarBlocked(f"{what}: SEC answered HTTP 403 Forbidden: it refuses this User-Agent or blocks this "
+                           f"address for a while (about 10 minutes) after too many requests; set {IDENTITY_VAR} to "
+                           "'Name email@domain' (a real contact) and keep other SEC clients on this address under "
+                           "10 requests/s", 403)
     if resp.status_code == 429:
-        raise EdgarPollError(f"{what}: SEC answered HTTP 429 Too Many Requests")
+        raise EdgarBlocked(f"{what}: SEC answered HTTP 429 Too Many Requests: over the SEC's rate limit (10 "
+                           "requests/s from this address, other SEC clients included); polling resumes next tick", 429)
     if resp.status_code >= 400:
         raise EdgarPollError(f"{what}: SEC answered HTTP {resp.status_code} {resp.reason}")
     return resp
@@ -165,6 +182,7 @@ def evaluate(sources: SourcesResource, cursor_raw: str | None, log=None, env=Non
     ciks = {t: c for t, c in cursor["ciks"].items() if t in companies}
     session = sec_session(identity)
     errors: list[str] = []
+    blocked: EdgarBlocked | None = None  # a 403/429: no request starts after it
 
     for t in companies:
         if t.isdigit():
@@ -179,6 +197,8 @@ def evaluate(sources: SourcesResource, cursor_raw: str | None, log=None, env=Non
                 ciks[t] = by_ticker.get(t, "")
                 if not ciks[t] and log is not None:
                     log.warning(f"ticker {t} is not in the SEC's ticker list; it will not be polled")
+        except EdgarBlocked as exc:
+            blocked = exc
         except EdgarPollError as exc:
             errors.append(str(exc))
 
@@ -190,14 +210,18 @@ def evaluate(sources: SourcesResource, cursor_raw: str | None, log=None, env=Non
     turn = wanted[first:] + wanted[:first]
     polled = 0
     for cik in turn:
-        if clock() - started >= budget_s:
+        if blocked is not None or clock() - started >= budget_s:
             break
-        polled += 1
         try:
             data = _get_json(session, SUBMISSIONS_URL.format(cik=cik), f"SEC submissions of CIK {cik}")
+        except EdgarBlocked as exc:
+            blocked = exc  # this CIK was not read: it stays `next`, first in line next tick
+            break
         except EdgarPollError as exc:
+            polled += 1
             errors.append(str(exc))
             continue
+        polled += 1
         top = newest_of_interest(data)
         if top is None:
             continue
@@ -208,12 +232,14 @@ def evaluate(sources: SourcesResource, cursor_raw: str | None, log=None, env=Non
     partial = ""
     if polled < len(turn):
         state["next"] = turn[polled]
-        partial = (f"polled {polled} of {len(turn)} CIKs within the {budget_s:g} s tick budget; "
-                   f"the rest next tick, from CIK {turn[polled]}")
+        within = "before the SEC refused a request" if blocked is not None else f"within the {budget_s:g} s tick budget"
+        partial = f"polled {polled} of {len(turn)} CIKs {within}; the rest next tick, from CIK {turn[polled]}"
         if log is not None:
             log.info(partial)
     new_cursor = json.dumps(state, sort_keys=True, separators=(",", ":"))
 
+    if blocked is not None:  # first: it is the cause of everything not polled, and it names the fix
+        errors.insert(0, f"{blocked}; no further SEC requests this tick (each would extend the block)")
     failed = "; ".join(errors)
     if failed and log is not None:
         log.warning(f"EDGAR polling failed in part: {failed}")
