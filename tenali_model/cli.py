@@ -181,7 +181,23 @@ def _export(args) -> int:
     except CheckpointError as e:
         raise ValueError(str(e)) from e
     print(f"wrote {out}")
+    if args.tokenizer is None:
+        print(f"note: no tokenizer in {out} (transformers' AutoTokenizer cannot load it): export again (into a new directory) with "
+              f"--tokenizer, the sentencepiece .model the checkpoint was trained with{_lake_tokenizer_hint(args.checkpoint)}",
+              file=sys.stderr)
     return 0
+
+
+def _lake_tokenizer_hint(checkpoint: str) -> str:
+    """Where the pipeline keeps that tokenizer, when `checkpoint` lies in a lake's checkpoints/ folder."""
+    parts = Path(checkpoint).expanduser().absolute().parts
+    if "checkpoints" not in parts:
+        return ""
+    lake = Path(*parts[:len(parts) - 1 - parts[::-1].index("checkpoints")])
+    own = lake / "tokenizer" / "tenali.model"
+    where = f"--tokenizer {own}" if own.is_file() else f"the file in {lake / 'tokenizer'}"
+    return (f"; for this lake: {where} (unless the tokenizer was retrained since). A release in "
+            f"{lake / 'releases'} is such an export, tokenizer included")
 
 
 def _import(args) -> int:

@@ -94,12 +94,26 @@ def test_train_evaluate_export_import(shards, tmp_path, capsys):
     assert main(["train", "--config", str(tmp_path / "missing.json")]) == 2
 
     pytest.importorskip("safetensors")
+    capsys.readouterr()
     assert main(["export-hf", str(out), str(tmp_path / "hf")]) == 0
     assert (tmp_path / "hf" / "config.json").is_file()
+    assert "no tokenizer in" in capsys.readouterr().err  # and how to add one: --tokenizer
     assert main(["import-hf", str(tmp_path / "hf"), str(tmp_path / "back")]) == 0
     back = load_model(tmp_path / "back")
     assert back.config == load_model(out).config
     assert main(["export-hf", str(out), str(tmp_path / "hf")]) == 2  # exists and is not empty
+
+
+def test_export_without_a_tokenizer_names_the_lakes(tmp_path, capsys):
+    """A checkpoint in a pipeline lake: the note names the lake's tokenizer file to pass, and the release."""
+    from tenali_model.cli import _lake_tokenizer_hint
+
+    lake = tmp_path / "lake"
+    (lake / "tokenizer").mkdir(parents=True)
+    (lake / "tokenizer" / "tenali.model").write_bytes(b"sp")
+    hint = _lake_tokenizer_hint(str(lake / "checkpoints" / "sft" / "run-1" / "step_00000060"))
+    assert f"--tokenizer {lake / 'tokenizer' / 'tenali.model'}" in hint and str(lake / "releases") in hint
+    assert _lake_tokenizer_hint(str(tmp_path / "run" / "step_00000004")) == ""
 
 
 def test_plan_runs_as_a_module_without_torch():
