@@ -49,7 +49,7 @@ import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
-from .config import ModelConfig, atomic_write_text
+from .config import ModelConfig, atomic_write_text, num_params
 from .model import Transformer
 
 CHECKPOINT_FORMAT_VERSION = 1
@@ -198,8 +198,14 @@ def save_checkpoint(out_dir: str | os.PathLike, *, step: int, model: torch.nn.Mo
         else:
             os.replace(tmp, final)
         _fsync_dir(out_dir)
-    except BaseException:
+    except BaseException as e:
+        full = _disk_full(e, out_dir, tmp)
         shutil.rmtree(tmp, ignore_errors=True)
+        if full:
+            raise CheckpointError(f"no space left on the filesystem of {out_dir} while saving step {step}: "
+                                  f"{full}. Free space there, point out_dir at a larger volume, or keep fewer "
+                                  f"checkpoints (keep_last, now {keep_last or 'all'}); any checkpoints saved "
+                                  "before are intact, and a rerun resumes from the newest") from e
         raise
     atomic_write_text(out_dir / "latest", final.name + "\n")
     best = best_checkpoint(out_dir)
@@ -208,6 +214,57 @@ def save_checkpoint(out_dir: str | os.PathLike, *, step: int, model: torch.nn.Mo
     if keep_last > 0:
         prune_checkpoints(out_dir, keep_last)
     return final
+
+
+# A filesystem with less than this free when a save fails is taken as full: torch.save reports ENOSPC
+# as RuntimeError("... unexpected pos ..."), not as an OSError.
+FULL_BELOW_BYTES = 16 * 2**20
+
+
+def _disk_full(error: BaseException, out_dir: Path, tmp: Path) -> str:
+    """Why the save failed for want of space ("" if not that): an ENOSPC/EDQUOT OSError, or any error
+    while the filesystem has almost nothing free. Measured before the partial save is removed."""
+    import errno
+
+    try:
+        free = shutil.disk_usage(out_dir).free
+        written = sum(f.stat().st_size for f in tmp.rglob("*") if f.is_file())
+    except OSError:
+        return ""
+    quota = isinstance(error, OSError) and error.errno in (errno.ENOSPC, errno.EDQUOT)
+    if not quota and free >= FULL_BELOW_BYTES:
+        return ""
+    what = "disk quota exceeded" if quota and error.errno == errno.EDQUOT else "disk full"
+    return f"{what}, {free / 2**20:.1f} MiB free after {written / 2**20:.1f} MiB of the checkpoint was written"
+
+
+def checkpoint_bytes(cfg: ModelConfig) -> int:
+    """About what one training checkpoint of this model takes: float32 weights and AdamW's two
+    float32 moments (12 bytes a parameter; a 7B: 84 GB)."""
+    return 12 * num_params(cfg)
+
+
+def check_space(out_dir: str | os.PathLike, cfg: ModelConfig) -> str:
+    """Before training: CheckpointError when out_dir's filesystem cannot hold one checkpoint (the first
+    save would fail after hours of training); a warning to print ("" if none) when it holds fewer than
+    two (a save writes the new checkpoint before pruning old ones)."""
+    need = checkpoint_bytes(cfg)
+    try:
+        free = shutil.disk_usage(out_dir).free
+    except OSError:
+        return ""
+    if free < need:
+        raise CheckpointError(f"{out_dir} has {_size(free)} free but one checkpoint of this model takes about "
+                              f"{_size(need)} (float32 weights and AdamW state): the first save would fail. "
+                              "Free space there or point out_dir at a larger volume")
+    if free < 2 * need:
+        return (f"note: {out_dir} has {_size(free)} free, room for one checkpoint of about {_size(need)} but not "
+                "two: a save writes the new one before removing old ones (keep_last), so the second save may fail")
+    return ""
+
+
+def _size(n: int) -> str:
+    return f"{n / 2**30:.1f} GiB" if n >= 2**30 else f"{n / 2**20:.1f} MiB"
 
 
 def best_checkpoint(out_dir: str | os.PathLike) -> Path | None:

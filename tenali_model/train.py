@@ -26,8 +26,9 @@ is always plain cross-entropy in nats/token. mfu = tokens_per_sec * plan.flops_p
 the Pipes session, streams progress as log lines and reports one asset materialization at the end
 (its asset key is the Pipes extra "asset_key" when the launching step targets several assets),
 after writing the same report to <out_dir>/report.json for a launcher whose Pipes channel lost it (report.py).
-Exit status: 0 done, 2 bad config, missing/corrupt shards or checkpoints in out_dir of which none
-verifies (a corrupt newest one alone is skipped, with a warning, for the one before), 1 anything else.
+Exit status: 0 done, 2 bad config, missing/corrupt shards, checkpoints in out_dir of which none
+verifies (a corrupt newest one alone is skipped, with a warning, for the one before) or no space left
+to save one (a retry would fail the same way), 1 anything else.
 """
 
 from __future__ import annotations
@@ -52,9 +53,9 @@ import torch
 import torch.distributed as dist
 import torch.nn as nn
 
-from .checkpoint import (CheckpointError, capture_rng, latest_checkpoint, list_checkpoints, load_config,
-                         load_meta, load_train_state, read_weights, rank_rng, resolve_checkpoint, restore_rng,
-                         save_checkpoint, verify_checkpoint)
+from .checkpoint import (CheckpointError, capture_rng, check_space, latest_checkpoint, list_checkpoints,
+                         load_config, load_meta, load_train_state, read_weights, rank_rng, resolve_checkpoint,
+                         restore_rng, save_checkpoint, verify_checkpoint)
 from .config import ConfigError, TrainConfig, atomic_write_text, num_params, resolve_parallelism
 from .data import TokenLoader, iter_eval_windows, shard_token_count
 from .evaluate import loss_sum
@@ -371,6 +372,8 @@ def _train(cfg: TrainConfig, d: Dist, pipes, stop_at: int | None) -> dict:
     out_dir = Path(cfg.out_dir)
     if d.is_main:
         out_dir.mkdir(parents=True, exist_ok=True)
+        if note := check_space(out_dir, mcfg):  # fails fast: no training whose first save cannot fit
+            say(note)
 
     ckpt = resume_checkpoint(out_dir, d, say)  # verified by rank 0: read below without hashing again
     if ckpt is not None:

@@ -27,7 +27,8 @@ from pathlib import Path
 import dagster as dg
 
 # The trainer's exit statuses (tenali_model.train): say what they mean in the failure message.
-EXIT_MEANINGS = {2: "bad training config or missing/corrupt shards", 137: "killed (out of memory or preempted)",
+EXIT_MEANINGS = {2: "bad training config, missing/corrupt shards or checkpoints, or no space for a checkpoint",
+                 137: "killed (out of memory or preempted)",
                  139: "segmentation fault", 143: "terminated"}
 LOG_TAIL_LINES = 40
 

@@ -247,3 +247,65 @@ def test_best_without_any_val_loss_says_why(tmp_path):
     save_checkpoint(tmp_path, step=10, model=small_model())
     with pytest.raises(CheckpointError, match="no `best` pointer: none of its checkpoints recorded a val_loss"):
         resolve_checkpoint(tmp_path / "best")
+
+
+def test_a_full_disk_fails_the_save_naming_it_and_keeps_the_checkpoint_before(tmp_path, monkeypatch):
+    """torch.save reports a full disk as RuntimeError('... unexpected pos ...'), which says nothing of
+    space: the save names the cause and the fixes, leaves no partial folder and `latest` as it was."""
+    import collections
+    import errno
+    import shutil
+
+    from tenali_model import checkpoint
+
+    model = small_model()
+    opt = trained_optimizer(model)
+    first = save_checkpoint(tmp_path, step=1, model=model, optimizer=opt, keep_last=2)
+    usage = collections.namedtuple("usage", "total used free")
+
+    def full_disk(obj, f, *a, **k):
+        open(f, "wb").write(b"x" * 1000)
+        raise RuntimeError("[enforce fail at inline_container.cc:672] . unexpected pos 159232 vs 159120")
+
+    monkeypatch.setattr(checkpoint.torch, "save", full_disk)
+    monkeypatch.setattr(shutil, "disk_usage", lambda p: usage(10**9, 10**9, 0))
+    with pytest.raises(CheckpointError, match=r"no space left .* step 2: disk full, 0.0 MiB free .*keep_last, now 2"):
+        save_checkpoint(tmp_path, step=2, model=model, optimizer=opt, keep_last=2)
+    assert list_checkpoints(tmp_path) == [first] and latest_checkpoint(tmp_path) == first
+    assert not list(tmp_path.glob(".tmp-*"))
+
+    def over_quota(*a, **k):
+        raise OSError(errno.EDQUOT, "Disk quota exceeded")
+
+    monkeypatch.setattr(shutil, "disk_usage", lambda p: usage(10**12, 10**9, 10**11))  # space, but no quota
+    monkeypatch.setattr(checkpoint, "save_file", over_quota)
+    with pytest.raises(CheckpointError, match="disk quota exceeded"):
+        save_checkpoint(tmp_path, step=2, model=model, optimizer=opt)
+
+    def other(*a, **k):
+        raise RuntimeError("something else")
+
+    monkeypatch.setattr(checkpoint, "save_file", other)  # not about space: as it was
+    with pytest.raises(RuntimeError, match="^something else$"):
+        save_checkpoint(tmp_path, step=2, model=model, optimizer=opt)
+
+
+def test_training_fails_fast_when_out_dir_cannot_hold_one_checkpoint(tmp_path, monkeypatch, capsys):
+    """Not hours of training and then a failed first save: the trainer checks the space before it starts
+    (12 bytes a parameter: float32 weights and AdamW's moments), and warns when it holds one but not two."""
+    import collections
+    import shutil
+
+    from tenali_model.checkpoint import check_space, checkpoint_bytes
+
+    cfg = small_model().config
+    need = checkpoint_bytes(cfg)
+    usage = collections.namedtuple("usage", "total used free")
+    monkeypatch.setattr(shutil, "disk_usage", lambda p: usage(10**12, 0, need - 1))
+    with pytest.raises(CheckpointError, match=r"MiB free but one checkpoint of this model takes about .* MiB"):
+        check_space(tmp_path, cfg)
+    monkeypatch.setattr(shutil, "disk_usage", lambda p: usage(10**12, 0, need + 1))
+    assert "but not two" in check_space(tmp_path, cfg)
+    monkeypatch.setattr(shutil, "disk_usage", lambda p: usage(10**12, 0, 2 * need))
+    assert check_space(tmp_path, cfg) == ""
+    assert checkpoint_bytes(ModelConfig(**vars(preset("7b")))) > 80e9  # the 7B's 84 GB

@@ -177,3 +177,17 @@ def test_plan_into_a_closed_pipe_is_quiet():
     proc.stdout.close()  # before the interpreter has started: its first write finds the pipe closed
     err = proc.stderr.read().decode()
     assert proc.wait(60) == 0 and "Broken pipe" not in err, err
+
+
+def test_train_stops_before_training_when_out_dir_has_no_room_for_a_checkpoint(shards, tmp_path, capsys, monkeypatch):
+    import collections
+    import shutil
+
+    cfg_path = tmp_path / "train.json"
+    out = tmp_path / "run"
+    tiny_config(shards, out, steps=4, eval_every=0, ckpt_every=0).to_json(cfg_path)
+    monkeypatch.setattr(shutil, "disk_usage", lambda p: collections.namedtuple("u", "total used free")(10**9, 10**9, 1000))
+    assert main(["train", "--config", str(cfg_path)]) == 2  # a bad setup, not retried: it would fail the same way
+    err = capsys.readouterr().err
+    assert "has 0.0 MiB free but one checkpoint of this model takes about" in err and "larger volume" in err
+    assert not (out / "metrics.jsonl").exists() or "train" not in (out / "metrics.jsonl").read_text()
