@@ -38,11 +38,11 @@ def at_least(low: float, kind=int, strict: bool = False):
 
 
 def port(text: str) -> int:
-    """An argparse type: a TCP port (--port 70000 served on 4464, the number modulo 65536, while the
-    banner named 70000; a negative one failed only after the model had loaded)."""
+    """An argparse type: a TCP port, or 0 for one the system picks (--port 70000 served on 4464, the number
+    modulo 65536, while the banner named 70000; a negative one failed only after the model had loaded)."""
     value = int(text)
-    if not 1 <= value <= 65535:
-        raise argparse.ArgumentTypeError(f"must be a TCP port, 1 to 65535, got {text}")
+    if not 0 <= value <= 65535:
+        raise argparse.ArgumentTypeError(f"must be a TCP port, 1 to 65535 (or 0: any free one), got {text}")
     return value
 
 
@@ -59,7 +59,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--host", default=DEFAULT_HOST,
                    help="address to bind (default 127.0.0.1: this machine only; 0.0.0.0: every interface, then set "
                         "TENALI_API_KEY in the environment so that /v1/* asks for the key)")
-    p.add_argument("--port", type=port, default=DEFAULT_PORT, help=f"TCP port (default {DEFAULT_PORT})")
+    p.add_argument("--port", type=port, default=DEFAULT_PORT,
+                   help=f"TCP port (default {DEFAULT_PORT}); 0: a free one the system picks, named in the "
+                        "'Serving ... on http://HOST:PORT' line")
     p.add_argument("--name", default=None, help="the model id clients send (default: the release or folder name)")
     p.add_argument("--device", default="auto", help="cpu, cuda, cuda:N or auto")
     p.add_argument("--dtype", default="auto", choices=["auto", "float32", "bfloat16", "float16"],
@@ -254,9 +256,11 @@ def run_server(args: argparse.Namespace) -> int:
                                stream_interval=args.stream_interval_ms / 1000, prefill_padding=args.prefill_padding,
                                cuda_graph=args.cuda_graph, compile_step=args.compile)
         app = create_app(served, options)
-        print(f"Serving {served.name} ({served.source}) on http://{args.host}:{args.port}  "
+        bound = sock.getsockname()[1]  # --port 0: the one the system picked (scripts and tests read it here)
+        host = f"[{args.host}]" if ":" in args.host else args.host  # an IPv6 address, as a URL writes it
+        print(f"Serving {served.name} ({served.source}) on http://{host}:{bound}  "
               f"[{device}, {str(dtype).removeprefix('torch.')}]; chat page at /, API docs at /docs", flush=True)
-        config = uvicorn.Config(app, host=args.host, port=args.port, log_level=args.log_level,
+        config = uvicorn.Config(app, host=args.host, port=bound, log_level=args.log_level,
                                 log_config=log_config(args.log_level))
         try:
             server_class()(config, app.state.engine).run(sockets=[sock])

@@ -27,10 +27,16 @@ ROOT = Path(__file__).resolve().parents[2]
 BUCKET = "tenali-launcher-test"
 
 
-def free_port() -> int:
+@pytest.fixture
+def master_port():
+    """A port for torchrun's rendezvous, held until the test ends. Picked free and let go, it could be taken
+    before node 0's TCPStore binds it, seconds later; held by a socket bound with SO_REUSEADDR that never
+    listens, other processes' binds, bind(0) and outgoing connections keep off it, and the TCPStore, which
+    sets SO_REUSEADDR too, can still bind it (Linux refuses that only when the holder listens)."""
     with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        s.bind(("", 0))
+        yield s.getsockname()[1]
 
 
 @pytest.fixture

@@ -1,5 +1,6 @@
 """The whole graph on the demo profile at tiny sizes, through the real launcher (torchrun, 2 ranks)."""
 
+import contextlib
 import json
 import math
 import os
@@ -225,34 +226,51 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-def test_the_ui_shows_every_asset_materialised(demo_run):
+def _asset_nodes(proc: subprocess.Popen, port: int, log: Path) -> list | None:
+    """The webserver's asset nodes once it answers; None when it exited because the port was taken."""
+    query = b'{"query": "{ assetNodes { assetKey { path } assetMaterializations(limit: 1) { runId } } }"}'
+    deadline = time.time() + 180
+    while time.time() < deadline:
+        if proc.poll() is not None:
+            text = log.read_text()
+            assert "address already in use" in text.lower(), text[-2000:]
+            return None
+        try:
+            req = urllib.request.Request(f"http://127.0.0.1:{port}/graphql", data=query,
+                                         headers={"Content-Type": "application/json"})
+            with urllib.request.urlopen(req, timeout=10) as resp:
+                return json.loads(resp.read())["data"]["assetNodes"]
+        except OSError:
+            time.sleep(1)
+    raise AssertionError("the webserver did not answer within 180 s")
+
+
+def test_the_ui_shows_every_asset_materialised(demo_run, tmp_path):
     """What a user sees after `tenali demo`: the webserver on that instance lists every asset as materialised."""
     _, instance, lake, defs = demo_run
-    port = _free_port()
     env = {**os.environ, "DAGSTER_HOME": instance.root_directory, "TENALI_LAKE_ROOT": lake.root}
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "dagster_webserver", "-w", "workspace.yaml", "-h", "127.0.0.1", "-p", str(port)],
-        cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, start_new_session=True)
-    query = b'{"query": "{ assetNodes { assetKey { path } assetMaterializations(limit: 1) { runId } } }"}'
-    try:
-        deadline, nodes = time.time() + 180, None
-        while time.time() < deadline and nodes is None:
-            assert proc.poll() is None, proc.stderr.read().decode()[-2000:]
-            try:
-                req = urllib.request.Request(f"http://127.0.0.1:{port}/graphql", data=query,
-                                             headers={"Content-Type": "application/json"})
-                with urllib.request.urlopen(req, timeout=10) as resp:
-                    nodes = json.loads(resp.read())["data"]["assetNodes"]
-            except OSError:
-                time.sleep(1)
-        assert nodes is not None, "the webserver did not answer within 180 s"
-        seen = {"/".join(n["assetKey"]["path"]): n["assetMaterializations"] for n in nodes}
-        expected = {k.to_user_string() for k in defs.resolve_asset_graph().get_all_asset_keys()}
-        assert set(seen) == expected
-        assert all(seen[k] for k in expected), [k for k in expected if not seen[k]]
-    finally:
-        os.killpg(proc.pid, 15)
+    # dagster-webserver reads -p 0 as "not given" (3000, or a port it picks and binds later), so the port is
+    # picked here, and another process may take it before the webserver binds it: then it exits, and starts
+    # again on another.
+    for attempt in range(5):
+        port, log = _free_port(), tmp_path / f"webserver-{attempt}.log"
+        with log.open("w") as err:
+            proc = subprocess.Popen(
+                [sys.executable, "-m", "dagster_webserver", "-w", "workspace.yaml", "-h", "127.0.0.1", "-p", str(port)],
+                cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=err, start_new_session=True)
         try:
-            proc.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, 9)
+            nodes = _asset_nodes(proc, port, log)
+        finally:
+            with contextlib.suppress(ProcessLookupError):  # the group is gone when the webserver exited alone
+                os.killpg(proc.pid, 15)
+                try:
+                    proc.wait(timeout=15)
+                except subprocess.TimeoutExpired:
+                    os.killpg(proc.pid, 9)
+        if nodes is not None:
+            break
+    assert nodes is not None, "each of 5 free ports was taken before the webserver bound it"
+    seen = {"/".join(n["assetKey"]["path"]): n["assetMaterializations"] for n in nodes}
+    expected = {k.to_user_string() for k in defs.resolve_asset_graph().get_all_asset_keys()}
+    assert set(seen) == expected
+    assert all(seen[k] for k in expected), [k for k in expected if not seen[k]]

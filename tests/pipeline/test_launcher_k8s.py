@@ -13,7 +13,7 @@ pytest.importorskip("dagster_k8s")
 pytest.importorskip("dagster_aws")
 from dagster_k8s.client import DagsterKubernetesClient  # noqa: E402
 from kubernetes import client as k8s  # noqa: E402
-from launcher_fakes import BUCKET, FakeKubernetes, free_port, s3, tiny_run  # noqa: E402, F401
+from launcher_fakes import BUCKET, FakeKubernetes, master_port, s3, tiny_run  # noqa: E402, F401
 
 from tenali_pipeline.launchers import build_launcher  # noqa: E402
 from tenali_pipeline.launchers.k8s import K8sTrainingLauncher  # noqa: E402
@@ -189,11 +189,11 @@ def test_paths_off_the_shared_volume_fail_before_anything_is_submitted(tmp_path,
     assert "TENALI_HOME" in failure.step_failure_data.error.message + str(failure.step_failure_data.user_failure_data)
 
 
-def test_two_nodes_train_as_an_indexed_job_and_report_once(tmp_path, s3, cluster):
+def test_two_nodes_train_as_an_indexed_job_and_report_once(tmp_path, s3, cluster, master_port):
     endpoint, client = s3
     config_path, run_dir = tiny_run(tmp_path)
     res = materialise(launcher(nodes=2, gpus_per_node=1, shared_mount=str(tmp_path), pipes_bucket=BUCKET,
-                               s3_endpoint_url=endpoint, poll_interval=0.5, master_port=free_port()),
+                               s3_endpoint_url=endpoint, poll_interval=0.5, master_port=master_port),
                       config_path, run_dir)
     assert res.success, [e for e in res.all_events if e.is_step_failure]
     meta = res.asset_materializations_for_node("pretrain_checkpoint")[0].metadata
@@ -241,7 +241,7 @@ def test_post_training_stages_run_their_own_module():
         "-m", "tenali_model.posttrain.sft", "--config", "/mnt/tenali/c.json"]
 
 
-def test_a_retried_multi_node_step_gets_a_job_of_its_own_and_trains(tmp_path, s3, cluster):
+def test_a_retried_multi_node_step_gets_a_job_of_its_own_and_trains(tmp_path, s3, cluster, master_port):
     """The step's retry (RetryPolicy) must not reuse the name of the Job it just deleted: that Job's
     pods are still listed, terminating or failed, under the same job-name label (and the same
     hostnames behind the Service) until the garbage collector removes them, and the retry would read
@@ -251,7 +251,7 @@ def test_a_retried_multi_node_step_gets_a_job_of_its_own_and_trains(tmp_path, s3
     cluster.linger_deleted_job_pods = True
     cluster.fail_jobs = 1  # the first attempt: node 1 runs out of memory at start
     resource = launcher(nodes=2, gpus_per_node=1, shared_mount=str(tmp_path), pipes_bucket=BUCKET,
-                        s3_endpoint_url=endpoint, poll_interval=0.5, master_port=free_port())
+                        s3_endpoint_url=endpoint, poll_interval=0.5, master_port=master_port)
 
     @dg.asset(retry_policy=dg.RetryPolicy(max_retries=1))
     def pretrain_checkpoint(context: dg.AssetExecutionContext, launcher: dg.ResourceParam):
@@ -266,7 +266,8 @@ def test_a_retried_multi_node_step_gets_a_job_of_its_own_and_trains(tmp_path, s3
         assert len(job.metadata.name) <= 52 and job.metadata.name.rstrip("-") == job.metadata.name
 
 
-def test_a_passing_kubernetes_api_outage_does_not_kill_a_multi_node_training(tmp_path, s3, cluster, monkeypatch):
+def test_a_passing_kubernetes_api_outage_does_not_kill_a_multi_node_training(tmp_path, s3, cluster, monkeypatch,
+                                                                              master_port):
     """An EKS control-plane upgrade or an API server restart answers 503 (or refuses connections) for
     a while; the launcher following a Job for days must ask again, not fail the step (and so delete the
     Job, killing the training)."""
@@ -284,7 +285,7 @@ def test_a_passing_kubernetes_api_outage_does_not_kill_a_multi_node_training(tmp
 
     monkeypatch.setattr(api, "read_namespaced_job_status", unavailable_for_a_while)
     res = materialise(launcher(nodes=2, gpus_per_node=1, shared_mount=str(tmp_path), pipes_bucket=BUCKET,
-                               s3_endpoint_url=endpoint, poll_interval=0.5, master_port=free_port()),
+                               s3_endpoint_url=endpoint, poll_interval=0.5, master_port=master_port),
                       config_path, run_dir)
     assert res.success, [e.step_failure_data.error.message for e in res.all_events if e.is_step_failure]
     assert calls["n"] > 4
@@ -368,13 +369,13 @@ def test_the_schedule_timeout_is_read_and_checked_from_the_environment(tmp_path)
 
 
 @pytest.mark.parametrize("nodes", [1, 2])
-def test_a_trainer_that_exits_0_without_reporting_fails_the_step(tmp_path, s3, cluster, nodes):
+def test_a_trainer_that_exits_0_without_reporting_fails_the_step(tmp_path, s3, cluster, nodes, master_port):
     """dagster #17868 on Kubernetes: Dagster's implicit (empty) materialisation read as success."""
     endpoint, _ = s3
     config_path, run_dir = tiny_run(tmp_path)
     res = materialise(launcher(image="silent/tenali-trainer:1", nodes=nodes, gpus_per_node=1, shared_mount=str(tmp_path),
                                pipes_bucket=BUCKET, s3_endpoint_url=endpoint, poll_interval=0.5,
-                               master_port=free_port()), config_path, run_dir)
+                               master_port=master_port), config_path, run_dir)
     assert not res.success
     (failure,) = [e for e in res.all_events if e.is_step_failure]
     assert "exited without reporting" in failure.step_failure_data.error.message + str(

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from ts_helpers import LiveServer, StepGate, chat_page, free_port, never_sample, no_text_yet, wait_until
+from ts_helpers import LiveServer, StepGate, chat_page, free_port, never_sample, no_text_yet, served_port, wait_until
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 
@@ -67,7 +67,7 @@ def test_serving_every_interface_without_an_api_key_is_warned(ckpt, tok_path, ca
 
     monkeypatch.setattr(uvicorn, "run", lambda *a, **k: None)
     monkeypatch.setattr(uvicorn.Server, "run", lambda *a, **k: None)
-    argv = ["serve", str(ckpt), "--tokenizer", str(tok_path), "--device", "cpu", "--port", str(free_port())]
+    argv = ["serve", str(ckpt), "--tokenizer", str(tok_path), "--device", "cpu", "--port", "0"]
     monkeypatch.delenv("TENALI_API_KEY", raising=False)
     assert main(argv + ["--host", "0.0.0.0"]) == 0
     err = capsys.readouterr().err
@@ -78,6 +78,22 @@ def test_serving_every_interface_without_an_api_key_is_warned(ckpt, tok_path, ca
     assert main(argv + ["--host", "0.0.0.0"]) == 0
     err = capsys.readouterr().err
     assert "warning" not in err and "sekret" not in err
+
+
+def test_port_0_serves_on_a_free_port_that_the_banner_names(ckpt, tok_path, capsys, monkeypatch):
+    """--port 0 was refused ("must be a TCP port, 1 to 65535"): a script (these tests too) that wanted a
+    throwaway server picked a free port and passed it on, and another process could take it meanwhile."""
+    import uvicorn
+
+    from tenali_model.cli import main
+
+    ran = []
+    monkeypatch.setattr(uvicorn.Server, "run",
+                        lambda self, sockets=None: ran.append((self.config.port, sockets[0].getsockname()[1])))
+    assert main(["serve", str(ckpt), "--tokenizer", str(tok_path), "--device", "cpu", "--port", "0"]) == 0
+    [(config_port, bound)] = ran
+    assert bound != 0 and config_port == bound
+    assert f" on http://127.0.0.1:{bound} " in capsys.readouterr().out
 
 
 # `tenali serve` in a process of its own whose answers do not end by themselves: no stop tokens, no end
@@ -117,18 +133,20 @@ def _refused(port: int) -> bool:
 
 
 @pytest.mark.parametrize("grace, interrupts", [(0.5, 1), (600, 2)])
-def test_ctrl_c_during_an_answer_ends_it_cleanly(ckpt, tok_path, grace, interrupts):
+def test_ctrl_c_during_an_answer_ends_it_cleanly(ckpt, tok_path, tmp_path, grace, interrupts):
     """Ctrl-C waited for every answer in progress to run to its end (up to --request-timeout); a second
     Ctrl-C then cut the streams without "data: [DONE]" and printed CancelledError tracebacks. Now the
     answers get a grace period (none after a second Ctrl-C), then end with an error chunk and [DONE]."""
     import http.client
 
-    port = free_port()
-    proc = subprocess.Popen(
-        [sys.executable, "-c", _SLOW_SERVER, str(grace), str(tok_path), "serve", str(ckpt), "--tokenizer", str(tok_path),
-         "--device", "cpu", "--port", str(port), "--threads", "1"],
-        cwd=REPO_ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    stdout = tmp_path / "stdout"
+    with stdout.open("w") as out:
+        proc = subprocess.Popen(
+            [sys.executable, "-c", _SLOW_SERVER, str(grace), str(tok_path), "serve", str(ckpt), "--tokenizer",
+             str(tok_path), "--device", "cpu", "--port", "0", "--threads", "1"],
+            cwd=REPO_ROOT, stdout=out, stderr=subprocess.PIPE, text=True)
     try:
+        port = served_port(proc, stdout)  # printed before uvicorn listens: a refused connection is retried
         deadline = time.time() + 180
         while True:
             with contextlib.suppress(OSError):
@@ -150,7 +168,7 @@ def test_ctrl_c_during_an_answer_ends_it_cleanly(ckpt, tok_path, grace, interrup
             wait_until(lambda: _refused(port), "the server began shutting down", seconds=120)
             proc.send_signal(signal.SIGINT)
         body = resp.read().decode()
-        out, err = proc.communicate(timeout=180)
+        _, err = proc.communicate(timeout=180)
     finally:
         if proc.poll() is None:
             proc.kill()
@@ -333,7 +351,7 @@ def test_ctrl_c_while_the_model_loads_is_no_traceback(ckpt, tok_path):
             "from tenali_model.cli import main\n"
             "sys.exit(main(sys.argv[1:]))\n")
     proc = subprocess.run([sys.executable, "-c", code, "serve", str(ckpt), "--tokenizer", str(tok_path),
-                           "--device", "cpu", "--port", str(free_port())],
+                           "--device", "cpu", "--port", "0"],
                           cwd=REPO_ROOT, capture_output=True, text=True, timeout=120)
     assert "Traceback" not in proc.stderr and "interrupted while loading the model" in proc.stderr, proc.stderr
     assert proc.returncode == 130

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import re
 import socket
 import sys
 import threading
@@ -22,7 +23,7 @@ CONTEXT = 128
 TINY = dict(vocab_size=512, dim=64, n_layers=2, n_heads=4, n_kv_heads=2, max_seq_len=CONTEXT)
 
 __all__ = ["FINANCE_TEXT", "train_sentencepiece", "make_checkpoint", "LiveServer", "chat_page", "free_port", "CONTEXT",
-           "StepGate", "never_sample", "no_text_yet", "wait_until"]
+           "StepGate", "never_sample", "no_text_yet", "wait_until", "served_port"]
 
 
 def make_checkpoint(out_dir: Path, seed: int = 0, **overrides) -> Path:
@@ -33,9 +34,25 @@ def make_checkpoint(out_dir: Path, seed: int = 0, **overrides) -> Path:
 
 
 def free_port() -> int:
+    """A port free now, for a test that never binds it: one bound later could be taken meanwhile (give
+    `tenali serve --port 0` and read the port with served_port instead)."""
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
+
+
+def served_port(proc, stdout: Path, seconds: float = 180.0) -> int:
+    """The port a `tenali serve --port 0` process bound, from its "Serving ... on http://HOST:PORT" line
+    (its stdout redirected to the file `stdout`); fails with its stderr if it exits first."""
+    found = []
+
+    def banner():
+        found[:] = re.findall(r"^Serving .* on http://\S+:(\d+) ", stdout.read_text(), re.MULTILINE)
+        return found or proc.poll() is not None
+
+    wait_until(banner, "tenali serve printed where it serves", seconds)
+    assert found, f"tenali serve exited ({proc.returncode}) before serving: {proc.communicate()[1]}"
+    return int(found[0])
 
 
 class LiveServer:
