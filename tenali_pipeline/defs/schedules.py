@@ -10,8 +10,12 @@ they are listed in the UI but stopped.
 
 With TENALI_ONCHAIN_DAILY, the on-chain sources are partitioned by day and left out of
 `ingest_sources`: `ingest_onchain` collects and cleans them, `daily_onchain` runs it each day at
-01:00 UTC for the day before, and a backfill of that job over any range fills the history.
+01:00 UTC over the last `ONCHAIN_DAYS` complete days as one run (so that DefiLlama's and CoinGecko's
+revisions of their latest days replace what was written the day before), and a backfill of that job
+over any range fills the history.
 """
+
+import datetime as dt
 
 import dagster as dg
 
@@ -27,6 +31,7 @@ RAW_ASSETS = ("raw_market_prices", "raw_macro_series", "raw_crypto_ohlcv", "raw_
               "raw_india_announcements", "raw_india_bhavcopy", "raw_india_ipos", "raw_us_ipos")
 # Partitioned into instrument buckets when TENALI_INSTRUMENT_BUCKETS > 1 (tenali_pipeline/buckets.py).
 INSTRUMENT_ASSETS = ("raw_market_prices", "raw_filings", "raw_fundamentals")
+ONCHAIN_DAYS = 3  # the sources revise their latest days; free to re-ask (whole histories; CoinGecko >= 92 days)
 
 
 def build_schedules_and_sensors(profile: str, buckets: int = 1, universe: bool = False,
@@ -74,9 +79,7 @@ def build_schedules_and_sensors(profile: str, buckets: int = 1, universe: bool =
             description="DefiLlama and CoinGecko for a range of days, collected and cleaned; a backfill of any "
                         "range runs as one run, asking each series once.")
         jobs.append(onchain_job)
-        schedules.append(dg.build_schedule_from_partitioned_job(
-            onchain_job, name="daily_onchain", hour_of_day=1, minute_of_hour=0, default_status=status,
-            description="Every day at 01:00 UTC: the day before, from DefiLlama and CoinGecko."))
+        schedules.append(_daily_onchain(onchain_job, status))
     automation = dg.AutomationConditionSensorDefinition(
         "follow_inputs", target=dg.AssetSelection.all(), default_status=sensor_status,
         description="Materialises derived assets whose inputs changed (their AutomationCondition).",
@@ -84,3 +87,28 @@ def build_schedules_and_sensors(profile: str, buckets: int = 1, universe: bool =
     new_news = build_new_feed_entries_sensor(default_status=sensor_status)
     new_filings = build_new_edgar_filings_sensor(default_status=sensor_status, buckets=buckets, universe=universe)
     return schedules, [automation, new_news, new_filings], jobs
+
+
+def _daily_onchain(job, status: dg.DefaultScheduleStatus) -> dg.ScheduleDefinition:
+    """One run a day over the last `ONCHAIN_DAYS` complete days (clipped to the partitions' start): a
+    partition range in the run's tags, as a single-run backfill launches it (the assets'
+    `BackfillPolicy.single_run()`), since RunRequest takes one partition key only."""
+
+    @dg.schedule(name="daily_onchain", job=job, cron_schedule="0 1 * * *", execution_timezone="UTC",
+                 default_status=status,
+                 description=f"Every day at 01:00 UTC: the last {ONCHAIN_DAYS} complete days (yesterday and the "
+                             f"{ONCHAIN_DAYS - 1} before) as one run, from DefiLlama and CoinGecko, so that their "
+                             "revisions of recent days replace the days already held.")
+    def daily_onchain(context: dg.ScheduleEvaluationContext):
+        # the job's days start at TENALI_START_DATE, which only the resolved job knows
+        days = context.repository_def.get_job(job.name).partitions_def
+        with dg.partition_loading_context(effective_dt=context.scheduled_execution_time):
+            last = days.get_last_partition_window()
+            if last is None:
+                return dg.SkipReason(f"No complete day yet: the partitions start on {days.start:%Y-%m-%d}.")
+            keys = days.get_partition_key_range_for_time_window(
+                dg.TimeWindow(max(last.end - dt.timedelta(days=ONCHAIN_DAYS), days.start), last.end))
+        return dg.RunRequest(run_key=f"{keys.start}..{keys.end}", tags={
+            "dagster/asset_partition_range_start": keys.start, "dagster/asset_partition_range_end": keys.end})
+
+    return daily_onchain

@@ -1,5 +1,5 @@
 """TENALI_ONCHAIN_DAILY: DefiLlama and CoinGecko partitioned by day (tenali_pipeline/days.py), with their own
-job, a daily schedule for the day before, and a backfill of any range as one run. Sample clients; the
+job, a daily schedule for the last days, and a backfill of any range as one run. Sample clients; the
 live clients' daily runs are replayed in tests/sources/test_onchain.py."""
 
 from __future__ import annotations
@@ -51,9 +51,10 @@ def test_the_daily_assets_have_their_own_job_and_schedule(daily):
     assert "onchain_documents" in job("everything")  # what reads their days stays in the whole graph
     schedule = defs.resolve_schedule_def("daily_onchain")
     assert schedule.default_status == dg.DefaultScheduleStatus.STOPPED  # the demo profile: listed, stopped
-    with dg.build_schedule_context(scheduled_execution_time=dt.datetime(2026, 12, 2, 1, 0, tzinfo=dt.timezone.utc)) as ctx:
+    with dg.build_schedule_context(scheduled_execution_time=dt.datetime(2026, 12, 2, 1, 0, tzinfo=dt.timezone.utc),
+                                   repository_def=defs.get_repository_def()) as ctx:
         [request] = schedule.evaluate_tick(ctx).run_requests
-    assert request.partition_key == "2026-12-01"  # the day before, complete
+    assert request.partition_key_range == dg.PartitionKeyRange("2026-11-29", "2026-12-01")  # the last 3 complete days
 
 
 def test_a_backfill_runs_once_and_writes_each_day(daily):

@@ -11,6 +11,11 @@ seen on the previous tick (at most `MAX_PAGES` pages; a longer gap is logged and
 keeps the entries whose CIK is an SEC filer of the `universe` asset, and asks for the instrument
 buckets that hold them (one RunRequest per bucket, or one for raw_filings when unpartitioned).
 
+A 403 or 429 (`EdgarBlocked`) stops the tick at once, as in sensors.py: the SEC blocks the address for
+about 10 minutes and every further request extends the block. The filings found before it still count;
+each form not read in full keeps its cursor, so the next tick reads what this one missed. Other errors
+concern that form only: the tick goes on with the next.
+
 Cursor (JSON): ``{"v": 2, "seen": {"10-K": [accession, ...], ...}}``: the accessions on the first
 page of each form at the last tick (at most 100 per form).
 """
@@ -22,7 +27,7 @@ import os
 import dagster as dg
 
 from ...resources import LakeResource, SourcesResource
-from .sensors import EdgarPollError, sec_get, sec_session
+from .sensors import EdgarBlocked, EdgarPollError, sec_get, sec_session
 
 FEED_URL = ("https://www.sec.gov/cgi-bin/browse-edgar?action=getcurrent&type={form}&company=&dateb=&owner=include"
             "&start={start}&count=100&output=atom")
@@ -91,9 +96,16 @@ def evaluate_universe(sources, cursor_raw: str | None, companies: dict[str, str]
     session = sec_session(identity)
     symbol_of = {cik: symbol for symbol, cik in companies.items()}
     new, first_pages, errors = [], {}, []
+    blocked: EdgarBlocked | None = None  # a 403/429: no request starts after it
+    unread: list[str] = []
     for form in FORMS:
         known = set(seen.get(form, []))
         baseline = form not in seen  # the first tick of this form; an empty list is an empty first page
+        if blocked is not None:  # not asked: it keeps its cursor, as a form that failed does
+            unread.append(form)
+            if form in seen:
+                first_pages[form] = seen[form]
+            continue
         try:
             for page in range(MAX_PAGES):
                 entries = _page(session, form, page * 100)
@@ -108,11 +120,18 @@ def evaluate_universe(sources, cursor_raw: str | None, companies: dict[str, str]
                     log.warning(f"more than {MAX_PAGES * 100} new {form} filings since the last tick: older ones "
                                 "are left to the end-of-day run")
         except EdgarPollError as exc:
-            errors.append(str(exc))
+            if isinstance(exc, EdgarBlocked):
+                blocked = exc
+                unread.append(form)
+            else:
+                errors.append(str(exc))
             first_pages.pop(form, None)
             if form in seen:  # unchanged; a form never read stays absent, so its first read is the baseline
                 first_pages[form] = seen[form]
     new_cursor = json.dumps({"v": 2, "seen": first_pages}, sort_keys=True, separators=(",", ":"))
+    if blocked is not None:  # first: it is the cause of everything not read, and it names the fix
+        errors.insert(0, f"{blocked}; no further SEC requests this tick (each would extend the block): "
+                         f"{', '.join(unread)} read next tick")
     if errors and log is not None:
         log.warning("EDGAR feed failed in part: " + "; ".join(errors))
     if not new:
