@@ -49,7 +49,7 @@ import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
-from .config import ModelConfig, atomic_write_text, num_params
+from .config import ModelConfig, atomic_write_text
 from .model import Transformer
 
 CHECKPOINT_FORMAT_VERSION = 1
@@ -238,17 +238,17 @@ def _disk_full(error: BaseException, out_dir: Path, tmp: Path) -> str:
     return f"{what}, {free / 2**20:.1f} MiB free after {written / 2**20:.1f} MiB of the checkpoint was written"
 
 
-def checkpoint_bytes(cfg: ModelConfig) -> int:
-    """About what one training checkpoint of this model takes: float32 weights and AdamW's two
-    float32 moments (12 bytes a parameter; a 7B: 84 GB)."""
-    return 12 * num_params(cfg)
+def checkpoint_bytes(params: int, trainable: int | None = None) -> int:
+    """About what one training checkpoint takes: float32 weights, and AdamW's two float32 moments of the
+    `trainable` parameters (all by default: 12 bytes a parameter, a 7B's 84 GB; LoRA: little more than
+    the weights)."""
+    return 4 * params + 8 * (params if trainable is None else trainable)
 
 
-def check_space(out_dir: str | os.PathLike, cfg: ModelConfig) -> str:
-    """Before training: CheckpointError when out_dir's filesystem cannot hold one checkpoint (the first
-    save would fail after hours of training); a warning to print ("" if none) when it holds fewer than
-    two (a save writes the new checkpoint before pruning old ones)."""
-    need = checkpoint_bytes(cfg)
+def check_space(out_dir: str | os.PathLike, need: int) -> str:
+    """Before training: CheckpointError when out_dir's filesystem cannot hold one checkpoint of `need`
+    bytes (the first save would fail after hours of training); a warning to print ("" if none) when it
+    holds fewer than two (a save writes the new checkpoint before pruning old ones)."""
     try:
         free = shutil.disk_usage(out_dir).free
     except OSError:

@@ -53,9 +53,9 @@ import torch
 import torch.distributed as dist
 import torch.nn as nn
 
-from .checkpoint import (CheckpointError, capture_rng, check_space, latest_checkpoint, list_checkpoints,
-                         load_config, load_meta, load_train_state, read_weights, rank_rng, resolve_checkpoint,
-                         restore_rng, save_checkpoint, verify_checkpoint)
+from .checkpoint import (CheckpointError, capture_rng, check_space, checkpoint_bytes, latest_checkpoint,
+                         list_checkpoints, load_config, load_meta, load_train_state, read_weights, rank_rng,
+                         resolve_checkpoint, restore_rng, save_checkpoint, verify_checkpoint)
 from .config import ConfigError, TrainConfig, atomic_write_text, num_params, resolve_parallelism
 from .data import TokenLoader, iter_eval_windows, shard_token_count
 from .evaluate import loss_sum
@@ -372,7 +372,7 @@ def _train(cfg: TrainConfig, d: Dist, pipes, stop_at: int | None) -> dict:
     out_dir = Path(cfg.out_dir)
     if d.is_main:
         out_dir.mkdir(parents=True, exist_ok=True)
-        if note := check_space(out_dir, mcfg):  # fails fast: no training whose first save cannot fit
+        if note := check_space(out_dir, checkpoint_bytes(num_params(mcfg))):  # fail before training, not at a save
             say(note)
 
     ckpt = resume_checkpoint(out_dir, d, say)  # verified by rank 0: read below without hashing again

@@ -44,7 +44,7 @@ import torch
 import torch.distributed as dist
 import torch.nn as nn
 
-from ..checkpoint import (CheckpointError, list_checkpoints, load_config, load_meta,
+from ..checkpoint import (CheckpointError, check_space, checkpoint_bytes, list_checkpoints, load_config, load_meta,
                           load_model, load_train_state, rank_rng, read_weights, resolve_checkpoint, restore_rng,
                           save_checkpoint, step_dir_name)
 from ..config import ConfigError, ModelConfig, num_params, resolve_parallelism
@@ -187,6 +187,8 @@ def run_stage(stage: Stage, d: Dist, pipes=None, stop_at: int | None = None) -> 
     lora = cfg.lora is not None
     n_base_params = sum(p.numel() for n, p in
                         {id(p): (n, p) for n, p in raw.named_parameters() if ".lora_" not in n}.values())
+    if d.is_main and (note := check_space(out_dir, checkpoint_bytes(n_base_params, count_trainable(raw)))):
+        say(note)  # and CheckpointError (exit 2) when not even one checkpoint fits: before training, not at a save
     optimizer = torch.optim.AdamW(param_groups(raw, cfg.weight_decay), lr=phases[0].lr,
                                   betas=(cfg.beta1, cfg.beta2), eps=1e-8, fused=fused_adamw(d.device))
 

@@ -298,14 +298,17 @@ def test_training_fails_fast_when_out_dir_cannot_hold_one_checkpoint(tmp_path, m
 
     from tenali_model.checkpoint import check_space, checkpoint_bytes
 
+    from tenali_model.config import num_params
+
     cfg = small_model().config
-    need = checkpoint_bytes(cfg)
+    need = checkpoint_bytes(num_params(cfg))
+    assert need == 12 * num_params(cfg) and checkpoint_bytes(1000, trainable=10) == 4080  # LoRA: the weights, mostly
     usage = collections.namedtuple("usage", "total used free")
     monkeypatch.setattr(shutil, "disk_usage", lambda p: usage(10**12, 0, need - 1))
     with pytest.raises(CheckpointError, match=r"MiB free but one checkpoint of this model takes about .* MiB"):
-        check_space(tmp_path, cfg)
+        check_space(tmp_path, need)
     monkeypatch.setattr(shutil, "disk_usage", lambda p: usage(10**12, 0, need + 1))
-    assert "but not two" in check_space(tmp_path, cfg)
+    assert "but not two" in check_space(tmp_path, need)
     monkeypatch.setattr(shutil, "disk_usage", lambda p: usage(10**12, 0, 2 * need))
-    assert check_space(tmp_path, cfg) == ""
-    assert checkpoint_bytes(ModelConfig(**vars(preset("7b")))) > 80e9  # the 7B's 84 GB
+    assert check_space(tmp_path, need) == ""
+    assert checkpoint_bytes(num_params(ModelConfig(**vars(preset("7b"))))) > 80e9  # the 7B's 84 GB

@@ -440,3 +440,17 @@ def test_two_ranks_with_lora_dropout_resume_exactly(tok_dir, parent, tmp_path):
     out = torchrun("tenali_model.posttrain.dpo", split, tmp_path / "split.json")
     assert "resuming dpo" in out
     assert_same_tensors(tmp_path / "full", tmp_path / "split", ["step_00000004/model.safetensors"])
+
+
+def test_a_stage_whose_out_dir_cannot_hold_a_checkpoint_fails_before_training(student_teacher, shards, tmp_path,
+                                                                                capsys, monkeypatch):
+    import collections
+    import shutil
+
+    student, teacher = student_teacher
+    distill_config(student, teacher, shards, tmp_path / "out").to_json(tmp_path / "d.json")
+    monkeypatch.setattr(shutil, "disk_usage", lambda p: collections.namedtuple("u", "total used free")(10**9, 10**9, 1000))
+    assert distill.main(["--config", str(tmp_path / "d.json")]) == 2
+    err = capsys.readouterr().err
+    assert "free but one checkpoint of this model takes about" in err and "larger volume" in err
+    assert not list((tmp_path / "out").glob("step_*"))
