@@ -175,6 +175,32 @@ def memory_per_gpu(cfg: ModelConfig, *, gpus: int, parallelism: str, micro_batch
                   grads=4 * P / shards, optimizer=8 * P / shards, transient=transient, activations=acts)
 
 
+def memory_check(cfg: ModelConfig, *, parallelism: str, world_size: int, local_processes: int, micro_batch: int,
+                 seq_len: int, activation_checkpointing: bool, available: float, where: str) -> tuple[str, str]:
+    """(error, warning), "" for none, before a training builds its model: whether `available` bytes (a GPU's
+    free memory, or the machine's RAM that `local_processes` ranks share) can hold it. The error only when
+    the floor, float32 weights, gradients and AdamW state, does not fit (the run would be killed at its
+    first step, on a CPU by the kernel without a word); the warning when the whole estimate does not."""
+    mode = "single" if world_size == 1 and parallelism != "fsdp" else parallelism
+    m = memory_per_gpu(cfg, gpus=world_size, parallelism=mode, micro_batch=micro_batch, seq_len=seq_len,
+                       activation_checkpointing=activation_checkpointing)
+    floor, total = (m.weights + m.grads + m.optimizer) * local_processes, m.total * local_processes
+    ranks = f" ({local_processes} processes)" if local_processes > 1 else ""
+    fixes = ("set parallelism 'fsdp' to shard that state over the ranks (more GPUs), " if mode != "fsdp" else
+             "shard over more GPUs, ")
+    if floor > available:
+        label = "single-process" if mode == "single" else f"{mode.upper()} ({world_size} ranks)"
+        return (f"{where} has {available / GIB:.1f} GiB, but {label} training of this {num_params(cfg) / 1e9:.2f}B-"
+                f"parameter model needs at least {floor / GIB:.1f} GiB there{ranks} for float32 weights, gradients "
+                f"and AdamW state: {fixes}or train a smaller model; `tenali plan` estimates each layout's memory"), ""
+    if total > available:
+        return "", (f"note: {where} has {available / GIB:.1f} GiB; this run is estimated to need {total / GIB:.1f} GiB"
+                    f"{ranks} (activations of micro-batch {micro_batch} x {seq_len}: {m.activations / GIB:.1f} GiB), "
+                    "so it may run out of memory: lower batch_size (global_batch_tokens keeps the step's size), "
+                    "turn on activation_checkpointing, or " + fixes.rstrip(", "))
+    return "", ""
+
+
 # --- the plan ------------------------------------------------------------------------------------
 
 @dataclass(frozen=True)

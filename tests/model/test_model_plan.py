@@ -129,3 +129,50 @@ def test_fewer_tokens_than_one_step_cost_one_step():
     assert one.steps == full.steps == 1
     assert one.seconds == pytest.approx(full.seconds) and one.gpu_hours == pytest.approx(full.gpu_hours)
     assert "100.00k tokens = 1 steps (4.19M tokens trained)" in render(one)
+
+
+def test_memory_check_refuses_only_what_cannot_fit_and_warns_on_the_estimate():
+    """The floor (float32 weights, grads, AdamW: 16 bytes a parameter, over the FSDP ranks) is an error,
+    the rest of the estimate (activations, transients) a warning, RAM shared by a machine's ranks."""
+    from tenali_model.plan import GIB, memory_check, memory_per_gpu
+
+    cfg = preset("1b")
+    P = num_params(cfg)
+    kw = dict(micro_batch=8, seq_len=2048, activation_checkpointing=False)
+    error, warning = memory_check(cfg, parallelism="ddp", world_size=8, local_processes=1, available=16 * GIB,
+                                  where="GPU 0", **kw)
+    assert "GPU 0 has 16.0 GiB, but DDP (8 ranks) training" in error and "set parallelism 'fsdp'" in error
+    assert f"{16 * P / GIB:.1f} GiB" in error and not warning
+    # sharded over 8 the floor fits; the activations of 8 x 2048 tokens do not
+    error, warning = memory_check(cfg, parallelism="fsdp", world_size=8, local_processes=1, available=16 * GIB,
+                                  where="GPU 0", **kw)
+    full = memory_per_gpu(cfg, gpus=8, parallelism="fsdp", **kw)
+    assert not error and full.total > 16 * GIB and "activation_checkpointing" in warning
+    assert memory_check(cfg, parallelism="fsdp", world_size=8, local_processes=1, available=full.total + 1,
+                        where="GPU 0", **kw) == ("", "")
+    # CPU: two processes on one machine each hold the whole DDP state
+    error, _ = memory_check(cfg, parallelism="ddp", world_size=2, local_processes=2, available=24 * P,
+                            where="this machine's memory", **kw)
+    assert "(2 processes)" in error
+    assert not memory_check(cfg, parallelism="ddp", world_size=1, local_processes=1, available=24 * P,
+                            where="this machine's memory", **kw)[0]
+
+
+def test_the_trainer_refuses_a_model_that_cannot_fit_before_building_it(tmp_path, monkeypatch, capsys):
+    from tenali_model import train as train_mod
+    from tenali_model.config import TrainConfig
+
+    from tenali_model.data import write_shard
+
+    write_shard(tmp_path / "train.bin", list(range(64)) * 40, vocab_size=64)
+    cfg = TrainConfig(train_shards=[str(tmp_path / "train.bin")], out_dir=str(tmp_path / "out"),
+                      model={"preset": "7b", "vocab_size": 64, "max_seq_len": 32}, seq_len=32, batch_size=2,
+                      steps=1, device="cpu")
+    monkeypatch.setattr(train_mod, "memory_available", lambda device: (8 * GIB_, "this machine's memory"))
+    monkeypatch.setattr(train_mod, "build_model", lambda *a, **k: pytest.fail("the model was built"))
+    with pytest.raises(train_mod.ConfigError, match="this machine's memory has 8.0 GiB, but single-process"):
+        train_mod.train(cfg)
+    assert not list((tmp_path / "out").glob("step_*"))
+
+
+GIB_ = 1024 ** 3
