@@ -255,7 +255,11 @@ def run_server(args: argparse.Namespace) -> int:
                                request_timeout=args.request_timeout, cors_origins=origins,
                                stream_interval=args.stream_interval_ms / 1000, prefill_padding=args.prefill_padding,
                                cuda_graph=args.cuda_graph, compile_step=args.compile)
-        app = create_app(served, options)
+        try:
+            app = create_app(served, options)
+        except ValueError as e:  # e.g. the KV cache of --max-batch sequences does not fit
+            print(f"tenali serve: error: {e}", file=sys.stderr)
+            return 2
         bound = sock.getsockname()[1]  # --port 0: the one the system picked (scripts and tests read it here)
         host = f"[{args.host}]" if ":" in args.host else args.host  # an IPv6 address, as a URL writes it
         print(f"Serving {served.name} ({served.source}) on http://{host}:{bound}  "

@@ -24,6 +24,7 @@ import threading
 import time
 from collections import deque
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, Iterator, Sequence
 
 import torch
@@ -249,6 +250,40 @@ def _wake(fut) -> None:
         fut.set_result(None)
 
 
+def free_memory(device: torch.device) -> tuple[float, str] | None:
+    """(bytes free, where) on the device: CUDA's free memory, or Linux's MemAvailable (within the cgroup's
+    limit: a container's); None where unknown."""
+    if device.type == "cuda":
+        return float(torch.cuda.mem_get_info(device)[0]), f"GPU {device.index}"
+    try:
+        info = dict(line.split(":", 1) for line in Path("/proc/meminfo").read_text().splitlines() if ":" in line)
+        free = int(info["MemAvailable"].split()[0]) * 1024
+    except (OSError, KeyError, ValueError):
+        return None
+    try:
+        cgroup = Path("/sys/fs/cgroup")
+        free = min(free, int((cgroup / "memory.max").read_text()) - int((cgroup / "memory.current").read_text()))
+    except (OSError, ValueError):  # no cgroup v2 limit ("max")
+        pass
+    return float(free), "this machine"
+
+
+def check_cache_room(cfg, max_batch: int, max_len: int, device: torch.device, dtype: torch.dtype) -> None:
+    """ValueError, naming the --max-batch that fits, when the KV cache (allocated whole, a slot per sequence)
+    cannot fit beside the loaded weights: on a CPU the zeroed pages would otherwise get the server killed by
+    the kernel's OOM killer without a word; on a GPU torch's error names no option."""
+    per_slot = 2 * cfg.n_layers * cfg.n_kv_heads * max_len * cfg.head_dim * dtype.itemsize
+    room = free_memory(device)
+    if room is None or per_slot * max_batch <= room[0]:
+        return
+    fits = int(room[0] // per_slot)
+    fix = (f"lower --max-batch to {fits} or less" if fits else
+           "not even one sequence fits: serve on a device with more memory, or in a smaller --dtype")
+    raise ValueError(f"the KV cache for --max-batch {max_batch} sequences of {max_len} tokens takes "
+                     f"{per_slot * max_batch / 2**30:.2f} GiB ({per_slot / 2**20:.0f} MiB a sequence), but {room[1]} "
+                     f"has {room[0] / 2**30:.2f} GiB free beside the weights: {fix}")
+
+
 class Engine:
     """Owns the model on one background thread; `submit` from any thread."""
 
@@ -281,6 +316,7 @@ class Engine:
         self.prefill_padding = prefill_padding
         param = next(self.model.parameters())
         self.device = param.device
+        check_cache_room(cfg, max_batch, self.max_len, self.device, dtype or param.dtype)
         self.cache = SlotKVCache(cfg, max_batch, self.max_len, self.device, dtype or param.dtype)
         if compile_step and not cuda_graph:
             raise ValueError("compile_step compiles the CUDA-graph step: it needs cuda_graph=True")
