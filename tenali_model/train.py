@@ -700,5 +700,15 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
+def as_worker(entry) -> int:
+    """Run `entry` (a module's main) under torchelastic's `@record`: an exception that escapes it is
+    written to torchrun's error file, so torchrun's "Root Cause" report, the last lines of the log a
+    launcher's failure message quotes, ends with the worker's traceback instead of "error_file: <N/A>".
+    (Only for the `python -m` entry points: `@record` also turns on faulthandler for the process.)"""
+    from torch.distributed.elastic.multiprocessing.errors import record
+
+    return record(entry)()
+
+
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(as_worker(main))

@@ -104,11 +104,26 @@ def worker_code(log: str) -> int | None:
     return int(found.group(1)) if found else None
 
 
+def worker_error(log: str) -> str:
+    """The exception that ended the first failed worker ("RuntimeError: CUDA error: ..."), from the
+    traceback torchrun's "Root Cause" block quotes when the worker ran under `@record`
+    (`tenali_model.train.as_worker`); "" when the block has none."""
+    found = re.search(r"Root Cause.*?traceback\s*:\s*Traceback.*?\n(.*?)\n\s*={20,}", log, re.DOTALL)
+    if not found:
+        return ""
+    lines = [line.strip() for line in found.group(1).splitlines() if line.strip()]
+    return lines[-1][:500] if lines else ""
+
+
 def failure(where: str, exit_code: int | None, log_tail: str, reason: str = "") -> dg.Failure:
     """A step failure that names the exit code, what it usually means and the trainer's last lines.
     Not retried when the trainer itself (its worker's status in torchrun's log, else `exit_code`) exited
     2: that is its own refusal of a config or data, and a retry would be refused the same way."""
     trainer = worker_code(log_tail)
+    error = worker_error(log_tail)
+    if error and error not in reason:
+        reason = f"{reason}; " if reason else ""
+        reason += f"the worker's error: {error}"
     meaning = EXIT_MEANINGS.get(exit_code or 0, "")
     code = "no exit code" if exit_code is None else f"exit code {exit_code}" + (f" ({meaning})" if meaning else "")
     lines = log_tail.rstrip().splitlines()[-LOG_TAIL_LINES:]
