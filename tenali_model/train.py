@@ -53,6 +53,7 @@ import torch
 import torch.distributed as dist
 import torch.nn as nn
 
+from . import preemption
 from .checkpoint import (CheckpointError, capture_rng, check_space, checkpoint_bytes, latest_checkpoint,
                          list_checkpoints, load_config, load_meta, load_train_state, read_weights, rank_rng,
                          resolve_checkpoint, restore_rng, save_checkpoint, verify_checkpoint)
@@ -526,7 +527,8 @@ def _train(cfg: TrainConfig, d: Dist, pipes, stop_at: int | None) -> dict:
         step += 1
         tokens_seen += tokens_per_step
 
-        saving = (cfg.ckpt_every and step % cfg.ckpt_every == 0) or step == end
+        stopping = preemption.requested(d.world_size)  # SIGTERM/SIGINT: save this step, then stop
+        saving = (cfg.ckpt_every and step % cfg.ckpt_every == 0) or step == end or stopping
         if saving or step % cfg.log_every == 0:
             loss_mean = loss_acc / grad_accum
             if d.world_size > 1:
@@ -534,7 +536,7 @@ def _train(cfg: TrainConfig, d: Dist, pipes, stop_at: int | None) -> dict:
                 loss_mean = loss_mean / d.world_size
             last_loss = loss_mean.item()
             check_finite(last_loss, grad_norm.item(), step, out_dir)  # before a NaN model is saved
-        if step % cfg.log_every == 0 or step == end:
+        if step % cfg.log_every == 0 or step == end or stopping:
             now = time.time()
             tps = (tokens_seen - tokens_log) / max(now - t_log, 1e-9)
             if d.is_main:
@@ -556,6 +558,8 @@ def _train(cfg: TrainConfig, d: Dist, pipes, stop_at: int | None) -> dict:
         if saving:
             checkpoint(last_loss, val_loss if val_step == step else None)
             last_saved = step
+        if stopping:
+            raise preemption.Stopped(stopping, step, str(out_dir))
         if step % cfg.log_every == 0 or val_step == step or last_saved == step:
             t_log, tokens_log = time.time(), tokens_seen  # keep eval/save time out of tok/s
 
@@ -690,14 +694,27 @@ def main(argv: list[str] | None = None) -> int:
                 pipes.log.error(msg)
             return 2
         try:
-            train(cfg, pipes=pipes, stop_at=args.stop_at_step)
+            with preemption.handling():
+                train(cfg, pipes=pipes, stop_at=args.stop_at_step)
         except (ConfigError, CheckpointError) as e:  # e.g. out_dir holds another model, or none readable
             msg = f"tenali_model.train: error: {e}"
             print(msg, file=sys.stderr)
             if pipes is not None:
                 pipes.log.error(msg)
             return 2
+        except preemption.Stopped as e:
+            return stopped(e, "tenali_model.train", pipes)
     return 0
+
+
+def stopped(e: preemption.Stopped, prog: str, pipes) -> int:
+    """Say (rank 0) that a signal stopped the run after a checkpoint; its exit status."""
+    if int(os.environ.get("RANK", "0")) == 0:
+        msg = f"{prog}: {e}"
+        print(msg, file=sys.stderr, flush=True)
+        if pipes is not None:
+            pipes.log.warning(msg)
+    return e.exit_code
 
 
 def as_worker(entry) -> int:

@@ -44,6 +44,7 @@ import torch
 import torch.distributed as dist
 import torch.nn as nn
 
+from .. import preemption
 from ..checkpoint import (CheckpointError, check_space, checkpoint_bytes, list_checkpoints, load_config, load_meta,
                           load_model, load_train_state, rank_rng, read_weights, resolve_checkpoint, restore_rng,
                           save_checkpoint, step_dir_name)
@@ -53,7 +54,7 @@ from ..tokenizer import TokenizerError
 from ..report import publish as publish_report
 from ..train import (Dist, MetricsLog, _printer, autocast_context, check_finite, die_with_torchrun, gather_rng,
                      fused_adamw, keep_configured_hyperparameters, open_pipes, param_groups, resume_checkpoint,
-                     setup_distributed, use_bf16)
+                     setup_distributed, stopped, use_bf16)
 from .config import Phase, StageConfig
 from .lora import count_trainable, load_adapter, merged_state_dict, parent_projections, save_adapter
 
@@ -313,12 +314,13 @@ def run_stage(stage: Stage, d: Dist, pipes=None, stop_at: int | None = None) -> 
         optimizer.zero_grad(set_to_none=True)
         step += 1
 
-        saving = (cfg.ckpt_every and step % cfg.ckpt_every == 0) or step == end
+        stopping = preemption.requested(d.world_size)  # SIGTERM/SIGINT: save this step, then stop
+        saving = (cfg.ckpt_every and step % cfg.ckpt_every == 0) or step == end or stopping
         if saving or step % cfg.log_every == 0:
             sums = reduce({"loss": loss_sum.item(), **{k: v.item() for k, v in stat_sums.items()}})
             last_loss = sums.pop("loss") / max(n_items, 1)
             check_finite(last_loss, grad_norm.item(), step, out_dir)  # before a NaN model is saved
-        if step % cfg.log_every == 0 or step == end:
+        if step % cfg.log_every == 0 or step == end or stopping:
             now = time.time()
             tps = (tokens_seen - tokens_log) / max(now - t_log, 1e-9)
             if d.is_main:
@@ -339,6 +341,8 @@ def run_stage(stage: Stage, d: Dist, pipes=None, stop_at: int | None = None) -> 
         if saving:
             checkpoint(last_loss, val if val_step == step else None)
             last_saved = step
+        if stopping:
+            raise preemption.Stopped(stopping, step, str(out_dir))
         if step % cfg.log_every == 0 or val_step == step or last_saved == step:
             t_log, tokens_log = time.time(), tokens_seen
 
@@ -529,11 +533,14 @@ def stage_main(argv: list[str] | None, prog: str, doc: str, config_cls, prepare)
         try:
             cfg = config_cls.from_json(args.config)
             cfg.validate()
-            train_stage(cfg, prepare, pipes=pipes, stop_at=args.stop_at_step)
+            with preemption.handling():
+                train_stage(cfg, prepare, pipes=pipes, stop_at=args.stop_at_step)
         except (ConfigError, DataError, TokenizerError, CheckpointError, FileNotFoundError) as e:
             msg = f"{prog}: error: {e}"
             print(msg, file=sys.stderr)
             if pipes is not None:
                 pipes.log.error(msg)
             return 2
+        except preemption.Stopped as e:
+            return stopped(e, prog, pipes)
     return 0

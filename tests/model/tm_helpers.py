@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import json
 import os
+import subprocess
 import sys
+import time
 from pathlib import Path
 
 import numpy as np
@@ -83,3 +86,24 @@ def assert_same_tensors(dir_a, dir_b, names) -> None:
     for name in names:
         a, b = load_file(str(Path(dir_a) / name)), load_file(str(Path(dir_b) / name))
         assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a), name
+
+
+def train_until_signalled(cfg_path: Path, out: Path, sig: int, cmd_prefix: list[str], at_step: int = 15):
+    """Start the trainer, signal it once metrics.jsonl shows `at_step`, return (exit code, stderr)."""
+    proc = subprocess.Popen([*cmd_prefix, "--config", str(cfg_path)], env=subprocess_env(), stdout=subprocess.DEVNULL,
+                            stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 120
+    try:
+        while time.monotonic() < deadline and proc.poll() is None:
+            metrics = out / "metrics.jsonl"
+            lines = metrics.read_text().split("\n")[:-1] if metrics.exists() else []  # whole lines only
+            if lines and json.loads(lines[-1])["step"] >= at_step:
+                break
+            time.sleep(0.05)
+        assert proc.poll() is None, proc.communicate()[1]
+        proc.send_signal(sig)
+        _, err = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    return proc.returncode, err

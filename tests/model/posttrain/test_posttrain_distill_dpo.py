@@ -17,7 +17,7 @@ from tenali_model.posttrain.data import collate_pairs, encode_pairs, load_pairs,
 from tenali_model.posttrain.distill import distill_loss
 from tenali_model.posttrain.dpo import sequence_logps
 from tenali_model.posttrain.loop import lr_in_phase
-from tm_helpers import SEQ, VOCAB, assert_same_tensors
+from tm_helpers import PYTHON, SEQ, VOCAB, assert_same_tensors, train_until_signalled
 
 
 def test_distill_loss_equals_a_hand_computation():
@@ -454,3 +454,21 @@ def test_a_stage_whose_out_dir_cannot_hold_a_checkpoint_fails_before_training(st
     err = capsys.readouterr().err
     assert "free but one checkpoint of this model takes about" in err and "larger volume" in err
     assert not list((tmp_path / "out").glob("step_*"))
+
+
+def test_a_stage_stopped_by_a_signal_saves_the_step_it_was_at(student_teacher, shards, tmp_path):
+    """Ctrl-C (or a cancelled step: SIGINT through torchrun) stops a post-training stage after its current
+    step with a checkpoint, as in pretraining (tenali_model/preemption.py); exit 130."""
+    import signal
+
+    from tenali_model.checkpoint import latest_checkpoint
+
+    student, teacher = student_teacher
+    out = tmp_path / "out"
+    distill_config(student, teacher, shards, out, phases=seed_phases(5000, lr=1e-2, min_lr=1e-3),
+                   log_every=1).to_json(tmp_path / "d.json")
+    code, err = train_until_signalled(tmp_path / "d.json", out, signal.SIGINT,
+                                      [PYTHON, "-m", "tenali_model.posttrain.distill"], at_step=3)
+    assert code == 130, err
+    k = load_meta(latest_checkpoint(out))["step"]
+    assert k >= 3 and f"stopped by SIGINT after step {k}" in err
