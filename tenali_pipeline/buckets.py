@@ -128,7 +128,8 @@ def read_bucketed(lake, folder: str, *, asset: str) -> pl.DataFrame:
         shown = ", ".join(missing[:20]) + (" ..." if len(missing) > 20 else "")
         raise FileNotFoundError(f"{asset}: {len(missing)} of {count} buckets not materialised yet ({shown}): "
                                 "materialise the missing partitions (a backfill) first")
-    return pl.concat([lake.read_parquet(files[i]) for i in range(count)], how="vertical_relaxed")
+    # diagonal: a column added to a schema later (filings' exhibits) reads as null in buckets written before it
+    return pl.concat([lake.read_parquet(files[i]) for i in range(count)], how="diagonal_relaxed")
 
 
 def seed_from_other_counts(lake, folder: str, bucket: Bucket, key_column: str) -> pl.DataFrame | None:
@@ -138,6 +139,6 @@ def seed_from_other_counts(lake, folder: str, bucket: Bucket, key_column: str) -
              for k in files.values()]
     if not parts:
         return None
-    df = pl.concat(parts, how="vertical_relaxed")
+    df = pl.concat(parts, how="diagonal_relaxed")
     keep = [v for v in df[key_column].unique().to_list() if v is not None and bucket.holds(v)]
     return df.filter(pl.col(key_column).is_in(keep))

@@ -68,6 +68,9 @@ FILINGS = {
     "document": pl.String,
     "document_format": pl.String,
     "source": pl.String,
+    # 8-K press releases and other EX-99 exhibits as served: a JSON list of {"type", "description", "filename",
+    # "format", "document", "truncated"}; null when none was kept (other forms, older tables).
+    "exhibits": pl.String,
 }
 
 NEWS = {
@@ -193,12 +196,21 @@ SCHEMAS: dict[str, dict[str, pl.DataType]] = {
 }
 
 
+# Columns added to a schema after tables were written with it: `conform` reads one absent from a frame (an
+# older Parquet file, a row built before it existed) as null instead of refusing the frame.
+ADDED_LATER: dict[str, tuple[str, ...]] = {"filings": ("exhibits",)}
+
+
 class SchemaError(ValueError):
     """A source returned data that does not fit its schema."""
 
 
 def conform(df: pl.DataFrame, schema: dict[str, pl.DataType], *, what: str) -> pl.DataFrame:
-    """Select, cast and order `df` to `schema`; raise SchemaError naming missing columns."""
+    """Select, cast and order `df` to `schema`; raise SchemaError naming missing columns (those in
+    `ADDED_LATER` come back null)."""
+    later = {c for name, cols in ADDED_LATER.items() if SCHEMAS.get(name) is schema for c in cols}
+    if later - set(df.columns):
+        df = df.with_columns(pl.lit(None, dtype=schema[c]).alias(c) for c in sorted(later - set(df.columns)))
     missing = [c for c in schema if c not in df.columns]
     if missing:
         raise SchemaError(

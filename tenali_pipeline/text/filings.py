@@ -22,8 +22,9 @@ page before the first item and the signature block are left out; financial state
 signature block (F-pages starting with their index or the auditor's report) are kept.
 
 Public API: :func:`extract_sections` (item key -> text), :func:`split_sections` (the same with
-titles), :func:`filing_to_text` (a document with one heading line per item), :func:`html_to_text`,
-:func:`primary_document`, and :func:`main` for ``tenali filing-sections FILE [--form 10-K]``.
+titles), :func:`filing_to_text` (a document with one heading line per item, an 8-K's exhibits after them),
+:func:`exhibits_to_text`, :func:`html_to_text`, :func:`primary_document`, and :func:`main` for
+``tenali filing-sections FILE [--form 10-K]``.
 """
 
 from __future__ import annotations
@@ -565,19 +566,42 @@ def extract_sections(text_or_html: str, form: str | None = None) -> dict[str, st
 _UNSECTIONED_CHARS = 20_000
 
 
+def exhibit_heading(exhibit: dict) -> str:
+    """'Exhibit 99.1', with the filer's description when it says more than the type ('Exhibit 99.1. Press
+    release dated October 30, 2023')."""
+    number = re.sub(r"^EX-", "", (exhibit.get("type") or "").strip(), flags=re.I) or "99"
+    description = _normalise_line(exhibit.get("description") or "").strip(" .")
+    generic = not description or re.fullmatch(r"(EX(HIBIT)?[-\s.]*)?[\d.]+[A-Z]?", description, re.I)
+    return f"Exhibit {number}" if generic else f"Exhibit {number}. {description}"
+
+
+def exhibits_to_text(exhibits: list[dict] | None) -> str:
+    """Each exhibit (an 8-K's press release: the `exhibits` column of the filings table) under its heading,
+    cleaned like a primary document; an exhibit with no text left is omitted."""
+    parts = []
+    for exhibit in exhibits or []:
+        text = document_text(exhibit.get("document") or "", exhibit.get("format"))
+        if text:
+            parts.append(f"{exhibit_heading(exhibit)}\n{text}")
+    return "\n\n".join(parts)
+
+
 def filing_to_text(text_or_html: str, form: str | None = None, *, header: str | None = None,
-                   document_format: str | None = None) -> str:
+                   document_format: str | None = None, exhibits: list[dict] | None = None) -> str:
     """The filing as training text: optional ``header`` paragraph, then each item as a heading line
     (``Item 1A. Risk Factors``) followed by its text. A document in which no item is recognised is
     returned whole (cleaned), so nothing is lost when a filing does not follow the form; so is one whose
     items hold less text than the rest of it (more than `_UNSECTIONED_CHARS`): a 10-K laid out as an annual
-    report with a "Form 10-K cross-reference index" at the end has item headings only in that index."""
+    report with a "Form 10-K cross-reference index" at the end has item headings only in that index.
+    `exhibits` (an 8-K's press release, where its figures are) follow the items, each under its heading."""
     sections, text = _split(text_or_html, form, document_format)
     covered = sum(len(s.text) for s in sections)
     if sections and len(text) - covered <= max(covered, _UNSECTIONED_CHARS):
         body = "\n\n".join(f"{s.heading}\n{s.text}".strip() for s in sections)
     else:
         body = text
+    appended = exhibits_to_text(exhibits)
+    body = f"{body}\n\n{appended}".strip() if appended else body
     return f"{header}\n\n{body}".strip() if header else body
 
 

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import datetime as dt
 import hashlib
+import json
 import math
 import zlib
 
@@ -269,8 +270,21 @@ def html_to_text(html: str) -> str:
     return _filings.html_to_text(html, cell_separator=" ")
 
 
+def _exhibits(row: dict) -> list[dict]:
+    """The row's `exhibits` JSON list; [] when null or absent (tables written before the column)."""
+    value = row.get("exhibits")
+    if not value:
+        return []
+    try:
+        return json.loads(value)
+    except json.JSONDecodeError as exc:
+        raise ValueError(f"filing {row.get('accession')}: `exhibits` is not the JSON list the EDGAR parser writes "
+                         f"({exc}); the raw filings table was written by something else: fix or drop that row") from exc
+
+
 def render_filings(filings: pl.DataFrame) -> pl.DataFrame:
-    """One document per filing: a header line, then each item under its heading (``Item 1A. Risk Factors``)."""
+    """One document per filing: a header line, then each item under its heading (``Item 1A. Risk Factors``), then an
+    8-K's exhibits (its press release) under theirs (``Exhibit 99.1``)."""
     rows = []
     for r in filings.iter_rows(named=True):
         header = f"{r['company']} (CIK {r['cik']}) filed a Form {r['form']} on {r['filed']:%B %d, %Y}"
@@ -279,7 +293,7 @@ def render_filings(filings: pl.DataFrame) -> pl.DataFrame:
             header += (f" reporting an event of {r['period']:%B %d, %Y}" if _filings.base_form(r["form"]) == "8-K"
                        else f" for the period ended {r['period']:%B %d, %Y}")
         text = _filings.filing_to_text(r["document"], r["form"], header=header + ".",
-                                       document_format=r["document_format"])
+                                       document_format=r["document_format"], exhibits=_exhibits(r))
         rows.append(_doc("news_filings", r["source"], r["ticker"] or r["cik"], r["filed"],
                          f"{r['ticker'] or r['cik']} {r['form']} {r['filed']}", text))
     return _frame(rows)

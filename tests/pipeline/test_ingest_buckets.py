@@ -190,6 +190,20 @@ def test_readers_name_missing_buckets_and_ignore_another_count(tmp_path):
     assert read_clean(lake, "market", "market_prices").height == SampleMarketClient(TICKERS).fetch().height
 
 
+def test_buckets_written_before_a_column_was_added_read_with_it_null(tmp_path):
+    """A new schema column (filings' exhibits) reaches the buckets one materialisation at a time: until every
+    bucket is rebuilt, the readers see old and new files side by side."""
+    from tenali_pipeline.buckets import MANIFEST
+
+    lake = Lake(str(tmp_path / "lake"))
+    lake.write_json(f"clean/x/{MANIFEST}", {"count": 2})
+    new = pl.DataFrame({"cik": ["1"], "exhibits": ['[{"type": "EX-99.1"}]']})
+    lake.write_parquet("clean/x/bucket-00-of-02.parquet", new)
+    lake.write_parquet("clean/x/bucket-01-of-02.parquet", pl.DataFrame({"cik": ["2"]}))
+    df = read_bucketed(lake, "clean/x", asset="clean_x").sort("cik")
+    assert df.to_dicts() == [{"cik": "1", "exhibits": '[{"type": "EX-99.1"}]'}, {"cik": "2", "exhibits": None}]
+
+
 def test_changing_the_bucket_count_rebuckets_instead_of_refetching(tmp_path):
     instance = dg.DagsterInstance.ephemeral()
     one = market.build(buckets=1)

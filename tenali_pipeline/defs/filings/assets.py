@@ -1,4 +1,5 @@
-"""Filings: SEC 10-K, 10-Q and 8-K primary documents (sec-edgar-downloader live; generated sample).
+"""Filings: SEC 10-K, 10-Q and 8-K primary documents, and the EX-99 exhibits (press releases) of 8-Ks
+(sec-edgar-downloader live; generated sample).
 
 Companies: ``TENALI_TICKERS`` (a list), or ``TENALI_TICKERS=universe`` for every SEC filer in the
 `universe` asset, asked for by CIK (which also reaches delisted and renamed companies) with the
@@ -11,7 +12,7 @@ from pathlib import Path
 import polars as pl
 
 from ...sources.http import PartialFetchError
-from ...sources.schema import FILINGS
+from ...sources.schema import FILINGS, conform
 from ..common import source_assets, update_incrementally
 from ..market.assets import read_universe
 from ..universe.history import cik_map
@@ -20,6 +21,10 @@ from ..universe.history import cik_map
 def _fetch(run):
     """This bucket's companies, each asked only for filings since its last one held."""
     sources, lake = run.sources, run.lake
+    if run.previous is not None:
+        # a table written before a column was added (exhibits): fetched rows are upserted into the held table's
+        # columns, so without this every new 8-K would lose its press release
+        run.previous = conform(run.previous, FILINGS, what="raw filings held")
     if sources.tickers_from_universe:
         companies = cik_map(read_universe(lake, "raw_filings"))
         if not companies:
@@ -66,7 +71,7 @@ def build(deps: list | None = None, buckets: int = 1) -> list:
     """raw/clean filings with their checks; `deps` for TENALI_TICKERS=universe."""
     return source_assets(
         "filings", name="filings", group="filings", time_column="filed", fetch=_fetch, deps=deps, buckets=buckets,
-        description="Filings with their header fields and primary document.",
+        description="Filings with their header fields, primary document and (8-Ks) EX-99 exhibits.",
     )
 
 

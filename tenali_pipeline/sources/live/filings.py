@@ -30,6 +30,7 @@ sec-edgar-downloader facts this client works around:
 from __future__ import annotations
 
 import io
+import json
 import logging
 import os
 import re
@@ -41,6 +42,7 @@ from pathlib import Path
 import polars as pl
 import requests
 
+from ...text.filings import base_form
 from .. import http
 from ..http import PartialFetchError, TransientError, retry
 from ..schema import FILINGS, conform
@@ -118,11 +120,57 @@ class Submission:
     document: str
     document_format: str  # "html" or "text"
     document_filename: str | None
+    # an 8-K's EX-99 exhibits (press release, shareholder letter, ...): {"type", "description", "filename",
+    # "format", "document", "truncated"}, in document order; empty for other forms
+    exhibits: tuple[dict, ...] = ()
+
+    def exhibits_json(self) -> str | None:
+        """The `exhibits` column of the filings table: a JSON list, None when there are none."""
+        return json.dumps(list(self.exhibits), ensure_ascii=False) if self.exhibits else None
+
+
+# An 8-K says "see the press release furnished as Exhibit 99.1": its substance is in the EX-99 documents.
+_EXHIBIT_TYPE = re.compile(r"EX-99(?:\.\d+[A-Z]?)?", re.I)
+_EXHIBIT_CHARS = 150_000  # one exhibit as served (HTML is mostly markup), cut at a tag
+_EXHIBITS_CHARS = 200_000  # all of a filing's exhibits: a huge one cannot balloon the row
+
+
+def _unwrap(content: str) -> str:
+    inner = re.fullmatch(r"\s*<(XBRL|XML)>(.*)</\1>\s*", content, flags=re.S)  # inline-XBRL wrapper
+    return (inner.group(2) if inner else content).strip()
+
+
+def _is_html(filename: str | None, content: str) -> bool:
+    return (filename or "").lower().endswith((".htm", ".html")) or bool(re.search(r"<html[\s>]", content[:5000], re.I))
+
+
+def _exhibits(docs: list[tuple[str, str | None, str, str]]) -> tuple[dict, ...]:
+    """The EX-99 documents that are HTML or text (not PDFs, images, XBRL or JSON), each cut to `_EXHIBIT_CHARS`
+    and together to `_EXHIBITS_CHARS`: one that does not fit in what is left is cut, and none follow it."""
+    kept, room = [], _EXHIBITS_CHARS
+    for doc_type, filename, description, content in docs:
+        if not _EXHIBIT_TYPE.fullmatch(doc_type) or room <= 0:
+            continue
+        ext = (filename or "").lower().rpartition(".")[2] if "." in (filename or "") else ""
+        content = _unwrap(content)
+        if ext not in ("htm", "html", "txt", "") or not content or re.match(r"begin \d{3} ", content):
+            continue  # a PDF or image (uuencoded in the submission), XML, JSON, ...
+        fmt = "html" if _is_html(filename, content) else "text"
+        cap = min(_EXHIBIT_CHARS, room)
+        truncated = len(content) > cap
+        if truncated:
+            cut = content.rfind("<", 0, cap) if fmt == "html" else -1  # not inside a tag
+            content = content[:cut if cut > cap // 2 else cap]
+        room -= cap if truncated else len(content)
+        kept.append({"type": doc_type.upper(), "description": description or None, "filename": filename,
+                     "format": fmt, "document": content, "truncated": truncated})
+    return tuple(kept)
 
 
 def parse_full_submission(text: str) -> Submission:
     """Parse an EDGAR full submission (.txt): its SGML header and its primary document, which is
-    the first <DOCUMENT> whose <TYPE> equals the submission type (the first document otherwise)."""
+    the first <DOCUMENT> whose <TYPE> equals the submission type (the first document otherwise), and
+    for an 8-K its EX-99 exhibits (the press release an Item 2.02 8-K only points to)."""
     head = re.search(r"<SEC-HEADER>(.*?)</SEC-HEADER>", text, flags=re.S)
     if head is None:
         raise ValueError("not an EDGAR full submission: no <SEC-HEADER> block")
@@ -138,20 +186,22 @@ def parse_full_submission(text: str) -> Submission:
     for body in re.findall(r"<DOCUMENT>(.*?)</DOCUMENT>", text, flags=re.S):
         doc_type = re.search(r"<TYPE>([^\n<]*)", body)
         filename = re.search(r"<FILENAME>([^\n<]*)", body)
+        description = re.search(r"<DESCRIPTION>([^\n<]*)", body)
         content = re.search(r"<TEXT>(.*?)</TEXT>", body, flags=re.S)
         docs.append(
             (
                 doc_type.group(1).strip() if doc_type else "",
                 filename.group(1).strip() if filename else None,
+                description.group(1).strip() if description else None,
                 content.group(1) if content else "",
             )
         )
     if not docs:
         raise ValueError("EDGAR full submission has no <DOCUMENT>")
-    _, filename, content = next((d for d in docs if d[0] == form), docs[0])
-    inner = re.fullmatch(r"\s*<(XBRL|XML)>(.*)</\1>\s*", content, flags=re.S)  # inline-XBRL wrapper
-    content = (inner.group(2) if inner else content).strip()
-    is_html = (filename or "").lower().endswith((".htm", ".html")) or bool(re.search(r"<html[\s>]", content[:5000], re.I))
+    primary = next((d for d in docs if d[0] == form), docs[0])
+    _, filename, _, content = primary
+    content = _unwrap(content)
+    exhibits = _exhibits([d for d in docs if d is not primary]) if base_form(form) == "8-K" else ()
     items = _header_values(header, "ITEM INFORMATION")
     return Submission(
         accession=one("ACCESSION NUMBER") or "",
@@ -164,8 +214,9 @@ def parse_full_submission(text: str) -> Submission:
         items="; ".join(items) if items else None,
         filers=list(zip(_header_values(header, "CENTRAL INDEX KEY"), _header_values(header, "COMPANY CONFORMED NAME"))),
         document=content,
-        document_format="html" if is_html else "text",
+        document_format="html" if _is_html(filename, content) else "text",
         document_filename=filename,
+        exhibits=exhibits,
     )
 
 
@@ -308,6 +359,7 @@ class EdgarFilingsClient:
                 "document": s.document,
                 "document_format": s.document_format,
                 "source": "sec-edgar",
+                "exhibits": s.exhibits_json(),
             }
             for s in subs
         ]

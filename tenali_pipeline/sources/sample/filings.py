@@ -2,12 +2,14 @@
 
 EDGAR text is too large to ship, so the demo generates filings with the real structure: an HTML
 primary document with the standard item headings (10-K Items 1, 1A, 7, 7A, 8; 10-Q Part I Items 1-4;
-8-K Items 2.02, 5.02, 8.01), financial figures from a seeded random walk, and the metadata fields of
-the full-submission header. The same arguments always produce the same filings.
+8-K Items 2.02, 5.02, 8.01) and, for an Item 2.02 8-K, its EX-99.1 earnings press release, financial figures
+from a seeded random walk, and the metadata fields of the full-submission header. The same arguments always
+produce the same filings.
 """
 
 from __future__ import annotations
 
+import json
 import zlib
 from datetime import date, timedelta
 
@@ -40,6 +42,22 @@ RISKS = [
 
 def _money(x: float) -> str:
     return f"${x:,.0f} million"
+
+
+def _press_release(name: str, ticker: str, released: date, period: date, revenue: float, prev_revenue: float,
+                   net: float, cash: float) -> str:
+    """The EX-99.1 of an Item 2.02 8-K, as the `exhibits` column holds it (a JSON list, like the live parser's):
+    a short HTML earnings release whose table splits "$" from the figure as EDGAR tables do."""
+    change = (revenue / prev_revenue - 1) * 100
+    figures = (("Net sales", revenue), ("Net income", net), ("Cash and marketable securities", cash))
+    rows = "".join(f"<tr><td>{label}</td><td>$</td><td>{value:,.0f}</td></tr>" for label, value in figures)
+    html = (f"<html><head><title>Press release</title></head><body>\n<p><b>{name} Reports Results for the Quarter "
+            f"Ended {period:%B %d, %Y}</b></p>\n<p>{released:%B %d, %Y} -- {name} today announced quarterly net sales of "
+            f"{_money(revenue)}, {'up' if change >= 0 else 'down'} {abs(change):.1f}% from the prior quarter, and net "
+            f"income of {_money(net)}.</p>\n<table><tr><td>(in millions)</td><td>Quarter</td></tr>{rows}</table>\n"
+            f"</body></html>")
+    return json.dumps([{"type": "EX-99.1", "description": "Press release", "filename": f"{ticker.lower()}-ex991.htm",
+                        "format": "html", "document": html, "truncated": False}])
 
 
 def _html(title: str, sections: list[tuple[str, str]]) -> str:
@@ -108,7 +126,7 @@ class SampleFilingsClient:
                     rows.append(dict(cik=cik, ticker=ticker, company=name, form=form, accession=accession,
                                      filed=filed, period=period, items=items,
                                      document=_html(f"{name} {form} for the period ended {period:%B %d, %Y}", sections),
-                                     document_format="html", source=SOURCE))
+                                     document_format="html", source=SOURCE, exhibits=None))
                     if rng.random() < 0.5:  # an earnings-release 8-K beside many periodic reports
                         seq += 1
                         rows.append(dict(
@@ -121,10 +139,12 @@ class SampleFilingsClient:
                                  f"quarterly net sales of {_money(revenue)} and net income of {_money(net)}."),
                                 ("Item 9.01. Financial Statements and Exhibits", "Exhibit 99.1 Press release."),
                             ]),
-                            document_format="html", source=SOURCE))
+                            document_format="html", source=SOURCE,
+                            exhibits=_press_release(name, ticker, filed - timedelta(days=7), period, revenue,
+                                                    prev_revenue, net, cash)))
         if not rows:
             return pl.DataFrame(schema=FILINGS)
-        df = conform(pl.DataFrame(rows), FILINGS, what="sample filings")
+        df = conform(pl.DataFrame(rows, schema=FILINGS), FILINGS, what="sample filings")
         if since:
             first = {t: d for t, d in since.items() if d is not None}
             df = df.filter(pl.col("filed") >= pl.col("ticker").replace_strict(first, default=self.start,
