@@ -91,8 +91,12 @@ def requested(world_size: int) -> int | None:
 
         global _group
         if _group is None:
-            _group = dist.group.WORLD if dist.get_backend() == "gloo" else dist.new_group(backend="gloo")
-        t = torch.tensor([signum], dtype=torch.int64)
+            try:
+                _group = dist.group.WORLD if dist.get_backend() == "gloo" else dist.new_group(backend="gloo")
+            except (RuntimeError, ValueError):  # a torch without gloo: the default group, on the device
+                _group = dist.group.WORLD
+        device = "cpu" if dist.get_backend(_group) == "gloo" else f"cuda:{torch.cuda.current_device()}"
+        t = torch.tensor([signum], dtype=torch.int64, device=device)
         dist.all_reduce(t, op=dist.ReduceOp.MAX, group=_group)
         signum = int(t.item())
     return signum or None
