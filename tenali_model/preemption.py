@@ -7,8 +7,8 @@ forwards the SIGTERM or SIGINT it gets (a Dagster cancel, a Ctrl-C) to its worke
 later. With `ckpt_every` at 1,000 steps that is up to 999 steps of GPU time lost each time. Here a training
 entry point (`handling()`, around `train` or a post-training stage) turns the first such signal into a
 request: each rank asks `requested()` after every optimizer step; under torchrun the ranks agree through
-an all-reduce over gloo (CPU tensors: no CUDA synchronisation per step), so all of them save the same
-step. The loop then saves a checkpoint and raises `Stopped`, whose exit status is 128 + the signal (143
+an all-reduce over gloo (CPU tensors: no CUDA synchronisation; started at one step and read at the next,
+so its round trip hides behind a step's compute), so all of them save the same step. The loop then saves a checkpoint and raises `Stopped`, whose exit status is 128 + the signal (143
 for SIGTERM: a launcher retries it, and the retry resumes from that step).
 
 Two ways out remain: a second signal more than `REPEAT_S` after the first ends the process at once (a
@@ -33,6 +33,7 @@ DEFAULT_GRACE_S = 120.0
 
 _state: dict = {"installed": False, "signum": None, "at": 0.0}
 _group = None  # the gloo group the ranks agree through when the default one is NCCL
+_pending = None  # (work, tensor): the all-reduce started at the last step, read at the next
 
 
 class Stopped(Exception):
@@ -64,10 +65,10 @@ def handling() -> Iterator[None]:
     if threading.current_thread() is not threading.main_thread():
         yield
         return
-    global _group
+    global _group, _pending
     before = {s: signal.getsignal(s) for s in SIGNALS}
     _state.update(installed=True, signum=None, at=0.0)
-    _group = None
+    _group = _pending = None
     for s in SIGNALS:
         signal.signal(s, _handler)
     try:
@@ -76,12 +77,19 @@ def handling() -> Iterator[None]:
         for s, h in before.items():
             signal.signal(s, h)
         _state.update(installed=False)
-        _group = None
+        if _pending is not None:  # the last step's all-reduce: every rank started it, let it finish
+            with contextlib.suppress(Exception):  # its group may be gone already (destroy_process_group)
+                _pending[0].wait()
+        _group = _pending = None
 
 
 def requested(world_size: int) -> int | None:
     """The signal to stop for after this step, the same on every rank, or None to go on. A collective when
-    world_size > 1 (every rank calls it after every step); nothing to do outside `handling()`."""
+    world_size > 1 (every rank calls it after every step); nothing to do outside `handling()`.
+
+    Under torchrun each call starts the all-reduce of this step's flag without waiting for it and reads the
+    one it started at the step before, which has finished meanwhile (a step's compute hides the round trip):
+    the ranks agree one step after the signal, every one on the same step."""
     if not _state["installed"]:
         return None
     signum = _state["signum"] or 0
@@ -89,14 +97,22 @@ def requested(world_size: int) -> int | None:
         import torch
         import torch.distributed as dist
 
-        global _group
+        global _group, _pending
         if _group is None:
-            try:
-                _group = dist.group.WORLD if dist.get_backend() == "gloo" else dist.new_group(backend="gloo")
+            try:  # a group of its own: its all-reduce runs beside DDP's and FSDP's, never between them
+                _group = dist.new_group(backend="gloo")
             except (RuntimeError, ValueError):  # a torch without gloo: the default group, on the device
                 _group = dist.group.WORLD
+        agreed = 0
+        if _pending is not None:
+            work, flag = _pending
+            work.wait()
+            agreed = int(flag.item())
         device = "cpu" if dist.get_backend(_group) == "gloo" else f"cuda:{torch.cuda.current_device()}"
-        t = torch.tensor([signum], dtype=torch.int64, device=device)
-        dist.all_reduce(t, op=dist.ReduceOp.MAX, group=_group)
-        signum = int(t.item())
+        flag = torch.tensor([signum], dtype=torch.int64, device=device)
+        _pending = (dist.all_reduce(flag, op=dist.ReduceOp.MAX, group=_group, async_op=True), flag)
+        if agreed:  # stopping: this step's all-reduce is not read, but every rank waits for it
+            _pending[0].wait()
+            _pending = None
+        signum = agreed
     return signum or None
