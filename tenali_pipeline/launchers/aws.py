@@ -27,7 +27,8 @@ from typing import Any
 import dagster as dg
 
 from ..settings import SettingsError
-from .common import check_shared_paths, failure, launch_extras, reported_result, s3_client, trainer_command, trainer_env
+from .common import (STOP_GRACE_SECONDS, check_shared_paths, failure, launch_extras, reported_result, s3_client,
+                     trainer_command, trainer_env)
 
 CONTAINER = "trainer"
 WORK_VOLUME = "work"
@@ -91,6 +92,9 @@ class EcsTrainingLauncher(dg.ConfigurableResource):
             "memoryReservation": self.memory_reservation_mib,
             "resourceRequirements": [{"type": "GPU", "value": str(self.gpus)}] if self.gpus else [],
             "linuxParameters": {"sharedMemorySize": self.shm_size_mib, "initProcessEnabled": True},
+            # a stopped task (Spot reclaim, stop_task): ECS SIGKILLs stopTimeout after its SIGTERM (30 s by default),
+            # as torchrun's own 30 s for its workers to save their step ends (tenali_model/preemption.py)
+            "stopTimeout": STOP_GRACE_SECONDS,
             "ulimits": [{"name": "memlock", "softLimit": -1, "hardLimit": -1},
                         {"name": "nofile", "softLimit": 65536, "hardLimit": 65536}],
             "environment": [{"name": k, "value": v} for k, v in sorted(self.env().items())],

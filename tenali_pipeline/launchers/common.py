@@ -31,6 +31,9 @@ EXIT_MEANINGS = {2: "bad training config, missing/corrupt shards or checkpoints,
                  137: "killed (out of memory or preempted)",
                  139: "segmentation fault", 143: "terminated"}
 LOG_TAIL_LINES = 40
+# Seconds a pod or task gets between SIGTERM and SIGKILL: more than torchrun's 30 s for its workers to save the
+# step they are at (tenali_model/preemption.py), and within ECS's stopTimeout maximum (120 s).
+STOP_GRACE_SECONDS = 90
 
 
 def trainer_command(config_path: str, *, gpus_per_node: int, nodes: int = 1, node_rank: str = "0",

@@ -38,8 +38,8 @@ from typing import Any
 import dagster as dg
 
 from ..settings import SettingsError
-from .common import (check_shared_paths, failure, launch_extras, owner_reference, reported_result, s3_client, trainer_env,
-                     trainer_command)
+from .common import (STOP_GRACE_SECONDS, check_shared_paths, failure, launch_extras, owner_reference, reported_result,
+                     s3_client, trainer_command, trainer_env)
 
 SHM_VOLUME, WORK_VOLUME = "dshm", "work"
 CONTAINER = "trainer"
@@ -130,6 +130,9 @@ class K8sTrainingLauncher(dg.ConfigurableResource):
         spec: dict[str, Any] = {
             "restartPolicy": "Never",
             "activeDeadlineSeconds": self.timeout_seconds,
+            # an evicted or preempted pod: torchrun gives its workers 30 s after the SIGTERM to save the step
+            # they are at (tenali_model/preemption.py); Kubernetes' default 30 s would SIGKILL them as it ends
+            "terminationGracePeriodSeconds": STOP_GRACE_SECONDS,
             "containers": [self.container(command, env, workdir)],
             "volumes": [{"name": SHM_VOLUME, "emptyDir": {"medium": "Memory", "sizeLimit": self.shm_size}}],
         }

@@ -66,6 +66,7 @@ def test_the_task_definition_asks_for_gpus_shared_memory_logs_and_efs(tmp_path, 
     (c,) = td["containerDefinitions"]
     assert c["resourceRequirements"] == [{"type": "GPU", "value": "1"}]
     assert c["linuxParameters"]["sharedMemorySize"] == 65536
+    assert 30 < c["stopTimeout"] <= 120  # torchrun's 30 s for its workers to save their step, within ECS's maximum
     assert c["logConfiguration"]["logDriver"] == "awslogs"
     assert c["mountPoints"] == [{"sourceVolume": "work", "containerPath": str(tmp_path), "readOnly": False}]
     assert td["volumes"][0]["efsVolumeConfiguration"]["fileSystemId"] == "fs-0123456789abcdef0"

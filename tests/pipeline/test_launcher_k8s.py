@@ -52,6 +52,7 @@ def test_single_node_pod_spec_is_a_valid_pod_with_gpus_shm_and_the_shared_volume
     assert {"name": "work", "mountPath": "/mnt/tenali"} in c["volumeMounts"]
     assert spec["nodeSelector"] == SELECTOR and spec["tolerations"] == TOLERATIONS
     assert spec["restartPolicy"] == "Never" and spec["serviceAccountName"] == "tenali-trainer"
+    assert spec["terminationGracePeriodSeconds"] > 30  # torchrun's 30 s for its workers to save their step
 
 
 def test_multi_node_job_is_an_indexed_job_with_a_headless_service(monkeypatch):
