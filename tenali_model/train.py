@@ -666,7 +666,9 @@ def open_pipes(rank: int):
 def die_with_torchrun() -> None:
     """Under torchrun, have the kernel end this worker when the torchrun agent that started it dies:
     the agent puts each worker in a session of its own, so an agent killed outright (kill -9, an OOM
-    kill) would leave its workers training and writing checkpoints into out_dir next to a rerun's."""
+    kill) would leave its workers training and writing checkpoints into out_dir next to a rerun's. The
+    kernel sends SIGTERM: once training has begun that is a stop request (preemption.py), so the workers
+    save the step they are at and leave, or the watchdog ends one stuck in a collective."""
     if "TORCHELASTIC_RUN_ID" not in os.environ or not sys.platform.startswith("linux"):
         return
     agent = os.getppid()
