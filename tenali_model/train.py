@@ -558,7 +558,7 @@ def _train(cfg: TrainConfig, d: Dist, pipes, stop_at: int | None) -> dict:
         if saving:
             checkpoint(last_loss, val_loss if val_step == step else None)
             last_saved = step
-        if stopping:
+        if stopping and step < end:  # at the end anyway: finish as usual (report, exit 0)
             raise preemption.Stopped(stopping, step, str(out_dir))
         if step % cfg.log_every == 0 or val_step == step or last_saved == step:
             t_log, tokens_log = time.time(), tokens_seen  # keep eval/save time out of tok/s
