@@ -31,7 +31,7 @@ SIGNALS = (signal.SIGTERM, signal.SIGINT)
 REPEAT_S = 2.0  # a second signal within this is the same request (a process group and torchrun both forwarding)
 DEFAULT_GRACE_S = 120.0
 
-_state: dict = {"installed": False, "signum": None, "at": 0.0}
+_state: dict = {"installed": False, "signum": None, "at": 0.0, "watchdog": None}
 _group = None  # the gloo group the ranks agree through when the default one is NCCL
 _pending = None  # (work, tensor): the all-reduce started at the last step, read at the next
 
@@ -53,6 +53,7 @@ def _handler(signum: int, frame) -> None:
         watchdog = threading.Timer(grace, os._exit, args=(128 + signum,))
         watchdog.daemon = True
         watchdog.start()
+        _state["watchdog"] = watchdog
     elif now - _state["at"] > REPEAT_S:  # asked again: stop now
         signal.signal(signum, signal.SIG_DFL)
         os.kill(os.getpid(), signum)
@@ -76,7 +77,9 @@ def handling() -> Iterator[None]:
     finally:
         for s, h in before.items():
             signal.signal(s, h)
-        _state.update(installed=False)
+        if _state.get("watchdog") is not None:  # training is over: what follows (Pipes' last upload) is not bounded here
+            _state["watchdog"].cancel()
+        _state.update(installed=False, watchdog=None)
         if _pending is not None:  # the last step's all-reduce: every rank started it, let it finish
             with contextlib.suppress(Exception):  # its group may be gone already (destroy_process_group)
                 _pending[0].wait()

@@ -60,6 +60,9 @@ def test_a_second_signal_later_stops_at_once_and_a_watchdog_bounds_the_wait(monk
         def start(self):
             pass
 
+        def cancel(self):
+            pass
+
     monkeypatch.setattr(preemption.threading, "Timer", Timer)
     monkeypatch.setattr(preemption.os, "kill", lambda pid, sig: killed.append(sig))
     monkeypatch.setattr(preemption.signal, "signal", lambda *a: None)
@@ -68,6 +71,7 @@ def test_a_second_signal_later_stops_at_once_and_a_watchdog_bounds_the_wait(monk
     monkeypatch.setenv("TENALI_STOP_GRACE_SECONDS", "30")
     monkeypatch.setitem(preemption._state, "installed", True)
     monkeypatch.setitem(preemption._state, "signum", None)
+    monkeypatch.setitem(preemption._state, "watchdog", None)
     preemption._handler(signal.SIGTERM, None)
     assert preemption.requested(1) == signal.SIGTERM
     assert timers == [(30.0, preemption.os._exit, (143,))]
