@@ -622,7 +622,12 @@ def run(args: argparse.Namespace) -> int:
         return 2
     raw = path.read_text(encoding="utf-8", errors="replace")
     if args.text:
-        print(filing_to_text(raw, args.form))
+        exhibits = None
+        if "<SEC-HEADER>" in raw[:20_000]:  # a full submission: an 8-K's press release is in its EX-99 documents
+            from ..sources.live.filings import parse_full_submission  # (that module imports this one)
+
+            exhibits = list(parse_full_submission(raw).exhibits)
+        print(filing_to_text(raw, args.form, exhibits=exhibits))
     else:
         print(json.dumps(extract_sections(raw, args.form), indent=2, ensure_ascii=False))
     return 0

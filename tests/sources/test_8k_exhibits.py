@@ -306,3 +306,13 @@ def test_real_apple_8k_html_exhibit_typed_ex99_is_kept_and_rendered():
     head, _, exhibit = rendered.partition("\nExhibit 99.1")
     assert "Item 8.01" in head and "Apple Inc." in exhibit and "Underwriting Agreement" in exhibit
     assert "<" not in exhibit and "&nbsp;" not in exhibit and "&#" not in exhibit
+
+
+def test_filing_sections_text_of_a_full_submission_shows_the_press_release(tmp_path, capsys):
+    from tenali_pipeline.text.filings import main
+
+    (tmp_path / "full-submission.txt").write_text(submission())
+    assert main([str(tmp_path / "full-submission.txt"), "--text"]) == 0
+    out = capsys.readouterr().out
+    assert out.index("Item 2.02. Results of Operations") < out.index("\nExhibit 99.1\n")
+    assert "Acme Widgets Reports Record Fourth Quarter Results" in out
