@@ -310,13 +310,17 @@ class K8sTrainingLauncher(dg.ConfigurableResource):
             if service is not None:
                 kube.core_api.create_namespaced_service(
                     self.namespace, k8s_model_from_dict(V1Service, k8s_snake_case_dict(V1Service, service)))
+            done = False
             try:
                 kube.batch_api.create_namespaced_job(
                     self.namespace, k8s_model_from_dict(V1Job, k8s_snake_case_dict(V1Job, job)))
                 self._wait_for_job(kube, name, context)
+                done = True
             finally:
                 self._delete(lambda: kube.batch_api.delete_namespaced_job(
                     name, self.namespace, propagation_policy="Background"), context, f"job {name} and its pods")
+                if not done:
+                    self._wait_for_pods_to_stop(kube, name, context)
                 if service is not None:
                     self._delete(lambda: kube.core_api.delete_namespaced_service(name, self.namespace), context,
                                  f"service {name}")
@@ -325,6 +329,27 @@ class K8sTrainingLauncher(dg.ConfigurableResource):
                 implicit_materialization=False), context, workdir, report_id)
         except Exception as e:  # noqa: BLE001 - every pod exited 0 but rank 0 reported nothing
             raise failure(f"job {name}", 0, "", f"it exited without reporting ({e})") from e
+
+    def _wait_for_pods_to_stop(self, kube, name: str, context) -> None:
+        """After a failed or cancelled Job is deleted, until none of its pods still runs (bounded by their
+        termination grace and a margin): a stopped trainer saves the step it is at (preemption.py), and the
+        step's retry, in the same run folder, must not start a second trainer beside one still saving."""
+        deadline = time.monotonic() + STOP_GRACE_SECONDS + 30
+        running: list[str] = []
+        while time.monotonic() < deadline:
+            try:
+                pods = kube.core_api.list_namespaced_pod(
+                    self.namespace, label_selector=f"batch.kubernetes.io/job-name={name}").items
+            except Exception:  # noqa: BLE001 - the API is down for a moment: ask again until the deadline
+                time.sleep(self.poll_interval)
+                continue
+            running = [p.metadata.name for p in pods
+                       if p.status is not None and p.status.phase in ("Running", "Unknown")]
+            if not running:
+                return
+            time.sleep(self.poll_interval)
+        context.log.warning(f"pods {', '.join(running) or 'of job ' + name} still run {STOP_GRACE_SECONDS + 30} s "
+                            "after the job was deleted; a retry may start beside them")
 
     def _wait_for_job(self, kube, name: str, context) -> None:
         """Until every index succeeded; fail fast on a failed pod or one that cannot start."""

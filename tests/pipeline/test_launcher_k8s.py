@@ -381,3 +381,38 @@ def test_a_trainer_that_exits_0_without_reporting_fails_the_step(tmp_path, s3, c
     (failure,) = [e for e in res.all_events if e.is_step_failure]
     assert "exited without reporting" in failure.step_failure_data.error.message + str(
         failure.step_failure_data.user_failure_data)
+
+
+class _StoppingPods:
+    """core_api.list_namespaced_pod of a deleted Job whose pods are still saving their step for `running` polls
+    (the API failing once on the way), then have stopped."""
+
+    def __init__(self, running: int):
+        self.running, self.listed = running, 0
+
+    def list_namespaced_pod(self, namespace, label_selector=None, **_):
+        self.listed += 1
+        if self.listed == 2:
+            raise k8s.ApiException(status=503, reason="Service Unavailable")
+        phase = "Running" if self.listed <= self.running else "Failed"
+        pod = k8s.V1Pod(metadata=k8s.V1ObjectMeta(name="j-0-abcde"), status=k8s.V1PodStatus(phase=phase))
+        return k8s.V1PodList(items=[pod])
+
+
+def test_a_failed_jobs_pods_are_waited_for_until_they_stop_so_a_retry_never_runs_beside_them(caplog, monkeypatch):
+    """A deleted Job's pods get SIGTERM and their grace to save the step they are at (tenali_model/preemption.py):
+    the step's retry reuses the run folder, so the launcher returns only once none of them still runs."""
+    from tenali_pipeline.launchers import k8s as k8s_launcher
+
+    clock = _LauncherClock()
+    monkeypatch.setattr(k8s_launcher, "time", clock)
+    context = type("Ctx", (), {"log": logging.getLogger("test-stop-wait")})()
+    pods = _StoppingPods(running=6)
+    kube = type("Kube", (), {"core_api": pods})()
+    start = clock.now
+    launcher(poll_interval=5)._wait_for_pods_to_stop(kube, "j", context)
+    assert pods.listed == 7 and clock.now - start == 30  # six polls saw it running (one failed), the seventh not
+    forever = _StoppingPods(running=10**6)
+    with caplog.at_level(logging.WARNING, "test-stop-wait"):
+        launcher(poll_interval=5)._wait_for_pods_to_stop(type("Kube", (), {"core_api": forever})(), "j", context)
+    assert "pods j-0-abcde still run" in caplog.text and "a retry may start beside them" in caplog.text
