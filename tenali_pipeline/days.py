@@ -61,7 +61,7 @@ def upsert(old: pl.DataFrame, new: pl.DataFrame, keys: list[str]) -> pl.DataFram
     failed keeps the rows it had while the items that answered are replaced."""
     if old.is_empty():
         return new
-    return pl.concat([old.join(new.select(keys), on=keys, how="anti"), new], how="vertical_relaxed")
+    return pl.concat([old.join(new.select(keys), on=keys, how="anti"), new], how="diagonal_relaxed")
 
 
 def write_days(lake, folder: str, df: pl.DataFrame, *, time_column: str, first: dt.date, last: dt.date,

@@ -70,16 +70,18 @@ def merge_updates(
 def upsert(previous: pl.DataFrame | None, new: pl.DataFrame | None, key: list[str],
            sort: list[str] | None = None) -> pl.DataFrame | None:
     """`new` rows added to `previous`, a new row replacing a held one with the same `key`; sorted by
-    `sort` (default the key). Either side may be None (nothing held yet; nothing fetched)."""
+    `sort` (default the key). Either side may be None (nothing held yet; nothing fetched). A column one side
+    lacks (added to the schema after `previous` was written: filings' exhibits) is kept, null on that side."""
     if previous is None or previous.is_empty():
         return new
     if new is None:
         return previous
-    both = pl.concat([previous, new.select(previous.columns)], how="vertical_relaxed")
+    both = pl.concat([previous, new], how="diagonal_relaxed")
     return both.unique(key, keep="last", maintain_order=True).sort(sort or key)
 
 
 def replace_items(table: pl.DataFrame, fresh: pl.DataFrame, items: list[str], *, key: str, time_column: str) -> pl.DataFrame:
-    """`table` with every row of `items` replaced by `fresh` (their re-fetched whole histories)."""
+    """`table` with every row of `items` replaced by `fresh` (their re-fetched whole histories); columns as
+    in `upsert`."""
     kept = table.filter(~pl.col(key).is_in(items))
-    return pl.concat([kept, fresh.select(table.columns)], how="vertical_relaxed").sort(key, time_column)
+    return pl.concat([kept, fresh], how="diagonal_relaxed").sort(key, time_column)

@@ -12,7 +12,7 @@ from pathlib import Path
 import polars as pl
 
 from ...sources.http import PartialFetchError
-from ...sources.schema import FILINGS, conform
+from ...sources.schema import FILINGS
 from ..common import source_assets, update_incrementally
 from ..market.assets import read_universe
 from ..universe.history import cik_map
@@ -21,10 +21,6 @@ from ..universe.history import cik_map
 def _fetch(run):
     """This bucket's companies, each asked only for filings since its last one held."""
     sources, lake = run.sources, run.lake
-    if run.previous is not None:
-        # a table written before a column was added (exhibits): fetched rows are upserted into the held table's
-        # columns, so without this every new 8-K would lose its press release
-        run.previous = conform(run.previous, FILINGS, what="raw filings held")
     if sources.tickers_from_universe:
         companies = cik_map(read_universe(lake, "raw_filings"))
         if not companies:
