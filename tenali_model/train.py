@@ -60,6 +60,7 @@ from .checkpoint import (CheckpointError, capture_rng, check_space, checkpoint_b
 from .config import ConfigError, TrainConfig, atomic_write_text, num_params, resolve_parallelism
 from .data import TokenLoader, iter_eval_windows, shard_token_count
 from .evaluate import loss_sum
+from .memory import device_memory
 from .model import Transformer
 from .parallel import (build_model, clip_grad_norm, full_state, grad_sync, load_full_state,
                        wrap_ddp)
@@ -111,24 +112,6 @@ def use_bf16(device: torch.device, dtype: str) -> bool:
     """bf16 compute where asked for or, on 'auto', on CUDA GPUs that support it."""
     return dtype == "bfloat16" or (
         dtype == "auto" and device.type == "cuda" and torch.cuda.is_bf16_supported())
-
-
-def memory_available(device: torch.device) -> tuple[float, str] | None:
-    """(bytes, what they are) a rank can use: the GPU's free memory, or the machine's RAM (its cgroup's limit
-    when lower: a container's); None when unknown."""
-    if device.type == "cuda":
-        free, _ = torch.cuda.mem_get_info(device)
-        return float(free), f"GPU {device.index} ({torch.cuda.get_device_name(device)}, free memory)"
-    try:
-        ram = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
-    except (AttributeError, ValueError, OSError):  # not on this system
-        return None
-    for limit in ("/sys/fs/cgroup/memory.max", "/sys/fs/cgroup/memory/memory.limit_in_bytes"):
-        try:
-            ram = min(ram, int(Path(limit).read_text().strip()))
-        except (OSError, ValueError):  # absent, or "max"
-            continue
-    return float(ram), "this machine's memory"
 
 
 def autocast_context(device: torch.device, dtype: str):
@@ -388,7 +371,7 @@ def _train(cfg: TrainConfig, d: Dist, pipes, stop_at: int | None) -> dict:
     seq_len = cfg.resolved_seq_len()
     grad_accum = cfg.resolved_grad_accum(d.world_size)
     mode = resolve_parallelism(cfg.parallelism, num_params(mcfg), d.world_size)
-    if (room := memory_available(d.device)) is not None:  # before the model exists: not a kill at the first step
+    if (room := device_memory(d.device, available=False)) is not None:  # before the model: not an OOM kill
         error, warning = memory_check(
             mcfg, parallelism=mode, world_size=d.world_size, micro_batch=cfg.batch_size, seq_len=seq_len,
             local_processes=1 if d.device.type == "cuda" else int(os.environ.get("LOCAL_WORLD_SIZE", "1")),

@@ -24,13 +24,13 @@ import threading
 import time
 from collections import deque
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any, Iterator, Sequence
 
 import torch
 
 from ..checkpoint import unwrap
 from ..generate import GREEDY_BELOW, apply_penalties, sample_next
+from ..memory import device_memory
 from ..model import SlotKVCache, Transformer, decode_slots
 from .graph import StaticDecoder
 
@@ -250,30 +250,12 @@ def _wake(fut) -> None:
         fut.set_result(None)
 
 
-def free_memory(device: torch.device) -> tuple[float, str] | None:
-    """(bytes free, where) on the device: CUDA's free memory, or Linux's MemAvailable (within the cgroup's
-    limit: a container's); None where unknown."""
-    if device.type == "cuda":
-        return float(torch.cuda.mem_get_info(device)[0]), f"GPU {device.index}"
-    try:
-        info = dict(line.split(":", 1) for line in Path("/proc/meminfo").read_text().splitlines() if ":" in line)
-        free = int(info["MemAvailable"].split()[0]) * 1024
-    except (OSError, KeyError, ValueError):
-        return None
-    try:
-        cgroup = Path("/sys/fs/cgroup")
-        free = min(free, int((cgroup / "memory.max").read_text()) - int((cgroup / "memory.current").read_text()))
-    except (OSError, ValueError):  # no cgroup v2 limit ("max")
-        pass
-    return float(free), "this machine"
-
-
 def check_cache_room(cfg, max_batch: int, max_len: int, device: torch.device, dtype: torch.dtype) -> None:
     """ValueError, naming the --max-batch that fits, when the KV cache (allocated whole, a slot per sequence)
     cannot fit beside the loaded weights: on a CPU the zeroed pages would otherwise get the server killed by
     the kernel's OOM killer without a word; on a GPU torch's error names no option."""
     per_slot = 2 * cfg.n_layers * cfg.n_kv_heads * max_len * cfg.head_dim * dtype.itemsize
-    room = free_memory(device)
+    room = device_memory(device, available=True)
     if room is None or per_slot * max_batch <= room[0]:
         return
     fits = int(room[0] // per_slot)

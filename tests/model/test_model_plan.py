@@ -168,7 +168,7 @@ def test_the_trainer_refuses_a_model_that_cannot_fit_before_building_it(tmp_path
     cfg = TrainConfig(train_shards=[str(tmp_path / "train.bin")], out_dir=str(tmp_path / "out"),
                       model={"preset": "7b", "vocab_size": 64, "max_seq_len": 32}, seq_len=32, batch_size=2,
                       steps=1, device="cpu")
-    monkeypatch.setattr(train_mod, "memory_available", lambda device: (8 * GIB_, "this machine's memory"))
+    monkeypatch.setattr(train_mod, "device_memory", lambda device, available: (8 * GIB_, "this machine's memory"))
     monkeypatch.setattr(train_mod, "build_model", lambda *a, **k: pytest.fail("the model was built"))
     with pytest.raises(train_mod.ConfigError, match="this machine's memory has 8.0 GiB, but single-process"):
         train_mod.train(cfg)
