@@ -192,7 +192,7 @@ class EcsTrainingLauncher(dg.ConfigurableResource):
                                     interval=min(self.poll_seconds, 5))
         client = PipesECSClient(client=ecs, context_injector=injector, message_reader=reader)
         context.log.info(f"running {arn} on ECS cluster {self.cluster}")
-        extras, report_id = launch_extras(extras)
+        extras, launch_id = launch_extras(extras)
         try:
             invocation = client.run(
                 context=context, extras=extras,
@@ -207,8 +207,7 @@ class EcsTrainingLauncher(dg.ConfigurableResource):
             raise self._task_failure(context, ecs, f"the launcher failed while following the task "
                                                    f"({type(e).__name__}: {e})") from e
         try:  # no implicit result: a task that stopped without reporting (exit 0, or its host lost) fails here
-            return reported_result(lambda: invocation.get_materialize_result(implicit_materialization=False),
-                                   context, workdir, report_id)
+            return reported_result(invocation, context, workdir, launch_id)
         except Exception as e:  # noqa: BLE001 - exited 0 without reporting (dagster #17868)
             raise self._task_failure(context, ecs, f"it exited without reporting ({e})") from e
 

@@ -21,7 +21,6 @@ from __future__ import annotations
 import os
 import re
 import uuid
-from collections.abc import Callable
 from pathlib import Path
 
 import dagster as dg
@@ -141,24 +140,25 @@ def failure(where: str, exit_code: int | None, log_tail: str, reason: str = "") 
 
 
 def launch_extras(extras: dict | None) -> tuple[dict, str]:
-    """(`extras` plus a new launch id for the trainer's report file, that id): see `reported_result`."""
+    """(`extras` plus a new launch id, that id): the trainer writes it into its report file (`reported_result`)."""
     from tenali_model.report import LAUNCH_ID
 
     launch_id = uuid.uuid4().hex
     return {**(extras or {}), LAUNCH_ID: launch_id}, launch_id
 
 
-def reported_result(get: Callable[[], dg.MaterializeResult], context, workdir: Path | str,
+def reported_result(invocation: dg.PipesClientCompletedInvocation, context, workdir: Path | str,
                     launch_id: str) -> dg.MaterializeResult:
-    """The materialisation the trainer reported through Pipes (`get()`), or, when Pipes delivered none
-    (an S3 outage past the trainer's exit, a pod log stream cut short), the same report from the file
-    rank 0 wrote beside its checkpoints in this launch (`tenali_model.report`). Raises get()'s error when
-    there is neither: the caller turns it into its failure."""
+    """The one materialisation the trainer reported through Pipes (never Dagster's implicit empty one: a
+    process can exit 0 without reporting, dagster #17868), or, when Pipes delivered none (an S3 outage past
+    the trainer's exit, a pod log stream cut short), the same report from the file rank 0 wrote beside its
+    checkpoints in this launch (`tenali_model.report`). Raises Dagster's error when there is neither: the
+    caller turns it into its failure."""
     from dagster._core.definitions.metadata.external_metadata import metadata_map_from_external
     from tenali_model.report import REPORT_FILE, read
 
     try:
-        return get()
+        return invocation.get_materialize_result(implicit_materialization=False)
     except Exception as e:
         kept = read(workdir, launch_id)
         if kept is None:

@@ -31,7 +31,6 @@ from __future__ import annotations
 
 import json
 import time
-import uuid
 from pathlib import Path
 from typing import Any
 
@@ -234,8 +233,9 @@ class K8sTrainingLauncher(dg.ConfigurableResource):
         injector, reader = self._pipes(multi=False)
         client = PipesK8sClient(context_injector=injector, message_reader=reader, poll_interval=self.poll_interval)
         kube = self._kube()
-        # PipesK8sClient names the pod with a random suffix: find it again by a label of this launch.
-        launch_id = uuid.uuid4().hex[:16]
+        # PipesK8sClient names the pod with a random suffix: find it again by a label of this launch (the id
+        # the trainer's report file carries too)
+        extras, launch_id = launch_extras(extras)
         meta: dict[str, Any] = {"labels": {**self.labels(context.run_id), "tenali/launch-id": launch_id}}
         if owner_reference():
             meta["ownerReferences"] = owner_reference()
@@ -243,15 +243,13 @@ class K8sTrainingLauncher(dg.ConfigurableResource):
         context.log.info(f"launching a pod in {self.namespace}: {' '.join(command)}")
         pod_name = lambda: self._pod_name(kube, launch_id)  # noqa: E731
         try:
-            extras, report_id = launch_extras(extras)
             invocation = client.run(
                 context=context, extras=extras, namespace=self.namespace, image=None, command=None,
                 base_pod_meta=meta, base_pod_spec=self.pod_spec(command, self.env(), workdir),
                 pod_wait_timeout=self.timeout_seconds, delete_pod_on_completion=False)
             try:
                 # no implicit result: a pod that exited 0 without reporting fails here
-                return reported_result(lambda: invocation.get_materialize_result(implicit_materialization=False),
-                                       context, workdir, report_id)
+                return reported_result(invocation, context, workdir, launch_id)
             except Exception as e:  # noqa: BLE001 - exited 0 without reporting (dagster #17868)
                 raise self._pod_failure(kube, pod_name(), f"it exited without reporting ({e})") from e
         except DagsterK8sError as e:
@@ -300,8 +298,8 @@ class K8sTrainingLauncher(dg.ConfigurableResource):
 
         injector, reader = self._pipes(multi=True)
         kube = self._kube()
-        name = _name(context.run_id, context.op.name, launch_id=uuid.uuid4().hex[:6])
-        extras, report_id = launch_extras(extras)
+        extras, launch_id = launch_extras(extras)  # names the Job, and the trainer's report file
+        name = _name(context.run_id, context.op.name, launch_id=launch_id)
         with dg.open_pipes_session(context=context, extras=extras, context_injector=injector,
                                    message_reader=reader) as session:
             service, job = self.job_manifests(name, context.run_id, config_path,
@@ -325,8 +323,7 @@ class K8sTrainingLauncher(dg.ConfigurableResource):
                     self._delete(lambda: kube.core_api.delete_namespaced_service(name, self.namespace), context,
                                  f"service {name}")
         try:
-            return reported_result(lambda: dg.PipesClientCompletedInvocation(session).get_materialize_result(
-                implicit_materialization=False), context, workdir, report_id)
+            return reported_result(dg.PipesClientCompletedInvocation(session), context, workdir, launch_id)
         except Exception as e:  # noqa: BLE001 - every pod exited 0 but rank 0 reported nothing
             raise failure(f"job {name}", 0, "", f"it exited without reporting ({e})") from e
 

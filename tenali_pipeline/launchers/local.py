@@ -74,8 +74,7 @@ class LocalTorchrunLauncher(dg.ConfigurableResource):
             if code != 0:
                 raise failure("local torchrun", code, stderr.text(), _root_cause(code, stderr.text()))
         try:  # no implicit result: a trainer that exited 0 without reporting fails here (dagster #17868)
-            return reported_result(lambda: dg.PipesClientCompletedInvocation(session).get_materialize_result(
-                implicit_materialization=False), context, workdir, launch_id)
+            return reported_result(dg.PipesClientCompletedInvocation(session), context, workdir, launch_id)
         except Exception as e:  # noqa: BLE001 - several reports, or none
             raise failure("local torchrun", code, stderr.text(), f"it exited without one report ({e})") from e
 
