@@ -240,7 +240,7 @@ def _disk_full(error: BaseException, out_dir: Path, tmp: Path) -> str:
 
 def checkpoint_bytes(params: int, trainable: int | None = None) -> int:
     """About what one training checkpoint takes: float32 weights, and AdamW's two float32 moments of the
-    `trainable` parameters (all by default: 12 bytes a parameter, a 7B's 84 GB; LoRA: little more than
+    `trainable` parameters (all by default: 12 bytes a parameter, the 7B preset's 82.6 GB; LoRA: little more than
     the weights)."""
     return 4 * params + 8 * (params if trainable is None else trainable)
 

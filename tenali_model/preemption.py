@@ -7,9 +7,10 @@ forwards the SIGTERM or SIGINT it gets (a Dagster cancel, a Ctrl-C) to its worke
 later. With `ckpt_every` at 1,000 steps that is up to 999 steps of GPU time lost each time. Here a training
 entry point (`handling()`, around `train` or a post-training stage) turns the first such signal into a
 request: each rank asks `requested()` after every optimizer step; under torchrun the ranks agree through
-an all-reduce over gloo (CPU tensors: no CUDA synchronisation; started at one step and read at the next,
-so its round trip hides behind a step's compute), so all of them save the same step. The loop then saves a checkpoint and raises `Stopped`, whose exit status is 128 + the signal (143
-for SIGTERM: a launcher retries it, and the retry resumes from that step).
+an all-reduce on a gloo group of their own (CPU tensors: no CUDA synchronisation; started at one step and
+read at the next, so its round trip hides behind a step's compute), so all of them save the same step.
+The loop then saves a checkpoint and raises `Stopped`, whose exit status is 128 + the signal (143 for
+SIGTERM: a launcher retries it, and the retry resumes from that step).
 
 Two ways out remain: a second signal more than `REPEAT_S` after the first ends the process at once (a
 person pressing Ctrl-C again), and a watchdog ends it `TENALI_STOP_GRACE_SECONDS` (120) after the first
@@ -31,9 +32,10 @@ SIGNALS = (signal.SIGTERM, signal.SIGINT)
 REPEAT_S = 2.0  # a second signal within this is the same request (a process group and torchrun both forwarding)
 DEFAULT_GRACE_S = 120.0
 
-_state: dict = {"installed": False, "signum": None, "at": 0.0, "watchdog": None}
-_group = None  # the gloo group the ranks agree through when the default one is NCCL
-_pending = None  # (work, tensor): the all-reduce started at the last step, read at the next
+# This process's: whether `handling()` is on, the first signal and when it came, its watchdog; the group the
+# ranks agree through and the all-reduce started at the last step (work, tensor), read at the next.
+_FRESH = {"installed": False, "signum": None, "at": 0.0, "watchdog": None, "group": None, "pending": None}
+_state: dict = dict(_FRESH)
 
 
 class Stopped(Exception):
@@ -66,10 +68,8 @@ def handling() -> Iterator[None]:
     if threading.current_thread() is not threading.main_thread():
         yield
         return
-    global _group, _pending
     before = {s: signal.getsignal(s) for s in SIGNALS}
-    _state.update(installed=True, signum=None, at=0.0)
-    _group = _pending = None
+    _state.update(_FRESH, installed=True)
     for s in SIGNALS:
         signal.signal(s, _handler)
     try:
@@ -77,13 +77,12 @@ def handling() -> Iterator[None]:
     finally:
         for s, h in before.items():
             signal.signal(s, h)
-        if _state.get("watchdog") is not None:  # training is over: what follows (Pipes' last upload) is not bounded here
+        if _state["watchdog"] is not None:  # training is over: what follows (Pipes' last upload) is not bounded here
             _state["watchdog"].cancel()
-        _state.update(installed=False, watchdog=None)
-        if _pending is not None:  # the last step's all-reduce: every rank started it, let it finish
+        if _state["pending"] is not None:  # the last step's all-reduce: every rank started it, let it finish
             with contextlib.suppress(Exception):  # its group may be gone already (destroy_process_group)
-                _pending[0].wait()
-        _group = _pending = None
+                _state["pending"][0].wait()
+        _state.update(_FRESH)
 
 
 def requested(world_size: int) -> int | None:
@@ -100,22 +99,21 @@ def requested(world_size: int) -> int | None:
         import torch
         import torch.distributed as dist
 
-        global _group, _pending
-        if _group is None:
+        if _state["group"] is None:
             try:  # a group of its own: its all-reduce runs beside DDP's and FSDP's, never between them
-                _group = dist.new_group(backend="gloo")
+                _state["group"] = dist.new_group(backend="gloo")
             except (RuntimeError, ValueError):  # a torch without gloo: the default group, on the device
-                _group = dist.group.WORLD
-        agreed = 0
-        if _pending is not None:
-            work, flag = _pending
+                _state["group"] = dist.group.WORLD
+        group, agreed = _state["group"], 0
+        if _state["pending"] is not None:
+            work, flag = _state["pending"]
             work.wait()
             agreed = int(flag.item())
-        device = "cpu" if dist.get_backend(_group) == "gloo" else f"cuda:{torch.cuda.current_device()}"
+        device = "cpu" if dist.get_backend(group) == "gloo" else f"cuda:{torch.cuda.current_device()}"
         flag = torch.tensor([signum], dtype=torch.int64, device=device)
-        _pending = (dist.all_reduce(flag, op=dist.ReduceOp.MAX, group=_group, async_op=True), flag)
+        _state["pending"] = (dist.all_reduce(flag, op=dist.ReduceOp.MAX, group=group, async_op=True), flag)
         if agreed:  # stopping: this step's all-reduce is not read, but every rank waits for it
-            _pending[0].wait()
-            _pending = None
+            _state["pending"][0].wait()
+            _state["pending"] = None
         signum = agreed
     return signum or None

@@ -8,7 +8,7 @@ import signal
 import subprocess
 
 from tenali_model import preemption
-from tenali_model.checkpoint import latest_checkpoint, load_meta
+from tenali_model.checkpoint import latest_checkpoint, load_meta, load_train_state
 from tm_helpers import PYTHON, assert_same_tensors, subprocess_env, tiny_config, train_until_signalled
 
 STEPS = 5000  # never reached: the schedule both runs share
@@ -44,9 +44,11 @@ def test_under_torchrun_every_rank_stops_after_the_same_step(shards, tmp_path):
     torchrun = [PYTHON, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", "-m", "tenali_model.train"]
     code, err = train_until_signalled(tmp_path / "c.json", out, signal.SIGTERM, torchrun)
     assert code != 0  # torchrun reports its own SignalException
-    k = load_meta(latest_checkpoint(out))["step"]
-    assert err.count(f"stopped by SIGTERM after step {k}") == 1  # rank 0 says it; both saved step k together
-    assert len(load_meta(latest_checkpoint(out))) and (latest_checkpoint(out) / "train_state.pt").is_file()
+    saved = latest_checkpoint(out)
+    k = load_meta(saved)["step"]
+    assert err.count(f"stopped by SIGTERM after step {k}") == 1  # rank 0 says it
+    # the save gathered both ranks' RNG state: both were at step k when they saved it together
+    assert len(load_train_state(saved)["rng_per_rank"]) == 2
 
 
 def test_a_second_signal_later_stops_at_once_and_a_watchdog_bounds_the_wait(monkeypatch):
