@@ -182,9 +182,9 @@ def _export(args) -> int:
         raise ValueError(str(e)) from e
     print(f"wrote {out}")
     if args.tokenizer is None:
-        print(f"note: no tokenizer in {out} (transformers' AutoTokenizer cannot load it): export again (into a new directory) with "
-              f"--tokenizer, the sentencepiece .model the checkpoint was trained with{_lake_tokenizer_hint(args.checkpoint)}",
-              file=sys.stderr)
+        print(f"note: no tokenizer in {out} (transformers' AutoTokenizer cannot load it): export again (into a new "
+              "directory) with --tokenizer, the sentencepiece .model the checkpoint was trained with"
+              f"{_lake_tokenizer_hint(args.checkpoint)}", file=sys.stderr)
     return 0
 
 

@@ -50,8 +50,8 @@ from ..checkpoint import (CheckpointError, check_space, checkpoint_bytes, list_c
                           save_checkpoint, step_dir_name)
 from ..config import ConfigError, ModelConfig, num_params, resolve_parallelism
 from ..parallel import build_model, clip_grad_norm, full_state, grad_sync, load_full_state, wrap_ddp
-from ..tokenizer import TokenizerError
 from ..report import publish as publish_report
+from ..tokenizer import TokenizerError
 from ..train import (Dist, MetricsLog, _printer, autocast_context, check_finite, die_with_torchrun, gather_rng,
                      fused_adamw, keep_configured_hyperparameters, open_pipes, param_groups, resume_checkpoint,
                      setup_distributed, stopped, use_bf16)

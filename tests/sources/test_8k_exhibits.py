@@ -45,13 +45,15 @@ FILER:
 </SEC-HEADER>
 """
 
-PRIMARY = """<DOCUMENT>
-<TYPE>{form}
-<SEQUENCE>1
-<FILENAME>acme-20240125.htm
-<DESCRIPTION>{form}
-<TEXT>
-<XBRL>
+
+def _document(doc_type: str, sequence: int, filename: str, text: str, description: str | None = None) -> str:
+    """One <DOCUMENT> of a full submission, as EDGAR writes it (`submission` fills in {form} afterwards)."""
+    described = f"<DESCRIPTION>{description}\n" if description else ""
+    return (f"<DOCUMENT>\n<TYPE>{doc_type}\n<SEQUENCE>{sequence}\n<FILENAME>{filename}\n{described}<TEXT>\n{text}"
+            "</TEXT>\n</DOCUMENT>\n")
+
+
+PRIMARY = _document("{form}", 1, "acme-20240125.htm", description="{form}", text="""<XBRL>
 <?xml version='1.0' encoding='ASCII'?>
 <html xmlns="http://www.w3.org/1999/xhtml"><head><title>{form}</title></head><body>
 <div style="display:none"><ix:header>dei:DocumentType {form}</ix:header></div>
@@ -64,16 +66,9 @@ of fiscal 2023. A copy of the press release is furnished as Exhibit 99.1 to this
 <p>SIGNATURES</p><p>Pursuant to the requirements of the Securities Exchange Act of 1934 ...</p>
 </body></html>
 </XBRL>
-</TEXT>
-</DOCUMENT>
-"""
+""")
 
-PRESS_RELEASE = """<DOCUMENT>
-<TYPE>EX-99.1
-<SEQUENCE>2
-<FILENAME>acme-ex99_1.htm
-<DESCRIPTION>EX-99.1
-<TEXT>
+PRESS_RELEASE = _document("EX-99.1", 2, "acme-ex99_1.htm", description="EX-99.1", text="""\
 <html><head><title>EX-99.1</title><style>p {{ margin: 0 }}</style></head><body>
 <p style="text-align:center"><b>Acme Widgets Reports Record Fourth Quarter Results</b></p>
 <p>SPRINGFIELD, January 25, 2024 &#8212; Acme Widgets, Inc. (NYSE: ACME) today reported fourth quarter revenue of
@@ -85,71 +80,31 @@ $1,234 million, up 12% year over year, and diluted earnings per share of $2.05.<
 </table>
 <script>var tracking = 1;</script>
 </body></html>
-</TEXT>
-</DOCUMENT>
-"""
+""")
 
-PDF = """<DOCUMENT>
-<TYPE>EX-99.2
-<SEQUENCE>3
-<FILENAME>acme-ex99_2.pdf
-<DESCRIPTION>INVESTOR PRESENTATION
-<TEXT>
-<PDF>
+PDF = _document("EX-99.2", 3, "acme-ex99_2.pdf", description="INVESTOR PRESENTATION", text="""<PDF>
 begin 644 acme-ex99_2.pdf
 M)5!$1BTQ+C0*)>+CS],*,2`P(&]B:@H\/"]4>7!E("]#871A;&]G"B]086=E
 end
 </PDF>
-</TEXT>
-</DOCUMENT>
-"""
+""")
 
-OTHERS = """<DOCUMENT>
-<TYPE>GRAPHIC
-<SEQUENCE>4
-<FILENAME>acme-logo.jpg
-<TEXT>
-begin 644 acme-logo.jpg
+OTHERS = (_document("GRAPHIC", 4, "acme-logo.jpg", text="""begin 644 acme-logo.jpg
 M_]C_X``02D9)1@`!`0$`8`!@``#_VP!#``(!`0(!`0("`@("`@("`P4#`P,#
 end
-</TEXT>
-</DOCUMENT>
-<DOCUMENT>
-<TYPE>EX-101.SCH
-<SEQUENCE>5
-<FILENAME>acme-20240125.xsd
-<TEXT>
-<XBRL>
+""") + _document("EX-101.SCH", 5, "acme-20240125.xsd", text="""<XBRL>
 <?xml version="1.0" encoding="utf-8"?><xs:schema xmlns:xs="http://www.w3.org/2001/XMLSchema"></xs:schema>
 </XBRL>
-</TEXT>
-</DOCUMENT>
-<DOCUMENT>
-<TYPE>JSON
-<SEQUENCE>6
-<FILENAME>MetaLinks.json
-<TEXT>
-{{"version": "2.2", "instance": {{}}}}
-</TEXT>
-</DOCUMENT>
-</SEC-DOCUMENT>
-"""
+""") + _document("JSON", 6, "MetaLinks.json", text='{{"version": "2.2", "instance": {{}}}}\n'))
 
-SUPPLEMENT = """<DOCUMENT>
-<TYPE>EX-99.3
-<SEQUENCE>7
-<FILENAME>acme-ex99_3.txt
-<DESCRIPTION>SUPPLEMENTAL DATA
-<TEXT>
+SUPPLEMENT = _document("EX-99.3", 7, "acme-ex99_3.txt", description="SUPPLEMENTAL DATA", text="""\
 Segment        Revenue      Margin
 Widgets        $900         31%
-</TEXT>
-</DOCUMENT>
-"""
+""")
 
 
 def submission(form: str = "8-K", exhibits: str = PRESS_RELEASE + PDF + SUPPLEMENT) -> str:
-    return (HEADER + PRIMARY + exhibits + OTHERS).format(form=form)
+    return (HEADER + PRIMARY + exhibits + OTHERS + "</SEC-DOCUMENT>\n").format(form=form)
 
 
 def _row(sub) -> dict:
@@ -198,8 +153,8 @@ def test_exhibits_are_capped_each_and_together(monkeypatch):
     monkeypatch.setattr(live, "_EXHIBIT_CHARS", 2_000)
     monkeypatch.setattr(live, "_EXHIBITS_CHARS", 3_000)
     big = "".join(f"<p>Paragraph {i} of the shareholder letter.</p>\n" for i in range(200))
-    docs = "".join(f"<DOCUMENT>\n<TYPE>EX-99.{n}\n<SEQUENCE>{n + 1}\n<FILENAME>ex99_{n}.htm\n<TEXT>\n<html><body>{big}"
-                   "</body></html>\n</TEXT>\n</DOCUMENT>\n" for n in (1, 2, 3))
+    docs = "".join(_document(f"EX-99.{n}", n + 1, f"ex99_{n}.htm", f"<html><body>{big}</body></html>\n")
+                   for n in (1, 2, 3))
     exhibits = parse_full_submission(submission(exhibits=docs)).exhibits
 
     assert [e["type"] for e in exhibits] == ["EX-99.1", "EX-99.2"]  # the total was spent on the first two
@@ -265,7 +220,8 @@ def test_an_incremental_run_on_an_older_raw_table_keeps_the_new_rows_exhibits(tm
     whole = SampleFilingsClient(["AAPL"]).fetch()
     cutoff = dt.date(2012, 1, 1)
     lake = Lake(str(tmp_path / "lake"))
-    lake.write_parquet(Bucket.whole().file("raw/filings/filings"), whole.filter(pl.col("filed") < cutoff).drop("exhibits"))
+    older = whole.filter(pl.col("filed") < cutoff).drop("exhibits")  # written before the column existed
+    lake.write_parquet(Bucket.whole().file("raw/filings/filings"), older)
     made = filings_assets.build(buckets=1)
     resources = {"lake": LakeResource(root=str(tmp_path / "lake")), "sources": SourcesResource(tickers=["AAPL"])}
     assert dg.materialize(made[:2], resources=resources, instance=dg.DagsterInstance.ephemeral()).success

@@ -101,33 +101,31 @@ def evaluate_universe(sources, cursor_raw: str | None, companies: dict[str, str]
     for form in FORMS:
         known = set(seen.get(form, []))
         baseline = form not in seen  # the first tick of this form; an empty list is an empty first page
-        if blocked is not None:  # not asked: it keeps its cursor, as a form that failed does
-            unread.append(form)
-            if form in seen:
-                first_pages[form] = seen[form]
-            continue
-        try:
-            for page in range(MAX_PAGES):
-                entries = _page(session, form, page * 100)
-                if page == 0:
-                    first_pages[form] = [e["accession"] for e in entries]
-                fresh = [e for e in entries if e["accession"] not in known]
-                new += [e for e in fresh if e["form"] == form and e["cik"] in symbol_of]
-                if baseline or len(fresh) < len(entries) or len(entries) < 100:
-                    break  # reached last tick's filings (or the first tick: one page is the baseline)
-            else:
-                if log is not None:
-                    log.warning(f"more than {MAX_PAGES * 100} new {form} filings since the last tick: older ones "
-                                "are left to the end-of-day run")
-        except EdgarPollError as exc:
-            if isinstance(exc, EdgarBlocked):
+        if blocked is None:  # after a block no request starts: the forms left keep their cursors
+            try:
+                for page in range(MAX_PAGES):
+                    entries = _page(session, form, page * 100)
+                    if page == 0:
+                        first_pages[form] = [e["accession"] for e in entries]
+                    fresh = [e for e in entries if e["accession"] not in known]
+                    new += [e for e in fresh if e["form"] == form and e["cik"] in symbol_of]
+                    if baseline or len(fresh) < len(entries) or len(entries) < 100:
+                        break  # reached last tick's filings (or the first tick: one page is the baseline)
+                else:
+                    if log is not None:
+                        log.warning(f"more than {MAX_PAGES * 100} new {form} filings since the last tick: older "
+                                    "ones are left to the end-of-day run")
+            except EdgarBlocked as exc:
                 blocked = exc
-                unread.append(form)
-            else:
+            except EdgarPollError as exc:
                 errors.append(str(exc))
-            first_pages.pop(form, None)
-            if form in seen:  # unchanged; a form never read stays absent, so its first read is the baseline
-                first_pages[form] = seen[form]
+            else:
+                continue
+        if blocked is not None:
+            unread.append(form)
+        first_pages.pop(form, None)  # a form not read in full: its cursor as it was
+        if form in seen:  # unchanged; a form never read stays absent, so its first read is the baseline
+            first_pages[form] = seen[form]
     new_cursor = json.dumps({"v": 2, "seen": first_pages}, sort_keys=True, separators=(",", ":"))
     if blocked is not None:  # first: it is the cause of everything not read, and it names the fix
         errors.insert(0, f"{blocked}; no further SEC requests this tick (each would extend the block): "

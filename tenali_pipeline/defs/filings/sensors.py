@@ -67,10 +67,6 @@ class EdgarPollError(Exception):
 class EdgarBlocked(EdgarPollError):
     """The SEC answered 403 or 429: every further request extends its block, so the tick stops asking."""
 
-    def __init__(self, message: str, status: int):
-        super().__init__(message)
-        self.status = status
-
 
 def load_cursor(raw: str | None) -> dict:
     try:
@@ -111,10 +107,10 @@ def sec_get(session, url: str, what: str):
         raise EdgarBlocked(f"{what}: SEC answered HTTP 403 Forbidden: it refuses this User-Agent or blocks this "
                            f"address for a while (about 10 minutes) after too many requests; set {IDENTITY_VAR} to "
                            "'Name email@domain' (a real contact) and keep other SEC clients on this address under "
-                           "10 requests/s", 403)
+                           "10 requests/s")
     if resp.status_code == 429:
         raise EdgarBlocked(f"{what}: SEC answered HTTP 429 Too Many Requests: over the SEC's rate limit (10 "
-                           "requests/s from this address, other SEC clients included); polling resumes next tick", 429)
+                           "requests/s from this address, other SEC clients included); polling resumes next tick")
     if resp.status_code >= 400:
         raise EdgarPollError(f"{what}: SEC answered HTTP {resp.status_code} {resp.reason}")
     return resp
