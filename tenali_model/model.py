@@ -354,10 +354,15 @@ class SlotKVCache:
 
     def __init__(self, cfg: ModelConfig, slots: int, max_len: int,
                  device: torch.device | str, dtype: torch.dtype):
-        shape = (cfg.n_layers, slots, cfg.n_kv_heads, max_len, cfg.head_dim)
+        shape = self.shape(cfg, slots, max_len)
         self.k = torch.zeros(shape, device=device, dtype=dtype)
         self.v = torch.zeros(shape, device=device, dtype=dtype)
         self.slots, self.max_len = slots, max_len
+
+    @staticmethod
+    def shape(cfg: ModelConfig, slots: int, max_len: int) -> tuple[int, ...]:
+        """The shape of the keys (and of the values): what allocating the cache will take, before it is."""
+        return (cfg.n_layers, slots, cfg.n_kv_heads, max_len, cfg.head_dim)
 
     def view(self, slot: int) -> "_SlotView":
         """A KVCache-compatible view of one slot, for a prefill through `Transformer.forward`."""

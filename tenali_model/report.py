@@ -35,7 +35,7 @@ def publish(pipes, out_dir: Path | str, summary: dict, checkpoint: Path | str, l
     report = pipes_metadata(summary, checkpoint, loss_table)
     extras = (pipes.extras or {}) if pipes is not None else {}
     atomic_write_text(Path(out_dir) / REPORT_FILE, json.dumps(
-        {"launch_id": extras.get(LAUNCH_ID), "metadata": report}, indent=1, default=str))
+        {"launch_id": extras.get(LAUNCH_ID), "metadata": report}, indent=1))
     if pipes is not None:
         pipes.report_asset_materialization(metadata=report, asset_key=extras.get("asset_key"))
 

@@ -254,7 +254,7 @@ def check_cache_room(cfg, max_batch: int, max_len: int, device: torch.device, dt
     """ValueError, naming the --max-batch that fits, when the KV cache (allocated whole, a slot per sequence)
     cannot fit beside the loaded weights: on a CPU the zeroed pages would otherwise get the server killed by
     the kernel's OOM killer without a word; on a GPU torch's error names no option."""
-    per_slot = 2 * cfg.n_layers * cfg.n_kv_heads * max_len * cfg.head_dim * dtype.itemsize
+    per_slot = 2 * math.prod(SlotKVCache.shape(cfg, 1, max_len)) * dtype.itemsize  # keys and values
     room = device_memory(device, available=True)
     if room is None or per_slot * max_batch <= room[0]:
         return

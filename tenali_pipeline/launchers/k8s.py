@@ -332,21 +332,23 @@ class K8sTrainingLauncher(dg.ConfigurableResource):
         termination grace and a margin): a stopped trainer saves the step it is at (preemption.py), and the
         step's retry, in the same run folder, must not start a second trainer beside one still saving."""
         deadline = time.monotonic() + STOP_GRACE_SECONDS + 30
-        running: list[str] = []
+        running, unreachable = [], ""
         while time.monotonic() < deadline:
             try:
                 pods = kube.core_api.list_namespaced_pod(
                     self.namespace, label_selector=f"batch.kubernetes.io/job-name={name}").items
-            except Exception:  # noqa: BLE001 - the API is down for a moment: ask again until the deadline
+            except Exception as e:  # noqa: BLE001 - the API is down for a moment: ask again until the deadline
+                unreachable = f" (the API's last answer: {type(e).__name__}: {str(e).splitlines()[0][:200]})"
                 time.sleep(self.poll_interval)
                 continue
+            unreachable = ""
             running = [p.metadata.name for p in pods
                        if p.status is not None and p.status.phase in ("Running", "Unknown")]
             if not running:
                 return
             time.sleep(self.poll_interval)
         context.log.warning(f"pods {', '.join(running) or 'of job ' + name} still run {STOP_GRACE_SECONDS + 30} s "
-                            "after the job was deleted; a retry may start beside them")
+                            f"after the job was deleted{unreachable}; a retry may start beside them")
 
     def _wait_for_job(self, kube, name: str, context) -> None:
         """Until every index succeeded; fail fast on a failed pod or one that cannot start."""

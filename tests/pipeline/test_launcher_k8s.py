@@ -416,3 +416,4 @@ def test_a_failed_jobs_pods_are_waited_for_until_they_stop_so_a_retry_never_runs
     with caplog.at_level(logging.WARNING, "test-stop-wait"):
         launcher(poll_interval=5)._wait_for_pods_to_stop(type("Kube", (), {"core_api": forever})(), "j", context)
     assert "pods j-0-abcde still run" in caplog.text and "a retry may start beside them" in caplog.text
+    assert "the API's last answer" not in caplog.text  # it answered at the end: no outage to report
