@@ -6,6 +6,7 @@
     tenali features INPUT OUTPUT   technical features (indicators, candlestick patterns, smart-money
                     events) for an OHLCV file
     tenali filing-sections FILE    the items of an SEC filing as JSON
+    tenali lm-eval-task OUT_DIR    the held-out grounded questions as an lm-evaluation-harness task
 
 Model-side commands (training, serving, export) will live here too and must start without dagster
 installed, so dagster is imported only inside the commands that need it.
@@ -235,6 +236,44 @@ def _supervise(proc: subprocess.Popen) -> int:
 MODEL_COMMANDS = ("train", "evaluate", "distill", "sft", "dpo", "export-hf", "import-hf", "plan", "serve")
 
 
+def cmd_lm_eval_task(args) -> int:
+    """The lake's grounded questions as an lm-evaluation-harness task, and the command that runs it."""
+    from .defs.posttraining.assets import QUESTIONS_KEY
+    from .defs.shards.assets import MANIFEST, SHARDS_KEY
+    from .lake import Lake
+    from .lm_eval_task import TaskError, harness_command, write_task
+    from .settings import load_settings
+
+    settings = load_settings()
+    root = args.lake or settings.lake_root
+    lake = Lake(root, s3_endpoint_url=settings.s3_endpoint_url or None)
+    if not lake.exists(QUESTIONS_KEY):
+        print(f"tenali lm-eval-task: error: {lake.uri(QUESTIONS_KEY)} does not exist: materialise the "
+              "grounded_instructions asset first (`tenali demo` does), or name the lake that holds it (--lake)",
+              file=sys.stderr)
+        return 2
+    manifest_key = f"{SHARDS_KEY}/{MANIFEST}"
+    kind = lake.read_json(manifest_key)["tokenizer"].get("kind") if lake.exists(manifest_key) else None
+    try:  # a base's byte-level template puts no space before a reply; Tenali's sentencepiece one does
+        info = write_task(lake.read_parquet(QUESTIONS_KEY), args.out_dir, args.split,
+                          reply_prefix="" if kind == "hf-base" else " ")
+    except TaskError as e:
+        print(f"tenali lm-eval-task: error: {e}", file=sys.stderr)
+        return 2
+    model_dir = None
+    if lake.is_local:
+        from tenali_model.serve.loading import LoadError, latest_release_dir
+        try:
+            model_dir = latest_release_dir(lake.root)
+        except LoadError:
+            pass  # no release yet: the command names a placeholder
+    kinds = ", ".join(f"{k} {n}" for k, n in info["by_kind"].items())
+    print(f"Wrote {info['questions']} {args.split} questions ({kinds}) as the task {info['task']}: {info['yaml']}")
+    print("Score a Hugging Face model folder on them with lm-evaluation-harness (pip install lm-eval):")
+    print(f"  {harness_command(args.out_dir, model_dir)}")
+    return 0
+
+
 def _serve_lake_default() -> None:
     """`tenali serve` with no PATH serves the latest release in this profile's lake (settings.py, no dagster)."""
     if not os.environ.get("TENALI_LAKE_ROOT"):
@@ -284,6 +323,13 @@ def main(argv: list[str] | None = None) -> int:
     p = sub.add_parser("filing-sections", help="print an SEC filing's items (10-K, 10-Q, 8-K) as JSON")
     filings.add_arguments(p)
     p.set_defaults(fn=filings.run)
+    p = sub.add_parser("lm-eval-task", help="write the held-out grounded questions as an lm-evaluation-harness "
+                                            "task, to score any model on them")
+    p.add_argument("out_dir", help="folder for tenali_grounded.yaml and its questions")
+    p.add_argument("--split", choices=("val", "train", "all"), default="val",
+                   help="which questions: the held-out ones the pipeline evaluates on (default), or more")
+    p.add_argument("--lake", help="lake root that holds the questions (default: this profile's)")
+    p.set_defaults(fn=cmd_lm_eval_task)
     p = sub.add_parser("info", help="print the resolved settings")
     p.add_argument("-v", "--verbose", action="store_true", help="also list every environment variable")
     p.set_defaults(fn=cmd_info)
