@@ -132,10 +132,10 @@ def _hf_template(content: str) -> str:
 
 # The template in Jinja for a Hugging Face export (tokenizer_config.json "chat_template"): each content
 # right after its marker. Right for a tokenizer that encodes a text after a special token as it
-# encodes it alone (byte-level BPE; a base's tokenizer.json).
+# encodes it alone (Tenali's converted sentencepiece, hf.build_tokenizer; byte-level BPE; a base's).
 HF_CHAT_TEMPLATE = _hf_template("{{ m['content'] }}")
-# The same with a space before each non-empty content, for a tokenizer.json converted from sentencepiece
-# (Metaspace, prepend_scheme "first"): it gives a text its leading "▁" only at the start of the whole
-# string, while `encode_chat` encodes each content alone, "▁" first; the space puts it back.
+# The same with a space before each non-empty content, for a tokenizer that gives a text its leading
+# "▁" only at the start of the whole string (Metaspace, prepend_scheme "first", as some Hugging Face
+# tokenizers and Tenali's own earlier exports do), while `encode_chat` encodes each content alone, "▁" first; the space puts it back.
 # `hf.write_tokenizer` picks whichever of the two gives `encode_chat`'s ids.
 HF_CHAT_TEMPLATE_SPACED = _hf_template("{% if m['content'] %} {{ m['content'] }}{% endif %}")

@@ -27,17 +27,19 @@ stored once, as transformers does).
 
 Tokenizer. Given the sentencepiece model the pipeline trained, the export also writes tokenizer.json
 (a `tokenizers` BPE built from the pieces and their scores: merges ordered by the merged piece's
-score, byte fallback, user-defined pieces such as "\\n" and the special tokens as added tokens, the
-sentencepiece dummy prefix as a Metaspace prepend on the first segment) and tokenizer_config.json
-naming `<|endoftext|>` the eos and `<|pad|>` the pad token. It is read with sentencepiece's own
-wire format, with no protobuf or sentencepiece import. The ids equal sentencepiece's for every text
-that does not begin with a space (or "▁") or a user-defined piece; for those two (rare in practice:
-the pipeline encodes documents, which start with a word) sentencepiece's dummy prefix differs:
-  - text starting with spaces: sentencepiece encodes the dummy "▁" plus the spaces, tokenizers
-    treats the first space as the dummy prefix (" x" -> "▁▁x" vs "▁x");
-  - text starting with a user-defined piece: sentencepiece emits a lone "▁" before it, tokenizers
-    does not ("<|user|>hi" -> ["▁", "<|user|>", ...] vs ["<|user|>", ...]).
-The test pins both, so a future fix shows up. Only BPE models with the identity normaliser and
+score, byte fallback, the special tokens as added tokens, and sentencepiece's dummy prefix and
+whitespace escaping as the normalisers Prepend("▁") and Replace(" ", "▁"), the layout of Llama 2's
+own tokenizer.json) and tokenizer_config.json naming `<|endoftext|>` the eos and `<|pad|>` the pad
+token. It is read with sentencepiece's own wire format, with no protobuf or sentencepiece import.
+The ids are those training uses: each text between special tokens is encoded alone, with its own
+dummy prefix, as the pipeline encodes each document and `encode_chat` each message. That is also
+how llama.cpp tokenizes, so its converter (convert_hf_to_gguf.py) makes a GGUF that gives the same
+ids, logits and greedy tokens (bench/llama_cpp_check.sh). It differs from sentencepiece run over a
+whole string with a special token inside: there the text right after the token gets no dummy
+prefix ("<|endoftext|>next" -> "next" vs "▁next"); the test pins this. "\n", a user-defined piece,
+is an ordinary vocabulary entry that no merge joins (an added token would restart the dummy prefix
+after every line).
+Only BPE models with the identity normaliser and
 remove_extra_whitespaces off (the pipeline's settings) are converted; others are refused.
 A model continued from a Hugging Face base is exported with the base's tokenizer.json instead (the
 chat tokens added, `tenali_model.tokenizer.add_chat_tokens`): pass that file as tokenizer_model.
@@ -323,7 +325,7 @@ def read_sentencepiece(data: bytes) -> dict:
 
 def build_tokenizer(sp_model: bytes):
     """A `tokenizers.Tokenizer` that encodes like the sentencepiece BPE model (see the module doc)."""
-    from tokenizers import AddedToken, Tokenizer, decoders, pre_tokenizers
+    from tokenizers import AddedToken, Tokenizer, decoders, normalizers
     from tokenizers.models import BPE
 
     sp = read_sentencepiece(sp_model)
@@ -355,18 +357,22 @@ def build_tokenizer(sp_model: bytes):
     unk = next((piece for piece, _, kind in pieces if kind == _UNKNOWN), None)
     tok = Tokenizer(BPE(vocab=vocab, merges=[(a, b) for *_, a, b in ranked], unk_token=unk,
                         fuse_unk=True, byte_fallback=sp["byte_fallback"]))
-    tok.normalizer = None
-    tok.pre_tokenizer = pre_tokenizers.Metaspace(
-        replacement="▁", prepend_scheme="first" if sp["add_dummy_prefix"] else "never", split=False)
+    escape = [normalizers.Replace(" ", "▁")]
+    tok.normalizer = normalizers.Sequence(
+        [normalizers.Prepend("▁"), *escape] if sp["add_dummy_prefix"] else escape)
+    tok.pre_tokenizer = None
     steps = [decoders.Replace("▁", " "), decoders.ByteFallback(), decoders.Fuse()]
     if sp["add_dummy_prefix"]:
         steps.append(decoders.Strip(content=" ", left=1, right=0))
     tok.decoder = decoders.Sequence(steps)
-    # Control and user-defined pieces are matched whole, before BPE, as sentencepiece does. Markup
-    # such as <|endoftext|> is special (skipped by decode(skip_special_tokens=True)); other
-    # user-defined pieces ("\n") are ordinary text.
+    # Control pieces and markup such as <|endoftext|> are matched whole, before BPE, as sentencepiece
+    # does, and are special (skipped by decode(skip_special_tokens=True)); the text after one is
+    # encoded alone (module doc). A one-character user-defined piece ("\n") is a BPE symbol that no
+    # merge joins, so it stays one token with no dummy prefix after it; a longer one, which no merge
+    # builds, is matched whole as ordinary text.
     tok.add_tokens([AddedToken(piece, special=_is_markup(piece, kind), normalized=False)
-                    for piece, _, kind in pieces if kind in (_CONTROL, _USER_DEFINED)])
+                    for piece, _, kind in pieces
+                    if kind == _CONTROL or (kind == _USER_DEFINED and (_is_markup(piece, kind) or len(piece) > 1))])
     return tok
 
 
@@ -412,6 +418,11 @@ def write_tokenizer(sp_model_path: str | os.PathLike, out_dir: str | os.PathLike
         "add_bos_token": False,
         "add_eos_token": False,
         "model_max_length": model_max_length or int(1e30),
+        # the special pieces, as transformers writes them: llama.cpp's converter reads their kind here (with
+        # tokenizer.model beside, it would otherwise take Tenali's markers for ordinary text)
+        "added_tokens_decoder": {str(i): {"content": t.content, "lstrip": t.lstrip, "normalized": t.normalized,
+                                          "rstrip": t.rstrip, "single_word": t.single_word, "special": t.special}
+                                 for i, t in sorted(tok.get_added_tokens_decoder().items()) if t.special},
     }
     stops = None
     if all(t in vocab for t in (EOS_TOKEN, "<|user|>", "<|assistant|>")):
@@ -424,9 +435,9 @@ def write_tokenizer(sp_model_path: str | os.PathLike, out_dir: str | os.PathLike
 
 def _chat_template(tok) -> str:
     """The chat template (chat.py) under which `apply_chat_template` gives `encode_chat`'s ids with this
-    tokenizer: each content encoded as it is alone, after its marker's id. A converted sentencepiece
-    tokenizer needs a space after each marker (chat.HF_CHAT_TEMPLATE_SPACED); a byte-level base's does
-    not. Probed on a sample text, both ways."""
+    tokenizer: each content encoded as it is alone, after its marker's id. The plain template for
+    Tenali's converted sentencepiece and for byte-level bases; the spaced one for a tokenizer that
+    gives only the start of the whole text a dummy prefix. Probed on a sample text, both ways."""
     from .chat import HF_CHAT_TEMPLATE, HF_CHAT_TEMPLATE_SPACED
 
     probe = "AAPL closed at $189.25, up 1.2%."

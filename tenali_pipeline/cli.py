@@ -239,7 +239,6 @@ MODEL_COMMANDS = ("train", "evaluate", "distill", "sft", "dpo", "export-hf", "im
 def cmd_lm_eval_task(args) -> int:
     """The lake's grounded questions as an lm-evaluation-harness task, and the command that runs it."""
     from .defs.posttraining.assets import QUESTIONS_KEY
-    from .defs.shards.assets import MANIFEST, SHARDS_KEY
     from .lake import Lake
     from .lm_eval_task import TaskError, harness_command, write_task
     from .settings import load_settings
@@ -252,11 +251,8 @@ def cmd_lm_eval_task(args) -> int:
               "grounded_instructions asset first (`tenali demo` does), or name the lake that holds it (--lake)",
               file=sys.stderr)
         return 2
-    manifest_key = f"{SHARDS_KEY}/{MANIFEST}"
-    kind = lake.read_json(manifest_key)["tokenizer"].get("kind") if lake.exists(manifest_key) else None
-    try:  # a base's byte-level template puts no space before a reply; Tenali's sentencepiece one does
-        info = write_task(lake.read_parquet(QUESTIONS_KEY), args.out_dir, args.split,
-                          reply_prefix="" if kind == "hf-base" else " ")
+    try:
+        info = write_task(lake.read_parquet(QUESTIONS_KEY), args.out_dir, args.split)
     except TaskError as e:
         print(f"tenali lm-eval-task: error: {e}", file=sys.stderr)
         return 2

@@ -7,13 +7,11 @@ by code that is not ours, so a release can be compared with the models people al
 The task is multiple choice by log-likelihood, as `grounded_eval.score_grounded`'s choice accuracy:
 the user turn is the question (after the pipeline's system prompt), and the options are the answer
 sentence with each option's figure in it (`option_sentences`), each scored as the assistant's reply.
-Two harness conventions differ from Tenali's own scoring, so the figures can differ a little from
-the card's `grounded_choice_accuracy`:
-  - the reply is scored without the model's end-of-turn token (each model spells it its own way);
-  - under a chat template the harness puts nothing between the prompt and a choice, so each choice
-    carries the space the model's template puts before a reply: Tenali's sentencepiece template
-    renders "<|assistant|> text", and with that space the scored ids are exactly those chat training
-    used (the test checks this per question); a model continued from a byte-level base puts none.
+One harness convention differs from Tenali's own scoring, so the figure can differ a little from the
+card's `grounded_choice_accuracy`: the reply is scored without the model's end-of-turn token (each
+model spells it its own way). Under a chat template the harness puts nothing between the prompt and a
+choice, which is how the exported template renders a reply, so the scored ids are exactly those chat
+training used (the test checks this per question).
 Run it with `--apply_chat_template` and `--system_instruction` (`harness_command` spells them out).
 """
 
@@ -63,10 +61,9 @@ def _task_yaml(data_file: Path) -> str:
     ])
 
 
-def write_task(questions: pl.DataFrame, out_dir: str | Path, split: str = "val", reply_prefix: str = " ") -> dict:
+def write_task(questions: pl.DataFrame, out_dir: str | Path, split: str = "val") -> dict:
     """<out_dir>/tenali_grounded.yaml and .jsonl for the questions of `split` ("val": the held-out
-    ones the pipeline evaluates on; "train"; "all"), each choice after `reply_prefix` (module doc).
-    Returns {"task", "questions", "by_kind", "yaml"}."""
+    ones the pipeline evaluates on; "train"; "all"). Returns {"task", "questions", "by_kind", "yaml"}."""
     if split not in SPLITS:
         raise TaskError(f"unknown split {split!r}: one of {', '.join(SPLITS)}")
     rows = questions if split == "all" else questions.filter(pl.col("split") == split)
@@ -78,8 +75,8 @@ def write_task(questions: pl.DataFrame, out_dir: str | Path, split: str = "val",
     out.mkdir(parents=True, exist_ok=True)
     data_file = out / f"{TASK}.jsonl"
     lines = [json.dumps({"id": r["id"], "kind": r["kind"], "question": r["question"],
-                         "choices": [reply_prefix + c for c in option_sentences(r)], "label": r["correct_choice"]}, ensure_ascii=False)
-             for r in rows.iter_rows(named=True)]
+                         "choices": option_sentences(r), "label": r["correct_choice"]},
+                        ensure_ascii=False) for r in rows.iter_rows(named=True)]
     atomic_write_text(data_file, "".join(line + "\n" for line in lines))
     atomic_write_text(out / f"{TASK}.yaml", _task_yaml(data_file))
     by_kind = dict(sorted(rows.group_by("kind").len().iter_rows()))

@@ -2,6 +2,7 @@
 reads the tokenizer with sentencepiece's ids, and the import gives back identical weights."""
 
 import json
+import re
 
 import numpy as np
 import pytest
@@ -19,6 +20,15 @@ from tenali_model.hf import (ConversionError, build_tokenizer, export_hf, import
 from tenali_model.model import Transformer  # noqa: E402
 from tenali_model.train import train  # noqa: E402
 from tm_helpers import FINANCE_TEXT, tiny_config, train_sentencepiece  # noqa: E402
+
+MARKUP = re.compile(r"(<\|[a-z]+\|>)")
+
+
+def training_ids(sp, text: str) -> list[int]:
+    """How training encodes text: the markers as their ids, every text between them encoded alone."""
+    return [i for part in MARKUP.split(text) if part
+            for i in ([sp.piece_to_id(part)] if MARKUP.fullmatch(part) else sp.encode(part))]
+
 
 TEXTS = FINANCE_TEXT + [
     "the market<|endoftext|>next document",  # markup in the middle and at the end
@@ -80,16 +90,20 @@ def test_export_matches_transformers_logits_and_generation(trained):
     assert tok.eos_token_id == config["eos_token_id"] and tok.pad_token_id == config["pad_token_id"]
     for text in TEXTS:
         ids = tok.encode(text, add_special_tokens=False)
-        assert ids == sp.encode(text), text
-        assert tok.decode(ids) == sp.decode(ids) == text
-    assert tok.decode(tok.encode("a<|endoftext|>b"), skip_special_tokens=True) == "ab"
+        assert ids == training_ids(sp, text), text
+        assert tok.decode(ids) == sp.decode(ids)
+        assert tok.decode(ids) == text or MARKUP.search(text), text  # a marker's text gets its dummy prefix
+    # the text after a marker has its own dummy prefix (a new document, a new message): decoded as a space
+    assert tok.decode(tok.encode("a<|endoftext|>b"), skip_special_tokens=True) == "a b"
 
 
 def test_the_exported_chat_template_gives_the_ids_serving_encodes(trained, tmp_path):
-    """apply_chat_template on the export gives encode_chat's ids (training's and serving's): with a
-    converted sentencepiece tokenizer each content needs the space the template puts after its marker,
-    or every message's first word loses its leading piece ("AAPL" for "▁AAPL") and the model sees
-    prompts it was never trained on. generate() stops where serving stops."""
+    """apply_chat_template on the export gives encode_chat's ids (training's and serving's): the converted
+    tokenizer gives each message its own dummy prefix, as encode_chat does, so the plain template is
+    right (with a tokenizer that did not, every message's first word would lose its leading piece,
+    "AAPL" for "▁AAPL", and the model would see prompts it was never trained on). generate() stops
+    where serving stops."""
+    from tenali_model.chat import HF_CHAT_TEMPLATE
     from tenali_model.chat import encode_chat, stop_ids
     from tenali_model.tokenizer import load_tokenizer
 
@@ -102,24 +116,34 @@ def test_the_exported_chat_template_gives_the_ids_serving_encodes(trained, tmp_p
         [{"role": "user", "content": ""}],
         [{"role": "user", "content": "line one\nline two"}],
     ]
+    config = json.loads((out / "tokenizer_config.json").read_text())
+    assert config["chat_template"] == HF_CHAT_TEMPLATE
+    # listed as special for llama.cpp's converter, which otherwise reads tokenizer.model's user-defined
+    # markers as ordinary text; "\n" is ordinary text and not listed
+    listed = {v["content"] for v in config["added_tokens_decoder"].values() if v["special"]}
+    assert listed == {"<|endoftext|>", "<|user|>", "<|assistant|>", "<|pad|>", "<|system|>"}
+    assert all(hf_tok.convert_tokens_to_ids(v["content"]) == int(k) for k, v in config["added_tokens_decoder"].items())
     for messages in conversations:
         ids = hf_tok.apply_chat_template(messages, add_generation_prompt=True, tokenize=True, return_dict=True)
         assert ids["input_ids"] == encode_chat(ours, messages, add_generation_prompt=True).ids, messages
     stops = json.loads((out / "generation_config.json").read_text())["eos_token_id"]
     assert sorted(stops) == sorted(stop_ids(ours))
 
-def test_tokenizer_differs_from_sentencepiece_only_at_the_start(trained):
-    """The two known differences (see hf.py), pinned: a text that starts with a space, and one that
-    starts with a user-defined piece. Everything after the start is encoded identically."""
+def test_tokenizer_encodes_as_training_does_and_differs_from_whole_text_sentencepiece_only_after_markers(trained):
+    """Training encodes each document and each chat message alone, dummy prefix included, and puts
+    the markers' ids between them; the converted tokenizer does the same for any text (as llama.cpp
+    does), a leading space or "\n" included. Sentencepiece run over a whole text with markers in it is
+    the odd one out, pinned here: the text right after a marker gets no dummy prefix there."""
     sp, tok = trained["sp"], build_tokenizer(trained["sp_path"].read_bytes())
-    lead = " leading space"  # sentencepiece: dummy prefix + the space; tokenizers: one of them
-    assert sp.encode(lead) != tok.encode(lead).ids
-    assert sp.decode(sp.encode(lead)) == lead and tok.decode(tok.encode(lead).ids) == lead[1:]
-    marked = "<|user|>hello"  # sentencepiece: a lone dummy prefix before the piece
-    assert [sp.id_to_piece(i) for i in sp.encode(marked)][:2] == ["▁", "<|user|>"]
-    assert sp.encode(marked)[1:] == tok.encode(marked).ids
-    for text in TEXTS:  # prefixing a word removes both differences
-        assert tok.encode("x " + text).ids == sp.encode("x " + text)
+    for text in [*TEXTS, " leading space", "<|user|>hello", "\nstarts with a newline", "<|user|>  two spaces"]:
+        assert tok.encode(text).ids == training_ids(sp, text), text
+    lead = " leading space"  # the dummy prefix and the space: two pieces, as sentencepiece encodes it
+    assert tok.encode(lead).ids == sp.encode(lead) and tok.decode(tok.encode(lead).ids) == sp.decode(sp.encode(lead))
+    after = "the market<|endoftext|>next document"
+    pieces, tokens = [sp.id_to_piece(i) for i in sp.encode(after)], tok.encode(after).tokens
+    k = pieces.index("<|endoftext|>")
+    assert tokens[:k + 1] == pieces[:k + 1] and tokens[k + 1].startswith("▁") and not pieces[k + 1].startswith("▁")
+    assert tok.encode("x " + after).ids != sp.encode("x " + after)
 
 
 def test_import_gives_back_identical_weights(trained):

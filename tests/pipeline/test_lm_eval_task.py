@@ -18,7 +18,6 @@ from tm_helpers import FINANCE_TEXT, train_sentencepiece  # noqa: E402
 from tenali_pipeline import cli  # noqa: E402
 from tenali_pipeline.cleaning import clean  # noqa: E402
 from tenali_pipeline.defs.posttraining.assets import QUESTIONS_KEY  # noqa: E402
-from tenali_pipeline.defs.shards.assets import MANIFEST, SHARDS_KEY  # noqa: E402
 from tenali_pipeline.grounded_eval import option_sentences  # noqa: E402
 from tenali_pipeline.lake import Lake  # noqa: E402
 from tenali_pipeline.lm_eval_task import TASK, TaskError, harness_command, write_task  # noqa: E402
@@ -56,12 +55,9 @@ def test_the_task_files_hold_the_held_out_questions(questions, tmp_path):
     assert info["questions"] == len(rows) == val.height > 0
     assert sum(info["by_kind"].values()) == val.height
     for row, q in zip(rows, val.iter_rows(named=True)):
-        assert row["question"] == q["question"] and row["choices"] == [" " + c for c in option_sentences(q)]
-        assert row["choices"][row["label"]] == " " + q["answer"]  # the true sentence is the labelled choice
+        assert row["question"] == q["question"] and row["choices"] == option_sentences(q)
+        assert row["choices"][row["label"]] == q["answer"]  # the true sentence is the labelled choice
     assert write_task(questions, tmp_path / "all", split="all")["questions"] == questions.height
-    write_task(questions, tmp_path / "base", reply_prefix="")  # a byte-level base's template: no space
-    first = json.loads((tmp_path / "base" / f"{TASK}.jsonl").read_text().splitlines()[0])
-    assert first["choices"] == [c[1:] for c in rows[0]["choices"]]
     with pytest.raises(TaskError, match="no grounded questions in the 'val' split"):
         write_task(questions.filter(pl.col("split") == "train"), tmp_path / "none")
 
@@ -69,7 +65,8 @@ def test_the_task_files_hold_the_held_out_questions(questions, tmp_path):
 def test_lm_eval_scores_an_exported_release_as_tenali_does(questions, tmp_path, monkeypatch):
     """The harness (not our code) loads the Hugging Face export and the task, applies the exported chat
     template and system prompt, and its log-likelihood of every choice equals ours on the checkpoint:
-    the template, the tokenizer and the weights all survive the trip."""
+    the template, the tokenizer (each message with its own dummy prefix, as training encodes it) and
+    the weights all survive the trip."""
     pytest.importorskip("lm_eval", reason="lm-evaluation-harness is not installed (pip install -e '.[dev]')")
     monkeypatch.setenv("HF_DATASETS_CACHE", str(tmp_path / "hf-datasets"))
     monkeypatch.setenv("HF_DATASETS_OFFLINE", "1")
@@ -82,7 +79,8 @@ def test_lm_eval_scores_an_exported_release_as_tenali_does(questions, tmp_path, 
     from tenali_model.hf import export_hf
     from tenali_model.tokenizer import load_tokenizer
 
-    ckpt, sp_path = _chat_model(tmp_path, FINANCE_TEXT + questions["question"].to_list() + questions["answer"].to_list())
+    texts = FINANCE_TEXT + questions["question"].to_list() + questions["answer"].to_list()
+    ckpt, sp_path = _chat_model(tmp_path, texts)
     hf_dir = export_hf(ckpt, tmp_path / "hf", tokenizer_model=sp_path)
     held_out = questions.filter(pl.col("split") == "val")
     write_task(held_out, tmp_path / "task")
@@ -97,7 +95,8 @@ def test_lm_eval_scores_an_exported_release_as_tenali_does(questions, tmp_path, 
     hits = 0
     for sample, q in zip(samples, held_out.iter_rows(named=True)):
         assert sample["doc"]["id"] == q["id"]
-        prompt = prompt_ids(tok, [{"role": "system", "content": SYSTEM_PROMPT}, {"role": "user", "content": q["question"]}])
+        prompt = prompt_ids(tok, [{"role": "system", "content": SYSTEM_PROMPT},
+                                  {"role": "user", "content": q["question"]}])
         ours = []
         for sentence in option_sentences(q):
             ids = prompt + tok.encode_content(sentence)
@@ -123,12 +122,5 @@ def test_the_cli_writes_the_task_from_the_lake_and_names_the_command(questions, 
     printed = capsys.readouterr().out
     assert harness_command(tmp_path / "task") in printed  # no release yet: a placeholder for the model
     assert (tmp_path / "task" / f"{TASK}.yaml").is_file()
-    assert json.loads((tmp_path / "task" / f"{TASK}.jsonl").read_text().splitlines()[0])["choices"][0][0] == " "
-
-    # a lake continued from a byte-level base: its chat template puts no space before a reply
-    lake.write_json(f"{SHARDS_KEY}/{MANIFEST}", {"tokenizer": {"kind": "hf-base"}})
-    assert cli.main(["lm-eval-task", str(tmp_path / "base"), "--lake", lake.root]) == 0
-    first = json.loads((tmp_path / "base" / f"{TASK}.jsonl").read_text().splitlines()[0])
-    assert first["choices"][first["label"]] == questions.filter(pl.col("split") == "val")["answer"][0]
     with pytest.raises(SystemExit):
         cli.main(["lm-eval-task", str(tmp_path / "empty"), "--lake", lake.root, "--split", "nope"])

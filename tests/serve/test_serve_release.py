@@ -26,8 +26,8 @@ def test_release_exports_a_card_and_serves_and_a_worse_one_is_refused(lake_setup
     for text in ("## Architecture", "## Tokenizer", "## Training data and lineage", "2012-01-01",
                  "## Evaluation", "bits_per_byte", "1.5000", "val_loss/market", "## Intended use and limits"):
         assert text in card, text
-    from tenali_model.chat import HF_CHAT_TEMPLATE_SPACED  # a sentencepiece tokenizer's (hf._chat_template)
-    assert json.loads((folder / "tokenizer_config.json").read_text())["chat_template"] == HF_CHAT_TEMPLATE_SPACED
+    from tenali_model.chat import HF_CHAT_TEMPLATE  # a converted sentencepiece tokenizer's (hf._chat_template)
+    assert json.loads((folder / "tokenizer_config.json").read_text())["chat_template"] == HF_CHAT_TEMPLATE
     release = json.loads((folder / "release.json").read_text())
     assert release["evaluation"]["bits_per_byte"] == 1.5 and release["promoted"]
 
