@@ -165,6 +165,8 @@ def model_card(release: dict) -> str:
         "```",
         "",
         "or with transformers: `AutoModelForCausalLM.from_pretrained(folder)`, `AutoTokenizer.from_pretrained(folder)`.",
+        "llama.cpp's `convert_hf_to_gguf.py` converts this folder; `tenali lm-eval-task` scores it, or any other "
+        "model, on the held-out grounded questions with lm-evaluation-harness.",
         "",
     ]
     return "\n".join(lines)
