@@ -38,9 +38,8 @@ ids, logits and greedy tokens (bench/llama_cpp_check.sh). It differs from senten
 whole string with a special token inside: there the text right after the token gets no dummy
 prefix ("<|endoftext|>next" -> "next" vs "▁next"); the test pins this. "\n", a user-defined piece,
 is an ordinary vocabulary entry that no merge joins (an added token would restart the dummy prefix
-after every line).
-Only BPE models with the identity normaliser and
-remove_extra_whitespaces off (the pipeline's settings) are converted; others are refused.
+after every line). Only BPE models with the identity normaliser and remove_extra_whitespaces off
+(the pipeline's settings) are converted; others are refused.
 A model continued from a Hugging Face base is exported with the base's tokenizer.json instead (the
 chat tokens added, `tenali_model.tokenizer.add_chat_tokens`): pass that file as tokenizer_model.
 
