@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import functools
 import os
+import re
 from pathlib import Path
 
 EOT = "<|endoftext|>"
@@ -46,9 +47,26 @@ class TextTokenizer:
         return max(self._hf.get_vocab_size(with_added_tokens=True), max(ids, default=-1) + 1)
 
     def encode(self, text: str) -> list[int]:
-        if self._sp is not None:
+        """The ids of `text`, a special string in it as its one id and each text between them encoded
+        alone: as training encodes each document and each chat message, and as the exported
+        tokenizer.json and llama.cpp do (hf.py). Sentencepiece over the whole string would give the text
+        after a marker no dummy prefix ("<|user|>What" -> "What", never seen in training) and a lone
+        "▁" before a marker that starts the text."""
+        if self._hf is not None:  # split at its added tokens by the library itself
+            return list(self._hf.encode(text, add_special_tokens=False).ids)
+        if not any(s in text for s in self.special_strings):
             return list(self._sp.encode(text))
-        return list(self._hf.encode(text, add_special_tokens=False).ids)
+        ids: list[int] = []
+        for part in self._special_split.split(text):
+            if part in self.special_strings:
+                ids.append(self._sp.piece_to_id(part))
+            elif part:
+                ids.extend(self._sp.encode(part))
+        return ids
+
+    @functools.cached_property
+    def _special_split(self) -> re.Pattern:
+        return re.compile("(" + "|".join(map(re.escape, self.special_strings)) + ")")
 
     @functools.cached_property
     def special_strings(self) -> list[str]:

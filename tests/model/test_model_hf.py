@@ -134,9 +134,12 @@ def test_tokenizer_encodes_as_training_does_and_differs_from_whole_text_sentence
     the markers' ids between them; the converted tokenizer does the same for any text (as llama.cpp
     does), a leading space or "\n" included. Sentencepiece run over a whole text with markers in it is
     the odd one out, pinned here: the text right after a marker gets no dummy prefix there."""
+    from tenali_model.tokenizer import load_tokenizer
+
     sp, tok = trained["sp"], build_tokenizer(trained["sp_path"].read_bytes())
+    ours = load_tokenizer(trained["sp_path"])  # what `tenali serve` encodes a raw completion prompt with
     for text in [*TEXTS, " leading space", "<|user|>hello", "\nstarts with a newline", "<|user|>  two spaces"]:
-        assert tok.encode(text).ids == training_ids(sp, text), text
+        assert tok.encode(text).ids == training_ids(sp, text) == ours.encode(text), text
     lead = " leading space"  # the dummy prefix and the space: two pieces, as sentencepiece encodes it
     assert tok.encode(lead).ids == sp.encode(lead) and tok.decode(tok.encode(lead).ids) == sp.decode(sp.encode(lead))
     after = "the market<|endoftext|>next document"
