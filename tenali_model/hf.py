@@ -29,8 +29,8 @@ Tokenizer. Given the sentencepiece model the pipeline trained, the export also w
 (a `tokenizers` BPE built from the pieces and their scores: merges ordered by the merged piece's
 score, byte fallback, the special tokens as added tokens, and sentencepiece's dummy prefix and
 whitespace escaping as the normalisers Prepend("▁") and Replace(" ", "▁"), the layout of Llama 2's
-own tokenizer.json) and tokenizer_config.json naming `<|endoftext|>` the eos and `<|pad|>` the pad
-token. It is read with sentencepiece's own wire format, with no protobuf or sentencepiece import.
+own tokenizer.json), tokenizer_config.json naming `<|endoftext|>` the eos and `<|pad|>` the pad
+token, and the sentencepiece file itself as tokenizer.model (as Llama folders carry it). It is read with sentencepiece's own wire format, with no protobuf or sentencepiece import.
 The ids are those training uses: each text between special tokens is encoded alone, with its own
 dummy prefix, as the pipeline encodes each document and `encode_chat` each message. That is also
 how llama.cpp tokenizes, so its converter (convert_hf_to_gguf.py) makes a GGUF that gives the same
@@ -171,6 +171,8 @@ def export_hf(ckpt_dir: str | os.PathLike, out_dir: str | os.PathLike,
         if tokenizer_model is not None:
             ids = write_tokenizer(tokenizer_model, tmp, vocab_size=cfg.vocab_size,
                                   model_max_length=cfg.max_seq_len)
+            if Path(tokenizer_model).suffix != ".json":  # the trained file itself, as Llama folders carry it:
+                shutil.copyfile(tokenizer_model, tmp / "tokenizer.model")  # llama.cpp's converter reads it
         eos, pad = ids.get("eos_token_id"), ids.get("pad_token_id")
         (tmp / "config.json").write_text(json.dumps(hf_config(cfg, eos, pad), indent=2) + "\n")
         (tmp / "generation_config.json").write_text(json.dumps(

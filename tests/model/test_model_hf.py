@@ -84,7 +84,9 @@ def test_export_matches_transformers_logits_and_generation(trained):
                              do_sample=False, eos_token_id=None, pad_token_id=config["pad_token_id"])
     assert torch.equal(hf_out, generate(ours, prompt, 12, temperature=0))
 
-    # the tokenizer: AutoTokenizer reads it, with our special tokens and sentencepiece's ids
+    # the tokenizer: AutoTokenizer reads it, with our special tokens and sentencepiece's ids; the trained
+    # file itself is beside it (llama.cpp's converter reads it)
+    assert (out / "tokenizer.model").read_bytes() == trained["sp_path"].read_bytes()
     tok = transformers.AutoTokenizer.from_pretrained(out)
     assert (tok.eos_token, tok.pad_token, tok.bos_token) == ("<|endoftext|>", "<|pad|>", None)
     assert tok.eos_token_id == config["eos_token_id"] and tok.pad_token_id == config["pad_token_id"]

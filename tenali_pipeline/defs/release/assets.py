@@ -288,8 +288,6 @@ def model_release(context: dg.AssetExecutionContext, lake: LakeResource, config:
                 export_hf(ckpt, out, tokenizer_model=tok_path)
             except ConversionError as e:
                 raise dg.Failure(f"{ckpt_key} cannot be exported with tokenizer/{tok_file}: {e}") from e
-            if sentencepiece:
-                (out / "tokenizer.model").write_bytes(tokenizer)
             (out / "README.md").write_text(model_card(release), encoding="utf-8")
             (out / "release.json").write_text(release_json(release), encoding="utf-8")
             card = (out / "README.md").read_text(encoding="utf-8")
