@@ -5,7 +5,7 @@
 #   bash bench/llama_cpp_check.sh [EXPORT_DIR]    default: the latest release in var/lake
 #
 # Downloads the llama-cpp-python sdist from PyPI (it vendors llama.cpp and its converter) into
-# var/llama-cpp/ and builds it in a venv of its own there (about 7 minutes on 2 cores, once).
+# var/llama-cpp/ and builds it in a venv of its own there (under 5 minutes on 2 cores, once).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 VERSION=0.3.36
