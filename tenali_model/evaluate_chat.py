@@ -63,17 +63,19 @@ def _enc(tok: TextTokenizer, conversation):
 
 @torch.no_grad()
 def completion_logprobs(model: torch.nn.Module, tok: TextTokenizer, messages: Sequence[Mapping],
-                        completions: Sequence[str], device: str | torch.device = "cpu") -> list[float]:
+                        completions: Sequence[str], device: str | torch.device = "cpu",
+                        end: bool = True) -> list[float]:
     """Sum of log-probabilities of each completion (as the assistant's answer, closing <|endoftext|>
-    included) after the conversation `messages`: the log-likelihood form of a multiple-choice question."""
+    included unless `end` is False, as lm-evaluation-harness scores one) after the conversation
+    `messages`: the log-likelihood form of a multiple-choice question."""
     m = unwrap(model)
     was_training = m.training
     m.eval()
     prompt = prompt_ids(tok, messages)
-    eot = tok.special(EOT)
+    closing = [tok.special(EOT)] if end else []
     out = []
     for text in completions:
-        answer = tok.encode_content(text) + [eot]
+        answer = tok.encode_content(text) + closing
         ids = (prompt + answer)[-(m.config.max_seq_len + 1):]
         n = min(len(answer), len(ids) - 1)
         x = torch.tensor([ids[:-1]], device=device)

@@ -261,8 +261,8 @@ def cmd_lm_eval_task(args) -> int:
         from tenali_model.serve.loading import LoadError, latest_release_dir
         try:
             model_dir = latest_release_dir(lake.root)
-        except LoadError:
-            pass  # no release yet: the command names a placeholder
+        except LoadError as e:  # the command then names a placeholder; say why (no release yet, a bad pointer)
+            print(f"note: no release to name in the command: {e}", file=sys.stderr)
     kinds = ", ".join(f"{k} {n}" for k, n in info["by_kind"].items())
     print(f"Wrote {info['questions']} {args.split} questions ({kinds}) as the task {info['task']}: {info['yaml']}")
     print("Score a Hugging Face model folder on them with lm-evaluation-harness (pip install lm-eval):")

@@ -22,6 +22,7 @@ import shlex
 from pathlib import Path
 
 import polars as pl
+import yaml
 from tenali_model.config import atomic_write_text
 
 from .grounded_eval import option_sentences
@@ -36,29 +37,19 @@ class TaskError(ValueError):
 
 
 def _task_yaml(data_file: Path) -> str:
-    # JSON strings are YAML double-quoted scalars: the path is written safely whatever it holds.
-    return "\n".join([
-        f"task: {TASK}",
-        "dataset_path: json",
-        "dataset_kwargs:",
-        "  data_files:",
-        f"    test: {json.dumps(str(data_file))}",
-        "test_split: test",
-        "output_type: multiple_choice",
-        'doc_to_text: "{{question}}"',
-        'doc_to_choice: "{{choices}}"',
-        'doc_to_target: "{{label}}"',
-        "metric_list:",
-        "  - metric: acc",
-        "    aggregation: mean",
-        "    higher_is_better: true",
-        "  - metric: acc_norm",
-        "    aggregation: mean",
-        "    higher_is_better: true",
-        "metadata:",
-        "  version: 1.0",
-        "",
-    ])
+    metric = {"aggregation": "mean", "higher_is_better": True}
+    return yaml.safe_dump({
+        "task": TASK,
+        "dataset_path": "json",
+        "dataset_kwargs": {"data_files": {"test": str(data_file)}},
+        "test_split": "test",
+        "output_type": "multiple_choice",
+        "doc_to_text": "{{question}}",
+        "doc_to_choice": "{{choices}}",
+        "doc_to_target": "{{label}}",
+        "metric_list": [{"metric": "acc", **metric}, {"metric": "acc_norm", **metric}],
+        "metadata": {"version": 1.0},
+    }, sort_keys=False)
 
 
 def write_task(questions: pl.DataFrame, out_dir: str | Path, split: str = "val") -> dict:

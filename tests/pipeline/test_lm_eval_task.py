@@ -11,6 +11,7 @@ from pathlib import Path
 import polars as pl
 import pytest
 import torch
+import yaml
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "model"))
 from tm_helpers import FINANCE_TEXT, train_sentencepiece  # noqa: E402
@@ -49,9 +50,12 @@ def questions():
 
 
 def test_the_task_files_hold_the_held_out_questions(questions, tmp_path):
-    info = write_task(questions, tmp_path / "task")
+    info = write_task(questions, tmp_path / "task dir")
+    data_file = tmp_path / "task dir" / f"{TASK}.jsonl"
+    task = yaml.safe_load(Path(info["yaml"]).read_text())  # a path with a space survives the YAML
+    assert task["task"] == TASK and task["dataset_kwargs"]["data_files"]["test"] == str(data_file)
     val = questions.filter(pl.col("split") == "val")
-    rows = [json.loads(line) for line in (tmp_path / "task" / f"{TASK}.jsonl").read_text().splitlines()]
+    rows = [json.loads(line) for line in data_file.read_text().splitlines()]
     assert info["questions"] == len(rows) == val.height > 0
     assert sum(info["by_kind"].values()) == val.height
     for row, q in zip(rows, val.iter_rows(named=True)):
@@ -74,8 +78,8 @@ def test_lm_eval_scores_an_exported_release_as_tenali_does(questions, tmp_path, 
     from lm_eval import simple_evaluate
     from lm_eval.tasks import TaskManager
 
-    from tenali_model.chat import prompt_ids
     from tenali_model.checkpoint import load_model
+    from tenali_model.evaluate_chat import completion_logprobs
     from tenali_model.hf import export_hf
     from tenali_model.tokenizer import load_tokenizer
 
@@ -91,19 +95,13 @@ def test_lm_eval_scores_an_exported_release_as_tenali_does(questions, tmp_path, 
     samples = sorted(out["samples"][TASK], key=lambda s: s["doc_id"])
     assert len(samples) == held_out.height
 
-    model, tok = load_model(ckpt).eval(), load_tokenizer(sp_path)
+    model, tok = load_model(ckpt), load_tokenizer(sp_path)
     hits = 0
     for sample, q in zip(samples, held_out.iter_rows(named=True)):
         assert sample["doc"]["id"] == q["id"]
-        prompt = prompt_ids(tok, [{"role": "system", "content": SYSTEM_PROMPT},
-                                  {"role": "user", "content": q["question"]}])
-        ours = []
-        for sentence in option_sentences(q):
-            ids = prompt + tok.encode_content(sentence)
-            with torch.no_grad():
-                logp = model(torch.tensor([ids[:-1]]))[0][0].log_softmax(-1)
-            n = len(ids) - len(prompt)
-            ours.append(float(logp[-n:].gather(-1, torch.tensor(ids[-n:])[:, None]).sum()))
+        messages = [{"role": "system", "content": SYSTEM_PROMPT}, {"role": "user", "content": q["question"]}]
+        # the pipeline's own multiple-choice scoring (grounded_eval), without the end-of-turn token
+        ours = completion_logprobs(model, tok, messages, option_sentences(q), end=False)
         theirs = [float(r[0][0]) for r in sample["resps"]]
         assert theirs == pytest.approx(ours, abs=2e-3), q["question"]
         best = max(range(len(ours)), key=ours.__getitem__)
@@ -119,8 +117,9 @@ def test_the_cli_writes_the_task_from_the_lake_and_names_the_command(questions, 
 
     lake.write_parquet(QUESTIONS_KEY, questions)
     assert cli.main(["lm-eval-task", str(tmp_path / "task"), "--lake", lake.root]) == 0
-    printed = capsys.readouterr().out
-    assert harness_command(tmp_path / "task") in printed  # no release yet: a placeholder for the model
+    printed = capsys.readouterr()
+    assert harness_command(tmp_path / "task") in printed.out  # no release yet: a placeholder for the model
+    assert "no release to name in the command" in printed.err and "model_release" in printed.err  # and why
     assert (tmp_path / "task" / f"{TASK}.yaml").is_file()
     with pytest.raises(SystemExit):
         cli.main(["lm-eval-task", str(tmp_path / "empty"), "--lake", lake.root, "--split", "nope"])
