@@ -2,7 +2,7 @@
 # llama.cpp runs a Tenali export: converted by llama.cpp's own convert_hf_to_gguf.py, its token ids,
 # logits and greedy tokens are compared with transformers' (bench/llama_cpp_check.py).
 #
-#   bash bench/llama_cpp_check.sh [EXPORT_DIR]    default: the latest release in var/lake
+#   bash bench/llama_cpp_check.sh [EXPORT_DIR]    default: the latest release in this profile's lake
 #
 # Downloads the llama-cpp-python sdist from PyPI (it vendors llama.cpp and its converter) into
 # var/llama-cpp/ and builds it in a venv of its own there (under 5 minutes on 2 cores, once).
@@ -13,9 +13,17 @@ WORK=var/llama-cpp
 PY=.venv/bin/python
 export_dir=${1:-}
 if [[ -z "$export_dir" ]]; then
-  release=$($PY -c 'import json; print(json.load(open("var/lake/releases/LATEST.json"))["release_id"])') || {
-    echo "no release in var/lake: run make demo first, or pass an export folder" >&2; exit 2; }
-  export_dir=var/lake/releases/$release
+  # the folder `tenali serve` would serve: releases/LATEST.json in this profile's lake (it says what is missing)
+  export_dir=$($PY - <<'PY'
+import sys
+from tenali_model.serve.loading import LoadError, latest_release_dir
+from tenali_pipeline.settings import load_settings
+try:
+    print(latest_release_dir(load_settings().lake_root))
+except LoadError as e:
+    sys.exit(f"no release to check: {e}; or pass an export folder")
+PY
+) || exit 2
 fi
 mkdir -p "$WORK"
 src=$WORK/llama_cpp_python-$VERSION
