@@ -402,8 +402,8 @@ def write_tokenizer(sp_model_path: str | os.PathLike, out_dir: str | os.PathLike
     vocab = tok.get_vocab(with_added_tokens=True)
     eos = EOS_TOKEN if EOS_TOKEN in vocab else None
     pad = PAD_TOKEN if PAD_TOKEN in vocab else None
-    markup = [t.content for _, t in sorted(tok.get_added_tokens_decoder().items())
-              if t.special and t.content not in (eos, pad)]
+    special = {i: t for i, t in sorted(tok.get_added_tokens_decoder().items()) if t.special}
+    markup = [t.content for t in special.values() if t.content not in (eos, pad)]
     out_dir = Path(out_dir)
     tok.save(str(out_dir / "tokenizer.json"))
     # a base model's BPE may name an unknown token; byte fallback and byte-level BPE never produce one
@@ -423,7 +423,7 @@ def write_tokenizer(sp_model_path: str | os.PathLike, out_dir: str | os.PathLike
         # tokenizer.model beside, it would otherwise take Tenali's markers for ordinary text)
         "added_tokens_decoder": {str(i): {"content": t.content, "lstrip": t.lstrip, "normalized": t.normalized,
                                           "rstrip": t.rstrip, "single_word": t.single_word, "special": t.special}
-                                 for i, t in sorted(tok.get_added_tokens_decoder().items()) if t.special},
+                                 for i, t in special.items()},
     }
     stops = None
     if all(t in vocab for t in (EOS_TOKEN, "<|user|>", "<|assistant|>")):
