@@ -120,6 +120,9 @@ def main(argv=None) -> int:
                     fn(pos)
                     sync()
                 times[name].append((clock() - t) / args.steps)
+            # Each round as it ends: a run stopped at its time limit (device_checks.sh) keeps what it timed.
+            print(f"(round {r + 1}: " + ", ".join(f"{name} {1e3 * v[-1]:.3f}" for name, v in times.items())
+                  + " ms per step)")
         # The medians before the op counts (the profiler's start-up is slow): kept if the run is stopped.
         print("(timed, median ms per step: " + ", ".join(f"{name} {1e3 * statistics.median(v):.3f}"
                                                         for name, v in times.items()) + "; counting ops next)")

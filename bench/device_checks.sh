@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The GPU figures still unmeasured (trainer MFU; serving on a GPU) and the model's CUDA paths, as one
+# The GPU figures (trainer MFU; serving on a GPU; attention's cost per new shape) and the model's CUDA paths, as one
 # prepared run for a lent GPU machine: it has its own PyTorch and transformers but no dagster, no
 # fastapi and no network, so tenali_model runs there on its own and the server's wheels travel with
 # the working tree.
@@ -10,20 +10,21 @@
 #   (with the device tool: carry ["var/device-wheels"], timeout_s 600, then 120)
 #
 # A task is lent 15 minutes of device time in all, the machine's start included, so the GPU run fits
-# one call, most needed first: tests (70 s), decode (30 + 45 s), mfu (210 s), serve (155 s),
-# largest (60 s) -- each stage's time limit; about 9.5 minutes if every stage runs to its limit. `cpu`
+# one call, most needed first: sdpa (30 s), tests (70 s), decode (30 + 45 s), mfu (210 s), serve (155 s),
+# largest (60 s) -- each stage's time limit, cut to the run's 580 s; on an H200 on 2026-12-04 they took
+# 16, 36, 21 + 38, 127, 105 and 16 s, with the machine's start about 30 s more. `cpu`
 # (90 s) reruns the two CPU benchmarks whose ratios this project's 2-vCPU development VM cannot
 # settle (its neighbours swing single rounds by 0.8x-1.6x) on the GPU machine's idle cores, one
-# torch thread as here. Parts can be named to run fewer (in the order given). A failing stage does
+# torch thread as here. Parts can be named to run fewer (they run in this order whatever the order named). A failing stage does
 # not stop the next. Results land in $OUT (default var/device-checks) as a few flat files, within
 # what the device tool brings back: log.txt (everything printed), env.txt (GPU, driver, versions),
 # decode.txt, decode_compiled.txt, mfu.json, mfu_largest.json, serve.json, serve.md, cpu.txt.
 # docs/benchmarks.md ("GPU figures") says what to record.
 set -u
-parts=${*:-tests decode mfu serve largest}
+parts=${*:-sdpa tests decode mfu serve largest}
 for part in $parts; do
-    case "$part" in tests|decode|mfu|serve|largest|cpu) ;;
-        *) echo "usage: $0 [tests] [decode] [mfu] [serve] [largest] [cpu]" >&2; exit 2 ;;
+    case "$part" in sdpa|tests|decode|mfu|serve|largest|cpu) ;;
+        *) echo "usage: $0 [sdpa] [tests] [decode] [mfu] [serve] [largest] [cpu]" >&2; exit 2 ;;
     esac
 done
 wants() { case " $parts " in *" $1 "*) return 0 ;; *) return 1 ;; esac; }
@@ -88,6 +89,13 @@ else
         "prometheus-client and httpx"
 fi
 
+if wants sdpa; then
+    # What a new shape costs attention under PyTorch's default kernels (cuDNN's first on Hopper) and
+    # under inference_attention, which the model's inference paths use.
+    # Its table is in log.txt only: the device tool brings back 8 files, which the other stages fill.
+    stage sdpa 30 "$PY" bench/bench_sdpa_shapes.py --preset 51m --device cuda --dtype bfloat16
+fi
+
 if wants tests; then
     # Correctness first: the model's CUDA paths against its CPU ones, the trainer on the GPU, the
     # CUDA-graph decoding step, eager and then compiled (last: the slowest). The overrides keep
@@ -128,7 +136,7 @@ if wants serve; then
     # Issue 11's: the serving table on the GPU, and single-stream decode of the 51M config (target
     # >= 1,000 tok/s); with the decode stage's fastest static step (compiling it again for 16 slots).
     stage serve 155 "$PY" bench/bench_serve.py --preset 51m --device cuda --dtype bfloat16 \
-        --new-tokens 128 --rounds 2 $graph --out "$work/serve"
+        --new-tokens 128 --rounds 3 $graph --out "$work/serve"
     cp "$work/serve/results.json" "$OUT/serve.json" 2>/dev/null
     cp "$work/serve/table.md" "$OUT/serve.md" 2>/dev/null
 fi

@@ -19,12 +19,14 @@ per-block hooks stay outside the recomputed region (the torchtitan arrangement).
 
 from __future__ import annotations
 
+import contextlib
 import math
 
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 from torch.autograd.function import once_differentiable
+from torch.nn.attention import SDPBackend, sdpa_kernel
 from torch.utils.checkpoint import checkpoint
 
 from .config import ModelConfig
@@ -36,6 +38,19 @@ def _cpu_paths(x: torch.Tensor) -> bool:
     inside SDPA (CUDA's masked kernel lacks it) and RMSNorm's hand-written backward (CUDA has a fused
     kernel). Tests patch it to measure on CPU what CUDA keeps for backward (`test_model_plan.py`)."""
     return x.device.type == "cpu"
+
+
+# The attention kernels inference may use on CUDA: every one but cuDNN's. PyTorch tries cuDNN's first
+# on Hopper and newer GPUs, and cuDNN builds an execution plan for each new shape, tens of milliseconds
+# each; a decoding step meets a new key length every step and a prefill a new prompt length every
+# request (docs/benchmarks.md, "GPU figures"). Training's shapes are fixed, so it keeps PyTorch's choice.
+INFERENCE_SDPA = (SDPBackend.FLASH_ATTENTION, SDPBackend.EFFICIENT_ATTENTION, SDPBackend.MATH)
+
+
+def inference_attention(device: torch.device):
+    """Context for an inference forward on `device`: SDPA without cuDNN's kernel on CUDA; elsewhere
+    nothing changes."""
+    return sdpa_kernel(list(INFERENCE_SDPA)) if device.type == "cuda" else contextlib.nullcontext()
 
 
 class RMSNorm(nn.Module):
@@ -295,8 +310,13 @@ class Transformer(nn.Module):
                 raise ValueError("doc_ids (packed documents) cannot be combined with a KV cache")
             mask = doc_mask(doc_ids)
         x = self.tok_embeddings(idx)
-        for layer in self.layers:
-            x = layer(x, cos, sin, cache, start_pos, mask)
+        if cache is None:
+            for layer in self.layers:
+                x = layer(x, cos, sin, None, start_pos, mask)
+        else:  # decoding or a prefill: shapes change from call to call
+            with inference_attention(idx.device):
+                for layer in self.layers:
+                    x = layer(x, cos, sin, cache, start_pos, mask)
         if last_only:
             if targets is not None:
                 raise ValueError("last_only computes no loss: it keeps the last position's logits only")
@@ -478,7 +498,8 @@ def decode_slots(model: "Transformer", tokens: torch.Tensor, cache: SlotKVCache,
         keys, values, rows = cache.k[:, contiguous], cache.v[:, contiguous], None
     else:
         keys, values, rows = cache.k, cache.v, slots
-    return _decode_layers(model, tokens, rope, keys, values, rows, positions, span, mask, same_pos)
+    with inference_attention(tokens.device):  # a new key length every step
+        return _decode_layers(model, tokens, rope, keys, values, rows, positions, span, mask, same_pos)
 
 
 @torch.no_grad()

@@ -23,7 +23,7 @@ import time
 
 import torch
 
-from ..model import SlotKVCache, Transformer, decode_static
+from ..model import SlotKVCache, Transformer, decode_static, inference_attention
 
 
 class StaticDecoder:
@@ -80,7 +80,10 @@ class StaticDecoder:
         return time.perf_counter() - started
 
     def _step(self) -> torch.Tensor:
-        return self._fn(self._inputs[0], self._inputs[1])
+        # The kernels chosen here are the ones compiled and captured: the engine's other paths' (outside
+        # the compiled region: torch.compile traces the attention with the backends set when it runs).
+        with inference_attention(self._inputs.device):
+            return self._fn(self._inputs[0], self._inputs[1])
 
     def _record(self) -> None:
         """Warm up on a side stream (kernel choices, cuBLAS workspaces), then capture one step.
