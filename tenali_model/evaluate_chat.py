@@ -16,6 +16,7 @@ import torch.nn.functional as F
 from .chat import encode_chat, prompt_ids, stop_ids
 from .checkpoint import unwrap
 from .generate import generate
+from .model import inference_attention
 from .tokenizer import EOT, TextTokenizer
 
 
@@ -45,7 +46,9 @@ def assistant_loss(model: torch.nn.Module, tok: TextTokenizer, conversations: Se
         for j, (xs, ys) in enumerate(chunk):  # right padding: causal attention never sees it
             x[j, :len(xs)] = torch.tensor(xs)
             y[j, :len(ys)] = torch.tensor(ys)
-        logits, _ = m(x.to(device))
+        x = x.to(device)
+        with inference_attention(x.device):  # a new width each batch
+            logits, _ = m(x)
         losses = F.cross_entropy(logits.float().flatten(0, 1), y.to(device).flatten(), ignore_index=-1, reduction="sum")
         total += float(losses)
         count += int((y != -1).sum())
@@ -79,7 +82,8 @@ def completion_logprobs(model: torch.nn.Module, tok: TextTokenizer, messages: Se
         ids = (prompt + answer)[-(m.config.max_seq_len + 1):]
         n = min(len(answer), len(ids) - 1)
         x = torch.tensor([ids[:-1]], device=device)
-        logits, _ = m(x)
+        with inference_attention(x.device):  # a new length each completion
+            logits, _ = m(x)
         logp = logits[0, -n:].float().log_softmax(-1)
         target = torch.tensor(ids[-n:], device=device)
         out.append(float(logp.gather(-1, target[:, None]).sum()))

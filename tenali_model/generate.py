@@ -19,7 +19,7 @@ from typing import Sequence
 import torch
 
 from .checkpoint import unwrap
-from .model import KVCache, Transformer
+from .model import KVCache, Transformer, inference_attention
 
 # Below this temperature sampling is greedy, as in vLLM (its _SAMPLING_EPS, 1e-5, reads a smaller
 # temperature as 0): dividing float32 logits by a tinier one overflows them to inf, softmax then
@@ -103,7 +103,8 @@ def generate(model: torch.nn.Module, idx: torch.Tensor, max_new_tokens: int,
         logits, _ = model(idx, cache=cache, start_pos=0, last_only=True)  # prefill
     for i in range(max_new_tokens):
         if not use_cache:
-            logits, _ = model(out[:, -cfg.max_seq_len:], last_only=True)
+            with inference_attention(out.device):  # a new length every step (cached forwards do this themselves)
+                logits, _ = model(out[:, -cfg.max_seq_len:], last_only=True)
         last = logits[:, -1]
         if penalise:
             last = apply_penalties(last.float(), counts, frequency_penalty, presence_penalty)

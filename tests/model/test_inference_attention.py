@@ -10,13 +10,18 @@ import contextlib
 import pytest
 import torch
 import torch.nn.functional as F
+from tm_helpers import train_sentencepiece
 
+import tenali_model.evaluate_chat as evaluate_chat_module
+import tenali_model.generate as generate_module
 import tenali_model.model as model_module
 import tenali_model.serve.graph as graph_module
 from tenali_model.config import preset
+from tenali_model.evaluate_chat import assistant_loss, completion_logprobs
 from tenali_model.generate import generate
 from tenali_model.model import KVCache, SlotKVCache, Transformer, decode_slots, inference_attention
 from tenali_model.serve.graph import StaticDecoder
+from tenali_model.tokenizer import load_tokenizer
 
 
 def test_on_cuda_it_turns_off_cudnn_attention_alone_and_restores_it():
@@ -58,6 +63,8 @@ def calls(monkeypatch):
 
     monkeypatch.setattr(model_module, "inference_attention", marked)
     monkeypatch.setattr(graph_module, "inference_attention", marked)
+    monkeypatch.setattr(evaluate_chat_module, "inference_attention", marked)
+    monkeypatch.setattr(generate_module, "inference_attention", marked)
     monkeypatch.setattr(model_module.F, "scaled_dot_product_attention", sdpa)
     return seen
 
@@ -84,6 +91,7 @@ def test_every_inference_path_runs_inside_it(model, calls):
         model(torch.randint(0, 64, (1, 5)), cache=cache, start_pos=0)  # a prefill
         model(torch.tensor([[3]]), cache=cache, start_pos=5)  # a cached step
         generate(model, torch.tensor([[1, 2, 3]]), max_new_tokens=3, temperature=0.0)
+        generate(model, torch.tensor([[1, 2, 3]]), max_new_tokens=3, temperature=0.0, use_cache=False)
         slots = SlotKVCache(cfg, 2, cfg.max_seq_len, "cpu", torch.float32)
         for s in (0, 1):
             model(torch.tensor([[1, 2, 3]]), cache=slots.rows([s]), start_pos=0)
@@ -91,3 +99,16 @@ def test_every_inference_path_runs_inside_it(model, calls):
         static = SlotKVCache(cfg, 2, cfg.max_seq_len, "cpu", torch.float32)
         StaticDecoder(model, static, capture=False)([0], [4], [0])
     assert len(calls) > 5 * cfg.n_layers and all(calls)
+
+
+def test_chat_evaluation_runs_inside_it(tmp_path, calls):
+    """Its forwards have no cache, but a new length for each conversation or completion."""
+    train_sentencepiece(tmp_path / "tokenizer.model")
+    tok = load_tokenizer(tmp_path / "tokenizer.model")
+    cfg = preset("tiny")
+    cfg.vocab_size = tok.vocab_size
+    model = Transformer(cfg).eval()
+    chat = [{"role": "user", "content": "What did Apple close at?"}, {"role": "assistant", "content": "$189.25."}]
+    assistant_loss(model, tok, [chat])
+    completion_logprobs(model, tok, chat[:1], ["$189.25.", "$190.00."])
+    assert len(calls) == 3 * cfg.n_layers and all(calls)
