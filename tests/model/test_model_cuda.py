@@ -228,3 +228,31 @@ def test_the_compiled_cuda_graph_step_matches_slot_decoding_on_the_device():
     check as the eager graph's. Last in the file: compiling is the slowest test, and the device run's
     tests stage has a time limit."""
     _graph_matches_slots(torch.bfloat16, compile=True)
+
+
+def test_torchrun_trains_on_the_device_and_resumes(shards, tmp_path):
+    """`torchrun -m tenali_model.train --config ...` as a user starts it, one process on the device (one GPU
+    gives one rank: NCCL refuses two ranks on one GPU, so DDP and FSDP across GPUs need a machine of
+    several); then the same command with more steps resumes from its last checkpoint."""
+    import subprocess
+
+    from tm_helpers import PYTHON, REPO_ROOT, subprocess_env
+
+    out, cfg_path = tmp_path / "run", tmp_path / "train.json"
+
+    def torchrun(steps: int) -> list[dict]:
+        tiny_config(shards, out, device=DEVICE, dtype="bfloat16" if DEVICE == "cuda" else "float32", steps=steps,
+                    log_every=2, eval_every=4, ckpt_every=4, num_threads=0).to_json(cfg_path)
+        proc = subprocess.run([PYTHON, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=1",
+                               "-m", "tenali_model.train", "--config", str(cfg_path)],
+                              cwd=REPO_ROOT, env=subprocess_env(), capture_output=True, text=True, timeout=120)
+        assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+        return [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+
+    first = torchrun(8)
+    assert [r["step"] for r in first if r["kind"] == "train"] == [2, 4, 6, 8]
+    records = torchrun(12)
+    train_rows = [r for r in records if r["kind"] == "train"]
+    assert [r["step"] for r in train_rows] == [2, 4, 6, 8, 10, 12]
+    assert train_rows[:4] == [r for r in first if r["kind"] == "train"]  # resumed at 8: its rows kept, not rewritten
+    assert train_rows[-1]["loss"] < train_rows[0]["loss"]
