@@ -112,3 +112,19 @@ def test_chat_evaluation_runs_inside_it(tmp_path, calls):
     assistant_loss(model, tok, [chat])
     completion_logprobs(model, tok, chat[:1], ["$189.25.", "$190.00."])
     assert len(calls) == 3 * cfg.n_layers and all(calls)
+
+
+def test_the_shape_benchmark_runs_on_a_cpu(capsys):
+    """bench/bench_sdpa_shapes.py, which measured the cost on a GPU, keeps working between GPU loans."""
+    import importlib.util
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parents[2] / "bench" / "bench_sdpa_shapes.py"
+    spec = importlib.util.spec_from_file_location("bench_sdpa_shapes", path)
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    assert bench.main(["--preset", "demo", "--device", "cpu", "--dtype", "float32", "--lengths", "2"]) == 0
+    out = capsys.readouterr().out
+    for case in ("decode, 1 query", "decode, 4 rows, mask", "prefill, causal"):
+        assert f"{case:22s} new shape: default / inference_attention" in out
+    assert out.count("inference_attention  ") == 3  # one timed row per case for each way
