@@ -52,21 +52,27 @@ class TextTokenizer:
         tokenizer.json and llama.cpp do (hf.py). Sentencepiece over the whole string would give the text
         after a marker no dummy prefix ("<|user|>What" -> "What", never seen in training) and a lone
         "▁" before a marker that starts the text."""
-        if self._hf is not None:  # split at its added tokens by the library itself
-            return list(self._hf.encode(text, add_special_tokens=False).ids)
-        if not any(s in text for s in self.special_strings):
-            return list(self._sp.encode(text))
+        if self._hf is not None or self._special_split is None:  # tokenizers splits at its added tokens itself
+            return self._encode_text(text)
         ids: list[int] = []
-        for part in self._special_split.split(text):
-            if part in self.special_strings:
+        for i, part in enumerate(self._special_split.split(text)):  # odd parts are the special strings
+            if i % 2:
                 ids.append(self._sp.piece_to_id(part))
             elif part:
                 ids.extend(self._sp.encode(part))
         return ids
 
+    def _encode_text(self, text: str) -> list[int]:
+        """encode() of a text that holds no special string."""
+        if self._sp is not None:
+            return list(self._sp.encode(text))
+        return list(self._hf.encode(text, add_special_tokens=False).ids)
+
     @functools.cached_property
-    def _special_split(self) -> re.Pattern:
-        return re.compile("(" + "|".join(map(re.escape, self.special_strings)) + ")")
+    def _special_split(self) -> re.Pattern | None:
+        """The special strings as one pattern, longest first so the longest match wins; None if none."""
+        strings = self.special_strings
+        return re.compile("(" + "|".join(map(re.escape, strings)) + ")") if strings else None
 
     @functools.cached_property
     def special_strings(self) -> list[str]:
@@ -80,14 +86,9 @@ class TextTokenizer:
 
     def encode_content(self, text: str) -> list[int]:
         """encode() for text that must stay text (a chat message): the special strings in it are
-        removed first, as the pipeline removes them from documents, so a message holding
-        "<|system|>" or "<|endoftext|>" can never forge a turn or end an answer. Removed until none is
-        left, since removing one can join the halves of another."""
-        specials = self.special_strings  # once per tokenizer: encode_content runs per message
-        while any(s in text for s in specials):
-            for s in specials:
-                text = text.replace(s, "")
-        return self.encode(text)
+        removed first (`without_special`), as the pipeline removes them from documents, so a message
+        holding "<|system|>" or "<|endoftext|>" can never forge a turn or end an answer."""
+        return self._encode_text(without_special(text, self.special_strings))
 
     def decode(self, ids) -> str:
         ids = [int(i) for i in ids]
@@ -125,6 +126,15 @@ class TextTokenizer:
     def missing_special(self) -> list[str]:
         """The chat and end-of-text pieces this tokenizer lacks (a base model's usually lacks them)."""
         return [t for t in SPECIAL_TOKENS if self.token_id(t) is None]
+
+
+def without_special(text: str, strings) -> str:
+    """text with every one of `strings` removed, again until none is left: removing one can join the
+    halves of another ("<|us<|pad|>er|>")."""
+    while any(s in text for s in strings):
+        for s in strings:
+            text = text.replace(s, "")
+    return text
 
 
 def load_tokenizer(path: str | os.PathLike) -> TextTokenizer:

@@ -35,7 +35,7 @@ import numpy as np
 import torch
 
 from ..chat import ChatFormatError, encode_chat, prompt_ids, validate_messages
-from ..tokenizer import PAD, SPECIAL_TOKENS, TextTokenizer
+from ..tokenizer import PAD, SPECIAL_TOKENS, TextTokenizer, without_special
 
 
 class DataError(ValueError):
@@ -97,7 +97,7 @@ def _string(rec: Mapping, key: str, where: str, required: bool = True, nonempty:
     if not isinstance(value, str):
         got = "missing" if key not in rec else f"a {type(value).__name__}"
         raise DataError(f"{where}: field {key!r}: expected a string, {got}")
-    if nonempty and not _without_chat_markers(value).strip():
+    if nonempty and not without_special(value, SPECIAL_TOKENS).strip():  # as encode_content keeps it
         cause = " once its chat markers are removed" if value.strip() else ""
         raise DataError(f"{where}: field {key!r}: is empty{cause}")
     return value
@@ -110,19 +110,11 @@ def _messages(value, where: str, key: str = "messages") -> list[dict]:
         raise DataError(str(e)) from None
 
 
-def _without_chat_markers(text: str) -> str:
-    # what encode_content keeps of a text: the chat markers are removed (until none is left)
-    while any(t in text for t in SPECIAL_TOKENS):
-        for t in SPECIAL_TOKENS:
-            text = text.replace(t, "")
-    return text
-
-
 def _answers_nonempty(msgs: list[dict], where: str, key: str) -> list[dict]:
     # an empty answer would train the model to stop at once (only <|endoftext|> is a target); so would
     # one made only of chat markers ("<|endoftext|>"), which encoding removes from message text
     for i, m in enumerate(msgs):
-        if m["role"] == "assistant" and m.get("weight", 1) and not _without_chat_markers(m["content"]).strip():
+        if m["role"] == "assistant" and m.get("weight", 1) and not without_special(m["content"], SPECIAL_TOKENS).strip():
             raise DataError(f"{where}: field {key}[{i}].content: the assistant's answer is empty"
                             + (" once its chat markers are removed" if m["content"].strip() else ""))
     return msgs

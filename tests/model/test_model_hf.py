@@ -105,8 +105,7 @@ def test_the_exported_chat_template_gives_the_ids_serving_encodes(trained, tmp_p
     right (with a tokenizer that did not, every message's first word would lose its leading piece,
     "AAPL" for "▁AAPL", and the model would see prompts it was never trained on). generate() stops
     where serving stops."""
-    from tenali_model.chat import HF_CHAT_TEMPLATE
-    from tenali_model.chat import encode_chat, stop_ids
+    from tenali_model.chat import HF_CHAT_TEMPLATE, encode_chat, stop_ids
     from tenali_model.tokenizer import load_tokenizer
 
     out = export_hf(trained["ckpt"], tmp_path / "hf", tokenizer_model=trained["sp_path"])
