@@ -2,9 +2,9 @@
 
     python bench/bench_sdpa_shapes.py [--preset 51m] [--device cuda] [--dtype bfloat16] [--lengths 32]
 
-On Hopper and newer GPUs PyTorch tries cuDNN's attention first, and cuDNN builds an execution plan
-for every new shape. Inference meets new shapes all the time: a decoding step has one more key than
-the last, a prefill has its prompt's length. For the preset's attention (heads, head size) this
+On a Hopper GPU (an H200, torch 2.11) PyTorch tried cuDNN's attention first, and cuDNN builds an
+execution plan for every new shape. Inference meets new shapes all the time: a decoding step has one
+more key than the last, a prefill has its prompt's length. For the preset's attention (heads, head size) this
 times the first call at each of --lengths new shapes, and then a repeated call at one shape, three
 ways a server runs attention: one decoding query over a new number of keys (no mask), four queries
 over them under a mask (a batched step), and a causal prefill of a new prompt length. Each under

@@ -40,10 +40,10 @@ def _cpu_paths(x: torch.Tensor) -> bool:
     return x.device.type == "cpu"
 
 
-# The attention kernels inference may use on CUDA: every one but cuDNN's. PyTorch tries cuDNN's first
-# on Hopper and newer GPUs, and cuDNN builds an execution plan for each new shape, tens of milliseconds
-# each; a decoding step meets a new key length every step and a prefill a new prompt length every
-# request (docs/benchmarks.md, "GPU figures"). Training's shapes are fixed, so it keeps PyTorch's choice.
+# The attention kernels inference may use on CUDA: every one but cuDNN's. PyTorch 2.11 tried cuDNN's
+# first on an H200 (Hopper), and cuDNN builds an execution plan for each new shape, 40-62 ms each there;
+# a decoding step meets a new key length every step and a prefill a new prompt length every request
+# (docs/benchmarks.md, "GPU figures"). Training's shapes are fixed, so it keeps PyTorch's choice.
 INFERENCE_SDPA = (SDPBackend.FLASH_ATTENTION, SDPBackend.EFFICIENT_ATTENTION, SDPBackend.MATH)
 
 
