@@ -30,7 +30,8 @@ Tokenizer. Given the sentencepiece model the pipeline trained, the export also w
 score, byte fallback, the special tokens as added tokens, and sentencepiece's dummy prefix and
 whitespace escaping as the normalisers Prepend("▁") and Replace(" ", "▁"), the layout of Llama 2's
 own tokenizer.json), tokenizer_config.json naming `<|endoftext|>` the eos and `<|pad|>` the pad
-token, and the sentencepiece file itself as tokenizer.model (as Llama folders carry it). It is read with sentencepiece's own wire format, with no protobuf or sentencepiece import.
+token, and the sentencepiece file itself as tokenizer.model (as Llama folders carry it). It is read
+with sentencepiece's own wire format, with no protobuf or sentencepiece import.
 The ids are those training uses: each text between special tokens is encoded alone, with its own
 dummy prefix, as the pipeline encodes each document and `encode_chat` each message. That is also
 how llama.cpp tokenizes, so its converter (convert_hf_to_gguf.py) makes a GGUF that gives the same
