@@ -100,6 +100,9 @@ def build_parser() -> argparse.ArgumentParser:
                          "4M tokens for the 7b)")
     pl.add_argument("--micro-batch", type=at_least(0, strict=True), default=None,
                     help="sequences per GPU per micro-step (default: the config's batch_size, else the recipe's)")
+    pl.add_argument("--compile", action=argparse.BooleanOptionalAction, default=None,
+                    help="plan memory with or without torch.compile (default: the config's compile, else the "
+                         "recipe's: every GPU recipe compiles)")
     return p
 
 
@@ -114,7 +117,7 @@ def _plan(args) -> int:
         seq_len = args.seq_len or r.seq_len
         micro = args.micro_batch or r.micro_batch
         batch = r.global_batch_tokens(seq_len) or micro * seq_len * args.gpus
-        kwargs = dict(seq_len=seq_len, micro_batch=micro,
+        kwargs = dict(seq_len=seq_len, micro_batch=micro, compile=r.compile if args.compile is None else args.compile,
                       global_batch_tokens=int(args.global_batch_tokens) if args.global_batch_tokens else batch)
         print(f"recipe     {model} (tenali_model/recipes.py) for what is not given: "
               f"{describe(r.train_config(seq_len))}")
@@ -124,7 +127,7 @@ def _plan(args) -> int:
         seq_len = args.seq_len or cfg.resolved_seq_len()
         micro = args.micro_batch or cfg.batch_size
         batch = cfg.global_batch_tokens or cfg.batch_size * seq_len * cfg.grad_accum * args.gpus
-        kwargs = dict(seq_len=seq_len, micro_batch=micro,
+        kwargs = dict(seq_len=seq_len, micro_batch=micro, compile=cfg.compile if args.compile is None else args.compile,
                       global_batch_tokens=int(args.global_batch_tokens) if args.global_batch_tokens else batch)
     else:
         print(f"tenali plan: error: --config {args.config!r} is neither a preset "

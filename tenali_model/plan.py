@@ -28,25 +28,53 @@ weights and AdamW state and computes in bfloat16 (autocast under DDP, FSDP2's pa
     weights      4P float32 master       (fsdp: 4P/g)
     grads        4P float32               (fsdp: 4P/g)
     adam         8P exp_avg + exp_avg_sq  (fsdp: 8P/g)
-    transient    the loss's head gradient, computed in the forward pass (4*vocab*dim float32),
-                 and one chunk of its logits (8 bytes an element: bfloat16, float32, bfloat16
-                 gradient; config.LOSS_CHUNK_ELEMENTS at most), plus
+    transient    eager loss: its head gradient, computed in the forward pass (4*vocab*dim float32),
+                 its bf16 copies of the head weight (2*vocab*dim) and of the final norm's output (2*dim
+                 per token), and one chunk of its logits (8 bytes an element: bfloat16, float32,
+                 bfloat16 gradient; config.LOSS_CHUNK_ELEMENTS at most); compiled loss: none (below);
+                 plus
                  ddp:  2P bfloat16 copies of the weights that autocast makes and autograd keeps
                        until the backward pass
                  fsdp: the unsharded bfloat16 parameters of the root (embedding, final norm, head)
                        and of two blocks (current + prefetched), and one block's float32 gradient
                        before its reduce-scatter
     activations  tokens per micro-batch (micro_batch * seq_len) times, per token,
-                   per block  34*dim + 8*ffn_hidden + 4*n_heads   (bf16 matmul inputs and outputs,
-                              float32 residual stream and norms, fused attention's log-sum-exp; the
-                              GQA keys and values are saved after expansion to n_heads)
-                   head       10*dim   (final norm and the gradient of its output: the trainer's fused,
-                              chunked cross-entropy, `loss.py`, keeps no [tokens, vocab] logits)
-                 with activation checkpointing a block keeps only its float32 input (4*dim) and one
-                 block at a time is recomputed in full.
-The per-token coefficients were measured on this model's saved tensors (`test_model_plan.py` checks
-them against torch's saved-tensor hooks). Allocator fragmentation, the CUDA context and NCCL buffers
-are not modelled: `fits` leaves USABLE_FRACTION of the card for them.
+                   per block  eager:    34*dim + 8*ffn_hidden + 4*n_heads   (bf16 matmul inputs and
+                                        outputs, float32 residual stream and norms, fused attention's
+                                        log-sum-exp; the GQA keys and values are saved after expansion
+                                        to n_heads)
+                              compiled: 20*dim + 6*ffn_hidden + 4*n_heads + 8  (inductor recomputes the
+                                        norms and activations in backward instead of keeping them)
+                   head       eager:    10*dim   (final norm and the gradient of its output: the
+                                        trainer's fused, chunked cross-entropy, `loss.py`, keeps no
+                                        [tokens, vocab] logits)
+                              compiled: 2*vocab + 4*dim + 12   (inside torch.compile the model runs the
+                                        plain loss, which inductor fuses; it keeps the bf16 logits)
+                 with activation checkpointing a block keeps only its float32 input (4*dim) and the
+                 compiled head 2*vocab + 2*dim + 12; the backward pass recomputes one block at a time
+                 ("recompute": one block's activations).
+                 "compiled" is torch.compile of the whole model (`compile` under single or DDP); under
+                 FSDP the trainer compiles each block, so the blocks are compiled and the head eager.
+The per-token coefficients were measured on this model's saved tensors, eager and compiled
+(`test_model_plan.py` checks them against torch's saved-tensor hooks on the CPU).
+
+The peak is not the sum of these. Without gradient accumulation the gradients are made while the
+backward pass frees the activations, and the live bytes move linearly between the forward pass's
+end (activations, no gradients yet) and the backward's (gradients, no activations). With G the grads
+(held through the forward pass only when grad_accum > 1) and B the backward's transient (under FSDP
+its unsharded block, bf16 params and float32 grad; none otherwise: autocast's weight copies go when
+its context exits, but for those autograd saved, counted in the transient):
+
+    peak = weights + adam + max(transient + activations (+ G),          the forward pass's end
+                                B + activations + recompute (+ G),      the backward's start
+                                G + B + recompute)                      the backward's end
+
+Inside torch.compile the loss adds no transient: its logits' gradient takes the saved logits' place.
+Checked against one H200 (bench/bench_mfu.py, max allocated, docs/benchmarks.md): 1B compiled at 8 x 2048,
+37.7 GiB planned, 38.0 measured; 125M compiled, 8.3 against 8.4; 7B with activation checkpointing at
+1 x 4096, eager, 103.5 against 102.8 (until 2026-12-04 the plan added everything up and said 51.9,
+10.2 and 119.3). Allocator fragmentation, the CUDA context and NCCL buffers are not modelled: `fits`
+leaves USABLE_FRACTION of the card for them.
 """
 
 from __future__ import annotations
@@ -129,12 +157,34 @@ def layer_params(cfg: ModelConfig) -> int:
             - cfg.dim) // cfg.n_layers
 
 
-def activation_bytes_per_token(cfg: ModelConfig, activation_checkpointing: bool = False) -> int:
-    """Bytes of saved activations per token of a micro-batch (bf16 compute; see the module doc)."""
-    block = 34 * cfg.dim + 8 * cfg.ffn_hidden + 4 * cfg.n_heads
-    head = 10 * cfg.dim
-    if activation_checkpointing:
-        return cfg.n_layers * 4 * cfg.dim + block + head
+def compile_scope(compile: bool, parallelism: str) -> str | None:
+    """What the trainer's `compile` compiles: the whole model ("model", single or DDP), each block
+    ("blocks", FSDP), or nothing (None)."""
+    if not compile:
+        return None
+    return "blocks" if parallelism == "fsdp" else "model"
+
+
+def block_bytes_per_token(cfg: ModelConfig, compiled: bool = False) -> int:
+    """Saved activations of one Transformer block per token (bf16 compute; see the module doc)."""
+    if compiled:
+        return 20 * cfg.dim + 6 * cfg.ffn_hidden + 4 * cfg.n_heads + 8
+    return 34 * cfg.dim + 8 * cfg.ffn_hidden + 4 * cfg.n_heads
+
+
+def activation_bytes_per_token(cfg: ModelConfig, activation_checkpointing: bool = False,
+                               compiled: str | None = None) -> int:
+    """Bytes of saved activations per token of a micro-batch (bf16 compute; see the module doc);
+    `compiled` as `compile_scope` gives it."""
+    if compiled not in (None, "model", "blocks"):
+        raise ValueError(f"compiled must be None, 'model' or 'blocks', got {compiled!r}")
+    block = block_bytes_per_token(cfg, compiled is not None)
+    if compiled == "model":
+        head = 2 * cfg.vocab_size + (2 if activation_checkpointing else 4) * cfg.dim + 12
+    else:
+        head = 10 * cfg.dim
+    if activation_checkpointing:  # the block being recomputed is Memory.recompute, in the backward pass
+        return cfg.n_layers * 4 * cfg.dim + head
     return cfg.n_layers * block + head
 
 
@@ -148,42 +198,61 @@ class Memory:
     weights: float
     grads: float
     optimizer: float
-    transient: float
-    activations: float
+    transient: float  # beside the activations, at the forward pass's end
+    activations: float  # saved by the forward pass
+    backward_transient: float = 0.0  # through the backward pass (FSDP's unsharded block)
+    recompute: float = 0.0  # activation checkpointing: the block being recomputed, in the backward pass
+    accumulating: bool = False  # grad_accum > 1: the gradients live through every forward pass
+    compiled: str | None = None  # compile_scope
 
     @property
     def total(self) -> float:
-        return self.weights + self.grads + self.optimizer + self.transient + self.activations
+        """The peak: the state plus the most of the forward pass's end, the backward's start and its end
+        (module doc)."""
+        held = self.grads if self.accumulating else 0.0
+        forward_end = self.transient + self.activations + held
+        backward_start = self.backward_transient + self.activations + self.recompute + held
+        backward_end = self.grads + self.backward_transient + self.recompute
+        return self.weights + self.optimizer + max(forward_end, backward_start, backward_end)
 
 
 def memory_per_gpu(cfg: ModelConfig, *, gpus: int, parallelism: str, micro_batch: int, seq_len: int,
-                   activation_checkpointing: bool = False) -> Memory:
+                   activation_checkpointing: bool = False, grad_accum: float = 1,
+                   compile: bool = False) -> Memory:
     """Estimated peak memory per GPU of one training step (see the module doc for the model)."""
     if parallelism not in ("single", "ddp", "fsdp"):
         raise ValueError(f"parallelism must be 'single', 'ddp' or 'fsdp', got {parallelism!r}")
     P = num_params(cfg)
     shards = gpus if parallelism == "fsdp" else 1
+    compiled = compile_scope(compile, parallelism)
+    backward = 0.0
     if parallelism != "fsdp":
         transient = 2 * P
     else:
         root = P - cfg.n_layers * layer_params(cfg)
-        transient = 2 * (root + 2 * layer_params(cfg)) + 4 * layer_params(cfg)
+        transient = backward = 2 * (root + 2 * layer_params(cfg)) + 4 * layer_params(cfg)
     tokens = micro_batch * seq_len
-    transient += 4 * cfg.vocab_size * cfg.dim + 8 * min(LOSS_CHUNK_ELEMENTS, tokens * cfg.vocab_size)
-    acts = tokens * activation_bytes_per_token(cfg, activation_checkpointing)
+    if compiled != "model":  # the fused loss; inside a compiled model the fused plain loss adds none
+        transient += (6 * cfg.vocab_size * cfg.dim + 2 * tokens * cfg.dim
+                      + 8 * min(LOSS_CHUNK_ELEMENTS, tokens * cfg.vocab_size))
+    acts = tokens * activation_bytes_per_token(cfg, activation_checkpointing, compiled)
+    recompute = tokens * block_bytes_per_token(cfg, compiled is not None) if activation_checkpointing else 0
     return Memory(parallelism, gpus, activation_checkpointing, weights=4 * P / shards,
-                  grads=4 * P / shards, optimizer=8 * P / shards, transient=transient, activations=acts)
+                  grads=4 * P / shards, optimizer=8 * P / shards, transient=transient, activations=acts,
+                  backward_transient=backward, recompute=recompute, accumulating=grad_accum > 1,
+                  compiled=compiled)
 
 
 def memory_check(cfg: ModelConfig, *, parallelism: str, world_size: int, local_processes: int, micro_batch: int,
-                 seq_len: int, activation_checkpointing: bool, available: float, where: str) -> tuple[str, str]:
+                 seq_len: int, activation_checkpointing: bool, available: float, where: str,
+                 grad_accum: int = 1, compile: bool = False) -> tuple[str, str]:
     """(error, warning), "" for none, before a training builds its model: whether `available` bytes (a GPU's
     free memory, or the machine's RAM that `local_processes` ranks share) can hold it. The error only when
     the floor, float32 weights, gradients and AdamW state, does not fit (the run would be killed at its
     first step, on a CPU by the kernel without a word); the warning when the whole estimate does not."""
     mode = "single" if world_size == 1 and parallelism != "fsdp" else parallelism
     m = memory_per_gpu(cfg, gpus=world_size, parallelism=mode, micro_batch=micro_batch, seq_len=seq_len,
-                       activation_checkpointing=activation_checkpointing)
+                       activation_checkpointing=activation_checkpointing, grad_accum=grad_accum, compile=compile)
     floor, total = (m.weights + m.grads + m.optimizer) * local_processes, m.total * local_processes
     ranks = f" ({local_processes} processes)" if local_processes > 1 else ""
     fixes = ("set parallelism 'fsdp' to shard that state over the ranks (more GPUs), " if mode != "fsdp" else
@@ -267,9 +336,10 @@ class Plan:
 def plan(model: str | ModelConfig, *, tokens: float, gpus: int, gpu: str = "h100", mfu: float = 0.4,
          price_per_gpu_hour: float | None = None, seq_len: int | None = None,
          global_batch_tokens: int | None = None, micro_batch: int = 1,
-         vocab_size: int | None = None) -> Plan:
+         vocab_size: int | None = None, compile: bool = False) -> Plan:
     """Time, cost and memory per GPU of training `model` (a preset name or a ModelConfig) on
-    `tokens` tokens with `gpus` GPUs of kind `gpu` at the given MFU.
+    `tokens` tokens with `gpus` GPUs of kind `gpu` at the given MFU, with or without the trainer's
+    `compile` (TrainConfig's default is without; every GPU recipe compiles).
 
     global_batch_tokens defaults to about 1M tokens (a multiple of seq_len * gpus * micro_batch).
     """
@@ -289,8 +359,9 @@ def plan(model: str | ModelConfig, *, tokens: float, gpus: int, gpu: str = "h100
         global_batch_tokens = per_micro * max(1, round(2 ** 20 / per_micro))
     if global_batch_tokens <= 0:
         raise ValueError("global_batch_tokens must be positive")
-    memory = [memory_per_gpu(cfg, gpus=gpus, parallelism=par, micro_batch=micro_batch,
-                             seq_len=seq_len, activation_checkpointing=ac)
+    accum = global_batch_tokens / per_micro
+    memory = [memory_per_gpu(cfg, gpus=gpus, parallelism=par, micro_batch=micro_batch, seq_len=seq_len,
+                             activation_checkpointing=ac, grad_accum=accum, compile=compile)
               for par in (("ddp", "fsdp") if gpus > 1 else ("single",)) for ac in (False, True)]
     return Plan(name, cfg, get_gpu(gpu), gpus, float(tokens), seq_len, int(global_batch_tokens), micro_batch, mfu,
                 price_per_gpu_hour, memory)
@@ -335,13 +406,16 @@ def render(p: Plan) -> str:
         + (f", ${p.cost:,.0f} at ${p.price_per_gpu_hour:g}/GPU-hour" if p.cost is not None else ""),
         f"parallel   the trainer's \"auto\" picks {p.auto_parallelism} for this model",
         "",
-        f"memory per GPU (GiB; fits = total <= {USABLE_FRACTION:.0%} of {g.memory_gib:.1f})",
+        f"memory per GPU (GiB; {'torch.compile' if any(m.compiled for m in p.memory) else 'eager, no torch.compile'}; "
+        f"peak = weights + adam + the most of the forward pass's end (transient + activations"
+        f"{' + grads: accumulating' if accum > 1 else ''}) and the backward's start and end (grads); "
+        f"fits = peak <= {USABLE_FRACTION:.0%} of {g.memory_gib:.1f})",
     ]
-    header = ["setup", "weights", "grads", "adam", "transient", "activations", "total", "fits"]
+    header = ["setup", "weights", "grads", "adam", "transient", "activations", "peak", "fits"]
     rows = []
     for m in p.memory:
         setup = (f"fsdp x{m.gpus}" if m.parallelism == "fsdp" else m.parallelism) + (
-            " +act.ckpt" if m.activation_checkpointing else "")
+            " +act.ckpt" if m.activation_checkpointing else "") + (" (blocks compiled)" if m.compiled == "blocks" else "")
         fits = "yes" if m.total <= USABLE_FRACTION * g.memory_gib * GIB else "no"
         rows.append([setup] + [f"{v / GIB:.1f}" for v in (m.weights, m.grads, m.optimizer,
                                                           m.transient, m.activations, m.total)] + [fits])

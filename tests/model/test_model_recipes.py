@@ -32,8 +32,10 @@ def test_every_preset_has_a_recipe_that_the_trainer_accepts():
 def test_a_gpu_recipe_fits_the_gpus_it_was_sized_for(name):
     gpus, parallelism = TARGETS[name]
     r, h100 = RECIPES[name], get_gpu("h100")
+    accum = r.global_batch_tokens() / (r.micro_batch * r.seq_len * gpus) if r.global_batch_seqs else 1
     m = memory_per_gpu(MODEL_PRESETS[name], gpus=gpus, parallelism=parallelism, micro_batch=r.micro_batch,
-                       seq_len=r.seq_len, activation_checkpointing=r.activation_checkpointing)
+                       seq_len=r.seq_len, activation_checkpointing=r.activation_checkpointing,
+                       grad_accum=accum, compile=r.compile)
     assert m.total <= USABLE_FRACTION * h100.memory_gib * 2 ** 30, (name, m.total / 2 ** 30)
 
 
