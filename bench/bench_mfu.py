@@ -15,7 +15,8 @@ timed steps only, as the trainer runs.
 Prints, per config: parameters, tokens per step, seconds per step, tokens/s, MFU (model FLOPs, as the
 trainer logs it: `plan.flops_per_token` x tokens/s over the device's dense bf16 peak,
 `plan.peak_bf16_flops`; none on CPUs and unknown GPUs), peak memory (CUDA: max allocated; CPU: peak
-RSS) and the warm-up time. `--first-fit` stops at the first config that runs, so `--configs 7b,1b`
+RSS) beside what `tenali plan` predicts for the same run (`plan.memory_per_gpu`, bf16: each GPU run
+checks the planner), and the warm-up time. `--first-fit` stops at the first config that runs, so `--configs 7b,1b`
 finds the largest that fits. `--out DIR` writes results.json and table.md there.
 
 On a CPU it runs too (`--device cpu --configs tiny`): the test suite does that so the script keeps
@@ -46,7 +47,7 @@ def run_one(args: argparse.Namespace, name: str) -> dict:
 
     from tenali_model.config import num_params, preset
     from tenali_model.model import Transformer
-    from tenali_model.plan import flops_per_token
+    from tenali_model.plan import flops_per_token, memory_per_gpu
     from tenali_model.train import autocast_context, device_peak_flops, fused_adamw, optimizer_step, param_groups
 
     device = torch.device(args.device)
@@ -105,11 +106,15 @@ def run_one(args: argparse.Namespace, name: str) -> dict:
         memory, memory_kind = torch.cuda.max_memory_allocated(device), "max allocated"
     else:
         memory, memory_kind = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024, "peak RSS"
+    planned = memory_per_gpu(mcfg, gpus=1, parallelism="single", micro_batch=args.batch, seq_len=seq,
+                             activation_checkpointing=args.activation_checkpointing, grad_accum=args.grad_accum,
+                             compile=args.compile).total
     return {
         "config": name, "status": "ok", "params": num_params(mcfg), "batch": args.batch, "seq_len": seq,
         "grad_accum": args.grad_accum, "tokens_per_step": tokens, "seconds_per_step": seconds,
         "tokens_per_sec": tps, "model_flops_per_sec": tps * flops_tok, "peak_bf16_flops": peak,
         "mfu": tps * flops_tok / peak if peak else None, "memory_bytes": memory, "memory_kind": memory_kind,
+        "planned_memory_bytes": planned,
         "build_seconds": built, "warmup_seconds": warmup, "loss": (loss / args.grad_accum).item(),
         "grad_norm": grad_norm.item(), "device": _device_name(device), "dtype": args.dtype,
         "compile": args.compile, "activation_checkpointing": args.activation_checkpointing,
@@ -142,16 +147,18 @@ def run_child(argv: list[str], name: str, timeout: float) -> dict:
 
 
 def table(results: list[dict]) -> str:
-    rows = ["| config | params | batch x seq (x accum) | s/step | tokens/s | MFU | memory | warm-up s | status |",
-            "|---|---:|---|---:|---:|---:|---:|---:|---|"]
+    rows = ["| config | params | batch x seq (x accum) | s/step | tokens/s | MFU | memory | planned (bf16) | "
+            "warm-up s | status |",
+            "|---|---:|---|---:|---:|---:|---:|---:|---:|---|"]
     for r in results:
         if r["status"] != "ok":
-            rows.append(f"| {r['config']} | | | | | | | | {r['status']}: {r.get('error', '')} |")
+            rows.append(f"| {r['config']} | | | | | | | | | {r['status']}: {r.get('error', '')} |")
             continue
         mfu = f"{r['mfu']:.1%}" if r["mfu"] is not None else "n/a"
         rows.append(f"| {r['config']} | {r['params'] / 1e6:,.1f}M | {r['batch']} x {r['seq_len']} (x {r['grad_accum']}) "
                     f"| {r['seconds_per_step']:.3f} | {r['tokens_per_sec']:,.0f} | {mfu} "
-                    f"| {r['memory_bytes'] / 2**30:.1f} GiB ({r['memory_kind']}) | {r['warmup_seconds']:.1f} | ok |")
+                    f"| {r['memory_bytes'] / 2**30:.1f} GiB ({r['memory_kind']}) "
+                    f"| {r['planned_memory_bytes'] / 2**30:.1f} GiB | {r['warmup_seconds']:.1f} | ok |")
     return "\n".join(rows)
 
 

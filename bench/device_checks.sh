@@ -11,20 +11,20 @@
 #
 # A task is lent 15 minutes of device time in all, the machine's start included, so the GPU run fits
 # one call, most needed first: sdpa (30 s), tests (100 s), decode (30 + 45 s), mfu (210 s), serve (155 s),
-# largest (60 s) -- each stage's time limit, cut to the run's 580 s; on an H200 on 2026-12-04 they took
-# 16, 36, 21 + 38, 127, 105 and 16 s, with the machine's start about 30 s more. `cpu`
+# largest (60 s), plan (50 s) -- each stage's time limit, cut to the run's 580 s; on an H200 on 2026-12-04
+# the first six took 16, 36, 21 + 38, 127, 105 and 16 s, with the machine's start about 30 s more. `cpu`
 # (90 s) reruns the two CPU benchmarks whose ratios this project's 2-vCPU development VM cannot
 # settle (its neighbours swing single rounds by 0.8x-1.6x) on the GPU machine's idle cores, one
 # torch thread as here. Parts can be named to run fewer (they run in this order whatever the order named). A failing stage does
 # not stop the next. Results land in $OUT (default var/device-checks) as a few flat files, within
 # what the device tool brings back: log.txt (everything printed), env.txt (GPU, driver, versions),
-# decode.txt, decode_compiled.txt, mfu.json, mfu_largest.json, serve.json, serve.md, cpu.txt.
+# decode.txt, decode_compiled.txt, mfu.json, mfu_largest.json, mfu_plan.json, serve.json, serve.md, cpu.txt.
 # docs/benchmarks.md ("GPU figures") says what to record.
 set -u
-parts=${*:-sdpa tests decode mfu serve largest}
+parts=${*:-sdpa tests decode mfu serve largest plan}
 for part in $parts; do
-    case "$part" in sdpa|tests|decode|mfu|serve|largest|cpu) ;;
-        *) echo "usage: $0 [sdpa] [tests] [decode] [mfu] [serve] [largest] [cpu]" >&2; exit 2 ;;
+    case "$part" in sdpa|tests|decode|mfu|serve|largest|plan|cpu) ;;
+        *) echo "usage: $0 [sdpa] [tests] [decode] [mfu] [serve] [largest] [plan] [cpu]" >&2; exit 2 ;;
     esac
 done
 wants() { case " $parts " in *" $1 "*) return 0 ;; *) return 1 ;; esac; }
@@ -148,6 +148,14 @@ if wants largest; then
     stage mfu_largest 60 "$PY" bench/bench_mfu.py --configs 7b,1b --first-fit --activation-checkpointing \
         --dtype bfloat16 --batch 1 --steps 4 --warmup 2 --timeout 40 --out "$work/largest"
     cp "$work/largest/results.json" "$OUT/mfu_largest.json" 2>/dev/null
+fi
+
+if wants plan; then
+    # The planner's peak where no run has checked it yet: the 1B eager (no compile) with two micro-steps
+    # (gradients held through the second forward pass). bench_mfu prints it beside max allocated.
+    stage mfu_plan 50 "$PY" bench/bench_mfu.py --configs 1b --dtype bfloat16 --batch 8 --grad-accum 2 \
+        --steps 2 --warmup 1 --timeout 45 --out "$work/plan"
+    cp "$work/plan/results.json" "$OUT/mfu_plan.json" 2>/dev/null
 fi
 if wants cpu; then
     # Issue 7's CPU target (our training step >= 1.2x transformers' Llama) and issue 11's (HTTP decode
