@@ -11,7 +11,7 @@ seen on the previous tick (at most `MAX_PAGES` pages; a longer gap is logged and
 keeps the entries whose CIK is an SEC filer of the `universe` asset, and asks for the instrument
 buckets that hold them (one RunRequest per bucket, or one for raw_filings when unpartitioned).
 
-A 403 or 429 (`EdgarBlocked`) stops the tick at once, as in sensors.py: the SEC blocks the address for
+A 403 or 429 (`EdgarPollBlocked`) stops the tick at once, as in sensors.py: the SEC blocks the address for
 about 10 minutes and every further request extends the block. The filings found before it still count;
 each form not read in full keeps its cursor, so the next tick reads what this one missed. Other errors
 concern that form only: the tick goes on with the next.
@@ -27,7 +27,7 @@ import os
 import dagster as dg
 
 from ...resources import LakeResource, SourcesResource
-from .sensors import EdgarBlocked, EdgarPollError, sec_get, sec_session
+from .sensors import EdgarPollBlocked, EdgarPollError, sec_get, sec_session
 
 FEED_URL = ("https://www.sec.gov/cgi-bin/browse-edgar?action=getcurrent&type={form}&company=&dateb=&owner=include"
             "&start={start}&count=100&output=atom")
@@ -96,7 +96,7 @@ def evaluate_universe(sources, cursor_raw: str | None, companies: dict[str, str]
     session = sec_session(identity)
     symbol_of = {cik: symbol for symbol, cik in companies.items()}
     new, first_pages, errors = [], {}, []
-    blocked: EdgarBlocked | None = None  # a 403/429: no request starts after it
+    blocked: EdgarPollBlocked | None = None  # a 403/429: no request starts after it
     unread: list[str] = []
     for form in FORMS:
         known = set(seen.get(form, []))
@@ -115,7 +115,7 @@ def evaluate_universe(sources, cursor_raw: str | None, companies: dict[str, str]
                     if log is not None:
                         log.warning(f"more than {MAX_PAGES * 100} new {form} filings since the last tick: older "
                                     "ones are left to the end-of-day run")
-            except EdgarBlocked as exc:
+            except EdgarPollBlocked as exc:
                 blocked = exc
             except EdgarPollError as exc:
                 errors.append(str(exc))

@@ -29,7 +29,7 @@ the new (CIK, accession) pairs. Never raises: sample mode, a missing SEC_EDGAR_I
 all end in a SkipReason that names the cause; companies that could be read still count, and a failed
 CIK is asked again on its next turn.
 
-A 403 or 429 (`EdgarBlocked`) stops the tick at once: the SEC's fair-access policy answers a refused
+A 403 or 429 (`EdgarPollBlocked`) stops the tick at once: the SEC's fair-access policy answers a refused
 User-Agent or a rate over 10/s with a block of about 10 minutes, and every further request made
 during it is refused too and extends it. So the tick starts no more requests, keeps what it learned
 from the CIKs read before, and saves `next` = the refused CIK (polled first next tick). Other errors
@@ -64,7 +64,7 @@ class EdgarPollError(Exception):
     """A poll of EDGAR failed (network, HTTP status, a body that is not JSON or Atom): the tick skips, naming it."""
 
 
-class EdgarBlocked(EdgarPollError):
+class EdgarPollBlocked(EdgarPollError):
     """The SEC answered 403 or 429: every further request extends its block, so the tick stops asking."""
 
 
@@ -104,12 +104,12 @@ def sec_get(session, url: str, what: str):
     except requests.RequestException as exc:  # not only ConnectionError/Timeout: a broken body, redirects, ...
         raise EdgarPollError(f"{what}: could not read {url} ({type(exc).__name__})") from exc
     if resp.status_code == 403:
-        raise EdgarBlocked(f"{what}: SEC answered HTTP 403 Forbidden: it refuses this User-Agent or blocks this "
+        raise EdgarPollBlocked(f"{what}: SEC answered HTTP 403 Forbidden: it refuses this User-Agent or blocks this "
                            f"address for a while (about 10 minutes) after too many requests; set {IDENTITY_VAR} to "
                            "'Name email@domain' (a real contact) and keep other SEC clients on this address under "
                            "10 requests/s")
     if resp.status_code == 429:
-        raise EdgarBlocked(f"{what}: SEC answered HTTP 429 Too Many Requests: over the SEC's rate limit (10 "
+        raise EdgarPollBlocked(f"{what}: SEC answered HTTP 429 Too Many Requests: over the SEC's rate limit (10 "
                            "requests/s from this address, other SEC clients included); polling resumes next tick")
     if resp.status_code >= 400:
         raise EdgarPollError(f"{what}: SEC answered HTTP {resp.status_code} {resp.reason}")
@@ -178,7 +178,7 @@ def evaluate(sources: SourcesResource, cursor_raw: str | None, log=None, env=Non
     ciks = {t: c for t, c in cursor["ciks"].items() if t in companies}
     session = sec_session(identity)
     errors: list[str] = []
-    blocked: EdgarBlocked | None = None  # a 403/429: no request starts after it
+    blocked: EdgarPollBlocked | None = None  # a 403/429: no request starts after it
 
     for t in companies:
         if t.isdigit():
@@ -193,7 +193,7 @@ def evaluate(sources: SourcesResource, cursor_raw: str | None, log=None, env=Non
                 ciks[t] = by_ticker.get(t, "")
                 if not ciks[t] and log is not None:
                     log.warning(f"ticker {t} is not in the SEC's ticker list; it will not be polled")
-        except EdgarBlocked as exc:
+        except EdgarPollBlocked as exc:
             blocked = exc
         except EdgarPollError as exc:
             errors.append(str(exc))
@@ -210,7 +210,7 @@ def evaluate(sources: SourcesResource, cursor_raw: str | None, log=None, env=Non
             break
         try:
             data = _get_json(session, SUBMISSIONS_URL.format(cik=cik), f"SEC submissions of CIK {cik}")
-        except EdgarBlocked as exc:
+        except EdgarPollBlocked as exc:
             blocked = exc  # this CIK was not read: it stays `next`, first in line next tick
             break
         except EdgarPollError as exc:
