@@ -32,7 +32,7 @@ weights and AdamW state and computes in bfloat16 (autocast under DDP, FSDP2's pa
                  its bf16 copies of the head weight (2*vocab*dim) and of the final norm's output (2*dim
                  per token), and one chunk of its logits (8 bytes an element: bfloat16, float32,
                  bfloat16 gradient; config.LOSS_CHUNK_ELEMENTS at most); compiled loss: none (below);
-                 plus
+                 the float32 residual stream the forward pass returns through (4*dim per token); plus
                  ddp:  2P bfloat16 copies of the weights that autocast makes and autograd keeps
                        until the backward pass
                  fsdp: the unsharded bfloat16 parameters of the root (embedding, final norm, head)
@@ -52,9 +52,13 @@ weights and AdamW state and computes in bfloat16 (autocast under DDP, FSDP2's pa
                                         plain loss, which inductor fuses; it keeps the bf16 logits)
                  with activation checkpointing a block keeps only its float32 input (4*dim) and the
                  compiled head 2*vocab + 2*dim + 12; the backward pass recomputes one block at a time
-                 ("recompute": one block's activations).
+                 ("recompute": one block's activations, and its backward's gradients, 12*ffn_hidden +
+                 24*dim per token, measured in float32).
                  "compiled" is torch.compile of the whole model (`compile` under single or DDP); under
                  FSDP the trainer compiles each block, so the blocks are compiled and the head eager.
+                 float32 compute (a CPU run, dtype not bfloat16): per block 40*dim + 16*ffn_hidden +
+                 4*n_heads + 8, head 12*dim + 4 (eager, measured; compiled is taken as eager), no
+                 weight copies, and the fused loss's head gradient and one float32 chunk of logits.
 The per-token coefficients were measured on this model's saved tensors, eager and compiled
 (`test_model_plan.py` checks them against torch's saved-tensor hooks on the CPU).
 
@@ -71,8 +75,8 @@ its context exits, but for those autograd saved, counted in the transient):
 
 Inside torch.compile the loss adds no transient: its logits' gradient takes the saved logits' place.
 Checked against one H200 (bench/bench_mfu.py, max allocated, docs/benchmarks.md): 1B compiled at 8 x 2048,
-37.7 GiB planned, 38.0 measured; 125M compiled, 8.3 against 8.4; 7B with activation checkpointing at
-1 x 4096, eager, 103.5 against 102.8 (until 2026-12-04 the plan added everything up and said 51.9,
+37.8 GiB planned, 38.0 measured; 125M compiled, 8.3 against 8.4; 7B with activation checkpointing at
+1 x 4096, eager, 104.4 against 102.8 (until 2026-12-04 the plan added everything up and said 51.9,
 10.2 and 119.3). Allocator fragmentation, the CUDA context and NCCL buffers are not modelled: `fits`
 leaves USABLE_FRACTION of the card for them.
 """
@@ -165,21 +169,31 @@ def compile_scope(compile: bool, parallelism: str) -> str | None:
     return "blocks" if parallelism == "fsdp" else "model"
 
 
-def block_bytes_per_token(cfg: ModelConfig, compiled: bool = False) -> int:
-    """Saved activations of one Transformer block per token (bf16 compute; see the module doc)."""
+def block_bytes_per_token(cfg: ModelConfig, compiled: bool = False, bf16: bool = True) -> int:
+    """Saved activations of one Transformer block per token (see the module doc)."""
+    if not bf16:  # float32 compute (CPU runs): measured eager; compiled is taken to keep no less
+        return 40 * cfg.dim + 16 * cfg.ffn_hidden + 4 * cfg.n_heads + 8
     if compiled:
         return 20 * cfg.dim + 6 * cfg.ffn_hidden + 4 * cfg.n_heads + 8
     return 34 * cfg.dim + 8 * cfg.ffn_hidden + 4 * cfg.n_heads
 
 
+def backward_temp_bytes(cfg: ModelConfig) -> int:
+    """Per token, the gradients a block's backward pass holds at once (the MLP's and the residual's),
+    measured in float32 (MemTracker, `test_model_plan.py`) and taken for bf16 too."""
+    return 12 * cfg.ffn_hidden + 24 * cfg.dim
+
+
 def activation_bytes_per_token(cfg: ModelConfig, activation_checkpointing: bool = False,
-                               compiled: str | None = None) -> int:
-    """Bytes of saved activations per token of a micro-batch (bf16 compute; see the module doc);
-    `compiled` as `compile_scope` gives it."""
+                               compiled: str | None = None, bf16: bool = True) -> int:
+    """Bytes of saved activations per token of a micro-batch (see the module doc); `compiled` as
+    `compile_scope` gives it; `bf16` False: float32 compute."""
     if compiled not in (None, "model", "blocks"):
         raise ValueError(f"compiled must be None, 'model' or 'blocks', got {compiled!r}")
-    block = block_bytes_per_token(cfg, compiled is not None)
-    if compiled == "model":
+    block = block_bytes_per_token(cfg, compiled is not None, bf16)
+    if not bf16:
+        head = 12 * cfg.dim + 4 + (4 * cfg.vocab_size if compiled == "model" else 0)
+    elif compiled == "model":
         head = 2 * cfg.vocab_size + (2 if activation_checkpointing else 4) * cfg.dim + 12
     else:
         head = 10 * cfg.dim
@@ -218,25 +232,32 @@ class Memory:
 
 def memory_per_gpu(cfg: ModelConfig, *, gpus: int, parallelism: str, micro_batch: int, seq_len: int,
                    activation_checkpointing: bool = False, grad_accum: float = 1,
-                   compile: bool = False) -> Memory:
-    """Estimated peak memory per GPU of one training step (see the module doc for the model)."""
+                   compile: bool = False, bf16: bool = True) -> Memory:
+    """Estimated peak memory per GPU of one training step (see the module doc for the model); `bf16`
+    False: float32 compute, as on a CPU (no weight copies; twice the bytes for what is kept)."""
     if parallelism not in ("single", "ddp", "fsdp"):
         raise ValueError(f"parallelism must be 'single', 'ddp' or 'fsdp', got {parallelism!r}")
     P = num_params(cfg)
     shards = gpus if parallelism == "fsdp" else 1
     compiled = compile_scope(compile, parallelism)
     backward = 0.0
+    param_bytes = 2 if bf16 else 4  # a compute copy of a weight (FSDP's unsharded parameters)
     if parallelism != "fsdp":
-        transient = 2 * P
+        transient = 2 * P if bf16 else 0  # autocast's copies
     else:
         root = P - cfg.n_layers * layer_params(cfg)
-        transient = backward = 2 * (root + 2 * layer_params(cfg)) + 4 * layer_params(cfg)
+        transient = backward = param_bytes * (root + 2 * layer_params(cfg)) + 4 * layer_params(cfg)
     tokens = micro_batch * seq_len
-    if compiled != "model":  # the fused loss; inside a compiled model the fused plain loss adds none
-        transient += (6 * cfg.vocab_size * cfg.dim + 2 * tokens * cfg.dim
-                      + 8 * min(LOSS_CHUNK_ELEMENTS, tokens * cfg.vocab_size))
-    acts = tokens * activation_bytes_per_token(cfg, activation_checkpointing, compiled)
-    recompute = tokens * block_bytes_per_token(cfg, compiled is not None) if activation_checkpointing else 0
+    chunk = min(LOSS_CHUNK_ELEMENTS, tokens * cfg.vocab_size)
+    if not bf16:  # the fused loss in float32: its head gradient and one chunk of logits, no copies
+        transient += 4 * cfg.vocab_size * cfg.dim + 4 * chunk
+    elif compiled != "model":  # the fused loss; inside a compiled model the fused plain loss adds none
+        transient += 6 * cfg.vocab_size * cfg.dim + 2 * tokens * cfg.dim + 8 * chunk
+    acts = tokens * activation_bytes_per_token(cfg, activation_checkpointing, compiled, bf16)
+    transient += 4 * tokens * cfg.dim  # the float32 residual stream the forward pass returns through
+    # with checkpointing, the block being recomputed: its activations and its backward's gradients
+    recompute = (tokens * (block_bytes_per_token(cfg, compiled is not None, bf16) + backward_temp_bytes(cfg))
+                 if activation_checkpointing else 0)
     return Memory(parallelism, gpus, activation_checkpointing, weights=4 * P / shards,
                   grads=4 * P / shards, optimizer=8 * P / shards, transient=transient, activations=acts,
                   backward_transient=backward, recompute=recompute, accumulating=grad_accum > 1,
@@ -245,14 +266,15 @@ def memory_per_gpu(cfg: ModelConfig, *, gpus: int, parallelism: str, micro_batch
 
 def memory_check(cfg: ModelConfig, *, parallelism: str, world_size: int, local_processes: int, micro_batch: int,
                  seq_len: int, activation_checkpointing: bool, available: float, where: str,
-                 grad_accum: int = 1, compile: bool = False) -> tuple[str, str]:
+                 grad_accum: int = 1, compile: bool = False, bf16: bool = True) -> tuple[str, str]:
     """(error, warning), "" for none, before a training builds its model: whether `available` bytes (a GPU's
     free memory, or the machine's RAM that `local_processes` ranks share) can hold it. The error only when
     the floor, float32 weights, gradients and AdamW state, does not fit (the run would be killed at its
     first step, on a CPU by the kernel without a word); the warning when the whole estimate does not."""
     mode = "single" if world_size == 1 and parallelism != "fsdp" else parallelism
     m = memory_per_gpu(cfg, gpus=world_size, parallelism=mode, micro_batch=micro_batch, seq_len=seq_len,
-                       activation_checkpointing=activation_checkpointing, grad_accum=grad_accum, compile=compile)
+                       activation_checkpointing=activation_checkpointing, grad_accum=grad_accum, compile=compile,
+                       bf16=bf16)
     floor, total = (m.weights + m.grads + m.optimizer) * local_processes, m.total * local_processes
     ranks = f" ({local_processes} processes)" if local_processes > 1 else ""
     fixes = ("set parallelism 'fsdp' to shard that state over the ranks (more GPUs), " if mode != "fsdp" else

@@ -376,7 +376,7 @@ def _train(cfg: TrainConfig, d: Dist, pipes, stop_at: int | None) -> dict:
             mcfg, parallelism=mode, world_size=d.world_size, micro_batch=cfg.batch_size, seq_len=seq_len,
             local_processes=1 if d.device.type == "cuda" else int(os.environ.get("LOCAL_WORLD_SIZE", "1")),
             activation_checkpointing=cfg.activation_checkpointing, available=room[0], where=room[1],
-            grad_accum=grad_accum, compile=cfg.compile)
+            grad_accum=grad_accum, compile=cfg.compile, bf16=use_bf16(d.device, cfg.dtype))
         if error:
             raise ConfigError(error)
         if warning:
