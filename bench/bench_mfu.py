@@ -15,8 +15,8 @@ timed steps only, as the trainer runs.
 Prints, per config: parameters, tokens per step, seconds per step, tokens/s, MFU (model FLOPs, as the
 trainer logs it: `plan.flops_per_token` x tokens/s over the device's dense bf16 peak,
 `plan.peak_bf16_flops`; none on CPUs and unknown GPUs), peak memory (CUDA: max allocated; CPU: peak
-RSS) beside what `tenali plan` predicts for the same run (`plan.memory_per_gpu`, bf16: each GPU run
-checks the planner), and the warm-up time. `--first-fit` stops at the first config that runs, so `--configs 7b,1b`
+RSS) beside what `tenali plan` predicts for the same run (`plan.memory_per_gpu`: each GPU run checks
+the planner), and the warm-up time. `--first-fit` stops at the first config that runs, so `--configs 7b,1b`
 finds the largest that fits. `--out DIR` writes results.json and table.md there.
 
 On a CPU it runs too (`--device cpu --configs tiny`): the test suite does that so the script keeps
@@ -48,7 +48,8 @@ def run_one(args: argparse.Namespace, name: str) -> dict:
     from tenali_model.config import num_params, preset
     from tenali_model.model import Transformer
     from tenali_model.plan import flops_per_token, memory_per_gpu
-    from tenali_model.train import autocast_context, device_peak_flops, fused_adamw, optimizer_step, param_groups
+    from tenali_model.train import (autocast_context, device_peak_flops, fused_adamw, optimizer_step, param_groups,
+                                    use_bf16)
 
     device = torch.device(args.device)
     if device.type == "cuda" and not torch.cuda.is_available():
@@ -108,7 +109,7 @@ def run_one(args: argparse.Namespace, name: str) -> dict:
         memory, memory_kind = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024, "peak RSS"
     planned = memory_per_gpu(mcfg, gpus=1, parallelism="single", micro_batch=args.batch, seq_len=seq,
                              activation_checkpointing=args.activation_checkpointing, grad_accum=args.grad_accum,
-                             compile=args.compile).total
+                             compile=args.compile, bf16=use_bf16(device, args.dtype)).total
     return {
         "config": name, "status": "ok", "params": num_params(mcfg), "batch": args.batch, "seq_len": seq,
         "grad_accum": args.grad_accum, "tokens_per_step": tokens, "seconds_per_step": seconds,
@@ -147,7 +148,7 @@ def run_child(argv: list[str], name: str, timeout: float) -> dict:
 
 
 def table(results: list[dict]) -> str:
-    rows = ["| config | params | batch x seq (x accum) | s/step | tokens/s | MFU | memory | planned (bf16) | "
+    rows = ["| config | params | batch x seq (x accum) | s/step | tokens/s | MFU | memory | planned | "
             "warm-up s | status |",
             "|---|---:|---|---:|---:|---:|---:|---:|---:|---|"]
     for r in results:

@@ -57,8 +57,9 @@ weights and AdamW state and computes in bfloat16 (autocast under DDP, FSDP2's pa
                  "compiled" is torch.compile of the whole model (`compile` under single or DDP); under
                  FSDP the trainer compiles each block, so the blocks are compiled and the head eager.
                  float32 compute (a CPU run, dtype not bfloat16): per block 40*dim + 16*ffn_hidden +
-                 4*n_heads + 8, head 12*dim + 4 (eager, measured; compiled is taken as eager), no
-                 weight copies, and the fused loss's head gradient and one float32 chunk of logits.
+                 4*n_heads + 8, head 12*dim + 4 (eager, measured; compiled is taken as eager, plus
+                 the float32 logits a compiled model's plain loss keeps, 4*vocab), no weight copies,
+                 and the fused loss's head gradient and one float32 chunk of logits.
 The per-token coefficients were measured on this model's saved tensors, eager and compiled
 (`test_model_plan.py` checks them against torch's saved-tensor hooks on the CPU).
 

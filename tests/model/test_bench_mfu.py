@@ -32,7 +32,7 @@ def test_runs_the_trainer_step_and_writes_results(bench, tmp_path, capsys):
     assert r["mfu"] is None and r["peak_bf16_flops"] is None  # no peak for a CPU
     assert math.isfinite(r["loss"]) and r["loss"] > 0 and r["grad_norm"] > 0
     assert r["memory_kind"] == "peak RSS" and r["memory_bytes"] > 0
-    assert 0 < r["planned_memory_bytes"] < r["memory_bytes"]  # the plan's bf16 GPU peak; RSS has the interpreter
+    assert 0 < r["planned_memory_bytes"] < r["memory_bytes"]  # the plan's peak (float32); RSS has the interpreter
     assert "| tiny | 0.1M | 2 x 32 (x 1) |" in (tmp_path / "table.md").read_text()
     assert "tiny:" in capsys.readouterr().out
 
