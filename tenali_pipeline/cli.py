@@ -151,12 +151,23 @@ def cmd_ui(args) -> int:
     os.environ.setdefault("TENALI_PROFILE", "demo")
     _prepare_environment()
     workspace = _write_workspace(Path(os.environ["DAGSTER_HOME"]))
-    cmd = [sys.executable, "-m", "dagster", "dev", "-w", str(workspace), "-h", args.host, "-p", str(args.port)]
-    print(f"Dagster UI on http://{args.host}:{args.port} (instance {os.environ['DAGSTER_HOME']}); Ctrl-C stops it.")
+    port = args.port or _free_port(args.host)  # dagster dev reads -p 0 as "not given" (3000, or one it picks unsaid)
+    cmd = [sys.executable, "-m", "dagster", "dev", "-w", str(workspace), "-h", args.host, "-p", str(port)]
+    print(f"Dagster UI on http://{args.host}:{port} (instance {os.environ['DAGSTER_HOME']}); Ctrl-C stops it.")
     # Started from the instance folder, so Dagster does not warn about the repository's dagster.yaml,
     # and in its own process group: dagster dev does not always stop on SIGTERM, so we end the group.
     proc = subprocess.Popen(cmd, cwd=os.environ["DAGSTER_HOME"], start_new_session=True)
     return _supervise(proc)
+
+
+def _free_port(host: str) -> int:
+    """A port free on `host` now, for `tenali ui --port 0` (another process could take it before Dagster
+    binds it; then the webserver exits saying the address is in use, and `tenali ui` with it)."""
+    import socket
+
+    with socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET) as sock:
+        sock.bind((host, 0))
+        return sock.getsockname()[1]
 
 
 def _write_workspace(dagster_home: Path) -> Path:
@@ -309,7 +320,7 @@ def main(argv: list[str] | None = None) -> int:
     p.set_defaults(fn=cmd_demo)
     p = sub.add_parser("ui", help="start the Dagster UI on the project-local instance")
     p.add_argument("--host", default="127.0.0.1")
-    p.add_argument("--port", type=int, default=3000)
+    p.add_argument("--port", type=int, default=3000, help="0: a free port, printed (default 3000)")
     p.set_defaults(fn=cmd_ui)
     from .technicals import cli as technicals_cli
     from .text import filings

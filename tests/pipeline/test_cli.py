@@ -260,6 +260,22 @@ def test_ui_exits_within_a_second_or_two_of_dagster_stopping(env, monkeypatch, c
 
 
 @pytest.mark.timeout(60)
+def test_ui_port_0_picks_a_free_port_and_says_which(env, monkeypatch, capsys):
+    """dagster dev reads -p 0 as "not given" (port 3000, or another it picks without saying): `tenali ui
+    --port 0` hands it a port that was free and prints that one."""
+    import socket
+
+    seen = []
+    monkeypatch.setattr(cli.subprocess, "Popen", lambda cmd, **kw: seen.append(cmd) or SimpleNamespace(pid=0))
+    monkeypatch.setattr(cli, "_supervise", lambda proc: 0)
+    assert cli.cmd_ui(SimpleNamespace(host="127.0.0.1", port=0)) == 0
+    port = int(seen[0][seen[0].index("-p") + 1])
+    assert port not in (0, 3000) and f"Dagster UI on http://127.0.0.1:{port} " in capsys.readouterr().out
+    with socket.socket() as sock:  # free: nothing listens there (the stand-in Popen started nothing)
+        sock.bind(("127.0.0.1", port))
+    assert cli.cmd_ui(SimpleNamespace(host="127.0.0.1", port=3999)) == 0 and seen[1][seen[1].index("-p") + 1] == "3999"
+
+
 def test_ui_returns_dagsters_exit_status_when_it_stops_by_itself(env, monkeypatch):
     rc, elapsed, _ = _run_ui_with_stand_in(monkeypatch, env / "ready", setup="sys.exit(3)")
     assert rc == 3 and elapsed < 10
