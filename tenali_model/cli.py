@@ -89,10 +89,11 @@ def build_parser() -> argparse.ArgumentParser:
     pl.add_argument("--tokens", type=_number, required=True, help="training tokens, e.g. 100e9 or 100B")
     pl.add_argument("--gpus", type=int, default=8)
     pl.add_argument("--gpu", default="h100", help="h100, h200 or a100")
-    pl.add_argument("--mfu", default="0.4",
-                    help="model FLOPs utilisation to assume (default 0.4), or the results.json of "
-                         "bench/bench_mfu.py (e.g. var/device-checks/mfu.json from a GPU run): its measured "
-                         "figure for this model is used")
+    pl.add_argument("--mfu", default=None,
+                    help="model FLOPs utilisation to assume, or the results.json of bench/bench_mfu.py (e.g. "
+                         "var/device-checks/mfu.json from a GPU run): its measured figure for this model is used. "
+                         "Default: what this project measured for the preset on that GPU, compiled "
+                         "(plan.MEASURED_MFU: 1b and 125m on h200), else 0.4"),
     pl.add_argument("--price", type=float, default=None, help="price per GPU-hour")
     pl.add_argument("--seq-len", type=at_least(0, strict=True), default=None, help="default: the config's, else the preset's recipe")
     pl.add_argument("--global-batch-tokens", type=_number, default=None,
@@ -133,7 +134,18 @@ def _plan(args) -> int:
         print(f"tenali plan: error: --config {args.config!r} is neither a preset "
               f"({', '.join(MODEL_PRESETS)}) nor a file", file=sys.stderr)
         return 2
-    mfu, source = _measured_mfu(args.mfu, model, args.gpu)
+    if args.mfu is None:
+        from .plan import DEFAULT_MFU, MEASURED_MFU
+
+        known = (MEASURED_MFU.get((args.gpu.lower(), model)) if isinstance(model, str) and kwargs["compile"]
+                 else None)
+        mfu, where = known or (DEFAULT_MFU, None)
+        source = f"MFU {mfu:.1%} " + (
+            f"as measured here: {where}; a run over several GPUs loses some of it to communication (--mfu sets "
+            "another)" if known else f"assumed: nothing measured for {args.config} on {args.gpu}"
+            f"{'' if kwargs['compile'] else ' without compile'} (--mfu sets it)")
+    else:
+        mfu, source = _measured_mfu(args.mfu, model, args.gpu)
     if source:
         print(source)
     print(render(plan(model, tokens=args.tokens, gpus=args.gpus, gpu=args.gpu, mfu=mfu,

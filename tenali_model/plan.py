@@ -109,6 +109,15 @@ GPUS: dict[str, GPU] = {
 }
 
 
+DEFAULT_MFU = 0.4  # what `tenali plan` assumes where nothing was measured
+# Measured here on one GPU, bf16, torch.compile (bench/bench_mfu.py; docs/benchmarks.md, "GPU figures"): what
+# `tenali plan` uses by default for these (gpu, preset) pairs when the run compiles.
+MEASURED_MFU: dict[tuple[str, str], tuple[float, str]] = {
+    ("h200", "1b"): (0.555, "bench_mfu.py on one H200, bf16, compiled, 8 x 2048, torch 2.11, 2026-12-04"),
+    ("h200", "125m"): (0.451, "bench_mfu.py on one H200, bf16, compiled, 8 x 2048, torch 2.11, 2026-12-04"),
+}
+
+
 def peak_bf16_flops(device_name: str) -> float | None:
     """Dense bf16 peak FLOP/s of a GPU from its name (torch.cuda.get_device_name()), or None when
     unknown (CPUs, other GPUs): MFU is then not reported."""

@@ -62,6 +62,25 @@ def test_plan_takes_the_mfu_that_bench_mfu_measured(tmp_path, capsys):
     assert "expected the results.json of bench/bench_mfu.py" in capsys.readouterr().err
 
 
+def test_plan_defaults_to_the_mfu_measured_here_for_that_gpu_and_preset(capsys):
+    """--mfu unset: the figure this project measured (plan.MEASURED_MFU) where one exists for the GPU and
+    the preset, compiled as it was measured; otherwise 0.4, said to be assumed."""
+    from tenali_model.plan import DEFAULT_MFU, MEASURED_MFU
+
+    measured = MEASURED_MFU[("h200", "1b")][0]
+    assert main(["plan", "--config", "1b", "--tokens", "20B", "--gpus", "8", "--gpu", "h200"]) == 0
+    out = capsys.readouterr().out
+    assert f"MFU {measured:.1%} as measured here: bench_mfu.py on one H200" in out
+    assert f"{plan('1b', tokens=20e9, gpus=8, gpu='h200', mfu=measured).gpu_hours:,.0f} GPU-hours" in out
+    for argv in (["--gpu", "h100"], ["--gpu", "h200", "--no-compile"]):  # another GPU; not as measured
+        assert main(["plan", "--config", "1b", "--tokens", "20B", "--gpus", "8", *argv]) == 0
+        out = capsys.readouterr().out
+        assert f"MFU {DEFAULT_MFU:.1%} assumed: nothing measured for 1b" in out and "at 40% MFU" in out
+    assert main(["plan", "--config", "1b", "--tokens", "20B", "--gpu", "h200", "--mfu", "0.3"]) == 0
+    out = capsys.readouterr().out
+    assert "at 30% MFU" in out and "measured here" not in out
+
+
 @pytest.mark.parametrize("argv, message", [
     (["plan", "--config", "huge", "--tokens", "1e9"], "neither a preset"),
     (["plan", "--config", "7b", "--tokens", "1e9", "--gpu", "tpu"], "unknown GPU"),
