@@ -446,8 +446,9 @@ def render(p: Plan) -> str:
     header = ["setup", "weights", "grads", "adam", "transient", "activations", "peak", "fits"]
     rows = []
     for m in p.memory:
-        setup = (f"fsdp x{m.gpus}" if m.parallelism == "fsdp" else m.parallelism) + (
-            " +act.ckpt" if m.activation_checkpointing else "") + (" (blocks compiled)" if m.compiled == "blocks" else "")
+        setup = ((f"fsdp x{m.gpus}" if m.parallelism == "fsdp" else m.parallelism)
+                 + (" +act.ckpt" if m.activation_checkpointing else "")
+                 + (" (blocks compiled)" if m.compiled == "blocks" else ""))
         fits = "yes" if m.total <= USABLE_FRACTION * g.memory_gib * GIB else "no"
         rows.append([setup] + [f"{v / GIB:.1f}" for v in (m.weights, m.grads, m.optimizer,
                                                           m.transient, m.activations, m.total)] + [fits])

@@ -47,7 +47,7 @@ def test_layer_params_adds_up():
 
 def _saved_activation_bytes(cfg: ModelConfig, checkpointing: bool, monkeypatch, compiled=False, bf16=True,
                             B=3, T=50) -> float:
-    """Bytes per token of the tensors autograd saves under bf16 autocast (weight casts excluded:
+    """Bytes per token of the tensors autograd saves under bf16 autocast, or in float32 (weight casts excluded:
     only tensors with a batch or token dimension count) in a training forward (the fused loss), with
     the model on the paths it takes on CUDA (the plan is for GPUs); `compiled`: the whole model under
     torch.compile (inductor on the CPU), as the trainer's `compile` runs it without FSDP; `bf16` False:
@@ -102,8 +102,8 @@ def test_activation_model_matches_saved_tensors(checkpointing, compiled, bf16, m
 @pytest.mark.parametrize("checkpointing", [False, True])
 @pytest.mark.parametrize("grad_accum", [1, 2])
 def test_the_planned_peak_matches_a_training_step(checkpointing, grad_accum, bf16, monkeypatch):
-    """The peak of a real optimizer step (bf16 autocast, the fused loss, clipping, fused AdamW, on the
-    CUDA paths) as torch's MemTracker counts it, against the plan: without accumulation the gradients are
+    """The peak of a real optimizer step (bf16 autocast or float32, the fused loss, clipping, fused AdamW,
+    on the CUDA paths) as torch's MemTracker counts it, against the plan: without accumulation the gradients are
     made as the activations are freed, so the peak is not the sum of the columns (which overstates it by
     the gradients); with accumulation they are there all along."""
     from torch.distributed._tools.mem_tracker import MemTracker
