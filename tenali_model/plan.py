@@ -35,9 +35,11 @@ weights and AdamW state and computes in bfloat16 (autocast under DDP, FSDP2's pa
                  the float32 residual stream the forward pass returns through (4*dim per token); plus
                  ddp:  2P bfloat16 copies of the weights that autocast makes and autograd keeps
                        until the backward pass
-                 fsdp: the unsharded bfloat16 parameters of the root (embedding, final norm, head)
-                       and of two blocks (current + prefetched), and one block's float32 gradient
-                       before its reduce-scatter
+                 fsdp: at the forward pass's end the root's (embedding, final norm, head) unsharded
+                       bfloat16 parameters and their all-gather buffer, the blocks resharded; through
+                       the backward ("B" below) the root's and two blocks' (current + prefetched)
+                       unsharded parameters and one block's float32 gradient before its reduce-scatter;
+                       its loss needs no copy of the head weight, bf16 already
     activations  tokens per micro-batch (micro_batch * seq_len) times, per token,
                    per block  eager:    34*dim + 8*ffn_hidden + 4*n_heads   (bf16 matmul inputs and
                                         outputs, float32 residual stream and norms, fused attention's
@@ -255,14 +257,21 @@ def memory_per_gpu(cfg: ModelConfig, *, gpus: int, parallelism: str, micro_batch
     if parallelism != "fsdp":
         transient = 2 * P if bf16 else 0  # autocast's copies
     else:
+        # The forward pass ends with the blocks resharded and the root gathered (its parameters and the
+        # all-gather buffer); the backward gathers the root and two blocks and reduce-scatters one
+        # block's float32 gradient.
         root = P - cfg.n_layers * layer_params(cfg)
-        transient = backward = param_bytes * (root + 2 * layer_params(cfg)) + 4 * layer_params(cfg)
+        transient = 2 * param_bytes * root
+        backward = param_bytes * (root + 2 * layer_params(cfg)) + 4 * layer_params(cfg)
     tokens = micro_batch * seq_len
     chunk = min(LOSS_CHUNK_ELEMENTS, tokens * cfg.vocab_size)
     if not bf16:  # the fused loss in float32: its head gradient and one chunk of logits, no copies
         transient += 4 * cfg.vocab_size * cfg.dim + 4 * chunk
     elif compiled != "model":  # the fused loss; inside a compiled model the fused plain loss adds none
-        transient += 6 * cfg.vocab_size * cfg.dim + 2 * tokens * cfg.dim + 8 * chunk
+        # its head gradient (float32) and, but under FSDP, whose head weight is bf16 already, a bf16 copy
+        # of the weight
+        head = (4 if parallelism == "fsdp" else 6) * cfg.vocab_size * cfg.dim
+        transient += head + 2 * tokens * cfg.dim + 8 * chunk
     acts = tokens * activation_bytes_per_token(cfg, activation_checkpointing, compiled, bf16)
     transient += 4 * tokens * cfg.dim  # the float32 residual stream the forward pass returns through
     # with checkpointing, the block being recomputed: its activations and its backward's gradients
