@@ -72,9 +72,12 @@ end (activations, no gradients yet) and the backward's (gradients, no activation
 its unsharded block, bf16 params and float32 grad; none otherwise: autocast's weight copies go when
 its context exits, but for those autograd saved, counted in the transient):
 
-    peak = weights + adam + max(transient + activations (+ G),          the forward pass's end
-                                B + activations + recompute (+ G),      the backward's start
-                                G + B + recompute)                      the backward's end
+    peak = weights + adam (+ G under DDP: its all-reduce buckets, which the gradients are views
+                           into, stay allocated between steps; under no_sync, accumulating, the
+                           gradients are tensors of their own beside them)
+           + max(transient + activations (+ G),          the forward pass's end
+                 B + activations + recompute (+ G),      the backward's start
+                 G + B + recompute)                      the backward's end
 
 Inside torch.compile the loss adds no transient: its logits' gradient takes the saved logits' place.
 Checked against one H200 (bench/bench_mfu.py, max allocated, docs/benchmarks.md): 1B compiled at 8 x 2048,
@@ -236,10 +239,12 @@ class Memory:
         """The peak: the state plus the most of the forward pass's end, the backward's start and its end
         (module doc)."""
         held = self.grads if self.accumulating else 0.0
+        # DDP's all-reduce buckets (the gradients are views into them) stay allocated between steps
+        buckets = self.grads if self.parallelism == "ddp" else 0.0
         forward_end = self.transient + self.activations + held
         backward_start = self.backward_transient + self.activations + self.recompute + held
-        backward_end = self.grads + self.backward_transient + self.recompute
-        return self.weights + self.optimizer + max(forward_end, backward_start, backward_end)
+        backward_end = max(self.grads, held) + self.backward_transient + self.recompute
+        return self.weights + self.optimizer + buckets + max(forward_end, backward_start, backward_end)
 
 
 def memory_per_gpu(cfg: ModelConfig, *, gpus: int, parallelism: str, micro_batch: int, seq_len: int,
