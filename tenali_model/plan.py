@@ -62,7 +62,7 @@ weights and AdamW state and computes in bfloat16 (autocast under DDP, FSDP2's pa
                  4*n_heads + 8, head 12*dim + 4 (eager, measured; compiled is taken as eager, plus
                  the float32 logits a compiled model's plain loss keeps, 4*vocab), no weight copies,
                  and the fused loss's head gradient and one float32 chunk of logits.
-The per-token coefficients were measured on this model's saved tensors, eager and compiled
+The per-token coefficients were measured on this model's saved tensors, eager, compiled and float32
 (`test_model_plan.py` checks them against torch's saved-tensor hooks on the CPU).
 
 The peak is not the sum of these. Without gradient accumulation the gradients are made while the
@@ -83,7 +83,10 @@ Inside torch.compile the loss adds no transient: its logits' gradient takes the 
 Checked against one H200 (bench/bench_mfu.py, max allocated, docs/benchmarks.md): 1B compiled at 8 x 2048,
 37.8 GiB planned, 38.0 measured; 125M compiled, 8.3 against 8.4; 7B with activation checkpointing at
 1 x 4096, eager, 104.4 against 102.8 (until 2026-12-04 the plan added everything up and said 51.9,
-10.2 and 119.3). Allocator fragmentation, the CUDA context and NCCL buffers are not modelled: `fits`
+10.2 and 119.3). On the CPU (`test_model_plan.py`, torch's MemTracker and FSDPMemTracker): one
+process and DDP on two gloo ranks within 0.1% without checkpointing, FSDP2 up to 10% high, and
+checkpointed runs up to 12% high (the recomputed block's activations go as its gradients come, which
+this adds up whole), never low. Allocator fragmentation, the CUDA context and NCCL buffers are not modelled: `fits`
 leaves USABLE_FRACTION of the card for them.
 """
 
@@ -453,7 +456,8 @@ def render(p: Plan) -> str:
         f"parallel   the trainer's \"auto\" picks {p.auto_parallelism} for this model",
         "",
         f"memory per GPU (GiB; {'torch.compile' if any(m.compiled for m in p.memory) else 'eager, no torch.compile'}; "
-        f"peak = weights + adam + the most of the forward pass's end (transient + activations"
+        f"peak = weights + adam (+ grads under DDP: its buckets) + the most of the forward pass's end "
+        f"(transient + activations"
         f"{' + grads: accumulating' if accum > 1 else ''}) and the backward's start and end (grads); "
         f"fits = peak <= {USABLE_FRACTION:.0%} of {g.memory_gib:.1f})",
     ]
