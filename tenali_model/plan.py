@@ -73,11 +73,12 @@ its unsharded block, bf16 params and float32 grad; none otherwise: autocast's we
 its context exits, but for those autograd saved, counted in the transient):
 
     peak = weights + adam (+ G under DDP: its all-reduce buckets, which the gradients are views
-                           into, stay allocated between steps; under no_sync, accumulating, the
-                           gradients are tensors of their own beside them)
+                           into, stay allocated between steps, and the trainer zeroes the gradients
+                           in place, so they stay views when accumulating)
            + max(transient + activations (+ G),          the forward pass's end
                  B + activations + recompute (+ G),      the backward's start
                  G + B + recompute)                      the backward's end
+                                             (the G in parentheses: accumulating, but under DDP)
 
 Inside torch.compile the loss adds no transient: its logits' gradient takes the saved logits' place.
 Checked against one H200 (bench/bench_mfu.py, max allocated, docs/benchmarks.md): 1B compiled at 8 x 2048,
@@ -241,9 +242,10 @@ class Memory:
     def total(self) -> float:
         """The peak: the state plus the most of the forward pass's end, the backward's start and its end
         (module doc)."""
-        held = self.grads if self.accumulating else 0.0
-        # DDP's all-reduce buckets (the gradients are views into them) stay allocated between steps
+        # DDP's all-reduce buckets, which its gradients are views into, stay allocated between steps: the
+        # gradients are held all along (the trainer zeroes them in place, so accumulating adds nothing)
         buckets = self.grads if self.parallelism == "ddp" else 0.0
+        held = self.grads if self.accumulating and not buckets else 0.0
         forward_end = self.transient + self.activations + held
         backward_start = self.backward_transient + self.activations + self.recompute + held
         backward_end = max(self.grads, held) + self.backward_transient + self.recompute

@@ -10,9 +10,9 @@ import torch.distributed as dist
 
 import tenali_model.model as model_module
 from tenali_model.config import ModelConfig
-from tenali_model.parallel import build_model, grad_sync, wrap_ddp
+from tenali_model.parallel import build_model, wrap_ddp
 from tenali_model.plan import memory_per_gpu
-from tenali_model.train import param_groups
+from tenali_model.train import autocast_context, optimizer_step, param_groups
 
 CASES = [dict(parallelism="fsdp", bf16=True, checkpointing=False, grad_accum=1),
          dict(parallelism="fsdp", bf16=True, checkpointing=True, grad_accum=2),
@@ -35,16 +35,14 @@ def peak(cfg: ModelConfig, B: int, T: int, parallelism: str, bf16: bool, checkpo
     optimizer = torch.optim.AdamW(param_groups(raw, 0.1), lr=1e-4)
     x = torch.randint(0, cfg.vocab_size, (B, T))
 
-    def step(tracker=None):
-        for micro in range(grad_accum):  # as the trainer: DDP syncs on the last micro-step, FSDP on every one
+    def step(tracker=None):  # the trainer's own step: DDP syncs on the last micro-step, FSDP on every one
+        def next_batch():
             if tracker is not None:
-                tracker.reset_mod_stats()
-            with grad_sync(model, parallelism, last_micro_step=micro == grad_accum - 1):
-                with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
-                    loss = model(x, x, with_logits=False)[1]
-                loss.backward()
-        optimizer.step()
-        optimizer.zero_grad(set_to_none=True)
+                tracker.reset_mod_stats()  # one forward per module per tracking, as the trackers want
+            return x, x
+        optimizer_step(model, raw, optimizer, parallelism, next_batch, grad_accum, torch.device("cpu"),
+                       autocast_context(torch.device("cpu"), "bfloat16" if bf16 else "float32"), z_loss=0.0,
+                       grad_clip=1.0)
     step()  # AdamW's state exists from the first step on
     if parallelism == "fsdp":
         tracker = FSDPMemTracker(model, optimizer)

@@ -113,7 +113,7 @@ def test_the_planned_peak_matches_a_training_step(checkpointing, grad_accum, bf1
     the gradients); with accumulation they are there all along."""
     from torch.distributed._tools.mem_tracker import MemTracker
 
-    from tenali_model.train import param_groups
+    from tenali_model.train import autocast_context, optimizer_step, param_groups
 
     monkeypatch.setattr(model_module, "_cpu_paths", lambda x: False)
     cfg = ModelConfig(dim=256, n_layers=4, n_heads=8, n_kv_heads=4, ffn_hidden=704, vocab_size=4000, max_seq_len=256)
@@ -124,16 +124,14 @@ def test_the_planned_peak_matches_a_training_step(checkpointing, grad_accum, bf1
     optimizer = torch.optim.AdamW(param_groups(model, 0.1), lr=1e-4, fused=True)
     x = torch.randint(0, cfg.vocab_size, (B, T))
 
-    def step(tracker=None):
-        for _ in range(grad_accum):
+    def step(tracker=None):  # the trainer's own optimizer step
+        def next_batch():
             if tracker is not None:
                 tracker.reset_mod_stats()  # one forward per module per tracking, as MemTracker wants
-            with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
-                loss = model(x, x, with_logits=False)[1]
-            (loss / grad_accum).backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-        optimizer.step()
-        optimizer.zero_grad(set_to_none=True)
+            return x, x
+        optimizer_step(model, model, optimizer, "single", next_batch, grad_accum, torch.device("cpu"),
+                       autocast_context(torch.device("cpu"), "bfloat16" if bf16 else "float32"), z_loss=0.0,
+                       grad_clip=1.0)
     step()  # AdamW's state exists from the first step on
     tracker = MemTracker()
     tracker.track_external(model, optimizer)
