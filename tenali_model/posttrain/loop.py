@@ -311,7 +311,7 @@ def run_stage(stage: Stage, d: Dist, pipes=None, stop_at: int | None = None) -> 
                     p.grad.mul_(scale)
         grad_norm = clip_grad_norm(raw, cfg.grad_clip if cfg.grad_clip > 0 else float("inf"))
         optimizer.step()
-        optimizer.zero_grad(set_to_none=True)
+        optimizer.zero_grad(set_to_none=mode != "ddp")  # DDP's stay views into its buckets (train.optimizer_step)
         step += 1
 
         stopping = preemption.requested(d.world_size)  # SIGTERM/SIGINT: save this step, then stop
