@@ -182,7 +182,7 @@ def layer_params(cfg: ModelConfig) -> int:
 
 def compile_scope(compile: bool, parallelism: str) -> str | None:
     """What the trainer's `compile` compiles: the whole model ("model", single or DDP), each block
-    ("blocks", FSDP), or nothing (None)."""
+    ("blocks", FSDP), or nothing (None). train.py decides by this too, so plan and run agree."""
     if not compile:
         return None
     return "blocks" if parallelism == "fsdp" else "model"

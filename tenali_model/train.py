@@ -63,9 +63,9 @@ from .evaluate import loss_sum
 from .memory import device_memory
 from .model import Transformer
 from .parallel import (build_model, clip_grad_norm, full_state, grad_sync, load_full_state,
-                       wrap_ddp)
+                       wrap_ddp, zero_grads)
 from .pipes_s3 import PatientS3, pipes_s3_config
-from .plan import flops_per_token, memory_check, peak_bf16_flops
+from .plan import compile_scope, flops_per_token, memory_check, peak_bf16_flops
 from .report import publish as publish_report
 
 try:  # optional: only present where Dagster launches us; never import dagster itself here
@@ -190,10 +190,7 @@ def optimizer_step(model: nn.Module, raw_model: nn.Module, optimizer: torch.opti
         loss_acc += loss.detach()
     grad_norm = clip_grad_norm(raw_model, grad_clip if grad_clip > 0 else float("inf"))
     optimizer.step()
-    # DDP's gradients are views into its all-reduce buckets, which stay allocated anyway: zeroed in place
-    # they stay views, where set to None the next no_sync micro-step would allocate every gradient anew
-    # beside the buckets (4 bytes a parameter more under accumulation; plan.Memory counts the buckets).
-    optimizer.zero_grad(set_to_none=mode != "ddp")
+    zero_grads(optimizer, mode)
     return loss_acc, grad_norm
 
 
@@ -400,7 +397,7 @@ def _train(cfg: TrainConfig, d: Dist, pipes, stop_at: int | None) -> dict:
     model = build_model(mcfg, mode, d.device, world_size=d.world_size,
                         activation_checkpointing=cfg.activation_checkpointing,
                         bf16=use_bf16(d.device, cfg.dtype),
-                        compile_blocks=cfg.compile and mode == "fsdp")
+                        compile_blocks=compile_scope(cfg.compile, mode) == "blocks")
     optimizer = torch.optim.AdamW(param_groups(model, cfg.weight_decay), lr=cfg.lr,
                                   betas=(cfg.beta1, cfg.beta2), eps=1e-8, fused=fused_adamw(d.device))
     loader = TokenLoader(cfg.train_shards, seq_len, cfg.batch_size, d.rank, d.world_size, cfg.seed,
@@ -441,7 +438,7 @@ def _train(cfg: TrainConfig, d: Dist, pipes, stop_at: int | None) -> dict:
     metrics = MetricsLog(out_dir / "metrics.jsonl", resume_step=step) if d.is_main else None
 
     raw_model = model  # FSDP shards in place: raw_model is the sharded module itself
-    if cfg.compile and mode != "fsdp":  # under FSDP build_model compiled each block
+    if compile_scope(cfg.compile, mode) == "model":  # under FSDP build_model compiled each block
         model = torch.compile(model)
     if mode == "ddp":
         model = wrap_ddp(model, d.device)

@@ -114,7 +114,8 @@ def _answers_nonempty(msgs: list[dict], where: str, key: str) -> list[dict]:
     # an empty answer would train the model to stop at once (only <|endoftext|> is a target); so would
     # one made only of chat markers ("<|endoftext|>"), which encoding removes from message text
     for i, m in enumerate(msgs):
-        if m["role"] == "assistant" and m.get("weight", 1) and not without_special(m["content"], SPECIAL_TOKENS).strip():
+        if (m["role"] == "assistant" and m.get("weight", 1)
+                and not without_special(m["content"], SPECIAL_TOKENS).strip()):
             raise DataError(f"{where}: field {key}[{i}].content: the assistant's answer is empty"
                             + (" once its chat markers are removed" if m["content"].strip() else ""))
     return msgs

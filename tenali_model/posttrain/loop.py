@@ -49,7 +49,7 @@ from ..checkpoint import (CheckpointError, check_space, checkpoint_bytes, list_c
                           load_model, load_train_state, rank_rng, read_weights, resolve_checkpoint, restore_rng,
                           save_checkpoint, step_dir_name)
 from ..config import ConfigError, ModelConfig, num_params, resolve_parallelism
-from ..parallel import build_model, clip_grad_norm, full_state, grad_sync, load_full_state, wrap_ddp
+from ..parallel import build_model, clip_grad_norm, full_state, grad_sync, load_full_state, wrap_ddp, zero_grads
 from ..report import publish as publish_report
 from ..tokenizer import TokenizerError
 from ..train import (Dist, MetricsLog, _printer, autocast_context, check_finite, die_with_torchrun, gather_rng,
@@ -311,7 +311,7 @@ def run_stage(stage: Stage, d: Dist, pipes=None, stop_at: int | None = None) -> 
                     p.grad.mul_(scale)
         grad_norm = clip_grad_norm(raw, cfg.grad_clip if cfg.grad_clip > 0 else float("inf"))
         optimizer.step()
-        optimizer.zero_grad(set_to_none=mode != "ddp")  # DDP's stay views into its buckets (train.optimizer_step)
+        zero_grads(optimizer, mode)
         step += 1
 
         stopping = preemption.requested(d.world_size)  # SIGTERM/SIGINT: save this step, then stop
