@@ -84,9 +84,9 @@ Inside torch.compile the loss adds no transient: its logits' gradient takes the 
 Checked against one H200 (bench/bench_mfu.py, max allocated, docs/benchmarks.md): 1B compiled at 8 x 2048,
 37.8 GiB planned, 38.0 measured; 125M compiled, 8.3 against 8.4; 7B with activation checkpointing at
 1 x 4096, eager, 104.4 against 102.8 (until 2026-12-04 the plan added everything up and said 51.9,
-10.2 and 119.3). On the CPU (`test_model_plan.py`, torch's MemTracker and FSDPMemTracker): one
-process and DDP on two gloo ranks within 0.1% without checkpointing, FSDP2 up to 10% high, and
-checkpointed runs up to 12% high (the recomputed block's activations go as its gradients come, which
+10.2 and 119.3). On the CPU (`test_model_plan.py` and `memory_probe_ranks.py` beside it, torch's
+MemTracker and FSDPMemTracker): one process within 1% without checkpointing, DDP on two gloo ranks
+within 0.1%, FSDP2 up to 10% high, and checkpointed runs up to 12% high (the recomputed block's activations go as its gradients come, which
 this adds up whole), never low. Allocator fragmentation, the CUDA context and NCCL buffers are not modelled: `fits`
 leaves USABLE_FRACTION of the card for them.
 """
