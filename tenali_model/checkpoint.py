@@ -20,8 +20,12 @@ CHECKPOINT LAYOUT, version 1 (a contract between the trainer, the pipeline and s
                               train_state.pt; absent in older checkpoints), num_params, created
                               (UTC ISO 8601), and the training config when known
 
-Under FSDP the trainer gathers the full weights and optimizer state to rank 0 first, so a sharded
-run writes the same single model.safetensors as any other.
+A sharded checkpoint (sharded.py: what an FSDP run saves before its last step) holds the same
+files except model.safetensors: its weights and optimizer state are one file per rank under
+`sharded/` (torch.distributed.checkpoint), listed with their sha256s in meta.json's "sharded" entry,
+and train_state.pt's "optimizer" holds only the param_groups. `read_weights` and everything built on
+it read either kind. A run's last checkpoint is always consolidated: under FSDP the trainer gathers
+the full weights and optimizer state to rank 0 for it.
 
 A checkpoint directory is written under a temporary name in out_dir and renamed into place, then
 `latest` is replaced atomically: a reader sees either the old checkpoint or the complete new one.
@@ -127,7 +131,8 @@ def save_checkpoint(out_dir: str | os.PathLike, *, step: int, model: torch.nn.Mo
                     val_loss: float | None = None, train_config: dict | None = None,
                     extra_state: dict | None = None, keep_last: int = 0,
                     model_state: dict | None = None, optimizer_state: dict | None = None,
-                    extra_meta: dict | None = None, rng_per_rank: list[dict] | None = None) -> Path:
+                    extra_meta: dict | None = None, rng_per_rank: list[dict] | None = None,
+                    into: Path | None = None, sharded: dict | None = None) -> Path:
     """Write <out_dir>/step_<step>/ atomically, point `latest` at it, prune old ones.
 
     model_state / optimizer_state: full state dicts gathered beforehand (FSDP, or name-keyed
@@ -137,24 +142,28 @@ def save_checkpoint(out_dir: str | os.PathLike, *, step: int, model: torch.nn.Mo
     holds this process's either way (restore with `rank_rng`).
     keep_last > 0 keeps that many newest step directories, and always the one `latest` names and the
     best by val_loss (named by the `best` pointer file, written when any checkpoint has a val_loss).
+    into, sharded (sharded.save_sharded): the folder from `new_save_dir` where the weights were
+    written as shards, and meta.json's "sharded" entry (their format and sha256s); no
+    model.safetensors is written then.
     Returns the checkpoint directory.
     """
     out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    clear_interrupted_saves(out_dir)
     model = unwrap(model)
     cfg: ModelConfig = model.config
     final = out_dir / step_dir_name(step)
-    tmp = Path(tempfile.mkdtemp(prefix=f".tmp-{final.name}-", dir=out_dir))
+    tmp = new_save_dir(out_dir, step) if into is None else Path(into)
     try:
-        source = model.state_dict() if model_state is None else model_state
-        state = {k: v.detach().to("cpu").contiguous() for k, v in source.items()}
-        if cfg.tie_embeddings:
-            state.pop("lm_head.weight", None)  # the same tensor as tok_embeddings.weight
-        weights = tmp / "model.safetensors"
-        save_file(state, str(weights), metadata={"format": "pt"})
-        _fsync(weights)
-        digest = sha256_file(weights)
+        if sharded is None:
+            source = model.state_dict() if model_state is None else model_state
+            state = {k: v.detach().to("cpu").contiguous() for k, v in source.items()}
+            if cfg.tie_embeddings:
+                state.pop("lm_head.weight", None)  # the same tensor as tok_embeddings.weight
+            weights = tmp / "model.safetensors"
+            save_file(state, str(weights), metadata={"format": "pt"})
+            _fsync(weights)
+            digest = sha256_file(weights)
+        else:
+            digest = None
 
         atomic_write_text(tmp / "config.json", json.dumps(
             {**asdict(cfg), "checkpoint_format_version": CHECKPOINT_FORMAT_VERSION}, indent=2) + "\n")
@@ -185,6 +194,8 @@ def save_checkpoint(out_dir: str | os.PathLike, *, step: int, model: torch.nn.Mo
             "num_params": model.num_params(),
             "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         }
+        if sharded is not None:
+            meta["sharded"] = sharded
         if train_config is not None:
             meta["train_config"] = train_config
         meta.update(extra_meta or {})
@@ -214,6 +225,15 @@ def save_checkpoint(out_dir: str | os.PathLike, *, step: int, model: torch.nn.Mo
     if keep_last > 0:
         prune_checkpoints(out_dir, keep_last)
     return final
+
+
+def new_save_dir(out_dir: str | os.PathLike, step: int) -> Path:
+    """A fresh temporary folder in out_dir for the checkpoint of `step`, what earlier killed saves
+    left cleared first. Only the one process that saves into out_dir calls this."""
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    clear_interrupted_saves(out_dir)
+    return Path(tempfile.mkdtemp(prefix=f".tmp-{step_dir_name(step)}-", dir=out_dir))
 
 
 # A filesystem with less than this free when a save fails is taken as full: torch.save reports ENOSPC
@@ -420,12 +440,26 @@ def load_config(ckpt_dir: str | os.PathLike) -> ModelConfig:
 
 def read_weights(ckpt_dir: str | os.PathLike, verify: bool = True) -> tuple[dict, dict]:
     """(full state dict, meta) of a checkpoint, the sha256 checked first; with tied embeddings
-    lm_head.weight is filled in as the embedding tensor."""
+    lm_head.weight is filled in as the embedding tensor. A sharded checkpoint (sharded.py) is read
+    whole by this process."""
     ckpt_dir = Path(ckpt_dir)
     meta = load_meta(ckpt_dir)
     weights = ckpt_dir / "model.safetensors"
-    if not weights.is_file():
+    if meta.get("sharded") and not weights.is_file():
+        from .sharded import read_sharded_weights, verify_shards
+        if verify:
+            verify_shards(ckpt_dir, meta)
+        state = read_sharded_weights(ckpt_dir)
+    elif not weights.is_file():
         raise CheckpointError(f"checkpoint {ckpt_dir}: model.safetensors is missing")
+    else:
+        state = _read_safetensors(ckpt_dir, weights, meta, verify)
+    if load_config(ckpt_dir).tie_embeddings and "tok_embeddings.weight" in state:
+        state["lm_head.weight"] = state["tok_embeddings.weight"]
+    return state, meta
+
+
+def _read_safetensors(ckpt_dir: Path, weights: Path, meta: dict, verify: bool) -> dict:
     if verify:
         digest = sha256_file(weights)
         if digest != meta.get("model_sha256"):
@@ -436,9 +470,7 @@ def read_weights(ckpt_dir: str | os.PathLike, verify: bool = True) -> tuple[dict
         state = load_file(str(weights))
     except (SafetensorError, OSError, ValueError) as e:
         raise CheckpointError(f"checkpoint {ckpt_dir}: cannot read model.safetensors: {e}") from e
-    if load_config(ckpt_dir).tie_embeddings and "tok_embeddings.weight" in state:
-        state["lm_head.weight"] = state["tok_embeddings.weight"]
-    return state, meta
+    return state
 
 
 def load_weights(model: torch.nn.Module, ckpt_dir: str | os.PathLike, verify: bool = True) -> dict:
@@ -506,15 +538,19 @@ def load_train_state(ckpt_dir: str | os.PathLike, mmap: bool = False, verify: bo
 
 def verify_checkpoint(ckpt_dir: str | os.PathLike) -> dict:
     """Check a checkpoint whole without loading it: meta.json and config.json readable and of this
-    format version, model.safetensors and train_state.pt matching their sha256s, train_state.pt
-    readable (mapped, not read); returns meta. Raises CheckpointError naming what is wrong."""
+    format version, model.safetensors (or a sharded checkpoint's files) and train_state.pt matching
+    their sha256s, train_state.pt readable (mapped, not read); returns meta. Raises CheckpointError
+    naming what is wrong."""
     ckpt_dir = Path(ckpt_dir)
     meta = load_meta(ckpt_dir)
     load_config(ckpt_dir)
     weights = ckpt_dir / "model.safetensors"
-    if not weights.is_file():
+    if meta.get("sharded") and not weights.is_file():
+        from .sharded import verify_shards
+        verify_shards(ckpt_dir, meta)
+    elif not weights.is_file():
         raise CheckpointError(f"checkpoint {ckpt_dir}: model.safetensors is missing")
-    if (digest := sha256_file(weights)) != meta.get("model_sha256"):
+    elif (digest := sha256_file(weights)) != meta.get("model_sha256"):
         raise CheckpointError(
             f"checkpoint {ckpt_dir}: model.safetensors sha256 mismatch: meta.json records "
             f"{meta.get('model_sha256')}, the file hashes to {digest} (corrupt or replaced)")

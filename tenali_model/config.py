@@ -228,6 +228,10 @@ class TrainConfig(JsonConfig):
     # One process always trains unwrapped.
     parallelism: str = "auto"
     activation_checkpointing: bool = False  # recompute each block's activations in the backward pass
+    # How checkpoints before the run's last are written: "sharded" = each rank writes its own shard in
+    # parallel (sharded.py; fast, nothing gathered), "full" = one model.safetensors gathered to rank 0;
+    # "auto" = sharded under FSDP. The last checkpoint is always full.
+    checkpoint_format: str = "auto"
     # Tokens per optimizer step over all ranks; > 0 derives grad_accum from it (world-size independent).
     # 0 = batch_size * seq_len * world_size * grad_accum.
     global_batch_tokens: int = 0
@@ -313,6 +317,8 @@ class TrainConfig(JsonConfig):
             raise ConfigError(f"dtype must be 'auto', 'float32' or 'bfloat16', got {self.dtype!r}")
         if self.parallelism not in ("auto", "ddp", "fsdp"):
             raise ConfigError(f"parallelism must be 'auto', 'ddp' or 'fsdp', got {self.parallelism!r}")
+        if self.checkpoint_format not in ("auto", "full", "sharded"):
+            raise ConfigError(f"checkpoint_format must be 'auto', 'full' or 'sharded', got {self.checkpoint_format!r}")
         if self.global_batch_tokens < 0:
             raise ConfigError(f"global_batch_tokens must be >= 0, got {self.global_batch_tokens}")
         if not 0 <= self.seed < 2**32:  # np.random.seed (train.py) takes no other value

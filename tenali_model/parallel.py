@@ -86,6 +86,19 @@ def build_model(mcfg: ModelConfig, mode: str, device: torch.device, *, world_siz
     return model
 
 
+def reshard(model: nn.Module) -> None:
+    """Put every FSDP unit back to its sharded parameters. A forward without backward (evaluation
+    under no_grad) leaves the root unit unsharded: its parameters are then full copies that the
+    optimizer does not hold, which torch.distributed.checkpoint's state dicts cannot map. No-op
+    outside FSDP."""
+    if not fsdp_available():
+        return
+    from torch.distributed.fsdp import FSDPModule
+    for module in model.modules():
+        if isinstance(module, FSDPModule):
+            module.reshard()
+
+
 def wrap_ddp(model: nn.Module, device: torch.device) -> nn.Module:
     # Gradients as views into the all-reduce buckets: no second copy of every gradient.
     return DDP(model, device_ids=[device.index] if device.type == "cuda" else None,

@@ -62,11 +62,12 @@ from .data import TokenLoader, iter_eval_windows, shard_token_count
 from .evaluate import loss_sum
 from .memory import device_memory
 from .model import Transformer
-from .parallel import (build_model, clip_grad_norm, full_state, grad_sync, load_full_state,
+from .parallel import (build_model, clip_grad_norm, full_state, grad_sync, load_full_state, reshard,
                        wrap_ddp, zero_grads)
 from .pipes_s3 import PatientS3, pipes_s3_config
 from .plan import compile_scope, flops_per_token, memory_check, peak_bf16_flops
 from .report import publish as publish_report
+from .sharded import is_sharded, load_sharded, save_sharded
 
 try:  # optional: only present where Dagster launches us; never import dagster itself here
     import dagster_pipes
@@ -411,9 +412,13 @@ def _train(cfg: TrainConfig, d: Dist, pipes, stop_at: int | None) -> dict:
         state = load_train_state(ckpt, mmap=mode == "fsdp", verify=False)
         has_optimizer = state["optimizer"] is not None  # None in an imported (hf.py) checkpoint
         configured = [(g["weight_decay"], g["betas"]) for g in optimizer.param_groups]
-        load_full_state(model, mode, read_weights(ckpt, verify=False)[0] if reads_state else None,
-                        optimizer if has_optimizer else None,
-                        state["optimizer"] if reads_state else None)
+        if is_sharded(ckpt):  # every rank reads its own slices
+            load_sharded(ckpt, model, optimizer if has_optimizer else None,
+                         state["optimizer"]["param_groups"] if has_optimizer else None)
+        else:
+            load_full_state(model, mode, read_weights(ckpt, verify=False)[0] if reads_state else None,
+                            optimizer if has_optimizer else None,
+                            state["optimizer"] if reads_state else None)
         keep_configured_hyperparameters(optimizer, configured, say)
         if state.get("loader"):
             loader.load_state_dict(state["loader"])
@@ -477,24 +482,33 @@ def _train(cfg: TrainConfig, d: Dist, pipes, stop_at: int | None) -> dict:
         if mode == "fsdp":  # every rank must run the same number of forwards (they all-gather)
             windows = pad_batches(windows, eval_batches_per_rank(cfg, seq_len, d.world_size), seq_len)
         total, count = loss_sum(raw_model, windows, d.device, autocast)
+        reshard(raw_model)  # frees the root's gathered weights, which no backward will reshard
         if d.world_size > 1:
             t = torch.tensor([total, count], dtype=torch.float64, device=d.device)
             dist.all_reduce(t)
             total, count = t[0].item(), t[1].item()
         return total / count if count else None
 
+    sharded_saves = cfg.checkpoint_format == "sharded" or (cfg.checkpoint_format == "auto" and mode == "fsdp")
+
     def checkpoint(loss: float | None, val_loss: float | None) -> None:
-        if mode == "fsdp" or d.is_main:  # a collective under FSDP; rank 0 gets the full state
-            model_state, optimizer_state = full_state(raw_model, optimizer, mode)
         rngs = gather_rng(d)
+        common = dict(step=step, tokens_seen=tokens_seen, loss=loss, val_loss=val_loss,
+                      train_config=cfg.to_dict(), extra_state={"elapsed": elapsed()}, keep_last=cfg.keep_last,
+                      rng_per_rank=rngs, extra_meta=lineage_meta)
+        t0 = time.time()
+        if sharded_saves and step < cfg.steps:  # a collective: every rank writes its own shard
+            path = save_sharded(out_dir, model=raw_model, optimizer=optimizer,
+                                loader_state=loader.state_dict() if d.is_main else None, **common)
+        else:  # the run's last (or format "full"): consolidated, what evaluation and export read
+            if mode == "fsdp" or d.is_main:  # a collective under FSDP; rank 0 gets the full state
+                model_state, optimizer_state = full_state(raw_model, optimizer, mode)
+            if d.is_main:
+                path = save_checkpoint(out_dir, model=raw_model, model_state=model_state,
+                                       optimizer_state=optimizer_state, loader_state=loader.state_dict(),
+                                       **common)
         if d.is_main:
-            path = save_checkpoint(
-                out_dir, step=step, model=raw_model, model_state=model_state,
-                optimizer_state=optimizer_state, tokens_seen=tokens_seen,
-                loader_state=loader.state_dict(), loss=loss, val_loss=val_loss,
-                train_config=cfg.to_dict(), extra_state={"elapsed": elapsed()},
-                keep_last=cfg.keep_last, rng_per_rank=rngs, extra_meta=lineage_meta)
-            say(f"saved {path}")
+            say(f"saved {path} in {time.time() - t0:.1f} s")
         if d.world_size > 1:
             dist.barrier()
 

@@ -13,7 +13,8 @@ from safetensors.torch import load_file
 
 import numpy as np
 
-from tenali_model.checkpoint import latest_checkpoint, list_checkpoints, load_train_state
+from tenali_model.checkpoint import (latest_checkpoint, list_checkpoints, load_meta, load_train_state,
+                                     read_weights)
 from tenali_model.config import TrainConfig
 from tenali_model.data import write_shard
 from tenali_model.model import Transformer
@@ -222,11 +223,13 @@ def _pipes_env(tmp_path):
 
 def test_torchrun_two_ranks_reports_through_pipes_once(shards, tmp_path):
     """DDP over two gloo ranks: rank 0 alone reports, and the run matches one process at the same
-    global batch (the two ranks' batches together are the one process's micro-batches)."""
+    global batch (the two ranks' batches together are the one process's micro-batches). Its step-3
+    checkpoint is sharded on request (DCP writes each replicated tensor once) and holds what one
+    process held at step 3."""
     out = tmp_path / "ddp"
     cfg_path = tmp_path / "train.json"
     tiny_config(shards, out, steps=6, log_every=2, eval_every=3, ckpt_every=3, batch_size=4,
-                global_batch_tokens=16 * 32, parallelism="ddp").to_json(cfg_path)
+                global_batch_tokens=16 * 32, parallelism="ddp", checkpoint_format="sharded").to_json(cfg_path)
     messages, pipes_env = _pipes_env(tmp_path)
     proc = subprocess.run(
         [PYTHON, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
@@ -259,6 +262,10 @@ def test_torchrun_two_ranks_reports_through_pipes_once(shards, tmp_path):
                       global_batch_tokens=16 * 32))  # grad_accum 4 instead of 2 x 2 ranks
     assert_same_run(read_metrics(single), read_metrics(out), single / "step_00000006",
                     out / "step_00000006")
+    assert sorted(load_meta(out / "step_00000003")["sharded"]["sha256"])[0] == ".metadata"
+    sharded3 = read_weights(out / "step_00000003")[0]
+    for name, tensor in read_weights(single / "step_00000003")[0].items():
+        torch.testing.assert_close(sharded3[name], tensor, rtol=0, atol=1e-5, msg=name)
 
 
 def assert_same_run(rows_a, rows_b, ckpt_a, ckpt_b, rel=1e-5, atol=1e-5):
@@ -276,8 +283,9 @@ def assert_same_run(rows_a, rows_b, ckpt_a, ckpt_b, rel=1e-5, atol=1e-5):
 
 def test_fsdp_two_ranks_match_one_process_and_resume(shards, tmp_path):
     """FSDP2 over two gloo CPU ranks, with activation checkpointing: a fresh start (rank 0's
-    initialisation broadcast), a consolidated checkpoint at step 3, a resume from it under FSDP
-    (weights and optimizer state broadcast), all matching one process at the same global batch."""
+    initialisation broadcast), a sharded checkpoint at step 3 (each rank's own file), a resume from it
+    under FSDP (each rank reading its slices), a consolidated last checkpoint, all matching one
+    process at the same global batch."""
     kw = dict(steps=6, log_every=1, eval_every=3, ckpt_every=3, batch_size=4, eval_batches=3,
               global_batch_tokens=8 * 32)
     single = tmp_path / "single"
@@ -293,16 +301,27 @@ def test_fsdp_two_ranks_match_one_process_and_resume(shards, tmp_path):
         assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     assert "fsdp + activation checkpointing" in proc.stdout
     assert "resuming from" in proc.stdout and "at step 3" in proc.stdout
-    # One consolidated model.safetensors per checkpoint, as in every other mode.
+    # Step 3 (before the last): one shard file per rank, nothing gathered; the last is consolidated.
     assert sorted(p.name for p in (out / "step_00000003").iterdir()) == [
-        "config.json", "meta.json", "model.safetensors", "train_state.pt"]
+        "config.json", "meta.json", "sharded", "train_state.pt"]
+    assert sorted(load_meta(out / "step_00000003")["sharded"]["sha256"]) == [
+        ".metadata", "__0_0.distcp", "__1_0.distcp"]
+    assert "saved " in proc.stdout
     state = load_train_state(out / "step_00000003")
     assert state["loader"]["world_size"] == 2
+    assert set(state["optimizer"]) == {"param_groups"}  # the moments are in the shards
+    assert (out / "step_00000006" / "model.safetensors").is_file()
+    state = load_train_state(out / "step_00000006")
     assert "layers.0.attn.wq.weight" in state["optimizer"]["state"]  # full, keyed by name
     assert_same_run(read_metrics(single), read_metrics(out), single / "step_00000006",
                     out / "step_00000006")
+    # One process reads the sharded checkpoint whole: the weights it held at step 3 are one
+    # process's at step 3 (a checkpoint every step-3 reader, export and evaluation included, can take).
+    sharded3, _ = read_weights(out / "step_00000003")
+    for name, tensor in read_weights(single / "step_00000003")[0].items():
+        torch.testing.assert_close(sharded3[name], tensor, rtol=0, atol=1e-5, msg=name)
 
-    # The sharded run's checkpoint resumes in one process too (same layout, name-keyed optimizer).
+    # The sharded checkpoint resumes in one process too (DCP reshards: one rank reads both files).
     cross = tmp_path / "cross"
     cross.mkdir()
     shutil.copytree(out / "step_00000003", cross / "step_00000003")

@@ -1,0 +1,160 @@
+"""Sharded checkpoints (tenali_model/sharded.py) in one process: round trip, integrity, refusal of
+pickled code, and a bit-identical resume. Two ranks: test_model_train.py's FSDP and DDP tests."""
+
+import json
+import os
+import pickle
+
+import numpy as np
+import pytest
+import torch
+import torch.distributed.checkpoint as dcp
+
+from tenali_model.checkpoint import (CheckpointError, load_model, load_train_state, read_weights, sha256_file,
+                                     verify_checkpoint)
+from tenali_model.config import ConfigError, ModelConfig, TrainConfig, preset
+from tenali_model.data import write_shard
+from tenali_model.model import Transformer
+from tenali_model.sharded import SafeLoadPlanner, SafeReader, is_sharded, load_sharded, save_sharded
+from tenali_model.train import param_groups, train
+
+
+def trained(seed=0, **kw):
+    torch.manual_seed(seed)
+    model = Transformer(ModelConfig(**{**vars(preset("tiny")), "vocab_size": 64, **kw}))
+    opt = torch.optim.AdamW(param_groups(model, 0.1), lr=1e-3)
+    for _ in range(2):
+        idx = torch.randint(0, 64, (2, 8))
+        model(idx, idx)[1].backward()
+        opt.step()
+        opt.zero_grad()
+    return model, opt
+
+
+def saved(tmp_path, **kw):
+    model, opt = trained(**kw)
+    path = save_sharded(tmp_path, step=7, model=model, optimizer=opt, tokens_seen=99, loss=2.5,
+                        loader_state={"position": 3})
+    return model, opt, path
+
+
+def test_round_trip_in_one_process(tmp_path):
+    model, opt, path = saved(tmp_path)
+    assert path == tmp_path / "step_00000007" and is_sharded(path)
+    assert sorted(p.name for p in path.iterdir()) == ["config.json", "meta.json", "sharded", "train_state.pt"]
+    meta = verify_checkpoint(path)
+    assert meta["model_sha256"] is None and meta["sharded"]["format"] == "torch.distributed.checkpoint"
+    assert sorted(meta["sharded"]["sha256"]) == [".metadata", "__0_0.distcp"]
+    state = load_train_state(path)
+    assert (state["step"], state["tokens_seen"], state["loader"]) == (7, 99, {"position": 3})
+    assert set(state["optimizer"]) == {"param_groups"}  # names, lr, betas, decay; the moments are shards
+
+    # read whole (what evaluation, export and serving do), the tie restored
+    loaded = load_model(path)
+    assert loaded.lm_head.weight is loaded.tok_embeddings.weight
+    for name, tensor in model.state_dict().items():
+        assert torch.equal(loaded.state_dict()[name], tensor), name
+
+    # into a fresh model and optimizer (what a resume does): the same weights and AdamW state
+    fresh, fresh_opt = trained(seed=1)
+    fresh_opt = torch.optim.AdamW(param_groups(fresh, 0.1), lr=5e-4)
+    load_sharded(path, fresh, fresh_opt, state["optimizer"]["param_groups"])
+    assert fresh.lm_head.weight is fresh.tok_embeddings.weight
+    for name, tensor in model.state_dict().items():
+        assert torch.equal(fresh.state_dict()[name], tensor), name
+    a, b = opt.state_dict(), fresh_opt.state_dict()
+    assert a["param_groups"] == b["param_groups"]
+    for i, s in a["state"].items():
+        for key, value in s.items():
+            assert torch.equal(b["state"][i][key], value), (i, key)
+
+
+def test_untied_model_keeps_its_head(tmp_path):
+    model, _, path = saved(tmp_path, tie_embeddings=False)
+    weights, _ = read_weights(path)
+    assert torch.equal(weights["lm_head.weight"], model.lm_head.weight)
+    assert not torch.equal(weights["lm_head.weight"], weights["tok_embeddings.weight"])
+
+
+def test_a_flipped_byte_a_lost_file_and_a_stray_file_are_named(tmp_path):
+    _, _, path = saved(tmp_path)
+    shard = path / "sharded" / "__0_0.distcp"
+    data = bytearray(shard.read_bytes())
+    data[len(data) // 2] ^= 0xFF
+    shard.write_bytes(bytes(data))
+    with pytest.raises(CheckpointError, match=r"sharded/__0_0.distcp sha256 mismatch"):
+        verify_checkpoint(path)
+    with pytest.raises(CheckpointError, match="sha256 mismatch"):
+        read_weights(path)
+    shard.unlink()
+    with pytest.raises(CheckpointError, match=r"sharded/ is missing __0_0.distcp"):
+        verify_checkpoint(path)
+    _, _, path = saved(tmp_path / "b")
+    (path / "sharded" / "__1_0.distcp").write_bytes(b"x")
+    with pytest.raises(CheckpointError, match="files meta.json does not list: __1_0.distcp"):
+        verify_checkpoint(path)
+
+
+class Payload:
+    """What a crafted checkpoint would smuggle in: unpickling it runs code."""
+
+    def __reduce__(self):
+        return (os.system, ("touch pwned",))
+
+
+def test_metadata_that_would_run_code_is_refused(tmp_path, monkeypatch):
+    """DCP's own reader unpickles .metadata with plain pickle; ours refuses any global outside DCP's
+    record types, even when meta.json's sha256 agrees (whoever wrote the file wrote meta.json too)."""
+    monkeypatch.chdir(tmp_path)
+    _, _, path = saved(tmp_path)
+    metadata = path / "sharded" / ".metadata"
+    metadata.write_bytes(pickle.dumps(Payload()))
+    meta = json.loads((path / "meta.json").read_text())
+    meta["sharded"]["sha256"][".metadata"] = sha256_file(metadata)
+    (path / "meta.json").write_text(json.dumps(meta))
+    with pytest.raises(CheckpointError, match=r"cannot read \.metadata: .*posix.system is not a DCP metadata type"):
+        read_weights(path)
+    assert not (tmp_path / "pwned").exists()
+
+
+@pytest.mark.filterwarnings("ignore:torch.distributed is disabled")
+def test_non_tensor_entries_load_weights_only(tmp_path, monkeypatch):
+    """DCP stores non-tensor values as torch.save bytes and its default planner loads them with
+    weights_only=False; SafeLoadPlanner loads them with weights_only=True."""
+    monkeypatch.chdir(tmp_path)
+    dcp.save({"x": {"ok": 1.5, "bad": Payload()}}, checkpoint_id=tmp_path / "c", no_dist=True)
+    ok = {"x": {"ok": 0.0}}
+    dcp.load(ok, storage_reader=SafeReader(tmp_path / "c"), planner=SafeLoadPlanner(), no_dist=True)
+    assert ok["x"]["ok"] == 1.5
+    with pytest.raises(BaseException, match="Weights only load failed|Unsupported global"):
+        dcp.load({"x": {"bad": None}}, storage_reader=SafeReader(tmp_path / "c"), planner=SafeLoadPlanner(),
+                 no_dist=True)
+    assert not (tmp_path / "pwned").exists()
+
+
+def test_resume_from_a_sharded_checkpoint_is_bit_identical(tmp_path):
+    """checkpoint_format "sharded" in one process: stopped at step 3 and resumed, the run equals an
+    uninterrupted one exactly (losses and weights), and its last checkpoint is consolidated."""
+    tokens = np.tile(np.random.default_rng(0).integers(0, 64, size=37), 200)
+    write_shard(tmp_path / "t.bin", tokens, vocab_size=64)
+    kw = dict(train_shards=[str(tmp_path / "t.bin")], model={"preset": "tiny", "vocab_size": 64, "max_seq_len": 32},
+              steps=6, batch_size=4, seq_len=32, lr=3e-3, warmup_steps=2, log_every=1, ckpt_every=3, device="cpu",
+              num_threads=1, seed=7, checkpoint_format="sharded")
+    train(TrainConfig(out_dir=str(tmp_path / "a"), **kw))
+    train(TrainConfig(out_dir=str(tmp_path / "b"), **kw), stop_at=3)
+    assert is_sharded(tmp_path / "b" / "step_00000003")
+    summary = train(TrainConfig(out_dir=str(tmp_path / "b"), **kw))
+    assert summary["resumed_from_step"] == 3
+    assert not is_sharded(tmp_path / "b" / "step_00000006")  # the last one: model.safetensors
+
+    def losses(run):
+        rows = [json.loads(line) for line in (tmp_path / run / "metrics.jsonl").read_text().splitlines()]
+        return [(r["step"], r["loss"]) for r in rows if r["kind"] == "train"]
+    assert losses("a") == losses("b")
+    a, b = read_weights(tmp_path / "a" / "step_00000006")[0], read_weights(tmp_path / "b" / "step_00000006")[0]
+    assert all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_checkpoint_format_is_validated(tmp_path):
+    with pytest.raises(ConfigError, match="checkpoint_format must be 'auto', 'full' or 'sharded'"):
+        TrainConfig(train_shards=["a"], out_dir="o", checkpoint_format="dcp").validate()
