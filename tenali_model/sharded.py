@@ -149,6 +149,10 @@ def save_sharded(out_dir: str | os.PathLike, *, step: int, model: torch.nn.Modul
             digests = {k: v for d in gathered for k, v in d.items()}
         if rank != 0:
             return None
+        if unseen := sorted(n for n in digests if not (tmp / SHARDED_DIR / n).is_file()):
+            raise CheckpointError(f"rank 0 does not see {', '.join(unseen)} that other ranks wrote to {tmp}: "
+                                  f"out_dir ({out_dir}) must be one filesystem shared by every rank (a network "
+                                  "volume on several nodes), or set checkpoint_format to 'full'")
         digests[_METADATA] = sha256_file(tmp / SHARDED_DIR / _METADATA)
         return save_checkpoint(out_dir, step=step, model=model, into=tmp,
                                optimizer_state={"param_groups": optim["param_groups"]},

@@ -22,6 +22,8 @@ loudly). Fields every stage has:
                    (fsdp for full fine-tuning of models of 1B parameters or more, else ddp; LoRA
                    always ddp: its frozen weights fit one GPU and only the adapters carry state)
     activation_checkpointing   recompute each block's activations in the backward pass
+    checkpoint_format  as TrainConfig's: "auto" (sharded under FSDP), "full" or "sharded", for every
+                   checkpoint but the stage's last; LoRA stages save full (their adapters are small)
     compile        torch.compile the policy's training forward (as TrainConfig's; under FSDP each
                    block in place, before sharding); validation, DPO's reference and a teacher run
                    eager. For GPUs: on a CPU inductor was slower than eager in pretraining
@@ -141,6 +143,7 @@ class StageConfig(JsonConfig):
     parallelism: str = "auto"
     activation_checkpointing: bool = False
     compile: bool = False
+    checkpoint_format: str = "auto"
 
     # --- the optimisation schedule -------------------------------------------------------------
 
@@ -191,8 +194,13 @@ class StageConfig(JsonConfig):
             raise ConfigError(f"dtype must be 'auto', 'float32' or 'bfloat16', got {self.dtype!r}")
         if self.parallelism not in ("auto", "ddp", "fsdp"):
             raise ConfigError(f"parallelism must be 'auto', 'ddp' or 'fsdp', got {self.parallelism!r}")
+        if self.checkpoint_format not in ("auto", "full", "sharded"):
+            raise ConfigError(f"checkpoint_format must be 'auto', 'full' or 'sharded', got {self.checkpoint_format!r}")
         if self.lora is not None:
             self.lora.validate()
+            if self.checkpoint_format == "sharded":
+                raise ConfigError("checkpoint_format 'sharded' is for full fine-tuning; a LoRA stage saves its "
+                                  "adapters and merged weights whole: set it to 'auto' or 'full', or drop lora")
             if self.lora.base_dtype == "bfloat16" and self.dtype == "float32":
                 raise ConfigError("lora.base_dtype 'bfloat16' needs bf16 compute: set dtype to 'bfloat16' "
                                   "or 'auto' (bf16 on a GPU that has it), or base_dtype to 'auto' or 'float32'")

@@ -49,8 +49,11 @@ from ..checkpoint import (CheckpointError, check_space, checkpoint_bytes, list_c
                           load_model, load_train_state, rank_rng, read_weights, resolve_checkpoint, restore_rng,
                           save_checkpoint, step_dir_name)
 from ..config import ConfigError, ModelConfig, num_params, resolve_parallelism
-from ..parallel import build_model, clip_grad_norm, full_state, grad_sync, load_full_state, wrap_ddp, zero_grads
+from ..parallel import (build_model, clip_grad_norm, full_state, grad_sync, load_full_state, reshard, wrap_ddp,
+                        zero_grads)
 from ..report import publish as publish_report
+from ..sharded import is_sharded, save_sharded
+from ..sharded import load_sharded as load_sharded_checkpoint
 from ..tokenizer import TokenizerError
 from ..train import (Dist, MetricsLog, _printer, autocast_context, check_finite, die_with_torchrun, gather_rng,
                      fused_adamw, keep_configured_hyperparameters, open_pipes, param_groups, resume_checkpoint,
@@ -206,6 +209,8 @@ def run_stage(stage: Stage, d: Dist, pipes=None, stop_at: int | None = None) -> 
         if lora:
             load_adapter(raw, adapter_dir(out_dir, meta["step"]))
             optimizer.load_state_dict(state["optimizer"])
+        elif is_sharded(ckpt):  # every rank reads its own slices
+            load_sharded_checkpoint(ckpt, raw, optimizer, state["optimizer"]["param_groups"])
         else:  # under FSDP rank 0 reads the weights and optimizer state and broadcasts them
             reads = mode != "fsdp" or d.is_main
             load_full_state(raw, mode, read_weights(ckpt, verify=False)[0] if reads else None, optimizer,
@@ -250,11 +255,28 @@ def run_stage(stage: Stage, d: Dist, pipes=None, stop_at: int | None = None) -> 
         raw.eval()
         with torch.no_grad(), autocast:
             sums = reduce(stage.evaluate(raw))
+        reshard(raw)  # under FSDP: frees the root's gathered weights, which no backward will reshard
         raw.train(was)
         n = sums.pop("count")
         return {k: v / n for k, v in sums.items()} if n else None
 
+    sharded_saves = not lora and (cfg.checkpoint_format == "sharded"
+                                  or (cfg.checkpoint_format == "auto" and mode == "fsdp"))
+
     def checkpoint(loss: float | None, val: dict | None) -> None:
+        if sharded_saves and step < total:  # a collective: every rank writes its own shard
+            rngs = gather_rng(d)
+            extra = {**stage_meta(stage), "val_metrics": val} if d.is_main else None
+            path = save_sharded(out_dir, step=step, model=raw, optimizer=optimizer, tokens_seen=tokens_seen,
+                                loader_state=stage.batches.state_dict() if d.is_main else None, loss=loss,
+                                val_loss=None if val is None else val.get("val_loss"), train_config=cfg.to_dict(),
+                                extra_state={"elapsed": elapsed()}, keep_last=cfg.keep_last, extra_meta=extra,
+                                rng_per_rank=rngs)
+            if d.is_main:
+                say(f"saved {path}")
+            if d.world_size > 1:
+                dist.barrier()
+            return
         if not lora and (mode == "fsdp" or d.is_main):  # a collective under FSDP; rank 0 gets the state
             state, optimizer_state = full_state(raw, optimizer, mode)
         rngs = gather_rng(d)

@@ -69,6 +69,19 @@ def test_round_trip_in_one_process(tmp_path):
             assert torch.equal(b["state"][i][key], value), (i, key)
 
 
+def test_export_takes_a_sharded_checkpoint(tmp_path):
+    """transformers loads the export of a sharded checkpoint and computes our logits."""
+    transformers = pytest.importorskip("transformers")
+    from tenali_model.hf import export_hf
+
+    model, _, path = saved(tmp_path)
+    out = export_hf(path, tmp_path / "hf")
+    hf = transformers.AutoModelForCausalLM.from_pretrained(str(out), dtype=torch.float32).eval()
+    idx = torch.randint(0, 64, (1, 12))
+    with torch.no_grad():
+        torch.testing.assert_close(hf(idx).logits, model.eval()(idx)[0], rtol=0, atol=1e-4)
+
+
 def test_untied_model_keeps_its_head(tmp_path):
     model, _, path = saved(tmp_path, tie_embeddings=False)
     weights, _ = read_weights(path)

@@ -17,6 +17,7 @@ from tenali_model.posttrain import dpo, sft
 from tenali_model.posttrain.config import LoraSettings, SFTConfig
 from tenali_model.posttrain.loop import stage_parallelism
 from tenali_model.posttrain.vocab import extend_vocab, grown_state
+from tenali_model.sharded import is_sharded
 from test_posttrain_distill_dpo import PAIRS, dpo_config
 from test_posttrain_sft import sft_config
 from tm_helpers import PYTHON, REPO_ROOT, subprocess_env
@@ -45,7 +46,8 @@ def val_losses(out_dir) -> list[float]:
 
 def test_full_sft_on_two_fsdp_ranks_matches_one_process_and_resumes(tok_dir, parent, tmp_path):
     """Rows spread over two ranks at batch 2 are the rows one process takes at batch 2 x grad_accum 2;
-    stopped at step 3 and rerun, the sharded run resumes from its own (gathered) checkpoint."""
+    stopped at step 3 and rerun, the FSDP run resumes from its own sharded checkpoint (each rank's
+    file), and its last checkpoint is gathered into one model.safetensors."""
     f = write_jsonl(tmp_path / "chats.jsonl", CHATS * 4)
     kw = dict(steps=6, ckpt_every=3, log_every=1, eval_every=3, val_files=[f], eval_batches=3, packing=False)
     one = sft.train(sft_config(parent, tok_dir, [f], tmp_path / "one", grad_accum=2, **kw))
@@ -53,14 +55,18 @@ def test_full_sft_on_two_fsdp_ranks_matches_one_process_and_resumes(tok_dir, par
     first = torchrun("tenali_model.posttrain.sft", cfg, tmp_path / "sft.json", "--stop-at-step", "3")
     assert "2 rank(s) on cpu, fsdp" in first
     assert (tmp_path / "two" / "latest").read_text().strip() == "step_00000003"
-    # the gathered checkpoint is an ordinary one: one process reads it and its name-keyed optimizer state
-    state = load_train_state(tmp_path / "two" / "step_00000003")
-    assert all(isinstance(k, str) for k in state["optimizer"]["state"])
+    # sharded: the moments are in the ranks' files; one process still reads the weights whole
+    assert is_sharded(tmp_path / "two" / "step_00000003")
+    assert set(load_train_state(tmp_path / "two" / "step_00000003")["optimizer"]) == {"param_groups"}
     assert_same_model(tmp_path / "one" / "step_00000003", tmp_path / "two" / "step_00000003")
     second = torchrun("tenali_model.posttrain.sft", cfg, tmp_path / "sft.json")
     assert "resuming sft from" in second and "at step 3" in second
     assert_same_model(one["checkpoint"], tmp_path / "two" / "step_00000006")
     assert load_meta(tmp_path / "two" / "step_00000006")["stage"] == "sft"
+    assert load_meta(tmp_path / "two" / "step_00000003")["stage"] == "sft"
+    assert (tmp_path / "two" / "step_00000006" / "model.safetensors").is_file()
+    state = load_train_state(tmp_path / "two" / "step_00000006")
+    assert all(isinstance(k, str) for k in state["optimizer"]["state"])  # gathered, keyed by name
     # three validation batches (of 16 padded rows) over two ranks: rank 1 runs a forward it does not count
     torch.testing.assert_close(val_losses(tmp_path / "two"), val_losses(tmp_path / "one"), rtol=1e-5, atol=0)
     assert not torch.equal(read_weights(one["checkpoint"])[0]["layers.0.attn.wq.weight"],
@@ -90,6 +96,9 @@ def test_which_stages_shard():
     with pytest.raises(ConfigError, match="LoRA trains under ddp"):
         SFTConfig(init_from="p", out_dir="o", train_files=["f"], tokenizer="t", lora=LoraSettings(),
                   parallelism="fsdp").validate()
+    with pytest.raises(ConfigError, match="checkpoint_format 'sharded' is for full fine-tuning"):
+        SFTConfig(init_from="p", out_dir="o", train_files=["f"], tokenizer="t", lora=LoraSettings(),
+                  checkpoint_format="sharded").validate()
     with pytest.raises(ConfigError, match="parallelism must be"):
         SFTConfig(init_from="p", out_dir="o", train_files=["f"], tokenizer="t", parallelism="zero3").validate()
 
