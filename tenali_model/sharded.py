@@ -164,8 +164,9 @@ def save_sharded(out_dir: str | os.PathLike, *, step: int, model: torch.nn.Modul
         raise
 
 
-def verify_shards(ckpt_dir: str | os.PathLike, meta: dict | None = None) -> None:
-    """Every file meta.json lists is there and matches its sha256, and no other file is."""
+def verify_shards(ckpt_dir: str | os.PathLike, meta: dict | None = None, part: tuple[int, int] = (0, 1)) -> None:
+    """Every file meta.json lists is there and matches its sha256, and no other file is. part=(rank,
+    world_size): hash only this rank's share of the files (every world_size-th, by name)."""
     ckpt_dir = Path(ckpt_dir)
     meta = load_meta(ckpt_dir) if meta is None else meta
     listed = (meta.get("sharded") or {}).get("sha256")
@@ -178,8 +179,9 @@ def verify_shards(ckpt_dir: str | os.PathLike, meta: dict | None = None) -> None
     if extra := sorted(present - set(listed)):
         raise CheckpointError(f"checkpoint {ckpt_dir}: {SHARDED_DIR}/ holds files meta.json does not list: "
                               f"{', '.join(extra)}")
-    for name, expected in listed.items():
-        if (digest := sha256_file(folder / name)) != expected:
+    rank, world = part
+    for name in sorted(listed)[rank::world]:
+        if (digest := sha256_file(folder / name)) != (expected := listed[name]):
             raise CheckpointError(f"checkpoint {ckpt_dir}: {SHARDED_DIR}/{name} sha256 mismatch: meta.json "
                                   f"records {expected}, the file hashes to {digest} (corrupt or replaced)")
 

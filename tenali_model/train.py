@@ -269,26 +269,35 @@ def check_inputs(cfg: TrainConfig, world_size: int = 1) -> int:
 def resume_checkpoint(out_dir: Path, d: Dist, say) -> Path | None:
     """The checkpoint to resume from: the one `latest` names or, when that fails verification (a
     flipped byte, a file lost by the storage), the newest older one that passes, with a warning; None
-    when out_dir holds none. Rank 0 verifies (hashing every file once) and tells the others (a
-    collective). CheckpointError, naming each one and why, when checkpoints exist but none passes."""
-    choice, problems = None, []
+    when out_dir holds none. Rank 0 lists the candidates; every rank hashes its share of each
+    candidate's files (`verify_checkpoint`'s part) and all agree on the first that passes (collectives).
+    CheckpointError, naming each one and why, when checkpoints exist but none passes."""
+    candidates = None
     if d.is_main:
         newest, found = latest_checkpoint(out_dir), list_checkpoints(out_dir)
         older = found[:found.index(newest)] if newest in found else []
-        candidates = [] if newest is None else [newest, *reversed(older)]
-        for ckpt in candidates:
-            try:
-                verify_checkpoint(ckpt)
-            except CheckpointError as e:
-                problems.append(str(e))
-                say(f"warning: cannot resume from {ckpt.name}: {e}")
-                continue
+        candidates = [] if newest is None else [str(newest), *map(str, reversed(older))]
+    if d.world_size > 1:
+        shared = [candidates]
+        dist.broadcast_object_list(shared, src=0)
+        candidates = shared[0]
+    choice, problems = None, []
+    for ckpt in map(Path, candidates):
+        try:
+            verify_checkpoint(ckpt, part=(d.rank, d.world_size))
+            error = None
+        except CheckpointError as e:
+            error = str(e)
+        errors = [error]
+        if d.world_size > 1:
+            errors = [None] * d.world_size
+            dist.all_gather_object(errors, error)
+        if not any(errors):
             choice = ckpt
             break
-    if d.world_size > 1:
-        shared = [None if choice is None else str(choice), problems]
-        dist.broadcast_object_list(shared, src=0)
-        choice, problems = None if shared[0] is None else Path(shared[0]), shared[1]
+        problem = next(e for e in errors if e)
+        problems.append(problem)
+        say(f"warning: cannot resume from {ckpt.name}: {problem}")
     if choice is None and problems:
         raise CheckpointError(f"no checkpoint in {out_dir} can be resumed: " + "; ".join(problems)
                               + " (move them out of the way to start afresh)")

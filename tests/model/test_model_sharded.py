@@ -108,6 +108,49 @@ def test_a_flipped_byte_a_lost_file_and_a_stray_file_are_named(tmp_path):
         verify_checkpoint(path)
 
 
+def flip(path):
+    data = bytearray(path.read_bytes())
+    data[len(data) // 2] ^= 0xFF
+    path.write_bytes(bytes(data))
+
+
+def test_ranks_share_the_hashing_and_together_miss_nothing(tmp_path):
+    """verify_checkpoint(part=(rank, world)): each file is hashed by exactly one rank, so a resume on
+    N ranks hashes a checkpoint once, N files at a time; whichever file is corrupt, one rank says so."""
+    from tenali_model.checkpoint import save_checkpoint
+
+    model, opt = trained()
+    full = save_checkpoint(tmp_path / "full", step=1, model=model, optimizer=opt)
+    path = save_sharded(tmp_path / "sharded", step=1, model=model, optimizer=opt)
+    # two shard files, as two ranks would write: copy rank 0's under rank 1's name and list it
+    shard = path / "sharded" / "__1_0.distcp"
+    shard.write_bytes((path / "sharded" / "__0_0.distcp").read_bytes())
+    meta = json.loads((path / "meta.json").read_text())
+    meta["sharded"]["sha256"]["__1_0.distcp"] = sha256_file(shard)
+    (path / "meta.json").write_text(json.dumps(meta))
+
+    def failing(ckpt, world):
+        found = []
+        for rank in range(world):
+            try:
+                verify_checkpoint(ckpt, part=(rank, world))
+            except CheckpointError:
+                found.append(rank)
+        return found
+    for ckpt in (full, path):
+        assert failing(ckpt, 2) == []
+    flip(full / "model.safetensors")
+    assert failing(full, 2) == [0] and failing(full, 1) == [0]
+    flip(full / "model.safetensors")
+    flip(full / "train_state.pt")
+    assert failing(full, 2) == [1] and failing(full, 3) == [2]
+    for name, rank in ((".metadata", 0), ("__0_0.distcp", 1), ("__1_0.distcp", 0)):
+        flip(path / "sharded" / name)
+        assert failing(path, 2) == [rank], name
+        assert failing(path, 1) == [0], name
+        flip(path / "sharded" / name)
+
+
 class Payload:
     """What a crafted checkpoint would smuggle in: unpickling it runs code."""
 

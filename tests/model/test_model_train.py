@@ -321,6 +321,19 @@ def test_fsdp_two_ranks_match_one_process_and_resume(shards, tmp_path):
     for name, tensor in read_weights(single / "step_00000003")[0].items():
         torch.testing.assert_close(sharded3[name], tensor, rtol=0, atol=1e-5, msg=name)
 
+    # A flipped byte in step 6's train_state.pt, which rank 1 hashes: both ranks fall back to step 3
+    # together, and the rerun of steps 4-6 ends where the first did.
+    state_file = out / "step_00000006" / "train_state.pt"
+    data = bytearray(state_file.read_bytes())
+    data[len(data) // 2] ^= 0xFF
+    state_file.write_bytes(bytes(data))
+    proc = subprocess.run(cmd, cwd=REPO_ROOT, env=subprocess_env(), capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    assert "cannot resume from step_00000006" in proc.stdout and "train_state.pt sha256 mismatch" in proc.stdout
+    assert "resuming from the older step_00000003" in proc.stdout
+    assert_same_run(read_metrics(single), read_metrics(out), single / "step_00000006",
+                    out / "step_00000006")
+
     # The sharded checkpoint resumes in one process too (DCP reshards: one rank reads both files).
     cross = tmp_path / "cross"
     cross.mkdir()
