@@ -48,7 +48,8 @@ from torch.distributed.checkpoint.state_dict import (StateDictOptions, get_model
                                                      get_optimizer_state_dict, set_model_state_dict,
                                                      set_optimizer_state_dict)
 
-from .checkpoint import CheckpointError, load_config, load_meta, new_save_dir, save_checkpoint, sha256_file
+from .checkpoint import (CheckpointError, _disk_full, load_config, load_meta, new_save_dir, save_checkpoint,
+                         sha256_file)
 from .model import Transformer
 from .parallel import reshard
 
@@ -158,9 +159,15 @@ def save_sharded(out_dir: str | os.PathLike, *, step: int, model: torch.nn.Modul
                                optimizer_state={"param_groups": optim["param_groups"]},
                                sharded={"format": FORMAT, "sha256": dict(sorted(digests.items()))},
                                **save_kwargs)
-    except BaseException:
+    except BaseException as e:
+        full = "" if isinstance(e, CheckpointError) else _disk_full(e, out_dir, tmp)
         if rank == 0:
             shutil.rmtree(tmp, ignore_errors=True)
+        if full:
+            raise CheckpointError(f"no space left on the filesystem of {out_dir} while rank {rank} saved its shard "
+                                  f"of step {step}: {full}. Free space there, point out_dir at a larger volume, or "
+                                  "keep fewer checkpoints (keep_last); any checkpoints saved before are intact, and "
+                                  "a rerun resumes from the newest") from e
         raise
 
 

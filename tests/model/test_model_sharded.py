@@ -4,6 +4,7 @@ pickled code, and a bit-identical resume. Two ranks: test_model_train.py's FSDP 
 import json
 import os
 import pickle
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -149,6 +150,27 @@ def test_ranks_share_the_hashing_and_together_miss_nothing(tmp_path):
         assert failing(path, 2) == [rank], name
         assert failing(path, 1) == [0], name
         flip(path / "sharded" / name)
+
+
+def test_a_full_disk_fails_the_sharded_save_naming_it_and_keeps_the_checkpoint_before(tmp_path, monkeypatch):
+    import errno
+
+    from tenali_model import sharded
+    from tenali_model.checkpoint import latest_checkpoint, list_checkpoints
+
+    model, opt = trained()
+    first = save_sharded(tmp_path, step=1, model=model, optimizer=opt)
+
+    def full_disk(state, storage_writer, **kw):
+        Path(storage_writer.path).mkdir(parents=True)
+        (Path(storage_writer.path) / "__0_0.distcp").write_bytes(b"x" * 1000)
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(sharded.dcp, "save", full_disk)
+    with pytest.raises(CheckpointError, match=r"no space left .* rank 0 saved its shard of step 2: disk full"):
+        save_sharded(tmp_path, step=2, model=model, optimizer=opt)
+    assert list_checkpoints(tmp_path) == [first] and latest_checkpoint(tmp_path) == first
+    assert not list(tmp_path.glob(".tmp-*"))
 
 
 class Payload:
