@@ -179,11 +179,13 @@ def test_plan_time_and_cost():
     text = render(p)
     assert "8 x NVIDIA H100" in text and "$8," in text and "GPU-hours" in text
     assert "fsdp x8 +act.ckpt" in text and "yes" in text and "no" in text
+    assert f"checkpoint {12 * p.params / 2**30:,.1f} GiB each" in text  # 77.0 GiB: the 7B's 82.6 GB
+    assert f"sharded: {12 * p.params / 8 / 2**30:,.1f} GiB a rank" in text
 
     single = plan("125m", tokens=1e9, gpus=1, gpu="A100", seq_len=1024, global_batch_tokens=2 ** 19)
     assert [m.parallelism for m in single.memory] == ["single", "single"]
     assert single.cost is None and single.grad_accum == 512 and single.auto_parallelism == "single"
-    assert "$" not in render(single)
+    assert "$" not in render(single) and "sharded" not in render(single)
     for bad in (dict(gpu="tpu"), dict(mfu=0), dict(seq_len=10 ** 6), dict(gpus=0)):
         with pytest.raises(ValueError):
             plan("125m", tokens=1e9, **{"gpus": 1, **bad})
