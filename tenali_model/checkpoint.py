@@ -543,7 +543,7 @@ def verify_checkpoint(ckpt_dir: str | os.PathLike, part: tuple[int, int] = (0, 1
     naming what is wrong.
 
     part=(rank, world_size): the share of the hashing this rank does, so that the ranks of a run
-    together hash each file once, in parallel (a 7B's checkpoint is 84 GB): rank 0 model.safetensors,
+    together hash each file once, in parallel (a 7B's checkpoint is 83 GB): rank 0 model.safetensors,
     the last rank train_state.pt, and shard files round-robin. Every rank checks what is cheap."""
     rank, world = part
     ckpt_dir = Path(ckpt_dir)

@@ -1,7 +1,7 @@
 """Sharded checkpoints: every rank writes its own shard of the weights and optimizer state.
 
 Why: a consolidated checkpoint gathers the whole state to rank 0 and writes it from one process. For
-a 7B model that is 84 GB (float32 weights plus AdamW's two moments) through one CPU and one file,
+a 7B model that is 83 GB (float32 weights plus AdamW's two moments) through one CPU and one file,
 minutes a save, longer than the 30 s torchrun allows between SIGTERM and SIGKILL, so a preempted
 FSDP run lost everything since its last periodic save. Sharded, each of 8 ranks writes an eighth,
 in parallel, with nothing gathered.
