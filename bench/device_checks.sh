@@ -15,16 +15,18 @@
 # the first six took 16, 36, 21 + 38, 127, 105 and 16 s, with the machine's start about 30 s more. `cpu`
 # (90 s) reruns the two CPU benchmarks whose ratios this project's 2-vCPU development VM cannot
 # settle (its neighbours swing single rounds by 0.8x-1.6x) on the GPU machine's idle cores, one
-# torch thread as here. Parts can be named to run fewer (they run in this order whatever the order named). A failing stage does
+# torch thread as here. `ckpt` (90 s, named only) times sharded against consolidated checkpoints with
+# eight CPU ranks writing at once. Parts can be named to run fewer (they run in this order whatever the order named). A failing stage does
 # not stop the next. Results land in $OUT (default var/device-checks) as a few flat files, within
 # what the device tool brings back: log.txt (everything printed), env.txt (GPU, driver, versions),
-# decode.txt, decode_compiled.txt, mfu.json, mfu_largest.json, mfu_plan.json, serve.json, serve.md, cpu.txt.
+# decode.txt, decode_compiled.txt, mfu.json, mfu_largest.json, mfu_plan.json, serve.json, serve.md, cpu.txt,
+# ckpt.txt.
 # docs/benchmarks.md ("GPU figures") says what to record.
 set -u
 parts=${*:-sdpa tests decode mfu serve largest plan}
 for part in $parts; do
-    case "$part" in sdpa|tests|decode|mfu|serve|largest|plan|cpu) ;;
-        *) echo "usage: $0 [sdpa] [tests] [decode] [mfu] [serve] [largest] [plan] [cpu]" >&2; exit 2 ;;
+    case "$part" in sdpa|tests|decode|mfu|serve|largest|plan|cpu|ckpt) ;;
+        *) echo "usage: $0 [sdpa] [tests] [decode] [mfu] [serve] [largest] [plan] [cpu] [ckpt]" >&2; exit 2 ;;
     esac
 done
 wants() { case " $parts " in *" $1 "*) return 0 ;; *) return 1 ;; esac; }
@@ -165,6 +167,14 @@ if wants cpu; then
         --rounds 5 --out "$work/cpu_serve" >> "$work/cpu.txt"
     cat "$work/cpu.txt"
     cp "$work/cpu.txt" "$OUT/cpu.txt"
+fi
+if wants ckpt; then
+    # Sharded against consolidated checkpoints with 8 writers instead of the development VM's 2: eight gloo
+    # ranks on the machine's CPU cores (one GPU cannot hold two NCCL ranks), writing to its local disk.
+    stage ckpt 90 env CUDA_VISIBLE_DEVICES= "$PY" bench/bench_checkpoint.py --ranks 8 --preset 350m --rounds 2 \
+        > "$work/ckpt.txt"
+    cat "$work/ckpt.txt"
+    cp "$work/ckpt.txt" "$OUT/ckpt.txt"
 fi
 rm -rf "$work"
 echo "== done: $(ls "$OUT" | tr '\n' ' ')"
