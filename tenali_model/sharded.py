@@ -57,8 +57,9 @@ SHARDED_DIR = "sharded"
 FORMAT = "torch.distributed.checkpoint"
 _METADATA = ".metadata"
 
-# Every global DCP's metadata pickle refers to (torch 2.6-2.13): its record dataclasses, torch.Size
-# and dtypes, the layout helper, a path. Anything else is refused.
+# Every global DCP's metadata pickle refers to, as torch 2.13 writes it for the trainer's state (checked
+# by the tests on every save they make): its record dataclasses, torch.Size and dtypes, the layout
+# helper, a path. Anything else is refused, naming it: a torch that records a new type fails loudly here.
 _SAFE_GLOBALS = {
     ("torch.distributed.checkpoint.metadata", n) for n in (
         "Metadata", "MetadataIndex", "TensorStorageMetadata", "BytesStorageMetadata",
