@@ -1,9 +1,11 @@
-"""Sharded checkpoints (tenali_model/sharded.py) in one process: round trip, integrity, refusal of
-pickled code, and a bit-identical resume. Two ranks: test_model_train.py's FSDP and DDP tests."""
+"""Sharded checkpoints (tenali_model/sharded.py): round trip, integrity, refusal of pickled code and
+bit-identical resumes, in one process and on two DDP ranks. FSDP ranks: test_model_train.py."""
 
 import json
 import os
 import pickle
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -18,6 +20,7 @@ from tenali_model.data import write_shard
 from tenali_model.model import Transformer
 from tenali_model.sharded import SafeLoadPlanner, SafeReader, is_sharded, load_sharded, save_sharded
 from tenali_model.train import param_groups, train
+from tm_helpers import REPO_ROOT, subprocess_env, tiny_config
 
 
 def trained(seed=0, **kw):
@@ -230,6 +233,33 @@ def test_resume_from_a_sharded_checkpoint_is_bit_identical(tmp_path):
         return [(r["step"], r["loss"]) for r in rows if r["kind"] == "train"]
     assert losses("a") == losses("b")
     a, b = read_weights(tmp_path / "a" / "step_00000006")[0], read_weights(tmp_path / "b" / "step_00000006")[0]
+    assert all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_ddp_ranks_resume_from_a_sharded_checkpoint_bit_identically(shards, tmp_path):
+    """checkpoint_format "sharded" under DDP on two gloo ranks: stopped at step 3 and rerun, the run
+    equals an uninterrupted two-rank run exactly (every rank reads the whole replicated state)."""
+    def run(out, *extra):
+        cfg = tmp_path / f"{out}.json"
+        tiny_config(shards, tmp_path / out, steps=6, log_every=1, eval_every=0, ckpt_every=3, batch_size=4,
+                    parallelism="ddp", checkpoint_format="sharded").to_json(cfg)
+        proc = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
+                               "-m", "tenali_model.train", "--config", str(cfg), *extra], cwd=REPO_ROOT,
+                              env=subprocess_env(), capture_output=True, text=True, timeout=120)
+        assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+        return proc.stdout
+
+    run("stopped", "--stop-at-step", "3")
+    assert is_sharded(tmp_path / "stopped" / "step_00000003")
+    assert "resuming from" in run("stopped") and not is_sharded(tmp_path / "stopped" / "step_00000006")
+    run("whole")
+
+    def losses(run_dir):
+        rows = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+        return [(r["step"], r["loss"]) for r in rows if r["kind"] == "train"]
+    assert losses(tmp_path / "stopped") == losses(tmp_path / "whole")
+    a = read_weights(tmp_path / "stopped" / "step_00000006")[0]
+    b = read_weights(tmp_path / "whole" / "step_00000006")[0]
     assert all(torch.equal(a[k], b[k]) for k in a)
 
 
