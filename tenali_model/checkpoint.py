@@ -258,13 +258,6 @@ def _disk_full(error: BaseException, out_dir: Path, tmp: Path) -> str:
     return f"{what}, {free / 2**20:.1f} MiB free after {written / 2**20:.1f} MiB of the checkpoint was written"
 
 
-def checkpoint_bytes(params: int, trainable: int | None = None) -> int:
-    """About what one training checkpoint takes: float32 weights, and AdamW's two float32 moments of the
-    `trainable` parameters (all by default: 12 bytes a parameter, the 7B preset's 82.6 GB; LoRA: little more than
-    the weights)."""
-    return 4 * params + 8 * (params if trainable is None else trainable)
-
-
 def check_space(out_dir: str | os.PathLike, need: int) -> str:
     """Before training: CheckpointError when out_dir's filesystem cannot hold one checkpoint of `need`
     bytes (the first save would fail after hours of training); a warning to print ("" if none) when it

@@ -93,7 +93,7 @@ def build_parser() -> argparse.ArgumentParser:
                     help="model FLOPs utilisation to assume, or the results.json of bench/bench_mfu.py (e.g. "
                          "var/device-checks/mfu.json from a GPU run): its measured figure for this model is used. "
                          "Default: what this project measured for the preset on that GPU, compiled "
-                         "(plan.MEASURED_MFU: 1b and 125m on h200), else 0.4"),
+                         "(plan.MEASURED_MFU: 1b and 125m on h200), else 0.4")
     pl.add_argument("--price", type=float, default=None, help="price per GPU-hour")
     pl.add_argument("--seq-len", type=at_least(0, strict=True), default=None, help="default: the config's, else the preset's recipe")
     pl.add_argument("--global-batch-tokens", type=_number, default=None,

@@ -435,9 +435,11 @@ def _duration(seconds: float) -> str:
     return f"{seconds / 60:.1f} minutes"
 
 
-# What one training checkpoint holds per parameter: float32 weights and AdamW's two float32 moments
-# (checkpoint.checkpoint_bytes, which also counts LoRA's smaller optimizer state).
-CHECKPOINT_BYTES_PER_PARAM = 12
+def checkpoint_bytes(params: int, trainable: int | None = None) -> int:
+    """About what one training checkpoint takes: float32 weights, and AdamW's two float32 moments of the
+    `trainable` parameters (all by default: 12 bytes a parameter, the 7B preset's 82.6 GB; LoRA: little more than
+    the weights)."""
+    return 4 * params + 8 * (params if trainable is None else trainable)
 
 
 def render(p: Plan) -> str:
@@ -461,10 +463,10 @@ def render(p: Plan) -> str:
         f"time       at {p.mfu:.0%} MFU: {_duration(p.seconds)} wall, {p.gpu_hours:,.0f} GPU-hours"
         + (f", ${p.cost:,.0f} at ${p.price_per_gpu_hour:g}/GPU-hour" if p.cost is not None else ""),
         f"parallel   the trainer's \"auto\" picks {p.auto_parallelism} for this model",
-        f"checkpoint {CHECKPOINT_BYTES_PER_PARAM * p.params / GIB:,.1f} GiB each (float32 weights and AdamW's two "
-        f"moments, {CHECKPOINT_BYTES_PER_PARAM} bytes a parameter)"
+        f"checkpoint {checkpoint_bytes(p.params) / GIB:,.1f} GiB each (float32 weights and AdamW's two moments, "
+        f"12 bytes a parameter)"
         + (f"; under fsdp every checkpoint but the last is sharded: "
-           f"{CHECKPOINT_BYTES_PER_PARAM * p.params / p.gpus / GIB:,.1f} GiB a rank, all written at once"
+           f"{checkpoint_bytes(p.params) / p.gpus / GIB:,.1f} GiB a rank, all written at once"
            if p.auto_parallelism == "fsdp" else ""),
         "",
         f"memory per GPU (GiB; {'torch.compile' if any(m.compiled for m in p.memory) else 'eager, no torch.compile'}; "

@@ -54,7 +54,7 @@ import torch.distributed as dist
 import torch.nn as nn
 
 from . import preemption
-from .checkpoint import (CheckpointError, capture_rng, check_space, checkpoint_bytes, latest_checkpoint,
+from .checkpoint import (CheckpointError, capture_rng, check_space, latest_checkpoint,
                          list_checkpoints, load_config, load_meta, load_train_state, read_weights, rank_rng,
                          resolve_checkpoint, restore_rng, save_checkpoint, verify_checkpoint)
 from .config import ConfigError, TrainConfig, atomic_write_text, num_params, resolve_parallelism
@@ -65,7 +65,7 @@ from .model import Transformer
 from .parallel import (build_model, clip_grad_norm, full_state, grad_sync, load_full_state, reshard,
                        wrap_ddp, zero_grads)
 from .pipes_s3 import PatientS3, pipes_s3_config
-from .plan import compile_scope, flops_per_token, memory_check, peak_bf16_flops
+from .plan import checkpoint_bytes, compile_scope, flops_per_token, memory_check, peak_bf16_flops
 from .report import publish as publish_report
 from .sharded import is_sharded, load_sharded, save_sharded
 

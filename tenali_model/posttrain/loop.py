@@ -45,12 +45,13 @@ import torch.distributed as dist
 import torch.nn as nn
 
 from .. import preemption
-from ..checkpoint import (CheckpointError, check_space, checkpoint_bytes, list_checkpoints, load_config, load_meta,
+from ..checkpoint import (CheckpointError, check_space, list_checkpoints, load_config, load_meta,
                           load_model, load_train_state, rank_rng, read_weights, resolve_checkpoint, restore_rng,
                           save_checkpoint, step_dir_name)
 from ..config import ConfigError, ModelConfig, num_params, resolve_parallelism
 from ..parallel import (build_model, clip_grad_norm, full_state, grad_sync, load_full_state, reshard, wrap_ddp,
                         zero_grads)
+from ..plan import checkpoint_bytes
 from ..report import publish as publish_report
 from ..sharded import is_sharded, save_sharded
 from ..sharded import load_sharded as load_sharded_checkpoint

@@ -296,7 +296,8 @@ def test_training_fails_fast_when_out_dir_cannot_hold_one_checkpoint(tmp_path, m
     import collections
     import shutil
 
-    from tenali_model.checkpoint import check_space, checkpoint_bytes
+    from tenali_model.checkpoint import check_space
+    from tenali_model.plan import checkpoint_bytes
 
     from tenali_model.config import num_params
 
