@@ -11,9 +11,9 @@ goes first in each round, times the trainer's two ways to save:
     sharded  sharded.save_sharded (each rank writes and hashes its own file; nothing gathered)
 
 and the two ways to resume from them (rank 0 reads and broadcasts; each rank reads its slices). It
-prints the median of each and the ratio full / sharded (the speedup), and checks that both loads give
-back the same weights. Writes under --out (default: a temporary folder in the working directory),
-removed at the end.
+prints the median of each and the ratio full / sharded (the speedup), and checks that both resumes
+give back the same weights and AdamW state. Writes under --out (default: a temporary folder in the
+working directory), removed at the end.
 """
 
 from __future__ import annotations
@@ -81,13 +81,13 @@ def worker(args: argparse.Namespace) -> None:
         state = load_train_state(path, mmap=True, verify=False)
         load_full_state(m, "fsdp", read_weights(path, verify=False)[0] if rank == 0 else None, o,
                         state["optimizer"] if rank == 0 else None)
-        return m
+        return m, o
 
     def load_shards(step):
         m, o = fresh()
         path = out / "sharded" / f"step_{step:08d}"
         load_sharded(path, m, o, load_train_state(path, verify=False)["optimizer"]["param_groups"])
-        return m
+        return m, o
 
     saves = {"full": [], "sharded": []}
     loads = {"full": [], "sharded": []}
@@ -99,11 +99,11 @@ def worker(args: argparse.Namespace) -> None:
         for kind in order:
             seconds, loaded[kind] = timed(lambda: (load_full if kind == "full" else load_shards)(r + 1))
             loads[kind].append(seconds)
-    from tenali_model.parallel import full_state as gather
-    a, _ = gather(loaded["full"], torch.optim.AdamW(loaded["full"].parameters()), "fsdp")
-    b, _ = gather(loaded["sharded"], torch.optim.AdamW(loaded["sharded"].parameters()), "fsdp")
+    (wa, oa), (wb, ob) = (full_state(*loaded[kind], "fsdp") for kind in ("full", "sharded"))
     if rank == 0:
-        same = a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+        same = (wa.keys() == wb.keys() and all(torch.equal(wa[k], wb[k]) for k in wa)
+                and oa["param_groups"] == ob["param_groups"]
+                and all(torch.equal(oa["state"][n][k], v) for n in ob["state"] for k, v in ob["state"][n].items()))
         size = sum(f.stat().st_size for f in (out / "sharded").rglob("*") if f.is_file())
         print(f"{world} ranks, {args.preset} ({num_params(cfg) / 1e6:.1f}M parameters, "
               f"{size / 2**30:.2f} GiB a checkpoint), FSDP2 on CPU, {args.rounds} rounds")
@@ -112,7 +112,7 @@ def worker(args: argparse.Namespace) -> None:
             ratios = [f / s for f, s in zip(times["full"], times["sharded"])]
             print(f"{what}: full {full:.2f} s, sharded {sharded:.2f} s: sharded is {full / sharded:.2f}x "
                   f"as fast (rounds {min(ratios):.2f}x-{max(ratios):.2f}x)")
-        print(f"both loads give the same weights: {same}")
+        print(f"both resumes give the same weights and AdamW state: {same}")
         if not same:
             sys.exit(1)
     dist.destroy_process_group()

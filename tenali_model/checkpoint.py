@@ -431,6 +431,13 @@ def load_config(ckpt_dir: str | os.PathLike) -> ModelConfig:
     return ModelConfig.from_dict(d)
 
 
+def is_sharded(ckpt_dir: str | os.PathLike, meta: dict | None = None) -> bool:
+    """Whether a checkpoint keeps its weights as shards (sharded.py: meta.json's "sharded" entry) rather
+    than in model.safetensors."""
+    meta = load_meta(ckpt_dir) if meta is None else meta
+    return bool(meta.get("sharded")) and not (Path(ckpt_dir) / "model.safetensors").is_file()
+
+
 def read_weights(ckpt_dir: str | os.PathLike, verify: bool = True) -> tuple[dict, dict]:
     """(full state dict, meta) of a checkpoint, the sha256 checked first; with tied embeddings
     lm_head.weight is filled in as the embedding tensor. A sharded checkpoint (sharded.py) is read
@@ -438,7 +445,7 @@ def read_weights(ckpt_dir: str | os.PathLike, verify: bool = True) -> tuple[dict
     ckpt_dir = Path(ckpt_dir)
     meta = load_meta(ckpt_dir)
     weights = ckpt_dir / "model.safetensors"
-    if meta.get("sharded") and not weights.is_file():
+    if is_sharded(ckpt_dir, meta):
         from .sharded import read_sharded_weights, verify_shards
         if verify:
             verify_shards(ckpt_dir, meta)
@@ -543,7 +550,7 @@ def verify_checkpoint(ckpt_dir: str | os.PathLike, part: tuple[int, int] = (0, 1
     meta = load_meta(ckpt_dir)
     load_config(ckpt_dir)
     weights = ckpt_dir / "model.safetensors"
-    if meta.get("sharded") and not weights.is_file():
+    if is_sharded(ckpt_dir, meta):
         from .sharded import verify_shards
         verify_shards(ckpt_dir, meta, part)
     elif not weights.is_file():
@@ -552,6 +559,6 @@ def verify_checkpoint(ckpt_dir: str | os.PathLike, part: tuple[int, int] = (0, 1
         raise CheckpointError(
             f"checkpoint {ckpt_dir}: model.safetensors sha256 mismatch: meta.json records "
             f"{meta.get('model_sha256')}, the file hashes to {digest} (corrupt or replaced)")
-    if rank == world - 1 or rank == 0:
-        load_train_state(ckpt_dir, mmap=True, verify=rank == world - 1)
+    if rank == world - 1:  # hashed, and read (mapped) to see that it loads
+        load_train_state(ckpt_dir, mmap=True)
     return meta

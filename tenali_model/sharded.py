@@ -107,9 +107,10 @@ class SafeLoadPlanner(DefaultLoadPlanner):
             self.state_dict[read_item.dest_index.fqn] = obj
 
 
-def is_sharded(ckpt_dir: str | os.PathLike) -> bool:
-    """Whether a checkpoint keeps its weights as shards (meta.json says so) rather than model.safetensors."""
-    return bool(load_meta(ckpt_dir).get("sharded")) and not (Path(ckpt_dir) / "model.safetensors").is_file()
+def saves_sharded(checkpoint_format: str, parallelism: str) -> bool:
+    """Whether a run's checkpoints before its last are sharded: `checkpoint_format` (TrainConfig's, a
+    post-training stage's) "sharded", or "auto" under FSDP."""
+    return checkpoint_format == "sharded" or (checkpoint_format == "auto" and parallelism == "fsdp")
 
 
 def _model_state(model: torch.nn.Module) -> dict:
@@ -140,7 +141,7 @@ def save_sharded(out_dir: str | os.PathLike, *, step: int, model: torch.nn.Modul
     try:
         reshard(model)
         optim = get_optimizer_state_dict(model, optimizer)
-        with _one_process() if world == 1 else contextlib.nullcontext():
+        with _quiet_if(world == 1):
             dcp.save({"model": _model_state(model), "optimizer": optim["state"]},
                      storage_writer=FileSystemWriter(tmp / SHARDED_DIR), no_dist=world == 1)
         # each rank hashes the file it wrote, in parallel: nothing is read twice or through one process
@@ -195,10 +196,11 @@ def verify_shards(ckpt_dir: str | os.PathLike, meta: dict | None = None, part: t
 
 
 @contextlib.contextmanager
-def _one_process():
+def _quiet_if(no_dist: bool):
     """DCP warns on every single-process save or load, even when asked for one (no_dist=True)."""
     with warnings.catch_warnings():
-        warnings.filterwarnings("ignore", message="torch.distributed is disabled")
+        if no_dist:
+            warnings.filterwarnings("ignore", message="torch.distributed is disabled")
         yield
 
 
@@ -206,7 +208,7 @@ def _load(ckpt_dir: Path, state: dict, no_dist: bool) -> None:
     reader = SafeReader(ckpt_dir / SHARDED_DIR)
     reader.read_metadata()  # its CheckpointError as is, before DCP wraps it in every rank's traceback
     try:
-        with _one_process() if no_dist else contextlib.nullcontext():
+        with _quiet_if(no_dist):
             dcp.load(state, storage_reader=reader, planner=SafeLoadPlanner(), no_dist=no_dist)
     except (CheckpointException, Exception) as e:  # CheckpointException: each rank's failure (a BaseException)
         lines = str(e).strip().splitlines()

@@ -54,7 +54,7 @@ import torch.distributed as dist
 import torch.nn as nn
 
 from . import preemption
-from .checkpoint import (CheckpointError, capture_rng, check_space, latest_checkpoint,
+from .checkpoint import (CheckpointError, capture_rng, check_space, is_sharded, latest_checkpoint,
                          list_checkpoints, load_config, load_meta, load_train_state, read_weights, rank_rng,
                          resolve_checkpoint, restore_rng, save_checkpoint, verify_checkpoint)
 from .config import ConfigError, TrainConfig, atomic_write_text, num_params, resolve_parallelism
@@ -67,7 +67,7 @@ from .parallel import (build_model, clip_grad_norm, full_state, grad_sync, load_
 from .pipes_s3 import PatientS3, pipes_s3_config
 from .plan import checkpoint_bytes, compile_scope, flops_per_token, memory_check, peak_bf16_flops
 from .report import publish as publish_report
-from .sharded import is_sharded, load_sharded, save_sharded
+from .sharded import load_sharded, save_sharded, saves_sharded
 
 try:  # optional: only present where Dagster launches us; never import dagster itself here
     import dagster_pipes
@@ -498,7 +498,7 @@ def _train(cfg: TrainConfig, d: Dist, pipes, stop_at: int | None) -> dict:
             total, count = t[0].item(), t[1].item()
         return total / count if count else None
 
-    sharded_saves = cfg.checkpoint_format == "sharded" or (cfg.checkpoint_format == "auto" and mode == "fsdp")
+    sharded_saves = saves_sharded(cfg.checkpoint_format, mode)
 
     def checkpoint(loss: float | None, val_loss: float | None) -> None:
         rngs = gather_rng(d)

@@ -45,7 +45,7 @@ import torch.distributed as dist
 import torch.nn as nn
 
 from .. import preemption
-from ..checkpoint import (CheckpointError, check_space, list_checkpoints, load_config, load_meta,
+from ..checkpoint import (CheckpointError, check_space, is_sharded, list_checkpoints, load_config, load_meta,
                           load_model, load_train_state, rank_rng, read_weights, resolve_checkpoint, restore_rng,
                           save_checkpoint, step_dir_name)
 from ..config import ConfigError, ModelConfig, num_params, resolve_parallelism
@@ -53,7 +53,7 @@ from ..parallel import (build_model, clip_grad_norm, full_state, grad_sync, load
                         zero_grads)
 from ..plan import checkpoint_bytes
 from ..report import publish as publish_report
-from ..sharded import is_sharded, save_sharded
+from ..sharded import save_sharded, saves_sharded
 from ..sharded import load_sharded as load_sharded_checkpoint
 from ..tokenizer import TokenizerError
 from ..train import (Dist, MetricsLog, _printer, autocast_context, check_finite, die_with_torchrun, gather_rng,
@@ -261,42 +261,32 @@ def run_stage(stage: Stage, d: Dist, pipes=None, stop_at: int | None = None) -> 
         n = sums.pop("count")
         return {k: v / n for k, v in sums.items()} if n else None
 
-    sharded_saves = not lora and (cfg.checkpoint_format == "sharded"
-                                  or (cfg.checkpoint_format == "auto" and mode == "fsdp"))
+    sharded_saves = not lora and saves_sharded(cfg.checkpoint_format, mode)
 
     def checkpoint(loss: float | None, val: dict | None) -> None:
-        if sharded_saves and step < total:  # a collective: every rank writes its own shard
-            rngs = gather_rng(d)
-            extra = {**stage_meta(stage), "val_metrics": val} if d.is_main else None
-            path = save_sharded(out_dir, step=step, model=raw, optimizer=optimizer, tokens_seen=tokens_seen,
-                                loader_state=stage.batches.state_dict() if d.is_main else None, loss=loss,
-                                val_loss=None if val is None else val.get("val_loss"), train_config=cfg.to_dict(),
-                                extra_state={"elapsed": elapsed()}, keep_last=cfg.keep_last, extra_meta=extra,
-                                rng_per_rank=rngs)
-            if d.is_main:
-                say(f"saved {path}")
-            if d.world_size > 1:
-                dist.barrier()
-            return
-        if not lora and (mode == "fsdp" or d.is_main):  # a collective under FSDP; rank 0 gets the state
+        sharded = sharded_saves and step < total  # the stage's last checkpoint is consolidated
+        if not sharded and not lora and (mode == "fsdp" or d.is_main):  # a collective under FSDP
             state, optimizer_state = full_state(raw, optimizer, mode)
         rngs = gather_rng(d)
+        extra = stage_meta(stage) if d.is_main else None
+        if lora and d.is_main:
+            extra["adapter"] = str(save_adapter(raw, adapter_dir(out_dir, step)))
+            base = parent_projections(raw, stage.parent) if raw.lora_settings.base_dtype == "bfloat16" else None
+            state, optimizer_state = merged_state_dict(raw, base), optimizer.state_dict()
         if d.is_main:
-            extra = stage_meta(stage)
-            if lora:
-                extra["adapter"] = str(save_adapter(raw, adapter_dir(out_dir, step)))
-                base = parent_projections(raw, stage.parent) if raw.lora_settings.base_dtype == "bfloat16" else None
-                state, optimizer_state = merged_state_dict(raw, base), optimizer.state_dict()
             extra["val_metrics"] = val
-            path = save_checkpoint(
-                out_dir, step=step, model=_Shape(raw.config, n_base_params), model_state=state,
-                optimizer_state=optimizer_state, tokens_seen=tokens_seen,
-                loader_state=stage.batches.state_dict(), loss=loss,
-                val_loss=None if val is None else val.get("val_loss"), train_config=cfg.to_dict(),
-                extra_state={"elapsed": elapsed()}, keep_last=cfg.keep_last, extra_meta=extra,
-                rng_per_rank=rngs)
+        common = dict(step=step, tokens_seen=tokens_seen, loss=loss,
+                      val_loss=None if val is None else val.get("val_loss"), train_config=cfg.to_dict(),
+                      extra_state={"elapsed": elapsed()}, keep_last=cfg.keep_last, extra_meta=extra,
+                      rng_per_rank=rngs, loader_state=stage.batches.state_dict() if d.is_main else None)
+        if sharded:  # a collective: every rank writes its own shard
+            path = save_sharded(out_dir, model=raw, optimizer=optimizer, **common)
+        elif d.is_main:
+            path = save_checkpoint(out_dir, model=_Shape(raw.config, n_base_params), model_state=state,
+                                   optimizer_state=optimizer_state, **common)
             if lora:
                 _prune_adapters(out_dir)
+        if d.is_main:
             say(f"saved {path}")
         if d.world_size > 1:
             dist.barrier()

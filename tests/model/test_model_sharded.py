@@ -13,12 +13,12 @@ import pytest
 import torch
 import torch.distributed.checkpoint as dcp
 
-from tenali_model.checkpoint import (CheckpointError, load_model, load_train_state, read_weights, sha256_file,
-                                     verify_checkpoint)
+from tenali_model.checkpoint import (CheckpointError, is_sharded, load_model, load_train_state, read_weights,
+                                     sha256_file, verify_checkpoint)
 from tenali_model.config import ConfigError, ModelConfig, TrainConfig, preset
 from tenali_model.data import write_shard
 from tenali_model.model import Transformer
-from tenali_model.sharded import SafeLoadPlanner, SafeReader, is_sharded, load_sharded, save_sharded
+from tenali_model.sharded import SafeLoadPlanner, SafeReader, load_sharded, save_sharded
 from tenali_model.train import param_groups, train
 from tm_helpers import REPO_ROOT, subprocess_env, tiny_config
 

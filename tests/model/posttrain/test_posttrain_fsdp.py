@@ -10,14 +10,14 @@ import pytest
 import torch
 
 from conftest import CHATS, tiny_model_config, write_jsonl
-from tenali_model.checkpoint import load_meta, load_model, load_train_state, read_weights, save_checkpoint
+from tenali_model.checkpoint import (is_sharded, load_meta, load_model, load_train_state, read_weights,
+                                     save_checkpoint)
 from tenali_model.config import ConfigError, ModelConfig, preset
 from tenali_model.model import Transformer
 from tenali_model.posttrain import dpo, sft
 from tenali_model.posttrain.config import LoraSettings, SFTConfig
 from tenali_model.posttrain.loop import stage_parallelism
 from tenali_model.posttrain.vocab import extend_vocab, grown_state
-from tenali_model.sharded import is_sharded
 from test_posttrain_distill_dpo import PAIRS, dpo_config
 from test_posttrain_sft import sft_config
 from tm_helpers import PYTHON, REPO_ROOT, subprocess_env
