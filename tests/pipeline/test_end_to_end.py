@@ -5,7 +5,6 @@ import json
 import math
 import os
 import shutil
-import socket
 import subprocess
 import sys
 import time
@@ -19,6 +18,7 @@ import pytest
 from tenali_model.data import read_shard
 from tenali_model.tokenizer import SPECIAL_TOKENS
 
+from tenali_pipeline.cli import _free_port
 from tenali_pipeline.definitions import build_definitions
 from tenali_pipeline.lake import Lake
 from tenali_pipeline.launchers import LocalTorchrunLauncher
@@ -220,12 +220,6 @@ def test_a_preempted_training_step_resumes_on_retry(demo_run):
     assert meta["resumed_from_step"].value == 30 and meta["step"].value == 50
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def _asset_nodes(proc: subprocess.Popen, port: int, log: Path) -> list | None:
     """The webserver's asset nodes once it answers; None when it exited because the port was taken."""
     query = b'{"query": "{ assetNodes { assetKey { path } assetMaterializations(limit: 1) { runId } } }"}'
@@ -253,7 +247,7 @@ def test_the_ui_shows_every_asset_materialised(demo_run, tmp_path):
     # picked here, and another process may take it before the webserver binds it: then it exits, and starts
     # again on another.
     for attempt in range(5):
-        port, log = _free_port(), tmp_path / f"webserver-{attempt}.log"
+        port, log = _free_port("127.0.0.1"), tmp_path / f"webserver-{attempt}.log"
         with log.open("w") as err:
             proc = subprocess.Popen(
                 [sys.executable, "-m", "dagster_webserver", "-w", "workspace.yaml", "-h", "127.0.0.1", "-p", str(port)],
