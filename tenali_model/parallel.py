@@ -161,9 +161,14 @@ def load_full_state(model: nn.Module, mode: str, model_state: dict | None,
         if optimizer_state:
             optimizer_state = named_optimizer_state(model, optimizer, optimizer_state)
         set_optimizer_state_dict(model, optimizer, optimizer_state or {}, options=options)
-        for group in optimizer.param_groups:  # the loader hands tuples back as lists
-            if isinstance(group.get("betas"), list):
-                group["betas"] = tuple(group["betas"])
+        betas_as_tuples(optimizer)
+
+
+def betas_as_tuples(optimizer: torch.optim.Optimizer) -> None:
+    """After loading a saved optimizer state: the loader hands AdamW's betas back as lists."""
+    for group in optimizer.param_groups:
+        if isinstance(group.get("betas"), list):
+            group["betas"] = tuple(group["betas"])
 
 
 def named_optimizer_state(model: nn.Module, optimizer: torch.optim.Optimizer, state: dict) -> dict:

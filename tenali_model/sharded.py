@@ -51,7 +51,7 @@ from torch.distributed.checkpoint.state_dict import (StateDictOptions, get_model
 from .checkpoint import (CheckpointError, _disk_full, load_config, load_meta, new_save_dir, save_checkpoint,
                          sha256_file)
 from .model import Transformer
-from .parallel import reshard
+from .parallel import betas_as_tuples, reshard
 
 SHARDED_DIR = "sharded"
 FORMAT = "torch.distributed.checkpoint"
@@ -241,11 +241,11 @@ def load_sharded(ckpt_dir: str | os.PathLike, model: torch.nn.Module,
         optim = get_optimizer_state_dict(model, optimizer)  # creates AdamW's state to load into
         state["optimizer"] = optim["state"]
     _load(ckpt_dir, state, no_dist=not dist.is_initialized())
+    # strict=False for the tied head alone, left out of model_state (it is the embedding); every other
+    # key came from this model and DCP refused to load if the checkpoint lacked one
     set_model_state_dict(model, model_state, options=StateDictOptions(strict=False))
     if model.config.tie_embeddings and model.lm_head.weight is not model.tok_embeddings.weight:
         raise RuntimeError("loading lost the tie between lm_head and tok_embeddings")
     if optimizer is not None:
         set_optimizer_state_dict(model, optimizer, {"state": state["optimizer"], "param_groups": param_groups})
-        for group in optimizer.param_groups:  # the loader hands tuples back as lists
-            if isinstance(group.get("betas"), list):
-                group["betas"] = tuple(group["betas"])
+        betas_as_tuples(optimizer)
