@@ -54,6 +54,8 @@ VARIABLES: dict[str, tuple[str, str]] = {
     "TENALI_TRAIN_NPROC": ("torchrun processes per node (0 = one per GPU, else 1 on CPU)", "0"),
     "TENALI_LAUNCHER": ("local | k8s | ecs: where training runs", "local for demo and local, k8s for prod"),
     "TENALI_TRAIN_FROM": ("latest: continue from the latest checkpoint when new shards landed | scratch", "latest"),
+    "TENALI_TRAINING_RETRY_DELAY": ("seconds before a failed training step's one retry (a crash or a lost node, not the "
+                                    "trainer's refusal of its config)", "60"),
     "TENALI_TRAIN_CONFIG": ("JSON object of pretraining settings replacing the model's recipe (tenali_model/recipes.py), "
                             "e.g. {\"lr\": 2e-4, \"compile\": false}", "{}: the recipe"),
     "TENALI_BASE_MODEL": ("Hugging Face Llama-family model folder or s3:// prefix to continue pretraining "
@@ -184,6 +186,7 @@ class Settings:
     instrument_buckets: int = 1
     onchain_daily: bool = False
     refresh_hours: float = 6.0
+    training_retry_delay: float = 60.0  # TENALI_TRAINING_RETRY_DELAY: read where the training assets are defined
     train_from: str = "latest"
     train_config: dict = field(default_factory=dict)  # TENALI_TRAIN_CONFIG: TrainingResource fields
     base_model: str = ""  # TENALI_BASE_MODEL: a Hugging Face base to continue pretraining (defs/tokenizer, training)
@@ -193,6 +196,24 @@ class Settings:
     @property
     def dagster_home(self) -> Path:
         return Path(os.environ.get("DAGSTER_HOME") or self.home / "dagster")
+
+
+def training_retry_delay(env: dict[str, str] | None = None) -> float:
+    """Seconds a failed training step waits before its retry (TENALI_TRAINING_RETRY_DELAY).
+
+    A retry that starts at once meets what failed the first attempt: the spot capacity just reclaimed,
+    the node still draining, the GPU still held by the killed process. Dagster fixes a step's
+    RetryPolicy when its asset is defined, so the training modules read this at import (settings.py
+    alone also reads it into Settings, for `tenali info`)."""
+    env = os.environ if env is None else env
+    raw = env.get("TENALI_TRAINING_RETRY_DELAY", "").strip()
+    try:
+        value = float(raw or Settings.training_retry_delay)
+    except ValueError:
+        value = math.nan
+    if not math.isfinite(value) or value < 0:
+        raise SettingsError(f"TENALI_TRAINING_RETRY_DELAY={raw!r} must be a number of seconds, 0 or more.")
+    return value
 
 
 def load_settings(env: dict[str, str] | None = None) -> Settings:
@@ -363,6 +384,7 @@ def load_settings(env: dict[str, str] | None = None) -> Settings:
         instrument_buckets=buckets,
         onchain_daily=flag("TENALI_ONCHAIN_DAILY", not demo),
         refresh_hours=number("TENALI_REFRESH_HOURS", 6.0, high=None),
+        training_retry_delay=training_retry_delay(env),
         fred_series=_csv(get("TENALI_FRED_SERIES")) or base.fred_series,
         crypto_exchange=get("TENALI_CRYPTO_EXCHANGE") or base.crypto_exchange,
         crypto_symbols=_csv(get("TENALI_CRYPTO_SYMBOLS")) or base.crypto_symbols,

@@ -4,6 +4,9 @@ import os
 for name in list(os.environ):
     if name.startswith("TENALI_") or name in ("DAGSTER_HOME", "FRED_API_KEY", "SEC_EDGAR_IDENTITY"):
         del os.environ[name]
+# ...but a failed training step retries after one second, not the 60 s a cluster gets (settings.py):
+# the preemption test (test_end_to_end.py) waits through it. Read when the training assets are defined.
+os.environ["TENALI_TRAINING_RETRY_DELAY"] = "1"
 
 
 import pytest  # noqa: E402

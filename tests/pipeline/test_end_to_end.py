@@ -215,7 +215,8 @@ def test_a_preempted_training_step_resumes_on_retry(demo_run):
     job = retry_defs.resolve_implicit_global_asset_job_def()
     result = job.execute_in_process(asset_selection=[dg.AssetKey("pretrain_checkpoint")], instance=instance)
     assert result.success
-    assert any(e.event_type_value == "STEP_UP_FOR_RETRY" for e in result.all_events)
+    retries = [e for e in result.all_events if e.event_type_value == "STEP_UP_FOR_RETRY"]
+    assert [e.event_specific_data.seconds_to_wait for e in retries] == [1.0]  # TENALI_TRAINING_RETRY_DELAY
     meta = latest(instance, "pretrain_checkpoint")
     assert meta["resumed_from_step"].value == 30 and meta["step"].value == 50
 

@@ -126,6 +126,19 @@ def test_training_takes_a_slot_of_the_training_pool():
     assert pretrain_checkpoint.op.pool == "training"
 
 
+def test_every_training_step_retries_once_after_the_configured_delay():
+    """Pretraining and the post-training stages share one RetryPolicy: one retry, after
+    TENALI_TRAINING_RETRY_DELAY seconds (1 in tests, tests/conftest.py; 60 by default)."""
+    from tenali_pipeline.definitions import build_definitions
+    from tenali_pipeline.settings import Settings
+
+    pooled = [a for a in build_definitions().assets if getattr(a, "op", None) is not None and a.op.pool == "training"]
+    assert {a.key.to_user_string() for a in pooled} == {"pretrain_checkpoint", "distilled_checkpoint", "sft_checkpoint",
+                                                        "dpo_checkpoint"}
+    assert {(a.op.retry_policy.max_retries, a.op.retry_policy.delay) for a in pooled} == {(1, 1.0)}
+    assert Settings().training_retry_delay == 60
+
+
 class RisingLossLauncher(InProcessLauncher):
     """The real trainer, whose logged losses are then made to rise (a run that learned nothing)."""
 

@@ -117,6 +117,19 @@ def test_bad_choices_name_the_variable(name, value):
         load_settings({name: value})
 
 
+@pytest.mark.parametrize("value", ["soon", "-5", "nan", "inf"])
+def test_a_bad_training_retry_delay_names_the_variable(value):
+    with pytest.raises(SettingsError, match="TENALI_TRAINING_RETRY_DELAY") as e:
+        load_settings({"TENALI_TRAINING_RETRY_DELAY": value})
+    assert repr(value) in str(e.value)
+
+
+def test_training_retry_delay():
+    assert load_settings({}).training_retry_delay == 60
+    assert load_settings({"TENALI_TRAINING_RETRY_DELAY": " 0 "}).training_retry_delay == 0
+    assert settings_module.training_retry_delay({"TENALI_TRAINING_RETRY_DELAY": "300.5"}) == 300.5
+
+
 def test_reads_os_environ_by_default(monkeypatch, tmp_path):
     monkeypatch.setenv("TENALI_HOME", str(tmp_path))
     monkeypatch.setenv("TENALI_TICKERS", "XYZ")

@@ -38,8 +38,8 @@ from ...tracking import log_stage_safely
 from ..evaluation.assets import evaluate_latest, pretrain_evaluation
 from ..shards.assets import MANIFEST, SHARDS_KEY, token_shards
 from ..tokenizer.assets import chat_tokenizer_file, tokenizer
-from ..training.assets import (LATEST_KEY, LINEAGE, TRAINING_POOL, data_lineage, loss_curve_markdown, manifest_sha256,
-                               pretrain_checkpoint, require_shard_tokenizer, run_folder, store_reported_checkpoint)
+from ..training.assets import (LATEST_KEY, LINEAGE, TRAINING_POOL, TRAINING_RETRY, data_lineage, loss_curve_markdown,
+                               manifest_sha256, pretrain_checkpoint, require_shard_tokenizer, run_folder, store_reported_checkpoint)
 from .assets import GROUNDED_KEY, PREFERENCE_TRAIN_KEY, SFT_TRAIN_KEY, SFT_VAL_KEY, grounded_instructions
 
 
@@ -151,7 +151,7 @@ def _run_stage(context: dg.AssetExecutionContext, lake: LakeResource, launcher, 
 
 
 @dg.asset(group_name="posttraining", deps=[pretrain_checkpoint, token_shards], kinds={"pytorch"}, pool=TRAINING_POOL,
-          retry_policy=dg.RetryPolicy(max_retries=1),
+          retry_policy=TRAINING_RETRY,
           description="A student with half the teacher's blocks, distilled from the pretrained model on the token "
                       "shards (two phases: T 2.5 / alpha 0.7, then T 3.0 / alpha 0.4, one-cycle).")
 def distilled_checkpoint(context: dg.AssetExecutionContext, config: DistillSettings, lake: LakeResource,
@@ -187,7 +187,7 @@ def distilled_checkpoint(context: dg.AssetExecutionContext, config: DistillSetti
 
 
 @dg.asset(group_name="posttraining", deps=[distilled_checkpoint, grounded_instructions, tokenizer], kinds={"pytorch"},
-          pool=TRAINING_POOL, retry_policy=dg.RetryPolicy(max_retries=1),
+          pool=TRAINING_POOL, retry_policy=TRAINING_RETRY,
           description="Instruction tuning of the distilled model on the grounded finance chats, with LoRA on the "
                       "attention and MLP projections (head trained too), merged into a standalone checkpoint.")
 def sft_checkpoint(context: dg.AssetExecutionContext, config: SFTSettings, lake: LakeResource,
@@ -211,7 +211,7 @@ def sft_checkpoint(context: dg.AssetExecutionContext, config: SFTSettings, lake:
 
 
 @dg.asset(group_name="posttraining", deps=[sft_checkpoint, grounded_instructions], kinds={"pytorch"},
-          pool=TRAINING_POOL, retry_policy=dg.RetryPolicy(max_retries=1),
+          pool=TRAINING_POOL, retry_policy=TRAINING_RETRY,
           description="Preference tuning (DPO) of the instruction-tuned model: the grounded answer chosen over the "
                       "same sentence with a wrong figure, against the frozen SFT model.")
 def dpo_checkpoint(context: dg.AssetExecutionContext, config: DPOSettings, lake: LakeResource,

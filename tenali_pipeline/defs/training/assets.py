@@ -43,6 +43,7 @@ from tenali_model.recipes import describe
 
 from ...plots import line_chart_svg, markdown_image
 from ...resources import LakeResource, TrainingResource
+from ...settings import training_retry_delay
 from ...tracking import log_stage_safely
 from ..corpus.assets import DOCUMENT_ASSETS
 from ..shards.assets import MANIFEST, SHARDS_KEY, token_shards
@@ -57,9 +58,14 @@ LINEAGE = "lineage.json"  # in a run folder: the data its checkpoints were train
 # never put two trainings on the same GPUs.
 TRAINING_POOL = "training"
 
+# One retry of a training step, after TENALI_TRAINING_RETRY_DELAY seconds: a crash or a lost node (the
+# retry resumes from the last checkpoint); the trainer's own refusal of its config is not retried
+# (launchers/common.failure).
+TRAINING_RETRY = dg.RetryPolicy(max_retries=1, delay=training_retry_delay())
+
 
 @dg.asset(group_name="training", deps=[token_shards], kinds={"pytorch"}, pool=TRAINING_POOL,
-          retry_policy=dg.RetryPolicy(max_retries=1),
+          retry_policy=TRAINING_RETRY,
           description="A LLaMA-style model pretrained on the token shards by a launched torchrun step; "
                       "continues from the latest checkpoint when new shards landed.")
 def pretrain_checkpoint(context: dg.AssetExecutionContext, lake: LakeResource, training: TrainingResource,
