@@ -35,6 +35,7 @@ from torch.distributed.checkpoint.state_dict import (StateDictOptions, get_model
                                                      set_optimizer_state_dict)
 from torch.nn.parallel import DistributedDataParallel as DDP
 
+from . import file_waits
 from .config import ModelConfig
 from .model import Transformer
 
@@ -152,6 +153,8 @@ def load_full_state(model: nn.Module, mode: str, model_state: dict | None,
     single/ddp: every rank passes the states it read.
     """
     fsdp = mode == "fsdp"
+    if fsdp:  # rank 0 read (or initialised) the states first: the others wait for it off NCCL's clock
+        file_waits.barrier()
     options = StateDictOptions(full_state_dict=True, broadcast_from_rank0=fsdp)
     if model_state is not None or fsdp:
         if model.config.tie_embeddings and model_state and "lm_head.weight" not in model_state:

@@ -48,6 +48,7 @@ from torch.distributed.checkpoint.state_dict import (StateDictOptions, get_model
                                                      get_optimizer_state_dict, set_model_state_dict,
                                                      set_optimizer_state_dict)
 
+from . import file_waits
 from .checkpoint import (CheckpointError, _disk_full, load_config, load_meta, new_save_dir, save_checkpoint,
                          sha256_file)
 from .model import Transformer
@@ -136,19 +137,20 @@ def save_sharded(out_dir: str | os.PathLike, *, step: int, model: torch.nn.Modul
     rank, world = _rank_world()
     tmp = [str(new_save_dir(out_dir, step)) if rank == 0 else None]
     if world > 1:
-        dist.broadcast_object_list(tmp, src=0)
+        dist.broadcast_object_list(tmp, src=0, group=file_waits.group())
     tmp = Path(tmp[0])
     try:
         reshard(model)
         optim = get_optimizer_state_dict(model, optimizer)
         with _quiet_if(world == 1):
             dcp.save({"model": _model_state(model), "optimizer": optim["state"]},
-                     storage_writer=FileSystemWriter(tmp / SHARDED_DIR), no_dist=world == 1)
+                     storage_writer=FileSystemWriter(tmp / SHARDED_DIR), no_dist=world == 1,
+                     process_group=file_waits.group())
         # each rank hashes the file it wrote, in parallel: nothing is read twice or through one process
         digests = {p.name: sha256_file(p) for p in (tmp / SHARDED_DIR).glob(f"__{rank}_*.distcp")}
         if world > 1:
             gathered = [None] * world
-            dist.all_gather_object(gathered, digests)
+            dist.all_gather_object(gathered, digests, group=file_waits.group())
             digests = {k: v for d in gathered for k, v in d.items()}
         if rank != 0:
             return None
@@ -209,7 +211,8 @@ def _load(ckpt_dir: Path, state: dict, no_dist: bool) -> None:
     reader.read_metadata()  # its CheckpointError as is, before DCP wraps it in every rank's traceback
     try:
         with _quiet_if(no_dist):
-            dcp.load(state, storage_reader=reader, planner=SafeLoadPlanner(), no_dist=no_dist)
+            dcp.load(state, storage_reader=reader, planner=SafeLoadPlanner(), no_dist=no_dist,
+                     process_group=None if no_dist else file_waits.group())
     except (CheckpointException, Exception) as e:  # CheckpointException: each rank's failure (a BaseException)
         lines = str(e).strip().splitlines()
         raise CheckpointError(f"checkpoint {ckpt_dir}: cannot read {SHARDED_DIR}/: {lines[-1] if lines else e!r}"

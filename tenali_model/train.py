@@ -53,7 +53,7 @@ import torch
 import torch.distributed as dist
 import torch.nn as nn
 
-from . import preemption
+from . import file_waits, preemption
 from .checkpoint import (CheckpointError, capture_rng, check_space, is_sharded, latest_checkpoint,
                          list_checkpoints, load_config, load_meta, load_train_state, read_weights, rank_rng,
                          resolve_checkpoint, restore_rng, save_checkpoint, verify_checkpoint)
@@ -279,7 +279,7 @@ def resume_checkpoint(out_dir: Path, d: Dist, say) -> Path | None:
         candidates = [] if newest is None else [str(newest), *map(str, reversed(older))]
     if d.world_size > 1:
         shared = [candidates]
-        dist.broadcast_object_list(shared, src=0)
+        dist.broadcast_object_list(shared, src=0, group=file_waits.group())
         candidates = shared[0]
     choice, problems = None, []
     for ckpt in map(Path, candidates):
@@ -291,7 +291,7 @@ def resume_checkpoint(out_dir: Path, d: Dist, say) -> Path | None:
         errors = [error]
         if d.world_size > 1:
             errors = [None] * d.world_size
-            dist.all_gather_object(errors, error)
+            dist.all_gather_object(errors, error, group=file_waits.group())
         if not any(errors):
             choice = ckpt
             break
@@ -518,8 +518,7 @@ def _train(cfg: TrainConfig, d: Dist, pipes, stop_at: int | None) -> dict:
                                        **common)
         if d.is_main:
             say(f"saved {path} in {time.time() - t0:.1f} s")
-        if d.world_size > 1:
-            dist.barrier()
+        file_waits.barrier()  # the others wait while rank 0 writes (and hashes) a consolidated checkpoint
 
     t_log, tokens_log = time.time(), tokens_seen
     last_loss = val_loss = None

@@ -44,7 +44,7 @@ import torch
 import torch.distributed as dist
 import torch.nn as nn
 
-from .. import preemption
+from .. import file_waits, preemption
 from ..checkpoint import (CheckpointError, check_space, is_sharded, list_checkpoints, load_config, load_meta,
                           load_model, load_train_state, rank_rng, read_weights, resolve_checkpoint, restore_rng,
                           save_checkpoint, step_dir_name)
@@ -288,8 +288,7 @@ def run_stage(stage: Stage, d: Dist, pipes=None, stop_at: int | None = None) -> 
                 _prune_adapters(out_dir)
         if d.is_main:
             say(f"saved {path}")
-        if d.world_size > 1:
-            dist.barrier()
+        file_waits.barrier()  # the others wait while rank 0 writes (and hashes) a consolidated checkpoint
 
     t_log, tokens_log = time.time(), tokens_seen
     last_loss, val, val_step = None, None, None
