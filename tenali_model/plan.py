@@ -442,6 +442,24 @@ def checkpoint_bytes(params: int, trainable: int | None = None) -> int:
     return 4 * params + 8 * (params if trainable is None else trainable)
 
 
+def gather_check(need: float, *, total: float, available: float, where: str) -> tuple[str, str]:
+    """(error, warning), "" for none, before a training on GPUs: a consolidated checkpoint (the run's last,
+    and every one under checkpoint_format 'full') is gathered into rank 0's host memory, `need` bytes
+    (`checkpoint_bytes`: under FSDP the whole model's, not a rank's shard). The error when the host's memory
+    in all (`total`, within its container's limit) cannot hold it: the kernel would kill rank 0 at the
+    run's last save, after all its GPU-hours, and again after a retry. The warning when what it has
+    `available` now cannot."""
+    what = (f"a consolidated checkpoint of this model (the run's last save; every save under checkpoint_format "
+            f"'full') gathers {need / GIB:.1f} GiB of float32 weights and AdamW state into rank 0's host memory")
+    if need > total:
+        return (f"{where} has {total / GIB:.1f} GiB of host memory, but {what}: rank 0 would be killed at that save. "
+                "Give the node more memory (on Kubernetes TENALI_K8S_MEMORY), or train a smaller model"), ""
+    if need > available:
+        return "", (f"note: {where} has {available / GIB:.1f} GiB of host memory available now, and {what}: "
+                    "that save may run out of memory if nothing else frees some")
+    return "", ""
+
+
 def render(p: Plan) -> str:
     """The plan as a plain-text report with a memory table."""
     cfg, g = p.cfg, p.gpu
@@ -467,7 +485,8 @@ def render(p: Plan) -> str:
         f"12 bytes a parameter)"
         + (f"; under fsdp every checkpoint but the last is sharded: "
            f"{checkpoint_bytes(p.params) / p.gpus / GIB:,.1f} GiB a rank, all written at once"
-           if p.auto_parallelism == "fsdp" else ""),
+           if p.auto_parallelism == "fsdp" else "")
+        + "; the last is gathered whole into rank 0's host memory, which must hold it",
         "",
         f"memory per GPU (GiB; {'torch.compile' if any(m.compiled for m in p.memory) else 'eager, no torch.compile'}; "
         f"peak = weights + adam (+ grads under DDP: its buckets) + the most of the forward pass's end "

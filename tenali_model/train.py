@@ -65,7 +65,7 @@ from .model import Transformer
 from .parallel import (build_model, clip_grad_norm, full_state, grad_sync, load_full_state, reshard,
                        wrap_ddp, zero_grads)
 from .pipes_s3 import PatientS3, pipes_s3_config
-from .plan import checkpoint_bytes, compile_scope, flops_per_token, memory_check, peak_bf16_flops
+from .plan import checkpoint_bytes, compile_scope, flops_per_token, gather_check, memory_check, peak_bf16_flops
 from .report import publish as publish_report
 from .sharded import load_sharded, save_sharded, saves_sharded
 
@@ -266,6 +266,23 @@ def check_inputs(cfg: TrainConfig, world_size: int = 1) -> int:
     return total
 
 
+def check_host_memory(d: Dist, need: int, say) -> None:
+    """Rank 0 of a GPU training, before its model is built: ConfigError when its host cannot hold a
+    consolidated checkpoint of `need` bytes (`plan.gather_check`), a note when it may not. On a CPU the
+    training's own memory check already weighs the machine's RAM."""
+    if not d.is_main or d.device.type != "cuda":
+        return
+    host = torch.device("cpu")
+    total, now = device_memory(host, available=False), device_memory(host, available=True)
+    if total is None or now is None:
+        return
+    error, warning = gather_check(need, total=total[0], available=now[0], where=f"rank 0's host ({total[1]})")
+    if error:
+        raise ConfigError(error)
+    if warning:
+        say(warning)
+
+
 def resume_checkpoint(out_dir: Path, d: Dist, say) -> Path | None:
     """The checkpoint to resume from: the one `latest` names or, when that fails verification (a
     flipped byte, a file lost by the storage), the newest older one that passes, with a warning; None
@@ -391,6 +408,7 @@ def _train(cfg: TrainConfig, d: Dist, pipes, stop_at: int | None) -> dict:
             raise ConfigError(error)
         if warning:
             say(warning)
+    check_host_memory(d, checkpoint_bytes(num_params(mcfg)), say)
 
     out_dir = Path(cfg.out_dir)
     if d.is_main:

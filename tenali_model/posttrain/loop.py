@@ -56,9 +56,9 @@ from ..report import publish as publish_report
 from ..sharded import save_sharded, saves_sharded
 from ..sharded import load_sharded as load_sharded_checkpoint
 from ..tokenizer import TokenizerError
-from ..train import (Dist, MetricsLog, _printer, autocast_context, check_finite, die_with_torchrun, gather_rng,
-                     fused_adamw, keep_configured_hyperparameters, open_pipes, param_groups, resume_checkpoint,
-                     setup_distributed, stopped, use_bf16)
+from ..train import (Dist, MetricsLog, _printer, autocast_context, check_finite, check_host_memory, die_with_torchrun,
+                     fused_adamw, gather_rng, keep_configured_hyperparameters, open_pipes, param_groups,
+                     resume_checkpoint, setup_distributed, stopped, use_bf16)
 from .config import Phase, StageConfig
 from .lora import count_trainable, load_adapter, merged_state_dict, parent_projections, save_adapter
 
@@ -194,6 +194,7 @@ def run_stage(stage: Stage, d: Dist, pipes=None, stop_at: int | None = None) -> 
                         {id(p): (n, p) for n, p in raw.named_parameters() if ".lora_" not in n}.values())
     if d.is_main and (note := check_space(out_dir, checkpoint_bytes(n_base_params, count_trainable(raw)))):
         say(note)  # and CheckpointError (exit 2) when not even one checkpoint fits: before training, not at a save
+    check_host_memory(d, checkpoint_bytes(n_base_params, count_trainable(raw)), say)
     optimizer = torch.optim.AdamW(param_groups(raw, cfg.weight_decay), lr=phases[0].lr,
                                   betas=(cfg.beta1, cfg.beta2), eps=1e-8, fused=fused_adamw(d.device))
 

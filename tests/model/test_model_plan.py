@@ -228,6 +228,44 @@ def test_memory_check_refuses_only_what_cannot_fit_and_warns_on_the_estimate():
                             where="this machine's memory", **kw)[0]
 
 
+def test_gather_check_weighs_rank_0s_host_against_a_consolidated_checkpoint():
+    """The 7B's last checkpoint is 77 GiB gathered into rank 0's host memory under FSDP too: an error when
+    the host has less in all, a note when less is available now."""
+    from tenali_model.plan import checkpoint_bytes, gather_check
+
+    need = checkpoint_bytes(num_params(preset("7b")))
+    error, warning = gather_check(need, total=64 * GIB, available=60 * GIB, where="rank 0's host (this machine)")
+    assert error.startswith("rank 0's host (this machine) has 64.0 GiB of host memory") and not warning
+    assert f"gathers {need / GIB:.1f} GiB" in error and "TENALI_K8S_MEMORY" in error
+    error, warning = gather_check(need, total=512 * GIB, available=60 * GIB, where="h")
+    assert not error and warning.startswith("note: h has 60.0 GiB of host memory available now")
+    assert gather_check(need, total=512 * GIB, available=400 * GIB, where="h") == ("", "")
+
+
+def test_a_gpu_trainings_rank_0_checks_its_host_for_the_consolidated_save(monkeypatch):
+    """check_host_memory reads the host's memory (not the GPU's) on rank 0 of a GPU training; other ranks
+    and CPU trainings (whose own memory check weighs the RAM) skip it."""
+    from tenali_model import train as train_mod
+    from tenali_model.config import ConfigError
+    from tenali_model.train import Dist, check_host_memory
+
+    asked, said = [], []
+
+    def host(device, *, available):
+        asked.append((device.type, available))
+        return (8 * GIB if available else 16 * GIB), "this machine"
+    monkeypatch.setattr(train_mod, "device_memory", host)
+    gpu = torch.device("cuda", 0)
+    check_host_memory(Dist(1, 1, 2, gpu), 32 * GIB, said.append)
+    check_host_memory(Dist(0, 0, 1, torch.device("cpu")), 32 * GIB, said.append)
+    assert not asked and not said
+    with pytest.raises(ConfigError, match=r"rank 0's host \(this machine\) has 16.0 GiB"):
+        check_host_memory(Dist(0, 0, 2, gpu), 32 * GIB, said.append)
+    assert asked == [("cpu", False), ("cpu", True)]
+    check_host_memory(Dist(0, 0, 2, gpu), 12 * GIB, said.append)
+    assert len(said) == 1 and "8.0 GiB of host memory available now" in said[0]
+
+
 def test_the_trainer_refuses_a_model_that_cannot_fit_before_building_it(tmp_path, monkeypatch, capsys):
     from tenali_model import train as train_mod
     from tenali_model.config import TrainConfig
