@@ -113,8 +113,8 @@ class Teacher:
 
             self.model = transformers.AutoModelForCausalLM.from_pretrained(shape["path"], dtype=dtype)
         else:
-            self.model = load_model(shape["path"], device="cpu")
-            self.model.to(dtype=dtype)
+            # built on the device in its dtype, the weights cast in one tensor at a time: no float32 copy
+            self.model = load_model(shape["path"], device=device, dtype=dtype)
         self.model.to(device).eval().requires_grad_(False)
 
     @torch.no_grad()
