@@ -125,6 +125,17 @@ def restore_rng(rng: dict[str, Any]) -> None:
 
 # --- saving ------------------------------------------------------------------------------------
 
+class Shape:
+    """What save_checkpoint reads from a model, its config and parameter count, for weights passed as
+    model_state without a model holding them (merged LoRA weights; a student made of its teacher's)."""
+
+    def __init__(self, config: ModelConfig, n_params: int):
+        self.config, self._n = config, n_params
+
+    def num_params(self) -> int:
+        return self._n
+
+
 def save_checkpoint(out_dir: str | os.PathLike, *, step: int, model: torch.nn.Module,
                     optimizer: torch.optim.Optimizer | None = None, tokens_seen: int = 0,
                     loader_state: dict | None = None, loss: float | None = None,

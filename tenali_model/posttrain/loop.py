@@ -45,9 +45,9 @@ import torch.distributed as dist
 import torch.nn as nn
 
 from .. import file_waits, preemption
-from ..checkpoint import (CheckpointError, check_space, is_sharded, list_checkpoints, load_config, load_meta,
-                          load_model, load_train_state, rank_rng, read_weights, resolve_checkpoint, restore_rng,
-                          save_checkpoint, step_dir_name)
+from ..checkpoint import (CheckpointError, Shape, check_space, is_sharded, list_checkpoints, load_config,
+                          load_meta, load_model, load_train_state, rank_rng, read_weights, resolve_checkpoint,
+                          restore_rng, save_checkpoint, step_dir_name)
 from ..config import ConfigError, ModelConfig, num_params, resolve_parallelism
 from ..parallel import (build_model, clip_grad_norm, full_state, grad_sync, load_full_state, reshard, wrap_ddp,
                         zero_grads)
@@ -119,16 +119,6 @@ def lr_in_phase(p: Phase, t: int, div_factor: float = 25.0) -> float:
 
 
 # --- checkpoints ---------------------------------------------------------------------------------
-
-class _Shape:
-    """What save_checkpoint reads from a model (its config and parameter count) for merged weights."""
-
-    def __init__(self, config, n_params: int):
-        self.config, self._n = config, n_params
-
-    def num_params(self) -> int:
-        return self._n
-
 
 def adapter_dir(out_dir: Path, step: int) -> Path:
     return out_dir / "adapters" / step_dir_name(step)
@@ -283,7 +273,7 @@ def run_stage(stage: Stage, d: Dist, pipes=None, stop_at: int | None = None) -> 
         if sharded:  # a collective: every rank writes its own shard
             path = save_sharded(out_dir, model=raw, optimizer=optimizer, **common)
         elif d.is_main:
-            path = save_checkpoint(out_dir, model=_Shape(raw.config, n_base_params), model_state=state,
+            path = save_checkpoint(out_dir, model=Shape(raw.config, n_base_params), model_state=state,
                                    optimizer_state=optimizer_state, **common)
             if lora:
                 _prune_adapters(out_dir)

@@ -12,8 +12,10 @@ import dataclasses
 import sys
 from pathlib import Path
 
-from ..checkpoint import latest_checkpoint, load_meta, load_model, resolve_checkpoint, save_checkpoint
-from ..config import ConfigError
+import torch
+
+from ..checkpoint import Shape, latest_checkpoint, load_config, read_weights, resolve_checkpoint, save_checkpoint
+from ..config import ConfigError, num_params
 from ..model import Transformer
 
 
@@ -28,29 +30,36 @@ def pick_layers(teacher_layers: int, student_layers: int) -> list[int]:
 
 def init_student(teacher_ckpt: str | Path, out_dir: str | Path, n_layers: int) -> Path:
     """Write a step-0 student checkpoint into out_dir (kept as it is when one is already there: a
-    retried run must not re-initialise a student that has trained)."""
+    retried run must not re-initialise a student that has trained).
+
+    The teacher's tensors are written out as read, mapped from its model.safetensors: no model is built
+    and nothing copied into memory (a 7B teacher's 3.5B student took 41 GB of the Dagster process's
+    memory that way, and a random initialisation thrown away)."""
     if latest_checkpoint(out_dir) is not None:
         return latest_checkpoint(out_dir)
     teacher_dir = resolve_checkpoint(teacher_ckpt)
-    teacher = load_model(teacher_dir)
-    tcfg = teacher.config
+    state, meta = read_weights(teacher_dir)  # verified; a sharded teacher is read whole
+    tcfg = load_config(teacher_dir)
     layers = pick_layers(tcfg.n_layers, n_layers)
-    student = Transformer(dataclasses.replace(tcfg, n_layers=n_layers))
-    state = teacher.state_dict()
+    scfg = dataclasses.replace(tcfg, n_layers=n_layers)
+    with torch.device("meta"):  # the student's names and shapes, nothing allocated
+        shapes = Transformer(scfg).state_dict()
     new = {}
-    for name in student.state_dict():
+    for name, shape in shapes.items():
         if name.startswith("layers."):
             i, rest = name.split(".", 2)[1:]
             new[name] = state[f"layers.{layers[int(i)]}.{rest}"]
         else:
             new[name] = state[name]
-    student.load_state_dict(new)
+        if new[name].shape != shape.shape:
+            raise ConfigError(f"teacher {teacher_dir}: {name} is {tuple(new[name].shape)}, its config makes it "
+                              f"{tuple(shape.shape)}")
     # the teacher's embedding rows come along, and with them its record of those fitted to a chat
     # tokenizer: a chat stage on the student must not start them again (posttrain/vocab.py)
     from .vocab import FITTED_KEY, fitted_vocab
 
-    fitted = fitted_vocab(load_meta(teacher_dir), tcfg.vocab_size)
-    return save_checkpoint(out_dir, step=0, model=student,
+    fitted = fitted_vocab(meta, tcfg.vocab_size)
+    return save_checkpoint(out_dir, step=0, model=Shape(scfg, num_params(scfg)), model_state=new,
                            extra_meta={"initialised_from": str(teacher_dir), "teacher_layers": layers,
                                        **({FITTED_KEY: fitted} if fitted is not None else {})})
 
