@@ -171,6 +171,19 @@ def num_params(cfg: ModelConfig) -> int:
     return embed + cfg.n_layers * per_layer + d + head  # + final norm
 
 
+# The fields pretraining's and post-training's configs both take from a fixed set.
+RUN_CHOICES = {"device": ("auto", "cpu", "cuda"), "dtype": ("auto", "float32", "bfloat16"),
+               "parallelism": ("auto", "ddp", "fsdp"), "checkpoint_format": ("auto", "full", "sharded")}
+
+
+def check_run_choices(config) -> None:
+    """ConfigError naming the first RUN_CHOICES field of `config` outside its set, and the set."""
+    for name, allowed in RUN_CHOICES.items():
+        if (value := getattr(config, name)) not in allowed:
+            listed = ", ".join(f"'{a}'" for a in allowed[:-1]) + f" or '{allowed[-1]}'"
+            raise ConfigError(f"{name} must be {listed}, got {value!r}")
+
+
 class JsonConfig:
     """to_json / from_json for a config dataclass that has to_dict / from_dict (training and post-training)."""
 
@@ -311,14 +324,7 @@ class TrainConfig(JsonConfig):
             raise ConfigError(f"beta1/beta2 must be in [0, 1), got {self.beta1}, {self.beta2}")
         if self.resolved_seq_len() > mcfg.max_seq_len:
             raise ConfigError(f"seq_len ({self.seq_len}) exceeds model max_seq_len ({mcfg.max_seq_len})")
-        if self.device not in ("auto", "cpu", "cuda"):
-            raise ConfigError(f"device must be 'auto', 'cpu' or 'cuda', got {self.device!r}")
-        if self.dtype not in ("auto", "float32", "bfloat16"):
-            raise ConfigError(f"dtype must be 'auto', 'float32' or 'bfloat16', got {self.dtype!r}")
-        if self.parallelism not in ("auto", "ddp", "fsdp"):
-            raise ConfigError(f"parallelism must be 'auto', 'ddp' or 'fsdp', got {self.parallelism!r}")
-        if self.checkpoint_format not in ("auto", "full", "sharded"):
-            raise ConfigError(f"checkpoint_format must be 'auto', 'full' or 'sharded', got {self.checkpoint_format!r}")
+        check_run_choices(self)
         if self.global_batch_tokens < 0:
             raise ConfigError(f"global_batch_tokens must be >= 0, got {self.global_batch_tokens}")
         if not 0 <= self.seed < 2**32:  # np.random.seed (train.py) takes no other value

@@ -43,7 +43,7 @@ from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any, ClassVar
 
-from ..config import ConfigError, JsonConfig, _check_keys
+from ..config import ConfigError, JsonConfig, _check_keys, check_run_choices
 
 POSTTRAIN_CONFIG_FORMAT_VERSION = 1
 SCHEDULES = ("cosine", "linear", "constant", "onecycle")
@@ -188,14 +188,7 @@ class StageConfig(JsonConfig):
                 raise ConfigError(f"{name} must be a finite number >= 0, got {getattr(self, name)}")
         if not (0 <= self.beta1 < 1 and 0 <= self.beta2 < 1):
             raise ConfigError(f"beta1/beta2 must be in [0, 1), got {self.beta1}, {self.beta2}")
-        if self.device not in ("auto", "cpu", "cuda"):
-            raise ConfigError(f"device must be 'auto', 'cpu' or 'cuda', got {self.device!r}")
-        if self.dtype not in ("auto", "float32", "bfloat16"):
-            raise ConfigError(f"dtype must be 'auto', 'float32' or 'bfloat16', got {self.dtype!r}")
-        if self.parallelism not in ("auto", "ddp", "fsdp"):
-            raise ConfigError(f"parallelism must be 'auto', 'ddp' or 'fsdp', got {self.parallelism!r}")
-        if self.checkpoint_format not in ("auto", "full", "sharded"):
-            raise ConfigError(f"checkpoint_format must be 'auto', 'full' or 'sharded', got {self.checkpoint_format!r}")
+        check_run_choices(self)
         if self.lora is not None:
             self.lora.validate()
             if self.checkpoint_format == "sharded":
