@@ -49,10 +49,10 @@ from torch.distributed.checkpoint.state_dict import (StateDictOptions, get_model
                                                      set_optimizer_state_dict)
 
 from . import file_waits
-from .checkpoint import (CheckpointError, _disk_full, load_config, load_meta, new_save_dir, save_checkpoint,
-                         sha256_file)
+from .checkpoint import (CheckpointError, _disk_full, is_sharded, load_config, load_meta, new_save_dir, read_weights,
+                         save_checkpoint, sha256_file)
 from .model import Transformer
-from .parallel import betas_as_tuples, reshard
+from .parallel import betas_as_tuples, load_full_state, reshard
 
 SHARDED_DIR = "sharded"
 FORMAT = "torch.distributed.checkpoint"
@@ -252,3 +252,18 @@ def load_sharded(ckpt_dir: str | os.PathLike, model: torch.nn.Module,
     if optimizer is not None:
         set_optimizer_state_dict(model, optimizer, {"state": state["optimizer"], "param_groups": param_groups})
         betas_as_tuples(optimizer)
+
+
+def load_checkpoint_state(ckpt_dir: str | os.PathLike, model: torch.nn.Module, optimizer: torch.optim.Optimizer | None,
+                          mode: str, is_main: bool, optimizer_state: dict | None) -> None:
+    """A resumed run's weights and optimizer state, from a sharded checkpoint (each rank reads its own
+    slices) or a consolidated one (under FSDP rank 0 alone reads it and broadcasts; elsewhere every
+    rank reads it). optimizer_state: train_state.pt's "optimizer", verified already; with `optimizer`
+    None (a checkpoint with no optimizer state, such as an imported one) the weights alone. A
+    collective under FSDP and for sharded checkpoints."""
+    if is_sharded(ckpt_dir):
+        load_sharded(ckpt_dir, model, optimizer, optimizer_state["param_groups"] if optimizer is not None else None)
+    else:
+        reads = mode != "fsdp" or is_main
+        load_full_state(model, mode, read_weights(ckpt_dir, verify=False)[0] if reads else None, optimizer,
+                        optimizer_state if reads else None)

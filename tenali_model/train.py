@@ -54,7 +54,7 @@ import torch.distributed as dist
 import torch.nn as nn
 
 from . import file_waits, preemption
-from .checkpoint import (CheckpointError, capture_rng, check_space, is_sharded, latest_checkpoint,
+from .checkpoint import (CheckpointError, capture_rng, check_space, latest_checkpoint,
                          list_checkpoints, load_config, load_meta, load_train_state, read_weights, rank_rng,
                          resolve_checkpoint, restore_rng, save_checkpoint, verify_checkpoint)
 from .config import ConfigError, TrainConfig, atomic_write_text, num_params, resolve_parallelism
@@ -67,7 +67,7 @@ from .parallel import (build_model, clip_grad_norm, full_state, grad_sync, load_
 from .pipes_s3 import PatientS3, pipes_s3_config
 from .plan import checkpoint_bytes, compile_scope, flops_per_token, gather_check, memory_check, peak_bf16_flops
 from .report import publish as publish_report
-from .sharded import load_sharded, save_sharded, saves_sharded
+from .sharded import load_checkpoint_state, save_sharded, saves_sharded
 
 try:  # optional: only present where Dagster launches us; never import dagster itself here
     import dagster_pipes
@@ -439,13 +439,8 @@ def _train(cfg: TrainConfig, d: Dist, pipes, stop_at: int | None) -> dict:
         state = load_train_state(ckpt, mmap=mode == "fsdp", verify=False)
         has_optimizer = state["optimizer"] is not None  # None in an imported (hf.py) checkpoint
         configured = [(g["weight_decay"], g["betas"]) for g in optimizer.param_groups]
-        if is_sharded(ckpt):  # every rank reads its own slices
-            load_sharded(ckpt, model, optimizer if has_optimizer else None,
-                         state["optimizer"]["param_groups"] if has_optimizer else None)
-        else:
-            load_full_state(model, mode, read_weights(ckpt, verify=False)[0] if reads_state else None,
-                            optimizer if has_optimizer else None,
-                            state["optimizer"] if reads_state else None)
+        load_checkpoint_state(ckpt, model, optimizer if has_optimizer else None, mode, d.is_main,
+                              state["optimizer"])
         keep_configured_hyperparameters(optimizer, configured, say)
         if state.get("loader"):
             loader.load_state_dict(state["loader"])

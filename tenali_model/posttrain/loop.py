@@ -45,7 +45,7 @@ import torch.distributed as dist
 import torch.nn as nn
 
 from .. import file_waits, preemption
-from ..checkpoint import (CheckpointError, Shape, check_space, is_sharded, list_checkpoints, load_config,
+from ..checkpoint import (CheckpointError, Shape, check_space, list_checkpoints, load_config,
                           load_meta, load_model, load_train_state, rank_rng, read_weights, resolve_checkpoint,
                           restore_rng, save_checkpoint, step_dir_name)
 from ..config import ConfigError, ModelConfig, num_params, resolve_parallelism
@@ -53,8 +53,7 @@ from ..parallel import (build_model, clip_grad_norm, full_state, grad_sync, load
                         zero_grads)
 from ..plan import checkpoint_bytes
 from ..report import publish as publish_report
-from ..sharded import save_sharded, saves_sharded
-from ..sharded import load_sharded as load_sharded_checkpoint
+from ..sharded import load_checkpoint_state, save_sharded, saves_sharded
 from ..tokenizer import TokenizerError
 from ..train import (Dist, MetricsLog, _printer, autocast_context, check_finite, check_host_memory, die_with_torchrun,
                      fused_adamw, gather_rng, keep_configured_hyperparameters, open_pipes, param_groups,
@@ -201,12 +200,8 @@ def run_stage(stage: Stage, d: Dist, pipes=None, stop_at: int | None = None) -> 
         if lora:
             load_adapter(raw, adapter_dir(out_dir, meta["step"]))
             optimizer.load_state_dict(state["optimizer"])
-        elif is_sharded(ckpt):  # every rank reads its own slices
-            load_sharded_checkpoint(ckpt, raw, optimizer, state["optimizer"]["param_groups"])
-        else:  # under FSDP rank 0 reads the weights and optimizer state and broadcasts them
-            reads = mode != "fsdp" or d.is_main
-            load_full_state(raw, mode, read_weights(ckpt, verify=False)[0] if reads else None, optimizer,
-                            state["optimizer"] if reads else None)
+        else:  # sharded (each rank its slices) or consolidated (under FSDP rank 0 reads and broadcasts)
+            load_checkpoint_state(ckpt, raw, optimizer, mode, d.is_main, state["optimizer"])
         keep_configured_hyperparameters(optimizer, configured, say)  # the state brought back the saved ones
         stage.batches.load_state_dict(state["loader"])
         restore_rng(rank_rng(state, d.rank, d.world_size))
