@@ -205,14 +205,22 @@ def training_retry_delay(env: dict[str, str] | None = None) -> float:
     the node still draining, the GPU still held by the killed process. Dagster fixes a step's
     RetryPolicy when its asset is defined, so the training modules read this at import (settings.py
     alone also reads it into Settings, for `tenali info`)."""
-    env = os.environ if env is None else env
-    raw = env.get("TENALI_TRAINING_RETRY_DELAY", "").strip()
+    return _number(os.environ if env is None else env, "TENALI_TRAINING_RETRY_DELAY", Settings.training_retry_delay,
+                   high=None)
+
+
+def _number(env, name: str, default: float, high: float | None = 1.0) -> float:
+    """`name` in `env` as a float in [0, high] (no upper bound when `high` is None); `default` when unset."""
+    raw = env.get(name, "").strip()
+    if not raw:
+        return default
     try:
-        value = float(raw or Settings.training_retry_delay)
+        value = float(raw)
     except ValueError:
-        value = math.nan
-    if not math.isfinite(value) or value < 0:
-        raise SettingsError(f"TENALI_TRAINING_RETRY_DELAY={raw!r} must be a number of seconds, 0 or more.")
+        raise SettingsError(f"{name}={raw!r} must be a number.") from None
+    if not math.isfinite(value) or value < 0 or (high is not None and value > high):
+        raise SettingsError(f"{name}={raw!r} must be " + (f"between 0 and {high:g}." if high is not None
+                                                           else "a number not below 0."))
     return value
 
 
@@ -240,18 +248,7 @@ def load_settings(env: dict[str, str] | None = None) -> Settings:
         return value
 
     def number(name: str, default: float, high: float | None = 1.0) -> float:
-        """A float in [0, high] (no upper bound when `high` is None)."""
-        raw = get(name)
-        if not raw:
-            return default
-        try:
-            value = float(raw)
-        except ValueError:
-            raise SettingsError(f"{name}={raw!r} must be a number.") from None
-        if not math.isfinite(value) or value < 0 or (high is not None and value > high):
-            raise SettingsError(f"{name}={raw!r} must be " + (f"between 0 and {high:g}." if high is not None
-                                                               else "a number not below 0."))
-        return value
+        return _number(env, name, default, high)
 
     def flag(name: str, default: bool) -> bool:
         raw = get(name).lower()
