@@ -34,11 +34,11 @@ def worker(args: argparse.Namespace) -> None:
     import torch
     import torch.distributed as dist
 
-    from tenali_model.checkpoint import load_train_state, read_weights, save_checkpoint
+    from tenali_model.checkpoint import load_train_state, save_checkpoint, step_dir_name
     from tenali_model.config import num_params, preset
     from tenali_model.model import Transformer
     from tenali_model.parallel import build_model, full_state, load_full_state
-    from tenali_model.sharded import load_sharded, save_sharded
+    from tenali_model.sharded import load_checkpoint_state, save_sharded
     from tenali_model.train import param_groups
 
     torch.set_num_threads(1)
@@ -75,18 +75,11 @@ def worker(args: argparse.Namespace) -> None:
     def save_shards(step):
         save_sharded(out / "sharded", step=step, model=model, optimizer=opt, keep_last=1)
 
-    def load_full(step):
+    def load(kind, step):  # as the trainer resumes: load_checkpoint_state picks the way by the checkpoint
         m, o = fresh()
-        path = out / "full" / f"step_{step:08d}"
+        path = out / kind / step_dir_name(step)
         state = load_train_state(path, mmap=True, verify=False)
-        load_full_state(m, "fsdp", read_weights(path, verify=False)[0] if rank == 0 else None, o,
-                        state["optimizer"] if rank == 0 else None)
-        return m, o
-
-    def load_shards(step):
-        m, o = fresh()
-        path = out / "sharded" / f"step_{step:08d}"
-        load_sharded(path, m, o, load_train_state(path, verify=False)["optimizer"]["param_groups"])
+        load_checkpoint_state(path, m, o, "fsdp", rank == 0, state["optimizer"])
         return m, o
 
     saves = {"full": [], "sharded": []}
@@ -97,7 +90,7 @@ def worker(args: argparse.Namespace) -> None:
             saves[kind].append(timed(lambda: (save_full if kind == "full" else save_shards)(r + 1))[0])
         loaded = {}
         for kind in order:
-            seconds, loaded[kind] = timed(lambda: (load_full if kind == "full" else load_shards)(r + 1))
+            seconds, loaded[kind] = timed(lambda: load(kind, r + 1))
             loads[kind].append(seconds)
     (wa, oa), (wb, ob) = (full_state(*loaded[kind], "fsdp") for kind in ("full", "sharded"))
     if rank == 0:
