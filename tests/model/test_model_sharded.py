@@ -20,7 +20,7 @@ from tenali_model.data import write_shard
 from tenali_model.model import Transformer
 from tenali_model.sharded import SafeLoadPlanner, SafeReader, load_sharded, save_sharded
 from tenali_model.train import param_groups, train
-from tm_helpers import REPO_ROOT, subprocess_env, tiny_config
+from tm_helpers import REPO_ROOT, flip, subprocess_env, tiny_config
 
 
 def trained(seed=0, **kw):
@@ -96,9 +96,7 @@ def test_untied_model_keeps_its_head(tmp_path):
 def test_a_flipped_byte_a_lost_file_and_a_stray_file_are_named(tmp_path):
     _, _, path = saved(tmp_path)
     shard = path / "sharded" / "__0_0.distcp"
-    data = bytearray(shard.read_bytes())
-    data[len(data) // 2] ^= 0xFF
-    shard.write_bytes(bytes(data))
+    flip(shard)
     with pytest.raises(CheckpointError, match=r"sharded/__0_0.distcp sha256 mismatch"):
         verify_checkpoint(path)
     with pytest.raises(CheckpointError, match="sha256 mismatch"):
@@ -110,12 +108,6 @@ def test_a_flipped_byte_a_lost_file_and_a_stray_file_are_named(tmp_path):
     (path / "sharded" / "__1_0.distcp").write_bytes(b"x")
     with pytest.raises(CheckpointError, match="files meta.json does not list: __1_0.distcp"):
         verify_checkpoint(path)
-
-
-def flip(path):
-    data = bytearray(path.read_bytes())
-    data[len(data) // 2] ^= 0xFF
-    path.write_bytes(bytes(data))
 
 
 def test_ranks_share_the_hashing_and_together_miss_nothing(tmp_path):

@@ -21,7 +21,7 @@ from tenali_model.model import Transformer
 from tenali_model.parallel import load_full_state
 from tenali_model.plan import flops_per_token
 from tenali_model.train import lr_at, main, param_groups, train
-from tm_helpers import PYTHON, REPO_ROOT, SEQ, VOCAB, subprocess_env, tiny_config
+from tm_helpers import PYTHON, REPO_ROOT, SEQ, VOCAB, flip, subprocess_env, tiny_config
 
 
 def read_metrics(out_dir):
@@ -323,10 +323,7 @@ def test_fsdp_two_ranks_match_one_process_and_resume(shards, tmp_path):
 
     # A flipped byte in step 6's train_state.pt, which rank 1 hashes: both ranks fall back to step 3
     # together, and the rerun of steps 4-6 ends where the first did.
-    state_file = out / "step_00000006" / "train_state.pt"
-    data = bytearray(state_file.read_bytes())
-    data[len(data) // 2] ^= 0xFF
-    state_file.write_bytes(bytes(data))
+    flip(out / "step_00000006" / "train_state.pt")
     proc = subprocess.run(cmd, cwd=REPO_ROOT, env=subprocess_env(), capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     assert "cannot resume from step_00000006" in proc.stdout and "train_state.pt sha256 mismatch" in proc.stdout

@@ -44,6 +44,13 @@ def subprocess_env(**extra: str) -> dict[str, str]:
 PYTHON = sys.executable
 
 
+def flip(path) -> None:
+    """Flip one byte in the middle of a file, as a storage fault would: its sha256 no longer matches."""
+    data = bytearray(path.read_bytes())
+    data[len(data) // 2] ^= 0xFF
+    path.write_bytes(bytes(data))
+
+
 FINANCE_TEXT = [
     "Apple (AAPL) closed at $189.25 on 2024-05-01, up 1.5% on volume of 58,414,500 shares.",
     "The Federal Reserve held the federal funds rate at 5.25%-5.50%; CPI rose 3.4% year over year.",
