@@ -205,6 +205,16 @@ def test_non_tensor_entries_load_weights_only(tmp_path, monkeypatch):
     assert not (tmp_path / "pwned").exists()
 
 
+def assert_same_run(run_a: Path, run_b: Path) -> None:
+    """Bit for bit: the same training losses at every logged step, the same weights at step 6."""
+    def losses(run_dir):
+        rows = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+        return [(r["step"], r["loss"]) for r in rows if r["kind"] == "train"]
+    assert losses(run_a) and losses(run_a) == losses(run_b)  # logged steps, not two empty logs
+    a, b = read_weights(run_a / "step_00000006")[0], read_weights(run_b / "step_00000006")[0]
+    assert all(torch.equal(a[k], b[k]) for k in a)
+
+
 def test_resume_from_a_sharded_checkpoint_is_bit_identical(tmp_path):
     """checkpoint_format "sharded" in one process: stopped at step 3 and resumed, the run equals an
     uninterrupted one exactly (losses and weights), and its last checkpoint is consolidated."""
@@ -219,13 +229,7 @@ def test_resume_from_a_sharded_checkpoint_is_bit_identical(tmp_path):
     summary = train(TrainConfig(out_dir=str(tmp_path / "b"), **kw))
     assert summary["resumed_from_step"] == 3
     assert not is_sharded(tmp_path / "b" / "step_00000006")  # the last one: model.safetensors
-
-    def losses(run):
-        rows = [json.loads(line) for line in (tmp_path / run / "metrics.jsonl").read_text().splitlines()]
-        return [(r["step"], r["loss"]) for r in rows if r["kind"] == "train"]
-    assert losses("a") == losses("b")
-    a, b = read_weights(tmp_path / "a" / "step_00000006")[0], read_weights(tmp_path / "b" / "step_00000006")[0]
-    assert all(torch.equal(a[k], b[k]) for k in a)
+    assert_same_run(tmp_path / "a", tmp_path / "b")
 
 
 def test_ddp_ranks_resume_from_a_sharded_checkpoint_bit_identically(shards, tmp_path):
@@ -245,14 +249,7 @@ def test_ddp_ranks_resume_from_a_sharded_checkpoint_bit_identically(shards, tmp_
     assert is_sharded(tmp_path / "stopped" / "step_00000003")
     assert "resuming from" in run("stopped") and not is_sharded(tmp_path / "stopped" / "step_00000006")
     run("whole")
-
-    def losses(run_dir):
-        rows = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
-        return [(r["step"], r["loss"]) for r in rows if r["kind"] == "train"]
-    assert losses(tmp_path / "stopped") == losses(tmp_path / "whole")
-    a = read_weights(tmp_path / "stopped" / "step_00000006")[0]
-    b = read_weights(tmp_path / "whole" / "step_00000006")[0]
-    assert all(torch.equal(a[k], b[k]) for k in a)
+    assert_same_run(tmp_path / "stopped", tmp_path / "whole")
 
 
 def test_checkpoint_format_is_validated(tmp_path):
