@@ -58,7 +58,7 @@ def _before_student(teacher_dir: Path, out_dir: Path, n_layers: int) -> Path:
 def child(what: str, way: str, ckpt: str, out: str) -> None:
     import torch
 
-    from tenali_model.checkpoint import load_meta, load_model
+    from tenali_model.checkpoint import load_config, load_meta, load_model
     from tenali_model.posttrain.student import init_student
 
     torch.set_num_threads(1)
@@ -77,7 +77,8 @@ def child(what: str, way: str, ckpt: str, out: str) -> None:
                  else load_model(ckpt).to(dtype=torch.bfloat16))
         result = str(next(model.parameters()).dtype)
     else:
-        made = (init_student(ckpt, out, 12) if way == "now" else _before_student(Path(ckpt), Path(out), 12))
+        half = max(1, load_config(ckpt).n_layers // 2)
+        made = init_student(ckpt, out, half) if way == "now" else _before_student(Path(ckpt), Path(out), half)
         result = load_meta(made)["model_sha256"]
     seconds = time.perf_counter() - t
     done.set()
@@ -107,7 +108,8 @@ def main() -> None:
         teacher = save_checkpoint(Path(tmp) / "teacher", step=0, model=Transformer(cfg))
         print(f"{args.preset}: {cfg.n_layers} layers, model.safetensors "
               f"{(teacher / 'model.safetensors').stat().st_size / 2**30:.2f} GiB; torch {torch.__version__}")
-        for what, label in (("teacher", "teacher loaded in bf16"), ("student", "init_student to 12 layers")):
+        for what, label in (("teacher", "teacher loaded in bf16"),
+                             ("student", f"init_student to {max(1, cfg.n_layers // 2)} layers")):
             runs = {"before": [], "now": []}
             for r in range(args.rounds):
                 for way in (("before", "now") if r % 2 == 0 else ("now", "before")):
